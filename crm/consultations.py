@@ -1,0 +1,155 @@
+"""Consultation records: one per call, with every IVR step, written from call events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from crm.call_events import CallEnded, CallEvent, CallStarted, CallStep
+from crm.db import SessionFactory
+from crm.models import Consultation, ConsultationStep
+
+log = logging.getLogger(__name__)
+
+ROUTE_OUTCOMES = {"end": "ivr_completed", "agent": "to_agent", "fallback": "ivr_fallback"}
+
+
+def outcome_for(route: str | None, cause: str | None) -> str:
+    """How a call ended, from the route the IVR chose (empty when the caller hung up in it)."""
+    if route in ROUTE_OUTCOMES:
+        return ROUTE_OUTCOMES[route]
+    return "caller_hung_up"
+
+
+async def _get_or_create(session: AsyncSession, call_id: str) -> Consultation:
+    found = await session.scalar(select(Consultation).where(Consultation.call_id == call_id))
+    if found is None:
+        found = Consultation(call_id=call_id)
+        session.add(found)
+        await session.flush()
+    return found
+
+
+async def apply_event(session: AsyncSession, event: CallEvent) -> None:
+    """Write one call event into its consultation (creating it if it is the first we hear)."""
+    consultation = await _get_or_create(session, event.call_id)
+    if isinstance(event, CallStarted):
+        consultation.caller_number = event.caller_number
+        consultation.caller_name = event.caller_name
+        consultation.channel = event.channel
+        consultation.started_at = event.at
+    elif isinstance(event, CallStep):
+        session.add(ConsultationStep(consultation_id=consultation.id, at=event.at,
+                                     kind=event.kind, detail=event.detail))
+    elif isinstance(event, CallEnded):
+        consultation.ended_at = event.at
+        consultation.ivr_route = event.route or None
+        consultation.hangup_cause = event.cause
+        consultation.outcome = outcome_for(event.route, event.cause)
+        if consultation.started_at is not None:
+            consultation.duration_s = round(
+                (event.at - consultation.started_at).total_seconds(), 3)
+
+
+class ConsultationRecorder:
+    """Subscribes to call events and writes them in arrival order from one writer task, so a
+    slow database never blocks the call and events of one call never overtake each other."""
+
+    def __init__(self, sessions: SessionFactory, *, retry_delay: float = 1.0) -> None:
+        self._sessions = sessions
+        self._queue: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_delay = retry_delay
+        self.written = 0
+
+    async def handle(self, event: CallEvent) -> None:
+        self._queue.put_nowait(event)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="consultation-recorder")
+
+    async def drain(self) -> None:
+        await self._queue.join()
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=10)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._write(event)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, event: CallEvent) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with self._sessions() as session, session.begin():
+                    await apply_event(session, event)
+                self.written += 1
+                return
+            except Exception:
+                attempt += 1
+                log.exception("call %s: writing %s failed (attempt %d), retrying",
+                              event.call_id, type(event).__name__, attempt)
+                await asyncio.sleep(min(self._retry_delay * attempt, 30))
+
+
+@dataclass(frozen=True)
+class ConsultationView:
+    id: int
+    call_id: str
+    caller_number: str | None
+    caller_name: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_s: float | None
+    outcome: str | None
+    ivr_route: str | None
+    hangup_cause: str | None
+    steps: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for key in ("started_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+def _view(c: Consultation) -> ConsultationView:
+    return ConsultationView(
+        id=c.id, call_id=c.call_id, caller_number=c.caller_number, caller_name=c.caller_name,
+        started_at=c.started_at, ended_at=c.ended_at, duration_s=c.duration_s,
+        outcome=c.outcome, ivr_route=c.ivr_route, hangup_cause=c.hangup_cause,
+        steps=[{"at": s.at.isoformat(), "kind": s.kind, "detail": s.detail} for s in c.steps],
+    )
+
+
+async def list_consultations(sessions: SessionFactory, *, limit: int = 50,
+                             phone: str | None = None) -> list[ConsultationView]:
+    """Newest first (by start, then by id for calls we only saw end)."""
+    query = (select(Consultation).options(selectinload(Consultation.steps))
+             .order_by(Consultation.started_at.desc().nulls_last(), Consultation.id.desc())
+             .limit(limit))
+    if phone:
+        query = query.where(Consultation.caller_number == phone)
+    async with sessions() as session:
+        rows = (await session.scalars(query)).all()
+    return [_view(c) for c in rows]

@@ -1,0 +1,182 @@
+"""One typed settings object for the whole hotline.
+
+Sources, lowest priority first: the embedded defaults below, a TOML file (``--config`` or
+``HOTLINE_CONFIG``), then environment variables ``HOTLINE_<SECTION>__<KEY>`` (for example
+``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
+``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STATE_DIR = REPO_ROOT / "var"
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class AsteriskSettings(_Section):
+    mode: Literal["embedded", "external"] = "embedded"
+    """embedded: run the Debian-unstable Asterisk root built by us; external: use one you run."""
+    root_dir: Path = Path("/var/cache/hotline/asterisk-root")
+    mirror: str | None = None
+    """Debian archive URI for the root; None reads it from the host's apt configuration."""
+    bind_host: str = "127.0.0.1"
+    sip_port: int = Field(5060, ge=1, le=65535)
+    rtp_start: int = Field(10000, ge=1024, le=65535)
+    rtp_end: int = Field(10199, ge=1024, le=65535)
+    hotline_number: str = Field("12345", pattern=r"^[0-9]+$")
+    queue_name: str = Field("hotline", pattern=r"^[a-z][a-z0-9_-]*$")
+    softphone_user: str = Field("1001", pattern=r"^[0-9A-Za-z_-]+$")
+    softphone_password: str = ""
+    run_as_user: str = "asterisk"
+
+    @model_validator(mode="after")
+    def _rtp_range(self) -> AsteriskSettings:
+        if self.rtp_end <= self.rtp_start:
+            raise ValueError("rtp_end must be greater than rtp_start")
+        return self
+
+
+class AmiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]+$")
+    secret: str = ""
+    ping_interval: float = Field(5.0, gt=0)
+    ping_timeout: float = Field(3.0, gt=0)
+    reconnect_min: float = Field(0.5, gt=0)
+    reconnect_max: float = Field(30.0, gt=0)
+
+
+class AudioSocketSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=1, le=65535)
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    session_secret: str = ""
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """SQLAlchemy async URL; empty means a SQLite file in the state directory."""
+    echo: bool = False
+
+
+class SpeechSettings(_Section):
+    models: dict[str, Path] = Field(default_factory=dict)
+    """Model directory per language code (cmn, en, ko)."""
+    default_language: Literal["cmn", "en", "ko"] = "cmn"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    asterisk: AsteriskSettings = Field(default_factory=AsteriskSettings)
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+    audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, the file (passed as init kwargs) beats defaults.
+        return (env_settings, init_settings)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.state_dir / 'hotline.db'}"
+
+
+_SECRET_KEYS = (
+    ("ami", "secret"),
+    ("asterisk", "softphone_password"),
+    ("web", "session_secret"),
+)
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"settings file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
+
+
+def _fill_secrets(settings: Settings) -> None:
+    """Generate missing secrets once, persist them privately, and reuse them afterwards."""
+    store = settings.state_dir / "secrets.toml"
+    stored: dict[str, Any] = _read_toml(store) if store.exists() else {}
+    changed = False
+    for section, key in _SECRET_KEYS:
+        sect = getattr(settings, section)
+        if getattr(sect, key):
+            continue
+        value = stored.get(section, {}).get(key)
+        if not value:
+            value = secrets.token_urlsafe(18)
+            stored.setdefault(section, {})[key] = value
+            changed = True
+        setattr(sect, key, value)
+    if changed:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        body = "".join(
+            f"[{s}]\n" + "".join(f'{k} = "{v}"\n' for k, v in kv.items()) + "\n"
+            for s, kv in stored.items()
+        )
+        fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
+
+
+def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) -> Settings:
+    """Load and validate settings; raise SettingsError with every bad key named."""
+    path = path or os.environ.get("HOTLINE_CONFIG")
+    data: dict[str, Any] = _read_toml(Path(path)) if path else {}
+    origin = f"{path} + environment" if path else "defaults + environment"
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc, origin)) from None
+    if fill_secrets:
+        _fill_secrets(settings)
+    return settings

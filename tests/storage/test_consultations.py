@@ -1,0 +1,65 @@
+"""Consultation records on SQLite and PostgreSQL, written from call events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from crm.call_events import CallEnded, CallEventBus, CallStarted, CallStep
+from crm.consultations import ConsultationRecorder, list_consultations
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+async def test_call_events_make_one_complete_consultation(sessions) -> None:
+    bus = CallEventBus()
+    recorder = ConsultationRecorder(sessions)
+    bus.subscribe(recorder.handle)
+    recorder.start()
+    try:
+        # A key press may reach us before the AMI start event: it must not be lost.
+        await bus.publish(CallStep("c-1", "dtmf", {"key": "5"}, at=T0 + timedelta(seconds=1)))
+        await bus.publish(CallStarted("c-1", "13800138000", "张三", "PJSIP/gw-1", at=T0))
+        await bus.publish(CallEnded("c-1", "agent", "16", at=T0 + timedelta(seconds=42.5)))
+        await recorder.drain()
+    finally:
+        await recorder.close()
+
+    [view] = await list_consultations(sessions)
+    assert (view.call_id, view.caller_number, view.caller_name) == ("c-1", "13800138000", "张三")
+    assert view.started_at == T0
+    assert view.duration_s == 42.5
+    assert view.outcome == "to_agent"
+    assert [s["detail"] for s in view.steps] == [{"key": "5"}]
+
+
+async def test_list_is_newest_first_and_filters_by_phone(sessions) -> None:
+    recorder = ConsultationRecorder(sessions)
+    recorder.start()
+    try:
+        for i, phone in enumerate(["111", "222", "111"]):
+            await recorder.handle(CallStarted(f"c-{i}", phone, None, at=T0 + timedelta(minutes=i)))
+            ended = T0 + timedelta(minutes=i, seconds=5)
+            await recorder.handle(CallEnded(f"c-{i}", "", "16", at=ended))
+        await recorder.drain()
+    finally:
+        await recorder.close()
+
+    assert [v.call_id for v in await list_consultations(sessions)] == ["c-2", "c-1", "c-0"]
+    assert [v.call_id for v in await list_consultations(sessions, phone="111")] == ["c-2", "c-0"]
+    assert all(v.outcome == "caller_hung_up" for v in await list_consultations(sessions))
+
+
+async def test_failed_subscriber_does_not_stop_others() -> None:
+    bus = CallEventBus()
+    seen: list[str] = []
+
+    async def broken(event) -> None:
+        raise RuntimeError("boom")
+
+    async def good(event) -> None:
+        seen.append(event.call_id)
+
+    bus.subscribe(broken)
+    bus.subscribe(good)
+    await bus.publish(CallStarted("c-9", None, None))
+    assert seen == ["c-9"]
