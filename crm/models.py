@@ -76,3 +76,96 @@ class ConsultationStep(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     consultation: Mapped[Consultation] = relationship(back_populates="steps")
+
+
+class Department(Base):
+    """A back-office department that handles cases; ``phone`` is where agents transfer to."""
+
+    __tablename__ = "departments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    name_en: Mapped[str | None] = mapped_column(String(128))
+    name_ko: Mapped[str | None] = mapped_column(String(128))
+    phone: Mapped[str | None] = mapped_column(String(32))
+
+
+class CaseCategory(Base):
+    __tablename__ = "case_categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    time_limit_days: Mapped[int]
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+
+
+class Resident(Base):
+    """A resident. The ID number is kept only as its last four digits plus a keyed hash, so
+    it can be matched but never shown or leaked whole."""
+
+    __tablename__ = "residents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    preferred_language: Mapped[str | None] = mapped_column(String(8))
+    community: Mapped[str | None] = mapped_column(String(128))
+    id_number_last4: Mapped[str | None] = mapped_column(String(4))
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    phones: Mapped[list[ResidentPhone]] = relationship(
+        back_populates="resident", cascade="all, delete-orphan")
+
+
+class ResidentPhone(Base):
+    __tablename__ = "resident_phones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+
+    resident: Mapped[Resident] = relationship(back_populates="phones")
+
+
+class Case(Base):
+    """A work order: one unique number that follows the matter through every department."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True, index=True)
+    category_id: Mapped[int] = mapped_column(ForeignKey("case_categories.id"))
+    description: Mapped[str] = mapped_column(String(2000))
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    contact_phone: Mapped[str | None] = mapped_column(String(32))
+    address: Mapped[str | None] = mapped_column(String(256))
+    stage: Mapped[str] = mapped_column(String(16), default="accepted")
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    latest_update: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    category: Mapped[CaseCategory] = relationship()
+    department: Mapped[Department | None] = relationship()
+    resident: Mapped[Resident | None] = relationship()
+    history: Mapped[list[CaseHistory]] = relationship(
+        back_populates="case", order_by="CaseHistory.id", cascade="all, delete-orphan")
+
+
+class CaseHistory(Base):
+    """Every change to a case, with who made it and when."""
+
+    __tablename__ = "case_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    from_stage: Mapped[str | None] = mapped_column(String(16))
+    to_stage: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(String(1000))
+
+    case: Mapped[Case] = relationship(back_populates="history")

@@ -1,0 +1,23 @@
+# The two commands of the README. Both install what is missing first (as root on Debian 12).
+PY := .venv/bin/python
+HOTLINE := .venv/bin/hotline
+
+.PHONY: run test stop bootstrap lint bench-speech
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap
+	$(HOTLINE) db seed-demo
+	$(HOTLINE) up
+
+stop:
+	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; else echo "nothing to stop"; fi
+
+lint: bootstrap
+	.venv/bin/ruff check .
+
+test: bootstrap
+	@bash scripts/postgres-test.sh
+	.venv/bin/ruff check .
+	set -a; . var/pg-test.env; set +a; $(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)

@@ -1,0 +1,106 @@
+"""Demo departments, categories, residents and cases, so a fresh install has something to
+look up. Idempotent: records that exist (by their natural key) are left alone."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+
+from crm.case_numbers import make_case_number
+from crm.db import make_engine, make_session_factory
+from crm.models import Case, CaseCategory, CaseHistory, Department, Resident, ResidentPhone
+
+DEPARTMENTS = [
+    ("housing", "住房保障科", "Housing Office", "주택보장과", "8001"),
+    ("sanitation", "环境卫生所", "Sanitation Office", "환경위생소", "8002"),
+    ("civil", "民政服务中心", "Civil Affairs Centre", "민정서비스센터", "8003"),
+]
+CATEGORIES = [
+    ("repair", "房屋维修", 7, "housing"),
+    ("garbage", "垃圾清运", 3, "sanitation"),
+    ("subsidy", "补贴申领", 15, "civil"),
+]
+RESIDENTS = [
+    ("张三", "cmn", "幸福社区", "110101195003072316", ["13800138000"]),
+    ("李秀英", "cmn", "和平街道", "110101194811201225", ["13900139000", "02512345678"]),
+    ("John Smith", "en", "Riverside", "G12345678", ["13700137000"]),
+    ("김민준", "ko", "Riverside", "M98765432", ["13600136000"]),
+]
+# (sequence, category, resident index, stage, description, address, days ago, latest update)
+CASES = [
+    (1, "repair", 0, "in_progress", "楼道灯不亮", "幸福社区3号楼2单元", 2,
+     "维修人员已上门查看，更换灯具中"),
+    (2, "garbage", 1, "resolved", "小区垃圾未及时清运", "和平街道8号院", 5, "已清运完毕"),
+    (3, "subsidy", 2, "accepted", "Heating subsidy application", "Riverside 12", 0, None),
+    (4, "repair", 3, "dispatched", "누수 수리 요청", "Riverside 7", 1, "주택보장과에 배정됨"),
+]
+
+
+def id_number_hash(id_number: str, salt: str = "hotline-demo") -> str:
+    return hashlib.sha256(f"{salt}:{id_number}".encode()).hexdigest()
+
+
+async def seed_demo(url: str, *, today: date | None = None) -> int:
+    today = today or datetime.now(UTC).date()
+    engine = make_engine(url)
+    added = 0
+    try:
+        async with make_session_factory(engine)() as session, session.begin():
+            depts: dict[str, Department] = {}
+            for code, name, name_en, name_ko, phone in DEPARTMENTS:
+                d = await session.scalar(select(Department).where(Department.code == code))
+                if d is None:
+                    d = Department(code=code, name=name, name_en=name_en, name_ko=name_ko,
+                                   phone=phone)
+                    session.add(d)
+                    added += 1
+                depts[code] = d
+            await session.flush()
+            cats: dict[str, CaseCategory] = {}
+            for code, name, days, dept in CATEGORIES:
+                c = await session.scalar(select(CaseCategory).where(CaseCategory.code == code))
+                if c is None:
+                    c = CaseCategory(code=code, name=name, time_limit_days=days,
+                                     department_id=depts[dept].id)
+                    session.add(c)
+                    added += 1
+                cats[code] = c
+            residents: list[Resident] = []
+            for name, lang, community, id_number, phones in RESIDENTS:
+                r = await session.scalar(select(Resident).join(ResidentPhone)
+                                         .where(ResidentPhone.phone == phones[0]))
+                if r is None:
+                    r = Resident(name=name, preferred_language=lang, community=community,
+                                 id_number_last4=id_number[-4:],
+                                 id_number_hash=id_number_hash(id_number),
+                                 phones=[ResidentPhone(phone=p) for p in phones])
+                    session.add(r)
+                    added += 1
+                residents.append(r)
+            await session.flush()
+            for seq, cat, who, stage, desc, address, ago, update in CASES:
+                number = make_case_number(today - timedelta(days=ago), seq)
+                if await session.scalar(select(Case).where(Case.number == number)):
+                    continue
+                created = datetime.now(UTC) - timedelta(days=ago)
+                category = cats[cat]
+                resident = residents[who]
+                case = Case(number=number, category_id=category.id, description=desc,
+                            resident_id=resident.id, department_id=category.department_id,
+                            contact_phone=resident.phones[0].phone, address=address,
+                            stage=stage, created_at=created, updated_at=created,
+                            deadline=created + timedelta(days=category.time_limit_days),
+                            latest_update=update,
+                            history=[CaseHistory(at=created, actor="demo", to_stage="accepted",
+                                                 note="受理 accepted")])
+                if stage != "accepted":
+                    case.history.append(CaseHistory(at=created, actor="demo",
+                                                    from_stage="accepted", to_stage=stage,
+                                                    note=update))
+                session.add(case)
+                added += 1
+    finally:
+        await engine.dispose()
+    return added

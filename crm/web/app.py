@@ -1,0 +1,67 @@
+"""aiohttp application factory for the hotline's web side (agent desk, console, JSON API).
+
+Resources are passed in by the composition root; pages are jinja2 templates with
+autoescaping on, because caller names and notes come from outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from crm.db import SessionFactory
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
+HEALTH_KEY = web.AppKey("health", Callable)
+JINJA_KEY = web.AppKey("jinja", jinja2.Environment)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    ami: str
+    audiosocket_port: int | None
+    active_calls: int
+    consultations_written: int
+
+    @property
+    def ok(self) -> bool:
+        return self.ami == "logged_in" and self.audiosocket_port is not None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report: HealthReport = request.app[HEALTH_KEY]()
+    body = {"ok": report.ok, **asdict(report)}
+    return web.json_response(body, status=200 if report.ok else 503)
+
+
+async def home(request: web.Request) -> web.Response:
+    report: HealthReport = request.app[HEALTH_KEY]()
+    html = request.app[JINJA_KEY].get_template("home.html").render(health=report)
+    return web.Response(text=html, content_type="text/html")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'")
+    return response
+
+
+def create_app(sessions: SessionFactory, health: Callable[[], HealthReport]) -> web.Application:
+    app = web.Application(middlewares=[security_headers])
+    app[SESSIONS_KEY] = sessions
+    app[HEALTH_KEY] = health
+    app[JINJA_KEY] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, enable_async=False)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", home)
+    return app

@@ -1,0 +1,180 @@
+"""The ``hotline`` command: one entry point for operators, make targets and tests.
+
+Heavy modules are imported inside each command so ``hotline --help`` stays instant and no
+connection is ever opened at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from hotline.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("hotline")
+
+
+class CommandError(Exception):
+    """A failure the operator can act on: printed without a traceback, exit status 1."""
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.service import serve_forever
+
+    asyncio.run(serve_forever(settings))
+    return 0
+
+
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.daemon import start_all
+
+    start_all(settings, with_asterisk=not args.no_asterisk)
+    return 0
+
+
+def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.daemon import stop_all
+
+    stop_all(settings)
+    return 0
+
+
+def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.asterisk import process
+
+    if args.action == "up":
+        process.up(settings)
+        print(f"asterisk is up: SIP udp {settings.asterisk.bind_host}:{settings.asterisk.sip_port},"
+              f" AMI {settings.ami.host}:{settings.ami.port}")
+    elif args.action == "down":
+        process.down(settings)
+        print("asterisk is down")
+    elif args.action == "status":
+        print(json.dumps(process.status(settings), indent=2, default=str))
+    else:
+        if not args.command:
+            raise CommandError('usage: hotline asterisk cli "<command>"')
+        print(process.cli(settings, " ".join(args.command)))
+    return 0
+
+
+def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from crm.migrate import upgrade
+
+    asyncio.run(upgrade(settings.database_url))
+    print(f"database schema is up to date ({_redact(settings.database_url)})")
+    if args.action == "seed-demo":
+        from crm.demo_data import seed_demo
+
+        added = asyncio.run(seed_demo(settings.database_url))
+        print(f"demo data: {added} records added")
+    return 0
+
+
+def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
+    from crm.consultations import list_consultations
+    from crm.db import make_engine, make_session_factory
+
+    async def fetch() -> list[dict]:
+        engine = make_engine(settings.database_url)
+        try:
+            views = await list_consultations(make_session_factory(engine),
+                                             limit=args.limit, phone=args.phone)
+        finally:
+            await engine.dispose()
+        return [v.to_json() for v in views]
+
+    rows = asyncio.run(fetch())
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no consultations yet")
+    for r in rows:
+        print(f"{r['started_at'] or '-':32} {r['caller_number'] or '-':>14} "
+              f"{r['caller_name'] or '':10} {r['outcome'] or 'in progress':15} "
+              f"{r['duration_s'] if r['duration_s'] is not None else '-'} s  {r['call_id']}")
+    return 0
+
+
+def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.sipp import place_call
+
+    result = asyncio.run(place_call(settings, caller_number=args.number, caller_name=args.name,
+                                    keys=args.keys, hold_ms=args.hold_ms))
+    print(f"demo call from {args.name} <{args.number}> to {settings.asterisk.hotline_number}: "
+          f"{'answered' if result.answered else 'NOT answered'} (sipp exit {result.returncode})")
+    print("see it with: hotline consultations list")
+    return 0 if result.answered else 1
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hotline", description="Community service hotline")
+    p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG or built-in)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
+    up = sub.add_parser("up", help="start Asterisk and the hotline service in the background")
+    up.add_argument("--no-asterisk", action="store_true", help="use an external Asterisk")
+    sub.add_parser("down", help="stop the hotline service and the built-in Asterisk")
+
+    ast = sub.add_parser("asterisk", help="manage the built-in Asterisk 22")
+    ast.add_argument("action", choices=["up", "down", "status", "cli"])
+    ast.add_argument("command", nargs="*", help='for cli: an Asterisk CLI command')
+
+    db = sub.add_parser("db", help="database schema and demo data")
+    db.add_argument("action", choices=["upgrade", "seed-demo"])
+
+    cons = sub.add_parser("consultations", help="consultation records (one per call)")
+    cons.add_argument("action", choices=["list"])
+    cons.add_argument("--json", action="store_true")
+    cons.add_argument("--limit", type=int, default=50)
+    cons.add_argument("--phone", help="only calls from this number")
+
+    demo = sub.add_parser("demo-call", help="place a test call to the hotline with SIPp")
+    demo.add_argument("--number", default="13800138000")
+    demo.add_argument("--name", default="张三")
+    demo.add_argument("--keys", default="1#", help="keys the caller presses (RFC 2833)")
+    demo.add_argument("--hold-ms", type=int, default=6000)
+    return p
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
+    "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from hotline.asterisk.errors import AsteriskError
+
+    try:
+        return COMMANDS[args.cmd](settings, args)
+    except (CommandError, AsteriskError) as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

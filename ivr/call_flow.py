@@ -1,0 +1,340 @@
+"""The hotline's IVR call flow as an explicit, pure state machine.
+
+``CallFlow.step(inp)`` takes one input (what the caller said or keyed, or the answer of a
+lookup) and returns the actions to perform next; it performs no I/O. The driver
+(``ivr/ivr_call.py``) executes the actions (play prompts, collect input, look up cases, route)
+and feeds the results back. Every transition is therefore testable without Asterisk.
+
+Flow: greeting -> language (skipped for residents with a known language) -> main menu ->
+case number -> read back and confirm -> verification (calling number or last four digits of
+the contact phone) -> status -> hear again / agent / end. No input or no match: re-prompt once
+with a shorter prompt, then keys only, then an agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from crm.case_numbers import CASE_NUMBER_LENGTH, is_valid_case_number
+
+LANGUAGE_KEYS = {"1": "cmn", "2": "en", "3": "ko"}
+MENU_KEYS = {"1": "check_status", "2": "agent", "3": "service_info", "9": "repeat"}
+STATUS_MENU_KEYS = {"1": "repeat", "2": "agent", "3": "end"}
+YES_NO_KEYS = {"1": True, "2": False}
+MAX_CASE_TRIES = 3
+
+
+class State(StrEnum):
+    LANGUAGE = "language"
+    MAIN_MENU = "main_menu"
+    CASE_NUMBER = "case_number"
+    CONFIRM_CASE = "confirm_case"
+    LOOKUP = "lookup"
+    VERIFY_LAST4 = "verify_last4"
+    STATUS_MENU = "status_menu"
+    DONE = "done"
+
+
+# ---- inputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Begin:
+    caller_number: str | None
+    known_language: str | None = None
+
+
+@dataclass(frozen=True)
+class Keys:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Speech:
+    text: str
+    intent: str | None = None
+    digits: str = ""
+    yes: bool | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class NoInput:
+    pass
+
+
+@dataclass(frozen=True)
+class CaseStatus:
+    number: str
+    stage: str
+    department: str | None
+    deadline: datetime | None
+    latest_update: str | None
+    contact_phone: str | None
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    case: CaseStatus | None
+    blocked: bool = False
+
+
+Input = Begin | Keys | Speech | NoInput | LookupResult
+
+
+# ---- actions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Say:
+    prompt: str
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Listen for the caller: ``grammar`` names the phrase set; keys end at ``max_digits`` or
+    '#'. ``prompt`` is played with barge-in before listening."""
+
+    prompt: str
+    grammar: str
+    max_digits: int = 1
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetLanguage:
+    language: str
+
+
+@dataclass(frozen=True)
+class LookupCase:
+    number: str
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """A wrong case number or failed verification, counted against the calling number."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Log:
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    route: str  # "agent" or "end"
+
+
+Action = Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route
+
+
+# ---- the machine ---------------------------------------------------------------------------
+
+
+@dataclass
+class CallFlow:
+    default_language: str = "cmn"
+    language: str = "cmn"
+    state: State = State.LANGUAGE
+    caller_number: str | None = None
+    misses: int = 0
+    case_tries: int = 0
+    candidate: str = ""
+    case: CaseStatus | None = None
+    verified: bool = False
+    last_collect: Collect | None = None
+
+    def step(self, inp: Input) -> list[Action]:
+        if self.state is State.DONE:
+            return []
+        if isinstance(inp, Begin):
+            return self._begin(inp)
+        if isinstance(inp, LookupResult):
+            return self._looked_up(inp)
+        if isinstance(inp, NoInput):
+            return self._miss("no_input")
+        handler = {
+            State.LANGUAGE: self._on_language,
+            State.MAIN_MENU: self._on_main_menu,
+            State.CASE_NUMBER: self._on_case_number,
+            State.CONFIRM_CASE: self._on_confirm,
+            State.VERIFY_LAST4: self._on_last4,
+            State.STATUS_MENU: self._on_status_menu,
+        }.get(self.state)
+        if handler is None:
+            return []
+        return handler(inp)
+
+    # -- helpers
+
+    def _collect(self, prompt: str, grammar: str, max_digits: int = 1, **vars: Any) -> Collect:
+        self.last_collect = Collect(prompt, grammar, max_digits, vars)
+        return self.last_collect
+
+    def _enter(self, state: State, collect: Collect, *before: Action) -> list[Action]:
+        self.state = state
+        self.misses = 0
+        return [*before, collect]
+
+    def _main_menu(self, *before: Action) -> list[Action]:
+        return self._enter(State.MAIN_MENU, self._collect("main_menu", "menu"), *before)
+
+    def _ask_case(self, prompt: str = "ask_case_number", *before: Action) -> list[Action]:
+        return self._enter(State.CASE_NUMBER,
+                           self._collect(prompt, "digits", CASE_NUMBER_LENGTH), *before)
+
+    def _to_agent(self, reason: str) -> list[Action]:
+        self.state = State.DONE
+        return [Log("route", {"route": "agent", "reason": reason}),
+                Say("transfer_to_agent"), Route("agent")]
+
+    def _end(self) -> list[Action]:
+        self.state = State.DONE
+        return [Log("route", {"route": "end"}), Say("goodbye"), Route("end")]
+
+    def _miss(self, why: str) -> list[Action]:
+        """No input or no match: shorter re-prompt, then keys only, then an agent."""
+        self.misses += 1
+        log = Log(why, {"state": self.state.value, "count": self.misses})
+        if self.misses >= 3 or self.last_collect is None:
+            return [log, *self._to_agent(f"{why} x{self.misses}")]
+        base = self.last_collect
+        variant = "short" if self.misses == 1 else "keys"
+        retry = Collect(f"{base.prompt}_{variant}", base.grammar, base.max_digits, base.vars)
+        return [log, Say(why), retry]
+
+    # -- states
+
+    def _begin(self, inp: Begin) -> list[Action]:
+        self.caller_number = inp.caller_number
+        if inp.known_language:
+            self.language = inp.known_language
+            return self._main_menu(SetLanguage(self.language), Say("greeting"),
+                                   Log("language", {"language": self.language, "by": "profile"}))
+        self.language = self.default_language
+        return self._enter(State.LANGUAGE, self._collect("language_menu", "language"),
+                           Say("greeting"))
+
+    def _on_language(self, inp: Input) -> list[Action]:
+        lang = LANGUAGE_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
+        if lang is None:
+            return self._miss("no_match")
+        self.language = lang
+        return self._main_menu(SetLanguage(lang), Log("language", {"language": lang, "by": "key"}))
+
+    def _on_main_menu(self, inp: Input) -> list[Action]:
+        intent = MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
+        if isinstance(inp, Speech):
+            intent = inp.intent
+        if intent is None:
+            return self._miss("no_match")
+        log = Log("intent", {"intent": intent, "by": "keys" if isinstance(inp, Keys) else "speech"})
+        if intent == "check_status":
+            return self._ask_case("ask_case_number", log)
+        if intent == "agent":
+            return [log, *self._to_agent("asked")]
+        if intent == "service_info":
+            return self._main_menu(log, Say("service_info"))
+        if intent == "end":
+            return [log, *self._end()]
+        return self._main_menu(log)  # repeat
+
+    def _on_case_number(self, inp: Input) -> list[Action]:
+        digits = inp.digits.rstrip("#") if isinstance(inp, Keys) else ""
+        if isinstance(inp, Speech):
+            if inp.intent == "agent":
+                return self._to_agent("asked")
+            digits = inp.digits
+        if not digits:
+            return self._miss("no_match")
+        self.case_tries += 1
+        if not is_valid_case_number(digits):
+            log = Log("case_number_invalid", {"digits": digits, "try": self.case_tries})
+            if self.case_tries >= MAX_CASE_TRIES:
+                return [log, RecordFailure("invalid_number"), *self._to_agent("invalid numbers")]
+            return self._ask_case("case_number_invalid", log, RecordFailure("invalid_number"))
+        self.candidate = digits
+        return self._enter(State.CONFIRM_CASE,
+                           self._collect("confirm_case_number", "yesno", digits=digits))
+
+    def _on_confirm(self, inp: Input) -> list[Action]:
+        yes = YES_NO_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
+        if isinstance(inp, Speech):
+            yes = inp.yes
+        if yes is None:
+            return self._miss("no_match")
+        if not yes:
+            return self._ask_case("ask_case_number", Log("case_number_rejected", {}))
+        self.state = State.LOOKUP
+        return [Log("case_number_confirmed", {"number": self.candidate}),
+                LookupCase(self.candidate)]
+
+    def _looked_up(self, inp: LookupResult) -> list[Action]:
+        if inp.blocked:
+            return [Log("lookup_blocked", {}), Say("too_many_attempts"),
+                    *self._to_agent("too many failed attempts")]
+        if inp.case is None:
+            log = Log("case_not_found", {"number": self.candidate})
+            if self.case_tries >= MAX_CASE_TRIES:
+                return [log, RecordFailure("unknown_number"), *self._to_agent("not found")]
+            return self._ask_case("case_not_found", log, RecordFailure("unknown_number"))
+        self.case = inp.case
+        contact = inp.case.contact_phone
+        if contact and self.caller_number and _same_phone(contact, self.caller_number):
+            self.verified = True
+            return self._tell_status(Log("verified", {"by": "calling_number"}))
+        if not contact:
+            return self._tell_status(Log("verified", {"result": False, "reason": "no contact"}))
+        return self._enter(State.VERIFY_LAST4, self._collect("ask_phone_last4", "digits", 4))
+
+    def _on_last4(self, inp: Input) -> list[Action]:
+        digits = inp.digits.rstrip("#") if isinstance(inp, Keys) else ""
+        if isinstance(inp, Speech):
+            digits = inp.digits
+        if len(digits) != 4 or self.case is None:
+            return self._miss("no_match")
+        contact = self.case.contact_phone or ""
+        self.verified = contact.endswith(digits)
+        if self.verified:
+            return self._tell_status(Log("verified", {"by": "last4"}))
+        return self._tell_status(Log("verified", {"by": "last4", "result": False}),
+                                 RecordFailure("verification_failed"), Say("verification_failed"))
+
+    def _tell_status(self, *before: Action) -> list[Action]:
+        assert self.case is not None
+        case = self.case
+        if self.verified:
+            say = Say("status_full", {"stage": case.stage, "department": case.department,
+                                      "deadline": case.deadline, "update": case.latest_update})
+        else:
+            say = Say("status_stage_only", {"stage": case.stage})
+        told = Log("told", {"case": case.number, "stage": case.stage, "verified": self.verified})
+        return self._enter(State.STATUS_MENU, self._collect("after_status_menu", "status_menu"),
+                           *before, say, told)
+
+    def _on_status_menu(self, inp: Input) -> list[Action]:
+        choice = STATUS_MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
+        if isinstance(inp, Speech):
+            choice = inp.intent if inp.intent in ("repeat", "agent", "end") else None
+        if choice is None:
+            return self._miss("no_match")
+        if choice == "agent":
+            return self._to_agent("after status")
+        if choice == "end":
+            return self._end()
+        return self._tell_status(Log("repeat_status", {}))
+
+
+def _same_phone(a: str, b: str) -> bool:
+    """Compare phone numbers by their last 11 digits (ignores +86 / 0086 prefixes)."""
+    da = "".join(c for c in a if c.isdigit())[-11:]
+    db = "".join(c for c in b if c.isdigit())[-11:]
+    return bool(da) and da == db
