@@ -169,3 +169,14 @@ class CaseHistory(Base):
     note: Mapped[str | None] = mapped_column(String(1000))
 
     case: Mapped[Case] = relationship(back_populates="history")
+
+
+class LookupFailure(Base):
+    """A failed case-number lookup or verification, for the IVR's anti-enumeration limit."""
+
+    __tablename__ = "lookup_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

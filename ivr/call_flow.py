@@ -14,10 +14,10 @@ with a shorter prompt, then keys only, then an agent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from crm.case_lookup import CaseStatus
 from crm.case_numbers import CASE_NUMBER_LENGTH, is_valid_case_number
 
 LANGUAGE_KEYS = {"1": "cmn", "2": "en", "3": "ko"}
@@ -64,16 +64,6 @@ class Speech:
 @dataclass(frozen=True)
 class NoInput:
     pass
-
-
-@dataclass(frozen=True)
-class CaseStatus:
-    number: str
-    stage: str
-    department: str | None
-    deadline: datetime | None
-    latest_update: str | None
-    contact_phone: str | None
 
 
 @dataclass(frozen=True)

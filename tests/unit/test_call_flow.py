@@ -2,11 +2,11 @@
 
 from datetime import UTC, date, datetime
 
+from crm.case_lookup import CaseStatus
 from crm.case_numbers import make_case_number
 from ivr.call_flow import (
     Begin,
     CallFlow,
-    CaseStatus,
     Collect,
     Keys,
     Log,
