@@ -1,0 +1,345 @@
+"""One call's AudioSocket media: inbound events for the call flow, paced outbound audio.
+
+The media server creates a ``MediaSession`` per connection, feeds it the messages Asterisk
+sends (``deliver``) and hands it to the call handler, which reads events
+(``next_event`` / ``async for``) and plays audio (``play``).
+
+Outbound audio is one continuous 20 ms stream driven by a single sender task on a monotonic
+schedule (frame n goes out at t0 + n * 20 ms, so there is no drift): each tick sends the next
+frame of the current playback or, when nothing is playing, 20 ms of silence, because
+app_audiosocket gives up after about 2 s without audio in either direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from ivr.audiosocket_protocol import (
+    Audio,
+    Dtmf,
+    Error,
+    Hangup,
+    Message,
+    Uuid,
+    encode_audio,
+    encode_hangup,
+)
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 8000
+BYTES_PER_SAMPLE = 2
+FRAME_SECONDS = 0.020
+FRAME_BYTES = int(SAMPLE_RATE * FRAME_SECONDS) * BYTES_PER_SAMPLE
+"""Outbound packetisation we choose: 320 bytes = 20 ms of 8 kHz s16le mono."""
+SILENCE_FRAME = bytes(FRAME_BYTES)
+
+MAX_SEND_LAG = 0.2
+"""If the event loop stalls longer than this, restart the send schedule instead of
+bursting the backlog at Asterisk."""
+MAX_WRITE_BUFFER = 64 * 1024
+"""About 2 s of queued outbound audio: a peer that stops reading is given up."""
+DEFAULT_MAX_PENDING_EVENTS = 1000
+"""About 20 s of inbound 20 ms frames; beyond it the oldest events are dropped."""
+CLOSE_TIMEOUT = 2.0
+
+
+class CallLogAdapter(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the call id and adds ``call_id`` to the record."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        call_id = self.extra["call_id"] if self.extra else "?"
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "call_id": call_id}
+        return f"[call {call_id}] {msg}", kwargs
+
+
+def call_logger(base: logging.Logger, call_id: uuid.UUID | str) -> CallLogAdapter:
+    return CallLogAdapter(base, {"call_id": str(call_id)})
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over (peer hung up or closed, protocol error, or we hung up)."""
+
+    reason: str
+
+
+SessionEvent = Audio | Dtmf | Hangup | Error | Closed
+
+
+@dataclass(slots=True)
+class MediaStats:
+    frames_in: int = 0
+    bytes_in: int = 0
+    dtmf_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    silence_frames_out: int = 0
+    events_dropped: int = 0
+    schedule_resets: int = 0
+
+
+@dataclass(slots=True)
+class _Playback:
+    frames: deque[bytes]
+    interruptible: bool
+    done: asyncio.Future[bool]
+
+    def finish(self, completed: bool) -> None:
+        self.frames.clear()
+        if not self.done.done():
+            self.done.set_result(completed)
+
+
+class MediaSession:
+    """Per-call media object given to the call handler."""
+
+    def __init__(
+        self,
+        call_id: uuid.UUID,
+        writer: asyncio.StreamWriter,
+        *,
+        keepalive: bool = True,
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+    ) -> None:
+        self.call_id = call_id
+        self.log = call_logger(logger, call_id)
+        self._writer = writer
+        self._keepalive = keepalive
+        self._max_pending = max_pending_events
+        self._events: deque[SessionEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed_event: Closed | None = None
+        self._playback: _Playback | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._stats = MediaStats()
+        self._overflowing = False
+
+    def __repr__(self) -> str:
+        state = f"closed: {self._closed_event.reason}" if self._closed_event else "open"
+        return f"<MediaSession {self.call_id} {state}>"
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the outbound stream (keepalive silence and playback pacing)."""
+        if self._sender is None and not self.closed:
+            self._sender = asyncio.create_task(
+                self._run_sender(), name=f"audiosocket-sender-{self.call_id}"
+            )
+            self.log.debug("media session started")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_event is not None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed_event.reason if self._closed_event else None
+
+    @property
+    def stats(self) -> MediaStats:
+        """A snapshot of the frame and byte counters."""
+        return dataclasses.replace(self._stats)
+
+    @property
+    def playing(self) -> bool:
+        return self._playback is not None
+
+    async def hangup(self, reason: str = "hung up by the IVR") -> None:
+        """Send AudioSocket hang-up (the dialplan continues) and close the socket."""
+        self.terminate(reason, send_hangup=True)
+        await self.wait_closed()
+
+    def terminate(self, reason: str, *, send_hangup: bool = True) -> None:
+        """Close now; the first reason given is the one reported. Idempotent."""
+        if self._closed_event is not None:
+            return
+        self._closed_event = Closed(reason)
+        if self._playback is not None:
+            self._playback.finish(False)
+            self._playback = None
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
+        transport = self._writer.transport
+        if not transport.is_closing():
+            if send_hangup:
+                self._writer.write(encode_hangup())
+            self._writer.close()
+        self._wakeup.set()
+        s = self._stats
+        self.log.info(
+            "media session closed (%s); in %d frames/%d bytes, out %d frames/%d bytes "
+            "(%d silence)",
+            reason, s.frames_in, s.bytes_in, s.frames_out, s.bytes_out, s.silence_frames_out,
+        )
+
+    async def wait_closed(self) -> None:
+        """Wait (bounded) until the sender has stopped and the socket is closed."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=CLOSE_TIMEOUT)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._writer.wait_closed()
+        except TimeoutError:
+            self.log.warning("socket did not close within %.1f s; aborting it", CLOSE_TIMEOUT)
+            self._writer.transport.abort()
+        except (ConnectionError, OSError) as exc:
+            self.log.debug("socket closed with %r", exc)
+
+    # --- inbound --------------------------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        """Called by the media server for each message Asterisk sent."""
+        if self.closed:
+            return
+        match message:
+            case Audio(pcm):
+                self._stats.frames_in += 1
+                self._stats.bytes_in += len(pcm)
+                self._enqueue(message)
+            case Dtmf():
+                self._stats.dtmf_in += 1
+                self.log.debug("key press received")  # never log the key: it may be an id
+                if self._playback is not None and self._playback.interruptible:
+                    self.stop_playback()
+                self._enqueue(message)
+            case Hangup():
+                self._enqueue(message)
+                self.terminate("caller hung up", send_hangup=False)
+            case Error():
+                self.log.warning("Asterisk reported an AudioSocket error: %s", message.description)
+                self._enqueue(message)
+            case Uuid():
+                self.log.warning("ignoring an unexpected second UUID message")
+
+    def _enqueue(self, event: SessionEvent) -> None:
+        if len(self._events) >= self._max_pending:
+            self._events.popleft()
+            self._stats.events_dropped += 1
+            if not self._overflowing:
+                self.log.warning(
+                    "call handler is not reading media events; dropping the oldest "
+                    "(limit %d)", self._max_pending,
+                )
+                self._overflowing = True
+        else:
+            self._overflowing = False
+        self._events.append(event)
+        self._wakeup.set()
+
+    # A timeout here is a call-flow value (how long to wait for a key), returning None.
+    async def next_event(self, timeout: float | None = None) -> SessionEvent | None:
+        """The next inbound event, ``Closed`` once the session is over (repeatedly), or
+        None if ``timeout`` seconds pass first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._closed_event is not None:
+                return self._closed_event
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+
+    async def __aiter__(self) -> AsyncIterator[SessionEvent]:
+        """Iterate over inbound events; the last one is ``Closed``."""
+        while True:
+            event = await self.next_event()
+            assert event is not None
+            yield event
+            if isinstance(event, Closed):
+                return
+
+    # --- outbound -------------------------------------------------------------------------
+
+    async def play(self, pcm: bytes, *, interruptible: bool = True) -> bool:
+        """Play 8 kHz s16le mono audio paced at real time.
+
+        Returns True when all of it was sent and its last frame has had time to play,
+        False if it was stopped (``stop_playback`` or, when ``interruptible``, a key
+        press) or the session closed. Only one playback at a time.
+        """
+        if len(pcm) % BYTES_PER_SAMPLE:
+            raise ValueError(f"audio must be whole 16-bit samples; got {len(pcm)} bytes")
+        if self._playback is not None:
+            raise RuntimeError("play() is already in progress on this session")
+        if self.closed:
+            return False
+        if not pcm:
+            return True
+        if self._sender is None:
+            self.start()
+        view = bytes(pcm)
+        frames = deque(view[i : i + FRAME_BYTES] for i in range(0, len(view), FRAME_BYTES))
+        playback = _Playback(frames, interruptible, asyncio.get_running_loop().create_future())
+        self._playback = playback
+        self.log.debug("playing %d frames (interruptible=%s)", len(frames), interruptible)
+        try:
+            return await playback.done
+        finally:
+            if self._playback is playback:
+                self._playback = None
+                playback.frames.clear()
+
+    def stop_playback(self) -> bool:
+        """Barge-in: stop the current interruptible playback now. True if one was stopped."""
+        playback = self._playback
+        if playback is None or not playback.interruptible:
+            return False
+        self._playback = None
+        playback.finish(False)
+        self.log.debug("playback stopped")
+        return True
+
+    async def _run_sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        start, n = loop.time(), 0
+        while not self.closed:
+            self._send_tick()
+            n += 1
+            due = start + n * FRAME_SECONDS
+            now = loop.time()
+            if now - due > MAX_SEND_LAG:
+                self._stats.schedule_resets += 1
+                self.log.debug("sender fell %.0f ms behind; restarting schedule", 1e3 * (now - due))
+                start, n, due = now, 0, now
+            await asyncio.sleep(max(0.0, due - now))
+
+    def _send_tick(self) -> None:
+        playback = self._playback
+        if playback is not None:
+            if playback.frames:
+                self._send_audio(playback.frames.popleft(), silence=False)
+                return
+            # The last frame went out one tick ago and has now played.
+            self._playback = None
+            playback.finish(True)
+        if self._keepalive:
+            self._send_audio(SILENCE_FRAME, silence=True)
+
+    def _send_audio(self, pcm: bytes, *, silence: bool) -> None:
+        transport = self._writer.transport
+        if transport.is_closing():
+            self.terminate("connection lost", send_hangup=False)
+            return
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.terminate("peer stopped reading audio", send_hangup=False)
+            transport.abort()
+            return
+        self._writer.write(encode_audio(pcm))
+        self._stats.frames_out += 1
+        self._stats.bytes_out += len(pcm)
+        if silence:
+            self._stats.silence_frames_out += 1
