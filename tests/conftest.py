@@ -13,6 +13,8 @@ from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.migrate import upgrade
 from hotline.settings import REPO_ROOT
 
+pytest_plugins = ["tests.integration.asterisk_fixtures"]
+
 
 def _postgres_url() -> str | None:
     url = os.environ.get("HOTLINE_TEST_PG_URL")

@@ -1,0 +1,120 @@
+"""Render the Asterisk configuration from the repo's jinja2 templates and the settings.
+
+Templates live in ``asterisk-config/*.j2`` (one per Asterisk config file) and
+``dialplans/*.j2`` (included from extensions.conf). Secrets come from the settings only,
+so the templates on disk never hold one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import jinja2
+
+from hotline.asterisk.errors import AsteriskError
+from hotline.asterisk.layout import AsteriskDirs
+from hotline.settings import REPO_ROOT, Settings
+
+CONFIG_TEMPLATES = REPO_ROOT / "asterisk-config"
+DIALPLAN_TEMPLATES = REPO_ROOT / "dialplans"
+BANNER = "Rendered by hotline.asterisk.render from the hotline repository; edits are overwritten."
+SECRET_FILES = frozenset({"pjsip.conf", "manager.conf"})
+_UNSAFE_VALUE = re.compile(r"[;\s\"\\\[\]]")
+
+
+class ConfigRenderError(AsteriskError):
+    """A setting cannot be written safely into an Asterisk config file."""
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader([str(CONFIG_TEMPLATES), str(DIALPLAN_TEMPLATES)])
+    return jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def _check_values(settings: Settings) -> None:
+    """Refuse values that would change the meaning of a config line (comments, sections)."""
+    values = {
+        "ami.secret": settings.ami.secret,
+        "ami.username": settings.ami.username,
+        "asterisk.softphone_password": settings.asterisk.softphone_password,
+        "asterisk.agent_password": settings.asterisk.agent_password,
+    }
+    for key, value in values.items():
+        if not value:
+            raise ConfigRenderError(
+                f"{key} is empty; load settings with load_settings() so secrets are generated"
+            )
+        if _UNSAFE_VALUE.search(value):
+            raise ConfigRenderError(
+                f"{key} contains a character Asterisk config files cannot hold "
+                "(whitespace, ; \" \\ [ ]); choose another value"
+            )
+
+
+def _template_names(env: jinja2.Environment) -> list[str]:
+    names = env.list_templates(filter_func=lambda name: name.endswith(".j2"))
+    return sorted(set(names))
+
+
+def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[str, str]:
+    """Render every template; return {config file name: text}. Pure: touches no files."""
+    _check_values(settings)
+    env = _environment()
+    context = {
+        "banner": BANNER,
+        "a": settings.asterisk,
+        "ami": settings.ami,
+        "audiosocket": settings.audiosocket,
+        "dirs": dirs or AsteriskDirs(),
+        "tone_zone": "cn",
+    }
+    return {
+        name.removesuffix(".j2"): env.get_template(name).render(context)
+        for name in _template_names(env)
+    }
+
+
+def install_config(
+    settings: Settings,
+    etc_dir: Path,
+    *,
+    dirs: AsteriskDirs | None = None,
+    gid: int | None = None,
+) -> list[Path]:
+    """Write the rendered config into ``etc_dir`` so that only our files remain there.
+
+    Other ``*.conf`` files (the package's stock ones) are removed, files are replaced
+    atomically so a reload never reads half a file, and files holding secrets are mode 0640
+    (group ``gid`` when given, so a non-root Asterisk can read them).
+    """
+    rendered = render_config(settings, dirs)
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    for stale in etc_dir.glob("*.conf"):
+        if stale.name not in rendered:
+            stale.unlink()
+    written = []
+    for name, text in rendered.items():
+        written.append(_write_file(etc_dir / name, text, gid, secret=name in SECRET_FILES))
+    return written
+
+
+def _write_file(path: Path, text: str, gid: int | None, *, secret: bool) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    mode = 0o640 if secret or gid is not None else 0o644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    if gid is not None:
+        os.chown(tmp, 0, gid)
+    os.replace(tmp, path)
+    return path

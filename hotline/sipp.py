@@ -1,0 +1,576 @@
+"""Drive SIPp from asyncio: hotline callers and agent desk phones, for tests and demos.
+
+Scenarios live in ``hotline/sipp_scenarios/*.xml`` as jinja2 templates; each run renders
+its own copy into a temporary directory. SIPp reports progress through ``<log>`` actions
+written to a FIFO that we read as lines arrive, so callers wait on events, never on sleeps.
+Every SIPp process is bounded by a timeout and killed when its owner is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import jinja2
+
+from hotline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCENARIO_DIR = Path(__file__).with_name("sipp_scenarios")
+PCAP_DIR = Path("/usr/share/sip-tester")
+KEY_PCAPS = {
+    **{digit: f"dtmf_2833_{digit}.pcap" for digit in "0123456789"},
+    "*": "dtmf_2833_star.pcap",
+    "#": "dtmf_2833_pound.pcap",
+}
+KEY_GAP_MS = 250
+"""Time between two keys; each RFC 2833 pcap lasts 140 ms."""
+LOCAL_IP = "127.0.0.1"
+STOP_GRACE = 2.0
+_USER_PART = re.compile(r"^[0-9A-Za-z+*#._-]+$")
+_HANDED_OUT: set[int] = set()
+
+HungUpBy = Literal["local", "remote"]
+
+
+class SippError(Exception):
+    """SIPp could not be run, or a phone could not register."""
+
+
+@dataclass
+class CallResult:
+    exit_code: int | None
+    """SIPp's exit code (0: the scenario completed), None if we had to kill it."""
+    call_id: str | None
+    answered: bool
+    hung_up_by: HungUpBy | None
+    """"remote" if Asterisk sent BYE, "local" if the SIPp side hung up."""
+    timed_out: bool
+    events: list[str] = field(default_factory=list)
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+# --- ports and scenarios ---------------------------------------------------------------
+
+
+def free_udp_port(count: int = 1) -> int:
+    """A free loopback UDP port (even, with ``count`` free ports from it) not handed out yet."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((LOCAL_IP, 0))
+            base = probe.getsockname()[1] & ~1
+        ports = range(base, base + count)
+        if not _HANDED_OUT.intersection(ports) and all(_udp_free(p) for p in ports):
+            _HANDED_OUT.update(ports)
+            return base
+    raise SippError("no free UDP port found on 127.0.0.1")
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((LOCAL_IP, port))
+        except OSError:
+            return False
+    return True
+
+
+def _udp_bound(port: int) -> bool:
+    """True if some socket is bound to UDP ``port`` (read from /proc, no side effects)."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local = line.split()[1]
+            if int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def render_scenario(name: str, dest_dir: Path, **context: object) -> Path:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(SCENARIO_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    path = dest_dir / name
+    path.write_text(env.get_template(name).render(context), encoding="utf-8")
+    return path
+
+
+def _user_part(value: str, what: str) -> str:
+    if not _USER_PART.match(value):
+        raise SippError(f"{what} {value!r} is not a valid SIP user part")
+    return value
+
+
+def _display_name(name: str) -> str:
+    """The name as a quoted-string body: drop what would break the header or the XML."""
+    return re.sub(r'["\\<>\r\n]', "", name).replace("]]>", "")
+
+
+def _key_steps(keys: str, pause_before_keys_ms: int) -> list[dict[str, object]]:
+    steps = []
+    for index, key in enumerate(keys):
+        if key not in KEY_PCAPS:
+            raise SippError(f"key {key!r} cannot be sent; use 0-9, * or #")
+        wait = pause_before_keys_ms if index == 0 else KEY_GAP_MS
+        steps.append({"wait_ms": max(1, wait), "pcap": str(PCAP_DIR / KEY_PCAPS[key])})
+    return steps
+
+
+def _absolute(path: Path) -> Path:
+    return path.resolve()  # SIPp runs in its work directory: hand it absolute paths
+
+
+async def _ulaw_audio(audio: Path, workdir: Path) -> Path:
+    """Raw 8 kHz mono u-law for SIPp's rtp_stream (converting a wav with sox)."""
+    if audio.suffix.lower() in (".ulaw", ".ul", ".pcmu", ".raw"):
+        return _absolute(audio)
+    out = workdir / (audio.stem + ".ulaw")
+    proc = await asyncio.create_subprocess_exec(
+        "sox", str(_absolute(audio)), "-t", "ul", "-r", "8000", "-c", "1", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise SippError(f"sox could not convert {audio}: {err.decode(errors='replace')}")
+    return out
+
+
+# --- one SIPp process ------------------------------------------------------------------
+
+
+class SippProcess:
+    """A running sipp whose ``<log>`` lines arrive through a FIFO as they are written."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.events: list[str] = []
+        self._changed = asyncio.Condition()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._transport: asyncio.ReadTransport | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._exit_task: asyncio.Task[int] | None = None
+        self._writer_fd: int | None = None
+
+    @classmethod
+    async def start(cls, name: str, workdir: Path, args: list[str]) -> SippProcess:
+        self = cls(name, workdir)
+        fifo = workdir / f"{name}.events"
+        await self._open_events(fifo)
+        argv = ["sipp", *args, "-nostdin", "-trace_logs", "-log_file", str(fifo),
+                "-trace_err", "-error_file", str(workdir / f"{name}.errors")]
+        log.debug("starting %s", " ".join(argv))
+        try:
+            with (workdir / f"{name}.out").open("wb") as out, \
+                    (workdir / f"{name}.err").open("wb") as err:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                    cwd=workdir,
+                )
+        except FileNotFoundError:
+            await self._close_events()
+            raise SippError("sipp is not installed: apt-get install sip-tester") from None
+        self._exit_task = asyncio.create_task(self._watch_exit(self._proc))
+        return self
+
+    async def _open_events(self, fifo: Path) -> None:
+        os.mkfifo(fifo)
+        read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        # Our own writer keeps the FIFO from reporting EOF before SIPp opens it; we close
+        # it once SIPp has exited, so the reader then drains every line and sees EOF.
+        self._writer_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        self._reader_task = asyncio.create_task(self._read_events(reader))
+
+    async def _read_events(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            async with self._changed:
+                self.events.append(line.decode("utf-8", "replace").strip())
+                self._changed.notify_all()
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> int:
+        code = await proc.wait()
+        self._release_writer()
+        if self._reader_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._reader_task), STOP_GRACE)
+        async with self._changed:
+            self._changed.notify_all()
+        return code
+
+    def _release_writer(self) -> None:
+        if self._writer_fd is not None:
+            os.close(self._writer_fd)
+            self._writer_fd = None
+
+    def event(self, prefix: str) -> str | None:
+        return next((e for e in self.events if e.split(" ", 1)[0] == prefix), None)
+
+    @property
+    def exited(self) -> bool:
+        return self._exit_task is not None and self._exit_task.done()
+
+    async def wait_event(self, *prefixes: str, within: float) -> str:
+        """Wait for the first ``<log>`` line starting with one of ``prefixes``."""
+        async def found() -> str:
+            async with self._changed:
+                while True:
+                    for prefix in prefixes:
+                        if (hit := self.event(prefix)) is not None:
+                            return hit
+                    if self.exited:
+                        raise SippError(
+                            f"sipp {self.name} exited ({self.returncode}) before "
+                            f"{'/'.join(prefixes)}: {self.errors()}"
+                        )
+                    await self._changed.wait()
+        return await asyncio.wait_for(found(), within)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.returncode
+
+    async def wait(self, within: float) -> int:
+        """SIPp's exit code once it exits and its last events are read."""
+        assert self._exit_task is not None
+        return await asyncio.wait_for(asyncio.shield(self._exit_task), within)
+
+    async def stop(self) -> None:
+        """Kill SIPp if it still runs and release the event pipe. Safe to call twice."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        if self._exit_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exit_task), STOP_GRACE)
+        await self._close_events()
+
+    async def _close_events(self) -> None:
+        self._release_writer()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+            self._reader_task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def output(self) -> tuple[str, str]:
+        out = _read_text(self.workdir / f"{self.name}.out")
+        err = _read_text(self.workdir / f"{self.name}.err") + self.errors()
+        return out, err
+
+    def errors(self) -> str:
+        return _read_text(self.workdir / f"{self.name}.errors")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+# --- callers ---------------------------------------------------------------------------
+
+
+async def place_call(
+    settings: Settings,
+    *,
+    caller_number: str,
+    caller_name: str = "",
+    dial: str | None = None,
+    audio: Path | None = None,
+    keys: str = "",
+    pause_before_keys_ms: int = 500,
+    hold_ms: int = 3000,
+    wait_for_bye: bool = False,
+    local_port: int | None = None,
+    answer_timeout_ms: int = 10_000,
+    auth_password: str | None = None,
+    max_seconds: float | None = None,
+) -> CallResult:
+    """Call the hotline (or ``dial``) from SIPp as ``caller_name <caller_number>``.
+
+    Streams ``audio`` (8 kHz wav or raw u-law) from the answer on, sends ``keys`` as
+    RFC 2833 events after ``pause_before_keys_ms``, then hangs up after ``hold_ms`` -- or,
+    with ``wait_for_bye``, waits up to ``hold_ms`` for the remote side to hang up.
+    ``auth_password`` makes the caller a registered phone (e.g. the softphone) that answers
+    Asterisk's digest challenge as ``caller_number``. SIPp is killed on timeout or cancel.
+    """
+    dial = _user_part(dial or settings.asterisk.hotline_number, "dial")
+    steps = _key_steps(keys, pause_before_keys_ms)
+    with tempfile.TemporaryDirectory(prefix="hotline-sipp-") as tmp:
+        workdir = Path(tmp)
+        scenario = render_scenario(
+            "caller_until_bye.xml" if wait_for_bye else "caller.xml",
+            workdir,
+            caller_number=_user_part(caller_number, "caller_number"),
+            caller_name=_display_name(caller_name),
+            audio=str(await _ulaw_audio(audio, workdir)) if audio else None,
+            steps=steps,
+            hold_ms=max(1, hold_ms),
+            answer_timeout_ms=max(1, answer_timeout_ms),
+            authenticate=auth_password is not None,
+        )
+        total_ms = answer_timeout_ms + pause_before_keys_ms + KEY_GAP_MS * len(steps) + hold_ms
+        bound = max_seconds if max_seconds is not None else total_ms / 1000 + 5
+        remote = (settings.asterisk.bind_host, settings.asterisk.sip_port)
+        port = local_port or free_udp_port()
+        args = [
+            f"{remote[0]}:{remote[1]}", "-sf", str(scenario), "-s", dial, "-i", LOCAL_IP,
+            "-p", str(port), "-mp", str(free_udp_port(4)), "-m", "1", "-l", "1",
+        ]
+        if auth_password is not None:
+            args += ["-au", caller_number, "-ap", auth_password]
+        dialog = _Dialog(local_port=port, caller_number=caller_number, dial=dial)
+        return await _run_call(workdir, args, bound, dialog, remote)
+
+
+@dataclass(frozen=True)
+class _Dialog:
+    """What the caller needs to send BYE itself: logged by the scenario once answered."""
+
+    local_port: int
+    caller_number: str
+    dial: str
+    call_id: str = ""
+    from_tag: str = ""
+    remote_target: str = ""
+    to_tag: str = ""
+
+    def with_log(self, line: str | None) -> _Dialog:
+        fields = (line or "").split()
+        if len(fields) < 5 or not fields[4].startswith(";tag="):
+            return self
+        return _Dialog(self.local_port, self.caller_number, self.dial, fields[1], fields[2],
+                       fields[3].strip("<>"), fields[4].removeprefix(";tag="))
+
+    def bye(self, remote: tuple[str, int]) -> bytes:
+        local = f"{LOCAL_IP}:{self.local_port}"
+        lines = [
+            f"BYE {self.remote_target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-hotline-{os.urandom(6).hex()}",
+            f"From: <sip:{self.caller_number}@{local}>;tag={self.from_tag}",
+            f"To: <sip:{self.dial}@{remote[0]}:{remote[1]}>;tag={self.to_tag}",
+            f"Call-ID: {self.call_id}",
+            "CSeq: 99 BYE",
+            "Max-Forwards: 70",
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def _send_bye(dialog: _Dialog, remote: tuple[str, int]) -> None:
+    """Hang up a call whose SIPp we killed, so Asterisk does not keep an orphan channel."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((LOCAL_IP, dialog.local_port))
+            sock.sendto(dialog.bye(remote), remote)
+        except OSError as exc:
+            log.warning("could not send BYE for %s: %s", dialog.call_id, exc)
+
+
+async def _run_call(
+    workdir: Path, args: list[str], bound: float, dialog: _Dialog, remote: tuple[str, int]
+) -> CallResult:
+    proc = await SippProcess.start("caller", workdir, args)
+    code: int | None = None
+    try:
+        code = await proc.wait(bound)
+    except TimeoutError:
+        log.warning("sipp caller still running after %.1f s; killing it", bound)
+    finally:
+        await proc.stop()
+        if proc.event("answered") and not (proc.event("remote_bye") or proc.event("local_bye")):
+            _send_bye(dialog.with_log(proc.event("dialog")), remote)
+    return _call_result(proc, code)
+
+
+def _call_result(proc: SippProcess, code: int | None) -> CallResult:
+    answered = proc.event("answered")
+    hung_up: HungUpBy | None = None
+    if proc.event("remote_bye"):
+        hung_up = "remote"
+    elif proc.event("local_bye"):
+        hung_up = "local"
+    out, err = proc.output()
+    return CallResult(
+        exit_code=code,
+        call_id=answered.split(" ", 1)[1] if answered and " " in answered else None,
+        answered=answered is not None,
+        hung_up_by=hung_up,
+        timed_out=code is None,
+        events=list(proc.events),
+        stdout=out,
+        stderr=err,
+    )
+
+
+# --- agent desk phones -----------------------------------------------------------------
+
+
+class AgentPhone:
+    """An agent desk phone: registers ``extension`` with digest auth, answers one call.
+
+    Usage::
+
+        async with AgentPhone(settings, "2001") as phone:   # returns once registered
+            ...                                             # put PJSIP/2001 in the queue
+            call_id = await phone.wait_answered(10)  # seconds
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        extension: str,
+        *,
+        password: str | None = None,
+        ring_ms: int = 0,
+        hold_ms: int = 120_000,
+        register_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.extension = _user_part(extension, "extension")
+        self.password = password if password is not None else settings.asterisk.agent_password
+        self.ring_ms = ring_ms
+        self.hold_ms = hold_ms
+        self.register_timeout = register_timeout
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._uas: SippProcess | None = None
+
+    @property
+    def workdir(self) -> Path:
+        assert self._tmp is not None, "AgentPhone is not started"
+        return Path(self._tmp.name)
+
+    async def __aenter__(self) -> AgentPhone:
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-agent-{self.extension}-")
+        try:
+            await self._start_phone()
+            contact = f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>"
+            await self._register(expires=3600, contact=contact)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._uas is not None:
+                await self._uas.stop()
+            with contextlib.suppress(SippError, TimeoutError):
+                await self._register(expires=0, contact="*")
+        finally:
+            await self._close()
+
+    async def _start_phone(self) -> None:
+        self.port = free_udp_port()
+        scenario = render_scenario(
+            "agent_phone.xml", self.workdir, user=self.extension,
+            ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms),
+        )
+        args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
+                "-mp", str(free_udp_port(4)), "-m", "1"]
+        self._uas = await SippProcess.start("phone", self.workdir, args)
+        await self._wait_listening()
+
+    async def _wait_listening(self) -> None:
+        """Wait until the answering SIPp has bound its port (it logs nothing before a call)."""
+        async def bound() -> None:
+            while not _udp_bound(self.port):
+                if self._uas is None or self._uas.returncode is not None:
+                    raise SippError(f"agent phone sipp exited: {self._uas and self._uas.output()}")
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(bound(), self.register_timeout)
+
+    async def _register(self, *, expires: int, contact: str) -> None:
+        name = f"register-{expires}"
+        scenario = render_scenario(
+            "agent_register.xml", self.workdir, user=self.extension, contact=contact,
+            expires=expires,
+        )
+        scenario = scenario.rename(self.workdir / f"{name}.xml")
+        args = [
+            f"{self.settings.asterisk.bind_host}:{self.settings.asterisk.sip_port}",
+            "-sf", str(scenario), "-i", LOCAL_IP, "-p", str(free_udp_port()),
+            "-m", "1", "-au", self.extension, "-ap", self.password,
+        ]
+        proc = await SippProcess.start(name, self.workdir, args)
+        try:
+            code = await proc.wait(self.register_timeout)
+        finally:
+            await proc.stop()
+        if code != 0 or proc.event("registered") is None:
+            raise SippError(
+                f"agent phone {self.extension} could not register (sipp exit {code}): "
+                f"{proc.errors() or proc.output()[1]}"
+            )
+
+    async def wait_ringing(self, within: float) -> str:
+        """Wait until Asterisk rings this phone; return the SIP Call-ID."""
+        return self._call_id(await self._phone().wait_event("ringing", within=within))
+
+    async def wait_answered(self, within: float) -> str:
+        """Wait until this phone has answered a call; return the SIP Call-ID."""
+        return self._call_id(await self._phone().wait_event("answered", within=within))
+
+    async def wait_hangup(self, within: float) -> HungUpBy:
+        """Wait until the answered call ends; return who hung up."""
+        event = await self._phone().wait_event("remote_bye", "local_bye", within=within)
+        return "remote" if event == "remote_bye" else "local"
+
+    def _phone(self) -> SippProcess:
+        if self._uas is None:
+            raise SippError("AgentPhone is not started")
+        return self._uas
+
+    @staticmethod
+    def _call_id(event: str) -> str:
+        return event.split(" ", 1)[1] if " " in event else ""
+
+    async def _close(self) -> None:
+        if self._uas is not None:
+            await self._uas.stop()
+            self._uas = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -1,0 +1,110 @@
+"""The real Asterisk 22 test bed as a session fixture.
+
+Register it once for the session with ``pytest_plugins = ["tests.integration.asterisk_fixtures"]``
+(in ``tests/conftest.py`` or a test module), or import ``asterisk_bed`` into a conftest.py.
+Asterisk runs from the shared Debian root with a private state directory and free
+loopback ports, so it never collides with services on the default ports. Nothing is
+listening on its AudioSocket port unless a test starts a server there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotline.asterisk import down, up
+from hotline.asterisk.layout import chroot_installation
+from hotline.asterisk.process import daemon_pid
+from hotline.asterisk.rootfs import has_asterisk
+from hotline.settings import Settings, _fill_secrets
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def asterisk_test_settings(state_dir: Path) -> Settings:
+    """Settings for the bed: private state dir, free ports, generated secrets.
+
+    HOTLINE_* environment variables still win over these values.
+    """
+    settings = Settings(
+        state_dir=state_dir,
+        asterisk={"sip_port": free_udp_port()},
+        ami={"port": free_tcp_port()},
+        audiosocket={"port": free_tcp_port()},
+    )
+    _fill_secrets(settings)
+    return settings
+
+
+def _skip_unless_possible(settings: Settings) -> None:
+    if settings.asterisk.mode == "external":
+        pytest.skip("asterisk.mode is external: the test bed runs its own Asterisk")
+    if os.geteuid() != 0:
+        pytest.skip("the Asterisk test bed needs root (chroot, mount)")
+    if shutil.which("sipp") is None:
+        pytest.skip("sipp is not installed (apt-get install sip-tester)")
+    if not has_asterisk(settings.asterisk.root_dir) and shutil.which("mmdebstrap") is None:
+        pytest.skip("no Asterisk root and no mmdebstrap to build one")
+
+
+def _refuse_running_instance(settings: Settings) -> None:
+    root = settings.asterisk.root_dir
+    if not has_asterisk(root):
+        return
+    pid = daemon_pid(chroot_installation(root))
+    if pid is not None:
+        pytest.fail(
+            f"an Asterisk already runs from {root} (pid {pid}); stop it "
+            "(hotline.asterisk.down) before running the Asterisk tests",
+            pytrace=False,
+        )
+
+
+class _SharedBed:
+    """One Asterisk per test process, even if the fixture is defined in two places."""
+
+    settings: Settings | None = None
+    users = 0
+
+    @classmethod
+    def acquire(cls, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+        if cls.settings is None:
+            settings = asterisk_test_settings(tmp_path_factory.mktemp("asterisk-state"))
+            _skip_unless_possible(settings)
+            _refuse_running_instance(settings)
+            up(settings, progress=lambda message: None)
+            cls.settings = settings
+        cls.users += 1
+        return cls.settings
+
+    @classmethod
+    def release(cls) -> None:
+        cls.users -= 1
+        if cls.users == 0 and cls.settings is not None:
+            settings, cls.settings = cls.settings, None
+            down(settings)
+
+
+@pytest.fixture(scope="session")
+def asterisk_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running Asterisk for the whole session; yields the Settings it was started with."""
+    settings = _SharedBed.acquire(tmp_path_factory)
+    try:
+        yield settings
+    finally:
+        _SharedBed.release()

@@ -1,0 +1,298 @@
+"""Rendering the Asterisk configuration (and the pure helpers around it), without Asterisk."""
+
+from __future__ import annotations
+
+import re
+import stat
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from hotline.asterisk import process, rootfs
+from hotline.asterisk.errors import (
+    ArchiveUnreachableError,
+    MissingToolError,
+    NotRootError,
+    RootBuildError,
+)
+from hotline.asterisk.layout import resolve_in_root
+from hotline.asterisk.render import (
+    CONFIG_TEMPLATES,
+    DIALPLAN_TEMPLATES,
+    ConfigRenderError,
+    install_config,
+    render_config,
+)
+from hotline.settings import Settings
+from hotline.sipp import _key_steps, render_scenario
+
+SECRET = "s3cr3t-AMI-value"
+SOFTPHONE_PASSWORD = "soft-phone-pw-123"
+AGENT_PASSWORD = "agent-pw-456"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        asterisk={
+            "sip_port": 5070, "rtp_start": 12000, "rtp_end": 12019,
+            "hotline_number": "96110", "queue_name": "front-desk",
+            "softphone_password": SOFTPHONE_PASSWORD, "agent_password": AGENT_PASSWORD,
+            "agent_extensions": ["3001", "3002"],
+        },
+        ami={"port": 5039, "username": "hotline-svc", "secret": SECRET},
+        audiosocket={"port": 9999},
+    )
+
+
+@pytest.fixture
+def config(settings: Settings) -> dict[str, str]:
+    return render_config(settings)
+
+
+def section(text: str, name: str) -> str:
+    """The body of the first ``[name]`` section (up to the next section)."""
+    match = re.search(rf"^\[{re.escape(name)}\][^\n]*\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    assert match, f"no [{name}] section"
+    return match.group(1)
+
+
+def test_renders_every_config_asterisk_needs(config: dict[str, str]) -> None:
+    needed = {"asterisk.conf", "modules.conf", "logger.conf", "pjsip.conf", "manager.conf",
+              "queues.conf", "rtp.conf", "extensions.conf", "hotline.conf"}
+    assert needed <= config.keys()
+    assert "#include hotline.conf" in config["extensions.conf"]
+
+
+def test_sip_rtp_and_ami_use_the_configured_ports_on_loopback(config: dict[str, str]) -> None:
+    transport = section(config["pjsip.conf"], "transport-udp")
+    assert "bind = 127.0.0.1:5070" in transport
+    assert re.search(r"^media_address = 127\.0\.0\.1$", config["pjsip.conf"], re.M)
+    assert "rtpstart = 12000" in config["rtp.conf"]
+    assert "rtpend = 12019" in config["rtp.conf"]
+    general = section(config["manager.conf"], "general")
+    assert "bindaddr = 127.0.0.1" in general
+    assert "port = 5039" in general
+    binds = re.findall(r"^(?:bind|bindaddr|media_address)\s*=\s*(\S+)", "".join(config.values()),
+                       re.M)
+    assert binds and all(b.startswith("127.0.0.1") for b in binds)
+
+
+def test_ami_user_is_loopback_only_with_least_privilege(config: dict[str, str]) -> None:
+    user = section(config["manager.conf"], "hotline-svc")
+    assert f"secret = {SECRET}" in user
+    assert re.findall(r"^(deny|permit) = (\S+)", user, re.M) == [
+        ("deny", "0.0.0.0/0.0.0.0"), ("permit", "127.0.0.1/255.255.255.255"),
+    ]
+    assert "read = system,call,agent,user,reporting" in user
+    assert "write = call,agent,originate,reporting" in user
+    assert "channelvars = CALL_ID,IVR_ROUTE" in config["manager.conf"]
+
+
+def test_pjsip_identifies_phones_by_user_and_everything_else_as_the_gateway(
+    config: dict[str, str],
+) -> None:
+    pjsip = config["pjsip.conf"]
+    assert "endpoint_identifier_order = username,ip" in pjsip
+    assert "match = 127.0.0.1" in section(pjsip, "pstn-gateway-identify")
+    assert "context = hotline-inbound" in section(pjsip, "pstn-gateway")
+    for user, password in (("1001", SOFTPHONE_PASSWORD), ("3001", AGENT_PASSWORD),
+                           ("3002", AGENT_PASSWORD)):
+        assert "context = hotline-internal" in section(pjsip, user)
+        assert f"password = {password}" in section(pjsip, f"{user}-auth")
+    assert "max_contacts = 1" in section(pjsip, "aor-phone")
+    assert "remove_existing = yes" in section(pjsip, "aor-phone")
+    assert "allow = ulaw,alaw" in pjsip and "direct_media = no" in pjsip
+
+
+def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
+    config: dict[str, str],
+) -> None:
+    inbound = section(config["hotline.conf"], "hotline-inbound")
+    assert inbound.startswith("exten => 96110,1,")
+    assert "Set(__CALL_ID=${UUID()})" in inbound
+    assert "Set(CHANNEL(hangup_handler_push)=hotline-call-end,s,1)" in inbound
+    assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID}," in inbound
+    assert "TryExec(AudioSocket(${CALL_ID},127.0.0.1:9999))" in inbound
+    assert 'ExecIf($["${IVR_ROUTE}" = ""]?Set(IVR_ROUTE=fallback))' in inbound
+    assert "Queue(front-desk,r)" in inbound
+    assert re.search(r"^exten => 96110,1,Goto\(hotline-inbound", config["hotline.conf"], re.M)
+    ends = section(config["hotline.conf"], "hotline-call-end")
+    assert "UserEvent(HotlineCallEnd,CallId: ${CALL_ID},Route: ${IVR_ROUTE}" in ends
+    internal = section(config["hotline.conf"], "hotline-internal")
+    assert "exten => 3002,1,Dial(PJSIP/3002,30)" in internal
+
+
+def test_queue_has_no_static_members(config: dict[str, str]) -> None:
+    queue = section(config["queues.conf"], "front-desk")
+    assert "strategy = ringall" in queue
+    assert not re.search(r"^member\s*=", queue, re.M)
+    assert "persistentmembers = no" in config["queues.conf"]
+
+
+def test_modules_needed_by_the_hotline_are_loaded(config: dict[str, str]) -> None:
+    loaded = set(re.findall(r"^load = (\S+)\.so$", config["modules.conf"], re.M))
+    assert {"chan_pjsip", "app_queue", "app_audiosocket", "app_mixmonitor", "func_shell",
+            "app_exec", "pbx_config", "app_stack", "app_userevent"} <= loaded
+    assert "autoload = no" in config["modules.conf"]
+
+
+def test_templates_on_disk_hold_no_secrets() -> None:
+    templates = [*CONFIG_TEMPLATES.glob("*.j2"), *DIALPLAN_TEMPLATES.glob("*.j2")]
+    assert templates
+    for path in templates:
+        for line in path.read_text().splitlines():
+            if re.match(r"^\s*(secret|password)\s*=", line):
+                assert re.search(r"=\s*\{\{.*\}\}\s*$", line), f"{path.name}: {line}"
+
+
+def test_secrets_appear_only_in_the_files_that_need_them(config: dict[str, str]) -> None:
+    holders = {name for name, text in config.items()
+               if SECRET in text or AGENT_PASSWORD in text or SOFTPHONE_PASSWORD in text}
+    assert holders == {"manager.conf", "pjsip.conf"}
+
+
+@pytest.mark.parametrize("bad", ["", "with;comment", "two words", 'quo"te'])
+def test_unsafe_or_missing_secret_is_refused(settings: Settings, bad: str) -> None:
+    settings.ami.secret = bad
+    with pytest.raises(ConfigRenderError, match=r"ami\.secret"):
+        render_config(settings)
+
+
+def test_install_replaces_stock_configs_and_protects_secrets(
+    settings: Settings, tmp_path: Path
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "sip.conf").write_text("; stock\n")
+    (etc / "extensions.ael").write_text("// not a .conf\n")
+    written = install_config(settings, etc)
+    names = {p.name for p in etc.iterdir()}
+    assert "sip.conf" not in names and "extensions.ael" in names
+    assert {p.name for p in written} == set(render_config(settings))
+    assert stat.S_IMODE((etc / "manager.conf").stat().st_mode) == 0o640
+    assert stat.S_IMODE((etc / "pjsip.conf").stat().st_mode) == 0o640
+
+
+# --- rootfs and layout helpers ---------------------------------------------------------
+
+
+def test_host_mirror_reads_deb822_and_skips_security(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.example/debian/\nSuites: bookworm\n"
+        "Components: main\n"
+    )
+    assert rootfs.host_mirror(tmp_path) == "http://mirror.example/debian"
+
+
+def test_host_mirror_reads_one_line_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list").write_text(
+        "# comment\ndeb-src http://src.example/debian bookworm main\n"
+        "deb [signed-by=/k.gpg] http://one.example/debian bookworm main\n"
+    )
+    assert rootfs.host_mirror(tmp_path) == "http://one.example/debian"
+
+
+def test_host_mirror_without_debian_sources_says_what_to_set(tmp_path: Path) -> None:
+    with pytest.raises(rootfs.AsteriskError, match=r"asterisk\.mirror"):
+        rootfs.host_mirror(tmp_path)
+
+
+def test_mmdebstrap_command_builds_sid_with_asterisk(tmp_path: Path) -> None:
+    argv = rootfs.mmdebstrap_argv(tmp_path / "root.tmp", "http://m.example/debian")
+    assert argv[:2] == ["mmdebstrap", "--variant=apt"]
+    assert "--include=asterisk,asterisk-modules,asterisk-core-sounds-en" in argv
+    assert argv[-1] == "deb http://m.example/debian sid main"
+    assert any("Check-Valid-Until" in a for a in argv)
+
+
+def test_unreachable_archive_is_recognised() -> None:
+    output = ["I: running apt-get update...", "E: Failed to fetch http://m.example/debian/..."]
+    assert isinstance(rootfs._build_error(output, "http://m.example/debian"),
+                      ArchiveUnreachableError)
+    assert isinstance(rootfs._build_error(["E: something else"], "x"), RootBuildError)
+
+
+def test_building_a_root_requires_root_and_mmdebstrap(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.asterisk.root_dir = tmp_path / "asterisk-root"
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)
+    with pytest.raises(NotRootError, match="sudo"):
+        rootfs.ensure_root(settings, progress=lambda m: None)
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(rootfs.shutil, "which", lambda name: None)
+    with pytest.raises(MissingToolError, match="apt-get install mmdebstrap"):
+        rootfs.ensure_root(settings, progress=lambda m: None)
+
+
+def test_starting_asterisk_requires_root(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)
+    with pytest.raises(NotRootError, match="starting Asterisk needs root"):
+        process.up(settings, progress=lambda m: None)
+
+
+def test_existing_root_is_reused(settings: Settings, tmp_path: Path) -> None:
+    root = tmp_path / "asterisk-root"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/asterisk").write_text("")
+    settings.asterisk.root_dir = root
+    assert rootfs.ensure_root(settings, progress=pytest.fail) == root
+
+
+@pytest.mark.parametrize(
+    ("banner", "major"),
+    [("Asterisk 22.10.1+dfsg-1", 22), ("Asterisk certified-20.7-cert5", 20),
+     ("Asterisk 18.9.0", None)],
+)
+def test_system_asterisk_needs_version_20_or_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, banner: str, major: int | None
+) -> None:
+    fake = tmp_path / "asterisk"
+    fake.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = rootfs.system_asterisk()
+    assert (found.major if found else None) == major
+
+
+def test_symlinks_resolve_inside_the_chroot(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var/run").symlink_to("/run")
+    assert resolve_in_root(tmp_path, "/var/run/asterisk/asterisk.pid") == (
+        tmp_path / "run/asterisk/asterisk.pid"
+    )
+    assert resolve_in_root(tmp_path, "/../../etc") == tmp_path / "etc"
+
+
+# --- SIPp scenarios --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["caller.xml", "caller_until_bye.xml"])
+def test_caller_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> None:
+    path = render_scenario(
+        name, tmp_path, caller_number="13800138000", caller_name="张三", audio=None,
+        steps=_key_steps("5#*", 300), hold_ms=1000, answer_timeout_ms=5000,
+        authenticate=True,
+    )
+    root = ET.parse(path).getroot()
+    text = path.read_text(encoding="utf-8")
+    assert root.tag == "scenario"
+    assert 'From: "张三" <sip:13800138000@' in text
+    assert "dtmf_2833_pound.pcap" in text and "dtmf_2833_star.pcap" in text
+    assert ("no_remote_bye" in text) == (name == "caller_until_bye.xml")
+
+
+@pytest.mark.parametrize("name", ["agent_phone.xml", "agent_register.xml"])
+def test_agent_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> None:
+    path = render_scenario(name, tmp_path, user="2001", contact="*", expires=0,
+                           ring_ms=1, hold_ms=1000)
+    assert ET.parse(path).getroot().tag == "scenario"
