@@ -7,6 +7,7 @@ the media socket means a call is logged even when the IVR media server is down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class CallTracker:
         self._ami = ami
         self._bus = bus
         self.active_calls: dict[str, ActiveCall] = {}
+        self._arrivals: dict[str, asyncio.Event] = {}
         ami.subscribe("UserEvent", self._on_user_event)
 
     async def _on_user_event(self, event: AmiEvent) -> None:
@@ -43,6 +45,7 @@ class CallTracker:
             call = ActiveCall(call_id, event.get("Channel"), _clean(event.get("CallerNum")),
                               _clean(event.get("CallerName")))
             self.active_calls[call_id] = call
+            self._arrivals.pop(call_id, asyncio.Event()).set()
             log.info("call %s: started from %s (%s)", call_id, call.caller_number,
                      call.caller_name)
             await self._bus.publish(CallStarted(call_id, call.caller_number, call.caller_name,
@@ -53,6 +56,18 @@ class CallTracker:
                      event.get("Cause"))
             await self._bus.publish(CallEnded(call_id, _clean(event.get("Route")),
                                               _clean(event.get("Cause"))))
+
+    async def wait_for_call(self, call_id: str, timeout: float) -> ActiveCall | None:
+        """The call as announced on AMI; the media socket may connect a moment before."""
+        if call_id not in self.active_calls:
+            arrived = self._arrivals.setdefault(call_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout)
+            except TimeoutError:
+                log.warning("call %s: no HotlineCallStart on AMI within %.1f s", call_id, timeout)
+            finally:
+                self._arrivals.pop(call_id, None)
+        return self.active_calls.get(call_id)
 
     async def set_route(self, channel: str, route: str) -> None:
         """Tell the dialplan where the caller goes when the AudioSocket ends."""

@@ -13,7 +13,7 @@ from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.migrate import upgrade
 from hotline.settings import REPO_ROOT
 
-pytest_plugins = ["tests.integration.asterisk_fixtures"]
+pytest_plugins = ["tests.integration.asterisk_fixtures", "tests.integration.service_fixtures"]
 
 
 def _postgres_url() -> str | None:
