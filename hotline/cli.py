@@ -107,7 +107,7 @@ def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
     result = asyncio.run(place_call(settings, caller_number=args.number, caller_name=args.name,
                                     keys=args.keys, hold_ms=args.hold_ms))
     print(f"demo call from {args.name} <{args.number}> to {settings.asterisk.hotline_number}: "
-          f"{'answered' if result.answered else 'NOT answered'} (sipp exit {result.returncode})")
+          f"{'answered' if result.answered else 'NOT answered'} (sipp exit {result.exit_code})")
     print("see it with: hotline consultations list")
     return 0 if result.answered else 1
 

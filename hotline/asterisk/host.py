@@ -222,3 +222,63 @@ def deadline(timeout: float) -> float:
 
 def remaining(until: float) -> float:
     return max(0.0, until - time.monotonic())
+
+
+# --- identity isolation ----------------------------------------------------------------
+
+HOST_ACCOUNT = "hotline-asterisk"
+
+
+def host_account(name: str = HOST_ACCOUNT) -> tuple[int, int]:
+    """A dedicated system account on the host (created once) whose ids Asterisk runs under."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+        entry = pwd.getpwnam(name)
+    return entry.pw_uid, grp.getgrgid(entry.pw_gid).gr_gid
+
+
+def isolate_identity(root: Path, user: str) -> Identity | None:
+    """Give the chroot's ``user`` the ids of a dedicated host account.
+
+    The chroot's package scripts pick system ids that, on the host, can belong to another
+    service (here the chroot's asterisk uid 101 was the host's postgres): running Asterisk
+    under it would hand it that service's files. Rewrites the chroot's passwd/group entries
+    and re-owns the files that had the old ids.
+    """
+    current = lookup_identity(root, user)
+    if current is None:
+        return None
+    uid, gid = host_account()
+    if (current.uid, current.gid) == (uid, gid):
+        return current
+    _rewrite_ids(root / "etc/passwd", user, uid, gid)
+    _rewrite_ids(root / "etc/group", current.group, gid, None)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d not in ("proc", "sys", "dev")]
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            new_uid = uid if st.st_uid == current.uid else -1
+            new_gid = gid if st.st_gid == current.gid else -1
+            if new_uid != -1 or new_gid != -1:
+                os.chown(path, new_uid, new_gid, follow_symlinks=False)
+    return lookup_identity(root, user)
+
+
+def _rewrite_ids(path: Path, name: str, first: int, second: int | None) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == name and len(fields) > 3:
+            fields[2] = str(first)
+            if second is not None:
+                fields[3] = str(second)
+            lines[i] = ":".join(fields)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

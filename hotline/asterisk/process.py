@@ -211,7 +211,10 @@ def _identity(inst: Installation, settings: Settings) -> host.Identity | None:
     user = settings.asterisk.run_as_user
     if not user or user == "root":
         return None
-    identity = host.lookup_identity(inst.root, user)
+    if inst.kind == "chroot":
+        identity = host.isolate_identity(inst.root, user)
+    else:
+        identity = host.lookup_identity(inst.root, user)
     if identity is None:
         log.warning("user %s does not exist in %s; running Asterisk as root", user, inst.root)
         return None

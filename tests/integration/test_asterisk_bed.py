@@ -273,6 +273,16 @@ def test_status_reports_running_asterisk_22(asterisk_bed: Settings) -> None:
     assert "Asterisk 22." in cli(asterisk_bed, "core show version")
 
 
+def test_asterisk_runs_under_its_own_host_account(asterisk_bed: Settings) -> None:
+    """Not root, and not an id the host gives another service (e.g. postgres)."""
+    import pwd
+
+    pid = status(asterisk_bed)["pid"]
+    uid = Path(f"/proc/{pid}").stat().st_uid
+    assert uid != 0
+    assert pwd.getpwuid(uid).pw_name == asterisk_host.HOST_ACCOUNT
+
+
 def test_up_again_reloads_the_running_asterisk(asterisk_bed: Settings) -> None:
     pid = status(asterisk_bed)["pid"]
     up(asterisk_bed, progress=lambda message: None)
