@@ -55,6 +55,20 @@ def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
         print("asterisk is down")
     elif args.action == "status":
         print(json.dumps(process.status(settings), indent=2, default=str))
+    elif args.action == "render":
+        from pathlib import Path
+
+        from hotline.asterisk.render import render_config
+
+        if len(args.command) != 1:
+            raise CommandError("usage: hotline asterisk render DIR")
+        target = Path(args.command[0])
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in render_config(settings).items():
+            (target / name).write_text(text, encoding="utf-8")
+            (target / name).chmod(0o640)
+        print(f"rendered {len(render_config(settings))} files into {target} "
+              "(they contain secrets: keep them private)")
     else:
         if not args.command:
             raise CommandError('usage: hotline asterisk cli "<command>"')
@@ -129,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the hotline service and the built-in Asterisk")
 
     ast = sub.add_parser("asterisk", help="manage the built-in Asterisk 22")
-    ast.add_argument("action", choices=["up", "down", "status", "cli"])
-    ast.add_argument("command", nargs="*", help='for cli: an Asterisk CLI command')
+    ast.add_argument("action", choices=["up", "down", "status", "cli", "render"])
+    ast.add_argument("command", nargs="*",
+                     help="for cli: an Asterisk CLI command; for render: a directory")
 
     db = sub.add_parser("db", help="database schema and demo data")
     db.add_argument("action", choices=["upgrade", "seed-demo"])
