@@ -1,0 +1,1 @@
+"""Language pack data files (<lang>.toml), loaded by speech.prompts."""

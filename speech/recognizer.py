@@ -1,0 +1,283 @@
+"""Streaming recognition of one call's audio with vosk, endpointed by the stream itself.
+
+One ``StreamingRecognizer`` per call (vosk recognisers are stateful and not thread-safe;
+the Model behind them is shared). ``feed`` takes the caller's 8 kHz s16le audio as it
+arrives and returns an update when something changed:
+
+- the first non-empty partial result (``speech_started``): the barge-in signal, stop the
+  prompt that is playing;
+- a changed partial result;
+- a final result when vosk's endpointer decides the utterance ended (AcceptWaveform returned
+  True after trailing silence), or when the utterance reached ``max_utterance`` seconds;
+- a final ``no_speech`` result when ``no_speech_timeout`` seconds of audio went by without
+  any word.
+
+Both timeouts count audio fed (bytes / 16000 per second), never wall-clock time, so they
+behave the same in tests that feed audio faster than real time. AcceptWaveform releases the
+GIL, so it runs on a thread pool (one passed in, or a shared module default), never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE: Final = 8000
+BYTES_PER_SECOND: Final = SAMPLE_RATE * 2
+
+EndReason = Literal["endpoint", "max_utterance", "no_speech", "flush"]
+
+_default_executor: ThreadPoolExecutor | None = None
+_default_executor_lock = threading.Lock()
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """The shared recognition thread pool, created on first use (one thread per core)."""
+    global _default_executor
+    with _default_executor_lock:
+        if _default_executor is None:
+            _default_executor = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="vosk")
+        return _default_executor
+
+
+def shutdown_default_executor() -> None:
+    global _default_executor
+    with _default_executor_lock:
+        if _default_executor is not None:
+            _default_executor.shutdown(wait=True, cancel_futures=True)
+            _default_executor = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizedWord:
+    word: str
+    confidence: float
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionUpdate:
+    text: str
+    is_final: bool
+    speech_started: bool = False
+    """True on the one update where the caller's first word appeared (barge-in)."""
+    confidence: float | None = None
+    """Final results: mean per-word confidence (0..1); None when there are no words."""
+    words: tuple[RecognizedWord, ...] = ()
+    reason: EndReason | None = None
+    """Final results: why the utterance ended."""
+    audio_seconds: float = 0.0
+    """Audio fed since the utterance (listening turn) began."""
+
+
+def _parse_final(raw: str) -> tuple[str, tuple[RecognizedWord, ...]]:
+    data = json.loads(raw)
+    words = tuple(
+        RecognizedWord(w.get("word", ""), float(w.get("conf", 0.0)),
+                       float(w.get("start", 0.0)), float(w.get("end", 0.0)))
+        for w in data.get("result", ())
+    )
+    return " ".join(data.get("text", "").split()), words
+
+
+class StreamingRecognizer:
+    """Recognises one call's speech, one utterance (listening turn) at a time.
+
+    ``reset(grammar)`` starts a new turn, optionally with another grammar (a JSON list of
+    phrases, see ``speech.grammar``; None decodes freely). Do not call ``feed`` concurrently.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        grammar: str | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        executor: Executor | None = None,
+        no_speech_timeout: float | None = 6.0,
+        max_utterance: float | None = 15.0,
+        call_id: str = "-",
+        recognizer_factory: Any = None,
+    ) -> None:
+        self._model = model
+        self._grammar = grammar
+        self._sample_rate = sample_rate
+        self._bytes_per_second = sample_rate * 2
+        self._executor = executor
+        self.no_speech_timeout = no_speech_timeout
+        self.max_utterance = max_utterance
+        self._call_id = call_id
+        self._factory = recognizer_factory
+        self._rec: Any = None
+        self._grammar_applied: str | None = None
+        self._lock = asyncio.Lock()
+        self._pending = b""
+        self._reset_turn()
+
+    # -- turn state -----------------------------------------------------------------------
+
+    def _reset_turn(self) -> None:
+        self._turn_bytes = 0
+        self._speech_at_bytes: int | None = None
+        self._last_partial = ""
+        self._done = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return self._turn_bytes / self._bytes_per_second
+
+    @property
+    def speech_started(self) -> bool:
+        return self._speech_at_bytes is not None
+
+    @property
+    def done(self) -> bool:
+        """A final result was returned for this turn; ``reset`` starts the next one."""
+        return self._done
+
+    async def reset(self, grammar: str | Literal[False] | None = False) -> None:
+        """Start a new listening turn; pass a grammar (or None for free decoding) to switch."""
+        async with self._lock:
+            if grammar is not False:
+                self._grammar = grammar
+            rec = self._rec
+            if rec is not None:
+                await self._run(self._reset_vosk, rec)
+            self._pending = b""
+            self._reset_turn()
+
+    def _reset_vosk(self, rec: Any) -> None:
+        rec.Reset()
+        if self._grammar != self._grammar_applied:
+            if self._grammar is None:
+                self._rec = None  # vosk cannot drop a grammar: a fresh recogniser decodes freely
+            else:
+                rec.SetGrammar(self._grammar)
+                self._grammar_applied = self._grammar
+
+    # -- vosk calls (worker thread) -------------------------------------------------------
+
+    def _ensure(self) -> Any:
+        if self._rec is None:
+            if self._factory is not None:
+                rec = self._factory(self._model, self._sample_rate, self._grammar)
+            else:
+                from vosk import KaldiRecognizer
+
+                rec = (KaldiRecognizer(self._model, self._sample_rate, self._grammar)
+                       if self._grammar is not None
+                       else KaldiRecognizer(self._model, self._sample_rate))
+            rec.SetWords(True)
+            self._rec = rec
+            self._grammar_applied = self._grammar
+        return self._rec
+
+    def _accept(self, pcm: bytes) -> tuple[bool, str]:
+        rec = self._ensure()
+        if rec.AcceptWaveform(pcm):
+            return True, rec.Result()
+        return False, rec.PartialResult()
+
+    def _final(self) -> str:
+        return self._ensure().FinalResult()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor or default_executor(), fn, *args)
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def feed(self, pcm: bytes) -> RecognitionUpdate | None:
+        """Recognise the next chunk of caller audio; an update when anything changed.
+
+        After a final result the turn is over: further audio is ignored (returns None)
+        until ``reset``.
+        """
+        async with self._lock:
+            if self._done:
+                return None
+            pcm = self._pending + pcm
+            usable = len(pcm) - len(pcm) % 2
+            pcm, self._pending = pcm[:usable], pcm[usable:]
+            if not pcm:
+                return None
+            self._turn_bytes += len(pcm)
+            endpoint, raw = await self._run(self._accept, pcm)
+            if endpoint:
+                text, words = _parse_final(raw)
+                if text:
+                    return self._finish(text, words, "endpoint")
+                # vosk endpoints silence too (nothing decoded): keep listening.
+                self._last_partial = ""
+            else:
+                update = self._partial(json.loads(raw).get("partial", ""))
+                if update is not None:
+                    return update
+            return await self._check_timeouts()
+
+    def _partial(self, partial: str) -> RecognitionUpdate | None:
+        partial = " ".join(partial.split())
+        if not partial or partial == self._last_partial:
+            return None
+        self._last_partial = partial
+        started = self._speech_at_bytes is None
+        if started:
+            self._speech_at_bytes = self._turn_bytes
+            log.debug("call %s: speech started after %.2f s: %r", self._call_id,
+                      self.audio_seconds, partial)
+        return RecognitionUpdate(partial, False, speech_started=started,
+                                 audio_seconds=self.audio_seconds)
+
+    async def _check_timeouts(self) -> RecognitionUpdate | None:
+        seconds = self.audio_seconds
+        if (self._speech_at_bytes is None and self.no_speech_timeout is not None
+                and seconds >= self.no_speech_timeout):
+            self._done = True
+            await self._run(self._final)  # clear vosk's buffers for the next turn
+            return RecognitionUpdate("", True, reason="no_speech", audio_seconds=seconds)
+        if self.max_utterance is not None and seconds >= self.max_utterance:
+            return await self._flush("max_utterance")
+        return None
+
+    async def _flush(self, reason: EndReason) -> RecognitionUpdate:
+        text, words = _parse_final(await self._run(self._final))
+        if not text:
+            self._done = True
+            return RecognitionUpdate("", True, reason="no_speech" if reason != "flush" else reason,
+                                     audio_seconds=self.audio_seconds)
+        return self._finish(text, words, reason)
+
+    def _finish(self, text: str, words: tuple[RecognizedWord, ...],
+                reason: EndReason) -> RecognitionUpdate:
+        self._done = True
+        confidence = (sum(w.confidence for w in words) / len(words)) if words else None
+        started = self._speech_at_bytes is None
+        if started:
+            self._speech_at_bytes = self._turn_bytes
+        log.debug("call %s: final %r conf=%s (%s, %.2f s)", self._call_id, text, confidence,
+                  reason, self.audio_seconds)
+        return RecognitionUpdate(text, True, speech_started=started, confidence=confidence,
+                                 words=words, reason=reason, audio_seconds=self.audio_seconds)
+
+    async def finish(self) -> RecognitionUpdate | None:
+        """Flush the utterance (caller pressed a key, hung up, or the prompt gave up).
+
+        Returns the final result of whatever was said, with reason ``flush`` (empty text
+        when nothing was), or None when this turn already ended.
+        """
+        async with self._lock:
+            if self._done or self._rec is None:
+                self._done = True
+                return None
+            return await self._flush("flush")

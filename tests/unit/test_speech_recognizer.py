@@ -1,0 +1,176 @@
+"""StreamingRecognizer against a scripted stand-in for vosk's KaldiRecognizer.
+
+The stand-in hears "speech" in any frame with a non-zero sample and endpoints after 0.5 s of
+trailing silence, like vosk's rule 2; the real model is exercised in tests/speech.
+"""
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+
+import pytest
+
+from speech.recognizer import StreamingRecognizer
+
+FRAME = 320  # 20 ms at 8 kHz s16le
+SPEECH = b"\x10\x00" * (FRAME // 2)
+SILENCE = bytes(FRAME)
+WORDS = ("상담원", "연결해", "주세요")
+
+
+class FakeKaldi:
+    instances: ClassVar[list["FakeKaldi"]] = []
+
+    def __init__(self, model: object, rate: int, grammar: str | None) -> None:
+        self.rate = rate
+        self.grammar = grammar
+        self.speech_frames = 0
+        self.trailing_silence = 0
+        self.silence_endpoints = 0
+        self.threads: set[str] = set()
+        self.words_on = False
+        FakeKaldi.instances.append(self)
+
+    def SetWords(self, on: bool) -> None:
+        self.words_on = on
+
+    def SetGrammar(self, grammar: str) -> None:
+        self.grammar = grammar
+
+    def Reset(self) -> None:
+        self.speech_frames = self.trailing_silence = 0
+
+    def _text(self) -> str:
+        return " ".join(WORDS[: min(len(WORDS), self.speech_frames // 10)])
+
+    def AcceptWaveform(self, data: bytes) -> bool:
+        self.threads.add(threading.current_thread().name)
+        for i in range(0, len(data), FRAME):
+            if any(data[i : i + FRAME]):
+                self.speech_frames += 1
+                self.trailing_silence = 0
+            else:
+                self.trailing_silence += 1
+        if self.trailing_silence >= 25:
+            if self.speech_frames == 0:
+                self.trailing_silence = 0
+                self.silence_endpoints += 1
+            return True
+        return False
+
+    def PartialResult(self) -> str:
+        return json.dumps({"partial": self._text()})
+
+    def Result(self) -> str:
+        text = self._text()
+        words = [{"word": w, "conf": c, "start": 0.0, "end": 0.1}
+                 for w, c in zip(text.split(), (1.0, 0.5, 0.9), strict=False)]
+        self.Reset()
+        return json.dumps({"text": text, "result": words})
+
+    FinalResult = Result
+
+
+@pytest.fixture(autouse=True)
+def _clear_instances() -> None:
+    FakeKaldi.instances.clear()
+
+
+def make(**kwargs) -> StreamingRecognizer:
+    kwargs.setdefault("no_speech_timeout", 5.0)
+    kwargs.setdefault("max_utterance", 15.0)
+    return StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FakeKaldi, **kwargs)
+
+
+async def feed_frames(rec: StreamingRecognizer, audio: bytes) -> list:
+    updates = []
+    for i in range(0, len(audio), FRAME):
+        update = await rec.feed(audio[i : i + FRAME])
+        if update is not None:
+            updates.append(update)
+    return updates
+
+
+async def test_partials_then_a_final_at_the_endpoint() -> None:
+    rec = make()
+    updates = await feed_frames(rec, SILENCE * 10 + SPEECH * 30 + SILENCE * 40)
+    partials = [u for u in updates if not u.is_final]
+    finals = [u for u in updates if u.is_final]
+    assert [u.text for u in partials] == ["상담원", "상담원 연결해", "상담원 연결해 주세요"]
+    assert [u.speech_started for u in partials] == [True, False, False]
+    assert partials[0].audio_seconds == pytest.approx(0.4)  # 10 silent + 10 speech frames
+    (final,) = finals
+    assert final.text == "상담원 연결해 주세요" and final.reason == "endpoint"
+    assert final.confidence == pytest.approx(0.8)
+    assert [w.word for w in final.words] == list(WORDS)
+    assert final.audio_seconds == pytest.approx((10 + 30 + 25) * 0.02)
+    assert rec.done
+    assert FakeKaldi.instances[0].words_on
+
+
+async def test_audio_after_the_final_waits_for_reset() -> None:
+    rec = make()
+    await feed_frames(rec, SPEECH * 10 + SILENCE * 25)
+    assert rec.done
+    assert await rec.feed(SPEECH) is None
+    await rec.reset()
+    assert not rec.done and rec.audio_seconds == 0
+    updates = await feed_frames(rec, SPEECH * 10)
+    assert updates[0].speech_started
+
+
+async def test_no_speech_timeout_counts_audio_not_wall_clock() -> None:
+    rec = make(no_speech_timeout=1.0)
+    updates = await feed_frames(rec, SILENCE * 100)  # fed in far less than 2 s
+    assert len(updates) == 1
+    (update,) = updates
+    assert update.is_final and update.reason == "no_speech" and update.text == ""
+    assert update.audio_seconds == pytest.approx(1.0)
+    assert FakeKaldi.instances[0].silence_endpoints == 2  # vosk's silence endpoints ignored
+
+
+async def test_max_utterance_cuts_long_speech() -> None:
+    rec = make(max_utterance=1.0)
+    updates = await feed_frames(rec, SPEECH * 80)
+    final = updates[-1]
+    assert final.is_final and final.reason == "max_utterance"
+    assert final.text == "상담원 연결해 주세요"
+    assert final.audio_seconds == pytest.approx(1.0)
+
+
+async def test_finish_flushes_what_was_said() -> None:
+    rec = make()
+    await feed_frames(rec, SPEECH * 12)
+    final = await rec.finish()
+    assert final is not None and final.reason == "flush" and final.text == "상담원"
+    assert await rec.finish() is None
+
+
+async def test_finish_before_any_audio() -> None:
+    assert await make().finish() is None
+
+
+async def test_odd_byte_chunks_are_reassembled() -> None:
+    rec = make()
+    assert await rec.feed(b"\x10") is None
+    await rec.feed(b"\x00" + SPEECH[:-1])
+    assert rec.audio_seconds == pytest.approx(0.02)
+
+
+async def test_grammar_switches_on_reset() -> None:
+    rec = make()
+    await rec.feed(SPEECH)
+    await rec.reset('["네", "아니요"]')
+    assert FakeKaldi.instances[0].grammar == '["네", "아니요"]'
+    await rec.reset(None)  # free decoding needs a fresh recogniser
+    await rec.feed(SPEECH)
+    assert len(FakeKaldi.instances) == 2 and FakeKaldi.instances[1].grammar is None
+
+
+async def test_vosk_runs_on_the_given_executor_not_the_event_loop() -> None:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-vosk") as pool:
+        rec = make(executor=pool)
+        await feed_frames(rec, SPEECH * 5)
+    threads = FakeKaldi.instances[0].threads
+    assert threads and all(name.startswith("test-vosk") for name in threads)
