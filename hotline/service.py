@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from crm.call_events import CallEventBus
+from crm.case_lookup import LookupGuard
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.migrate import upgrade
 from crm.web.app import HealthReport, create_app
 from hotline.settings import Settings
 from ivr.ami import AmiClient
-from ivr.call_handler import KeypadCallHandler
 from ivr.call_tracker import CallTracker
+from ivr.ivr_call import IvrDeps, SpeechIvrHandler
 from ivr.media_server import MediaServer
+from ivr.voice import StackVoice
+from speech.stack import SpeechStack
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class HotlineService:
     ami: AmiClient
     tracker: CallTracker
     media: MediaServer
+    speech: SpeechStack
     web_runner: web.AppRunner
 
     def health(self) -> HealthReport:
@@ -46,6 +50,7 @@ class HotlineService:
             audiosocket_port=self.media.bound_port,
             active_calls=len(self.tracker.active_calls),
             consultations_written=self.recorder.written,
+            speech=self.speech.health(),
         )
 
 
@@ -69,8 +74,12 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         await ami.start()
         stack.push_async_callback(ami.close)
 
-        handler = KeypadCallHandler(bus, tracker)
-        media = MediaServer(settings.audiosocket, handler.handle)
+        speech = await SpeechStack.start(settings)
+        stack.push_async_callback(speech.close)
+        _log_speech(speech)
+        deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
+                       default_language=settings.speech.default_language)
+        media = MediaServer(settings.audiosocket, SpeechIvrHandler(deps).handle)
         await media.start()
         stack.push_async_callback(media.close)
 
@@ -81,12 +90,21 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.web.host, settings.web.port).start()
 
-        service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, runner)
+        service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, speech,
+                                 runner)
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,
                  settings.web.port, settings.ami.host, settings.ami.port)
         yield service
+
+
+def _log_speech(speech: SpeechStack) -> None:
+    for lang, info in speech.health()["languages"].items():
+        if info["speech"]:
+            log.info("speech %s: recognition on (%s)", lang, info["model_dir"])
+        else:
+            log.warning("speech %s: keypad only: %s", lang, info["reason"])
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -59,6 +59,7 @@ class Speech:
     digits: str = ""
     yes: bool | None = None
     confidence: float | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,13 @@ class CallFlow:
 
     def _on_language(self, inp: Input) -> list[Action]:
         lang = LANGUAGE_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
+        if isinstance(inp, Speech):
+            lang = inp.language
         if lang is None:
             return self._miss("no_match")
         self.language = lang
-        return self._main_menu(SetLanguage(lang), Log("language", {"language": lang, "by": "key"}))
+        by = "key" if isinstance(inp, Keys) else "speech"
+        return self._main_menu(SetLanguage(lang), Log("language", {"language": lang, "by": by}))
 
     def _on_main_menu(self, inp: Input) -> list[Action]:
         intent = MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None

@@ -7,13 +7,16 @@ autoescaping on, because caller names and notes come from outside.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 import jinja2
 from aiohttp import web
 
 from crm.db import SessionFactory
+from crm.web.api import PREFIX as API_PREFIX
+from crm.web.api import create_api_app
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -28,6 +31,7 @@ class HealthReport:
     audiosocket_port: int | None
     active_calls: int
     consultations_written: int
+    speech: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -56,7 +60,10 @@ async def security_headers(request: web.Request, handler):  # type: ignore[no-un
     return response
 
 
-def create_app(sessions: SessionFactory, health: Callable[[], HealthReport]) -> web.Application:
+def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
+               api: bool = True, case_numbering_tz: tzinfo = UTC) -> web.Application:
+    """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
+    the time zone whose calendar day case numbers carry (the hotline's local zone)."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -64,4 +71,6 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport]) -> 
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, enable_async=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
+    if api:
+        app.add_subapp(API_PREFIX, create_api_app(sessions, numbering_tz=case_numbering_tz))
     return app

@@ -4,6 +4,8 @@ call id, the caller's key press arrives, and after hang-up ``hotline consultatio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -53,13 +55,18 @@ async def test_call_key_press_and_consultation(hotline: HotlineService,
     assert any("5" in json.dumps(s["detail"]) for s in row["steps"])
 
 
-async def test_key_zero_routes_caller_to_the_queue(hotline: HotlineService,
-                                                   watcher: CallWatcher) -> None:
-    joined = []
-    hotline.ami.subscribe("QueueCallerJoin", joined.append)
-    result = await place_call(hotline.settings, caller_number="13900139000",
-                              caller_name="李秀英", keys="0", hold_ms=3000)
-    assert result.answered
+async def test_keyed_request_for_an_agent_reaches_the_queue(hotline: HotlineService,
+                                                            watcher: CallWatcher) -> None:
+    joined = asyncio.Event()
+    hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
+    # 1 = Mandarin at the language menu, 2 = agent at the main menu.
+    call = asyncio.create_task(place_call(hotline.settings, caller_number="13900139000",
+                                          caller_name="李秀英", keys="12", hold_ms=30000))
+    try:
+        await asyncio.wait_for(joined.wait(), 20)
+    finally:
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
     ended = await watcher.wait_ended()
     assert ended.route == "agent"
-    assert joined, "the caller never reached the queue"

@@ -1,0 +1,57 @@
+"""Adapter from the call flow's needs (prompt audio, listening turns) to the speech stack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ivr.call_flow import Speech
+from speech.recognizer import StreamingRecognizer
+from speech.stack import SpeechStack
+
+
+class StackRecognition:
+    """One listening turn: feeds audio, reports barge-in and the caller's final words."""
+
+    def __init__(self, stack: SpeechStack, lang: str, grammar: str,
+                 recognizer: StreamingRecognizer) -> None:
+        self._stack = stack
+        self._lang = lang
+        self._grammar = grammar
+        self._recognizer = recognizer
+        self._result: Speech | None = None
+
+    async def feed(self, pcm: bytes) -> str | None:
+        if self._result is not None:
+            return None
+        update = await self._recognizer.feed(pcm)
+        if update is None:
+            return None
+        if update.is_final:
+            if update.text.strip():
+                u = self._stack.understand(self._lang, self._grammar, update.text)
+                self._result = Speech(update.text, intent=u.intent, digits=u.digits or "",
+                                      yes=u.yes, confidence=update.confidence,
+                                      language=u.language)
+                return "final"
+            return None
+        return "partial" if update.speech_started else None
+
+    def result(self) -> Speech | None:
+        return self._result
+
+    async def close(self) -> None:
+        """Nothing to release: a recogniser holds no OS resources and is dropped with us."""
+
+
+class StackVoice:
+    def __init__(self, stack: SpeechStack) -> None:
+        self.stack = stack
+
+    async def prompt_audio(self, lang: str, prompt: str, vars: dict[str, Any]) -> bytes:
+        return await self.stack.prompt_audio(lang, prompt, **vars)
+
+    def recognition(self, lang: str, grammar: str) -> StackRecognition | None:
+        recognizer = self.stack.recognizer(lang, grammar=grammar)
+        if recognizer is None:
+            return None
+        return StackRecognition(self.stack, lang, grammar, recognizer)
