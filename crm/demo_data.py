@@ -1,16 +1,29 @@
-"""Demo departments, categories, residents and cases, so a fresh install has something to
-look up. Idempotent: records that exist (by their natural key) are left alone."""
+"""Demo departments, categories, residents, cases and desk accounts, so a fresh install has
+something to look up. Idempotent: records that exist (by their natural key) are left alone.
+
+Demo accounts get a password only when one is given (``agent_password``): a well-known
+default password would be a hole in every install that forgot to change it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
+from crm.auth import hash_password
 from crm.case_numbers import make_case_number
 from crm.db import make_engine, make_session_factory
-from crm.models import Case, CaseCategory, CaseHistory, Department, Resident, ResidentPhone
+from crm.models import (
+    Agent,
+    Case,
+    CaseCategory,
+    CaseHistory,
+    Department,
+    Resident,
+    ResidentPhone,
+)
 
 DEPARTMENTS = [
     ("housing", "住房保障科", "Housing Office", "주택보장과", "8001"),
@@ -37,13 +50,24 @@ CASES = [
     (4, "repair", 3, "dispatched", "누수 수리 요청", "Riverside 7", 1, "주택보장과에 배정됨"),
 ]
 
+# (login, display name, role, extension): the extensions are the default agent desk phones
+AGENTS = [
+    ("agent1", "王芳", "agent", "2001"),
+    ("agent2", "Kim Jisoo", "agent", "2002"),
+    ("supervisor1", "陈静", "supervisor", "2003"),
+    ("admin", "系统管理员", "admin", None),
+]
+
 
 def id_number_hash(id_number: str, salt: str = "hotline-demo") -> str:
     return hashlib.sha256(f"{salt}:{id_number}".encode()).hexdigest()
 
 
-async def seed_demo(url: str, *, today: date | None = None) -> int:
+async def seed_demo(url: str, *, today: date | None = None,
+                    agent_password: str | None = None) -> int:
     today = today or datetime.now(UTC).date()
+    password_hash = (await asyncio.to_thread(hash_password, agent_password)
+                     if agent_password is not None else None)
     engine = make_engine(url)
     added = 0
     try:
@@ -100,6 +124,13 @@ async def seed_demo(url: str, *, today: date | None = None) -> int:
                                                     from_stage="accepted", to_stage=stage,
                                                     note=update))
                 session.add(case)
+                added += 1
+            for login, display_name, role, extension in AGENTS:
+                if await session.scalar(select(Agent.id).where(Agent.login == login)):
+                    continue
+                session.add(Agent(login=login, display_name=display_name, role=role,
+                                  extension=extension, queues=["hotline"],
+                                  password_hash=password_hash, active=True))
                 added += 1
     finally:
         await engine.dispose()

@@ -5,10 +5,20 @@ Timestamps are stored in UTC. Each table is small and named for what it is at th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -56,10 +66,21 @@ class Consultation(Base):
     """How it ended: ivr_completed, to_agent, ivr_fallback, caller_hung_up, ..."""
     ivr_route: Mapped[str | None] = mapped_column(String(32))
     hangup_cause: Mapped[str | None] = mapped_column(String(32))
+    # Filled in at the agent desk:
+    notes: Mapped[str | None] = mapped_column(String(4000))
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", name="fk_consultations_agent_id_agents"), index=True)
+    resident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("residents.id", name="fk_consultations_resident_id_residents"), index=True)
 
     steps: Mapped[list[ConsultationStep]] = relationship(
         back_populates="consultation", order_by="ConsultationStep.id", cascade="all, delete-orphan"
     )
+    agent: Mapped[Agent | None] = relationship()
+    resident: Mapped[Resident | None] = relationship()
+    cases: Mapped[list[Case]] = relationship(
+        secondary="consultation_cases", order_by="Case.id", viewonly=True)
 
 
 class ConsultationStep(Base):
@@ -153,6 +174,8 @@ class Case(Base):
     resident: Mapped[Resident | None] = relationship()
     history: Mapped[list[CaseHistory]] = relationship(
         back_populates="case", order_by="CaseHistory.id", cascade="all, delete-orphan")
+    consultations: Mapped[list[Consultation]] = relationship(
+        secondary="consultation_cases", order_by="Consultation.id", viewonly=True)
 
 
 class CaseHistory(Base):
@@ -166,6 +189,11 @@ class CaseHistory(Base):
     actor: Mapped[str] = mapped_column(String(64))
     from_stage: Mapped[str | None] = mapped_column(String(16))
     to_stage: Mapped[str | None] = mapped_column(String(16))
+    from_department: Mapped[str | None] = mapped_column(String(32))
+    """Department codes, when the change moved the case to another department."""
+    to_department: Mapped[str | None] = mapped_column(String(32))
+    latest_update: Mapped[str | None] = mapped_column(String(1000))
+    """The progress message the IVR reads to the caller, when the change set one."""
     note: Mapped[str | None] = mapped_column(String(1000))
 
     case: Mapped[Case] = relationship(back_populates="history")
@@ -180,3 +208,76 @@ class LookupFailure(Base):
     phone: Mapped[str] = mapped_column(String(64), index=True)
     reason: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class Agent(Base):
+    """A person at the agent desk: their login, role, desk phone and the queues they answer.
+
+    ``password_hash`` is argon2id (see crm.auth); None means the account cannot log in yet."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    """agent, supervisor or admin"""
+    extension: Mapped[str | None] = mapped_column(String(16), unique=True)
+    queues: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["hotline"])
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ConsultationCase(Base):
+    """A case raised or discussed during a consultation (many cases per call, many calls per
+    case)."""
+
+    __tablename__ = "consultation_cases"
+
+    consultation_id: Mapped[int] = mapped_column(
+        ForeignKey("consultations.id", ondelete="CASCADE"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True, index=True)
+    linked_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    linked_by: Mapped[str] = mapped_column(String(128))
+
+
+class CaseNumberSequence(Base):
+    """The last daily sequence handed out for case numbers of one day; the row lock on it
+    serialises number allocation on PostgreSQL, the write lock does on SQLite."""
+
+    __tablename__ = "case_number_sequences"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class AuditLog(Base):
+    """Who looked at or changed residents' data, and when (reads through the API included)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    """token:<name>, agent:<login>, ..."""
+    action: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiToken(Base):
+    """A bearer token for the open API. Only the SHA-256 of the token is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

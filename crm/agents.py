@@ -1,0 +1,183 @@
+"""Agents, supervisors and admins of the agent desk: accounts, desk phones, queues, log-in.
+
+Password hashing is deliberately slow (argon2id), so it runs in a worker thread, never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.auth import DEFAULT_HASHER, check_role_name, hash_password, verify_password
+from crm.db import SessionFactory
+from crm.errors import AgentNotFound, AlreadyExists, InvalidInput
+from crm.models import Agent
+
+log = logging.getLogger(__name__)
+
+LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{1,63}")
+EXTENSION_PATTERN = re.compile(r"[0-9]{2,16}")
+QUEUE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+DEFAULT_QUEUES = ("hotline",)
+
+
+@dataclass(frozen=True)
+class AgentView:
+    id: int
+    login: str
+    display_name: str
+    role: str
+    extension: str | None
+    queues: tuple[str, ...]
+    active: bool
+    can_log_in: bool
+
+
+def _view(a: Agent) -> AgentView:
+    return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
+                     a.active, a.password_hash is not None)
+
+
+def _check_login(login: str) -> str:
+    if not LOGIN_PATTERN.fullmatch(login):
+        raise InvalidInput(f"login {login!r} must be 2-64 lower-case letters, digits, '.', '_' "
+                           "or '-', starting with a letter")
+    return login
+
+
+def _check_extension(extension: str | None) -> str | None:
+    if extension is not None and not EXTENSION_PATTERN.fullmatch(extension):
+        raise InvalidInput(f"extension {extension!r} must be 2-16 digits")
+    return extension
+
+
+def _check_queues(queues: list[str] | tuple[str, ...]) -> list[str]:
+    bad = [q for q in queues if not QUEUE_PATTERN.fullmatch(q)]
+    if bad:
+        raise InvalidInput(f"invalid queue names: {', '.join(map(repr, bad))}")
+    return list(dict.fromkeys(queues))
+
+
+def _check_display_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 128:
+        raise InvalidInput("display name must be 1-128 characters")
+    return name
+
+
+async def _hash(password: str, hasher: PasswordHasher) -> str:
+    return await asyncio.to_thread(hash_password, password, hasher=hasher)
+
+
+async def create_agent(sessions: SessionFactory, *, login: str, display_name: str,
+                       role: str = "agent", extension: str | None = None,
+                       queues: list[str] | tuple[str, ...] = DEFAULT_QUEUES,
+                       password: str | None = None, active: bool = True,
+                       hasher: PasswordHasher = DEFAULT_HASHER) -> AgentView:
+    """Add an account. Without a password it exists (for queues and pops) but cannot log in."""
+    agent = Agent(login=_check_login(login), display_name=_check_display_name(display_name),
+                  role=check_role_name(role), extension=_check_extension(extension),
+                  queues=_check_queues(queues), active=active,
+                  password_hash=await _hash(password, hasher) if password is not None else None)
+    try:
+        async with sessions() as session, session.begin():
+            same = [Agent.login == login]
+            if extension is not None:
+                same.append(Agent.extension == extension)
+            clash = await session.scalar(select(Agent).where(or_(*same)))
+            if clash is not None:
+                what = "login" if clash.login == login else "extension"
+                raise AlreadyExists(f"an agent with {what} {getattr(clash, what)!r} exists")
+            session.add(agent)
+    except IntegrityError as exc:  # a concurrent create won the race
+        raise AlreadyExists(f"an agent with login {login!r} or extension {extension!r} "
+                            "exists") from exc
+    log.info("agent %s created (role %s, extension %s)", login, role, extension)
+    return _view(agent)
+
+
+async def _load(session: AsyncSession, login: str) -> Agent:
+    agent = await session.scalar(select(Agent).where(Agent.login == login))
+    if agent is None:
+        raise AgentNotFound(f"no agent with login {login!r}")
+    return agent
+
+
+async def get_agent(sessions: SessionFactory, login: str) -> AgentView:
+    async with sessions() as session:
+        return _view(await _load(session, login))
+
+
+async def find_agent_by_extension(sessions: SessionFactory, extension: str) -> AgentView | None:
+    """The active agent whose desk phone this is (for screen pops on AgentConnect)."""
+    async with sessions() as session:
+        agent = await session.scalar(select(Agent).where(Agent.extension == extension,
+                                                         Agent.active.is_(True)))
+    return _view(agent) if agent else None
+
+
+async def list_agents(sessions: SessionFactory, *,
+                      include_inactive: bool = False) -> list[AgentView]:
+    query = select(Agent).order_by(Agent.login)
+    if not include_inactive:
+        query = query.where(Agent.active.is_(True))
+    async with sessions() as session:
+        return [_view(a) for a in (await session.scalars(query)).all()]
+
+
+async def update_agent(sessions: SessionFactory, login: str, *,
+                       display_name: str | None = None, role: str | None = None,
+                       extension: str | None = None, clear_extension: bool = False,
+                       queues: list[str] | None = None,
+                       active: bool | None = None) -> AgentView:
+    try:
+        async with sessions() as session, session.begin():
+            agent = await _load(session, login)
+            if display_name is not None:
+                agent.display_name = _check_display_name(display_name)
+            if role is not None:
+                agent.role = check_role_name(role)
+            if extension is not None or clear_extension:
+                agent.extension = _check_extension(extension)
+            if queues is not None:
+                agent.queues = _check_queues(queues)
+            if active is not None:
+                agent.active = active
+    except IntegrityError as exc:
+        raise AlreadyExists(f"extension {extension!r} belongs to another agent") from exc
+    return _view(agent)
+
+
+async def set_password(sessions: SessionFactory, login: str, password: str, *,
+                       hasher: PasswordHasher = DEFAULT_HASHER) -> None:
+    new_hash = await _hash(password, hasher)
+    async with sessions() as session, session.begin():
+        (await _load(session, login)).password_hash = new_hash
+
+
+async def authenticate(sessions: SessionFactory, login: str, password: str, *,
+                       hasher: PasswordHasher = DEFAULT_HASHER) -> AgentView | None:
+    """The active agent with this login and password, or None (same answer, and about the same
+    time, for an unknown login, a wrong password and a disabled account). A hash made with
+    outdated parameters is replaced on success."""
+    async with sessions() as session:
+        agent = await session.scalar(select(Agent).where(Agent.login == login))
+    stored = agent.password_hash if agent is not None else None
+    check = await asyncio.to_thread(verify_password, stored, password, hasher=hasher)
+    if agent is None or not check.ok or not agent.active:
+        return None
+    if check.new_hash is not None:
+        async with sessions() as session, session.begin():
+            fresh = await session.get(Agent, agent.id)
+            if fresh is not None and fresh.password_hash == stored:
+                fresh.password_hash = check.new_hash
+        log.info("agent %s: password hash upgraded to current parameters", login)
+    return _view(agent)

@@ -1,0 +1,133 @@
+"""Bearer tokens for the open API.
+
+A token is shown once, when it is made; only its SHA-256 is stored (tokens are 256 random
+bits, so a fast hash is enough and lookups by hash stay cheap). Each token carries scopes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from crm import audit
+from crm.db import SessionFactory
+from crm.errors import InvalidInput, InvalidScope
+from crm.models import ApiToken, utcnow
+
+log = logging.getLogger(__name__)
+
+SCOPES = {
+    "cases:read": "read cases, their stage, department, deadline and history",
+    "cases:write": "create cases and change their stage, department, notes",
+    "consultations:read": "read consultation (call) records",
+}
+TOKEN_PREFIX = "hlt_"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_MAX_TOKEN_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked: bool
+
+    @property
+    def actor(self) -> str:
+        """How the token is named in case history and the audit log."""
+        return f"token:{self.name}"
+
+    def allows(self, scope: str) -> bool:
+        return not self.revoked and scope in self.scopes
+
+
+def _record(t: ApiToken) -> TokenRecord:
+    return TokenRecord(t.id, t.name, frozenset(t.scopes), t.created_at, t.revoked)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes, de-duplicated, or InvalidScope naming the unknown ones and the valid ones."""
+    scopes = list(dict.fromkeys(scopes))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        problem = (f"unknown scope(s): {', '.join(unknown)}" if unknown
+                   else "a token needs at least one scope")
+        raise InvalidScope(f"{problem}; valid scopes: {', '.join(SCOPES)}",
+                           details={"valid_scopes": list(SCOPES)})
+    return scopes
+
+
+def _check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidInput(f"token name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return name
+
+
+async def create(sessions: SessionFactory, name: str,
+                 scopes: Iterable[str]) -> tuple[str, TokenRecord]:
+    """A new token: (the plaintext, shown only now; its stored record)."""
+    row = ApiToken(name=_check_name(name), scopes=check_scopes(scopes), created_at=utcnow(),
+                   revoked=False)
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row.token_hash = _digest(plaintext)
+    async with sessions() as session, session.begin():
+        session.add(row)
+        await session.flush()
+        audit.record(session, actor="cli", action="api_token.create", object_type="api_token",
+                     object_id=row.id, detail={"name": name, "scopes": row.scopes})
+    log.info("API token %r created with scopes %s", name, ", ".join(row.scopes))
+    return plaintext, _record(row)
+
+
+async def create_token(sessions: SessionFactory, name: str, scopes: Iterable[str]) -> str:
+    """For ``hotline token create --name NAME --scope SCOPE...``: the plaintext token."""
+    plaintext, _ = await create(sessions, name, scopes)
+    return plaintext
+
+
+async def verify(sessions: SessionFactory, token: str) -> TokenRecord | None:
+    """The live token record for a presented token, or None (unknown, malformed, revoked)."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_LENGTH:
+        return None
+    digest = _digest(token)
+    async with sessions() as session:
+        row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+    if row is None or row.revoked or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return _record(row)
+
+
+async def revoke(sessions: SessionFactory, name: str) -> int:
+    """Revoke every live token with this name; how many were revoked."""
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(ApiToken).where(ApiToken.name == name, ApiToken.revoked.is_(False))
+            .values(revoked=True, revoked_at=utcnow()))
+        count = result.rowcount  # type: ignore[attr-defined]
+        if count:
+            audit.record(session, actor="cli", action="api_token.revoke",
+                         object_type="api_token", detail={"name": name, "count": count})
+    return count
+
+
+async def list_tokens(sessions: SessionFactory, *,
+                      include_revoked: bool = False) -> list[TokenRecord]:
+    query = select(ApiToken).order_by(ApiToken.id)
+    if not include_revoked:
+        query = query.where(ApiToken.revoked.is_(False))
+    async with sessions() as session:
+        return [_record(t) for t in (await session.scalars(query)).all()]

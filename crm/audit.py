@@ -1,0 +1,56 @@
+"""The audit log: who read or changed residents' data, and when.
+
+``record`` adds an entry to the caller's session so it commits (or rolls back) together with
+the change it describes; ``write`` is for reads, which have no transaction of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm.db import SessionFactory
+from crm.models import AuditLog, utcnow
+
+
+def record(session: AsyncSession, *, actor: str, action: str, object_type: str,
+           object_id: str | int | None = None, detail: dict[str, Any] | None = None) -> None:
+    session.add(AuditLog(at=utcnow(), actor=actor, action=action, object_type=object_type,
+                         object_id=None if object_id is None else str(object_id),
+                         detail=detail or {}))
+
+
+async def write(sessions: SessionFactory, *, actor: str, action: str, object_type: str,
+                object_id: str | int | None = None,
+                detail: dict[str, Any] | None = None) -> None:
+    async with sessions() as session, session.begin():
+        record(session, actor=actor, action=action, object_type=object_type,
+               object_id=object_id, detail=detail)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str | None
+    detail: dict[str, Any]
+
+
+async def entries(sessions: SessionFactory, *, object_type: str | None = None,
+                  object_id: str | int | None = None, limit: int = 100) -> list[AuditEntry]:
+    """Newest first."""
+    query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if object_type is not None:
+        query = query.where(AuditLog.object_type == object_type)
+    if object_id is not None:
+        query = query.where(AuditLog.object_id == str(object_id))
+    async with sessions() as session:
+        rows = (await session.scalars(query)).all()
+    return [AuditEntry(r.at, r.actor, r.action, r.object_type, r.object_id, r.detail)
+            for r in rows]

@@ -1,0 +1,121 @@
+"""The CRM's exception tree. Each error has a stable ``code`` that clients may rely on and a
+human message; the web layer translates the families below to HTTP in one place
+(crm.web.api.error_middleware), and nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HotlineError(Exception):
+    """Base of every domain error."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+# -- bad input (the request itself is wrong) ------------------------------------------------
+class InvalidInput(HotlineError):
+    code = "invalid_input"
+
+
+class UnknownCategory(InvalidInput):
+    code = "unknown_category"
+
+
+class UnknownDepartment(InvalidInput):
+    code = "unknown_department"
+
+
+class UnknownStage(InvalidInput):
+    code = "unknown_stage"
+
+
+class InvalidCaseNumber(InvalidInput):
+    code = "invalid_case_number"
+
+
+class InvalidScope(InvalidInput):
+    code = "invalid_scope"
+
+
+class MalformedJson(InvalidInput):
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(InvalidInput):
+    code = "body_too_large"
+
+
+# -- who is asking ----------------------------------------------------------------------------
+class Unauthenticated(HotlineError):
+    code = "unauthenticated"
+
+
+class InvalidToken(Unauthenticated):
+    code = "invalid_token"
+
+
+class PermissionDenied(HotlineError):
+    code = "forbidden"
+
+
+class InsufficientScope(PermissionDenied):
+    code = "insufficient_scope"
+
+
+# -- what is asked for does not exist ---------------------------------------------------------
+class NotFound(HotlineError):
+    code = "not_found"
+
+
+class CaseNotFound(NotFound):
+    code = "case_not_found"
+
+
+class ConsultationNotFound(NotFound):
+    code = "consultation_not_found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+
+# -- the request clashes with the current state -----------------------------------------------
+class Conflict(HotlineError):
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    """A case stage change the workflow does not allow (e.g. accepted -> closed)."""
+
+    code = "invalid_transition"
+
+    def __init__(self, from_stage: str, to_stage: str, allowed: list[str]) -> None:
+        allowed_text = ", ".join(allowed) if allowed else "none (the case is closed)"
+        super().__init__(
+            f"a case cannot go from {from_stage} to {to_stage}; from {from_stage} it may go "
+            f"to: {allowed_text}",
+            details={"from": from_stage, "to": to_stage, "allowed": allowed})
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class CaseChangedConcurrently(Conflict):
+    code = "case_changed"
+
+
+class CaseNumbersExhausted(Conflict):
+    code = "case_numbers_exhausted"

@@ -1,0 +1,331 @@
+"""The open JSON API, mounted under /api: cases and consultation records for other systems
+(department back offices, the city platform), authorised by bearer tokens with scopes.
+
+Errors are ``{"error": {"code": ..., "message": ...}}``, made in one place (api_errors) from
+the domain exception tree in crm.errors. The OpenAPI document is crm.web.openapi.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal, TypeVar
+
+from aiohttp import hdrs, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crm import api_tokens, audit, cases, consultation_desk
+from crm.api_tokens import TokenRecord
+from crm.db import SessionFactory
+from crm.errors import (
+    BodyTooLarge,
+    Conflict,
+    ConsultationNotFound,
+    HotlineError,
+    InsufficientScope,
+    InvalidInput,
+    InvalidToken,
+    MalformedJson,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+API_VIEWER_ROLE = "supervisor"
+"""Token holders are authorised back-office systems that call residents back: they see phone
+numbers in full (every read is audited). ID numbers stay masked for everyone."""
+
+API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
+API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
+
+# Most specific first: the first class in an exception's MRO found here gives the status.
+STATUS_FOR_ERROR: dict[type[HotlineError], int] = {
+    BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False)
+
+
+def error_response(status: int, code: str, message: str, *,
+                   details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers, dumps=_dumps)
+
+
+def _status_for(exc: HotlineError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[cls]
+    return 500
+
+
+def _challenge(exc: HotlineError) -> dict[str, str] | None:
+    """RFC 6750 WWW-Authenticate for 401s and scope refusals."""
+    if isinstance(exc, InvalidToken):
+        return {hdrs.WWW_AUTHENTICATE: 'Bearer realm="hotline", error="invalid_token"'}
+    if isinstance(exc, Unauthenticated):
+        return {hdrs.WWW_AUTHENTICATE: 'Bearer realm="hotline"'}
+    if isinstance(exc, InsufficientScope):
+        scope = exc.details.get("required_scope", "")
+        return {hdrs.WWW_AUTHENTICATE:
+                f'Bearer realm="hotline", error="insufficient_scope", scope="{scope}"'}
+    return None
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where errors become HTTP responses."""
+    try:
+        response = await handler(request)
+    except HotlineError as exc:
+        status = _status_for(exc)
+        if status == 500:
+            log.error("%s %s: unmapped domain error %r", request.method, request.path, exc)
+            return error_response(500, "internal_error", "internal error")
+        return error_response(status, exc.code, exc.message, details=exc.details,
+                              headers=_challenge(exc))
+    except web.HTTPException as exc:  # routing: unknown path, wrong method, ...
+        if exc.status < 400:
+            raise
+        headers = {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
+        code = _HTTP_CODES.get(exc.status, (exc.reason or "error").lower().replace(" ", "_"))
+        return error_response(exc.status, code, exc.reason, headers=headers)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal_error", "internal error")
+    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    return response
+
+
+# -- authorisation ----------------------------------------------------------------------------
+async def _token(request: web.Request) -> TokenRecord:
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if not header:
+        raise Unauthenticated("send an API token: Authorization: Bearer <token>")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthenticated("use the Bearer scheme: Authorization: Bearer <token>")
+    token = await api_tokens.verify(request.app[API_SESSIONS_KEY], credentials.strip())
+    if token is None:
+        raise InvalidToken("the API token is unknown or revoked")
+    return token
+
+
+def requires(scope: str) -> Callable[[TokenHandler], Handler]:
+    """Let the handler run only for a live token holding ``scope``; it gets the token."""
+    if scope not in api_tokens.SCOPES:
+        raise ValueError(f"unknown scope {scope}")
+
+    def wrap(handler: TokenHandler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            token = await _token(request)
+            if not token.allows(scope):
+                raise InsufficientScope(f"this needs a token with the {scope} scope",
+                                        details={"required_scope": scope})
+            return await handler(request, token)
+
+        checked.required_scope = scope  # type: ignore[attr-defined]
+        return checked
+
+    return wrap
+
+
+# -- input ------------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+_PHONE = rf"^{cases.PHONE_PATTERN.pattern}$"
+
+
+class CaseCreate(_Body):
+    category: str = Field(min_length=1, max_length=32, description="category code")
+    description: str = Field(min_length=1, max_length=2000)
+    contact_phone: str = Field(pattern=_PHONE)
+    resident_phone: str | None = Field(
+        None, pattern=_PHONE,
+        description="links the case to the resident with this phone, when known")
+    address: str | None = Field(None, max_length=256)
+
+
+class CaseUpdate(_Body):
+    stage: Literal[cases.STAGES] | None = None  # type: ignore[valid-type]
+    note: str | None = Field(None, max_length=1000, description="internal note for the history")
+    department: str | None = Field(None, min_length=1, max_length=32,
+                                   description="department code to move the case to")
+    latest_update: str | None = Field(
+        None, max_length=1000, description="progress message the IVR reads to callers")
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)]
+
+
+async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("send the body as JSON (Content-Type: application/json)")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(16 * 1024):  # may come in pieces: read to EOF
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        data = json.loads(b"".join(chunks))
+        json.dumps(data, ensure_ascii=False).encode()  # lone surrogates ("\ud800") fail here
+    except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+        raise MalformedJson("the body is not valid JSON (UTF-8)") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = _pydantic_errors(exc)
+        raise InvalidInput("; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                           details={"fields": errors}) from exc
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}; allowed: "
+                           f"{', '.join(sorted(allowed))}")
+    repeated = sorted(k for k in set(request.query) if len(request.query.getall(k)) > 1)
+    if repeated:
+        raise InvalidInput(f"query parameter(s) given more than once: {', '.join(repeated)}")
+    return dict(request.query)
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        since = datetime.fromisoformat(value)
+        return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"since={value!r} is not an ISO 8601 date or date-time") from exc
+
+
+def _parse_limit(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 200:
+        raise InvalidInput("limit must be a whole number from 1 to 200")
+    return int(value)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+@requires("cases:write")
+async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, CaseCreate)
+    view = await cases.create_case(
+        request.app[API_SESSIONS_KEY], category=body.category, description=body.description,
+        actor=token.actor, contact_phone=body.contact_phone, resident_phone=body.resident_phone,
+        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY])
+    return _json(view.to_json(viewer_role=API_VIEWER_ROLE), 201,
+                 headers={hdrs.LOCATION: f"/api/cases/{view.number}"})
+
+
+@requires("cases:read")
+async def get_case(request: web.Request, token: TokenRecord) -> web.Response:
+    sessions = request.app[API_SESSIONS_KEY]
+    view = await cases.get_case(sessions, request.match_info["number"])
+    await audit.write(sessions, actor=token.actor, action="case.read",
+                      object_type="case", object_id=view.number)
+    return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
+
+
+@requires("cases:write")
+async def patch_case(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, CaseUpdate)
+    view = await cases.update_case(
+        request.app[API_SESSIONS_KEY], request.match_info["number"],
+        actor=token.actor, stage=body.stage, note=body.note,
+        department=body.department, latest_update=body.latest_update)
+    return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
+
+
+@requires("consultations:read")
+async def list_consultations(request: web.Request, token: TokenRecord) -> web.Response:
+    query = _query(request, {"phone", "case", "since", "limit"})
+    phone = cases.check_phone(query.get("phone") or None, "phone")
+    case_number = query.get("case") or None
+    since = _parse_since(query["since"]) if query.get("since") else None
+    limit = _parse_limit(query["limit"]) if "limit" in query else 50
+    sessions = request.app[API_SESSIONS_KEY]
+    found = await consultation_desk.find_consultations(
+        sessions, phone=phone, case_number=case_number, since=since, limit=limit)
+    await audit.write(sessions, actor=token.actor, action="consultation.search",
+                      object_type="consultation",
+                      detail={"query": query, "ids": [c.id for c in found]})
+    return _json({"consultations": [c.to_json(viewer_role=API_VIEWER_ROLE, include_steps=False)
+                                    for c in found]})
+
+
+@requires("consultations:read")
+async def get_consultation(request: web.Request, token: TokenRecord) -> web.Response:
+    consultation_id = int(request.match_info["id"])
+    if consultation_id > 2**31 - 1:
+        raise ConsultationNotFound(f"no consultation {consultation_id}")
+    sessions = request.app[API_SESSIONS_KEY]
+    found = await consultation_desk.get_consultation(sessions, consultation_id)
+    await audit.write(sessions, actor=token.actor, action="consultation.read",
+                      object_type="consultation", object_id=found.id)
+    return _json(found.to_json(viewer_role=API_VIEWER_ROLE))
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    from crm.web.openapi import openapi_document  # it describes this module, so it imports it
+
+    return _json(openapi_document())
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/cases", post_case),
+    ("GET", "/cases/{number}", get_case),
+    ("PATCH", "/cases/{number}", patch_case),
+    ("GET", "/consultations", list_consultations),
+    ("GET", r"/consultations/{id:\d+}", get_consultation),
+    ("GET", "/openapi.json", get_openapi),
+]
+PREFIX = "/api"
+
+
+def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC) -> web.Application:
+    """The sub-application the main app mounts at ``PREFIX``."""
+    app = web.Application(middlewares=[api_errors], client_max_size=MAX_BODY_BYTES)
+    app[API_SESSIONS_KEY] = sessions
+    app[API_NUMBERING_TZ_KEY] = numbering_tz
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,229 @@
+"""The OpenAPI 3.1 document of the open API (crm.web.api), written by hand.
+
+Request bodies are the JSON Schemas of the very pydantic models the handlers validate with,
+so they cannot drift; responses are described here and checked against real responses by
+tests/api/test_openapi.py, which also checks that every route is documented and vice versa.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from crm.api_tokens import SCOPES
+from crm.cases import STAGES
+from crm.consultation_desk import DISPOSITIONS
+from crm.web.api import MAX_BODY_BYTES, CaseCreate, CaseUpdate
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NTIME = {"type": ["string", "null"], "format": "date-time"}
+_CODE_NAME = {"type": "object", "required": ["code", "name"], "additionalProperties": False,
+              "properties": {"code": _STR, "name": _STR}}
+_RESIDENT = {
+    "type": ["object", "null"], "required": ["name", "id_number"], "additionalProperties": False,
+    "properties": {"name": _STR, "id_number": {
+        **_NSTR, "description": "only ever the last four digits, e.g. ****2316"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], *, nullable: bool = False, optional: tuple[str, ...] = (),
+         description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": ["object", "null"] if nullable else "object",
+        "required": [k for k in properties if k not in optional],
+        "additionalProperties": False, "properties": properties}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _response(description: str, schema_name: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": _json_content(_ref(schema_name)), **extra}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": _obj({
+        "code": {**_STR, "description": "stable, machine-readable: e.g. invalid_transition"},
+        "message": {**_STR, "description": "for people; may change"},
+        "details": {"type": "object", "description": "extra facts, depending on the code"},
+    }, optional=("details",))}),
+    "CaseCreate": CaseCreate.model_json_schema(),
+    "CaseUpdate": {**CaseUpdate.model_json_schema(), "minProperties": 1},
+    "HistoryEntry": _obj({
+        "at": _TIME, "actor": {**_STR, "description": "token:<name>, agent:<login>, ..."},
+        "from_stage": _NSTR, "to_stage": _NSTR, "from_department": _NSTR,
+        "to_department": _NSTR, "latest_update": _NSTR, "note": _NSTR}),
+    "Case": _obj({
+        "number": {**_STR, "pattern": "^[0-9]{11}$"},
+        "stage": {"enum": list(STAGES)},
+        "next_stages": {"type": "array", "items": {"enum": list(STAGES)}},
+        "category": _CODE_NAME,
+        "department": {**_CODE_NAME, "type": ["object", "null"]},
+        "description": _STR,
+        "contact_phone": _NSTR,
+        "address": _NSTR,
+        "resident": _RESIDENT,
+        "deadline": _TIME,
+        "overdue": {"type": "boolean"},
+        "latest_update": _NSTR,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "history": {"type": "array", "items": _ref("HistoryEntry")},
+        "consultations": {"type": "array", "items": {"type": "integer"},
+                          "description": "ids of consultations about this case"},
+    }),
+    "Step": _obj({"at": _TIME, "kind": _STR, "detail": {"type": "object"}}),
+}
+_CONSULTATION = {
+    "id": {"type": "integer"},
+    "call_id": _STR,
+    "caller_number": _NSTR,
+    "caller_name": _NSTR,
+    "started_at": _NTIME,
+    "ended_at": _NTIME,
+    "duration_s": {"type": ["number", "null"]},
+    "outcome": _NSTR,
+    "ivr_route": _NSTR,
+    "hangup_cause": _NSTR,
+    "notes": _NSTR,
+    "disposition": {"enum": [*DISPOSITIONS, None]},
+    "agent": _obj({"login": _STR, "name": _STR}, nullable=True),
+    "resident": _RESIDENT,
+    "cases": {"type": "array", "items": _STR},
+}
+SCHEMAS["ConsultationSummary"] = _obj(_CONSULTATION)
+SCHEMAS["Consultation"] = _obj({**_CONSULTATION,
+                                "steps": {"type": "array", "items": _ref("Step")}})
+SCHEMAS["ConsultationList"] = _obj({"consultations": {
+    "type": "array", "items": _ref("ConsultationSummary")}})
+
+RESPONSES = {
+    "BadRequest": _response("bad input: malformed JSON, wrong types, unknown fields, bad "
+                            "parameters", "Error"),
+    "Unauthorized": _response("no token, or the token is unknown or revoked", "Error",
+                              headers={"WWW-Authenticate": {"schema": _STR}}),
+    "Forbidden": _response("the token lacks the scope this needs (code insufficient_scope)",
+                           "Error"),
+    "NotFound": _response("no such case or consultation", "Error"),
+    "Conflict": _response("clashes with the case's state, e.g. invalid_transition", "Error"),
+    "TooLarge": _response(f"body larger than {MAX_BODY_BYTES} bytes", "Error"),
+    "UnsupportedMediaType": _response("the body is not sent as application/json", "Error"),
+}
+
+_NUMBER = {"name": "number", "in": "path", "required": True,
+           "description": "case number: 11 digits, the last a Damm check digit",
+           "schema": {"type": "string", "pattern": "^[0-9]{11}$"}}
+
+
+def _errors(*names: str) -> dict[str, Any]:
+    statuses = {"BadRequest": "400", "Unauthorized": "401", "Forbidden": "403",
+                "NotFound": "404", "Conflict": "409", "TooLarge": "413",
+                "UnsupportedMediaType": "415"}
+    return {statuses[n]: {"$ref": f"#/components/responses/{n}"} for n in names}
+
+
+def _scope(scope: str) -> list[dict[str, list[str]]]:
+    return [{"bearerToken": [scope]}]
+
+
+PATHS: dict[str, Any] = {
+    "/api/cases": {"post": {
+        "operationId": "createCase", "summary": "Accept a new case (work order)",
+        "description": "The number is allocated here; the department comes from the category "
+                       "and the deadline from its time limit. The case starts as accepted.",
+        "security": _scope("cases:write"),
+        "requestBody": {"required": True, "content": _json_content(_ref("CaseCreate"))},
+        "responses": {
+            "201": {**_response("the new case", "Case"),
+                    "headers": {"Location": {"schema": _STR}}},
+            **_errors("BadRequest", "Unauthorized", "Forbidden", "Conflict", "TooLarge",
+                      "UnsupportedMediaType")}}},
+    "/api/cases/{number}": {
+        "parameters": [_NUMBER],
+        "get": {
+            "operationId": "getCase", "summary": "A case with its stage, department, deadline "
+                                                 "and history (the read is audited)",
+            "security": _scope("cases:read"),
+            "responses": {"200": _response("the case", "Case"),
+                          **_errors("BadRequest", "Unauthorized", "Forbidden", "NotFound")}},
+        "patch": {
+            "operationId": "updateCase", "summary": "Move a case to another stage, department, "
+                                                    "or add a note or progress message",
+            "description": "Stages: accepted -> dispatched -> in_progress -> resolved -> "
+                           "closed; resolved -> in_progress reopens. Any other stage change "
+                           "is refused with 409 invalid_transition. The IVR sees the change "
+                           "at once.",
+            "security": _scope("cases:write"),
+            "requestBody": {"required": True, "content": _json_content(_ref("CaseUpdate"))},
+            "responses": {"200": _response("the case after the change", "Case"),
+                          **_errors("BadRequest", "Unauthorized", "Forbidden", "NotFound",
+                                    "Conflict", "TooLarge", "UnsupportedMediaType")}}},
+    "/api/consultations": {"get": {
+        "operationId": "listConsultations",
+        "summary": "Consultations (calls), newest first (the search is audited)",
+        "security": _scope("consultations:read"),
+        "parameters": [
+            {"name": "phone", "in": "query", "schema": {"type": "string",
+                                                        "pattern": r"^\+?[0-9]{3,20}$"},
+             "description": "caller's number"},
+            {"name": "case", "in": "query", "schema": {"type": "string",
+                                                       "pattern": "^[0-9]{11}$"},
+             "description": "only consultations linked to this case"},
+            {"name": "since", "in": "query", "schema": {"type": "string"},
+             "description": "ISO 8601 date or date-time; without an offset it is UTC"},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+        ],
+        "responses": {"200": _response("matching consultations, without their steps",
+                                       "ConsultationList"),
+                      **_errors("BadRequest", "Unauthorized", "Forbidden")}}},
+    "/api/consultations/{id}": {"get": {
+        "operationId": "getConsultation",
+        "summary": "One consultation with its IVR steps (the read is audited)",
+        "security": _scope("consultations:read"),
+        "parameters": [{"name": "id", "in": "path", "required": True,
+                        "schema": {"type": "integer", "minimum": 0}}],
+        "responses": {"200": _response("the consultation", "Consultation"),
+                      **_errors("Unauthorized", "Forbidden", "NotFound")}}},
+    "/api/openapi.json": {"get": {
+        "operationId": "getOpenApi", "summary": "This document", "security": [],
+        "responses": {"200": {"description": "OpenAPI 3.1 document",
+                              "content": _json_content({"type": "object"})}}}},
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Community hotline open API",
+            "version": "1.0.0",
+            "description": "Cases (work orders) and consultation records of the community "
+                           "service hotline. Send `Authorization: Bearer <token>`; tokens are "
+                           "made with `hotline token create --name NAME --scope SCOPE...`. "
+                           "Errors are `{\"error\": {\"code\", \"message\"}}` with stable "
+                           "codes. Phone numbers are shown in full to token holders; resident "
+                           "ID numbers only as their last four digits. Reads are audited.",
+            "license": {"name": "AGPL-3.0-or-later",
+                        "identifier": "AGPL-3.0-or-later"},
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {"bearerToken": {
+                "type": "http", "scheme": "bearer",
+                "description": "Scopes: " + "; ".join(f"{k}: {v}" for k, v in SCOPES.items()),
+            }},
+        },
+    }

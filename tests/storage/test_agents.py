@@ -1,0 +1,224 @@
+"""Agents, passwords, roles, masking, API tokens and the audit log, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from crm import api_tokens, audit
+from crm.agents import (
+    authenticate,
+    create_agent,
+    find_agent_by_extension,
+    get_agent,
+    list_agents,
+    set_password,
+    update_agent,
+)
+from crm.auth import (
+    has_role,
+    hash_password,
+    mask_id_number,
+    mask_phone,
+    require_role,
+    verify_password,
+)
+from crm.demo_data import seed_demo
+from crm.errors import AgentNotFound, AlreadyExists, InvalidInput, InvalidScope, PermissionDenied
+from crm.models import Agent, ApiToken
+
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # tests only
+STRONGER = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
+
+
+# -- passwords (no database) ------------------------------------------------------------------
+def test_default_hash_is_memory_hard_argon2id() -> None:
+    stored = hash_password("correct horse battery")
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    check = verify_password(stored, "correct horse battery")
+    assert check.ok and check.new_hash is None
+
+
+def test_verify_and_rehash_when_parameters_change() -> None:
+    stored = hash_password("correct horse battery", hasher=FAST)
+    assert verify_password(stored, "correct horse battery", hasher=FAST).new_hash is None
+    assert not verify_password(stored, "wrong horse battery", hasher=FAST).ok
+    check = verify_password(stored, "correct horse battery", hasher=STRONGER)
+    assert check.ok and check.new_hash is not None and "t=2" in check.new_hash
+    assert not verify_password("not a hash", "x", hasher=FAST).ok
+    assert not verify_password(None, "anything", hasher=FAST).ok
+
+
+def test_short_passwords_are_refused() -> None:
+    with pytest.raises(InvalidInput):
+        hash_password("short", hasher=FAST)
+
+
+# -- roles and masking ------------------------------------------------------------------------
+def test_role_order() -> None:
+    assert has_role("admin", "supervisor") and has_role("supervisor", "supervisor")
+    assert not has_role("agent", "supervisor") and not has_role("intruder", "agent")
+    require_role("admin", "admin")
+    with pytest.raises(PermissionDenied):
+        require_role("supervisor", "admin")
+    with pytest.raises(InvalidInput):
+        has_role("agent", "root")
+
+
+@pytest.mark.parametrize("phone,role,reveal,shown", [
+    ("13800138000", "agent", False, "138****8000"),
+    ("13800138000", "agent", True, "13800138000"),
+    ("13800138000", "supervisor", False, "13800138000"),
+    ("13800138000", "admin", False, "13800138000"),
+    ("13800138000", "someone", False, "138****8000"),
+    ("02512345678", "agent", False, "025****5678"),
+    ("+8613800138000", "agent", False, "+86*******8000"),
+    ("12345", "agent", False, "***45"),
+    (None, "agent", False, None),
+])
+def test_mask_phone(phone, role, reveal, shown) -> None:
+    assert mask_phone(phone, role, reveal=reveal) == shown
+
+
+def test_id_numbers_only_ever_show_the_last_four() -> None:
+    assert mask_id_number("110101195003072316") == "****2316"
+    assert mask_id_number("2316") == "****2316"
+    assert mask_id_number(None) is None
+
+
+# -- agents -----------------------------------------------------------------------------------
+async def test_create_and_find_agents(sessions) -> None:
+    made = await create_agent(sessions, login="agent1", display_name="王芳", extension="2001",
+                              password="s3cret-pass", hasher=FAST)
+    assert (made.role, made.queues, made.active, made.can_log_in) == (
+        "agent", ("hotline",), True, True)
+    await create_agent(sessions, login="boss", display_name="陈静", role="supervisor",
+                       extension="2003", queues=["hotline", "complaints"])
+    assert (await find_agent_by_extension(sessions, "2001")).login == "agent1"
+    assert await find_agent_by_extension(sessions, "2999") is None
+    assert (await get_agent(sessions, "boss")).queues == ("hotline", "complaints")
+    assert [a.login for a in await list_agents(sessions)] == ["agent1", "boss"]
+    async with sessions() as s:
+        stored = await s.scalar(select(Agent.password_hash).where(Agent.login == "agent1"))
+    assert stored.startswith("$argon2id$") and "s3cret" not in stored
+
+
+async def test_agent_validation_and_duplicates(sessions) -> None:
+    await create_agent(sessions, login="agent1", display_name="A", extension="2001")
+    with pytest.raises(AlreadyExists):
+        await create_agent(sessions, login="agent1", display_name="B")
+    with pytest.raises(AlreadyExists):
+        await create_agent(sessions, login="agent2", display_name="B", extension="2001")
+    for bad in [{"login": "Bad Login"}, {"role": "root"}, {"extension": "20a1"},
+                {"queues": ["Hot Line"]}, {"display_name": " "}]:
+        with pytest.raises(InvalidInput):
+            await create_agent(sessions, **({"login": "x1", "display_name": "X"} | bad))
+    with pytest.raises(AgentNotFound):
+        await get_agent(sessions, "ghost")
+
+
+async def test_update_agent(sessions) -> None:
+    await create_agent(sessions, login="agent1", display_name="A", extension="2001")
+    await create_agent(sessions, login="agent2", display_name="B", extension="2002")
+    changed = await update_agent(sessions, "agent1", role="supervisor", queues=["vip"],
+                                 clear_extension=True, active=False)
+    assert (changed.role, changed.queues, changed.extension, changed.active) == (
+        "supervisor", ("vip",), None, False)
+    assert [a.login for a in await list_agents(sessions)] == ["agent2"]
+    assert len(await list_agents(sessions, include_inactive=True)) == 2
+    with pytest.raises(AlreadyExists):
+        await update_agent(sessions, "agent1", extension="2002")
+
+
+async def test_authenticate(sessions) -> None:
+    await create_agent(sessions, login="agent1", display_name="A", password="s3cret-pass",
+                       hasher=FAST)
+    await create_agent(sessions, login="nopass", display_name="N")
+    assert (await authenticate(sessions, "agent1", "s3cret-pass", hasher=FAST)).login == "agent1"
+    assert await authenticate(sessions, "agent1", "wrong-pass", hasher=FAST) is None
+    assert await authenticate(sessions, "ghost", "s3cret-pass", hasher=FAST) is None
+    assert await authenticate(sessions, "nopass", "", hasher=FAST) is None
+    await update_agent(sessions, "agent1", active=False)
+    assert await authenticate(sessions, "agent1", "s3cret-pass", hasher=FAST) is None
+
+
+async def test_login_upgrades_an_outdated_hash(sessions) -> None:
+    await create_agent(sessions, login="agent1", display_name="A", password="s3cret-pass",
+                       hasher=FAST)
+    assert await authenticate(sessions, "agent1", "s3cret-pass", hasher=STRONGER)
+    async with sessions() as s:
+        stored = await s.scalar(select(Agent.password_hash).where(Agent.login == "agent1"))
+    assert "t=2" in stored
+    assert await authenticate(sessions, "agent1", "s3cret-pass", hasher=STRONGER)
+    await set_password(sessions, "agent1", "another-pass", hasher=FAST)
+    assert await authenticate(sessions, "agent1", "s3cret-pass", hasher=FAST) is None
+    assert await authenticate(sessions, "agent1", "another-pass", hasher=FAST)
+
+
+async def test_demo_accounts(sessions, db_url) -> None:
+    await seed_demo(db_url)
+    agents = {a.login: a for a in await list_agents(sessions)}
+    assert {a.role for a in agents.values()} == {"agent", "supervisor", "admin"}
+    assert agents["agent1"].extension == "2001" and not agents["agent1"].can_log_in
+    # With a password given, accounts made from then on can log in.
+    async with sessions() as s, s.begin():
+        await s.delete(await s.scalar(select(Agent).where(Agent.login == "admin")))
+    await seed_demo(db_url, agent_password="demo-password")
+    assert (await authenticate(sessions, "admin", "demo-password")).role == "admin"
+
+
+# -- API tokens -------------------------------------------------------------------------------
+async def test_token_is_shown_once_and_stored_only_as_its_hash(sessions) -> None:
+    token = await api_tokens.create_token(sessions, "dept-housing",
+                                          ["cases:read", "cases:write", "cases:read"])
+    assert token.startswith("hlt_") and len(token) > 40
+    async with sessions() as s:
+        row = await s.scalar(select(ApiToken))
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in repr(row.__dict__)
+    record = await api_tokens.verify(sessions, token)
+    assert record.name == "dept-housing" and record.actor == "token:dept-housing"
+    assert record.scopes == {"cases:read", "cases:write"}
+    assert record.allows("cases:write") and not record.allows("consultations:read")
+    [entry] = await audit.entries(sessions, object_type="api_token")
+    assert entry.action == "api_token.create"
+
+
+async def test_unknown_and_revoked_tokens_do_not_verify(sessions) -> None:
+    token = await api_tokens.create_token(sessions, "old", ["cases:read"])
+    other = await api_tokens.create_token(sessions, "keep", ["cases:read"])
+    for garbage in ["", "hlt_", "hlt_nope", token[:-1], "Bearer " + token, "x" * 10_000]:
+        assert await api_tokens.verify(sessions, garbage) is None
+    assert await api_tokens.revoke(sessions, "old") == 1
+    assert await api_tokens.revoke(sessions, "old") == 0
+    assert await api_tokens.verify(sessions, token) is None
+    assert await api_tokens.verify(sessions, other) is not None
+    assert [t.name for t in await api_tokens.list_tokens(sessions)] == ["keep"]
+    assert len(await api_tokens.list_tokens(sessions, include_revoked=True)) == 2
+
+
+async def test_token_scopes_and_names_are_checked(sessions) -> None:
+    with pytest.raises(InvalidScope) as err:
+        await api_tokens.create_token(sessions, "x", ["cases:read", "cases:delete"])
+    assert "cases:delete" in err.value.message
+    assert "cases:read, cases:write, consultations:read" in err.value.message
+    with pytest.raises(InvalidScope):
+        await api_tokens.create_token(sessions, "x", [])
+    with pytest.raises(InvalidInput):
+        await api_tokens.create_token(sessions, "no spaces please", ["cases:read"])
+    assert await api_tokens.list_tokens(sessions) == []
+
+
+async def test_audit_entries(sessions) -> None:
+    await audit.write(sessions, actor="token:a", action="case.read", object_type="case",
+                      object_id="26112200017")
+    await audit.write(sessions, actor="agent:b", action="case.read", object_type="case",
+                      object_id="26112200025", detail={"why": "call"})
+    newest, older = await audit.entries(sessions, object_type="case")
+    assert (newest.actor, newest.detail) == ("agent:b", {"why": "call"})
+    assert newest.at >= older.at and newest.at.tzinfo is not None
+    assert [e.actor for e in await audit.entries(sessions, object_id="26112200017")] == [
+        "token:a"]
