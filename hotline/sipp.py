@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import socket
+import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,14 +129,39 @@ def _display_name(name: str) -> str:
     return re.sub(r'["\\<>\r\n]', "", name).replace("]]>", "")
 
 
-def _key_steps(keys: str, pause_before_keys_ms: int) -> list[dict[str, object]]:
+def _key_steps(keys: str, pause_before_keys_ms: int,
+               workdir: Path) -> list[dict[str, object]]:
     steps = []
     for index, key in enumerate(keys):
         if key not in KEY_PCAPS:
             raise SippError(f"key {key!r} cannot be sent; use 0-9, * or #")
         wait = pause_before_keys_ms if index == 0 else KEY_GAP_MS
-        steps.append({"wait_ms": max(1, wait), "pcap": str(PCAP_DIR / KEY_PCAPS[key])})
+        pcap = _renumbered_pcap(PCAP_DIR / KEY_PCAPS[key], index, workdir)
+        steps.append({"wait_ms": max(1, wait), "pcap": str(pcap)})
     return steps
+
+
+def _renumbered_pcap(source: Path, index: int, workdir: Path) -> Path:
+    """A copy of a key's RFC 2833 capture renumbered as the ``index``-th press of one call.
+
+    The captures shipped with SIPp carry unrelated RTP sequence numbers and timestamps (the
+    '1' capture's are lower than the '6' capture's), and SIPp replays them as they are:
+    Asterisk drops a press whose sequence numbers go backwards as a late packet ("6112"
+    arrived as "6"). Renumbering makes each press follow the previous one.
+    """
+    data = bytearray(source.read_bytes())
+    offset = 24  # pcap global header
+    packet = 0
+    while offset + 16 <= len(data):
+        caplen = struct.unpack_from("<I", data, offset + 8)[0]
+        rtp = offset + 16 + 42  # Ethernet 14 + IPv4 20 + UDP 8
+        struct.pack_into(">HI", data, rtp + 2, 1000 + 32 * index + packet,
+                         160_000 + 8000 * index)
+        offset += 16 + caplen
+        packet += 1
+    target = workdir / f"key{index:03d}-{source.name}"
+    target.write_bytes(bytes(data))
+    return target
 
 
 def _absolute(path: Path) -> Path:
@@ -331,9 +357,9 @@ async def place_call(
     Asterisk's digest challenge as ``caller_number``. SIPp is killed on timeout or cancel.
     """
     dial = _user_part(dial or settings.asterisk.hotline_number, "dial")
-    steps = _key_steps(keys, pause_before_keys_ms)
     with tempfile.TemporaryDirectory(prefix="hotline-sipp-") as tmp:
         workdir = Path(tmp)
+        steps = _key_steps(keys, pause_before_keys_ms, workdir)
         scenario = render_scenario(
             "caller_until_bye.xml" if wait_for_bye else "caller.xml",
             workdir,

@@ -27,12 +27,17 @@ class CallWatcher:
             self._changed.notify_all()
 
     async def wait_for(self, match: Callable[[CallEvent], bool], within: float) -> CallEvent:
-        async with asyncio.timeout(within), self._changed:
-            while True:
-                for event in self.events:
-                    if match(event):
-                        return event
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(within), self._changed:
+                while True:
+                    for event in self.events:
+                        if match(event):
+                            return event
+                    await self._changed.wait()
+        except TimeoutError:
+            seen = "\n".join(f"  {e}" for e in self.events)
+            raise AssertionError(
+                f"no matching call event within {within} s; saw:\n{seen}") from None
 
     async def wait_ended(self, within: float = 20.0) -> CallEnded:
         event = await self.wait_for(lambda e: isinstance(e, CallEnded), within)

