@@ -126,6 +126,55 @@ def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.answered else 1
 
 
+def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from crm.api_tokens import create_token
+    from crm.db import make_engine, make_session_factory
+    from crm.errors import HotlineError
+    from crm.migrate import upgrade
+
+    async def create() -> str:
+        await upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        try:
+            return await create_token(make_session_factory(engine), args.name, args.scope)
+        finally:
+            await engine.dispose()
+
+    try:
+        token = asyncio.run(create())
+    except HotlineError as exc:
+        raise CommandError(str(exc)) from None
+    print(token)
+    print(f"token {args.name!r} with scopes {', '.join(args.scope)}: shown once, store it now",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from speech.install import ModelInstallError, configuration_hint, install_model
+    from speech.stack import installed_models_dir
+
+    if args.action == "install-model":
+        if not args.lang or not args.source:
+            raise CommandError("usage: hotline speech install-model LANG PATH-OR-ARCHIVE")
+        try:
+            path = install_model(args.lang, Path(args.source), installed_models_dir(settings),
+                                 overwrite=args.overwrite)
+        except ModelInstallError as exc:
+            raise CommandError(str(exc)) from None
+        print(configuration_hint(args.lang, path))
+        return 0
+    from speech.models import SpeechModels
+
+    models = SpeechModels.from_settings(settings)
+    asyncio.run(models.load())
+    for lang, info in models.status().items():
+        print(f"{lang}: {info['reason']}")
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -161,12 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--name", default="张三")
     demo.add_argument("--keys", default="1#", help="keys the caller presses (RFC 2833)")
     demo.add_argument("--hold-ms", type=int, default=6000)
+    tok = sub.add_parser("token", help="API tokens for department systems")
+    tok.add_argument("action", choices=["create"])
+    tok.add_argument("--name", required=True)
+    tok.add_argument("--scope", action="append", required=True,
+                     help="cases:read, cases:write or consultations:read (repeatable)")
+
+    sp = sub.add_parser("speech", help="speech models per language")
+    sp.add_argument("action", choices=["install-model", "status"])
+    sp.add_argument("lang", nargs="?", help="cmn, en or ko")
+    sp.add_argument("source", nargs="?", help="model directory, .zip or .tar.gz")
+    sp.add_argument("--overwrite", action="store_true")
     return p
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
+    "token": _cmd_token, "speech": _cmd_speech,
 }
 
 
