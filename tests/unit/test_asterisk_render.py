@@ -280,7 +280,7 @@ def test_symlinks_resolve_inside_the_chroot(tmp_path: Path) -> None:
 def test_caller_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> None:
     path = render_scenario(
         name, tmp_path, caller_number="13800138000", caller_name="张三", audio=None,
-        steps=_key_steps("5#*", 300), hold_ms=1000, answer_timeout_ms=5000,
+        steps=_key_steps("5#*", 300, tmp_path), hold_ms=1000, answer_timeout_ms=5000,
         authenticate=True,
     )
     root = ET.parse(path).getroot()
@@ -296,3 +296,23 @@ def test_agent_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> 
     path = render_scenario(name, tmp_path, user="2001", contact="*", expires=0,
                            ring_ms=1, hold_ms=1000)
     assert ET.parse(path).getroot().tag == "scenario"
+
+
+def test_key_presses_are_renumbered_to_follow_each_other(tmp_path: Path) -> None:
+    """SIPp's own captures go backwards between keys ('6' then '1'), which Asterisk drops."""
+    import struct
+
+    def rtp_fields(pcap: Path) -> list[tuple[int, int]]:
+        data, offset, out = pcap.read_bytes(), 24, []
+        while offset + 16 <= len(data):
+            caplen = struct.unpack_from("<I", data, offset + 8)[0]
+            out.append(struct.unpack_from(">HI", data, offset + 16 + 42 + 2))
+            offset += 16 + caplen
+        return out
+
+    steps = _key_steps("611", 300, tmp_path)
+    fields = [rtp_fields(Path(str(s["pcap"]))) for s in steps]
+    seqs = [seq for press in fields for seq, _ in press]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    stamps = [press[0][1] for press in fields]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3
