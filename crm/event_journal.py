@@ -1,0 +1,113 @@
+"""A durable journal of call events, so a write the database refused is retried after a
+restart instead of being lost.
+
+Each event is appended as one JSON line before it is queued for the database; once it is
+written, its sequence number is acknowledged. On start-up the events after the last
+acknowledgement are replayed. The journal is compacted when everything in it is written.
+Appends are flushed to the operating system at once (they survive a crash of the process);
+``fsync=True`` also survives a power cut at the cost of a disk flush per event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from crm import call_events
+
+log = logging.getLogger(__name__)
+
+COMPACT_BYTES = 1 << 20
+
+
+def encode_event(event: Any) -> dict[str, Any]:
+    fields = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        fields[f.name] = {"$dt": value.isoformat()} if isinstance(value, datetime) else value
+    return {"type": type(event).__name__, "fields": fields}
+
+
+def decode_event(data: dict[str, Any]) -> Any:
+    cls = getattr(call_events, data["type"], None)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ValueError(f"unknown call event type {data['type']!r}")
+    fields = {k: datetime.fromisoformat(v["$dt"]) if isinstance(v, dict) and "$dt" in v else v
+              for k, v in data["fields"].items()}
+    return cls(**fields)
+
+
+class EventJournal:
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._log_path = directory / "call-events.jsonl"
+        self._ack_path = directory / "call-events.ack"
+        self._fsync = fsync
+        self.acked = self._read_ack()
+        self.last_seq = max([self.acked, *(seq for seq, _ in self._entries())])
+        self._fh = self._log_path.open("a", encoding="utf-8")
+
+    def _read_ack(self) -> int:
+        try:
+            return int(self._ack_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            log.error("journal acknowledgement file %s is corrupt; replaying everything",
+                      self._ack_path)
+            return 0
+
+    def _entries(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            lines = self._log_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                yield int(entry["seq"]), entry["event"]
+            except (ValueError, KeyError, TypeError):
+                # A torn last line after a crash: nothing acknowledged can be in it.
+                log.warning("journal %s line %d is unreadable; skipped", self._log_path, number)
+
+    def append(self, event: Any) -> int:
+        self.last_seq += 1
+        line = json.dumps({"seq": self.last_seq, "event": encode_event(event)},
+                          ensure_ascii=False)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+        return self.last_seq
+
+    def ack(self, seq: int) -> None:
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        tmp = self._ack_path.with_suffix(".tmp")
+        tmp.write_text(str(seq))
+        os.replace(tmp, self._ack_path)
+        if self.acked == self.last_seq and self._log_path.stat().st_size > COMPACT_BYTES:
+            self._fh.close()
+            self._log_path.write_text("")
+            self._fh = self._log_path.open("a", encoding="utf-8")
+
+    def pending(self) -> list[tuple[int, Any]]:
+        """Events appended but not acknowledged, oldest first."""
+        out = []
+        for seq, data in self._entries():
+            if seq > self.acked:
+                try:
+                    out.append((seq, decode_event(data)))
+                except (ValueError, TypeError) as exc:
+                    log.error("journal event %d cannot be replayed: %s", seq, exc)
+        return out
+
+    def close(self) -> None:
+        self._fh.close()
