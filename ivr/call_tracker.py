@@ -3,6 +3,10 @@
 The dialplan announces each hotline call with ``UserEvent(HotlineCallStart, ...)`` and its
 hang-up handler with ``UserEvent(HotlineCallEnd, ...)``. Tracking from AMI rather than from
 the media socket means a call is logged even when the IVR media server is down.
+
+A survey leg (after the agent hung up, or a return-visit call) is announced with
+``UserEvent(HotlineSurveyStart, SurveyCallId, CallId, ...)`` before its AudioSocket connects
+with the SurveyCallId as its id; ``wait_for_session`` tells the media handler which it is.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from crm.call_events import CallEnded, CallEventBus, CallStarted
+from crm.models import utcnow
 from ivr.ami import AmiClient, AmiEvent
 
 log = logging.getLogger(__name__)
@@ -25,16 +31,37 @@ class ActiveCall:
     caller_name: str | None
 
 
+@dataclass
+class SurveyLeg:
+    """A survey announced by the dialplan; its AudioSocket connects with ``survey_call_id``."""
+
+    survey_call_id: str
+    kind: str
+    """after_call (the caller stayed on after the agent hung up) or return_visit."""
+    call_id: str | None
+    """The hotline call surveyed (after_call)."""
+    channel: str | None
+    caller_number: str | None
+    member_interface: str | None
+    """The queue member that talked to the caller (e.g. PJSIP/2001)."""
+    return_visit_id: int | None = None
+
+
 class CallTracker:
     def __init__(self, ami: AmiClient, bus: CallEventBus) -> None:
         self._ami = ami
         self._bus = bus
         self.active_calls: dict[str, ActiveCall] = {}
+        self.survey_legs: dict[str, SurveyLeg] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         ami.subscribe("UserEvent", self._on_user_event)
+        ami.on_ready(self.resynchronise)
 
     async def _on_user_event(self, event: AmiEvent) -> None:
         kind = event.get("UserEvent")
+        if kind == "HotlineSurveyStart":
+            self._on_survey_start(event)
+            return
         call_id = event.get("CallId")
         if kind not in ("HotlineCallStart", "HotlineCallEnd"):
             return
@@ -57,6 +84,83 @@ class CallTracker:
             await self._bus.publish(CallEnded(call_id, _clean(event.get("Route")),
                                               _clean(event.get("Cause"))))
 
+    def _on_survey_start(self, event: AmiEvent) -> None:
+        survey_call_id = _clean(event.get("SurveyCallId"))
+        if not survey_call_id:
+            log.warning("HotlineSurveyStart without SurveyCallId ignored: %r",
+                        dict(event.headers))
+            return
+        call_id = _clean(event.get("CallId"))
+        call = self.active_calls.get(call_id) if call_id else None
+        visit = _clean(event.get("ReturnVisitId"))
+        leg = SurveyLeg(
+            survey_call_id, _clean(event.get("Kind")) or "after_call", call_id,
+            _clean(event.get("Channel")),
+            _clean(event.get("CallerNum")) or (call.caller_number if call else None),
+            _clean(event.get("Member")),
+            int(visit) if visit and visit.isdigit() else None)
+        # Forget legs whose socket never came (the IVR was down): keep the map small.
+        while len(self.survey_legs) >= 1000:
+            self.survey_legs.pop(next(iter(self.survey_legs)))
+        self.survey_legs[survey_call_id] = leg
+        self._arrivals.pop(survey_call_id, asyncio.Event()).set()
+        log.info("call %s: %s survey leg %s announced (member %s)", call_id or "-", leg.kind,
+                 survey_call_id, leg.member_interface)
+
+    def take_survey_leg(self, survey_call_id: str) -> SurveyLeg | None:
+        """The announced survey leg, forgotten once taken."""
+        return self.survey_legs.pop(survey_call_id, None)
+
+    async def wait_for_session(self, session_id: str,
+                               timeout: float) -> ActiveCall | SurveyLeg | None:
+        """What an AudioSocket id stands for: a hotline call (HotlineCallStart), a survey leg
+        (HotlineSurveyStart), or None when AMI announced neither within ``timeout``."""
+        def known() -> ActiveCall | SurveyLeg | None:
+            return self.survey_legs.get(session_id) or self.active_calls.get(session_id)
+
+        if known() is None:
+            arrived = self._arrivals.setdefault(session_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout)
+            except TimeoutError:
+                log.warning("AudioSocket %s: not announced on AMI within %.1f s", session_id,
+                            timeout)
+            finally:
+                self._arrivals.pop(session_id, None)
+        return known()
+
+    async def resynchronise(self) -> None:
+        """After every (re)login: events sent while AMI was down are lost, so compare what we
+        think is live with Asterisk's channels (CoreShowChannels). Calls that ended meanwhile
+        are closed; calls that started meanwhile are opened, so every call that happened has
+        exactly one complete consultation."""
+        try:
+            channels = await self._ami.action_list("CoreShowChannels")
+        except Exception:
+            log.exception("CoreShowChannels failed; consultations may stay open until the "
+                          "next resynchronisation")
+            return
+        live: dict[str, AmiEvent] = {}
+        for channel in channels:
+            call_id = channel.chan_variables().get("CALL_ID")
+            # The caller's own leg is the one that started the call (Uniqueid == Linkedid).
+            if call_id and channel.get("Uniqueid") == channel.get("Linkedid"):
+                live[call_id] = channel
+        for call_id in [c for c in self.active_calls if c not in live]:
+            self.active_calls.pop(call_id)
+            log.info("call %s: ended while AMI was unavailable (resynchronised)", call_id)
+            await self._bus.publish(CallEnded(call_id, None, "resynchronised"))
+        for call_id, channel in live.items():
+            if call_id in self.active_calls:
+                continue
+            call = ActiveCall(call_id, channel.get("Channel"), _clean(channel.get("CallerIDNum")),
+                              _clean(channel.get("CallerIDName")))
+            self.active_calls[call_id] = call
+            log.info("call %s: found live after resynchronisation", call_id)
+            await self._bus.publish(CallStarted(
+                call_id, call.caller_number, call.caller_name, call.channel,
+                at=utcnow() - _duration(channel.get("Duration"))))
+
     async def wait_for_call(self, call_id: str, timeout: float) -> ActiveCall | None:
         """The call as announced on AMI; the media socket may connect a moment before."""
         if call_id not in self.active_calls:
@@ -76,6 +180,15 @@ class CallTracker:
     def channel_of(self, call_id: str) -> str | None:
         call = self.active_calls.get(call_id)
         return call.channel if call else None
+
+
+def _duration(value: str | None) -> timedelta:
+    """CoreShowChannel's Duration, HH:MM:SS."""
+    try:
+        h, m, sec = (int(part) for part in (value or "").split(":"))
+    except ValueError:
+        return timedelta(0)
+    return timedelta(hours=h, minutes=m, seconds=sec)
 
 
 def _clean(value: str | None) -> str | None:

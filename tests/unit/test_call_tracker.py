@@ -1,0 +1,66 @@
+"""The call tracker against a recorded-style AMI server: user events become call events, and
+after a reconnect the tracker resynchronises from CoreShowChannels."""
+
+from __future__ import annotations
+
+import asyncio
+
+from crm.call_events import CallEnded, CallEventBus, CallStarted
+from hotline.settings import AmiSettings
+from ivr.ami import AmiClient
+from ivr.ami_replay import FakeAmiServer
+from ivr.call_tracker import CallTracker
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.events: list = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, event) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def wait(self, count: int) -> list:
+        async with asyncio.timeout(5):
+            while len(self.events) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.events
+
+
+def caller_channel(call_id: str, number: str, name: str) -> dict[str, str]:
+    return {"Channel": "PJSIP/pstn-gateway-00000007", "CallerIDNum": number,
+            "CallerIDName": name, "Uniqueid": "1700.7", "Linkedid": "1700.7",
+            "Duration": "00:01:05", "ChanVariable": f"CALL_ID={call_id}"}
+
+
+async def test_user_events_then_resynchronisation_after_reconnect() -> None:
+    async with FakeAmiServer() as server:
+        settings = AmiSettings(port=server.port, secret="secret", ping_interval=0.2,
+                               ping_timeout=0.5, reconnect_min=0.05, reconnect_max=0.1)
+        ami = AmiClient(settings)
+        bus = CallEventBus()
+        seen = Collected()
+        bus.subscribe(seen)
+        tracker = CallTracker(ami, bus)
+        await ami.start()
+        try:
+            await ami.wait_ready(5)
+            await server.send_event("UserEvent", {
+                "UserEvent": "HotlineCallStart", "CallId": "a-1", "CallerNum": "13800138000",
+                "CallerName": "张三", "Channel": "PJSIP/pstn-gateway-00000001"})
+            [started] = await seen.wait(1)
+            assert isinstance(started, CallStarted) and started.caller_name == "张三"
+
+            # While AMI is down, call a-1 ends and call b-2 starts: both events are lost.
+            server.channels = [caller_channel("b-2", "13900139000", "李秀英")]
+            server.drop_connections()
+            events = await seen.wait(3)
+        finally:
+            await ami.close()
+    ended = [e for e in events if isinstance(e, CallEnded)]
+    assert [(e.call_id, e.cause) for e in ended] == [("a-1", "resynchronised")]
+    found = [e for e in events[1:] if isinstance(e, CallStarted)]
+    assert [(e.call_id, e.caller_name) for e in found] == [("b-2", "李秀英")]
+    assert set(tracker.active_calls) == {"b-2"}
