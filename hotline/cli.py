@@ -118,12 +118,31 @@ def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.sipp import place_call
 
+    keys = args.keys if args.keys is not None else asyncio.run(_demo_keys(settings, args.number))
+    print(f"calling {settings.asterisk.hotline_number} as {args.name} <{args.number}>, "
+          f"keying {keys or 'nothing'}")
     result = asyncio.run(place_call(settings, caller_number=args.number, caller_name=args.name,
-                                    keys=args.keys, hold_ms=args.hold_ms))
-    print(f"demo call from {args.name} <{args.number}> to {settings.asterisk.hotline_number}: "
-          f"{'answered' if result.answered else 'NOT answered'} (sipp exit {result.exit_code})")
-    print("see it with: hotline consultations list")
+                                    keys=keys, hold_ms=args.hold_ms))
+    print(f"{'answered' if result.answered else 'NOT answered'} (sipp exit {result.exit_code}); "
+          "see it with: .venv/bin/hotline consultations list")
     return 0 if result.answered else 1
+
+
+async def _demo_keys(settings: Settings, phone: str) -> str:
+    """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
+    from sqlalchemy import select
+
+    from crm.db import make_engine, make_session_factory
+    from crm.models import Case
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_session_factory(engine)() as session:
+            number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
+                                          .order_by(Case.created_at.desc()))
+    finally:
+        await engine.dispose()
+    return f"1{number}#1" if number else "2"
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -208,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-call", help="place a test call to the hotline with SIPp")
     demo.add_argument("--number", default="13800138000")
     demo.add_argument("--name", default="张三")
-    demo.add_argument("--keys", default="1#", help="keys the caller presses (RFC 2833)")
-    demo.add_argument("--hold-ms", type=int, default=6000)
+    demo.add_argument("--keys", default=None,
+                      help="keys the caller presses (RFC 2833); default: look up their case")
+    demo.add_argument("--hold-ms", type=int, default=30000)
     tok = sub.add_parser("token", help="API tokens for department systems")
     tok.add_argument("action", choices=["create"])
     tok.add_argument("--name", required=True)
