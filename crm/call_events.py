@@ -45,8 +45,152 @@ class CallEnded:
     at: datetime = field(default_factory=utcnow)
 
 
-CallEvent = CallStarted | CallStep | CallEnded
-Handler = Callable[[CallEvent], Awaitable[None]]
+# -- queue and agent events (published by the queue tracker from AMI queue events) ------------
+@dataclass(frozen=True)
+class CallerQueued:
+    """The caller joined an agent queue (AMI QueueCallerJoin)."""
+
+    call_id: str
+    queue: str
+    position: int | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    channel: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AgentRinging:
+    """The queue rings one agent's phone for this call (AMI AgentCalled). With a ring-all
+    queue every free agent gets one of these for the same call."""
+
+    call_id: str
+    queue: str
+    interface: str
+    """The queue member, e.g. PJSIP/2001."""
+    extension: str | None
+    """The agent's desk phone, from the interface (2001)."""
+    member_name: str | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    channel: str | None = None
+    """The caller's channel (the one a blind transfer redirects)."""
+    agent_channel: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AgentRingStopped:
+    """An agent's phone stopped ringing without being answered (AMI AgentRingNoAnswer)."""
+
+    call_id: str
+    queue: str
+    interface: str
+    extension: str | None
+    ring_time_s: int | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AgentAnswered:
+    """One agent answered and is connected to the caller (AMI AgentConnect); every other
+    agent rung for this call stops ringing."""
+
+    call_id: str
+    queue: str
+    interface: str
+    extension: str | None
+    member_name: str | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    channel: str | None = None
+    agent_channel: str | None = None
+    hold_time_s: int | None = None
+    ring_time_s: int | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AgentCallEnded:
+    """The agent's conversation with the caller ended (AMI AgentComplete)."""
+
+    call_id: str
+    queue: str
+    interface: str
+    extension: str | None
+    talk_time_s: int | None = None
+    reason: str | None = None
+    """Who hung up: caller, agent or transfer."""
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class CallerAbandoned:
+    """The caller hung up while waiting in the queue (AMI QueueCallerAbandon)."""
+
+    call_id: str
+    queue: str
+    position: int | None = None
+    original_position: int | None = None
+    hold_time_s: int | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+QueueCallEvent = (CallerQueued | AgentRinging | AgentRingStopped | AgentAnswered
+                  | AgentCallEnded | CallerAbandoned)
+QUEUE_CALL_EVENTS = (CallerQueued, AgentRinging, AgentRingStopped, AgentAnswered,
+                     AgentCallEnded, CallerAbandoned)
+
+
+@dataclass(frozen=True)
+class AgentStatusChanged:
+    """A queue member's state (AMI QueueMemberStatus/Added/Removed/Pause, or QueueStatus after
+    a reconnect). Not about one call, so ``call_id`` is empty; consultation logging ignores it.
+
+    ``status`` is what the desk shows: available, ringing, on_call, paused, unavailable (the
+    phone is not registered) or logged_out (not a member of the queue)."""
+
+    interface: str
+    extension: str | None
+    queue: str
+    status: str
+    paused: bool = False
+    member_name: str | None = None
+    call_id: str = ""
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class WaitingCaller:
+    """A caller waiting in a queue, as QueueStatus lists them (AMI QueueEntry). QueueEntry
+    carries no channel variables, so the caller is known by channel, not by call id."""
+
+    channel: str
+    position: int | None = None
+    wait_s: int | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The whole of one queue as Asterisk reports it (QueueStatus), published after every AMI
+    (re)login once the members' AgentStatusChanged events are out. Whoever keeps live queue
+    state replaces it with this instead of patching it, so events lost while disconnected
+    leave no drift. Not about one call: ``call_id`` is empty."""
+
+    queue: str
+    members: tuple[AgentStatusChanged, ...] = ()
+    waiting: tuple[WaitingCaller, ...] = ()
+    call_id: str = ""
+    at: datetime = field(default_factory=utcnow)
+
+
+IvrCallEvent = CallStarted | CallStep | CallEnded
+CallEvent = IvrCallEvent | QueueCallEvent
+"""Everything that happens to one call; each has the call's ``call_id``."""
+BusEvent = CallEvent | AgentStatusChanged | QueueSnapshot
+Handler = Callable[[BusEvent], Awaitable[None]]
 
 
 class CallEventBus:
@@ -60,10 +204,10 @@ class CallEventBus:
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler)
 
-    async def publish(self, event: CallEvent) -> None:
+    async def publish(self, event: BusEvent) -> None:
         for handler in list(self._handlers):
             try:
                 await handler(event)
             except Exception:
                 log.exception("call %s: subscriber %r failed on %s",
-                              event.call_id, handler, type(event).__name__)
+                              event.call_id or "-", handler, type(event).__name__)

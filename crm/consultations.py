@@ -13,13 +13,28 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm.call_events import CallEnded, CallEvent, CallStarted, CallStep
+from crm.call_events import (
+    QUEUE_CALL_EVENTS,
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentRingStopped,
+    BusEvent,
+    CallEnded,
+    CallerAbandoned,
+    CallerQueued,
+    CallEvent,
+    CallStarted,
+    CallStep,
+)
 from crm.db import SessionFactory
-from crm.models import Consultation, ConsultationStep
+from crm.models import Agent, Consultation, ConsultationStep, ResidentPhone
 
 log = logging.getLogger(__name__)
 
 ROUTE_OUTCOMES = {"end": "ivr_completed", "agent": "to_agent", "fallback": "ivr_fallback"}
+ABANDONED = "abandoned"
+"""Outcome of a call whose caller hung up while waiting in the queue."""
 
 
 def outcome_for(route: str | None, cause: str | None) -> str:
@@ -53,10 +68,55 @@ async def apply_event(session: AsyncSession, event: CallEvent) -> None:
         consultation.ended_at = event.at
         consultation.ivr_route = event.route or None
         consultation.hangup_cause = event.cause
-        consultation.outcome = outcome_for(event.route, event.cause)
+        if consultation.outcome != ABANDONED:
+            consultation.outcome = outcome_for(event.route, event.cause)
         if consultation.started_at is not None:
             consultation.duration_s = round(
                 (event.at - consultation.started_at).total_seconds(), 3)
+    elif isinstance(event, QUEUE_CALL_EVENTS):
+        await _apply_queue_event(session, consultation, event)
+
+
+def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
+    if isinstance(event, CallerQueued):
+        return "queued", {"queue": event.queue, "position": event.position}
+    if isinstance(event, AgentRinging):
+        return "agent_ringing", {"queue": event.queue, "agent": event.extension,
+                                 "interface": event.interface}
+    if isinstance(event, AgentRingStopped):
+        return "agent_no_answer", {"queue": event.queue, "agent": event.extension,
+                                   "ring_time_s": event.ring_time_s}
+    if isinstance(event, AgentAnswered):
+        return "agent_answered", {"queue": event.queue, "agent": event.extension,
+                                  "interface": event.interface,
+                                  "hold_time_s": event.hold_time_s}
+    if isinstance(event, AgentCallEnded):
+        return "agent_completed", {"queue": event.queue, "agent": event.extension,
+                                   "talk_time_s": event.talk_time_s, "reason": event.reason}
+    assert isinstance(event, CallerAbandoned)
+    return "abandoned", {"queue": event.queue, "position": event.position,
+                         "hold_time_s": event.hold_time_s}
+
+
+async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
+                             event: CallEvent) -> None:
+    """A queue event becomes a step; an answer names the agent (by desk phone) and the
+    resident (by calling number, when known); an abandoned call keeps that outcome."""
+    kind, detail = _queue_step(event)
+    session.add(ConsultationStep(consultation_id=consultation.id, at=event.at, kind=kind,
+                                 detail=detail))
+    if isinstance(event, CallerAbandoned):
+        consultation.outcome = ABANDONED
+    elif isinstance(event, AgentAnswered):
+        if event.extension:
+            agent_id = await session.scalar(select(Agent.id).where(
+                Agent.extension == event.extension))
+            if agent_id is not None:
+                consultation.agent_id = agent_id
+        phone = consultation.caller_number or event.caller_number
+        if consultation.resident_id is None and phone:
+            consultation.resident_id = await session.scalar(
+                select(ResidentPhone.resident_id).where(ResidentPhone.phone == phone))
 
 
 class ConsultationRecorder:
@@ -70,8 +130,9 @@ class ConsultationRecorder:
         self._retry_delay = retry_delay
         self.written = 0
 
-    async def handle(self, event: CallEvent) -> None:
-        self._queue.put_nowait(event)
+    async def handle(self, event: BusEvent) -> None:
+        if event.call_id:  # agent status changes concern no one call
+            self._queue.put_nowait(event)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="consultation-recorder")

@@ -84,7 +84,8 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "seed-demo":
         from crm.demo_data import seed_demo
 
-        added = asyncio.run(seed_demo(settings.database_url))
+        added = asyncio.run(seed_demo(settings.database_url,
+                                      agent_password=settings.web.demo_password))
         print(f"demo data: {added} records added")
     return 0
 
@@ -194,6 +195,49 @@ def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from crm import agents
+    from crm.db import make_engine, make_session_factory
+    from crm.errors import HotlineError
+    from crm.migrate import upgrade
+
+    password = None
+    if args.action in ("create", "set-password"):
+        if not args.login:
+            raise CommandError(f"usage: hotline agents {args.action} LOGIN")
+        password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
+                    else getpass.getpass(f"password for {args.login}: "))
+        if len(password) < 8:
+            raise CommandError("passwords need at least 8 characters")
+
+    async def run() -> list[str]:
+        await upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+        try:
+            if args.action == "create":
+                await agents.create_agent(sessions, login=args.login,
+                                          display_name=args.name or args.login, role=args.role,
+                                          extension=args.extension, password=password)
+                return [f"agent {args.login} created"]
+            if args.action == "set-password":
+                await agents.set_password(sessions, args.login, password or "")
+                return [f"password of {args.login} changed"]
+            return [f"{a.login:16} {a.role:10} ext {a.extension or '-':6} "
+                    f"{'can log in' if a.can_log_in else 'no password'}  {a.display_name}"
+                    for a in await agents.list_agents(sessions)]
+        finally:
+            await engine.dispose()
+
+    try:
+        print("\n".join(asyncio.run(run())))
+    except HotlineError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -236,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--scope", action="append", required=True,
                      help="cases:read, cases:write or consultations:read (repeatable)")
 
+    ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
+    ag.add_argument("action", choices=["list", "create", "set-password"])
+    ag.add_argument("login", nargs="?")
+    ag.add_argument("--name", help="display name (create)")
+    ag.add_argument("--role", default="agent", choices=["agent", "supervisor", "admin"])
+    ag.add_argument("--extension", help="SIP extension of the agent's phone, e.g. 2001")
+    ag.add_argument("--password-stdin", action="store_true",
+                    help="read the password from standard input instead of prompting")
+
     sp = sub.add_parser("speech", help="speech models per language")
     sp.add_argument("action", choices=["install-model", "status"])
     sp.add_argument("lang", nargs="?", help="cmn, en or ko")
@@ -247,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
-    "token": _cmd_token, "speech": _cmd_speech,
+    "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
 }
 
 

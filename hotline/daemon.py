@@ -105,7 +105,10 @@ The hotline is up (service pid {pid}, health: {"ok" if health.get("ok") else hea
   server {a.bind_host}:{a.sip_port} (UDP), then dial {a.hotline_number}.
   Or place a scripted call:  .venv/bin/hotline demo-call
   Calls so far:              .venv/bin/hotline consultations list
-  Web:                       http://{settings.web.host}:{settings.web.port}/
+  Agent desk:                http://{settings.web.host}:{settings.web.port}/desk
+                             demo logins agent1 (phone 2001), agent2 (2002), supervisor1,
+                             admin; password {settings.web.demo_password}
+  Agent phones:              SIP accounts 2001-2004, password {a.agent_password}
   Asterisk console:          .venv/bin/hotline asterisk cli "core show channels"
   Logs:                      {_logfile(settings)}
   Stop everything:           make stop

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
+import zoneinfo
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 
 from aiohttp import web
 
@@ -19,13 +23,23 @@ from crm.call_events import CallEventBus
 from crm.case_lookup import LookupGuard
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.desk_hub import DeskHub
 from crm.migrate import upgrade
+from crm.queue_control import QueueControl
+from crm.wallboard import Wallboard
 from crm.web.app import HealthReport, create_app
+from crm.web.console import ConsoleDeps
+from crm.web.desk import DeskDeps
+from crm.web.recordings import RecordingStore
+from hotline.asterisk.layout import Installation
 from hotline.settings import Settings
+from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami import AmiClient
 from ivr.call_tracker import CallTracker
 from ivr.ivr_call import IvrDeps, SpeechIvrHandler
 from ivr.media_server import MediaServer
+from ivr.queue_tracker import QueueTracker
+from ivr.survey_call import SurveyCalls
 from ivr.voice import StackVoice
 from speech.stack import SpeechStack
 
@@ -43,6 +57,11 @@ class HotlineService:
     media: MediaServer
     speech: SpeechStack
     web_runner: web.AppRunner
+    queue_tracker: QueueTracker | None = None
+    desk_hub: DeskHub | None = None
+    queue_control: QueueControl | None = None
+    surveys: SurveyCalls | None = None
+    wallboard: Wallboard | None = None
 
     def health(self) -> HealthReport:
         return HealthReport(
@@ -69,8 +88,21 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         recorder.start()
         stack.push_async_callback(recorder.close)
 
+        desk_hub = DeskHub(sessions, settle=recorder.drain)
+        bus.subscribe(desk_hub.handle)
+        desk_hub.start()
+        stack.push_async_callback(desk_hub.close)
+
+        local_zone = hotline_zone(settings)
+        wallboard = Wallboard(sessions, queue=settings.asterisk.queue_name, tz=local_zone,
+                              settle=recorder.drain)
+        bus.subscribe(wallboard.handle)  # before the AMI login: its QueueSnapshot rebuilds it
+        await wallboard.start()
+        stack.push_async_callback(wallboard.close)
+
         ami = AmiClient(settings.ami)
         tracker = CallTracker(ami, bus)
+        queue_tracker = QueueTracker(ami, bus, queues=(settings.asterisk.queue_name,))
         await ami.start()
         stack.push_async_callback(ami.close)
 
@@ -79,24 +111,61 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         _log_speech(speech)
         deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
                        default_language=settings.speech.default_language)
-        media = MediaServer(settings.audiosocket, SpeechIvrHandler(deps).handle)
+        surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech))
+        media = MediaServer(settings.audiosocket,
+                            SpeechIvrHandler(deps, survey=surveys.run).handle)
         await media.start()
         stack.push_async_callback(media.close)
+        await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
 
         service_ref: list[HotlineService] = []
-        app = create_app(sessions, lambda: service_ref[0].health())
+        queue_control = QueueControl(ami, settings.asterisk.queue_name)
+        session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
+        desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
+                        idle_timeout=settings.web.session_idle_timeout,
+                        secure_cookies=settings.web.secure_cookies)
+        console = ConsoleDeps(sessions, session_secret, wallboard=wallboard,
+                              recordings=recording_store(settings),
+                              idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
+                              secure_cookies=settings.web.secure_cookies)
+        app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.web.host, settings.web.port).start()
 
         service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, speech,
-                                 runner)
+                                 runner, queue_tracker=queue_tracker, desk_hub=desk_hub,
+                                 queue_control=queue_control, surveys=surveys,
+                                 wallboard=wallboard)
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,
                  settings.web.port, settings.ami.host, settings.ami.port)
         yield service
+
+
+def hotline_zone(settings: Settings) -> tzinfo:
+    """The hotline's local time zone (report days, the wallboard's "today"): the survey
+    calling-hours zone when set, else the host's."""
+    if settings.survey.timezone:
+        return zoneinfo.ZoneInfo(settings.survey.timezone)
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def recording_store(settings: Settings) -> RecordingStore | None:
+    """Where Asterisk's call recordings are, seen from this host: the monitor spool of the
+    Asterisk that ``hotline up`` started (in its root), else a local Asterisk's default."""
+    installation = Installation.load(settings.state_dir)
+    if installation is not None:
+        inner = f"{installation.dirs.spool}/monitor"
+        return RecordingStore(installation.host_path(inner), inner)
+    default = Path("/var/spool/asterisk/monitor")
+    if default.is_dir():
+        return RecordingStore(default)
+    log.warning("call recordings are not reachable from this host: the console cannot play "
+                "them")
+    return None
 
 
 def _log_speech(speech: SpeechStack) -> None:

@@ -90,6 +90,12 @@ class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     session_secret: str = ""
+    session_idle_timeout: float = Field(8 * 3600, gt=0)
+    """Seconds without a request after which an agent desk session ends (8 h)."""
+    secure_cookies: bool = False
+    """Mark the desk session cookie Secure (set when the web side is served over HTTPS)."""
+    demo_password: str = ""
+    """Password of the demo desk accounts that ``hotline db seed-demo`` creates."""
 
 
 class DatabaseSettings(_Section):
@@ -120,6 +126,66 @@ class SpeechSettings(_Section):
     """Seconds of caller audio after which an utterance is cut and decoded."""
 
 
+class SurveySettings(_Section):
+    """Satisfaction surveys after agent calls, and return visits (outbound survey calls) for
+    resolved cases."""
+
+    enabled: bool = True
+    """Offer the survey to callers after the agent hangs up, and allow return visits."""
+    fatigue_days: int = Field(30, ge=0)
+    """A calling number is not surveyed again within this many days (0: every call)."""
+    calling_hours: str = Field("09:00-20:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    """Local time window for return-visit calls; "00:00-24:00" means any time."""
+    timezone: str | None = None
+    """IANA zone of ``calling_hours`` (e.g. Asia/Shanghai); None means the host's zone."""
+    max_attempts: int = Field(3, ge=1, le=20)
+    """Return-visit calls per case before it is marked failed (no answer, busy...)."""
+    retry_after: float = Field(120.0, gt=0)
+    """Minutes before an unanswered or busy return visit is tried again."""
+    dial: str = "PJSIP/{number}@pstn-gateway"
+    """Asterisk dial string for a resident's phone; ``{number}`` is replaced. The default
+    needs an AOR (contact = your gateway) on the pstn-gateway endpoint; a direct form is
+    ``PJSIP/pstn-gateway/sip:{number}@gateway.example:5060``."""
+    caller_id: str = ""
+    """Caller ID shown to residents on return visits; empty: the hotline number."""
+    ring_timeout: float = Field(30.0, gt=0, le=300)
+    """Seconds a return-visit call may ring before it counts as not answered."""
+    max_concurrent_calls: int = Field(2, ge=1, le=50)
+    return_visit_interval: float = Field(0.0, ge=0)
+    """Minutes between return-visit passes inside ``hotline serve``; 0 runs them only from
+    the CLI (``run_return_visits``, e.g. from cron)."""
+    stale_after: float = Field(30.0, gt=0)
+    """Minutes after which a return-visit call with no outcome counts as lost and is retried."""
+    comment_max_seconds: float = Field(60.0, gt=0, le=600)
+    comment_silence_seconds: float = Field(3.0, gt=0)
+    """Silence that ends a spoken comment; twice as long at its start means there is none."""
+    recordings_dir: Path | None = None
+    """Spoken comments as wav files; None means <state_dir>/survey-comments."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SurveySettings:
+        start, _, end = self.calling_hours.partition("-")
+        if not (_minutes(start) < _minutes(end) <= 24 * 60):
+            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
+        if self.timezone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if "{number}" not in self.dial:
+            raise ValueError("dial must contain {number}")
+        return self
+
+
+def _minutes(hhmm: str) -> int:
+    hours, _, minutes = hhmm.partition(":")
+    if int(minutes) >= 60:
+        raise ValueError(f"{hhmm!r} is not a time of day")
+    return int(hours) * 60 + int(minutes)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid"
@@ -133,6 +199,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    survey: SurveySettings = Field(default_factory=SurveySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -156,6 +223,7 @@ _SECRET_KEYS = (
     ("asterisk", "softphone_password"),
     ("asterisk", "agent_password"),
     ("web", "session_secret"),
+    ("web", "demo_password"),
 )
 
 

@@ -36,6 +36,8 @@ KEY_PCAPS = {
 }
 KEY_GAP_MS = 250
 """Time between two keys; each RFC 2833 pcap lasts 140 ms."""
+KEY_PAUSE_MS = 1000
+"""A ',' in keys waits this much longer before the next key, as in a dial string."""
 LOCAL_IP = "127.0.0.1"
 STOP_GRACE = 2.0
 _USER_PART = re.compile(r"^[0-9A-Za-z+*#._-]+$")
@@ -131,14 +133,25 @@ def _display_name(name: str) -> str:
 
 def _key_steps(keys: str, pause_before_keys_ms: int,
                workdir: Path) -> list[dict[str, object]]:
-    steps = []
-    for index, key in enumerate(keys):
+    """One step per key: wait, then play its RFC 2833 capture. Each ',' adds KEY_PAUSE_MS
+    before the next key (e.g. "12,,,,4": 1 and 2, then 4 four seconds later)."""
+    steps: list[dict[str, object]] = []
+    pause = 0
+    for key in keys:
+        if key == ",":
+            pause += KEY_PAUSE_MS
+            continue
         if key not in KEY_PCAPS:
-            raise SippError(f"key {key!r} cannot be sent; use 0-9, * or #")
-        wait = pause_before_keys_ms if index == 0 else KEY_GAP_MS
-        pcap = _renumbered_pcap(PCAP_DIR / KEY_PCAPS[key], index, workdir)
+            raise SippError(f"key {key!r} cannot be sent; use 0-9, * or # (',' pauses)")
+        wait = (pause_before_keys_ms if not steps else KEY_GAP_MS) + pause
+        pcap = _renumbered_pcap(PCAP_DIR / KEY_PCAPS[key], len(steps), workdir)
         steps.append({"wait_ms": max(1, wait), "pcap": str(pcap)})
+        pause = 0
     return steps
+
+
+def _steps_ms(steps: list[dict[str, object]]) -> int:
+    return sum(int(step["wait_ms"]) for step in steps)  # type: ignore[call-overload]
 
 
 def _renumbered_pcap(source: Path, index: int, workdir: Path) -> Path:
@@ -351,7 +364,8 @@ async def place_call(
     """Call the hotline (or ``dial``) from SIPp as ``caller_name <caller_number>``.
 
     Streams ``audio`` (8 kHz wav or raw u-law) from the answer on, sends ``keys`` as
-    RFC 2833 events after ``pause_before_keys_ms``, then hangs up after ``hold_ms`` -- or,
+    RFC 2833 events after ``pause_before_keys_ms`` (a ',' in ``keys`` pauses a second),
+    then hangs up after ``hold_ms`` -- or,
     with ``wait_for_bye``, waits up to ``hold_ms`` for the remote side to hang up.
     ``auth_password`` makes the caller a registered phone (e.g. the softphone) that answers
     Asterisk's digest challenge as ``caller_number``. SIPp is killed on timeout or cancel.
@@ -371,7 +385,7 @@ async def place_call(
             answer_timeout_ms=max(1, answer_timeout_ms),
             authenticate=auth_password is not None,
         )
-        total_ms = answer_timeout_ms + pause_before_keys_ms + KEY_GAP_MS * len(steps) + hold_ms
+        total_ms = answer_timeout_ms + pause_before_keys_ms + _steps_ms(steps) + hold_ms
         bound = max_seconds if max_seconds is not None else total_ms / 1000 + 5
         remote = (settings.asterisk.bind_host, settings.asterisk.sip_port)
         port = local_port or free_udp_port()
@@ -592,6 +606,88 @@ class AgentPhone:
     @staticmethod
     def _call_id(event: str) -> str:
         return event.split(" ", 1)[1] if " " in event else ""
+
+    async def _close(self) -> None:
+        if self._uas is not None:
+            await self._uas.stop()
+            self._uas = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# --- residents' phones (return visits) -------------------------------------------------
+
+ResidentMode = Literal["answer", "busy", "no_answer"]
+
+
+class ResidentPhone:
+    """A resident's phone for outbound calls: a SIPp UAS on its own port that Asterisk dials
+    directly (``dial_string``), no registration. ``answer`` picks up after ``ring_ms`` and
+    sends ``keys`` (',' pauses a second) after ``pause_before_keys_ms``; ``busy`` answers
+    486; ``no_answer`` rings until Asterisk gives up.
+
+    Usage::
+
+        async with ResidentPhone(settings, mode="answer", keys="4,,4") as phone:
+            settings.survey.dial = phone.dial_string
+            ...
+            await phone.wait_event("answered", within=10)
+    """
+
+    def __init__(self, settings: Settings, *, mode: ResidentMode = "answer", keys: str = "",
+                 pause_before_keys_ms: int = 1000, ring_ms: int = 200,
+                 hold_ms: int = 60_000) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.keys = keys
+        self.pause_before_keys_ms = pause_before_keys_ms
+        self.ring_ms = ring_ms if mode != "no_answer" else 600_000
+        self.hold_ms = hold_ms
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._uas: SippProcess | None = None
+
+    @property
+    def dial_string(self) -> str:
+        """The Asterisk dial string that reaches this phone, for any ``{number}``."""
+        return f"PJSIP/pstn-gateway/sip:{{number}}@{LOCAL_IP}:{self.port}"
+
+    async def __aenter__(self) -> ResidentPhone:
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-resident-{self.mode}-")
+        workdir = Path(self._tmp.name)
+        try:
+            self.port = free_udp_port()
+            scenario = render_scenario(
+                "resident_phone.xml", workdir, mode=self.mode,
+                steps=_key_steps(self.keys, self.pause_before_keys_ms, workdir),
+                ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms))
+            args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
+                    "-mp", str(free_udp_port(4)), "-m", "1"]
+            self._uas = await SippProcess.start("resident", workdir, args)
+
+            async def bound() -> None:
+                while not _udp_bound(self.port):
+                    if self._uas is None or self._uas.returncode is not None:
+                        raise SippError("resident phone sipp exited: "
+                                        f"{self._uas and self._uas.output()}")
+                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(bound(), 10)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._close()
+
+    async def wait_event(self, *prefixes: str, within: float) -> str:
+        """Wait for a ``<log>`` line: ringing, answered, remote_bye, local_bye, busy,
+        cancelled."""
+        if self._uas is None:
+            raise SippError("ResidentPhone is not started")
+        return await self._uas.wait_event(*prefixes, within=within)
 
     async def _close(self) -> None:
         if self._uas is not None:

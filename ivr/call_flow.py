@@ -60,6 +60,8 @@ class Speech:
     yes: bool | None = None
     confidence: float | None = None
     language: str | None = None
+    rating: int | None = None
+    """A satisfaction score 1..5, when listening with the ``rating`` grammar."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class StackRecognition:
                 u = self._stack.understand(self._lang, self._grammar, update.text)
                 self._result = Speech(update.text, intent=u.intent, digits=u.digits or "",
                                       yes=u.yes, confidence=update.confidence,
-                                      language=u.language)
+                                      language=u.language, rating=u.rating)
                 return "final"
             return None
         return "partial" if update.speech_started else None
@@ -49,6 +49,26 @@ class StackVoice:
 
     async def prompt_audio(self, lang: str, prompt: str, vars: dict[str, Any]) -> bytes:
         return await self.stack.prompt_audio(lang, prompt, **vars)
+
+    async def transcribe(self, lang: str, pcm: bytes, *, call_id: str = "-") -> str | None:
+        """Free decoding of recorded speech (a survey comment); None when ``lang`` has no
+        recogniser. Runs at roughly real time on a small machine: call it after the caller
+        has gone, not while they wait."""
+        recognizer = self.stack.recognizer(lang, call_id=call_id)
+        if recognizer is None:
+            return None
+        texts: list[str] = []
+        step = 16000  # one second of 8 kHz s16le per feed
+        for start in range(0, len(pcm), step):
+            update = await recognizer.feed(pcm[start:start + step])
+            if update is not None and update.is_final:
+                if update.text:
+                    texts.append(update.text)
+                await recognizer.reset()
+        last = await recognizer.finish()
+        if last is not None and last.text:
+            texts.append(last.text)
+        return " ".join(texts)
 
     def recognition(self, lang: str, grammar: str) -> StackRecognition | None:
         recognizer = self.stack.recognizer(lang, grammar=grammar)

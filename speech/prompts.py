@@ -36,7 +36,8 @@ PROMPT_IDS: Final[tuple[str, ...]] = (
     "ask_phone_last4", "verification_failed", "case_not_found",
     "status_full", "status_stage_only", "after_status_menu", "service_info",
     "no_input", "no_match", "transfer_to_agent", "too_many_attempts", "goodbye",
-    "survey_intro", "survey_rating", "survey_comment", "survey_thanks",
+    "survey_intro", "survey_return_visit_intro", "survey_rating", "survey_comment",
+    "survey_thanks",
     "technical_difficulty", "please_wait",
 )
 STAGES: Final[tuple[str, ...]] = ("accepted", "dispatched", "in_progress", "resolved", "closed")

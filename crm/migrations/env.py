@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import crm.survey_models  # noqa: F401  (registers the survey tables)
 from crm.db import make_engine
 from crm.models import Base
 

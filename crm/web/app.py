@@ -17,8 +17,13 @@ from aiohttp import web
 from crm.db import SessionFactory
 from crm.web.api import PREFIX as API_PREFIX
 from crm.web.api import create_api_app
+from crm.web.console import ConsoleDeps, create_console_app
+from crm.web.console_auth import PREFIX as CONSOLE_PREFIX
+from crm.web.desk import PREFIX as DESK_PREFIX
+from crm.web.desk import DeskDeps, create_desk_app
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
 
 SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
 HEALTH_KEY = web.AppKey("health", Callable)
@@ -61,9 +66,13 @@ async def security_headers(request: web.Request, handler):  # type: ignore[no-un
 
 
 def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
-               api: bool = True, case_numbering_tz: tzinfo = UTC) -> web.Application:
+               api: bool = True, case_numbering_tz: tzinfo = UTC,
+               desk: DeskDeps | None = None,
+               console: ConsoleDeps | None = None) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
-    the time zone whose calendar day case numbers carry (the hotline's local zone)."""
+    the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
+    mounts the agent desk under /desk and ``console`` the supervisor console under /console
+    (their scripts and styles are served from /static)."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -73,4 +82,20 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     app.router.add_get("/", home)
     if api:
         app.add_subapp(API_PREFIX, create_api_app(sessions, numbering_tz=case_numbering_tz))
+    if desk is not None or console is not None:
+        app.router.add_static("/static", STATIC, follow_symlinks=False)
+    if desk is not None:
+        app.router.add_get(DESK_PREFIX, _to_desk)
+        app.add_subapp(DESK_PREFIX, create_desk_app(desk, app[JINJA_KEY]))
+    if console is not None:
+        app.router.add_get(CONSOLE_PREFIX, _to_console)
+        app.add_subapp(CONSOLE_PREFIX, create_console_app(console, app[JINJA_KEY]))
     return app
+
+
+async def _to_desk(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther(f"{DESK_PREFIX}/")
+
+
+async def _to_console(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther(f"{CONSOLE_PREFIX}/")

@@ -117,12 +117,28 @@ def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
     assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID}," in inbound
     assert "TryExec(AudioSocket(${CALL_ID},127.0.0.1:9999))" in inbound
     assert 'ExecIf($["${IVR_ROUTE}" = ""]?Set(IVR_ROUTE=fallback))' in inbound
-    assert "Queue(front-desk,r)" in inbound
+    assert "Queue(front-desk,rc)" in inbound
     assert re.search(r"^exten => 96110,1,Goto\(hotline-inbound", config["hotline.conf"], re.M)
     ends = section(config["hotline.conf"], "hotline-call-end")
     assert "UserEvent(HotlineCallEnd,CallId: ${CALL_ID},Route: ${IVR_ROUTE}" in ends
     internal = section(config["hotline.conf"], "hotline-internal")
     assert "exten => 3002,1,Dial(PJSIP/3002,30)" in internal
+
+
+def test_dialplan_surveys_callers_an_agent_talked_to_and_return_visits(
+    config: dict[str, str],
+) -> None:
+    inbound = section(config["hotline.conf"], "hotline-inbound")
+    assert 'GotoIf($["${MEMBERINTERFACE}" = ""]?done)' in inbound
+    assert inbound.index("Queue(front-desk,rc)") < inbound.index(
+        "Gosub(hotline-survey,s,1(after_call))")
+    survey = section(config["hotline.conf"], "hotline-survey")
+    assert "Set(IVR_STAGE=survey)" in survey
+    assert "UserEvent(HotlineSurveyStart,SurveyCallId: ${SURVEY_ID},Kind: ${ARG1}," in survey
+    assert "Member: ${MEMBERINTERFACE}" in survey
+    assert "TryExec(AudioSocket(${SURVEY_ID},127.0.0.1:9999))" in survey
+    visit = section(config["hotline.conf"], "hotline-return-visit")
+    assert "Gosub(hotline-survey,s,1(return_visit))" in visit
 
 
 def test_queue_has_no_static_members(config: dict[str, str]) -> None:

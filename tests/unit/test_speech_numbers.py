@@ -104,6 +104,7 @@ def test_yes_no(text: str, lang: str, answer: bool | None) -> None:
     ("text", "lang", "score"),
     [
         ("非常满意", "cmn", 5), ("满意", "cmn", 4), ("一般", "cmn", 3), ("不满意", "cmn", 2),
+        ("基本满意", "cmn", 3),
         ("非常不满意", "cmn", 1), ("五", "cmn", 5), ("我给三分", "cmn", 3), ("九", "cmn", None),
         ("very satisfied", "en", 5), ("satisfied", "en", 4), ("neutral", "en", 3),
         ("dissatisfied", "en", 2), ("very dissatisfied", "en", 1), ("four", "en", 4),

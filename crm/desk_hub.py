@@ -1,0 +1,403 @@
+"""Live state of every signed-in agent desk, fed by call events, fanned out to websockets.
+
+The hub subscribes to the call event bus. It knows, per agent: the queue member state of
+their desk phone (available, ringing, on call, paused...), and their current call with its
+screen pop, from the first ring to the end of wrap-up. Every open desk of that agent (a
+browser may have several tabs) gets each change as a JSON message; a desk that reloads or
+lost its websocket asks for :meth:`DeskHub.current` and is back where it was.
+
+Pops follow the queue: AgentRinging pops the call on every desk whose phone rings (ring-all:
+several), AgentAnswered turns it into the answering agent's call and closes it on the others,
+AgentRingStopped / CallerAbandoned / CallEnded close what is still ringing. Events are handled
+in arrival order by one worker task, so the bus (and the AMI reader behind it) never waits for
+the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from crm import audit
+from crm.agents import AgentView
+from crm.call_events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentRingStopped,
+    AgentStatusChanged,
+    BusEvent,
+    CallEnded,
+    CallerAbandoned,
+    CallStep,
+)
+from crm.db import SessionFactory
+from crm.models import utcnow
+from crm.screen_pop import ScreenPop, build_screen_pop
+
+log = logging.getLogger(__name__)
+
+PopBuilder = Callable[..., Awaitable[ScreenPop]]
+SEND_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 1.0
+
+
+class DeskSocket(Protocol):
+    """An open desk connection (aiohttp's WebSocketResponse is one)."""
+
+    async def send_json(self, data: Any) -> None: ...
+
+    async def close(self) -> Any: ...
+
+
+@dataclass
+class DeskCall:
+    call_id: str
+    phase: str
+    """ringing, connected or ended (wrap-up: notes, disposition, cases)."""
+    pop: ScreenPop
+    queue: str = ""
+    caller_channel: str | None = None
+    rang_at: str = field(default_factory=lambda: utcnow().isoformat())
+    answered_at: str | None = None
+    ended_at: str | None = None
+
+    def to_json(self, viewer_role: str) -> dict[str, Any]:
+        return {"call_id": self.call_id, "phase": self.phase, "queue": self.queue,
+                "rang_at": self.rang_at, "answered_at": self.answered_at,
+                "ended_at": self.ended_at, "can_transfer": self.phase == "connected",
+                "pop": self.pop.to_json(viewer_role=viewer_role,
+                                        reveal=self.phase == "connected")}
+
+
+@dataclass
+class AgentDesk:
+    agent_id: int
+    login: str
+    display_name: str
+    role: str
+    extension: str | None
+    status: str = "logged_out"
+    paused: bool = False
+    call: DeskCall | None = None
+    sockets: set[DeskSocket] = field(default_factory=set)
+    version: int = 0
+    """Grows with every change pushed; a desk ignores a snapshot older than what it has."""
+    expires_at: float = float("inf")
+    """time.time() after which the desk is idle-expired (see DeskHub.expired)."""
+
+    @property
+    def actor(self) -> str:
+        return f"agent:{self.login}"
+
+    def agent_json(self) -> dict[str, Any]:
+        return {"login": self.login, "name": self.display_name, "role": self.role,
+                "extension": self.extension, "status": self.status, "paused": self.paused}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seq": self.version, "agent": self.agent_json(),
+                "call": self.call.to_json(self.role) if self.call else None}
+
+
+class DeskHub:
+    def __init__(self, sessions: SessionFactory, *, pop_builder: PopBuilder = build_screen_pop,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``settle`` waits until earlier call events are written (the consultation
+        recorder's drain), so a pop includes the IVR steps that just happened."""
+        self._sessions = sessions
+        self._build = pop_builder
+        self._settle = settle
+        self._desks: dict[str, AgentDesk] = {}
+        self._members: dict[str, AgentStatusChanged] = {}
+        """Last known queue member state by extension, desk signed in or not."""
+        self._pops: dict[str, ScreenPop] = {}
+        self._queue: asyncio.Queue[BusEvent] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self.handled = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="desk-hub")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        await self.close_sockets()
+
+    async def close_sockets(self) -> None:
+        """Close every open desk connection (the web server is shutting down); desks
+        reconnect to whoever serves them next."""
+        for desk in self._desks.values():
+            for socket in list(desk.sockets):
+                with contextlib.suppress(Exception):
+                    await socket.close()
+            desk.sockets.clear()
+
+    async def handle(self, event: BusEvent) -> None:
+        """Bus subscriber: never waits for the database or a browser."""
+        self._queue.put_nowait(event)
+
+    async def drain(self) -> None:
+        """Wait until every event received so far is handled (for tests and shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._apply(event)
+            except Exception:
+                log.exception("call %s: desk hub failed on %s", event.call_id or "-",
+                              type(event).__name__)
+            finally:
+                self.handled += 1
+                self._queue.task_done()
+
+    # -- desks ----------------------------------------------------------------------------------
+    def sign_in(self, agent: AgentView, *, expires_at: float = float("inf")) -> AgentDesk:
+        """Register (or refresh) the desk of a signed-in agent."""
+        desk = self._desks.get(agent.login)
+        if desk is None or desk.extension != agent.extension:
+            old = desk
+            desk = AgentDesk(agent.id, agent.login, agent.display_name, agent.role,
+                             agent.extension)
+            if old is not None:
+                desk.sockets, desk.call = old.sockets, old.call
+            self._desks[agent.login] = desk
+        desk.display_name, desk.role = agent.display_name, agent.role
+        desk.expires_at = expires_at
+        member = self._members.get(agent.extension or "")
+        if member is not None:
+            desk.status, desk.paused = member.status, member.paused
+        return desk
+
+    async def sign_out(self, login: str) -> AgentDesk | None:
+        desk = self._desks.pop(login, None)
+        if desk is not None:
+            for socket in list(desk.sockets):
+                with contextlib.suppress(Exception):
+                    await socket.close()
+        return desk
+
+    def desk(self, login: str) -> AgentDesk | None:
+        return self._desks.get(login)
+
+    def touch(self, login: str, expires_at: float) -> None:
+        """The agent did something at a desk: idle expiry moves to ``expires_at``."""
+        desk = self._desks.get(login)
+        if desk is not None:
+            desk.expires_at = expires_at
+
+    def expired(self, now: float | None = None) -> list[AgentDesk]:
+        now = time.time() if now is None else now
+        return [d for d in self._desks.values() if d.expires_at <= now]
+
+    def attach(self, login: str, socket: DeskSocket) -> AgentDesk | None:
+        desk = self._desks.get(login)
+        if desk is not None:
+            desk.sockets.add(socket)
+        return desk
+
+    def detach(self, login: str, socket: DeskSocket) -> None:
+        desk = self._desks.get(login)
+        if desk is not None:
+            desk.sockets.discard(socket)
+
+    def call_of(self, login: str, call_id: str) -> DeskCall | None:
+        desk = self._desks.get(login)
+        if desk is None or desk.call is None or desk.call.call_id != call_id:
+            return None
+        return desk.call
+
+    async def current(self, login: str) -> dict[str, Any] | None:
+        """The desk's state and current call (what a reloaded desk shows); the pop view is
+        audited."""
+        desk = self._desks.get(login)
+        if desk is None:
+            return None
+        if desk.call is not None:
+            await self._audit_view(desk, desk.call, via="current-call")
+        return desk.snapshot()
+
+    async def dismiss(self, login: str, call_id: str) -> bool:
+        """The agent closes a call they finished (wrap-up done)."""
+        desk = self._desks.get(login)
+        if desk is None or desk.call is None or desk.call.call_id != call_id:
+            return False
+        if desk.call.phase == "connected":
+            return False
+        await self._close(desk, "dismissed")
+        return True
+
+    async def refresh_pop(self, call_id: str) -> None:
+        """Rebuild a call's pop after the desk changed its data (a case created or linked)."""
+        holders = [d for d in self._desks.values() if d.call and d.call.call_id == call_id]
+        if not holders:
+            return
+        first = holders[0].call
+        assert first is not None
+        pop = await self._build(self._sessions, call_id, caller_number=first.pop.caller_number,
+                                caller_name=first.pop.caller_name)
+        self._pops[call_id] = pop
+        for desk in holders:
+            assert desk.call is not None
+            desk.call.pop = pop
+            await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)})
+
+    async def wait_for(self, check: Callable[[], bool], within: float) -> None:
+        """Wait until ``check()`` holds after some hub change (tests)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(check)
+
+    # -- events -------------------------------------------------------------------------------
+    def _desk_for(self, extension: str | None) -> AgentDesk | None:
+        if not extension:
+            return None
+        return next((d for d in self._desks.values() if d.extension == extension), None)
+
+    def _holding(self, call_id: str) -> list[AgentDesk]:
+        return [d for d in self._desks.values() if d.call and d.call.call_id == call_id]
+
+    async def _apply(self, event: BusEvent) -> None:
+        if isinstance(event, AgentStatusChanged):
+            await self._on_status(event)
+        elif isinstance(event, AgentRinging):
+            await self._on_ringing(event)
+        elif isinstance(event, AgentAnswered):
+            await self._on_answered(event)
+        elif isinstance(event, AgentRingStopped):
+            desk = self._desk_for(event.extension)
+            if desk and desk.call and desk.call.call_id == event.call_id \
+                    and desk.call.phase == "ringing":
+                await self._close(desk, "not_answered")
+        elif isinstance(event, AgentCallEnded):
+            desk = self._desk_for(event.extension)
+            if desk and desk.call and desk.call.call_id == event.call_id:
+                await self._end(desk)
+        elif isinstance(event, CallerAbandoned | CallEnded):
+            reason = "abandoned" if isinstance(event, CallerAbandoned) else "caller_hung_up"
+            for desk in self._holding(event.call_id):
+                assert desk.call is not None
+                if desk.call.phase == "ringing":
+                    await self._close(desk, reason)
+                elif desk.call.phase == "connected" and isinstance(event, CallEnded):
+                    await self._end(desk)
+            if isinstance(event, CallEnded) and not self._holding(event.call_id):
+                self._pops.pop(event.call_id, None)
+        elif isinstance(event, CallStep) and event.kind == "recording":
+            await self.refresh_pop(event.call_id)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _on_status(self, event: AgentStatusChanged) -> None:
+        if event.extension:
+            self._members[event.extension] = event
+        desk = self._desk_for(event.extension)
+        if desk is None:
+            return
+        desk.status, desk.paused = event.status, event.paused
+        await self._push(desk, {"type": "status", "agent": desk.agent_json()})
+
+    async def _pop_for(self, event: AgentRinging | AgentAnswered) -> ScreenPop:
+        pop = self._pops.get(event.call_id)
+        if pop is None:
+            if self._settle is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
+            pop = await self._build(self._sessions, event.call_id,
+                                    caller_number=event.caller_number,
+                                    caller_name=event.caller_name)
+            self._pops[event.call_id] = pop
+        return pop
+
+    async def _on_ringing(self, event: AgentRinging) -> None:
+        desk = self._desk_for(event.extension)
+        if desk is None:
+            return
+        if desk.call is not None and desk.call.call_id != event.call_id \
+                and desk.call.phase == "connected":
+            log.warning("call %s: %s rings while on call %s", event.call_id, desk.login,
+                        desk.call.call_id)
+            return
+        if desk.call is not None and desk.call.call_id == event.call_id:
+            return  # rung again (queue retry): the pop is already there
+        pop = await self._pop_for(event)
+        desk.call = DeskCall(event.call_id, "ringing", pop, event.queue, event.channel)
+        log.info("call %s: pop on %s's desk (%d open)", event.call_id, desk.login,
+                 len(desk.sockets))
+        await self._show(desk)
+
+    async def _on_answered(self, event: AgentAnswered) -> None:
+        desk = self._desk_for(event.extension)
+        for other in self._holding(event.call_id):
+            if other is not desk and other.call and other.call.phase == "ringing":
+                await self._close(other, "answered_elsewhere", answered_by=event.member_name)
+        if desk is None:
+            return
+        if desk.call is None or desk.call.call_id != event.call_id:
+            desk.call = DeskCall(event.call_id, "ringing", await self._pop_for(event),
+                                 event.queue)
+        desk.call.phase = "connected"
+        desk.call.caller_channel = event.channel or desk.call.caller_channel
+        desk.call.answered_at = event.at.isoformat()
+        await self._show(desk)
+
+    async def _end(self, desk: AgentDesk) -> None:
+        assert desk.call is not None
+        if desk.call.phase == "ended":
+            return
+        desk.call.phase = "ended"
+        desk.call.ended_at = utcnow().isoformat()
+        await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)})
+
+    async def _close(self, desk: AgentDesk, reason: str, **extra: Any) -> None:
+        call, desk.call = desk.call, None
+        if call is None:
+            return
+        log.info("call %s: pop closed on %s's desk (%s)", call.call_id, desk.login, reason)
+        await self._push(desk, {"type": "pop_closed", "call_id": call.call_id,
+                                "reason": reason, **extra})
+
+    async def _show(self, desk: AgentDesk) -> None:
+        assert desk.call is not None
+        call = desk.call
+        delivered = await self._push(desk, {"type": "pop", "call": call.to_json(desk.role)})
+        if delivered:
+            await self._audit_view(desk, call, via="push")
+
+    async def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str) -> None:
+        pop = call.pop
+        try:
+            await audit.write(self._sessions, actor=desk.actor, action="pop.view",
+                              object_type="consultation",
+                              object_id=pop.consultation_id or call.call_id,
+                              detail={**pop.audit_detail, "phase": call.phase, "via": via,
+                                      "phone_revealed": call.phase == "connected"})
+        except Exception:
+            log.exception("call %s: audit of %s's pop view failed", call.call_id, desk.login)
+
+    async def _push(self, desk: AgentDesk, message: dict[str, Any]) -> int:
+        """Send to every open desk of the agent; a socket that fails is dropped."""
+        desk.version += 1
+        message = {**message, "seq": desk.version}
+        delivered = 0
+        for socket in list(desk.sockets):
+            try:
+                await asyncio.wait_for(socket.send_json(message), SEND_TIMEOUT)
+                delivered += 1
+            except Exception as exc:
+                log.info("desk of %s: dropping a socket (%s)", desk.login,
+                         type(exc).__name__)
+                desk.sockets.discard(socket)
+                with contextlib.suppress(Exception):
+                    await socket.close()
+        return delivered

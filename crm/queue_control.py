@@ -1,0 +1,139 @@
+"""Agents joining, leaving and pausing the hotline queue, and blind transfers, over AMI.
+
+The CRM does not import the IVR's AMI adapter: the composition root passes in any object with
+``action`` and ``action_list`` coroutines (ivr.ami.AmiClient has them). Errors Asterisk
+answers become the domain errors below; "already a member" and "not a member" are not errors
+here, so joining and leaving are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from crm.errors import Conflict, HotlineError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+_INTERFACE = re.compile(r"[A-Za-z]+/[0-9A-Za-z_.@/-]{1,80}")
+_EXTEN = re.compile(r"[0-9]{2,16}")
+TRANSFER_CONTEXT = "hotline-transfer"
+
+
+class AmiActions(Protocol):
+    """What queue control needs of an AMI client."""
+
+    async def action(self, name: str, *, timeout: float = ..., **fields: str) -> Any: ...
+
+    async def action_list(self, name: str, *, timeout: float = ...,
+                          **fields: str) -> list[Any]: ...
+
+
+class TelephonyUnavailable(HotlineError):
+    """Asterisk could not be asked (AMI down, no answer in time)."""
+
+    code = "telephony_unavailable"
+
+
+class TelephonyRefused(Conflict):
+    """Asterisk answered the action with an error (e.g. the channel is gone)."""
+
+    code = "telephony_refused"
+
+
+@dataclass(frozen=True)
+class QueueMember:
+    queue: str
+    interface: str
+    name: str | None
+    paused: bool
+    in_call: bool
+    status: int | None
+
+
+def interface_for(extension: str) -> str:
+    """The queue member of an agent's desk phone."""
+    if not _EXTEN.fullmatch(extension or ""):
+        raise InvalidInput(f"extension {extension!r} must be 2-16 digits")
+    return f"PJSIP/{extension}"
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", "") or exc)
+
+
+class QueueControl:
+    def __init__(self, ami: AmiActions, queue: str = "hotline", *,
+                 transfer_context: str = TRANSFER_CONTEXT, timeout: float = 5.0) -> None:
+        self._ami = ami
+        self.queue = queue
+        self.transfer_context = transfer_context
+        self._timeout = timeout
+
+    async def _action(self, name: str, *, tolerate: tuple[str, ...] = (), **fields: str) -> None:
+        try:
+            await self._ami.action(name, timeout=self._timeout, **fields)
+        except Exception as exc:
+            message = _message(exc)
+            if any(t.lower() in message.lower() for t in tolerate):
+                log.debug("AMI %s: %s (fine)", name, message)
+                return
+            if getattr(exc, "response", None) is not None:  # Asterisk answered with an error
+                raise TelephonyRefused(f"Asterisk refused {name}: {message}") from exc
+            raise TelephonyUnavailable(f"cannot reach Asterisk for {name}: {message}") from exc
+
+    async def join(self, interface: str, member_name: str) -> None:
+        """Add the desk phone to the queue, unpaused (already a member: just unpause)."""
+        self._check(interface)
+        await self._action("QueueAdd", tolerate=("already there",), Queue=self.queue,
+                           Interface=interface, MemberName=_one_line(member_name),
+                           Paused="false")
+        await self.pause(interface, False)
+        log.info("queue %s: %s (%s) joined", self.queue, interface, member_name)
+
+    async def leave(self, interface: str) -> None:
+        self._check(interface)
+        await self._action("QueueRemove", tolerate=("not there",), Queue=self.queue,
+                           Interface=interface)
+        log.info("queue %s: %s left", self.queue, interface)
+
+    async def pause(self, interface: str, paused: bool, reason: str = "") -> None:
+        self._check(interface)
+        fields = {"Queue": self.queue, "Interface": interface,
+                  "Paused": "true" if paused else "false"}
+        if reason:
+            fields["Reason"] = _one_line(reason)
+        await self._action("QueuePause", **fields)
+
+    async def members(self) -> list[QueueMember]:
+        try:
+            items = await self._ami.action_list("QueueStatus", timeout=self._timeout,
+                                                Queue=self.queue)
+        except Exception as exc:
+            raise TelephonyUnavailable(f"cannot reach Asterisk for QueueStatus: "
+                                       f"{_message(exc)}") from exc
+        return [QueueMember(i.get("Queue") or self.queue, i.get("Location") or "",
+                            i.get("Name"), i.get("Paused") == "1", i.get("InCall") == "1",
+                            int(i.get("Status")) if (i.get("Status") or "").isdigit() else None)
+                for i in items if i.name.lower() == "queuemember"]
+
+    async def blind_transfer(self, caller_channel: str, number: str) -> None:
+        """Send the caller to ``number`` (a department's phone) in the transfer context; the
+        agent's leg is released."""
+        if not _EXTEN.fullmatch(number or ""):
+            raise InvalidInput(f"transfer number {number!r} must be 2-16 digits")
+        self._check(caller_channel)
+        await self._action("Redirect", Channel=caller_channel, Context=self.transfer_context,
+                           Exten=number, Priority="1")
+        log.info("transfer: %s -> %s@%s", caller_channel, number, self.transfer_context)
+
+    @staticmethod
+    def _check(channel_or_interface: str) -> None:
+        if not _INTERFACE.fullmatch(channel_or_interface or ""):
+            raise InvalidInput(f"not a channel or interface: {channel_or_interface!r}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:80]

@@ -1,0 +1,570 @@
+"""The agent desk: sign-in, the live desk page, its websocket and the forms agents use during
+and after a call. Mounted under /desk by crm.web.app.
+
+Sessions are aiohttp-session's EncryptedCookieStorage (Fernet: encrypted and authenticated,
+nothing kept server-side), refreshed while the agent is active and refused after
+``idle_timeout`` seconds without a request. Every POST carries the session's CSRF token (form
+field ``csrf`` or header ``X-CSRF-Token``); the websocket checks Origin. Signing in joins the
+agent's desk phone to the queue, signing out leaves it, pausing pauses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from typing import Any
+
+import jinja2
+from aiohttp import WSMsgType, hdrs, web
+from aiohttp_session import Session, get_session, new_session, session_middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from crm import agents, audit, cases, consultation_desk
+from crm.agents import AgentView
+from crm.db import SessionFactory
+from crm.desk_hub import AgentDesk, DeskCall, DeskHub
+from crm.errors import (
+    ConsultationNotFound,
+    HotlineError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    UnknownDepartment,
+)
+from crm.models import CaseCategory, Consultation, Department
+from crm.queue_control import QueueControl, TelephonyUnavailable, interface_for
+from crm.web.api import STATUS_FOR_ERROR, error_response
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/desk"
+COOKIE_NAME = "hotline_desk"
+SEEN_REFRESH = 60.0
+"""Seconds between re-issues of the session cookie while the agent is active."""
+REAPER_INTERVAL = 30.0
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "object-src 'none'")
+
+
+@dataclass
+class DeskDeps:
+    """What the desk needs, built by the composition root."""
+
+    sessions: SessionFactory
+    hub: DeskHub
+    queue: QueueControl | None
+    """None: no telephony (the desk still works for cases and consultations)."""
+    session_secret: str
+    idle_timeout: float = 8 * 3600
+    numbering_tz: tzinfo = UTC
+    secure_cookies: bool = False
+
+
+DESK_KEY = web.AppKey("desk", DeskDeps)
+DESK_JINJA_KEY = web.AppKey("desk_jinja", jinja2.Environment)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AgentHandler = Callable[[web.Request, AgentDesk], Awaitable[web.StreamResponse]]
+
+
+def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> EncryptedCookieStorage:
+    """Fernet keyed from the web session secret; its TTL is the idle timeout (the cookie is
+    re-issued while the agent is active)."""
+    key = base64.urlsafe_b64encode(hashlib.sha256(f"hotline-desk:{secret}".encode()).digest())
+    return EncryptedCookieStorage(Fernet(key), cookie_name=COOKIE_NAME,
+                                  max_age=int(idle_timeout), path=PREFIX, httponly=True,
+                                  samesite="Strict", secure=secure)
+
+
+# -- errors ------------------------------------------------------------------------------------
+STATUS = {**STATUS_FOR_ERROR, TelephonyUnavailable: 503}
+
+
+@web.middleware
+async def desk_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors become JSON errors (the desk's forms are posted by its script)."""
+    try:
+        response = await handler(request)
+    except HotlineError as exc:
+        status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
+        if status == 500:
+            log.error("%s %s: unmapped domain error %r", request.method, request.path, exc)
+            return error_response(500, "internal_error", "internal error")
+        return error_response(status, exc.code, exc.message, details=exc.details)
+    response.headers[hdrs.CONTENT_SECURITY_POLICY] = CSP
+    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    return response
+
+
+# -- sessions and CSRF -------------------------------------------------------------------------
+def _csrf(session: Session) -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return str(session["csrf"])
+
+
+def _check_origin(request: web.Request) -> None:
+    """Browsers send Origin on POSTs and websockets: it must be this site."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise PermissionDenied("request from another site refused")
+
+
+async def _check_csrf(request: web.Request, session: Session) -> None:
+    _check_origin(request)
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None and request.content_type in ("application/x-www-form-urlencoded",
+                                                 "multipart/form-data"):
+        sent = str((await request.post()).get("csrf", ""))
+    expected = session.get("csrf")
+    if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
+        raise PermissionDenied("missing or wrong CSRF token; reload the desk")
+
+
+async def _signed_in(request: web.Request) -> tuple[Session, AgentView] | None:
+    """The session's agent, if signed in, active and not idle too long; refreshes it."""
+    deps = request.app[DESK_KEY]
+    session = await get_session(request)
+    login, seen = session.get("agent"), session.get("seen")
+    now = time.time()
+    if not login or not isinstance(seen, int | float):
+        return None
+    if now - seen > deps.idle_timeout:
+        session.invalidate()
+        return None
+    try:
+        agent = await agents.get_agent(deps.sessions, str(login))
+    except NotFound:
+        agent = None
+    if agent is None or not agent.active:
+        session.invalidate()
+        return None
+    if now - seen > SEEN_REFRESH:
+        session["seen"] = now
+        seen = now
+    desk = deps.hub.desk(agent.login)
+    if desk is None:  # e.g. the service restarted under a live session
+        deps.hub.sign_in(agent, expires_at=seen + deps.idle_timeout)
+    else:
+        deps.hub.touch(agent.login, seen + deps.idle_timeout)
+    return session, agent
+
+
+def agent_required(*, page: bool = False, post: bool = False) -> Callable[[AgentHandler],
+                                                                           Handler]:
+    """Run the handler for a signed-in agent (with a CSRF check for POSTs). Pages redirect
+    to the sign-in form; everything else answers 401."""
+
+    def wrap(handler: AgentHandler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            found = await _signed_in(request)
+            if found is None:
+                if page:
+                    raise web.HTTPSeeOther(f"{PREFIX}/login")
+                raise Unauthenticated("sign in at the desk first")
+            session, agent = found
+            if post:
+                await _check_csrf(request, session)
+            desk = request.app[DESK_KEY].hub.desk(agent.login)
+            if desk is None:  # signed out by idle expiry a moment ago
+                raise Unauthenticated("sign in at the desk first")
+            return await handler(request, desk)
+
+        return checked
+
+    return wrap
+
+
+def _render(request: web.Request, template: str, status: int = 200,
+            **context: Any) -> web.Response:
+    html = request.app[DESK_JINJA_KEY].get_template(template).render(**context)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+# -- sign in and out ---------------------------------------------------------------------------
+async def login_form(request: web.Request) -> web.Response:
+    if await _signed_in(request) is not None:
+        raise web.HTTPSeeOther(f"{PREFIX}/")
+    session = await get_session(request)
+    return _render(request, "desk/login.html", csrf=_csrf(session), error=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    deps = request.app[DESK_KEY]
+    session = await get_session(request)
+    form = await request.post()
+    try:
+        await _check_csrf(request, session)
+    except PermissionDenied:
+        return _render(request, "desk/login.html", 403, csrf=_csrf(session),
+                       error="The form expired; please sign in again.")
+    login_name = str(form.get("login", "")).strip().lower()[:64]
+    agent = await agents.authenticate(deps.sessions, login_name, str(form.get("password", "")))
+    if agent is None:
+        await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
+                          action="desk.login_failed", object_type="agent", object_id=login_name)
+        return _render(request, "desk/login.html", 401, csrf=_csrf(session),
+                       error="Wrong login or password.")
+    session = await new_session(request)  # a fresh session: no fixation
+    now = time.time()
+    session.update({"agent": agent.login, "seen": now, "csrf": secrets.token_urlsafe(32)})
+    deps.hub.sign_in(agent, expires_at=now + deps.idle_timeout)
+    await audit.write(deps.sessions, actor=f"agent:{agent.login}", action="desk.login",
+                      object_type="agent", object_id=agent.login)
+    await _join_queue(deps, agent)
+    raise web.HTTPSeeOther(f"{PREFIX}/")
+
+
+async def _join_queue(deps: DeskDeps, agent: AgentView | AgentDesk) -> None:
+    name = agent.display_name
+    if deps.queue is None or not agent.extension:
+        return
+    try:
+        await deps.queue.join(interface_for(agent.extension), name)
+    except HotlineError as exc:  # the desk shows "logged out" and offers to join again
+        log.warning("agent %s could not join queue %s: %s", agent.login, deps.queue.queue, exc)
+
+
+async def _leave_queue(deps: DeskDeps, desk: AgentDesk) -> None:
+    if deps.queue is None or not desk.extension:
+        return
+    try:
+        await deps.queue.leave(interface_for(desk.extension))
+    except HotlineError as exc:
+        log.warning("agent %s could not leave queue %s: %s", desk.login, deps.queue.queue, exc)
+
+
+@agent_required(post=True)
+async def logout(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    await _leave_queue(deps, desk)
+    await deps.hub.sign_out(desk.login)
+    (await get_session(request)).invalidate()
+    await audit.write(deps.sessions, actor=desk.actor, action="desk.logout",
+                      object_type="agent", object_id=desk.login)
+    raise web.HTTPSeeOther(f"{PREFIX}/login")
+
+
+@agent_required(post=True)
+async def set_paused(request: web.Request, desk: AgentDesk) -> web.Response:
+    """paused=1 pauses the desk phone in the queue, paused=0 makes it ready (joining the queue
+    again if it had left)."""
+    deps = request.app[DESK_KEY]
+    if deps.queue is None or not desk.extension:
+        raise InvalidInput("this desk has no phone in a queue")
+    paused = str((await request.post()).get("paused", "")) == "1"
+    if not paused and desk.status == "logged_out":
+        await deps.queue.join(interface_for(desk.extension), desk.display_name)
+    else:
+        await deps.queue.pause(interface_for(desk.extension), paused, "desk")
+    await audit.write(deps.sessions, actor=desk.actor,
+                      action="desk.pause" if paused else "desk.ready", object_type="agent",
+                      object_id=desk.login)
+    return web.json_response({"paused": paused})
+
+
+# -- the desk page, its state and websocket ----------------------------------------------------
+async def _options(sessions: SessionFactory) -> dict[str, Any]:
+    async with sessions() as session:
+        categories = (await session.scalars(select(CaseCategory).order_by(CaseCategory.code))
+                      ).all()
+        departments = (await session.scalars(select(Department).order_by(Department.code))
+                       ).all()
+    return {"categories": [(c.code, c.name) for c in categories],
+            "departments": [(d.code, d.name, d.name_en, d.phone) for d in departments
+                            if d.phone],
+            "dispositions": consultation_desk.DISPOSITIONS, "stages": cases.STAGES}
+
+
+@agent_required(page=True)
+async def desk_page(request: web.Request, desk: AgentDesk) -> web.Response:
+    session = await get_session(request)
+    options = await _options(request.app[DESK_KEY].sessions)
+    return _render(request, "desk/page.html", agent=desk, csrf=_csrf(session), **options)
+
+
+@agent_required()
+async def current_call(request: web.Request, desk: AgentDesk) -> web.Response:
+    snapshot = await request.app[DESK_KEY].hub.current(desk.login)
+    return web.json_response(snapshot)
+
+
+async def desk_socket(request: web.Request) -> web.StreamResponse:
+    """Pushes the desk's changes; closes when the session idles out or the agent signs out."""
+    _check_origin(request)
+    found = await _signed_in(request)
+    if found is None:
+        raise Unauthenticated("sign in at the desk first")
+    hub = request.app[DESK_KEY].hub
+    login = found[1].login
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+    await ws.prepare(request)
+    desk = hub.attach(login, ws)
+    try:
+        while desk is not None and not ws.closed:
+            remaining = desk.expires_at - time.time()
+            if remaining <= 0:
+                await ws.close(code=4401, message=b"session expired")
+                break
+            try:
+                msg = await ws.receive(timeout=min(remaining, 3600.0))
+            except TimeoutError:
+                continue
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                break
+            # The desk sends nothing but pings of its own; anything else is ignored.
+            desk = hub.desk(login)
+    finally:
+        hub.detach(login, ws)
+    return ws
+
+
+# -- during and after the call -----------------------------------------------------------------
+async def _form(request: web.Request) -> dict[str, str]:
+    form = await request.post()
+    return {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
+
+
+async def _consultation_id(sessions: SessionFactory, call_id: str) -> int:
+    async with sessions() as session:
+        found = await session.scalar(select(Consultation.id)
+                                     .where(Consultation.call_id == call_id))
+    if found is None:
+        raise ConsultationNotFound(f"no consultation for call {call_id}")
+    return found
+
+
+async def _call_for(request: web.Request, desk: AgentDesk) -> tuple[str, int, DeskCall | None]:
+    """The call named in the path, if this agent may work on it: their current call, or one
+    they answered (its consultation names them)."""
+    deps = request.app[DESK_KEY]
+    call_id = request.match_info["call_id"]
+    live = deps.hub.call_of(desk.login, call_id)
+    if live is not None and live.pop.consultation_id is not None:
+        return call_id, live.pop.consultation_id, live
+    async with deps.sessions() as session:
+        row = (await session.execute(select(Consultation.id, Consultation.agent_id)
+                                     .where(Consultation.call_id == call_id))).first()
+    if row is None or (live is None and row.agent_id != desk.agent_id):
+        raise ConsultationNotFound(f"no call {call_id} on your desk")
+    return call_id, row.id, live
+
+
+def _number(form: dict[str, str], key: str = "case") -> str:
+    number = form.get(key, "").replace(" ", "")
+    if not number:
+        raise InvalidInput("give a case number")
+    return cases.check_number(number)
+
+
+@agent_required(post=True)
+async def create_case(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    call_id, consultation_id, live = await _call_for(request, desk)
+    form = await _form(request)
+    caller = live.pop.caller_number if live else None
+    if caller is None:
+        caller = (await consultation_desk.get_consultation(deps.sessions,
+                                                           consultation_id)).caller_number
+    contact = form.get("contact_phone") or caller
+    view = await cases.create_case(
+        deps.sessions, category=form.get("category", ""), description=form.get("description", ""),
+        actor=desk.actor, contact_phone=contact,
+        resident_phone=caller if caller and cases.PHONE_PATTERN.fullmatch(caller) else None,
+        address=form.get("address") or None, numbering_tz=deps.numbering_tz)
+    await consultation_desk.link_case(deps.sessions, consultation_id, view.number,
+                                      actor=desk.actor)
+    await deps.hub.refresh_pop(call_id)
+    reveal = live is not None and live.phase == "connected" and contact == caller
+    return web.json_response({"case": view.to_json(viewer_role=desk.role, reveal_phone=reveal)},
+                             status=201)
+
+
+@agent_required(post=True)
+async def add_note(request: web.Request, desk: AgentDesk) -> web.Response:
+    """A note on the call's consultation, or, with ``case``, in that case's history."""
+    deps = request.app[DESK_KEY]
+    call_id, consultation_id, _ = await _call_for(request, desk)
+    form = await _form(request)
+    note = form.get("note", "")
+    if not note:
+        raise InvalidInput("the note is empty")
+    if form.get("case"):
+        number = _number(form)
+        await cases.add_note(deps.sessions, number, note, actor=desk.actor)
+        await consultation_desk.link_case(deps.sessions, consultation_id, number,
+                                          actor=desk.actor)
+        await deps.hub.refresh_pop(call_id)
+        return web.json_response({"case": number, "note": note})
+    current = await consultation_desk.get_consultation(deps.sessions, consultation_id)
+    stamp = f"[{time.strftime('%H:%M', time.localtime())} {desk.display_name}] {note}"
+    notes = f"{current.notes}\n{stamp}" if current.notes else stamp
+    updated = await consultation_desk.update_consultation(
+        deps.sessions, consultation_id, actor=desk.actor, notes=notes, agent_login=desk.login)
+    return web.json_response({"notes": updated.notes})
+
+
+@agent_required(post=True)
+async def link_case(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    call_id, consultation_id, _ = await _call_for(request, desk)
+    number = _number(await _form(request))
+    await consultation_desk.link_case(deps.sessions, consultation_id, number, actor=desk.actor)
+    await deps.hub.refresh_pop(call_id)
+    return web.json_response({"linked": number})
+
+
+@agent_required(post=True)
+async def set_disposition(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    _, consultation_id, _ = await _call_for(request, desk)
+    disposition = (await _form(request)).get("disposition", "")
+    updated = await consultation_desk.update_consultation(
+        deps.sessions, consultation_id, actor=desk.actor, disposition=disposition,
+        agent_login=desk.login)
+    return web.json_response({"disposition": updated.disposition})
+
+
+@agent_required(post=True)
+async def transfer(request: web.Request, desk: AgentDesk) -> web.Response:
+    """Blind transfer of the connected caller to a department's phone."""
+    deps = request.app[DESK_KEY]
+    call_id, consultation_id, live = await _call_for(request, desk)
+    if deps.queue is None:
+        raise TelephonyUnavailable("no telephony connected to this desk")
+    if live is None or live.phase != "connected" or not live.caller_channel:
+        raise InvalidInput("only a caller connected to you now can be transferred")
+    code = (await _form(request)).get("department", "")
+    async with deps.sessions() as session:
+        department = await session.scalar(select(Department).where(Department.code == code))
+    if department is None or not department.phone:
+        raise UnknownDepartment(f"no department {code!r} with a phone")
+    await deps.queue.blind_transfer(live.caller_channel, department.phone)
+    await consultation_desk.update_consultation(
+        deps.sessions, consultation_id, actor=desk.actor, disposition="transferred",
+        agent_login=desk.login)
+    await audit.write(deps.sessions, actor=desk.actor, action="call.transfer",
+                      object_type="consultation", object_id=consultation_id,
+                      detail={"call_id": call_id, "department": code,
+                              "number": department.phone})
+    return web.json_response({"transferred_to": department.phone, "department": code})
+
+
+@agent_required(post=True)
+async def close_call(request: web.Request, desk: AgentDesk) -> web.Response:
+    closed = await request.app[DESK_KEY].hub.dismiss(desk.login, request.match_info["call_id"])
+    if not closed:
+        raise InvalidInput("only a call that has ended can be closed")
+    return web.json_response({"closed": True})
+
+
+@agent_required(post=True)
+async def change_stage(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    form = await _form(request)
+    view = await cases.change_stage(deps.sessions, cases.check_number(request.match_info["number"]),
+                                    form.get("stage", ""), actor=desk.actor,
+                                    note=form.get("note") or None)
+    if desk.call is not None:
+        await deps.hub.refresh_pop(desk.call.call_id)
+    return web.json_response({"case": _case_json(desk, view)})
+
+
+@agent_required()
+async def get_case(request: web.Request, desk: AgentDesk) -> web.Response:
+    deps = request.app[DESK_KEY]
+    view = await cases.get_case(deps.sessions, request.match_info["number"])
+    await audit.write(deps.sessions, actor=desk.actor, action="case.read", object_type="case",
+                      object_id=view.number, detail={"via": "desk"})
+    return web.json_response({"case": _case_json(desk, view)})
+
+
+def _case_json(desk: AgentDesk, view: cases.CaseView) -> dict[str, Any]:
+    """Reveal the contact phone only when it is the caller connected to this agent."""
+    call = desk.call
+    reveal = (call is not None and call.phase == "connected"
+              and view.contact_phone is not None and view.contact_phone == call.pop.caller_number)
+    return view.to_json(viewer_role=desk.role, reveal_phone=reveal)
+
+
+# -- idle expiry -------------------------------------------------------------------------------
+async def expire_idle_desks(deps: DeskDeps, now: float | None = None) -> list[str]:
+    """Sign out desks idle past the timeout: their phones leave the queue, so the queue does
+    not ring agents who went home."""
+    gone = []
+    for desk in deps.hub.expired(now):
+        await _leave_queue(deps, desk)
+        await deps.hub.sign_out(desk.login)
+        await audit.write(deps.sessions, actor=desk.actor, action="desk.expired",
+                          object_type="agent", object_id=desk.login)
+        gone.append(desk.login)
+    return gone
+
+
+async def _reaper(app: web.Application) -> AsyncIterator[None]:
+    deps = app[DESK_KEY]
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(min(REAPER_INTERVAL, deps.idle_timeout))
+            try:
+                await expire_idle_desks(deps)
+            except Exception:
+                log.exception("expiring idle desks failed")
+
+    task = asyncio.create_task(loop(), name="desk-idle-reaper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[DESK_KEY].hub.close_sockets()
+
+
+def create_desk_app(deps: DeskDeps, jinja: jinja2.Environment) -> web.Application:
+    """The sub-application mounted at ``PREFIX``."""
+    storage = session_storage(deps.session_secret, idle_timeout=deps.idle_timeout,
+                              secure=deps.secure_cookies)
+    app = web.Application(middlewares=[desk_errors, session_middleware(storage)],
+                          client_max_size=64 * 1024)
+    app[DESK_KEY] = deps
+    app[DESK_JINJA_KEY] = jinja
+    app.cleanup_ctx.append(_reaper)
+    app.on_shutdown.append(_close_sockets)
+    routes: list[tuple[str, str, Handler]] = [
+        ("GET", "/login", login_form),
+        ("POST", "/login", login),
+        ("POST", "/logout", logout),
+        ("GET", "/", desk_page),
+        ("GET", "/ws", desk_socket),
+        ("GET", "/current-call", current_call),
+        ("POST", "/pause", set_paused),
+        ("POST", "/calls/{call_id}/cases", create_case),
+        ("POST", "/calls/{call_id}/notes", add_note),
+        ("POST", "/calls/{call_id}/links", link_case),
+        ("POST", "/calls/{call_id}/disposition", set_disposition),
+        ("POST", "/calls/{call_id}/transfer", transfer),
+        ("POST", "/calls/{call_id}/close", close_call),
+        ("GET", "/cases/{number}", get_case),
+        ("POST", "/cases/{number}/stage", change_stage),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,262 @@
+// Agent desk: live state over a websocket, the screen pop, and the desk's forms.
+// Everything that comes from outside (caller names, notes, transcripts) is inserted with
+// textContent, never as HTML.
+'use strict';
+
+(() => {
+  const body = document.body;
+  const csrf = body.dataset.csrf;
+  const $ = (id) => document.getElementById(id);
+  let lastSeq = -1;
+  let current = null;        // the call on this desk: {call_id, phase, pop, ...}
+  let retry = 0;
+
+  const PHASES = { ringing: '振铃 Ringing', connected: '通话中 On call', ended: '话后处理 Wrap-up' };
+  const STATUSES = {
+    available: '空闲 Available', ringing: '振铃 Ringing', on_call: '通话中 On call',
+    paused: '暂停 Paused', unavailable: '话机未注册 Phone offline', logged_out: '未签入队列 Not in queue',
+  };
+  const CLOSED = {
+    answered_elsewhere: '已由其他坐席接听 Answered by another agent',
+    abandoned: '来电者已挂机 The caller hung up while waiting',
+    caller_hung_up: '来电者已挂机 The caller hung up',
+    not_answered: '未接听 Not answered',
+    dismissed: '',
+  };
+
+  const put = (el, value) => { el.textContent = value === null || value === undefined ? '' : String(value); };
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : '');
+  function items(list, values, render) {
+    list.replaceChildren();
+    for (const value of values) {
+      const li = document.createElement('li');
+      render(li, value);
+      list.appendChild(li);
+    }
+  }
+  function span(parent, text, cls) {
+    const el = document.createElement('span');
+    if (cls) el.className = cls;
+    put(el, text);
+    parent.appendChild(el);
+    return el;
+  }
+
+  // -- agent state ---------------------------------------------------------------------------
+  function renderAgent(agent) {
+    if (!agent) return;
+    const status = $('agent-status');
+    status.dataset.status = agent.status;
+    put(status, STATUSES[agent.status] || agent.status);
+  }
+
+  // -- the pop -------------------------------------------------------------------------------
+  function renderCall(call, closedReason) {
+    const pop = $('pop');
+    if (!call) {
+      const closing = current !== null;
+      current = null;
+      pop.hidden = true;
+      pop.dataset.callId = '';
+      pop.dataset.phase = '';
+      $('idle').hidden = false;
+      if (closing) put($('idle-note'), CLOSED[closedReason] || '');
+      return;
+    }
+    const fresh = !current || current.call_id !== call.call_id;
+    const answeredNow = !fresh && current.phase !== 'connected' && call.phase === 'connected';
+    current = call;
+    const p = call.pop;
+    $('idle').hidden = true;
+    pop.hidden = false;
+    pop.dataset.callId = call.call_id;
+    pop.dataset.phase = call.phase;
+    put($('call-phase'), PHASES[call.phase] || call.phase);
+    put($('caller-name'), p.caller.name || '未知来电 Unknown caller');
+    put($('caller-number'), p.caller.number || '');
+    const badge = $('verified-badge');
+    badge.dataset.verified = String(p.ivr.verified);
+    put(badge, p.ivr.verified === true ? '已验证 Verified' + (p.ivr.verified_by ? ` (${p.ivr.verified_by.replace('_', ' ')})` : '')
+      : p.ivr.verified === false ? '未通过验证 Not verified' : '未验证 Not checked');
+    $('recording-badge').hidden = !p.ivr.recording;
+
+    const r = p.resident;
+    $('resident-unknown').hidden = !!r;
+    $('resident-details').hidden = !r;
+    if (r) {
+      put($('resident-name'), r.name);
+      put($('resident-community'), r.community);
+      put($('resident-language'), r.language);
+      put($('resident-id-number'), r.id_number);
+    }
+    items($('resident-cases'), p.resident_cases, (li, c) => {
+      span(li, c.number, 'num');
+      span(li, c.stage, 'stage');
+      span(li, `${c.category} · ${c.description}`);
+    });
+
+    items($('ivr-transcript'), p.ivr.transcript, (li, line) => {
+      li.dataset.kind = line.kind;
+      put(li, line.text);
+    });
+    put($('ivr-path'), p.ivr.path.join(' → '));
+
+    renderCase(p.case);
+    items($('recent-consultations'), p.recent, (li, c) => {
+      span(li, when(c.started_at), 'muted');
+      span(li, c.outcome || '');
+      if (c.disposition) span(li, c.disposition, 'stage');
+      if (c.agent) span(li, c.agent.name, 'muted');
+      if (c.cases.length) span(li, c.cases.join(', '), 'num');
+      if (c.notes) span(li, c.notes, 'note');
+    });
+
+    if (fresh) resetForms(p.new_case);
+    else if (answeredNow && !$('new-case-phone').value) {
+      $('new-case-phone').value = p.new_case.contact_phone || '';  // shown once connected
+    }
+    $('transfer-button').disabled = !call.can_transfer;
+    $('close-call').disabled = call.phase !== 'ended';
+  }
+
+  function renderCase(c) {
+    $('case-none').hidden = !!c;
+    $('case-details').hidden = !c;
+    if (!c) return;
+    put($('case-number'), c.number);
+    const stage = $('case-stage');
+    stage.dataset.stage = c.stage;
+    put(stage, c.stage);
+    $('case-overdue').hidden = !c.overdue;
+    put($('case-category'), c.category.name);
+    put($('case-department'), c.department ? c.department.name : '');
+    put($('case-description'), c.description);
+    put($('case-latest'), c.latest_update || '—');
+    put($('case-deadline'), when(c.deadline));
+    items($('case-history'), c.history, (li, h) => {
+      span(li, when(h.at), 'muted');
+      span(li, h.actor, 'muted');
+      if (h.to_stage) span(li, `${h.from_stage || ''} → ${h.to_stage}`, 'stage');
+      if (h.note) span(li, h.note);
+    });
+    const select = $('stage-select');
+    select.replaceChildren();
+    for (const next of c.next_stages) {
+      const option = document.createElement('option');
+      option.value = next;
+      put(option, next);
+      select.appendChild(option);
+    }
+    $('stage-form').dataset.case = c.number;
+    $('stage-form').querySelector('button').disabled = c.next_stages.length === 0;
+  }
+
+  function resetForms(defaults) {
+    for (const form of document.querySelectorAll('#pop form.desk-form')) {
+      form.reset();
+      const out = form.querySelector('output');
+      if (out && out.id !== 'new-case-result') put(out, '');
+    }
+    put($('new-case-number'), '');
+    $('new-case-result').hidden = true;
+    if (defaults.category) $('new-case-category').value = defaults.category;
+    $('new-case-address').value = defaults.address || '';
+    $('new-case-phone').value = defaults.contact_phone || '';
+    $('new-case-phone').placeholder = defaults.contact_phone_hint
+      ? `来电号码 caller: ${defaults.contact_phone_hint}` : '';
+  }
+
+  // -- state from the server -----------------------------------------------------------------
+  function apply(snapshot) {
+    if (!snapshot || snapshot.seq < lastSeq) return;
+    lastSeq = snapshot.seq;
+    renderAgent(snapshot.agent);
+    renderCall(snapshot.call, 'dismissed');
+  }
+
+  function onMessage(message) {
+    if (message.seq <= lastSeq) return;
+    lastSeq = message.seq;
+    if (message.type === 'status') renderAgent(message.agent);
+    else if (message.type === 'pop') renderCall(message.call);
+    else if (message.type === 'pop_closed' && current && current.call_id === message.call_id) {
+      renderCall(null, message.reason);
+    }
+  }
+
+  async function fetchCurrent() {
+    const response = await fetch('/desk/current-call', { headers: { Accept: 'application/json' } });
+    if (response.status === 401) { window.location.assign('/desk/login'); return; }
+    if (response.ok) apply(await response.json());
+  }
+
+  function setLink(state, text) {
+    const link = $('link-state');
+    link.dataset.state = state;
+    put(link, text);
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === 'https:' ? 'wss://' : 'ws://';
+    const ws = new WebSocket(`${scheme}${window.location.host}/desk/ws`);
+    ws.onopen = () => {
+      retry = 0;
+      lastSeq = -1;  // a new connection: take the server's snapshot whatever we had
+      setLink('live', '实时 live');
+      fetchCurrent().catch(() => setLink('offline', '离线 offline'));
+    };
+    ws.onmessage = (event) => onMessage(JSON.parse(event.data));
+    ws.onclose = (event) => {
+      setLink('offline', '重连中 reconnecting…');
+      if (event.code === 4401) { window.location.assign('/desk/login'); return; }
+      const delay = Math.min(10000, 250 * 2 ** retry);
+      retry += 1;
+      window.setTimeout(connect, delay);
+    };
+  }
+
+  // -- forms ---------------------------------------------------------------------------------
+  async function submit(form) {
+    const out = form.querySelector('output');
+    let url = form.dataset.action;
+    if (url.includes('{call}')) {
+      if (!current) return;
+      url = url.replace('{call}', encodeURIComponent(current.call_id));
+    }
+    if (url.includes('{case}')) url = url.replace('{case}', encodeURIComponent(form.dataset.case || ''));
+    const button = form.querySelector('button[type=submit]');
+    if (button) button.disabled = true;
+    try {
+      const response = await fetch(url, {
+        method: 'POST', body: new FormData(form),
+        headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' },
+      });
+      const data = await response.json().catch(() => ({}));
+      if (response.status === 401) { window.location.assign('/desk/login'); return; }
+      if (!response.ok) {
+        if (out) { out.hidden = false; out.dataset.state = 'error'; put(out, (data.error && data.error.message) || response.statusText); }
+        return;
+      }
+      if (out) out.dataset.state = 'ok';
+      if (form.id === 'new-case-form') {
+        $('new-case-result').hidden = false;
+        put($('new-case-number'), data.case.number);
+      } else if (out) {
+        put(out, '✓ ' + (data.linked || data.disposition || data.transferred_to || (data.case && (data.case.number || data.case)) || '已保存 saved'));
+      }
+    } finally {
+      if (button) button.disabled = false;
+      if (current) renderCall(current);
+    }
+  }
+
+  document.addEventListener('submit', (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains('desk-form')) return;
+    event.preventDefault();
+    submit(form);
+  });
+
+  fetchCurrent().catch(() => undefined);
+  connect();
+})();

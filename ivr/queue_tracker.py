@@ -1,0 +1,243 @@
+"""Turns Asterisk's queue events on AMI into queue and agent events on the call event bus.
+
+Asterisk 22 sends, for a queue call: QueueCallerJoin, then AgentCalled for every phone it
+rings (ring-all: all free members at once), AgentRingNoAnswer for a phone that rang out,
+AgentConnect for the one that answered, AgentComplete when that conversation ends, or
+QueueCallerAbandon when the caller gave up waiting. In these the caller's channel fields are
+plain and the agent leg's are prefixed ``Dest``; the hotline's ``CALL_ID`` arrives in the
+``ChanVariable`` headers (manager.conf ``channelvars``). Members' states arrive as
+QueueMemberStatus / QueueMemberAdded / QueueMemberRemoved / QueueMemberPause.
+
+One subscription for all of them keeps their order (AgentCalled before AgentConnect), which
+per-pattern subscriptions would not. After every (re)login a QueueStatus resynchronises the
+members' states that changed while we were disconnected.
+
+The dialplan also announces a queue call's recording with ``UserEvent(HotlineRecording,
+CallId: ..., File: ...)``; it becomes a ``recording`` step of the consultation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from crm.call_events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentRingStopped,
+    AgentStatusChanged,
+    BusEvent,
+    CallerAbandoned,
+    CallerQueued,
+    CallEventBus,
+    CallStep,
+    QueueSnapshot,
+    WaitingCaller,
+)
+from ivr.ami import AmiClient, AmiError, AmiEvent
+
+log = logging.getLogger(__name__)
+
+# Asterisk device states as QueueMemberStatus reports them (``Status``).
+DEVICE_NOT_INUSE, DEVICE_INUSE, DEVICE_BUSY, DEVICE_INVALID, DEVICE_UNAVAILABLE = 1, 2, 3, 4, 5
+DEVICE_RINGING, DEVICE_RINGINUSE, DEVICE_ONHOLD = 6, 7, 8
+_ON_CALL = {DEVICE_INUSE, DEVICE_BUSY, DEVICE_ONHOLD}
+_RINGING = {DEVICE_RINGING, DEVICE_RINGINUSE}
+_UNREACHABLE = {DEVICE_INVALID, DEVICE_UNAVAILABLE}
+MEMBER_EVENTS = frozenset({"queuememberstatus", "queuememberadded", "queuememberpause",
+                           "queuememberremoved", "queuemember"})
+
+
+def extension_of(interface: str | None) -> str | None:
+    """The desk phone behind a queue member: PJSIP/2001 -> 2001,
+    Local/2001@hotline-agents/n -> 2001."""
+    if not interface or "/" not in interface:
+        return None
+    rest = interface.split("/", 1)[1]
+    return rest.split("@", 1)[0].split("/", 1)[0] or None
+
+
+def member_status(device_state: int | None, paused: bool, in_call: bool) -> str:
+    """What the desk shows for a member: ringing and on_call win over paused."""
+    if device_state in _RINGING:
+        return "ringing"
+    if in_call or device_state in _ON_CALL:
+        return "on_call"
+    if paused:
+        return "paused"
+    if device_state in _UNREACHABLE:
+        return "unavailable"
+    return "available"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None or value.strip() in ("", "<unknown>"):
+        return None
+    return value.strip()
+
+
+def call_id_of(event: AmiEvent) -> str | None:
+    """The hotline call id of the caller's leg, inherited by every leg as __CALL_ID."""
+    return (_clean(event.chan_variables().get("CALL_ID"))
+            or _clean(event.chan_variables("Dest").get("CALL_ID")))
+
+
+def status_event(event: AmiEvent) -> AgentStatusChanged | None:
+    """AgentStatusChanged from a QueueMember* event (or a QueueStatus QueueMember item)."""
+    interface = event.get("Interface") or event.get("Location") or event.get("StateInterface")
+    if not interface:
+        return None
+    queue = event.get("Queue") or ""
+    name = _clean(event.get("MemberName") or event.get("Name"))
+    if event.name.lower() == "queuememberremoved":
+        return AgentStatusChanged(interface, extension_of(interface), queue, "logged_out",
+                                  False, name)
+    paused = _flag(event.get("Paused"))
+    status = member_status(_int(event.get("Status")), paused, _flag(event.get("InCall")))
+    return AgentStatusChanged(interface, extension_of(interface), queue, status, paused, name)
+
+
+def waiting_caller(entry: AmiEvent) -> WaitingCaller | None:
+    """A QueueStatus QueueEntry item: one caller waiting in the queue."""
+    channel = _clean(entry.get("Channel"))
+    if channel is None:
+        return None
+    return WaitingCaller(channel, _int(entry.get("Position")), _int(entry.get("Wait")),
+                         _clean(entry.get("CallerIDNum")), _clean(entry.get("CallerIDName")))
+
+
+def queue_event(event: AmiEvent) -> BusEvent | None:
+    """The bus event for one AMI event, or None when it is not one we publish."""
+    kind = event.name.lower()
+    if kind in MEMBER_EVENTS:
+        return status_event(event)
+    if kind == "userevent":
+        if event.get("UserEvent") != "HotlineRecording" or not _clean(event.get("CallId")):
+            return None
+        return CallStep(str(_clean(event.get("CallId"))), "recording",
+                        {"file": _clean(event.get("File")), "queue": _clean(event.get("Queue"))})
+    if kind not in ("queuecallerjoin", "agentcalled", "agentringnoanswer", "agentconnect",
+                    "agentcomplete", "queuecallerabandon"):
+        return None
+    call_id = call_id_of(event)
+    if call_id is None:
+        log.warning("%s without CALL_ID ignored (channel %s, linkedid %s)", event.name,
+                    event.get("Channel"), event.get("Linkedid"))
+        return None
+    queue = event.get("Queue") or ""
+    interface = event.get("Interface") or ""
+    extension = extension_of(interface)
+    number, name = _clean(event.get("CallerIDNum")), _clean(event.get("CallerIDName"))
+    channel, agent_channel = event.get("Channel"), event.get("DestChannel")
+    if kind == "queuecallerjoin":
+        return CallerQueued(call_id, queue, _int(event.get("Position")), number, name, channel)
+    if kind == "queuecallerabandon":
+        return CallerAbandoned(call_id, queue, _int(event.get("Position")),
+                               _int(event.get("OriginalPosition")), _int(event.get("HoldTime")))
+    if kind == "agentcalled":
+        return AgentRinging(call_id, queue, interface, extension,
+                            _clean(event.get("MemberName")), number, name, channel,
+                            agent_channel)
+    if kind == "agentringnoanswer":
+        return AgentRingStopped(call_id, queue, interface, extension,
+                                _ms_to_s(event.get("RingTime")))
+    if kind == "agentconnect":
+        return AgentAnswered(call_id, queue, interface, extension,
+                             _clean(event.get("MemberName")), number, name, channel,
+                             agent_channel, _int(event.get("HoldTime")),
+                             _int(event.get("RingTime")))
+    return AgentCallEnded(call_id, queue, interface, extension, _int(event.get("TalkTime")),
+                          _clean(event.get("Reason")))
+
+
+def _ms_to_s(value: str | None) -> int | None:
+    """AgentRingNoAnswer reports RingTime in milliseconds."""
+    ms = _int(value)
+    return None if ms is None else round(ms / 1000)
+
+
+class QueueTracker:
+    """Publishes queue events for the hotline's queue(s); resynchronises members after a
+    reconnect. ``queues`` limits which queues are watched (None: all)."""
+
+    def __init__(self, ami: AmiClient, bus: CallEventBus, *,
+                 queues: tuple[str, ...] | None = None) -> None:
+        self._ami = ami
+        self._bus = bus
+        self._queues = queues
+        self.members: dict[tuple[str, str], AgentStatusChanged] = {}
+        """(queue, interface) -> last known state, for members currently in a queue."""
+        self._unsubscribe: list[Callable[[], None]] = [
+            ami.subscribe("*", self._on_event), ami.on_ready(self.resync)]
+
+    def close(self) -> None:
+        for undo in self._unsubscribe:
+            undo()
+        self._unsubscribe = []
+
+    def _watched(self, queue: str | None) -> bool:
+        return self._queues is None or not queue or queue in self._queues
+
+    async def _on_event(self, event: AmiEvent) -> None:
+        published = queue_event(event)
+        if published is None or not self._watched(getattr(published, "queue", None)):
+            return
+        await self._publish(published)
+
+    async def _publish(self, event: BusEvent) -> None:
+        if isinstance(event, AgentStatusChanged):
+            key = (event.queue, event.interface)
+            if event.status == "logged_out":
+                self.members.pop(key, None)
+            else:
+                self.members[key] = event
+            log.info("queue %s: member %s is %s", event.queue, event.interface, event.status)
+        else:
+            log.info("call %s: %s", event.call_id, type(event).__name__)
+        await self._bus.publish(event)
+
+    async def resync(self) -> None:
+        """Ask Asterisk for every member's state; members gone meanwhile are logged out.
+        Then a QueueSnapshot per queue (members and waiting callers) lets live views rebuild
+        instead of patching."""
+        try:
+            items = await self._ami.action_list("QueueStatus")
+        except AmiError as exc:
+            log.warning("QueueStatus after login failed: %s", exc)
+            return
+        seen: set[tuple[str, str]] = set()
+        queues: dict[str, list[WaitingCaller]] = {}
+        for item in items:
+            kind, queue = item.name.lower(), item.get("Queue") or ""
+            if kind == "queueparams" and self._watched(queue):
+                queues.setdefault(queue, [])
+            elif kind == "queueentry" and self._watched(queue):
+                if (waiting := waiting_caller(item)) is not None:
+                    queues.setdefault(queue, []).append(waiting)
+            elif kind == "queuemember":
+                status = status_event(item)
+                if status is None or not self._watched(status.queue):
+                    continue
+                seen.add((status.queue, status.interface))
+                await self._publish(status)
+        for queue, interface in set(self.members) - seen:
+            gone = self.members[(queue, interface)]
+            await self._publish(AgentStatusChanged(interface, gone.extension, queue,
+                                                   "logged_out", False, gone.member_name))
+        for queue, waiting in queues.items():
+            members = tuple(m for (q, _), m in sorted(self.members.items()) if q == queue)
+            log.info("queue %s: resynchronised, %d member(s), %d caller(s) waiting", queue,
+                     len(members), len(waiting))
+            await self._bus.publish(QueueSnapshot(queue, members, tuple(waiting)))

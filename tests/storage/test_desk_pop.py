@@ -1,0 +1,121 @@
+"""Screen pops from the database and queue events in consultations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from crm.call_events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentStatusChanged,
+    CallEnded,
+    CallerAbandoned,
+    CallerQueued,
+    CallStarted,
+    CallStep,
+)
+from crm.consultation_desk import get_consultation
+from crm.consultations import ConsultationRecorder
+from crm.db import SessionFactory
+from crm.demo_data import seed_demo
+from crm.models import Agent, Case, Consultation, Resident, utcnow
+from crm.screen_pop import build_screen_pop
+
+PHONE = "13800138000"
+
+
+async def _seed(sessions: SessionFactory, db_url: str) -> str:
+    await seed_demo(db_url)
+    async with sessions() as s:
+        return await s.scalar(select(Case.number).join(Resident).where(Resident.name == "张三"))
+
+
+async def _record(sessions: SessionFactory, *events: object) -> ConsultationRecorder:
+    recorder = ConsultationRecorder(sessions)
+    recorder.start()
+    for event in events:
+        await recorder.handle(event)  # type: ignore[arg-type]
+    await recorder.drain()
+    await recorder.close()
+    return recorder
+
+
+async def test_pop_shows_resident_case_ivr_and_last_five_calls(sessions: SessionFactory,
+                                                               db_url: str) -> None:
+    number = await _seed(sessions, db_url)
+    start = utcnow() - timedelta(days=10)
+    old = []
+    for i in range(6):
+        at = start + timedelta(days=i)
+        old += [CallStarted(f"old-{i}", PHONE, "张三", at=at), CallEnded(f"old-{i}", "end", "16",
+                                                                        at=at)]
+    await _record(sessions, *old,
+                  CallStarted("now", PHONE, "张三", "PJSIP/gw-1"),
+                  CallStep("now", "language", {"language": "cmn", "by": "profile"}),
+                  CallStep("now", "case_lookup", {"number": number, "found": True}),
+                  CallStep("now", "verified", {"by": "calling_number"}),
+                  CallStep("now", "told", {"case": number, "stage": "in_progress",
+                                           "verified": True}),
+                  CallStep("now", "route", {"route": "agent", "reason": "after status"}))
+    pop = await build_screen_pop(sessions, "now")
+    assert pop.consultation_id is not None
+    assert pop.resident is not None and pop.resident.name == "张三"
+    assert pop.ivr.verified is True and pop.ivr.asked_case == number
+    assert pop.case is not None and pop.case.stage == "in_progress"
+    assert [h.to_stage for h in pop.case.history] == ["accepted", "in_progress"]
+    assert [c.call_id for c in pop.recent] == ["old-5", "old-4", "old-3", "old-2", "old-1"]
+    assert [c.number for c in pop.resident_cases] == [number]
+    shown = pop.to_json(viewer_role="agent")
+    assert shown["caller"]["number"] == "138****8000"
+    assert shown["new_case"]["category"] == "repair"
+    assert shown["new_case"]["address"] == pop.case.address
+
+
+async def test_pop_for_an_unknown_caller_before_anything_is_written(
+        sessions: SessionFactory, db_url: str) -> None:
+    await _seed(sessions, db_url)
+    pop = await build_screen_pop(sessions, "no-such-call", caller_number="13311112222",
+                                 caller_name="王五")
+    assert (pop.consultation_id, pop.resident, pop.case, pop.recent) == (None, None, None, ())
+    assert pop.to_json(viewer_role="agent")["caller"] == {
+        "number": "133****2222", "name": "王五", "known": False}
+
+
+async def test_queue_events_become_steps_agent_resident_and_outcome(
+        sessions: SessionFactory, db_url: str) -> None:
+    await _seed(sessions, db_url)
+    call = "answered"
+    await _record(
+        sessions,
+        CallStarted(call, PHONE, "张三", "PJSIP/gw-1"),
+        CallerQueued(call, "hotline", 1, PHONE, "张三", "PJSIP/gw-1"),
+        AgentRinging(call, "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三", "PJSIP/gw-1"),
+        AgentAnswered(call, "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三", "PJSIP/gw-1",
+                      hold_time_s=3, ring_time_s=1),
+        CallStep(call, "recording", {"file": "/var/spool/asterisk/monitor/answered.wav"}),
+        AgentCallEnded(call, "hotline", "PJSIP/2001", "2001", 40, "caller"),
+        AgentStatusChanged("PJSIP/2001", "2001", "hotline", "available"),  # not recorded
+        CallEnded(call, "agent", "16"))
+    async with sessions() as s:
+        consultation = await s.scalar(select(Consultation).where(Consultation.call_id == call))
+        agent_login = await s.scalar(select(Agent.login).where(
+            Agent.id == consultation.agent_id))
+        count = len((await s.scalars(select(Consultation))).all())
+    assert count == 1
+    detail = await get_consultation(sessions, consultation.id)
+    assert agent_login == "agent1" and detail.resident_name == "张三"
+    assert detail.outcome == "to_agent"
+    kinds = [s["kind"] for s in detail.steps]
+    assert kinds == ["queued", "agent_ringing", "agent_answered", "recording", "agent_completed"]
+    assert detail.steps[3]["detail"]["file"].endswith("answered.wav")
+
+    await _record(sessions, CallStarted("gave-up", PHONE, "张三"),
+                  CallerQueued("gave-up", "hotline", 1),
+                  CallerAbandoned("gave-up", "hotline", 1, 1, 20),
+                  CallEnded("gave-up", "agent", "16"))
+    async with sessions() as s:
+        abandoned = await s.scalar(select(Consultation).where(Consultation.call_id == "gave-up"))
+    assert abandoned.outcome == "abandoned" and abandoned.agent_id is None

@@ -1,0 +1,288 @@
+"""The agent desk's web side over a real database (SQLite and PostgreSQL) with a fake AMI:
+sign-in joins the queue, CSRF and sessions, pops on the websocket, forms, transfer, expiry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from crm import agents, audit
+from crm.call_events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentStatusChanged,
+    CallStarted,
+    CallStep,
+)
+from crm.consultation_desk import get_consultation
+from crm.consultations import ConsultationRecorder
+from crm.db import SessionFactory
+from crm.demo_data import seed_demo
+from crm.desk_hub import DeskHub
+from crm.models import Case, Consultation, Resident
+from crm.queue_control import QueueControl
+from crm.web.app import HealthReport, create_app
+from crm.web.desk import DeskDeps, expire_idle_desks
+
+PASSWORD = "desk-test-pw-1"
+PHONE = "13800138000"
+
+
+class FakeAmi:
+    """Records actions; QueueStatus answers nothing."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[str, dict[str, str]]] = []
+
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: str) -> dict:
+        self.actions.append((name, fields))
+        return {}
+
+    async def action_list(self, name: str, *, timeout: float = 10.0, **fields: str) -> list:
+        self.actions.append((name, fields))
+        return []
+
+    def named(self, name: str) -> list[dict[str, str]]:
+        return [fields for action, fields in self.actions if action == name]
+
+
+@dataclass
+class Desk:
+    sessions: SessionFactory
+    server: TestServer
+    hub: DeskHub
+    ami: FakeAmi
+    deps: DeskDeps
+    clients: list[TestClient] = field(default_factory=list)
+
+    async def client(self) -> TestClient:
+        client = TestClient(self.server)
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+@pytest.fixture
+async def desk(sessions: SessionFactory, db_url: str) -> AsyncIterator[Desk]:
+    await seed_demo(db_url)
+    for login in ("agent1", "agent2"):
+        await agents.set_password(sessions, login, PASSWORD)
+    hub = DeskHub(sessions)
+    hub.start()
+    ami = FakeAmi()
+    deps = DeskDeps(sessions, hub, QueueControl(ami), "test-secret", idle_timeout=3600)
+    app = create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0), desk=deps)
+    server = TestServer(app)
+    state = Desk(sessions, server, hub, ami, deps)
+    try:
+        yield state
+    finally:
+        await hub.close()  # closes the desks' websockets first, so the server stops at once
+        for client in state.clients:
+            await client.close()
+        await server.close()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'(?:name="csrf" value|data-csrf)="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+async def sign_in(desk: Desk, login: str = "agent1") -> tuple[TestClient, str]:
+    client = await desk.client()
+    form = await client.get("/desk/login")
+    response = await client.post("/desk/login", data={
+        "csrf": _csrf(await form.text()), "login": login, "password": PASSWORD})
+    assert response.status == 200 and str(response.url).endswith("/desk/"), await response.text()
+    page = await response.text()
+    assert "/static/desk.js" in page and "<script>" not in page
+    return client, _csrf(page)
+
+
+async def post(client: TestClient, csrf: str, path: str, **data: str) -> tuple[int, Any]:
+    response = await client.post(path, data={"csrf": csrf, **data})
+    return response.status, await response.json()
+
+
+async def _message(ws: Any, kind: str, phase: str | None = None) -> dict[str, Any]:
+    """The next message of this kind (and call phase), skipping others."""
+    while True:
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.TEXT, msg
+        data = msg.json()
+        if data["type"] == kind and (phase is None or data["call"]["phase"] == phase):
+            return data
+
+
+async def _start_call(sessions: SessionFactory, call_id: str) -> None:
+    recorder = ConsultationRecorder(sessions)
+    recorder.start()
+    await recorder.handle(CallStarted(call_id, PHONE, "张三", "PJSIP/gw-00000001"))
+    await recorder.handle(CallStep(call_id, "route", {"route": "agent"}))
+    await recorder.close()
+
+
+def _ringing(call: str, ext: str) -> AgentRinging:
+    return AgentRinging(call, "hotline", f"PJSIP/{ext}", ext, None, PHONE, "张三",
+                        "PJSIP/gw-00000001")
+
+
+async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
+    client = await desk.client()
+    html = await (await client.get("/desk/login")).text()
+    no_csrf = await client.post("/desk/login", data={"login": "agent1", "password": PASSWORD})
+    assert no_csrf.status == 403
+    wrong = await client.post("/desk/login", data={"csrf": _csrf(html), "login": "agent1",
+                                                   "password": "not-the-password"})
+    assert wrong.status == 401 and "Wrong login or password" in await wrong.text()
+    assert desk.ami.actions == []
+    page = await client.get("/desk/", allow_redirects=False)
+    assert page.status == 303 and page.headers["Location"] == "/desk/login"
+    assert (await client.get("/desk/current-call")).status == 401
+
+    client, csrf = await sign_in(desk)
+    assert desk.ami.named("QueueAdd") == [{"Queue": "hotline", "Interface": "PJSIP/2001",
+                                           "MemberName": "王芳", "Paused": "false"}]
+    cookie = next(c for c in client.session.cookie_jar if c.key == "hotline_desk")
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/desk"
+    page = await client.get("/desk/")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert (await post(client, csrf, "/desk/pause", paused="1"))[0] == 200
+    assert desk.ami.named("QueuePause")[-1]["Paused"] == "true"
+    forged = await client.post("/desk/pause", data={"csrf": "forged", "paused": "0"})
+    assert forged.status == 403
+    other_site = await client.post("/desk/pause", data={"csrf": csrf, "paused": "0"},
+                                   headers={"Origin": "http://evil.example"})
+    assert other_site.status == 403
+
+    response = await client.post("/desk/logout", data={"csrf": csrf}, allow_redirects=False)
+    assert response.status == 303
+    assert desk.ami.named("QueueRemove") == [{"Queue": "hotline", "Interface": "PJSIP/2001"}]
+    assert (await client.get("/desk/current-call")).status == 401
+    actions = [e.action for e in await audit.entries(desk.sessions, object_type="agent")]
+    assert {"desk.login", "desk.login_failed", "desk.pause", "desk.logout"} <= set(actions)
+
+
+async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
+    one, csrf1 = await sign_in(desk, "agent1")
+    two, csrf2 = await sign_in(desk, "agent2")
+    ws1 = await one.ws_connect("/desk/ws", headers={"Origin": desk.origin})
+    ws2 = await two.ws_connect("/desk/ws", headers={"Origin": desk.origin})
+    await _start_call(desk.sessions, "call-1")
+
+    await desk.hub.handle(AgentStatusChanged("PJSIP/2001", "2001", "hotline", "ringing"))
+    assert (await _message(ws1, "status"))["agent"]["status"] == "ringing"
+    await desk.hub.handle(_ringing("call-1", "2001"))
+    await desk.hub.handle(_ringing("call-1", "2002"))
+    pop1, pop2 = await _message(ws1, "pop"), await _message(ws2, "pop")
+    for pop in (pop1, pop2):
+        assert pop["call"]["phase"] == "ringing"
+        assert pop["call"]["pop"]["caller"] == {"number": "138****8000", "name": "张三",
+                                                "known": True}
+
+    await desk.hub.handle(AgentAnswered("call-1", "hotline", "PJSIP/2001", "2001", "王芳", PHONE,
+                                        "张三", "PJSIP/gw-00000001"))
+    mine = await _message(ws1, "pop")
+    assert mine["call"]["phase"] == "connected" and mine["call"]["can_transfer"]
+    assert mine["call"]["pop"]["caller"]["number"] == PHONE
+    closed = await _message(ws2, "pop_closed")
+    assert (closed["call_id"], closed["reason"]) == ("call-1", "answered_elsewhere")
+    assert (await (await two.get("/desk/current-call")).json())["call"] is None
+    current = await (await one.get("/desk/current-call")).json()
+    assert current["call"]["call_id"] == "call-1" and current["seq"] >= mine["seq"]
+
+    # The other agent cannot work on this call; the answering one can.
+    status, error = await post(two, csrf2, "/desk/calls/call-1/notes", note="x")
+    assert status == 404, error
+    status, created = await post(one, csrf1, "/desk/calls/call-1/cases", category="repair",
+                                 description="楼下路灯坏了 <b>", address="幸福社区")
+    assert status == 201, created
+    number = created["case"]["number"]
+    assert created["case"]["contact_phone"] == PHONE and created["case"]["stage"] == "accepted"
+    refreshed = await _message(ws1, "pop")
+    assert number in [c["number"] for c in refreshed["call"]["pop"]["resident_cases"]]
+
+    assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="来电反映路灯"))[0] == 200
+    assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="已派单",
+                       case=number))[0] == 200
+    async with desk.sessions() as s:
+        existing = await s.scalar(select(Case.number).join(Resident)
+                                  .where(Resident.name == "李秀英"))
+    assert (await post(one, csrf1, "/desk/calls/call-1/links", case=existing))[0] == 200
+    status, staged = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="dispatched",
+                                note="派往住房保障科")
+    assert status == 200 and staged["case"]["stage"] == "dispatched"
+    status, bad = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="closed")
+    assert status == 409 and bad["error"]["code"] == "invalid_transition"
+    assert (await post(one, csrf1, "/desk/calls/call-1/disposition",
+                       disposition="case_created"))[0] == 200
+    status, moved = await post(one, csrf1, "/desk/calls/call-1/transfer", department="housing")
+    assert status == 200 and moved["transferred_to"] == "8001"
+    assert desk.ami.named("Redirect") == [{"Channel": "PJSIP/gw-00000001",
+                                           "Context": "hotline-transfer", "Exten": "8001",
+                                           "Priority": "1"}]
+    case_view = await (await one.get(f"/desk/cases/{number}")).json()
+    assert case_view["case"]["contact_phone"] == PHONE  # the caller connected to this agent
+
+    async with desk.sessions() as s:
+        consultation_id = await s.scalar(select(Consultation.id)
+                                         .where(Consultation.call_id == "call-1"))
+    record = await get_consultation(desk.sessions, consultation_id)
+    assert sorted(record.case_numbers) == sorted([number, existing])
+    assert record.disposition == "transferred" and record.agent_login == "agent1"
+    assert record.notes is not None and "来电反映路灯" in record.notes
+
+    await desk.hub.handle(AgentCallEnded("call-1", "hotline", "PJSIP/2001", "2001", 30,
+                                         "transfer"))
+    await _message(ws1, "pop", phase="ended")
+    assert (await post(one, csrf1, "/desk/calls/call-1/close"))[0] == 200
+    assert (await _message(ws1, "pop_closed"))["reason"] == "dismissed"
+
+    views = [e for e in await audit.entries(desk.sessions, object_type="consultation")
+             if e.action == "pop.view"]
+    assert {e.actor for e in views} == {"agent:agent1", "agent:agent2"}
+    assert any(e.detail["phone_revealed"] for e in views if e.actor == "agent:agent1")
+    reads = await audit.entries(desk.sessions, object_type="case", object_id=number)
+    assert "case.read" in [e.action for e in reads]
+    await ws1.close()
+    await ws2.close()
+
+
+async def test_websocket_needs_a_session_and_this_origin(desk: Desk) -> None:
+    anonymous = await desk.client()
+    response = await anonymous.get("/desk/ws", headers={"Origin": desk.origin})
+    assert response.status == 401
+    client, _ = await sign_in(desk)
+    response = await client.get("/desk/ws", headers={"Origin": "http://evil.example",
+                                                     "Upgrade": "websocket",
+                                                     "Connection": "Upgrade"})
+    assert response.status == 403
+
+
+async def test_idle_desks_expire_and_leave_the_queue(desk: Desk,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = await sign_in(desk)
+    ws = await client.ws_connect("/desk/ws", headers={"Origin": desk.origin})
+    import crm.web.desk as desk_module
+
+    later = desk_module.time.time() + desk.deps.idle_timeout + 1
+    monkeypatch.setattr(desk_module.time, "time", lambda: later)
+    assert (await client.get("/desk/current-call")).status == 401
+    assert await expire_idle_desks(desk.deps, now=later) == ["agent1"]
+    assert desk.ami.named("QueueRemove") == [{"Queue": "hotline", "Interface": "PJSIP/2001"}]
+    msg = await ws.receive(timeout=5)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    assert desk.hub.desk("agent1") is None

@@ -1,0 +1,214 @@
+"""The survey driver on a scripted media session, against both databases: rating, the
+recorded and transcribed comment, hang-ups, fatigue, and a return visit closing its case."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import wave
+from collections import deque
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from crm.call_events import CallEventBus, CallStep
+from crm.cases import get_case
+from crm.demo_data import seed_demo
+from crm.models import Case, Resident
+from crm.return_visits import begin_attempt, schedule_return_visits
+from crm.surveys import list_surveys, start_survey
+from hotline.settings import SurveySettings
+from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
+from ivr.call_tracker import SurveyLeg
+from ivr.media_session import Closed
+from ivr.prompting import IvrTimeouts
+from ivr.survey_call import BEEP, SurveyCall, SurveyDeps
+
+LOUD = b"\x00\x20" * 160  # 20 ms at a level well above the speech threshold
+QUIET = b"\x00\x00" * 160
+
+
+class ScriptedSession:
+    """A media session whose caller acts once a given prompt (or the beep) has played."""
+
+    def __init__(self, after: dict[str, list[object]]) -> None:
+        self.call_id = uuid.uuid4()
+        self.after = after
+        self.prompts: list[str] = []
+        self.next_prompt = ""
+        self.closed = False
+        self.hung_up: str | None = None
+        self._queue: deque[object] = deque()
+        self._wakeup = asyncio.Event()
+
+    async def play(self, pcm: bytes, *, interruptible: bool = True) -> bool:
+        name = "beep" if pcm == BEEP else self.next_prompt
+        self.prompts.append(name)
+        await asyncio.sleep(0)
+        self._queue.extend(self.after.pop(name, []))
+        self._wakeup.set()
+        return not self.closed
+
+    def stop_playback(self) -> bool:
+        return False
+
+    async def next_event(self, timeout: float | None = None) -> object | None:
+        while True:
+            if self._queue:
+                event = self._queue.popleft()
+                if isinstance(event, Hangup):
+                    self.closed = True
+                return event
+            if self.closed:
+                return Closed("caller hung up")
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+
+    async def hangup(self, reason: str = "") -> None:
+        self.closed, self.hung_up = True, reason
+        self._wakeup.set()
+
+
+class ScriptedVoice:
+    def __init__(self, session: ScriptedSession) -> None:
+        self.session = session
+        self.languages: list[str] = []
+
+    async def prompt_audio(self, lang: str, prompt: str, vars: dict) -> bytes:
+        self.session.next_prompt = prompt
+        self.languages.append(lang)
+        return QUIET
+
+    def recognition(self, lang: str, grammar: str) -> None:
+        return None
+
+    async def transcribe(self, lang: str, pcm: bytes, *, call_id: str = "-") -> str | None:
+        return f"{len(pcm) // 16000} s of comment"
+
+
+@pytest.fixture
+async def demo(sessions, db_url):
+    await seed_demo(db_url)
+    return sessions
+
+
+def run_survey(sessions, tmp_path: Path, after: dict[str, list[object]], *,
+               kind: str = "after_call", call_id: str | None = "call-1",
+               phone: str | None = "13800138000", visit: int | None = None,
+               **settings: object):
+    session = ScriptedSession(after)
+    voice = ScriptedVoice(session)
+    bus = CallEventBus()
+    steps: list[CallStep] = []
+
+    async def keep(event: object) -> None:
+        if isinstance(event, CallStep):
+            steps.append(event)
+    bus.subscribe(keep)
+    deps = SurveyDeps(bus, sessions, tracker=None, voice=voice,  # type: ignore[arg-type]
+                      settings=SurveySettings(**{"comment_silence_seconds": 0.2} | settings),
+                      recordings_dir=tmp_path / "comments",
+                      timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2))
+    leg = SurveyLeg(str(session.call_id), kind, call_id, "PJSIP/x", phone, "PJSIP/2001", visit)
+    call = SurveyCall(session, deps, leg)  # type: ignore[arg-type]
+    return call, session, voice, steps
+
+
+async def test_keyed_rating_and_a_recorded_comment(demo, tmp_path: Path) -> None:
+    call, session, voice, steps = run_survey(demo, tmp_path, {
+        "survey_rating": [Dtmf("4")],
+        "beep": [Audio(QUIET)] + [Audio(LOUD)] * 25 + [Dtmf("#")],
+    })
+    result = await asyncio.wait_for(call.run(), 10)
+    assert result is not None
+    assert (result.outcome, result.score, result.rated_by) == ("rated", 4, "keys")
+    assert result.agent_login == "agent1" and result.call_id == "call-1"
+    assert session.prompts == ["survey_intro", "survey_rating", "survey_comment", "beep",
+                               "survey_thanks"]
+    assert session.hung_up == "survey done"
+    assert voice.languages[0] == "cmn"  # 张三's language
+    path = Path(result.comment_path)
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (8000, 1, 26 * 160)
+    assert path.is_relative_to(tmp_path / "comments")
+    assert result.comment_seconds == 0.52 and result.comment_text == "0 s of comment"
+    kinds = [s.kind for s in steps]
+    assert {"survey_started", "survey_rating", "survey_comment", "survey_result",
+            "survey_comment_text"} <= set(kinds)
+    assert all(s.call_id == "call-1" for s in steps)
+
+
+async def test_silence_is_no_comment(demo, tmp_path: Path) -> None:
+    call, session, _, _ = run_survey(demo, tmp_path, {"survey_rating": [Dtmf("5")],
+                                                      "beep": [Audio(QUIET)] * 5})
+    result = await asyncio.wait_for(call.run(), 10)
+    assert result.score == 5 and result.comment_path is None
+    assert session.prompts[-1] == "survey_thanks"
+
+
+async def test_hanging_up_at_the_rating_is_no_answer(demo, tmp_path: Path) -> None:
+    call, session, _, steps = run_survey(demo, tmp_path, {"survey_intro": [Hangup()]})
+    result = await asyncio.wait_for(call.run(), 10)
+    assert (result.outcome, result.score) == ("no_answer", None)
+    assert "survey_abandoned" in [s.kind for s in steps]
+    assert "survey_thanks" not in session.prompts
+
+
+async def test_hanging_up_during_the_comment_keeps_rating_and_comment(demo,
+                                                                     tmp_path: Path) -> None:
+    call, session, _, _ = run_survey(demo, tmp_path, {
+        "survey_rating": [Dtmf("1")], "beep": [Audio(LOUD)] * 10 + [Hangup()]})
+    result = await asyncio.wait_for(call.run(), 10)
+    assert (result.outcome, result.score, result.follow_up_status) == ("rated", 1, "open")
+    assert result.comment_seconds == 0.2 and result.comment_text
+    assert "survey_thanks" not in session.prompts
+
+
+async def test_no_rating_after_three_tries_ends_unrated(demo, tmp_path: Path) -> None:
+    call, session, _, _ = run_survey(demo, tmp_path, {"survey_rating": [Dtmf("9")]})
+    result = await asyncio.wait_for(call.run(), 10)
+    assert (result.outcome, result.score) == ("no_answer", None)
+    assert session.prompts[-1] == "goodbye"
+    assert "survey_rating_keys" in session.prompts
+
+
+async def test_a_recently_surveyed_number_is_not_asked_again(demo, tmp_path: Path) -> None:
+    await start_survey(demo, kind="after_call", survey_call_id="earlier", call_id="call-0",
+                       phone="13800138000")
+    call, session, _, steps = run_survey(demo, tmp_path, {})
+    assert await asyncio.wait_for(call.run(), 10) is None
+    assert session.prompts == [] and session.hung_up == "no survey"
+    assert [s.kind for s in steps] == ["survey_skipped"]
+    assert len(await list_surveys(demo)) == 1
+
+
+async def test_disabled_surveys_hang_up_at_once(demo, tmp_path: Path) -> None:
+    call, session, _, _ = run_survey(demo, tmp_path, {}, enabled=False)
+    assert await asyncio.wait_for(call.run(), 10) is None
+    assert session.hung_up == "no survey" and await list_surveys(demo) == []
+
+
+async def test_return_visit_survey_closes_the_case(demo, tmp_path: Path) -> None:
+    [visit] = await schedule_return_visits(demo)
+    async with demo() as s:
+        lang = await s.scalar(select(Resident.preferred_language).join(Case)
+                              .where(Case.number == visit.case_number))
+    survey_call_id = str(uuid.uuid4())
+    await begin_attempt(demo, visit.id, survey_call_id)
+    call, session, voice, steps = run_survey(
+        demo, tmp_path, {"survey_rating": [Dtmf("4")], "survey_comment": [Dtmf("#")]},
+        kind="return_visit", call_id=None, phone="12345", visit=visit.id)
+    call.leg.survey_call_id = survey_call_id
+    result = await asyncio.wait_for(call.run(), 10)
+    assert result.kind == "return_visit" and result.score == 4
+    assert result.phone == visit.phone  # the resident's, not the caller id we sent
+    assert result.case_numbers == (visit.case_number,)
+    assert session.prompts[0] == "survey_return_visit_intro" and voice.languages[0] == lang
+    assert "beep" not in session.prompts  # '#' during the comment prompt: no comment
+    assert steps == []  # no consultation to write to
+    assert (await get_case(demo, visit.case_number)).stage == "closed"

@@ -1,0 +1,80 @@
+"""Queue control over a fake AMI: idempotent join/leave, refusals and outages as domain errors,
+and input that could inject AMI headers refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from crm.errors import InvalidInput
+from crm.queue_control import (
+    QueueControl,
+    TelephonyRefused,
+    TelephonyUnavailable,
+    interface_for,
+)
+
+
+class Refusal(Exception):
+    """Shaped like ivr.ami.AmiActionError: Asterisk answered with an error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.response = {"Response": "Error", "Message": message}
+
+
+class FakeAmi:
+    def __init__(self, errors: dict[str, Exception] | None = None) -> None:
+        self.errors = errors or {}
+        self.actions: list[tuple[str, dict[str, str]]] = []
+
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: str) -> dict:
+        self.actions.append((name, fields))
+        if name in self.errors:
+            raise self.errors[name]
+        return {}
+
+    async def action_list(self, name: str, *, timeout: float = 10.0, **fields: str) -> list:
+        raise self.errors.get(name, ConnectionError("down"))
+
+
+async def test_join_is_idempotent_and_unpauses() -> None:
+    ami = FakeAmi({"QueueAdd": Refusal("Unable to add interface: Already there")})
+    await QueueControl(ami).join("PJSIP/2001", "王芳\n<bad>")
+    assert ami.actions == [
+        ("QueueAdd", {"Queue": "hotline", "Interface": "PJSIP/2001", "MemberName": "王芳 <bad>",
+                      "Paused": "false"}),
+        ("QueuePause", {"Queue": "hotline", "Interface": "PJSIP/2001", "Paused": "false"}),
+    ]
+
+
+async def test_leave_tolerates_not_a_member_but_not_other_refusals() -> None:
+    await QueueControl(FakeAmi({"QueueRemove": Refusal("Unable to remove interface: Not there")})
+                       ).leave("PJSIP/2001")
+    with pytest.raises(TelephonyRefused):
+        await QueueControl(FakeAmi({"QueuePause": Refusal("Interface not found")})
+                           ).pause("PJSIP/2001", True, "lunch")
+
+
+async def test_an_unreachable_asterisk_is_telephony_unavailable() -> None:
+    control = QueueControl(FakeAmi({"QueueAdd": TimeoutError("no answer")}))
+    with pytest.raises(TelephonyUnavailable):
+        await control.join("PJSIP/2001", "王芳")
+    with pytest.raises(TelephonyUnavailable):
+        await control.members()
+
+
+async def test_blind_transfer_redirects_the_caller_and_checks_input() -> None:
+    ami = FakeAmi()
+    control = QueueControl(ami)
+    await control.blind_transfer("PJSIP/pstn-gateway-0000002a", "8001")
+    assert ami.actions == [("Redirect", {"Channel": "PJSIP/pstn-gateway-0000002a",
+                                         "Context": "hotline-transfer", "Exten": "8001",
+                                         "Priority": "1"})]
+    with pytest.raises(InvalidInput):
+        await control.blind_transfer("PJSIP/x-1\r\nAction: Originate", "8001")
+    with pytest.raises(InvalidInput):
+        await control.blind_transfer("PJSIP/x-1", "8001@other")
+    with pytest.raises(InvalidInput):
+        interface_for("20 01")
+    assert interface_for("2001") == "PJSIP/2001"

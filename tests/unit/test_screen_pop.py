@@ -1,0 +1,204 @@
+"""Screen pop building blocks without a database: the IVR summary, masking per viewer, and the
+AMI queue events the pop is driven by."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from crm.call_events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    AgentRingStopped,
+    AgentStatusChanged,
+    CallerAbandoned,
+    CallerQueued,
+    CallStep,
+)
+from crm.case_numbers import make_case_number
+from crm.cases import CaseView
+from crm.consultation_desk import ConsultationDetail
+from crm.screen_pop import IvrSummary, ResidentCard, ScreenPop, summarise_ivr
+from hotline.settings import REPO_ROOT
+from ivr.ami_codec import AmiEvent, AmiStreamDecoder, Headers
+from ivr.ami_replay import load_session
+from ivr.queue_tracker import extension_of, member_status, queue_event
+
+NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+CASE = make_case_number(date(2026, 11, 20), 1)
+
+
+def step(kind: str, **detail: object) -> dict[str, object]:
+    return {"at": NOW.isoformat(), "kind": kind, "detail": detail}
+
+
+IVR_STEPS = [
+    step("ivr_connected", caller_known=True),
+    step("language", language="cmn", by="profile"),
+    step("prompt", prompt="greeting", language="cmn"),
+    step("prompt", prompt="main_menu", language="cmn"),
+    step("keys", keys="1"),
+    step("intent", intent="check_status", by="keys"),
+    step("keys", keys=f"{CASE}#"),
+    step("case_number_confirmed", number=CASE),
+    step("case_lookup", number=CASE, found=True),
+    step("verified", by="calling_number"),
+    step("told", case=CASE, stage="in_progress", verified=True),
+    step("prompt", prompt="after_status_menu", language="cmn"),
+    step("keys", keys="2"),
+    step("route", route="agent", reason="after status"),
+    step("agent_ringing", agent="2001"),
+    step("recording", file="/var/spool/asterisk/monitor/x.wav"),
+]
+
+
+def test_ivr_summary_names_the_case_verification_and_path() -> None:
+    summary = summarise_ivr(IVR_STEPS)
+    assert summary.asked_case == CASE
+    assert summary.verified is True and summary.verified_by == "calling_number"
+    assert summary.language == "cmn"
+    assert summary.path == ("greeting", "main_menu", "after_status_menu")
+    assert summary.recording == "/var/spool/asterisk/monitor/x.wav"
+    texts = [line.text for line in summary.transcript]
+    assert f"Told case {CASE} is in_progress (full status)" in texts
+    assert "Routed to agent (after status)" in texts
+    assert "Caller verified by calling number" in texts
+    kinds = {line.kind for line in summary.transcript}
+    assert not kinds & {"prompt", "ivr_connected", "agent_ringing", "recording"}
+
+
+def test_ivr_summary_of_a_failed_verification_and_speech() -> None:
+    summary = summarise_ivr([
+        step("speech", text="查询 工单", intent="check_status", confidence=0.9),
+        step("case_lookup", number=CASE, found=True),
+        step("verified", by="last4", result=False),
+        step("told", case=CASE, stage="accepted", verified=False),
+    ])
+    assert summary.verified is False and summary.verified_by == "last4"
+    assert summary.transcript[0].text == "Said: “查询 工单” → check_status"
+    assert "(stage only)" in summary.transcript[-1].text
+
+
+def test_ivr_summary_ignores_an_invalid_case_number_and_may_know_nothing() -> None:
+    assert summarise_ivr([step("case_number_confirmed", number="123")]).asked_case is None
+    empty = summarise_ivr([])
+    assert empty == IvrSummary()
+
+
+def _case(phone: str) -> CaseView:
+    return CaseView(number=CASE, stage="in_progress", category_code="repair",
+                    category_name="房屋维修", department_code="housing",
+                    department_name="住房保障科", description="楼道灯不亮", contact_phone=phone,
+                    address="幸福社区3号楼", resident_name="张三", resident_id_last4="2316",
+                    deadline=NOW + timedelta(days=5), latest_update=None, created_at=NOW,
+                    updated_at=NOW)
+
+
+def _pop(caller: str = "13800138000", case_phone: str = "13800138000") -> ScreenPop:
+    recent = ConsultationDetail(
+        id=7, call_id="old", caller_number=caller, caller_name="张三", started_at=NOW,
+        ended_at=NOW, duration_s=30.0, outcome="to_agent", ivr_route="agent",
+        hangup_cause="16", notes=None, disposition="information_given", agent_login="agent1",
+        agent_name="王芳", resident_name="张三", resident_id_last4="2316", case_numbers=(CASE,),
+        steps=())
+    return ScreenPop("call-1", 9, caller, "<script>alert(1)</script>",
+                     ResidentCard(3, "张三", "幸福社区", "cmn", "2316"), summarise_ivr(IVR_STEPS),
+                     _case(case_phone), (), (recent,), "幸福社区3号楼")
+
+
+def test_agents_see_masked_phones_until_the_caller_is_connected_to_them() -> None:
+    ringing = _pop().to_json(viewer_role="agent")
+    assert ringing["caller"]["number"] == "138****8000"
+    assert ringing["case"]["contact_phone"] == "138****8000"
+    assert ringing["recent"][0]["caller_number"] == "138****8000"
+    assert ringing["new_case"]["contact_phone"] is None
+    assert ringing["new_case"]["contact_phone_hint"] == "138****8000"
+    assert ringing["resident"]["id_number"] == "****2316"
+    connected = _pop().to_json(viewer_role="agent", reveal=True)
+    assert connected["caller"]["number"] == "13800138000"
+    assert connected["case"]["contact_phone"] == "13800138000"
+    assert connected["new_case"]["contact_phone"] == "13800138000"
+    assert connected["resident"]["id_number"] == "****2316"  # never whole, for anyone
+
+
+def test_revealing_the_caller_does_not_reveal_other_numbers() -> None:
+    pop = _pop(case_phone="13912345678").to_json(viewer_role="agent", reveal=True)
+    assert pop["caller"]["number"] == "13800138000"
+    assert pop["case"]["contact_phone"] == "139****5678"
+
+
+def test_supervisors_see_numbers_and_names_come_through_as_data() -> None:
+    pop = _pop().to_json(viewer_role="supervisor")
+    assert pop["caller"]["number"] == "13800138000"
+    assert pop["caller"]["name"] == "<script>alert(1)</script>"  # escaped where it is shown
+    assert pop["case"]["history"] == [] and pop["case"]["next_stages"] == ["resolved"]
+    assert _pop().audit_detail == {"call_id": "call-1", "resident": 3, "case": CASE,
+                                   "consultations": [7]}
+
+
+# -- AMI queue events -> bus events -------------------------------------------------------------
+def _event(name: str, *pairs: tuple[str, str]) -> AmiEvent:
+    return AmiEvent(name, Headers([("Event", name), *pairs]))
+
+
+def test_member_interfaces_and_states() -> None:
+    assert extension_of("PJSIP/2001") == "2001"
+    assert extension_of("Local/2002@hotline-agents/n") == "2002"
+    assert extension_of("bogus") is None
+    assert member_status(1, False, False) == "available"
+    assert member_status(6, True, False) == "ringing"
+    assert member_status(2, True, True) == "on_call"
+    assert member_status(1, True, False) == "paused"
+    assert member_status(5, False, False) == "unavailable"
+
+
+def test_queue_member_events_become_agent_states() -> None:
+    status = queue_event(_event("QueueMemberStatus", ("Queue", "hotline"),
+                                ("Interface", "PJSIP/2001"), ("MemberName", "王芳"),
+                                ("Status", "6"), ("Paused", "0"), ("InCall", "0")))
+    assert status == AgentStatusChanged("PJSIP/2001", "2001", "hotline", "ringing", False, "王芳",
+                                        at=status.at)
+    removed = queue_event(_event("QueueMemberRemoved", ("Queue", "hotline"),
+                                 ("Interface", "PJSIP/2001"), ("MemberName", "王芳")))
+    assert isinstance(removed, AgentStatusChanged) and removed.status == "logged_out"
+    paused = queue_event(_event("QueueMemberPause", ("Queue", "hotline"),
+                                ("Interface", "PJSIP/2002"), ("Status", "1"), ("Paused", "1")))
+    assert isinstance(paused, AgentStatusChanged) and paused.status == "paused" and paused.paused
+    listed = queue_event(_event("QueueMember", ("Queue", "hotline"), ("Location", "PJSIP/2003"),
+                                ("Name", "陈静"), ("Status", "5"), ("Paused", "0")))
+    assert isinstance(listed, AgentStatusChanged) and listed.status == "unavailable"
+
+
+def test_a_recorded_queue_call_becomes_queue_events() -> None:
+    decoder = AmiStreamDecoder()
+    decoder.feed(b"Asterisk Call Manager/11.0.0\r\n")
+    raw = load_session(REPO_ROOT / "tests/data/ami/queue_call.txt")
+    events = [e for e in (queue_event(m) for m in decoder.feed(raw)) if e is not None]
+    call = "c7d4e2a0-5b1f-4e0a-9a61-2f0d3b8c9e11"
+    kinds = [type(e) for e in events]
+    assert kinds == [CallerQueued, AgentRinging, AgentAnswered, AgentCallEnded]
+    joined, ringing, answered, ended = events
+    assert isinstance(ringing, AgentRinging) and ringing.call_id == call
+    assert (ringing.extension, ringing.member_name, ringing.caller_name) == ("2001", "王芳", "张三")
+    assert ringing.channel == "PJSIP/1001-00000000"
+    assert ringing.agent_channel == "PJSIP/2001-00000001"
+    assert isinstance(answered, AgentAnswered) and answered.hold_time_s == 12
+    assert isinstance(ended, AgentCallEnded) and (ended.talk_time_s, ended.reason) == (95, "caller")
+    assert isinstance(joined, CallerQueued) and joined.position == 1
+
+
+def test_abandon_no_answer_and_recording_events() -> None:
+    var = ("ChanVariable", "CALL_ID=abc")
+    abandoned = queue_event(_event("QueueCallerAbandon", var, ("Queue", "hotline"),
+                                   ("Position", "1"), ("OriginalPosition", "2"),
+                                   ("HoldTime", "14")))
+    assert abandoned == CallerAbandoned("abc", "hotline", 1, 2, 14, at=abandoned.at)
+    no_answer = queue_event(_event("AgentRingNoAnswer", var, ("Queue", "hotline"),
+                                   ("Interface", "PJSIP/2002"), ("RingTime", "15000")))
+    assert isinstance(no_answer, AgentRingStopped) and no_answer.ring_time_s == 15
+    recording = queue_event(_event("UserEvent", ("UserEvent", "HotlineRecording"),
+                                   ("CallId", "abc"), ("File", "/spool/monitor/abc.wav")))
+    assert isinstance(recording, CallStep) and recording.kind == "recording"
+    assert recording.detail["file"] == "/spool/monitor/abc.wav"
+    assert queue_event(_event("AgentCalled", ("Queue", "hotline"))) is None  # no CALL_ID
+    assert queue_event(_event("Newchannel", var)) is None
