@@ -86,6 +86,7 @@ class PromptingCall:
         self.event_call_id = event_call_id
         """The call the steps are published for (None: only logged)."""
         self.keys = ""  # keys typed ahead, during a prompt
+        self._hash_may_follow = False  # a full-length number was taken; its "#" may trail
         self.log = call_logger(log, event_call_id or self.call_id)
 
     async def step(self, kind: str, **detail: object) -> None:
@@ -168,6 +169,11 @@ class PromptingCall:
     async def _take(self, event: object, recog: Recognition | None) -> bool:
         """Handle one inbound event; True when the caller started giving input."""
         if isinstance(event, Dtmf):
+            if event.key == "#" and self._hash_may_follow and not self.keys:
+                # The '#' ending a number that was already complete at its full length.
+                self._hash_may_follow = False
+                return False
+            self._hash_may_follow = False
             self.keys += event.key
             return True
         if isinstance(event, Hangup | Closed) or (event is None and self.session.closed):
@@ -217,6 +223,7 @@ class PromptingCall:
             taken, _, self.keys = self.keys.partition("#")
             return Keys(taken + "#")
         taken, self.keys = self.keys[:max_digits], self.keys[max_digits:]
+        self._hash_may_follow = max_digits > 1 and len(taken) == max_digits and not self.keys
         return Keys(taken)
 
     async def _log_input(self, result: Input) -> None:

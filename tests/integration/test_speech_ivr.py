@@ -58,6 +58,8 @@ async def test_mandarin_keyed_case_verified_by_calling_number(
         told = await watcher.wait_for(step("told"), within=30)
         await watcher.wait_for(step("prompt", prompt="after_status_menu"), within=30)
     assert told.detail == {"case": number, "stage": "in_progress", "verified": True}
+    # The '#' after a full-length number ends it; it is not a stray key at the confirmation.
+    assert not any(step("no_match")(e) for e in watcher.events)
     await watcher.wait_ended()
     await hotline.recorder.drain()
     [consultation] = await list_consultations(hotline.sessions)
