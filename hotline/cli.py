@@ -238,6 +238,39 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "return-visits":
+        from hotline.surveys import run_return_visits
+
+        reports = asyncio.run(run_return_visits(settings))
+        if not reports:
+            print("no return visit due (resolved cases all visited, or outside calling hours)")
+        for r in reports:
+            print(f"case {r.case_number}: {r.outcome}" + (f" ({r.detail})" if r.detail else ""))
+        return 0
+
+    from crm import surveys
+    from crm.db import make_engine, make_session_factory
+
+    async def fetch() -> list[str]:
+        engine = make_engine(settings.database_url)
+        try:
+            sessions = make_session_factory(engine)
+            if args.action == "follow-ups":
+                return [f"#{f.id} {f.status:8} score {f.score} {f.phone or '-'} "
+                        f"assigned to {f.assignee_login or '-'}"
+                        for f in await surveys.list_follow_ups(sessions, status=None)]
+            return [f"{v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
+                    f"score {v.score if v.score is not None else '-'} "
+                    f"agent {v.agent_login or '-'}"
+                    for v in await surveys.list_surveys(sessions, limit=args.limit)]
+        finally:
+            await engine.dispose()
+
+    print("\n".join(asyncio.run(fetch())) or "nothing yet")
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -289,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--password-stdin", action="store_true",
                     help="read the password from standard input instead of prompting")
 
+    sv = sub.add_parser("surveys", help="satisfaction surveys and return visits")
+    sv.add_argument("action", choices=["list", "follow-ups", "return-visits"],
+                    help="return-visits: call residents of resolved cases now (needs serve)")
+    sv.add_argument("--limit", type=int, default=50)
+
     sp = sub.add_parser("speech", help="speech models per language")
     sp.add_argument("action", choices=["install-model", "status"])
     sp.add_argument("lang", nargs="?", help="cmn, en or ko")
@@ -301,6 +339,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
+    "surveys": _cmd_surveys,
 }
 
 
