@@ -28,6 +28,7 @@ from crm.call_events import (
     CallStep,
 )
 from crm.db import SessionFactory
+from crm.event_journal import EventJournal
 from crm.models import Agent, Consultation, ConsultationStep, ResidentPhone
 
 log = logging.getLogger(__name__)
@@ -123,28 +124,40 @@ class ConsultationRecorder:
     """Subscribes to call events and writes them in arrival order from one writer task, so a
     slow database never blocks the call and events of one call never overtake each other."""
 
-    def __init__(self, sessions: SessionFactory, *, retry_delay: float = 1.0) -> None:
+    def __init__(self, sessions: SessionFactory, *, retry_delay: float = 1.0,
+                 journal: EventJournal | None = None) -> None:
         self._sessions = sessions
-        self._queue: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int | None, CallEvent]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._retry_delay = retry_delay
+        self._journal = journal
         self.written = 0
 
     async def handle(self, event: BusEvent) -> None:
         if event.call_id:  # agent status changes concern no one call
-            self._queue.put_nowait(event)
+            seq = self._journal.append(event) if self._journal else None
+            self._queue.put_nowait((seq, event))
 
     def start(self) -> None:
+        """Start writing; events a previous run journaled but never wrote go first."""
+        if self._journal is not None:
+            pending = self._journal.pending()
+            if pending:
+                log.warning("replaying %d call event(s) not written before the last stop",
+                            len(pending))
+            for item in pending:
+                self._queue.put_nowait(item)
         self._task = asyncio.create_task(self._run(), name="consultation-recorder")
 
     async def drain(self) -> None:
         await self._queue.join()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop after writing what is queued (bounded); what is left stays journaled."""
         if self._task is None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=10)
+            await asyncio.wait_for(self._queue.join(), timeout=timeout)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -152,9 +165,11 @@ class ConsultationRecorder:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            seq, event = await self._queue.get()
             try:
                 await self._write(event)
+                if seq is not None and self._journal is not None:
+                    self._journal.ack(seq)
             finally:
                 self._queue.task_done()
 

@@ -24,6 +24,7 @@ from crm.case_lookup import LookupGuard
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.desk_hub import DeskHub
+from crm.event_journal import EventJournal
 from crm.migrate import upgrade
 from crm.queue_control import QueueControl
 from crm.wallboard import Wallboard
@@ -83,7 +84,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         sessions = make_session_factory(engine)
 
         bus = CallEventBus()
-        recorder = ConsultationRecorder(sessions)
+        journal = EventJournal(settings.state_dir / "journal")
+        stack.callback(journal.close)
+        recorder = ConsultationRecorder(sessions, journal=journal)
         bus.subscribe(recorder.handle)
         recorder.start()
         stack.push_async_callback(recorder.close)
