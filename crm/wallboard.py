@@ -1,0 +1,310 @@
+"""The supervisors' live wallboard: how the agent queue is doing right now.
+
+Fed by the call event bus like the desk hub, in arrival order by one worker task:
+CallerQueued adds a waiting caller; AgentAnswered, CallerAbandoned and CallEnded take them
+off; AgentStatusChanged keeps each member's state (available, ringing, on a call, paused...).
+Today's counters (answered, answered within the service level, abandoned) count the same
+events.
+
+After an AMI reconnect the queue tracker publishes a QueueSnapshot (QueueStatus: members and
+waiting callers): the wallboard replaces what it holds with it rather than patching, and
+recounts today's counters from the consultation steps the recorder wrote from the same
+events, so nothing drifts from what was missed while disconnected. The counters are also
+loaded from the database at start, so a restart mid-day does not zero them.
+
+Every change is pushed to the open wallboards (websockets) as the whole state; it is small.
+No caller numbers or names are in it: wallboards hang on walls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+from sqlalchemy import select
+
+from crm.call_events import (
+    AgentAnswered,
+    AgentStatusChanged,
+    BusEvent,
+    CallEnded,
+    CallerAbandoned,
+    CallerQueued,
+    QueueSnapshot,
+)
+from crm.db import SessionFactory
+from crm.desk_hub import DeskSocket
+from crm.models import ConsultationStep, utcnow
+
+log = logging.getLogger(__name__)
+
+SERVICE_LEVEL_S = 20
+"""A call answered within this many seconds of joining the queue meets the service level."""
+MEMBER_STATES = ("available", "ringing", "on_call", "paused", "unavailable")
+SEND_TIMEOUT = 5.0
+
+
+@dataclass
+class WaitingCall:
+    since: datetime
+    call_id: str | None = None
+    channel: str | None = None
+
+
+@dataclass
+class TodayCounts:
+    day: date
+    answered: int = 0
+    answered_within: int = 0
+    abandoned: int = 0
+
+
+def day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The UTC instants where the local calendar ``day`` starts and ends."""
+    start = datetime.combine(day, time(0), tz)
+    end = datetime.combine(day + timedelta(days=1), time(0), tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+async def count_today(sessions: SessionFactory, queue: str, day: date, tz: tzinfo,
+                      service_level_s: int = SERVICE_LEVEL_S) -> TodayCounts:
+    """Today's counters from the consultation steps written from queue events."""
+    start, end = day_bounds(day, tz)
+    async with sessions() as session:
+        rows = (await session.execute(
+            select(ConsultationStep.kind, ConsultationStep.detail)
+            .where(ConsultationStep.at >= start, ConsultationStep.at < end,
+                   ConsultationStep.kind.in_(("agent_answered", "abandoned"))))).all()
+    counts = TodayCounts(day)
+    for kind, detail in rows:
+        detail = detail if isinstance(detail, dict) else {}
+        if detail.get("queue") not in (None, "", queue):
+            continue
+        if kind == "abandoned":
+            counts.abandoned += 1
+            continue
+        counts.answered += 1
+        hold = detail.get("hold_time_s")
+        if isinstance(hold, int | float) and hold <= service_level_s:
+            counts.answered_within += 1
+    return counts
+
+
+class Wallboard:
+    def __init__(self, sessions: SessionFactory, *, queue: str, tz: tzinfo = UTC,
+                 settle: Callable[[], Awaitable[None]] | None = None,
+                 clock: Callable[[], datetime] = utcnow,
+                 service_level_s: int = SERVICE_LEVEL_S) -> None:
+        """``settle`` waits until the consultation recorder has written what it received
+        (its drain), before today's counters are recounted from the database."""
+        self.queue = queue
+        self._sessions = sessions
+        self._tz = tz
+        self._settle = settle
+        self._clock = clock
+        self.service_level_s = service_level_s
+        self._waiting: dict[str, WaitingCall] = {}
+        """Keyed by call id, or by channel for callers only a snapshot told us about."""
+        self._members: dict[str, AgentStatusChanged] = {}
+        self._today = TodayCounts(self._local_day())
+        self._events: asyncio.Queue[BusEvent] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._sockets: set[DeskSocket] = set()
+        self._changed = asyncio.Condition()
+        self.version = 0
+        self.resyncs = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._recount()
+        self._worker = asyncio.create_task(self._run(), name="wallboard")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        await self.close_sockets()
+
+    async def close_sockets(self) -> None:
+        for socket in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await socket.close()
+        self._sockets.clear()
+
+    async def handle(self, event: BusEvent) -> None:
+        """Bus subscriber: never waits for the database or a browser."""
+        self._events.put_nowait(event)
+
+    async def drain(self) -> None:
+        await self._events.join()
+
+    async def wait_for(self, check: Callable[[], bool], within: float) -> None:
+        """Wait until ``check()`` holds after some change (tests)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(check)
+
+    async def _run(self) -> None:
+        dirty = False
+        while True:
+            event = await self._events.get()
+            try:
+                dirty = await self._apply(event) or dirty
+                if dirty and self._events.empty():  # a burst of changes goes out once
+                    dirty = False
+                    await self._publish()
+            except Exception:
+                log.exception("call %s: wallboard failed on %s", event.call_id or "-",
+                              type(event).__name__)
+            finally:
+                self._events.task_done()
+
+    # -- sockets ------------------------------------------------------------------------------
+    def attach(self, socket: DeskSocket) -> None:
+        self._sockets.add(socket)
+
+    def detach(self, socket: DeskSocket) -> None:
+        self._sockets.discard(socket)
+
+    async def _publish(self) -> None:
+        self.version += 1
+        message = {"type": "wallboard", **self.state()}
+        for socket in list(self._sockets):
+            try:
+                await asyncio.wait_for(socket.send_json(message), SEND_TIMEOUT)
+            except Exception as exc:
+                log.info("wallboard: dropping a socket (%s)", type(exc).__name__)
+                self._sockets.discard(socket)
+                with contextlib.suppress(Exception):
+                    await socket.close()
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- state --------------------------------------------------------------------------------
+    def _local_day(self) -> date:
+        return self._clock().astimezone(self._tz).date()
+
+    def _roll_day(self) -> None:
+        day = self._local_day()
+        if day != self._today.day:
+            self._today = TodayCounts(day)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
+
+    def state(self) -> dict[str, Any]:
+        """What a wallboard shows (the websocket's message and the state endpoint)."""
+        self._roll_day()
+        now = self._clock()
+        oldest = min((w.since for w in self._waiting.values()), default=None)
+        agents = dict.fromkeys(MEMBER_STATES, 0)
+        for member in self._members.values():
+            agents[member.status] = agents.get(member.status, 0) + 1
+        members = sorted(self._members.values(),
+                         key=lambda m: (m.member_name or "", m.interface))
+        today = self._today
+        return {
+            "queue": self.queue,
+            "version": self.version,
+            "now": now.isoformat(),
+            "waiting": {
+                "count": len(self._waiting),
+                "longest_since": oldest.isoformat() if oldest else None,
+                "longest_wait_s": int((now - oldest).total_seconds()) if oldest else 0,
+            },
+            "agents": {**agents, "total": len(self._members)},
+            "members": [{"name": m.member_name or m.extension or m.interface,
+                         "extension": m.extension, "status": m.status} for m in members],
+            "today": {
+                "date": today.day.isoformat(),
+                "answered": today.answered,
+                "answered_within": today.answered_within,
+                "service_level_s": self.service_level_s,
+                "abandoned": today.abandoned,
+            },
+            "resyncs": self.resyncs,
+        }
+
+    # -- events -------------------------------------------------------------------------------
+    def _ours(self, queue: str | None) -> bool:
+        return not queue or queue == self.queue
+
+    def _take_off(self, call_id: str) -> bool:
+        return self._waiting.pop(call_id, None) is not None
+
+    async def _apply(self, event: BusEvent) -> bool:
+        self._roll_day()
+        if isinstance(event, QueueSnapshot):
+            if event.queue != self.queue:
+                return False
+            await self._resync(event)
+            return True
+        if isinstance(event, AgentStatusChanged):
+            if not self._ours(event.queue):
+                return False
+            if event.status == "logged_out":
+                return self._members.pop(event.interface, None) is not None
+            self._members[event.interface] = event
+            return True
+        if isinstance(event, CallerQueued):
+            if not self._ours(event.queue):
+                return False
+            # A caller a snapshot listed by channel is now known by call id as well.
+            if event.channel:
+                self._waiting.pop(event.channel, None)
+            self._waiting[event.call_id] = WaitingCall(event.at, event.call_id, event.channel)
+            return True
+        if isinstance(event, AgentAnswered):
+            if not self._ours(event.queue):
+                return False
+            self._take_off(event.call_id)
+            self._today.answered += 1
+            if event.hold_time_s is not None and event.hold_time_s <= self.service_level_s:
+                self._today.answered_within += 1
+            return True
+        if isinstance(event, CallerAbandoned):
+            if not self._ours(event.queue):
+                return False
+            self._take_off(event.call_id)
+            self._today.abandoned += 1
+            return True
+        if isinstance(event, CallEnded):
+            return self._take_off(event.call_id)
+        return False
+
+    async def _resync(self, snapshot: QueueSnapshot) -> None:
+        """Replace members and waiting callers with what Asterisk reports; recount today."""
+        by_channel = {w.channel: w for w in self._waiting.values() if w.channel}
+        waiting: dict[str, WaitingCall] = {}
+        for entry in snapshot.waiting:
+            known = by_channel.get(entry.channel)
+            since = snapshot.at - timedelta(seconds=entry.wait_s or 0)
+            if known is not None and known.call_id:
+                waiting[known.call_id] = WaitingCall(known.since, known.call_id, entry.channel)
+            else:
+                waiting[entry.channel] = WaitingCall(since, None, entry.channel)
+        dropped = len(self._waiting) - sum(1 for w in self._waiting.values()
+                                           if w.channel in {e.channel for e in snapshot.waiting})
+        self._waiting = waiting
+        self._members = {m.interface: m for m in snapshot.members if m.status != "logged_out"}
+        self.resyncs += 1
+        log.info("wallboard %s: resynchronised: %d waiting (%d dropped), %d members",
+                 self.queue, len(waiting), max(dropped, 0), len(self._members))
+        if self._settle is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle(), 5.0)
+        await self._recount()
+
+    async def _recount(self) -> None:
+        try:
+            self._today = await count_today(self._sessions, self.queue, self._local_day(),
+                                            self._tz, self.service_level_s)
+        except Exception:
+            log.exception("wallboard %s: counting today's calls failed", self.queue)

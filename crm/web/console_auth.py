@@ -1,0 +1,171 @@
+"""Who may use the supervisor console: sign-in, sessions, roles and CSRF.
+
+The console has its own session cookie (path /console), separate from the agent desk's:
+signing in here does not put anyone's phone in the queue. Sessions are aiohttp-session's
+EncryptedCookieStorage (Fernet: encrypted, authenticated, nothing kept server-side); a
+session ends after ``idle_timeout`` seconds without a request and at the latest
+``MAX_SESSION_AGE`` after sign-in. The account is read again on every request, so a role
+taken away or an account disabled takes effect at once.
+
+Every route states the least role it needs with :func:`console_route`: supervisor for the
+console, admin for the audit log. Pages send whoever is not signed in to the sign-in form;
+everything else answers 401. A role too low answers 403. POSTs need the session's CSRF token
+(form field ``csrf`` or header ``X-CSRF-Token``) and, when the browser sends one, this site's
+Origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import hdrs, web
+from aiohttp_session import Session, get_session
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
+
+from crm import agents
+from crm.auth import has_role
+from crm.db import SessionFactory
+from crm.errors import NotFound, PermissionDenied, Unauthenticated
+
+PREFIX = "/console"
+COOKIE_NAME = "hotline_console"
+CONSOLE_ROLE = "supervisor"
+MAX_SESSION_AGE = 12 * 3600.0
+SEEN_REFRESH = 60.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    login: str
+    display_name: str
+    role: str
+    csrf: str
+    expires_at: float
+    """time.time() when the session idles out unless used again."""
+
+    @property
+    def actor(self) -> str:
+        return f"agent:{self.login}"
+
+    @property
+    def is_admin(self) -> bool:
+        return has_role(self.role, "admin")
+
+
+UserHandler = Callable[[web.Request, ConsoleUser], Awaitable[web.StreamResponse]]
+SESSIONS_KEY = web.AppKey("console_sessions", SessionFactory)
+IDLE_KEY = web.AppKey("console_idle_timeout", float)
+
+
+def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> EncryptedCookieStorage:
+    key = base64.urlsafe_b64encode(hashlib.sha256(f"hotline-console:{secret}".encode()).digest())
+    return EncryptedCookieStorage(Fernet(key), cookie_name=COOKIE_NAME,
+                                  max_age=int(min(idle_timeout, MAX_SESSION_AGE)), path=PREFIX,
+                                  httponly=True, samesite="Strict", secure=secure)
+
+
+def csrf_token(session: Session) -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return str(session["csrf"])
+
+
+def check_origin(request: web.Request) -> None:
+    """Browsers send Origin on POSTs and websockets: it must be this site."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise PermissionDenied("request from another site refused")
+
+
+async def check_csrf(request: web.Request, session: Session) -> None:
+    check_origin(request)
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None and request.content_type in ("application/x-www-form-urlencoded",
+                                                 "multipart/form-data"):
+        sent = str((await request.post()).get("csrf", ""))
+    expected = session.get("csrf")
+    if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
+        raise PermissionDenied("missing or wrong CSRF token; reload the page")
+
+
+async def signed_in(request: web.Request) -> ConsoleUser | None:
+    """The session's account if signed in, not idle too long, still active; refreshes it."""
+    session = await get_session(request)
+    login, seen, issued = session.get("login"), session.get("seen"), session.get("issued")
+    if not login or not isinstance(seen, int | float) or not isinstance(issued, int | float):
+        return None
+    now = time.time()
+    idle = request.app[IDLE_KEY]
+    if now - seen > idle or now - issued > MAX_SESSION_AGE:
+        session.invalidate()
+        return None
+    try:
+        account = await agents.get_agent(request.app[SESSIONS_KEY], str(login))
+    except NotFound:
+        account = None
+    if account is None or not account.active:
+        session.invalidate()
+        return None
+    if now - seen > SEEN_REFRESH:
+        session["seen"] = seen = now
+    return ConsoleUser(account.login, account.display_name, account.role, csrf_token(session),
+                       min(seen + idle, issued + MAX_SESSION_AGE))
+
+
+def after_login(target: str | None) -> str:
+    """Where to go after signing in: the console page asked for, never another site."""
+    if (target and target.startswith(f"{PREFIX}/") and "//" not in target
+            and "\\" not in target and not target.startswith(f"{PREFIX}/login")):
+        return target
+    return f"{PREFIX}/"
+
+
+def start_session(session: Session, login: str) -> None:
+    now = time.time()
+    session.update({"login": login, "seen": now, "issued": now,
+                    "csrf": secrets.token_urlsafe(32)})
+
+
+def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,
+                  post: bool = False) -> Callable[[UserHandler], Handler]:
+    """Run the handler for a signed-in account with at least the ``minimum`` role (and the
+    CSRF check for POSTs). The rule is kept on the handler (``minimum_role``), and whether
+    its errors are shown as a page (``html_errors``)."""
+
+    def wrap(handler: UserHandler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            user = await signed_in(request)
+            if user is None:
+                if page and request.method in ("GET", "HEAD"):
+                    raise web.HTTPSeeOther(f"{PREFIX}/login?{urlencode({'next': request.path_qs})}")
+                raise Unauthenticated("sign in to the console first")
+            if not has_role(user.role, minimum):
+                raise PermissionDenied(f"this needs the {minimum} role or above")
+            if post:
+                await check_csrf(request, await get_session(request))
+            return await handler(request, user)
+
+        checked.minimum_role = minimum  # type: ignore[attr-defined]
+        checked.html_errors = page  # type: ignore[attr-defined]
+        return checked
+
+    return wrap
+
+
+def describe_user(user: ConsoleUser | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    return {"login": user.login, "name": user.display_name, "role": user.role}

@@ -1,0 +1,129 @@
+"""Call recordings for supervisors: a consultation's recording, streamed to the browser.
+
+Asterisk's MixMonitor writes each agent conversation into its spool monitor directory as
+``<CALL_ID>.wav`` (dialplan ``[hotline-record]``) and announces the file, which becomes the
+consultation's ``recording`` step. The web server reaches that directory under another path
+when Asterisk runs in a chroot, so :class:`RecordingStore` maps Asterisk's path to the host's
+and refuses anything outside the monitor directory.
+
+Only supervisors and admins may listen. Every request for the audio is written to the audit
+log (``recording.play`` when playback starts, ``recording.range`` for the further pieces a
+player fetches while seeking). Range requests are answered by aiohttp's FileResponse.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from aiohttp import hdrs, web
+from sqlalchemy import select
+
+from crm import audit
+from crm.db import SessionFactory
+from crm.errors import NotFound
+from crm.models import Consultation, ConsultationStep
+from crm.web.console_auth import SESSIONS_KEY, ConsoleUser, console_route
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {".wav": "audio/wav", ".gsm": "audio/x-gsm", ".ogg": "audio/ogg",
+                 ".mp3": "audio/mpeg"}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class RecordingNotFound(NotFound):
+    code = "recording_not_found"
+
+
+@dataclass(frozen=True)
+class RecordingStore:
+    host_dir: Path
+    """The monitor directory as this server reaches it."""
+    asterisk_dir: str = "/var/spool/asterisk/monitor"
+    """The same directory as Asterisk names it (in recording announcements)."""
+
+    def locate(self, call_id: str, announced: str | None) -> Path | None:
+        """The recording file of a call: the announced one if it lies in the monitor
+        directory, else ``<call_id>.wav``; None when there is no such file."""
+        for name in (self._relative(announced), f"{call_id}.wav"):
+            if name is None:
+                continue
+            path = self._inside(name)
+            if path is not None and path.is_file() and path.suffix.lower() in CONTENT_TYPES:
+                return path
+        return None
+
+    def _relative(self, announced: str | None) -> str | None:
+        if not announced:
+            return None
+        path = PurePosixPath(announced)
+        if not path.is_absolute():
+            return str(path)
+        try:
+            return str(path.relative_to(self.asterisk_dir))
+        except ValueError:
+            return None
+
+    def _inside(self, relative: str) -> Path | None:
+        parts = PurePosixPath(relative).parts
+        if not parts or any(not _SAFE_NAME.fullmatch(p) for p in parts):
+            return None
+        root = self.host_dir.resolve()
+        path = (root / Path(*parts)).resolve()
+        return path if path.is_relative_to(root) else None
+
+
+STORE_KEY = web.AppKey("recording_store", RecordingStore)
+
+
+async def recording_of(sessions: SessionFactory, consultation_id: int) -> tuple[str, str | None]:
+    """The consultation's call id and the recording file announced for it (if any)."""
+    async with sessions() as session:
+        call_id = await session.scalar(select(Consultation.call_id)
+                                       .where(Consultation.id == consultation_id))
+        if call_id is None:
+            raise NotFound(f"no consultation {consultation_id}")
+        detail = await session.scalar(
+            select(ConsultationStep.detail)
+            .where(ConsultationStep.consultation_id == consultation_id,
+                   ConsultationStep.kind == "recording")
+            .order_by(ConsultationStep.id.desc()).limit(1))
+    announced = detail.get("file") if isinstance(detail, dict) else None
+    return call_id, announced if isinstance(announced, str) else None
+
+
+def _is_start(range_header: str | None) -> bool:
+    """A request from the start of the file (a player starting playback)."""
+    if not range_header:
+        return True
+    return bool(re.fullmatch(r"\s*bytes=0-\d*\s*", range_header))
+
+
+@console_route()
+async def get_recording(request: web.Request, user: ConsoleUser) -> web.StreamResponse:
+    consultation_id = int(request.match_info["id"])
+    store = request.app.get(STORE_KEY)
+    sessions = request.app[SESSIONS_KEY]
+    if consultation_id > 2**31 - 1:
+        raise NotFound(f"no consultation {consultation_id}")
+    call_id, announced = await recording_of(sessions, consultation_id)
+    path = store.locate(call_id, announced) if store is not None else None
+    if path is None:
+        raise RecordingNotFound(f"no recording of consultation {consultation_id} here")
+    range_header = request.headers.get(hdrs.RANGE)
+    if request.method != "HEAD":
+        await audit.write(sessions, actor=user.actor,
+                          action="recording.play" if _is_start(range_header)
+                          else "recording.range",
+                          object_type="consultation", object_id=consultation_id,
+                          detail={"call_id": call_id, "file": path.name,
+                                  "range": range_header, "via": "console"})
+        log.info("call %s: recording played by %s (%s)", call_id, user.login,
+                 range_header or "whole file")
+    return web.FileResponse(path, headers={
+        hdrs.CONTENT_TYPE: CONTENT_TYPES[path.suffix.lower()],
+        hdrs.CACHE_CONTROL: "no-store",
+        hdrs.CONTENT_DISPOSITION: f'inline; filename="{path.name}"'})

@@ -1,0 +1,268 @@
+"""The supervisor console's web side over a real database (SQLite and PostgreSQL): sign-in,
+session expiry, the follow-up queue's forms, CSV export, a consultation's record and its
+recording (Range requests), the audit trail of all of it, and escaping of callers' text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+import zoneinfo
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from crm import agents, audit
+from crm.call_events import CallEnded, CallStarted, CallStep
+from crm.consultations import apply_event
+from crm.db import SessionFactory
+from crm.demo_data import seed_demo
+from crm.surveys import record_transcript
+from crm.web.app import HealthReport, create_app
+from crm.web.console import ConsoleDeps
+from crm.web.recordings import RecordingStore
+from tests.console_data import Seeded, seed_surveys
+
+PASSWORD = "console-test-pw"
+TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
+WAV = b"RIFF" + (36 + 16).to_bytes(4, "little") + b"WAVEfmt " + bytes(range(40))
+
+
+@dataclass
+class Console:
+    sessions: SessionFactory
+    server: TestServer
+    seeded: Seeded
+    monitor: Path
+    deps: ConsoleDeps
+    clients: list[TestClient] = field(default_factory=list)
+
+    async def client(self) -> TestClient:
+        client = TestClient(self.server)
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    async def sign_in(self, login: str = "supervisor1") -> tuple[TestClient, str]:
+        client = await self.client()
+        form = await client.get("/console/login")
+        response = await client.post("/console/login", data={
+            "csrf": _csrf(await form.text()), "login": login, "password": PASSWORD})
+        assert response.status == 200 and str(response.url).endswith("/console/")
+        return client, _csrf(await response.text())
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:300]
+    return found.group(1)
+
+
+@pytest.fixture
+async def console(sessions: SessionFactory, db_url: str,
+                  tmp_path: Path) -> AsyncIterator[Console]:
+    await seed_demo(db_url)
+    seeded = await seed_surveys(sessions, TZ)
+    for login in ("agent1", "supervisor1", "admin"):
+        await agents.set_password(sessions, login, PASSWORD)
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    deps = ConsoleDeps(sessions, "console-secret", recordings=RecordingStore(monitor), tz=TZ,
+                       idle_timeout=600)
+    server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
+                                   console=deps))
+    state = Console(sessions, server, seeded, monitor, deps)
+    try:
+        yield state
+    finally:
+        for client in state.clients:
+            await client.close()
+        await server.close()
+
+
+async def _actions(sessions: SessionFactory, object_type: str) -> list[audit.AuditEntry]:
+    return await audit.entries(sessions, object_type=object_type, limit=500)
+
+
+async def test_agents_are_refused_and_sessions_end(console: Console,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    client = await console.client()
+    form = await client.get("/console/login")
+    assert "script-src 'self'" in form.headers["Content-Security-Policy"]
+    refused = await client.post("/console/login", data={
+        "csrf": _csrf(await form.text()), "login": "agent1", "password": PASSWORD})
+    assert refused.status == 403 and "supervisors and admins" in await refused.text()
+    page = await client.get("/console/dashboard?since=2026-11-01", allow_redirects=False)
+    assert page.status == 303
+    location = URL(page.headers["Location"])
+    assert location.path == "/console/login"
+    assert location.query["next"] == "/console/dashboard?since=2026-11-01"
+    form = await client.get(page.headers["Location"])
+    back = await client.post("/console/login", data={
+        "csrf": _csrf(await form.text()), "login": "supervisor1", "password": PASSWORD,
+        "next": "/console/dashboard?since=2026-11-01"}, allow_redirects=False)
+    assert back.headers["Location"] == "/console/dashboard?since=2026-11-01"
+    for elsewhere in ("https://evil.example/", "//evil.example/console/", "/desk/"):
+        form = await client.get(f"/console/login?next={elsewhere}", allow_redirects=False)
+        assert form.headers["Location"] == "/console/"  # signed in already: not elsewhere
+
+    client, _ = await console.sign_in()
+    cookie = next(c for c in client.session.cookie_jar if c.key == "hotline_console")
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/console"
+    assert (await client.get("/console/dashboard")).status == 200
+    import crm.web.console_auth as auth_module
+
+    later = auth_module.time.time() + console.deps.idle_timeout + 1
+    monkeypatch.setattr(auth_module.time, "time", lambda: later)
+    expired = await client.get("/console/dashboard", allow_redirects=False)
+    assert expired.status == 303 and expired.headers["Location"].startswith("/console/login?")
+    assert (await client.get("/console/surveys.csv")).status == 401
+    actions = {e.action for e in await _actions(console.sessions, "agent")}
+    assert {"console.login_refused", "console.login"} <= actions
+
+
+async def test_the_follow_up_queue_is_assigned_and_closed_with_a_note(console: Console) -> None:
+    client, csrf = await console.sign_in()
+    page = await (await client.get("/console/follow-ups")).text()
+    ids = re.findall(r'id="follow-up-(\d+)" data-status="open" data-score="(\d)"', page)
+    assert sorted(score for _, score in ids) == ["1", "2"]
+    item = ids[0][0]
+
+    forged = await client.post(f"/console/follow-ups/{item}/assign",
+                               data={"assignee": "admin"})
+    assert forged.status == 403
+    assigned = await client.post(f"/console/follow-ups/{item}/assign",
+                                 data={"csrf": csrf, "assignee": "admin",
+                                       "back": "https://evil.example/"}, allow_redirects=False)
+    assert assigned.status == 303
+    assert assigned.headers["Location"] == f"/console/follow-ups#follow-up-{item}"
+    mine = await (await client.get("/console/follow-ups?assignee=admin")).text()
+    assert f'id="follow-up-{item}"' in mine and 'data-assignee="admin"' in mine
+
+    empty = await client.post(f"/console/follow-ups/{item}/close",
+                              data={"csrf": csrf, "note": "  "})
+    assert empty.status == 400 and "needs a note" in await empty.text()
+    closed = await client.post(f"/console/follow-ups/{item}/close",
+                               data={"csrf": csrf, "note": "已回电致歉 <i>called back</i>",
+                                     "back": "/console/follow-ups?status=all"})
+    assert closed.status == 200 and str(closed.url).endswith("/console/follow-ups?status=all")
+    text = await closed.text()
+    assert "已回电致歉 &lt;i&gt;called back&lt;/i&gt;" in text and "<i>called" not in text
+    again = await client.post(f"/console/follow-ups/{item}/close",
+                              data={"csrf": csrf, "note": "twice"})
+    assert again.status == 409
+    still_open = await (await client.get("/console/follow-ups")).text()
+    assert f'id="follow-up-{item}"' not in still_open
+    actions = [e.action for e in await _actions(console.sessions, "survey_follow_up")]
+    assert {"survey_follow_up.assign", "survey_follow_up.close",
+            "survey_follow_up.search"} <= set(actions)
+
+
+async def test_csv_export_of_a_filtered_list_is_audited_and_safe(console: Console) -> None:
+    low = console.seeded.surveys[2]  # the score 1
+    await record_transcript(console.sessions, low, '=HYPERLINK("http://evil.example","点我")')
+    client, _ = await console.sign_in()
+    response = await client.get("/console/surveys.csv?max_score=2")
+    assert response.status == 200 and response.content_type == "text/csv"
+    assert 'filename="surveys_' in response.headers["Content-Disposition"]
+    body = (await response.read()).decode("utf-8")
+    assert body.startswith("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(body[1:])))
+    assert sorted(r["score"] for r in rows) == ["1", "2"]
+    assert {r["agent_name"] for r in rows} == {"Kim Jisoo"}
+    formula = next(r for r in rows if r["score"] == "1")["comment_text"]
+    assert formula.startswith("'=HYPERLINK")  # a spreadsheet shows it, never runs it
+    calls = await client.get("/console/consultations.csv?department=housing")
+    assert len(list(csv.DictReader(io.StringIO((await calls.text())[1:])))) == 3
+    exports = [e for e in await _actions(console.sessions, "survey") if e.action == "export.csv"]
+    assert exports[0].detail["rows"] == 2 and exports[0].detail["query"]["max_score"] == "2"
+    assert exports[0].actor == "agent:supervisor1"
+
+
+async def _call_with_recording(console: Console, announced: str | None) -> int:
+    call_id = str(uuid.uuid4())
+    async with console.sessions() as session, session.begin():
+        await apply_event(session, CallStarted(call_id, "13900139000",
+                                               '<script>alert("x")</script>', "PJSIP/gw-2"))
+        await apply_event(session, CallStep(call_id, "speech",
+                                            {"text": "<img src=x onerror=alert(1)>"}))
+        if announced is not None:
+            await apply_event(session, CallStep(call_id, "recording", {"file": announced}))
+        await apply_event(session, CallEnded(call_id, "agent", "16"))
+    (console.monitor / f"{call_id}.wav").write_bytes(WAV)
+    async with console.sessions() as session:
+        from sqlalchemy import select
+
+        from crm.models import Consultation
+
+        return int(await session.scalar(select(Consultation.id)
+                                        .where(Consultation.call_id == call_id)))
+
+
+async def test_a_consultation_and_its_recording_are_audited_and_ranges_work(
+        console: Console) -> None:
+    consultation = await _call_with_recording(console, None)
+    client, _ = await console.sign_in()
+    page = await client.get(f"/console/consultations/{consultation}")
+    html = await page.text()
+    assert page.status == 200 and "media-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "<script>alert" not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert f'src="/console/consultations/{consultation}/recording"' in html
+
+    whole = await client.get(f"/console/consultations/{consultation}/recording")
+    assert whole.status == 200 and whole.content_type == "audio/wav"
+    assert await whole.read() == WAV and whole.headers["Accept-Ranges"] == "bytes"
+    part = await client.get(f"/console/consultations/{consultation}/recording",
+                            headers={"Range": "bytes=4-11"})
+    assert part.status == 206 and await part.read() == WAV[4:12]
+    assert part.headers["Content-Range"] == f"bytes 4-11/{len(WAV)}"
+    entries = await audit.entries(console.sessions, object_type="consultation",
+                                  object_id=consultation)
+    assert [e.action for e in entries] == ["recording.range", "recording.play",
+                                           "consultation.read"]
+    assert entries[0].detail["range"] == "bytes=4-11" and entries[0].actor == "agent:supervisor1"
+
+    listed = await (await client.get("/console/consultations?phone=13900139000")).text()
+    assert "&lt;script&gt;" in listed and "<script>alert" not in listed
+    seeded = console.seeded.consultations[0]
+    record = await (await client.get(f"/console/consultations/{seeded}")).text()
+    assert "来电咨询 &lt;b&gt;repair&lt;/b&gt;" in record  # the agent's note, escaped
+    assert 'data-score="5"' in record and "本次通话没有录音" in record
+
+
+async def test_recordings_stay_inside_the_monitor_directory(console: Console) -> None:
+    secret = console.monitor.parent / "secret.wav"
+    secret.write_bytes(WAV)
+    escaping = await _call_with_recording(console, "/var/spool/asterisk/monitor/../secret.wav")
+    (console.monitor / "x").mkdir()
+    client, _ = await console.sign_in()
+    response = await client.get(f"/console/consultations/{escaping}/recording")
+    assert response.status == 200  # not the announced file outside: <call_id>.wav instead
+    store = console.deps.recordings
+    assert store is not None
+    assert store.locate("x", "/var/spool/asterisk/monitor/../secret.wav") is None
+    assert store.locate("../secret", None) is None
+    assert store.locate("call", "/etc/passwd") is None
+    assert (await client.get("/console/consultations/999999/recording")).status == 404
+
+
+async def test_the_audit_log_page_is_for_admins(console: Console) -> None:
+    supervisor, _ = await console.sign_in()
+    refused = await supervisor.get("/console/audit")
+    assert refused.status == 403 and "admin" in await refused.text()
+    admin, _ = await console.sign_in("admin")
+    page = await admin.get("/console/audit?action=console.login")
+    html = await page.text()
+    assert page.status == 200
+    assert html.count('data-action="console.login"') == 2  # supervisor1 and admin
+    exported = await admin.get("/console/audit.csv?actor=agent:")
+    rows = list(csv.DictReader(io.StringIO((await exported.text())[1:])))
+    assert rows and all(r["actor"].startswith("agent:") for r in rows)
+    reads = {e.action for e in await _actions(console.sessions, "audit")}
+    assert reads == {"audit.read", "export.csv"}

@@ -1,0 +1,320 @@
+"""Who may do what, on every route the web app registers.
+
+``RULES`` names the rule of each route (method and path as the router has them). The first
+test fails when a route is added without a rule here (or a rule outlives its route); the
+second tries every route with no login, as an agent, a supervisor and an admin (and the API
+with no token, a token of another scope and the right one), and checks the answer: the
+sign-in page or 401 for nobody, 403 for a role too low, through for the rest; POSTs also
+without their CSRF token (403). Authorisation does not depend on the database, so this runs
+on SQLite only.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from crm import agents, api_tokens
+from crm.auth import has_role
+from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.demo_data import seed_demo
+from crm.desk_hub import DeskHub
+from crm.migrate import upgrade
+from crm.models import Case, ResidentPhone
+from crm.queue_control import QueueControl
+from crm.survey_models import SurveyFollowUp
+from crm.wallboard import Wallboard
+from crm.web.app import HealthReport, create_app
+from crm.web.console import ConsoleDeps
+from crm.web.desk import DeskDeps
+from crm.web.recordings import RecordingStore
+from tests.console_data import seed_surveys
+
+PASSWORD = "matrix-test-pw"
+TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    """public, login (a sign-in form: public, CSRF-checked), desk, console or api."""
+    role: str = "agent"
+    """The least role (desk, console)."""
+    page: bool = False
+    """Nobody signed in: a GET is sent to the sign-in page instead of a 401."""
+    scope: str | None = None
+    """api: the token scope it needs."""
+    signs_out: bool = False
+    """Through means: sent to the sign-in page."""
+
+
+PUBLIC, LOGIN = Rule("public"), Rule("login")
+DESK, DESK_PAGE = Rule("desk"), Rule("desk", page=True)
+SUPERVISOR, SUPERVISOR_PAGE = Rule("console", "supervisor"), Rule("console", "supervisor",
+                                                                      page=True)
+ADMIN, ADMIN_PAGE = Rule("console", "admin"), Rule("console", "admin", page=True)
+
+
+def api(scope: str) -> Rule:
+    return Rule("api", scope=scope)
+
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/"): PUBLIC, ("HEAD", "/"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC, ("HEAD", "/healthz"): PUBLIC,
+    ("GET", "/static"): PUBLIC, ("HEAD", "/static"): PUBLIC,
+    ("GET", "/api/openapi.json"): PUBLIC,
+    ("POST", "/api/cases"): api("cases:write"),
+    ("GET", "/api/cases/{number}"): api("cases:read"),
+    ("PATCH", "/api/cases/{number}"): api("cases:write"),
+    ("GET", "/api/consultations"): api("consultations:read"),
+    ("GET", "/api/consultations/{id}"): api("consultations:read"),
+    # the agent desk: every role
+    ("GET", "/desk"): PUBLIC, ("HEAD", "/desk"): PUBLIC,  # a redirect to /desk/
+    ("GET", "/desk/login"): PUBLIC, ("POST", "/desk/login"): LOGIN,
+    ("POST", "/desk/logout"): Rule("desk", signs_out=True),
+    ("GET", "/desk/"): DESK_PAGE,
+    ("GET", "/desk/ws"): DESK,
+    ("GET", "/desk/current-call"): DESK,
+    ("POST", "/desk/pause"): DESK,
+    ("POST", "/desk/calls/{call_id}/cases"): DESK,
+    ("POST", "/desk/calls/{call_id}/notes"): DESK,
+    ("POST", "/desk/calls/{call_id}/links"): DESK,
+    ("POST", "/desk/calls/{call_id}/disposition"): DESK,
+    ("POST", "/desk/calls/{call_id}/transfer"): DESK,
+    ("POST", "/desk/calls/{call_id}/close"): DESK,
+    ("GET", "/desk/cases/{number}"): DESK,
+    ("POST", "/desk/cases/{number}/stage"): DESK,
+    # the supervisor console: supervisors and admins; the audit log: admins
+    ("GET", "/console"): PUBLIC, ("HEAD", "/console"): PUBLIC,  # a redirect to /console/
+    ("GET", "/console/login"): PUBLIC, ("POST", "/console/login"): LOGIN,
+    ("POST", "/console/logout"): Rule("console", "supervisor", signs_out=True),
+    ("GET", "/console/"): SUPERVISOR_PAGE,
+    ("GET", "/console/wallboard/state"): SUPERVISOR,
+    ("GET", "/console/wallboard/ws"): SUPERVISOR,
+    ("GET", "/console/dashboard"): SUPERVISOR_PAGE,
+    ("GET", "/console/surveys"): SUPERVISOR_PAGE,
+    ("GET", "/console/surveys.csv"): SUPERVISOR,
+    ("GET", "/console/consultations"): SUPERVISOR_PAGE,
+    ("GET", "/console/consultations.csv"): SUPERVISOR,
+    ("GET", "/console/consultations/{id}"): SUPERVISOR_PAGE,
+    ("GET", "/console/consultations/{id}/recording"): SUPERVISOR,
+    ("GET", "/console/residents/{id}"): SUPERVISOR_PAGE,
+    ("GET", "/console/follow-ups"): SUPERVISOR_PAGE,
+    ("GET", "/console/follow-ups.csv"): SUPERVISOR,
+    ("POST", "/console/follow-ups/{id}/assign"): SUPERVISOR,
+    ("POST", "/console/follow-ups/{id}/close"): SUPERVISOR,
+    ("GET", "/console/audit"): ADMIN_PAGE,
+    ("GET", "/console/audit.csv"): ADMIN,
+}
+
+
+class FakeAmi:
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: str) -> dict:
+        return {}
+
+    async def action_list(self, name: str, *, timeout: float = 10.0, **fields: str) -> list:
+        return []
+
+
+@dataclass
+class Identity:
+    name: str
+    role: str | None
+    client: TestClient
+    desk_csrf: str = ""
+    console_csrf: str = ""
+
+
+@dataclass
+class World:
+    app_routes: set[tuple[str, str]]
+    identities: list[Identity]
+    samples: dict[str, str]
+    tokens: dict[str, str]
+    """scope -> a token holding only that scope."""
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'(?:name="csrf" value|data-csrf)="([^"]+)"', html)
+    assert found, html[:300]
+    return found.group(1)
+
+
+async def _sign_in(client: TestClient, area: str, login: str) -> str:
+    form = await client.get(f"/{area}/login")
+    response = await client.post(f"/{area}/login", data={
+        "csrf": _csrf(await form.text()), "login": login, "password": PASSWORD})
+    assert response.status == 200 and str(response.url).endswith(f"/{area}/"), \
+        (login, area, response.status)
+    return _csrf(await response.text())
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'matrix.db'}"
+    await upgrade(url)
+    await seed_demo(url)
+    engine = make_engine(url)
+    sessions: SessionFactory = make_session_factory(engine)
+    seeded = await seed_surveys(sessions, TZ)
+    for login in ("supervisor1", "admin"):
+        await agents.set_password(sessions, login, PASSWORD)
+    # An agent with a console session: a supervisor who signed in and was then demoted.
+    await agents.create_agent(sessions, login="agent9", display_name="临时", role="supervisor",
+                              password=PASSWORD)
+    hub = DeskHub(sessions)
+    hub.start()
+    wallboard = Wallboard(sessions, queue="hotline", tz=TZ)
+    await wallboard.start()
+    (tmp_path / "monitor").mkdir()
+    app = create_app(
+        sessions, lambda: HealthReport("logged_in", 1, 0, 0),
+        desk=DeskDeps(sessions, hub, QueueControl(FakeAmi()), "matrix-secret"),
+        console=ConsoleDeps(sessions, "matrix-secret", wallboard=wallboard,
+                            recordings=RecordingStore(tmp_path / "monitor"), tz=TZ))
+    routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
+    server = TestServer(app)
+    clients: list[TestClient] = []
+
+    async def client() -> TestClient:
+        c = TestClient(server)
+        await c.start_server()
+        clients.append(c)
+        return c
+
+    anonymous = Identity("nobody", None, await client())
+    agent = Identity("agent", "agent", await client())
+    agent.console_csrf = await _sign_in(agent.client, "console", "agent9")
+    await agents.update_agent(sessions, "agent9", role="agent")
+    agent.desk_csrf = await _sign_in(agent.client, "desk", "agent9")
+    signed: list[Identity] = []
+    for role, login in (("supervisor", "supervisor1"), ("admin", "admin")):
+        who = Identity(role, role, await client())
+        who.desk_csrf = await _sign_in(who.client, "desk", login)
+        who.console_csrf = await _sign_in(who.client, "console", login)
+        signed.append(who)
+    async with sessions() as session:
+        number = await session.scalar(select(Case.number).order_by(Case.id).limit(1))
+        follow_up = await session.scalar(select(SurveyFollowUp.id).limit(1))
+        resident = await session.scalar(select(ResidentPhone.resident_id).limit(1))
+    tokens = {scope: await api_tokens.create_token(sessions, f"matrix-{scope.replace(':', '-')}",
+                                                   [scope]) for scope in api_tokens.SCOPES}
+    samples = {"/static": "/static/console.css", "{number}": str(number),
+               "{call_id}": seeded.call_ids[0],
+               "/console/consultations/{id}": f"/console/consultations/{seeded.consultations[0]}",
+               "/api/consultations/{id}": f"/api/consultations/{seeded.consultations[0]}",
+               "/console/residents/{id}": f"/console/residents/{resident}",
+               "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}"}
+    try:
+        yield World(routes, [anonymous, agent, *signed], samples, tokens)
+    finally:
+        await hub.close()
+        await wallboard.close()
+        for c in clients:
+            await c.close()
+        await server.close()
+        await engine.dispose()
+
+
+def concrete(path: str, samples: dict[str, str]) -> str:
+    for template, value in sorted(samples.items(), key=lambda kv: -len(kv[0])):
+        if template.startswith("/") and path.startswith(template):
+            path = value + path[len(template):]
+    for template, value in samples.items():
+        if template.startswith("{"):
+            path = path.replace(template, value)
+    assert "{" not in path, path
+    return path
+
+
+def test_every_route_has_a_rule(world: World) -> None:
+    missing = sorted(world.app_routes - set(RULES))
+    assert not missing, f"routes without a rule in RULES: {missing}"
+    stale = sorted(set(RULES) - world.app_routes)
+    assert not stale, f"rules for routes that no longer exist: {stale}"
+
+
+def _through(response: ClientResponse) -> bool:
+    """Not refused and not sent to a sign-in page."""
+    location = response.headers.get("Location", "").split("?")[0]
+    return response.status not in (401, 403) and not location.endswith("/login")
+
+
+async def _call(identity: Identity, method: str, path: str, *, csrf: str | None = None,
+                headers: dict[str, str] | None = None) -> ClientResponse:
+    data = {"csrf": csrf} if csrf else None
+    response = await identity.client.request(method, path, data=data, headers=headers,
+                                             allow_redirects=False)
+    await response.read()
+    return response
+
+
+def _order(item: tuple[tuple[str, str], Rule]) -> tuple[bool, str]:
+    (method, path), rule = item
+    return (rule.signs_out, f"{path} {method}")  # signing out comes last
+
+
+async def test_every_route_enforces_its_rule(world: World) -> None:
+    failures: list[str] = []
+
+    def check(ok: bool, who: str, method: str, path: str, response: ClientResponse,
+              wanted: str) -> None:
+        if not ok:
+            failures.append(f"{method} {path} as {who}: {response.status} "
+                            f"{response.headers.get('Location', '')} (wanted {wanted})")
+
+    anonymous = world.identities[0]
+    for (method, template), rule in sorted(RULES.items(), key=_order):
+        path = concrete(template, world.samples)
+        if rule.kind == "public":
+            for who in world.identities:
+                r = await _call(who, method, path)
+                check(_through(r) and r.status < 400, who.name, method, path, r, "through")
+            continue
+        if rule.kind == "login":
+            r = await _call(anonymous, method, path)
+            check(r.status == 403, "nobody without CSRF", method, path, r, "403")
+            continue
+        if rule.kind == "api":
+            r = await _call(anonymous, method, path)
+            check(r.status == 401, "no token", method, path, r, "401")
+            other = next(s for s in world.tokens if s != rule.scope)
+            for scope, wanted in ((other, 403), (rule.scope, None)):
+                r = await _call(anonymous, method, path,
+                                headers={"Authorization": f"Bearer {world.tokens[scope]}"})
+                ok = r.status == wanted if wanted else _through(r)
+                check(ok, f"token {scope}", method, path, r, str(wanted or "through"))
+            for who in world.identities[1:]:  # a desk or console session is not a token
+                r = await _call(who, method, path)
+                check(r.status == 401, who.name, method, path, r, "401")
+            continue
+        area = "desk" if rule.kind == "desk" else "console"
+        r = await _call(anonymous, method, path)
+        if rule.page and method == "GET":
+            check(r.status in (302, 303)
+                  and r.headers["Location"].split("?")[0] == f"/{area}/login",
+                  "nobody", method, path, r, "the sign-in page")
+        else:
+            check(r.status == 401, "nobody", method, path, r, "401")
+        for who in world.identities[1:]:
+            assert who.role is not None
+            csrf = who.desk_csrf if area == "desk" else who.console_csrf
+            allowed = has_role(who.role, rule.role)
+            if method == "POST":
+                r = await _call(who, method, path)
+                check(r.status == 403, f"{who.name} without CSRF", method, path, r, "403")
+            r = await _call(who, method, path, csrf=csrf if method == "POST" else None)
+            through = (r.status == 303 and r.headers["Location"] == f"/{area}/login"
+                       if rule.signs_out else _through(r))
+            check(through if allowed else r.status == 403, who.name, method, path, r,
+                  "through" if allowed else "403")
+    assert not failures, "\n".join(failures)
