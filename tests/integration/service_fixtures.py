@@ -52,10 +52,24 @@ def service_settings(bed: Settings, tmp_path: Path) -> Settings:
     return settings
 
 
+async def hang_up_leftover_calls(bed: Settings, within: float = 10.0) -> None:
+    """Each test starts on a quiet Asterisk: calls an earlier test left behind (a SIPp caller
+    still being torn down) would otherwise be picked up by the new service."""
+    from hotline.asterisk import cli
+
+    cli(bed, "channel request hangup all")
+    deadline = asyncio.get_running_loop().time() + within
+    while "0 active channels" not in cli(bed, "core show channels count"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("Asterisk still has channels after hanging them all up")
+        await asyncio.sleep(0.1)  # polling Asterisk's state, bounded by the deadline
+
+
 @pytest.fixture
 async def hotline(asterisk_bed: Settings, tmp_path: Path) -> AsyncIterator[HotlineService]:
     """A running service with a fresh database, logged in to the bed's AMI."""
     settings = service_settings(asterisk_bed, tmp_path)
+    await hang_up_leftover_calls(asterisk_bed)
     async with running_service(settings) as service:
         await service.ami.wait_ready(10)
         yield service
