@@ -123,6 +123,11 @@ class SpeechSettings(_Section):
     no_speech_timeout: float = Field(6.0, gt=0)
     """Seconds of caller audio with nothing recognised before a prompt counts as no input."""
     max_utterance: float = Field(15.0, gt=0)
+    end_silence: float | None = Field(0.4, gt=0)
+    """Answer after this much quiet following the caller's words (seconds; None leaves it to
+    vosk's endpointer, ~0.9 s later). Measured in bench/speech_turns.py."""
+    end_silence_digits: float | None = Field(0.8, gt=0)
+    """The same for numbers: callers pause between digit groups."""
     """Seconds of caller audio after which an utterance is cut and decoded."""
 
 

@@ -9,6 +9,11 @@ arrives and returns an update when something changed:
 - a changed partial result;
 - a final result when vosk's endpointer decides the utterance ended (AcceptWaveform returned
   True after trailing silence), or when the utterance reached ``max_utterance`` seconds;
+- with ``end_silence`` set (seconds; None by default), a final result with reason
+  ``silence`` once that much quiet audio followed the caller's first words. Quiet is 26 dB
+  below the turn's loudest audio and under ``QUIET_RMS_MAX``. vosk's own endpointer follows
+  the model's conf/model.conf rules, which vosk 0.3.45 cannot change per recogniser; with the
+  Korean model it ends an utterance 0.6-1.0 s after the last word (bench/speech_turns.py);
 - a final ``no_speech`` result when ``no_speech_timeout`` seconds of audio went by without
   any word.
 
@@ -23,8 +28,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import operator
 import os
+import sys
 import threading
+from array import array
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -34,7 +43,12 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE: Final = 8000
 BYTES_PER_SECOND: Final = SAMPLE_RATE * 2
 
-EndReason = Literal["endpoint", "max_utterance", "no_speech", "flush"]
+EndReason = Literal["endpoint", "silence", "max_utterance", "no_speech", "flush"]
+
+QUIET_RATIO: Final = 0.05
+"""``end_silence``: audio is quiet below this fraction of the turn's loudest RMS (-26 dB)..."""
+QUIET_RMS_MAX: Final = 1000.0
+"""...and below this RMS (about -30 dBFS), whatever the peak."""
 
 _default_executor: ThreadPoolExecutor | None = None
 _default_executor_lock = threading.Lock()
@@ -81,6 +95,13 @@ class RecognitionUpdate:
     """Audio fed since the utterance (listening turn) began."""
 
 
+def _rms(pcm: bytes) -> float:
+    samples = array("h", pcm)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples)) if samples else 0.0
+
+
 def _parse_final(raw: str) -> tuple[str, tuple[RecognizedWord, ...]]:
     data = json.loads(raw)
     words = tuple(
@@ -107,6 +128,7 @@ class StreamingRecognizer:
         executor: Executor | None = None,
         no_speech_timeout: float | None = 6.0,
         max_utterance: float | None = 15.0,
+        end_silence: float | None = None,
         call_id: str = "-",
         recognizer_factory: Any = None,
     ) -> None:
@@ -117,6 +139,7 @@ class StreamingRecognizer:
         self._executor = executor
         self.no_speech_timeout = no_speech_timeout
         self.max_utterance = max_utterance
+        self.end_silence = end_silence
         self._call_id = call_id
         self._factory = recognizer_factory
         self._rec: Any = None
@@ -132,6 +155,8 @@ class StreamingRecognizer:
         self._speech_at_bytes: int | None = None
         self._last_partial = ""
         self._done = False
+        self._peak_rms = 0.0
+        self._quiet_bytes = 0
 
     @property
     def audio_seconds(self) -> float:
@@ -213,6 +238,8 @@ class StreamingRecognizer:
             if not pcm:
                 return None
             self._turn_bytes += len(pcm)
+            if self.end_silence is not None:
+                self._measure_quiet(pcm)
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
                 text, words = _parse_final(raw)
@@ -224,7 +251,27 @@ class StreamingRecognizer:
                 update = self._partial(json.loads(raw).get("partial", ""))
                 if update is not None:
                     return update
+                if (self.end_silence is not None and self._speech_at_bytes is not None
+                        and self._quiet_bytes >= self.end_silence * self._bytes_per_second):
+                    final = await self._end_on_silence()
+                    if final is not None:
+                        return final
             return await self._check_timeouts()
+
+    def _measure_quiet(self, pcm: bytes) -> None:
+        rms = _rms(pcm)
+        self._peak_rms = max(self._peak_rms, rms)
+        quiet = rms < min(QUIET_RMS_MAX, QUIET_RATIO * self._peak_rms)
+        self._quiet_bytes = self._quiet_bytes + len(pcm) if quiet else 0
+
+    async def _end_on_silence(self) -> RecognitionUpdate | None:
+        """``end_silence`` of quiet after words: decode what was said now."""
+        text, words = _parse_final(await self._run(self._final))
+        if text:
+            return self._finish(text, words, "silence")
+        self._last_partial = ""  # the words did not survive the final decode: keep listening
+        self._quiet_bytes = 0
+        return None
 
     def _partial(self, partial: str) -> RecognitionUpdate | None:
         partial = " ".join(partial.split())

@@ -101,10 +101,12 @@ class SpeechStack:
             grammar_json = self.grammar_json(lang, grammar)
         elif prompt_id is not None:
             grammar_json = self.grammar_for(lang, prompt_id)
+        digits = grammar == "digits" or (prompt_id or "").startswith(("ask_case", "ask_phone"))
         return StreamingRecognizer(
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
-            max_utterance=self.config.max_utterance)
+            max_utterance=self.config.max_utterance,
+            end_silence=self.config.end_silence_digits if digits else self.config.end_silence)
 
     def grammar_for(self, lang: str, prompt_id: str) -> str | None:
         grammars = self.grammars.get(lang)

@@ -174,3 +174,21 @@ async def test_vosk_runs_on_the_given_executor_not_the_event_loop() -> None:
         await feed_frames(rec, SPEECH * 5)
     threads = FakeKaldi.instances[0].threads
     assert threads and all(name.startswith("test-vosk") for name in threads)
+
+
+async def test_end_silence_answers_before_vosks_endpointer() -> None:
+    """With end_silence 0.2 s the final comes after 10 quiet frames, not vosk's 25."""
+    rec = make(end_silence=0.2)
+    updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 40)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.text == "상담원 연결해 주세요"
+    assert final.audio_seconds == pytest.approx((30 + 10) * 0.02)
+
+
+async def test_end_silence_waits_for_words_and_ignores_short_pauses() -> None:
+    rec = make(end_silence=0.2)
+    # Leading silence is not the end of anything; a 0.1 s pause mid-phrase is not either.
+    updates = await feed_frames(rec, SILENCE * 30 + SPEECH * 10 + SILENCE * 5 + SPEECH * 10)
+    assert not any(u.is_final for u in updates)
+    updates = await feed_frames(rec, SILENCE * 12)
+    assert [u.reason for u in updates if u.is_final] == ["silence"]
