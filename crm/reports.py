@@ -20,17 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from crm.db import SessionFactory
-from crm.errors import InvalidInput, NotFound
+from crm.errors import InvalidInput
 from crm.models import (
     Agent,
-    AuditLog,
     Case,
     CaseCategory,
     Consultation,
     ConsultationCase,
     ConsultationStep,
     Department,
-    Resident,
 )
 from crm.survey_models import SURVEY_KINDS, SurveyResult, SurveyResultCase
 from crm.surveys import LOW_SCORE
@@ -44,7 +42,6 @@ OUTCOMES = ("ivr_completed", "to_agent", "ivr_fallback", "caller_hung_up", "aban
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
 LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 _PHONE = re.compile(r"\+?[0-9]{3,20}")
-_AUDIT_TEXT = re.compile(r"[\w.:@/-]{1,128}")
 UNKNOWN = "未知 Unknown"
 
 
@@ -56,7 +53,7 @@ def _date(value: str, name: str) -> date:
         raise InvalidInput(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _matching(value: str | None, pattern: re.Pattern[str], name: str) -> str | None:
+def checked_text(value: str | None, pattern: re.Pattern[str], name: str) -> str | None:
     if not value:
         return None
     if not pattern.fullmatch(value):
@@ -72,7 +69,7 @@ def _score(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def _page(value: str | None) -> int:
+def page_number(value: str | None) -> int:
     if not value:
         return 1
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 10_000:
@@ -118,15 +115,15 @@ class ReportFilter:
         if outcome is not None and outcome not in OUTCOMES:
             raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
         found = cls(since, until,
-                    agent=_matching(query.get("agent"), LOGIN_PATTERN, "agent"),
-                    department=_matching(query.get("department"), _CODE, "department"),
-                    category=_matching(query.get("category"), _CODE, "category"),
+                    agent=checked_text(query.get("agent"), LOGIN_PATTERN, "agent"),
+                    department=checked_text(query.get("department"), _CODE, "department"),
+                    category=checked_text(query.get("category"), _CODE, "category"),
                     kind=kind,
                     min_score=_score(query.get("min_score"), "min_score"),
                     max_score=_score(query.get("max_score"), "max_score"),
                     outcome=outcome,
-                    phone=_matching(query.get("phone"), _PHONE, "phone"),
-                    page=_page(query.get("page")))
+                    phone=checked_text(query.get("phone"), _PHONE, "phone"),
+                    page=page_number(query.get("page")))
         if found.min_score and found.max_score and found.min_score > found.max_score:
             raise InvalidInput("min_score must not be above max_score")
         return found
@@ -398,10 +395,10 @@ async def list_consultations(sessions: SessionFactory, f: ReportFilter, tz: tzin
     query = (query.order_by(Consultation.started_at.desc(), Consultation.id.desc())
              .limit(limit).offset((f.page - 1) * limit))
     async with sessions() as session:
-        return await _consultation_rows(session, query, tz)
+        return await consultation_rows(session, query, tz)
 
 
-async def _consultation_rows(session: AsyncSession, query: Select[Any],
+async def consultation_rows(session: AsyncSession, query: Select[Any],
                              tz: tzinfo) -> list[ConsultationRow]:
     found = (await session.scalars(query.options(selectinload(Consultation.agent),
                                                  selectinload(Consultation.cases)))).all()
@@ -424,74 +421,6 @@ async def _consultation_rows(session: AsyncSession, query: Select[Any],
         c.agent.login if c.agent else None, c.agent.display_name if c.agent else None,
         tuple(x.number for x in c.cases), tuple(scores.get(c.id, ())), c.id in recorded)
         for c in found]
-
-
-# -- the audit log ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AuditFilter:
-    since: date
-    until: date
-    actor: str | None = None
-    action: str | None = None
-    object_type: str | None = None
-    object_id: str | None = None
-    page: int = 1
-
-    FIELDS = ("since", "until", "actor", "action", "object_type", "object_id")
-
-    @classmethod
-    def from_query(cls, query: Mapping[str, str], *, today: date) -> AuditFilter:
-        dates = ReportFilter.from_query(
-            {k: v for k, v in query.items() if k in ("since", "until")}, today=today,
-            default_days=7)
-        return cls(dates.since, dates.until,
-                   **{name: _matching(query.get(name), _AUDIT_TEXT, name)
-                      for name in ("actor", "action", "object_type", "object_id")},
-                   page=_page(query.get("page")))
-
-    def query(self, **changes: Any) -> dict[str, str]:
-        values = replace(self, **changes) if changes else self
-        params = {name: str(getattr(values, name)) for name in self.FIELDS
-                  if getattr(values, name) not in (None, "")}
-        if values.page > 1:
-            params["page"] = str(values.page)
-        return params
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    object_type: str
-    object_id: str | None
-    detail: dict[str, Any]
-
-
-CSV_AUDIT_COLUMNS = ("id", "at", "actor", "action", "object_type", "object_id", "detail")
-
-
-async def audit_entries(sessions: SessionFactory, f: AuditFilter, tz: tzinfo, *,
-                        limit: int = PAGE_SIZE) -> list[AuditRow]:
-    """Newest first. ``actor`` matches a whole actor (agent:chen) or its kind (agent:)."""
-    start = datetime.combine(f.since, time(0), tz).astimezone(UTC)
-    end = datetime.combine(f.until + timedelta(days=1), time(0), tz).astimezone(UTC)
-    query = select(AuditLog).where(AuditLog.at >= start, AuditLog.at < end)
-    if f.actor:
-        query = query.where(AuditLog.actor.startswith(f.actor, autoescape=True)
-                            if f.actor.endswith(":") else AuditLog.actor == f.actor)
-    if f.action:
-        query = query.where(AuditLog.action == f.action)
-    if f.object_type:
-        query = query.where(AuditLog.object_type == f.object_type)
-    if f.object_id:
-        query = query.where(AuditLog.object_id == f.object_id)
-    query = (query.order_by(AuditLog.id.desc()).limit(limit).offset((f.page - 1) * limit))
-    async with sessions() as session:
-        return [AuditRow(a.id, a.at.astimezone(tz), a.actor, a.action, a.object_type,
-                         a.object_id, a.detail or {})
-                for a in (await session.scalars(query)).all()]
 
 
 # -- choices for the filter forms ---------------------------------------------------------------
@@ -531,57 +460,3 @@ async def consultations_of_surveys(sessions: SessionFactory,
             select(SurveyResult.id, SurveyResult.consultation_id)
             .where(SurveyResult.id.in_(survey_ids), SurveyResult.consultation_id.is_not(None)))
         return {survey_id: consultation_id for survey_id, consultation_id in rows}
-
-
-# -- a resident's record ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ResidentCase:
-    number: str
-    stage: str
-    category: str
-    description: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ResidentRecord:
-    id: int
-    name: str
-    community: str | None
-    language: str | None
-    id_number_last4: str | None
-    phones: tuple[str, ...]
-    cases: tuple[ResidentCase, ...]
-    consultations: tuple[ConsultationRow, ...]
-
-
-async def resident_of_consultation(sessions: SessionFactory, consultation_id: int) -> int | None:
-    async with sessions() as session:
-        return await session.scalar(select(Consultation.resident_id)
-                                    .where(Consultation.id == consultation_id))
-
-
-async def resident_record(sessions: SessionFactory, resident_id: int, tz: tzinfo, *,
-                          limit: int = PAGE_SIZE) -> ResidentRecord:
-    """The resident, their cases and their last calls (by resident, or from their phones)."""
-    async with sessions() as session:
-        resident = await session.scalar(select(Resident).where(Resident.id == resident_id)
-                                        .options(selectinload(Resident.phones)))
-        if resident is None:
-            raise NotFound(f"no resident {resident_id}")
-        phones = tuple(p.phone for p in resident.phones)
-        found = (await session.scalars(
-            select(Case).where(Case.resident_id == resident_id)
-            .options(selectinload(Case.category))
-            .order_by(Case.created_at.desc(), Case.id.desc()).limit(limit))).all()
-        cases = tuple(ResidentCase(c.number, c.stage, c.category.name, c.description,
-                                   c.created_at.astimezone(tz)) for c in found)
-        consultations = await _consultation_rows(session, (
-            select(Consultation)
-            .where((Consultation.resident_id == resident_id)
-                   | Consultation.caller_number.in_(phones))
-            .order_by(Consultation.started_at.desc().nulls_last(), Consultation.id.desc())
-            .limit(limit)), tz)
-    return ResidentRecord(resident.id, resident.name, resident.community,
-                          resident.preferred_language, resident.id_number_last4, phones, cases,
-                          tuple(consultations))

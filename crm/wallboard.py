@@ -290,13 +290,13 @@ class Wallboard:
                 waiting[known.call_id] = WaitingCall(known.since, known.call_id, entry.channel)
             else:
                 waiting[entry.channel] = WaitingCall(since, None, entry.channel)
-        dropped = len(self._waiting) - sum(1 for w in self._waiting.values()
-                                           if w.channel in {e.channel for e in snapshot.waiting})
+        listed = {entry.channel for entry in snapshot.waiting}
+        dropped = sum(1 for w in self._waiting.values() if w.channel not in listed)
         self._waiting = waiting
         self._members = {m.interface: m for m in snapshot.members if m.status != "logged_out"}
         self.resyncs += 1
         log.info("wallboard %s: resynchronised: %d waiting (%d dropped), %d members",
-                 self.queue, len(waiting), max(dropped, 0), len(self._members))
+                 self.queue, len(waiting), dropped, len(self._members))
         if self._settle is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settle(), 5.0)

@@ -10,7 +10,8 @@ QueueMemberStatus / QueueMemberAdded / QueueMemberRemoved / QueueMemberPause.
 
 One subscription for all of them keeps their order (AgentCalled before AgentConnect), which
 per-pattern subscriptions would not. After every (re)login a QueueStatus resynchronises the
-members' states that changed while we were disconnected.
+members' states that changed while we were disconnected, then publishes a QueueSnapshot of
+each queue (members and waiting callers) for live views to rebuild from.
 
 The dialplan also announces a queue call's recording with ``UserEvent(HotlineRecording,
 CallId: ..., File: ...)``; it becomes a ``recording`` step of the consultation.

@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from crm import agents, audit
-from crm.call_events import CallEnded, CallStarted, CallStep
+from crm.call_events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
 from crm.consultations import apply_event
 from crm.db import SessionFactory
 from crm.demo_data import seed_demo
 from crm.surveys import record_transcript
+from crm.wallboard import Wallboard
 from crm.web.app import HealthReport, create_app
 from crm.web.console import ConsoleDeps
 from crm.web.recordings import RecordingStore
@@ -41,6 +42,13 @@ class Console:
     monitor: Path
     deps: ConsoleDeps
     clients: list[TestClient] = field(default_factory=list)
+    passwords: set[str] = field(default_factory=set)
+
+    async def password(self, login: str) -> None:
+        """Give a demo account the test password (argon2 is slow: only those who sign in)."""
+        if login not in self.passwords:
+            await agents.set_password(self.sessions, login, PASSWORD)
+            self.passwords.add(login)
 
     async def client(self) -> TestClient:
         client = TestClient(self.server)
@@ -49,6 +57,7 @@ class Console:
         return client
 
     async def sign_in(self, login: str = "supervisor1") -> tuple[TestClient, str]:
+        await self.password(login)
         client = await self.client()
         form = await client.get("/console/login")
         response = await client.post("/console/login", data={
@@ -68,18 +77,19 @@ async def console(sessions: SessionFactory, db_url: str,
                   tmp_path: Path) -> AsyncIterator[Console]:
     await seed_demo(db_url)
     seeded = await seed_surveys(sessions, TZ)
-    for login in ("agent1", "supervisor1", "admin"):
-        await agents.set_password(sessions, login, PASSWORD)
     monitor = tmp_path / "monitor"
     monitor.mkdir()
-    deps = ConsoleDeps(sessions, "console-secret", recordings=RecordingStore(monitor), tz=TZ,
-                       idle_timeout=600)
+    wallboard = Wallboard(sessions, queue="hotline", tz=TZ)
+    await wallboard.start()
+    deps = ConsoleDeps(sessions, "console-secret", wallboard=wallboard,
+                       recordings=RecordingStore(monitor), tz=TZ, idle_timeout=600)
     server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
                                    console=deps))
     state = Console(sessions, server, seeded, monitor, deps)
     try:
         yield state
     finally:
+        await wallboard.close()  # closes the wallboards' websockets: the server stops at once
         for client in state.clients:
             await client.close()
         await server.close()
@@ -91,6 +101,7 @@ async def _actions(sessions: SessionFactory, object_type: str) -> list[audit.Aud
 
 async def test_agents_are_refused_and_sessions_end(console: Console,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    await console.password("agent1")
     client = await console.client()
     form = await client.get("/console/login")
     assert "script-src 'self'" in form.headers["Content-Security-Policy"]
@@ -103,6 +114,7 @@ async def test_agents_are_refused_and_sessions_end(console: Console,
     assert location.path == "/console/login"
     assert location.query["next"] == "/console/dashboard?since=2026-11-01"
     form = await client.get(page.headers["Location"])
+    await console.password("supervisor1")
     back = await client.post("/console/login", data={
         "csrf": _csrf(await form.text()), "login": "supervisor1", "password": PASSWORD,
         "next": "/console/dashboard?since=2026-11-01"}, allow_redirects=False)
@@ -266,3 +278,29 @@ async def test_the_audit_log_page_is_for_admins(console: Console) -> None:
     assert rows and all(r["actor"].startswith("agent:") for r in rows)
     reads = {e.action for e in await _actions(console.sessions, "audit")}
     assert reads == {"audit.read", "export.csv"}
+
+
+async def test_the_wallboard_socket_pushes_changes_to_signed_in_supervisors(
+        console: Console) -> None:
+    anonymous = await console.client()
+    origin = f"http://{console.server.host}:{console.server.port}"
+    assert (await anonymous.get("/console/wallboard/ws", headers={"Origin": origin})).status == 401
+    client, _ = await console.sign_in()
+    elsewhere = await client.get("/console/wallboard/ws", headers={
+        "Origin": "http://evil.example", "Upgrade": "websocket", "Connection": "Upgrade"})
+    assert elsewhere.status == 403
+    ws = await client.ws_connect("/console/wallboard/ws", headers={"Origin": origin})
+    first = await ws.receive_json(timeout=5)
+    assert first["type"] == "wallboard" and first["waiting"]["count"] == 0
+    board = console.deps.wallboard
+    assert board is not None
+    await board.handle(AgentStatusChanged("PJSIP/2001", "2001", "hotline", "available", False,
+                                          "王芳"))
+    await board.handle(CallerQueued("call-w", "hotline", 1, channel="PJSIP/gw-w"))
+    while (message := await ws.receive_json(timeout=5))["waiting"]["count"] == 0:
+        pass
+    assert message["waiting"]["count"] == 1 and message["agents"]["available"] == 1
+    assert message["members"] == [{"name": "王芳", "extension": "2001", "status": "available"}]
+    state = await (await client.get("/console/wallboard/state")).json()
+    assert state["version"] == message["version"]
+    await ws.close()

@@ -9,18 +9,17 @@ from datetime import timedelta
 import pytest
 
 from crm import audit
+from crm.audit_search import AuditFilter, audit_entries
 from crm.demo_data import seed_demo
 from crm.errors import InvalidInput
 from crm.reports import (
-    AuditFilter,
     ReportFilter,
-    audit_entries,
     filter_choices,
     list_consultations,
     list_surveys,
-    resident_record,
     satisfaction_report,
 )
+from crm.resident_records import resident_record
 from tests.console_data import (
     CALLER,
     DISTRIBUTION,
