@@ -54,8 +54,20 @@ async def _get_or_create(session: AsyncSession, call_id: str) -> Consultation:
     return found
 
 
-async def apply_event(session: AsyncSession, event: CallEvent) -> None:
-    """Write one call event into its consultation (creating it if it is the first we hear)."""
+async def _add_step(session: AsyncSession, step: ConsultationStep, replayed: bool) -> None:
+    """A replayed event may have been written before the process stopped (the journal's
+    acknowledgement was lost): its step is then already there, and is not added twice."""
+    if replayed and await session.scalar(select(ConsultationStep.id).where(
+            ConsultationStep.consultation_id == step.consultation_id,
+            ConsultationStep.kind == step.kind, ConsultationStep.at == step.at)) is not None:
+        return
+    session.add(step)
+
+
+async def apply_event(session: AsyncSession, event: CallEvent, *,
+                      replayed: bool = False) -> None:
+    """Write one call event into its consultation (creating it if it is the first we hear).
+    ``replayed``: the event comes from the journal and may already be written."""
     consultation = await _get_or_create(session, event.call_id)
     if isinstance(event, CallStarted):
         consultation.caller_number = event.caller_number
@@ -63,8 +75,9 @@ async def apply_event(session: AsyncSession, event: CallEvent) -> None:
         consultation.channel = event.channel
         consultation.started_at = event.at
     elif isinstance(event, CallStep):
-        session.add(ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                     kind=event.kind, detail=event.detail))
+        await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
+                                                  kind=event.kind, detail=event.detail),
+                        replayed)
     elif isinstance(event, CallEnded):
         consultation.ended_at = event.at
         consultation.ivr_route = event.route or None
@@ -75,7 +88,7 @@ async def apply_event(session: AsyncSession, event: CallEvent) -> None:
             consultation.duration_s = round(
                 (event.at - consultation.started_at).total_seconds(), 3)
     elif isinstance(event, QUEUE_CALL_EVENTS):
-        await _apply_queue_event(session, consultation, event)
+        await _apply_queue_event(session, consultation, event, replayed)
 
 
 def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
@@ -100,12 +113,12 @@ def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
 
 
 async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
-                             event: CallEvent) -> None:
+                             event: CallEvent, replayed: bool = False) -> None:
     """A queue event becomes a step; an answer names the agent (by desk phone) and the
     resident (by calling number, when known); an abandoned call keeps that outcome."""
     kind, detail = _queue_step(event)
-    session.add(ConsultationStep(consultation_id=consultation.id, at=event.at, kind=kind,
-                                 detail=detail))
+    await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
+                                              kind=kind, detail=detail), replayed)
     if isinstance(event, CallerAbandoned):
         consultation.outcome = ABANDONED
     elif isinstance(event, AgentAnswered):
@@ -131,6 +144,7 @@ class ConsultationRecorder:
         self._task: asyncio.Task[None] | None = None
         self._retry_delay = retry_delay
         self._journal = journal
+        self._replayed: set[int] = set()
         self.written = 0
 
     async def handle(self, event: BusEvent) -> None:
@@ -146,6 +160,7 @@ class ConsultationRecorder:
                 log.warning("replaying %d call event(s) not written before the last stop",
                             len(pending))
             for item in pending:
+                self._replayed.add(item[0])
                 self._queue.put_nowait(item)
         self._task = asyncio.create_task(self._run(), name="consultation-recorder")
 
@@ -167,18 +182,19 @@ class ConsultationRecorder:
         while True:
             seq, event = await self._queue.get()
             try:
-                await self._write(event)
+                await self._write(event, replayed=seq is not None and seq in self._replayed)
                 if seq is not None and self._journal is not None:
+                    self._replayed.discard(seq)
                     self._journal.ack(seq)
             finally:
                 self._queue.task_done()
 
-    async def _write(self, event: CallEvent) -> None:
+    async def _write(self, event: CallEvent, *, replayed: bool = False) -> None:
         attempt = 0
         while True:
             try:
                 async with self._sessions() as session, session.begin():
-                    await apply_event(session, event)
+                    await apply_event(session, event, replayed=replayed)
                 self.written += 1
                 return
             except Exception:
@@ -186,6 +202,26 @@ class ConsultationRecorder:
                 log.exception("call %s: writing %s failed (attempt %d), retrying",
                               event.call_id, type(event).__name__, attempt)
                 await asyncio.sleep(min(self._retry_delay * attempt, 30))
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A call whose consultation has no end yet."""
+
+    call_id: str
+    channel: str | None
+    caller_number: str | None
+    caller_name: str | None
+
+
+async def open_calls(sessions: SessionFactory) -> list[OpenCall]:
+    """Calls the records still show as live: after a restart of the service, those that
+    ended while it was down must be closed by the resynchronisation with Asterisk."""
+    query = (select(Consultation.call_id, Consultation.channel, Consultation.caller_number,
+                    Consultation.caller_name).where(Consultation.ended_at.is_(None)))
+    async with sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [OpenCall(*row) for row in rows]
 
 
 @dataclass(frozen=True)

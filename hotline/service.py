@@ -21,7 +21,7 @@ from aiohttp import web
 
 from crm.call_events import CallEventBus
 from crm.case_lookup import LookupGuard
-from crm.consultations import ConsultationRecorder
+from crm.consultations import ConsultationRecorder, open_calls
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.desk_hub import DeskHub
 from crm.event_journal import EventJournal
@@ -36,7 +36,7 @@ from hotline.asterisk.layout import Installation
 from hotline.settings import Settings
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami import AmiClient
-from ivr.call_tracker import CallTracker
+from ivr.call_tracker import ActiveCall, CallTracker
 from ivr.ivr_call import IvrDeps, SpeechIvrHandler
 from ivr.media_server import MediaServer
 from ivr.queue_tracker import QueueTracker
@@ -45,6 +45,10 @@ from ivr.voice import StackVoice
 from speech.stack import SpeechStack
 
 log = logging.getLogger(__name__)
+
+STARTUP_REPLAY_WAIT = 10.0
+"""Seconds start-up waits for journaled call events to be written before it reads which
+calls are still open."""
 
 
 @dataclass
@@ -105,6 +109,12 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         ami = AmiClient(settings.ami)
         tracker = CallTracker(ami, bus)
+        # Calls a previous run left open (once the journal's replay is written): the first
+        # resynchronisation closes those that ended while no service was running.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recorder.drain(), STARTUP_REPLAY_WAIT)
+        tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
+                      for c in await open_calls(sessions))
         queue_tracker = QueueTracker(ami, bus, queues=(settings.asterisk.queue_name,))
         await ami.start()
         stack.push_async_callback(ami.close)

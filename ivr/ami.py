@@ -114,6 +114,8 @@ class _AmiProtocol(asyncio.Protocol):
         self._pending: dict[str, _Pending] = {}
         self._transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.fully_booted = asyncio.Event()
+        """Asterisk said FullyBooted on this connection (at login if it already was)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -134,6 +136,8 @@ class _AmiProtocol(asyncio.Protocol):
         if event.is_response:
             log.debug("AMI %s: response to unknown action %s ignored", self.peer, event.action_id)
             return
+        if event.name == "FullyBooted":
+            self.fully_booted.set()
         self._on_event(event)
         if event.name == "Shutdown":
             log.warning(
@@ -245,6 +249,8 @@ class AmiClient:
     connect_timeout = 10.0
     login_timeout = 10.0
     """Asterisk sleeps about a second before rejecting bad credentials: keep this above 1 s."""
+    boot_timeout = 60.0
+    """How long ``on_ready`` handlers wait for FullyBooted after a login before running."""
 
     def __init__(self, settings: AmiSettings, *, name: str = "hotline") -> None:
         self._settings = settings
@@ -383,7 +389,8 @@ class AmiClient:
             self._protocol = protocol
             self._last_error = None
             self._set_state("logged_in")
-            for coro, role in ((self._watch_pings(protocol), "ping"), (self._ready(), "ready")):
+            for coro, role in ((self._watch_pings(protocol), "ping"),
+                               (self._ready(protocol), "ready")):
                 self._session_tasks.add(asyncio.create_task(coro, name=f"ami-{self._name}-{role}"))
             await protocol.lost
             self._last_error = "connection lost"
@@ -417,7 +424,17 @@ class AmiClient:
             except AmiNotConnected:
                 return
 
-    async def _ready(self) -> None:
+    async def _ready(self, protocol: _AmiProtocol) -> None:
+        # Asterisk accepts logins while it still loads modules after a restart (QueueStatus
+        # is an unknown command until app_queue is loaded), and says FullyBooted when done --
+        # at once to a user who logs in later. Resynchronise only then.
+        try:
+            async with asyncio.timeout(self.boot_timeout):
+                await protocol.fully_booted.wait()
+        except TimeoutError:
+            log.warning("AMI %s: no FullyBooted within %gs (is read=system granted to %s?); "
+                        "resynchronising anyway", self._peer, self.boot_timeout,
+                        self._settings.username)
         for handler in list(self._ready_handlers):
             try:
                 result = handler()

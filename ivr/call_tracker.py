@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,6 +57,13 @@ class CallTracker:
         self._arrivals: dict[str, asyncio.Event] = {}
         ami.subscribe("UserEvent", self._on_user_event)
         ami.on_ready(self.resynchronise)
+
+    def adopt(self, calls: Iterable[ActiveCall]) -> None:
+        """Calls a previous run of the service left open (their consultations have no end).
+        Register before the AMI login: its resynchronisation closes those that ended while no
+        service was running, and keeps those still live."""
+        for call in calls:
+            self.active_calls.setdefault(call.call_id, call)
 
     async def _on_user_event(self, event: AmiEvent) -> None:
         kind = event.get("UserEvent")

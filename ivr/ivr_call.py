@@ -71,7 +71,12 @@ class IvrCall(PromptingCall):
 
     async def run(self) -> None:
         caller = await self._caller_number()
-        known = await resident_language(self.deps.sessions, caller)
+        try:
+            known = await resident_language(self.deps.sessions, caller)
+        except Exception:
+            # The database is down: serve the caller as unknown rather than not at all.
+            self.log.exception("resident lookup failed; continuing with the language menu")
+            known = None
         await self.step("ivr_connected", caller_known=known is not None)
         actions = self.flow.step(Begin(caller, known))
         try:
