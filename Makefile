@@ -25,3 +25,8 @@ test: bootstrap
 # Speech turn latency, streaming vs record-then-recognise, 1-20 concurrent calls (~3-4 min).
 bench-speech: bootstrap
 	$(PY) -m bench.speech_turns --calls 1,5,10,20 --turns 3 --max-seconds 300
+
+# Screen pop delay, AgentCalled -> pop shown in Chromium, 200 calls 5 at a time (~5-6 min).
+.PHONY: bench-pops
+bench-pops: bootstrap
+	$(PY) -m bench.pop_delay --calls 200 --concurrency 5 --max-seconds 480

@@ -20,6 +20,10 @@ Timing, all on the host's wall clock (time.time() in the service, epoch ms in th
   the DOM shows the pop (desk.js fills the whole pop in the same task). The next animation
   frame is reported too, as a bound on when it was painted.
 
+In between, the desk hub's log line "pop on X's desk" (written just before it sends) and
+timers around the hub's two steps (waiting for the consultation recorder, building the pop
+from the database; ``HubProbe`` wraps what this hub instance was given) split the delay.
+
 The browser's clock is checked against time.time() through Playwright before and after the
 run (offset at the shortest round trip); the figures are not corrected by it. A pop is
 missed when AgentCalled arrived for a call and its pop never became visible.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -38,16 +43,18 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.metrics import LoopLagMonitor, machine_description, percentile
 from crm import agents
 from crm.demo_data import seed_demo
+from crm.desk_hub import DeskHub
+from crm.screen_pop import ScreenPop
 from hotline.asterisk import down, up
-from hotline.asterisk.layout import chroot_installation
+from hotline.asterisk.layout import Installation, chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import has_asterisk
 from hotline.service import HotlineService, running_service
@@ -58,6 +65,7 @@ from ivr.queue_tracker import call_id_of
 from tests.integration.asterisk_fixtures import asterisk_test_settings, free_tcp_port
 
 log = logging.getLogger("bench.pop_delay")
+T = TypeVar("T")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -108,6 +116,10 @@ class PopTiming:
     asterisk_at: float | None
     """AgentCalled's own Timestamp header (Asterisk's clock, manager timestampevents)."""
     rings: int = 1
+    settle: tuple[float, float] | None = None
+    """time.time() when the desk hub started and stopped waiting for the recorder."""
+    build: tuple[float, float] | None = None
+    """time.time() when the desk hub started and finished building the pop."""
     built_at: float | None = None
     """The desk hub had the pop built and was about to push it (its log line)."""
     shown_ms: float | None = None
@@ -126,7 +138,6 @@ class Tally:
     waiting: dict[str, asyncio.Event] = field(default_factory=dict)
     """Caller name -> set when that caller's pop was shown."""
     placed: int = 0
-    failed_callers: list[str] = field(default_factory=list)
     unrung_callers: list[str] = field(default_factory=list)
 
     def on_agent_called(self, event: AmiEvent, interface: str) -> None:
@@ -153,6 +164,12 @@ class Tally:
         if timing is not None and timing.built_at is None:
             timing.built_at = at
 
+    def on_pop_steps(self, call_id: str, settle: tuple[float, float],
+                     build: tuple[float, float]) -> None:
+        timing = self.pops.get(call_id)
+        if timing is not None and timing.build is None:
+            timing.settle, timing.build = settle, build
+
     def on_shown(self, call_id: str, dom_ms: float) -> None:
         timing = self.pops.get(call_id)
         if timing is None:
@@ -173,6 +190,36 @@ class Tally:
         event = self.waiting.get(timing.caller)
         if event is not None:
             event.set()
+
+
+class HubProbe:
+    """Times the desk hub's two steps before a pop is sent: waiting for the consultation
+    recorder (``settle``) and building the pop (``pop_builder``). It wraps the callables the
+    composition root handed to this DeskHub instance; the hub's code is unchanged."""
+
+    def __init__(self, hub: DeskHub, tally: Tally) -> None:
+        self.tally = tally
+        self._settled: tuple[float, float] | None = None
+        settle, build = hub._settle, hub._build
+        if settle is None:
+            raise SystemExit("the desk hub has no settle step any more: update bench.pop_delay")
+
+        async def timed_settle() -> None:
+            started = time.time()
+            try:
+                await settle()
+            finally:  # a settle that times out is cancelled: still timed
+                self._settled = (started, time.time())
+
+        async def timed_build(*args: Any, **kwargs: Any) -> ScreenPop:
+            started = time.time()
+            pop = await build(*args, **kwargs)
+            settled, self._settled = self._settled, None
+            if settled is not None:  # a first pop (a refresh does not settle)
+                self.tally.on_pop_steps(str(args[1]), settled, (started, time.time()))
+            return pop
+
+        hub._settle, hub._build = timed_settle, timed_build
 
 
 class PopBuiltLog(logging.Handler):
@@ -208,22 +255,97 @@ class RingingPhone(AgentPhone):
         await self._wait_listening()
 
 
-async def wait_for_free_asterisk(settings: Settings, within: float) -> None:
-    """Only one Asterisk may run from the shared Debian root: wait (bounded) for another
-    run's to stop instead of reloading it under that run (what ``up`` would do)."""
-    root = settings.asterisk.root_dir
-    deadline = time.monotonic() + within
-    while has_asterisk(root) and (pid := daemon_pid(chroot_installation(root))) is not None:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"an Asterisk still runs from {root} (pid {pid}) after "
-                             f"{within:.0f} s of waiting; try again when that run is over")
-        print(f"an Asterisk already runs from {root} (pid {pid}), used by another run; "
-              f"waiting {ASTERISK_RETRY_S:.0f} s", flush=True)
-        await asyncio.sleep(ASTERISK_RETRY_S)
+class BedLost(Exception):
+    """Another run stopped, restarted or reconfigured the Asterisk this run started."""
+
+
+class SharedAsterisk:
+    """Only one Asterisk can run from the shared Debian root, and other runs (test sessions,
+    whose fault tests stop and start theirs) use it too. ``up`` would reload a running one
+    under its owner, and ``down`` stops whatever runs there. So: start ours only once the
+    root has been free for a while, notice if another run takes it over, and stop it only
+    if it is still ours."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.asterisk.root_dir
+        self.pid: int | None = None
+        self.waited = 0.0
+        """Seconds spent waiting for the root to be free."""
+        self._config = ""
+        self._installation: Installation | None = None
+
+    def _running(self) -> int | None:
+        if not has_asterisk(self.root):
+            return None
+        return daemon_pid(chroot_installation(self.root))
+
+    async def wait_free(self, within: float, free_for: float) -> None:
+        began = time.monotonic()
+        deadline = began + within
+        free_since: float | None = None
+        reported: int | None = None
+        while True:
+            now = time.monotonic()
+            pid = self._running()
+            if pid is None:
+                free_since = free_since or now
+                if now - free_since >= free_for:
+                    self.waited = now - began
+                    return
+            else:
+                free_since = None
+                if pid != reported:
+                    print(f"an Asterisk runs from {self.root} (pid {pid}) for another run; "
+                          f"waiting (up to {within:.0f} s in all)", flush=True)
+                    reported = pid
+            if now > deadline:
+                raise SystemExit(f"the Asterisk root {self.root} was not free for "
+                                 f"{free_for:.0f} s within {within:.0f} s; retry later")
+            await asyncio.sleep(ASTERISK_RETRY_S if pid is not None else 1.0)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(up, self.settings, lambda message: print(message, flush=True))
+        self._installation = Installation.load(self.settings.state_dir)
+        self.pid = self._running()
+        self._config = self._config_digest()
+
+    def _config_digest(self) -> str:
+        if self._installation is None:
+            return ""
+        digest = hashlib.sha256()
+        for name in ("pjsip.conf", "manager.conf", "extensions.conf", "queues.conf"):
+            with contextlib.suppress(OSError):
+                digest.update((self._installation.etc_dir / name).read_bytes())
+        return digest.hexdigest()
+
+    def problem(self) -> str | None:
+        pid = self._running()
+        if pid != self.pid:
+            return (f"the Asterisk this run started (pid {self.pid}) was stopped or replaced "
+                    f"(now {pid}) by another run using {self.root}")
+        if self._config_digest() != self._config:
+            return f"another run re-installed its configuration into {self.root}"
+        return None
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Raise BedLost as soon as another run takes the Asterisk over."""
+        while True:
+            problem = self.problem()
+            if problem is not None:
+                raise BedLost(problem)
+            await asyncio.sleep(interval)  # polling other processes: nothing to wait on
+
+    async def stop(self) -> None:
+        if self.pid is not None and self._running() == self.pid:
+            await asyncio.to_thread(down, self.settings)
+        elif self.pid is not None:
+            print(f"not stopping the Asterisk in {self.root}: it is no longer ours", flush=True)
 
 
 @contextlib.asynccontextmanager
-async def test_bed(args: argparse.Namespace) -> AsyncIterator[HotlineService]:
+async def test_bed(args: argparse.Namespace) -> AsyncIterator[
+        tuple[HotlineService, SharedAsterisk]]:
     """Asterisk, then the service with demo data and the bench agent; all torn down after."""
     async with contextlib.AsyncExitStack() as stack:
         state = stack.enter_context(tempfile.TemporaryDirectory(
@@ -231,15 +353,18 @@ async def test_bed(args: argparse.Namespace) -> AsyncIterator[HotlineService]:
         settings = asterisk_test_settings(Path(state))
         settings.web.port = free_tcp_port()
         settings.database.url = f"sqlite+aiosqlite:///{Path(state) / 'hotline.db'}"
-        await wait_for_free_asterisk(settings, args.wait_asterisk)
-        stack.push_async_callback(asyncio.to_thread, down, settings)
-        await asyncio.to_thread(up, settings, lambda message: print(message, flush=True))
-        await seed_demo(settings.database_url)
+        asterisk = SharedAsterisk(settings)
+        await asterisk.wait_free(args.wait_asterisk, args.asterisk_free_for)
+        stack.push_async_callback(asterisk.stop)
+        await asterisk.start()
         service = await stack.enter_async_context(running_service(settings))
         await service.ami.wait_ready(10)
+        await seed_demo(settings.database_url)
         await agents.create_agent(service.sessions, login=AGENT_LOGIN, display_name=AGENT_NAME,
                                   extension=EXTENSION, password=PASSWORD)
-        yield service
+        if (problem := asterisk.problem()) is not None:
+            raise BedLost(problem)
+        yield service, asterisk
 
 
 @contextlib.asynccontextmanager
@@ -333,7 +458,8 @@ class CallRun:
                                return_when=asyncio.FIRST_COMPLETED)
             if not popped.done():
                 rang = any(p.caller == name for p in self.tally.pops.values())
-                (self.tally.failed_callers if rang else self.tally.unrung_callers).append(name)
+                if not rang:
+                    self.tally.unrung_callers.append(name)
                 if not call.done():
                     log.warning("%s: no pop within %.0f s (rang the agent: %s)", name,
                                 self.args.call_timeout, rang)
@@ -352,7 +478,7 @@ class CallRun:
                     await task
         if (index + 1) % 20 == 0:
             shown_so_far = sum(p.shown_ms is not None for p in self.tally.pops.values())
-            print(f"  {index + 1} callers started, {shown_so_far} pops shown", flush=True)
+            print(f"  {index + 1} callers done, {shown_so_far} pops shown", flush=True)
 
 
 # --- report ----------------------------------------------------------------------------
@@ -371,6 +497,9 @@ def report(tally: Tally, extra: dict[str, Any], command: str) -> dict[str, Any]:
     missed = [p for p in pops if p.shown_ms is None]
     delays = [p.delay_ms() or 0.0 for p in shown]
     built = [(p.built_at - p.called_at) * 1000 for p in shown if p.built_at is not None]
+    queued = [(p.settle[0] - p.called_at) * 1000 for p in shown if p.settle is not None]
+    settled = [(p.settle[1] - p.settle[0]) * 1000 for p in shown if p.settle is not None]
+    building = [(p.build[1] - p.build[0]) * 1000 for p in shown if p.build is not None]
     pushed = [p.shown_ms - p.built_at * 1000 for p in shown
               if p.built_at is not None and p.shown_ms is not None]
     painted = [p.painted_ms - p.shown_ms for p in shown
@@ -389,6 +518,9 @@ def report(tally: Tally, extra: dict[str, Any], command: str) -> dict[str, Any]:
     print(f"{'ms':40s}     p50     p95     max      n")
     print(f"{'AgentCalled -> pop shown (DOM)':40s} {_stats(delays)}")
     print(f"{'  AgentCalled -> pop built by the hub':40s} {_stats(built)}")
+    print(f"{'    until the hub takes the event':40s} {_stats(queued)}")
+    print(f"{'    hub waits for the recorder (settle)':40s} {_stats(settled)}")
+    print(f"{'    hub builds the pop (database)':40s} {_stats(building)}")
     print(f"{'  pop built -> pop shown (push + render)':40s} {_stats(pushed)}")
     print(f"{'pop shown -> next animation frame':40s} {_stats(painted)}")
     print(f"{'Asterisk event time -> service receipt':40s} {_stats(ami)}")
@@ -406,10 +538,22 @@ def report(tally: Tally, extra: dict[str, Any], command: str) -> dict[str, Any]:
     verdict = "meets" if delays and p95 < TARGET_P95_MS and not missed else "misses"
     print(f"target p95 < {TARGET_P95_MS:.0f} ms with no pop missed: {verdict} it "
           f"(p95 {p95:.1f} ms, {len(missed)} missed)")
-    print(f"run took {extra['seconds']:.0f} s; command: {command}")
+    print(f"calls took {extra['calls_seconds']:.0f} s, the whole run {extra['seconds']:.0f} s "
+          f"(not counting {extra['waited_for_asterisk_seconds']:.0f} s waiting for the shared "
+          f"Asterisk root); command: {command}")
     return {"machine": machine_description(), "command": command, **extra,
             "missed": len(missed), "p50_ms": percentile(delays, 50), "p95_ms": p95,
             "max_ms": max(delays) if delays else None, "pops": [asdict(p) for p in pops]}
+
+
+async def guarded(work: Coroutine[Any, Any, T], asterisk: SharedAsterisk) -> T:
+    """``work``, cancelled with BedLost if another run takes our Asterisk over meanwhile."""
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(work)
+        watch = group.create_task(asterisk.watch())
+        await asyncio.wait({task}, return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+    return task.result()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -420,8 +564,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hub_log.addHandler(handler)
     hub_log.setLevel(logging.INFO)
     try:
-        async with test_bed(args) as service:
+        async with test_bed(args) as (service, asterisk):
+            waited = asterisk.waited
             interface = f"PJSIP/{EXTENSION}"
+            assert service.desk_hub is not None
+            HubProbe(service.desk_hub, tally)
             unsubscribe = service.ami.subscribe(
                 "AgentCalled", lambda event: tally.on_agent_called(event, interface))
             async with RingingPhone(service.settings, EXTENSION,
@@ -437,10 +584,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 lag = LoopLagMonitor()
                 lag.start()
                 calls_started = time.monotonic()
-                completed = await CallRun(service, tally, args).run()
+                completed = await guarded(CallRun(service, tally, args).run(), asterisk)
                 calls_seconds = time.monotonic() - calls_started
                 lags = await lag.stop()
-                await asyncio.sleep(args.grace)  # late pops still count as shown
+                await guarded(asyncio.sleep(args.grace), asterisk)  # late pops count too
                 clock_after = await clock_offset_ms(page)
                 if page.js_errors or page.navigations:
                     print(f"desk page: {len(page.js_errors)} JS error(s) {page.js_errors[:3]}, "
@@ -448,7 +595,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             unsubscribe()
     finally:
         hub_log.removeHandler(handler)
-    extra = {"completed": completed, "seconds": time.monotonic() - started,
+    extra = {"completed": completed, "seconds": time.monotonic() - started - waited,
+             "waited_for_asterisk_seconds": waited,
              "calls_seconds": calls_seconds, "clock_before": clock_before,
              "clock_after": clock_after,
              "loop_lag_p95_ms": percentile(lags, 95) * 1000 if lags else float("nan"),
@@ -473,12 +621,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wait this long after the last caller for late pops (3 s)")
     parser.add_argument("--wait-asterisk", type=float, default=300.0,
                         help="wait up to this long for another run's Asterisk to stop (300 s)")
+    parser.add_argument("--asterisk-free-for", type=float, default=20.0,
+                        help="start only once no Asterisk ran from the shared root for this "
+                             "long: a test session restarts its own within seconds (20 s)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw figures here")
     parser.add_argument("-v", "--verbose", action="store_true", help="service logs (INFO)")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.concurrency < 1:
         parser.error("--calls and --concurrency must be positive")
     return args
+
+
+def _first(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,7 +645,15 @@ def main(argv: list[str] | None = None) -> int:
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         handlers=[console])
-    result = asyncio.run(run(args))
+    try:
+        result = asyncio.run(run(args))
+    except (BedLost, ExceptionGroup) as exc:
+        lost = exc.subgroup(BedLost) if isinstance(exc, ExceptionGroup) else exc
+        if lost is None:
+            raise
+        print(f"run abandoned, figures not valid: {_first(lost)}; run it again",
+              file=sys.stderr)
+        return 2
     if args.json:
         Path(args.json).write_text(json.dumps(result, ensure_ascii=False, indent=1))
     return 0 if result["missed"] == 0 and result["pops"] else 1

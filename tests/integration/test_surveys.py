@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +16,7 @@ from crm.call_events import CallStarted, CallStep
 from crm.cases import get_case
 from crm.demo_data import seed_demo
 from crm.models import Case, Consultation, Resident
+from crm.reports import ReportFilter, satisfaction_report
 from crm.return_visits import ReturnVisitDialer, get_return_visit
 from crm.surveys import list_surveys
 from hotline.service import HotlineService
@@ -91,6 +92,16 @@ async def test_caller_rates_the_agent_after_the_agent_hangs_up(
     kinds = [s.kind for s in steps]
     assert kinds.index("survey_started") > kinds.index("route")
     assert {"survey_rating", "survey_result"} <= set(kinds)
+
+    # The rating is on the supervisor dashboard and in the agent's figures (the report the
+    # console draws its charts from).
+    today = datetime.now(UTC).date()
+    report = await satisfaction_report(
+        hotline.sessions, ReportFilter(since=today - timedelta(days=1),
+                                       until=today + timedelta(days=1)), UTC)
+    figures = {g.key: g for g in report.per_agent}["agent1"]
+    assert (figures.count, figures.average) == (1, survey.score)
+    assert report.distribution[survey.score] == 1 and report.rated == 1
 
 
 # -- return visits ----------------------------------------------------------------------------

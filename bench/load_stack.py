@@ -1,0 +1,459 @@
+"""The system under test for ``bench.load``: its own Asterisk, ``hotline serve``, demo data,
+SIPp agent phones in the queue, signed-in agent desks, and the bench's own AMI watcher.
+
+Everything is started inside :func:`running_stack` and stopped in reverse order when it
+exits, however it exits (error, Ctrl-C, cancellation): desks signed out, agent phones
+unregistered and killed, the service stopped (SIGTERM, then SIGKILL), Asterisk down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from crm import agents
+from crm.db import make_engine, make_session_factory
+from crm.demo_data import seed_demo
+from crm.migrate import upgrade
+from hotline.asterisk import down, up
+from hotline.asterisk.layout import chroot_installation
+from hotline.asterisk.process import daemon_pid
+from hotline.asterisk.rootfs import has_asterisk
+from hotline.settings import Settings, _fill_secrets
+from hotline.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
+from ivr.ami import AmiClient, AmiEvent
+from ivr.queue_tracker import call_id_of, extension_of
+
+log = logging.getLogger(__name__)
+
+RTP_RANGE = (20000, 20999)
+"""Outside the default 10000-10199 and below the kernel's ephemeral ports (SIPp's media)."""
+SERVICE_START_TIMEOUT = 90.0
+SERVICE_STOP_TIMEOUT = 15.0
+AGENT_PHONE_CALLS = 100_000
+"""An agent phone answers call after call; SIPp stops after this many (never reached)."""
+_PR_SET_PDEATHSIG = 1
+
+
+class BenchError(Exception):
+    """The bench cannot run (another Asterisk, no root, the service did not start...)."""
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCAL_IP, 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = "") -> Settings:
+    """Private state dir, free loopback ports, N agent phones 2001.., every call surveyed."""
+    settings = Settings(
+        state_dir=state_dir,
+        asterisk={"sip_port": free_udp_port(), "rtp_start": RTP_RANGE[0],
+                  "rtp_end": RTP_RANGE[1],
+                  "agent_extensions": [str(2001 + i) for i in range(agents_count)]},
+        ami={"port": free_tcp_port()},
+        audiosocket={"port": free_tcp_port()},
+        web={"port": free_tcp_port()},
+        database={"url": database_url},
+        # The same few demo residents call again and again: survey every call.
+        survey={"fatigue_days": 0},
+    )
+    _fill_secrets(settings)
+    return settings
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """``hotline serve`` sees the bench settings through HOTLINE_* overrides (secrets come
+    from the private state dir's secrets.toml, written by :func:`bench_settings`)."""
+    a = settings.asterisk
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HOTLINE_") or k == "HOTLINE_LOG_LEVEL"}
+    env.update({
+        "HOTLINE_STATE_DIR": str(settings.state_dir),
+        "HOTLINE_ASTERISK__SIP_PORT": str(a.sip_port),
+        "HOTLINE_ASTERISK__RTP_START": str(a.rtp_start),
+        "HOTLINE_ASTERISK__RTP_END": str(a.rtp_end),
+        "HOTLINE_ASTERISK__AGENT_EXTENSIONS": json.dumps(a.agent_extensions),
+        "HOTLINE_AMI__PORT": str(settings.ami.port),
+        "HOTLINE_AUDIOSOCKET__PORT": str(settings.audiosocket.port),
+        "HOTLINE_WEB__PORT": str(settings.web.port),
+        "HOTLINE_SURVEY__FATIGUE_DAYS": str(settings.survey.fatigue_days),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if settings.database.url:
+        env["HOTLINE_DATABASE__URL"] = settings.database.url
+    return env
+
+
+def shared_asterisk_pid(settings: Settings) -> int | None:
+    """The Asterisk running from the shared Debian root, whoever started it."""
+    root = settings.asterisk.root_dir
+    return daemon_pid(chroot_installation(root)) if has_asterisk(root) else None
+
+
+def refuse_running_asterisk(settings: Settings) -> None:
+    """Only one Asterisk can run from the shared root: never touch somebody else's."""
+    if os.geteuid() != 0:
+        raise BenchError("the load bench starts Asterisk in a chroot: run it as root")
+    root = settings.asterisk.root_dir
+    if not has_asterisk(root):
+        raise BenchError(f"no Asterisk root at {root}: run `make run` or `make test` once")
+    pid = shared_asterisk_pid(settings)
+    if pid is not None:
+        raise BenchError(
+            f"an Asterisk already runs from {root} (pid {pid}), e.g. `make run` or a test run; "
+            "stop it (`make stop`) or wait until it is done, then run the bench again")
+
+
+# --- hotline serve --------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the bench dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServiceProcess:
+    """``hotline serve`` as a subprocess of the bench, logging to the state dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log_path = settings.state_dir / "hotline-serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "hotline.cli", "serve"], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, env=service_env(self.settings),
+                start_new_session=True, preexec_fn=_die_with_parent)
+
+    async def start(self) -> None:
+        self.proc = await asyncio.to_thread(self._spawn)
+        url = f"http://{self.settings.web.host}:{self.settings.web.port}/healthz"
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise BenchError(f"hotline serve exited ({self.proc.returncode}) during "
+                                     f"start-up:\n{self.tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if (await resp.json()).get("ok"):
+                            return
+                await asyncio.sleep(0.2)  # polling a subprocess's readiness, bounded
+        raise BenchError(f"hotline serve not healthy within {SERVICE_START_TIMEOUT:.0f} s:\n"
+                         f"{self.tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, wait, SIGKILL. Synchronous so it also runs from a last-resort finally."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(SERVICE_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("hotline serve ignored SIGTERM for %.0f s; killing it",
+                        SERVICE_STOP_TIMEOUT)
+            proc.kill()
+            proc.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --- demo data and desk accounts ----------------------------------------------------------
+
+
+async def seed(settings: Settings, password: str) -> dict[str, str]:
+    """Demo data, plus a desk account with ``password`` for every agent phone; returns
+    extension -> login."""
+    url = settings.database_url
+    await upgrade(url)
+    await seed_demo(url)
+    engine = make_engine(url)
+    logins: dict[str, str] = {}
+    try:
+        sessions = make_session_factory(engine)
+        for ext in settings.asterisk.agent_extensions:
+            found = await agents.find_agent_by_extension(sessions, ext)
+            if found is None:
+                found = await agents.create_agent(
+                    sessions, login=f"bench{ext}", display_name=f"Bench agent {ext}",
+                    extension=ext)
+            await agents.set_password(sessions, found.login, password)
+            logins[ext] = found.login
+    finally:
+        await engine.dispose()
+    return logins
+
+
+# --- agent phones ---------------------------------------------------------------------------
+
+
+class LoadAgentPhone(AgentPhone):
+    """An AgentPhone that answers call after call (AgentPhone answers one) for the whole
+    run: each call rings ``ring_ms``, is answered, and the agent hangs up after ``hold_ms``."""
+
+    async def _start_phone(self) -> None:
+        self.port = free_udp_port()
+        scenario = render_scenario(
+            "agent_phone.xml", self.workdir, user=self.extension,
+            ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms))
+        args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
+                "-mp", str(free_udp_port(4)), "-m", str(AGENT_PHONE_CALLS)]
+        self._uas = await SippProcess.start("phone", self.workdir, args)
+        await self._wait_listening()
+
+    def answered(self) -> int:
+        return sum(1 for e in self._phone().events if e.startswith("answered"))
+
+
+# --- desks and the AMI watcher ----------------------------------------------------------------
+
+
+@dataclass
+class PopTimes:
+    """AgentCalled (bench AMI) and pop (desk websocket) arrival times, bench monotonic clock,
+    keyed by (call id, agent extension); only the first of each."""
+
+    called: dict[tuple[str, str], float] = field(default_factory=dict)
+    popped: dict[tuple[str, str], float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    """HotlineCallStart (sent right after Answer) by call id: wall clock, time.time()."""
+
+    def delays(self, call_ids: set[str] | None = None) -> tuple[list[float], int]:
+        """Pop delays in seconds and how many AgentCalled got no pop."""
+        delays, missing = [], 0
+        for key, t0 in self.called.items():
+            if call_ids is not None and key[0] not in call_ids:
+                continue
+            t1 = self.popped.get(key)
+            if t1 is None:
+                missing += 1
+            else:
+                delays.append(t1 - t0)
+        return delays, missing
+
+
+class Desk:
+    """An agent signed in at the desk over HTTP, its websocket read by a task."""
+
+    def __init__(self, base_url: str, login: str, extension: str, times: PopTimes) -> None:
+        self.base_url = base_url
+        self.login = login
+        self.extension = extension
+        self.times = times
+        self.http: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.pops = 0
+
+    async def sign_in(self, password: str) -> None:
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with self.http.get(f"{self.base_url}/desk/login") as resp:
+            page = await resp.text()
+        match = re.search(r'name="csrf" value="([^"]+)"', page)
+        if match is None:
+            raise BenchError("desk login page has no CSRF token")
+        form = {"login": self.login, "password": password, "csrf": match.group(1)}
+        async with self.http.post(f"{self.base_url}/desk/login", data=form,
+                                  allow_redirects=False) as resp:
+            if resp.status != 303:
+                raise BenchError(f"desk sign-in of {self.login} failed ({resp.status})")
+        self.ws = await self.http.ws_connect(f"{self.base_url}/desk/ws", heartbeat=20)
+        self.reader = asyncio.create_task(self._read(self.ws), name=f"desk-{self.login}")
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        loop = asyncio.get_running_loop()
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            now = loop.time()
+            data = json.loads(msg.data)
+            call = data.get("call") or {}
+            if data.get("type") == "pop" and call.get("phase") == "ringing":
+                self.pops += 1
+                self.times.popped.setdefault((call.get("call_id", ""), self.extension), now)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        if self.ws is not None:
+            await self.ws.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+class AmiWatcher:
+    """The bench's own AMI login: queue membership, channel counts, AgentCalled times."""
+
+    def __init__(self, settings: Settings, times: PopTimes) -> None:
+        self.settings = settings
+        self.times = times
+        self.ami = AmiClient(settings.ami, name="bench-load")
+
+    async def start(self) -> None:
+        self.ami.subscribe("AgentCalled", self._on_called)
+        self.ami.subscribe("UserEvent", self._on_user_event)
+        await self.ami.start()
+        await self.ami.wait_ready(15)
+
+    def _on_called(self, event: AmiEvent) -> None:
+        now = asyncio.get_running_loop().time()
+        call_id = call_id_of(event)
+        ext = extension_of(event.get("Interface") or event.get("DestChannel"))
+        if call_id and ext:
+            self.times.called.setdefault((call_id, ext), now)
+
+    def _on_user_event(self, event: AmiEvent) -> None:
+        if event.get("UserEvent") == "HotlineCallStart" and event.get("CallId"):
+            self.times.answered.setdefault(str(event.get("CallId")), time.time())
+
+    async def queue_add(self, extension: str, name: str) -> None:
+        with contextlib.suppress(Exception):  # already a member (the desk joined it)
+            await self.ami.action("QueueAdd", Queue=self.settings.asterisk.queue_name,
+                                  Interface=f"PJSIP/{extension}", MemberName=name)
+
+    async def queue_members(self) -> int:
+        items = await self.ami.action_list("QueueStatus",
+                                           Queue=self.settings.asterisk.queue_name)
+        return sum(1 for i in items if i.name == "QueueMember")
+
+    async def channels(self) -> int:
+        return len(await self.ami.action_list("CoreShowChannels"))
+
+    async def wait_quiet(self, within: float) -> int:
+        """Wait until Asterisk has no channel left; returns how many remain."""
+        deadline = time.monotonic() + within
+        while True:
+            left = await self.channels()
+            if not left or time.monotonic() >= deadline:
+                return left
+            await asyncio.sleep(0.5)  # polling Asterisk's state, bounded by the deadline
+
+    async def close(self) -> None:
+        await self.ami.close()
+
+
+# --- the whole stack --------------------------------------------------------------------------
+
+
+class Teardown:
+    """Stops what the bench started, once: the service, then Asterisk -- only if the
+    Asterisk running from the shared root is still the one this bench started (another run
+    may own it by now). Synchronous and idempotent, so ``main`` calls it again as a last
+    resort after the event loop is gone."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: ServiceProcess | None = None
+        self.asterisk_pid: int | None = None
+
+    def run(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            service.stop()
+        pid, self.asterisk_pid = self.asterisk_pid, None
+        if pid is None:
+            return
+        running = shared_asterisk_pid(self.settings)
+        if running == pid:
+            down(self.settings)
+        else:
+            log.warning("the bench's Asterisk (pid %s) is gone (running now: %s); not "
+                        "stopping anything", pid, running)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    service: ServiceProcess
+    watcher: AmiWatcher
+    phones: list[LoadAgentPhone]
+    desks: list[Desk]
+    times: PopTimes
+    asterisk_pid: int | None
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings, teardown: Teardown, *, ring_ms: int, talk_ms: int,
+                        progress: Callable[[str], None] = print) -> AsyncIterator[Stack]:
+    refuse_running_asterisk(settings)
+    password = secrets.token_urlsafe(12)
+    times = PopTimes()
+    try:
+        logins = await seed(settings, password)
+        started = time.monotonic()
+        refuse_running_asterisk(settings)  # again, just before: another run may have begun
+        said: list[str] = []
+        await asyncio.to_thread(up, settings, said.append)
+        pid = shared_asterisk_pid(settings)
+        if any("already running" in message for message in said):
+            # Another run started one between the check and ``up`` (which then reloaded
+            # it): not ours to use or stop.
+            raise BenchError("another run started an Asterisk from the shared root at the "
+                             "same moment; run the bench again when it is done")
+        teardown.asterisk_pid = pid
+        progress(f"asterisk up (pid {pid}) in {time.monotonic() - started:.1f} s; "
+                 f"SIP udp {settings.asterisk.sip_port}, AMI {settings.ami.port}")
+        started = time.monotonic()
+        service = teardown.service = ServiceProcess(settings)
+        await service.start()
+        progress(f"hotline serve up (pid {service.pid}) in {time.monotonic() - started:.1f} s;"
+                 f" web http://{settings.web.host}:{settings.web.port}/, "
+                 f"log {service.log_path}")
+        async with contextlib.AsyncExitStack() as stack:
+            watcher = AmiWatcher(settings, times)
+            stack.push_async_callback(watcher.close)
+            await watcher.start()
+            phones: list[LoadAgentPhone] = []
+            desks: list[Desk] = []
+            base_url = f"http://{settings.web.host}:{settings.web.port}"
+            for i, ext in enumerate(settings.asterisk.agent_extensions):
+                # Staggered answer times: the first free agent answers, no 200 OK races.
+                phone = LoadAgentPhone(settings, ext, ring_ms=ring_ms + 150 * i,
+                                       hold_ms=talk_ms)
+                phones.append(await stack.enter_async_context(phone))
+                await watcher.queue_add(ext, logins[ext])
+                desk = Desk(base_url, logins[ext], ext, times)
+                stack.push_async_callback(desk.close)
+                await desk.sign_in(password)
+                desks.append(desk)
+            members = await watcher.queue_members()
+            if members != len(phones):
+                raise BenchError(f"{members} queue members for {len(phones)} agent phones")
+            progress(f"{len(phones)} SIPp agent phones registered and in the queue, their "
+                     f"desks signed in ({', '.join(d.login for d in desks)})")
+            yield Stack(settings, service, watcher, phones, desks, times, pid)
+    finally:
+        await asyncio.to_thread(teardown.run)
