@@ -26,7 +26,7 @@ test: bootstrap
 bench-speech: bootstrap
 	$(PY) -m bench.speech_turns --calls 1,5,10,20 --turns 3 --max-seconds 300
 
-# Screen pop delay, AgentCalled -> pop shown in Chromium, 200 calls 5 at a time (~5-6 min).
+# Screen pop delay, AgentCalled -> pop shown in Chromium, 200 calls 5 at a time (~4-5 min).
 .PHONY: bench-pops
 bench-pops: bootstrap
 	$(PY) -m bench.pop_delay --calls 200 --concurrency 5 --max-seconds 480

@@ -38,6 +38,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,13 +422,18 @@ def main(argv: list[str] | None = None) -> int:
     teardown = Teardown(bench_settings(state_dir, agents_count=args.agents,
                                        database_url=args.database_url))
     status = 0
+    signalled: list[int] = []
     try:
         with asyncio.Runner() as runner:  # Ctrl-C cancels the run, whose finally tears down
 
             async def main_task() -> list[StepResult]:
                 task = asyncio.current_task()
                 assert task is not None
-                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+                def on_sigterm() -> None:
+                    signalled.append(signal.SIGTERM)
+                    task.cancel()
+
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
                 return await run(args, teardown, state_dir)
 
             results = runner.run(main_task())
@@ -440,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         status = 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not signalled:
+            traceback.print_exc()  # a cancellation nobody asked for is a bug: show it
         print("bench.load: interrupted; everything it started is stopped", file=sys.stderr)
         status = 130
     finally:
