@@ -429,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
             async def main_task() -> list[StepResult]:
                 task = asyncio.current_task()
                 assert task is not None
-                def on_sigterm() -> None:
-                    signalled.append(signal.SIGTERM)
-                    task.cancel()
+                def on_sigterm() -> None:  # once: a second one must not cut the teardown
+                    if not signalled:
+                        signalled.append(signal.SIGTERM)
+                        task.cancel()
 
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
                 return await run(args, teardown, state_dir)
