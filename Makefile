@@ -30,3 +30,9 @@ bench-speech: bootstrap
 .PHONY: bench-pops
 bench-pops: bootstrap
 	$(PY) -m bench.pop_delay --calls 200 --concurrency 5 --max-seconds 480
+
+# Load: own Asterisk + hotline serve, SIPp callers and agent phones, concurrency 10-80,
+# reports the highest concurrency that holds (~7-8 min, bounded at 10).
+.PHONY: bench-load
+bench-load: bootstrap
+	$(PY) -m bench.load --find-max

@@ -179,7 +179,7 @@ def summarise(result: StepResult, records: list[CallRecord], stack: Stack) -> No
         if c is None:
             continue
         call_ids.add(c.call_id)
-        for turn in caller_turns(record, stack.times.answered.get(c.call_id)):
+        for turn in caller_turns(record, stack.times.answered_at(c.call_id)):
             result.turns_s.append(turn.seconds)
             result.turns_by_input.setdefault(turn.kind, []).append(turn.seconds)
         result.service_turns_s.extend(t.seconds for t in service_turns(c))
@@ -346,6 +346,19 @@ async def wait_for_free_asterisk(settings: Settings, within: float) -> None:
         await asyncio.sleep(10)  # waiting for another run to finish, bounded
 
 
+async def watch_asterisk(stack: Stack) -> None:
+    """Raise BenchError as soon as the Asterisk running from the shared root is no longer the
+    bench's own (another run's ``down`` stopped it, or replaced it): the figures would be
+    about a broken system, so the run is abandoned."""
+    while True:
+        await asyncio.sleep(1.0)  # a cheap check of a pid file and /proc, once a second
+        pid = await asyncio.to_thread(shared_asterisk_pid, stack.settings)
+        if pid != stack.asterisk_pid:
+            raise BenchError(f"the bench's Asterisk (pid {stack.asterisk_pid}) was stopped or "
+                             f"replaced by another run (now: {pid}); run abandoned, no "
+                             "figures")
+
+
 def plan_steps(args: argparse.Namespace) -> list[tuple[int, DriveLimits]]:
     if not args.find_max:
         max_calls = args.max_calls or math.ceil(args.rate * args.duration)
@@ -380,6 +393,7 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
         sampler = ProcSampler(lambda: {"asterisk": stack.asterisk_pid,
                                        "hotline serve": stack.service.pid})
         sampler.start()
+        guard = asyncio.create_task(watch_asterisk(stack), name="asterisk-guard")
         try:
             for index, (conc, limits) in enumerate(steps, start=1):
                 left = budget - (time.monotonic() - started) - SETUP_ALLOWANCE_S
@@ -387,10 +401,21 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
                     print(f"\nstopping before concurrency {conc}: {left:.0f} s left of the "
                           f"{budget:.0f} s budget", flush=True)
                     break
-                result = await run_step(stack, planner, sampler, limits, f"L{index}")
+                step = asyncio.create_task(
+                    run_step(stack, planner, sampler, limits, f"L{index}"))
+                await asyncio.wait({step, guard}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # the guard ended: our Asterisk is gone
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await step
+                    guard.result()
+                result = step.result()
                 print_step(result)
                 results.append(result)
         finally:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
             await sampler.stop()
         answered = sum(p.answered() for p in stack.phones)
         print(f"\nagent phones answered {answered} calls; desks got "

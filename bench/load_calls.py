@@ -442,11 +442,11 @@ def service_turns(c: Consultation) -> list[Turn]:
 def caller_turns(record: CallRecord, answered_at: float | None) -> list[Turn]:
     """On the caller's time line: the end of the caller's input -> the IVR's next prompt.
 
-    The time line starts at the answer, timed by the bench's AMI login receiving
-    HotlineCallStart (the dialplan sends it right after Answer); SIPp plays the audio and the
-    keys on a fixed schedule from there. The input ends with the key press the input step
-    took last (the latest scheduled press before the step) or with the spoken words; the
-    prompt is its consultation step (wall clock, like answered_at). This includes
+    The time line starts at the answer, timed by the bench's AMI login receiving the caller
+    channel's Newstate Up (Asterisk sends the 200 OK); SIPp plays the audio and the keys on a
+    fixed schedule from the moment it gets that 200 OK. The input ends with the key press the
+    input step took last (the latest scheduled press before the step) or with the spoken
+    words; the prompt is its consultation step (wall clock, like answered_at). This includes
     end-of-speech detection, recognition backlog and event-loop lag; a lag longer than the
     gap between two presses (0.25 s inside a number, 3.25 s between ratings) is under-counted.
     """

@@ -151,7 +151,9 @@ class ServiceProcess:
                 start_new_session=True, preexec_fn=_die_with_parent)
 
     async def start(self) -> None:
-        self.proc = await asyncio.to_thread(self._spawn)
+        # Spawned from the event-loop thread: the parent-death signal follows the thread
+        # that forked, and a worker thread of to_thread may end before the bench does.
+        self.proc = self._spawn()
         url = f"http://{self.settings.web.host}:{self.settings.web.port}/healthz"
         deadline = time.monotonic() + SERVICE_START_TIMEOUT
         async with aiohttp.ClientSession() as http:
@@ -246,8 +248,19 @@ class PopTimes:
 
     called: dict[tuple[str, str], float] = field(default_factory=dict)
     popped: dict[tuple[str, str], float] = field(default_factory=dict)
-    answered: dict[str, float] = field(default_factory=dict)
-    """HotlineCallStart (sent right after Answer) by call id: wall clock, time.time()."""
+    channel_up: dict[str, float] = field(default_factory=dict)
+    """Newstate Up (the 200 OK is sent) by channel: wall clock, time.time()."""
+    call_start: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """HotlineCallStart by call id: the caller's channel and the event's time.time()."""
+
+    def answered_at(self, call_id: str) -> float | None:
+        """When Asterisk answered the call (wall clock). HotlineCallStart comes up to 0.5 s
+        later (Answer() waits for the caller's first audio), so the channel's Newstate Up is
+        used; the call start only when that was missed."""
+        start = self.call_start.get(call_id)
+        if start is None:
+            return None
+        return self.channel_up.get(start[0], start[1])
 
     def delays(self, call_ids: set[str] | None = None) -> tuple[list[float], int]:
         """Pop delays in seconds and how many AgentCalled got no pop."""
@@ -325,6 +338,7 @@ class AmiWatcher:
     async def start(self) -> None:
         self.ami.subscribe("AgentCalled", self._on_called)
         self.ami.subscribe("UserEvent", self._on_user_event)
+        self.ami.subscribe("Newstate", self._on_newstate)
         await self.ami.start()
         await self.ami.wait_ready(15)
 
@@ -337,7 +351,12 @@ class AmiWatcher:
 
     def _on_user_event(self, event: AmiEvent) -> None:
         if event.get("UserEvent") == "HotlineCallStart" and event.get("CallId"):
-            self.times.answered.setdefault(str(event.get("CallId")), time.time())
+            self.times.call_start.setdefault(
+                str(event.get("CallId")), (str(event.get("Channel") or ""), time.time()))
+
+    def _on_newstate(self, event: AmiEvent) -> None:
+        if event.get("ChannelState") == "6" and event.get("Channel"):
+            self.times.channel_up.setdefault(str(event.get("Channel")), time.time())
 
     async def queue_add(self, extension: str, name: str) -> None:
         with contextlib.suppress(Exception):  # already a member (the desk joined it)
