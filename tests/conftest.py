@@ -13,7 +13,8 @@ from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.migrate import upgrade
 from hotline.settings import REPO_ROOT
 
-pytest_plugins = ["tests.integration.asterisk_fixtures", "tests.integration.service_fixtures"]
+pytest_plugins = ["tests.integration.asterisk_fixtures", "tests.integration.service_fixtures",
+                  "tests.integration.browser_fixtures"]
 
 
 def _postgres_url() -> str | None:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 import struct
 import uuid
 import wave
@@ -36,29 +35,12 @@ pytestmark = pytest.mark.asterisk
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 PASSWORD = "console-browser-pw"
 CALLER, CALLER_NAME = "13800138000", "张三"
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "console-dashboard.png"
 WAIT_MS = 30_000
 """Bound for what goes through the IVR and the queue (the IVR's prompts take seconds)."""
 QUICK_MS = 5_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
-    async with playwright_api.async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                            args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
@@ -33,10 +32,6 @@ pytestmark = pytest.mark.asterisk
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 PASSWORD = "desk-browser-pw"
 CALLER, CALLER_NAME = "13800138000", "张三"
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "desk-pop.png"
@@ -44,19 +39,6 @@ WAIT_MS = 30_000
 """Bound for what goes through the IVR and the queue (the IVR's prompts take seconds)."""
 QUICK_MS = 5_000
 """Bound for what the desk shows once the event is there."""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
-    async with playwright_api.async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                            args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture
