@@ -90,6 +90,7 @@ class MediaStats:
 class _Playback:
     frames: deque[bytes]
     interruptible: bool
+    stop_on_keys: bool
     done: asyncio.Future[bool]
 
     def finish(self, completed: bool) -> None:
@@ -208,7 +209,7 @@ class MediaSession:
             case Dtmf():
                 self._stats.dtmf_in += 1
                 self.log.debug("key press received")  # never log the key: it may be an id
-                if self._playback is not None and self._playback.interruptible:
+                if self._playback is not None and self._playback.stop_on_keys:
                     self.stop_playback()
                 self._enqueue(message)
             case Hangup():
@@ -264,12 +265,16 @@ class MediaSession:
 
     # --- outbound -------------------------------------------------------------------------
 
-    async def play(self, pcm: bytes, *, interruptible: bool = True) -> bool:
+    async def play(self, pcm: bytes, *, interruptible: bool = True,
+                   stop_on_keys: bool = True) -> bool:
         """Play 8 kHz s16le mono audio paced at real time.
 
         Returns True when all of it was sent and its last frame has had time to play,
-        False if it was stopped (``stop_playback`` or, when ``interruptible``, a key
-        press) or the session closed. Only one playback at a time.
+        False if it was stopped (``stop_playback`` or, when ``interruptible`` and
+        ``stop_on_keys``, a key press) or the session closed. Only one playback at a time.
+        A driver that decides itself which keys barge in (``ivr.prompting``: the '#' that
+        ends an already complete number must not cut the read-back) passes
+        ``stop_on_keys=False`` and calls ``stop_playback``.
         """
         if len(pcm) % BYTES_PER_SAMPLE:
             raise ValueError(f"audio must be whole 16-bit samples; got {len(pcm)} bytes")
@@ -283,7 +288,8 @@ class MediaSession:
             self.start()
         view = bytes(pcm)
         frames = deque(view[i : i + FRAME_BYTES] for i in range(0, len(view), FRAME_BYTES))
-        playback = _Playback(frames, interruptible, asyncio.get_running_loop().create_future())
+        playback = _Playback(frames, interruptible, interruptible and stop_on_keys,
+                             asyncio.get_running_loop().create_future())
         self._playback = playback
         self.log.debug("playing %d frames (interruptible=%s)", len(frames), interruptible)
         try:

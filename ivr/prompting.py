@@ -141,7 +141,8 @@ class PromptingCall:
             return False
         pcm = await self.voice.prompt_audio(self.flow.language, prompt, vars)
         await self.step("prompt", prompt=prompt, language=self.flow.language)
-        play = asyncio.create_task(self.session.play(pcm))
+        # Keys barge in through _take, which knows the '#' that trails a complete number.
+        play = asyncio.create_task(self.session.play(pcm, stop_on_keys=False))
         try:
             while not play.done():
                 event = await self._next_event(play)

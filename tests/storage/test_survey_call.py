@@ -42,7 +42,8 @@ class ScriptedSession:
         self._queue: deque[object] = deque()
         self._wakeup = asyncio.Event()
 
-    async def play(self, pcm: bytes, *, interruptible: bool = True) -> bool:
+    async def play(self, pcm: bytes, *, interruptible: bool = True,
+                   stop_on_keys: bool = True) -> bool:
         name = "beep" if pcm == BEEP else self.next_prompt
         self.prompts.append(name)
         await asyncio.sleep(0)

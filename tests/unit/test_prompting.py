@@ -1,0 +1,111 @@
+"""The prompting driver on a real media session (loopback AudioSocket): which keys barge in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import Enum
+
+import pytest
+
+from crm.call_events import CallEventBus, CallStep
+from hotline.settings import AudioSocketSettings
+from ivr.audiosocket_protocol import encode_dtmf
+from ivr.call_flow import Collect, Keys
+from ivr.media_server import MediaServer
+from ivr.media_session import MediaSession
+from ivr.prompting import IvrTimeouts, PromptingCall
+from tests.unit.test_media_server import CALL_A, WAIT, FakeAsterisk, tone
+
+READBACK_FRAMES = 100  # 2 s: long enough for a key to arrive while it plays
+
+
+class FlowState(Enum):
+    ASKING = "asking"
+
+
+@dataclass
+class TinyFlow:
+    language: str = "cmn"
+    state: FlowState = FlowState.ASKING
+
+
+class ToneVoice:
+    """Every prompt is a tone; its length depends on the prompt."""
+
+    async def prompt_audio(self, lang: str, prompt: str, vars: dict) -> bytes:
+        return tone(READBACK_FRAMES if prompt == "confirm_case_number" else 2)
+
+    def recognition(self, lang: str, grammar: str) -> None:
+        return None
+
+
+class Driver(PromptingCall):
+    def __init__(self, session: MediaSession, bus: CallEventBus) -> None:
+        super().__init__(session, bus=bus, voice=ToneVoice(), timeouts=IvrTimeouts(),
+                         event_call_id="call-1")
+        self.flow = TinyFlow()
+
+
+@dataclass
+class Line:
+    driver: Driver
+    asterisk: FakeAsterisk
+    steps: list[CallStep]
+
+
+@pytest.fixture
+async def line() -> AsyncIterator[Line]:
+    sessions: asyncio.Queue[MediaSession] = asyncio.Queue()
+
+    async def handler(session: MediaSession) -> None:
+        await sessions.put(session)
+        await session.wait_closed()
+
+    server = MediaServer(AudioSocketSettings.model_construct(host="127.0.0.1", port=0), handler)
+    await server.start()
+    asterisk = await FakeAsterisk.connect(server.bound_port, CALL_A)
+    try:
+        async with asyncio.timeout(WAIT):
+            session = await sessions.get()
+        bus = CallEventBus()
+        steps: list[CallStep] = []
+
+        async def keep(event: object) -> None:
+            if isinstance(event, CallStep):
+                steps.append(event)
+        bus.subscribe(keep)
+        yield Line(Driver(session, bus), asterisk, steps)
+    finally:
+        await asterisk.close()
+        await server.close()
+
+
+async def read_back(line: Line, key: str) -> bool:
+    """Take an 11-digit number, then play its read-back while the caller presses ``key``."""
+    number = "12345678901"
+    await line.asterisk.send(*(encode_dtmf(k) for k in number))
+    async with asyncio.timeout(WAIT):
+        taken = await line.driver._perform([Collect("ask_case_number", "digits", 11)])
+    assert taken == Keys(number)
+    before = len(line.asterisk.played())
+    readback = asyncio.create_task(line.driver._say("confirm_case_number", {}))
+    await line.asterisk.wait_for(lambda: len(line.asterisk.played()) >= before + 2)
+    await line.asterisk.send(encode_dtmf(key))
+    async with asyncio.timeout(READBACK_FRAMES * 0.02 + WAIT):
+        return await readback
+
+
+async def test_hash_after_a_complete_number_does_not_cut_the_read_back(line: Line) -> None:
+    assert await read_back(line, "#") is True
+    assert not [s for s in line.steps
+                if s.kind == "barge_in" and s.detail["prompt"] == "confirm_case_number"]
+    assert line.driver.keys == ""  # the '#' was swallowed, not typed ahead
+
+
+async def test_any_other_key_still_barges_in_on_the_read_back(line: Line) -> None:
+    assert await read_back(line, "1") is False
+    assert [s.detail for s in line.steps if s.kind == "barge_in"][-1] == {
+        "prompt": "confirm_case_number"}
+    assert line.driver.keys == "1"
