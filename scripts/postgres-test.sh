@@ -22,10 +22,19 @@ pwfile=var/pg-test-password
 pw=$(cat "$pwfile")
 psql_su() { su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -v ON_ERROR_STOP=1 -qAt -p $port $*"; }
 if [ "$(psql_su "-c \"select 1 from pg_roles where rolname='hotline_test'\"")" != 1 ]; then
-  psql_su "-c \"create role hotline_test login password '$pw'\""
+  psql_su "-c \"create role hotline_test login createdb password '$pw'\""
 else
-  psql_su "-c \"alter role hotline_test password '$pw'\""
+  psql_su "-c \"alter role hotline_test login createdb password '$pw'\""
 fi
+# Each pytest process works in a database of its own (hotline_test_<pid>, made and dropped
+# by tests/conftest.py), so two runs on one machine never share tables. Drop those of runs
+# that died without cleaning up.
+for db in $(psql_su "-c \"select datname from pg_database where datname like 'hotline_test_%'\""); do
+  pid=${db##*_}
+  if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+    psql_su "-c 'drop database if exists $db with (force)'"
+  fi
+done
 psql_su "-c 'drop database if exists hotline_test with (force)'"
 psql_su "-c 'create database hotline_test owner hotline_test'"
 echo "HOTLINE_TEST_PG_URL=postgresql+asyncpg://hotline_test:$pw@127.0.0.1:$port/hotline_test" > var/pg-test.env
