@@ -167,8 +167,16 @@ def hotline_zone(settings: Settings) -> tzinfo:
 
 
 def recording_store(settings: Settings) -> RecordingStore | None:
-    """Where Asterisk's call recordings are, seen from this host: the monitor spool of the
-    Asterisk that ``hotline up`` started (in its root), else a local Asterisk's default."""
+    """Where Asterisk's call recordings are, seen from this host: ``asterisk.recordings_dir``
+    when set, else the monitor spool of the Asterisk that ``hotline up`` started (in its
+    root), else a local Asterisk's default."""
+    configured = settings.asterisk.recordings_dir
+    if configured is not None:
+        if not configured.is_dir():
+            log.warning("asterisk.recordings_dir %s is not a directory here: the console cannot "
+                        "play call recordings", configured)
+            return None
+        return RecordingStore(configured, settings.asterisk.recordings_asterisk_dir)
     installation = Installation.load(settings.state_dir)
     if installation is not None:
         inner = f"{installation.dirs.spool}/monitor"

@@ -53,6 +53,12 @@ class AsteriskSettings(_Section):
     """embedded mode: prefer an ``asterisk`` >= 20 found on PATH over the Debian root."""
     boot_timeout: float = Field(30.0, gt=0)
     """Seconds to wait for Asterisk to be fully booted (and, on stop, to exit)."""
+    recordings_dir: Path | None = None
+    """Where this host reads Asterisk's call recordings (its spool's monitor directory, or a
+    mount of it, for an external Asterisk); None: the embedded Asterisk's, else
+    /var/spool/asterisk/monitor."""
+    recordings_asterisk_dir: str = Field("/var/spool/asterisk/monitor", pattern=r"^/")
+    """The same directory as Asterisk names it (in the recording steps it announces)."""
 
     @model_validator(mode="after")
     def _rtp_range(self) -> AsteriskSettings:
