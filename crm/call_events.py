@@ -107,6 +107,9 @@ class AgentAnswered:
     agent_channel: str | None = None
     hold_time_s: int | None = None
     ring_time_s: int | None = None
+    resynchronised: bool = False
+    """Found connected after an AMI login (CoreShowChannels), not seen as AgentConnect:
+    the answer may have been announced before, or happened while AMI was down."""
     at: datetime = field(default_factory=utcnow)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -101,9 +101,10 @@ def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
         return "agent_no_answer", {"queue": event.queue, "agent": event.extension,
                                    "ring_time_s": event.ring_time_s}
     if isinstance(event, AgentAnswered):
+        extra = {"resynchronised": True} if event.resynchronised else {}
         return "agent_answered", {"queue": event.queue, "agent": event.extension,
                                   "interface": event.interface,
-                                  "hold_time_s": event.hold_time_s}
+                                  "hold_time_s": event.hold_time_s, **extra}
     if isinstance(event, AgentCallEnded):
         return "agent_completed", {"queue": event.queue, "agent": event.extension,
                                    "talk_time_s": event.talk_time_s, "reason": event.reason}
@@ -112,10 +113,25 @@ def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
                          "hold_time_s": event.hold_time_s}
 
 
+async def _answer_known(session: AsyncSession, consultation: Consultation,
+                        event: AgentAnswered) -> bool:
+    agent_id = event.extension and await session.scalar(
+        select(Agent.id).where(Agent.extension == event.extension))
+    if agent_id:
+        return consultation.agent_id == agent_id
+    return bool(await session.scalar(select(func.count()).select_from(ConsultationStep).where(
+        ConsultationStep.consultation_id == consultation.id,
+        ConsultationStep.kind == "agent_answered")))
+
+
 async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
                              event: CallEvent, replayed: bool = False) -> None:
     """A queue event becomes a step; an answer names the agent (by desk phone) and the
-    resident (by calling number, when known); an abandoned call keeps that outcome."""
+    resident (by calling number, when known); an abandoned call keeps that outcome. An answer
+    re-announced after an AMI login that the consultation already has is not a new step."""
+    if isinstance(event, AgentAnswered) and event.resynchronised \
+            and await _answer_known(session, consultation, event):
+        return
     kind, detail = _queue_step(event)
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
                                               kind=kind, detail=detail), replayed)

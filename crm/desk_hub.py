@@ -8,7 +8,10 @@ lost its websocket asks for :meth:`DeskHub.current` and is back where it was.
 
 Pops follow the queue: AgentRinging pops the call on every desk whose phone rings (ring-all:
 several), AgentAnswered turns it into the answering agent's call and closes it on the others,
-AgentRingStopped / CallerAbandoned / CallEnded close what is still ringing. Events are handled
+AgentRingStopped / CallerAbandoned / CallEnded close what is still ringing. The hub remembers
+which call each desk phone is connected to, desk signed in or not, so an agent who signs in
+(or whose desk reloads) mid-call after ``hotline serve`` restarted gets that call's pop back:
+the queue tracker re-announces live connections after every AMI login. Events are handled
 in arrival order by one worker task, so the bus (and the AMI reader behind it) never waits for
 the database.
 """
@@ -116,6 +119,8 @@ class DeskHub:
         self._members: dict[str, AgentStatusChanged] = {}
         """Last known queue member state by extension, desk signed in or not."""
         self._pops: dict[str, ScreenPop] = {}
+        self._connected: dict[str, AgentAnswered] = {}
+        """The call each desk phone (by extension) is connected to, desk signed in or not."""
         self._queue: asyncio.Queue[BusEvent] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
@@ -224,6 +229,11 @@ class DeskHub:
         desk = self._desks.get(login)
         if desk is None:
             return None
+        answered = self._connected.get(desk.extension or "")
+        if desk.call is None and answered is not None:
+            # Signed in mid-call (e.g. after a restart): the call the phone is on.
+            desk.call = self._connected_call(answered, await self._pop_for(answered))
+            log.info("call %s: pop restored on %s's desk", answered.call_id, desk.login)
         if desk.call is not None:
             await self._audit_view(desk, desk.call, via="current-call")
         return desk.snapshot()
@@ -267,7 +277,17 @@ class DeskHub:
     def _holding(self, call_id: str) -> list[AgentDesk]:
         return [d for d in self._desks.values() if d.call and d.call.call_id == call_id]
 
+    def _track_connections(self, event: BusEvent) -> None:
+        if isinstance(event, AgentAnswered) and event.extension:
+            self._connected[event.extension] = event
+        elif isinstance(event, AgentCallEnded | CallEnded):
+            for extension, answered in list(self._connected.items()):
+                if answered.call_id == event.call_id and (
+                        isinstance(event, CallEnded) or extension == event.extension):
+                    del self._connected[extension]
+
     async def _apply(self, event: BusEvent) -> None:
+        self._track_connections(event)
         if isinstance(event, AgentStatusChanged):
             await self._on_status(event)
         elif isinstance(event, AgentRinging):
@@ -343,6 +363,9 @@ class DeskHub:
                 await self._close(other, "answered_elsewhere", answered_by=event.member_name)
         if desk is None:
             return
+        if desk.call is not None and desk.call.call_id == event.call_id \
+                and desk.call.phase == "connected":
+            return  # re-announced after an AMI login: the desk already shows it
         if desk.call is None or desk.call.call_id != event.call_id:
             desk.call = DeskCall(event.call_id, "ringing", await self._pop_for(event),
                                  event.queue)
@@ -350,6 +373,12 @@ class DeskHub:
         desk.call.caller_channel = event.channel or desk.call.caller_channel
         desk.call.answered_at = event.at.isoformat()
         await self._show(desk)
+
+    @staticmethod
+    def _connected_call(event: AgentAnswered, pop: ScreenPop) -> DeskCall:
+        at = event.at.isoformat()
+        return DeskCall(event.call_id, "connected", pop, event.queue, event.channel,
+                        rang_at=at, answered_at=at)
 
     async def _end(self, desk: AgentDesk) -> None:
         assert desk.call is not None

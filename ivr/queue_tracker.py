@@ -11,7 +11,10 @@ QueueMemberStatus / QueueMemberAdded / QueueMemberRemoved / QueueMemberPause.
 One subscription for all of them keeps their order (AgentCalled before AgentConnect), which
 per-pattern subscriptions would not. After every (re)login a QueueStatus resynchronises the
 members' states that changed while we were disconnected, then publishes a QueueSnapshot of
-each queue (members and waiting callers) for live views to rebuild from.
+each queue (members and waiting callers) for live views to rebuild from. CoreShowChannels
+then tells which caller each member's phone is bridged to: a connection we had not seen is
+announced as a ``resynchronised`` AgentAnswered (desks pop it again), one that is gone as an
+AgentCallEnded with reason ``resynchronised``.
 
 The dialplan also announces a queue call's recording with ``UserEvent(HotlineRecording,
 CallId: ..., File: ...)``; it becomes a ``recording`` step of the consultation.
@@ -20,6 +23,7 @@ CallId: ..., File: ...)``; it becomes a ``recording`` step of the consultation.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from crm.call_events import (
@@ -163,6 +167,34 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
                           _clean(event.get("Reason")))
 
 
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;[12])?$")
+
+
+def channel_extension(channel: str | None) -> str | None:
+    """The desk phone a channel belongs to: PJSIP/2001-0000001a -> 2001,
+    Local/2001@hotline-agents-00000003;1 -> 2001."""
+    return extension_of(_CHANNEL_SUFFIX.sub("", channel or ""))
+
+
+def bridged_callers(channels: list[AmiEvent]) -> dict[str, AmiEvent]:
+    """Extension -> the caller's channel (it carries CALL_ID and started the call) it is
+    bridged with, from CoreShowChannels."""
+    bridges: dict[str, list[AmiEvent]] = {}
+    for channel in channels:
+        if bridge := channel.get("BridgeId"):
+            bridges.setdefault(bridge, []).append(channel)
+    found: dict[str, AmiEvent] = {}
+    for members in bridges.values():
+        callers = [c for c in members if c.chan_variables().get("CALL_ID")
+                   and c.get("Uniqueid") == c.get("Linkedid")]
+        if len(callers) != 1:
+            continue
+        for other in members:
+            if other is not callers[0] and (ext := channel_extension(other.get("Channel"))):
+                found[ext] = callers[0]
+    return found
+
+
 def _ms_to_s(value: str | None) -> int | None:
     """AgentRingNoAnswer reports RingTime in milliseconds."""
     ms = _int(value)
@@ -180,6 +212,8 @@ class QueueTracker:
         self._queues = queues
         self.members: dict[tuple[str, str], AgentStatusChanged] = {}
         """(queue, interface) -> last known state, for members currently in a queue."""
+        self.connected: dict[tuple[str, str], AgentAnswered] = {}
+        """(queue, interface) -> the answer of the call that member is on."""
         self._unsubscribe: list[Callable[[], None]] = [
             ami.subscribe("*", self._on_event), ami.on_ready(self.resync)]
 
@@ -206,6 +240,12 @@ class QueueTracker:
                 self.members[key] = event
             log.info("queue %s: member %s is %s", event.queue, event.interface, event.status)
         else:
+            if isinstance(event, AgentAnswered):
+                self.connected[(event.queue, event.interface)] = event
+            elif isinstance(event, AgentCallEnded):
+                answered = self.connected.get((event.queue, event.interface))
+                if answered is not None and answered.call_id == event.call_id:
+                    del self.connected[(event.queue, event.interface)]
             log.info("call %s: %s", event.call_id, type(event).__name__)
         await self._bus.publish(event)
 
@@ -242,3 +282,28 @@ class QueueTracker:
             log.info("queue %s: resynchronised, %d member(s), %d caller(s) waiting", queue,
                      len(members), len(waiting))
             await self._bus.publish(QueueSnapshot(queue, members, tuple(waiting)))
+        await self._resync_connections()
+
+    async def _resync_connections(self) -> None:
+        """Members' conversations that began or ended while we were not listening."""
+        try:
+            channels = await self._ami.action_list("CoreShowChannels")
+        except AmiError as exc:
+            log.warning("CoreShowChannels after login failed: %s", exc)
+            return
+        bridged = bridged_callers(channels)
+        for key, answered in list(self.connected.items()):
+            caller = bridged.get(answered.extension or "")
+            if caller is None or caller.chan_variables().get("CALL_ID") != answered.call_id:
+                await self._publish(AgentCallEnded(answered.call_id, *key, answered.extension,
+                                                   reason="resynchronised"))
+        for (queue, interface), member in sorted(self.members.items()):
+            caller = bridged.get(member.extension or "")
+            call_id = caller.chan_variables().get("CALL_ID") if caller is not None else None
+            known = self.connected.get((queue, interface))
+            if caller is None or not call_id or (known is not None and known.call_id == call_id):
+                continue
+            await self._publish(AgentAnswered(
+                call_id, queue, interface, member.extension, member.member_name,
+                _clean(caller.get("CallerIDNum")), _clean(caller.get("CallerIDName")),
+                caller.get("Channel"), resynchronised=True))

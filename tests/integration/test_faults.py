@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from crm.agents import get_agent
 from crm.call_events import CallEnded, CallerQueued, CallStarted, CallStep
 from crm.consultations import ConsultationView, list_consultations
 from crm.db import SessionFactory, make_engine, make_session_factory
@@ -23,6 +24,7 @@ from crm.models import Consultation
 from hotline.asterisk import down, up
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
+from hotline.sipp import AgentPhone
 from ivr.ami import AmiClient, AmiEvent
 from tests.conftest import _postgres_url
 from tests.integration.fault_tools import (
@@ -120,6 +122,54 @@ async def test_ami_link_cut_mid_call(asterisk_bed: Settings, tmp_path: Path) -> 
         assert consultation.caller_name == "张三"
         kinds = [s["kind"] for s in consultation.steps]
         assert kinds.count("ivr_connected") == 1 and kinds.count("keys") == 1
+
+
+async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    """The AMI link is cut; 张三 asks for an agent and agent1's phone answers while no AMI
+    event reaches us. After the re-login the queue tracker finds the bridge in
+    CoreShowChannels: agent1's desk pops the call as connected, and the consultation names
+    the answer once."""
+    settings = fault_settings(asterisk_bed, tmp_path)
+    settings.ami.reconnect_min = settings.ami.reconnect_max = 15.0  # down until answered
+    extension = settings.asterisk.agent_extensions[0]  # agent1's desk phone (demo data)
+    async with service(settings, asterisk_bed) as (hotline, watcher):
+        await seed_demo(settings.database_url)
+        hub = hotline.desk_hub
+        assert hub is not None
+        desk = hub.sign_in(await get_agent(hotline.sessions, "agent1"))
+        queue = settings.asterisk.queue_name
+        async with AgentPhone(settings, extension, ring_ms=200) as phone:
+            added = await hotline.ami.action("QueueAdd", Queue=queue,
+                                             Interface=f"PJSIP/{extension}", MemberName="agent1")
+            assert added.get("Response") == "Success", added.headers
+            [port] = local_ports_to(settings.ami.port)
+            cut_tcp(port, settings.ami.port)
+            await wait_until(lambda: hotline.ami.state != "logged_in", 5, "AMI link noticed down")
+            # Without AMI the IVR does not learn the calling number, so it serves 张三 as an
+            # unknown caller: 1 = Mandarin at the language menu, 2 = agent.
+            async with HeldCaller(settings, number=ZHANG_SAN, name="张三", keys="12") as caller:
+                await phone.wait_answered(30)
+                assert hotline.ami.state != "logged_in", "reconnected before the answer"
+                assert desk.call is None
+
+                await hotline.ami.wait_ready(30)
+                await hub.wait_for(lambda: desk.call is not None
+                                   and desk.call.phase == "connected", 10)
+                assert desk.call is not None
+                call_id = desk.call.call_id
+                assert call_id in hotline.tracker.active_calls
+                assert desk.call.pop.caller_name == "张三"
+                result = await caller.hang_up()
+            assert no_bye_from_asterisk(result), result.events
+            await watcher.wait_for(ended(call_id), 15)
+            await hub.wait_for(lambda: desk.call is not None and desk.call.phase == "ended", 10)
+            await hotline.ami.action("QueueRemove", Queue=queue, Interface=f"PJSIP/{extension}")
+        await hotline.recorder.drain()
+        [consultation] = await consultations_of(hotline.sessions, call_id)
+        answers = [s["detail"] for s in consultation.steps if s["kind"] == "agent_answered"]
+        assert [(a["agent"], a.get("resynchronised")) for a in answers] == [(extension, True)]
+        assert consultation.ended_at is not None and consultation.caller_name == "张三"
 
 
 @pytest.mark.parametrize("how", ["stopped", "crashed"])

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from crm.agents import get_agent
 from crm.call_events import (
     AgentAnswered,
     AgentCallEnded,
@@ -21,6 +22,7 @@ from crm.consultation_desk import get_consultation
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory
 from crm.demo_data import seed_demo
+from crm.desk_hub import DeskHub
 from crm.models import Agent, Case, Consultation, Resident, utcnow
 from crm.screen_pop import build_screen_pop
 
@@ -119,3 +121,54 @@ async def test_queue_events_become_steps_agent_resident_and_outcome(
     async with sessions() as s:
         abandoned = await s.scalar(select(Consultation).where(Consultation.call_id == "gave-up"))
     assert abandoned.outcome == "abandoned" and abandoned.agent_id is None
+
+
+async def test_an_answer_re_announced_after_an_ami_login_is_not_a_second_step(
+        sessions: SessionFactory, db_url: str) -> None:
+    await _seed(sessions, db_url)
+    answered = AgentAnswered("seen", "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三",
+                             hold_time_s=3)
+    again = AgentAnswered("seen", "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三",
+                          resynchronised=True)
+    missed = AgentAnswered("missed", "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三",
+                           resynchronised=True)
+    await _record(sessions, CallStarted("seen", PHONE, "张三"), answered, again,
+                  CallStarted("missed", PHONE, "张三"), missed)
+    async with sessions() as s:
+        by_call = {c.call_id: c for c in (await s.scalars(select(Consultation))).all()}
+    seen = await get_consultation(sessions, by_call["seen"].id)
+    assert [s["kind"] for s in seen.steps] == ["agent_answered"]
+    assert "resynchronised" not in seen.steps[0]["detail"]
+    # An answer that happened while AMI was down is only known from the resynchronisation.
+    found = await get_consultation(sessions, by_call["missed"].id)
+    assert [(s["kind"], s["detail"].get("resynchronised")) for s in found.steps] == [
+        ("agent_answered", True)]
+    assert by_call["missed"].agent_id == by_call["seen"].agent_id is not None
+
+
+async def test_an_agent_who_signs_in_mid_call_gets_the_pop_of_that_call(
+        sessions: SessionFactory, db_url: str) -> None:
+    """After a restart the queue tracker re-announces live connections before anyone has
+    signed in again; the desk shows the call once its agent is back."""
+    await _seed(sessions, db_url)
+    await _record(sessions, CallStarted("live", PHONE, "张三"))
+    hub = DeskHub(sessions)
+    hub.start()
+    try:
+        await hub.handle(AgentAnswered("live", "hotline", "PJSIP/2001", "2001", "王芳", PHONE,
+                                       "张三", "PJSIP/gw-1", resynchronised=True))
+        await hub.drain()
+        desk = hub.sign_in(await get_agent(sessions, "agent1"))
+        assert desk.call is None
+        snapshot = await hub.current("agent1")
+        assert snapshot is not None and snapshot["call"]["phase"] == "connected"
+        assert snapshot["call"]["call_id"] == "live"
+        assert snapshot["call"]["pop"]["caller"]["name"] == "张三"
+
+        await hub.handle(CallEnded("live", "agent", "16"))
+        await hub.drain()
+        assert desk.call is not None and desk.call.phase == "ended"
+        other = hub.sign_in(await get_agent(sessions, "agent2"))
+        assert other.call is None and (await hub.current("agent2") or {})["call"] is None
+    finally:
+        await hub.close()
