@@ -63,7 +63,8 @@ _EN_TENS = {
     "eighty": "8", "ninety": "9",
 }
 _EN_REPEAT = {"double": 2, "triple": 3}
-_EN_TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+")
+_EN_TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+")
+"""ASCII digits only: \\d would also take other scripts' digits (٣, ५) and return them as-is."""
 
 
 def _en_tokens(text: str) -> list[str]:
@@ -89,7 +90,7 @@ def _en_digits(text: str) -> str:
             out.append(_EN_TEENS[tok])
         elif tok in _EN_TENS:
             units = "0"
-            if i < len(tokens) and tokens[i] in _EN_DIGITS and tokens[i] not in ("zero", "oh", "o"):
+            if i < len(tokens) and _EN_DIGITS.get(tokens[i], "0") != "0":  # not "twenty nought"
                 units = _EN_DIGITS[tokens[i]]
                 i += 1
             out.append(_EN_TENS[tok] + units)
@@ -128,6 +129,8 @@ def _ko_token_digits(token: str) -> str | None:
         if token.endswith(suffix) and len(token) > len(suffix):
             token = token[: -len(suffix)]
             break
+    if len(token) > 1:
+        token = token.removesuffix("번")  # 칠번이에요 -> 칠번 -> 칠
     units: list[str] = []
     i = 0
     while i < len(token):

@@ -50,6 +50,8 @@ from speech.numbers import (
         ("Zero Nine", "en", "09"),
         ("1 2 3", "en", "123"),
         ("double 5", "en", "55"),
+        ("twenty nought five", "en", "2005"),
+        ("١٢ 3", "en", "3"),
         ("nothing here", "en", ""),
         # Korean: Sino and native digits, 공 for zero, endings, tens
         ("공 일 공", "ko", "010"),
@@ -68,6 +70,8 @@ from speech.numbers import (
         ("１２", "ko", "12"),
         ("번호요", "ko", ""),
         ("이에요", "ko", ""),
+        ("칠번이에요", "ko", "7"),
+        ("일이삼번입니다", "ko", "123"),
     ],
 )
 def test_spoken_digits(text: str, lang: str, digits: str) -> None:
