@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PopBuilder = Callable[..., Awaitable[ScreenPop]]
 SEND_TIMEOUT = 5.0
 SETTLE_TIMEOUT = 1.0
+AUDIT_RETRY = 1.0
 
 
 class DeskSocket(Protocol):
@@ -123,12 +124,18 @@ class DeskHub:
         """The call each desk phone (by extension) is connected to, desk signed in or not."""
         self._queue: asyncio.Queue[BusEvent] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._audits: list[dict[str, Any]] = []
+        """Pop views pushed but not yet in the audit log (written behind, in batches)."""
+        self._audit_wanted = asyncio.Event()
+        self._audit_lock = asyncio.Lock()
+        self._auditor: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self.handled = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="desk-hub")
+        self._auditor = asyncio.create_task(self._write_audits(), name="desk-hub-audit")
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -136,6 +143,13 @@ class DeskHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        if self._auditor is not None:
+            self._auditor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._auditor
+            self._auditor = None
+        if not await self._flush_audits():  # what was shown is audited before we go
+            log.error("%d pop view(s) could not be audited at shutdown", len(self._audits))
         await self.close_sockets()
 
     async def close_sockets(self) -> None:
@@ -152,8 +166,36 @@ class DeskHub:
         self._queue.put_nowait(event)
 
     async def drain(self) -> None:
-        """Wait until every event received so far is handled (for tests and shutdown)."""
+        """Wait until every event received so far is handled and its pop views are in the
+        audit log (for tests and shutdown)."""
         await self._queue.join()
+        await self._flush_audits()
+
+    async def _write_audits(self) -> None:
+        """Pop views go to the audit log behind the pushes, many per transaction, so a busy
+        queue's pops never wait for the database (the hub's one worker serves every desk)."""
+        while True:
+            await self._audit_wanted.wait()
+            self._audit_wanted.clear()
+            if not await self._flush_audits():
+                await asyncio.sleep(AUDIT_RETRY)
+                self._audit_wanted.set()
+
+    async def _flush_audits(self) -> bool:
+        """Write the pending pop views; False (they stay pending) if the database failed."""
+        async with self._audit_lock:
+            batch, self._audits = self._audits, []
+            if not batch:
+                return True
+            try:
+                async with self._sessions() as session, session.begin():
+                    for entry in batch:
+                        audit.record(session, **entry)
+            except Exception:
+                log.exception("audit of %d pop view(s) failed; kept to retry", len(batch))
+                self._audits[:0] = batch
+                return False
+            return True
 
     async def _run(self) -> None:
         while True:
@@ -235,7 +277,7 @@ class DeskHub:
             desk.call = self._connected_call(answered, await self._pop_for(answered))
             log.info("call %s: pop restored on %s's desk", answered.call_id, desk.login)
         if desk.call is not None:
-            await self._audit_view(desk, desk.call, via="current-call")
+            self._audit_view(desk, desk.call, via="current-call")
         return desk.snapshot()
 
     async def dismiss(self, login: str, call_id: str) -> bool:
@@ -401,18 +443,16 @@ class DeskHub:
         call = desk.call
         delivered = await self._push(desk, {"type": "pop", "call": call.to_json(desk.role)})
         if delivered:
-            await self._audit_view(desk, call, via="push")
+            self._audit_view(desk, call, via="push")
 
-    async def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str) -> None:
+    def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str) -> None:
         pop = call.pop
-        try:
-            await audit.write(self._sessions, actor=desk.actor, action="pop.view",
-                              object_type="consultation",
-                              object_id=pop.consultation_id or call.call_id,
-                              detail={**pop.audit_detail, "phase": call.phase, "via": via,
-                                      "phone_revealed": call.phase == "connected"})
-        except Exception:
-            log.exception("call %s: audit of %s's pop view failed", call.call_id, desk.login)
+        self._audits.append(dict(
+            actor=desk.actor, action="pop.view", object_type="consultation",
+            object_id=pop.consultation_id or call.call_id,
+            detail={**pop.audit_detail, "phase": call.phase, "via": via,
+                    "phone_revealed": call.phase == "connected"}))
+        self._audit_wanted.set()
 
     async def _push(self, desk: AgentDesk, message: dict[str, Any]) -> int:
         """Send to every open desk of the agent; a socket that fails is dropped."""

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from crm import audit
 from crm.agents import get_agent
 from crm.call_events import (
     AgentAnswered,
@@ -172,3 +173,35 @@ async def test_an_agent_who_signs_in_mid_call_gets_the_pop_of_that_call(
         assert other.call is None and (await hub.current("agent2") or {})["call"] is None
     finally:
         await hub.close()
+
+
+async def test_pop_views_are_audited_behind_the_push_and_survive_a_failed_write(
+        sessions: SessionFactory, db_url: str) -> None:
+    await _seed(sessions, db_url)
+    await _record(sessions, CallStarted("audited", PHONE, "张三"))
+    failures = {"left": 1}
+
+    def flaky_sessions():  # the audit writer's first transaction fails
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("database is down")
+        return sessions()
+
+    hub = DeskHub(sessions)
+    hub.start()
+    try:
+        desk = hub.sign_in(await get_agent(sessions, "agent1"))
+        await hub.handle(AgentRinging("audited", "hotline", "PJSIP/2001", "2001", "王芳", PHONE,
+                                      "张三", "PJSIP/gw-1"))
+        await hub.drain()
+        assert desk.call is not None and desk.call.phase == "ringing"
+        hub._sessions = flaky_sessions  # type: ignore[assignment]
+        assert await hub.current("agent1") is not None  # a reload: one more view
+        assert not await hub._flush_audits()  # the write fails; the view is kept
+        await hub.drain()  # the next write succeeds
+    finally:
+        await hub.close()
+    views = [e for e in await audit.entries(sessions, object_type="consultation")
+             if e.action == "pop.view"]
+    assert [e.detail["via"] for e in views] == ["current-call"]
+    assert failures["left"] == 0
