@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 from crm import audit
 from crm.auth import mask_id_number, mask_phone
 from crm.cases import check_number
+from crm.consultations import CallRecord, call_record_fields, step_json
 from crm.db import SessionFactory
 from crm.errors import AgentNotFound, CaseNotFound, ConsultationNotFound, InvalidInput, NotFound
 from crm.models import Agent, Case, Consultation, ConsultationCase, Resident
@@ -26,17 +27,7 @@ MAX_LIMIT = 200
 
 
 @dataclass(frozen=True)
-class ConsultationDetail:
-    id: int
-    call_id: str
-    caller_number: str | None
-    caller_name: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    duration_s: float | None
-    outcome: str | None
-    ivr_route: str | None
-    hangup_cause: str | None
+class ConsultationDetail(CallRecord):
     notes: str | None
     disposition: str | None
     agent_login: str | None
@@ -75,17 +66,13 @@ class ConsultationDetail:
 
 def _detail(c: Consultation) -> ConsultationDetail:
     return ConsultationDetail(
-        id=c.id, call_id=c.call_id, caller_number=c.caller_number, caller_name=c.caller_name,
-        started_at=c.started_at, ended_at=c.ended_at, duration_s=c.duration_s,
-        outcome=c.outcome, ivr_route=c.ivr_route, hangup_cause=c.hangup_cause, notes=c.notes,
-        disposition=c.disposition,
+        **call_record_fields(c), notes=c.notes, disposition=c.disposition,
         agent_login=c.agent.login if c.agent else None,
         agent_name=c.agent.display_name if c.agent else None,
         resident_name=c.resident.name if c.resident else None,
         resident_id_last4=c.resident.id_number_last4 if c.resident else None,
         case_numbers=tuple(x.number for x in c.cases),
-        steps=tuple({"at": s.at.isoformat(), "kind": s.kind, "detail": s.detail}
-                    for s in c.steps))
+        steps=tuple(step_json(s) for s in c.steps))
 
 
 _FULL = (selectinload(Consultation.steps), selectinload(Consultation.agent),

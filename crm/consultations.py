@@ -241,7 +241,10 @@ async def open_calls(sessions: SessionFactory) -> list[OpenCall]:
 
 
 @dataclass(frozen=True)
-class ConsultationView:
+class CallRecord:
+    """What the call events recorded of a consultation's call: where every view of a
+    consultation (here, and crm.consultation_desk's) starts."""
+
     id: int
     call_id: str
     caller_number: str | None
@@ -252,6 +255,22 @@ class ConsultationView:
     outcome: str | None
     ivr_route: str | None
     hangup_cause: str | None
+
+
+def call_record_fields(c: Consultation) -> dict[str, Any]:
+    """The :class:`CallRecord` fields of a consultation, to build a view of it with."""
+    return {"id": c.id, "call_id": c.call_id, "caller_number": c.caller_number,
+            "caller_name": c.caller_name, "started_at": c.started_at, "ended_at": c.ended_at,
+            "duration_s": c.duration_s, "outcome": c.outcome, "ivr_route": c.ivr_route,
+            "hangup_cause": c.hangup_cause}
+
+
+def step_json(step: ConsultationStep) -> dict[str, Any]:
+    return {"at": step.at.isoformat(), "kind": step.kind, "detail": step.detail}
+
+
+@dataclass(frozen=True)
+class ConsultationView(CallRecord):
     steps: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
@@ -262,12 +281,7 @@ class ConsultationView:
 
 
 def _view(c: Consultation) -> ConsultationView:
-    return ConsultationView(
-        id=c.id, call_id=c.call_id, caller_number=c.caller_number, caller_name=c.caller_name,
-        started_at=c.started_at, ended_at=c.ended_at, duration_s=c.duration_s,
-        outcome=c.outcome, ivr_route=c.ivr_route, hangup_cause=c.hangup_cause,
-        steps=[{"at": s.at.isoformat(), "kind": s.kind, "detail": s.detail} for s in c.steps],
-    )
+    return ConsultationView(**call_record_fields(c), steps=[step_json(s) for s in c.steps])
 
 
 async def list_consultations(sessions: SessionFactory, *, limit: int = 50,

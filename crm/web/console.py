@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import jinja2
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session, session_middleware
 
 from crm import agents, audit, reports
@@ -30,10 +29,7 @@ from crm.web.console_auth import (
     SESSIONS_KEY,
     ConsoleUser,
     after_login,
-    check_csrf,
-    check_origin,
     console_route,
-    csrf_token,
     session_storage,
     signed_in,
     start_session,
@@ -62,6 +58,7 @@ from crm.web.console_records import (
     surveys_page,
 )
 from crm.web.recordings import STORE_KEY, get_recording
+from crm.web.web_session import check_csrf, check_origin, csrf_token, hold_until_expired
 
 __all__ = ["ConsoleDeps", "create_console_app"]
 
@@ -179,18 +176,7 @@ async def wallboard_socket(request: web.Request, user: ConsoleUser) -> web.Strea
     wallboard.attach(ws)
     try:
         await ws.send_json({"type": "wallboard", **wallboard.state()})
-        while not ws.closed:
-            remaining = user.expires_at - time.time()
-            if remaining <= 0:
-                await ws.close(code=4401, message=b"session expired")
-                break
-            try:
-                msg = await ws.receive(timeout=min(remaining, 3600.0))
-            except TimeoutError:
-                continue
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                            WSMsgType.ERROR):
-                break
+        await hold_until_expired(ws, lambda: user.expires_at)
     finally:
         wallboard.detach(ws)
     return ws

@@ -1,11 +1,11 @@
 """Who may use the supervisor console: sign-in, sessions, roles and CSRF.
 
 The console has its own session cookie (path /console), separate from the agent desk's:
-signing in here does not put anyone's phone in the queue. Sessions are aiohttp-session's
-EncryptedCookieStorage (Fernet: encrypted, authenticated, nothing kept server-side); a
-session ends after ``idle_timeout`` seconds without a request and at the latest
-``MAX_SESSION_AGE`` after sign-in. The account is read again on every request, so a role
-taken away or an account disabled takes effect at once.
+signing in here does not put anyone's phone in the queue. The encrypted cookie, the CSRF token
+and the Origin check are crm.web.web_session's, shared with the desk. A session ends after
+``idle_timeout`` seconds without a request and at the latest ``MAX_SESSION_AGE`` after sign-in.
+The account is read again on every request, so a role taken away or an account disabled takes
+effect at once.
 
 Every route states the least role it needs with :func:`console_route`: supervisor for the
 console, admin for the audit log. Pages send whoever is not signed in to the sign-in form;
@@ -16,26 +16,22 @@ Origin.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import hmac
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
-from cryptography.fernet import Fernet
 
 from crm import agents
 from crm.auth import has_role
 from crm.db import SessionFactory
 from crm.errors import NotFound, PermissionDenied, Unauthenticated
+from crm.web.web_session import CSRF_FIELD, check_csrf, cookie_storage, csrf_token, new_csrf_token
 
 PREFIX = "/console"
 COOKIE_NAME = "hotline_console"
@@ -70,34 +66,8 @@ IDLE_KEY = web.AppKey("console_idle_timeout", float)
 
 
 def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> EncryptedCookieStorage:
-    key = base64.urlsafe_b64encode(hashlib.sha256(f"hotline-console:{secret}".encode()).digest())
-    return EncryptedCookieStorage(Fernet(key), cookie_name=COOKIE_NAME,
-                                  max_age=int(min(idle_timeout, MAX_SESSION_AGE)), path=PREFIX,
-                                  httponly=True, samesite="Strict", secure=secure)
-
-
-def csrf_token(session: Session) -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return str(session["csrf"])
-
-
-def check_origin(request: web.Request) -> None:
-    """Browsers send Origin on POSTs and websockets: it must be this site."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise PermissionDenied("request from another site refused")
-
-
-async def check_csrf(request: web.Request, session: Session) -> None:
-    check_origin(request)
-    sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                 "multipart/form-data"):
-        sent = str((await request.post()).get("csrf", ""))
-    expected = session.get("csrf")
-    if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
-        raise PermissionDenied("missing or wrong CSRF token; reload the page")
+    return cookie_storage(secret, purpose="hotline-console", cookie_name=COOKIE_NAME,
+                          path=PREFIX, max_age=min(idle_timeout, MAX_SESSION_AGE), secure=secure)
 
 
 async def signed_in(request: web.Request) -> ConsoleUser | None:
@@ -134,8 +104,7 @@ def after_login(target: str | None) -> str:
 
 def start_session(session: Session, login: str) -> None:
     now = time.time()
-    session.update({"login": login, "seen": now, "issued": now,
-                    "csrf": secrets.token_urlsafe(32)})
+    session.update({"login": login, "seen": now, "issued": now, CSRF_FIELD: new_csrf_token()})
 
 
 def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,

@@ -1,8 +1,8 @@
 """The agent desk: sign-in, the live desk page, its websocket and the forms agents use during
 and after a call. Mounted under /desk by crm.web.app.
 
-Sessions are aiohttp-session's EncryptedCookieStorage (Fernet: encrypted and authenticated,
-nothing kept server-side), refreshed while the agent is active and refused after
+Sessions (crm.web.web_session's encrypted cookie, shared with the console but under a name,
+path and key of the desk's own) are refreshed while the agent is active and refused after
 ``idle_timeout`` seconds without a request. Every POST carries the session's CSRF token (form
 field ``csrf`` or header ``X-CSRF-Token``); the websocket checks Origin. Signing in joins the
 agent's desk phone to the queue, signing out leaves it, pausing pauses it.
@@ -11,13 +11,9 @@ agent's desk phone to the queue, signing out leaves it, pausing pauses it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,10 +21,9 @@ from datetime import UTC, tzinfo
 from typing import Any
 
 import jinja2
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import hdrs, web
 from aiohttp_session import Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from crm import agents, audit, cases, consultation_desk
@@ -47,6 +42,15 @@ from crm.errors import (
 from crm.models import CaseCategory, Consultation, Department
 from crm.queue_control import QueueControl, TelephonyUnavailable, interface_for
 from crm.web.api import STATUS_FOR_ERROR, error_response
+from crm.web.web_session import (
+    CSRF_FIELD,
+    check_csrf,
+    check_origin,
+    cookie_storage,
+    csrf_token,
+    hold_until_expired,
+    new_csrf_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +85,9 @@ AgentHandler = Callable[[web.Request, AgentDesk], Awaitable[web.StreamResponse]]
 
 
 def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> EncryptedCookieStorage:
-    """Fernet keyed from the web session secret; its TTL is the idle timeout (the cookie is
-    re-issued while the agent is active)."""
-    key = base64.urlsafe_b64encode(hashlib.sha256(f"hotline-desk:{secret}".encode()).digest())
-    return EncryptedCookieStorage(Fernet(key), cookie_name=COOKIE_NAME,
-                                  max_age=int(idle_timeout), path=PREFIX, httponly=True,
-                                  samesite="Strict", secure=secure)
+    """Its TTL is the idle timeout (the cookie is re-issued while the agent is active)."""
+    return cookie_storage(secret, purpose="hotline-desk", cookie_name=COOKIE_NAME, path=PREFIX,
+                          max_age=idle_timeout, secure=secure)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -109,31 +110,7 @@ async def desk_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
-# -- sessions and CSRF -------------------------------------------------------------------------
-def _csrf(session: Session) -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return str(session["csrf"])
-
-
-def _check_origin(request: web.Request) -> None:
-    """Browsers send Origin on POSTs and websockets: it must be this site."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise PermissionDenied("request from another site refused")
-
-
-async def _check_csrf(request: web.Request, session: Session) -> None:
-    _check_origin(request)
-    sent = request.headers.get("X-CSRF-Token")
-    if sent is None and request.content_type in ("application/x-www-form-urlencoded",
-                                                 "multipart/form-data"):
-        sent = str((await request.post()).get("csrf", ""))
-    expected = session.get("csrf")
-    if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
-        raise PermissionDenied("missing or wrong CSRF token; reload the desk")
-
-
+# -- sessions ----------------------------------------------------------------------------------
 async def _signed_in(request: web.Request) -> tuple[Session, AgentView] | None:
     """The session's agent, if signed in, active and not idle too long; refreshes it."""
     deps = request.app[DESK_KEY]
@@ -178,7 +155,7 @@ def agent_required(*, page: bool = False, post: bool = False) -> Callable[[Agent
                 raise Unauthenticated("sign in at the desk first")
             session, agent = found
             if post:
-                await _check_csrf(request, session)
+                await check_csrf(request, session, reload="the desk")
             desk = request.app[DESK_KEY].hub.desk(agent.login)
             if desk is None:  # signed out by idle expiry a moment ago
                 raise Unauthenticated("sign in at the desk first")
@@ -200,7 +177,7 @@ async def login_form(request: web.Request) -> web.Response:
     if await _signed_in(request) is not None:
         raise web.HTTPSeeOther(f"{PREFIX}/")
     session = await get_session(request)
-    return _render(request, "desk/login.html", csrf=_csrf(session), error=None)
+    return _render(request, "desk/login.html", csrf=csrf_token(session), error=None)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -208,20 +185,20 @@ async def login(request: web.Request) -> web.Response:
     session = await get_session(request)
     form = await request.post()
     try:
-        await _check_csrf(request, session)
+        await check_csrf(request, session, reload="the desk")
     except PermissionDenied:
-        return _render(request, "desk/login.html", 403, csrf=_csrf(session),
+        return _render(request, "desk/login.html", 403, csrf=csrf_token(session),
                        error="The form expired; please sign in again.")
     login_name = str(form.get("login", "")).strip().lower()[:64]
     agent = await agents.authenticate(deps.sessions, login_name, str(form.get("password", "")))
     if agent is None:
         await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
                           action="desk.login_failed", object_type="agent", object_id=login_name)
-        return _render(request, "desk/login.html", 401, csrf=_csrf(session),
+        return _render(request, "desk/login.html", 401, csrf=csrf_token(session),
                        error="Wrong login or password.")
     session = await new_session(request)  # a fresh session: no fixation
     now = time.time()
-    session.update({"agent": agent.login, "seen": now, "csrf": secrets.token_urlsafe(32)})
+    session.update({"agent": agent.login, "seen": now, CSRF_FIELD: new_csrf_token()})
     deps.hub.sign_in(agent, expires_at=now + deps.idle_timeout)
     await audit.write(deps.sessions, actor=f"agent:{agent.login}", action="desk.login",
                       object_type="agent", object_id=agent.login)
@@ -294,7 +271,7 @@ async def _options(sessions: SessionFactory) -> dict[str, Any]:
 async def desk_page(request: web.Request, desk: AgentDesk) -> web.Response:
     session = await get_session(request)
     options = await _options(request.app[DESK_KEY].sessions)
-    return _render(request, "desk/page.html", agent=desk, csrf=_csrf(session), **options)
+    return _render(request, "desk/page.html", agent=desk, csrf=csrf_token(session), **options)
 
 
 @agent_required()
@@ -305,7 +282,7 @@ async def current_call(request: web.Request, desk: AgentDesk) -> web.Response:
 
 async def desk_socket(request: web.Request) -> web.StreamResponse:
     """Pushes the desk's changes; closes when the session idles out or the agent signs out."""
-    _check_origin(request)
+    check_origin(request)
     found = await _signed_in(request)
     if found is None:
         raise Unauthenticated("sign in at the desk first")
@@ -313,22 +290,14 @@ async def desk_socket(request: web.Request) -> web.StreamResponse:
     login = found[1].login
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
     await ws.prepare(request)
-    desk = hub.attach(login, ws)
+
+    def expires_at() -> float | None:  # None: signed out
+        desk = hub.desk(login)
+        return None if desk is None else desk.expires_at
+
+    hub.attach(login, ws)
     try:
-        while desk is not None and not ws.closed:
-            remaining = desk.expires_at - time.time()
-            if remaining <= 0:
-                await ws.close(code=4401, message=b"session expired")
-                break
-            try:
-                msg = await ws.receive(timeout=min(remaining, 3600.0))
-            except TimeoutError:
-                continue
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                            WSMsgType.ERROR):
-                break
-            # The desk sends nothing but pings of its own; anything else is ignored.
-            desk = hub.desk(login)
+        await hold_until_expired(ws, expires_at)
     finally:
         hub.detach(login, ws)
     return ws

@@ -1,0 +1,140 @@
+"""The browser-session pieces the agent desk and the supervisor console share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp_session import get_session, session_middleware
+from cryptography.fernet import InvalidToken
+
+from crm.errors import PermissionDenied
+from crm.web import console_auth, desk
+from crm.web.web_session import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_EXPIRED,
+    check_csrf,
+    csrf_token,
+    hold_until_expired,
+)
+
+SECRET = "test-secret"
+Deadline = Callable[[], float | None]
+
+
+async def _client(app: web.Application) -> TestClient:
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def csrf_site() -> AsyncIterator[TestClient]:
+    """/token gives the session's CSRF token; /post answers the check's verdict."""
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"csrf": csrf_token(await get_session(request))})
+
+    async def post(request: web.Request) -> web.Response:
+        try:
+            await check_csrf(request, await get_session(request), reload="the test")
+        except PermissionDenied as exc:
+            return web.json_response({"refused": exc.message}, status=403)
+        return web.json_response({"ok": True})
+
+    storage = desk.session_storage(SECRET, idle_timeout=3600, secure=False)
+    app = web.Application(middlewares=[session_middleware(storage)])
+    app.router.add_get("/desk/token", token)
+    app.router.add_post("/desk/post", post)
+    client = await _client(app)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_the_csrf_token_comes_from_the_header_or_the_form(csrf_site: TestClient) -> None:
+    token = (await (await csrf_site.get("/desk/token")).json())["csrf"]
+    assert token == (await (await csrf_site.get("/desk/token")).json())["csrf"]  # kept
+    by_header = await csrf_site.post("/desk/post", headers={CSRF_HEADER: token})
+    by_form = await csrf_site.post("/desk/post", data={CSRF_FIELD: token})
+    assert by_header.status == by_form.status == 200
+
+
+async def test_a_missing_or_wrong_token_or_another_site_is_refused(
+        csrf_site: TestClient) -> None:
+    token = (await (await csrf_site.get("/desk/token")).json())["csrf"]
+    for kwargs in ({}, {"data": {CSRF_FIELD: token + "x"}}, {"headers": {CSRF_HEADER: ""}}):
+        refused = await csrf_site.post("/desk/post", **kwargs)
+        assert refused.status == 403
+        assert (await refused.json())["refused"] == ("missing or wrong CSRF token; "
+                                                     "reload the test")
+    elsewhere = await csrf_site.post("/desk/post", headers={CSRF_HEADER: token,
+                                                            "Origin": "http://evil.example"})
+    assert (await elsewhere.json())["refused"] == "request from another site refused"
+    same_site = await csrf_site.post("/desk/post", headers={
+        CSRF_HEADER: token, "Origin": str(csrf_site.make_url("")).rstrip("/")})
+    assert same_site.status == 200
+
+
+def test_each_application_has_its_own_strict_cookie() -> None:
+    desk_cookie = desk.session_storage(SECRET, idle_timeout=600, secure=True)
+    console_cookie = console_auth.session_storage(SECRET, idle_timeout=10**6, secure=False)
+    assert desk_cookie.cookie_name == desk.COOKIE_NAME == "hotline_desk"
+    assert console_cookie.cookie_name == console_auth.COOKIE_NAME == "hotline_console"
+    for storage, path, max_age, secure in ((desk_cookie, "/desk", 600, True),
+                                           (console_cookie, "/console",
+                                            int(console_auth.MAX_SESSION_AGE), False)):
+        params = storage.cookie_params
+        assert params["path"] == path and params["max_age"] == max_age
+        assert params["httponly"] is True and params["samesite"] == "Strict"
+        assert params["secure"] is secure
+    sealed = desk_cookie._fernet.encrypt(b"{}")  # the desk's key does not open the console's
+    assert desk_cookie._fernet.decrypt(sealed) == b"{}"
+    with pytest.raises(InvalidToken):
+        console_cookie._fernet.decrypt(sealed)
+
+
+async def _socket_site(deadline: Deadline) -> TestClient:
+    async def socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await hold_until_expired(ws, deadline)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", socket)
+    return await _client(app)
+
+
+async def test_a_socket_is_closed_when_its_session_expires() -> None:
+    expires = time.time() + 0.3
+    client = await _socket_site(lambda: expires)
+    try:
+        ws = await client.ws_connect("/ws")
+        await ws.send_str("ping")  # what the page sends is ignored
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE and msg.data == SESSION_EXPIRED == 4401
+        assert msg.extra == "session expired"
+    finally:
+        await client.close()
+
+
+async def test_a_socket_ends_when_the_session_is_gone_or_the_page_closes_it() -> None:
+    signed_in = [True]
+    client = await _socket_site(lambda: time.time() + 0.2 if signed_in[0] else None)
+    try:
+        ws = await client.ws_connect("/ws")
+        signed_in[0] = False
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE and msg.data != SESSION_EXPIRED
+        other = await client.ws_connect("/ws")
+        signed_in[0] = True
+        await other.close()
+        assert other.closed
+    finally:
+        await client.close()
