@@ -138,7 +138,7 @@ async def test_a_snapshot_after_a_reconnect_replaces_what_was_missed(
 
 
 class FakeAmi:
-    """QueueStatus as Asterisk 22 answers it: params, members, entries."""
+    """QueueStatus as Asterisk 22 answers it: params, members, entries (and no channels)."""
 
     def __init__(self) -> None:
         self.ready: list[Any] = []
@@ -151,6 +151,8 @@ class FakeAmi:
         return lambda: None
 
     async def action_list(self, name: str, **fields: str) -> list[AmiEvent]:
+        if name == "CoreShowChannels":  # which caller each member talks to: none here
+            return []
         assert name == "QueueStatus"
         return [
             AmiEvent("QueueParams", {"Queue": "hotline", "Calls": "2"}),
