@@ -34,6 +34,7 @@ from crm.web.desk import DeskDeps
 from crm.web.recordings import RecordingStore
 from hotline.asterisk.layout import Installation
 from hotline.settings import Settings
+from hotline.surveys import recordings_dir as survey_recordings_dir
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami import AmiClient
 from ivr.call_tracker import ActiveCall, CallTracker
@@ -139,6 +140,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                         secure_cookies=settings.web.secure_cookies)
         console = ConsoleDeps(sessions, session_secret, wallboard=wallboard,
                               recordings=recording_store(settings),
+                              survey_comments=survey_recordings_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
                               secure_cookies=settings.web.secure_cookies)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console)

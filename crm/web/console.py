@@ -57,7 +57,12 @@ from crm.web.console_records import (
     surveys_csv,
     surveys_page,
 )
-from crm.web.recordings import STORE_KEY, get_recording
+from crm.web.recordings import (
+    STORE_KEY,
+    SURVEY_COMMENTS_KEY,
+    get_recording,
+    get_survey_comment,
+)
 from crm.web.web_session import check_csrf, check_origin, csrf_token, hold_until_expired
 
 __all__ = ["ConsoleDeps", "create_console_app"]
@@ -253,6 +258,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/consultations.csv", consultations_csv),
     ("GET", r"/consultations/{id:\d+}", consultation_page),
     ("GET", r"/consultations/{id:\d+}/recording", get_recording),
+    ("GET", r"/surveys/{id:\d+}/comment", get_survey_comment),
     ("GET", r"/residents/{id:\d+}", resident_page),
     ("GET", "/follow-ups", follow_ups_page),
     ("GET", "/follow-ups.csv", follow_ups_csv),
@@ -282,6 +288,8 @@ def create_console_app(deps: ConsoleDeps, jinja: jinja2.Environment) -> web.Appl
     app[IDLE_KEY] = float(deps.idle_timeout)
     if deps.recordings is not None:
         app[STORE_KEY] = deps.recordings
+    if deps.survey_comments is not None:
+        app[SURVEY_COMMENTS_KEY] = deps.survey_comments
     app.on_shutdown.append(_close_sockets)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)

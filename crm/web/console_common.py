@@ -8,6 +8,7 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,6 +34,8 @@ class ConsoleDeps:
     """None: no telephony (the wallboard page says so)."""
     recordings: RecordingStore | None = None
     """None: recordings are not reachable from this server."""
+    survey_comments: Path | None = None
+    """Where the IVR saves spoken survey comments (None: not reachable from this server)."""
     idle_timeout: float = 8 * 3600
     tz: tzinfo = UTC
     """The hotline's time zone: report days and times shown are local to it."""

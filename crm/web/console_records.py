@@ -34,7 +34,7 @@ from crm.web.console_common import (
     today,
     when,
 )
-from crm.web.recordings import recording_of
+from crm.web.recordings import recording_of, survey_comment_file
 
 
 def _next_page(path: str, f: reports.ReportFilter | AuditFilter, rows: list[Any]) -> str | None:
@@ -106,12 +106,15 @@ async def consultation_page(request: web.Request, user: ConsoleUser) -> web.Resp
     call_id, announced = await recording_of(deps.sessions, consultation_id)
     recorded = (deps.recordings is not None
                 and deps.recordings.locate(call_id, announced) is not None)
+    playable = {s.id for s in call_surveys
+                if survey_comment_file(deps.survey_comments, s.comment_path) is not None}
     await audit.write(deps.sessions, actor=user.actor, action="consultation.read",
                       object_type="consultation", object_id=consultation_id,
                       detail={"call_id": detail.call_id, "resident": resident_id,
                               "via": "console"})
     return render_page(request, "console/consultation.html", user, "consultations", c=detail,
                        ivr=ivr, transcript=transcript, surveys=call_surveys, recorded=recorded,
+                       playable_comments=playable,
                        announced=announced, resident_id=resident_id,
                        started=when(local(deps, detail.started_at)),
                        ended=when(local(deps, detail.ended_at)))

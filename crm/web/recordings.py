@@ -6,9 +6,13 @@ consultation's ``recording`` step. The web server reaches that directory under a
 when Asterisk runs in a chroot, so :class:`RecordingStore` maps Asterisk's path to the host's
 and refuses anything outside the monitor directory.
 
+Residents' spoken survey comments are recorded by the IVR itself (``ivr.survey_call``) as wav
+files in the survey comment directory; they are served the same way, from that directory only.
+
 Only supervisors and admins may listen. Every request for the audio is written to the audit
-log (``recording.play`` when playback starts, ``recording.range`` for the further pieces a
-player fetches while seeking). Range requests are answered by aiohttp's FileResponse.
+log (``recording.play`` / ``survey_comment.play`` when playback starts, ``recording.range`` /
+``survey_comment.range`` for the further pieces a player fetches while seeking). Range
+requests are answered by aiohttp's FileResponse.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from aiohttp import hdrs, web
 from sqlalchemy import select
 
-from crm import audit
+from crm import audit, surveys
 from crm.db import SessionFactory
 from crm.errors import NotFound
 from crm.models import Consultation, ConsultationStep
@@ -36,6 +40,21 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 class RecordingNotFound(NotFound):
     code = "recording_not_found"
+
+
+SURVEY_COMMENTS_KEY = web.AppKey("survey_comments", Path)
+"""The directory of spoken survey comments, when this server reaches it."""
+
+
+def survey_comment_file(directory: Path | None, stored: str | None) -> Path | None:
+    """The comment's wav file, only if it is inside ``directory`` and there."""
+    if directory is None or not stored:
+        return None
+    root = directory.resolve()
+    path = (root / stored).resolve()  # an absolute ``stored`` replaces root
+    if not path.is_relative_to(root) or path.suffix.lower() != ".wav" or not path.is_file():
+        return None
+    return path
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,39 @@ def _is_start(range_header: str | None) -> bool:
     return bool(re.fullmatch(r"\s*bytes=0-\d*\s*", range_header))
 
 
+async def _send_audio(request: web.Request, user: ConsoleUser, path: Path, *, kind: str,
+                      object_type: str, object_id: int, detail: dict[str, object]
+                      ) -> web.StreamResponse:
+    """Stream ``path``, auditing the request (not a HEAD) as ``<kind>.play``/``.range``."""
+    range_header = request.headers.get(hdrs.RANGE)
+    if request.method != "HEAD":
+        await audit.write(request.app[SESSIONS_KEY], actor=user.actor,
+                          action=f"{kind}.play" if _is_start(range_header) else f"{kind}.range",
+                          object_type=object_type, object_id=object_id,
+                          detail={**detail, "file": path.name, "range": range_header,
+                                  "via": "console"})
+        log.info("%s %s %d played by %s (%s)", kind, object_type, object_id, user.login,
+                 range_header or "whole file")
+    return web.FileResponse(path, headers={
+        hdrs.CONTENT_TYPE: CONTENT_TYPES[path.suffix.lower()],
+        hdrs.CACHE_CONTROL: "no-store",
+        hdrs.CONTENT_DISPOSITION: f'inline; filename="{path.name}"'})
+
+
+@console_route()
+async def get_survey_comment(request: web.Request, user: ConsoleUser) -> web.StreamResponse:
+    survey_id = int(request.match_info["id"])
+    if survey_id > 2**31 - 1:
+        raise NotFound(f"no survey {survey_id}")
+    survey = await surveys.get_survey(request.app[SESSIONS_KEY], survey_id)
+    path = survey_comment_file(request.app.get(SURVEY_COMMENTS_KEY), survey.comment_path)
+    if path is None:
+        raise RecordingNotFound(f"no spoken comment of survey {survey_id} here")
+    return await _send_audio(request, user, path, kind="survey_comment", object_type="survey",
+                             object_id=survey_id,
+                             detail={"consultation": survey.consultation_id})
+
+
 @console_route()
 async def get_recording(request: web.Request, user: ConsoleUser) -> web.StreamResponse:
     consultation_id = int(request.match_info["id"])
@@ -113,17 +165,6 @@ async def get_recording(request: web.Request, user: ConsoleUser) -> web.StreamRe
     path = store.locate(call_id, announced) if store is not None else None
     if path is None:
         raise RecordingNotFound(f"no recording of consultation {consultation_id} here")
-    range_header = request.headers.get(hdrs.RANGE)
-    if request.method != "HEAD":
-        await audit.write(sessions, actor=user.actor,
-                          action="recording.play" if _is_start(range_header)
-                          else "recording.range",
-                          object_type="consultation", object_id=consultation_id,
-                          detail={"call_id": call_id, "file": path.name,
-                                  "range": range_header, "via": "console"})
-        log.info("call %s: recording played by %s (%s)", call_id, user.login,
-                 range_header or "whole file")
-    return web.FileResponse(path, headers={
-        hdrs.CONTENT_TYPE: CONTENT_TYPES[path.suffix.lower()],
-        hdrs.CACHE_CONTROL: "no-store",
-        hdrs.CONTENT_DISPOSITION: f'inline; filename="{path.name}"'})
+    return await _send_audio(request, user, path, kind="recording",
+                             object_type="consultation", object_id=consultation_id,
+                             detail={"call_id": call_id})

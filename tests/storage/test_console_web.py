@@ -22,7 +22,7 @@ from crm.call_events import AgentStatusChanged, CallEnded, CallerQueued, CallSta
 from crm.consultations import apply_event
 from crm.db import SessionFactory
 from crm.demo_data import seed_demo
-from crm.surveys import record_transcript
+from crm.surveys import record_comment, record_transcript
 from crm.wallboard import Wallboard
 from crm.web.app import HealthReport, create_app
 from crm.web.console import ConsoleDeps
@@ -81,8 +81,11 @@ async def console(sessions: SessionFactory, db_url: str,
     monitor.mkdir()
     wallboard = Wallboard(sessions, queue="hotline", tz=TZ)
     await wallboard.start()
+    comments = tmp_path / "survey-comments"
+    comments.mkdir()
     deps = ConsoleDeps(sessions, "console-secret", wallboard=wallboard,
-                       recordings=RecordingStore(monitor), tz=TZ, idle_timeout=600)
+                       recordings=RecordingStore(monitor), survey_comments=comments, tz=TZ,
+                       idle_timeout=600)
     server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
                                    console=deps))
     state = Console(sessions, server, seeded, monitor, deps)
@@ -304,3 +307,40 @@ async def test_the_wallboard_socket_pushes_changes_to_signed_in_supervisors(
     state = await (await client.get("/console/wallboard/state")).json()
     assert state["version"] == message["version"]
     await ws.close()
+
+
+async def test_a_spoken_survey_comment_plays_for_supervisors_and_is_audited(
+        console: Console) -> None:
+    comments = console.deps.survey_comments
+    assert comments is not None
+    [first, second, *_] = console.seeded.surveys
+    (comments / "2026-11-22").mkdir()
+    inside = comments / "2026-11-22" / "comment-1.wav"
+    inside.write_bytes(WAV)
+    outside = comments.parent / "elsewhere.wav"
+    outside.write_bytes(WAV)
+    await record_comment(console.sessions, first, path=str(inside), seconds=3.2)
+    await record_comment(console.sessions, second, path=str(comments / ".." / "elsewhere.wav"),
+                         seconds=1.0)
+    client, _ = await console.sign_in()
+    html = await (await client.get(
+        f"/console/consultations/{console.seeded.consultations[0]}")).text()
+    assert f'src="/console/surveys/{first}/comment"' in html
+
+    whole = await client.get(f"/console/surveys/{first}/comment")
+    assert whole.status == 200 and whole.content_type == "audio/wav"
+    assert await whole.read() == WAV
+    part = await client.get(f"/console/surveys/{first}/comment", headers={"Range": "bytes=4-7"})
+    assert part.status == 206 and await part.read() == WAV[4:8]
+    entries = await audit.entries(console.sessions, object_type="survey", object_id=first)
+    assert [e.action for e in entries] == ["survey_comment.range", "survey_comment.play"]
+    assert entries[1].detail["consultation"] == console.seeded.consultations[0]
+    assert entries[1].actor == "agent:supervisor1"
+
+    # A stored path that leads out of the comment directory is never served.
+    assert (await client.get(f"/console/surveys/{second}/comment")).status == 404
+    html = await (await client.get(
+        f"/console/consultations/{console.seeded.consultations[1]}")).text()
+    assert f"/console/surveys/{second}/comment" not in html and "no-comment-audio" in html
+    assert (await client.get("/console/surveys/999999/comment")).status == 404
+    assert not await audit.entries(console.sessions, object_type="survey", object_id=second)

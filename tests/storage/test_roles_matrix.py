@@ -107,6 +107,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/consultations.csv"): SUPERVISOR,
     ("GET", "/console/consultations/{id}"): SUPERVISOR_PAGE,
     ("GET", "/console/consultations/{id}/recording"): SUPERVISOR,
+    ("GET", "/console/surveys/{id}/comment"): SUPERVISOR,
     ("GET", "/console/residents/{id}"): SUPERVISOR_PAGE,
     ("GET", "/console/follow-ups"): SUPERVISOR_PAGE,
     ("GET", "/console/follow-ups.csv"): SUPERVISOR,
@@ -206,7 +207,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/console/consultations/{id}": f"/console/consultations/{seeded.consultations[0]}",
                "/api/consultations/{id}": f"/api/consultations/{seeded.consultations[0]}",
                "/console/residents/{id}": f"/console/residents/{resident}",
-               "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}"}
+               "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
+               "/console/surveys/{id}": f"/console/surveys/{seeded.surveys[0]}"}
     try:
         yield World([anonymous, agent, *signed], samples, tokens)
     finally:
