@@ -32,9 +32,10 @@ from crm.db import make_engine, make_session_factory
 from crm.demo_data import seed_demo
 from crm.migrate import upgrade
 from hotline.asterisk import down, up
+from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
-from hotline.asterisk.rootfs import has_asterisk
+from hotline.asterisk.rootfs import ensure_root, has_asterisk
 from hotline.settings import Settings, _fill_secrets
 from hotline.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
 from ivr.ami import AmiClient, AmiEvent
@@ -108,13 +109,21 @@ def shared_asterisk_pid(settings: Settings) -> int | None:
     return daemon_pid(chroot_installation(root)) if has_asterisk(root) else None
 
 
-def refuse_running_asterisk(settings: Settings) -> None:
-    """Only one Asterisk can run from the shared root: never touch somebody else's."""
+def refuse_running_asterisk(settings: Settings,
+                            progress: Callable[[str], None] = print) -> None:
+    """Only one Asterisk can run from the shared root: never touch somebody else's.
+
+    On a fresh machine the root is built first (mmdebstrap, 20-40 s), as ``make run`` does.
+    """
     if os.geteuid() != 0:
         raise BenchError("the load bench starts Asterisk in a chroot: run it as root")
     root = settings.asterisk.root_dir
     if not has_asterisk(root):
-        raise BenchError(f"no Asterisk root at {root}: run `make run` or `make test` once")
+        progress(f"no Asterisk root at {root} yet: building it (mmdebstrap, 20-40 s)")
+        try:
+            ensure_root(settings, progress)
+        except AsteriskError as e:
+            raise BenchError(f"cannot build the Asterisk root at {root}: {e}") from e
     pid = shared_asterisk_pid(settings)
     if pid is not None:
         raise BenchError(
@@ -427,7 +436,7 @@ class Stack:
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings, teardown: Teardown, *, ring_ms: int, talk_ms: int,
                         progress: Callable[[str], None] = print) -> AsyncIterator[Stack]:
-    refuse_running_asterisk(settings)
+    refuse_running_asterisk(settings, progress)
     password = secrets.token_urlsafe(12)
     times = PopTimes()
     try:
