@@ -33,6 +33,31 @@ _CMN_FILLERS = (
 """Words that contain a numeral but are not part of a spoken number (我查一下, 第一个)."""
 
 
+_CMN_NONZERO = "一幺壹二两贰俩三叁四肆五伍六陆七柒拐八捌九玖"
+_CMN_ZERO = "零〇○洞"
+_CMN_MULTIPLIERS = {"十": 10, "百": 100, "千": 1000}
+_CMN_COMPOUND_RE = re.compile(
+    rf"(?:[{_CMN_NONZERO}]千(?:[{_CMN_ZERO}]?[{_CMN_NONZERO}]百)?|[{_CMN_NONZERO}]百)"
+    rf"(?:[{_CMN_ZERO}]?[{_CMN_NONZERO}]?十)?(?:[{_CMN_ZERO}]?[{_CMN_NONZERO}])?")
+"""A number said with 百 or 千: 一百二十三, 三百零五, 两千零二十六, 三百五 (350)."""
+
+
+def _cmn_compound(match: re.Match[str]) -> str:
+    value, pending, last, zero = 0, None, 1, False
+    for ch in match.group(0):
+        if ch in _CMN_ZERO:
+            zero = True
+        elif ch in _CMN_MULTIPLIERS:
+            last = _CMN_MULTIPLIERS[ch]
+            value += (pending if pending is not None else 1) * last
+            pending, zero = None, False
+        else:
+            pending = int(_CMN_DIGITS[ch])
+    if pending is not None:  # 三百五 is 350 and 两千三 2300; 三百零五 is 305
+        value += pending * (last // 10 if last >= 100 and not zero else 1)
+    return str(value)
+
+
 def _cmn_tens(match: re.Match[str]) -> str:
     tens = _CMN_DIGITS[match.group(1)] if match.group(1) else "1"
     units = _CMN_DIGITS[match.group(2)] if match.group(2) else "0"
@@ -42,6 +67,7 @@ def _cmn_tens(match: re.Match[str]) -> str:
 def _cmn_digits(text: str) -> str:
     for filler in _CMN_FILLERS:
         text = text.replace(filler, " ")
+    text = _CMN_COMPOUND_RE.sub(_cmn_compound, text)
     text = _CMN_TENS_RE.sub(_cmn_tens, text)
     return "".join(_CMN_DIGITS.get(ch, ch if ch.isascii() and ch.isdigit() else "")
                    for ch in text)
@@ -71,6 +97,39 @@ def _en_tokens(text: str) -> list[str]:
     return _EN_TOKEN_RE.findall(text.lower().replace("-", " "))
 
 
+_EN_SCALES = {"hundred": 100, "thousand": 1000}
+
+
+def _en_below(tokens: list[str], i: int, scale: int) -> tuple[int, int]:
+    """The words after "hundred"/"thousand" that complete the number: (value, next index).
+
+    "and" may come first; after "thousand" a further "<digit> hundred" belongs to it too.
+    A zero word ("five hundred oh two") or an Arabic digit is not taken: it is said digit
+    by digit.
+    """
+    start = i
+    if i < len(tokens) and tokens[i] == "and":
+        i += 1
+    value = 0
+    if (scale == 1000 and i + 1 < len(tokens) and tokens[i + 1] == "hundred"
+            and _EN_DIGITS.get(tokens[i], "0") != "0"):
+        value, i = int(_EN_DIGITS[tokens[i]]) * 100, i + 2
+        if i < len(tokens) and tokens[i] == "and":
+            i += 1
+    if i < len(tokens) and tokens[i] in _EN_TEENS:
+        return value + int(_EN_TEENS[tokens[i]]), i + 1
+    if i < len(tokens) and tokens[i] in _EN_TENS:
+        value += int(_EN_TENS[tokens[i]]) * 10
+        i += 1
+        if i < len(tokens) and _EN_DIGITS.get(tokens[i], "0") != "0":
+            value += int(_EN_DIGITS[tokens[i]])
+            i += 1
+        return value, i
+    if i < len(tokens) and _EN_DIGITS.get(tokens[i], "0") != "0":
+        return value + int(_EN_DIGITS[tokens[i]]), i + 1
+    return (value, i) if value else (0, start)
+
+
 def _en_digits(text: str) -> str:
     tokens = _en_tokens(text)
     out: list[str] = []
@@ -94,10 +153,13 @@ def _en_digits(text: str) -> str:
                 units = _EN_DIGITS[tokens[i]]
                 i += 1
             out.append(_EN_TENS[tok] + units)
-        elif tok == "hundred" and out:
-            out.append("00")
-        elif tok == "thousand" and out:
-            out.append("000")
+        elif tok in _EN_SCALES and out:
+            if out[-1].isdigit() and len(out[-1]) <= 2 and out[-1] != "0" * len(out[-1]):
+                # one hundred twenty-three, two thousand and five, twenty five hundred
+                rest, i = _en_below(tokens, i, _EN_SCALES[tok])
+                out[-1] = str(int(out[-1]) * _EN_SCALES[tok] + rest)
+            else:
+                out.append("0" * (len(str(_EN_SCALES[tok])) - 1))
         else:
             continue  # filler: "my", "number", "is", "um", ...
         repeat = 1
@@ -110,8 +172,9 @@ _KO_UNITS = {
     "하나": "1", "다섯": "5", "여섯": "6", "일곱": "7", "여덟": "8", "아홉": "9",
     "둘": "2", "셋": "3", "넷": "4",
     "영": "0", "공": "0", "빵": "0", "일": "1", "이": "2", "삼": "3", "사": "4", "오": "5",
-    "육": "6", "륙": "6", "칠": "7", "팔": "8", "구": "9", "십": "T",
+    "육": "6", "륙": "6", "칠": "7", "팔": "8", "구": "9", "십": "T", "백": "H", "천": "K",
 }
+_KO_MULTIPLIERS = {"T": 10, "H": 100, "K": 1000}
 _KO_UNITS_LONGEST_FIRST = sorted(_KO_UNITS, key=len, reverse=True)
 _KO_SUFFIXES = (
     "입니다", "이에요", "이예요", "예요", "에요", "이요", "이고요", "이고", "요", "번이요",
@@ -145,6 +208,8 @@ def _ko_token_digits(token: str) -> str | None:
                 break
         else:
             return None
+    if "H" in units or "K" in units:
+        return _ko_compound(units)
     out: list[str] = []
     i = 0
     while i < len(units):
@@ -169,6 +234,25 @@ def _ko_token_digits(token: str) -> str | None:
             out.append(unit)
             i += 1
     return "".join(out)
+
+
+def _ko_compound(units: list[str]) -> str:
+    """A number said with 백 or 천 (백이십삼 123, 이천이십육 2026); digits said one by one
+    before it stay digits (일이삼백 -> 12 then 300)."""
+    chunks: list[str] = []
+    value, pending = 0, None
+    for unit in units:
+        if unit in _KO_MULTIPLIERS:
+            value += (int(pending) if pending is not None else 1) * _KO_MULTIPLIERS[unit]
+            pending = None
+        elif pending is not None or (unit == "0" and value):
+            chunks.append(str(value + int(pending)) if pending is not None else str(value))
+            value, pending = 0, unit
+        else:
+            pending = unit
+    if value or pending is not None:
+        chunks.append(str(value + (int(pending) if pending is not None else 0)))
+    return "".join(chunks)
 
 
 def _ko_digits(text: str) -> str:

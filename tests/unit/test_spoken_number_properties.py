@@ -131,6 +131,8 @@ _EN_WORDS: dict[str, tuple[str, ...]] = {
     d: (_EN_ONES[int(d)], d, FULL_WIDTH[d]) for d in DIGITS
 }
 _EN_WORDS["0"] += ("oh", "o", "nought")
+_EN_TEENS = {"ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+             "seventeen", "eighteen", "nineteen"}
 _EN_ROUND_TENS = {"twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"}
 
 
@@ -155,8 +157,12 @@ def _en_pieces(digits: str, i: int) -> list[Piece]:
 def _en_clash(before: str, after: str) -> bool:
     # Ambiguous by design whatever the pause: "twenty one" is 21, never 20 then 1, so a
     # round ten is never followed by a word for 1..9 ("twenty oh" / "twenty zero" are fine).
+    # Likewise "five hundred" then "twenty-eight" is 528, never 500 then 28: a word for 1..99
+    # after "hundred" or "thousand" completes that number.
     last = _fold(before).lower().replace("-", " ").split()[-1]
     first = _fold(after).lower().replace("-", " ").split()[0]
+    if last in ("hundred", "thousand"):
+        return first in _EN_ONES[1:] or first in _EN_ROUND_TENS or first in _EN_TEENS
     return last in _EN_ROUND_TENS and first in _EN_ONES[1:]
 
 
@@ -333,6 +339,26 @@ def test_numbers_below_a_hundred_parse_as_their_digits(n: int) -> None:
     assert spoken_digits(cmn_number(n), "cmn") == str(n)
     assert spoken_digits(en_number(n), "en") == str(n)
     assert spoken_digits(ko_number(n), "ko") == str(n)
+
+
+@FAST
+@given(st.integers(100, 9999))
+def test_numbers_said_with_hundreds_and_thousands_parse_as_their_digits(n: int) -> None:
+    # 一百零五, 两千零二十六, "two thousand twenty-six", 이천이십육: a group of a case number
+    # said as a number
+    assert spoken_digits(cmn_number(n), "cmn") == str(n)
+    assert spoken_digits(cmn_number(n, counting=True), "cmn") == str(n)
+    assert spoken_digits(en_number(n), "en") == str(n)
+    assert spoken_digits(en_number(n).replace("hundred ", "hundred and "), "en") == str(n)
+    assert spoken_digits(ko_number(n), "ko") == str(n)
+
+
+@FAST
+@given(st.lists(st.integers(100, 9999), min_size=2, max_size=4))
+def test_groups_said_as_numbers_with_pauses_parse_to_the_whole_number(groups: list[int]) -> None:
+    digits = "".join(map(str, groups))
+    assert spoken_digits("，".join(cmn_number(g) for g in groups), "cmn") == digits
+    assert spoken_digits(" ".join(ko_number(g) for g in groups), "ko") == digits
 
 
 # --- the way callers say numbers ----------------------------------------------------------
