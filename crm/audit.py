@@ -18,8 +18,10 @@ from crm.models import AuditLog, utcnow
 
 
 def record(session: AsyncSession, *, actor: str, action: str, object_type: str,
-           object_id: str | int | None = None, detail: dict[str, Any] | None = None) -> None:
-    session.add(AuditLog(at=utcnow(), actor=actor, action=action, object_type=object_type,
+           object_id: str | int | None = None, detail: dict[str, Any] | None = None,
+           at: datetime | None = None) -> None:
+    """``at`` is when it happened, for entries written behind (default: now)."""
+    session.add(AuditLog(at=at or utcnow(), actor=actor, action=action, object_type=object_type,
                          object_id=None if object_id is None else str(object_id),
                          detail=detail or {}))
 

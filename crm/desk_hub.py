@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from crm import audit
@@ -40,6 +41,7 @@ from crm.call_events import (
     CallStep,
 )
 from crm.db import SessionFactory
+from crm.event_journal import EventJournal
 from crm.models import utcnow
 from crm.screen_pop import ScreenPop, build_screen_pop
 
@@ -110,9 +112,13 @@ class AgentDesk:
 
 class DeskHub:
     def __init__(self, sessions: SessionFactory, *, pop_builder: PopBuilder = build_screen_pop,
-                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
+                 settle: Callable[[], Awaitable[None]] | None = None,
+                 audit_journal: EventJournal | None = None) -> None:
         """``settle`` waits until earlier call events are written (the consultation
-        recorder's drain), so a pop includes the IVR steps that just happened."""
+        recorder's drain), so a pop includes the IVR steps that just happened.
+        ``audit_journal`` keeps pop views not yet in the audit log across a crash or a
+        database outage (a :func:`crm.event_journal.json_journal`); those left from a previous
+        run are written at start."""
         self._sessions = sessions
         self._build = pop_builder
         self._settle = settle
@@ -124,8 +130,11 @@ class DeskHub:
         """The call each desk phone (by extension) is connected to, desk signed in or not."""
         self._queue: asyncio.Queue[BusEvent] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._audits: list[dict[str, Any]] = []
-        """Pop views pushed but not yet in the audit log (written behind, in batches)."""
+        self._journal = audit_journal
+        self._audits: list[tuple[int, dict[str, Any]]] = (
+            audit_journal.pending() if audit_journal is not None else [])
+        """Pop views pushed but not yet in the audit log (written behind, in batches), with
+        their journal sequence numbers (0 without a journal)."""
         self._audit_wanted = asyncio.Event()
         self._audit_lock = asyncio.Lock()
         self._auditor: asyncio.Task[None] | None = None
@@ -136,6 +145,9 @@ class DeskHub:
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="desk-hub")
         self._auditor = asyncio.create_task(self._write_audits(), name="desk-hub-audit")
+        if self._audits:
+            log.info("%d pop view(s) from before the restart to audit", len(self._audits))
+            self._audit_wanted.set()
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -189,12 +201,15 @@ class DeskHub:
                 return True
             try:
                 async with self._sessions() as session, session.begin():
-                    for entry in batch:
-                        audit.record(session, **entry)
+                    for _, entry in batch:
+                        audit.record(session, **{**entry,
+                                                 "at": datetime.fromisoformat(entry["at"])})
             except Exception:
                 log.exception("audit of %d pop view(s) failed; kept to retry", len(batch))
                 self._audits[:0] = batch
                 return False
+            if self._journal is not None:
+                self._journal.ack(batch[-1][0])
             return True
 
     async def _run(self) -> None:
@@ -447,11 +462,19 @@ class DeskHub:
 
     def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str) -> None:
         pop = call.pop
-        self._audits.append(dict(
-            actor=desk.actor, action="pop.view", object_type="consultation",
-            object_id=pop.consultation_id or call.call_id,
+        entry = dict(
+            at=utcnow().isoformat(), actor=desk.actor, action="pop.view",
+            object_type="consultation", object_id=pop.consultation_id or call.call_id,
             detail={**pop.audit_detail, "phase": call.phase, "via": via,
-                    "phone_revealed": call.phase == "connected"}))
+                    "phone_revealed": call.phase == "connected"})
+        seq = 0
+        if self._journal is not None:
+            try:
+                seq = self._journal.append(entry)
+            except OSError:
+                log.exception("pop view of %s could not be journaled; kept in memory",
+                              call.call_id)
+        self._audits.append((seq, entry))
         self._audit_wanted.set()
 
     async def _push(self, desk: AgentDesk, message: dict[str, Any]) -> int:

@@ -1,5 +1,7 @@
-"""A durable journal of call events, so a write the database refused is retried after a
-restart instead of being lost.
+"""A durable journal of writes, so a write the database refused is retried after a restart
+instead of being lost: call events for the consultation recorder (the default), and any other
+JSON-serialisable record given its own ``name``, ``encode`` and ``decode`` (the desk hub's
+audit entries of pop views).
 
 Each event is appended as one JSON line before it is queued for the database; once it is
 written, its sequence number is acknowledged. On start-up the events after the last
@@ -14,7 +16,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,12 +45,23 @@ def decode_event(data: dict[str, Any]) -> Any:
     return cls(**fields)
 
 
+def _as_is(data: Any) -> Any:
+    return data
+
+
 class EventJournal:
-    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+    def __init__(self, directory: Path, *, fsync: bool = False, name: str = "call-events",
+                 encode: Callable[[Any], Any] = encode_event,
+                 decode: Callable[[Any], Any] = decode_event) -> None:
+        """``name`` names its files in ``directory``; ``encode`` turns a record into JSON data
+        and ``decode`` back (call events by default; :func:`json_journal` for records that
+        are JSON data already)."""
         directory.mkdir(parents=True, exist_ok=True)
-        self._log_path = directory / "call-events.jsonl"
-        self._ack_path = directory / "call-events.ack"
+        self._log_path = directory / f"{name}.jsonl"
+        self._ack_path = directory / f"{name}.ack"
         self._fsync = fsync
+        self._encode = encode
+        self._decode = decode
         self.acked = self._read_ack()
         self.last_seq = max([self.acked, *(seq for seq, _ in self._entries())])
         self._fh = self._log_path.open("a", encoding="utf-8")
@@ -78,7 +91,7 @@ class EventJournal:
 
     def append(self, event: Any) -> int:
         self.last_seq += 1
-        line = json.dumps({"seq": self.last_seq, "event": encode_event(event)},
+        line = json.dumps({"seq": self.last_seq, "event": self._encode(event)},
                           ensure_ascii=False)
         self._fh.write(line + "\n")
         self._fh.flush()
@@ -104,10 +117,15 @@ class EventJournal:
         for seq, data in self._entries():
             if seq > self.acked:
                 try:
-                    out.append((seq, decode_event(data)))
+                    out.append((seq, self._decode(data)))
                 except (ValueError, TypeError) as exc:
                     log.error("journal event %d cannot be replayed: %s", seq, exc)
         return out
 
     def close(self) -> None:
         self._fh.close()
+
+
+def json_journal(directory: Path, name: str, *, fsync: bool = False) -> EventJournal:
+    """A journal of records that are JSON data already (dicts of str, int, lists...)."""
+    return EventJournal(directory, fsync=fsync, name=name, encode=_as_is, decode=_as_is)

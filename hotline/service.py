@@ -24,7 +24,7 @@ from crm.case_lookup import LookupGuard
 from crm.consultations import ConsultationRecorder, open_calls
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.desk_hub import DeskHub
-from crm.event_journal import EventJournal
+from crm.event_journal import EventJournal, json_journal
 from crm.migrate import upgrade
 from crm.queue_control import QueueControl
 from crm.wallboard import Wallboard
@@ -96,7 +96,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         recorder.start()
         stack.push_async_callback(recorder.close)
 
-        desk_hub = DeskHub(sessions, settle=recorder.drain)
+        pop_audits = json_journal(settings.state_dir / "journal", "pop-audits")
+        stack.callback(pop_audits.close)
+        desk_hub = DeskHub(sessions, settle=recorder.drain, audit_journal=pop_audits)
         bus.subscribe(desk_hub.handle)
         desk_hub.start()
         stack.push_async_callback(desk_hub.close)

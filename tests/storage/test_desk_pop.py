@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -24,6 +25,7 @@ from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory
 from crm.demo_data import seed_demo
 from crm.desk_hub import DeskHub
+from crm.event_journal import json_journal
 from crm.models import Agent, Case, Consultation, Resident, utcnow
 from crm.screen_pop import build_screen_pop
 
@@ -205,3 +207,46 @@ async def test_pop_views_are_audited_behind_the_push_and_survive_a_failed_write(
              if e.action == "pop.view"]
     assert [e.detail["via"] for e in views] == ["current-call"]
     assert failures["left"] == 0
+
+
+async def test_pop_views_not_yet_audited_survive_a_crash_in_the_journal(
+        sessions: SessionFactory, db_url: str, tmp_path: Path) -> None:
+    """The database is down when the desk is reloaded and stays down until the process stops:
+    the view waits in the pop-audit journal and the next run writes it, with its own time."""
+    await _seed(sessions, db_url)
+    await _record(sessions, CallStarted("journaled", PHONE, "张三"))
+
+    def database_down():
+        raise ConnectionError("database is down")
+
+    journal = json_journal(tmp_path, "pop-audits")
+    hub = DeskHub(sessions, audit_journal=journal)
+    hub.start()
+    try:
+        hub.sign_in(await get_agent(sessions, "agent1"))
+        await hub.handle(AgentRinging("journaled", "hotline", "PJSIP/2001", "2001", "王芳",
+                                      PHONE, "张三", "PJSIP/gw-1"))
+        await hub.drain()
+        hub._sessions = database_down  # type: ignore[assignment]
+        before = utcnow()
+        assert await hub.current("agent1") is not None  # a reload: a view to audit
+        viewed = utcnow()
+    finally:
+        await hub.close()  # cannot write it: it stays in the journal
+        journal.close()
+    assert not [e for e in await audit.entries(sessions) if e.action == "pop.view"]
+
+    journal = json_journal(tmp_path, "pop-audits")
+    assert len(journal.pending()) == 1
+    restarted = DeskHub(sessions, audit_journal=journal)
+    restarted.start()
+    try:
+        await restarted.drain()
+    finally:
+        await restarted.close()
+    [view] = [e for e in await audit.entries(sessions) if e.action == "pop.view"]
+    assert (view.actor, view.detail["via"], view.detail["call_id"]) == (
+        "agent:agent1", "current-call", "journaled")
+    assert before <= view.at.replace(tzinfo=before.tzinfo) <= viewed
+    assert journal.pending() == []
+    journal.close()
