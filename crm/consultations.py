@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,6 +150,11 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
                 select(ResidentPhone.resident_id).where(ResidentPhone.phone == phone))
 
 
+BATCH_MAX = 200
+"""Events written in one transaction at most: under load the writer takes what has queued
+up while it was writing, so commits (an fsync each on SQLite) do not grow with the call rate."""
+
+
 class ConsultationRecorder:
     """Subscribes to call events and writes them in arrival order from one writer task, so a
     slow database never blocks the call and events of one call never overtake each other."""
@@ -161,11 +167,15 @@ class ConsultationRecorder:
         self._retry_delay = retry_delay
         self._journal = journal
         self._replayed: set[int] = set()
+        self._received = 0
+        self._done = 0
+        self._progress = asyncio.Condition()
         self.written = 0
 
     async def handle(self, event: BusEvent) -> None:
         if event.call_id:  # agent status changes concern no one call
             seq = self._journal.append(event) if self._journal else None
+            self._received += 1
             self._queue.put_nowait((seq, event))
 
     def start(self) -> None:
@@ -177,11 +187,19 @@ class ConsultationRecorder:
                             len(pending))
             for item in pending:
                 self._replayed.add(item[0])
+                self._received += 1
                 self._queue.put_nowait(item)
         self._task = asyncio.create_task(self._run(), name="consultation-recorder")
 
-    async def drain(self) -> None:
-        await self._queue.join()
+    def drain(self) -> Awaitable[None]:
+        """Wait until every event received before this call is written (or given up by
+        close), not for the ones that arrive meanwhile: a pop waiting for its call's IVR
+        steps is not held up by a busy hotline's later events."""
+        return self._done_with(self._received)
+
+    async def _done_with(self, target: int) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= target)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop after writing what is queued (bounded); what is left stays journaled."""
@@ -196,14 +214,36 @@ class ConsultationRecorder:
 
     async def _run(self) -> None:
         while True:
-            seq, event = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._write(event, replayed=seq is not None and seq in self._replayed)
-                if seq is not None and self._journal is not None:
-                    self._replayed.discard(seq)
-                    self._journal.ack(seq)
+                await self._write_batch(batch)
+                seqs = [seq for seq, _ in batch if seq is not None]
+                if seqs and self._journal is not None:
+                    self._replayed.difference_update(seqs)
+                    self._journal.ack(max(seqs))
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+                async with self._progress:
+                    self._done += len(batch)
+                    self._progress.notify_all()
+
+    async def _write_batch(self, batch: list[tuple[int | None, CallEvent]]) -> None:
+        """One transaction for the batch; if it fails, each event on its own, with retries."""
+        if len(batch) > 1:
+            try:
+                async with self._sessions() as session, session.begin():
+                    for seq, event in batch:
+                        await apply_event(session, event, replayed=seq in self._replayed)
+                self.written += len(batch)
+                return
+            except Exception as exc:
+                log.warning("writing %d call events at once failed (%s); one by one",
+                            len(batch), exc)
+        for seq, event in batch:
+            await self._write(event, replayed=seq is not None and seq in self._replayed)
 
     async def _write(self, event: CallEvent, *, replayed: bool = False) -> None:
         attempt = 0
