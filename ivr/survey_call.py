@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from crm import surveys
 from crm.call_events import CallEventBus
 from crm.case_lookup import resident_language
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
     from hotline.settings import SurveySettings
 
 log = logging.getLogger(__name__)
+
+DATABASE_DOWN = (SQLAlchemyError, OSError)
+"""What a database that is down or unreachable raises (asyncpg's refusals are OSErrors)."""
 
 SAMPLE_RATE = 8000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -114,17 +119,27 @@ class SurveyCall(PromptingCall):
         self._comment: bytes = b""
 
     async def run(self) -> SurveyView | None:
-        """The survey, start to end; the stored result (None when none was offered)."""
-        begin = await self._begin()
-        if begin is None:
-            await self.session.hangup("no survey")
+        """The survey, start to end; the stored result (None when none was offered).
+
+        With the database down at the start no survey is offered: the caller hears goodbye
+        instead of silence, and the consultation (journaled) says why."""
+        try:
+            begin = await self._begin()
+            if begin is None:
+                await self.session.hangup("no survey")
+                return None
+            after_call = self.leg.kind == "after_call"  # a return visit's CALLERID is ours
+            self.survey = await surveys.start_survey(
+                self.deps.sessions, kind=self.leg.kind, survey_call_id=self.leg.survey_call_id,
+                call_id=self.leg.call_id, phone=self.leg.caller_number if after_call else None,
+                language=begin.language, agent_interface=self.leg.member_interface,
+                return_visit_id=self.leg.return_visit_id)
+        except DATABASE_DOWN as exc:
+            self.log.error("no survey: the database is unavailable (%s)", exc)
+            await self.step("survey_skipped", reason="database unavailable")
+            await self._say("goodbye", {})
+            await self.session.hangup("no survey: database unavailable")
             return None
-        after_call = self.leg.kind == "after_call"  # a return visit's CALLERID is ours
-        self.survey = await surveys.start_survey(
-            self.deps.sessions, kind=self.leg.kind, survey_call_id=self.leg.survey_call_id,
-            call_id=self.leg.call_id, phone=self.leg.caller_number if after_call else None,
-            language=begin.language, agent_interface=self.leg.member_interface,
-            return_visit_id=self.leg.return_visit_id)
         finished = False
         try:
             actions = self.flow.step(begin)
@@ -140,8 +155,12 @@ class SurveyCall(PromptingCall):
             finished = True
         finally:
             if not finished:  # a failure or shutdown: the result still gets an end
-                self.survey = await surveys.finish_survey(self.deps.sessions, self.survey.id,
-                                                          policy=self.deps.policy)
+                try:
+                    self.survey = await surveys.finish_survey(
+                        self.deps.sessions, self.survey.id, policy=self.deps.policy)
+                except DATABASE_DOWN as exc:
+                    self.log.error("survey %d not closed: the database is unavailable (%s)",
+                                   self.survey.id, exc)
         await self._transcribe()
         return self.survey
 
@@ -173,8 +192,14 @@ class SurveyCall(PromptingCall):
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, RecordRating):
             assert self.survey is not None
-            self.survey = await surveys.record_rating(self.deps.sessions, self.survey.id,
-                                                      action.score, by=action.by)
+            try:
+                self.survey = await surveys.record_rating(self.deps.sessions, self.survey.id,
+                                                          action.score, by=action.by)
+            except DATABASE_DOWN as exc:  # the caller goes on; the step keeps the score
+                self.log.error("rating %d not stored: the database is unavailable (%s)",
+                               action.score, exc)
+                await self.step("survey_rating_unsaved", survey_id=self.survey.id,
+                                score=action.score, by=action.by)
             return None
         if isinstance(action, RecordComment):
             return await self._record_comment(action)  # type: ignore[return-value]
@@ -193,8 +218,15 @@ class SurveyCall(PromptingCall):
 
     async def _end(self) -> None:
         assert self.survey is not None
-        self.survey = await surveys.finish_survey(self.deps.sessions, self.survey.id,
-                                                  policy=self.deps.policy)
+        try:
+            self.survey = await surveys.finish_survey(self.deps.sessions, self.survey.id,
+                                                      policy=self.deps.policy)
+        except DATABASE_DOWN as exc:
+            self.log.error("survey %d not closed: the database is unavailable (%s)",
+                           self.survey.id, exc)
+            await self.step("survey_result", survey_id=self.survey.id, outcome="unsaved",
+                            score=None)
+            return
         await self.step("survey_result", survey_id=self.survey.id, outcome=self.survey.outcome,
                         score=self.survey.score)
 
@@ -252,8 +284,14 @@ class SurveyCall(PromptingCall):
         day = time.strftime("%Y/%m/%d", time.gmtime())
         path = self.deps.recordings_dir / day / f"{self.leg.survey_call_id}.wav"
         await asyncio.to_thread(write_wav, path, pcm)
-        self.survey = await surveys.record_comment(self.deps.sessions, self.survey.id,
-                                                   path=str(path), seconds=seconds)
+        try:
+            self.survey = await surveys.record_comment(self.deps.sessions, self.survey.id,
+                                                       path=str(path), seconds=seconds)
+        except DATABASE_DOWN as exc:  # the file is kept; the step says where it is
+            self.log.error("comment %s not linked: the database is unavailable (%s)", path, exc)
+            await self.step("survey_comment_unsaved", survey_id=self.survey.id, path=str(path),
+                            seconds=round(seconds, 2))
+            return
         self._comment = pcm
         self.log.info("comment of %.1f s saved to %s", seconds, path)
 

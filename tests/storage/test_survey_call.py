@@ -213,3 +213,58 @@ async def test_return_visit_survey_closes_the_case(demo, tmp_path: Path) -> None
     assert "beep" not in session.prompts  # '#' during the comment prompt: no comment
     assert steps == []  # no consultation to write to
     assert (await get_case(demo, visit.case_number)).stage == "closed"
+
+
+class DatabaseGoesDown:
+    """The real database for the first ``working`` sessions, then refused connections."""
+
+    def __init__(self, sessions, working: int) -> None:
+        self._sessions = sessions
+        self.working = working
+
+    def __call__(self):
+        if self.working <= 0:
+            raise ConnectionRefusedError("database unavailable")
+        self.working -= 1
+        return self._sessions()
+
+
+async def test_the_database_down_at_the_start_means_goodbye_not_silence(demo,
+                                                                       tmp_path: Path) -> None:
+    call, session, _, steps = run_survey(DatabaseGoesDown(demo, 0), tmp_path, {})
+    assert await asyncio.wait_for(call.run(), 10) is None
+    assert session.prompts == ["goodbye"]
+    assert session.hung_up == "no survey: database unavailable"
+    assert [(s.kind, s.detail.get("reason") or s.detail.get("prompt")) for s in steps] == [
+        ("survey_skipped", "database unavailable"), ("prompt", "goodbye")]
+
+
+async def test_a_rating_and_comment_given_while_the_database_is_down_stay_in_the_steps(
+        demo, tmp_path: Path) -> None:
+    # The database works until the survey has started, then refuses every connection.
+    database = DatabaseGoesDown(demo, 0)
+    call, session, _, steps = run_survey(database, tmp_path, {
+        "survey_rating": [Dtmf("2")],
+        "beep": [Audio(LOUD)] * 10 + [Dtmf("#")],
+    })
+    started = asyncio.Event()
+
+    async def down_after_start(event: object) -> None:
+        if isinstance(event, CallStep) and event.kind == "survey_started":
+            database.working = 0
+            started.set()
+    call.deps.bus.subscribe(down_after_start)
+    database.working = 1_000
+    result = await asyncio.wait_for(call.run(), 10)
+    assert started.is_set()
+    assert session.prompts[-1] == "survey_thanks" and session.hung_up == "survey done"
+    by_kind = {s.kind: s.detail for s in steps}
+    assert (by_kind["survey_rating_unsaved"]["score"], by_kind["survey_rating_unsaved"]["by"]
+            ) == (2, "keys")
+    comment = Path(by_kind["survey_comment_unsaved"]["path"])
+    assert await asyncio.to_thread(comment.is_file)
+    assert comment.is_relative_to(tmp_path / "comments")
+    assert by_kind["survey_result"]["outcome"] == "unsaved"
+    assert result is not None and result.score is None  # what the database last said
+    [stored] = await list_surveys(demo)
+    assert stored.outcome == "in_progress"  # never closed: the database was down
