@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,6 +18,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+DATABASE_DOWN = (SQLAlchemyError, OSError)
+"""What a database that is down or unreachable raises: SQLAlchemy's errors, and OSError for
+refused connections (asyncpg raises them unwrapped)."""
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:

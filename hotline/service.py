@@ -27,6 +27,8 @@ from crm.desk_hub import DeskHub
 from crm.event_journal import EventJournal, json_journal
 from crm.migrate import upgrade
 from crm.queue_control import QueueControl
+from crm.return_visits import RetryPolicy
+from crm.survey_writes import SurveyWriteQueue
 from crm.wallboard import Wallboard
 from crm.web.app import HealthReport, create_app
 from crm.web.console import ConsoleDeps
@@ -127,7 +129,14 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         _log_speech(speech)
         deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
                        default_language=settings.speech.default_language)
-        surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech))
+        survey_journal = json_journal(settings.state_dir / "journal", "survey-writes")
+        stack.callback(survey_journal.close)
+        survey_writes = SurveyWriteQueue(sessions, survey_journal,
+                                         policy=RetryPolicy.from_settings(settings.survey))
+        survey_writes.start()
+        stack.push_async_callback(survey_writes.close)
+        surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech),
+                               deferred=survey_writes)
         media = MediaServer(settings.audiosocket,
                             SpeechIvrHandler(deps, survey=surveys.run).handle)
         await media.start()

@@ -18,6 +18,7 @@ from crm.call_events import CallEventBus
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.migrate import upgrade
 from crm.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
+from crm.survey_writes import SurveyWriteQueue
 from hotline.settings import Settings
 from ivr.ami import AmiClient
 from ivr.call_tracker import CallTracker
@@ -31,10 +32,12 @@ def recordings_dir(settings: Settings) -> Path:
 
 
 def survey_calls(settings: Settings, bus: CallEventBus, sessions: SessionFactory,
-                 tracker: CallTracker, voice: SurveyVoice) -> SurveyCalls:
+                 tracker: CallTracker, voice: SurveyVoice, *,
+                 deferred: SurveyWriteQueue | None = None) -> SurveyCalls:
     return SurveyCalls(SurveyDeps(bus, sessions, tracker, voice, settings.survey,
                                   recordings_dir(settings),
-                                  default_language=settings.speech.default_language))
+                                  default_language=settings.speech.default_language,
+                                  deferred=deferred))
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,11 @@ number was surveyed within the fatigue period; on a return visit, in the residen
 The score is stored as soon as it is given; the optional comment is recorded to a wav file
 under the state directory and transcribed (where the language has a model) after the caller
 has gone. Prompts and input collection are ``ivr.prompting.PromptingCall``'s.
+
+The database may go down mid-survey: the caller does not notice. A write that fails, and
+every later write of that survey (so they stay in order), goes to the durable
+``crm.survey_writes.SurveyWriteQueue`` and is written when the database is back; a
+``survey_write_deferred`` step records it on the consultation as well.
 """
 
 from __future__ import annotations
@@ -18,17 +23,15 @@ import math
 import os
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from crm import surveys
 from crm.call_events import CallEventBus
 from crm.case_lookup import resident_language
-from crm.db import SessionFactory
+from crm.db import DATABASE_DOWN, SessionFactory
 from crm.return_visits import RetryPolicy, get_return_visit
 from crm.surveys import SurveyView
 from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
@@ -48,12 +51,10 @@ from ivr.survey_flow import (
 )
 
 if TYPE_CHECKING:
+    from crm.survey_writes import SurveyWriteQueue
     from hotline.settings import SurveySettings
 
 log = logging.getLogger(__name__)
-
-DATABASE_DOWN = (SQLAlchemyError, OSError)
-"""What a database that is down or unreachable raises (asyncpg's refusals are OSErrors)."""
 
 SAMPLE_RATE = 8000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
@@ -102,6 +103,8 @@ class SurveyDeps:
     recordings_dir: Path
     timeouts: IvrTimeouts = field(default_factory=IvrTimeouts)
     default_language: str = "cmn"
+    deferred: SurveyWriteQueue | None = None
+    """Where writes the database refused go (None: they are only logged as steps)."""
 
     @property
     def policy(self) -> RetryPolicy:
@@ -117,6 +120,7 @@ class SurveyCall(PromptingCall):
         self.flow: SurveyFlow = SurveyFlow(language=deps.default_language)
         self.survey: SurveyView | None = None
         self._comment: bytes = b""
+        self._deferring = False
 
     async def run(self) -> SurveyView | None:
         """The survey, start to end; the stored result (None when none was offered).
@@ -155,12 +159,7 @@ class SurveyCall(PromptingCall):
             finished = True
         finally:
             if not finished:  # a failure or shutdown: the result still gets an end
-                try:
-                    self.survey = await surveys.finish_survey(
-                        self.deps.sessions, self.survey.id, policy=self.deps.policy)
-                except DATABASE_DOWN as exc:
-                    self.log.error("survey %d not closed: the database is unavailable (%s)",
-                                   self.survey.id, exc)
+                await self._finish()
         await self._transcribe()
         return self.survey
 
@@ -192,14 +191,10 @@ class SurveyCall(PromptingCall):
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, RecordRating):
             assert self.survey is not None
-            try:
-                self.survey = await surveys.record_rating(self.deps.sessions, self.survey.id,
-                                                          action.score, by=action.by)
-            except DATABASE_DOWN as exc:  # the caller goes on; the step keeps the score
-                self.log.error("rating %d not stored: the database is unavailable (%s)",
-                               action.score, exc)
-                await self.step("survey_rating_unsaved", survey_id=self.survey.id,
-                                score=action.score, by=action.by)
+            survey_id, deps = self.survey.id, self.deps
+            await self._store("rating", lambda: surveys.record_rating(
+                deps.sessions, survey_id, action.score, by=action.by),
+                score=action.score, by=action.by)
             return None
         if isinstance(action, RecordComment):
             return await self._record_comment(action)  # type: ignore[return-value]
@@ -218,17 +213,37 @@ class SurveyCall(PromptingCall):
 
     async def _end(self) -> None:
         assert self.survey is not None
-        try:
-            self.survey = await surveys.finish_survey(self.deps.sessions, self.survey.id,
-                                                      policy=self.deps.policy)
-        except DATABASE_DOWN as exc:
-            self.log.error("survey %d not closed: the database is unavailable (%s)",
-                           self.survey.id, exc)
-            await self.step("survey_result", survey_id=self.survey.id, outcome="unsaved",
-                            score=None)
+        if not await self._finish():
+            await self.step("survey_result", survey_id=self.survey.id, outcome="deferred",
+                            score=self.flow.score)
             return
         await self.step("survey_result", survey_id=self.survey.id, outcome=self.survey.outcome,
                         score=self.survey.score)
+
+    async def _finish(self) -> bool:
+        assert self.survey is not None
+        survey_id, deps = self.survey.id, self.deps
+        return await self._store("finish", lambda: surveys.finish_survey(
+            deps.sessions, survey_id, policy=deps.policy))
+
+    async def _store(self, op: str, write: Callable[[], Awaitable[SurveyView]],
+                     **fields: object) -> bool:
+        """Store now, or (database down, or an earlier write of this survey deferred) keep it
+        for the write queue; True when stored now."""
+        assert self.survey is not None
+        if not self._deferring:
+            try:
+                self.survey = await write()
+                return True
+            except DATABASE_DOWN as exc:
+                self.log.error("survey %d: %s not stored, the database is unavailable (%s)",
+                               self.survey.id, op, exc)
+                self._deferring = True
+        if self.deps.deferred is not None:
+            self.deps.deferred.defer(op, self.survey.id, **fields)
+        await self.step("survey_write_deferred", survey_id=self.survey.id, op=op,
+                        queued=self.deps.deferred is not None, **fields)
+        return False
 
     # -- the comment
 
@@ -284,14 +299,10 @@ class SurveyCall(PromptingCall):
         day = time.strftime("%Y/%m/%d", time.gmtime())
         path = self.deps.recordings_dir / day / f"{self.leg.survey_call_id}.wav"
         await asyncio.to_thread(write_wav, path, pcm)
-        try:
-            self.survey = await surveys.record_comment(self.deps.sessions, self.survey.id,
-                                                       path=str(path), seconds=seconds)
-        except DATABASE_DOWN as exc:  # the file is kept; the step says where it is
-            self.log.error("comment %s not linked: the database is unavailable (%s)", path, exc)
-            await self.step("survey_comment_unsaved", survey_id=self.survey.id, path=str(path),
-                            seconds=round(seconds, 2))
-            return
+        survey_id, deps = self.survey.id, self.deps
+        await self._store("comment", lambda: surveys.record_comment(
+            deps.sessions, survey_id, path=str(path), seconds=seconds),
+            path=str(path), seconds=round(seconds, 2))
         self._comment = pcm
         self.log.info("comment of %.1f s saved to %s", seconds, path)
 
@@ -305,8 +316,9 @@ class SurveyCall(PromptingCall):
             self.log.exception("comment transcription failed; the recording is kept")
             return
         if text:
-            self.survey = await surveys.record_transcript(self.deps.sessions, self.survey.id,
-                                                          text)
+            survey_id, deps = self.survey.id, self.deps
+            await self._store("transcript", lambda: surveys.record_transcript(
+                deps.sessions, survey_id, text), text=text)
             await self.step("survey_comment_text", survey_id=self.survey.id, text=text)
 
 

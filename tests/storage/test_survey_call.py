@@ -4,6 +4,7 @@ recorded and transcribed comment, hang-ups, fatigue, and a return visit closing 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import wave
 from collections import deque
@@ -15,8 +16,10 @@ from sqlalchemy import select
 from crm.call_events import CallEventBus, CallStep
 from crm.cases import get_case
 from crm.demo_data import seed_demo
+from crm.event_journal import json_journal
 from crm.models import Case, Resident
 from crm.return_visits import begin_attempt, schedule_return_visits
+from crm.survey_writes import SurveyWriteQueue
 from crm.surveys import list_surveys, start_survey
 from hotline.settings import SurveySettings
 from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
@@ -101,7 +104,7 @@ async def demo(sessions, db_url):
 def run_survey(sessions, tmp_path: Path, after: dict[str, list[object]], *,
                kind: str = "after_call", call_id: str | None = "call-1",
                phone: str | None = "13800138000", visit: int | None = None,
-               **settings: object):
+               deferred: SurveyWriteQueue | None = None, **settings: object):
     session = ScriptedSession(after)
     voice = ScriptedVoice(session)
     bus = CallEventBus()
@@ -114,7 +117,8 @@ def run_survey(sessions, tmp_path: Path, after: dict[str, list[object]], *,
     deps = SurveyDeps(bus, sessions, tracker=None, voice=voice,  # type: ignore[arg-type]
                       settings=SurveySettings(**{"comment_silence_seconds": 0.2} | settings),
                       recordings_dir=tmp_path / "comments",
-                      timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2))
+                      timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2),
+                      deferred=deferred)
     leg = SurveyLeg(str(session.call_id), kind, call_id, "PJSIP/x", phone, "PJSIP/2001", visit)
     call = SurveyCall(session, deps, leg)  # type: ignore[arg-type]
     return call, session, voice, steps
@@ -239,32 +243,84 @@ async def test_the_database_down_at_the_start_means_goodbye_not_silence(demo,
         ("survey_skipped", "database unavailable"), ("prompt", "goodbye")]
 
 
-async def test_a_rating_and_comment_given_while_the_database_is_down_stay_in_the_steps(
+async def test_answers_given_while_the_database_is_down_are_written_when_it_is_back(
         demo, tmp_path: Path) -> None:
     # The database works until the survey has started, then refuses every connection.
-    database = DatabaseGoesDown(demo, 0)
+    database = DatabaseGoesDown(demo, 1_000)
+    journal = json_journal(tmp_path / "journal", "survey-writes")
+    queue = SurveyWriteQueue(demo, journal, retry_delay=0.01)
     call, session, _, steps = run_survey(database, tmp_path, {
         "survey_rating": [Dtmf("2")],
         "beep": [Audio(LOUD)] * 10 + [Dtmf("#")],
-    })
-    started = asyncio.Event()
+    }, deferred=queue)
 
     async def down_after_start(event: object) -> None:
         if isinstance(event, CallStep) and event.kind == "survey_started":
             database.working = 0
-            started.set()
     call.deps.bus.subscribe(down_after_start)
-    database.working = 1_000
-    result = await asyncio.wait_for(call.run(), 10)
-    assert started.is_set()
+    await asyncio.wait_for(call.run(), 10)
+    # The caller noticed nothing.
     assert session.prompts[-1] == "survey_thanks" and session.hung_up == "survey done"
-    by_kind = {s.kind: s.detail for s in steps}
-    assert (by_kind["survey_rating_unsaved"]["score"], by_kind["survey_rating_unsaved"]["by"]
-            ) == (2, "keys")
-    comment = Path(by_kind["survey_comment_unsaved"]["path"])
-    assert await asyncio.to_thread(comment.is_file)
-    assert comment.is_relative_to(tmp_path / "comments")
-    assert by_kind["survey_result"]["outcome"] == "unsaved"
-    assert result is not None and result.score is None  # what the database last said
+    deferred = [(s.detail["op"], s.detail.get("score")) for s in steps
+                if s.kind == "survey_write_deferred"]
+    assert deferred == [("rating", 2), ("comment", None), ("finish", None),
+                        ("transcript", None)]
+    [result] = [s.detail for s in steps if s.kind == "survey_result"]
+    assert (result["outcome"], result["score"]) == ("deferred", 2)
     [stored] = await list_surveys(demo)
-    assert stored.outcome == "in_progress"  # never closed: the database was down
+    assert (stored.outcome, stored.score) == ("in_progress", None)
+    assert len(journal.pending()) == 4
+    journal.close()  # the process stops before the database is back
+
+    journal = json_journal(tmp_path / "journal", "survey-writes")
+    restarted = SurveyWriteQueue(demo, journal)
+    restarted.start()
+    try:
+        await asyncio.wait_for(restarted.drain(), 10)
+    finally:
+        await restarted.close()
+    [stored] = await list_surveys(demo)
+    assert (stored.outcome, stored.score, stored.rated_by) == ("rated", 2, "keys")
+    assert stored.follow_up_status == "open"  # a low score, as if stored at once
+    comment = Path(stored.comment_path)
+    assert await asyncio.to_thread(comment.is_file)
+    assert comment.is_relative_to(tmp_path / "comments") and stored.comment_text
+    assert journal.pending() == [] and restarted.written == 4
+    journal.close()
+
+
+async def test_the_write_queue_retries_until_the_database_is_back(demo, tmp_path: Path) -> None:
+    survey = await start_survey(demo, kind="after_call", survey_call_id="s-1",
+                                call_id="call-1", phone="13800138000")
+    database = DatabaseGoesDown(demo, 0)
+    journal = json_journal(tmp_path, "survey-writes")
+    queue = SurveyWriteQueue(database, journal, retry_delay=0.01)
+    queue.start()
+    try:
+        queue.defer("rating", survey.id, score=5, by="speech")
+        queue.defer("finish", survey.id)
+        queue.defer("rating", 999_999, score=5, by="keys")  # rejected for good: dropped
+        retried = asyncio.Event()
+
+        class Watch(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "not written yet (attempt 3)" in record.getMessage():
+                    retried.set()
+        watch = Watch()
+        logging.getLogger("crm.survey_writes").addHandler(watch)
+        try:
+            await asyncio.wait_for(retried.wait(), 10)
+        finally:
+            logging.getLogger("crm.survey_writes").removeHandler(watch)
+        assert queue.written == 0 and queue.pending == 2  # one is being retried
+        database.working = 1_000  # the database is back
+        await asyncio.wait_for(queue.drain(), 10)
+    finally:
+        await queue.close()
+    assert (queue.written, queue.dropped) == (2, 1)
+    [stored] = await list_surveys(demo)
+    assert (stored.outcome, stored.score, stored.rated_by) == ("rated", 5, "speech")
+    assert journal.pending() == []
+    with pytest.raises(ValueError, match="unknown survey write"):
+        queue.defer("erase", survey.id)
+    journal.close()
