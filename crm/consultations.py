@@ -46,12 +46,19 @@ def outcome_for(route: str | None, cause: str | None) -> str:
     return "caller_hung_up"
 
 
-async def _get_or_create(session: AsyncSession, call_id: str) -> Consultation:
-    found = await session.scalar(select(Consultation).where(Consultation.call_id == call_id))
+async def _get_or_create(session: AsyncSession, call_id: str,
+                         known: dict[str, Consultation] | None = None) -> Consultation:
+    """The call's consultation; ``known`` remembers those of this transaction, so a batch of
+    events of one call selects (and autoflushes) once, not once per event."""
+    found = known.get(call_id) if known is not None else None
+    if found is None:
+        found = await session.scalar(select(Consultation).where(Consultation.call_id == call_id))
     if found is None:
         found = Consultation(call_id=call_id)
         session.add(found)
         await session.flush()
+    if known is not None:
+        known[call_id] = found
     return found
 
 
@@ -66,10 +73,12 @@ async def _add_step(session: AsyncSession, step: ConsultationStep, replayed: boo
 
 
 async def apply_event(session: AsyncSession, event: CallEvent, *,
-                      replayed: bool = False) -> None:
+                      replayed: bool = False,
+                      known: dict[str, Consultation] | None = None) -> None:
     """Write one call event into its consultation (creating it if it is the first we hear).
-    ``replayed``: the event comes from the journal and may already be written."""
-    consultation = await _get_or_create(session, event.call_id)
+    ``replayed``: the event comes from the journal and may already be written; ``known``:
+    consultations already loaded in this transaction, by call id."""
+    consultation = await _get_or_create(session, event.call_id, known)
     if isinstance(event, CallStarted):
         consultation.caller_number = event.caller_number
         consultation.caller_name = event.caller_name
@@ -234,9 +243,11 @@ class ConsultationRecorder:
         """One transaction for the batch; if it fails, each event on its own, with retries."""
         if len(batch) > 1:
             try:
+                known: dict[str, Consultation] = {}
                 async with self._sessions() as session, session.begin():
                     for seq, event in batch:
-                        await apply_event(session, event, replayed=seq in self._replayed)
+                        await apply_event(session, event, replayed=seq in self._replayed,
+                                          known=known)
                 self.written += len(batch)
                 return
             except Exception as exc:
