@@ -187,6 +187,11 @@ class ConsultationRecorder:
             self._received += 1
             self._queue.put_nowait((seq, event))
 
+    @property
+    def pending(self) -> int:
+        """Events received and not written yet (waiting for the database, or in a batch)."""
+        return self._received - self._done
+
     def start(self) -> None:
         """Start writing; events a previous run journaled but never wrote go first."""
         if self._journal is not None:

@@ -70,6 +70,7 @@ class HotlineService:
     queue_control: QueueControl | None = None
     surveys: SurveyCalls | None = None
     wallboard: Wallboard | None = None
+    survey_writes: SurveyWriteQueue | None = None
 
     def health(self) -> HealthReport:
         return HealthReport(
@@ -78,6 +79,10 @@ class HotlineService:
             active_calls=len(self.tracker.active_calls),
             consultations_written=self.recorder.written,
             speech=self.speech.health(),
+            calls_refused_overload=self.media.refused_overload,
+            pending_writes={"call_events": self.recorder.pending,
+                            "survey_writes": (self.survey_writes.pending
+                                              if self.survey_writes else 0)},
         )
 
 
@@ -163,7 +168,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, speech,
                                  runner, queue_tracker=queue_tracker, desk_hub=desk_hub,
                                  queue_control=queue_control, surveys=surveys,
-                                 wallboard=wallboard)
+                                 wallboard=wallboard, survey_writes=survey_writes)
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,

@@ -90,6 +90,16 @@ class AmiSettings(_Section):
 class AudioSocketSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9092, ge=1, le=65535)
+    max_calls: int | None = Field(None, ge=0)
+    """Calls the IVR serves at once; beyond it a new call is handed straight back to the
+    dialplan, which queues it for an agent (no caller is turned away). None: 40 per CPU core
+    (make bench-load holds 60-80 with speech on 2 cores); 0: no limit."""
+
+    def call_limit(self) -> int | None:
+        """The limit in force, None for none."""
+        if self.max_calls is None:
+            return 40 * (os.cpu_count() or 1)
+        return self.max_calls or None
 
 
 class WebSettings(_Section):

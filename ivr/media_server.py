@@ -3,7 +3,9 @@
 Asterisk's AudioSocket() connects, sends the call UUID, then streams audio and key presses.
 Whatever goes wrong on our side (malformed data, a failing handler, shutdown) we answer with
 an AudioSocket hang-up so the dialplan continues to the queue: no caller is dropped because
-software failed.
+software failed. The same holds for overload: beyond ``audiosocket.max_calls`` calls at once a
+new call is handed back at once, so it waits for an agent instead of getting an IVR whose every
+prompt comes late.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class MediaServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._limit = settings.call_limit()
+        self.refused_overload = 0
+        """Calls handed back to the dialplan because ``max_calls`` were being served."""
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -194,6 +199,13 @@ class MediaServer:
         if first is None:
             return
         call_id, rest = first
+        if self._limit is not None and len(self._sessions) >= self._limit:
+            self.refused_overload += 1
+            call_logger(logger, call_id.value).warning(
+                "%d calls in the IVR already (audiosocket.max_calls): handed back to the "
+                "dialplan, which queues it for an agent", len(self._sessions))
+            await _close_writer(writer, send_hangup=True)
+            return
         session = MediaSession(call_id.value, writer, keepalive=self._keepalive)
         log = call_logger(logger, session.call_id)
         log.info("AudioSocket connected from %s", peer)

@@ -37,6 +37,10 @@ class HealthReport:
     active_calls: int
     consultations_written: int
     speech: dict = field(default_factory=dict)
+    calls_refused_overload: int = 0
+    """Calls handed to the agent queue because the IVR was serving ``max_calls``."""
+    pending_writes: dict = field(default_factory=dict)
+    """Writes waiting in durable journals for the database, by kind."""
 
     @property
     def ok(self) -> bool:

@@ -53,6 +53,9 @@ async def test_call_key_press_and_consultation(hotline: HotlineService,
     assert row["started_at"] and row["ended_at"] and row["duration_s"] > 0
     assert row["outcome"] == "caller_hung_up"
     assert any("5" in json.dumps(s["detail"]) for s in row["steps"])
+    health = hotline.health()
+    assert health.ok and health.calls_refused_overload == 0
+    assert health.pending_writes == {"call_events": 0, "survey_writes": 0}
 
 
 async def test_keyed_request_for_an_agent_reaches_the_queue(hotline: HotlineService,

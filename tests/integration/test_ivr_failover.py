@@ -73,3 +73,52 @@ async def test_ivr_killed_mid_call_sends_caller_to_queue(asterisk_bed: Settings,
             proc.kill()
             await proc.wait()
         await ami.close()
+
+
+async def test_a_call_beyond_max_calls_waits_for_an_agent(asterisk_bed: Settings,
+                                                          tmp_path: Path) -> None:
+    """Overload: with the IVR serving audiosocket.max_calls calls, the next caller is handed
+    back to the dialplan at once and queued for an agent, not dropped and not kept waiting
+    for an IVR whose prompts come late."""
+    settings = service_settings(asterisk_bed, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "serve",
+        env={**service_env(settings), "HOTLINE_AUDIOSOCKET__MAX_CALLS": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    ami = AmiClient(settings.ami, name="overload-test")
+    queued: dict[str, asyncio.Event] = {"13711112222": asyncio.Event(),
+                                        "13733334444": asyncio.Event()}
+
+    def on_join(event) -> None:  # type: ignore[no-untyped-def]
+        if (number := event.get("CallerIDNum")) in queued:
+            queued[number].set()
+    ami.subscribe("QueueCallerJoin", on_join)
+    await ami.start()
+    calls: list[asyncio.Task] = []
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        await wait_for_line(proc.stdout, "hotline service up", 60, seen)
+        await ami.wait_ready(10)
+        calls.append(asyncio.create_task(place_call(
+            settings, caller_number="13711112222", caller_name="赵六", hold_ms=60000)))
+        await wait_for_line(proc.stdout, "AudioSocket connected", 20, seen)
+        calls.append(asyncio.create_task(place_call(
+            settings, caller_number="13733334444", caller_name="钱七", hold_ms=60000)))
+        await wait_for_line(proc.stdout, "audiosocket.max_calls", 20, seen)
+        await asyncio.wait_for(queued["13733334444"].wait(), 20)
+        assert not queued["13711112222"].is_set()  # the first is still in the IVR
+        assert not any(call.done() for call in calls), "a caller was dropped"
+    finally:
+        for call in calls:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        if proc.returncode is None:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 15)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await ami.close()

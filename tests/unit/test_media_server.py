@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -549,3 +550,38 @@ async def test_unread_inbound_events_are_bounded() -> None:
         assert await session.next_event(0) is None
         await session.hangup("test over")
         assert await session.next_event() == Closed("test over")
+
+
+async def test_calls_beyond_max_calls_go_back_to_the_dialplan(
+    serve: StartServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    settings = AudioSocketSettings.model_construct(host="127.0.0.1", port=0, max_calls=1)
+    server = MediaServer(settings, recorder)
+    await server.start()
+    try:
+        first = await connect(server, CALL_A)
+        await recorder.session()
+        second = await connect(server, CALL_B)
+        await second.wait_eof()  # handed back at once: the dialplan queues the caller
+        assert second.messages == [Hangup()]
+        assert server.refused_overload == 1 and recorder.calls == 1
+        assert "audiosocket.max_calls" in caplog.text
+
+        await first.send(encode_hangup())  # the first call ends: room for the next one
+        await recorder.wait_finished(CALL_A)
+        await wait_idle(server)
+        assert not server.active_sessions
+        third = await connect(server, CALL_B)
+        session = await recorder.session()
+        assert session.call_id == CALL_B and not third.eof.is_set()
+    finally:
+        await server.close()
+
+
+def test_the_call_limit_defaults_to_the_cores_and_zero_lifts_it() -> None:
+    assert AudioSocketSettings().call_limit() == 40 * (os.cpu_count() or 1)
+    assert AudioSocketSettings(max_calls=0).call_limit() is None
+    assert AudioSocketSettings(max_calls=25).call_limit() == 25
+    with pytest.raises(ValueError):
+        AudioSocketSettings(max_calls=-1)
