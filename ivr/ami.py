@@ -266,6 +266,7 @@ class AmiClient:
         self._ready_handlers: list[ReadyHandler] = []
         self._login_error: AmiLoginError | None = None
         self._last_error: str | None = None
+        self._retry_now = asyncio.Event()
 
     @property
     def state(self) -> State:
@@ -299,6 +300,12 @@ class AmiClient:
         self._login_error = None
         self._set_state("disconnected")
         self._runner = asyncio.create_task(self._run(), name=f"ami-{self._name}")
+
+    def reconnect_now(self) -> None:
+        """Cut short the pause before the next connection attempt (when the cause of the
+        outage is known to be fixed); no effect while connected."""
+        if self._state == "disconnected" and self._runner is not None:
+            self._retry_now.set()
 
     async def wait_ready(self, timeout: float) -> None:
         """Return once logged in. AmiLoginError at once if the credentials were rejected."""
@@ -352,7 +359,10 @@ class AmiClient:
                 delay = self._settings.reconnect_min
             pause = random.uniform(delay / 2, delay)
             log.info("AMI %s: reconnecting in %.2fs", self._peer, pause)
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._retry_now.wait()
+            self._retry_now.clear()
             delay = min(delay * 2, self._settings.reconnect_max)
 
     async def _session(self) -> bool:

@@ -131,7 +131,7 @@ async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin
     CoreShowChannels: agent1's desk pops the call as connected, and the consultation names
     the answer once."""
     settings = fault_settings(asterisk_bed, tmp_path)
-    settings.ami.reconnect_min = settings.ami.reconnect_max = 15.0  # down until answered
+    settings.ami.reconnect_min = settings.ami.reconnect_max = 600.0  # down until answered
     extension = settings.asterisk.agent_extensions[0]  # agent1's desk phone (demo data)
     async with service(settings, asterisk_bed) as (hotline, watcher):
         await seed_demo(settings.database_url)
@@ -153,6 +153,7 @@ async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin
                 assert hotline.ami.state != "logged_in", "reconnected before the answer"
                 assert desk.call is None
 
+                hotline.ami.reconnect_now()  # the link is back
                 await hotline.ami.wait_ready(30)
                 await hub.wait_for(lambda: desk.call is not None
                                    and desk.call.phase == "connected", 10)

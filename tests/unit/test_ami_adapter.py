@@ -253,6 +253,20 @@ async def test_reconnect_delays_back_off_up_to_the_maximum(
     assert all(d >= 0.08 for d in seen[3:])
 
 
+async def test_reconnect_now_cuts_the_pause_short(server: FakeAmiServer, make_client) -> None:
+    ami = make_client(make_settings(server.port, reconnect_min=600, reconnect_max=600))
+    ami.reconnect_now()  # not started: nothing to cut short, and nothing remembered
+    await ami.start()
+    await ami.wait_ready(3)
+    ami.reconnect_now()  # connected: no effect on the next pause either
+    server.drop_connections()
+    await server.wait_until(lambda: ami.state == "disconnected", what="the drop noticed")
+    assert server.logins == 1  # waiting out a pause of 300-600 s
+    ami.reconnect_now()
+    await server.wait_logins(2)
+    await ami.wait_ready(3)
+
+
 async def test_shutdown_event_leads_to_reconnect(server: FakeAmiServer, client: AmiClient) -> None:
     seen = Collector()
     client.subscribe("Shutdown", seen)
