@@ -139,17 +139,27 @@ async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin
         assert hub is not None
         desk = hub.sign_in(await get_agent(hotline.sessions, "agent1"))
         queue = settings.asterisk.queue_name
-        async with AgentPhone(settings, extension, ring_ms=200) as phone:
+        bridged = asyncio.Event()
+        observer = AmiClient(settings.ami, name="fault-observer")
+        observer.subscribe("AgentConnect", lambda _: bridged.set())
+        async with contextlib.AsyncExitStack() as cleanup:
+            phone = await cleanup.enter_async_context(
+                AgentPhone(settings, extension, ring_ms=200))
             added = await hotline.ami.action("QueueAdd", Queue=queue,
                                              Interface=f"PJSIP/{extension}", MemberName="agent1")
             assert added.get("Response") == "Success", added.headers
-            [port] = local_ports_to(settings.ami.port)
+            [port] = local_ports_to(settings.ami.port)  # the service's link, the only one
+            # The test's own AMI login sees the answer the service misses.
+            cleanup.push_async_callback(observer.close)
+            await observer.start()
+            await observer.wait_ready(10)
             cut_tcp(port, settings.ami.port)
             await wait_until(lambda: hotline.ami.state != "logged_in", 5, "AMI link noticed down")
             # Without AMI the IVR does not learn the calling number, so it serves 张三 as an
             # unknown caller: 1 = Mandarin at the language menu, 2 = agent.
             async with HeldCaller(settings, number=ZHANG_SAN, name="张三", keys="12") as caller:
                 await phone.wait_answered(30)
+                await asyncio.wait_for(bridged.wait(), 10)  # Asterisk bridged the call
                 assert hotline.ami.state != "logged_in", "reconnected before the answer"
                 assert desk.call is None
 
