@@ -141,6 +141,11 @@ class DeskHub:
         self._changed = asyncio.Condition()
         self.handled = 0
 
+    @property
+    def pending_audits(self) -> int:
+        """Pop views shown but not yet in the audit log."""
+        return len(self._audits)
+
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="desk-hub")

@@ -81,6 +81,7 @@ class HotlineService:
             speech=self.speech.health(),
             calls_refused_overload=self.media.refused_overload,
             pending_writes={"call_events": self.recorder.pending,
+                            "pop_audits": self.desk_hub.pending_audits if self.desk_hub else 0,
                             "survey_writes": (self.survey_writes.pending
                                               if self.survey_writes else 0)},
         )

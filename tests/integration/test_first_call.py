@@ -55,7 +55,7 @@ async def test_call_key_press_and_consultation(hotline: HotlineService,
     assert any("5" in json.dumps(s["detail"]) for s in row["steps"])
     health = hotline.health()
     assert health.ok and health.calls_refused_overload == 0
-    assert health.pending_writes == {"call_events": 0, "survey_writes": 0}
+    assert health.pending_writes == {"call_events": 0, "pop_audits": 0, "survey_writes": 0}
 
 
 async def test_keyed_request_for_an_agent_reaches_the_queue(hotline: HotlineService,

@@ -231,6 +231,7 @@ async def test_pop_views_not_yet_audited_survive_a_crash_in_the_journal(
         before = utcnow()
         assert await hub.current("agent1") is not None  # a reload: a view to audit
         viewed = utcnow()
+        assert hub.pending_audits == 1
     finally:
         await hub.close()  # cannot write it: it stays in the journal
         journal.close()
