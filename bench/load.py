@@ -107,6 +107,8 @@ class StepResult:
     speech_heard: tuple[int, int] = (0, 0)
     surveys_rated: tuple[int, int] = (0, 0)
     channels_left: int = 0
+    refused_overload: int | None = None
+    """Calls the IVR handed back to the dialplan in this step (audiosocket.max_calls)."""
     usage: Usage | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -136,6 +138,7 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
     print(f"\n[{tag}] concurrency {limits.concurrency}, rate {limits.rate:g}/s, offering for "
           f"{limits.duration:.0f} s (at most {limits.max_calls} calls)", flush=True)
     mark = sampler.mark()
+    refused_before = (await stack.service.health()).get("calls_refused_overload")
     run = await drive(stack.settings, planner, limits, tag,
                       progress=lambda line: print(line, flush=True))
     usage = sampler.usage(mark)
@@ -155,6 +158,9 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
                                              result.expected_consultations)
     result.consultations = len(consultations)
     result.strays = attach(run.records, consultations, tag)
+    refused_after = (await stack.service.health()).get("calls_refused_overload")
+    if isinstance(refused_before, int) and isinstance(refused_after, int):
+        result.refused_overload = refused_after - refused_before
     summarise(result, run.records, stack)
     return result
 
@@ -221,7 +227,9 @@ def print_step(result: StepResult) -> None:
           f" calls that reached Asterisk ({match}"
           f"{f'; {result.strays} strays' if result.strays else ''})")
     print(f"speech understood {result.speech_heard[0]}/{result.speech_heard[1]}, surveys rated "
-          f"{result.surveys_rated[0]}/{result.surveys_rated[1]}")
+          f"{result.surveys_rated[0]}/{result.surveys_rated[1]}, calls the IVR handed to the "
+          f"queue at its limit (audiosocket.max_calls) "
+          f"{'?' if result.refused_overload is None else result.refused_overload}")
     t = result.turns_s
     print(f"turn latency, caller side (end of input -> next prompt) n={len(t)}: p50 "
           f"{_ms(t, 50)} ms, p95 {_ms(t, 95)} ms, max {_ms(t, 100)} ms; " + ", ".join(
@@ -304,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds during which calls are offered (120)")
     p.add_argument("--max-calls", type=int, default=None,
                    help="calls offered at most (default: rate x duration)")
+    p.add_argument("--ivr-max-calls", type=int, default=None,
+                   help="the service's audiosocket.max_calls (default: its own, 40 per core)")
     p.add_argument("--drain", type=float, default=75.0,
                    help="seconds to wait for calls in flight after offering stops (75)")
     p.add_argument("--agents", type=int, default=12, help="SIPp agent phones 2001.. (12)")
@@ -445,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                         "%(message)s")
     state_dir = Path(tempfile.mkdtemp(prefix="hotline-load-"))
     teardown = Teardown(bench_settings(state_dir, agents_count=args.agents,
-                                       database_url=args.database_url))
+                                       database_url=args.database_url,
+                                       ivr_max_calls=args.ivr_max_calls))
     status = 0
     signalled: list[int] = []
     try:

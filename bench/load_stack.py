@@ -62,15 +62,17 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = "") -> Settings:
-    """Private state dir, free loopback ports, N agent phones 2001.., every call surveyed."""
+def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = "",
+                   ivr_max_calls: int | None = None) -> Settings:
+    """Private state dir, free loopback ports, N agent phones 2001.., every call surveyed;
+    ``ivr_max_calls`` overrides the service's ``audiosocket.max_calls``."""
     settings = Settings(
         state_dir=state_dir,
         asterisk={"sip_port": free_udp_port(), "rtp_start": RTP_RANGE[0],
                   "rtp_end": RTP_RANGE[1],
                   "agent_extensions": [str(2001 + i) for i in range(agents_count)]},
         ami={"port": free_tcp_port()},
-        audiosocket={"port": free_tcp_port()},
+        audiosocket={"port": free_tcp_port(), "max_calls": ivr_max_calls},
         web={"port": free_tcp_port()},
         database={"url": database_url},
         # The same few demo residents call again and again: survey every call.
@@ -100,6 +102,8 @@ def service_env(settings: Settings) -> dict[str, str]:
     })
     if settings.database.url:
         env["HOTLINE_DATABASE__URL"] = settings.database.url
+    if settings.audiosocket.max_calls is not None:
+        env["HOTLINE_AUDIOSOCKET__MAX_CALLS"] = str(settings.audiosocket.max_calls)
     return env
 
 
@@ -177,6 +181,15 @@ class ServiceProcess:
                 await asyncio.sleep(0.2)  # polling a subprocess's readiness, bounded
         raise BenchError(f"hotline serve not healthy within {SERVICE_START_TIMEOUT:.0f} s:\n"
                          f"{self.tail()}")
+
+    async def health(self) -> dict:
+        """The service's /healthz (empty if it does not answer within 5 s)."""
+        url = f"http://{self.settings.web.host}:{self.settings.web.port}/healthz"
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with aiohttp.ClientSession() as http, http.get(
+                    url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return dict(await resp.json())
+        return {}
 
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL. Synchronous so it also runs from a last-resort finally."""
