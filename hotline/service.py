@@ -42,6 +42,7 @@ from ivr.ami import AmiClient
 from ivr.call_tracker import ActiveCall, CallTracker
 from ivr.ivr_call import IvrDeps, SpeechIvrHandler
 from ivr.media_server import MediaServer
+from ivr.overflow import OverflowRecorder
 from ivr.queue_tracker import QueueTracker
 from ivr.survey_call import SurveyCalls
 from ivr.voice import StackVoice
@@ -144,7 +145,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech),
                                deferred=survey_writes)
         media = MediaServer(settings.audiosocket,
-                            SpeechIvrHandler(deps, survey=surveys.run).handle)
+                            SpeechIvrHandler(deps, survey=surveys.run).handle,
+                            on_overflow=OverflowRecorder(
+                                tracker, bus, limit=settings.audiosocket.call_limit()))
         await media.start()
         stack.push_async_callback(media.close)
         await stack.enter_async_context(return_visit_loop(settings, ami, sessions))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -30,6 +31,7 @@ from ivr.media_session import MediaSession, call_logger
 logger = logging.getLogger(__name__)
 
 CallHandler = Callable[[MediaSession], Awaitable[None]]
+OverflowHandler = Callable[[uuid.UUID], Awaitable[None]]
 
 READ_CHUNK = 4096
 
@@ -48,7 +50,10 @@ class MediaServer:
         shutdown_timeout: float = 5.0,
         keepalive: bool = True,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        on_overflow: OverflowHandler | None = None,
     ) -> None:
+        """``on_overflow`` is told (after the connection is closed) of each call handed back
+        because ``max_calls`` were being served."""
         self._settings = settings
         self._handler = handler
         self._first_message_timeout = first_message_timeout
@@ -64,6 +69,7 @@ class MediaServer:
         self._idle.set()
         self._closing = False
         self._limit = settings.call_limit()
+        self._on_overflow = on_overflow
         self.refused_overload = 0
         """Calls handed back to the dialplan because ``max_calls`` were being served."""
 
@@ -205,6 +211,11 @@ class MediaServer:
                 "%d calls in the IVR already (audiosocket.max_calls): handed back to the "
                 "dialplan, which queues it for an agent", len(self._sessions))
             await _close_writer(writer, send_hangup=True)
+            if self._on_overflow is not None:
+                try:
+                    await self._on_overflow(call_id.value)
+                except Exception:
+                    logger.exception("recording the handed-back call %s failed", call_id.value)
             return
         session = MediaSession(call_id.value, writer, keepalive=self._keepalive)
         log = call_logger(logger, session.call_id)

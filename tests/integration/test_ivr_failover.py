@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from crm.consultations import list_consultations
+from crm.db import make_engine, make_session_factory
 from hotline.settings import Settings
 from hotline.sipp import place_call
 from ivr.ami import AmiClient
@@ -109,6 +111,16 @@ async def test_a_call_beyond_max_calls_waits_for_an_agent(asterisk_bed: Settings
         await asyncio.wait_for(queued["13733334444"].wait(), 20)
         assert not queued["13711112222"].is_set()  # the first is still in the IVR
         assert not any(call.done() for call in calls), "a caller was dropped"
+        proc.terminate()  # a clean stop writes what the recorder holds
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        engine = make_engine(settings.database_url)
+        try:
+            rows = await list_consultations(make_session_factory(engine))
+        finally:
+            await engine.dispose()
+        steps = {c.caller_number: [s["kind"] for s in c.steps] for c in rows}
+        assert "ivr_at_capacity" in steps["13733334444"]
+        assert "ivr_at_capacity" not in steps["13711112222"]
     finally:
         for call in calls:
             call.cancel()

@@ -557,7 +557,13 @@ async def test_calls_beyond_max_calls_go_back_to_the_dialplan(
 ) -> None:
     recorder = Recorder()
     settings = AudioSocketSettings.model_construct(host="127.0.0.1", port=0, max_calls=1)
-    server = MediaServer(settings, recorder)
+    overflowed: list[uuid.UUID] = []
+    told = asyncio.Event()
+
+    async def on_overflow(call_id: uuid.UUID) -> None:
+        overflowed.append(call_id)
+        told.set()
+    server = MediaServer(settings, recorder, on_overflow=on_overflow)
     await server.start()
     try:
         first = await connect(server, CALL_A)
@@ -566,6 +572,8 @@ async def test_calls_beyond_max_calls_go_back_to_the_dialplan(
         await second.wait_eof()  # handed back at once: the dialplan queues the caller
         assert second.messages == [Hangup()]
         assert server.refused_overload == 1 and recorder.calls == 1
+        await asyncio.wait_for(told.wait(), WAIT)
+        assert overflowed == [CALL_B]
         assert "audiosocket.max_calls" in caplog.text
 
         await first.send(encode_hangup())  # the first call ends: room for the next one

@@ -1,0 +1,46 @@
+"""Calls the IVR hands back at its limit (``audiosocket.max_calls``), recorded on their
+consultation so supervisors see why a caller skipped the menu or was not surveyed.
+
+The media server refuses the AudioSocket connection at once (the dialplan queues the caller,
+or ends a survey leg); this runs afterwards, off the caller's path: it learns from the call
+tracker what the AudioSocket id stood for and publishes one step on the call event bus.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from crm.call_events import CallEventBus, CallStep
+from ivr.call_tracker import CallTracker, SurveyLeg
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_WAIT = 3.0
+"""Seconds to wait for AMI to say what the refused AudioSocket id stands for."""
+
+
+class OverflowRecorder:
+    def __init__(self, tracker: CallTracker, bus: CallEventBus, *, limit: int | None,
+                 announce_wait: float = ANNOUNCE_WAIT) -> None:
+        self._tracker = tracker
+        self._bus = bus
+        self._limit = limit
+        self._wait = announce_wait
+
+    async def __call__(self, session_id: uuid.UUID) -> None:
+        sid = str(session_id)
+        known = await self._tracker.wait_for_session(sid, self._wait)
+        detail = {"reason": "IVR at capacity", "max_calls": self._limit}
+        if isinstance(known, SurveyLeg):
+            self._tracker.take_survey_leg(sid)
+            if known.call_id is None:
+                log.warning("%s survey leg %s not offered: the IVR is at capacity", known.kind,
+                            sid)
+                return
+            await self._bus.publish(CallStep(known.call_id, "survey_skipped", detail))
+        elif known is not None:
+            await self._bus.publish(CallStep(known.call_id, "ivr_at_capacity", detail))
+        else:
+            log.warning("AudioSocket %s handed back at capacity; AMI never said which call "
+                        "it was", sid)
