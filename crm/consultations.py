@@ -220,7 +220,7 @@ class ConsultationRecorder:
         if self._task is None:
             return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=timeout)
+            await asyncio.wait_for(self.drain(), timeout=timeout)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -238,8 +238,6 @@ class ConsultationRecorder:
                     self._replayed.difference_update(seqs)
                     self._journal.ack(max(seqs))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
                 async with self._progress:
                     self._done += len(batch)
                     self._progress.notify_all()

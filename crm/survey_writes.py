@@ -30,6 +30,24 @@ OPERATIONS = ("rating", "comment", "transcript", "finish")
 MAX_RETRY_DELAY = 30.0
 
 
+async def apply_survey_write(sessions: SessionFactory, op: str, survey_id: int, *,
+                             policy: RetryPolicy, at: datetime | None = None,
+                             **fields: Any) -> surveys.SurveyView:
+    """One survey write by name, with the fields a deferred entry keeps: the survey call
+    stores through this at once, the queue later (``at``: when it happened)."""
+    if op == "rating":
+        return await surveys.record_rating(sessions, survey_id, int(fields["score"]),
+                                           by=str(fields["by"]), now=at)
+    if op == "comment":
+        return await surveys.record_comment(sessions, survey_id, path=str(fields["path"]),
+                                            seconds=float(fields["seconds"]))
+    if op == "transcript":
+        return await surveys.record_transcript(sessions, survey_id, str(fields["text"]))
+    if op == "finish":
+        return await surveys.finish_survey(sessions, survey_id, policy=policy, now=at)
+    raise ValueError(f"unknown survey write {op!r}: expected one of {OPERATIONS}")
+
+
 class SurveyWriteQueue:
     def __init__(self, sessions: SessionFactory, journal: EventJournal, *,
                  policy: RetryPolicy | None = None, retry_delay: float = 1.0) -> None:
@@ -104,17 +122,7 @@ class SurveyWriteQueue:
                 return
 
     async def _apply(self, entry: dict[str, Any]) -> None:
-        op, survey_id = entry["op"], int(entry["survey_id"])
-        at = datetime.fromisoformat(entry["at"])
-        if op == "rating":
-            await surveys.record_rating(self._sessions, survey_id, int(entry["score"]),
-                                        by=str(entry["by"]), now=at)
-        elif op == "comment":
-            await surveys.record_comment(self._sessions, survey_id, path=str(entry["path"]),
-                                         seconds=float(entry["seconds"]))
-        elif op == "transcript":
-            await surveys.record_transcript(self._sessions, survey_id, str(entry["text"]))
-        elif op == "finish":
-            await surveys.finish_survey(self._sessions, survey_id, policy=self._policy, now=at)
-        else:
-            raise ValueError(f"unknown survey write {op!r}")
+        fields = {k: v for k, v in entry.items() if k not in ("op", "survey_id", "at")}
+        await apply_survey_write(self._sessions, entry["op"], int(entry["survey_id"]),
+                                 policy=self._policy, at=datetime.fromisoformat(entry["at"]),
+                                 **fields)

@@ -23,7 +23,7 @@ import math
 import os
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +33,7 @@ from crm.call_events import CallEventBus
 from crm.case_lookup import resident_language
 from crm.db import DATABASE_DOWN, SessionFactory
 from crm.return_visits import RetryPolicy, get_return_visit
+from crm.survey_writes import SurveyWriteQueue, apply_survey_write
 from crm.surveys import SurveyView
 from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
 from ivr.call_flow import Action, Input, Log
@@ -51,7 +52,6 @@ from ivr.survey_flow import (
 )
 
 if TYPE_CHECKING:
-    from crm.survey_writes import SurveyWriteQueue
     from hotline.settings import SurveySettings
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,7 @@ class SurveyCall(PromptingCall):
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, RecordRating):
             assert self.survey is not None
-            survey_id, deps = self.survey.id, self.deps
-            await self._store("rating", lambda: surveys.record_rating(
-                deps.sessions, survey_id, action.score, by=action.by),
-                score=action.score, by=action.by)
+            await self._store("rating", score=action.score, by=action.by)
             return None
         if isinstance(action, RecordComment):
             return await self._record_comment(action)  # type: ignore[return-value]
@@ -221,19 +218,16 @@ class SurveyCall(PromptingCall):
                         score=self.survey.score)
 
     async def _finish(self) -> bool:
-        assert self.survey is not None
-        survey_id, deps = self.survey.id, self.deps
-        return await self._store("finish", lambda: surveys.finish_survey(
-            deps.sessions, survey_id, policy=deps.policy))
+        return await self._store("finish")
 
-    async def _store(self, op: str, write: Callable[[], Awaitable[SurveyView]],
-                     **fields: object) -> bool:
+    async def _store(self, op: str, **fields: object) -> bool:
         """Store now, or (database down, or an earlier write of this survey deferred) keep it
         for the write queue; True when stored now."""
         assert self.survey is not None
         if not self._deferring:
             try:
-                self.survey = await write()
+                self.survey = await apply_survey_write(
+                    self.deps.sessions, op, self.survey.id, policy=self.deps.policy, **fields)
                 return True
             except DATABASE_DOWN as exc:
                 self.log.error("survey %d: %s not stored, the database is unavailable (%s)",
@@ -299,10 +293,7 @@ class SurveyCall(PromptingCall):
         day = time.strftime("%Y/%m/%d", time.gmtime())
         path = self.deps.recordings_dir / day / f"{self.leg.survey_call_id}.wav"
         await asyncio.to_thread(write_wav, path, pcm)
-        survey_id, deps = self.survey.id, self.deps
-        await self._store("comment", lambda: surveys.record_comment(
-            deps.sessions, survey_id, path=str(path), seconds=seconds),
-            path=str(path), seconds=round(seconds, 2))
+        await self._store("comment", path=str(path), seconds=round(seconds, 2))
         self._comment = pcm
         self.log.info("comment of %.1f s saved to %s", seconds, path)
 
@@ -316,9 +307,7 @@ class SurveyCall(PromptingCall):
             self.log.exception("comment transcription failed; the recording is kept")
             return
         if text:
-            survey_id, deps = self.survey.id, self.deps
-            await self._store("transcript", lambda: surveys.record_transcript(
-                deps.sessions, survey_id, text), text=text)
+            await self._store("transcript", text=text)
             await self.step("survey_comment_text", survey_id=self.survey.id, text=text)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm.call_events import CallEventBus, CallStep
+from crm.call_events import CallStep
 from crm.cases import get_case
 from crm.demo_data import seed_demo
 from crm.event_journal import json_journal
@@ -27,6 +27,7 @@ from ivr.call_tracker import SurveyLeg
 from ivr.media_session import Closed
 from ivr.prompting import IvrTimeouts
 from ivr.survey_call import BEEP, SurveyCall, SurveyDeps
+from tests.call_steps import recording_bus
 
 LOUD = b"\x00\x20" * 160  # 20 ms at a level well above the speech threshold
 QUIET = b"\x00\x00" * 160
@@ -107,13 +108,7 @@ def run_survey(sessions, tmp_path: Path, after: dict[str, list[object]], *,
                deferred: SurveyWriteQueue | None = None, **settings: object):
     session = ScriptedSession(after)
     voice = ScriptedVoice(session)
-    bus = CallEventBus()
-    steps: list[CallStep] = []
-
-    async def keep(event: object) -> None:
-        if isinstance(event, CallStep):
-            steps.append(event)
-    bus.subscribe(keep)
+    bus, steps = recording_bus()
     deps = SurveyDeps(bus, sessions, tracker=None, voice=voice,  # type: ignore[arg-type]
                       settings=SurveySettings(**{"comment_silence_seconds": 0.2} | settings),
                       recordings_dir=tmp_path / "comments",

@@ -7,6 +7,7 @@ import uuid
 from crm.call_events import CallEventBus, CallStep
 from ivr.call_tracker import ActiveCall, CallTracker, SurveyLeg
 from ivr.overflow import OverflowRecorder
+from tests.call_steps import recording_bus
 
 
 class NoAmi:
@@ -20,13 +21,7 @@ class NoAmi:
 
 
 def tracked() -> tuple[CallTracker, CallEventBus, list[CallStep]]:
-    bus = CallEventBus()
-    steps: list[CallStep] = []
-
-    async def keep(event: object) -> None:
-        if isinstance(event, CallStep):
-            steps.append(event)
-    bus.subscribe(keep)
+    bus, steps = recording_bus()
     return CallTracker(NoAmi(), bus), bus, steps  # type: ignore[arg-type]
 
 

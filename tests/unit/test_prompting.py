@@ -16,6 +16,7 @@ from ivr.call_flow import Collect, Keys
 from ivr.media_server import MediaServer
 from ivr.media_session import MediaSession
 from ivr.prompting import IvrTimeouts, PromptingCall
+from tests.call_steps import recording_bus
 from tests.unit.test_media_server import CALL_A, WAIT, FakeAsterisk, tone
 
 READBACK_FRAMES = 100  # 2 s: long enough for a key to arrive while it plays
@@ -69,13 +70,7 @@ async def line() -> AsyncIterator[Line]:
     try:
         async with asyncio.timeout(WAIT):
             session = await sessions.get()
-        bus = CallEventBus()
-        steps: list[CallStep] = []
-
-        async def keep(event: object) -> None:
-            if isinstance(event, CallStep):
-                steps.append(event)
-        bus.subscribe(keep)
+        bus, steps = recording_bus()
         yield Line(Driver(session, bus), asterisk, steps)
     finally:
         await asterisk.close()
