@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -202,6 +203,42 @@ class AmiStreamDecoder:
             log.debug("AMI protocol version %s", self.version)
             self._buffer = rest
         return True
+
+
+_C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+              "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_C_ESCAPE = re.compile(r"\\(.)", re.S)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+
+
+def unescape_c(value: str) -> str:
+    """Undo Asterisk's ``ast_escape_c``, which AMI applies to the caller's and the connected
+    party's names in channel snapshots (``it's`` arrives as ``it\\'s``)."""
+    return _C_ESCAPE.sub(lambda m: _C_ESCAPES.get(m.group(1), m.group(0)), value)
+
+
+def _clean_caller_field(value: str | None) -> str | None:
+    """AMI renders empty or unknown caller fields as '' or '<unknown>'."""
+    if value is None or value.strip() in ("", "<unknown>"):
+        return None
+    return value.strip()
+
+
+def caller_identity(event: AmiEvent, prefix: str = "") -> tuple[str | None, str | None]:
+    """The caller's number and name exactly as Asterisk filled them on the channel.
+
+    Events about a channel start with its snapshot (``Channel``, ``CallerIDNum``,
+    ``CallerIDName``, ...) before any field the dialplan passed (``UserEvent``); a header
+    that repeats keeps its first value (:class:`Headers`), so a field added later can never
+    replace the snapshot's. The name is unescaped twice: AMI's C escaping, then SIP's
+    quoted-pairs (``"a \\"b\\""`` in From is the name ``a "b"``). ``prefix="Dest"`` reads
+    the other leg of a queue event.
+    """
+    number = _clean_caller_field(event.get(f"{prefix}CallerIDNum"))
+    name = _clean_caller_field(event.get(f"{prefix}CallerIDName"))
+    if name is not None:
+        name = _QUOTED_PAIR.sub(lambda m: m.group(1), unescape_c(name)) or None
+    return number, name
 
 
 def _check_token(kind: str, text: str, *, header: bool) -> None:

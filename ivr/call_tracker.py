@@ -1,8 +1,10 @@
 """Turns the dialplan's AMI user events into call events on the bus.
 
-The dialplan announces each hotline call with ``UserEvent(HotlineCallStart, ...)`` and its
-hang-up handler with ``UserEvent(HotlineCallEnd, ...)``. Tracking from AMI rather than from
-the media socket means a call is logged even when the IVR media server is down.
+The dialplan announces each hotline call with ``UserEvent(HotlineCallStart, CallId)`` and its
+hang-up handler with ``UserEvent(HotlineCallEnd, ...)``; the caller's number and name come from
+the channel snapshot Asterisk puts in front of the event (:func:`caller_identity`). Tracking
+from AMI rather than from the media socket means a call is logged even when the IVR media
+server is down.
 
 A survey leg (after the agent hung up, or a return-visit call) is announced with
 ``UserEvent(HotlineSurveyStart, SurveyCallId, CallId, ...)`` before its AudioSocket connects
@@ -20,6 +22,7 @@ from datetime import timedelta
 from crm.call_events import CallEnded, CallEventBus, CallStarted
 from crm.models import utcnow
 from ivr.ami import AmiClient, AmiEvent
+from ivr.ami_codec import caller_identity
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,8 @@ class CallTracker:
             log.warning("%s without CallId ignored: %r", kind, dict(event.headers))
             return
         if kind == "HotlineCallStart":
-            call = ActiveCall(call_id, event.get("Channel"), _clean(event.get("CallerNum")),
-                              _clean(event.get("CallerName")))
+            number, name = caller_identity(event)
+            call = ActiveCall(call_id, event.get("Channel"), number, name)
             self.active_calls[call_id] = call
             self._arrivals.pop(call_id, asyncio.Event()).set()
             log.info("call %s: started from %s (%s)", call_id, call.caller_number,
@@ -104,7 +107,7 @@ class CallTracker:
         leg = SurveyLeg(
             survey_call_id, _clean(event.get("Kind")) or "after_call", call_id,
             _clean(event.get("Channel")),
-            _clean(event.get("CallerNum")) or (call.caller_number if call else None),
+            caller_identity(event)[0] or (call.caller_number if call else None),
             _clean(event.get("Member")),
             int(visit) if visit and visit.isdigit() else None)
         # Forget legs whose socket never came (the IVR was down): keep the map small.
@@ -119,12 +122,18 @@ class CallTracker:
         """The announced survey leg, forgotten once taken."""
         return self.survey_legs.pop(survey_call_id, None)
 
+    def session_of(self, session_id: str) -> ActiveCall | SurveyLeg | None:
+        """What an AudioSocket id stands for now: an announced survey leg not yet taken, a
+        live hotline call, or None (never announced, or over). The media server admits only
+        ids it names, and refuses a second connection for one it still names."""
+        return self.survey_legs.get(session_id) or self.active_calls.get(session_id)
+
     async def wait_for_session(self, session_id: str,
                                timeout: float) -> ActiveCall | SurveyLeg | None:
         """What an AudioSocket id stands for: a hotline call (HotlineCallStart), a survey leg
         (HotlineSurveyStart), or None when AMI announced neither within ``timeout``."""
         def known() -> ActiveCall | SurveyLeg | None:
-            return self.survey_legs.get(session_id) or self.active_calls.get(session_id)
+            return self.session_of(session_id)
 
         if known() is None:
             arrived = self._arrivals.setdefault(session_id, asyncio.Event())
@@ -161,8 +170,7 @@ class CallTracker:
         for call_id, channel in live.items():
             if call_id in self.active_calls:
                 continue
-            call = ActiveCall(call_id, channel.get("Channel"), _clean(channel.get("CallerIDNum")),
-                              _clean(channel.get("CallerIDName")))
+            call = ActiveCall(call_id, channel.get("Channel"), *caller_identity(channel))
             self.active_calls[call_id] = call
             log.info("call %s: found live after resynchronisation", call_id)
             await self._bus.publish(CallStarted(

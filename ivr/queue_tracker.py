@@ -41,6 +41,7 @@ from crm.call_events import (
     WaitingCaller,
 )
 from ivr.ami import AmiClient, AmiError, AmiEvent
+from ivr.ami_codec import caller_identity
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
     queue = event.get("Queue") or ""
     interface = event.get("Interface") or ""
     extension = extension_of(interface)
-    number, name = _clean(event.get("CallerIDNum")), _clean(event.get("CallerIDName"))
+    number, name = caller_identity(event)
     channel, agent_channel = event.get("Channel"), event.get("DestChannel")
     if kind == "queuecallerjoin":
         return CallerQueued(call_id, queue, _int(event.get("Position")), number, name, channel)
@@ -305,5 +306,4 @@ class QueueTracker:
                 continue
             await self._publish(AgentAnswered(
                 call_id, queue, interface, member.extension, member.member_name,
-                _clean(caller.get("CallerIDNum")), _clean(caller.get("CallerIDName")),
-                caller.get("Channel"), resynchronised=True))
+                *caller_identity(caller), caller.get("Channel"), resynchronised=True))

@@ -326,13 +326,13 @@ async def test_caller_reaches_queue_when_ivr_is_down(
     asterisk_bed: Settings, ami: AmiClient
 ) -> None:
     call = start_call(asterisk_bed)
-    started = await ami.wait_event(user_event("HotlineCallStart", CallerNum=CALLER_NUMBER))
+    started = await ami.wait_event(user_event("HotlineCallStart", CallerIDNum=CALLER_NUMBER))
     joined = await ami.wait_event(
         event("QueueCallerJoin", Queue=asterisk_bed.asterisk.queue_name)
     )
     call_id = started["CallId"]
     assert str(uuid.UUID(call_id)) == call_id
-    assert started["CallerName"] == CALLER_NAME
+    assert started["CallerIDName"] == CALLER_NAME
     assert (joined["CallerIDNum"], joined["CallerIDName"]) == (CALLER_NUMBER, CALLER_NAME)
     assert joined.variables() == {"CALL_ID": call_id, "IVR_ROUTE": "fallback"}
     assert "1 call" in cli(asterisk_bed, f"queue show {asterisk_bed.asterisk.queue_name}")

@@ -332,7 +332,7 @@ async def test_recorded_queue_call_replayed_in_small_chunks(
     names = [e.name for e in events if e.name != "FullyBooted"]
     assert names[:4] == ["Newchannel", "Newstate", "VarSet", "UserEvent"]
     start = next(e for e in events if e.name == "UserEvent")
-    assert start.get("CallerName") == "张三"
+    assert start.get("CallerIDName") == "张三"
     called = next(e for e in events if e.name == "AgentCalled")
     assert called.chan_variables()["CALL_ID"] == CALL_ID
     assert called.chan_variables("Dest")["CALL_ID"] == CALL_ID

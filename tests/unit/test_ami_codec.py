@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.ami_codec import AmiEvent, AmiStreamDecoder, Headers, build_action, encode_action
+from ivr.ami_codec import (
+    AmiEvent,
+    AmiStreamDecoder,
+    Headers,
+    build_action,
+    caller_identity,
+    encode_action,
+    parse_message,
+)
 from ivr.ami_replay import load_session
 
 SESSION = Path(__file__).resolve().parents[1] / "data" / "ami" / "queue_call.txt"
@@ -48,15 +56,15 @@ def test_recorded_queue_call_decodes_to_its_events() -> None:
     assert [e.name for e in events] == EXPECTED_NAMES
     start = events[3]
     assert start.get("UserEvent") == "HotlineCallStart"
-    assert start.get("CallerName") == "张三"
-    assert start.get("callername") == "张三"  # header names are case-insensitive
+    assert start.get("CallerIDName") == "张三"
+    assert start.get("calleridname") == "张三"  # header names are case-insensitive
     agent_called = events[6]
     assert agent_called.get("DestChannel") == "PJSIP/2001-00000001"
     assert agent_called.get("MemberName") == "王芳"
     assert agent_called.chan_variables() == {"CALL_ID": CALL_ID, "IVR_ROUTE": "agent"}
     assert agent_called.chan_variables("Dest") == {"CALL_ID": CALL_ID, "IVR_ROUTE": ""}
     assert events[0].chan_variables() == {"CALL_ID": "", "IVR_ROUTE": ""}  # set later
-    assert start.get_all("Channel") == ("PJSIP/1001-00000000",) * 2  # snapshot + UserEvent body
+    assert start.get_all("ChanVariable") == (f"CALL_ID={CALL_ID}", "IVR_ROUTE=")  # repeated
     assert float(start.get("Timestamp") or 0) > 1.7e9  # manager.conf: timestampevents=yes
     assert events[0].get("AccountCode") == ""
     assert events[-2].get("Cause-txt") == "Normal Clearing"
@@ -191,3 +199,19 @@ async def test_list_values_repeat_the_header() -> None:
 async def test_header_injection_is_refused(name: str, fields: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="invalid AMI"):
         build_action(name, fields)
+
+
+def test_caller_identity_is_the_snapshot_unescaped() -> None:
+    """AMI C-escapes snapshot names (ast_escape_c) and PJSIP keeps SIP's quoted-pairs, so the
+    display name sent as ``\"quoted\" it's`` arrives as ``\\\"quoted\\\" it\'s``. A field the
+    dialplan appended after the snapshot never wins."""
+    name = r'\\\"quoted\\\" it\'s ok\? a\tb \\\\'
+    block = ("Event: UserEvent\r\nChannel: PJSIP/pstn-gateway-00000001\r\n"
+             f"CallerIDNum: 13900139000\r\nCallerIDName: {name}\r\n"
+             "UserEvent: HotlineCallStart\r\nCallerIDNum: 13800138000\r\n"
+             "CallerIDName: forged\r\n")
+    event = parse_message(block)
+    assert event is not None
+    assert caller_identity(event) == ("13900139000", '"quoted" it\'s ok? a\tb \\')
+    empty = parse_message("Event: Newchannel\r\nCallerIDNum: <unknown>\r\nCallerIDName: \r\n")
+    assert empty is not None and caller_identity(empty) == (None, None)

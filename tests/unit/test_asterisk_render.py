@@ -114,7 +114,7 @@ def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
     assert inbound.startswith("exten => 96110,1,")
     assert "Set(__CALL_ID=${UUID()})" in inbound
     assert "Set(CHANNEL(hangup_handler_push)=hotline-call-end,s,1)" in inbound
-    assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID}," in inbound
+    assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID})" in inbound
     assert "TryExec(AudioSocket(${CALL_ID},127.0.0.1:9999))" in inbound
     assert 'ExecIf($["${IVR_ROUTE}" = ""]?Set(IVR_ROUTE=fallback))' in inbound
     assert "Queue(front-desk,rc)" in inbound
@@ -332,3 +332,19 @@ def test_key_presses_are_renumbered_to_follow_each_other(tmp_path: Path) -> None
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     stamps = [press[0][1] for press in fields]
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
+
+
+def test_no_caller_controlled_text_in_dialplan_application_arguments(
+    config: dict[str, str],
+) -> None:
+    """Application arguments are split on commas and UserEvent's later fields overwrite
+    earlier ones: the display name and the user part (CALLERID, CONNECTEDLINE, the dialled
+    number's digits) must never be expanded into them, unless encoded or filtered."""
+    dialplan = config["hotline.conf"]
+    code = "\n".join(line.split(";", 1)[0] for line in dialplan.splitlines())
+    for function in ("CALLERID(", "CONNECTEDLINE(", "REDIRECTING(", "PJSIP_HEADER(",
+                     "SIP_HEADER(", "CHANNEL(name)"):
+        for match in re.finditer(re.escape("${" + function), code):
+            line = code[code.rfind("\n", 0, match.start()) + 1:code.find("\n", match.end())]
+            prefix = code[:match.start()]
+            assert prefix.endswith(("BASE64_ENCODE(", "FILTER(0123456789,")), line

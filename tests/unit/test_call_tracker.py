@@ -8,7 +8,7 @@ import asyncio
 from crm.call_events import CallEnded, CallEventBus, CallStarted
 from hotline.settings import AmiSettings
 from ivr.ami import AmiClient
-from ivr.ami_replay import FakeAmiServer
+from ivr.ami_replay import FakeAmiServer, format_message
 from ivr.call_tracker import CallTracker
 
 
@@ -48,8 +48,8 @@ async def test_user_events_then_resynchronisation_after_reconnect() -> None:
         try:
             await ami.wait_ready(5)
             await server.send_event("UserEvent", {
-                "UserEvent": "HotlineCallStart", "CallId": "a-1", "CallerNum": "13800138000",
-                "CallerName": "张三", "Channel": "PJSIP/pstn-gateway-00000001"})
+                "Channel": "PJSIP/pstn-gateway-00000001", "CallerIDNum": "13800138000",
+                "CallerIDName": "张三", "UserEvent": "HotlineCallStart", "CallId": "a-1"})
             [started] = await seen.wait(1)
             assert isinstance(started, CallStarted) and started.caller_name == "张三"
 
@@ -64,3 +64,36 @@ async def test_user_events_then_resynchronisation_after_reconnect() -> None:
     found = [e for e in events[1:] if isinstance(e, CallStarted)]
     assert [(e.call_id, e.caller_name) for e in found] == [("b-2", "李秀英")]
     assert set(tracker.active_calls) == {"b-2"}
+
+
+async def test_identity_comes_from_the_channel_snapshot_not_from_user_fields() -> None:
+    """A UserEvent as the old dialplan sent it for a caller from 13900139000 whose display
+    name was ``x,CallerNum: 13800138000,CallerIDNum: 13800138000``: every field after the
+    snapshot is caller-controlled, and none of them may become the caller's identity."""
+    forged = format_message([
+        ("Event", "UserEvent"), ("Privilege", "user,all"),
+        ("Channel", "PJSIP/pstn-gateway-00000002"), ("CallerIDNum", "13900139000"),
+        ("CallerIDName", "x,CallerNum: 13800138000,CallerIDNum: 13800138000"),
+        ("Uniqueid", "1700.2"), ("Linkedid", "1700.2"),
+        ("UserEvent", "HotlineCallStart"), ("CallId", "c-3"), ("CallerNum", "13800138000"),
+        ("CallerIDNum", "13800138000"), ("CallerIDName", "张三"),
+        ("Channel", "PJSIP/forged-1"),
+    ])
+    async with FakeAmiServer() as server:
+        ami = AmiClient(AmiSettings(port=server.port, secret="secret"))
+        bus = CallEventBus()
+        seen = Collected()
+        bus.subscribe(seen)
+        tracker = CallTracker(ami, bus)
+        await ami.start()
+        try:
+            await ami.wait_ready(5)
+            await server.send(forged)
+            [started] = await seen.wait(1)
+        finally:
+            await ami.close()
+    assert isinstance(started, CallStarted)
+    assert started.caller_number == "13900139000"
+    assert started.caller_name == "x,CallerNum: 13800138000,CallerIDNum: 13800138000"
+    assert started.channel == "PJSIP/pstn-gateway-00000002"
+    assert tracker.active_calls["c-3"].caller_number == "13900139000"
