@@ -50,6 +50,14 @@ class SippError(Exception):
     """SIPp could not be run, or a phone could not register."""
 
 
+class RegistrationRefused(SippError):
+    """Asterisk answered a phone's REGISTER with a refusal (``status``: 401, 403...)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class CallResult:
     exit_code: int | None
@@ -71,23 +79,24 @@ class CallResult:
 # --- ports and scenarios ---------------------------------------------------------------
 
 
-def free_udp_port(count: int = 1) -> int:
-    """A free loopback UDP port (even, with ``count`` free ports from it) not handed out yet."""
+def free_udp_port(count: int = 1, host: str = LOCAL_IP) -> int:
+    """A free UDP port on ``host`` (even, with ``count`` free ports from it) not handed out
+    yet."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((LOCAL_IP, 0))
+            probe.bind((host, 0))
             base = probe.getsockname()[1] & ~1
         ports = range(base, base + count)
-        if not _HANDED_OUT.intersection(ports) and all(_udp_free(p) for p in ports):
+        if not _HANDED_OUT.intersection(ports) and all(_udp_free(p, host) for p in ports):
             _HANDED_OUT.update(ports)
             return base
-    raise SippError("no free UDP port found on 127.0.0.1")
+    raise SippError(f"no free UDP port found on {host}")
 
 
-def _udp_free(port: int) -> bool:
+def _udp_free(port: int, host: str = LOCAL_IP) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.bind((LOCAL_IP, port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -479,11 +488,106 @@ def _call_result(proc: SippProcess, code: int | None) -> CallResult:
     )
 
 
+# --- single requests: probing the SIP edge ---------------------------------------------
+
+SipMethod = Literal["INVITE", "REGISTER"]
+_HEADER_VALUE = re.compile(r"^[^\r\n]*$")
+
+
+@dataclass
+class SipAnswer:
+    """How Asterisk answered one request sent by ``send_request``."""
+
+    status: int | None
+    """The final status code (200, 401, 403...); None if none came in time."""
+    challenged: bool
+    """A 401/407 challenge came first and was answered with the credentials given."""
+    events: list[str] = field(default_factory=list)
+    stderr: str = ""
+
+
+async def send_request(
+    settings: Settings,
+    method: SipMethod,
+    *,
+    from_user: str,
+    to_user: str | None = None,
+    local_ip: str = LOCAL_IP,
+    contact: str | None = None,
+    credentials: tuple[str, str] | None = None,
+    expires: int = 60,
+    within: float = 10.0,
+) -> SipAnswer:
+    """Send one INVITE or REGISTER from SIPp bound to ``local_ip`` (any 127.x address) and
+    report Asterisk's final answer: what a SIP client sees at the hotline's edge.
+
+    ``from_user`` is the user part of From (a caller's number, a phone's name, or a name it
+    merely claims); ``to_user`` the dialled number (INVITE; default the hotline number) or the
+    AOR (REGISTER; default ``from_user``). ``contact`` is the Contact header (default the
+    sender's own address). With ``credentials`` (user, password) a digest challenge is
+    answered once. An INVITE that is answered is acknowledged and hung up at once.
+    """
+    if method not in ("INVITE", "REGISTER"):
+        raise SippError(f"send_request sends INVITE or REGISTER, not {method!r}")
+    from_user = _user_part(from_user, "from_user")
+    default_to = settings.asterisk.hotline_number if method == "INVITE" else from_user
+    to_user = _user_part(to_user or default_to, "to_user")
+    contact = contact or f"<sip:{from_user}@[local_ip]:[local_port]>"
+    if not _HEADER_VALUE.match(contact) or "]]>" in contact:
+        raise SippError(f"contact {contact!r} cannot be sent as one header line")
+    with tempfile.TemporaryDirectory(prefix="hotline-sipp-request-") as tmp:
+        workdir = Path(tmp)
+        scenario = render_scenario(
+            "sip_request.xml", workdir, method=method, from_user=from_user, to_user=to_user,
+            contact=contact, expires=max(0, expires), authenticate=credentials is not None,
+        )
+        args = [
+            f"{settings.asterisk.bind_host}:{settings.asterisk.sip_port}", "-sf", str(scenario),
+            "-i", local_ip, "-p", str(free_udp_port(host=local_ip)), "-m", "1",
+        ]
+        if method == "INVITE":
+            args += ["-mp", str(free_udp_port(4, host=local_ip))]
+        if credentials is not None:
+            args += ["-au", credentials[0], "-ap", credentials[1]]
+        proc = await SippProcess.start("request", workdir, args)
+        try:
+            await proc.wait(within)
+        except TimeoutError:
+            log.warning("no final answer to %s from %s within %.1f s", method, local_ip, within)
+        finally:
+            await proc.stop()
+        final = proc.event("final")
+        return SipAnswer(
+            status=int(final.split()[1]) if final else None,
+            challenged=proc.event("challenged") is not None,
+            events=list(proc.events),
+            stderr=proc.output()[1],
+        )
+
+
 # --- agent desk phones -----------------------------------------------------------------
+
+
+def phone_password(settings: Settings, extension: str) -> str:
+    """The SIP password of an agent phone (each has its own) or of the softphone."""
+    asterisk = settings.asterisk
+    if extension == asterisk.softphone_user:
+        return asterisk.softphone_password
+    password = asterisk.agent_passwords.get(extension)
+    if not password:
+        raise SippError(
+            f"no SIP password for extension {extension}: it is not in "
+            "asterisk.agent_extensions, or settings were not loaded with load_settings()"
+        )
+    return password
 
 
 class AgentPhone:
     """An agent desk phone: registers ``extension`` with digest auth, answers one call.
+
+    The password is the extension's own (``asterisk.agent_passwords``; the softphone's for
+    ``softphone_user``) unless ``password`` is given. A refused registration raises
+    RegistrationRefused with Asterisk's status code.
 
     Usage::
 
@@ -504,7 +608,7 @@ class AgentPhone:
     ) -> None:
         self.settings = settings
         self.extension = _user_part(extension, "extension")
-        self.password = password if password is not None else settings.asterisk.agent_password
+        self.password = password if password is not None else phone_password(settings, extension)
         self.ring_ms = ring_ms
         self.hold_ms = hold_ms
         self.register_timeout = register_timeout
@@ -579,6 +683,13 @@ class AgentPhone:
             code = await proc.wait(self.register_timeout)
         finally:
             await proc.stop()
+        refused = proc.event("refused")
+        if refused is not None:
+            status = int(refused.split()[1])
+            raise RegistrationRefused(
+                f"agent phone {self.extension} could not register: Asterisk answered {status}",
+                status,
+            )
         if code != 0 or proc.event("registered") is None:
             raise SippError(
                 f"agent phone {self.extension} could not register (sipp exit {code}): "

@@ -46,8 +46,10 @@ def _check_values(settings: Settings) -> None:
         "ami.secret": settings.ami.secret,
         "ami.username": settings.ami.username,
         "asterisk.softphone_password": settings.asterisk.softphone_password,
-        "asterisk.agent_password": settings.asterisk.agent_password,
     }
+    passwords = settings.asterisk.agent_passwords
+    for extension in settings.asterisk.agent_extensions:
+        values[f"asterisk.agent_passwords.{extension}"] = passwords.get(extension, "")
     for key, value in values.items():
         if not value:
             raise ConfigRenderError(
@@ -58,6 +60,20 @@ def _check_values(settings: Settings) -> None:
                 f"{key} contains a character Asterisk config files cannot hold "
                 "(whitespace, ; \" \\ [ ]); choose another value"
             )
+    _check_distinct_passwords(settings)
+
+
+def _check_distinct_passwords(settings: Settings) -> None:
+    """Each phone has its own password: one agent must not know how to register as another."""
+    owners = {settings.asterisk.softphone_password: settings.asterisk.softphone_user}
+    for extension in settings.asterisk.agent_extensions:
+        password = settings.asterisk.agent_passwords[extension]
+        if password in owners:
+            raise ConfigRenderError(
+                f"asterisk.agent_passwords: {owners[password]} and {extension} share a "
+                "password; every phone needs its own"
+            )
+        owners[password] = extension
 
 
 def _template_names(env: jinja2.Environment) -> list[str]:

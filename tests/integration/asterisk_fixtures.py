@@ -39,11 +39,14 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 def asterisk_test_settings(state_dir: Path) -> Settings:
     """Settings for the bed: private state dir, free ports, generated secrets.
 
-    HOTLINE_* environment variables still win over these values.
+    The SIP edge is as narrow as on a production host: only 127.0.0.1 is the PSTN gateway
+    and only 127.0.0.1 may use SIP as a phone, so tests can attack it from other loopback
+    addresses (127.0.0.2, ...). HOTLINE_* environment variables still win over these values.
     """
     settings = Settings(
         state_dir=state_dir,
-        asterisk={"sip_port": free_udp_port()},
+        asterisk={"sip_port": free_udp_port(), "gateway_addresses": ["127.0.0.1"],
+                  "sip_permit": ["127.0.0.1"]},
         ami={"port": free_tcp_port()},
         audiosocket={"port": free_tcp_port()},
     )

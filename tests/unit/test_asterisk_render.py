@@ -29,7 +29,7 @@ from hotline.sipp import _key_steps, render_scenario
 
 SECRET = "s3cr3t-AMI-value"
 SOFTPHONE_PASSWORD = "soft-phone-pw-123"
-AGENT_PASSWORD = "agent-pw-456"
+AGENT_PASSWORDS = {"3001": "agent-3001-pw", "3002": "agent-3002-pw"}
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def settings(tmp_path: Path) -> Settings:
         asterisk={
             "sip_port": 5070, "rtp_start": 12000, "rtp_end": 12019,
             "hotline_number": "96110", "queue_name": "front-desk",
-            "softphone_password": SOFTPHONE_PASSWORD, "agent_password": AGENT_PASSWORD,
+            "softphone_password": SOFTPHONE_PASSWORD, "agent_passwords": AGENT_PASSWORDS,
             "agent_extensions": ["3001", "3002"],
         },
         ami={"port": 5039, "username": "hotline-svc", "secret": SECRET},
@@ -91,16 +91,27 @@ def test_ami_user_is_loopback_only_with_least_privilege(config: dict[str, str]) 
     assert "channelvars = CALL_ID,IVR_ROUTE" in config["manager.conf"]
 
 
-def test_pjsip_identifies_phones_by_user_and_everything_else_as_the_gateway(
+def test_pjsip_identifies_phones_by_user_and_the_gateway_by_address_only(
     config: dict[str, str],
 ) -> None:
     pjsip = config["pjsip.conf"]
     assert "endpoint_identifier_order = username,ip" in pjsip
-    assert "match = 127.0.0.1" in section(pjsip, "pstn-gateway-identify")
-    assert "context = hotline-inbound" in section(pjsip, "pstn-gateway")
-    for user, password in (("1001", SOFTPHONE_PASSWORD), ("3001", AGENT_PASSWORD),
-                           ("3002", AGENT_PASSWORD)):
-        assert "context = hotline-internal" in section(pjsip, user)
+    assert re.findall(r"^match = (\S+)$", section(pjsip, "pstn-gateway-identify"), re.M) == [
+        "127.0.0.1"]
+    gateway = section(pjsip, "pstn-gateway")
+    assert "context = hotline-inbound" in gateway
+    # Its name in From identifies nothing: only its source address does.
+    assert "identify_by = ip" in gateway
+    assert "acl = hotline-gateway" in gateway
+    assert not re.search(r"^(auth|aors)\s*=", gateway, re.M)  # never registers
+    phone = section(pjsip, "endpoint-phone")
+    assert "identify_by = username" in phone
+    assert "acl = hotline-phones" in phone
+    assert "contact_acl = hotline-phone-contacts" in phone
+    assert "context = hotline-internal" in phone
+    for user, password in (("1001", SOFTPHONE_PASSWORD), ("3001", AGENT_PASSWORDS["3001"]),
+                           ("3002", AGENT_PASSWORDS["3002"])):
+        assert re.search(rf"^\[{user}\]\(endpoint-phone\)$", pjsip, re.M)
         assert f"password = {password}" in section(pjsip, f"{user}-auth")
     assert "max_contacts = 1" in section(pjsip, "aor-phone")
     assert "remove_existing = yes" in section(pjsip, "aor-phone")
@@ -165,8 +176,8 @@ def test_templates_on_disk_hold_no_secrets() -> None:
 
 
 def test_secrets_appear_only_in_the_files_that_need_them(config: dict[str, str]) -> None:
-    holders = {name for name, text in config.items()
-               if SECRET in text or AGENT_PASSWORD in text or SOFTPHONE_PASSWORD in text}
+    secrets = [SECRET, SOFTPHONE_PASSWORD, *AGENT_PASSWORDS.values()]
+    holders = {name for name, text in config.items() if any(s in text for s in secrets)}
     assert holders == {"manager.conf", "pjsip.conf"}
 
 
@@ -175,6 +186,46 @@ def test_unsafe_or_missing_secret_is_refused(settings: Settings, bad: str) -> No
     settings.ami.secret = bad
     with pytest.raises(ConfigRenderError, match=r"ami\.secret"):
         render_config(settings)
+
+
+def test_each_agent_phone_needs_its_own_safe_password(settings: Settings) -> None:
+    settings.asterisk.agent_passwords = {"3001": "same-pw", "3002": "same-pw"}
+    with pytest.raises(ConfigRenderError, match="3001 and 3002 share a password"):
+        render_config(settings)
+    settings.asterisk.agent_passwords = {"3001": "pw-one", "3002": SOFTPHONE_PASSWORD}
+    with pytest.raises(ConfigRenderError, match="1001 and 3002 share a password"):
+        render_config(settings)
+    settings.asterisk.agent_passwords = {"3001": "pw-one"}
+    with pytest.raises(ConfigRenderError, match=r"agent_passwords\.3002 is empty"):
+        render_config(settings)
+    settings.asterisk.agent_passwords = {"3001": "pw-one", "3002": "pw;two"}
+    with pytest.raises(ConfigRenderError, match=r"agent_passwords\.3002 contains"):
+        render_config(settings)
+
+
+def acl_rules(acl_conf: str, name: str) -> list[tuple[str, str]]:
+    return re.findall(r"^(deny|permit) = (\S+)$", section(acl_conf, name), re.M)
+
+
+def test_acls_deny_everything_but_the_configured_networks(settings: Settings) -> None:
+    deny_all = [("deny", "0.0.0.0/0"), ("deny", "::/0")]
+    acl = render_config(settings)["acl.conf"]
+    assert acl_rules(acl, "hotline-gateway") == [*deny_all, ("permit", "127.0.0.1")]
+    assert acl_rules(acl, "hotline-phones") == [*deny_all, ("permit", "127.0.0.0/8")]
+    assert acl_rules(acl, "hotline-phone-contacts") == [*deny_all, ("permit", "127.0.0.0/8")]
+
+    settings.asterisk.gateway_addresses = ["203.0.113.5", "198.51.100.0/28"]
+    settings.asterisk.sip_permit = ["10.20.0.0/16"]
+    settings.asterisk.sip_contact_permit = ["10.20.0.0/16", "192.168.0.0/16"]
+    config = render_config(settings)
+    acl = config["acl.conf"]
+    assert acl_rules(acl, "hotline-gateway") == [
+        *deny_all, ("permit", "203.0.113.5"), ("permit", "198.51.100.0/28")]
+    assert acl_rules(acl, "hotline-phones") == [*deny_all, ("permit", "10.20.0.0/16")]
+    assert acl_rules(acl, "hotline-phone-contacts") == [
+        *deny_all, ("permit", "10.20.0.0/16"), ("permit", "192.168.0.0/16")]
+    identify = section(config["pjsip.conf"], "pstn-gateway-identify")
+    assert re.findall(r"^match = (\S+)$", identify, re.M) == ["203.0.113.5", "198.51.100.0/28"]
 
 
 def test_install_replaces_stock_configs_and_protects_secrets(
@@ -312,6 +363,42 @@ def test_agent_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> 
     path = render_scenario(name, tmp_path, user="2001", contact="*", expires=0,
                            ring_ms=1, hold_ms=1000)
     assert ET.parse(path).getroot().tag == "scenario"
+
+
+def test_registration_scenario_reports_a_refusal_with_its_code(tmp_path: Path) -> None:
+    root = ET.parse(render_scenario("agent_register.xml", tmp_path, user="2001",
+                                    contact="*", expires=0)).getroot()
+    labels = {e.get("id") for e in root.iter("label")}
+    refusals = [e for e in root.iter("recv") if e.get("next", "").startswith("refused_")]
+    # The answer to the digest response: 401 or 403 is reported, not a SIPp error.
+    assert {e.get("response") for e in refusals} >= {"401", "403"}
+    assert all(e.get("optional") == "true" and e.get("next") in labels for e in refusals)
+    logs = [e.get("message") for e in root.iter("log")]
+    assert "registered" in logs and "refused 401" in logs and "refused 403" in logs
+
+
+@pytest.mark.parametrize("method", ["INVITE", "REGISTER"])
+@pytest.mark.parametrize("authenticate", [False, True])
+def test_request_probe_scenario_reports_the_final_answer(
+    tmp_path: Path, method: str, authenticate: bool
+) -> None:
+    path = render_scenario("sip_request.xml", tmp_path, method=method,
+                           from_user="pstn-gateway", to_user="12345",
+                           contact="<sip:x@192.0.2.10:5060>", expires=60,
+                           authenticate=authenticate)
+    root = ET.parse(path).getroot()
+    text = path.read_text(encoding="utf-8")
+    assert f"{method} sip:" in text and "From: <sip:pstn-gateway@[local_ip]" in text
+    assert "Contact: <sip:x@192.0.2.10:5060>" in text
+    labels = [e.get("id") for e in root.iter("label")]
+    assert len(labels) == len(set(labels))
+    assert all(e.get("next") in labels for e in root.iter() if e.get("next"))
+    challenges = [e for e in root.iter("recv") if e.get("auth") == "true"]
+    assert len(challenges) == (2 if authenticate else 0)  # 401 and 407, answered once
+    logs = {e.get("message") for e in root.iter("log")}
+    assert {"final 200", "final 401", "final 403"} <= logs
+    assert ("challenged" in logs) == authenticate
+    assert ("ACK " in text) == (method == "INVITE")
 
 
 def test_key_presses_are_renumbered_to_follow_each_other(tmp_path: Path) -> None:
