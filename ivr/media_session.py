@@ -48,6 +48,8 @@ MAX_WRITE_BUFFER = 64 * 1024
 """About 2 s of queued outbound audio: a peer that stops reading is given up."""
 DEFAULT_MAX_PENDING_EVENTS = 1000
 """About 20 s of inbound 20 ms frames; beyond it the oldest events are dropped."""
+DEFAULT_MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_EVENTS * FRAME_BYTES
+"""The same 20 s counted in audio bytes, so large frames cannot hold more."""
 CLOSE_TIMEOUT = 2.0
 
 
@@ -109,13 +111,17 @@ class MediaSession:
         *,
         keepalive: bool = True,
         max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         self.call_id = call_id
         self.log = call_logger(logger, call_id)
         self._writer = writer
         self._keepalive = keepalive
         self._max_pending = max_pending_events
+        self._max_pending_bytes = max_pending_bytes
         self._events: deque[SessionEvent] = deque()
+        self._pending_bytes = 0
+        """Audio bytes in ``_events``."""
         self._wakeup = asyncio.Event()
         self._closed_event: Closed | None = None
         self._playback: _Playback | None = None
@@ -221,20 +227,37 @@ class MediaSession:
             case Uuid():
                 self.log.warning("ignoring an unexpected second UUID message")
 
+    @property
+    def pending_bytes(self) -> int:
+        """Inbound audio bytes waiting for the call handler."""
+        return self._pending_bytes
+
     def _enqueue(self, event: SessionEvent) -> None:
-        if len(self._events) >= self._max_pending:
-            self._events.popleft()
-            self._stats.events_dropped += 1
+        size = len(event.pcm) if isinstance(event, Audio) else 0
+        dropped = 0
+        while self._events and (len(self._events) >= self._max_pending
+                                or self._pending_bytes + size > self._max_pending_bytes):
+            self._take_first()
+            dropped += 1
+        if dropped:
+            self._stats.events_dropped += dropped
             if not self._overflowing:
                 self.log.warning(
                     "call handler is not reading media events; dropping the oldest "
-                    "(limit %d)", self._max_pending,
+                    "(limits %d events, %d bytes)", self._max_pending, self._max_pending_bytes,
                 )
                 self._overflowing = True
         else:
             self._overflowing = False
         self._events.append(event)
+        self._pending_bytes += size
         self._wakeup.set()
+
+    def _take_first(self) -> SessionEvent:
+        event = self._events.popleft()
+        if isinstance(event, Audio):
+            self._pending_bytes -= len(event.pcm)
+        return event
 
     # A timeout here is a call-flow value (how long to wait for a key), returning None.
     async def next_event(self, timeout: float | None = None) -> SessionEvent | None:
@@ -244,7 +267,7 @@ class MediaSession:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._events:
-                return self._events.popleft()
+                return self._take_first()
             if self._closed_event is not None:
                 return self._closed_event
             self._wakeup.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -13,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from hotline.settings import AudioSocketSettings
+from crm.call_events import CallEventBus
+from hotline.settings import AmiSettings, AudioSocketSettings
+from ivr.ami import AmiClient
+from ivr.ami_replay import FakeAmiServer
 from ivr.audiosocket_protocol import (
     Audio,
     AudioSocketParser,
@@ -27,7 +31,14 @@ from ivr.audiosocket_protocol import (
     encode_hangup,
     encode_uuid,
 )
-from ivr.media_server import MediaServer, MediaServerError
+from ivr.call_tracker import ActiveCall, CallTracker, SurveyLeg
+from ivr.media_server import (
+    FLOOD_SLACK,
+    READ_CHUNK,
+    REAL_TIME_BYTES_PER_SECOND,
+    MediaServer,
+    MediaServerError,
+)
 from ivr.media_session import FRAME_BYTES, FRAME_SECONDS, Closed, MediaSession, SessionEvent
 
 WAIT = 3.0  # upper bound on any wait; tests normally finish far sooner
@@ -160,8 +171,11 @@ Connect = Callable[..., Awaitable[FakeAsterisk]]
 async def serve() -> AsyncIterator[StartServer]:
     servers: list[MediaServer] = []
 
-    async def start(handler: Callable[[MediaSession], Awaitable[None]], **kw: Any) -> MediaServer:
-        settings = AudioSocketSettings.model_construct(host="127.0.0.1", port=0)
+    async def start(handler: Callable[[MediaSession], Awaitable[None]], *,
+                    config: dict[str, Any] | None = None, **kw: Any) -> MediaServer:
+        """``config``: audiosocket settings, validated as from a config file."""
+        settings = AudioSocketSettings(**(config or {})).model_copy(
+            update={"host": "127.0.0.1", "port": 0})
         server = MediaServer(settings, handler, **kw)
         await server.start()
         servers.append(server)
@@ -474,6 +488,7 @@ async def test_silent_client_is_dropped_after_the_uuid_timeout(
     await wait_idle(server)
     assert server.connection_count == 0
     assert recorder.calls == 0
+    assert server.refusals["no_call_id"] == 1
 
 
 async def test_first_message_must_be_the_uuid(serve: StartServer, connect: Connect) -> None:
@@ -593,3 +608,273 @@ def test_the_call_limit_defaults_to_the_cores_and_zero_lifts_it() -> None:
     assert AudioSocketSettings(max_calls=25).call_limit() == 25
     with pytest.raises(ValueError):
         AudioSocketSettings(max_calls=-1)
+
+
+# --- the trust boundary: who may connect, with which call id, and how much ------------------
+
+
+class WatchedTracker(CallTracker):
+    """The real call tracker; tells the test when the media server starts waiting for AMI."""
+
+    def __init__(self, ami: AmiClient, bus: CallEventBus) -> None:
+        super().__init__(ami, bus)
+        self.waiting: dict[str, asyncio.Event] = {}
+
+    async def wait_for_session(self, session_id: str,
+                               timeout: float) -> ActiveCall | SurveyLeg | None:
+        self.waiting.setdefault(session_id, asyncio.Event()).set()
+        return await super().wait_for_session(session_id, timeout)
+
+    async def until_waiting(self, call_id: uuid.UUID) -> None:
+        async with asyncio.timeout(WAIT):
+            await self.waiting.setdefault(str(call_id), asyncio.Event()).wait()
+
+
+class Announcer:
+    """Asterisk's AMI side: announces calls to a real call tracker over a real AMI link."""
+
+    def __init__(self, ami: FakeAmiServer, tracker: WatchedTracker, bus: CallEventBus) -> None:
+        self.ami = ami
+        self.tracker = tracker
+        self._changed = asyncio.Event()
+        bus.subscribe(self._on_call_event)
+
+    async def _on_call_event(self, event: object) -> None:
+        self._changed.set()
+
+    async def _until(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def start_call(self, call_id: uuid.UUID) -> None:
+        await self.ami.send_event("UserEvent", {
+            "Channel": "PJSIP/pstn-gateway-00000001", "CallerIDNum": "13800138000",
+            "CallerIDName": "张三", "Uniqueid": "1700.1", "Linkedid": "1700.1",
+            "UserEvent": "HotlineCallStart", "CallId": str(call_id)})
+        await self._until(lambda: self.tracker.session_of(str(call_id)) is not None)
+
+    async def end_call(self, call_id: uuid.UUID) -> None:
+        await self.ami.send_event("UserEvent", {
+            "Channel": "PJSIP/pstn-gateway-00000001", "UserEvent": "HotlineCallEnd",
+            "CallId": str(call_id), "Route": "end", "Cause": "16"})
+        await self._until(lambda: self.tracker.session_of(str(call_id)) is None)
+
+
+@pytest.fixture
+async def announcer() -> AsyncIterator[Announcer]:
+    async with FakeAmiServer() as ami_server:
+        ami = AmiClient(AmiSettings(port=ami_server.port, secret="secret"))
+        bus = CallEventBus()
+        tracker = WatchedTracker(ami, bus)
+        announcer = Announcer(ami_server, tracker, bus)
+        await ami.start()
+        try:
+            await ami.wait_ready(WAIT)
+            yield announcer
+        finally:
+            await ami.close()
+
+
+async def test_a_second_connection_with_a_live_call_id_is_closed_and_the_call_goes_on(
+    serve: StartServer, connect: Connect, announcer: Announcer, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    server = await serve(recorder, announcements=announcer.tracker,
+                         config={"announce_timeout": 0.2})
+    await announcer.start_call(CALL_A)
+    honest = await connect(server, CALL_A)
+    session = await recorder.session()
+    await honest.wait_for(lambda: honest.silence_count() >= 2)
+
+    intruder = await connect(server, CALL_A)
+    await intruder.wait_eof()
+    assert intruder.messages == [Hangup()]  # not one frame of the call's audio
+    assert server.refusals["id_in_use"] == 1
+    refusal = next(r.getMessage() for r in caplog.records if "id_in_use" in r.getMessage())
+    assert str(CALL_A) in refusal and "127.0.0.1:" in refusal
+
+    # The live call is untouched: its audio still flows both ways, then it ends normally.
+    assert not session.closed and server.active_sessions == (session,)
+    heard = honest.silence_count()
+    await honest.send(encode_audio(b"\x01\x00" * 160), encode_dtmf("3"))
+    await recorder.wait_for_event(CALL_A, Dtmf("3"))
+    await honest.wait_for(lambda: honest.silence_count() >= heard + 5)
+    await honest.send(encode_hangup())
+    events = await recorder.wait_finished(CALL_A)
+    assert events == [Audio(b"\x01\x00" * 160), Dtmf("3"), Hangup(), Closed("caller hung up")]
+    assert recorder.calls == 1
+
+    # An id is served once: while AMI still announces the call, its id stays taken ...
+    again = await connect(server, CALL_A)
+    await again.wait_eof()
+    assert again.messages == [Hangup()] and server.refusals["id_in_use"] == 2
+    # ... and once the call is over the id is no call at all.
+    await announcer.end_call(CALL_A)
+    late = await connect(server, CALL_A)
+    await late.wait_eof()
+    assert late.messages == [Hangup()] and server.refusals["unannounced"] == 1
+    assert recorder.calls == 1
+
+
+async def test_an_unannounced_call_id_is_closed_and_a_late_announcement_is_served(
+    serve: StartServer, connect: Connect, announcer: Announcer, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    server = await serve(recorder, announcements=announcer.tracker,
+                         config={"announce_timeout": 0.3})
+    stranger = await connect(server, CALL_B)
+    await stranger.wait_eof()
+    assert stranger.messages == [Hangup()]  # the dialplan would carry on to the queue
+    assert recorder.calls == 0
+    assert server.refusals["unannounced"] == 1
+    assert any("unannounced" in r.getMessage() and str(CALL_B) in r.getMessage()
+               for r in caplog.records)
+
+    # AMI's announcement may come a moment after the socket: the connection waits for it.
+    server_late = await serve(recorder, announcements=announcer.tracker,
+                              config={"announce_timeout": WAIT})
+    caller = await connect(server_late, CALL_A)
+    await announcer.tracker.until_waiting(CALL_A)
+    assert recorder.calls == 0
+    await announcer.start_call(CALL_A)
+    session = await recorder.session()
+    assert session.call_id == CALL_A and not caller.eof.is_set()
+    assert server_late.refusals == dict.fromkeys(server_late.refusals, 0)
+
+
+@pytest.mark.timeout(120)
+async def test_500_idle_connections_are_bounded_and_an_honest_call_is_served(
+    serve: StartServer, connect: Connect
+) -> None:
+    recorder = Recorder()
+    # A long first-frame deadline: the bound alone must keep the idle connections in check.
+    server = await serve(recorder, first_message_timeout=600)
+    limit = AudioSocketSettings().max_pending
+    idle = [await connect(server, None) for _ in range(500)]
+    # The oldest are closed to make room for the newest: exactly 500 - limit of them.
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(client.eof.wait() for client in idle[:-limit]))
+    assert not any(client.eof.is_set() for client in idle[-limit:])
+    assert server.pending_count == limit
+    assert server.refusals["pending_limit"] == 500 - limit
+    assert server.connection_count == limit and recorder.calls == 0
+
+    honest = await connect(server, CALL_A)
+    session = await recorder.session()
+    assert session.call_id == CALL_A
+    await idle[-limit].wait_eof()  # the oldest idle one made room for it
+    assert server.refusals["pending_limit"] == 500 - limit + 1
+    assert server.pending_count == limit - 1
+    await honest.send(encode_dtmf("1"))
+    await recorder.wait_for_event(CALL_A, Dtmf("1"))
+    await honest.wait_for(lambda: honest.silence_count() >= 2)
+
+
+async def test_a_flooding_session_is_closed_and_other_calls_go_on(
+    serve: StartServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    server = await serve(recorder)
+    burst = AudioSocketSettings().max_burst_bytes
+    calm = await connect(server, CALL_B)
+    calm_session = await recorder.session()
+    flood = await connect(server, CALL_A)
+    flood_session = await recorder.session()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunk = encode_audio(bytes(FRAME_BYTES)) * 100  # 2 s of audio per write
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        for _ in range(200):  # up to 400 s of audio, as fast as TCP takes it
+            if flood.eof.is_set():
+                break
+            await flood.send(chunk)
+            sent += len(chunk)
+    events = await recorder.wait_finished(CALL_A)
+    elapsed = loop.time() - started
+    assert events[-1] == Closed("peer sent faster than real time")
+    assert server.refusals["flood"] == 1
+    assert any("flood" in r.getMessage() and str(CALL_A) in r.getMessage()
+               for r in caplog.records)
+    # What the flooder got in stays bounded: the burst (twice, after a pause) plus real time.
+    allowed = 2 * burst + READ_CHUNK + REAL_TIME_BYTES_PER_SECOND * FLOOD_SLACK * elapsed
+    assert flood_session.stats.bytes_in <= allowed < sent + 1
+    await flood.wait_eof()
+
+    # The other call did not notice.
+    assert not calm_session.closed and server.active_sessions == (calm_session,)
+    heard = calm.silence_count()
+    await calm.send(encode_dtmf("5"))
+    await recorder.wait_for_event(CALL_B, Dtmf("5"))
+    await calm.wait_for(lambda: calm.silence_count() >= heard + 5)
+
+
+async def open_from(address: str, port: int) -> FakeAsterisk:
+    """A client whose connection comes from ``address`` (any 127.x.y.z is this host)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((address, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    return FakeAsterisk(reader, writer)
+
+
+async def test_a_peer_outside_allowed_peers_is_closed_at_once(
+    serve: StartServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    server = await serve(recorder, config={"allowed_peers": ["127.0.0.1"]})
+    outsider = await open_from("127.0.0.2", server.bound_port)
+    try:
+        with contextlib.suppress(ConnectionError):
+            await outsider.send(encode_uuid(CALL_A), encode_dtmf("1"))
+        await outsider.wait_eof()
+        assert outsider.messages == []  # nothing at all was sent to it
+    finally:
+        await outsider.close()
+    assert server.refusals["peer_not_allowed"] == 1
+    assert recorder.calls == 0
+    refusal = next(r.getMessage() for r in caplog.records
+                   if "peer_not_allowed" in r.getMessage())
+    assert "127.0.0.2:" in refusal
+
+    await connect(server, CALL_B)  # Asterisk, from 127.0.0.1, is served
+    assert (await recorder.session()).call_id == CALL_B
+
+    # A network admits every address in it.
+    wide = await serve(recorder, config={"allowed_peers": ["127.0.0.0/8"]})
+    neighbour = await open_from("127.0.0.2", wide.bound_port)
+    try:
+        await neighbour.send(encode_uuid(CALL_A))
+        assert (await recorder.session()).call_id == CALL_A
+    finally:
+        await neighbour.close()
+
+
+def test_allowed_peers_must_be_addresses_or_networks() -> None:
+    assert AudioSocketSettings().allowed_peers == ["127.0.0.1", "::1"]
+    settings = AudioSocketSettings(allowed_peers=[" 10.0.0.0/24 ", "192.0.2.7"])
+    assert settings.allowed_peers == ["10.0.0.0/24", "192.0.2.7"]
+    with pytest.raises(ValueError, match=r"'asterisk\.local' is not an IP address"):
+        AudioSocketSettings(allowed_peers=["asterisk.local"])
+
+
+async def test_unread_inbound_audio_is_bounded_in_bytes() -> None:
+    async def ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(ignore, "127.0.0.1", 0)
+    async with listener:
+        _, writer = await asyncio.open_connection(*listener.sockets[0].getsockname()[:2])
+        session = MediaSession(CALL_A, writer, keepalive=False, max_pending_bytes=1000)
+        for i in range(5):
+            session.deliver(Audio(bytes([i, 0]) * 160))  # 320 bytes each
+        session.deliver(Dtmf("1"))
+        assert session.pending_bytes == 960 and session.stats.events_dropped == 2
+        assert [await session.next_event(0) for _ in range(4)] == [
+            *(Audio(bytes([i, 0]) * 160) for i in (2, 3, 4)), Dtmf("1")]
+        assert session.pending_bytes == 0
+        await session.hangup("test over")
