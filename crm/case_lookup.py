@@ -3,6 +3,7 @@ anti-enumeration guard that stops lookups after repeated failures from one numbe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,28 +50,72 @@ async def resident_language(sessions: SessionFactory, phone: str | None) -> str 
                                     .join(ResidentPhone).where(ResidentPhone.phone == phone))
 
 
+_DIALABLE = re.compile(r"\+?[0-9]{3,32}")
+CASE_KEY_PREFIX = "case:"
+"""Rows of ``lookup_failures`` keyed by case (failed verifications) rather than by phone."""
+
+
+def is_withheld_number(number: str | None) -> bool:
+    """True when the caller's number is not a real one: absent, withheld ("anonymous",
+    "<unknown>", "restricted", ...), not made of digits, or all zeros. Such callers share
+    no identity, so nothing may be counted against them together."""
+    if not number:
+        return True
+    number = number.strip()
+    return not _DIALABLE.fullmatch(number) or not number.lstrip("+0")
+
+
 class LookupGuard:
-    """At most ``limit`` failed case numbers or verifications per calling number per window.
-    Kept in the database so restarts and several IVR processes share the count."""
+    """Limits on guessing, kept in the database so restarts and several IVR processes share
+    them:
+
+    - at most ``limit`` failed case numbers or verifications per calling number per
+      ``window``. Withheld numbers (see ``is_withheld_number``) are never counted together:
+      one withheld caller must not lock out every other; the call flow limits them per call;
+    - at most ``verification_limit`` failed verifications of one case per
+      ``verification_window``, whoever calls: after that the case is not verified by keyed
+      digits (calling from its contact phone, or an agent, still works), so the four digits
+      cannot be found by calling again and again from withheld or changing numbers.
+    """
 
     def __init__(self, sessions: SessionFactory, *, limit: int = 5,
-                 window: timedelta = timedelta(hours=1)) -> None:
+                 window: timedelta = timedelta(hours=1), verification_limit: int = 10,
+                 verification_window: timedelta = timedelta(hours=24)) -> None:
         self._sessions = sessions
         self.limit = limit
         self.window = window
+        self.verification_limit = verification_limit
+        self.verification_window = verification_window
 
-    async def failures(self, phone: str) -> int:
-        since = utcnow() - self.window
+    async def failures(self, key: str, window: timedelta | None = None) -> int:
+        since = utcnow() - (window or self.window)
         async with self._sessions() as session:
             return await session.scalar(
                 select(func.count()).select_from(LookupFailure)
-                .where(LookupFailure.phone == phone, LookupFailure.at >= since)) or 0
+                .where(LookupFailure.phone == key, LookupFailure.at >= since)) or 0
 
     async def blocked(self, phone: str | None) -> bool:
-        return await self.failures(phone or "anonymous") >= self.limit
+        """Are lookups closed for this calling number? Never for a withheld number."""
+        if is_withheld_number(phone):
+            return False
+        return await self.failures((phone or "").strip()) >= self.limit
 
-    async def record_failure(self, phone: str | None, reason: str) -> None:
+    async def verification_locked(self, case_number: str) -> bool:
+        """Has this case had too many failed verifications lately, from any caller?"""
+        failed = await self.failures(CASE_KEY_PREFIX + case_number, self.verification_window)
+        return failed >= self.verification_limit
+
+    async def record_failure(self, phone: str | None, reason: str, *,
+                             case: str | None = None) -> None:
+        """Count a failure against the calling number (unless withheld) and, for a failed
+        verification, against the ``case``."""
+        keys = [] if is_withheld_number(phone) else [(phone or "").strip()]
+        if case is not None:
+            keys.append(CASE_KEY_PREFIX + case)
+        if not keys:
+            return
+        now = utcnow()
+        oldest = now - 2 * max(self.window, self.verification_window)
         async with self._sessions() as session, session.begin():
-            session.add(LookupFailure(phone=phone or "anonymous", reason=reason, at=utcnow()))
-            await session.execute(delete(LookupFailure)
-                                  .where(LookupFailure.at < utcnow() - 2 * self.window))
+            session.add_all(LookupFailure(phone=key, reason=reason, at=now) for key in keys)
+            await session.execute(delete(LookupFailure).where(LookupFailure.at < oldest))

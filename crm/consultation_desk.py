@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from crm import audit
 from crm.auth import mask_id_number, mask_phone
 from crm.cases import check_number
-from crm.consultations import CallRecord, call_record_fields, step_json
+from crm.consultations import CallRecord, call_record_fields, shown_steps
 from crm.db import SessionFactory
 from crm.errors import AgentNotFound, CaseNotFound, ConsultationNotFound, InvalidInput, NotFound
 from crm.models import Agent, Case, Consultation, ConsultationCase, Resident
@@ -72,7 +72,7 @@ def _detail(c: Consultation) -> ConsultationDetail:
         resident_name=c.resident.name if c.resident else None,
         resident_id_last4=c.resident.id_number_last4 if c.resident else None,
         case_numbers=tuple(x.number for x in c.cases),
-        steps=tuple(step_json(s) for s in c.steps))
+        steps=tuple(shown_steps(c)))
 
 
 _FULL = (selectinload(Consultation.steps), selectinload(Consultation.agent),

@@ -27,6 +27,7 @@ from crm.call_events import (
     CallEvent,
     CallStarted,
     CallStep,
+    redact_secret_inputs,
 )
 from crm.db import SessionFactory
 from crm.event_journal import EventJournal
@@ -334,8 +335,14 @@ class ConsultationView(CallRecord):
         return data
 
 
+def shown_steps(c: Consultation) -> list[dict[str, Any]]:
+    """A consultation's steps as JSON for any reader, verification digits stored before the
+    IVR redacted them at the source taken out."""
+    return redact_secret_inputs(step_json(s) for s in c.steps)
+
+
 def _view(c: Consultation) -> ConsultationView:
-    return ConsultationView(**call_record_fields(c), steps=[step_json(s) for s in c.steps])
+    return ConsultationView(**call_record_fields(c), steps=shown_steps(c))
 
 
 async def list_consultations(sessions: SessionFactory, *, limit: int = 50,

@@ -2,9 +2,11 @@
 
 Built once per call from the database (the consultation the IVR has been writing, the
 resident behind the calling number, the case the caller asked about, their last calls) and
-rendered per viewer: phone numbers are masked for agents except the caller connected to them,
-ID numbers only ever show their last four digits. Building reads; showing is audited by the
-desk (see crm.desk_hub), because only then has a person seen it.
+rendered per viewer: phone numbers are masked for agents except the caller connected to them
+(never showing the last four digits, which are the IVR's verification secret), ID numbers only
+ever show their last four digits. Verification digits the caller entered are never shown: the
+transcript says only that they were entered and whether they matched. Building reads; showing
+is audited by the desk (see crm.desk_hub), because only then has a person seen it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from crm import cases as case_service
 from crm.auth import mask_id_number, mask_phone
+from crm.call_events import redact_secret_inputs
 from crm.case_numbers import is_valid_case_number
 from crm.cases import CaseView
 from crm.consultation_desk import ConsultationDetail, find_consultations
@@ -59,10 +62,26 @@ class IvrSummary:
     recording: str | None = None
 
 
+def _verified_line(d: Mapping[str, Any]) -> str:
+    ok = d.get("result", True)
+    if d.get("by") == "last4":
+        return ("Verification by the last four digits of the contact phone: "
+                + ("ok" if ok else "failed"))
+    if ok:
+        return f"Caller verified by {str(d.get('by', '')).replace('_', ' ')}"
+    if d.get("reason") == "verification_locked":
+        return "Caller NOT verified (too many failed verifications of this case lately)"
+    return f"Caller NOT verified ({d.get('by') or d.get('reason')})"
+
+
 def _line(kind: str, d: Mapping[str, Any]) -> str | None:
     """One step as a line for the agent; None for steps the agent does not need."""
     if kind in _SILENT_STEPS:
         return None
+    if kind in ("keys", "speech") and d.get("secret"):
+        how = "keyed" if kind == "keys" else "said"
+        return (f"Verification digits {how} ({d.get('length')} digits, not recorded)"
+                + (" → agent" if d.get("intent") == "agent" else ""))
     texts = {
         "language": lambda: f"Language {d.get('language')} (by {d.get('by')})",
         "intent": lambda: f"Asked for: {d.get('intent')} (by {d.get('by')})",
@@ -76,9 +95,7 @@ def _line(kind: str, d: Mapping[str, Any]) -> str | None:
                                 f"{'found' if d.get('found') else 'not found'}"),
         "case_not_found": lambda: f"No case {d.get('number')}",
         "lookup_blocked": lambda: "Case lookups blocked: too many failed attempts",
-        "verified": lambda: (f"Caller verified by {str(d.get('by', '')).replace('_', ' ')}"
-                             if d.get("result", True)
-                             else f"Caller NOT verified ({d.get('by') or d.get('reason')})"),
+        "verified": lambda: _verified_line(d),
         "told": lambda: (f"Told case {d.get('case')} is {d.get('stage')}"
                          + (" (full status)" if d.get("verified") else " (stage only)")),
         "repeat_status": lambda: "Asked to hear the status again",
@@ -94,13 +111,14 @@ def _line(kind: str, d: Mapping[str, Any]) -> str | None:
 
 
 def summarise_ivr(steps: Iterable[Mapping[str, Any]]) -> IvrSummary:
-    """Steps as stored on a consultation ({"at", "kind", "detail"}) -> what the pop shows."""
+    """Steps as stored on a consultation ({"at", "kind", "detail"}) -> what the pop shows.
+    Verification digits in steps stored before the IVR redacted them are taken out here."""
     transcript: list[TranscriptLine] = []
     path: list[str] = []
     told = found = confirmed = None
     verified: bool | None = None
     verified_by = language = recording = None
-    for step in steps:
+    for step in redact_secret_inputs(steps):
         kind, d, at = step.get("kind", ""), step.get("detail") or {}, step.get("at")
         if kind == "prompt" and d.get("prompt"):
             path.append(str(d["prompt"]))

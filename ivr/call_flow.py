@@ -9,6 +9,12 @@ Flow: greeting -> language (skipped for residents with a known language) -> main
 case number -> read back and confirm -> verification (calling number or last four digits of
 the contact phone) -> status -> hear again / agent / end. No input or no match: re-prompt once
 with a shorter prompt, then keys only, then an agent.
+
+What the caller keys or says to verify is a secret: the flow asks for it with a ``secret``
+Collect (the driver records only that digits were entered and how many) and logs only the
+outcome, never the digits. Failed attempts are limited per call here (``MAX_CASE_TRIES`` case
+numbers and one verification per call, then an agent) and, for callers whose number is known,
+per number and per case by the driver's guard (``crm.case_lookup.LookupGuard``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ class NoInput:
 class LookupResult:
     case: CaseStatus | None
     blocked: bool = False
+    verification_locked: bool = False
+    """Too many failed digit verifications for this case lately: do not ask for digits."""
 
 
 Input = Begin | Keys | Speech | NoInput | LookupResult
@@ -96,6 +104,8 @@ class Collect:
     grammar: str
     max_digits: int = 1
     vars: dict[str, Any] = field(default_factory=dict)
+    secret: bool = False
+    """The answer is a verification secret: it must not be recorded (see ivr.ivr_call)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +120,11 @@ class LookupCase:
 
 @dataclass(frozen=True)
 class RecordFailure:
-    """A wrong case number or failed verification, counted against the calling number."""
+    """A wrong case number or failed verification, counted against the calling number (when
+    it is known) and, for a failed verification, against the ``case`` as well."""
 
     reason: str
+    case: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,8 +180,9 @@ class CallFlow:
 
     # -- helpers
 
-    def _collect(self, prompt: str, grammar: str, max_digits: int = 1, **vars: Any) -> Collect:
-        self.last_collect = Collect(prompt, grammar, max_digits, vars)
+    def _collect(self, prompt: str, grammar: str, max_digits: int = 1, *, secret: bool = False,
+                 **vars: Any) -> Collect:
+        self.last_collect = Collect(prompt, grammar, max_digits, vars, secret)
         return self.last_collect
 
     def _enter(self, state: State, collect: Collect, *before: Action) -> list[Action]:
@@ -201,7 +214,8 @@ class CallFlow:
             return [log, *self._to_agent(f"{why} x{self.misses}")]
         base = self.last_collect
         variant = "short" if self.misses == 1 else "keys"
-        retry = Collect(f"{base.prompt}_{variant}", base.grammar, base.max_digits, base.vars)
+        retry = Collect(f"{base.prompt}_{variant}", base.grammar, base.max_digits, base.vars,
+                        base.secret)
         return [log, Say(why), retry]
 
     # -- states
@@ -289,20 +303,30 @@ class CallFlow:
             return self._tell_status(Log("verified", {"by": "calling_number"}))
         if not contact:
             return self._tell_status(Log("verified", {"result": False, "reason": "no contact"}))
-        return self._enter(State.VERIFY_LAST4, self._collect("ask_phone_last4", "digits", 4))
+        if inp.verification_locked:
+            return self._tell_status(
+                Log("verified", {"result": False, "reason": "verification_locked"}),
+                Say("verification_failed"))
+        return self._enter(State.VERIFY_LAST4,
+                           self._collect("ask_phone_last4", "digits", 4, secret=True))
 
     def _on_last4(self, inp: Input) -> list[Action]:
+        """The caller's answer is compared and forgotten: only its length and the outcome
+        are logged."""
         digits = inp.digits.rstrip("#") if isinstance(inp, Keys) else ""
         if isinstance(inp, Speech):
+            if inp.intent == "agent":
+                return self._to_agent("asked")
             digits = inp.digits
-        if len(digits) != 4 or self.case is None:
+        if len(digits) != 4 or not digits.isdigit() or self.case is None:
             return self._miss("no_match")
-        contact = self.case.contact_phone or ""
-        self.verified = contact.endswith(digits)
+        contact = "".join(c for c in self.case.contact_phone or "" if c.isdigit())
+        self.verified = len(contact) >= 4 and contact[-4:] == digits
+        outcome = Log("verified", {"by": "last4", "result": self.verified, "length": len(digits)})
         if self.verified:
-            return self._tell_status(Log("verified", {"by": "last4"}))
-        return self._tell_status(Log("verified", {"by": "last4", "result": False}),
-                                 RecordFailure("verification_failed"), Say("verification_failed"))
+            return self._tell_status(outcome)
+        return self._tell_status(outcome, RecordFailure("verification_failed", self.case.number),
+                                 Say("verification_failed"))
 
     def _tell_status(self, *before: Action) -> list[Action]:
         assert self.case is not None

@@ -3,7 +3,9 @@
 Prompts, barge-in and input collection are shared with the survey driver
 (``ivr.prompting.PromptingCall``); this module adds what the hotline menu does: case lookups,
 the anti-enumeration guard, and routing the caller (agent queue or hang-up) over AMI.
-Every step is published as a call event so the consultation records it.
+Every step is published as a call event so the consultation records it -- except what the
+caller keys or says in answer to a ``secret`` Collect (the verification digits): that step
+says only that a secret was entered and how many digits it had.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from crm.call_events import CallEventBus
+from crm.call_events import SECRET_INPUT, CallEventBus
 from crm.case_lookup import LookupGuard, find_case_status, resident_language
 from crm.db import SessionFactory
 from ivr.call_flow import (
     Action,
     Begin,
     CallFlow,
+    Collect,
     Input,
+    Keys,
     LookupCase,
     LookupResult,
     RecordFailure,
     Route,
+    Speech,
 )
 from ivr.call_tracker import ActiveCall, CallTracker
 from ivr.media_session import MediaSession
@@ -57,6 +62,19 @@ class IvrDeps:
 _UNSET = object()
 
 
+def secret_input_detail(result: Keys | Speech) -> dict[str, object]:
+    """The step recorded for a secret answer: that it was entered and its number of digits,
+    never the digits or the words (``crm.call_events.SECRET_INPUT``)."""
+    if isinstance(result, Keys):
+        return {"secret": SECRET_INPUT, "length": sum(c.isdigit() for c in result.digits)}
+    detail: dict[str, object] = {"secret": SECRET_INPUT,
+                                 "length": sum(c.isdigit() for c in result.digits),
+                                 "confidence": result.confidence}
+    if result.intent == "agent":
+        detail["intent"] = result.intent
+    return detail
+
+
 class IvrCall(PromptingCall):
     def __init__(self, session: MediaSession, deps: IvrDeps, *,
                  announced: ActiveCall | object | None = _UNSET) -> None:
@@ -68,6 +86,7 @@ class IvrCall(PromptingCall):
         self.flow: CallFlow = CallFlow(default_language=deps.default_language,
                                        language=deps.default_language)
         self._announced = announced
+        self._collecting_secret = False
 
     async def run(self) -> None:
         caller = await self._caller_number()
@@ -96,11 +115,26 @@ class IvrCall(PromptingCall):
             call = self._announced if isinstance(self._announced, ActiveCall) else None
         return call.caller_number if call else None
 
+    async def _collect(self, collect: Collect, recog: Recognition | None) -> Input:
+        self._collecting_secret = collect.secret
+        try:
+            return await super()._collect(collect, recog)
+        finally:
+            self._collecting_secret = False
+
+    async def _log_input(self, result: Input) -> None:
+        if self._collecting_secret and isinstance(result, Keys | Speech):
+            kind = "keys" if isinstance(result, Keys) else "speech"
+            await self.step(kind, **secret_input_detail(result))
+        else:
+            await super()._log_input(result)
+
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, LookupCase):
             return await self._lookup(action.number)
         if isinstance(action, RecordFailure):
-            await self.deps.guard.record_failure(self.flow.caller_number, action.reason)
+            await self.deps.guard.record_failure(self.flow.caller_number, action.reason,
+                                                 case=action.case)
             return None
         if isinstance(action, Route):
             await self._route(action.route)
@@ -112,7 +146,9 @@ class IvrCall(PromptingCall):
             return LookupResult(None, blocked=True)
         case = await find_case_status(self.deps.sessions, number, self.flow.language)
         await self.step("case_lookup", number=number, found=case is not None)
-        return LookupResult(case)
+        locked = (case is not None and case.contact_phone is not None
+                  and await self.deps.guard.verification_locked(case.number))
+        return LookupResult(case, verification_locked=locked)
 
     async def _route(self, route: str) -> None:
         channel = self.deps.tracker.channel_of(self.call_id)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from crm import audit
@@ -20,6 +22,7 @@ from crm.call_events import (
     CallStarted,
     CallStep,
 )
+from crm.case_lookup import LookupGuard
 from crm.consultation_desk import get_consultation
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory
@@ -28,6 +31,8 @@ from crm.desk_hub import DeskHub
 from crm.event_journal import json_journal
 from crm.models import Agent, Case, Consultation, Resident, utcnow
 from crm.screen_pop import build_screen_pop
+from crm.web.api import API_VIEWER_ROLE
+from tests.scripted_ivr import keys, run_scripted_call, said
 
 PHONE = "13800138000"
 
@@ -74,7 +79,7 @@ async def test_pop_shows_resident_case_ivr_and_last_five_calls(sessions: Session
     assert [c.call_id for c in pop.recent] == ["old-5", "old-4", "old-3", "old-2", "old-1"]
     assert [c.number for c in pop.resident_cases] == [number]
     shown = pop.to_json(viewer_role="agent")
-    assert shown["caller"]["number"] == "138****8000"
+    assert shown["caller"]["number"] == "138********"
     assert shown["new_case"]["category"] == "repair"
     assert shown["new_case"]["address"] == pop.case.address
 
@@ -86,7 +91,7 @@ async def test_pop_for_an_unknown_caller_before_anything_is_written(
                                  caller_name="王五")
     assert (pop.consultation_id, pop.resident, pop.case, pop.recent) == (None, None, None, ())
     assert pop.to_json(viewer_role="agent")["caller"] == {
-        "number": "133****2222", "name": "王五", "known": False}
+        "number": "133********", "name": "王五", "known": False}
 
 
 async def test_queue_events_become_steps_agent_resident_and_outcome(
@@ -251,3 +256,90 @@ async def test_pop_views_not_yet_audited_survive_a_crash_in_the_journal(
     assert before <= view.at.replace(tzinfo=before.tzinfo) <= viewed
     assert journal.pending() == []
     journal.close()
+
+
+# -- the verification digits a caller enters are kept nowhere -----------------------------------
+def _leaks(data: object, secret: str, *known: str) -> bool:
+    """Does ``secret`` appear in ``data`` once the known non-secret values (the case number,
+    the call id) are cut out of it?"""
+    text = json.dumps(data, ensure_ascii=False)
+    for value in known:
+        text = text.replace(value, "|")
+    return secret in text
+
+
+async def _call_entering_digits(sessions: SessionFactory, db_url: str, answer: list[object],
+                                caller: str | None = "13911112222") -> tuple[str, str, int]:
+    number = await _seed(sessions, db_url)
+    recorder = ConsultationRecorder(sessions)
+    recorder.start()
+    try:
+        call = await run_scripted_call(sessions, LookupGuard(sessions), caller, {
+            "language_menu": keys("1"), "main_menu": keys("1"),
+            "ask_case_number": keys(number + "#"), "confirm_case_number": keys("1"),
+            "ask_phone_last4": answer, "after_status_menu": keys("2")}, recorder=recorder)
+        await recorder.drain()
+    finally:
+        await recorder.close()
+    # What was published on the bus (and so reached the journal, pops and wallboards).
+    published = [{"kind": s.kind, "detail": s.detail} for s in call.steps]
+    assert not _leaks(published, "8000", number, call.call_id), published
+    async with sessions() as s:
+        consultation_id = await s.scalar(select(Consultation.id)
+                                          .where(Consultation.call_id == call.call_id))
+    return number, call.call_id, consultation_id
+
+
+@pytest.mark.parametrize("answer", [keys("8000"), keys("8000#"),
+                                    said("八零零零", digits="8000", confidence=0.8)],
+                         ids=["keys", "keys-hash", "speech"])
+async def test_verification_digits_are_not_in_steps_pop_or_api(
+        sessions: SessionFactory, db_url: str, answer: list[object]) -> None:
+    number, call_id, consultation_id = await _call_entering_digits(sessions, db_url, answer)
+    detail = await get_consultation(sessions, consultation_id)
+    kinds = {s["kind"]: s["detail"] for s in detail.steps}
+    assert kinds["verified"] == {"by": "last4", "result": True, "length": 4}
+    entered = [s["detail"] for s in detail.steps if s["detail"].get("secret")]
+    assert [(d["secret"], d["length"]) for d in entered] == [("verification", 4)]
+    assert "八零" not in json.dumps(detail.steps, ensure_ascii=False)
+    # Stored steps, and the consultation as the open API returns it (full phone numbers there:
+    # look at the steps and the caller, not the case's contact phone).
+    api = detail.to_json(viewer_role=API_VIEWER_ROLE)
+    assert not _leaks([s["detail"] for s in api["steps"]], "8000", number, call_id)
+    assert api["caller_number"] == "13911112222"
+    # The pop, for an agent (ringing and connected) and for a supervisor.
+    pop = await build_screen_pop(sessions, call_id)
+    assert pop.ivr.verified is True and pop.ivr.verified_by == "last4"
+    texts = [line.text for line in pop.ivr.transcript]
+    assert "Verification by the last four digits of the contact phone: ok" in texts
+    for role, reveal in (("agent", False), ("agent", True), ("supervisor", False)):
+        shown = pop.to_json(viewer_role=role, reveal=reveal)
+        ivr = [line["text"] for line in shown["ivr"]["transcript"]]
+        assert not _leaks(ivr, "8000", number, call_id) and "八零" not in "".join(ivr)
+        if role == "agent":  # the case's contact phone is masked too
+            assert shown["case"]["contact_phone"] == "138********"
+            assert not _leaks({k: v for k, v in shown.items() if k not in ("recent",)},
+                              "8000", number, call_id, *_timestamps(shown))
+
+
+def _timestamps(shown: dict) -> list[str]:
+    """ISO times in the pop (microseconds may hold any four digits)."""
+    case = shown.get("case") or {}
+    times = [case.get(k) for k in ("deadline", "created_at", "updated_at")]
+    times += [h.get("at") for h in case.get("history", [])]
+    times += [line["at"] for line in shown["ivr"]["transcript"]]
+    times += [c["created_at"] for c in shown.get("resident_cases", [])]
+    return [t for t in times if t]
+
+
+async def test_a_failed_verification_stores_the_outcome_not_the_guess(
+        sessions: SessionFactory, db_url: str) -> None:
+    number, call_id, consultation_id = await _call_entering_digits(
+        sessions, db_url, keys("4321"), caller=None)
+    detail = await get_consultation(sessions, consultation_id)
+    assert not _leaks(detail.to_json(viewer_role=API_VIEWER_ROLE)["steps"], "4321", number,
+                      call_id, *(s["at"] for s in detail.steps))
+    pop = (await build_screen_pop(sessions, call_id)).to_json(viewer_role="agent")
+    assert pop["ivr"]["verified"] is False
+    assert "Verification by the last four digits of the contact phone: failed" in [
+        line["text"] for line in pop["ivr"]["transcript"]]

@@ -90,7 +90,7 @@ def test_unverified_caller_hears_stage_only() -> None:
     actions = flow.step(Keys("0000"))
     assert "status_stage_only" in prompts(actions)
     assert "status_full" not in prompts(actions)
-    assert RecordFailure("verification_failed") in actions
+    assert RecordFailure("verification_failed", NUMBER) in actions
     said = next(a for a in actions if isinstance(a, Say) and a.prompt == "status_stage_only")
     assert said.vars == {"stage": "in_progress"}
 
@@ -141,3 +141,103 @@ def test_unknown_case_three_times_goes_to_agent() -> None:
         assert RecordFailure("unknown_number") in actions
     assert routed(actions) == "agent"
     assert kinds(actions).count("Route") == 1
+
+
+# -- verification that leaks nothing -----------------------------------------------------------
+def to_verification(flow: CallFlow, caller: str | None = "13911112222",
+                    locked: bool = False) -> list:
+    to_case_prompt(flow, caller=caller)
+    flow.step(Keys(NUMBER + "#"))
+    flow.step(Keys("1"))
+    return flow.step(LookupResult(CASE, verification_locked=locked))
+
+
+def logged(actions: list) -> str:
+    return repr([a for a in actions if isinstance(a, Log | RecordFailure)])
+
+
+def test_the_verification_digits_are_asked_for_as_a_secret_and_never_logged() -> None:
+    flow = CallFlow()
+    [ask] = [a for a in to_verification(flow) if isinstance(a, Collect)]
+    assert (ask.prompt, ask.max_digits, ask.secret) == ("ask_phone_last4", 4, True)
+    actions = flow.step(Keys("8000"))
+    assert Log("verified", {"by": "last4", "result": True, "length": 4}) in actions
+    assert "8000" not in logged(actions) and "status_full" in prompts(actions)
+    # Only the secret question is secret: the menus around it are not.
+    assert not any(a.secret for a in actions if isinstance(a, Collect))
+
+
+def test_a_wrong_answer_logs_the_outcome_and_counts_against_the_case_not_the_digits() -> None:
+    flow = CallFlow()
+    to_verification(flow)
+    actions = flow.step(Keys("1234#"))
+    assert Log("verified", {"by": "last4", "result": False, "length": 4}) in actions
+    assert RecordFailure("verification_failed", NUMBER) in actions
+    assert "1234" not in logged(actions)
+    assert prompts(actions) == ["verification_failed", "status_stage_only", "after_status_menu"]
+
+
+def test_re_prompts_for_the_digits_stay_secret_and_say_nothing_of_what_was_keyed() -> None:
+    flow = CallFlow()
+    to_verification(flow)
+    short = flow.step(Keys("80#"))  # too short: asked again, not checked
+    assert [(a.prompt, a.secret) for a in short if isinstance(a, Collect)] == [
+        ("ask_phone_last4_short", True)]
+    assert "80" not in repr([a.detail for a in short if isinstance(a, Log)])
+    keys_only = flow.step(NoInput())
+    assert [(a.prompt, a.secret) for a in keys_only if isinstance(a, Collect)] == [
+        ("ask_phone_last4_keys", True)]
+    assert not flow.verified and flow.state is State.VERIFY_LAST4
+
+
+def test_spoken_digits_verify_and_a_spoken_request_for_an_agent_is_heard() -> None:
+    flow = CallFlow()
+    to_verification(flow)
+    actions = flow.step(Speech("八零零零", digits="8000", confidence=0.8))
+    assert flow.verified and "8000" not in logged(actions) and "八零零零" not in logged(actions)
+    other = CallFlow()
+    to_verification(other)
+    assert routed(other.step(Speech("转人工", intent="agent"))) == "agent"
+
+
+def test_digits_are_compared_with_the_contact_phone_as_digits() -> None:
+    flow = CallFlow()
+    to_case_prompt(flow, caller="13911112222")
+    flow.step(Keys(NUMBER))
+    flow.step(Keys("1"))
+    flow.step(LookupResult(CaseStatus(NUMBER, "accepted", None, None, None, "+86 138-0013-8000")))
+    assert flow.step(Keys("8000")) and flow.verified
+    odd = CallFlow()
+    to_verification(odd)
+    assert prompts(odd.step(Keys("80a0"))) == ["no_match", "ask_phone_last4_short"]
+
+
+def test_a_case_locked_after_many_failed_verifications_is_not_asked_for_digits() -> None:
+    flow = CallFlow()
+    actions = to_verification(flow, locked=True)
+    assert not any(isinstance(a, Collect) and a.secret for a in actions)
+    assert Log("verified", {"result": False, "reason": "verification_locked"}) in actions
+    assert prompts(actions) == ["verification_failed", "status_stage_only", "after_status_menu"]
+    # Calling from the case's contact phone still verifies.
+    own = CallFlow()
+    assert "status_full" in prompts(to_verification(own, caller="13800138000", locked=True))
+
+
+def test_a_withheld_caller_is_limited_within_the_call() -> None:
+    """No number to count against: three failures in this call, then an agent."""
+    flow = CallFlow()
+    to_case_prompt(flow, caller=None)
+    bad = NUMBER[:-1] + str((int(NUMBER[-1]) + 1) % 10)
+    failures = []
+    for _ in range(3):
+        actions = flow.step(Keys(bad + "#"))
+        failures += [a for a in actions if isinstance(a, RecordFailure)]
+    assert failures == [RecordFailure("invalid_number")] * 3
+    assert routed(actions) == "agent" and flow.state is State.DONE
+    # One verification per call: after a failure the caller is not asked again.
+    once = CallFlow()
+    to_verification(once, caller=None)
+    once.step(Keys("0000"))
+    assert once.state is State.STATUS_MENU
+    again = once.step(Keys("1"))
+    assert not any(isinstance(a, Collect) and a.secret for a in again)

@@ -3,9 +3,16 @@ AMI queue events the pop is driven by."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crm.auth import mask_phone
 from crm.call_events import (
+    SECRET_INPUT,
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
@@ -14,6 +21,7 @@ from crm.call_events import (
     CallerAbandoned,
     CallerQueued,
     CallStep,
+    redact_secret_inputs,
 )
 from crm.case_numbers import make_case_number
 from crm.cases import CaseView
@@ -22,6 +30,8 @@ from crm.screen_pop import IvrSummary, ResidentCard, ScreenPop, summarise_ivr
 from hotline.settings import REPO_ROOT
 from ivr.ami_codec import AmiEvent, AmiStreamDecoder, Headers
 from ivr.ami_replay import load_session
+from ivr.call_flow import Keys, Speech
+from ivr.ivr_call import secret_input_detail
 from ivr.queue_tracker import extension_of, member_status, queue_event
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -108,11 +118,11 @@ def _pop(caller: str = "13800138000", case_phone: str = "13800138000") -> Screen
 
 def test_agents_see_masked_phones_until_the_caller_is_connected_to_them() -> None:
     ringing = _pop().to_json(viewer_role="agent")
-    assert ringing["caller"]["number"] == "138****8000"
-    assert ringing["case"]["contact_phone"] == "138****8000"
-    assert ringing["recent"][0]["caller_number"] == "138****8000"
+    assert ringing["caller"]["number"] == "138********"
+    assert ringing["case"]["contact_phone"] == "138********"
+    assert ringing["recent"][0]["caller_number"] == "138********"
     assert ringing["new_case"]["contact_phone"] is None
-    assert ringing["new_case"]["contact_phone_hint"] == "138****8000"
+    assert ringing["new_case"]["contact_phone_hint"] == "138********"
     assert ringing["resident"]["id_number"] == "****2316"
     connected = _pop().to_json(viewer_role="agent", reveal=True)
     assert connected["caller"]["number"] == "13800138000"
@@ -124,7 +134,7 @@ def test_agents_see_masked_phones_until_the_caller_is_connected_to_them() -> Non
 def test_revealing_the_caller_does_not_reveal_other_numbers() -> None:
     pop = _pop(case_phone="13912345678").to_json(viewer_role="agent", reveal=True)
     assert pop["caller"]["number"] == "13800138000"
-    assert pop["case"]["contact_phone"] == "139****5678"
+    assert pop["case"]["contact_phone"] == "139********"
 
 
 def test_supervisors_see_numbers_and_names_come_through_as_data() -> None:
@@ -134,6 +144,97 @@ def test_supervisors_see_numbers_and_names_come_through_as_data() -> None:
     assert pop["case"]["history"] == [] and pop["case"]["next_stages"] == ["resolved"]
     assert _pop().audit_detail == {"call_id": "call-1", "resident": 3, "case": CASE,
                                    "consultations": [7]}
+
+
+# -- the verification secret is never shown -----------------------------------------------------
+@pytest.mark.parametrize(("phone", "role", "reveal", "shown"), [
+    ("13800138000", "agent", False, "138********"),
+    ("13800138000", "agent", True, "13800138000"),
+    ("13800138000", "supervisor", False, "13800138000"),
+    ("13800138000", "admin", False, "13800138000"),
+    ("13800138000", "someone", False, "138********"),
+    ("+8613800138000", "agent", False, "+86***********"),
+    ("02512345678", "agent", False, "025********"),
+    ("1234567", "agent", False, "123****"),
+    ("12345", "agent", False, "1****"),
+    ("2001", "agent", False, "****"),
+    ("", "agent", False, ""),
+    (None, "agent", False, None),
+])
+def test_mask_phone(phone: str | None, role: str, reveal: bool, shown: str | None) -> None:
+    assert mask_phone(phone, role, reveal=reveal) == shown
+
+
+@given(st.from_regex(r"\+?[0-9]{1,20}", fullmatch=True))
+def test_no_agent_mask_shows_any_of_the_last_four_digits(phone: str) -> None:
+    masked = mask_phone(phone, "agent")
+    assert masked is not None and len(masked) == len(phone)
+    assert set(masked[-4:]) == {"*"}
+    assert masked.rstrip("*") == phone[:len(masked.rstrip("*"))]  # the shown part is the start
+
+
+def test_secret_answers_are_recorded_as_their_length_only() -> None:
+    assert secret_input_detail(Keys("8000#")) == {"secret": SECRET_INPUT, "length": 4}
+    spoken = secret_input_detail(Speech("八零零零", digits="8000", confidence=0.7))
+    assert spoken == {"secret": SECRET_INPUT, "length": 4, "confidence": 0.7}
+    asked = secret_input_detail(Speech("转人工 八零", intent="agent", digits="80"))
+    assert "八零" not in json.dumps(asked, ensure_ascii=False) and asked["intent"] == "agent"
+
+
+LEGACY_STEPS = [  # as the IVR stored them before it redacted verification digits
+    step("case_lookup", number=CASE, found=True),
+    step("prompt", prompt="ask_phone_last4", language="cmn"),
+    step("keys", keys="80#"),
+    step("no_match", state="verify_last4", count=1),
+    step("prompt", prompt="ask_phone_last4_short", language="cmn"),
+    step("barge_in", prompt="ask_phone_last4_short"),
+    step("speech", text="八零零零", digits="8000", confidence=0.9, intent=None),
+    step("verified", by="last4"),
+    step("told", case=CASE, stage="in_progress", verified=True),
+    step("keys", keys="3"),
+]
+
+
+def test_verification_digits_in_old_steps_are_taken_out() -> None:
+    scrubbed = redact_secret_inputs(LEGACY_STEPS)
+    assert [s["detail"] for s in scrubbed if s["kind"] in ("keys", "speech")] == [
+        {"secret": SECRET_INPUT, "length": 2}, {"secret": SECRET_INPUT, "length": 4},
+        {"keys": "3"}]
+    text = json.dumps([s["detail"] for s in scrubbed], ensure_ascii=False)
+    assert "8000" not in text and "80#" not in text and "八零" not in text
+    assert LEGACY_STEPS[2]["detail"] == {"keys": "80#"}  # the input is not changed
+    # Keys typed ahead of the question (no prompt step) are caught by what follows them.
+    typed_ahead = redact_secret_inputs([step("case_lookup", number=CASE, found=True),
+                                        step("keys", keys="8000"),
+                                        step("verified", by="last4", result=False)])
+    assert typed_ahead[1]["detail"] == {"secret": SECRET_INPUT, "length": 4}
+    assert redact_secret_inputs(IVR_STEPS) == IVR_STEPS  # nothing secret there
+
+
+def test_the_pop_says_digits_were_entered_and_the_outcome_never_the_digits() -> None:
+    summary = summarise_ivr(LEGACY_STEPS)
+    texts = [line.text for line in summary.transcript]
+    assert "Verification digits keyed (2 digits, not recorded)" in texts
+    assert "Verification digits said (4 digits, not recorded)" in texts
+    assert "Verification by the last four digits of the contact phone: ok" in texts
+    assert summary.verified is True and summary.verified_by == "last4"
+    assert not any("8000" in t or "80#" in t or "八" in t for t in texts)
+    now = summarise_ivr([step("keys", secret=SECRET_INPUT, length=4),
+                         step("verified", by="last4", result=False, length=4)])
+    assert [line.text for line in now.transcript] == [
+        "Verification digits keyed (4 digits, not recorded)",
+        "Verification by the last four digits of the contact phone: failed"]
+    locked = summarise_ivr([step("verified", result=False, reason="verification_locked")])
+    assert locked.verified is False and "too many failed verifications" in (
+        locked.transcript[0].text)
+
+
+def test_an_agents_pop_shows_no_last_four_digits_anywhere() -> None:
+    pop = ScreenPop("call-1", 9, "13911112222", "王五", None, summarise_ivr(LEGACY_STEPS),
+                    _case("13800138000"))
+    for reveal in (False, True):  # revealing the caller does not reveal the case's contact
+        shown = json.dumps(pop.to_json(viewer_role="agent", reveal=reveal), ensure_ascii=False)
+        assert "8000" not in shown.replace(CASE, "|") and "八零" not in shown
 
 
 # -- AMI queue events -> bus events -------------------------------------------------------------
