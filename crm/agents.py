@@ -1,12 +1,16 @@
 """Agents, supervisors and admins of the agent desk: accounts, desk phones, queues, log-in.
 
-Password hashing is deliberately slow (argon2id), so it runs in a worker thread, never on the
-event loop.
+Password hashing is deliberately slow (argon2id), so it runs on the argon2 threads of a
+:class:`crm.auth.PasswordWork` (the web app's own, or the process's shared one), never on the
+event loop or its default executor.
+
+Changing an account's password or role, or disabling it, ends its desk and console sessions
+in the same transaction (crm.browser_sessions), and this process's open websockets of those
+sessions close at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -16,7 +20,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.auth import DEFAULT_HASHER, check_role_name, hash_password, verify_password
+from crm import browser_sessions
+from crm.auth import DEFAULT_HASHER, PasswordWork, check_role_name, default_password_work
 from crm.db import SessionFactory
 from crm.errors import AgentNotFound, AlreadyExists, InvalidInput
 from crm.models import Agent
@@ -46,6 +51,9 @@ def _view(a: Agent) -> AgentView:
                      a.active, a.password_hash is not None)
 
 
+agent_view = _view
+
+
 def _check_login(login: str) -> str:
     if not LOGIN_PATTERN.fullmatch(login):
         raise InvalidInput(f"login {login!r} must be 2-64 lower-case letters, digits, '.', '_' "
@@ -73,20 +81,22 @@ def _check_display_name(name: str) -> str:
     return name
 
 
-async def _hash(password: str, hasher: PasswordHasher) -> str:
-    return await asyncio.to_thread(hash_password, password, hasher=hasher)
+async def _hash(password: str, hasher: PasswordHasher, work: PasswordWork | None) -> str:
+    return await (work or default_password_work()).hash(password, hasher=hasher)
 
 
 async def create_agent(sessions: SessionFactory, *, login: str, display_name: str,
                        role: str = "agent", extension: str | None = None,
                        queues: list[str] | tuple[str, ...] = DEFAULT_QUEUES,
                        password: str | None = None, active: bool = True,
-                       hasher: PasswordHasher = DEFAULT_HASHER) -> AgentView:
+                       hasher: PasswordHasher = DEFAULT_HASHER,
+                       work: PasswordWork | None = None) -> AgentView:
     """Add an account. Without a password it exists (for queues and pops) but cannot log in."""
     agent = Agent(login=_check_login(login), display_name=_check_display_name(display_name),
                   role=check_role_name(role), extension=_check_extension(extension),
                   queues=_check_queues(queues), active=active,
-                  password_hash=await _hash(password, hasher) if password is not None else None)
+                  password_hash=(await _hash(password, hasher, work)
+                                 if password is not None else None))
     try:
         async with sessions() as session, session.begin():
             same = [Agent.login == login]
@@ -138,40 +148,65 @@ async def update_agent(sessions: SessionFactory, login: str, *,
                        extension: str | None = None, clear_extension: bool = False,
                        queues: list[str] | None = None,
                        active: bool | None = None) -> AgentView:
+    """Change an account; a new role or disabling it ends the account's web sessions."""
+    revoked: list[browser_sessions.Revoked] = []
     try:
         async with sessions() as session, session.begin():
             agent = await _load(session, login)
             if display_name is not None:
                 agent.display_name = _check_display_name(display_name)
-            if role is not None:
-                agent.role = check_role_name(role)
+            if role is not None and check_role_name(role) != agent.role:
+                agent.role = role
+                revoked += await browser_sessions.revoke_in(session, agent.id, "role_changed")
             if extension is not None or clear_extension:
                 agent.extension = _check_extension(extension)
             if queues is not None:
                 agent.queues = _check_queues(queues)
-            if active is not None:
+            if active is not None and active != agent.active:
                 agent.active = active
+                if not active:
+                    revoked += await browser_sessions.revoke_in(session, agent.id, "disabled")
     except IntegrityError as exc:
         raise AlreadyExists(f"extension {extension!r} belongs to another agent") from exc
+    if revoked:
+        log.info("agent %s: %d web session(s) ended (%s)", login, len(revoked),
+                 revoked[0].reason)
+    await browser_sessions.announce(revoked)
     return _view(agent)
 
 
+async def disable_agent(sessions: SessionFactory, login: str) -> AgentView:
+    """The account can no longer sign in; its sessions and open websockets end now."""
+    return await update_agent(sessions, login, active=False)
+
+
+async def enable_agent(sessions: SessionFactory, login: str) -> AgentView:
+    return await update_agent(sessions, login, active=True)
+
+
 async def set_password(sessions: SessionFactory, login: str, password: str, *,
-                       hasher: PasswordHasher = DEFAULT_HASHER) -> None:
-    new_hash = await _hash(password, hasher)
+                       hasher: PasswordHasher = DEFAULT_HASHER,
+                       work: PasswordWork | None = None) -> int:
+    """A new password; the account's web sessions end. How many sessions ended."""
+    new_hash = await _hash(password, hasher, work)
     async with sessions() as session, session.begin():
-        (await _load(session, login)).password_hash = new_hash
+        agent = await _load(session, login)
+        agent.password_hash = new_hash
+        revoked = await browser_sessions.revoke_in(session, agent.id, "password_changed")
+    await browser_sessions.announce(revoked)
+    return len(revoked)
 
 
 async def authenticate(sessions: SessionFactory, login: str, password: str, *,
-                       hasher: PasswordHasher = DEFAULT_HASHER) -> AgentView | None:
+                       hasher: PasswordHasher = DEFAULT_HASHER,
+                       work: PasswordWork | None = None) -> AgentView | None:
     """The active agent with this login and password, or None (same answer, and about the same
     time, for an unknown login, a wrong password and a disabled account). A hash made with
     outdated parameters is replaced on success."""
     async with sessions() as session:
         agent = await session.scalar(select(Agent).where(Agent.login == login))
     stored = agent.password_hash if agent is not None else None
-    check = await asyncio.to_thread(verify_password, stored, password, hasher=hasher)
+    check = await (work or default_password_work()).verify(stored, password, hasher=hasher)
     if agent is None or not check.ok or not agent.active:
         return None
     if check.new_hash is not None:

@@ -2,6 +2,9 @@
 
 ``record`` adds an entry to the caller's session so it commits (or rolls back) together with
 the change it describes; ``write`` is for reads, which have no transaction of their own.
+Entries made for a web request carry where it came from: ``source`` (the client's address as
+the web server saw it) and ``web_session`` (the public id of the desk or console session, see
+crm.web.web_session.audit_origin; never the cookie's secret).
 """
 
 from __future__ import annotations
@@ -16,22 +19,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.db import SessionFactory
 from crm.models import AuditLog, utcnow
 
+SOURCE_LENGTH = 64
+
 
 def record(session: AsyncSession, *, actor: str, action: str, object_type: str,
            object_id: str | int | None = None, detail: dict[str, Any] | None = None,
-           at: datetime | None = None) -> None:
+           at: datetime | None = None, source: str | None = None,
+           web_session: str | None = None) -> None:
     """``at`` is when it happened, for entries written behind (default: now)."""
     session.add(AuditLog(at=at or utcnow(), actor=actor, action=action, object_type=object_type,
                          object_id=None if object_id is None else str(object_id),
-                         detail=detail or {}))
+                         detail=detail or {},
+                         source_address=source[:SOURCE_LENGTH] if source else None,
+                         web_session_id=web_session[:SOURCE_LENGTH] if web_session else None))
 
 
 async def write(sessions: SessionFactory, *, actor: str, action: str, object_type: str,
-                object_id: str | int | None = None,
-                detail: dict[str, Any] | None = None) -> None:
+                object_id: str | int | None = None, detail: dict[str, Any] | None = None,
+                source: str | None = None, web_session: str | None = None) -> None:
     async with sessions() as session, session.begin():
         record(session, actor=actor, action=action, object_type=object_type,
-               object_id=object_id, detail=detail)
+               object_id=object_id, detail=detail, source=source, web_session=web_session)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class AuditEntry:
     object_type: str
     object_id: str | None
     detail: dict[str, Any]
+    source: str | None = None
+    web_session: str | None = None
 
 
 async def entries(sessions: SessionFactory, *, object_type: str | None = None,
@@ -54,5 +64,6 @@ async def entries(sessions: SessionFactory, *, object_type: str | None = None,
         query = query.where(AuditLog.object_id == str(object_id))
     async with sessions() as session:
         rows = (await session.scalars(query)).all()
-    return [AuditEntry(r.at, r.actor, r.action, r.object_type, r.object_id, r.detail)
+    return [AuditEntry(r.at, r.actor, r.action, r.object_type, r.object_id, r.detail,
+                       r.source_address, r.web_session_id)
             for r in rows]

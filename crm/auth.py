@@ -3,16 +3,26 @@
 Passwords are hashed with argon2id (argon2-cffi's RFC 9106 low-memory profile by default);
 verification is constant-time and tells the caller when a stored hash should be upgraded
 because the parameters changed since it was made.
+
+argon2 is deliberately slow and memory-hard, so services run it on threads of its own
+(:class:`PasswordWork`: one or two workers and a short waiting line), never on the event loop
+and never on the loop's default executor, which the IVR's speech and prompt files use: a burst
+of sign-ins then waits for itself, or is turned away, but cannot hold up a call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from crm.errors import InvalidInput, PermissionDenied
+from crm.errors import HotlineError, InvalidInput, PermissionDenied
 
 ROLES = ("agent", "supervisor", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -65,6 +75,93 @@ def verify_password(stored_hash: str | None, password: str, *,
     return PasswordCheck(True)
 
 
+# -- the threads that run argon2 ------------------------------------------------------------
+THREAD_PREFIX = "argon2"
+T = TypeVar("T")
+
+
+class PasswordWorkBusy(HotlineError):
+    """More password checks are waiting than the waiting line holds: try again shortly."""
+
+    code = "busy"
+
+
+class PasswordWork:
+    """A bounded executor for argon2: ``workers`` threads named ``argon2_N`` and at most
+    ``max_waiting`` jobs queued behind them; beyond that :class:`PasswordWorkBusy`. Threads
+    start on first use; :meth:`close` stops them (the owner calls it at shutdown)."""
+
+    def __init__(self, *, workers: int = 1, max_waiting: int = 16) -> None:
+        if workers < 1 or max_waiting < 0:
+            raise ValueError("workers must be at least 1 and max_waiting not negative")
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running or waiting."""
+        return self._in_flight
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("password work is closed")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.workers,
+                                                    thread_name_prefix=THREAD_PREFIX)
+            return self._executor
+
+    async def run(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        with self._lock:
+            if self._in_flight >= self.workers + self.max_waiting:
+                raise PasswordWorkBusy("sign-in is busy; try again in a few seconds")
+            self._in_flight += 1
+        try:
+            pool = self._pool()
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, lambda: fn(*args, **kwargs))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def hash(self, password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> str:
+        return await self.run(hash_password, password, hasher=hasher)
+
+    async def verify(self, stored_hash: str | None, password: str, *,
+                     hasher: PasswordHasher = DEFAULT_HASHER) -> PasswordCheck:
+        return await self.run(verify_password, stored_hash, password, hasher=hasher)
+
+    def close(self) -> None:
+        """Stop the threads; jobs not started yet are cancelled. Idempotent."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+_default_work: PasswordWork | None = None
+_default_work_lock = threading.Lock()
+
+
+def default_password_work() -> PasswordWork:
+    """The process's shared argon2 executor (one thread), for callers that own none, such as
+    the command line. Services make their own and close it."""
+    global _default_work
+    with _default_work_lock:
+        if _default_work is None or _default_work._closed:
+            _default_work = PasswordWork(workers=1)
+        return _default_work
+
+
 # -- roles ------------------------------------------------------------------------------------
 def check_role_name(role: str) -> str:
     if role not in _RANK:
@@ -84,16 +181,14 @@ def require_role(role: str, minimum: str) -> None:
 
 # -- what a role may see ----------------------------------------------------------------------
 def mask_phone(phone: str | None, role: str, *, reveal: bool = False) -> str | None:
-    """Phone numbers in full for supervisors and admins; for agents (and anything unknown) the
-    middle is hidden, 13800138000 -> 138****8000, unless ``reveal`` (the caller currently
-    connected to this agent)."""
+    """Phone numbers in full for supervisors and admins; for agents (and anything unknown) only
+    the first three characters show, 13800138000 -> 138********, unless ``reveal`` (the caller
+    currently connected to this agent). The last four digits are the IVR's verification
+    factor, so no mask ever shows any of them (shorter numbers show fewer leading ones)."""
     if phone is None or reveal or has_role(role, "supervisor"):
         return phone
-    n = len(phone)
-    if n >= 8:
-        return phone[:3] + "*" * (n - 7) + phone[-4:]
-    keep = min(2, n // 2)
-    return "*" * (n - keep) + phone[n - keep:]
+    keep = max(0, min(3, len(phone) - 4))
+    return phone[:keep] + "*" * (len(phone) - keep)
 
 
 def mask_id_number(id_number_or_last4: str | None) -> str | None:

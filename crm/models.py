@@ -267,6 +267,10 @@ class AuditLog(Base):
     object_type: Mapped[str] = mapped_column(String(32))
     object_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    """The client's address as the web server saw it (None: the IVR, the CLI)."""
+    web_session_id: Mapped[str | None] = mapped_column(String(64))
+    """The public id of the desk or console session (WebSession.id) it happened in."""
 
 
 class ApiToken(Base):
@@ -281,3 +285,42 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """None: the token lasts until revoked."""
+
+
+class WebSession(Base):
+    """A signed-in browser at the agent desk or the supervisor console. The cookie carries a
+    random secret; only its SHA-256 is kept here. ``id`` is a separate random public name
+    (what the audit log records), never enough to open the session."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    app: Mapped[str] = mapped_column(String(16))
+    """desk or console"""
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE", name="fk_web_sessions_agent_id_agents"),
+        index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    """The account's role when the session began: a session does not outlive a role change."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    """The absolute end, however active the session is."""
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+
+
+class SignInFailure(Base):
+    """Consecutive failed sign-ins of one account (``account:<login>``) or one source address
+    (``address:<ip>``), shared by every web process on the database."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

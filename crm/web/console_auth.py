@@ -1,11 +1,12 @@
 """Who may use the supervisor console: sign-in, sessions, roles and CSRF.
 
 The console has its own session cookie (path /console), separate from the agent desk's:
-signing in here does not put anyone's phone in the queue. The encrypted cookie, the CSRF token
-and the Origin check are crm.web.web_session's, shared with the desk. A session ends after
-``idle_timeout`` seconds without a request and at the latest ``MAX_SESSION_AGE`` after sign-in.
-The account is read again on every request, so a role taken away or an account disabled takes
-effect at once.
+signing in here does not put anyone's phone in the queue. The server-side sessions, throttled
+sign-in, the encrypted cookie, the CSRF token and the Origin check are crm.web.web_session's,
+shared with the desk. A session ends after ``idle_timeout`` seconds without a request, at the
+latest ``max_age`` (web.session_max_age) after sign-in, and at once when it is ended: signing
+out, a new password or role, a disabled account (its websockets close too). The session and
+its account are checked on every request.
 
 Every route states the least role it needs with :func:`console_route`: supervisor for the
 console, admin for the audit log. Pages send whoever is not signed in to the sign-in form;
@@ -27,16 +28,18 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from crm import agents
+from crm.agents import AgentView
 from crm.auth import has_role
+from crm.browser_sessions import LiveSession
 from crm.db import SessionFactory
-from crm.errors import NotFound, PermissionDenied, Unauthenticated
-from crm.web.web_session import CSRF_FIELD, check_csrf, cookie_storage, csrf_token, new_csrf_token
+from crm.errors import PermissionDenied, Unauthenticated
+from crm.web.web_session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token
 
 PREFIX = "/console"
 COOKIE_NAME = "hotline_console"
 CONSOLE_ROLE = "supervisor"
 MAX_SESSION_AGE = 12 * 3600.0
+"""The default absolute lifetime (the web app's SessionPolicy.max_age is the one in force)."""
 SEEN_REFRESH = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,7 +52,10 @@ class ConsoleUser:
     role: str
     csrf: str
     expires_at: float
-    """time.time() when the session idles out unless used again."""
+    """time.time() when the session idles out unless used again (or reaches its end)."""
+    session_id: str | None = None
+    """The public id of the server-side session (what the audit log records)."""
+    agent_id: int = 0
 
     @property
     def actor(self) -> str:
@@ -65,33 +71,25 @@ SESSIONS_KEY = web.AppKey("console_sessions", SessionFactory)
 IDLE_KEY = web.AppKey("console_idle_timeout", float)
 
 
-def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> EncryptedCookieStorage:
+def session_storage(secret: str, *, idle_timeout: float, secure: bool,
+                    max_age: float = MAX_SESSION_AGE) -> EncryptedCookieStorage:
     return cookie_storage(secret, purpose="hotline-console", cookie_name=COOKIE_NAME,
-                          path=PREFIX, max_age=min(idle_timeout, MAX_SESSION_AGE), secure=secure)
+                          path=PREFIX, max_age=min(idle_timeout, max_age), secure=secure)
 
 
 async def signed_in(request: web.Request) -> ConsoleUser | None:
-    """The session's account if signed in, not idle too long, still active; refreshes it."""
+    """The session's account if signed in, its session live (not ended, not idle too long,
+    not past its absolute end) and the account active; refreshes it."""
     session = await get_session(request)
-    login, seen, issued = session.get("login"), session.get("seen"), session.get("issued")
-    if not login or not isinstance(seen, int | float) or not isinstance(issued, int | float):
-        return None
-    now = time.time()
     idle = request.app[IDLE_KEY]
-    if now - seen > idle or now - issued > MAX_SESSION_AGE:
-        session.invalidate()
+    live = await request.app[SECURITY_KEY].current(
+        request, session, app="console", idle_timeout=idle, now=time.time(),
+        refresh_after=SEEN_REFRESH)
+    if live is None:
         return None
-    try:
-        account = await agents.get_agent(request.app[SESSIONS_KEY], str(login))
-    except NotFound:
-        account = None
-    if account is None or not account.active:
-        session.invalidate()
-        return None
-    if now - seen > SEEN_REFRESH:
-        session["seen"] = seen = now
+    account = live.agent
     return ConsoleUser(account.login, account.display_name, account.role, csrf_token(session),
-                       min(seen + idle, issued + MAX_SESSION_AGE))
+                       live.ends_at(idle), live.id, account.id)
 
 
 def after_login(target: str | None) -> str:
@@ -102,9 +100,12 @@ def after_login(target: str | None) -> str:
     return f"{PREFIX}/"
 
 
-def start_session(session: Session, login: str) -> None:
-    now = time.time()
-    session.update({"login": login, "seen": now, "issued": now, CSRF_FIELD: new_csrf_token()})
+async def start_session(request: web.Request, session: Session,
+                        account: AgentView) -> LiveSession:
+    """A server-side console session for ``account``, its secret in ``session`` (a fresh
+    cookie session)."""
+    return await request.app[SECURITY_KEY].begin(request, session, app="console",
+                                                 agent=account, now=time.time())
 
 
 def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from crm import api_tokens, audit
+from crm import api_tokens, audit, browser_sessions
 from crm.agents import (
     authenticate,
     create_agent,
+    disable_agent,
+    enable_agent,
     find_agent_by_extension,
     get_agent,
     list_agents,
@@ -22,13 +25,19 @@ from crm.auth import (
     has_role,
     hash_password,
     mask_id_number,
-    mask_phone,
     require_role,
     verify_password,
 )
 from crm.demo_data import seed_demo
-from crm.errors import AgentNotFound, AlreadyExists, InvalidInput, InvalidScope, PermissionDenied
-from crm.models import Agent, ApiToken
+from crm.errors import (
+    AgentNotFound,
+    AlreadyExists,
+    InvalidInput,
+    InvalidScope,
+    InvalidToken,
+    PermissionDenied,
+)
+from crm.models import Agent, ApiToken, utcnow
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # tests only
 STRONGER = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
@@ -66,21 +75,6 @@ def test_role_order() -> None:
         require_role("supervisor", "admin")
     with pytest.raises(InvalidInput):
         has_role("agent", "root")
-
-
-@pytest.mark.parametrize("phone,role,reveal,shown", [
-    ("13800138000", "agent", False, "138****8000"),
-    ("13800138000", "agent", True, "13800138000"),
-    ("13800138000", "supervisor", False, "13800138000"),
-    ("13800138000", "admin", False, "13800138000"),
-    ("13800138000", "someone", False, "138****8000"),
-    ("02512345678", "agent", False, "025****5678"),
-    ("+8613800138000", "agent", False, "+86*******8000"),
-    ("12345", "agent", False, "***45"),
-    (None, "agent", False, None),
-])
-def test_mask_phone(phone, role, reveal, shown) -> None:
-    assert mask_phone(phone, role, reveal=reveal) == shown
 
 
 def test_id_numbers_only_ever_show_the_last_four() -> None:
@@ -222,3 +216,108 @@ async def test_audit_entries(sessions) -> None:
     assert newest.at >= older.at and newest.at.tzinfo is not None
     assert [e.actor for e in await audit.entries(sessions, object_id="26112200017")] == [
         "token:a"]
+
+
+async def test_audit_entries_carry_the_source_and_session(sessions) -> None:
+    await audit.write(sessions, actor="agent:b", action="desk.login", object_type="agent",
+                      object_id="b", source="192.0.2.7", web_session="s" * 80)
+    [entry] = await audit.entries(sessions)
+    assert entry.source == "192.0.2.7" and entry.web_session == "s" * 64
+
+
+# -- token expiry -------------------------------------------------------------------------------
+async def test_tokens_expire_with_a_message_that_says_so(sessions) -> None:
+    made = utcnow()
+    plaintext, record = await api_tokens.create(sessions, "temp", ["cases:read"],
+                                                expires_in_days=1, now=made)
+    assert record.expires_at == made + timedelta(days=1)
+    assert (await api_tokens.verify(sessions, plaintext, now=made + timedelta(hours=23))).name \
+        == "temp"
+    with pytest.raises(api_tokens.TokenExpired) as expired:
+        await api_tokens.verify(sessions, plaintext, now=made + timedelta(days=1))
+    assert isinstance(expired.value, InvalidToken) and expired.value.code == "token_expired"
+    assert "'temp' expired at" in expired.value.message
+    forever = await api_tokens.create_token(sessions, "forever", ["cases:read"])
+    assert (await api_tokens.verify(sessions, forever)).expires_at is None
+    await api_tokens.create(sessions, "old", ["cases:read"], expires_in_days=1,
+                            now=made - timedelta(days=2))
+    assert [(t.name, t.state) for t in await api_tokens.list_tokens(sessions)] == [
+        ("temp", "live"), ("forever", "live"), ("old", "expired")]
+    assert [t.name for t in await api_tokens.list_tokens(sessions, include_expired=False)] == [
+        "temp", "forever"]
+    for bad in (0, -1, api_tokens.MAX_EXPIRES_IN_DAYS + 1):
+        with pytest.raises(InvalidInput):
+            await api_tokens.create(sessions, "bad", ["cases:read"], expires_in_days=bad)
+
+
+# -- what ends an account's web sessions ----------------------------------------------------------
+async def test_password_role_and_disable_end_the_accounts_sessions(sessions) -> None:
+    agent = await create_agent(sessions, login="agent1", display_name="A", password="s3cret-pass",
+                               hasher=FAST)
+    other = await create_agent(sessions, login="agent2", display_name="B")
+    heard: list[browser_sessions.Revoked] = []
+
+    async def listener(revoked: list[browser_sessions.Revoked]) -> None:
+        heard.extend(revoked)
+
+    async def sign_in(account, app: str = "desk") -> str:
+        secret, _ = await browser_sessions.open_session(
+            sessions, app=app, agent=account, max_age=3600, source="127.0.0.1",
+            user_agent="test")
+        return secret
+
+    async def live(secret: str, app: str = "desk") -> bool:
+        return await browser_sessions.check(sessions, secret, app=app,
+                                            idle_timeout=600) is not None
+
+    browser_sessions.add_listener(listener)
+    try:
+        desk, console, bystander = (await sign_in(agent), await sign_in(agent, "console"),
+                                    await sign_in(other))
+        assert await live(desk) and await live(console, "console")
+        assert not await live(desk, "console")  # one application's session opens no other
+        assert await set_password(sessions, "agent1", "another-pass", hasher=FAST) == 2
+        assert not await live(desk) and not await live(console, "console")
+        assert {(r.app, r.login, r.reason) for r in heard} == {
+            ("desk", "agent1", "password_changed"), ("console", "agent1", "password_changed")}
+
+        heard.clear()
+        desk = await sign_in(await get_agent(sessions, "agent1"))
+        await update_agent(sessions, "agent1", display_name="A2", queues=["vip"])
+        assert await live(desk) and heard == []  # other changes keep the session
+        await update_agent(sessions, "agent1", role="supervisor")
+        assert not await live(desk) and [r.reason for r in heard] == ["role_changed"]
+
+        heard.clear()
+        desk = await sign_in(await get_agent(sessions, "agent1"))
+        await disable_agent(sessions, "agent1")
+        assert not await live(desk) and [r.reason for r in heard] == ["disabled"]
+        await enable_agent(sessions, "agent1")
+        assert not await live(desk)  # enabling again does not bring old sessions back
+        assert await live(bystander)
+    finally:
+        browser_sessions.remove_listener(listener)
+
+
+async def test_a_session_ends_when_idle_past_its_end_or_when_its_role_no_longer_matches(
+        sessions) -> None:
+    agent = await create_agent(sessions, login="agent1", display_name="A")
+    start = utcnow()
+    secret, opened = await browser_sessions.open_session(
+        sessions, app="desk", agent=agent, max_age=1000, source=None, user_agent=None,
+        now=start)
+
+    async def check(seconds: float):
+        return await browser_sessions.check(sessions, secret, app="desk", idle_timeout=300,
+                                            now=start + timedelta(seconds=seconds))
+
+    assert (await check(299))[1] is True  # used again: last seen moves on
+    assert await check(590) is not None
+    assert await check(899) is None  # 309 s since the last use: idle
+    assert await check(880) is not None  # 290 s since the last use
+    assert await check(1000) is None  # the absolute end, however active
+    async with sessions() as s, s.begin():  # a role changed behind the session's back
+        (await s.scalar(select(Agent).where(Agent.login == "agent1"))).role = "admin"
+    assert await check(10) is None
+    [ended] = await browser_sessions.list_sessions(sessions, include_ended=True)
+    assert ended.revoked_reason == "role_changed" and ended.id == opened.id

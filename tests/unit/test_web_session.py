@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -12,15 +13,20 @@ from aiohttp_session import get_session, session_middleware
 from cryptography.fernet import InvalidToken
 
 from crm.errors import PermissionDenied
+from crm.sign_in_throttle import ThrottlePolicy, account_key, address_key
 from crm.web import console_auth, desk
 from crm.web.web_session import (
     CSRF_FIELD,
     CSRF_HEADER,
     SESSION_EXPIRED,
+    SessionPolicy,
+    SignInResult,
+    SocketRegistry,
     check_csrf,
     csrf_token,
     hold_until_expired,
 )
+from hotline.settings import SettingsError, WebSettings, load_settings
 
 SECRET = "test-secret"
 Deadline = Callable[[], float | None]
@@ -138,3 +144,84 @@ async def test_a_socket_ends_when_the_session_is_gone_or_the_page_closes_it() ->
         assert other.closed
     finally:
         await client.close()
+
+
+async def test_ending_a_session_closes_its_sockets_only() -> None:
+    registry = SocketRegistry()
+    opened: dict[str, list[web.WebSocketResponse]] = {"a": [], "b": []}
+
+    async def socket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session_id = request.query["session"]
+        opened[session_id].append(ws)
+        with registry.track(session_id, ws):
+            await hold_until_expired(ws, lambda: time.time() + 3600)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", socket)
+    client = await _client(app)
+    try:
+        first, second = (await client.ws_connect("/ws?session=a"),
+                         await client.ws_connect("/ws?session=a"))
+        other = await client.ws_connect("/ws?session=b")
+        for _ in range(500):  # until the server holds all three
+            if registry.count() == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert registry.count("a") == 2 and registry.count("b") == 1
+        assert await registry.close(["a", "missing"]) == 2
+        for ws in (first, second):
+            msg = await ws.receive(timeout=5)
+            assert msg.type == WSMsgType.CLOSE and msg.data == SESSION_EXPIRED
+            assert msg.extra == "session ended"
+        assert not other.closed and registry.session_ids() == ["b"]
+        await other.close()
+    finally:
+        await client.close()
+
+
+def test_the_sign_in_page_says_why() -> None:
+    assert SignInResult(None, 401).explain("Wrong login or password.") == (
+        "Wrong login or password.")
+    locked = SignInResult(None, 401, "too many failed sign-ins, try again in 60 s", 60)
+    assert locked.explain("Wrong.") == "Wrong. Too many failed sign-ins, try again in 60 s."
+    refused = SignInResult(None, 429, "too many failed sign-ins, try again in 7 s", 7)
+    assert refused.explain("Wrong.") == "Too many failed sign-ins, try again in 7 s."
+
+
+def test_the_wait_grows_from_the_first_lock_and_is_capped() -> None:
+    policy = ThrottlePolicy(base_delay=2, max_delay=30, forget_after=60)
+    assert [policy.delay(n, 3) for n in range(1, 9)] == [0, 0, 2, 4, 8, 16, 30, 30]
+    assert policy.delay(10**6, 3) == 30  # no overflow
+    for bad in ({"base_delay": 0}, {"base_delay": 10, "max_delay": 5},
+                {"max_delay": 100, "forget_after": 50}, {"account_free_failures": 0}):
+        with pytest.raises(ValueError):
+            ThrottlePolicy(**bad)
+
+
+def test_accounts_and_addresses_are_counted_by_what_they_are() -> None:
+    assert account_key(" Agent1 ") == "account:agent1"
+    assert address_key("192.0.2.7") == "address:192.0.2.7"
+    assert address_key("::ffff:192.0.2.7") == "address:192.0.2.7"
+    assert address_key("2001:db8:a:b:1:2:3:4") == "address:2001:db8:a:b::/64"
+    assert address_key("fe80::1%eth0") == "address:fe80::/64"
+    assert address_key(None) == address_key("") == "address:unknown"
+    assert address_key("not an address") == "address:not an address"
+
+
+def test_session_settings_reach_the_policy(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HOTLINE_WEB__SESSION_MAX_AGE", "3600")
+    monkeypatch.setenv("HOTLINE_WEB__SIGN_IN_ACCOUNT_FAILURES", "3")
+    monkeypatch.setenv("HOTLINE_WEB__PASSWORD_HASH_THREADS", "2")
+    monkeypatch.setenv("HOTLINE_STATE_DIR", str(tmp_path))
+    policy = SessionPolicy.from_settings(load_settings().web)
+    assert policy.max_age == 3600 and policy.hash_workers == 2
+    assert policy.throttle.account_free_failures == 3
+    assert policy.throttle == ThrottlePolicy(account_free_failures=3)  # the rest: defaults
+    defaults = WebSettings()
+    assert (defaults.session_max_age, defaults.sign_in_max_delay) == (12 * 3600, 900)
+    monkeypatch.setenv("HOTLINE_WEB__SIGN_IN_MAX_DELAY", "7200")
+    with pytest.raises(SettingsError, match="sign_in_max_delay <= sign_in_forget_after"):
+        load_settings()
