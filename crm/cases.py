@@ -136,6 +136,12 @@ class CaseView:
     def overdue(self, now: datetime | None = None) -> bool:
         return self.stage in OPEN_STAGES and (now or utcnow()) > self.deadline
 
+    def to_receipt(self) -> dict[str, Any]:
+        """The minimum that confirms a write, for a writer without the right to read the case
+        (no resident, contact, address, description or history)."""
+        return {"number": self.number, "stage": self.stage,
+                "updated_at": self.updated_at.isoformat()}
+
     def to_json(self, *, viewer_role: str, reveal_phone: bool = False) -> dict[str, Any]:
         """What a viewer with this role may see: see crm.auth.mask_phone."""
         return {

@@ -285,9 +285,10 @@ class DeskHub:
             return None
         return desk.call
 
-    async def current(self, login: str) -> dict[str, Any] | None:
+    async def current(self, login: str, *,
+                      origin: dict[str, str | None] | None = None) -> dict[str, Any] | None:
         """The desk's state and current call (what a reloaded desk shows); the pop view is
-        audited."""
+        audited, with ``origin`` (crm.audit's source and web_session) when a request asked."""
         desk = self._desks.get(login)
         if desk is None:
             return None
@@ -297,7 +298,7 @@ class DeskHub:
             desk.call = self._connected_call(answered, await self._pop_for(answered))
             log.info("call %s: pop restored on %s's desk", answered.call_id, desk.login)
         if desk.call is not None:
-            self._audit_view(desk, desk.call, via="current-call")
+            self._audit_view(desk, desk.call, via="current-call", origin=origin)
         return desk.snapshot()
 
     async def dismiss(self, login: str, call_id: str) -> bool:
@@ -323,7 +324,8 @@ class DeskHub:
         for desk in holders:
             assert desk.call is not None
             desk.call.pop = pop
-            await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)})
+            if await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)}):
+                self._audit_view(desk, desk.call, via="refresh")
 
     async def wait_for(self, check: Callable[[], bool], within: float) -> None:
         """Wait until ``check()`` holds after some hub change (tests)."""
@@ -465,13 +467,14 @@ class DeskHub:
         if delivered:
             self._audit_view(desk, call, via="push")
 
-    def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str) -> None:
+    def _audit_view(self, desk: AgentDesk, call: DeskCall, *, via: str,
+                    origin: dict[str, str | None] | None = None) -> None:
         pop = call.pop
         entry = dict(
             at=utcnow().isoformat(), actor=desk.actor, action="pop.view",
             object_type="consultation", object_id=pop.consultation_id or call.call_id,
             detail={**pop.audit_detail, "phase": call.phase, "via": via,
-                    "phone_revealed": call.phase == "connected"})
+                    "phone_revealed": call.phase == "connected"}, **(origin or {}))
         seq = 0
         if self._journal is not None:
             try:

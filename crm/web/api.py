@@ -34,6 +34,7 @@ from crm.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from crm.web.web_session import audit_origin
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ MAX_BODY_BYTES = 64 * 1024
 API_VIEWER_ROLE = "supervisor"
 """Token holders are authorised back-office systems that call residents back: they see phone
 numbers in full (every read is audited). ID numbers stay masked for everyone."""
+
+CASE_READ_SCOPE = "cases:read"
+"""Protects everything a case holds but its number, stage and last change: a token with only
+cases:write gets those three back from its writes (see CaseView.to_receipt)."""
 
 API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
 API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
@@ -244,6 +249,27 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.json_response(data, status=status, headers=headers, dumps=_dumps)
 
 
+# -- reads and their audit ----------------------------------------------------------------------
+async def _audit_read(request: web.Request, token: TokenRecord, *, action: str,
+                      object_type: str, object_id: str | int | None = None,
+                      detail: dict[str, Any] | None = None) -> None:
+    """Every read of personal data through the API is in the audit log, by token."""
+    await audit.write(request.app[API_SESSIONS_KEY], actor=token.actor, action=action,
+                      object_type=object_type, object_id=object_id, detail=detail,
+                      **audit_origin(request))
+
+
+async def _written_case(request: web.Request, token: TokenRecord, view: cases.CaseView,
+                        via: str) -> dict[str, Any]:
+    """What a write answers: the whole case (an audited read) for a token that may also read
+    cases (cases:read), else only the receipt (number, stage, updated_at)."""
+    if not token.allows(CASE_READ_SCOPE):
+        return view.to_receipt()
+    await _audit_read(request, token, action="case.read", object_type="case",
+                      object_id=view.number, detail={"via": via})
+    return view.to_json(viewer_role=API_VIEWER_ROLE)
+
+
 # -- handlers ---------------------------------------------------------------------------------
 @requires("cases:write")
 async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
@@ -252,16 +278,15 @@ async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
         request.app[API_SESSIONS_KEY], category=body.category, description=body.description,
         actor=token.actor, contact_phone=body.contact_phone, resident_phone=body.resident_phone,
         address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY])
-    return _json(view.to_json(viewer_role=API_VIEWER_ROLE), 201,
+    return _json(await _written_case(request, token, view, "api.create"), 201,
                  headers={hdrs.LOCATION: f"/api/cases/{view.number}"})
 
 
-@requires("cases:read")
+@requires(CASE_READ_SCOPE)
 async def get_case(request: web.Request, token: TokenRecord) -> web.Response:
-    sessions = request.app[API_SESSIONS_KEY]
-    view = await cases.get_case(sessions, request.match_info["number"])
-    await audit.write(sessions, actor=token.actor, action="case.read",
-                      object_type="case", object_id=view.number)
+    view = await cases.get_case(request.app[API_SESSIONS_KEY], request.match_info["number"])
+    await _audit_read(request, token, action="case.read", object_type="case",
+                      object_id=view.number, detail={"via": "api.get"})
     return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
 
 
@@ -272,7 +297,7 @@ async def patch_case(request: web.Request, token: TokenRecord) -> web.Response:
         request.app[API_SESSIONS_KEY], request.match_info["number"],
         actor=token.actor, stage=body.stage, note=body.note,
         department=body.department, latest_update=body.latest_update)
-    return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
+    return _json(await _written_case(request, token, view, "api.update"))
 
 
 @requires("consultations:read")
@@ -285,9 +310,8 @@ async def list_consultations(request: web.Request, token: TokenRecord) -> web.Re
     sessions = request.app[API_SESSIONS_KEY]
     found = await consultation_desk.find_consultations(
         sessions, phone=phone, case_number=case_number, since=since, limit=limit)
-    await audit.write(sessions, actor=token.actor, action="consultation.search",
-                      object_type="consultation",
-                      detail={"query": query, "ids": [c.id for c in found]})
+    await _audit_read(request, token, action="consultation.search", object_type="consultation",
+                      detail={"query": query, "ids": [c.id for c in found], "via": "api"})
     return _json({"consultations": [c.to_json(viewer_role=API_VIEWER_ROLE, include_steps=False)
                                     for c in found]})
 
@@ -299,8 +323,8 @@ async def get_consultation(request: web.Request, token: TokenRecord) -> web.Resp
         raise ConsultationNotFound(f"no consultation {consultation_id}")
     sessions = request.app[API_SESSIONS_KEY]
     found = await consultation_desk.get_consultation(sessions, consultation_id)
-    await audit.write(sessions, actor=token.actor, action="consultation.read",
-                      object_type="consultation", object_id=found.id)
+    await _audit_read(request, token, action="consultation.read", object_type="consultation",
+                      object_id=found.id, detail={"via": "api"})
     return _json(found.to_json(viewer_role=API_VIEWER_ROLE))
 
 

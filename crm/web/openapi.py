@@ -81,8 +81,19 @@ SCHEMAS: dict[str, Any] = {
         "consultations": {"type": "array", "items": {"type": "integer"},
                           "description": "ids of consultations about this case"},
     }),
+    "CaseReceipt": _obj({
+        "number": {**_STR, "pattern": "^[0-9]{11}$"},
+        "stage": {"enum": list(STAGES)},
+        "updated_at": _TIME,
+    }, description="What a write returns to a token without cases:read: the case's number, "
+                   "its stage and when it last changed, nothing about the resident."),
     "Step": _obj({"at": _TIME, "kind": _STR, "detail": {"type": "object"}}),
 }
+_WRITTEN_CASE = {"anyOf": [_ref("Case"), _ref("CaseReceipt")]}
+_SCOPES_OF_WRITES = (
+    " What comes back depends on the token: with cases:read as well, the whole case (and "
+    "that read is audited); with cases:write alone, only a CaseReceipt (number, stage, "
+    "updated_at): a scope to write is not a scope to read.")
 _CONSULTATION = {
     "id": {"type": "integer"},
     "call_id": _STR,
@@ -139,11 +150,13 @@ PATHS: dict[str, Any] = {
     "/api/cases": {"post": {
         "operationId": "createCase", "summary": "Accept a new case (work order)",
         "description": "The number is allocated here; the department comes from the category "
-                       "and the deadline from its time limit. The case starts as accepted.",
+                       "and the deadline from its time limit. The case starts as accepted."
+                       + _SCOPES_OF_WRITES,
         "security": _scope("cases:write"),
         "requestBody": {"required": True, "content": _json_content(_ref("CaseCreate"))},
         "responses": {
-            "201": {**_response("the new case", "Case"),
+            "201": {"description": "the new case (whole, or its receipt: see above)",
+                    "content": _json_content(_WRITTEN_CASE),
                     "headers": {"Location": {"schema": _STR}}},
             **_errors("BadRequest", "Unauthorized", "Forbidden", "Conflict", "TooLarge",
                       "UnsupportedMediaType")}}},
@@ -161,10 +174,12 @@ PATHS: dict[str, Any] = {
             "description": "Stages: accepted -> dispatched -> in_progress -> resolved -> "
                            "closed; resolved -> in_progress reopens. Any other stage change "
                            "is refused with 409 invalid_transition. The IVR sees the change "
-                           "at once.",
+                           "at once." + _SCOPES_OF_WRITES,
             "security": _scope("cases:write"),
             "requestBody": {"required": True, "content": _json_content(_ref("CaseUpdate"))},
-            "responses": {"200": _response("the case after the change", "Case"),
+            "responses": {"200": {"description": "the case after the change (whole, or its "
+                                                 "receipt: see above)",
+                                  "content": _json_content(_WRITTEN_CASE)},
                           **_errors("BadRequest", "Unauthorized", "Forbidden", "NotFound",
                                     "Conflict", "TooLarge", "UnsupportedMediaType")}}},
     "/api/consultations": {"get": {
@@ -213,7 +228,14 @@ def openapi_document() -> dict[str, Any]:
                            "made with `hotline token create --name NAME --scope SCOPE...`. "
                            "Errors are `{\"error\": {\"code\", \"message\"}}` with stable "
                            "codes. Phone numbers are shown in full to token holders; resident "
-                           "ID numbers only as their last four digits. Reads are audited.",
+                           "ID numbers only as their last four digits. Scopes mean what they "
+                           "say: residents' data comes back only to a token holding the read "
+                           "scope for it (cases:read, consultations:read); a cases:write token "
+                           "alone gets a receipt (number, stage, updated_at) from its writes. "
+                           "Every read of residents' data, including the case a write returns, "
+                           "is in the audit log under the token's name. Tokens belong to "
+                           "back-office systems: the agent desk's need-to-know rule (which "
+                           "cases an agent may open) applies to desk sessions, not to tokens.",
             "license": {"name": "AGPL-3.0-or-later",
                         "identifier": "AGPL-3.0-or-later"},
         },

@@ -27,6 +27,7 @@ class Api:
 TOKENS = {
     "reader": ["cases:read"],
     "writer": ["cases:read", "cases:write"],
+    "write_only": ["cases:write"],
     "calls": ["consultations:read"],
     "everything": list(api_tokens.SCOPES),
     "revoked": list(api_tokens.SCOPES),

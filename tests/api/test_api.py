@@ -61,7 +61,57 @@ async def test_get_case_is_audited(api) -> None:
     assert case["number"] == number and case["stage"] == "accepted"
     reads = [e for e in await audit.entries(api.sessions, object_type="case", object_id=number)
              if e.action == "case.read"]
-    assert [e.actor for e in reads] == ["token:reader"]
+    # newest first: the reader's GET, then the writer's (it holds cases:read) creation answer
+    assert [(e.actor, e.detail["via"]) for e in reads] == [("token:reader", "api.get"),
+                                                           ("token:writer", "api.create")]
+
+
+# -- scopes mean what they say ------------------------------------------------------------------
+RECEIPT = {"number", "stage", "updated_at"}
+PERSONAL = ("13800138000", "张三", "幸福社区", "2316", "楼道灯不亮")
+
+
+async def test_a_write_only_token_gets_a_receipt_not_the_case(api) -> None:
+    resp = await api.client.post("/api/cases", json=NEW_CASE, headers=api.auth("write_only"))
+    assert resp.status == 201, await resp.text()
+    text = await resp.text()
+    receipt = json.loads(text)
+    assert set(receipt) == RECEIPT and receipt["stage"] == "accepted"
+    assert resp.headers["Location"] == f"/api/cases/{receipt['number']}"
+    assert not [p for p in PERSONAL if p in text], text
+    number = receipt["number"]
+    resp = await api.client.patch(f"/api/cases/{number}", headers=api.auth("write_only"),
+                                  json={"stage": "dispatched", "note": "派给维修班"})
+    text = await resp.text()
+    assert resp.status == 200 and set(json.loads(text)) == RECEIPT, text
+    assert json.loads(text)["stage"] == "dispatched"
+    assert not [p for p in PERSONAL if p in text], text
+    resp = await api.client.get(f"/api/cases/{number}", headers=api.auth("write_only"))
+    assert (resp.status, _error(await resp.json())) == (403, "insufficient_scope")
+    # the writes happened and are in the history under the token's name ...
+    case = await (await api.client.get(f"/api/cases/{number}", headers=api.auth("reader"))).json()
+    assert [(h["actor"], h["to_stage"]) for h in case["history"]] == [
+        ("token:write_only", "accepted"), ("token:write_only", "dispatched")]
+    # ... and nothing was read by it
+    entries = await audit.entries(api.sessions, object_type="case", object_id=number)
+    assert [e.action for e in entries if e.actor == "token:write_only"] == [
+        "case.update", "case.create"]
+
+
+async def test_a_token_that_may_read_gets_the_case_back_and_the_read_is_audited(api) -> None:
+    case = await _create(api)
+    assert case["resident"] == {"name": "张三", "id_number": "****2316"}
+    number = case["number"]
+    resp = await api.client.patch(f"/api/cases/{number}", headers=api.auth("writer"),
+                                  json={"latest_update": "已派维修人员"})
+    body = await resp.json()
+    assert resp.status == 200 and body["contact_phone"] == "13800138000"
+    reads = [e for e in await audit.entries(api.sessions, object_type="case", object_id=number)
+             if e.action == "case.read"]
+    assert [(e.actor, e.detail["via"]) for e in reads] == [("token:writer", "api.update"),
+                                                           ("token:writer", "api.create")]
+    # where each read came from; a token has no web session
+    assert {(e.source, e.web_session) for e in reads} == {("127.0.0.1", None)}
 
 
 async def test_patch_case_moves_it_on_and_the_ivr_sees_it(api) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 from crm.web.api import PREFIX
 from crm.web.app import HealthReport, create_app
 from crm.web.openapi import openapi_document
@@ -39,6 +41,19 @@ def test_scopes_in_the_document_are_the_ones_handlers_demand() -> None:
         required = getattr(handler, "required_scope", None)
         expected = [{"bearerToken": [required]}] if required else []
         assert documented[key]["security"] == expected, key
+
+
+def test_writes_document_what_each_scope_gets_back() -> None:
+    doc = openapi_document()
+    for method, path in (("post", "/api/cases"), ("patch", "/api/cases/{number}")):
+        op = doc["paths"][path][method]
+        assert "cases:read" in op["description"] and "CaseReceipt" in op["description"]
+        ok = next(v for k, v in op["responses"].items() if k.startswith("2"))
+        schema = ok["content"]["application/json"]["schema"]
+        assert schema == {"anyOf": [{"$ref": "#/components/schemas/Case"},
+                                    {"$ref": "#/components/schemas/CaseReceipt"}]}
+    receipt = doc["components"]["schemas"]["CaseReceipt"]
+    assert set(receipt["properties"]) == {"number", "stage", "updated_at"}
 
 
 def test_document_is_well_formed() -> None:
@@ -105,6 +120,10 @@ def check(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str = 
     return None
 
 
+def _ref_schema(doc, name: str) -> dict[str, Any]:
+    return doc["components"]["schemas"][name]
+
+
 def _response_schema(doc, method: str, path: str, status: int) -> dict[str, Any]:
     response = doc["paths"][path][method.lower()]["responses"][str(status)]
     if "$ref" in response:
@@ -136,6 +155,14 @@ async def test_real_responses_fit_the_document(api) -> None:
                {"stage": "dispatched", "note": "n"})
     await call("PATCH", f"/api/cases/{number}", "/api/cases/{number}", w,
                {"stage": "closed"}, 409)
+    write_only = api.auth("write_only")  # gets the documented receipt, not the case
+    receipt = await call("POST", "/api/cases", "/api/cases", write_only, NEW_CASE, 201)
+    assert set(receipt) == {"number", "stage", "updated_at"}
+    with pytest.raises(AssertionError, match="missing"):
+        check(receipt, _ref_schema(doc, "Case"), doc)
+    receipt = await call("PATCH", f"/api/cases/{receipt['number']}", "/api/cases/{number}",
+                         write_only, {"stage": "dispatched"})
+    assert set(receipt) == {"number", "stage", "updated_at"}
     await call("GET", "/api/consultations", "/api/consultations", c)
     await call("GET", f"/api/consultations/{ids[0]}", "/api/consultations/{id}", c)
     await call("GET", "/api/consultations/12345", "/api/consultations/{id}", c, status=404)

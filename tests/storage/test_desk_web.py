@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from crm import agents, audit
+from crm.auth import mask_phone
 from crm.call_events import (
     AgentAnswered,
     AgentCallEnded,
@@ -190,8 +191,9 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     pop1, pop2 = await _message(ws1, "pop"), await _message(ws2, "pop")
     for pop in (pop1, pop2):
         assert pop["call"]["phase"] == "ringing"
-        assert pop["call"]["pop"]["caller"] == {"number": "138****8000", "name": "张三",
-                                                "known": True}
+        assert pop["call"]["pop"]["caller"] == {"number": mask_phone(PHONE, "agent"),
+                                                "name": "张三", "known": True}
+        assert pop["call"]["pop"]["caller"]["number"] != PHONE
 
     await desk.hub.handle(AgentAnswered("call-1", "hotline", "PJSIP/2001", "2001", "王芳", PHONE,
                                         "张三", "PJSIP/gw-00000001"))
@@ -215,7 +217,8 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     refreshed = await _message(ws1, "pop")
     assert number in [c["number"] for c in refreshed["call"]["pop"]["resident_cases"]]
 
-    assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="来电反映路灯"))[0] == 200
+    status, noted = await post(one, csrf1, "/desk/calls/call-1/notes", note="来电反映路灯")
+    assert status == 200 and set(noted) == {"note"} and noted["note"].endswith("来电反映路灯")
     assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="已派单",
                        case=number))[0] == 200
     async with desk.sessions() as s:
@@ -257,7 +260,15 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     assert {e.actor for e in views} == {"agent:agent1", "agent:agent2"}
     assert any(e.detail["phone_revealed"] for e in views if e.actor == "agent:agent1")
     reads = await audit.entries(desk.sessions, object_type="case", object_id=number)
-    assert "case.read" in [e.action for e in reads]
+    # every answer that showed the case is a read: created, moved on, opened
+    assert {e.detail["via"] for e in reads if e.action == "case.read"} == {
+        "desk.create", "desk.stage", "desk"}
+    assert all(e.actor == "agent:agent1" for e in reads if e.action == "case.read")
+    # the pops pushed again after the case was created and linked were audited as views too
+    assert "refresh" in {e.detail["via"] for e in views if e.actor == "agent:agent1"}
+    # the pop a desk fetched itself carries the request's address and desk session
+    fetched = [e for e in views if e.detail["via"] == "current-call"]
+    assert fetched and all(e.source == "127.0.0.1" and e.web_session for e in fetched)
     await ws1.close()
     await ws2.close()
 

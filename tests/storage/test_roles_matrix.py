@@ -4,9 +4,14 @@
 test fails when a route is added without a rule here (or a rule outlives its route); the
 second tries every route with no login, as an agent, a supervisor and an admin (and the API
 with no token, a token of another scope and the right one), and checks the answer: the
-sign-in page or 401 for nobody, 403 for a role too low, through for the rest; POSTs also
-without their CSRF token (403). Authorisation does not depend on the database, so this runs
-on SQLite only.
+sign-in page or 401 for nobody, 403 for a role too low, through for the rest (an agent
+demoted while signed in to the console is signed out there); POSTs also without their CSRF
+token (403). Desk case routes also follow the need-to-know rule
+(crm.case_access): an agent gets 403 need_to_know for a case that is not theirs; the third test
+walks that rule through every relation a case can have to an agent (tests.storage.
+case_situations.EXPECTED). The last checks that API scopes mean what they say: what each write
+returns to a token with and without the read scope. Authorisation does not depend on the
+database, so this runs on SQLite only (tests/storage/test_case_access.py covers both).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from crm import agents, api_tokens
+from crm import agents, api_tokens, audit, cases
 from crm.auth import has_role
 from crm.db import SessionFactory, make_engine, make_session_factory
 from crm.demo_data import seed_demo
@@ -37,6 +42,7 @@ from crm.web.console import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.recordings import RecordingStore
 from tests.console_data import seed_surveys
+from tests.storage.case_situations import EXPECTED, build_situations
 
 PASSWORD = "matrix-test-pw"
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -54,10 +60,13 @@ class Rule:
     """api: the token scope it needs."""
     signs_out: bool = False
     """Through means: sent to the sign-in page."""
+    need_to_know: bool = False
+    """desk: agents only for their own cases (the sample case is not the agent's: 403)."""
 
 
 PUBLIC, LOGIN = Rule("public"), Rule("login")
 DESK, DESK_PAGE = Rule("desk"), Rule("desk", page=True)
+DESK_CASE = Rule("desk", need_to_know=True)
 SUPERVISOR, SUPERVISOR_PAGE = Rule("console", "supervisor"), Rule("console", "supervisor",
                                                                       page=True)
 ADMIN, ADMIN_PAGE = Rule("console", "admin"), Rule("console", "admin", page=True)
@@ -91,8 +100,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/calls/{call_id}/disposition"): DESK,
     ("POST", "/desk/calls/{call_id}/transfer"): DESK,
     ("POST", "/desk/calls/{call_id}/close"): DESK,
-    ("GET", "/desk/cases/{number}"): DESK,
-    ("POST", "/desk/cases/{number}/stage"): DESK,
+    ("GET", "/desk/cases/{number}"): DESK_CASE,
+    ("POST", "/desk/cases/{number}/stage"): DESK_CASE,
     # the supervisor console: supervisors and admins; the audit log: admins
     ("GET", "/console"): PUBLIC, ("HEAD", "/console"): PUBLIC,  # a redirect to /console/
     ("GET", "/console/login"): PUBLIC, ("POST", "/console/login"): LOGIN,
@@ -133,6 +142,8 @@ class Identity:
     client: TestClient
     desk_csrf: str = ""
     console_csrf: str = ""
+    console_ended: bool = False
+    """Its console session was ended by the server (it was demoted while signed in)."""
 
 
 @dataclass
@@ -141,6 +152,8 @@ class World:
     samples: dict[str, str]
     tokens: dict[str, str]
     """scope -> a token holding only that scope."""
+    sessions: SessionFactory
+    hub: DeskHub
 
 
 def _csrf(html: str) -> str:
@@ -168,9 +181,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     seeded = await seed_surveys(sessions, TZ)
     for login in ("supervisor1", "admin"):
         await agents.set_password(sessions, login, PASSWORD)
-    # An agent with a console session: a supervisor who signed in and was then demoted.
+    # An agent that had a console session: a supervisor who signed in and was then demoted
+    # (which ends their sessions), and cannot sign in to the console again as an agent.
     await agents.create_agent(sessions, login="agent9", display_name="临时", role="supervisor",
-                              password=PASSWORD)
+                              extension="2009", password=PASSWORD)
     hub = DeskHub(sessions)
     hub.start()
     wallboard = Wallboard(sessions, queue="hotline", tz=TZ)
@@ -189,6 +203,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     agent = Identity("agent", "agent", await client())
     agent.console_csrf = await _sign_in(agent.client, "console", "agent9")
     await agents.update_agent(sessions, "agent9", role="agent")
+    agent.console_ended = True
+    form = await agent.client.get("/console/login")
+    again = await agent.client.post("/console/login", data={
+        "csrf": _csrf(await form.text()), "login": "agent9", "password": PASSWORD})
+    assert again.status == 403, again.status
     agent.desk_csrf = await _sign_in(agent.client, "desk", "agent9")
     signed: list[Identity] = []
     for role, login in (("supervisor", "supervisor1"), ("admin", "admin")):
@@ -210,7 +229,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
                "/console/surveys/{id}": f"/console/surveys/{seeded.surveys[0]}"}
     try:
-        yield World([anonymous, agent, *signed], samples, tokens)
+        yield World([anonymous, agent, *signed], samples, tokens, sessions, hub)
     finally:
         await hub.close()
         await wallboard.close()
@@ -267,6 +286,14 @@ async def _call(identity: Identity, method: str, path: str, *, csrf: str | None 
     return response
 
 
+def _signed_out(rule: Rule, method: str, area: str, response: ClientResponse) -> bool:
+    """Answered as to someone not signed in: the sign-in page for pages, else 401."""
+    if rule.page and method == "GET":
+        return (response.status in (302, 303)
+                and response.headers["Location"].split("?")[0] == f"/{area}/login")
+    return response.status == 401
+
+
 def _order(item: tuple[tuple[str, str], Rule]) -> tuple[bool, str]:
     (method, path), rule = item
     return (rule.signs_out, f"{path} {method}")  # signing out comes last
@@ -308,15 +335,16 @@ async def test_every_route_enforces_its_rule(world: World) -> None:
             continue
         area = "desk" if rule.kind == "desk" else "console"
         r = await _call(anonymous, method, path)
-        if rule.page and method == "GET":
-            check(r.status in (302, 303)
-                  and r.headers["Location"].split("?")[0] == f"/{area}/login",
-                  "nobody", method, path, r, "the sign-in page")
-        else:
-            check(r.status == 401, "nobody", method, path, r, "401")
+        check(_signed_out(rule, method, area, r), "nobody", method, path, r,
+              "the sign-in page" if rule.page and method == "GET" else "401")
         for who in world.identities[1:]:
             assert who.role is not None
             csrf = who.desk_csrf if area == "desk" else who.console_csrf
+            if area == "console" and who.console_ended:
+                r = await _call(who, method, path, csrf=csrf if method == "POST" else None)
+                check(_signed_out(rule, method, area, r), f"{who.name} (demoted)", method,
+                      path, r, "signed out")
+                continue
             allowed = has_role(who.role, rule.role)
             if method == "POST":
                 r = await _call(who, method, path)
@@ -324,6 +352,83 @@ async def test_every_route_enforces_its_rule(world: World) -> None:
             r = await _call(who, method, path, csrf=csrf if method == "POST" else None)
             through = (r.status == 303 and r.headers["Location"] == f"/{area}/login"
                        if rule.signs_out else _through(r))
+            if rule.need_to_know and not has_role(who.role, "supervisor"):
+                code = (await r.json())["error"]["code"] if r.status == 403 else None
+                check(code == "need_to_know", who.name, method, path, r, "403 need_to_know")
+                continue
             check(through if allowed else r.status == 403, who.name, method, path, r,
                   "through" if allowed else "403")
     assert not failures, "\n".join(failures)
+
+
+# -- need to know: which cases each role may read and move on at the desk -----------------------
+async def test_need_to_know_for_every_relation_and_role(world: World) -> None:
+    """EXPECTED (written out by hand) against the running desk: every relation a case can have
+    to an agent, read and stage change, as that agent, a supervisor and an admin."""
+    situations = await build_situations(world.sessions, world.hub, login="agent9",
+                                         extension="2009", other_extension="2001")
+    failures: list[str] = []
+    for relation, (may_read, may_move) in EXPECTED.items():
+        number = situations.numbers[relation]
+        for who in world.identities[1:]:
+            wide = who.role in ("supervisor", "admin")
+            read = await who.client.get(f"/desk/cases/{number}")
+            body = await read.json()
+            wanted = 200 if wide or may_read else 403
+            if read.status != wanted or (wanted == 403
+                                         and body["error"]["code"] != "need_to_know"):
+                failures.append(f"read {relation} as {who.name}: {read.status} {body}")
+            stage = (await cases.get_case(world.sessions, number)).stage
+            target = cases.TRANSITIONS[stage][0]
+            moved = await who.client.post(f"/desk/cases/{number}/stage",
+                                          data={"csrf": who.desk_csrf, "stage": target})
+            body = await moved.json()
+            wanted = 200 if wide or may_move else 403
+            if moved.status != wanted or (wanted == 200 and body["case"]["stage"] != target):
+                failures.append(f"move {relation} as {who.name}: {moved.status} {body}")
+    assert not failures, "\n".join(failures)
+    # every refusal is in the audit log, under the agent, with what was wanted
+    denied = [(e.object_id, e.detail["wanted"]) for e in await audit.entries(
+        world.sessions, object_type="case", limit=500)
+        if e.action == "case.access_denied" and e.actor == "agent:agent9"]
+    expected = [(situations.numbers[r], act) for r, (may_read, may_move) in EXPECTED.items()
+                for act, ok in (("read", may_read), ("change_stage", may_move)) if not ok]
+    assert sorted(denied) == sorted(expected)
+
+
+# -- scopes mean what they say ----------------------------------------------------------------
+WRITE_BODIES = {
+    ("POST", "/api/cases"): {"category": "repair", "description": "楼道灯不亮",
+                             "contact_phone": "13800138000", "resident_phone": "13800138000",
+                             "address": "幸福社区3号楼2单元"},
+    ("PATCH", "/api/cases/{number}"): {"note": "已联系"},
+}
+RECEIPT = {"number", "stage", "updated_at"}
+
+
+async def test_writes_return_only_what_the_token_may_read(world: World) -> None:
+    """A token that may write cases but not read them gets a receipt from every write; with
+    cases:read as well it gets the whole case, and that read is audited under its name."""
+    writes = {key for key, rule in RULES.items() if rule.kind == "api"
+              and rule.scope == "cases:write"}
+    assert writes == set(WRITE_BODIES), "give every cases:write route a body here"
+    both = await api_tokens.create_token(world.sessions, "matrix-both",
+                                         ["cases:write", "cases:read"])
+    client = world.identities[0].client
+    for (method, template), body in sorted(WRITE_BODIES.items()):
+        path = concrete(template, world.samples)
+        for name, token in (("matrix-cases-write", world.tokens["cases:write"]),
+                            ("matrix-both", both)):
+            r = await client.request(method, path, json=body,
+                                     headers={"Authorization": f"Bearer {token}"})
+            data = await r.json()
+            assert r.status in (200, 201), (method, path, name, data)
+            reads = [e for e in await audit.entries(world.sessions, object_type="case",
+                                                    object_id=data["number"])
+                     if e.action == "case.read" and e.actor == f"token:{name}"]
+            if name == "matrix-both":
+                assert {"resident", "contact_phone", "history"} <= set(data), (method, name)
+                assert reads, (method, path, name)
+            else:
+                assert set(data) == RECEIPT, (method, path, name, data)
+                assert not reads, (method, path, name)
