@@ -28,11 +28,24 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 15})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database file exists 0600 before SQLite opens it: SQLite gives its -wal, -shm
+    and -journal files the database file's mode, so they are private too. Files left wider
+    by an earlier version are tightened (and logged)."""
+    from hotline.private_files import PrivateTree, ensure_private_file, private_dir, tighten
+
+    if not path.parent.exists():
+        private_dir(path.parent)
+    ensure_private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(PrivateTree(path.with_name(path.name + suffix), recursive=False))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,11 @@ written, its sequence number is acknowledged. On start-up the events after the l
 acknowledgement are replayed. The journal is compacted when everything in it is written.
 Appends are flushed to the operating system at once (they survive a crash of the process);
 ``fsync=True`` also survives a power cut at the cost of a disk flush per event.
+
+Journaled records carry residents' data (numbers, names, what they said), so the journal's
+directory is 0700 and its files 0600, and written entries do not linger: the journal is
+emptied once everything in it is written and it is over ``COMPACT_BYTES`` or its oldest
+entry is older than ``COMPACT_AGE`` seconds, and when it is closed with nothing pending.
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from crm import call_events
+from hotline.private_files import open_private, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
 COMPACT_BYTES = 1 << 20
+COMPACT_AGE = 600.0
+"""Seconds a written entry may stay in the journal (while others are being written)."""
 
 
 def encode_event(event: Any) -> dict[str, Any]:
@@ -56,7 +65,7 @@ class EventJournal:
         """``name`` names its files in ``directory``; ``encode`` turns a record into JSON data
         and ``decode`` back (call events by default; :func:`json_journal` for records that
         are JSON data already)."""
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self._log_path = directory / f"{name}.jsonl"
         self._ack_path = directory / f"{name}.ack"
         self._fsync = fsync
@@ -64,7 +73,8 @@ class EventJournal:
         self._decode = decode
         self.acked = self._read_ack()
         self.last_seq = max([self.acked, *(seq for seq, _ in self._entries())])
-        self._fh = self._log_path.open("a", encoding="utf-8")
+        self._fh = open_private(self._log_path, "a", encoding="utf-8")
+        self._compacted_at = time.monotonic()
 
     def _read_ack(self) -> int:
         try:
@@ -103,13 +113,17 @@ class EventJournal:
         if seq <= self.acked:
             return
         self.acked = seq
-        tmp = self._ack_path.with_suffix(".tmp")
-        tmp.write_text(str(seq))
-        os.replace(tmp, self._ack_path)
-        if self.acked == self.last_seq and self._log_path.stat().st_size > COMPACT_BYTES:
-            self._fh.close()
-            self._log_path.write_text("")
-            self._fh = self._log_path.open("a", encoding="utf-8")
+        write_private(self._ack_path, str(seq))
+        if self.acked == self.last_seq and (
+                self._log_path.stat().st_size > COMPACT_BYTES
+                or time.monotonic() - self._compacted_at > COMPACT_AGE):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Empty the journal (everything in it is written)."""
+        self._fh.close()
+        self._fh = open_private(self._log_path, "w", encoding="utf-8")
+        self._compacted_at = time.monotonic()
 
     def pending(self) -> list[tuple[int, Any]]:
         """Events appended but not acknowledged, oldest first."""
@@ -123,6 +137,9 @@ class EventJournal:
         return out
 
     def close(self) -> None:
+        if (self.acked == self.last_seq and not self._fh.closed
+                and os.fstat(self._fh.fileno()).st_size > 0):
+            self._compact()
         self._fh.close()
 
 

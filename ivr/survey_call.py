@@ -20,7 +20,6 @@ import array
 import asyncio
 import logging
 import math
-import os
 import time
 import wave
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from crm.db import DATABASE_DOWN, SessionFactory
 from crm.return_visits import RetryPolicy, get_return_visit
 from crm.survey_writes import SurveyWriteQueue, apply_survey_write
 from crm.surveys import SurveyView
+from hotline.private_files import open_private, private_dir
 from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
 from ivr.call_flow import Action, Input, Log
 from ivr.call_tracker import CallTracker, SurveyLeg
@@ -79,10 +79,9 @@ def _loud(pcm: bytes) -> bool:
 
 
 def write_wav(path: Path, pcm: bytes) -> None:
-    """A private wav file (the comment is personal data): dirs 0750, file 0640."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as w:
+    """A private wav file (the comment is personal data): directories 0700, file 0600."""
+    private_dir(path.parent)
+    with open_private(path, "wb") as raw, wave.open(raw, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(SAMPLE_RATE)

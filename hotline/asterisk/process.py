@@ -33,6 +33,7 @@ from hotline.asterisk.rootfs import (
     require_root,
     system_asterisk,
 )
+from hotline.private_files import ASTERISK_UMASK
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def _launch(inst: Installation, identity: host.Identity | None) -> None:
         result = subprocess.run(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, errors="replace", timeout=CLI_TIMEOUT,
-            close_fds=True, check=False,
+            close_fds=True, check=False, umask=ASTERISK_UMASK,
         )
     except subprocess.TimeoutExpired:
         raise StartupError(f"{' '.join(argv)} did not detach within {CLI_TIMEOUT:.0f} s") from None
