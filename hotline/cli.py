@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -90,15 +91,32 @@ def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_actor() -> str:
+    """Who reads residents' data from the command line, for the audit log: the OS user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (e.g. a bare container user)
+        import os
+
+        return f"cli:uid-{os.getuid()}"
+
+
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
+    from crm import audit
     from crm.consultations import list_consultations
     from crm.db import make_engine, make_session_factory
 
     async def fetch() -> list[dict]:
         engine = make_engine(settings.database_url)
         try:
-            views = await list_consultations(make_session_factory(engine),
-                                             limit=args.limit, phone=args.phone)
+            sessions = make_session_factory(engine)
+            views = await list_consultations(sessions, limit=args.limit, phone=args.phone)
+            await audit.write(sessions, actor=_cli_actor(), action="consultation.search",
+                              object_type="consultation",
+                              detail={"query": {"limit": args.limit, "phone": args.phone},
+                                      "ids": [v.id for v in views], "via": "cli"})
         finally:
             await engine.dispose()
         return [v.to_json() for v in views]
@@ -147,26 +165,51 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from crm.api_tokens import create_token
+    from crm import api_tokens
     from crm.db import make_engine, make_session_factory
     from crm.errors import HotlineError
     from crm.migrate import upgrade
 
-    async def create() -> str:
+    name = args.name or args.token_name
+    if args.action in ("create", "revoke") and not name:
+        raise CommandError(f"usage: hotline token {args.action} NAME"
+                           + (" --scope SCOPE..." if args.action == "create" else ""))
+    if args.action == "create" and not args.scope:
+        raise CommandError("a token needs at least one --scope: "
+                           + ", ".join(api_tokens.SCOPES))
+
+    async def run() -> list[str]:
         await upgrade(settings.database_url)
         engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
         try:
-            return await create_token(make_session_factory(engine), args.name, args.scope)
+            if args.action == "create":
+                return [await api_tokens.create_token(sessions, name, args.scope,
+                                                      expires_in_days=args.expires_in)]
+            if args.action == "revoke":
+                if not await api_tokens.revoke(sessions, name):
+                    raise CommandError(f"no live token named {name!r} (see: hotline token "
+                                       "list --all)")
+                return [f"token {name!r} revoked: it is refused from now on"]
+            return [f"{t.name:24} {t.state:8} {','.join(sorted(t.scopes)):40} "
+                    f"made {t.created_at:%Y-%m-%d %H:%M} "
+                    f"expires {f'{t.expires_at:%Y-%m-%d %H:%M}' if t.expires_at else 'never'}"
+                    for t in await api_tokens.list_tokens(sessions,
+                                                          include_revoked=args.all)]
         finally:
             await engine.dispose()
 
     try:
-        token = asyncio.run(create())
+        lines = asyncio.run(run())
     except HotlineError as exc:
         raise CommandError(str(exc)) from None
-    print(token)
-    print(f"token {args.name!r} with scopes {', '.join(args.scope)}: shown once, store it now",
-          file=sys.stderr)
+    if args.action == "create":
+        expiry = f", expires in {args.expires_in:g} days" if args.expires_in else ""
+        print(lines[0])
+        print(f"token {name!r} with scopes {', '.join(args.scope)}{expiry}: shown once, "
+              "store it now", file=sys.stderr)
+        return 0
+    print("\n".join(lines) or "no tokens")
     return 0
 
 
@@ -198,19 +241,33 @@ def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
-    from crm import agents
-    from crm.db import make_engine, make_session_factory
+    from crm import agents, browser_sessions
+    from crm.db import SessionFactory, make_engine, make_session_factory
     from crm.errors import HotlineError
     from crm.migrate import upgrade
 
     password = None
+    if args.action not in ("list", "sessions") and not args.login:
+        raise CommandError(f"usage: hotline agents {args.action} LOGIN")
+    if args.action == "set-role" and not args.role:
+        raise CommandError("usage: hotline agents set-role LOGIN --role ROLE")
     if args.action in ("create", "set-password"):
-        if not args.login:
-            raise CommandError(f"usage: hotline agents {args.action} LOGIN")
         password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
                     else getpass.getpass(f"password for {args.login}: "))
         if len(password) < 8:
             raise CommandError("passwords need at least 8 characters")
+
+    def ended(count: int) -> str:
+        return (f"; {count} web session(s) ended, their websockets close within "
+                f"{settings.web.session_check_interval:g} s" if count else "")
+
+    def state(account: agents.AgentView) -> str:
+        if not account.active:
+            return "disabled"
+        return "can log in" if account.can_log_in else "no password"
+
+    async def live_sessions(sessions: SessionFactory) -> int:
+        return len(await browser_sessions.list_sessions(sessions, login=args.login))
 
     async def run() -> list[str]:
         await upgrade(settings.database_url)
@@ -219,20 +276,43 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if args.action == "create":
                 await agents.create_agent(sessions, login=args.login,
-                                          display_name=args.name or args.login, role=args.role,
+                                          display_name=args.name or args.login,
+                                          role=args.role or "agent",
                                           extension=args.extension, password=password)
                 return [f"agent {args.login} created"]
             if args.action == "set-password":
-                await agents.set_password(sessions, args.login, password or "")
-                return [f"password of {args.login} changed"]
-            return [f"{a.login:16} {a.role:10} ext {a.extension or '-':6} "
-                    f"{'can log in' if a.can_log_in else 'no password'}  {a.display_name}"
-                    for a in await agents.list_agents(sessions)]
+                count = await agents.set_password(sessions, args.login, password or "")
+                return [f"password of {args.login} changed{ended(count)}"]
+            if args.action in ("disable", "enable", "set-role", "end-sessions"):
+                count = await live_sessions(sessions)
+                if args.action == "disable":
+                    await agents.disable_agent(sessions, args.login)
+                    return [f"agent {args.login} disabled: cannot sign in{ended(count)}"]
+                if args.action == "enable":
+                    await agents.enable_agent(sessions, args.login)
+                    return [f"agent {args.login} enabled"]
+                if args.action == "set-role":
+                    before = await agents.get_agent(sessions, args.login)
+                    await agents.update_agent(sessions, args.login, role=args.role)
+                    changed = before.role != args.role
+                    return [f"{args.login} is {args.role}{ended(count if changed else 0)}"]
+                account = await agents.get_agent(sessions, args.login)
+                gone = await browser_sessions.revoke_agent(sessions, account.id, "ended_by_cli")
+                return [f"{args.login}: {len(gone)} web session(s) ended"]
+            if args.action == "sessions":
+                return [f"{r.login:16} {r.app:8} {r.role:10} since {r.created_at:%Y-%m-%d %H:%M}"
+                        f" last {r.last_seen_at:%H:%M} ends {r.expires_at:%Y-%m-%d %H:%M} "
+                        f"from {r.source or '-'}  [{r.id}]"
+                        for r in await browser_sessions.list_sessions(sessions,
+                                                                      login=args.login)]
+            return [f"{a.login:16} {a.role:10} ext {a.extension or '-':6} {state(a):11}  "
+                    f"{a.display_name}"
+                    for a in await agents.list_agents(sessions, include_inactive=True)]
         finally:
             await engine.dispose()
 
     try:
-        print("\n".join(asyncio.run(run())))
+        print("\n".join(asyncio.run(run())) or "none")
     except HotlineError as exc:
         raise CommandError(str(exc)) from None
     return 0
@@ -249,7 +329,7 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"case {r.case_number}: {r.outcome}" + (f" ({r.detail})" if r.detail else ""))
         return 0
 
-    from crm import surveys
+    from crm import audit, surveys
     from crm.db import make_engine, make_session_factory
 
     async def fetch() -> list[str]:
@@ -257,17 +337,37 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
         try:
             sessions = make_session_factory(engine)
             if args.action == "follow-ups":
+                items = await surveys.list_follow_ups(sessions, status=None)
+                await audit.write(sessions, actor=_cli_actor(), action="survey_follow_up.search",
+                                  object_type="survey_follow_up",
+                                  detail={"ids": [f.id for f in items], "via": "cli"})
                 return [f"#{f.id} {f.status:8} score {f.score} {f.phone or '-'} "
-                        f"assigned to {f.assignee_login or '-'}"
-                        for f in await surveys.list_follow_ups(sessions, status=None)]
+                        f"assigned to {f.assignee_login or '-'}" for f in items]
+            views = await surveys.list_surveys(sessions, limit=args.limit)
+            await audit.write(sessions, actor=_cli_actor(), action="survey.search",
+                              object_type="survey",
+                              detail={"query": {"limit": args.limit},
+                                      "ids": [v.id for v in views], "via": "cli"})
             return [f"{v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
                     f"score {v.score if v.score is not None else '-'} "
-                    f"agent {v.agent_login or '-'}"
-                    for v in await surveys.list_surveys(sessions, limit=args.limit)]
+                    f"agent {v.agent_login or '-'}" for v in views]
         finally:
             await engine.dispose()
 
     print("\n".join(asyncio.run(fetch())) or "nothing yet")
+    return 0
+
+
+def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.retention import run_purge
+
+    def progress(line: str) -> None:
+        print(f"  ... {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(run_purge(settings, dry_run=args.dry_run, progress=progress))
+    print("\n".join(report.lines()))
+    if args.dry_run:
+        print("dry run: nothing was removed", file=sys.stderr)
     return 0
 
 
@@ -308,16 +408,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keys the caller presses (RFC 2833); default: look up their case")
     demo.add_argument("--hold-ms", type=int, default=30000)
     tok = sub.add_parser("token", help="API tokens for department systems")
-    tok.add_argument("action", choices=["create"])
-    tok.add_argument("--name", required=True)
-    tok.add_argument("--scope", action="append", required=True,
+    tok.add_argument("action", choices=["create", "list", "revoke"])
+    tok.add_argument("token_name", nargs="?", metavar="NAME", help="the token (create, revoke)")
+    tok.add_argument("--name", help="the token's name (create; same as NAME)")
+    tok.add_argument("--scope", action="append",
                      help="cases:read, cases:write or consultations:read (repeatable)")
+    tok.add_argument("--expires-in", type=float, metavar="DAYS",
+                     help="create: refuse the token from this many days on (default: never)")
+    tok.add_argument("--all", action="store_true", help="list: revoked tokens too")
 
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
-    ag.add_argument("action", choices=["list", "create", "set-password"])
+    ag.add_argument("action", choices=["list", "create", "set-password", "set-role", "disable",
+                                       "enable", "sessions", "end-sessions"],
+                    help="disable, set-password, set-role and end-sessions end the account's "
+                         "desk and console sessions at once")
     ag.add_argument("login", nargs="?")
     ag.add_argument("--name", help="display name (create)")
-    ag.add_argument("--role", default="agent", choices=["agent", "supervisor", "admin"])
+    ag.add_argument("--role", choices=["agent", "supervisor", "admin"],
+                    help="create (default agent), set-role")
     ag.add_argument("--extension", help="SIP extension of the agent's phone, e.g. 2001")
     ag.add_argument("--password-stdin", action="store_true",
                     help="read the password from standard input instead of prompting")
@@ -326,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("action", choices=["list", "follow-ups", "return-visits"],
                     help="return-visits: call residents of resolved cases now (needs serve)")
     sv.add_argument("--limit", type=int, default=50)
+
+    rt = sub.add_parser("retention", help="remove residents' data kept longer than the "
+                        "retention settings allow")
+    rt.add_argument("action", choices=["purge"])
+    rt.add_argument("--dry-run", action="store_true",
+                    help="count what would be removed, change nothing")
 
     sp = sub.add_parser("speech", help="speech models per language")
     sp.add_argument("action", choices=["install-model", "status"])
@@ -339,11 +453,15 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
-    "surveys": _cmd_surveys,
+    "surveys": _cmd_surveys, "retention": _cmd_retention,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from hotline.private_files import ASTERISK_UMASK
+
+    # Nothing a hotline command (or an Asterisk it starts) writes is for other users.
+    os.umask(ASTERISK_UMASK)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)

@@ -12,6 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from hotline.private_files import (
+    ASTERISK_UMASK,
+    SERVICE_UMASK,
+    open_private,
+    private_dir,
+    umask,
+    write_private,
+)
 from hotline.settings import Settings
 
 
@@ -53,12 +61,13 @@ def start_service(settings: Settings, *, timeout: float = 60.0) -> int:
         print(f"hotline service already running (pid {pid})")
         return pid
     log_path = _logfile(settings)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    private_dir(log_path.parent)  # the log names callers: owner only
+    with open_private(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "hotline.cli", "serve"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=os.environ.copy())
-    _pidfile(settings).write_text(str(proc.pid))
+                                start_new_session=True, env=os.environ.copy(),
+                                umask=SERVICE_UMASK)
+    write_private(_pidfile(settings), str(proc.pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -94,10 +103,13 @@ def start_all(settings: Settings, *, with_asterisk: bool = True) -> None:
     if with_asterisk and settings.asterisk.mode == "embedded":
         from hotline.asterisk import process
 
-        process.up(settings)
+        with umask(ASTERISK_UMASK):  # Asterisk inherits it: recordings 0640, no others
+            process.up(settings)
     pid = start_service(settings)
     health = _health(settings) or {}
     a = settings.asterisk
+    phones = "\n".join(f"{'':29}{ext}: {password}"
+                       for ext, password in a.agent_passwords.items())
     print(f"""
 The hotline is up (service pid {pid}, health: {"ok" if health.get("ok") else health}).
 
@@ -108,7 +120,8 @@ The hotline is up (service pid {pid}, health: {"ok" if health.get("ok") else hea
   Agent desk:                http://{settings.web.host}:{settings.web.port}/desk
                              demo logins agent1 (phone 2001), agent2 (2002), supervisor1,
                              admin; password {settings.web.demo_password}
-  Agent phones:              SIP accounts 2001-2004, password {a.agent_password}
+  Agent phones (SIP account: own password, kept in {settings.state_dir / 'secrets.toml'}):
+{phones}
   Asterisk console:          .venv/bin/hotline asterisk cli "core show channels"
   Logs:                      {_logfile(settings)}
   Stop everything:           make stop

@@ -27,6 +27,7 @@ from crm.desk_hub import DeskHub
 from crm.event_journal import EventJournal, json_journal
 from crm.migrate import upgrade
 from crm.queue_control import QueueControl
+from crm.retention import RetentionFiles
 from crm.return_visits import RetryPolicy
 from crm.survey_writes import SurveyWriteQueue
 from crm.wallboard import Wallboard
@@ -34,7 +35,16 @@ from crm.web.app import HealthReport, create_app
 from crm.web.console import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.recordings import RecordingStore
+from crm.web.web_session import SessionPolicy
 from hotline.asterisk.layout import Installation
+from hotline.private_files import (
+    SERVICE_UMASK,
+    asterisk_trees,
+    service_trees,
+    tighten_all,
+    umask,
+)
+from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import Settings
 from hotline.surveys import recordings_dir as survey_recordings_dir
 from hotline.surveys import return_visit_loop, survey_calls
@@ -72,6 +82,7 @@ class HotlineService:
     surveys: SurveyCalls | None = None
     wallboard: Wallboard | None = None
     survey_writes: SurveyWriteQueue | None = None
+    retention: RetentionSchedule | None = None
 
     def health(self) -> HealthReport:
         return HealthReport(
@@ -81,6 +92,7 @@ class HotlineService:
             consultations_written=self.recorder.written,
             speech=self.speech.health(),
             calls_refused_overload=self.media.refused_overload,
+            audiosocket_refused=self.media.refusals,
             pending_writes={"call_events": self.recorder.pending,
                             "pop_audits": self.desk_hub.pending_audits if self.desk_hub else 0,
                             "survey_writes": (self.survey_writes.pending
@@ -92,6 +104,12 @@ class HotlineService:
 async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
     """Start every part in dependency order and stop them in reverse, whatever happens."""
     async with contextlib.AsyncExitStack() as stack:
+        # Residents' data on disk is for the service's user only: new files owner-only,
+        # older ones tightened (each change logged).
+        stack.enter_context(umask(SERVICE_UMASK))
+        recordings = recording_store(settings)
+        tighten_all(service_trees(settings) + asterisk_trees(
+            settings, recordings.host_dir if recordings is not None else None))
         await upgrade(settings.database_url)
         engine = make_engine(settings.database_url, echo=settings.database.echo)
         stack.push_async_callback(engine.dispose)
@@ -147,7 +165,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         media = MediaServer(settings.audiosocket,
                             SpeechIvrHandler(deps, survey=surveys.run).handle,
                             on_overflow=OverflowRecorder(
-                                tracker, bus, limit=settings.audiosocket.call_limit()))
+                                tracker, bus, limit=settings.audiosocket.call_limit()),
+                            announcements=tracker)
         await media.start()
         stack.push_async_callback(media.close)
         await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
@@ -163,16 +182,20 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                               survey_comments=survey_recordings_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
                               secure_cookies=settings.web.secure_cookies)
-        app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console)
+        app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
+                         session_policy=SessionPolicy.from_settings(settings.web))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.web.host, settings.web.port).start()
+        retention = await stack.enter_async_context(retention_loop(
+            settings, sessions, RetentionFiles(recordings, survey_recordings_dir(settings))))
 
         service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, speech,
                                  runner, queue_tracker=queue_tracker, desk_hub=desk_hub,
                                  queue_control=queue_control, surveys=surveys,
                                  wallboard=wallboard, survey_writes=survey_writes)
+        service.retention = retention
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,

@@ -8,13 +8,16 @@ Sources, lowest priority first: the embedded defaults below, a TOML file (``--co
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +30,24 @@ class SettingsError(Exception):
 
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
+
+
+def _sip_network(value: str) -> str:
+    """An IP address or CIDR network as Asterisk's ACLs and identify sections take it."""
+    try:
+        network = ipaddress.ip_network(value.strip())
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not an IP address or a network in CIDR form, e.g. 203.0.113.5 or "
+            f"203.0.113.0/28 ({exc})"
+        ) from None
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
+SipNetwork = Annotated[str, AfterValidator(_sip_network)]
+"""An IP address or network (CIDR), normalised: 203.0.113.5, 203.0.113.0/28."""
 
 
 class AsteriskSettings(_Section):
@@ -47,8 +68,22 @@ class AsteriskSettings(_Section):
     agent_extensions: list[Annotated[str, Field(pattern=r"^[0-9]+$")]] = Field(
         default_factory=lambda: ["2001", "2002", "2003", "2004"]
     )
-    """Agent desk phones: PJSIP endpoints that register with agent_password."""
-    agent_password: str = ""
+    """Agent desk phones: PJSIP endpoints that register with their own password."""
+    agent_passwords: dict[str, str] = Field(default_factory=dict)
+    """SIP password per agent extension; one not given here is generated once and kept in
+    <state_dir>/secrets.toml, so one agent cannot register as another."""
+    gateway_addresses: list[SipNetwork] = Field(
+        default_factory=lambda: ["127.0.0.1"], min_length=1
+    )
+    """Addresses (or CIDR networks) of the PSTN gateway. A SIP request is the gateway's, and
+    reaches the hotline as an outside call, only when it comes from one of these: the gateway
+    is identified by address alone, never by a name in From that anyone can write."""
+    sip_permit: list[SipNetwork] = Field(default_factory=lambda: ["127.0.0.0/8"], min_length=1)
+    """Networks phones (softphone, agent phones) may use SIP from; a request from elsewhere
+    gets no service (an authentication challenge it cannot answer)."""
+    sip_contact_permit: list[SipNetwork] | None = None
+    """Networks a phone's Contact may point at (where Asterisk sends that phone's calls), so a
+    registration cannot divert calls to an arbitrary address; None: the same as sip_permit."""
     use_system_asterisk: bool = True
     """embedded mode: prefer an ``asterisk`` >= 20 found on PATH over the Debian root."""
     boot_timeout: float = Field(30.0, gt=0)
@@ -59,6 +94,33 @@ class AsteriskSettings(_Section):
     /var/spool/asterisk/monitor."""
     recordings_asterisk_dir: str = Field("/var/spool/asterisk/monitor", pattern=r"^/")
     """The same directory as Asterisk names it (in the recording steps it announces)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_agent_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "agent_password" in data:
+            raise ValueError(
+                "agent_password (one SIP password shared by every agent phone) is no longer "
+                "supported: remove it. Each extension now has its own password, generated "
+                "into <state_dir>/secrets.toml, or set per extension in agent_passwords "
+                '(e.g. agent_passwords = { "2001" = "..." })'
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _sip_edge(self) -> AsteriskSettings:
+        unknown = sorted(set(self.agent_passwords) - set(self.agent_extensions))
+        if unknown:
+            raise ValueError(
+                f"agent_passwords has extensions that are not in agent_extensions: {unknown}"
+            )
+        everyone = [n for n in self.gateway_addresses if n.endswith("/0")]
+        if everyone:
+            raise ValueError(
+                f"gateway_addresses {everyone} would treat every address as the PSTN gateway; "
+                "list the gateway's own addresses"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rtp_range(self) -> AsteriskSettings:
@@ -101,6 +163,31 @@ class AudioSocketSettings(_Section):
             return 40 * (os.cpu_count() or 1)
         return self.max_calls or None
 
+    # Who may connect, and how much one connection may hold (ivr/media_server.py).
+    allowed_peers: list[SipNetwork] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"], min_length=1)
+    """Addresses (or CIDR networks) Asterisk connects from; a connection from anywhere else
+    is closed at once. List your Asterisk servers when ``host`` is not loopback."""
+    max_pending: int = Field(64, ge=1)
+    """Connections not yet admitted (no call id yet, or its id not yet announced on AMI). When
+    full, a new connection closes the oldest one that has sent no call id (Asterisk sends its
+    id at once: that is an idle one); if every one has sent its id, the new one is closed."""
+    first_frame_timeout: float = Field(2.0, gt=0)
+    """Seconds a new connection has to send its call id (Asterisk sends it at once)."""
+    announce_timeout: float = Field(3.0, gt=0)
+    """Seconds to wait for AMI to announce a call id (HotlineCallStart/HotlineSurveyStart);
+    an id not announced by then is closed, and the dialplan queues the caller."""
+    max_burst_bytes: int = Field(64 * 1024, ge=4096)
+    """Bytes a peer may send ahead of real time (8 kHz 16-bit audio, 16 kB/s) before its
+    session counts as flooding and is closed: 64 KiB is about 4 s of audio."""
+    max_buffered_bytes: int = Field(320_000, ge=4096)
+    """Inbound audio one session holds for a call flow that is not reading it (320 kB: 20 s);
+    beyond it the oldest is dropped, with a log line."""
+
+    def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allowed_peers`` as networks."""
+        return tuple(ipaddress.ip_network(peer) for peer in self.allowed_peers)
+
 
 class WebSettings(_Section):
     host: str = "127.0.0.1"
@@ -112,6 +199,31 @@ class WebSettings(_Section):
     """Mark the desk session cookie Secure (set when the web side is served over HTTPS)."""
     demo_password: str = ""
     """Password of the demo desk accounts that ``hotline db seed-demo`` creates."""
+    session_max_age: float = Field(12 * 3600, gt=0)
+    """Absolute lifetime of a desk or console session, however active it is (12 h)."""
+    sign_in_account_failures: int = Field(5, ge=1)
+    """Consecutive failed sign-ins of one account before it must wait."""
+    sign_in_address_failures: int = Field(20, ge=1)
+    """Consecutive failed sign-ins from one source address (IPv6: one /64) before it must wait
+    (higher than per account: an office may share one address)."""
+    sign_in_base_delay: float = Field(1.0, gt=0)
+    """Seconds of the first wait; every further failure doubles it..."""
+    sign_in_max_delay: float = Field(900.0, gt=0)
+    """...up to this many seconds (15 min)."""
+    sign_in_forget_after: float = Field(3600.0, gt=0)
+    """Seconds without a failure after which an account or address starts again from zero."""
+    password_hash_threads: int = Field(1, ge=1, le=4)
+    """Threads that run argon2 for sign-in (their own: the IVR's threads are never used)."""
+    session_check_interval: float = Field(5.0, gt=0)
+    """Seconds between checks of open desk/console websockets against the session table, for
+    sessions ended by another process (e.g. ``hotline agents disable``)."""
+
+    @model_validator(mode="after")
+    def _sign_in_delays(self) -> WebSettings:
+        if not self.sign_in_base_delay <= self.sign_in_max_delay <= self.sign_in_forget_after:
+            raise ValueError("need sign_in_base_delay <= sign_in_max_delay <= "
+                             "sign_in_forget_after")
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -200,6 +312,32 @@ class SurveySettings(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    """How long residents' data is kept (``hotline retention purge``, or the schedule in
+    ``hotline serve``). Days count from the call's start (the survey's start, the audit
+    entry's time); 0 keeps that kind of data for ever. The consultation itself (its number,
+    times, outcome, route) stays as statistics."""
+
+    steps_days: int = Field(365, ge=0)
+    """A consultation's steps (IVR path, keys, transcripts of what the caller said)."""
+    recordings_days: int = Field(180, ge=0)
+    """Call recordings (the files in Asterisk's monitor directory, and their links)."""
+    survey_comments_days: int = Field(180, ge=0)
+    """Spoken survey comments (wav files) and their transcripts; the score stays."""
+    audit_days: int = Field(730, ge=0)
+    """Audit log entries (who read or changed residents' data): 0, or at least 180 (network
+    logs are kept at least six months)."""
+    purge_interval_hours: float = Field(24.0, ge=0)
+    """Hours between purges inside ``hotline serve`` (the first at start-up); 0: only from
+    the CLI (e.g. cron)."""
+
+    @model_validator(mode="after")
+    def _audit_kept_six_months(self) -> RetentionSettings:
+        if 0 < self.audit_days < 180:
+            raise ValueError("audit_days must be 0 (keep) or at least 180 (six months)")
+        return self
+
+
 def _minutes(hhmm: str) -> int:
     hours, _, minutes = hhmm.partition(":")
     if int(minutes) >= 60:
@@ -221,6 +359,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     survey: SurveySettings = Field(default_factory=SurveySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -242,7 +381,6 @@ class Settings(BaseSettings):
 _SECRET_KEYS = (
     ("ami", "secret"),
     ("asterisk", "softphone_password"),
-    ("asterisk", "agent_password"),
     ("web", "session_secret"),
     ("web", "demo_password"),
 )
@@ -252,8 +390,16 @@ def _format_errors(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid settings ({origin}):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        lines.append(f"  {key}: {err['msg']}{_shown_input(key, err.get('input'))}")
     return "\n".join(lines)
+
+
+def _shown_input(key: str, value: Any) -> str:
+    """The offending value for an error line, unless it is (or may hold) a secret: a whole
+    section, or a key that names a password or secret."""
+    if isinstance(value, dict) or re.search(r"password|secret", key):
+        return ""
+    return f" (got {value!r})"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -281,15 +427,53 @@ def _fill_secrets(settings: Settings) -> None:
             stored.setdefault(section, {})[key] = value
             changed = True
         setattr(sect, key, value)
+    changed = _fill_agent_passwords(settings, stored, store) or changed
     if changed:
         store.parent.mkdir(parents=True, exist_ok=True)
-        body = "".join(
-            f"[{s}]\n" + "".join(f'{k} = "{v}"\n' for k, v in kv.items()) + "\n"
-            for s, kv in stored.items()
-        )
         fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(body)
+            fh.write(_secrets_toml(stored))
+
+
+def _fill_agent_passwords(settings: Settings, stored: dict[str, Any], store: Path) -> bool:
+    """Give every agent extension its own SIP password: configured, else stored, else new.
+
+    Returns True when ``stored`` changed (a password was generated, or the obsolete shared
+    ``agent_password`` was dropped from it)."""
+    asterisk = settings.asterisk
+    kept_asterisk = stored.setdefault("asterisk", {})
+    changed = kept_asterisk.pop("agent_password", None) is not None
+    kept = kept_asterisk.setdefault("agent_passwords", {})
+    if not isinstance(kept, dict):
+        raise SettingsError(f"{store}: asterisk.agent_passwords must be a table")
+    passwords = dict(asterisk.agent_passwords)
+    for extension in asterisk.agent_extensions:
+        if passwords.get(extension):
+            continue
+        if not kept.get(extension):
+            kept[extension] = secrets.token_urlsafe(18)
+            changed = True
+        passwords[extension] = str(kept[extension])
+    asterisk.agent_passwords = passwords
+    return changed
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _secrets_toml(stored: dict[str, Any]) -> str:
+    """``stored`` as TOML: one table per section, nested tables (agent_passwords) below it."""
+    def lines(table: dict[str, Any]) -> str:
+        return "".join(f"{_toml_key(k)} = {json.dumps(str(v))}\n"
+                       for k, v in table.items() if not isinstance(v, dict))
+
+    parts = []
+    for section, table in stored.items():
+        parts.append(f"[{section}]\n{lines(table)}\n")
+        parts += [f"[{section}.{key}]\n{lines(sub)}\n"
+                  for key, sub in table.items() if isinstance(sub, dict) and sub]
+    return "".join(parts)
 
 
 def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) -> Settings:

@@ -21,6 +21,7 @@ from crm.web.console import ConsoleDeps, create_console_app
 from crm.web.console_auth import PREFIX as CONSOLE_PREFIX
 from crm.web.desk import PREFIX as DESK_PREFIX
 from crm.web.desk import DeskDeps, create_desk_app
+from crm.web.web_session import SessionPolicy, WebSessions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -28,6 +29,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
 HEALTH_KEY = web.AppKey("health", Callable)
 JINJA_KEY = web.AppKey("jinja", jinja2.Environment)
+WEB_SESSIONS_KEY = web.AppKey("app_web_sessions", WebSessions)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class HealthReport:
     speech: dict = field(default_factory=dict)
     calls_refused_overload: int = 0
     """Calls handed to the agent queue because the IVR was serving ``max_calls``."""
+    audiosocket_refused: dict = field(default_factory=dict)
+    """AudioSocket connections refused, by reason (peer not allowed, unannounced id, ...)."""
     pending_writes: dict = field(default_factory=dict)
     """Writes waiting in durable journals for the database, by kind."""
 
@@ -72,11 +76,15 @@ async def security_headers(request: web.Request, handler):  # type: ignore[no-un
 def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
                api: bool = True, case_numbering_tz: tzinfo = UTC,
                desk: DeskDeps | None = None,
-               console: ConsoleDeps | None = None) -> web.Application:
+               console: ConsoleDeps | None = None,
+               session_policy: SessionPolicy | None = None) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
     the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
     mounts the agent desk under /desk and ``console`` the supervisor console under /console
-    (their scripts and styles are served from /static)."""
+    (their scripts and styles are served from /static). The desk and the console share one
+    :class:`WebSessions` under ``session_policy`` (sessions' absolute lifetime, sign-in
+    throttling, the argon2 threads), owned by the app: started with it, its threads stopped
+    at cleanup."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -88,12 +96,15 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
         app.add_subapp(API_PREFIX, create_api_app(sessions, numbering_tz=case_numbering_tz))
     if desk is not None or console is not None:
         app.router.add_static("/static", STATIC, follow_symlinks=False)
+        security = WebSessions(sessions, session_policy)
+        app[WEB_SESSIONS_KEY] = security
+        app.cleanup_ctx.append(security.lifecycle)
     if desk is not None:
         app.router.add_get(DESK_PREFIX, _to_desk)
-        app.add_subapp(DESK_PREFIX, create_desk_app(desk, app[JINJA_KEY]))
+        app.add_subapp(DESK_PREFIX, create_desk_app(desk, app[JINJA_KEY], security))
     if console is not None:
         app.router.add_get(CONSOLE_PREFIX, _to_console)
-        app.add_subapp(CONSOLE_PREFIX, create_console_app(console, app[JINJA_KEY]))
+        app.add_subapp(CONSOLE_PREFIX, create_console_app(console, app[JINJA_KEY], security))
     return app
 
 

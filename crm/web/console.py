@@ -17,7 +17,7 @@ import jinja2
 from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session, session_middleware
 
-from crm import agents, audit, reports
+from crm import audit, reports
 from crm.auth import has_role
 from crm.charts import Bar, Point, bar_chart, line_chart
 from crm.errors import HotlineError, InvalidInput, PermissionDenied
@@ -63,7 +63,14 @@ from crm.web.recordings import (
     get_recording,
     get_survey_comment,
 )
-from crm.web.web_session import check_csrf, check_origin, csrf_token, hold_until_expired
+from crm.web.web_session import (
+    SECURITY_KEY,
+    WebSessions,
+    audit_origin,
+    check_csrf,
+    check_origin,
+    csrf_token,
+)
 
 __all__ = ["ConsoleDeps", "create_console_app"]
 
@@ -109,6 +116,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     deps = request.app[CONSOLE_KEY]
+    security = request.app[SECURITY_KEY]
     session = await get_session(request)
     form = await request.post()
     target = after_login(str(form.get("next", "")))
@@ -119,33 +127,46 @@ async def login(request: web.Request) -> web.Response:
                       error="表单已过期，请重新登录 · The form expired; please sign in again.",
                       next=target)
     login_name = str(form.get("login", "")).strip().lower()[:64]
-    account = await agents.authenticate(deps.sessions, login_name,
-                                        str(form.get("password", "")))
+    result = await security.authenticate(request, login_name, str(form.get("password", "")))
+    account = result.agent
     if account is None:
-        await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
-                          action="console.login_failed", object_type="agent",
-                          object_id=login_name)
-        return render(request, "console/login.html", 401, user=None, csrf=csrf_token(session),
-                      error="账号或密码错误 · Wrong login or password.", next=target)
+        if result.status == 401:
+            await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
+                              action="console.login_failed", object_type="agent",
+                              object_id=login_name,
+                              detail={"retry_after": result.retry_after}
+                              if result.retry_after else None, **audit_origin(request))
+        response = render(request, "console/login.html", result.status, user=None,
+                          csrf=csrf_token(session),
+                          error=result.explain("账号或密码错误 · Wrong login or password."),
+                          next=target)
+        if result.retry_after:
+            response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
+        return response
     if not has_role(account.role, CONSOLE_ROLE):
         await audit.write(deps.sessions, actor=f"agent:{account.login}",
                           action="console.login_refused", object_type="agent",
-                          object_id=account.login, detail={"role": account.role})
+                          object_id=account.login, detail={"role": account.role},
+                          **audit_origin(request))
         return render(request, "console/login.html", 403, user=None, csrf=csrf_token(session),
                       error="主管控制台仅限主管和管理员 · The console is for supervisors "
                             "and admins. Agents use the desk.", next=target)
     session = await new_session(request)  # a fresh session: no fixation
-    start_session(session, account.login)
+    await start_session(request, session, account)
     await audit.write(deps.sessions, actor=f"agent:{account.login}", action="console.login",
-                      object_type="agent", object_id=account.login)
+                      object_type="agent", object_id=account.login, **audit_origin(request))
     raise web.HTTPSeeOther(target)
 
 
 @console_route(post=True)
 async def logout(request: web.Request, user: ConsoleUser) -> web.Response:
+    """Every console session of this account ends (their websockets close), everywhere."""
+    origin = audit_origin(request)
+    await request.app[SECURITY_KEY].end(user.agent_id, app="console", reason="signed_out")
     (await get_session(request)).invalidate()
     await audit.write(request.app[CONSOLE_KEY].sessions, actor=user.actor,
-                      action="console.logout", object_type="agent", object_id=user.login)
+                      action="console.logout", object_type="agent", object_id=user.login,
+                      **origin)
     raise web.HTTPSeeOther(f"{PREFIX}/login")
 
 
@@ -171,7 +192,7 @@ async def wallboard_state(request: web.Request, user: ConsoleUser) -> web.Respon
 
 @console_route()
 async def wallboard_socket(request: web.Request, user: ConsoleUser) -> web.StreamResponse:
-    """Pushes every change of the wallboard; closes when the session idles out."""
+    """Pushes every change of the wallboard; closes when the session idles out or ends."""
     check_origin(request)
     wallboard = request.app[CONSOLE_KEY].wallboard
     if wallboard is None:
@@ -181,7 +202,8 @@ async def wallboard_socket(request: web.Request, user: ConsoleUser) -> web.Strea
     wallboard.attach(ws)
     try:
         await ws.send_json({"type": "wallboard", **wallboard.state()})
-        await hold_until_expired(ws, lambda: user.expires_at)
+        await request.app[SECURITY_KEY].hold(ws, user.session_id or "",
+                                             lambda: user.expires_at)
     finally:
         wallboard.detach(ws)
     return ws
@@ -276,12 +298,19 @@ async def _close_sockets(app: web.Application) -> None:
             await wallboard.close_sockets()
 
 
-def create_console_app(deps: ConsoleDeps, jinja: jinja2.Environment) -> web.Application:
-    """The sub-application mounted at ``PREFIX``."""
+def create_console_app(deps: ConsoleDeps, jinja: jinja2.Environment,
+                       security: WebSessions | None = None) -> web.Application:
+    """The sub-application mounted at ``PREFIX``; ``security`` is the web app's sessions and
+    sign-in (shared with the desk; None: the console's own, started with it)."""
+    own = security is None
+    security = security or WebSessions(deps.sessions)
     storage = session_storage(deps.session_secret, idle_timeout=deps.idle_timeout,
-                              secure=deps.secure_cookies)
+                              secure=deps.secure_cookies, max_age=security.policy.max_age)
     app = web.Application(middlewares=[console_errors, session_middleware(storage)],
                           client_max_size=64 * 1024)
+    app[SECURITY_KEY] = security
+    if own:
+        app.cleanup_ctx.append(security.lifecycle)
     app[CONSOLE_KEY] = deps
     app[CONSOLE_JINJA_KEY] = jinja
     app[SESSIONS_KEY] = deps.sessions

@@ -1,11 +1,17 @@
 """The agent desk: sign-in, the live desk page, its websocket and the forms agents use during
 and after a call. Mounted under /desk by crm.web.app.
 
-Sessions (crm.web.web_session's encrypted cookie, shared with the console but under a name,
-path and key of the desk's own) are refreshed while the agent is active and refused after
-``idle_timeout`` seconds without a request. Every POST carries the session's CSRF token (form
-field ``csrf`` or header ``X-CSRF-Token``); the websocket checks Origin. Signing in joins the
-agent's desk phone to the queue, signing out leaves it, pausing pauses it.
+Sessions are crm.web.web_session's server-side sessions behind an encrypted cookie of the
+desk's own (name, path and key): refreshed while the agent is active, refused after
+``idle_timeout`` seconds without a request and at the latest ``max_age`` after sign-in, and
+ended at once (websockets included) by signing out, a new password or role, or a disabled
+account. Sign-in is throttled per account and per source address. Every POST carries the
+session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``); the websocket checks
+Origin. Signing in joins the agent's desk phone to the queue, signing out leaves it, pausing
+pauses it; a desk whose sessions ended leaves it too.
+
+Which cases an agent may open or move on is the need-to-know rule of crm.case_access (403
+need_to_know, audited); every answer that shows a case is audited as a read.
 """
 
 from __future__ import annotations
@@ -26,30 +32,30 @@ from aiohttp_session import Session, get_session, new_session, session_middlewar
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from sqlalchemy import select
 
-from crm import agents, audit, cases, consultation_desk
+from crm import audit, case_access, cases, consultation_desk
 from crm.agents import AgentView
+from crm.browser_sessions import Revoked, live_logins
 from crm.db import SessionFactory
 from crm.desk_hub import AgentDesk, DeskCall, DeskHub
 from crm.errors import (
     ConsultationNotFound,
     HotlineError,
     InvalidInput,
-    NotFound,
     PermissionDenied,
     Unauthenticated,
     UnknownDepartment,
 )
 from crm.models import CaseCategory, Consultation, Department
 from crm.queue_control import QueueControl, TelephonyUnavailable, interface_for
+from crm.web import web_session
 from crm.web.api import STATUS_FOR_ERROR, error_response
 from crm.web.web_session import (
-    CSRF_FIELD,
+    SECURITY_KEY,
+    WebSessions,
     check_csrf,
     check_origin,
     cookie_storage,
     csrf_token,
-    hold_until_expired,
-    new_csrf_token,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ COOKIE_NAME = "hotline_desk"
 SEEN_REFRESH = 60.0
 """Seconds between re-issues of the session cookie while the agent is active."""
 REAPER_INTERVAL = 30.0
+SIGNED_OUT = "signed_out"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "object-src 'none'")
@@ -112,31 +119,22 @@ async def desk_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 # -- sessions ----------------------------------------------------------------------------------
 async def _signed_in(request: web.Request) -> tuple[Session, AgentView] | None:
-    """The session's agent, if signed in, active and not idle too long; refreshes it."""
+    """The session's agent, if signed in, active and the session live (not ended, not idle
+    too long, not past its absolute end); refreshes it."""
     deps = request.app[DESK_KEY]
     session = await get_session(request)
-    login, seen = session.get("agent"), session.get("seen")
-    now = time.time()
-    if not login or not isinstance(seen, int | float):
+    live = await request.app[SECURITY_KEY].current(
+        request, session, app="desk", idle_timeout=deps.idle_timeout, now=time.time(),
+        refresh_after=SEEN_REFRESH)
+    if live is None:
         return None
-    if now - seen > deps.idle_timeout:
-        session.invalidate()
-        return None
-    try:
-        agent = await agents.get_agent(deps.sessions, str(login))
-    except NotFound:
-        agent = None
-    if agent is None or not agent.active:
-        session.invalidate()
-        return None
-    if now - seen > SEEN_REFRESH:
-        session["seen"] = now
-        seen = now
+    agent = live.agent
+    ends = live.ends_at(deps.idle_timeout)
     desk = deps.hub.desk(agent.login)
     if desk is None:  # e.g. the service restarted under a live session
-        deps.hub.sign_in(agent, expires_at=seen + deps.idle_timeout)
+        deps.hub.sign_in(agent, expires_at=ends)
     else:
-        deps.hub.touch(agent.login, seen + deps.idle_timeout)
+        deps.hub.touch(agent.login, ends)
     return session, agent
 
 
@@ -182,6 +180,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     deps = request.app[DESK_KEY]
+    security = request.app[SECURITY_KEY]
     session = await get_session(request)
     form = await request.post()
     try:
@@ -190,18 +189,28 @@ async def login(request: web.Request) -> web.Response:
         return _render(request, "desk/login.html", 403, csrf=csrf_token(session),
                        error="The form expired; please sign in again.")
     login_name = str(form.get("login", "")).strip().lower()[:64]
-    agent = await agents.authenticate(deps.sessions, login_name, str(form.get("password", "")))
-    if agent is None:
-        await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
-                          action="desk.login_failed", object_type="agent", object_id=login_name)
-        return _render(request, "desk/login.html", 401, csrf=csrf_token(session),
-                       error="Wrong login or password.")
+    result = await security.authenticate(request, login_name, str(form.get("password", "")))
+    if result.agent is None:
+        if result.status == 401:
+            await audit.write(deps.sessions, actor=f"agent:{login_name or '?'}",
+                              action="desk.login_failed", object_type="agent",
+                              object_id=login_name,
+                              detail={"retry_after": result.retry_after}
+                              if result.retry_after else None,
+                              **web_session.audit_origin(request))
+        response = _render(request, "desk/login.html", result.status,
+                           csrf=csrf_token(session),
+                           error=result.explain("Wrong login or password."))
+        if result.retry_after:
+            response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
+        return response
+    agent = result.agent
     session = await new_session(request)  # a fresh session: no fixation
-    now = time.time()
-    session.update({"agent": agent.login, "seen": now, CSRF_FIELD: new_csrf_token()})
-    deps.hub.sign_in(agent, expires_at=now + deps.idle_timeout)
+    live = await security.begin(request, session, app="desk", agent=agent, now=time.time())
+    deps.hub.sign_in(agent, expires_at=live.ends_at(deps.idle_timeout))
     await audit.write(deps.sessions, actor=f"agent:{agent.login}", action="desk.login",
-                      object_type="agent", object_id=agent.login)
+                      object_type="agent", object_id=agent.login,
+                      **web_session.audit_origin(request))
     await _join_queue(deps, agent)
     raise web.HTTPSeeOther(f"{PREFIX}/")
 
@@ -228,11 +237,15 @@ async def _leave_queue(deps: DeskDeps, desk: AgentDesk) -> None:
 @agent_required(post=True)
 async def logout(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
+    origin = web_session.audit_origin(request)
+    # Every desk session of this agent ends in every process, and their websockets close
+    # (code 4401: the pages go to the sign-in form); then the phone leaves the queue.
+    await request.app[SECURITY_KEY].end(desk.agent_id, app="desk", reason=SIGNED_OUT)
     await _leave_queue(deps, desk)
     await deps.hub.sign_out(desk.login)
     (await get_session(request)).invalidate()
     await audit.write(deps.sessions, actor=desk.actor, action="desk.logout",
-                      object_type="agent", object_id=desk.login)
+                      object_type="agent", object_id=desk.login, **origin)
     raise web.HTTPSeeOther(f"{PREFIX}/login")
 
 
@@ -276,18 +289,21 @@ async def desk_page(request: web.Request, desk: AgentDesk) -> web.Response:
 
 @agent_required()
 async def current_call(request: web.Request, desk: AgentDesk) -> web.Response:
-    snapshot = await request.app[DESK_KEY].hub.current(desk.login)
+    snapshot = await request.app[DESK_KEY].hub.current(
+        desk.login, origin=web_session.audit_origin(request))
     return web.json_response(snapshot)
 
 
 async def desk_socket(request: web.Request) -> web.StreamResponse:
-    """Pushes the desk's changes; closes when the session idles out or the agent signs out."""
+    """Pushes the desk's changes; closes when the session idles out, reaches its absolute
+    end or is ended (signed out anywhere, password or role changed, account disabled)."""
     check_origin(request)
     found = await _signed_in(request)
     if found is None:
         raise Unauthenticated("sign in at the desk first")
     hub = request.app[DESK_KEY].hub
     login = found[1].login
+    session_id = request[web_session.WEB_SESSION_ID]
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
     await ws.prepare(request)
 
@@ -297,7 +313,7 @@ async def desk_socket(request: web.Request) -> web.StreamResponse:
 
     hub.attach(login, ws)
     try:
-        await hold_until_expired(ws, expires_at)
+        await request.app[SECURITY_KEY].hold(ws, session_id, expires_at)
     finally:
         hub.detach(login, ws)
     return ws
@@ -360,6 +376,7 @@ async def create_case(request: web.Request, desk: AgentDesk) -> web.Response:
                                       actor=desk.actor)
     await deps.hub.refresh_pop(call_id)
     reveal = live is not None and live.phase == "connected" and contact == caller
+    await _audit_case_read(request, desk, view, "desk.create", reveal)
     return web.json_response({"case": view.to_json(viewer_role=desk.role, reveal_phone=reveal)},
                              status=201)
 
@@ -375,6 +392,7 @@ async def add_note(request: web.Request, desk: AgentDesk) -> web.Response:
         raise InvalidInput("the note is empty")
     if form.get("case"):
         number = _number(form)
+        await _check_link(request, desk, call_id)
         await cases.add_note(deps.sessions, number, note, actor=desk.actor)
         await consultation_desk.link_case(deps.sessions, consultation_id, number,
                                           actor=desk.actor)
@@ -383,9 +401,9 @@ async def add_note(request: web.Request, desk: AgentDesk) -> web.Response:
     current = await consultation_desk.get_consultation(deps.sessions, consultation_id)
     stamp = f"[{time.strftime('%H:%M', time.localtime())} {desk.display_name}] {note}"
     notes = f"{current.notes}\n{stamp}" if current.notes else stamp
-    updated = await consultation_desk.update_consultation(
+    await consultation_desk.update_consultation(
         deps.sessions, consultation_id, actor=desk.actor, notes=notes, agent_login=desk.login)
-    return web.json_response({"notes": updated.notes})
+    return web.json_response({"note": stamp})  # what they wrote; the record is read elsewhere
 
 
 @agent_required(post=True)
@@ -393,6 +411,7 @@ async def link_case(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
     call_id, consultation_id, _ = await _call_for(request, desk)
     number = _number(await _form(request))
+    await _check_link(request, desk, call_id)
     await consultation_desk.link_case(deps.sessions, consultation_id, number, actor=desk.actor)
     await deps.hub.refresh_pop(call_id)
     return web.json_response({"linked": number})
@@ -445,54 +464,119 @@ async def close_call(request: web.Request, desk: AgentDesk) -> web.Response:
 @agent_required(post=True)
 async def change_stage(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
+    number = cases.check_number(request.match_info["number"])
     form = await _form(request)
-    view = await cases.change_stage(deps.sessions, cases.check_number(request.match_info["number"]),
-                                    form.get("stage", ""), actor=desk.actor,
-                                    note=form.get("note") or None)
+    await case_access.check(deps.sessions, number, case_access.viewer_of(desk), "change_stage",
+                            via="desk.stage", audit_origin=web_session.audit_origin(request))
+    view = await cases.change_stage(deps.sessions, number, form.get("stage", ""),
+                                    actor=desk.actor, note=form.get("note") or None)
     if desk.call is not None:
         await deps.hub.refresh_pop(desk.call.call_id)
-    return web.json_response({"case": _case_json(desk, view)})
+    return web.json_response({"case": await _case_json(request, desk, view, "desk.stage")})
 
 
 @agent_required()
 async def get_case(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
-    view = await cases.get_case(deps.sessions, request.match_info["number"])
-    await audit.write(deps.sessions, actor=desk.actor, action="case.read", object_type="case",
-                      object_id=view.number, detail={"via": "desk"})
-    return web.json_response({"case": _case_json(desk, view)})
+    number = cases.check_number(request.match_info["number"])
+    await case_access.check(deps.sessions, number, case_access.viewer_of(desk), "read",
+                            via="desk", audit_origin=web_session.audit_origin(request))
+    view = await cases.get_case(deps.sessions, number)
+    return web.json_response({"case": await _case_json(request, desk, view, "desk")})
 
 
-def _case_json(desk: AgentDesk, view: cases.CaseView) -> dict[str, Any]:
-    """Reveal the contact phone only when it is the caller connected to this agent."""
+async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> None:
+    """Need to know: cases are taken up by linking them to the call the agent is on (or one
+    they answered lately), never to a call still ringing or long gone (crm.case_access)."""
+    deps = request.app[DESK_KEY]
+    async with deps.sessions() as session:
+        row = (await session.execute(
+            select(Consultation.agent_id, Consultation.started_at, Consultation.ended_at)
+            .where(Consultation.call_id == call_id))).first()
+    viewer = case_access.viewer_of(desk)
+    decision = case_access.may_link(
+        viewer, call_id, answered_by_viewer=row is not None and row.agent_id == desk.agent_id,
+        started_at=row.started_at if row else None, ended_at=row.ended_at if row else None)
+    if not decision.allowed:
+        await audit.write(deps.sessions, actor=desk.actor, action="case.link_denied",
+                          object_type="consultation", object_id=call_id,
+                          detail={"via": "desk"}, **web_session.audit_origin(request))
+        raise case_access.NeedToKnow(decision.reason, details={"call_id": call_id})
+
+
+async def _audit_case_read(request: web.Request, desk: AgentDesk, view: cases.CaseView,
+                           via: str, phone_revealed: bool) -> None:
+    await audit.write(request.app[DESK_KEY].sessions, actor=desk.actor, action="case.read",
+                      object_type="case", object_id=view.number,
+                      detail={"via": via, "phone_revealed": phone_revealed},
+                      **web_session.audit_origin(request))
+
+
+async def _case_json(request: web.Request, desk: AgentDesk, view: cases.CaseView,
+                     via: str) -> dict[str, Any]:
+    """The case as this agent may see it (the read is audited): the contact phone in full
+    only when it is the caller connected to them."""
     call = desk.call
     reveal = (call is not None and call.phase == "connected"
               and view.contact_phone is not None and view.contact_phone == call.pop.caller_number)
+    await _audit_case_read(request, desk, view, via, reveal)
     return view.to_json(viewer_role=desk.role, reveal_phone=reveal)
 
 
 # -- idle expiry -------------------------------------------------------------------------------
-async def expire_idle_desks(deps: DeskDeps, now: float | None = None) -> list[str]:
-    """Sign out desks idle past the timeout: their phones leave the queue, so the queue does
-    not ring agents who went home."""
+async def expire_idle_desks(deps: DeskDeps, now: float | None = None,
+                            security: WebSessions | None = None) -> list[str]:
+    """Sign out desks idle past the timeout or past their session's absolute end, and (with
+    ``security``) desks none of whose sessions is live any more (ended by another process,
+    e.g. ``hotline agents disable``): their phones leave the queue, so the queue does not
+    ring agents who went home."""
     gone = []
     for desk in deps.hub.expired(now):
-        await _leave_queue(deps, desk)
-        await deps.hub.sign_out(desk.login)
-        await audit.write(deps.sessions, actor=desk.actor, action="desk.expired",
-                          object_type="agent", object_id=desk.login)
+        await _sign_out_desk(deps, desk, "desk.expired")
         gone.append(desk.login)
+    if security is not None:
+        every = deps.hub.expired(float("inf"))  # every signed-in desk
+        signed_in = [d.login for d in every if d.login not in gone]
+        live = await live_logins(deps.sessions, "desk", signed_in,
+                                 idle_timeout=deps.idle_timeout, now=now)
+        for login in signed_in:
+            desk = deps.hub.desk(login)
+            if login not in live and desk is not None:
+                await _sign_out_desk(deps, desk, "desk.session_ended")
+                gone.append(login)
     return gone
+
+
+async def _sign_out_desk(deps: DeskDeps, desk: AgentDesk, action: str,
+                         detail: dict[str, Any] | None = None) -> None:
+    await _leave_queue(deps, desk)
+    await deps.hub.sign_out(desk.login)
+    await audit.write(deps.sessions, actor=desk.actor, action=action, object_type="agent",
+                      object_id=desk.login, detail=detail)
+
+
+async def _session_ended(deps: DeskDeps, ended: Revoked) -> None:
+    """A desk session ended in this process (disabled, new password or role...): the desk
+    signs out and its phone leaves the queue, unless the agent has another live session.
+    (Signing out at the desk does that itself.)"""
+    desk = deps.hub.desk(ended.login)
+    if desk is None or ended.reason == SIGNED_OUT:
+        return
+    if ended.login in await live_logins(deps.sessions, "desk", [ended.login],
+                                        idle_timeout=deps.idle_timeout):
+        return
+    await _sign_out_desk(deps, desk, "desk.session_ended", {"reason": ended.reason})
 
 
 async def _reaper(app: web.Application) -> AsyncIterator[None]:
     deps = app[DESK_KEY]
+    security = app[SECURITY_KEY]
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(min(REAPER_INTERVAL, deps.idle_timeout))
             try:
-                await expire_idle_desks(deps)
+                await expire_idle_desks(deps, security=security)
             except Exception:
                 log.exception("expiring idle desks failed")
 
@@ -507,14 +591,21 @@ async def _close_sockets(app: web.Application) -> None:
     await app[DESK_KEY].hub.close_sockets()
 
 
-def create_desk_app(deps: DeskDeps, jinja: jinja2.Environment) -> web.Application:
-    """The sub-application mounted at ``PREFIX``."""
+def create_desk_app(deps: DeskDeps, jinja: jinja2.Environment,
+                    security: WebSessions | None = None) -> web.Application:
+    """The sub-application mounted at ``PREFIX``; ``security`` is the web app's sessions and
+    sign-in (shared with the console; None: the desk's own, started with it)."""
     storage = session_storage(deps.session_secret, idle_timeout=deps.idle_timeout,
                               secure=deps.secure_cookies)
     app = web.Application(middlewares=[desk_errors, session_middleware(storage)],
                           client_max_size=64 * 1024)
     app[DESK_KEY] = deps
     app[DESK_JINJA_KEY] = jinja
+    if security is None:
+        security = WebSessions(deps.sessions)
+        app.cleanup_ctx.append(security.lifecycle)
+    app[SECURITY_KEY] = security
+    security.on_revoked("desk", functools.partial(_session_ended, deps))
     app.cleanup_ctx.append(_reaper)
     app.on_shutdown.append(_close_sockets)
     routes: list[tuple[str, str, Handler]] = [

@@ -155,8 +155,8 @@ async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin
             await observer.wait_ready(10)
             cut_tcp(port, settings.ami.port)
             await wait_until(lambda: hotline.ami.state != "logged_in", 5, "AMI link noticed down")
-            # Without AMI the IVR does not learn the calling number, so it serves 张三 as an
-            # unknown caller: 1 = Mandarin at the language menu, 2 = agent.
+            # Without AMI the call is never announced, so the media socket refuses it as
+            # unannounced and the dialplan queues 张三 for an agent (the keys are not needed).
             async with HeldCaller(settings, number=ZHANG_SAN, name="张三", keys="12") as caller:
                 await phone.wait_answered(30)
                 await asyncio.wait_for(bridged.wait(), 10)  # Asterisk bridged the call

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from crm.call_events import CallStarted, CallStep
+from crm.call_events import AgentAnswered, CallStarted, CallStep
 from crm.cases import get_case
 from crm.demo_data import seed_demo
 from crm.models import Case, Consultation, Resident
@@ -61,9 +61,12 @@ async def test_caller_rates_the_agent_after_the_agent_hangs_up(
     # for the rating until about 23 s. The caller keys 4 from 9.75 s on, every 3 s: a key
     # reaching the agent leg is lost, extra ones in the survey are ignored.
     keys = "2" + "," * 9 + "4" + ",,,4,,,4,,,4"
+    # The display name carries fields of the agent-leg and survey events (issue 14): they
+    # must stay part of the name, never become the survey's number, member or kind.
+    name = "张三,CallerNum: 13900139000,Member: PJSIP/2002,Kind: return_visit"
     async with agent_in_queue(hotline, ring_ms=200, hold_ms=1500) as phone:
         call = asyncio.ensure_future(place_call(
-            hotline.settings, caller_number="13800138000", caller_name="张三", keys=keys,
+            hotline.settings, caller_number="13800138000", caller_name=name, keys=keys,
             hold_ms=40_000, wait_for_bye=True))
         try:
             await phone.wait_answered(20)
@@ -81,6 +84,9 @@ async def test_caller_rates_the_agent_after_the_agent_hangs_up(
     assert (survey.kind, survey.outcome, survey.score, survey.rated_by) == (
         "after_call", "rated", 4, "keys")
     assert survey.call_id == started.call_id and survey.phone == "13800138000"
+    [answered] = [e for e in watcher.events if isinstance(e, AgentAnswered)]
+    assert (answered.caller_number, answered.caller_name) == ("13800138000", name)
+    assert started.caller_name == name
     assert survey.agent_login == "agent1" and survey.agent_interface == "PJSIP/2001"
     assert survey.language == "cmn"
     async with hotline.sessions() as session:
