@@ -1,0 +1,1 @@
+"""Live state fed by call events: the agent desks and their screen pops, and the wallboard."""
