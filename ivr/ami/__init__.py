@@ -1,0 +1,1 @@
+"""The one AMI client every part of the hotline uses, and the AMI wire format."""
