@@ -1,0 +1,1 @@
+"""AudioSocket: the wire format, the TCP server, and one call's media session."""
