@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ivr.audiosocket_protocol import (
+from ivr.audiosocket.protocol import (
     Audio,
     AudioSocketParser,
     Hangup,

@@ -1,7 +1,7 @@
 """Callers for ``bench.load``: the call mix, the SIPp driver (rate, concurrency, time and
 count bounds), and what each call became, read back from the service's database.
 
-Every caller is one SIPp process (``hotline.sipp.place_call``) that waits for Asterisk to
+Every caller is one SIPp process (``hotline.tools.sipp.place_call``) that waits for Asterisk to
 hang up, bounded by a safety hold. Its display name carries the run's tag and the call's
 sequence number ("张三 L1-0007"), which is how its consultation is found afterwards.
 
@@ -37,10 +37,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from bench.audiosocket_caller import line_noise
-from crm.db import make_engine, make_session_factory
-from crm.models import Case, Consultation, Resident
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.models import Case, Consultation, Resident
 from hotline.settings import Settings
-from hotline.sipp import KEY_GAP_MS, KEY_PAUSE_MS, CallResult, place_call
+from hotline.tools.sipp import KEY_GAP_MS, KEY_PAUSE_MS, CallResult, place_call
 from speech.tts import PromptSynthesizer
 
 KINDS = ("lookup", "agent", "speech")
@@ -408,7 +408,7 @@ class Turn:
 
 
 def key_press_ends(plan: CallPlan) -> list[float]:
-    """When each key press ends, in seconds after the answer, as hotline.sipp schedules them
+    """When each key press ends, in seconds after the answer, as hotline.tools.sipp schedules them
     (the first after pause_before_keys_ms, then KEY_GAP_MS apart, each ',' a KEY_PAUSE_MS
     more; an RFC 2833 press lasts KEY_PRESS_S)."""
     ends: list[float] = []

@@ -27,19 +27,19 @@ from pathlib import Path
 
 import aiohttp
 
-from crm import agents
-from crm.db import make_engine, make_session_factory
+from crm.agents import accounts as agents
 from crm.demo_data import seed_demo
-from crm.migrate import upgrade
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.migrate import upgrade
 from hotline.asterisk import down, up
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
 from hotline.settings import Settings, _fill_secrets
-from hotline.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
-from ivr.ami import AmiClient, AmiEvent
-from ivr.queue_tracker import call_id_of, extension_of
+from hotline.tools.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
+from ivr.ami.client import AmiClient, AmiEvent
+from ivr.asterisk.queue_tracker import call_id_of, extension_of
 
 log = logging.getLogger(__name__)
 

@@ -49,19 +49,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.metrics import LoopLagMonitor, machine_description, percentile
-from crm import agents
+from crm.agents import accounts as agents
 from crm.demo_data import seed_demo
-from crm.desk_hub import DeskHub
-from crm.screen_pop import ScreenPop
+from crm.live.desk_hub import DeskHub
+from crm.live.screen_pop import ScreenPop
 from hotline.asterisk import down, up
 from hotline.asterisk.layout import Installation, chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import has_asterisk
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
-from hotline.sipp import AgentPhone, SippProcess, free_udp_port, place_call, render_scenario
-from ivr.ami import AmiEvent
-from ivr.queue_tracker import call_id_of
+from hotline.tools.sipp import AgentPhone, SippProcess, free_udp_port, place_call, render_scenario
+from ivr.ami.client import AmiEvent
+from ivr.asterisk.queue_tracker import call_id_of
 from tests.integration.asterisk_fixtures import asterisk_test_settings, free_tcp_port
 
 log = logging.getLogger("bench.pop_delay")
@@ -559,7 +559,7 @@ async def guarded(work: Coroutine[Any, Any, T], asterisk: SharedAsterisk) -> T:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     tally = Tally()
-    hub_log = logging.getLogger("crm.desk_hub")
+    hub_log = logging.getLogger("crm.live.desk_hub")
     handler = PopBuiltLog(tally)
     hub_log.addHandler(handler)
     hub_log.setLevel(logging.INFO)

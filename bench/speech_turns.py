@@ -47,10 +47,10 @@ from bench.turn_handlers import (
     StreamingTurns,
     frame_rms,
 )
-from crm.call_events import CallEventBus
+from crm.telephony.events import CallEventBus
 from hotline.settings import AudioSocketSettings, Settings
-from ivr.ivr_call import IvrDeps
-from ivr.media_server import MediaServer
+from ivr.audiosocket.server import MediaServer
+from ivr.menu_call import IvrDeps
 from speech.models import SpeechModels
 from speech.recognizer import BYTES_PER_SECOND, default_executor
 from speech.stack import SpeechStack

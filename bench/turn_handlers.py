@@ -28,10 +28,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivr.audiosocket_protocol import Audio, Hangup
-from ivr.call_flow import Collect, Input, Speech
-from ivr.ivr_call import CallerGone, IvrCall, IvrDeps
-from ivr.media_session import Closed, MediaSession
+from ivr.audiosocket.protocol import Audio, Hangup
+from ivr.audiosocket.session import Closed, MediaSession
+from ivr.flows.menu import Collect, Input, Speech
+from ivr.menu_call import CallerGone, IvrCall, IvrDeps
 from ivr.voice import StackRecognition, StackVoice
 from speech.recognizer import BYTES_PER_SECOND
 from speech.stack import SpeechStack

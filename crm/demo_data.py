@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
-from crm.auth import hash_password
-from crm.case_numbers import make_case_number
-from crm.db import make_engine, make_session_factory
-from crm.models import (
+from crm.agents.auth import hash_password
+from crm.cases.numbers import make_case_number
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.models import (
     Agent,
     Case,
     CaseCategory,

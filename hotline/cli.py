@@ -78,7 +78,7 @@ def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
-    from crm.migrate import upgrade
+    from crm.storage.migrate import upgrade
 
     asyncio.run(upgrade(settings.database_url))
     print(f"database schema is up to date ({_redact(settings.database_url)})")
@@ -104,9 +104,9 @@ def _cli_actor() -> str:
 
 
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
-    from crm import audit
-    from crm.consultations import list_consultations
-    from crm.db import make_engine, make_session_factory
+    from crm.audit import log as audit
+    from crm.consultations.recorder import list_consultations
+    from crm.storage.db import make_engine, make_session_factory
 
     async def fetch() -> list[dict]:
         engine = make_engine(settings.database_url)
@@ -135,7 +135,7 @@ def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
-    from hotline.sipp import place_call
+    from hotline.tools.sipp import place_call
 
     keys = args.keys if args.keys is not None else asyncio.run(_demo_keys(settings, args.number))
     print(f"calling {settings.asterisk.hotline_number} as {args.name} <{args.number}>, "
@@ -151,8 +151,8 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
     """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
     from sqlalchemy import select
 
-    from crm.db import make_engine, make_session_factory
-    from crm.models import Case
+    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.models import Case
 
     engine = make_engine(settings.database_url)
     try:
@@ -165,10 +165,10 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from crm import api_tokens
-    from crm.db import make_engine, make_session_factory
+    from crm.agents import tokens as api_tokens
     from crm.errors import HotlineError
-    from crm.migrate import upgrade
+    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.migrate import upgrade
 
     name = args.name or args.token_name
     if args.action in ("create", "revoke") and not name:
@@ -241,10 +241,11 @@ def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
-    from crm import agents, browser_sessions
-    from crm.db import SessionFactory, make_engine, make_session_factory
+    from crm.agents import accounts as agents
+    from crm.agents import sessions as browser_sessions
     from crm.errors import HotlineError
-    from crm.migrate import upgrade
+    from crm.storage.db import SessionFactory, make_engine, make_session_factory
+    from crm.storage.migrate import upgrade
 
     password = None
     if args.action not in ("list", "sessions") and not args.login:
@@ -329,8 +330,9 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"case {r.case_number}: {r.outcome}" + (f" ({r.detail})" if r.detail else ""))
         return 0
 
-    from crm import audit, surveys
-    from crm.db import make_engine, make_session_factory
+    from crm.audit import log as audit
+    from crm.storage.db import make_engine, make_session_factory
+    from crm.surveys import service as surveys
 
     async def fetch() -> list[str]:
         engine = make_engine(settings.database_url)
@@ -458,7 +460,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hotline.private_files import ASTERISK_UMASK
+    from crm.storage.private_files import ASTERISK_UMASK
 
     # Nothing a hotline command (or an Asterisk it starts) writes is for other users.
     os.umask(ASTERISK_UMASK)

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hotline.private_files import (
+from crm.storage.private_files import (
     ASTERISK_UMASK,
     SERVICE_UMASK,
     open_private,

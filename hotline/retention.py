@@ -12,10 +12,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from crm.db import DATABASE_DOWN, SessionFactory, make_engine, make_session_factory
-from crm.migrate import upgrade
-from crm.models import utcnow
-from crm.retention import Progress, PurgeReport, RetentionFiles, RetentionPolicy, purge
+from crm.audit.retention import Progress, PurgeReport, RetentionFiles, RetentionPolicy, purge
+from crm.storage.db import DATABASE_DOWN, SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
+from crm.storage.models import utcnow
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)

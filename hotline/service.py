@@ -19,41 +19,41 @@ from pathlib import Path
 
 from aiohttp import web
 
-from crm.call_events import CallEventBus
-from crm.case_lookup import LookupGuard
-from crm.consultations import ConsultationRecorder, open_calls
-from crm.db import SessionFactory, make_engine, make_session_factory
-from crm.desk_hub import DeskHub
-from crm.event_journal import EventJournal, json_journal
-from crm.migrate import upgrade
-from crm.queue_control import QueueControl
-from crm.retention import RetentionFiles
-from crm.return_visits import RetryPolicy
-from crm.survey_writes import SurveyWriteQueue
-from crm.wallboard import Wallboard
-from crm.web.app import HealthReport, create_app
-from crm.web.console import ConsoleDeps
-from crm.web.desk import DeskDeps
-from crm.web.recordings import RecordingStore
-from crm.web.web_session import SessionPolicy
-from hotline.asterisk.layout import Installation
-from hotline.private_files import (
+from crm.audit.retention import RetentionFiles
+from crm.cases.lookup import LookupGuard
+from crm.consultations.recorder import ConsultationRecorder, open_calls
+from crm.live.desk_hub import DeskHub
+from crm.live.wallboard import Wallboard
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.journal import EventJournal, json_journal
+from crm.storage.migrate import upgrade
+from crm.storage.private_files import (
     SERVICE_UMASK,
     asterisk_trees,
     service_trees,
     tighten_all,
     umask,
 )
+from crm.surveys.return_visits import RetryPolicy
+from crm.surveys.writes import SurveyWriteQueue
+from crm.telephony.events import CallEventBus
+from crm.web.app import HealthReport, create_app
+from crm.web.console.app import ConsoleDeps
+from crm.web.console.recordings import RecordingStore
+from crm.web.desk import DeskDeps
+from crm.web.session import SessionPolicy
+from hotline.asterisk.layout import Installation
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import Settings
 from hotline.surveys import recordings_dir as survey_recordings_dir
 from hotline.surveys import return_visit_loop, survey_calls
-from ivr.ami import AmiClient
-from ivr.call_tracker import ActiveCall, CallTracker
-from ivr.ivr_call import IvrDeps, SpeechIvrHandler
-from ivr.media_server import MediaServer
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.queue_control import QueueControl
+from ivr.asterisk.queue_tracker import QueueTracker
+from ivr.audiosocket.server import MediaServer
+from ivr.menu_call import IvrDeps, SpeechIvrHandler
 from ivr.overflow import OverflowRecorder
-from ivr.queue_tracker import QueueTracker
 from ivr.survey_call import SurveyCalls
 from ivr.voice import StackVoice
 from speech.stack import SpeechStack

@@ -163,7 +163,7 @@ class AudioSocketSettings(_Section):
             return 40 * (os.cpu_count() or 1)
         return self.max_calls or None
 
-    # Who may connect, and how much one connection may hold (ivr/media_server.py).
+    # Who may connect, and how much one connection may hold (ivr/audiosocket/server.py).
     allowed_peers: list[SipNetwork] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"], min_length=1)
     """Addresses (or CIDR networks) Asterisk connects from; a connection from anywhere else

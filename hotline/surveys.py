@@ -14,14 +14,14 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from crm.call_events import CallEventBus
-from crm.db import SessionFactory, make_engine, make_session_factory
-from crm.migrate import upgrade
-from crm.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
-from crm.survey_writes import SurveyWriteQueue
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
+from crm.surveys.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
+from crm.surveys.writes import SurveyWriteQueue
+from crm.telephony.events import CallEventBus
 from hotline.settings import Settings
-from ivr.ami import AmiClient
-from ivr.call_tracker import CallTracker
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_tracker import CallTracker
 from ivr.survey_call import SurveyCalls, SurveyDeps, SurveyVoice
 
 log = logging.getLogger(__name__)

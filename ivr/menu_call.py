@@ -14,10 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from crm.call_events import SECRET_INPUT, CallEventBus
-from crm.case_lookup import LookupGuard, find_case_status, resident_language
-from crm.db import SessionFactory
-from ivr.call_flow import (
+from crm.cases.lookup import LookupGuard, find_case_status, resident_language
+from crm.storage.db import SessionFactory
+from crm.telephony.events import SECRET_INPUT, CallEventBus
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.audiosocket.session import MediaSession
+from ivr.flows.menu import (
     Action,
     Begin,
     CallFlow,
@@ -30,8 +32,6 @@ from ivr.call_flow import (
     Route,
     Speech,
 )
-from ivr.call_tracker import ActiveCall, CallTracker
-from ivr.media_session import MediaSession
 from ivr.prompting import (
     STOP,
     CallerGone,
@@ -64,7 +64,7 @@ _UNSET = object()
 
 def secret_input_detail(result: Keys | Speech) -> dict[str, object]:
     """The step recorded for a secret answer: that it was entered and its number of digits,
-    never the digits or the words (``crm.call_events.SECRET_INPUT``)."""
+    never the digits or the words (``crm.telephony.events.SECRET_INPUT``)."""
     if isinstance(result, Keys):
         return {"secret": SECRET_INPUT, "length": sum(c.isdigit() for c in result.digits)}
     detail: dict[str, object] = {"secret": SECRET_INPUT,

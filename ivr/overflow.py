@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from crm.call_events import CallEventBus, CallStep
-from ivr.call_tracker import CallTracker, SurveyLeg
+from crm.telephony.events import CallEventBus, CallStep
+from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The media side every call driver shares: prompts with barge-in, collecting keys or speech.
 
-A driver (``ivr.ivr_call.IvrCall`` for the hotline menu, ``ivr.survey_call.SurveyCall`` for
+A driver (``ivr.menu_call.IvrCall`` for the hotline menu, ``ivr.survey_call.SurveyCall`` for
 satisfaction surveys) owns a pure flow object and runs its actions here. Prompts play with
 barge-in (a key press or the start of speech stops them at once); input is collected from
 keys and, where the language has a model, from streaming recognition, until the keys are
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from crm.call_events import CallEventBus, CallStep
-from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
-from ivr.call_flow import Action, Collect, Input, Keys, Log, NoInput, Say, SetLanguage, Speech
-from ivr.media_session import Closed, MediaSession, call_logger
+from crm.telephony.events import CallEventBus, CallStep
+from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
+from ivr.audiosocket.session import Closed, MediaSession, call_logger
+from ivr.flows.menu import Action, Collect, Input, Keys, Log, NoInput, Say, SetLanguage, Speech
 
 log = logging.getLogger(__name__)
 

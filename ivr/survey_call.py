@@ -1,7 +1,7 @@
 """Runs the satisfaction survey on a survey leg's media session.
 
 The dialplan announces a survey leg (``HotlineSurveyStart``) and connects it over
-AudioSocket with its own id; the media handler (``ivr.ivr_call.SpeechIvrHandler``) passes it
+AudioSocket with its own id; the media handler (``ivr.menu_call.SpeechIvrHandler``) passes it
 here. After an agent call, the caller is surveyed in the language they used, unless their
 number was surveyed within the fatigue period; on a return visit, in the resident's language.
 The score is stored as soon as it is given; the optional comment is recorded to a wav file
@@ -10,7 +10,7 @@ has gone. Prompts and input collection are ``ivr.prompting.PromptingCall``'s.
 
 The database may go down mid-survey: the caller does not notice. A write that fails, and
 every later write of that survey (so they stay in order), goes to the durable
-``crm.survey_writes.SurveyWriteQueue`` and is written when the database is back; a
+``crm.surveys.writes.SurveyWriteQueue`` and is written when the database is back; a
 ``survey_write_deferred`` step records it on the consultation as well.
 """
 
@@ -27,20 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from crm import surveys
-from crm.call_events import CallEventBus
-from crm.case_lookup import resident_language
-from crm.db import DATABASE_DOWN, SessionFactory
-from crm.return_visits import RetryPolicy, get_return_visit
-from crm.survey_writes import SurveyWriteQueue, apply_survey_write
-from crm.surveys import SurveyView
-from hotline.private_files import open_private, private_dir
-from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
-from ivr.call_flow import Action, Input, Log
-from ivr.call_tracker import CallTracker, SurveyLeg
-from ivr.media_session import Closed, MediaSession
-from ivr.prompting import STOP, CallerGone, IvrTimeouts, PromptingCall, Stop, Voice
-from ivr.survey_flow import (
+from crm.cases.lookup import resident_language
+from crm.storage.db import DATABASE_DOWN, SessionFactory
+from crm.storage.private_files import open_private, private_dir
+from crm.surveys import service as surveys
+from crm.surveys.return_visits import RetryPolicy, get_return_visit
+from crm.surveys.service import SurveyView
+from crm.surveys.writes import SurveyWriteQueue, apply_survey_write
+from crm.telephony.events import CallEventBus
+from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
+from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
+from ivr.audiosocket.session import Closed, MediaSession
+from ivr.flows.menu import Action, Input, Log
+from ivr.flows.survey import (
     BeginSurvey,
     CallerLeft,
     CommentTaken,
@@ -50,6 +49,7 @@ from ivr.survey_flow import (
     RecordRating,
     SurveyFlow,
 )
+from ivr.prompting import STOP, CallerGone, IvrTimeouts, PromptingCall, Stop, Voice
 
 if TYPE_CHECKING:
     from hotline.settings import SurveySettings

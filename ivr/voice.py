@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ivr.call_flow import Speech
+from ivr.flows.menu import Speech
 from speech.recognizer import StreamingRecognizer
 from speech.stack import SpeechStack
 

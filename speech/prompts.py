@@ -43,7 +43,7 @@ PROMPT_IDS: Final[tuple[str, ...]] = (
 STAGES: Final[tuple[str, ...]] = ("accepted", "dispatched", "in_progress", "resolved", "closed")
 GRAMMAR_KINDS: Final[tuple[str, ...]] = ("menu", "yes", "no", "digits", "rating", "language")
 
-# The key maps the prompts announce. ivr.call_flow owns them (speech must not import ivr);
+# The key maps the prompts announce. ivr.flows.menu owns them (speech must not import ivr);
 # tests/unit/test_speech_prompts.py checks the two stay equal.
 MENU_KEYS: Final[Mapping[str, str]] = {
     "check_status": "1", "agent": "2", "service_info": "3", "repeat": "9",

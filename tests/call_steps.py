@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm.call_events import CallEventBus, CallStep
+from crm.telephony.events import CallEventBus, CallStep
 
 
 def recording_bus() -> tuple[CallEventBus, list[CallStep]]:

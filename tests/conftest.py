@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from crm.db import SessionFactory, make_engine, make_session_factory
-from crm.migrate import upgrade
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
 from hotline.settings import REPO_ROOT
 
 pytest_plugins = ["tests.integration.asterisk_fixtures", "tests.integration.service_fixtures",

@@ -1,4 +1,4 @@
-"""Satisfaction surveys seeded through the survey service (crm.surveys), with what the
+"""Satisfaction surveys seeded through the survey service (crm.surveys.service), with what the
 console must report about them. Used by the storage tests and the browser test.
 
 Six calls over the last three local days, each answered by an agent, about a demo case or
@@ -21,12 +21,12 @@ from datetime import date, datetime, time, timedelta, tzinfo
 
 from sqlalchemy import select
 
-from crm.call_events import AgentAnswered, CallEnded, CallStarted, CallStep
-from crm.consultation_desk import link_case, update_consultation
-from crm.consultations import apply_event
-from crm.db import SessionFactory
-from crm.models import Case, CaseCategory, Consultation
-from crm.surveys import finish_survey, record_rating, start_survey
+from crm.consultations.recorder import apply_event
+from crm.consultations.service import link_case, update_consultation
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, CaseCategory, Consultation
+from crm.surveys.service import finish_survey, record_rating, start_survey
+from crm.telephony.events import AgentAnswered, CallEnded, CallStarted, CallStep
 
 CALLER, CALLER_NAME = "13800138000", "张三"
 EXTENSIONS = {"agent1": "2001", "agent2": "2002"}

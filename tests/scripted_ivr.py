@@ -1,4 +1,4 @@
-"""The hotline IVR (``ivr.ivr_call.IvrCall``) on a scripted caller, against a real database:
+"""The hotline IVR (``ivr.menu_call.IvrCall``) on a scripted caller, against a real database:
 the caller answers each prompt with keys or speech, every step is published on a bus that a
 real consultation recorder (and the test) listens to."""
 
@@ -9,15 +9,15 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from crm.call_events import CallEnded, CallEventBus, CallStarted, CallStep
-from crm.case_lookup import LookupGuard
-from crm.consultations import ConsultationRecorder
-from crm.db import SessionFactory
-from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
-from ivr.call_flow import Speech
-from ivr.call_tracker import ActiveCall
-from ivr.ivr_call import IvrCall, IvrDeps
-from ivr.media_session import Closed
+from crm.cases.lookup import LookupGuard
+from crm.consultations.recorder import ConsultationRecorder
+from crm.storage.db import SessionFactory
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
+from ivr.asterisk.call_tracker import ActiveCall
+from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
+from ivr.audiosocket.session import Closed
+from ivr.flows.menu import Speech
+from ivr.menu_call import IvrCall, IvrDeps
 from ivr.prompting import IvrTimeouts
 
 QUIET = b"\x00\x00" * 160

@@ -1,11 +1,11 @@
 """Agents, supervisors and admins of the agent desk: accounts, desk phones, queues, log-in.
 
 Password hashing is deliberately slow (argon2id), so it runs on the argon2 threads of a
-:class:`crm.auth.PasswordWork` (the web app's own, or the process's shared one), never on the
+:class:`crm.agents.auth.PasswordWork` (the web app's own, or the process's shared one), never on the
 event loop or its default executor.
 
 Changing an account's password or role, or disabling it, ends its desk and console sessions
-in the same transaction (crm.browser_sessions), and this process's open websockets of those
+in the same transaction (crm.agents.sessions), and this process's open websockets of those
 sessions close at once.
 """
 
@@ -20,11 +20,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import browser_sessions
-from crm.auth import DEFAULT_HASHER, PasswordWork, check_role_name, default_password_work
-from crm.db import SessionFactory
+from crm.agents import sessions as browser_sessions
+from crm.agents.auth import DEFAULT_HASHER, PasswordWork, check_role_name, default_password_work
 from crm.errors import AgentNotFound, AlreadyExists, InvalidInput
-from crm.models import Agent
+from crm.storage.db import SessionFactory
+from crm.storage.models import Agent
 
 log = logging.getLogger(__name__)
 

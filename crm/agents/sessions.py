@@ -4,9 +4,9 @@ The browser's cookie carries a random secret; the ``web_sessions`` row keeps onl
 with who signed in (and their role then), when, from where, when it was last used and when it
 ends whatever happens (the absolute lifetime). Every request is checked against the row, so a
 session ends for every web process at once when it is revoked: at sign-out, when the account's
-password or role changes or it is disabled (crm.agents does those in the same transaction as
-the change). Each row also has a public random ``id``, which the audit log records and which
-is not enough to open the session.
+password or role changes or it is disabled (crm.agents.accounts does those in the same
+transaction as the change). Each row also has a public random ``id``, which the audit log
+records and which is not enough to open the session.
 
 Revocations made in this process are announced to listeners (the web app's websocket
 registry closes the sockets of those sessions at once); revocations made by another process
@@ -27,9 +27,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm import agents  # module import: crm.agents imports this module too
-from crm.db import SessionFactory
-from crm.models import Agent, WebSession, utcnow
+from crm.agents import (
+    accounts as agents,  # module import: crm.agents.accounts imports this module too
+)
+from crm.storage.db import SessionFactory
+from crm.storage.models import Agent, WebSession, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import SessionFactory
-from crm.models import SignInFailure, utcnow
+from crm.storage.db import SessionFactory
+from crm.storage.models import SignInFailure, utcnow
 
 log = logging.getLogger(__name__)
 

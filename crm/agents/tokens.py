@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from crm import audit
-from crm.db import SessionFactory
+from crm.audit import log as audit
 from crm.errors import InvalidInput, InvalidScope, InvalidToken
-from crm.models import ApiToken, utcnow
+from crm.storage.db import SessionFactory
+from crm.storage.models import ApiToken, utcnow
 
 log = logging.getLogger(__name__)
 

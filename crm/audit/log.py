@@ -4,7 +4,7 @@
 the change it describes; ``write`` is for reads, which have no transaction of their own.
 Entries made for a web request carry where it came from: ``source`` (the client's address as
 the web server saw it) and ``web_session`` (the public id of the desk or console session, see
-crm.web.web_session.audit_origin; never the cookie's secret).
+crm.web.session.audit_origin; never the cookie's secret).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.db import SessionFactory
-from crm.models import AuditLog, utcnow
+from crm.storage.db import SessionFactory
+from crm.storage.models import AuditLog, utcnow
 
 SOURCE_LENGTH = 64
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from crm import audit
-from crm.db import SessionFactory
-from crm.models import AuditLog, Consultation, ConsultationStep
-from crm.survey_models import SurveyResult
-from crm.web.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
+from crm.audit import log as audit
+from crm.storage.db import SessionFactory
+from crm.storage.models import AuditLog, Consultation, ConsultationStep
+from crm.storage.survey_models import SurveyResult
+from crm.web.console.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
 
 if TYPE_CHECKING:
     from hotline.settings import RetentionSettings

@@ -22,7 +22,7 @@ answering agent and start time, consultation-case links, residents' phones, and 
 live calls. A refusal is :class:`NeedToKnow` (HTTP 403, code ``need_to_know``) and is audited.
 
 Open API tokens belong to back-office systems, not to agents: their scopes decide (see
-crm.web.api), this rule does not apply to them.
+crm.web.api.routes), this rule does not apply to them.
 """
 
 from __future__ import annotations
@@ -34,12 +34,19 @@ from typing import Any, Literal
 
 from sqlalchemy import exists, false, literal, or_, select
 
-from crm import audit
-from crm.auth import has_role
-from crm.db import SessionFactory
-from crm.desk_hub import AgentDesk
+from crm.agents.auth import has_role
+from crm.audit import log as audit
 from crm.errors import PermissionDenied
-from crm.models import Case, CaseHistory, Consultation, ConsultationCase, ResidentPhone, utcnow
+from crm.live.desk_hub import AgentDesk
+from crm.storage.db import SessionFactory
+from crm.storage.models import (
+    Case,
+    CaseHistory,
+    Consultation,
+    ConsultationCase,
+    ResidentPhone,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 

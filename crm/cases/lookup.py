@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
 
-from crm.db import SessionFactory
-from crm.models import Case, LookupFailure, Resident, ResidentPhone, utcnow
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, LookupFailure, Resident, ResidentPhone, utcnow
 
 
 @dataclass(frozen=True)

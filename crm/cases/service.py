@@ -18,10 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm import audit
-from crm.auth import mask_id_number, mask_phone
-from crm.case_numbers import is_valid_case_number, make_case_number
-from crm.db import SessionFactory
+from crm.agents.auth import mask_id_number, mask_phone
+from crm.audit import log as audit
+from crm.cases.numbers import is_valid_case_number, make_case_number
 from crm.errors import (
     CaseChangedConcurrently,
     CaseNotFound,
@@ -33,7 +32,8 @@ from crm.errors import (
     UnknownDepartment,
     UnknownStage,
 )
-from crm.models import (
+from crm.storage.db import SessionFactory
+from crm.storage.models import (
     Case,
     CaseCategory,
     CaseHistory,
@@ -143,7 +143,7 @@ class CaseView:
                 "updated_at": self.updated_at.isoformat()}
 
     def to_json(self, *, viewer_role: str, reveal_phone: bool = False) -> dict[str, Any]:
-        """What a viewer with this role may see: see crm.auth.mask_phone."""
+        """What a viewer with this role may see: see crm.agents.auth.mask_phone."""
         return {
             "number": self.number,
             "stage": self.stage,

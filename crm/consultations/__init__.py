@@ -1,1 +1,2 @@
-"""Consultations: one record per call, written from call events, and what the agent desk adds to it."""
+"""Consultations: one record per call, written from call events, and what the agent desk adds
+to it."""

@@ -14,7 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm.call_events import (
+from crm.storage.db import SessionFactory
+from crm.storage.journal import EventJournal
+from crm.storage.models import Agent, Consultation, ConsultationStep, ResidentPhone
+from crm.telephony.events import (
     QUEUE_CALL_EVENTS,
     AgentAnswered,
     AgentCallEnded,
@@ -29,9 +32,6 @@ from crm.call_events import (
     CallStep,
     redact_secret_inputs,
 )
-from crm.db import SessionFactory
-from crm.event_journal import EventJournal
-from crm.models import Agent, Consultation, ConsultationStep, ResidentPhone
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ async def open_calls(sessions: SessionFactory) -> list[OpenCall]:
 @dataclass(frozen=True)
 class CallRecord:
     """What the call events recorded of a consultation's call: where every view of a
-    consultation (here, and crm.consultation_desk's) starts."""
+    consultation (here, and crm.consultations.service's) starts."""
 
     id: int
     call_id: str

@@ -1,7 +1,7 @@
 """What the agent desk adds to a consultation record (notes, disposition, the agent who took
 the call, the resident it was, the cases it concerns) and how the desk and the open API
 search consultations. The records themselves are written from call events by
-crm.consultations."""
+crm.consultations.recorder."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm import audit
-from crm.auth import mask_id_number, mask_phone
-from crm.cases import check_number
-from crm.consultations import CallRecord, call_record_fields, shown_steps
-from crm.db import SessionFactory
+from crm.agents.auth import mask_id_number, mask_phone
+from crm.audit import log as audit
+from crm.cases.service import check_number
+from crm.consultations.recorder import CallRecord, call_record_fields, shown_steps
 from crm.errors import AgentNotFound, CaseNotFound, ConsultationNotFound, InvalidInput, NotFound
-from crm.models import Agent, Case, Consultation, ConsultationCase, Resident
+from crm.storage.db import SessionFactory
+from crm.storage.models import Agent, Case, Consultation, ConsultationCase, Resident
 
 DISPOSITIONS = ("information_given", "case_created", "case_updated", "transferred",
                 "callback_required", "complaint_recorded", "no_action")

@@ -27,9 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from crm import audit
-from crm.agents import AgentView
-from crm.call_events import (
+from crm.agents.accounts import AgentView
+from crm.audit import log as audit
+from crm.live.screen_pop import ScreenPop, build_screen_pop
+from crm.storage.db import SessionFactory
+from crm.storage.journal import EventJournal
+from crm.storage.models import utcnow
+from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
@@ -40,10 +44,6 @@ from crm.call_events import (
     CallerAbandoned,
     CallStep,
 )
-from crm.db import SessionFactory
-from crm.event_journal import EventJournal
-from crm.models import utcnow
-from crm.screen_pop import ScreenPop, build_screen_pop
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class DeskHub:
         """``settle`` waits until earlier call events are written (the consultation
         recorder's drain), so a pop includes the IVR steps that just happened.
         ``audit_journal`` keeps pop views not yet in the audit log across a crash or a
-        database outage (a :func:`crm.event_journal.json_journal`); those left from a previous
+        database outage (a :func:`crm.storage.journal.json_journal`); those left from a previous
         run are written at start."""
         self._sessions = sessions
         self._build = pop_builder
@@ -288,7 +288,7 @@ class DeskHub:
     async def current(self, login: str, *,
                       origin: dict[str, str | None] | None = None) -> dict[str, Any] | None:
         """The desk's state and current call (what a reloaded desk shows); the pop view is
-        audited, with ``origin`` (crm.audit's source and web_session) when a request asked."""
+        audited, with ``origin`` (crm.audit.log's source and web_session) when a request asked."""
         desk = self._desks.get(login)
         if desk is None:
             return None

@@ -6,7 +6,7 @@ rendered per viewer: phone numbers are masked for agents except the caller conne
 (never showing the last four digits, which are the IVR's verification secret), ID numbers only
 ever show their last four digits. Verification digits the caller entered are never shown: the
 transcript says only that they were entered and whether they matched. Building reads; showing
-is audited by the desk (see crm.desk_hub), because only then has a person seen it.
+is audited by the desk (see crm.live.desk_hub), because only then has a person seen it.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from crm import cases as case_service
-from crm.auth import mask_id_number, mask_phone
-from crm.call_events import redact_secret_inputs
-from crm.case_numbers import is_valid_case_number
-from crm.cases import CaseView
-from crm.consultation_desk import ConsultationDetail, find_consultations
-from crm.db import SessionFactory
+from crm.agents.auth import mask_id_number, mask_phone
+from crm.cases import service as case_service
+from crm.cases.numbers import is_valid_case_number
+from crm.cases.service import CaseView
+from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.errors import CaseNotFound
-from crm.models import Case, Consultation, Resident, ResidentPhone
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, Consultation, Resident, ResidentPhone
+from crm.telephony.events import redact_secret_inputs
 
 RECENT_CONSULTATIONS = 5
 RESIDENT_CASES = 10

@@ -28,7 +28,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from crm.call_events import (
+from crm.live.desk_hub import DeskSocket
+from crm.storage.db import SessionFactory
+from crm.storage.models import ConsultationStep, utcnow
+from crm.telephony.events import (
     AgentAnswered,
     AgentStatusChanged,
     BusEvent,
@@ -37,9 +40,6 @@ from crm.call_events import (
     CallerQueued,
     QueueSnapshot,
 )
-from crm.db import SessionFactory
-from crm.desk_hub import DeskSocket
-from crm.models import ConsultationStep, utcnow
 
 log = logging.getLogger(__name__)
 

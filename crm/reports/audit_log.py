@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from crm.db import SessionFactory
-from crm.models import AuditLog
-from crm.reports import PAGE_SIZE, ReportFilter, checked_text, page_number
+from crm.reports.satisfaction import PAGE_SIZE, ReportFilter, checked_text, page_number
+from crm.storage.db import SessionFactory
+from crm.storage.models import AuditLog
 
 _AUDIT_TEXT = re.compile(r"[\w.:@/-]{1,128}")
 

@@ -9,10 +9,10 @@ from datetime import datetime, tzinfo
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from crm.db import SessionFactory
 from crm.errors import NotFound
-from crm.models import Case, Consultation, Resident
-from crm.reports import PAGE_SIZE, ConsultationRow, consultation_rows
+from crm.reports.satisfaction import PAGE_SIZE, ConsultationRow, consultation_rows
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, Consultation, Resident
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm.db import SessionFactory
 from crm.errors import InvalidInput
-from crm.models import (
+from crm.storage.db import SessionFactory
+from crm.storage.models import (
     Agent,
     Case,
     CaseCategory,
@@ -30,8 +30,8 @@ from crm.models import (
     ConsultationStep,
     Department,
 )
-from crm.survey_models import SURVEY_KINDS, SurveyResult, SurveyResultCase
-from crm.surveys import LOW_SCORE
+from crm.storage.survey_models import SURVEY_KINDS, SurveyResult, SurveyResultCase
+from crm.surveys.service import LOW_SCORE
 
 DEFAULT_DAYS = 30
 MAX_RANGE_DAYS = 366

@@ -39,7 +39,7 @@ def _private_sqlite_file(path: Path) -> None:
     """The database file exists 0600 before SQLite opens it: SQLite gives its -wal, -shm
     and -journal files the database file's mode, so they are private too. Files left wider
     by an earlier version are tightened (and logged)."""
-    from hotline.private_files import PrivateTree, ensure_private_file, private_dir, tighten
+    from crm.storage.private_files import PrivateTree, ensure_private_file, private_dir, tighten
 
     if not path.parent.exists():
         private_dir(path.parent)

@@ -27,8 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from crm import call_events
-from hotline.private_files import open_private, private_dir, write_private
+from crm.storage.private_files import open_private, private_dir, write_private
+from crm.telephony import events as call_events
 
 log = logging.getLogger(__name__)
 

@@ -213,7 +213,8 @@ class LookupFailure(Base):
 class Agent(Base):
     """A person at the agent desk: their login, role, desk phone and the queues they answer.
 
-    ``password_hash`` is argon2id (see crm.auth); None means the account cannot log in yet."""
+    ``password_hash`` is argon2id (see crm.agents.auth); None means the account cannot log in
+    yet."""
 
     __tablename__ = "agents"
 

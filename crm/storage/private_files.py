@@ -201,7 +201,7 @@ def service_trees(settings: Settings) -> list[PrivateTree]:
     """What the hotline service keeps of residents' data outside the database server: its
     state directory, journals, logs, spoken survey comments, the prompt cache (prompts read
     out case details), secrets and the pid file. A SQLite database is tightened where it is
-    opened (:func:`crm.db.make_engine`)."""
+    opened (:func:`crm.storage.db.make_engine`)."""
     state = settings.state_dir
     comments = settings.survey.recordings_dir or state / "survey-comments"
     prompt_cache = settings.speech.prompt_cache_dir or state / "prompt-cache"

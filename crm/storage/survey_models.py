@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crm.models import Agent, Base, Case, Consultation, Department, UtcDateTime, utcnow
+from crm.storage.models import Agent, Base, Case, Consultation, Department, UtcDateTime, utcnow
 
 SURVEY_KINDS = ("after_call", "return_visit")
 SURVEY_OUTCOMES = ("in_progress", "rated", "no_answer")

@@ -4,7 +4,7 @@ A resolved case gets one return visit (``schedule_return_visits``). The dialer p
 calls with AMI ``Originate`` into the ``hotline-return-visit`` dialplan context, only within
 the calling hours; the answered call runs the same survey as after an agent call (the IVR's
 media server takes it), and the score closes the case (>= 3) or reopens it (<= 2, see
-crm.surveys). A call not answered, busy, failed, or answered without a rating is retried
+crm.surveys.service). A call not answered, busy, failed, or answered without a rating is retried
 after ``retry_after`` up to ``max_attempts`` calls, then the visit is marked failed.
 
 The AMI client is passed in (anything with ``action`` and ``subscribe``): the CRM never
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
-from crm.db import SessionFactory
-from crm.models import Case, CaseHistory, Resident, utcnow
-from crm.survey_models import ReturnVisit, ReturnVisitAttempt
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, CaseHistory, Resident, utcnow
+from crm.storage.survey_models import ReturnVisit, ReturnVisitAttempt
 
 if TYPE_CHECKING:
     from hotline.settings import SurveySettings
@@ -294,7 +294,7 @@ async def expire_stale_attempts(sessions: SessionFactory, *, policy: RetryPolicy
 
 # -- the dialer -------------------------------------------------------------------------------
 class AmiActions(Protocol):
-    """What the dialer needs of an AMI client (ivr.ami.AmiClient fits)."""
+    """What the dialer needs of an AMI client (ivr.ami.client.AmiClient fits)."""
 
     async def action(self, name: str, *, timeout: float = 5.0, **fields: Any) -> Any: ...
 

@@ -23,26 +23,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from crm import audit
-from crm.cases import update_case
-from crm.db import SessionFactory
+from crm.audit import log as audit
+from crm.cases.service import update_case
 from crm.errors import Conflict, HotlineError, InvalidInput, NotFound
-from crm.models import (
-    Agent,
-    Case,
-    Consultation,
-    ConsultationCase,
-    ConsultationStep,
-    utcnow,
-)
-from crm.return_visits import RetryPolicy, record_attempt
-from crm.survey_models import (
+from crm.storage.db import SessionFactory
+from crm.storage.models import Agent, Case, Consultation, ConsultationCase, ConsultationStep, utcnow
+from crm.storage.survey_models import (
     SURVEY_KINDS,
     ReturnVisit,
     SurveyFollowUp,
     SurveyResult,
     SurveyResultCase,
 )
+from crm.surveys.return_visits import RetryPolicy, record_attempt
 
 log = logging.getLogger(__name__)
 

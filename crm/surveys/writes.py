@@ -18,11 +18,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from crm import surveys
-from crm.db import DATABASE_DOWN, SessionFactory
-from crm.event_journal import EventJournal
-from crm.models import utcnow
-from crm.return_visits import RetryPolicy
+from crm.storage.db import DATABASE_DOWN, SessionFactory
+from crm.storage.journal import EventJournal
+from crm.storage.models import utcnow
+from crm.surveys import service as surveys
+from crm.surveys.return_visits import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from crm.models import utcnow
+from crm.storage.models import utcnow
 
 log = logging.getLogger(__name__)
 

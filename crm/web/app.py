@@ -14,14 +14,14 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from crm.db import SessionFactory
-from crm.web.api import PREFIX as API_PREFIX
-from crm.web.api import create_api_app
-from crm.web.console import ConsoleDeps, create_console_app
-from crm.web.console_auth import PREFIX as CONSOLE_PREFIX
+from crm.storage.db import SessionFactory
+from crm.web.api.routes import PREFIX as API_PREFIX
+from crm.web.api.routes import create_api_app
+from crm.web.console.app import ConsoleDeps, create_console_app
+from crm.web.console.auth import PREFIX as CONSOLE_PREFIX
 from crm.web.desk import PREFIX as DESK_PREFIX
 from crm.web.desk import DeskDeps, create_desk_app
-from crm.web.web_session import SessionPolicy, WebSessions
+from crm.web.session import SessionPolicy, WebSessions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"

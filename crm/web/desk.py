@@ -1,7 +1,7 @@
 """The agent desk: sign-in, the live desk page, its websocket and the forms agents use during
 and after a call. Mounted under /desk by crm.web.app.
 
-Sessions are crm.web.web_session's server-side sessions behind an encrypted cookie of the
+Sessions are crm.web.session's server-side sessions behind an encrypted cookie of the
 desk's own (name, path and key): refreshed while the agent is active, refused after
 ``idle_timeout`` seconds without a request and at the latest ``max_age`` after sign-in, and
 ended at once (websockets included) by signing out, a new password or role, or a disabled
@@ -10,7 +10,7 @@ session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``); the webso
 Origin. Signing in joins the agent's desk phone to the queue, signing out leaves it, pausing
 pauses it; a desk whose sessions ended leaves it too.
 
-Which cases an agent may open or move on is the need-to-know rule of crm.case_access (403
+Which cases an agent may open or move on is the need-to-know rule of crm.cases.access (403
 need_to_know, audited); every answer that shows a case is audited as a read.
 """
 
@@ -32,11 +32,12 @@ from aiohttp_session import Session, get_session, new_session, session_middlewar
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from sqlalchemy import select
 
-from crm import audit, case_access, cases, consultation_desk
-from crm.agents import AgentView
-from crm.browser_sessions import Revoked, live_logins
-from crm.db import SessionFactory
-from crm.desk_hub import AgentDesk, DeskCall, DeskHub
+from crm.agents.accounts import AgentView
+from crm.agents.sessions import Revoked, live_logins
+from crm.audit import log as audit
+from crm.cases import access as case_access
+from crm.cases import service as cases
+from crm.consultations import service as consultation_desk
 from crm.errors import (
     ConsultationNotFound,
     HotlineError,
@@ -45,11 +46,12 @@ from crm.errors import (
     Unauthenticated,
     UnknownDepartment,
 )
-from crm.models import CaseCategory, Consultation, Department
-from crm.queue_control import QueueControl, TelephonyUnavailable, interface_for
-from crm.web import web_session
-from crm.web.api import STATUS_FOR_ERROR, error_response
-from crm.web.web_session import (
+from crm.live.desk_hub import AgentDesk, DeskCall, DeskHub
+from crm.storage.db import SessionFactory
+from crm.storage.models import CaseCategory, Consultation, Department
+from crm.web import session as web_session
+from crm.web.api.routes import STATUS_FOR_ERROR, error_response
+from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
     check_csrf,
@@ -57,6 +59,7 @@ from crm.web.web_session import (
     cookie_storage,
     csrf_token,
 )
+from ivr.asterisk.queue_control import QueueControl, TelephonyUnavailable, interface_for
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +490,7 @@ async def get_case(request: web.Request, desk: AgentDesk) -> web.Response:
 
 async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> None:
     """Need to know: cases are taken up by linking them to the call the agent is on (or one
-    they answered lately), never to a call still ringing or long gone (crm.case_access)."""
+    they answered lately), never to a call still ringing or long gone (crm.cases.access)."""
     deps = request.app[DESK_KEY]
     async with deps.sessions() as session:
         row = (await session.execute(

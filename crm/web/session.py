@@ -5,14 +5,14 @@ and websockets that last as long as the session.
 Each application keeps its own cookie (name, path and key): signing in at one does not sign
 anyone in at the other. The cookie is aiohttp-session's EncryptedCookieStorage (Fernet:
 encrypted and authenticated) and holds the CSRF token and the secret of a server-side session
-(crm.browser_sessions): every request is checked against that row, so signing out, a new
+(crm.agents.sessions): every request is checked against that row, so signing out, a new
 password or role, or a disabled account ends the session everywhere, and :class:`WebSessions`
 closes its open websockets at once (in this process; other processes' revocations are found by
 a check of the open sockets every ``check_interval`` seconds). Sessions end after the idle
 timeout and at the latest ``max_age`` after sign-in.
 
-Sign-in is throttled per account and per source address (crm.sign_in_throttle, in the
-database) and argon2 runs on threads of its own (crm.auth.PasswordWork). POSTs carry the
+Sign-in is throttled per account and per source address (crm.agents.throttle, in the
+database) and argon2 runs on threads of its own (crm.agents.auth.PasswordWork). POSTs carry the
 session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``) and, when the browser
 sends one, this site's Origin; websockets check Origin.
 """
@@ -37,13 +37,14 @@ from aiohttp_session import Session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
-from crm import agents, browser_sessions
-from crm.agents import AgentView
-from crm.auth import PasswordWork, PasswordWorkBusy
-from crm.browser_sessions import LiveSession, Revoked
-from crm.db import SessionFactory
+from crm.agents import accounts as agents
+from crm.agents import sessions as browser_sessions
+from crm.agents.accounts import AgentView
+from crm.agents.auth import PasswordWork, PasswordWorkBusy
+from crm.agents.sessions import LiveSession, Revoked
+from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.errors import PermissionDenied
-from crm.sign_in_throttle import SignInThrottle, ThrottlePolicy
+from crm.storage.db import SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def client_address(request: web.Request) -> str | None:
 
 
 def audit_origin(request: web.Request) -> dict[str, str | None]:
-    """``source`` and ``web_session`` for crm.audit.record/write: the client's address and the
+    """``source`` and ``web_session`` for crm.audit.log.record/write: the client's address and the
     public id of the desk or console session the request was made in (None for the API)."""
     return {"source": client_address(request), "web_session": request.get(WEB_SESSION_ID)}
 

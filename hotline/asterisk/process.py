@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from crm.storage.private_files import ASTERISK_UMASK
 from hotline.asterisk import host
 from hotline.asterisk.errors import AmiUnreachableError, AsteriskError, StartupError
 from hotline.asterisk.layout import (
@@ -33,7 +34,6 @@ from hotline.asterisk.rootfs import (
     require_root,
     system_asterisk,
 )
-from hotline.private_files import ASTERISK_UMASK
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)

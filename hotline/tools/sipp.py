@@ -1,6 +1,6 @@
 """Drive SIPp from asyncio: hotline callers and agent desk phones, for tests and demos.
 
-Scenarios live in ``hotline/sipp_scenarios/*.xml`` as jinja2 templates; each run renders
+Scenarios live in ``hotline/tools/sipp_scenarios/*.xml`` as jinja2 templates; each run renders
 its own copy into a temporary directory. SIPp reports progress through ``<log>`` actions
 written to a FIFO that we read as lines arrive, so callers wait on events, never on sleeps.
 Every SIPp process is bounded by a timeout and killed when its owner is cancelled.

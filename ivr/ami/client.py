@@ -1,7 +1,7 @@
 """The one AMI client every part of the hotline uses.
 
 Built from panoramisk's pieces (``Message`` parsing and ``Action`` serialisation, see
-:mod:`ivr.ami_codec`) but not its ``Manager``, whose connection handling is what needs
+:mod:`ivr.ami.codec`) but not its ``Manager``, whose connection handling is what needs
 replacing: it reports success when TCP connects rather than when login succeeds, its ping
 never times out, it reconnects on a fixed timer, re-sends pending actions after a reconnect,
 lets a failing event callback tear the connection down and decodes UTF-8 per TCP read.
@@ -29,7 +29,7 @@ from typing import Literal, cast
 from panoramisk.actions import Action
 
 from hotline.settings import AmiSettings
-from ivr.ami_codec import AmiEvent, AmiStreamDecoder, build_action, encode_action
+from ivr.ami.codec import AmiEvent, AmiStreamDecoder, build_action, encode_action
 
 __all__ = [
     "AmiActionError",

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from crm.call_events import CallEnded, CallEventBus, CallStarted
-from crm.models import utcnow
-from ivr.ami import AmiClient, AmiEvent
-from ivr.ami_codec import caller_identity
+from crm.storage.models import utcnow
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted
+from ivr.ami.client import AmiClient, AmiEvent
+from ivr.ami.codec import caller_identity
 
 log = logging.getLogger(__name__)
 

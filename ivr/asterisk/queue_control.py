@@ -1,7 +1,7 @@
 """Agents joining, leaving and pausing the hotline queue, and blind transfers, over AMI.
 
 The CRM does not import the IVR's AMI adapter: the composition root passes in any object with
-``action`` and ``action_list`` coroutines (ivr.ami.AmiClient has them). Errors Asterisk
+``action`` and ``action_list`` coroutines (ivr.ami.client.AmiClient has them). Errors Asterisk
 answers become the domain errors below; "already a member" and "not a member" are not errors
 here, so joining and leaving are idempotent.
 """

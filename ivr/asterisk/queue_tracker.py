@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Callable
 
-from crm.call_events import (
+from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
@@ -40,8 +40,8 @@ from crm.call_events import (
     QueueSnapshot,
     WaitingCaller,
 )
-from ivr.ami import AmiClient, AmiError, AmiEvent
-from ivr.ami_codec import caller_identity
+from ivr.ami.client import AmiClient, AmiError, AmiEvent
+from ivr.ami.codec import caller_identity
 
 log = logging.getLogger(__name__)
 

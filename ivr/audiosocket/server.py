@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Literal, Protocol
 
 from hotline.settings import AudioSocketSettings
-from ivr.audiosocket_protocol import (
+from ivr.audiosocket.protocol import (
     DEFAULT_MAX_PAYLOAD,
     AudioSocketParser,
     AudioSocketProtocolError,
@@ -48,7 +48,7 @@ from ivr.audiosocket_protocol import (
     Uuid,
     encode_hangup,
 )
-from ivr.media_session import SAMPLE_RATE, MediaSession, call_logger
+from ivr.audiosocket.session import SAMPLE_RATE, MediaSession, call_logger
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ REFUSAL_REASONS: tuple[RefusalReason, ...] = (
 
 
 class SessionDirectory(Protocol):
-    """Says which AudioSocket ids AMI announced (:class:`ivr.call_tracker.CallTracker`)."""
+    """Says which AudioSocket ids AMI announced (:class:`ivr.asterisk.call_tracker.CallTracker`)."""
 
     def session_of(self, session_id: str) -> object | None:
         """What the id stands for now, None if not announced (or over)."""

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ivr.audiosocket_protocol import (
+from ivr.audiosocket.protocol import (
     Audio,
     Dtmf,
     Error,

@@ -2,7 +2,7 @@
 
 ``CallFlow.step(inp)`` takes one input (what the caller said or keyed, or the answer of a
 lookup) and returns the actions to perform next; it performs no I/O. The driver
-(``ivr/ivr_call.py``) executes the actions (play prompts, collect input, look up cases, route)
+(``ivr/menu_call.py``) executes the actions (play prompts, collect input, look up cases, route)
 and feeds the results back. Every transition is therefore testable without Asterisk.
 
 Flow: greeting -> language (skipped for residents with a known language) -> main menu ->
@@ -14,7 +14,7 @@ What the caller keys or says to verify is a secret: the flow asks for it with a 
 Collect (the driver records only that digits were entered and how many) and logs only the
 outcome, never the digits. Failed attempts are limited per call here (``MAX_CASE_TRIES`` case
 numbers and one verification per call, then an agent) and, for callers whose number is known,
-per number and per case by the driver's guard (``crm.case_lookup.LookupGuard``).
+per number and per case by the driver's guard (``crm.cases.lookup.LookupGuard``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from crm.case_lookup import CaseStatus
-from crm.case_numbers import CASE_NUMBER_LENGTH, is_valid_case_number
+from crm.cases.lookup import CaseStatus
+from crm.cases.numbers import CASE_NUMBER_LENGTH, is_valid_case_number
 
 LANGUAGE_KEYS = {"1": "cmn", "2": "en", "3": "ko"}
 MENU_KEYS = {"1": "check_status", "2": "agent", "3": "service_info", "9": "repeat"}
@@ -105,7 +105,7 @@ class Collect:
     max_digits: int = 1
     vars: dict[str, Any] = field(default_factory=dict)
     secret: bool = False
-    """The answer is a verification secret: it must not be recorded (see ivr.ivr_call)."""
+    """The answer is a verification secret: it must not be recorded (see ivr.menu_call)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ivr.call_flow import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
+from ivr.flows.menu import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
 
 RATING_KEYS = {str(n): n for n in range(1, 6)}
 MAX_RATING_MISSES = 3

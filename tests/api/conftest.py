@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from crm import api_tokens
-from crm.db import SessionFactory
+from crm.agents import tokens as api_tokens
 from crm.demo_data import seed_demo
+from crm.storage.db import SessionFactory
 from crm.web.app import HealthReport, create_app
 
 

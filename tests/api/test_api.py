@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from crm import audit
-from crm.call_events import CallStarted, CallStep
-from crm.case_lookup import find_case_status
-from crm.case_numbers import make_case_number
-from crm.consultation_desk import link_case
-from crm.consultations import apply_event
-from crm.models import Consultation
+from crm.audit import log as audit
+from crm.cases.lookup import find_case_status
+from crm.cases.numbers import make_case_number
+from crm.consultations.recorder import apply_event
+from crm.consultations.service import link_case
+from crm.storage.models import Consultation
+from crm.telephony.events import CallStarted, CallStep
 
 NEW_CASE = {"category": "repair", "description": "楼道灯不亮", "contact_phone": "13800138000",
             "resident_phone": "13800138000", "address": "幸福社区3号楼2单元"}

@@ -14,10 +14,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from crm import api_tokens
-from crm.db import make_engine, make_session_factory
+from crm.agents import tokens as api_tokens
 from crm.demo_data import seed_demo
-from crm.migrate import upgrade
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.migrate import upgrade
 from crm.web.app import HealthReport, create_app
 from tests.integration.asterisk_fixtures import free_tcp_port
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from crm.web.api import PREFIX
+from crm.web.api.openapi import openapi_document
+from crm.web.api.routes import PREFIX
 from crm.web.app import HealthReport, create_app
-from crm.web.openapi import openapi_document
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -23,7 +23,7 @@ from hotline.asterisk import cli
 from hotline.asterisk.layout import Installation
 from hotline.asterisk.process import daemon_pid
 from hotline.settings import Settings
-from hotline.sipp import CallResult, free_udp_port, place_call
+from hotline.tools.sipp import CallResult, free_udp_port, place_call
 from tests.integration.service_fixtures import service_settings
 
 POLL = 0.1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.call_events import CallEnded, CallEvent
+from crm.telephony.events import CallEnded, CallEvent
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
 from tests.integration.asterisk_fixtures import free_tcp_port

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from hotline.settings import AmiSettings, Settings
-from ivr.ami import AmiClient, AmiEvent, AmiLoginError, AmiNotConnected
+from ivr.ami.client import AmiClient, AmiEvent, AmiLoginError, AmiNotConnected
 
 pytestmark = pytest.mark.asterisk
 

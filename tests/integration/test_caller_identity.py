@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from crm.call_events import CallEnded, CallStarted
-from crm.consultations import list_consultations
+from crm.consultations.recorder import list_consultations
+from crm.telephony.events import CallEnded, CallStarted
 from hotline.service import HotlineService
-from hotline.sipp import place_call
+from hotline.tools.sipp import place_call
 from tests.integration.raw_sip import RawSipCall
 from tests.integration.service_fixtures import CallWatcher
 from tests.integration.test_speech_ivr import calling, case_of, step

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Awaitable
 import aiohttp
 import pytest
 
-from crm import agents, audit
-from crm.call_events import CallEnded, CallerQueued, CallStarted, CallStep
-from crm.consultations import apply_event
+from crm.agents import accounts as agents
+from crm.audit import log as audit
+from crm.consultations.recorder import apply_event
 from crm.demo_data import seed_demo
+from crm.telephony.events import CallEnded, CallerQueued, CallStarted, CallStep
 from hotline.service import HotlineService, hotline_zone, recording_store
 from hotline.settings import REPO_ROOT
-from hotline.sipp import CallResult, place_call
+from hotline.tools.sipp import CallResult, place_call
 from tests.console_data import DISTRIBUTION, PER_AGENT, seed_surveys
 
 pytestmark = pytest.mark.asterisk
@@ -228,7 +229,7 @@ async def test_recordings_play_for_supervisors_only_and_every_playback_is_audite
 async def _consultations(service: HotlineService) -> list[tuple[int, str]]:
     from sqlalchemy import select
 
-    from crm.models import Consultation
+    from crm.storage.models import Consultation
 
     async with service.sessions() as session:
         return [(r.id, r.call_id) for r in

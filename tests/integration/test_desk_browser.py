@@ -16,15 +16,16 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from crm import agents, api_tokens
-from crm.call_events import CallerAbandoned, CallerQueued
-from crm.case_lookup import find_case_status
-from crm.consultation_desk import find_consultations
+from crm.agents import accounts as agents
+from crm.agents import tokens as api_tokens
+from crm.cases.lookup import find_case_status
+from crm.consultations.service import find_consultations
 from crm.demo_data import seed_demo
-from crm.models import Case, Resident
+from crm.storage.models import Case, Resident
+from crm.telephony.events import CallerAbandoned, CallerQueued
 from hotline.service import HotlineService
 from hotline.settings import REPO_ROOT
-from hotline.sipp import AgentPhone, CallResult, place_call
+from hotline.tools.sipp import AgentPhone, CallResult, place_call
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk

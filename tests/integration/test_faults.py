@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from crm.agents import get_agent
-from crm.call_events import CallEnded, CallerQueued, CallStarted, CallStep
-from crm.consultations import ConsultationView, list_consultations
-from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.agents.accounts import get_agent
+from crm.consultations.recorder import ConsultationView, list_consultations
 from crm.demo_data import seed_demo
-from crm.models import Consultation
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.models import Consultation
+from crm.telephony.events import CallEnded, CallerQueued, CallStarted, CallStep
 from hotline.asterisk import down, up
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
-from hotline.sipp import AgentPhone
-from ivr.ami import AmiClient, AmiEvent
+from hotline.tools.sipp import AgentPhone
+from ivr.ami.client import AmiClient, AmiEvent
 from tests.conftest import _postgres_url
 from tests.integration.fault_tools import (
     HeldCaller,
@@ -336,7 +336,7 @@ async def test_database_unavailable_during_a_call(asterisk_bed: Settings,
             await seed_demo(scratch.url)
             await hotline.recorder.drain()
             written = hotline.recorder.written
-            with LogWatcher("crm.consultations") as recorder_log:
+            with LogWatcher("crm.consultations.recorder") as recorder_log:
                 await scratch.make_unavailable()
                 outage_began, wall_start = time.monotonic(), time.time()
                 try:

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from crm.call_events import CallStarted, CallStep
+from crm.telephony.events import CallStarted, CallStep
 from hotline.service import HotlineService
-from hotline.sipp import place_call
+from hotline.tools.sipp import place_call
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk

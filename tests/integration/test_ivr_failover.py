@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from crm.consultations import list_consultations
-from crm.db import make_engine, make_session_factory
+from crm.consultations.recorder import list_consultations
+from crm.storage.db import make_engine, make_session_factory
 from hotline.settings import Settings
-from hotline.sipp import place_call
-from ivr.ami import AmiClient
+from hotline.tools.sipp import place_call
+from ivr.ami.client import AmiClient
 from tests.integration.service_fixtures import service_settings
 
 pytestmark = pytest.mark.asterisk

@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 
-from crm.call_events import CallEnded, CallEvent, CallStarted, CallStep
-from crm.consultations import list_consultations
+from crm.consultations.recorder import list_consultations
+from crm.telephony.events import CallEnded, CallEvent, CallStarted, CallStep
 from hotline.service import HotlineService
-from hotline.sipp import place_call
-from ivr.audiosocket_protocol import AudioSocketParser, Hangup, Message, encode_uuid
+from hotline.tools.sipp import place_call
+from ivr.audiosocket.protocol import AudioSocketParser, Hangup, Message, encode_uuid
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk

@@ -21,16 +21,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm.db import make_engine, make_session_factory
 from crm.demo_data import seed_demo
-from crm.migrate import upgrade
-from crm.models import AuditLog, Consultation, ConsultationStep
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.migrate import upgrade
+from crm.storage.models import AuditLog, Consultation, ConsultationStep
 from hotline.asterisk import cli
 from hotline.asterisk.layout import Installation
 from hotline.asterisk.process import daemon_pid
 from hotline.service import recording_store
 from hotline.settings import Settings
-from hotline.sipp import AgentPhone, place_call
+from hotline.tools.sipp import AgentPhone, place_call
 from tests.integration.fault_tools import ServeProcess, fault_settings, wait_until
 from tests.integration.service_fixtures import hang_up_leftover_calls
 
@@ -199,7 +199,7 @@ async def test_personal_data_on_disk_is_for_the_service_user_only(
     recording = store.locate(call_id, None)
     assert recording is not None, f"no recording of {call_id} in {store.host_dir}"
     why = (f"Asterisk runs with umask {asterisk_umask(asterisk_bed)}; it must be started "
-           "with hotline.private_files.ASTERISK_UMASK (0027)")
+           "with crm.storage.private_files.ASTERISK_UMASK (0027)")
     assert mode(recording) & 0o137 == 0, f"recording {oct(mode(recording))}: {why}"
     assert mode(store.host_dir) & 0o027 == 0, oct(mode(store.host_dir))
     with contextlib.suppress(FileNotFoundError):

@@ -13,11 +13,17 @@ import re
 
 import pytest
 
-from crm.call_events import CallStarted, CallStep
+from crm.telephony.events import CallStarted, CallStep
 from hotline.asterisk import cli
 from hotline.service import HotlineService
 from hotline.settings import Settings
-from hotline.sipp import AgentPhone, RegistrationRefused, phone_password, place_call, send_request
+from hotline.tools.sipp import (
+    AgentPhone,
+    RegistrationRefused,
+    phone_password,
+    place_call,
+    send_request,
+)
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm.call_events import CallStep
-from crm.consultations import list_consultations
+from crm.consultations.recorder import list_consultations
 from crm.demo_data import seed_demo
-from crm.models import Case, Resident
+from crm.storage.models import Case, Resident
+from crm.telephony.events import CallStep
 from hotline.service import HotlineService
-from hotline.sipp import CallResult, place_call
+from hotline.tools.sipp import CallResult, place_call
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk

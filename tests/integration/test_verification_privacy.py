@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from crm import api_tokens
-from crm.call_events import CallStep
-from crm.consultations import list_consultations
+from crm.agents import tokens as api_tokens
+from crm.consultations.recorder import list_consultations
 from crm.demo_data import seed_demo
-from crm.models import Case, LookupFailure, Resident
+from crm.storage.models import Case, LookupFailure, Resident
+from crm.telephony.events import CallStep
 from hotline.service import HotlineService
-from hotline.sipp import place_call
+from hotline.tools.sipp import place_call
 from tests.integration.service_fixtures import CallWatcher
 from tests.integration.test_speech_ivr import calling
 

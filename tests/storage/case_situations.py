@@ -1,4 +1,4 @@
-"""Cases in every relation the need-to-know rule knows (crm.case_access), built from real call
+"""Cases in every relation the need-to-know rule knows (crm.cases.access), built from real call
 events and desk actions over a real database, for the role matrix and the two-agent tests.
 
 ``EXPECTED`` is the rule written out as a table, by hand: what an agent may do with a case in
@@ -12,13 +12,13 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from crm import cases
-from crm.call_events import AgentAnswered, CallStarted
-from crm.consultation_desk import link_case
-from crm.consultations import apply_event
-from crm.db import SessionFactory
-from crm.desk_hub import DeskHub
-from crm.models import Consultation, utcnow
+from crm.cases import service as cases
+from crm.consultations.recorder import apply_event
+from crm.consultations.service import link_case
+from crm.live.desk_hub import DeskHub
+from crm.storage.db import SessionFactory
+from crm.storage.models import Consultation, utcnow
+from crm.telephony.events import AgentAnswered, CallStarted
 
 CALLER = "13500135000"
 """The caller on the agent's line (no resident on file)."""

@@ -9,8 +9,9 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from crm import api_tokens, audit, browser_sessions
-from crm.agents import (
+from crm.agents import sessions as browser_sessions
+from crm.agents import tokens as api_tokens
+from crm.agents.accounts import (
     authenticate,
     create_agent,
     disable_agent,
@@ -21,13 +22,8 @@ from crm.agents import (
     set_password,
     update_agent,
 )
-from crm.auth import (
-    has_role,
-    hash_password,
-    mask_id_number,
-    require_role,
-    verify_password,
-)
+from crm.agents.auth import has_role, hash_password, mask_id_number, require_role, verify_password
+from crm.audit import log as audit
 from crm.demo_data import seed_demo
 from crm.errors import (
     AgentNotFound,
@@ -37,7 +33,7 @@ from crm.errors import (
     InvalidToken,
     PermissionDenied,
 )
-from crm.models import Agent, ApiToken, utcnow
+from crm.storage.models import Agent, ApiToken, utcnow
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # tests only
 STRONGER = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)

@@ -2,7 +2,7 @@
 AMI): an agent reads the cases of the caller on their line, the cases linked to calls they
 answered lately and the cases they created, and moves on only the cases they handle; the other
 agent is refused (403 need_to_know, audited) until the case is linked to their own call;
-supervisors see everything. The rule itself is crm.case_access."""
+supervisors see everything. The rule itself is crm.cases.access."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
-from crm import agents, audit, cases
-from crm.call_events import AgentAnswered, AgentCallEnded, AgentRinging, CallStarted
-from crm.case_numbers import make_case_number
-from crm.consultations import apply_event
-from crm.models import Case, Consultation, Resident, utcnow
+from crm.agents import accounts as agents
+from crm.audit import log as audit
+from crm.cases import service as cases
+from crm.cases.numbers import make_case_number
+from crm.consultations.recorder import apply_event
+from crm.storage.models import Case, Consultation, Resident, utcnow
+from crm.telephony.events import AgentAnswered, AgentCallEnded, AgentRinging, CallStarted
 from tests.storage import test_desk_web
 from tests.storage.test_desk_web import PASSWORD, PHONE, Desk, post, sign_in
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from crm.case_lookup import LookupGuard, find_case_status, is_withheld_number, resident_language
+from crm.cases.lookup import LookupGuard, find_case_status, is_withheld_number, resident_language
 from crm.demo_data import seed_demo
-from crm.models import Case, LookupFailure, Resident
+from crm.storage.models import Case, LookupFailure, Resident
 from tests.scripted_ivr import keys, run_scripted_call
 
 

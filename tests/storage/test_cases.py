@@ -9,11 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from crm import audit
-from crm.call_events import CallStarted, CallStep
-from crm.case_lookup import find_case_status
-from crm.case_numbers import is_valid_case_number, make_case_number
-from crm.cases import (
+from crm.audit import log as audit
+from crm.cases.lookup import find_case_status
+from crm.cases.numbers import is_valid_case_number, make_case_number
+from crm.cases.service import (
     TRANSITIONS,
     add_note,
     change_stage,
@@ -23,13 +22,13 @@ from crm.cases import (
     reassign,
     update_case,
 )
-from crm.consultation_desk import (
+from crm.consultations.recorder import apply_event
+from crm.consultations.service import (
     find_consultations,
     get_consultation,
     link_case,
     update_consultation,
 )
-from crm.consultations import apply_event
 from crm.demo_data import seed_demo
 from crm.errors import (
     AgentNotFound,
@@ -41,7 +40,8 @@ from crm.errors import (
     UnknownDepartment,
     UnknownStage,
 )
-from crm.models import Consultation, ResidentPhone
+from crm.storage.models import Consultation, ResidentPhone
+from crm.telephony.events import CallStarted, CallStep
 
 # A day the demo data has no cases on: it puts cases 0-5 days before today.
 DAY = (datetime.now(UTC) - timedelta(days=30)).replace(hour=9, minute=30, second=0,

@@ -12,9 +12,9 @@ import sys
 import zoneinfo
 from pathlib import Path
 
-from crm import audit
-from crm.db import SessionFactory
+from crm.audit import log as audit
 from crm.demo_data import seed_demo
+from crm.storage.db import SessionFactory
 from hotline.settings import REPO_ROOT
 from tests.console_data import seed_surveys
 

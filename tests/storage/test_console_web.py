@@ -17,16 +17,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from crm import agents, audit
-from crm.call_events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
-from crm.consultations import apply_event
-from crm.db import SessionFactory
+from crm.agents import accounts as agents
+from crm.audit import log as audit
+from crm.consultations.recorder import apply_event
 from crm.demo_data import seed_demo
-from crm.surveys import record_comment, record_transcript
-from crm.wallboard import Wallboard
+from crm.live.wallboard import Wallboard
+from crm.storage.db import SessionFactory
+from crm.surveys.service import record_comment, record_transcript
+from crm.telephony.events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
 from crm.web.app import HealthReport, create_app
-from crm.web.console import ConsoleDeps
-from crm.web.recordings import RecordingStore
+from crm.web.console.app import ConsoleDeps
+from crm.web.console.recordings import RecordingStore
 from tests.console_data import Seeded, seed_surveys
 
 PASSWORD = "console-test-pw"
@@ -130,7 +131,7 @@ async def test_agents_are_refused_and_sessions_end(console: Console,
     cookie = next(c for c in client.session.cookie_jar if c.key == "hotline_console")
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/console"
     assert (await client.get("/console/dashboard")).status == 200
-    import crm.web.console_auth as auth_module
+    import crm.web.console.auth as auth_module
 
     later = auth_module.time.time() + console.deps.idle_timeout + 1
     monkeypatch.setattr(auth_module.time, "time", lambda: later)
@@ -213,7 +214,7 @@ async def _call_with_recording(console: Console, announced: str | None) -> int:
     async with console.sessions() as session:
         from sqlalchemy import select
 
-        from crm.models import Consultation
+        from crm.storage.models import Consultation
 
         return int(await session.scalar(select(Consultation.id)
                                         .where(Consultation.call_id == call_id)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from crm.call_events import CallEnded, CallEventBus, CallStarted, CallStep
-from crm.consultations import ConsultationRecorder, list_consultations
+from crm.consultations.recorder import ConsultationRecorder, list_consultations
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm import audit
-from crm.agents import get_agent
-from crm.call_events import (
+from crm.agents.accounts import get_agent
+from crm.audit import log as audit
+from crm.cases.lookup import LookupGuard
+from crm.consultations.recorder import ConsultationRecorder
+from crm.consultations.service import get_consultation
+from crm.demo_data import seed_demo
+from crm.live.desk_hub import DeskHub
+from crm.live.screen_pop import build_screen_pop
+from crm.storage.db import SessionFactory
+from crm.storage.journal import json_journal
+from crm.storage.models import Agent, Case, Consultation, Resident, utcnow
+from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
@@ -22,16 +31,7 @@ from crm.call_events import (
     CallStarted,
     CallStep,
 )
-from crm.case_lookup import LookupGuard
-from crm.consultation_desk import get_consultation
-from crm.consultations import ConsultationRecorder
-from crm.db import SessionFactory
-from crm.demo_data import seed_demo
-from crm.desk_hub import DeskHub
-from crm.event_journal import json_journal
-from crm.models import Agent, Case, Consultation, Resident, utcnow
-from crm.screen_pop import build_screen_pop
-from crm.web.api import API_VIEWER_ROLE
+from crm.web.api.routes import API_VIEWER_ROLE
 from tests.scripted_ivr import keys, run_scripted_call, said
 
 PHONE = "13800138000"

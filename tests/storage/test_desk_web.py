@@ -13,9 +13,16 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from crm import agents, audit
-from crm.auth import mask_phone
-from crm.call_events import (
+from crm.agents import accounts as agents
+from crm.agents.auth import mask_phone
+from crm.audit import log as audit
+from crm.consultations.recorder import ConsultationRecorder
+from crm.consultations.service import get_consultation
+from crm.demo_data import seed_demo
+from crm.live.desk_hub import DeskHub
+from crm.storage.db import SessionFactory
+from crm.storage.models import Case, Consultation, Resident
+from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
@@ -23,15 +30,9 @@ from crm.call_events import (
     CallStarted,
     CallStep,
 )
-from crm.consultation_desk import get_consultation
-from crm.consultations import ConsultationRecorder
-from crm.db import SessionFactory
-from crm.demo_data import seed_demo
-from crm.desk_hub import DeskHub
-from crm.models import Case, Consultation, Resident
-from crm.queue_control import QueueControl
 from crm.web.app import HealthReport, create_app
 from crm.web.desk import DeskDeps, expire_idle_desks
+from ivr.asterisk.queue_control import QueueControl
 
 PASSWORD = "desk-test-pw-1"
 PHONE = "13800138000"

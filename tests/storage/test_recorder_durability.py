@@ -7,10 +7,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from crm.call_events import CallEnded, CallStarted, CallStep
-from crm.consultations import ConsultationRecorder, list_consultations
-from crm.db import make_engine, make_session_factory
-from crm.event_journal import EventJournal
+from crm.consultations.recorder import ConsultationRecorder, list_consultations
+from crm.storage.db import make_engine, make_session_factory
+from crm.storage.journal import EventJournal
+from crm.telephony.events import CallEnded, CallStarted, CallStep
 from tests.integration.asterisk_fixtures import free_tcp_port
 
 T0 = datetime(2026, 11, 22, 9, tzinfo=UTC)

@@ -8,18 +8,18 @@ from datetime import timedelta
 
 import pytest
 
-from crm import audit
-from crm.audit_search import AuditFilter, audit_entries
+from crm.audit import log as audit
 from crm.demo_data import seed_demo
 from crm.errors import InvalidInput
-from crm.reports import (
+from crm.reports.audit_log import AuditFilter, audit_entries
+from crm.reports.residents import resident_record
+from crm.reports.satisfaction import (
     ReportFilter,
     filter_choices,
     list_consultations,
     list_surveys,
     satisfaction_report,
 )
-from crm.resident_records import resident_record
 from tests.console_data import (
     CALLER,
     DISTRIBUTION,
@@ -138,7 +138,7 @@ async def test_audit_entries_and_a_residents_record(sessions, seeded: Seeded) ->
 async def _resident_id(sessions) -> int:
     from sqlalchemy import select
 
-    from crm.models import ResidentPhone
+    from crm.storage.models import ResidentPhone
 
     async with sessions() as session:
         return int(await session.scalar(select(ResidentPhone.resident_id)

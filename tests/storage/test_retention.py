@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from crm.audit import entries
-from crm.db import SessionFactory
-from crm.models import AuditLog, Consultation, ConsultationStep
-from crm.retention import PurgeReport, RetentionFiles, RetentionPolicy, purge
-from crm.survey_models import SurveyResult
-from crm.web.recordings import RecordingStore
+from crm.audit.log import entries
+from crm.audit.retention import PurgeReport, RetentionFiles, RetentionPolicy, purge
+from crm.storage.db import SessionFactory
+from crm.storage.models import AuditLog, Consultation, ConsultationStep
+from crm.storage.survey_models import SurveyResult
+from crm.web.console.recordings import RecordingStore
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import REPO_ROOT, RetentionSettings, Settings
 

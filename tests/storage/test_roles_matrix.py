@@ -7,7 +7,7 @@ with no token, a token of another scope and the right one), and checks the answe
 sign-in page or 401 for nobody, 403 for a role too low, through for the rest (an agent
 demoted while signed in to the console is signed out there); POSTs also without their CSRF
 token (403). Desk case routes also follow the need-to-know rule
-(crm.case_access): an agent gets 403 need_to_know for a case that is not theirs; the third test
+(crm.cases.access): an agent gets 403 need_to_know for a case that is not theirs; the third test
 walks that rule through every relation a case can have to an agent (tests.storage.
 case_situations.EXPECTED). The last checks that API scopes mean what they say: what each write
 returns to a token with and without the read scope. Authorisation does not depend on the
@@ -27,20 +27,23 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from crm import agents, api_tokens, audit, cases
-from crm.auth import has_role
-from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.agents import accounts as agents
+from crm.agents import tokens as api_tokens
+from crm.agents.auth import has_role
+from crm.audit import log as audit
+from crm.cases import service as cases
 from crm.demo_data import seed_demo
-from crm.desk_hub import DeskHub
-from crm.migrate import upgrade
-from crm.models import Case, ResidentPhone
-from crm.queue_control import QueueControl
-from crm.survey_models import SurveyFollowUp
-from crm.wallboard import Wallboard
+from crm.live.desk_hub import DeskHub
+from crm.live.wallboard import Wallboard
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
+from crm.storage.models import Case, ResidentPhone
+from crm.storage.survey_models import SurveyFollowUp
 from crm.web.app import HealthReport, create_app
-from crm.web.console import ConsoleDeps
+from crm.web.console.app import ConsoleDeps
+from crm.web.console.recordings import RecordingStore
 from crm.web.desk import DeskDeps
-from crm.web.recordings import RecordingStore
+from ivr.asterisk.queue_control import QueueControl
 from tests.console_data import seed_surveys
 from tests.storage.case_situations import EXPECTED, build_situations
 

@@ -26,22 +26,25 @@ from aiohttp.test_utils import TestClient, TestServer
 from alembic import command
 from sqlalchemy import inspect, select, update
 
-import crm.auth
-from crm import agents, api_tokens, audit, browser_sessions
-from crm.auth import PasswordWork, PasswordWorkBusy
-from crm.db import SessionFactory, make_engine, make_session_factory
+import crm.agents.auth
+from crm.agents import accounts as agents
+from crm.agents import sessions as browser_sessions
+from crm.agents import tokens as api_tokens
+from crm.agents.auth import PasswordWork, PasswordWorkBusy
+from crm.agents.throttle import SignInThrottle, ThrottlePolicy
+from crm.audit import log as audit
 from crm.demo_data import seed_demo
-from crm.desk_hub import DeskHub
-from crm.migrate import alembic_config, upgrade
-from crm.models import ApiToken, SignInFailure, utcnow
-from crm.queue_control import QueueControl
-from crm.sign_in_throttle import SignInThrottle, ThrottlePolicy
-from crm.wallboard import Wallboard
+from crm.live.desk_hub import DeskHub
+from crm.live.wallboard import Wallboard
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import alembic_config, upgrade
+from crm.storage.models import ApiToken, SignInFailure, utcnow
 from crm.web.app import WEB_SESSIONS_KEY, HealthReport, create_app
-from crm.web.console import ConsoleDeps
+from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps, expire_idle_desks
-from crm.web.web_session import SESSION_EXPIRED, SessionPolicy, WebSessions
+from crm.web.session import SESSION_EXPIRED, SessionPolicy, WebSessions
 from hotline.settings import REPO_ROOT
+from ivr.asterisk.queue_control import QueueControl
 
 PASSWORD = "session-test-pw"
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -455,7 +458,7 @@ async def test_a_disable_from_the_command_line_reaches_the_web_process(
 
 async def test_sessions_end_at_their_absolute_lifetime_however_active(
         make_site: MakeSite, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crm.web.console_auth as console_module
+    import crm.web.console.auth as console_module
     import crm.web.desk as desk_module
 
     site = await make_site(SessionPolicy(max_age=600), idle_timeout=3600)
@@ -508,13 +511,13 @@ async def test_argon2_runs_on_its_own_bounded_threads_never_the_loops() -> None:
 async def test_web_sign_in_verifies_on_the_apps_argon2_threads(
         make_site: MakeSite, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    real = crm.auth.verify_password
+    real = crm.agents.auth.verify_password
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(crm.auth, "verify_password", recording)
+    monkeypatch.setattr(crm.agents.auth, "verify_password", recording)
     site = await make_site()
     await site.signed_in("desk", "agent1")
     await site.signed_in("console", "supervisor1")

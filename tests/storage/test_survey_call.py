@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm.call_events import CallStep
-from crm.cases import get_case
+from crm.cases.service import get_case
 from crm.demo_data import seed_demo
-from crm.event_journal import json_journal
-from crm.models import Case, Resident
-from crm.return_visits import begin_attempt, schedule_return_visits
-from crm.survey_writes import SurveyWriteQueue
-from crm.surveys import list_surveys, start_survey
+from crm.storage.journal import json_journal
+from crm.storage.models import Case, Resident
+from crm.surveys.return_visits import begin_attempt, schedule_return_visits
+from crm.surveys.service import list_surveys, start_survey
+from crm.surveys.writes import SurveyWriteQueue
+from crm.telephony.events import CallStep
 from hotline.settings import SurveySettings
-from ivr.audiosocket_protocol import Audio, Dtmf, Hangup
-from ivr.call_tracker import SurveyLeg
-from ivr.media_session import Closed
+from ivr.asterisk.call_tracker import SurveyLeg
+from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
+from ivr.audiosocket.session import Closed
 from ivr.prompting import IvrTimeouts
 from ivr.survey_call import BEEP, SurveyCall, SurveyDeps
 from tests.call_steps import recording_bus
@@ -302,11 +302,11 @@ async def test_the_write_queue_retries_until_the_database_is_back(demo, tmp_path
                 if "not written yet (attempt 3)" in record.getMessage():
                     retried.set()
         watch = Watch()
-        logging.getLogger("crm.survey_writes").addHandler(watch)
+        logging.getLogger("crm.surveys.writes").addHandler(watch)
         try:
             await asyncio.wait_for(retried.wait(), 10)
         finally:
-            logging.getLogger("crm.survey_writes").removeHandler(watch)
+            logging.getLogger("crm.surveys.writes").removeHandler(watch)
         assert queue.written == 0 and queue.pending == 2  # one is being retried
         database.working = 1_000  # the database is back
         await asyncio.wait_for(queue.drain(), 10)

@@ -9,14 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from crm.call_events import CallStarted, CallStep
-from crm.cases import create_case, get_case, update_case
-from crm.consultation_desk import link_case
-from crm.consultations import apply_event
+from crm.cases.service import create_case, get_case, update_case
+from crm.consultations.recorder import apply_event
+from crm.consultations.service import link_case
 from crm.demo_data import seed_demo
 from crm.errors import InvalidInput, NotFound
-from crm.models import Case, Consultation, Resident
-from crm.return_visits import (
+from crm.storage.models import Case, Consultation, Resident
+from crm.surveys.return_visits import (
     CallingHours,
     RetryPolicy,
     begin_attempt,
@@ -27,7 +26,7 @@ from crm.return_visits import (
     record_attempt,
     schedule_return_visits,
 )
-from crm.surveys import (
+from crm.surveys.service import (
     FollowUpClosed,
     assign_follow_up,
     call_language,
@@ -42,6 +41,7 @@ from crm.surveys import (
     start_survey,
     surveyed_recently,
 )
+from crm.telephony.events import CallStarted, CallStep
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 POLICY = RetryPolicy(max_attempts=3, retry_after=timedelta(minutes=120),
@@ -124,7 +124,7 @@ async def test_the_consultations_agent_wins_and_late_case_links_count(demo) -> N
     consultation_id = await call(demo, "call-b")
     async with demo() as session, session.begin():
         c = await session.get(Consultation, consultation_id)
-        from crm.models import Agent
+        from crm.storage.models import Agent
         c.agent_id = await session.scalar(select(Agent.id).where(Agent.login == "agent2"))
     started = await start_survey(demo, kind="after_call", survey_call_id=sid(),
                                  call_id="call-b", agent_interface="PJSIP/2001", now=NOW)

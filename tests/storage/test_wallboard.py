@@ -7,7 +7,10 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm.call_events import (
+from crm.consultations.recorder import apply_event
+from crm.live.wallboard import Wallboard
+from crm.storage.db import SessionFactory
+from crm.telephony.events import (
     AgentAnswered,
     AgentStatusChanged,
     BusEvent,
@@ -17,11 +20,8 @@ from crm.call_events import (
     CallStarted,
     QueueSnapshot,
 )
-from crm.consultations import apply_event
-from crm.db import SessionFactory
-from crm.wallboard import Wallboard
-from ivr.ami_codec import AmiEvent
-from ivr.queue_tracker import QueueTracker
+from ivr.ami.codec import AmiEvent
+from ivr.asterisk.queue_tracker import QueueTracker
 
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai

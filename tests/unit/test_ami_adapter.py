@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hotline.settings import AmiSettings
-from ivr.ami import (
+from ivr.ami.client import (
     AmiActionError,
     AmiClient,
     AmiEvent,
@@ -20,7 +20,7 @@ from ivr.ami import (
     AmiNotConnected,
     AmiTimeout,
 )
-from ivr.ami_replay import FakeAmiServer, FakeAmiSession, format_message
+from tests.ami_replay import FakeAmiServer, FakeAmiSession, format_message
 
 SESSION = Path(__file__).resolve().parents[1] / "data" / "ami" / "queue_call.txt"
 CALL_ID = "c7d4e2a0-5b1f-4e0a-9a61-2f0d3b8c9e11"
@@ -194,7 +194,7 @@ async def test_wait_ready_before_start_fails_clearly(server: FakeAmiServer, make
 async def test_dropped_connection_reconnects_and_on_ready_fires_again(
     server: FakeAmiServer, make_client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ivr.ami")
+    caplog.set_level(logging.INFO, logger="ivr.ami.client")
     ami = make_client(make_settings(server.port))
     ready = ReadyCounter()
     ami.on_ready(ready)
@@ -234,7 +234,7 @@ async def test_asterisk_restart_on_same_port(
 async def test_reconnect_delays_back_off_up_to_the_maximum(
     make_client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ivr.ami")
+    caplog.set_level(logging.INFO, logger="ivr.ami.client")
     probe = FakeAmiServer()
     await probe.start()
     await probe.stop()

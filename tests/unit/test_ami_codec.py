@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.ami_codec import (
+from ivr.ami.codec import (
     AmiEvent,
     AmiStreamDecoder,
     Headers,
@@ -19,7 +19,7 @@ from ivr.ami_codec import (
     encode_action,
     parse_message,
 )
-from ivr.ami_replay import load_session
+from tests.ami_replay import load_session
 
 SESSION = Path(__file__).resolve().parents[1] / "data" / "ami" / "queue_call.txt"
 QUEUE_CALL = load_session(SESSION)
@@ -111,7 +111,7 @@ def test_garbage_and_lines_without_colon_are_logged_and_skipped(
         b"\x00\xff\xfe\r\n\r\n"
         b"Event: Newstate\r\n\r\n"
     )
-    with caplog.at_level(logging.WARNING, logger="ivr.ami_codec"):
+    with caplog.at_level(logging.WARNING, logger="ivr.ami.codec"):
         events = AmiStreamDecoder().feed(data)
 
     assert [(e.name, e.get("Uniqueid")) for e in events] == [("Hangup", "1.1"), ("Newstate", None)]
@@ -126,7 +126,7 @@ def test_huge_message_is_discarded_and_the_stream_recovers(
     data = b"Event: Before\r\n\r\n" + huge + b"Event: After\r\nA: 1\r\n\r\n"
     decoder = AmiStreamDecoder(max_message_chars=1000)
 
-    with caplog.at_level(logging.WARNING, logger="ivr.ami_codec"):
+    with caplog.at_level(logging.WARNING, logger="ivr.ami.codec"):
         events = [e for i in range(0, len(data), 700) for e in decoder.feed(data[i : i + 700])]
 
     assert [e.name for e in events] == ["Before", "After"]

@@ -25,7 +25,7 @@ from hotline.asterisk.render import (
     render_config,
 )
 from hotline.settings import Settings
-from hotline.sipp import _key_steps, render_scenario
+from hotline.tools.sipp import _key_steps, render_scenario
 
 SECRET = "s3cr3t-AMI-value"
 SOFTPHONE_PASSWORD = "soft-phone-pw-123"

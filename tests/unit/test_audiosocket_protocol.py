@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.audiosocket_protocol import (
+from ivr.audiosocket.protocol import (
     DEFAULT_MAX_PAYLOAD,
     DTMF_KEYS,
     HEADER,

@@ -2,9 +2,9 @@
 
 from datetime import UTC, date, datetime
 
-from crm.case_lookup import CaseStatus
-from crm.case_numbers import make_case_number
-from ivr.call_flow import (
+from crm.cases.lookup import CaseStatus
+from crm.cases.numbers import make_case_number
+from ivr.flows.menu import (
     Begin,
     CallFlow,
     Collect,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from crm.call_events import CallEnded, CallEventBus, CallStarted
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted
 from hotline.settings import AmiSettings
-from ivr.ami import AmiClient
-from ivr.ami_replay import FakeAmiServer, format_message
-from ivr.call_tracker import CallTracker
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_tracker import CallTracker
+from tests.ami_replay import FakeAmiServer, format_message
 
 
 class Collected:

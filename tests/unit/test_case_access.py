@@ -1,4 +1,4 @@
-"""The need-to-know rule's pure part (crm.case_access): decisions from ties and roles, and
+"""The need-to-know rule's pure part (crm.cases.access): decisions from ties and roles, and
 which calls a case may be linked to. The query and the desk are tested over real databases in
 tests/storage/test_case_access.py and tests/storage/test_roles_matrix.py."""
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm.case_access import (
+from crm.cases.access import (
     RECENT_WINDOW,
     CaseTies,
     Line,

@@ -3,7 +3,7 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm.case_numbers import is_valid_case_number, make_case_number
+from crm.cases.numbers import is_valid_case_number, make_case_number
 
 days = st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 12, 31))
 seqs = st.integers(min_value=1, max_value=9999)

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 from markupsafe import Markup
 
-from crm.charts import Bar, Point, bar_chart, line_chart
+from crm.reports.charts import Bar, Point, bar_chart, line_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crm.call_events import CallEnded, CallStarted, CallStep
-from crm.event_journal import EventJournal
+from crm.storage.journal import EventJournal
+from crm.telephony.events import CallEnded, CallStarted, CallStep
 
 T = datetime(2026, 11, 22, 9, tzinfo=UTC)
 
@@ -31,7 +31,7 @@ def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
 
 
 def test_compacts_when_everything_is_written(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("crm.event_journal.COMPACT_BYTES", 10)
+    monkeypatch.setattr("crm.storage.journal.COMPACT_BYTES", 10)
     journal = EventJournal(tmp_path)
     last = [journal.append(CallStep("c1", "keys", {}, at=T)) for _ in range(3)][-1]
     journal.ack(last)

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from crm.call_events import CallEventBus
+from crm.telephony.events import CallEventBus
 from hotline.settings import AmiSettings, AudioSocketSettings
-from ivr.ami import AmiClient
-from ivr.ami_replay import FakeAmiServer
-from ivr.audiosocket_protocol import (
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker, SurveyLeg
+from ivr.audiosocket.protocol import (
     Audio,
     AudioSocketParser,
     Dtmf,
@@ -31,15 +31,15 @@ from ivr.audiosocket_protocol import (
     encode_hangup,
     encode_uuid,
 )
-from ivr.call_tracker import ActiveCall, CallTracker, SurveyLeg
-from ivr.media_server import (
+from ivr.audiosocket.server import (
     FLOOD_SLACK,
     READ_CHUNK,
     REAL_TIME_BYTES_PER_SECOND,
     MediaServer,
     MediaServerError,
 )
-from ivr.media_session import FRAME_BYTES, FRAME_SECONDS, Closed, MediaSession, SessionEvent
+from ivr.audiosocket.session import FRAME_BYTES, FRAME_SECONDS, Closed, MediaSession, SessionEvent
+from tests.ami_replay import FakeAmiServer
 
 WAIT = 3.0  # upper bound on any wait; tests normally finish far sooner
 CALL_A = uuid.UUID("11111111-2222-4333-8444-555555555555")
@@ -402,7 +402,7 @@ async def test_hangup_sends_0x00_and_closes(
         assert await after == Closed("hung up by the IVR")
     await wait_idle(server)
     assert not server.active_sessions
-    session_lines = [r.getMessage() for r in caplog.records if r.name == "ivr.media_session"]
+    session_lines = [r.getMessage() for r in caplog.records if r.name == "ivr.audiosocket.session"]
     assert session_lines
     assert all(str(CALL_A) in line for line in session_lines)
 

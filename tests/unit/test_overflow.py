@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from crm.call_events import CallEventBus, CallStep
-from ivr.call_tracker import ActiveCall, CallTracker, SurveyLeg
+from crm.telephony.events import CallEventBus, CallStep
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker, SurveyLeg
 from ivr.overflow import OverflowRecorder
 from tests.call_steps import recording_bus
 

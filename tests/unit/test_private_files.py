@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from crm.call_events import CallStep
-from crm.db import make_engine
-from crm.event_journal import EventJournal
-from hotline.private_files import (
+from crm.storage.db import make_engine
+from crm.storage.journal import EventJournal
+from crm.storage.private_files import (
     PrivateTree,
     open_private,
     private_dir,
@@ -24,6 +23,7 @@ from hotline.private_files import (
     umask,
     write_private,
 )
+from crm.telephony.events import CallStep
 from hotline.settings import RetentionSettings, Settings, SettingsError, load_settings
 from ivr.survey_call import write_wav
 
@@ -64,7 +64,7 @@ def test_existing_wider_files_are_tightened_never_widened(
     narrow.write_bytes(b"y")
     narrow.chmod(0o400)
     (tmp_path / "d" / "link").symlink_to("/etc/hostname")
-    with caplog.at_level(logging.WARNING, logger="hotline.private_files"):
+    with caplog.at_level(logging.WARNING, logger="crm.storage.private_files"):
         changed = tighten(PrivateTree(tmp_path / "d"))
     assert {(c.path.name, c.before, c.after) for c in changed} == {
         ("d", 0o755, 0o700), ("e", 0o775, 0o700), ("wide.wav", 0o666, 0o600)}
@@ -83,7 +83,7 @@ def test_many_changes_are_summed_up_in_the_log(tmp_path: Path,
     for i in range(25):
         (tmp_path / f"{i}.wav").write_bytes(b"x")
         (tmp_path / f"{i}.wav").chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="hotline.private_files"):
+    with caplog.at_level(logging.WARNING, logger="crm.storage.private_files"):
         changed = tighten(PrivateTree(tmp_path, dir_mode=0o777))
     assert len(changed) == 25 and {mode(c.path) for c in changed} == {0o600}
     messages = [r.getMessage() for r in caplog.records]
@@ -110,13 +110,13 @@ def test_journals_are_private_and_emptied_once_written(tmp_path: Path,
     assert [p.name for p in files] == ["call-events.ack", "call-events.jsonl"]
     assert mode(tmp_path / "journal") == 0o700 and {mode(p) for p in files} == {0o600}
     # Written entries do not linger: emptied when they are old enough...
-    monkeypatch.setattr("crm.event_journal.COMPACT_AGE", 0.0)
+    monkeypatch.setattr("crm.storage.journal.COMPACT_AGE", 0.0)
     seq = journal.append(CallStep("c1", "keys", {"keys": "1"}))
     assert "keys" in (tmp_path / "journal" / "call-events.jsonl").read_text()
     journal.ack(seq)
     assert (tmp_path / "journal" / "call-events.jsonl").read_text() == ""
     # ... and when the journal closes with everything written; never with something pending.
-    monkeypatch.setattr("crm.event_journal.COMPACT_AGE", 3600.0)
+    monkeypatch.setattr("crm.storage.journal.COMPACT_AGE", 3600.0)
     journal.ack(journal.append(CallStep("c1", "keys", {"keys": "2"})))
     pending = journal.append(CallStep("c2", "keys", {"keys": "3"}))
     journal.close()

@@ -9,12 +9,12 @@ from enum import Enum
 
 import pytest
 
-from crm.call_events import CallEventBus, CallStep
+from crm.telephony.events import CallEventBus, CallStep
 from hotline.settings import AudioSocketSettings
-from ivr.audiosocket_protocol import encode_dtmf
-from ivr.call_flow import Collect, Keys
-from ivr.media_server import MediaServer
-from ivr.media_session import MediaSession
+from ivr.audiosocket.protocol import encode_dtmf
+from ivr.audiosocket.server import MediaServer
+from ivr.audiosocket.session import MediaSession
+from ivr.flows.menu import Collect, Keys
 from ivr.prompting import IvrTimeouts, PromptingCall
 from tests.call_steps import recording_bus
 from tests.unit.test_media_server import CALL_A, WAIT, FakeAsterisk, tone

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ivr.ami_codec import AmiEvent, Headers
-from ivr.queue_tracker import bridged_callers, channel_extension
+from ivr.ami.codec import AmiEvent, Headers
+from ivr.asterisk.queue_tracker import bridged_callers, channel_extension
 
 
 def channel(name: str, *, bridge: str = "", uniqueid: str, linkedid: str,

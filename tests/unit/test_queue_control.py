@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from crm.errors import InvalidInput
-from crm.queue_control import (
+from ivr.asterisk.queue_control import (
     QueueControl,
     TelephonyRefused,
     TelephonyUnavailable,
@@ -15,7 +15,7 @@ from crm.queue_control import (
 
 
 class Refusal(Exception):
-    """Shaped like ivr.ami.AmiActionError: Asterisk answered with an error."""
+    """Shaped like ivr.ami.client.AmiActionError: Asterisk answered with an error."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

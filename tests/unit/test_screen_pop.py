@@ -10,8 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm.auth import mask_phone
-from crm.call_events import (
+from crm.agents.auth import mask_phone
+from crm.cases.numbers import make_case_number
+from crm.cases.service import CaseView
+from crm.consultations.service import ConsultationDetail
+from crm.live.screen_pop import IvrSummary, ResidentCard, ScreenPop, summarise_ivr
+from crm.telephony.events import (
     SECRET_INPUT,
     AgentAnswered,
     AgentCallEnded,
@@ -23,16 +27,12 @@ from crm.call_events import (
     CallStep,
     redact_secret_inputs,
 )
-from crm.case_numbers import make_case_number
-from crm.cases import CaseView
-from crm.consultation_desk import ConsultationDetail
-from crm.screen_pop import IvrSummary, ResidentCard, ScreenPop, summarise_ivr
 from hotline.settings import REPO_ROOT
-from ivr.ami_codec import AmiEvent, AmiStreamDecoder, Headers
-from ivr.ami_replay import load_session
-from ivr.call_flow import Keys, Speech
-from ivr.ivr_call import secret_input_detail
-from ivr.queue_tracker import extension_of, member_status, queue_event
+from ivr.ami.codec import AmiEvent, AmiStreamDecoder, Headers
+from ivr.asterisk.queue_tracker import extension_of, member_status, queue_event
+from ivr.flows.menu import Keys, Speech
+from ivr.menu_call import secret_input_detail
+from tests.ami_replay import load_session
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 CASE = make_case_number(date(2026, 11, 20), 1)

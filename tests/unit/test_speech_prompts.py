@@ -161,7 +161,7 @@ def test_bad_override_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_announced_keys_are_the_call_flows_keys() -> None:
-    from ivr import call_flow
+    from ivr.flows import menu as call_flow
 
     assert {k: v for v, k in MENU_KEYS.items()} == call_flow.MENU_KEYS
     assert {k: v for v, k in STATUS_MENU_KEYS.items()} == call_flow.STATUS_MENU_KEYS

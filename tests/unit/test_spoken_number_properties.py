@@ -21,13 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crm.case_numbers import (
-    CASE_NUMBER_LENGTH,
-    damm_digit,
-    is_valid_case_number,
-    make_case_number,
-)
-from ivr.call_flow import (
+from crm.cases.numbers import CASE_NUMBER_LENGTH, damm_digit, is_valid_case_number, make_case_number
+from ivr.flows.menu import (
     Action,
     Begin,
     CallFlow,

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crm.return_visits import CallingHours, RetryPolicy
-from crm.surveys import extension_of
-from ivr.call_flow import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
-from ivr.survey_flow import (
+from crm.surveys.return_visits import CallingHours, RetryPolicy
+from crm.surveys.service import extension_of
+from ivr.flows.menu import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
+from ivr.flows.survey import (
     BeginSurvey,
     CallerLeft,
     CommentTaken,

@@ -12,10 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_session import get_session, session_middleware
 from cryptography.fernet import InvalidToken
 
+from crm.agents.throttle import ThrottlePolicy, account_key, address_key
 from crm.errors import PermissionDenied
-from crm.sign_in_throttle import ThrottlePolicy, account_key, address_key
-from crm.web import console_auth, desk
-from crm.web.web_session import (
+from crm.web import desk
+from crm.web.console import auth as console_auth
+from crm.web.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     SESSION_EXPIRED,

@@ -7,9 +7,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import crm.survey_models  # noqa: F401  (registers the survey tables)
-from crm.db import make_engine
-from crm.models import Base
+import crm.storage.survey_models  # noqa: F401  (registers the survey tables)
+from crm.storage.db import make_engine
+from crm.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the open API (crm.web.api), written by hand.
+"""The OpenAPI 3.1 document of the open API (crm.web.api.routes), written by hand.
 
 Request bodies are the JSON Schemas of the very pydantic models the handlers validate with,
 so they cannot drift; responses are described here and checked against real responses by
@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from crm.api_tokens import SCOPES
-from crm.cases import STAGES
-from crm.consultation_desk import DISPOSITIONS
-from crm.web.api import MAX_BODY_BYTES, CaseCreate, CaseUpdate
+from crm.agents.tokens import SCOPES
+from crm.cases.service import STAGES
+from crm.consultations.service import DISPOSITIONS
+from crm.web.api.routes import MAX_BODY_BYTES, CaseCreate, CaseUpdate
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}

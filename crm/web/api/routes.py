@@ -2,7 +2,7 @@
 (department back offices, the city platform), authorised by bearer tokens with scopes.
 
 Errors are ``{"error": {"code": ..., "message": ...}}``, made in one place (api_errors) from
-the domain exception tree in crm.errors. The OpenAPI document is crm.web.openapi.
+the domain exception tree in crm.errors. The OpenAPI document is crm.web.api.openapi.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any, Literal, TypeVar
 from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from crm import api_tokens, audit, cases, consultation_desk
-from crm.api_tokens import TokenRecord
-from crm.db import SessionFactory
+from crm.agents import tokens as api_tokens
+from crm.agents.tokens import TokenRecord
+from crm.audit import log as audit
+from crm.cases import service as cases
+from crm.consultations import service as consultation_desk
 from crm.errors import (
     BodyTooLarge,
     Conflict,
@@ -34,7 +36,8 @@ from crm.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from crm.web.web_session import audit_origin
+from crm.storage.db import SessionFactory
+from crm.web.session import audit_origin
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +332,7 @@ async def get_consultation(request: web.Request, token: TokenRecord) -> web.Resp
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from crm.web.openapi import openapi_document  # it describes this module, so it imports it
+    from crm.web.api.openapi import openapi_document  # it describes this module, so it imports it
 
     return _json(openapi_document())
 

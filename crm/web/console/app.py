@@ -1,8 +1,8 @@
 """The supervisor console, mounted under /console: sign-in, the live wallboard and the
 satisfaction dashboard here; the drill-down lists, records, follow-up queue and audit log in
-crm.web.console_records; recordings in crm.web.recordings.
+crm.web.console.records; recordings in crm.web.console.recordings.
 
-Every route declares the least role it needs (crm.web.console_auth.console_route); domain
+Every route declares the least role it needs (crm.web.console.auth.console_route); domain
 errors become an error page or a JSON error in one place (console_errors).
 """
 
@@ -17,12 +17,13 @@ import jinja2
 from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session, session_middleware
 
-from crm import audit, reports
-from crm.auth import has_role
-from crm.charts import Bar, Point, bar_chart, line_chart
+from crm.agents.auth import has_role
+from crm.audit import log as audit
 from crm.errors import HotlineError, InvalidInput, PermissionDenied
-from crm.web.api import STATUS_FOR_ERROR, error_response
-from crm.web.console_auth import (
+from crm.reports import satisfaction as reports
+from crm.reports.charts import Bar, Point, bar_chart, line_chart
+from crm.web.api.routes import STATUS_FOR_ERROR, error_response
+from crm.web.console.auth import (
     CONSOLE_ROLE,
     IDLE_KEY,
     PREFIX,
@@ -34,7 +35,7 @@ from crm.web.console_auth import (
     signed_in,
     start_session,
 )
-from crm.web.console_common import (
+from crm.web.console.common import (
     CONSOLE_JINJA_KEY,
     CONSOLE_KEY,
     ConsoleDeps,
@@ -43,7 +44,13 @@ from crm.web.console_common import (
     render_page,
     report_filter,
 )
-from crm.web.console_records import (
+from crm.web.console.recordings import (
+    STORE_KEY,
+    SURVEY_COMMENTS_KEY,
+    get_recording,
+    get_survey_comment,
+)
+from crm.web.console.records import (
     assign_follow_up,
     audit_csv,
     audit_page,
@@ -57,13 +64,7 @@ from crm.web.console_records import (
     surveys_csv,
     surveys_page,
 )
-from crm.web.recordings import (
-    STORE_KEY,
-    SURVEY_COMMENTS_KEY,
-    get_recording,
-    get_survey_comment,
-)
-from crm.web.web_session import (
+from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
     audit_origin,

@@ -2,7 +2,7 @@
 
 The console has its own session cookie (path /console), separate from the agent desk's:
 signing in here does not put anyone's phone in the queue. The server-side sessions, throttled
-sign-in, the encrypted cookie, the CSRF token and the Origin check are crm.web.web_session's,
+sign-in, the encrypted cookie, the CSRF token and the Origin check are crm.web.session's,
 shared with the desk. A session ends after ``idle_timeout`` seconds without a request, at the
 latest ``max_age`` (web.session_max_age) after sign-in, and at once when it is ended: signing
 out, a new password or role, a disabled account (its websockets close too). The session and
@@ -28,12 +28,12 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from crm.agents import AgentView
-from crm.auth import has_role
-from crm.browser_sessions import LiveSession
-from crm.db import SessionFactory
+from crm.agents.accounts import AgentView
+from crm.agents.auth import has_role
+from crm.agents.sessions import LiveSession
 from crm.errors import PermissionDenied, Unauthenticated
-from crm.web.web_session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token
+from crm.storage.db import SessionFactory
+from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token
 
 PREFIX = "/console"
 COOKIE_NAME = "hotline_console"

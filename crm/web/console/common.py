@@ -15,13 +15,14 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import hdrs, web
 
-from crm import audit, reports
-from crm.audit_search import AuditFilter
-from crm.db import SessionFactory
+from crm.audit import log as audit
 from crm.errors import InvalidInput
-from crm.wallboard import Wallboard
-from crm.web.console_auth import PREFIX, ConsoleUser
-from crm.web.recordings import RecordingStore
+from crm.live.wallboard import Wallboard
+from crm.reports import satisfaction as reports
+from crm.reports.audit_log import AuditFilter
+from crm.storage.db import SessionFactory
+from crm.web.console.auth import PREFIX, ConsoleUser
+from crm.web.console.recordings import RecordingStore
 
 
 @dataclass

@@ -25,11 +25,12 @@ from pathlib import Path, PurePosixPath
 from aiohttp import hdrs, web
 from sqlalchemy import select
 
-from crm import audit, surveys
-from crm.db import SessionFactory
+from crm.audit import log as audit
 from crm.errors import NotFound
-from crm.models import Consultation, ConsultationStep
-from crm.web.console_auth import SESSIONS_KEY, ConsoleUser, console_route
+from crm.storage.db import SessionFactory
+from crm.storage.models import Consultation, ConsultationStep
+from crm.surveys import service as surveys
+from crm.web.console.auth import SESSIONS_KEY, ConsoleUser, console_route
 
 log = logging.getLogger(__name__)
 

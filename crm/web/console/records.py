@@ -3,7 +3,7 @@ CSV export), a consultation's whole record with its recording, a resident's reco
 low-score follow-up queue, and the audit log (admins).
 
 What a supervisor reads about residents is audited: a list shown, a record viewed, a CSV
-exported (the recording's playback is audited by crm.web.recordings).
+exported (the recording's playback is audited by crm.web.console.recordings).
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ from typing import Any
 
 from aiohttp import web
 
-from crm import audit, consultation_desk, reports, surveys
-from crm.audit_search import CSV_AUDIT_COLUMNS, AuditFilter, audit_entries
+from crm.audit import log as audit
+from crm.consultations import service as consultation_desk
 from crm.errors import InvalidInput
-from crm.resident_records import resident_of_consultation, resident_record
-from crm.screen_pop import summarise_ivr
-from crm.web.console_auth import PREFIX, ConsoleUser, console_route
-from crm.web.console_common import (
+from crm.live.screen_pop import summarise_ivr
+from crm.reports import satisfaction as reports
+from crm.reports.audit_log import CSV_AUDIT_COLUMNS, AuditFilter, audit_entries
+from crm.reports.residents import resident_of_consultation, resident_record
+from crm.surveys import service as surveys
+from crm.web.console.auth import PREFIX, ConsoleUser, console_route
+from crm.web.console.common import (
     CONSOLE_KEY,
     audit_export,
     csv_response,
@@ -34,7 +37,7 @@ from crm.web.console_common import (
     today,
     when,
 )
-from crm.web.recordings import recording_of, survey_comment_file
+from crm.web.console.recordings import recording_of, survey_comment_file
 
 
 def _next_page(path: str, f: reports.ReportFilter | AuditFilter, rows: list[Any]) -> str | None:

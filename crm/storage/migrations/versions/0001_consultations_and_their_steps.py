@@ -4,11 +4,10 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import crm.models
-
+import crm.storage.models
 
 revision = '0001'
 down_revision = None
@@ -24,8 +23,8 @@ def upgrade() -> None:
     sa.Column('caller_number', sa.String(length=64), nullable=True),
     sa.Column('caller_name', sa.String(length=128), nullable=True),
     sa.Column('channel', sa.String(length=128), nullable=True),
-    sa.Column('started_at', crm.models.UtcDateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('duration_s', sa.Double(), nullable=True),
     sa.Column('outcome', sa.String(length=32), nullable=True),
     sa.Column('ivr_route', sa.String(length=32), nullable=True),
@@ -40,7 +39,7 @@ def upgrade() -> None:
     op.create_table('consultation_steps',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('consultation_id', sa.Integer(), nullable=False),
-    sa.Column('at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['consultation_id'], ['consultations.id'], ondelete='CASCADE'),

@@ -4,11 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import crm.models
-
+import crm.storage.models
 
 revision = '0002'
 down_revision = '0001'
@@ -35,7 +34,7 @@ def upgrade() -> None:
     sa.Column('community', sa.String(length=128), nullable=True),
     sa.Column('id_number_last4', sa.String(length=4), nullable=True),
     sa.Column('id_number_hash', sa.String(length=64), nullable=True),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('residents', schema=None) as batch_op:
@@ -71,10 +70,10 @@ def upgrade() -> None:
     sa.Column('contact_phone', sa.String(length=32), nullable=True),
     sa.Column('address', sa.String(length=256), nullable=True),
     sa.Column('stage', sa.String(length=16), nullable=False),
-    sa.Column('deadline', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('deadline', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('latest_update', sa.String(length=1000), nullable=True),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['category_id'], ['case_categories.id'], ),
     sa.ForeignKeyConstraint(['department_id'], ['departments.id'], ),
     sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], ),
@@ -86,7 +85,7 @@ def upgrade() -> None:
     op.create_table('case_history',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
-    sa.Column('at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=64), nullable=False),
     sa.Column('from_stage', sa.String(length=16), nullable=True),
     sa.Column('to_stage', sa.String(length=16), nullable=True),

@@ -4,11 +4,10 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import crm.models
-
+import crm.storage.models
 
 revision = '0003'
 down_revision = '0002'
@@ -22,7 +21,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('phone', sa.String(length=64), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
-    sa.Column('at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('lookup_failures', schema=None) as batch_op:

@@ -4,11 +4,10 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import crm.models
-
+import crm.storage.models
 
 revision = '0004'
 down_revision = '0003'
@@ -27,7 +26,7 @@ def upgrade() -> None:
     sa.Column('queues', sa.JSON(), nullable=False),
     sa.Column('password_hash', sa.String(length=256), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('extension'),
     sa.UniqueConstraint('login')
@@ -37,15 +36,15 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('scopes', sa.JSON(), nullable=False),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('revoked', sa.Boolean(), nullable=False),
-    sa.Column('revoked_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
     )
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=128), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('object_type', sa.String(length=32), nullable=False),
@@ -65,7 +64,7 @@ def upgrade() -> None:
     op.create_table('consultation_cases',
     sa.Column('consultation_id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
-    sa.Column('linked_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('linked_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('linked_by', sa.String(length=128), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['cases.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['consultation_id'], ['consultations.id'], ondelete='CASCADE'),

@@ -4,11 +4,10 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import crm.models
-
+import crm.storage.models
 
 revision = '0005'
 down_revision = '0004'
@@ -25,12 +24,12 @@ def upgrade() -> None:
     sa.Column('language', sa.String(length=8), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', crm.models.UtcDateTime(timezone=True), nullable=True),
-    sa.Column('last_attempt_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_attempt_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('last_outcome', sa.String(length=16), nullable=True),
     sa.Column('survey_call_id', sa.String(length=64), nullable=True),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['cases.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -43,7 +42,7 @@ def upgrade() -> None:
     op.create_table('return_visit_attempts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('return_visit_id', sa.Integer(), nullable=False),
-    sa.Column('at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('survey_call_id', sa.String(length=64), nullable=True),
     sa.Column('outcome', sa.String(length=16), nullable=False),
     sa.Column('detail', sa.String(length=256), nullable=True),
@@ -60,8 +59,8 @@ def upgrade() -> None:
     sa.Column('call_id', sa.String(length=64), nullable=True),
     sa.Column('phone', sa.String(length=64), nullable=True),
     sa.Column('language', sa.String(length=8), nullable=True),
-    sa.Column('started_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=16), nullable=False),
     sa.Column('score', sa.Integer(), nullable=True),
     sa.Column('rated_by', sa.String(length=8), nullable=True),
@@ -91,12 +90,12 @@ def upgrade() -> None:
     op.create_table('survey_follow_ups',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('survey_id', sa.Integer(), nullable=False),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('assignee_id', sa.Integer(), nullable=True),
-    sa.Column('assigned_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('assigned_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('assigned_by', sa.String(length=128), nullable=True),
-    sa.Column('closed_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('closed_by', sa.String(length=128), nullable=True),
     sa.Column('note', sa.String(length=2000), nullable=True),
     sa.ForeignKeyConstraint(['assignee_id'], ['agents.id'], ),

@@ -7,7 +7,7 @@ Create Date: 2026-11-29
 import sqlalchemy as sa
 from alembic import op
 
-import crm.models
+import crm.storage.models
 
 revision = '0006'
 down_revision = '0005'
@@ -22,10 +22,10 @@ def upgrade() -> None:
     sa.Column('app', sa.String(length=16), nullable=False),
     sa.Column('agent_id', sa.Integer(), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('created_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', crm.models.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', crm.models.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
     sa.Column('revoked_reason', sa.String(length=32), nullable=True),
     sa.Column('source_address', sa.String(length=64), nullable=True),
     sa.Column('user_agent', sa.String(length=256), nullable=True),
@@ -42,7 +42,7 @@ def upgrade() -> None:
     op.create_table('sign_in_failures',
     sa.Column('key', sa.String(length=100), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
-    sa.Column('last_failure_at', crm.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('last_failure_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
     with op.batch_alter_table('sign_in_failures', schema=None) as batch_op:
@@ -50,7 +50,7 @@ def upgrade() -> None:
                               ['last_failure_at'], unique=False)
 
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('expires_at', crm.models.UtcDateTime(timezone=True),
+        batch_op.add_column(sa.Column('expires_at', crm.storage.models.UtcDateTime(timezone=True),
                                       nullable=True))
 
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
