@@ -36,7 +36,7 @@ from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
-from hotline.settings import Settings, _fill_secrets
+from hotline.settings import Settings, fill_missing_secrets
 from hotline.tools.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.asterisk.queue_tracker import call_id_of, extension_of
@@ -78,7 +78,7 @@ def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = ""
         # The same few demo residents call again and again: survey every call.
         survey={"fatigue_days": 0},
     )
-    _fill_secrets(settings)
+    fill_missing_secrets(settings)
     return settings
 
 

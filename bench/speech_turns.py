@@ -48,9 +48,10 @@ from bench.turn_handlers import (
     frame_rms,
 )
 from crm.telephony.events import CallEventBus
-from hotline.settings import AudioSocketSettings, Settings
+from hotline.settings import Settings
 from ivr.audiosocket.server import MediaServer
 from ivr.menu_call import IvrDeps
+from ivr.settings import AudioSocketSettings
 from speech.models import SpeechModels
 from speech.recognizer import BYTES_PER_SECOND, default_executor
 from speech.stack import SpeechStack

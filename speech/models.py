@@ -23,7 +23,7 @@ from speech.install import installed_model, model_layout_problems
 from speech.languages import LANGUAGES, Language, check_language
 
 if TYPE_CHECKING:
-    from hotline.settings import Settings
+    from speech.settings import SpeechHost
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class SpeechModels:
                 "not loaded yet" if path else _keypad_only(source))
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, loader: ModelLoader = _vosk_loader,
+    def from_settings(cls, settings: SpeechHost, *, loader: ModelLoader = _vosk_loader,
                       ) -> SpeechModels:
         speech = settings.speech
         return cls(

@@ -30,20 +30,20 @@ from speech.tts import PromptSynthesizer, prewarm_all
 from speech.understanding import Understanding, understand
 
 if TYPE_CHECKING:
-    from hotline.settings import Settings, SpeechSettings
+    from speech.settings import SpeechHost, SpeechSettings
 
 log = logging.getLogger(__name__)
 
 
-def prompt_cache_dir(settings: Settings) -> Path:
+def prompt_cache_dir(settings: SpeechHost) -> Path:
     return settings.speech.prompt_cache_dir or settings.state_dir / "prompt-cache"
 
 
-def prompt_override_dir(settings: Settings) -> Path:
+def prompt_override_dir(settings: SpeechHost) -> Path:
     return settings.speech.prompt_override_dir or settings.state_dir / "prompts"
 
 
-def installed_models_dir(settings: Settings) -> Path:
+def installed_models_dir(settings: SpeechHost) -> Path:
     return settings.speech.installed_models_dir or settings.state_dir / "speech-models"
 
 
@@ -58,7 +58,7 @@ class SpeechStack:
     prewarm_task: asyncio.Task[int] | None = field(default=None, repr=False)
 
     @classmethod
-    async def start(cls, settings: Settings, *, models: SpeechModels | None = None,
+    async def start(cls, settings: SpeechHost, *, models: SpeechModels | None = None,
                     executor: Executor | None = None) -> SpeechStack:
         """Load packs (raises LanguagePackError if one is broken) and models (never raises
         for a bad model: that language becomes keypad only), then start prewarming."""

@@ -29,19 +29,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from crm.audit import log as audit
+from crm.settings import RetentionSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import AuditLog, Consultation, ConsultationStep
 from crm.storage.survey_models import SurveyResult
 from crm.web.console.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
-
-if TYPE_CHECKING:
-    from hotline.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
 

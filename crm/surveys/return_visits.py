@@ -20,17 +20,15 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
+from crm.settings import SurveySettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, CaseHistory, Resident, utcnow
 from crm.storage.survey_models import ReturnVisit, ReturnVisitAttempt
-
-if TYPE_CHECKING:
-    from hotline.settings import SurveySettings
 
 log = logging.getLogger(__name__)
 

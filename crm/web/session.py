@@ -30,7 +30,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import WSMsgType, hdrs, web
 from aiohttp_session import Session
@@ -44,6 +43,7 @@ from crm.agents.auth import PasswordWork, PasswordWorkBusy
 from crm.agents.sessions import LiveSession, Revoked
 from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.errors import PermissionDenied
+from crm.settings import WebSettings
 from crm.storage.db import SessionFactory
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,7 @@ class SessionPolicy:
     sessions ended by another process, e.g. ``hotline agents disable``)."""
 
     @classmethod
-    def from_settings(cls, web_settings: Any) -> SessionPolicy:
-        """From hotline.settings.WebSettings (read by attribute: crm does not import hotline)."""
-        w = web_settings
+    def from_settings(cls, w: WebSettings) -> SessionPolicy:
         return cls(max_age=w.session_max_age,
                    throttle=ThrottlePolicy(
                        account_free_failures=w.sign_in_account_failures,

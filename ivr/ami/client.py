@@ -28,8 +28,8 @@ from typing import Literal, cast
 
 from panoramisk.actions import Action
 
-from hotline.settings import AmiSettings
 from ivr.ami.codec import AmiEvent, AmiStreamDecoder, build_action, encode_action
+from ivr.settings import AmiSettings
 
 __all__ = [
     "AmiActionError",

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol
 
-from hotline.settings import AudioSocketSettings
 from ivr.audiosocket.protocol import (
     DEFAULT_MAX_PAYLOAD,
     AudioSocketParser,
@@ -49,6 +48,7 @@ from ivr.audiosocket.protocol import (
     encode_hangup,
 )
 from ivr.audiosocket.session import SAMPLE_RATE, MediaSession, call_logger
+from ivr.settings import AudioSocketSettings
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from hotline.asterisk import down, up
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import has_asterisk
-from hotline.settings import Settings, _fill_secrets
+from hotline.settings import Settings, fill_missing_secrets
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -50,7 +50,7 @@ def asterisk_test_settings(state_dir: Path) -> Settings:
         ami={"port": free_tcp_port()},
         audiosocket={"port": free_tcp_port()},
     )
-    _fill_secrets(settings)
+    fill_missing_secrets(settings)
     return settings
 
 

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from hotline.settings import AmiSettings, Settings
+from hotline.settings import Settings
 from ivr.ami.client import AmiClient, AmiEvent, AmiLoginError, AmiNotConnected
+from ivr.settings import AmiSettings
 
 pytestmark = pytest.mark.asterisk
 

@@ -15,12 +15,12 @@ from sqlalchemy import select
 from crm.cases.service import get_case
 from crm.demo_data import seed_demo
 from crm.reports.satisfaction import ReportFilter, satisfaction_report
+from crm.settings import SurveySettings
 from crm.storage.models import Case, Consultation, Resident
 from crm.surveys.return_visits import ReturnVisitDialer, get_return_visit
 from crm.surveys.service import list_surveys
 from crm.telephony.events import AgentAnswered, CallStarted, CallStep
 from hotline.service import HotlineService
-from hotline.settings import SurveySettings
 from hotline.surveys import run_return_visits
 from hotline.tools.sipp import AgentPhone, ResidentMode, ResidentPhone, place_call
 from tests.integration.service_fixtures import CallWatcher

@@ -19,12 +19,13 @@ from sqlalchemy import select
 
 from crm.audit.log import entries
 from crm.audit.retention import PurgeReport, RetentionFiles, RetentionPolicy, purge
+from crm.settings import RetentionSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import AuditLog, Consultation, ConsultationStep
 from crm.storage.survey_models import SurveyResult
 from crm.web.console.recordings import RecordingStore
 from hotline.retention import RetentionSchedule, retention_loop
-from hotline.settings import REPO_ROOT, RetentionSettings, Settings
+from hotline.settings import REPO_ROOT, Settings
 
 ASTERISK_MONITOR = "/var/spool/asterisk/monitor"
 DEFAULTS = RetentionPolicy.from_settings(RetentionSettings())

@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from crm.cases.service import get_case
 from crm.demo_data import seed_demo
+from crm.settings import SurveySettings
 from crm.storage.journal import json_journal
 from crm.storage.models import Case, Resident
 from crm.surveys.return_visits import begin_attempt, schedule_return_visits
 from crm.surveys.service import list_surveys, start_survey
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallStep
-from hotline.settings import SurveySettings
 from ivr.asterisk.call_tracker import SurveyLeg
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed

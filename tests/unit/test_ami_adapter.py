@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from hotline.settings import AmiSettings
 from ivr.ami.client import (
     AmiActionError,
     AmiClient,
@@ -20,6 +19,7 @@ from ivr.ami.client import (
     AmiNotConnected,
     AmiTimeout,
 )
+from ivr.settings import AmiSettings
 from tests.ami_replay import FakeAmiServer, FakeAmiSession, format_message
 
 SESSION = Path(__file__).resolve().parents[1] / "data" / "ami" / "queue_call.txt"

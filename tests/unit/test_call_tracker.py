@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted
-from hotline.settings import AmiSettings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import CallTracker
+from ivr.settings import AmiSettings
 from tests.ami_replay import FakeAmiServer, format_message
 
 

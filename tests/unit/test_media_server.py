@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from crm.telephony.events import CallEventBus
-from hotline.settings import AmiSettings, AudioSocketSettings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker, SurveyLeg
 from ivr.audiosocket.protocol import (
@@ -39,6 +38,7 @@ from ivr.audiosocket.server import (
     MediaServerError,
 )
 from ivr.audiosocket.session import FRAME_BYTES, FRAME_SECONDS, Closed, MediaSession, SessionEvent
+from ivr.settings import AmiSettings, AudioSocketSettings
 from tests.ami_replay import FakeAmiServer
 
 WAIT = 3.0  # upper bound on any wait; tests normally finish far sooner

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from crm.settings import RetentionSettings
 from crm.storage.db import make_engine
 from crm.storage.journal import EventJournal
 from crm.storage.private_files import (
@@ -24,7 +25,7 @@ from crm.storage.private_files import (
     write_private,
 )
 from crm.telephony.events import CallStep
-from hotline.settings import RetentionSettings, Settings, SettingsError, load_settings
+from hotline.settings import Settings, SettingsError, load_settings
 from ivr.survey_call import write_wav
 
 

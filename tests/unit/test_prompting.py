@@ -10,12 +10,12 @@ from enum import Enum
 import pytest
 
 from crm.telephony.events import CallEventBus, CallStep
-from hotline.settings import AudioSocketSettings
 from ivr.audiosocket.protocol import encode_dtmf
 from ivr.audiosocket.server import MediaServer
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.menu import Collect, Keys
 from ivr.prompting import IvrTimeouts, PromptingCall
+from ivr.settings import AudioSocketSettings
 from tests.call_steps import recording_bus
 from tests.unit.test_media_server import CALL_A, WAIT, FakeAsterisk, tone
 

