@@ -16,6 +16,7 @@ from crm.audit.retention import Progress, PurgeReport, RetentionFiles, Retention
 from crm.storage.db import DATABASE_DOWN, SessionFactory, make_engine, make_session_factory
 from crm.storage.migrate import upgrade
 from crm.storage.models import utcnow
+from hotline.paths import recording_store, survey_comments_dir
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,7 @@ log = logging.getLogger(__name__)
 
 def retention_files(settings: Settings) -> RetentionFiles:
     """Where recordings and survey comments are, as this host reaches them."""
-    from hotline.service import recording_store
-    from hotline.surveys import recordings_dir
-
-    return RetentionFiles(recording_store(settings), recordings_dir(settings))
+    return RetentionFiles(recording_store(settings), survey_comments_dir(settings))
 
 
 async def run_purge(settings: Settings, *, dry_run: bool,

@@ -15,7 +15,6 @@ import zoneinfo
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from pathlib import Path
 
 from aiohttp import web
 
@@ -27,25 +26,17 @@ from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory, make_engine, make_session_factory
 from crm.storage.journal import EventJournal, json_journal
 from crm.storage.migrate import upgrade
-from crm.storage.private_files import (
-    SERVICE_UMASK,
-    asterisk_trees,
-    service_trees,
-    tighten_all,
-    umask,
-)
+from crm.storage.private_files import SERVICE_UMASK, tighten_all, umask
 from crm.surveys.return_visits import RetryPolicy
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
-from crm.web.console.recordings import RecordingStore
 from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
-from hotline.asterisk.layout import Installation
+from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import Settings
-from hotline.surveys import recordings_dir as survey_recordings_dir
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
@@ -179,7 +170,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                         secure_cookies=settings.web.secure_cookies)
         console = ConsoleDeps(sessions, session_secret, wallboard=wallboard,
                               recordings=recording_store(settings),
-                              survey_comments=survey_recordings_dir(settings),
+                              survey_comments=survey_comments_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
                               secure_cookies=settings.web.secure_cookies)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
@@ -189,7 +180,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.web.host, settings.web.port).start()
         retention = await stack.enter_async_context(retention_loop(
-            settings, sessions, RetentionFiles(recordings, survey_recordings_dir(settings))))
+            settings, sessions, RetentionFiles(recordings, survey_comments_dir(settings))))
 
         service = HotlineService(settings, sessions, bus, recorder, ami, tracker, media, speech,
                                  runner, queue_tracker=queue_tracker, desk_hub=desk_hub,
@@ -209,29 +200,6 @@ def hotline_zone(settings: Settings) -> tzinfo:
     if settings.survey.timezone:
         return zoneinfo.ZoneInfo(settings.survey.timezone)
     return datetime.now().astimezone().tzinfo or UTC
-
-
-def recording_store(settings: Settings) -> RecordingStore | None:
-    """Where Asterisk's call recordings are, seen from this host: ``asterisk.recordings_dir``
-    when set, else the monitor spool of the Asterisk that ``hotline up`` started (in its
-    root), else a local Asterisk's default."""
-    configured = settings.asterisk.recordings_dir
-    if configured is not None:
-        if not configured.is_dir():
-            log.warning("asterisk.recordings_dir %s is not a directory here: the console cannot "
-                        "play call recordings", configured)
-            return None
-        return RecordingStore(configured, settings.asterisk.recordings_asterisk_dir)
-    installation = Installation.load(settings.state_dir)
-    if installation is not None:
-        inner = f"{installation.dirs.spool}/monitor"
-        return RecordingStore(installation.host_path(inner), inner)
-    default = Path("/var/spool/asterisk/monitor")
-    if default.is_dir():
-        return RecordingStore(default)
-    log.warning("call recordings are not reachable from this host: the console cannot play "
-                "them")
-    return None
 
 
 def _log_speech(speech: SpeechStack) -> None:

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from crm.storage.db import SessionFactory, make_engine, make_session_factory
 from crm.storage.migrate import upgrade
 from crm.surveys.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
+from hotline.paths import survey_comments_dir
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import CallTracker
@@ -27,15 +27,11 @@ from ivr.survey_call import SurveyCalls, SurveyDeps, SurveyVoice
 log = logging.getLogger(__name__)
 
 
-def recordings_dir(settings: Settings) -> Path:
-    return settings.survey.recordings_dir or settings.state_dir / "survey-comments"
-
-
 def survey_calls(settings: Settings, bus: CallEventBus, sessions: SessionFactory,
                  tracker: CallTracker, voice: SurveyVoice, *,
                  deferred: SurveyWriteQueue | None = None) -> SurveyCalls:
     return SurveyCalls(SurveyDeps(bus, sessions, tracker, voice, settings.survey,
-                                  recordings_dir(settings),
+                                  survey_comments_dir(settings),
                                   default_language=settings.speech.default_language,
                                   deferred=deferred))
 

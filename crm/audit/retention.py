@@ -38,8 +38,8 @@ from crm.audit import log as audit
 from crm.settings import RetentionSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import AuditLog, Consultation, ConsultationStep
+from crm.storage.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
 from crm.storage.survey_models import SurveyResult
-from crm.web.console.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from hotline.settings import Settings
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -195,45 +192,3 @@ def _chmod_narrower(path: Path, mode: int) -> None:
     current = stat.S_IMODE(path.stat().st_mode)
     if current & ~mode:
         path.chmod(current & mode)
-
-
-def service_trees(settings: Settings) -> list[PrivateTree]:
-    """What the hotline service keeps of residents' data outside the database server: its
-    state directory, journals, logs, spoken survey comments, the prompt cache (prompts read
-    out case details), secrets and the pid file. A SQLite database is tightened where it is
-    opened (:func:`crm.storage.db.make_engine`)."""
-    state = settings.state_dir
-    comments = settings.survey.recordings_dir or state / "survey-comments"
-    prompt_cache = settings.speech.prompt_cache_dir or state / "prompt-cache"
-    return [PrivateTree(state, dir_mode=_state_dir_mode(settings), recursive=False),
-            PrivateTree(state / "journal"), PrivateTree(state / "log"),
-            PrivateTree(comments), PrivateTree(prompt_cache),
-            PrivateTree(state / "secrets.toml"), PrivateTree(state / "hotline.pid")]
-
-
-def asterisk_trees(settings: Settings, recordings_dir: Path | None) -> list[PrivateTree]:
-    """Asterisk's files with residents' data: the call recordings the console plays and,
-    for the Asterisk ``hotline up`` runs, its logs (caller numbers, queue_log). Group
-    readable (the hotline reads them through Asterisk's group), nothing for others."""
-    trees = []
-    if recordings_dir is not None:
-        trees.append(PrivateTree(recordings_dir, ASTERISK_FILE_MODE, ASTERISK_DIR_MODE))
-    if settings.asterisk.mode == "embedded":
-        from hotline.asterisk.layout import Installation
-
-        installation = Installation.load(settings.state_dir)
-        if installation is not None:
-            trees.append(PrivateTree(installation.host_path(installation.dirs.log),
-                                     ASTERISK_FILE_MODE, ASTERISK_DIR_MODE))
-    return trees
-
-
-def _state_dir_mode(settings: Settings) -> int:
-    """0700, except when a system Asterisk keeps its own tree in the state directory
-    (``<state_dir>/asterisk``): then its user must pass through (0711, nothing listable)."""
-    from hotline.asterisk.layout import Installation
-
-    installation = Installation.load(settings.state_dir)
-    if installation is not None and installation.kind == "system":
-        return 0o711
-    return DIR_MODE

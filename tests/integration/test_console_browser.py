@@ -26,7 +26,8 @@ from crm.audit import log as audit
 from crm.consultations.recorder import apply_event
 from crm.demo_data import seed_demo
 from crm.telephony.events import CallEnded, CallerQueued, CallStarted, CallStep
-from hotline.service import HotlineService, hotline_zone, recording_store
+from hotline.paths import recording_store
+from hotline.service import HotlineService, hotline_zone
 from hotline.settings import REPO_ROOT
 from hotline.tools.sipp import CallResult, place_call
 from tests.console_data import DISTRIBUTION, PER_AGENT, seed_surveys

@@ -28,7 +28,7 @@ from crm.storage.models import AuditLog, Consultation, ConsultationStep
 from hotline.asterisk import cli
 from hotline.asterisk.layout import Installation
 from hotline.asterisk.process import daemon_pid
-from hotline.service import recording_store
+from hotline.paths import recording_store
 from hotline.settings import Settings
 from hotline.tools.sipp import AgentPhone, place_call
 from tests.integration.fault_tools import ServeProcess, fault_settings, wait_until

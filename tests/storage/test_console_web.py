@@ -23,11 +23,11 @@ from crm.consultations.recorder import apply_event
 from crm.demo_data import seed_demo
 from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory
+from crm.storage.recordings import RecordingStore
 from crm.surveys.service import record_comment, record_transcript
 from crm.telephony.events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
-from crm.web.console.recordings import RecordingStore
 from tests.console_data import Seeded, seed_surveys
 
 PASSWORD = "console-test-pw"

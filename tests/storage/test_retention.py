@@ -22,8 +22,8 @@ from crm.audit.retention import PurgeReport, RetentionFiles, RetentionPolicy, pu
 from crm.settings import RetentionSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import AuditLog, Consultation, ConsultationStep
+from crm.storage.recordings import RecordingStore
 from crm.storage.survey_models import SurveyResult
-from crm.web.console.recordings import RecordingStore
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import REPO_ROOT, Settings
 

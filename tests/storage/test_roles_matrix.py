@@ -38,10 +38,10 @@ from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory, make_engine, make_session_factory
 from crm.storage.migrate import upgrade
 from crm.storage.models import Case, ResidentPhone
+from crm.storage.recordings import RecordingStore
 from crm.storage.survey_models import SurveyFollowUp
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
-from crm.web.console.recordings import RecordingStore
 from crm.web.desk import DeskDeps
 from ivr.asterisk.queue_control import QueueControl
 from tests.console_data import seed_surveys

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.service import recording_store
+from hotline.paths import recording_store
 from hotline.settings import SettingsError, load_settings
 
 
@@ -42,7 +42,7 @@ def test_a_configured_directory_that_is_missing_is_said_and_plays_nothing(
         caplog: pytest.LogCaptureFixture) -> None:
     settings = settings_with(tmp_path, monkeypatch,
                              f'[asterisk]\nrecordings_dir = "{tmp_path / "nowhere"}"\n')
-    with caplog.at_level(logging.WARNING, "hotline.service"):
+    with caplog.at_level(logging.WARNING, "hotline.paths"):
         assert recording_store(settings) is None
     assert "asterisk.recordings_dir" in caplog.text and "nowhere" in caplog.text
 

@@ -21,8 +21,8 @@ from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
 from crm.reports.audit_log import AuditFilter
 from crm.storage.db import SessionFactory
+from crm.storage.recordings import RecordingStore
 from crm.web.console.auth import PREFIX, ConsoleUser
-from crm.web.console.recordings import RecordingStore
 
 
 @dataclass

@@ -1,13 +1,8 @@
 """Call recordings for supervisors: a consultation's recording, streamed to the browser.
 
-Asterisk's MixMonitor writes each agent conversation into its spool monitor directory as
-``<CALL_ID>.wav`` (dialplan ``[hotline-record]``) and announces the file, which becomes the
-consultation's ``recording`` step. The web server reaches that directory under another path
-when Asterisk runs in a chroot, so :class:`RecordingStore` maps Asterisk's path to the host's
-and refuses anything outside the monitor directory.
-
-Residents' spoken survey comments are recorded by the IVR itself (``ivr.survey_call``) as wav
-files in the survey comment directory; they are served the same way, from that directory only.
+The files are found by crm.storage.recordings: a call's recording in Asterisk's monitor
+directory (as this host reaches it), a spoken survey comment in the survey comment directory,
+and nothing outside them.
 
 Only supervisors and admins may listen. Every request for the audio is written to the audit
 log (``recording.play`` / ``survey_comment.play`` when playback starts, ``recording.range`` /
@@ -19,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from aiohttp import hdrs, web
 from sqlalchemy import select
@@ -29,15 +23,11 @@ from crm.audit import log as audit
 from crm.errors import NotFound
 from crm.storage.db import SessionFactory
 from crm.storage.models import Consultation, ConsultationStep
+from crm.storage.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
 from crm.surveys import service as surveys
 from crm.web.console.auth import SESSIONS_KEY, ConsoleUser, console_route
 
 log = logging.getLogger(__name__)
-
-CONTENT_TYPES = {".wav": "audio/wav", ".gsm": "audio/x-gsm", ".ogg": "audio/ogg",
-                 ".mp3": "audio/mpeg"}
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
 
 class RecordingNotFound(NotFound):
     code = "recording_not_found"
@@ -45,55 +35,6 @@ class RecordingNotFound(NotFound):
 
 SURVEY_COMMENTS_KEY = web.AppKey("survey_comments", Path)
 """The directory of spoken survey comments, when this server reaches it."""
-
-
-def survey_comment_file(directory: Path | None, stored: str | None) -> Path | None:
-    """The comment's wav file, only if it is inside ``directory`` and there."""
-    if directory is None or not stored:
-        return None
-    root = directory.resolve()
-    path = (root / stored).resolve()  # an absolute ``stored`` replaces root
-    if not path.is_relative_to(root) or path.suffix.lower() != ".wav" or not path.is_file():
-        return None
-    return path
-
-
-@dataclass(frozen=True)
-class RecordingStore:
-    host_dir: Path
-    """The monitor directory as this server reaches it."""
-    asterisk_dir: str = "/var/spool/asterisk/monitor"
-    """The same directory as Asterisk names it (in recording announcements)."""
-
-    def locate(self, call_id: str, announced: str | None) -> Path | None:
-        """The recording file of a call: the announced one if it lies in the monitor
-        directory, else ``<call_id>.wav``; None when there is no such file."""
-        for name in (self._relative(announced), f"{call_id}.wav"):
-            if name is None:
-                continue
-            path = self._inside(name)
-            if path is not None and path.is_file() and path.suffix.lower() in CONTENT_TYPES:
-                return path
-        return None
-
-    def _relative(self, announced: str | None) -> str | None:
-        if not announced:
-            return None
-        path = PurePosixPath(announced)
-        if not path.is_absolute():
-            return str(path)
-        try:
-            return str(path.relative_to(self.asterisk_dir))
-        except ValueError:
-            return None
-
-    def _inside(self, relative: str) -> Path | None:
-        parts = PurePosixPath(relative).parts
-        if not parts or any(not _SAFE_NAME.fullmatch(p) for p in parts):
-            return None
-        root = self.host_dir.resolve()
-        path = (root / Path(*parts)).resolve()
-        return path if path.is_relative_to(root) else None
 
 
 STORE_KEY = web.AppKey("recording_store", RecordingStore)

@@ -20,6 +20,7 @@ from crm.live.screen_pop import summarise_ivr
 from crm.reports import satisfaction as reports
 from crm.reports.audit_log import CSV_AUDIT_COLUMNS, AuditFilter, audit_entries
 from crm.reports.residents import resident_of_consultation, resident_record
+from crm.storage.recordings import survey_comment_file
 from crm.surveys import service as surveys
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import (
@@ -37,7 +38,7 @@ from crm.web.console.common import (
     today,
     when,
 )
-from crm.web.console.recordings import recording_of, survey_comment_file
+from crm.web.console.recordings import recording_of
 
 
 def _next_page(path: str, f: reports.ReportFilter | AuditFilter, rows: list[Any]) -> str | None:
