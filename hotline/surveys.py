@@ -1,7 +1,7 @@
 """Wiring for satisfaction surveys and return visits (used by hotline.service and the CLI).
 
 ``survey_calls`` builds the media handler's survey runner; ``return_visit_loop`` runs the
-return-visit dialer inside ``hotline serve`` when ``survey.return_visit_interval`` is set;
+return-visit campaign inside ``hotline serve`` when ``survey.return_visit_interval`` is set;
 ``run_return_visits`` is one dialling pass for the CLI (e.g. ``hotline surveys
 return-visits`` from cron), against the running service's Asterisk and IVR.
 """
@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator
 
 from crm.storage.db import SessionFactory, make_engine, make_session_factory
 from crm.storage.migrate import upgrade
-from crm.surveys.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
+from crm.surveys.return_visits import AttemptReport, ReturnVisitCampaign
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from hotline.paths import survey_comments_dir
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import CallTracker
+from ivr.asterisk.dialer import AmiActions, ReturnVisitDialer
 from ivr.survey_call import SurveyCalls, SurveyDeps, SurveyVoice
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,21 @@ def survey_calls(settings: Settings, bus: CallEventBus, sessions: SessionFactory
 
 @contextlib.asynccontextmanager
 async def return_visit_loop(settings: Settings, ami: AmiActions,
-                            sessions: SessionFactory) -> AsyncIterator[ReturnVisitDialer | None]:
-    """The dialer, running a pass every ``return_visit_interval`` minutes (none when 0 or
+                            sessions: SessionFactory) -> AsyncIterator[ReturnVisitCampaign | None]:
+    """The campaign, running a pass every ``return_visit_interval`` minutes (none when 0 or
     surveys are disabled); stopped on exit."""
     interval = settings.survey.return_visit_interval
     if not settings.survey.enabled or interval <= 0:
         yield None
         return
-    dialer = ReturnVisitDialer(ami, sessions, settings.survey,
+    dialer = ReturnVisitDialer(ami, settings.survey,
                                hotline_number=settings.asterisk.hotline_number)
-    task = asyncio.create_task(dialer.run_forever(interval * 60), name="return-visits")
+    campaign = ReturnVisitCampaign(dialer, sessions, settings.survey)
+    task = asyncio.create_task(campaign.run_forever(interval * 60), name="return-visits")
     log.info("return visits: a pass every %g min within %s", interval,
              settings.survey.calling_hours)
     try:
-        yield dialer
+        yield campaign
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -72,10 +74,11 @@ async def run_return_visits(settings: Settings) -> list[AttemptReport]:
     try:
         await ami.start()
         await ami.wait_ready(10)
-        dialer = ReturnVisitDialer(ami, make_session_factory(engine), settings.survey,
+        dialer = ReturnVisitDialer(ami, settings.survey,
                                    hotline_number=settings.asterisk.hotline_number)
+        campaign = ReturnVisitCampaign(dialer, make_session_factory(engine), settings.survey)
         try:
-            return await dialer.run_once()
+            return await campaign.run_once()
         finally:
             dialer.close()
     finally:

@@ -1,14 +1,15 @@
 """Return visits: outbound survey calls to residents whose case was resolved.
 
-A resolved case gets one return visit (``schedule_return_visits``). The dialer places its
-calls with AMI ``Originate`` into the ``hotline-return-visit`` dialplan context, only within
+A resolved case gets one return visit (``schedule_return_visits``). A
+:class:`ReturnVisitCampaign` pass has the dialer call the visits that are due, only within
 the calling hours; the answered call runs the same survey as after an agent call (the IVR's
 media server takes it), and the score closes the case (>= 3) or reopens it (<= 2, see
-crm.surveys.service). A call not answered, busy, failed, or answered without a rating is retried
-after ``retry_after`` up to ``max_attempts`` calls, then the visit is marked failed.
+crm.surveys.service). A call not answered, busy, failed, or answered without a rating is
+retried after ``retry_after`` up to ``max_attempts`` calls, then the visit is marked failed.
 
-The AMI client is passed in (anything with ``action`` and ``subscribe``): the CRM never
-imports the IVR. Every attempt is kept in ``return_visit_attempts``.
+The dialer is passed in (crm.telephony.dialer.Dialer; the composition root hands in
+ivr.asterisk.dialer.ReturnVisitDialer): the CRM never talks to Asterisk itself. Every attempt
+is kept in ``return_visit_attempts``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, tzinfo
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
@@ -29,25 +30,12 @@ from crm.settings import SurveySettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, CaseHistory, Resident, utcnow
 from crm.storage.survey_models import ReturnVisit, ReturnVisitAttempt
+from crm.telephony.dialer import Dialer
 
 log = logging.getLogger(__name__)
 
-RETURN_VISIT_CONTEXT = "hotline-return-visit"
 RETRY_OUTCOMES = frozenset({"no_answer", "busy", "failed", "no_rating", "lost"})
 OPEN_STATUSES = ("pending", "calling", "answered")
-ORIGINATE_REASONS = {"1": "no_answer", "3": "no_answer", "5": "busy", "8": "failed"}
-"""AMI OriginateResponse Reason (the last control frame): 1 hung up before answer, 3 rang
-until the timeout, 4 answered, 5 busy, 8 congestion; 0 says nothing (a PJSIP 486 Busy Here
-arrives as 0), so the hang-up cause of the dialled channel decides then."""
-HANGUP_CAUSES = {"17": "busy", "16": "no_answer", "18": "no_answer", "19": "no_answer",
-                 "21": "no_answer", "31": "no_answer"}
-"""Q.850 causes: 17 user busy; 16 normal clearing, 18 no user responding, 19 no answer,
-21 call rejected, 31 normal unspecified. Anything else (unallocated number, no route,
-congestion...) is a failed attempt."""
-CAUSE_WAIT = 2.0
-"""Seconds to wait for the dialled channel's Hangup event after a failed Originate."""
-
-
 # -- calling hours and retries ------------------------------------------------------------
 @dataclass(frozen=True)
 class CallingHours:
@@ -290,15 +278,7 @@ async def expire_stale_attempts(sessions: SessionFactory, *, policy: RetryPolicy
     return len(stale)
 
 
-# -- the dialer -------------------------------------------------------------------------------
-class AmiActions(Protocol):
-    """What the dialer needs of an AMI client (ivr.ami.client.AmiClient fits)."""
-
-    async def action(self, name: str, *, timeout: float = 5.0, **fields: Any) -> Any: ...
-
-    def subscribe(self, pattern: str, handler: Callable[[Any], Any]) -> Callable[[], None]: ...
-
-
+# -- the campaign -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AttemptReport:
     visit_id: int
@@ -308,41 +288,17 @@ class AttemptReport:
     detail: str | None = None
 
 
-class ReturnVisitDialer:
-    """Places return-visit calls and records how each attempt ended."""
+class ReturnVisitCampaign:
+    """Return-visit passes: schedule visits for resolved cases, have the dialer call those
+    due (inside the calling hours only) and record how each attempt ended."""
 
-    def __init__(self, ami: AmiActions, sessions: SessionFactory, survey: SurveySettings, *,
-                 hotline_number: str, clock: Callable[[], datetime] = utcnow) -> None:
-        self.ami = ami
+    def __init__(self, dialer: Dialer, sessions: SessionFactory, survey: SurveySettings, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.dialer = dialer
         self.sessions = sessions
         self.survey = survey
         self.policy = RetryPolicy.from_settings(survey)
-        self.hotline_number = hotline_number
         self.clock = clock
-        self._responses: dict[str, Any] = {}
-        self._hangup_causes: dict[str, str] = {}
-        self._arrived = asyncio.Condition()
-        self._unsubscribe = [ami.subscribe("OriginateResponse", self._on_response),
-                             ami.subscribe("Hangup", self._on_hangup)]
-
-    def close(self) -> None:
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-
-    async def _on_response(self, event: Any) -> None:
-        if action_id := event.get("ActionID"):
-            await self._keep(self._responses, action_id, event)
-
-    async def _on_hangup(self, event: Any) -> None:
-        if uniqueid := event.get("Uniqueid"):
-            await self._keep(self._hangup_causes, uniqueid, event.get("Cause") or "")
-
-    async def _keep(self, store: dict[str, Any], key: str, value: Any) -> None:
-        async with self._arrived:
-            store[key] = value
-            while len(store) > 1000:  # about calls that are not ours
-                store.pop(next(iter(store)))
-            self._arrived.notify_all()
 
     async def run_once(self) -> list[AttemptReport]:
         """One pass: expire lost calls, schedule new visits, call those due (inside the
@@ -380,51 +336,10 @@ class ReturnVisitDialer:
         survey_call_id = str(uuid.uuid4())
         if not await begin_attempt(self.sessions, visit.id, survey_call_id, now=self.clock()):
             return None
-        outcome, detail = await self._originate(visit, survey_call_id)
+        outcome, detail = await self.dialer.dial(visit.phone, visit_id=visit.id,
+                                                 survey_call_id=survey_call_id)
         await record_attempt(self.sessions, visit.id, outcome, policy=self.policy,
                              survey_call_id=survey_call_id, detail=detail, now=self.clock())
         log.info("return visit %d (case %s, attempt %d): %s %s", visit.id, visit.case_number,
                  visit.attempts + 1, outcome, detail or "")
         return AttemptReport(visit.id, visit.case_number, survey_call_id, outcome, detail)
-
-    async def _originate(self, visit: ReturnVisitView, survey_call_id: str) -> tuple[str, str]:
-        """Dial the resident; (outcome, detail) once Asterisk reports how the call went.
-        The channel's Uniqueid is the survey call id, so its Hangup event can be found."""
-        caller_id = self.survey.caller_id or self.hotline_number
-        fields = {
-            "Channel": self.survey.dial.replace("{number}", visit.phone),
-            "Context": RETURN_VISIT_CONTEXT, "Exten": "s", "Priority": "1",
-            "Timeout": str(int(self.survey.ring_timeout * 1000)),
-            "CallerID": f'"{caller_id}" <{caller_id}>',
-            "ChannelId": survey_call_id,
-            "Async": "true",
-            "Variable": [f"SURVEY_ID={survey_call_id}", f"RETURN_VISIT_ID={visit.id}"],
-        }
-        try:
-            queued = await self.ami.action("Originate", **fields)
-        except Exception as exc:  # AMI down or refused: the attempt failed, retry later
-            return "failed", f"originate not sent: {exc}"
-        response = await self._wait_for(self._responses, queued.get("ActionID"),
-                                        self.survey.ring_timeout + 15)
-        if response is None:
-            return "failed", "no OriginateResponse"
-        if response.get("Response") == "Success":
-            return "answered", "answered"
-        reason = response.get("Reason") or "0"
-        if reason in ORIGINATE_REASONS:
-            return ORIGINATE_REASONS[reason], f"reason {reason}"
-        cause = await self._wait_for(self._hangup_causes, survey_call_id, CAUSE_WAIT)
-        return HANGUP_CAUSES.get(cause or "", "failed"), f"reason {reason}, cause {cause}"
-
-    async def _wait_for(self, store: dict[str, Any], key: str | None,
-                        within: float) -> Any | None:
-        """The value ``key`` gets in ``store`` (taken out), or None after ``within`` s."""
-        if key is None:
-            return None
-        try:
-            async with asyncio.timeout(within), self._arrived:
-                while key not in store:
-                    await self._arrived.wait()
-                return store.pop(key)
-        except TimeoutError:
-            return None

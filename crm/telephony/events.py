@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from crm.storage.models import utcnow
-
 log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """When an event happened: now, in UTC."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from crm.errors import (
 from crm.live.desk_hub import AgentDesk, DeskCall, DeskHub
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Consultation, Department
+from crm.telephony.queue import AgentQueue, TelephonyUnavailable, interface_for
 from crm.web import session as web_session
 from crm.web.api.routes import STATUS_FOR_ERROR, error_response
 from crm.web.session import (
@@ -59,7 +60,6 @@ from crm.web.session import (
     cookie_storage,
     csrf_token,
 )
-from ivr.asterisk.queue_control import QueueControl, TelephonyUnavailable, interface_for
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class DeskDeps:
 
     sessions: SessionFactory
     hub: DeskHub
-    queue: QueueControl | None
+    queue: AgentQueue | None
     """None: no telephony (the desk still works for cases and consultations)."""
     session_secret: str
     idle_timeout: float = 8 * 3600

@@ -19,8 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from crm.storage.models import utcnow
-from crm.telephony.events import CallEnded, CallEventBus, CallStarted
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted, utcnow
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
 

@@ -1,8 +1,9 @@
 """Agents joining, leaving and pausing the hotline queue, and blind transfers, over AMI.
 
-The CRM does not import the IVR's AMI adapter: the composition root passes in any object with
-``action`` and ``action_list`` coroutines (ivr.ami.client.AmiClient has them). Errors Asterisk
-answers become the domain errors below; "already a member" and "not a member" are not errors
+This is the agent desk's crm.telephony.queue.AgentQueue: the composition root builds it on
+any object with ``action`` and ``action_list`` coroutines (ivr.ami.client.AmiClient has them)
+and hands it to the desk. Errors Asterisk answers become the CRM's telephony errors
+(TelephonyRefused, TelephonyUnavailable); "already a member" and "not a member" are not errors
 here, so joining and leaving are idempotent.
 """
 
@@ -13,12 +14,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from crm.errors import Conflict, HotlineError, InvalidInput
+from crm.errors import InvalidInput
+from crm.telephony.queue import TelephonyRefused, TelephonyUnavailable
 
 log = logging.getLogger(__name__)
 
 _INTERFACE = re.compile(r"[A-Za-z]+/[0-9A-Za-z_.@/-]{1,80}")
 _EXTEN = re.compile(r"[0-9]{2,16}")
+"""A number a blind transfer may dial (a department's phone)."""
 TRANSFER_CONTEXT = "hotline-transfer"
 
 
@@ -31,18 +34,6 @@ class AmiActions(Protocol):
                           **fields: str) -> list[Any]: ...
 
 
-class TelephonyUnavailable(HotlineError):
-    """Asterisk could not be asked (AMI down, no answer in time)."""
-
-    code = "telephony_unavailable"
-
-
-class TelephonyRefused(Conflict):
-    """Asterisk answered the action with an error (e.g. the channel is gone)."""
-
-    code = "telephony_refused"
-
-
 @dataclass(frozen=True)
 class QueueMember:
     queue: str
@@ -51,13 +42,6 @@ class QueueMember:
     paused: bool
     in_call: bool
     status: int | None
-
-
-def interface_for(extension: str) -> str:
-    """The queue member of an agent's desk phone."""
-    if not _EXTEN.fullmatch(extension or ""):
-        raise InvalidInput(f"extension {extension!r} must be 2-16 digits")
-    return f"PJSIP/{extension}"
 
 
 def _message(exc: Exception) -> str:

@@ -17,12 +17,13 @@ from crm.demo_data import seed_demo
 from crm.reports.satisfaction import ReportFilter, satisfaction_report
 from crm.settings import SurveySettings
 from crm.storage.models import Case, Consultation, Resident
-from crm.surveys.return_visits import ReturnVisitDialer, get_return_visit
+from crm.surveys.return_visits import ReturnVisitCampaign, get_return_visit
 from crm.surveys.service import list_surveys
 from crm.telephony.events import AgentAnswered, CallStarted, CallStep
 from hotline.service import HotlineService
 from hotline.surveys import run_return_visits
 from hotline.tools.sipp import AgentPhone, ResidentMode, ResidentPhone, place_call
+from ivr.asterisk.dialer import ReturnVisitDialer
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk
@@ -117,14 +118,19 @@ async def resolved_case(service: HotlineService) -> str:
             Resident.name == "李秀英", Case.stage == "resolved"))
 
 
-def dialer_for(service: HotlineService, phone: ResidentPhone,
-               **overrides: object) -> ReturnVisitDialer:
-    """A dialer calling ``phone`` whatever the number, at any hour, ringing 2 s at most."""
-    survey = SurveySettings(**service.settings.survey.model_dump() | {
+def survey_for(service: HotlineService, phone: ResidentPhone,
+               **overrides: object) -> SurveySettings:
+    """Return visits calling ``phone`` whatever the number, at any hour, ringing 2 s at most."""
+    return SurveySettings(**service.settings.survey.model_dump() | {
         "dial": phone.dial_string, "calling_hours": "00:00-24:00", "ring_timeout": 2.0,
     } | overrides)
-    return ReturnVisitDialer(service.ami, service.sessions, survey,
-                             hotline_number=service.settings.asterisk.hotline_number)
+
+
+def campaign_for(service: HotlineService, survey: SurveySettings) -> ReturnVisitCampaign:
+    """A campaign on the service's AMI client; its ``dialer`` is closed by the caller."""
+    dialer = ReturnVisitDialer(service.ami, survey,
+                               hotline_number=service.settings.asterisk.hotline_number)
+    return ReturnVisitCampaign(dialer, service.sessions, survey)
 
 
 async def test_answered_return_visit_closes_the_case(demo_hotline: HotlineService) -> None:
@@ -132,15 +138,15 @@ async def test_answered_return_visit_closes_the_case(demo_hotline: HotlineServic
     number = await resolved_case(hotline)
     async with ResidentPhone(hotline.settings, mode="answer", keys="4,,4",
                              pause_before_keys_ms=1500) as phone:
-        dialer = dialer_for(hotline, phone)
+        campaign = campaign_for(hotline, survey_for(hotline, phone))
         try:
-            [report] = await asyncio.wait_for(dialer.run_once(), 20)
+            [report] = await asyncio.wait_for(campaign.run_once(), 20)
             assert report.outcome == "answered" and report.case_number == number
             survey = await hotline.surveys.wait_finished(
                 lambda s: s.return_visit_id == report.visit_id, within=40)
             await phone.wait_event("remote_bye", within=15)
         finally:
-            dialer.close()
+            campaign.dialer.close()
     assert (survey.kind, survey.score, survey.phone) == ("return_visit", 4, "13900139000")
     assert survey.case_numbers == (number,)
     visit = await get_return_visit(hotline.sessions, report.visit_id)
@@ -158,7 +164,7 @@ async def test_unanswered_or_busy_return_visit_is_retried_then_failed(
     async with ResidentPhone(hotline.settings, mode=mode) as phone:
         # The first pass as the CLI runs it: its own AMI connection, the service's database.
         settings = hotline.settings.model_copy(deep=True)
-        settings.survey = dialer_for(hotline, phone, max_attempts=2, retry_after=60.0).survey
+        settings.survey = survey_for(hotline, phone, max_attempts=2, retry_after=60.0)
         [first] = await asyncio.wait_for(run_return_visits(settings), 30)
         await phone.wait_event("cancelled" if mode == "no_answer" else "busy", within=5)
     assert first.outcome == outcome and first.case_number == number, first
@@ -170,12 +176,13 @@ async def test_unanswered_or_busy_return_visit_is_retried_then_failed(
     # The retry is due an hour later: the second (and last) attempt fails the visit.
     async with ResidentPhone(hotline.settings, mode=mode) as phone:
         later = visit.next_attempt_at + timedelta(seconds=1)
-        dialer = dialer_for(hotline, phone, max_attempts=2, retry_after=60.0)
-        dialer.clock = lambda: later
+        campaign = campaign_for(hotline, survey_for(hotline, phone, max_attempts=2,
+                                                    retry_after=60.0))
+        campaign.clock = lambda: later
         try:
-            [second] = await asyncio.wait_for(dialer.run_once(), 20)
+            [second] = await asyncio.wait_for(campaign.run_once(), 20)
         finally:
-            dialer.close()
+            campaign.dialer.close()
     assert second.outcome == outcome and second.visit_id == first.visit_id
     visit = await get_return_visit(hotline.sessions, first.visit_id)
     assert (visit.status, visit.attempts, visit.attempt_outcomes) == (

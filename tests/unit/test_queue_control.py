@@ -6,12 +6,8 @@ from __future__ import annotations
 import pytest
 
 from crm.errors import InvalidInput
-from ivr.asterisk.queue_control import (
-    QueueControl,
-    TelephonyRefused,
-    TelephonyUnavailable,
-    interface_for,
-)
+from crm.telephony.queue import TelephonyRefused, TelephonyUnavailable, interface_for
+from ivr.asterisk.queue_control import QueueControl
 
 
 class Refusal(Exception):
