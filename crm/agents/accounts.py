@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from sqlalchemy import or_, select
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.agents import sessions as browser_sessions
 from crm.agents.auth import DEFAULT_HASHER, PasswordWork, check_role_name, default_password_work
+from crm.agents.view import AgentView, agent_view
 from crm.errors import AgentNotFound, AlreadyExists, InvalidInput
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent
@@ -32,26 +32,6 @@ LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 EXTENSION_PATTERN = re.compile(r"[0-9]{2,16}")
 QUEUE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 DEFAULT_QUEUES = ("hotline",)
-
-
-@dataclass(frozen=True)
-class AgentView:
-    id: int
-    login: str
-    display_name: str
-    role: str
-    extension: str | None
-    queues: tuple[str, ...]
-    active: bool
-    can_log_in: bool
-
-
-def _view(a: Agent) -> AgentView:
-    return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
-                     a.active, a.password_hash is not None)
-
-
-agent_view = _view
 
 
 def _check_login(login: str) -> str:
@@ -111,7 +91,7 @@ async def create_agent(sessions: SessionFactory, *, login: str, display_name: st
         raise AlreadyExists(f"an agent with login {login!r} or extension {extension!r} "
                             "exists") from exc
     log.info("agent %s created (role %s, extension %s)", login, role, extension)
-    return _view(agent)
+    return agent_view(agent)
 
 
 async def _load(session: AsyncSession, login: str) -> Agent:
@@ -123,7 +103,7 @@ async def _load(session: AsyncSession, login: str) -> Agent:
 
 async def get_agent(sessions: SessionFactory, login: str) -> AgentView:
     async with sessions() as session:
-        return _view(await _load(session, login))
+        return agent_view(await _load(session, login))
 
 
 async def find_agent_by_extension(sessions: SessionFactory, extension: str) -> AgentView | None:
@@ -131,7 +111,7 @@ async def find_agent_by_extension(sessions: SessionFactory, extension: str) -> A
     async with sessions() as session:
         agent = await session.scalar(select(Agent).where(Agent.extension == extension,
                                                          Agent.active.is_(True)))
-    return _view(agent) if agent else None
+    return agent_view(agent) if agent else None
 
 
 async def list_agents(sessions: SessionFactory, *,
@@ -140,7 +120,7 @@ async def list_agents(sessions: SessionFactory, *,
     if not include_inactive:
         query = query.where(Agent.active.is_(True))
     async with sessions() as session:
-        return [_view(a) for a in (await session.scalars(query)).all()]
+        return [agent_view(a) for a in (await session.scalars(query)).all()]
 
 
 async def update_agent(sessions: SessionFactory, login: str, *,
@@ -172,7 +152,7 @@ async def update_agent(sessions: SessionFactory, login: str, *,
         log.info("agent %s: %d web session(s) ended (%s)", login, len(revoked),
                  revoked[0].reason)
     await browser_sessions.announce(revoked)
-    return _view(agent)
+    return agent_view(agent)
 
 
 async def disable_agent(sessions: SessionFactory, login: str) -> AgentView:
@@ -215,4 +195,4 @@ async def authenticate(sessions: SessionFactory, login: str, password: str, *,
             if fresh is not None and fresh.password_hash == stored:
                 fresh.password_hash = check.new_hash
         log.info("agent %s: password hash upgraded to current parameters", login)
-    return _view(agent)
+    return agent_view(agent)

@@ -27,9 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm.agents import (
-    accounts as agents,  # module import: crm.agents.accounts imports this module too
-)
+from crm.agents.view import AgentView, agent_view
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent, WebSession, utcnow
 
@@ -88,7 +86,7 @@ async def announce(revoked: list[Revoked]) -> None:
 class LiveSession:
     id: str
     app: str
-    agent: agents.AgentView
+    agent: AgentView
     role: str
     created_at: datetime
     last_seen_at: datetime
@@ -131,7 +129,7 @@ def _at(now: float | datetime | None) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-async def open_session(sessions: SessionFactory, *, app: str, agent: agents.AgentView,
+async def open_session(sessions: SessionFactory, *, app: str, agent: AgentView,
                        max_age: float, source: str | None, user_agent: str | None,
                        now: float | datetime | None = None) -> tuple[str, LiveSession]:
     """A new session for a signed-in account: (the cookie's secret, the session)."""
@@ -149,7 +147,7 @@ async def open_session(sessions: SessionFactory, *, app: str, agent: agents.Agen
     return secret, _live(row, agent)
 
 
-def _live(row: WebSession, agent: agents.AgentView) -> LiveSession:
+def _live(row: WebSession, agent: AgentView) -> LiveSession:
     return LiveSession(row.id, row.app, agent, row.role, row.created_at, row.last_seen_at,
                        row.expires_at, row.source_address, row.user_agent)
 
@@ -185,7 +183,7 @@ async def check(sessions: SessionFactory, secret: str, *, app: str, idle_timeout
             await session.execute(update(WebSession).where(WebSession.id == row.id)
                                   .values(last_seen_at=at))
         row.last_seen_at = at
-    return _live(row, agents.agent_view(agent)), refreshed
+    return _live(row, agent_view(agent)), refreshed
 
 
 async def revoke_in(session: AsyncSession, agent_id: int, reason: str, *,

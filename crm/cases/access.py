@@ -37,7 +37,6 @@ from sqlalchemy import exists, false, literal, or_, select
 from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import PermissionDenied
-from crm.live.desk_hub import AgentDesk
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Case,
@@ -114,16 +113,6 @@ class Decision:
     allowed: bool
     reason: str
     """Why it is allowed (the tie or the role), or a message saying why not."""
-
-
-def viewer_of(desk: AgentDesk) -> Viewer:
-    """The viewer signed in at this desk, with the call on it."""
-    call = desk.call
-    line = None
-    if call is not None:
-        line = Line(call.call_id, call.phase, call.pop.caller_number,
-                    call.pop.case.number if call.pop.case is not None else None)
-    return Viewer(desk.agent_id, desk.login, desk.role, line)
 
 
 # -- the rule (pure) ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from crm.agents.accounts import AgentView
+from crm.agents.view import AgentView
 from crm.audit import log as audit
 from crm.live.screen_pop import ScreenPop, build_screen_pop
 from crm.storage.db import SessionFactory

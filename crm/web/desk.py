@@ -32,8 +32,8 @@ from aiohttp_session import Session, get_session, new_session, session_middlewar
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from sqlalchemy import select
 
-from crm.agents.accounts import AgentView
 from crm.agents.sessions import Revoked, live_logins
+from crm.agents.view import AgentView
 from crm.audit import log as audit
 from crm.cases import access as case_access
 from crm.cases import service as cases
@@ -469,7 +469,7 @@ async def change_stage(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
     number = cases.check_number(request.match_info["number"])
     form = await _form(request)
-    await case_access.check(deps.sessions, number, case_access.viewer_of(desk), "change_stage",
+    await case_access.check(deps.sessions, number, viewer_of(desk), "change_stage",
                             via="desk.stage", audit_origin=web_session.audit_origin(request))
     view = await cases.change_stage(deps.sessions, number, form.get("stage", ""),
                                     actor=desk.actor, note=form.get("note") or None)
@@ -482,10 +482,20 @@ async def change_stage(request: web.Request, desk: AgentDesk) -> web.Response:
 async def get_case(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
     number = cases.check_number(request.match_info["number"])
-    await case_access.check(deps.sessions, number, case_access.viewer_of(desk), "read",
+    await case_access.check(deps.sessions, number, viewer_of(desk), "read",
                             via="desk", audit_origin=web_session.audit_origin(request))
     view = await cases.get_case(deps.sessions, number)
     return web.json_response({"case": await _case_json(request, desk, view, "desk")})
+
+
+def viewer_of(desk: AgentDesk) -> case_access.Viewer:
+    """The viewer signed in at this desk, with the call on it (for crm.cases.access)."""
+    call = desk.call
+    line = None
+    if call is not None:
+        line = case_access.Line(call.call_id, call.phase, call.pop.caller_number,
+                                call.pop.case.number if call.pop.case is not None else None)
+    return case_access.Viewer(desk.agent_id, desk.login, desk.role, line)
 
 
 async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> None:
@@ -496,7 +506,7 @@ async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> No
         row = (await session.execute(
             select(Consultation.agent_id, Consultation.started_at, Consultation.ended_at)
             .where(Consultation.call_id == call_id))).first()
-    viewer = case_access.viewer_of(desk)
+    viewer = viewer_of(desk)
     decision = case_access.may_link(
         viewer, call_id, answered_by_viewer=row is not None and row.agent_id == desk.agent_id,
         started_at=row.started_at if row else None, ended_at=row.ended_at if row else None)

@@ -38,10 +38,10 @@ from cryptography.fernet import Fernet
 
 from crm.agents import accounts as agents
 from crm.agents import sessions as browser_sessions
-from crm.agents.accounts import AgentView
 from crm.agents.auth import PasswordWork, PasswordWorkBusy
 from crm.agents.sessions import LiveSession, Revoked
 from crm.agents.throttle import SignInThrottle, ThrottlePolicy
+from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
 from crm.settings import WebSettings
 from crm.storage.db import SessionFactory

@@ -13,7 +13,7 @@ from typing import Any
 from crm.agents.tokens import SCOPES
 from crm.cases.service import STAGES
 from crm.consultations.service import DISPOSITIONS
-from crm.web.api.routes import MAX_BODY_BYTES, CaseCreate, CaseUpdate
+from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}

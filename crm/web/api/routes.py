@@ -12,10 +12,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from crm.agents import tokens as api_tokens
 from crm.agents.tokens import TokenRecord
@@ -37,11 +37,12 @@ from crm.errors import (
     UnsupportedMediaType,
 )
 from crm.storage.db import SessionFactory
+from crm.web.api.openapi import openapi_document
+from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate, RequestBody
 from crm.web.session import audit_origin
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
 API_VIEWER_ROLE = "supervisor"
 """Token holders are authorised back-office systems that call residents back: they see phone
 numbers in full (every read is audited). ID numbers stay masked for everyone."""
@@ -162,33 +163,7 @@ def requires(scope: str) -> Callable[[TokenHandler], Handler]:
 
 
 # -- input ------------------------------------------------------------------------------------
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-_PHONE = rf"^{cases.PHONE_PATTERN.pattern}$"
-
-
-class CaseCreate(_Body):
-    category: str = Field(min_length=1, max_length=32, description="category code")
-    description: str = Field(min_length=1, max_length=2000)
-    contact_phone: str = Field(pattern=_PHONE)
-    resident_phone: str | None = Field(
-        None, pattern=_PHONE,
-        description="links the case to the resident with this phone, when known")
-    address: str | None = Field(None, max_length=256)
-
-
-class CaseUpdate(_Body):
-    stage: Literal[cases.STAGES] | None = None  # type: ignore[valid-type]
-    note: str | None = Field(None, max_length=1000, description="internal note for the history")
-    department: str | None = Field(None, min_length=1, max_length=32,
-                                   description="department code to move the case to")
-    latest_update: str | None = Field(
-        None, max_length=1000, description="progress message the IVR reads to callers")
-
-
-BodyT = TypeVar("BodyT", bound=_Body)
+BodyT = TypeVar("BodyT", bound=RequestBody)
 
 
 def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -332,8 +307,6 @@ async def get_consultation(request: web.Request, token: TokenRecord) -> web.Resp
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from crm.web.api.openapi import openapi_document  # it describes this module, so it imports it
-
     return _json(openapi_document())
 
 

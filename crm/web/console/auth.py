@@ -28,9 +28,9 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from crm.agents.accounts import AgentView
 from crm.agents.auth import has_role
 from crm.agents.sessions import LiveSession
+from crm.agents.view import AgentView
 from crm.errors import PermissionDenied, Unauthenticated
 from crm.storage.db import SessionFactory
 from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token

@@ -1,0 +1,24 @@
+"""An agent account as the rest of the CRM sees it (never its password hash)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crm.storage.models import Agent
+
+
+@dataclass(frozen=True)
+class AgentView:
+    id: int
+    login: str
+    display_name: str
+    role: str
+    extension: str | None
+    queues: tuple[str, ...]
+    active: bool
+    can_log_in: bool
+
+
+def agent_view(a: Agent) -> AgentView:
+    return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
+                     a.active, a.password_hash is not None)
