@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
 from hotline.settings import Settings, fill_missing_secrets
+from hotline.tools.bed import free_tcp_port
 from hotline.tools.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.asterisk.queue_tracker import call_id_of, extension_of
@@ -54,12 +54,6 @@ _PR_SET_PDEATHSIG = 1
 
 class BenchError(Exception):
     """The bench cannot run (another Asterisk, no root, the service did not start...)."""
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCAL_IP, 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = "",

@@ -59,10 +59,10 @@ from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import has_asterisk
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
+from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.sipp import AgentPhone, SippProcess, free_udp_port, place_call, render_scenario
 from ivr.ami.client import AmiEvent
 from ivr.asterisk.queue_tracker import call_id_of
-from tests.integration.asterisk_fixtures import asterisk_test_settings, free_tcp_port
 
 log = logging.getLogger("bench.pop_delay")
 T = TypeVar("T")
@@ -200,7 +200,7 @@ class HubProbe:
     def __init__(self, hub: DeskHub, tally: Tally) -> None:
         self.tally = tally
         self._settled: tuple[float, float] | None = None
-        settle, build = hub._settle, hub._build
+        settle, build = hub.settle, hub.pop_builder
         if settle is None:
             raise SystemExit("the desk hub has no settle step any more: update bench.pop_delay")
 
@@ -219,7 +219,7 @@ class HubProbe:
                 self.tally.on_pop_steps(str(args[1]), settled, (started, time.time()))
             return pop
 
-        hub._settle, hub._build = timed_settle, timed_build
+        hub.settle, hub.pop_builder = timed_settle, timed_build
 
 
 class PopBuiltLog(logging.Handler):

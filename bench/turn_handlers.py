@@ -1,6 +1,6 @@
 """The two AudioSocket call handlers the speech benchmark compares, on the real MediaServer.
 
-``StreamingTurns`` is the IVR's own path: every turn is ``IvrCall._perform([Collect(...)])``,
+``StreamingTurns`` is the IVR's own path: every turn is ``IvrCall.perform([Collect(...)])``,
 so the prompt plays with barge-in while the turn's streaming recogniser (``StackVoice`` ->
 ``SpeechStack.recognizer`` with the pack's grammar, fed frame by frame on the recognition
 thread pool) already listens, and ``_gather`` returns as soon as vosk's endpointer closes the
@@ -119,7 +119,7 @@ class StreamingTurns:
         call = IvrCall(session, self.deps)
         try:
             while True:
-                result: Input | None = await call._perform([self.collect])
+                result: Input | None = await call.perform([self.collect])
                 if isinstance(result, Speech):
                     self.stats.record(call.call_id, result.text, result.intent)
                 else:

@@ -100,7 +100,7 @@ class IvrCall(PromptingCall):
         actions = self.flow.step(Begin(caller, known))
         try:
             while actions:
-                nxt = await self._perform(actions)
+                nxt = await self.perform(actions)
                 if nxt is None:
                     return
                 actions = self.flow.step(nxt)

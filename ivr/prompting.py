@@ -100,7 +100,7 @@ class PromptingCall:
         None to carry on with the batch."""
         raise NotImplementedError(f"{type(self).__name__} cannot perform {action!r}")
 
-    async def _perform(self, actions: list[Action]) -> Input | None:
+    async def perform(self, actions: list[Action]) -> Input | None:
         """Run one batch of actions. The recogniser for the batch's Collect listens from the
         first prompt on, so a caller may answer during the greeting or an apology."""
         result: Input | None = None

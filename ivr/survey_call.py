@@ -146,7 +146,7 @@ class SurveyCall(PromptingCall):
             actions = self.flow.step(begin)
             try:
                 while actions:
-                    nxt = await self._perform(actions)
+                    nxt = await self.perform(actions)
                     if nxt is None:
                         break
                     actions = self.flow.step(nxt)

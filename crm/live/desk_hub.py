@@ -115,13 +115,14 @@ class DeskHub:
                  settle: Callable[[], Awaitable[None]] | None = None,
                  audit_journal: EventJournal | None = None) -> None:
         """``settle`` waits until earlier call events are written (the consultation
-        recorder's drain), so a pop includes the IVR steps that just happened.
-        ``audit_journal`` keeps pop views not yet in the audit log across a crash or a
-        database outage (a :func:`crm.storage.journal.json_journal`); those left from a previous
-        run are written at start."""
+        recorder's drain), so a pop includes the IVR steps that just happened; ``pop_builder``
+        then builds the pop. Both stay public attributes, so a benchmark may time them
+        (bench/pop_delay.py). ``audit_journal`` keeps pop views not yet in the audit log across
+        a crash or a database outage (a :func:`crm.storage.journal.json_journal`); those left
+        from a previous run are written at start."""
         self._sessions = sessions
-        self._build = pop_builder
-        self._settle = settle
+        self.pop_builder = pop_builder
+        self.settle = settle
         self._desks: dict[str, AgentDesk] = {}
         self._members: dict[str, AgentStatusChanged] = {}
         """Last known queue member state by extension, desk signed in or not."""
@@ -318,8 +319,9 @@ class DeskHub:
             return
         first = holders[0].call
         assert first is not None
-        pop = await self._build(self._sessions, call_id, caller_number=first.pop.caller_number,
-                                caller_name=first.pop.caller_name)
+        pop = await self.pop_builder(self._sessions, call_id,
+                                     caller_number=first.pop.caller_number,
+                                     caller_name=first.pop.caller_name)
         self._pops[call_id] = pop
         for desk in holders:
             assert desk.call is not None
@@ -394,12 +396,12 @@ class DeskHub:
     async def _pop_for(self, event: AgentRinging | AgentAnswered) -> ScreenPop:
         pop = self._pops.get(event.call_id)
         if pop is None:
-            if self._settle is not None:
+            if self.settle is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
-            pop = await self._build(self._sessions, event.call_id,
-                                    caller_number=event.caller_number,
-                                    caller_name=event.caller_name)
+                    await asyncio.wait_for(self.settle(), SETTLE_TIMEOUT)
+            pop = await self.pop_builder(self._sessions, event.call_id,
+                                         caller_number=event.caller_number,
+                                         caller_name=event.caller_name)
             self._pops[event.call_id] = pop
         return pop
 

@@ -19,7 +19,7 @@ from crm.demo_data import seed_demo
 from crm.storage.db import make_engine, make_session_factory
 from crm.storage.migrate import upgrade
 from crm.web.app import HealthReport, create_app
-from tests.integration.asterisk_fixtures import free_tcp_port
+from hotline.tools.bed import free_tcp_port
 
 
 class ThreadedApi:

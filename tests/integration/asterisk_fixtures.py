@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,37 +19,8 @@ from hotline.asterisk import down, up
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import has_asterisk
-from hotline.settings import Settings, fill_missing_secrets
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def asterisk_test_settings(state_dir: Path) -> Settings:
-    """Settings for the bed: private state dir, free ports, generated secrets.
-
-    The SIP edge is as narrow as on a production host: only 127.0.0.1 is the PSTN gateway
-    and only 127.0.0.1 may use SIP as a phone, so tests can attack it from other loopback
-    addresses (127.0.0.2, ...). HOTLINE_* environment variables still win over these values.
-    """
-    settings = Settings(
-        state_dir=state_dir,
-        asterisk={"sip_port": free_udp_port(), "gateway_addresses": ["127.0.0.1"],
-                  "sip_permit": ["127.0.0.1"]},
-        ami={"port": free_tcp_port()},
-        audiosocket={"port": free_tcp_port()},
-    )
-    fill_missing_secrets(settings)
-    return settings
+from hotline.settings import Settings
+from hotline.tools.bed import asterisk_test_settings
 
 
 def _skip_unless_possible(settings: Settings) -> None:

@@ -11,7 +11,7 @@ import pytest
 from crm.telephony.events import CallEnded, CallEvent
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
-from tests.integration.asterisk_fixtures import free_tcp_port
+from hotline.tools.bed import free_tcp_port
 
 
 class CallWatcher:

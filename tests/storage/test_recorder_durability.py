@@ -11,7 +11,7 @@ from crm.consultations.recorder import ConsultationRecorder, list_consultations
 from crm.storage.db import make_engine, make_session_factory
 from crm.storage.journal import EventJournal
 from crm.telephony.events import CallEnded, CallStarted, CallStep
-from tests.integration.asterisk_fixtures import free_tcp_port
+from hotline.tools.bed import free_tcp_port
 
 T0 = datetime(2026, 11, 22, 9, tzinfo=UTC)
 EVENTS = [CallStarted("c-down", "13800138000", "张三", "PJSIP/x", at=T0),

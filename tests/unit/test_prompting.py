@@ -82,7 +82,7 @@ async def read_back(line: Line, key: str) -> bool:
     number = "12345678901"
     await line.asterisk.send(*(encode_dtmf(k) for k in number))
     async with asyncio.timeout(WAIT):
-        taken = await line.driver._perform([Collect("ask_case_number", "digits", 11)])
+        taken = await line.driver.perform([Collect("ask_case_number", "digits", 11)])
     assert taken == Keys(number)
     before = len(line.asterisk.played())
     readback = asyncio.create_task(line.driver._say("confirm_case_number", {}))
