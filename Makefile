@@ -22,7 +22,7 @@ test: bootstrap
 	.venv/bin/ruff check .
 	set -a; . var/pg-test.env; set +a; $(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 
-# Speech turn latency, streaming vs record-then-recognise, 1-20 concurrent calls (~3-4 min).
+# Speech turn latency, streaming vs record-then-recognize, 1-20 concurrent calls (~3-4 min).
 bench-speech: bootstrap
 	$(PY) -m bench.speech_turns --calls 1,5,10,20 --turns 3 --max-seconds 300
 

@@ -81,10 +81,6 @@ class Usage:
     host_peak: float = 0.0
     sipp_processes_peak: int = 0
 
-    def saturating(self) -> str:
-        """The process group using the most CPU (mean)."""
-        return max(self.groups, key=lambda g: self.groups[g].cpu_mean) if self.groups else "-"
-
 
 class ProcSampler:
     def __init__(self, pids: Callable[[], dict[str, int | None]], interval: float = 1.0):

@@ -37,7 +37,8 @@ from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
 from hotline.settings import Settings, fill_missing_secrets
 from hotline.tools.bed import free_tcp_port
-from hotline.tools.sipp import LOCAL_IP, AgentPhone, SippProcess, free_udp_port, render_scenario
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import LOCAL_IP, SippProcess, free_udp_port, render_scenario
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.asterisk.queue_tracker import call_id_of, extension_of
 

@@ -60,7 +60,8 @@ from hotline.asterisk.rootfs import has_asterisk
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings, free_tcp_port
-from hotline.tools.sipp import AgentPhone, SippProcess, free_udp_port, place_call, render_scenario
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import SippProcess, free_udp_port, place_call, render_scenario
 from ivr.ami.client import AmiEvent
 from ivr.asterisk.queue_tracker import call_id_of
 

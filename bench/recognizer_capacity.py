@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.recognizer_capacity [--streams 40,80] [--chunk-ms 20,60,100]
 
-S streaming recognisers (the real StreamingRecognizer, Korean model, menu grammar, the shared
+S streaming recognizers (the real StreamingRecognizer, Korean model, menu grammar, the shared
 thread pool) are fed as fast as they go, ``--chunk-ms`` of audio per ``feed`` call; the
 result is audio seconds decoded per wall second, i.e. how many real-time calls the process
 could carry. The IVR feeds one 20 ms AudioSocket frame per call.

@@ -1,4 +1,4 @@
-"""Speech turn latency under load: the IVR's streaming recogniser vs record-then-recognise.
+"""Speech turn latency under load: the IVR's streaming recognizer vs record-then-recognize.
 
     .venv/bin/python -m bench.speech_turns --calls 1,5,10,20 --turns 3 [--max-seconds 300]
 
@@ -6,7 +6,7 @@ For each N, N simulated Asterisk callers (``bench.audiosocket_caller``, in a pro
 own) connect over loopback to the real ``MediaServer`` and hold ``--turns`` spoken turns each,
 one phase per approach (``bench.turn_handlers``): the IVR's streaming path as SpeechStack
 builds it, the same with ``StreamingRecognizer.end_silence`` set (``--quiet``), and
-record-then-recognise. Callers say Korean phrases synthesised by espeak-ng, so the "heard"
+record-then-recognize. Callers say Korean phrases synthesised by espeak-ng, so the "heard"
 column (intent right / turns answered) says how well the Korean model understands espeak-ng.
 
 Turn latency = last speech frame sent by the caller -> first non-silent frame back from the
@@ -43,7 +43,7 @@ from bench.metrics import (
 from bench.turn_handlers import (
     BenchVoice,
     HandlerStats,
-    RecordThenRecognise,
+    RecordThenRecognize,
     StreamingTurns,
     frame_rms,
 )
@@ -63,7 +63,7 @@ PHRASES = ("상담원 연결해 주세요", "민원 조회", "운영 시간", "�
 ANSWER_PROMPT = "bench_answer"
 ANSWER_TEXT = "알겠습니다."
 """The IVR's prompt (and answer) at every turn: short, to keep the run short."""
-BASELINE = "record-then-recognise"
+BASELINE = "record-then-recognize"
 FRAME_SECONDS = 0.02
 
 
@@ -92,9 +92,9 @@ class PhaseResult:
     rss_mb: float = 0.0
     loop_lag_p95_ms: float = 0.0
     loop_lag_max_ms: float = 0.0
-    recogniser_cpu_per_audio_s: float = 0.0
-    recognise_call_p95_ms: float = 0.0
-    recognise_calls: int = 0
+    recognizer_cpu_per_audio_s: float = 0.0
+    recognize_call_p95_ms: float = 0.0
+    recognize_calls: int = 0
     caller_cpu_percent: float = 0.0
     other_cpu_percent: float = 0.0
     """CPU the rest of the host used meanwhile (% of one core): other load skews results."""
@@ -131,7 +131,7 @@ def zero_runs(pcm: bytes) -> tuple[float, float, float]:
 async def endpoint_calibration(stack: SpeechStack, utterances: tuple[bytes, ...],
                                noise: list[bytes], end_silence: float | None,
                                ) -> list[dict[str, Any]]:
-    """How much trailing audio the recogniser needs to end an utterance, with no load and no
+    """How much trailing audio the recognizer needs to end an utterance, with no load and no
     wall clock: 0.2 s of line noise, the utterance, then noise, frame by frame as the IVR."""
     rows = []
     for phrase, pcm in zip(PHRASES, utterances, strict=True):
@@ -167,7 +167,7 @@ async def prepare(settings: Settings, args: argparse.Namespace) -> Setup:
     for quiet in args.quiet_variants:
         calibration += await endpoint_calibration(stack, utterances, noise, quiet)
     # Callers reply once the prompt has really ended: a caller who started during its silent
-    # tail would be clipped by record-then-recognise, which only records after the prompt.
+    # tail would be clipped by record-then-recognize, which only records after the prompt.
     return Setup(stack, utterances, expected, answer, reply_gap=max(longest_pause, tail) + 0.3,
                  answer_lead_silence=lead, calibration=calibration)
 
@@ -183,7 +183,7 @@ class Bench:
         stack = setup.stack
         loopback = AudioSocketSettings.model_construct(host="127.0.0.1", port=0)
         self.voices: dict[str, BenchVoice] = {}
-        self.handlers: dict[str, StreamingTurns | RecordThenRecognise] = {}
+        self.handlers: dict[str, StreamingTurns | RecordThenRecognize] = {}
         for quiet in (None, *args.quiet_variants):
             name = "streaming" if quiet is None else f"streaming+quiet{quiet:g}"
             voice = BenchVoice(stack, {ANSWER_PROMPT: setup.answer}, HandlerStats(),
@@ -194,7 +194,7 @@ class Bench:
             self.voices[name] = voice
             self.handlers[name] = StreamingTurns(deps, voice.stats, prompt=ANSWER_PROMPT,
                                                  grammar=GRAMMAR)
-        self.handlers[BASELINE] = RecordThenRecognise(
+        self.handlers[BASELINE] = RecordThenRecognize(
             stack, HandlerStats(), lang=LANG, grammar=GRAMMAR, prompt_pcm=setup.answer,
             executor=stack.executor or default_executor(), end_silence=args.end_silence)
         self.servers = {name: MediaServer(loopback, handler)
@@ -261,10 +261,10 @@ class Bench:
         result.rss_mb = rss_mb()
         result.loop_lag_p95_ms = 1e3 * percentile(lags, 95)
         result.loop_lag_max_ms = 1e3 * max(lags, default=float("nan"))
-        result.recogniser_cpu_per_audio_s = (usage.workers / stats.audio_seconds
+        result.recognizer_cpu_per_audio_s = (usage.workers / stats.audio_seconds
                                              if stats.audio_seconds else float("nan"))
-        result.recognise_call_p95_ms = 1e3 * percentile(stats.recognise_wall, 95)
-        result.recognise_calls = len(stats.recognise_wall)
+        result.recognize_call_p95_ms = 1e3 * percentile(stats.recognize_wall, 95)
+        result.recognize_calls = len(stats.recognize_wall)
         result.caller_cpu_percent = (100 * report["cpu_seconds"] / report["wall_seconds"]
                                      if report["wall_seconds"] else float("nan"))
         result.other_cpu_percent = usage.percent(
@@ -292,7 +292,7 @@ def print_setup(setup: Setup, args: argparse.Namespace) -> None:
           f"starts with {1e3 * setup.answer_lead_silence:.0f} ms of digital silence "
           f"(included in every latency); callers reply {setup.reply_gap:.2f} s after its "
           "last non-silent frame")
-    print(f"record-then-recognise: ends after {args.end_silence:.1f} s below 300 RMS, "
+    print(f"record-then-recognize: ends after {args.end_silence:.1f} s below 300 RMS, "
           "decodes with a fresh KaldiRecognizer and the same grammar")
     print("end of utterance with no load: trailing audio needed after the last speech frame")
     for row in setup.calibration:
@@ -320,17 +320,17 @@ def print_table(results: list[PhaseResult]) -> None:
         print(f"{r.calls:>5}  {r.approach:<21} {len(lat):>4}/{r.turns_planned:<3} "
               f"{r.understood:>3}/{len(lat):<3}{r.no_input:>5}  {_s(percentile(lat, 50))} "
               f"{_s(percentile(lat, 95))} {_s(max(lat, default=float('nan')))}  "
-              f"{r.recogniser_cpu_per_audio_s:>9.3f}  "
+              f"{r.recognizer_cpu_per_audio_s:>9.3f}  "
               f"{cpu['process_percent']:>4.0f} = {cpu['loop_thread_percent']:>3.0f}+"
               f"{cpu['pool_percent']:>3.0f}    {r.rss_mb:>6.0f}  "
               f"{r.loop_lag_p95_ms:>6.1f}/{r.loop_lag_max_ms:<7.1f}  "
-              f"{r.recognise_call_p95_ms:>9.1f} (x{r.recognise_calls:<5}) "
+              f"{r.recognize_call_p95_ms:>9.1f} (x{r.recognize_calls:<5}) "
               f"{max(0.0, r.other_cpu_percent):>6.0f}")
     print("answered: turns the IVR answered / planned; heard: right intent / answered; "
           "no in: turns that ended\nwithout words; p50/p95/max: turn latency; CPU/audio: "
           "pool CPU s per audio s given to vosk;\nCPU %: server process (100 = one core) = "
           "event-loop thread + other threads; lag: event-loop\nwake-up lateness; vosk call: "
-          "wall time per recogniser call (xcount); other %: rest of the host")
+          "wall time per recognizer call (xcount); other %: rest of the host")
     print()
     for n, by_approach in by_n.items():
         base = by_approach.get(BASELINE)
@@ -404,7 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spread", type=float, default=2.0,
                         help="calls of a phase start evenly over this many seconds")
     parser.add_argument("--end-silence", type=float, default=1.0,
-                        help="record-then-recognise: silence that ends a recording (s)")
+                        help="record-then-recognize: silence that ends a recording (s)")
     parser.add_argument("--quiet", dest="quiet_variants", default="0.4",
                         type=lambda s: [float(x) for x in s.split(",") if x.strip()],
                         help="also run the IVR path with StreamingRecognizer.end_silence set "

@@ -1,17 +1,17 @@
 """The two AudioSocket call handlers the speech benchmark compares, on the real MediaServer.
 
 ``StreamingTurns`` is the IVR's own path: every turn is ``IvrCall.perform([Collect(...)])``,
-so the prompt plays with barge-in while the turn's streaming recogniser (``StackVoice`` ->
+so the prompt plays with barge-in while the turn's streaming recognizer (``StackVoice`` ->
 ``SpeechStack.recognizer`` with the pack's grammar, fed frame by frame on the recognition
 thread pool) already listens, and ``_gather`` returns as soon as vosk's endpointer closes the
 utterance; the next turn's prompt is the answer.
 
-``RecordThenRecognise`` is the common alternative: play the prompt, then record the caller
+``RecordThenRecognize`` is the common alternative: play the prompt, then record the caller
 until ``end_silence`` seconds of low energy, then decode the recording with a fresh
 KaldiRecognizer (same model, same grammar, same thread pool), then answer.
 
 Both answer with the same prompt audio, and both count the audio they hand to vosk and the
-wall time of each recogniser call (per 20 ms frame when streaming, per utterance when not).
+wall time of each recognizer call (per 20 ms frame when streaming, per utterance when not).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class HandlerStats:
     texts: dict[str, list[str]] = field(default_factory=dict)
     audio_seconds: float = 0.0
     """Caller audio handed to vosk."""
-    recognise_wall: list[float] = field(default_factory=list)
-    """Wall time of each recogniser call, thread-pool queueing included."""
+    recognize_wall: list[float] = field(default_factory=list)
+    """Wall time of each recognizer call, thread-pool queueing included."""
 
     def record(self, call_id: str, text: str, intent: str | None) -> None:
         self.heard.setdefault(call_id, []).append(intent)
@@ -67,7 +67,7 @@ class TimedRecognition:
         try:
             return await self._inner.feed(pcm)
         finally:
-            self._stats.recognise_wall.append(time.perf_counter() - started)
+            self._stats.recognize_wall.append(time.perf_counter() - started)
             self._stats.audio_seconds += len(pcm) / BYTES_PER_SECOND
 
     def result(self) -> Speech | None:
@@ -80,7 +80,7 @@ class TimedRecognition:
 class BenchVoice(StackVoice):
     """The IVR's voice adapter, plus fixed benchmark prompts and timed recognition.
 
-    ``end_silence`` (when not None) is set on each recogniser SpeechStack builds, to measure
+    ``end_silence`` (when not None) is set on each recognizer SpeechStack builds, to measure
     ``StreamingRecognizer.end_silence`` before the stack configures it.
     """
 
@@ -128,7 +128,7 @@ class StreamingTurns:
             return
 
 
-# --- record, then recognise ------------------------------------------------------------------
+# --- record, then recognize ------------------------------------------------------------------
 
 
 def frame_rms(pcm: bytes) -> float:
@@ -138,7 +138,7 @@ def frame_rms(pcm: bytes) -> float:
     return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
 
 
-class RecordThenRecognise:
+class RecordThenRecognize:
     """MediaServer handler: prompt, record until ``end_silence`` s of quiet, decode, answer."""
 
     def __init__(
@@ -174,7 +174,7 @@ class RecordThenRecognise:
             pcm = await self._record(session)
             if pcm is None:
                 return
-            text = await self._recognise(pcm) if pcm else ""
+            text = await self._recognize(pcm) if pcm else ""
             intent = self.stack.understand(self.lang, self.grammar, text).intent if text else None
             self.stats.record(call_id, text, intent)
 
@@ -219,10 +219,10 @@ class RecordThenRecognise:
             if quiet >= self.end_silence_bytes or len(recorded) >= self.max_utterance_bytes:
                 return bytes(recorded)
 
-    async def _recognise(self, pcm: bytes) -> str:
+    async def _recognize(self, pcm: bytes) -> str:
         started = time.perf_counter()
         raw = await asyncio.get_running_loop().run_in_executor(self.executor, self._decode, pcm)
-        self.stats.recognise_wall.append(time.perf_counter() - started)
+        self.stats.recognize_wall.append(time.perf_counter() - started)
         self.stats.audio_seconds += len(pcm) / BYTES_PER_SECOND
         return " ".join(json.loads(raw).get("text", "").split())
 

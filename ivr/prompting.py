@@ -4,7 +4,7 @@ A driver (``ivr.menu_call.IvrCall`` for the hotline menu, ``ivr.survey_call.Surv
 satisfaction surveys) owns a pure flow object and runs its actions here. Prompts play with
 barge-in (a key press or the start of speech stops them at once); input is collected from
 keys and, where the language has a model, from streaming recognition, until the keys are
-complete, the recogniser's endpointer closes the utterance, or a timeout passes. Every step
+complete, the recognizer's endpointer closes the utterance, or a timeout passes. Every step
 is published as a call event so the consultation records it.
 """
 
@@ -31,7 +31,7 @@ class CallerGone(Exception):
 
 
 class Recognition(Protocol):
-    """One call's recogniser for one prompt (see ivr/voice.py)."""
+    """One call's recognizer for one prompt (see ivr/voice.py)."""
 
     async def feed(self, pcm: bytes) -> str | None:
         """Feed audio; returns "partial" when speech has started, "final" when it ended."""
@@ -101,7 +101,7 @@ class PromptingCall:
         raise NotImplementedError(f"{type(self).__name__} cannot perform {action!r}")
 
     async def perform(self, actions: list[Action]) -> Input | None:
-        """Run one batch of actions. The recogniser for the batch's Collect listens from the
+        """Run one batch of actions. The recognizer for the batch's Collect listens from the
         first prompt on, so a caller may answer during the greeting or an apology."""
         result: Input | None = None
         collect = next((a for a in actions if isinstance(a, Collect)), None)

@@ -40,7 +40,7 @@ class StackRecognition:
         return self._result
 
     async def close(self) -> None:
-        """Nothing to release: a recogniser holds no OS resources and is dropped with us."""
+        """Nothing to release: a recognizer holds no OS resources and is dropped with us."""
 
 
 class StackVoice:
@@ -52,7 +52,7 @@ class StackVoice:
 
     async def transcribe(self, lang: str, pcm: bytes, *, call_id: str = "-") -> str | None:
         """Free decoding of recorded speech (a survey comment); None when ``lang`` has no
-        recogniser. Runs at roughly real time on a small machine: call it after the caller
+        recognizer. Runs at roughly real time on a small machine: call it after the caller
         has gone, not while they wait."""
         recognizer = self.stack.recognizer(lang, call_id=call_id)
         if recognizer is None:

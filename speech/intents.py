@@ -207,7 +207,7 @@ _LANGUAGE_NAMES: Final[dict[str, dict[str, Language]]] = {
 
 def language_choice(text: str, lang: str) -> Language | None:
     """Which language the caller asked for ("普通话", "English", "한국어"), heard by the
-    recogniser of ``lang``; None when no language or more than one was named."""
+    recognizer of ``lang``; None when no language or more than one was named."""
     names = _LANGUAGE_NAMES[check_language(lang)]
     text = unicodedata.normalize("NFKC", text).lower()
     if lang == "en":

@@ -1,7 +1,7 @@
 """Measure the speech stack on this machine: ``python -m speech.measure [--lang ko] [--json]``.
 
-Reports model load time and memory, memory per recogniser, real-time factor with a grammar
-and with free decoding, and how many espeak-ng phrases the recogniser gets right per
+Reports model load time and memory, memory per recognizer, real-time factor with a grammar
+and with free decoding, and how many espeak-ng phrases the recognizer gets right per
 grammar kind. The test utterances are synthetic (espeak-ng), so the accuracy figures say how
 well this model understands espeak-ng, not how well it understands callers.
 """
@@ -49,7 +49,7 @@ def meaning(kind: GrammarKind, text: str, lang: str) -> Any:
             "rating": u.rating, "language": u.language}[kind]
 
 
-async def recognise(model: Any, grammar: str | None, pcm: bytes) -> tuple[str, bool, bool]:
+async def recognize(model: Any, grammar: str | None, pcm: bytes) -> tuple[str, bool, bool]:
     """(final text, a partial came before the final, the final came from the endpointer)."""
     rec = StreamingRecognizer(model, grammar, no_speech_timeout=None, max_utterance=None)
     audio = LEAD_SILENCE + pcm + TRAIL_SILENCE
@@ -117,7 +117,7 @@ async def measure(lang: str, models: SpeechModels, cache_dir: Path) -> dict[str,
         for phrase in utterances:
             pcm = await synth.audio(lang, None, phrase)
             clips.append(pcm)
-            text, partial_first, endpointed = await recognise(model, grammars.json(kind), pcm)
+            text, partial_first, endpointed = await recognize(model, grammars.json(kind), pcm)
             expected, got = meaning(kind, phrase, lang), meaning(kind, text, lang)
             rows.append({"said": phrase, "heard": text, "expected": expected, "got": got,
                          "ok": expected == got, "partial_first": partial_first,
@@ -135,7 +135,7 @@ def _print(report: dict[str, Any]) -> None:
     if "accuracy" not in report:
         return
     print(f"  model load {report['model_load_seconds']} s, +{report['model_rss_mb']} MB RSS; "
-          f"{report['rss_mb_per_grammar_recognizer']} MB per recogniser with the menu grammar")
+          f"{report['rss_mb_per_grammar_recognizer']} MB per recognizer with the menu grammar")
     print(f"  real-time factor: menu grammar {report['rtf_grammar_menu']}, "
           f"free decoding {report['rtf_free']}")
     for kind, acc in report["accuracy"].items():

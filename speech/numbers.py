@@ -1,6 +1,6 @@
-"""Spoken numbers and answers: recognised words -> digits / yes-no / rating, and back to words.
+"""Spoken numbers and answers: recognized words -> digits / yes-no / rating, and back to words.
 
-Pure functions. Recognisers return words separated by spaces (the Mandarin models segment
+Pure functions. Recognizers return words separated by spaces (the Mandarin models segment
 words, the Korean model splits at eojeol boundaries); callers may also type text, so Arabic
 and full-width digits are accepted everywhere (NFKC folds full-width to ASCII).
 """

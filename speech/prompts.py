@@ -185,13 +185,6 @@ class LanguagePack:
                 return base, (False if suffix == "_keys" else None)
         raise KeyError(f"language pack {self.lang} has no prompt {prompt_id!r}")
 
-    def has_prompt(self, prompt_id: str) -> bool:
-        try:
-            self.resolve(prompt_id)
-        except KeyError:
-            return False
-        return True
-
     def render(self, prompt_id: str, /, *, speech: bool = True, **variables: Any) -> str:
         """The prompt's text; ``speech=False`` words it for keypad-only callers.
 
@@ -231,9 +224,6 @@ class LanguagePack:
         if text == self.render(base, speech=False):
             return f"{base}.keys"
         return None
-
-    def stage_name(self, stage: str) -> str:
-        return _stage_name(self.stages, stage)
 
     def grammar_phrases(self, kind: str) -> list[str]:
         """Phrases of one grammar list; ``menu`` joins every intent's phrases."""

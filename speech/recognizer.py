@@ -1,6 +1,6 @@
 """Streaming recognition of one call's audio with vosk, endpointed by the stream itself.
 
-One ``StreamingRecognizer`` per call (vosk recognisers are stateful and not thread-safe;
+One ``StreamingRecognizer`` per call (vosk recognizers are stateful and not thread-safe;
 the Model behind them is shared). ``feed`` takes the caller's 8 kHz s16le audio as it
 arrives and returns an update when something changed:
 
@@ -12,7 +12,7 @@ arrives and returns an update when something changed:
 - with ``end_silence`` set (seconds; None by default), a final result with reason
   ``silence`` once that much quiet audio followed the caller's first words. Quiet is 26 dB
   below the turn's loudest audio and under ``QUIET_RMS_MAX``. vosk's own endpointer follows
-  the model's conf/model.conf rules, which vosk 0.3.45 cannot change per recogniser; with the
+  the model's conf/model.conf rules, which vosk 0.3.45 cannot change per recognizer; with the
   Korean model it ends an utterance 0.6-1.0 s after the last word (bench/speech_turns.py);
 - a final ``no_speech`` result when ``no_speech_timeout`` seconds of audio went by without
   any word.
@@ -64,14 +64,6 @@ def default_executor() -> ThreadPoolExecutor:
         return _default_executor
 
 
-def shutdown_default_executor() -> None:
-    global _default_executor
-    with _default_executor_lock:
-        if _default_executor is not None:
-            _default_executor.shutdown(wait=True, cancel_futures=True)
-            _default_executor = None
-
-
 @dataclass(frozen=True, slots=True)
 class RecognizedWord:
     word: str
@@ -113,7 +105,7 @@ def _parse_final(raw: str) -> tuple[str, tuple[RecognizedWord, ...]]:
 
 
 class StreamingRecognizer:
-    """Recognises one call's speech, one utterance (listening turn) at a time.
+    """Recognizes one call's speech, one utterance (listening turn) at a time.
 
     ``reset(grammar)`` starts a new turn, optionally with another grammar (a JSON list of
     phrases, see ``speech.grammar``; None decodes freely). Do not call ``feed`` concurrently.
@@ -186,7 +178,7 @@ class StreamingRecognizer:
         rec.Reset()
         if self._grammar != self._grammar_applied:
             if self._grammar is None:
-                self._rec = None  # vosk cannot drop a grammar: a fresh recogniser decodes freely
+                self._rec = None  # vosk cannot drop a grammar: a fresh recognizer decodes freely
             else:
                 rec.SetGrammar(self._grammar)
                 self._grammar_applied = self._grammar
@@ -224,7 +216,7 @@ class StreamingRecognizer:
     # -- public ---------------------------------------------------------------------------
 
     async def feed(self, pcm: bytes) -> RecognitionUpdate | None:
-        """Recognise the next chunk of caller audio; an update when anything changed.
+        """Recognize the next chunk of caller audio; an update when anything changed.
 
         After a final result the turn is over: further audio is ignored (returns None)
         until ``reset``.

@@ -30,7 +30,7 @@ class SpeechSettings(_Section):
     prewarm_prompts: bool = True
     """Synthesise every static prompt at start-up."""
     no_speech_timeout: float = Field(6.0, gt=0)
-    """Seconds of caller audio with nothing recognised before a prompt counts as no input."""
+    """Seconds of caller audio with nothing recognized before a prompt counts as no input."""
     max_utterance: float = Field(15.0, gt=0)
     end_silence: float | None = Field(0.4, gt=0)
     """Answer after this much quiet following the caller's words (seconds; None leaves it to

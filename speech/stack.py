@@ -82,7 +82,7 @@ class SpeechStack:
         return self.packs[check_language(lang)]
 
     def render(self, lang: str, prompt_id: str, **variables: Any) -> str:
-        """Prompt text, worded for keypad-only callers when ``lang`` has no recogniser."""
+        """Prompt text, worded for keypad-only callers when ``lang`` has no recognizer."""
         return self.pack(lang).render(prompt_id, speech=self.has_speech(lang), **variables)
 
     async def prompt_audio(self, lang: str, prompt_id: str, **variables: Any) -> bytes:
@@ -91,7 +91,7 @@ class SpeechStack:
 
     def recognizer(self, lang: str, *, grammar: str | None = None, prompt_id: str | None = None,
                    call_id: str = "-") -> StreamingRecognizer | None:
-        """A new recogniser for one call, listening with a grammar named by kind (``menu``,
+        """A new recognizer for one call, listening with a grammar named by kind (``menu``,
         ``yesno``, ``digits``...) or by the prompt it answers; None when ``lang`` is keypad
         only. Switch grammars for the next prompt with ``await rec.reset(grammar_json)``."""
         if not self.has_speech(lang):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from speech.languages import check_language
-from speech.prompts import LANGUAGE_KEYS, STAGES, LanguagePack
+from speech.prompts import STAGES, LanguagePack
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ class PromptSynthesizer:
         memory_bytes: int = 64 * 1024 * 1024,
         max_concurrent: int = 2,
         espeak: str = "espeak-ng",
-        sox: str = "sox",
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.override_dir = Path(override_dir) if override_dir else None
@@ -144,7 +143,6 @@ class PromptSynthesizer:
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
         self._limit = asyncio.Semaphore(max_concurrent)
         self._espeak = espeak
-        self._sox = sox
         self.stats = SynthesisStats()
 
     def _pack(self, lang: str) -> LanguagePack:
@@ -277,31 +275,6 @@ class PromptSynthesizer:
         log.info("prewarm %s: %d prompts ready (%d synthesised) in %.1f s", pack.lang, total,
                  self.stats.synthesized - before, time.perf_counter() - started)
         return total
-
-    async def language_menu_audio(self, packs: Mapping[str, LanguagePack] | None = None,
-                                  *, gap_seconds: float = 0.3) -> bytes:
-        """The language menu with each language's choice spoken by its own voice."""
-        gap = bytes(int(SAMPLE_RATE * gap_seconds) * SAMPLE_WIDTH)
-        parts: list[bytes] = []
-        for lang in LANGUAGE_KEYS.values():
-            pack = (packs or {}).get(lang) or self._pack(lang)
-            parts.append(await self.audio(lang, "language_choice",
-                                          pack.render("language_choice")))
-        return gap.join(parts)
-
-    async def synthesize_to_ulaw_file(self, lang: str, text: str, path: Path) -> Path:
-        """Write ``text`` as 8 kHz G.711 mu-law for SIPp's ``rtp_stream`` (payload type 0).
-
-        ``.wav`` gets a WAVE header (SIPp skips it), any other suffix is headerless raw
-        mu-law (``file.ulaw``), which SIPp streams as is.
-        """
-        pcm = await self.audio(lang, None, text)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out_type = ["-t", "wav"] if path.suffix.lower() == ".wav" else ["-t", "ul"]
-        await self._run([self._sox, "-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed",
-                         "-b", "16", "-c", "1", "-", *out_type, "-e", "u-law", str(path)], pcm)
-        return path
 
     async def close(self) -> None:
         """Cancel syntheses still running (service shutdown)."""

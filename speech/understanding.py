@@ -1,4 +1,4 @@
-"""What a recognised utterance means for the prompt that was listening (pure)."""
+"""What a recognized utterance means for the prompt that was listening (pure)."""
 
 from __future__ import annotations
 

@@ -137,10 +137,6 @@ class FakeAmiServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._notify()
 
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
-
     def drop_connections(self) -> None:
         for session in list(self.sessions):
             session.abort()

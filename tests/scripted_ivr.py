@@ -31,14 +31,14 @@ def keys(digits: str) -> list[object]:
 
 
 def said(text: str, **heard: object) -> list[object]:
-    """The caller speaks: the scripted recogniser hears ``Speech(text, **heard)``."""
+    """The caller speaks: the scripted recognizer hears ``Speech(text, **heard)``."""
     return [Audio(LOUD), Speech(text, **heard)]  # type: ignore[arg-type]
 
 
 class ScriptedCaller:
     """A media session whose caller answers once a given prompt has played: ``answers``
     maps a prompt to the events that follow it (Dtmf, Audio, Hangup); a Speech after an
-    Audio is what the recogniser will hear from that audio."""
+    Audio is what the recognizer will hear from that audio."""
 
     def __init__(self, answers: dict[str, list[object]], call_id: str | None = None) -> None:
         self.call_id = uuid.UUID(call_id) if call_id else uuid.uuid4()

@@ -22,7 +22,7 @@ from typing import TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from crm.errors import HotlineError, InvalidInput, PermissionDenied
+from crm.errors import HotlineError, InvalidInput
 
 ROLES = ("agent", "supervisor", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -172,11 +172,6 @@ def check_role_name(role: str) -> str:
 def has_role(role: str, minimum: str) -> bool:
     """True when ``role`` is ``minimum`` or above it (agent < supervisor < admin)."""
     return role in _RANK and _RANK[role] >= _RANK[check_role_name(minimum)]
-
-
-def require_role(role: str, minimum: str) -> None:
-    if not has_role(role, minimum):
-        raise PermissionDenied(f"this needs the {minimum} role or above")
 
 
 # -- what a role may see ----------------------------------------------------------------------

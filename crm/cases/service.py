@@ -338,8 +338,3 @@ async def add_note(sessions: SessionFactory, number: str, note: str, *,
     if not (note or "").strip():
         raise InvalidInput("note must not be empty")
     return await update_case(sessions, number, actor=actor, note=note)
-
-
-async def reassign(sessions: SessionFactory, number: str, department: str, *, actor: str,
-                   note: str | None = None) -> CaseView:
-    return await update_case(sessions, number, actor=actor, department=department, note=note)

@@ -140,7 +140,6 @@ class DeskHub:
         self._audit_lock = asyncio.Lock()
         self._auditor: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
-        self.handled = 0
 
     @property
     def pending_audits(self) -> int:
@@ -227,7 +226,6 @@ class DeskHub:
                 log.exception("call %s: desk hub failed on %s", event.call_id or "-",
                               type(event).__name__)
             finally:
-                self.handled += 1
                 self._queue.task_done()
 
     # -- desks ----------------------------------------------------------------------------------

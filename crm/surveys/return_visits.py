@@ -143,18 +143,6 @@ async def get_return_visit(sessions: SessionFactory, visit_id: int) -> ReturnVis
         return _view(visit) if visit else None
 
 
-async def list_return_visits(sessions: SessionFactory, *, status: str | None = None,
-                             case_number: str | None = None,
-                             limit: int = 100) -> list[ReturnVisitView]:
-    query = select(ReturnVisit).options(*_loaded()).order_by(ReturnVisit.id.desc()).limit(limit)
-    if status:
-        query = query.where(ReturnVisit.status == status)
-    if case_number:
-        query = query.join(Case).where(Case.number == case_number)
-    async with sessions() as session:
-        return [_view(v) for v in (await session.scalars(query)).all()]
-
-
 # -- scheduling -----------------------------------------------------------------------------
 async def schedule_return_visits(sessions: SessionFactory, *, now: datetime | None = None,
                                  hours: CallingHours | None = None) -> list[ReturnVisitView]:

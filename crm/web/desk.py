@@ -328,15 +328,6 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: str(v).strip() for k, v in form.items() if isinstance(v, str)}
 
 
-async def _consultation_id(sessions: SessionFactory, call_id: str) -> int:
-    async with sessions() as session:
-        found = await session.scalar(select(Consultation.id)
-                                     .where(Consultation.call_id == call_id))
-    if found is None:
-        raise ConsultationNotFound(f"no consultation for call {call_id}")
-    return found
-
-
 async def _call_for(request: web.Request, desk: AgentDesk) -> tuple[str, int, DeskCall | None]:
     """The call named in the path, if this agent may work on it: their current call, or one
     they answered (its consultation names them)."""

@@ -1,4 +1,5 @@
-"""Drive SIPp from asyncio: hotline callers and agent desk phones, for tests and demos.
+"""Drive SIPp from asyncio: hotline callers and single SIP requests, for tests and demos
+(the phones that answer are in hotline.tools.phones).
 
 Scenarios live in ``hotline/tools/sipp_scenarios/*.xml`` as jinja2 templates; each run renders
 its own copy into a temporary directory. SIPp reports progress through ``<log>`` actions
@@ -18,7 +19,6 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import jinja2
@@ -48,14 +48,6 @@ HungUpBy = Literal["local", "remote"]
 
 class SippError(Exception):
     """SIPp could not be run, or a phone could not register."""
-
-
-class RegistrationRefused(SippError):
-    """Asterisk answered a phone's REGISTER with a refusal (``status``: 401, 403...)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -102,7 +94,7 @@ def _udp_free(port: int, host: str = LOCAL_IP) -> bool:
     return True
 
 
-def _udp_bound(port: int) -> bool:
+def udp_bound(port: int) -> bool:
     """True if some socket is bound to UDP ``port`` (read from /proc, no side effects)."""
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
@@ -129,7 +121,7 @@ def render_scenario(name: str, dest_dir: Path, **context: object) -> Path:
     return path
 
 
-def _user_part(value: str, what: str) -> str:
+def user_part(value: str, what: str) -> str:
     if not _USER_PART.match(value):
         raise SippError(f"{what} {value!r} is not a valid SIP user part")
     return value
@@ -140,7 +132,7 @@ def _display_name(name: str) -> str:
     return re.sub(r'["\\<>\r\n]', "", name).replace("]]>", "")
 
 
-def _key_steps(keys: str, pause_before_keys_ms: int,
+def key_steps(keys: str, pause_before_keys_ms: int,
                workdir: Path) -> list[dict[str, object]]:
     """One step per key: wait, then play its RFC 2833 capture. Each ',' adds KEY_PAUSE_MS
     before the next key (e.g. "12,,,,4": 1 and 2, then 4 four seconds later)."""
@@ -379,14 +371,14 @@ async def place_call(
     ``auth_password`` makes the caller a registered phone (e.g. the softphone) that answers
     Asterisk's digest challenge as ``caller_number``. SIPp is killed on timeout or cancel.
     """
-    dial = _user_part(dial or settings.asterisk.hotline_number, "dial")
+    dial = user_part(dial or settings.asterisk.hotline_number, "dial")
     with tempfile.TemporaryDirectory(prefix="hotline-sipp-") as tmp:
         workdir = Path(tmp)
-        steps = _key_steps(keys, pause_before_keys_ms, workdir)
+        steps = key_steps(keys, pause_before_keys_ms, workdir)
         scenario = render_scenario(
             "caller_until_bye.xml" if wait_for_bye else "caller.xml",
             workdir,
-            caller_number=_user_part(caller_number, "caller_number"),
+            caller_number=user_part(caller_number, "caller_number"),
             caller_name=_display_name(caller_name),
             audio=str(await _ulaw_audio(audio, workdir)) if audio else None,
             steps=steps,
@@ -529,9 +521,9 @@ async def send_request(
     """
     if method not in ("INVITE", "REGISTER"):
         raise SippError(f"send_request sends INVITE or REGISTER, not {method!r}")
-    from_user = _user_part(from_user, "from_user")
+    from_user = user_part(from_user, "from_user")
     default_to = settings.asterisk.hotline_number if method == "INVITE" else from_user
-    to_user = _user_part(to_user or default_to, "to_user")
+    to_user = user_part(to_user or default_to, "to_user")
     contact = contact or f"<sip:{from_user}@[local_ip]:[local_port]>"
     if not _HEADER_VALUE.match(contact) or "]]>" in contact:
         raise SippError(f"contact {contact!r} cannot be sent as one header line")
@@ -563,247 +555,3 @@ async def send_request(
             events=list(proc.events),
             stderr=proc.output()[1],
         )
-
-
-# --- agent desk phones -----------------------------------------------------------------
-
-
-def phone_password(settings: Settings, extension: str) -> str:
-    """The SIP password of an agent phone (each has its own) or of the softphone."""
-    asterisk = settings.asterisk
-    if extension == asterisk.softphone_user:
-        return asterisk.softphone_password
-    password = asterisk.agent_passwords.get(extension)
-    if not password:
-        raise SippError(
-            f"no SIP password for extension {extension}: it is not in "
-            "asterisk.agent_extensions, or settings were not loaded with load_settings()"
-        )
-    return password
-
-
-class AgentPhone:
-    """An agent desk phone: registers ``extension`` with digest auth, answers one call.
-
-    The password is the extension's own (``asterisk.agent_passwords``; the softphone's for
-    ``softphone_user``) unless ``password`` is given. A refused registration raises
-    RegistrationRefused with Asterisk's status code.
-
-    Usage::
-
-        async with AgentPhone(settings, "2001") as phone:   # returns once registered
-            ...                                             # put PJSIP/2001 in the queue
-            call_id = await phone.wait_answered(10)  # seconds
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        extension: str,
-        *,
-        password: str | None = None,
-        ring_ms: int = 0,
-        hold_ms: int = 120_000,
-        register_timeout: float = 10.0,
-    ) -> None:
-        self.settings = settings
-        self.extension = _user_part(extension, "extension")
-        self.password = password if password is not None else phone_password(settings, extension)
-        self.ring_ms = ring_ms
-        self.hold_ms = hold_ms
-        self.register_timeout = register_timeout
-        self.port = 0
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._uas: SippProcess | None = None
-
-    @property
-    def workdir(self) -> Path:
-        assert self._tmp is not None, "AgentPhone is not started"
-        return Path(self._tmp.name)
-
-    async def __aenter__(self) -> AgentPhone:
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-agent-{self.extension}-")
-        try:
-            await self._start_phone()
-            contact = f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>"
-            await self._register(expires=3600, contact=contact)
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if self._uas is not None:
-                await self._uas.stop()
-            with contextlib.suppress(SippError, TimeoutError):
-                await self._register(expires=0, contact="*")
-        finally:
-            await self._close()
-
-    async def _start_phone(self) -> None:
-        self.port = free_udp_port()
-        scenario = render_scenario(
-            "agent_phone.xml", self.workdir, user=self.extension,
-            ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms),
-        )
-        args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
-                "-mp", str(free_udp_port(4)), "-m", "1"]
-        self._uas = await SippProcess.start("phone", self.workdir, args)
-        await self._wait_listening()
-
-    async def _wait_listening(self) -> None:
-        """Wait until the answering SIPp has bound its port (it logs nothing before a call)."""
-        async def bound() -> None:
-            while not _udp_bound(self.port):
-                if self._uas is None or self._uas.returncode is not None:
-                    raise SippError(f"agent phone sipp exited: {self._uas and self._uas.output()}")
-                await asyncio.sleep(0.01)
-        await asyncio.wait_for(bound(), self.register_timeout)
-
-    async def _register(self, *, expires: int, contact: str) -> None:
-        name = f"register-{expires}"
-        scenario = render_scenario(
-            "agent_register.xml", self.workdir, user=self.extension, contact=contact,
-            expires=expires,
-        )
-        scenario = scenario.rename(self.workdir / f"{name}.xml")
-        args = [
-            f"{self.settings.asterisk.bind_host}:{self.settings.asterisk.sip_port}",
-            "-sf", str(scenario), "-i", LOCAL_IP, "-p", str(free_udp_port()),
-            "-m", "1", "-au", self.extension, "-ap", self.password,
-        ]
-        proc = await SippProcess.start(name, self.workdir, args)
-        try:
-            code = await proc.wait(self.register_timeout)
-        finally:
-            await proc.stop()
-        refused = proc.event("refused")
-        if refused is not None:
-            status = int(refused.split()[1])
-            raise RegistrationRefused(
-                f"agent phone {self.extension} could not register: Asterisk answered {status}",
-                status,
-            )
-        if code != 0 or proc.event("registered") is None:
-            raise SippError(
-                f"agent phone {self.extension} could not register (sipp exit {code}): "
-                f"{proc.errors() or proc.output()[1]}"
-            )
-
-    async def wait_ringing(self, within: float) -> str:
-        """Wait until Asterisk rings this phone; return the SIP Call-ID."""
-        return self._call_id(await self._phone().wait_event("ringing", within=within))
-
-    async def wait_answered(self, within: float) -> str:
-        """Wait until this phone has answered a call; return the SIP Call-ID."""
-        return self._call_id(await self._phone().wait_event("answered", within=within))
-
-    async def wait_hangup(self, within: float) -> HungUpBy:
-        """Wait until the answered call ends; return who hung up."""
-        event = await self._phone().wait_event("remote_bye", "local_bye", within=within)
-        return "remote" if event == "remote_bye" else "local"
-
-    def _phone(self) -> SippProcess:
-        if self._uas is None:
-            raise SippError("AgentPhone is not started")
-        return self._uas
-
-    @staticmethod
-    def _call_id(event: str) -> str:
-        return event.split(" ", 1)[1] if " " in event else ""
-
-    async def _close(self) -> None:
-        if self._uas is not None:
-            await self._uas.stop()
-            self._uas = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-
-# --- residents' phones (return visits) -------------------------------------------------
-
-ResidentMode = Literal["answer", "busy", "no_answer"]
-
-
-class ResidentPhone:
-    """A resident's phone for outbound calls: a SIPp UAS on its own port that Asterisk dials
-    directly (``dial_string``), no registration. ``answer`` picks up after ``ring_ms`` and
-    sends ``keys`` (',' pauses a second) after ``pause_before_keys_ms``; ``busy`` answers
-    486; ``no_answer`` rings until Asterisk gives up.
-
-    Usage::
-
-        async with ResidentPhone(settings, mode="answer", keys="4,,4") as phone:
-            settings.survey.dial = phone.dial_string
-            ...
-            await phone.wait_event("answered", within=10)
-    """
-
-    def __init__(self, settings: Settings, *, mode: ResidentMode = "answer", keys: str = "",
-                 pause_before_keys_ms: int = 1000, ring_ms: int = 200,
-                 hold_ms: int = 60_000) -> None:
-        self.settings = settings
-        self.mode = mode
-        self.keys = keys
-        self.pause_before_keys_ms = pause_before_keys_ms
-        self.ring_ms = ring_ms if mode != "no_answer" else 600_000
-        self.hold_ms = hold_ms
-        self.port = 0
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._uas: SippProcess | None = None
-
-    @property
-    def dial_string(self) -> str:
-        """The Asterisk dial string that reaches this phone, for any ``{number}``."""
-        return f"PJSIP/pstn-gateway/sip:{{number}}@{LOCAL_IP}:{self.port}"
-
-    async def __aenter__(self) -> ResidentPhone:
-        self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-resident-{self.mode}-")
-        workdir = Path(self._tmp.name)
-        try:
-            self.port = free_udp_port()
-            scenario = render_scenario(
-                "resident_phone.xml", workdir, mode=self.mode,
-                steps=_key_steps(self.keys, self.pause_before_keys_ms, workdir),
-                ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms))
-            args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
-                    "-mp", str(free_udp_port(4)), "-m", "1"]
-            self._uas = await SippProcess.start("resident", workdir, args)
-
-            async def bound() -> None:
-                while not _udp_bound(self.port):
-                    if self._uas is None or self._uas.returncode is not None:
-                        raise SippError("resident phone sipp exited: "
-                                        f"{self._uas and self._uas.output()}")
-                    await asyncio.sleep(0.01)
-            await asyncio.wait_for(bound(), 10)
-        except BaseException:
-            await self._close()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self._close()
-
-    async def wait_event(self, *prefixes: str, within: float) -> str:
-        """Wait for a ``<log>`` line: ringing, answered, remote_bye, local_bye, busy,
-        cancelled."""
-        if self._uas is None:
-            raise SippError("ResidentPhone is not started")
-        return await self._uas.wait_event(*prefixes, within=within)
-
-    async def _close(self) -> None:
-        if self._uas is not None:
-            await self._uas.stop()
-            self._uas = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None

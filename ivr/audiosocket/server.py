@@ -50,7 +50,7 @@ from ivr.audiosocket.protocol import (
 from ivr.audiosocket.session import SAMPLE_RATE, MediaSession, call_logger
 from ivr.settings import AudioSocketSettings
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 CallHandler = Callable[[MediaSession], Awaitable[None]]
 OverflowHandler = Callable[[uuid.UUID], Awaitable[None]]
@@ -193,7 +193,7 @@ class MediaServer:
             raise MediaServerError(
                 f"cannot listen for AudioSocket on {host}:{port}: {exc.strerror or exc}"
             ) from exc
-        logger.info("AudioSocket media server listening on %s:%d", host, self.bound_port)
+        log.info("AudioSocket media server listening on %s:%d", host, self.bound_port)
 
     async def close(self) -> None:
         """Stop accepting, hang up every session, wait (bounded) for handlers to finish."""
@@ -210,7 +210,7 @@ class MediaServer:
         if pending:
             _, pending = await asyncio.wait(pending, timeout=self._shutdown_timeout)
         if pending:
-            logger.warning(
+            log.warning(
                 "%d call task(s) still running %.1f s after shutdown; cancelling them",
                 len(pending), self._shutdown_timeout,
             )
@@ -221,9 +221,9 @@ class MediaServer:
             async with asyncio.timeout(self._shutdown_timeout):
                 await server.wait_closed()
         except TimeoutError:
-            logger.warning("listening socket did not close within %.1f s", self._shutdown_timeout)
+            log.warning("listening socket did not close within %.1f s", self._shutdown_timeout)
         self._closing = False
-        logger.info("AudioSocket media server stopped")
+        log.info("AudioSocket media server stopped")
 
     async def __aenter__(self) -> MediaServer:
         await self.start()
@@ -298,7 +298,7 @@ class MediaServer:
             writer.transport.abort()
             raise
         except Exception:
-            logger.exception("AudioSocket connection from %s failed", _peer_text(peer))
+            log.exception("AudioSocket connection from %s failed", _peer_text(peer))
             writer.transport.abort()
         finally:
             self._handshakes.pop(task, None)
@@ -372,7 +372,7 @@ class MediaServer:
     def _refuse(self, reason: RefusalReason, peer: object, call_id: uuid.UUID | None,
                 detail: str) -> None:
         self._refusals[reason] += 1
-        logger.warning("AudioSocket connection from %s refused (%s): %s; claimed call id %s",
+        log.warning("AudioSocket connection from %s refused (%s): %s; claimed call id %s",
                        _peer_text(peer), reason, detail, call_id or "none")
 
     async def _serve(
@@ -410,7 +410,7 @@ class MediaServer:
         self._handshakes.pop(task, None)
         if self._limit is not None and len(self._sessions) >= self._limit:
             self.refused_overload += 1
-            call_logger(logger, call_id.value).warning(
+            call_logger(log, call_id.value).warning(
                 "%d calls in the IVR already (audiosocket.max_calls): handed back to the "
                 "dialplan, which queues it for an agent", len(self._sessions))
             await _close_writer(writer, send_hangup=True)
@@ -418,12 +418,12 @@ class MediaServer:
                 try:
                     await self._on_overflow(call_id.value)
                 except Exception:
-                    logger.exception("recording the handed-back call %s failed", call_id.value)
+                    log.exception("recording the handed-back call %s failed", call_id.value)
             return
         session = MediaSession(call_id.value, writer, keepalive=self._keepalive,
                                max_pending_bytes=self._settings.max_buffered_bytes)
-        log = call_logger(logger, session.call_id)
-        log.info("AudioSocket connected from %s", _peer_text(peer))
+        call_logger(log, session.call_id).info("AudioSocket connected from %s",
+                                               _peer_text(peer))
         self._sessions.add(session)
         try:
             session.start()
@@ -455,7 +455,7 @@ class MediaServer:
                     if handshake.evicted:  # closed for a newer connection (already logged)
                         return None
                     if not data:
-                        logger.info("AudioSocket peer %s closed before sending a UUID", peer)
+                        log.info("AudioSocket peer %s closed before sending a UUID", peer)
                         await _close_writer(writer, send_hangup=False)
                         return None
                     messages = parser.feed(data)
@@ -472,7 +472,7 @@ class MediaServer:
             self._refuse("no_call_id", handshake.peer, None, f"invalid first message: {exc}")
         except ConnectionError as exc:
             if not handshake.evicted:
-                logger.info("AudioSocket peer %s dropped before sending a UUID: %r", peer, exc)
+                log.info("AudioSocket peer %s dropped before sending a UUID: %r", peer, exc)
             await _close_writer(writer, send_hangup=False)
             return None
         await _close_writer(writer, send_hangup=True)
@@ -509,7 +509,7 @@ class MediaServer:
             except AudioSocketProtocolError as exc:
                 for message in exc.decoded:
                     session.deliver(message)
-                call_logger(logger, session.call_id).warning(
+                call_logger(log, session.call_id).warning(
                     "malformed AudioSocket data, ending the session: %s", exc
                 )
                 session.terminate(f"protocol error: {exc}", send_hangup=True)
@@ -524,7 +524,7 @@ class MediaServer:
             session.terminate("call handler cancelled", send_hangup=True)
             raise
         except Exception:
-            call_logger(logger, session.call_id).exception(
+            call_logger(log, session.call_id).exception(
                 "call handler failed; hanging up so the dialplan continues"
             )
             await session.hangup("call handler failed")

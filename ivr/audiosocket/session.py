@@ -32,7 +32,7 @@ from ivr.audiosocket.protocol import (
     encode_hangup,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
 BYTES_PER_SAMPLE = 2
@@ -114,7 +114,7 @@ class MediaSession:
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         self.call_id = call_id
-        self.log = call_logger(logger, call_id)
+        self.log = call_logger(log, call_id)
         self._writer = writer
         self._keepalive = keepalive
         self._max_pending = max_pending_events
@@ -146,10 +146,6 @@ class MediaSession:
     @property
     def closed(self) -> bool:
         return self._closed_event is not None
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._closed_event.reason if self._closed_event else None
 
     @property
     def stats(self) -> MediaStats:

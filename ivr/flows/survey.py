@@ -1,4 +1,4 @@
-"""The satisfaction survey as an explicit, pure state machine (the pattern of call_flow.py).
+"""The satisfaction survey as an explicit, pure state machine (the pattern of flows/menu.py).
 
 ``SurveyFlow.step(inp)`` takes one input and returns the actions to perform; the driver
 (``ivr/survey_call.py``) plays prompts, collects input, records the rating and the comment,
@@ -91,7 +91,7 @@ SurveyAction = Say | Collect | SetLanguage | Log | RecordRating | RecordComment 
 
 
 def rating_from(inp: Keys | Speech) -> tuple[int, str] | None:
-    """(score, how) from a key press or a recognised phrase; None when it is no rating."""
+    """(score, how) from a key press or a recognized phrase; None when it is no rating."""
     if isinstance(inp, Keys):
         score = RATING_KEYS.get(inp.digits[:1])
         return (score, "keys") if score else None

@@ -24,7 +24,8 @@ from hotline.asterisk import host as asterisk_host
 from hotline.asterisk.errors import AmiUnreachableError, PortInUseError
 from hotline.asterisk.layout import Installation
 from hotline.settings import Settings
-from hotline.tools.sipp import AgentPhone, CallResult, SippError, place_call
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import CallResult, SippError, place_call
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 

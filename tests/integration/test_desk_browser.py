@@ -25,7 +25,8 @@ from crm.storage.models import Case, Resident
 from crm.telephony.events import CallerAbandoned, CallerQueued
 from hotline.service import HotlineService
 from hotline.settings import REPO_ROOT
-from hotline.tools.sipp import AgentPhone, CallResult, place_call
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import CallResult, place_call
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = pytest.mark.asterisk

@@ -24,7 +24,7 @@ from crm.telephony.events import CallEnded, CallerQueued, CallStarted, CallStep
 from hotline.asterisk import down, up
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
-from hotline.tools.sipp import AgentPhone
+from hotline.tools.phones import AgentPhone
 from ivr.ami.client import AmiClient, AmiEvent
 from tests.conftest import _postgres_url
 from tests.integration.fault_tools import (
@@ -340,7 +340,7 @@ async def test_database_unavailable_during_a_call(asterisk_bed: Settings,
                 await scratch.make_unavailable()
                 outage_began, wall_start = time.monotonic(), time.time()
                 try:
-                    # With the database down the IVR cannot recognise 张三, so it serves him
+                    # With the database down the IVR cannot recognize 张三, so it serves him
                     # as an unknown caller: 1 = Mandarin at the language menu, 2 = agent.
                     async with HeldCaller(settings, number=ZHANG_SAN, name="张三",
                                           keys="12") as caller:

@@ -30,7 +30,8 @@ from hotline.asterisk.layout import Installation
 from hotline.asterisk.process import daemon_pid
 from hotline.paths import recording_store
 from hotline.settings import Settings
-from hotline.tools.sipp import AgentPhone, place_call
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import place_call
 from tests.integration.fault_tools import ServeProcess, fault_settings, wait_until
 from tests.integration.service_fixtures import hang_up_leftover_calls
 

@@ -17,13 +17,8 @@ from crm.telephony.events import CallStarted, CallStep
 from hotline.asterisk import cli
 from hotline.service import HotlineService
 from hotline.settings import Settings
-from hotline.tools.sipp import (
-    AgentPhone,
-    RegistrationRefused,
-    phone_password,
-    place_call,
-    send_request,
-)
+from hotline.tools.phones import AgentPhone, RegistrationRefused, phone_password
+from hotline.tools.sipp import place_call, send_request
 from tests.integration.service_fixtures import CallWatcher
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]

@@ -22,7 +22,8 @@ from crm.surveys.service import list_surveys
 from crm.telephony.events import AgentAnswered, CallStarted, CallStep
 from hotline.service import HotlineService
 from hotline.surveys import run_return_visits
-from hotline.tools.sipp import AgentPhone, ResidentMode, ResidentPhone, place_call
+from hotline.tools.phones import AgentPhone, ResidentMode, ResidentPhone
+from hotline.tools.sipp import place_call
 from ivr.asterisk.dialer import ReturnVisitDialer
 from tests.integration.service_fixtures import CallWatcher
 

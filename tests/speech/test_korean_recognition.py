@@ -1,7 +1,7 @@
 """The real Korean vosk model hearing espeak-ng speech through StreamingRecognizer.
 
 Utterances are fed in 20 ms frames (320 bytes of 8 kHz s16le), as AudioSocket delivers
-them. The phrases below are the ones measured to be recognised (``python -m speech.measure``
+them. The phrases below are the ones measured to be recognized (``python -m speech.measure``
 lists every phrase of the packs with what was heard): espeak-ng's Korean is far from a
 caller's voice, so single short words and digit strings are mostly misheard and are not
 asserted here.

@@ -109,18 +109,6 @@ async def test_operator_recording_replaces_static_prompts_only(tmp_path: Path) -
     assert synth.stats.recordings == 1 and synth.stats.synthesized == 2
 
 
-async def test_ulaw_files_for_sipp(tmp_path: Path, prompt_cache: Path) -> None:
-    synth = PromptSynthesizer(prompt_cache)
-    pcm = await synth.audio("ko", None, "민원 조회")
-    raw = await synth.synthesize_to_ulaw_file("ko", "민원 조회", tmp_path / "ask.ulaw")
-    assert raw.stat().st_size == len(pcm) // 2  # one byte per sample, no header
-    wav = await synth.synthesize_to_ulaw_file("ko", "민원 조회", tmp_path / "ask.wav")
-    header = wav.read_bytes()[:44]
-    assert header[:4] == b"RIFF" and header[8:12] == b"WAVE"
-    fmt_code, channels, rate = struct.unpack("<HHI", header[20:28])
-    assert (fmt_code, channels, rate) == (7, 1, 8000)  # 7 = G.711 mu-law
-
-
 async def test_prewarm_synthesises_each_distinct_static_prompt_once(tmp_path: Path) -> None:
     text = (Path(__file__).parents[2] / "speech" / "language_packs" / "en.toml").read_text()
     data = tomllib.loads(text)
@@ -134,12 +122,3 @@ async def test_prewarm_synthesises_each_distinct_static_prompt_once(tmp_path: Pa
     assert synth.stats.synthesized == 7
     assert await PromptSynthesizer(tmp_path).prewarm(pack) == 7
     assert synth.stats.synthesized == 7
-
-
-async def test_language_menu_uses_each_languages_voice(prompt_cache: Path) -> None:
-    synth = PromptSynthesizer(prompt_cache)
-    menu = await synth.language_menu_audio()
-    parts = [await synth.audio(lang, "language_choice",
-                               LanguagePack.load(lang).render("language_choice"))
-             for lang in ("cmn", "en", "ko")]
-    assert len(menu) == sum(map(len, parts)) + 2 * int(8000 * 0.3) * 2

@@ -19,7 +19,6 @@ from crm.cases.service import (
     check_transition,
     create_case,
     get_case,
-    reassign,
     update_case,
 )
 from crm.consultations.recorder import apply_event
@@ -166,7 +165,8 @@ async def test_invalid_transition_changes_nothing(demo) -> None:
 async def test_notes_reassignment_and_progress_are_history(demo) -> None:
     number = (await _new(demo)).number
     await add_note(demo, number, "居民下午在家", actor="agent:agent1")
-    await reassign(demo, number, "sanitation", actor="supervisor:s", note="不是住房问题")
+    await update_case(demo, number, actor="supervisor:s", department="sanitation",
+                      note="不是住房问题")
     case = await update_case(demo, number, actor="token:dept", stage="dispatched",
                              latest_update="已派单至环境卫生所")
     assert case.department_code == "sanitation"
@@ -178,7 +178,7 @@ async def test_notes_reassignment_and_progress_are_history(demo) -> None:
     assert (dispatched.to_stage, dispatched.latest_update) == ("dispatched",
                                                                "已派单至环境卫生所")
     with pytest.raises(UnknownDepartment):
-        await reassign(demo, number, "police", actor="x")
+        await update_case(demo, number, actor="x", department="police")
     with pytest.raises(InvalidInput):
         await update_case(demo, number, actor="x")
     with pytest.raises(InvalidInput):

@@ -25,7 +25,7 @@ from hotline.asterisk.render import (
     render_config,
 )
 from hotline.settings import Settings
-from hotline.tools.sipp import _key_steps, render_scenario
+from hotline.tools.sipp import key_steps, render_scenario
 
 SECRET = "s3cr3t-AMI-value"
 SOFTPHONE_PASSWORD = "soft-phone-pw-123"
@@ -278,7 +278,7 @@ def test_mmdebstrap_command_builds_sid_with_asterisk(tmp_path: Path) -> None:
     assert any("Check-Valid-Until" in a for a in argv)
 
 
-def test_unreachable_archive_is_recognised() -> None:
+def test_unreachable_archive_is_recognized() -> None:
     output = ["I: running apt-get update...", "E: Failed to fetch http://m.example/debian/..."]
     assert isinstance(rootfs._build_error(output, "http://m.example/debian"),
                       ArchiveUnreachableError)
@@ -347,7 +347,7 @@ def test_symlinks_resolve_inside_the_chroot(tmp_path: Path) -> None:
 def test_caller_scenarios_render_to_valid_sipp_xml(tmp_path: Path, name: str) -> None:
     path = render_scenario(
         name, tmp_path, caller_number="13800138000", caller_name="张三", audio=None,
-        steps=_key_steps("5#*", 300, tmp_path), hold_ms=1000, answer_timeout_ms=5000,
+        steps=key_steps("5#*", 300, tmp_path), hold_ms=1000, answer_timeout_ms=5000,
         authenticate=True,
     )
     root = ET.parse(path).getroot()
@@ -413,7 +413,7 @@ def test_key_presses_are_renumbered_to_follow_each_other(tmp_path: Path) -> None
             offset += 16 + caplen
         return out
 
-    steps = _key_steps("611", 300, tmp_path)
+    steps = key_steps("611", 300, tmp_path)
     fields = [rtp_fields(Path(str(s["pcap"]))) for s in steps]
     seqs = [seq for press in fields for seq, _ in press]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

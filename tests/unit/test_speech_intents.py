@@ -6,7 +6,7 @@ from speech.intents import INTENTS, MIN_SCORE, keywords, language_choice, match_
 @pytest.mark.parametrize(
     ("text", "lang", "intent"),
     [
-        # Mandarin, as typed and as a recogniser segments it
+        # Mandarin, as typed and as a recognizer segments it
         ("我想查一下我的工单", "cmn", "check_status"),
         ("我 想 查 一下 我 的 工单", "cmn", "check_status"),
         ("查进度", "cmn", "check_status"),

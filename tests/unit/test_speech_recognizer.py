@@ -163,7 +163,7 @@ async def test_grammar_switches_on_reset() -> None:
     await rec.feed(SPEECH)
     await rec.reset('["네", "아니요"]')
     assert FakeKaldi.instances[0].grammar == '["네", "아니요"]'
-    await rec.reset(None)  # free decoding needs a fresh recogniser
+    await rec.reset(None)  # free decoding needs a fresh recognizer
     await rec.feed(SPEECH)
     assert len(FakeKaldi.instances) == 2 and FakeKaldi.instances[1].grammar is None
 

@@ -1,9 +1,9 @@
 """Properties of spoken case numbers in cmn, en and ko: what a caller says parses back to the
-digits they meant, on the path the IVR uses (recognised text -> ``understand(..., "digits")``
+digits they meant, on the path the IVR uses (recognized text -> ``understand(..., "digits")``
 -> ``CallFlow`` -> Damm check).
 
 The example tables live in test_speech_numbers.py and test_case_numbers.py; here hypothesis
-builds utterances the way callers say (and recognisers write) numbers: digit by digit with
+builds utterances the way callers say (and recognizers write) numbers: digit by digit with
 each language's variants, pairs as tens ("二十八", "twenty-eight", "이십삼"), English runs
 ("double oh"), Arabic and full-width digits, fillers around the number and Korean endings.
 Where a way of saying is ambiguous by design the strategies avoid it; each such restriction
@@ -42,7 +42,7 @@ FAST = settings(max_examples=100, deadline=None)
 
 DIGITS = "0123456789"
 FULL_WIDTH = {d: chr(ord(d) + 0xFEE0) for d in DIGITS}
-"""0 -> ０: callers who type, and recognisers that emit full-width digits."""
+"""0 -> ０: callers who type, and recognizers that emit full-width digits."""
 
 digit_runs = st.lists(st.tuples(st.sampled_from(DIGITS), st.integers(1, 4)), max_size=8).map(
     lambda runs: "".join(d * n for d, n in runs))
@@ -290,7 +290,7 @@ def full_width(text: str) -> str:
 
 
 def hear_case_number(text: str, lang: str) -> tuple[CallFlow, list[Action]]:
-    """The IVR's path for a spoken case number: ask for it, understand the recognised text
+    """The IVR's path for a spoken case number: ask for it, understand the recognized text
     with the grammar the flow listened with, and give the flow what ``ivr.voice`` gives it."""
     flow = CallFlow()
     flow.step(Begin("13800138000", lang))

@@ -21,7 +21,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -111,8 +110,8 @@ async def start_session(request: web.Request, session: Session,
 def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,
                   post: bool = False) -> Callable[[UserHandler], Handler]:
     """Run the handler for a signed-in account with at least the ``minimum`` role (and the
-    CSRF check for POSTs). The rule is kept on the handler (``minimum_role``), and whether
-    its errors are shown as a page (``html_errors``)."""
+    CSRF check for POSTs). Whether its errors are shown as a page is kept on the handler
+    (``html_errors``, read by the console's error middleware)."""
 
     def wrap(handler: UserHandler) -> Handler:
         @functools.wraps(handler)
@@ -128,14 +127,7 @@ def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,
                 await check_csrf(request, await get_session(request))
             return await handler(request, user)
 
-        checked.minimum_role = minimum  # type: ignore[attr-defined]
         checked.html_errors = page  # type: ignore[attr-defined]
         return checked
 
     return wrap
-
-
-def describe_user(user: ConsoleUser | None) -> dict[str, Any]:
-    if user is None:
-        return {}
-    return {"login": user.login, "name": user.display_name, "role": user.role}
