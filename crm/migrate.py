@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+from hotline.assets import MIGRATIONS, asset_dir
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(asset_dir(MIGRATIONS)))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

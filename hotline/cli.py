@@ -471,11 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from hotline.assets import AssetError
     from hotline.asterisk.errors import AsteriskError
 
     try:
         return COMMANDS[args.cmd](settings, args)
-    except (CommandError, AsteriskError) as exc:
+    except (CommandError, AsteriskError, AssetError) as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,6 +4,11 @@ Sources, lowest priority first: the embedded defaults below, a TOML file (``--co
 ``HOTLINE_CONFIG``), then environment variables ``HOTLINE_<SECTION>__<KEY>`` (for example
 ``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
 ``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
+
+The state directory (database, journals, logs, prompt cache, secrets, pid file) is
+``state_dir`` (``HOTLINE_STATE_DIR``); by default the checkout's ``var/`` when the hotline
+runs from a source checkout (``make run``), else ``/var/lib/hotline``. Nothing is ever
+written next to the code, so an installed package stays as pip installed it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,21 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from hotline.assets import checkout_root
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STATE_DIR = REPO_ROOT / "var"
+"""The folder above the packages: the checkout, when running from one (tests use it;
+runtime code finds its files through hotline.assets)."""
+INSTALLED_STATE_DIR = Path("/var/lib/hotline")
+
+
+def default_state_dir() -> Path:
+    """``<checkout>/var`` when running from a source checkout, else /var/lib/hotline."""
+    root = checkout_root()
+    return root / "var" if root is not None else INSTALLED_STATE_DIR
+
+
+DEFAULT_STATE_DIR = default_state_dir()
 
 
 class SettingsError(Exception):
@@ -486,5 +504,11 @@ def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) 
     except ValidationError as exc:
         raise SettingsError(_format_errors(exc, origin)) from None
     if fill_secrets:
-        _fill_secrets(settings)
+        try:
+            _fill_secrets(settings)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot keep secrets in the state directory {settings.state_dir}: {exc}; set "
+                "HOTLINE_STATE_DIR (or state_dir in the settings file) to a directory this "
+                "user may write") from None
     return settings

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
 import jinja2
 from jinja2 import meta
 
+from hotline.assets import LANGUAGE_PACKS, asset_dir
 from speech.languages import LANGUAGES, Language, check_language
 from speech.number_words import say_count, say_date, say_number_digits
 
@@ -64,8 +64,7 @@ class LanguagePackError(Exception):
 
 
 def _packaged_text(lang: str) -> str:
-    return resources.files("speech").joinpath("language_packs", f"{lang}.toml").read_text(
-        encoding="utf-8")
+    return (asset_dir(LANGUAGE_PACKS) / f"{lang}.toml").read_text(encoding="utf-8")
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

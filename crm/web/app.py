@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, tzinfo
-from pathlib import Path
 
 import jinja2
 from aiohttp import web
@@ -22,9 +21,7 @@ from crm.web.console_auth import PREFIX as CONSOLE_PREFIX
 from crm.web.desk import PREFIX as DESK_PREFIX
 from crm.web.desk import DeskDeps, create_desk_app
 from crm.web.web_session import SessionPolicy, WebSessions
-
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-STATIC = Path(__file__).resolve().parent / "static"
+from hotline.assets import WEB_STATIC, WEB_TEMPLATES, asset_dir
 
 SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
 HEALTH_KEY = web.AppKey("health", Callable)
@@ -89,13 +86,14 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
     app[JINJA_KEY] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, enable_async=False)
+        loader=jinja2.FileSystemLoader(asset_dir(WEB_TEMPLATES)), autoescape=True,
+        enable_async=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
     if api:
         app.add_subapp(API_PREFIX, create_api_app(sessions, numbering_tz=case_numbering_tz))
     if desk is not None or console is not None:
-        app.router.add_static("/static", STATIC, follow_symlinks=False)
+        app.router.add_static("/static", asset_dir(WEB_STATIC), follow_symlinks=False)
         security = WebSessions(sessions, session_policy)
         app[WEB_SESSIONS_KEY] = security
         app.cleanup_ctx.append(security.lifecycle)
