@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 
 from crm import agents
-from crm.db import make_engine, make_session_factory
+from crm.db import open_database
 from crm.demo_data import seed_demo
 from crm.migrate import upgrade
 from hotline.asterisk import down, up
@@ -222,10 +222,10 @@ async def seed(settings: Settings, password: str) -> dict[str, str]:
     url = settings.database_url
     await upgrade(url)
     await seed_demo(url)
-    engine = make_engine(url)
+    database = open_database(url)
     logins: dict[str, str] = {}
     try:
-        sessions = make_session_factory(engine)
+        sessions = database.sessions
         for ext in settings.asterisk.agent_extensions:
             found = await agents.find_agent_by_extension(sessions, ext)
             if found is None:
@@ -235,7 +235,7 @@ async def seed(settings: Settings, password: str) -> dict[str, str]:
             await agents.set_password(sessions, found.login, password)
             logins[ext] = found.login
     finally:
-        await engine.dispose()
+        await database.close()
     return logins
 
 

@@ -106,19 +106,19 @@ def _cli_actor() -> str:
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
     from crm import audit
     from crm.consultations import list_consultations
-    from crm.db import make_engine, make_session_factory
+    from crm.db import open_database
 
     async def fetch() -> list[dict]:
-        engine = make_engine(settings.database_url)
+        database = open_database(settings.database_url, echo=settings.database.echo)
         try:
-            sessions = make_session_factory(engine)
+            sessions = database.sessions
             views = await list_consultations(sessions, limit=args.limit, phone=args.phone)
             await audit.write(sessions, actor=_cli_actor(), action="consultation.search",
                               object_type="consultation",
                               detail={"query": {"limit": args.limit, "phone": args.phone},
                                       "ids": [v.id for v in views], "via": "cli"})
         finally:
-            await engine.dispose()
+            await database.close()
         return [v.to_json() for v in views]
 
     rows = asyncio.run(fetch())
@@ -151,22 +151,19 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
     """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
     from sqlalchemy import select
 
-    from crm.db import make_engine, make_session_factory
+    from crm.db import open_database
     from crm.models import Case
 
-    engine = make_engine(settings.database_url)
-    try:
-        async with make_session_factory(engine)() as session:
-            number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
-                                          .order_by(Case.created_at.desc()))
-    finally:
-        await engine.dispose()
+    async with open_database(settings.database_url, echo=settings.database.echo) as database, \
+            database.sessions() as session:
+        number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
+                                      .order_by(Case.created_at.desc()))
     return f"1{number}#1" if number else "2"
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from crm import api_tokens
-    from crm.db import make_engine, make_session_factory
+    from crm.db import open_database
     from crm.errors import HotlineError
     from crm.migrate import upgrade
 
@@ -180,8 +177,8 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        sessions = database.sessions
         try:
             if args.action == "create":
                 return [await api_tokens.create_token(sessions, name, args.scope,
@@ -197,7 +194,7 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
                     for t in await api_tokens.list_tokens(sessions,
                                                           include_revoked=args.all)]
         finally:
-            await engine.dispose()
+            await database.close()
 
     try:
         lines = asyncio.run(run())
@@ -242,7 +239,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
     from crm import agents, browser_sessions
-    from crm.db import SessionFactory, make_engine, make_session_factory
+    from crm.db import SessionFactory, open_database
     from crm.errors import HotlineError
     from crm.migrate import upgrade
 
@@ -271,8 +268,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        sessions = database.sessions
         try:
             if args.action == "create":
                 await agents.create_agent(sessions, login=args.login,
@@ -309,7 +306,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
                     f"{a.display_name}"
                     for a in await agents.list_agents(sessions, include_inactive=True)]
         finally:
-            await engine.dispose()
+            await database.close()
 
     try:
         print("\n".join(asyncio.run(run())) or "none")
@@ -330,12 +327,12 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     from crm import audit, surveys
-    from crm.db import make_engine, make_session_factory
+    from crm.db import open_database
 
     async def fetch() -> list[str]:
-        engine = make_engine(settings.database_url)
+        database = open_database(settings.database_url, echo=settings.database.echo)
         try:
-            sessions = make_session_factory(engine)
+            sessions = database.sessions
             if args.action == "follow-ups":
                 items = await surveys.list_follow_ups(sessions, status=None)
                 await audit.write(sessions, actor=_cli_actor(), action="survey_follow_up.search",
@@ -352,7 +349,7 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
                     f"score {v.score if v.score is not None else '-'} "
                     f"agent {v.agent_login or '-'}" for v in views]
         finally:
-            await engine.dispose()
+            await database.close()
 
     print("\n".join(asyncio.run(fetch())) or "nothing yet")
     return 0

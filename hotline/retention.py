@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from crm.db import DATABASE_DOWN, SessionFactory, make_engine, make_session_factory
+from crm.db import DATABASE_DOWN, SessionFactory, open_database
 from crm.migrate import upgrade
 from crm.models import utcnow
 from crm.retention import Progress, PurgeReport, RetentionFiles, RetentionPolicy, purge
@@ -32,14 +32,14 @@ def retention_files(settings: Settings) -> RetentionFiles:
 async def run_purge(settings: Settings, *, dry_run: bool,
                     progress: Progress | None = None) -> PurgeReport:
     await upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url, echo=settings.database.echo)
     try:
-        return await purge(make_session_factory(engine),
+        return await purge(database.sessions,
                            RetentionPolicy.from_settings(settings.retention), utcnow(),
                            dry_run, files=retention_files(settings), progress=progress,
                            trigger="cli")
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 class RetentionSchedule:

@@ -22,7 +22,7 @@ from aiohttp import web
 from crm.call_events import CallEventBus
 from crm.case_lookup import LookupGuard
 from crm.consultations import ConsultationRecorder, open_calls
-from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.db import SessionFactory, open_database
 from crm.desk_hub import DeskHub
 from crm.event_journal import EventJournal, json_journal
 from crm.migrate import upgrade
@@ -111,9 +111,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         tighten_all(service_trees(settings) + asterisk_trees(
             settings, recordings.host_dir if recordings is not None else None))
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url, echo=settings.database.echo)
-        stack.push_async_callback(engine.dispose)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        stack.push_async_callback(database.close)
+        sessions = database.sessions
 
         bus = CallEventBus()
         journal = EventJournal(settings.state_dir / "journal")

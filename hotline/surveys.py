@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from crm.call_events import CallEventBus
-from crm.db import SessionFactory, make_engine, make_session_factory
+from crm.db import SessionFactory, open_database
 from crm.migrate import upgrade
 from crm.return_visits import AmiActions, AttemptReport, ReturnVisitDialer
 from crm.survey_writes import SurveyWriteQueue
@@ -71,12 +71,12 @@ async def run_return_visits(settings: Settings) -> list[AttemptReport]:
         log.info("surveys are disabled: no return visits")
         return []
     await upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url, echo=settings.database.echo)
     ami = AmiClient(settings.ami, name="hotline-return-visits")
     try:
         await ami.start()
         await ami.wait_ready(10)
-        dialer = ReturnVisitDialer(ami, make_session_factory(engine), settings.survey,
+        dialer = ReturnVisitDialer(ami, database.sessions, settings.survey,
                                    hotline_number=settings.asterisk.hotline_number)
         try:
             return await dialer.run_once()
@@ -84,4 +84,4 @@ async def run_return_visits(settings: Settings) -> list[AttemptReport]:
             dialer.close()
     finally:
         await ami.close()
-        await engine.dispose()
+        await database.close()
