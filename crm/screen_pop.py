@@ -367,7 +367,7 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
     recent: list[ConsultationDetail] = []
     if caller_number:
         found = await find_consultations(sessions, phone=caller_number,
-                                         limit=RECENT_CONSULTATIONS + 1)
+                                         limit=RECENT_CONSULTATIONS + 1, with_steps=False)
         recent = [c for c in found if c.call_id != call_id][:RECENT_CONSULTATIONS]
     address = case.address if case else None
     card = (ResidentCard(resident.id, resident.name, resident.community,
