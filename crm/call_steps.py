@@ -438,10 +438,10 @@ class UnknownStep(StepFields):
         return self.stored_kind
 
     def detail(self) -> dict[str, Any]:
-        return dict(self.fields)
+        return {**self.fields, "v": self.version} if self.version != 1 else dict(self.fields)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.stored_kind, "v": self.version, "detail": self.detail()}
+        return {"kind": self.stored_kind, "v": self.version, "detail": dict(self.fields)}
 
 
 Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | VerificationDigits
