@@ -15,18 +15,17 @@ from sqlalchemy.orm import selectinload
 from crm.call_events import (
     QUEUE_CALL_EVENTS,
     AgentAnswered,
-    AgentCallEnded,
-    AgentRinging,
-    AgentRingStopped,
     BusEvent,
     CallEnded,
     CallerAbandoned,
-    CallerQueued,
     CallEvent,
     CallStarted,
     CallStep,
+    QueueCallEvent,
+    queue_step,
     redact_secret_inputs,
 )
+from crm.call_steps import AgentConnected
 from crm.db import SessionFactory
 from crm.event_journal import EventJournal
 from crm.models import Agent, Consultation, ConsultationStep, ResidentPhone
@@ -101,28 +100,6 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         await _apply_queue_event(session, consultation, event, replayed)
 
 
-def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
-    if isinstance(event, CallerQueued):
-        return "queued", {"queue": event.queue, "position": event.position}
-    if isinstance(event, AgentRinging):
-        return "agent_ringing", {"queue": event.queue, "agent": event.extension,
-                                 "interface": event.interface}
-    if isinstance(event, AgentRingStopped):
-        return "agent_no_answer", {"queue": event.queue, "agent": event.extension,
-                                   "ring_time_s": event.ring_time_s}
-    if isinstance(event, AgentAnswered):
-        extra = {"resynchronised": True} if event.resynchronised else {}
-        return "agent_answered", {"queue": event.queue, "agent": event.extension,
-                                  "interface": event.interface,
-                                  "hold_time_s": event.hold_time_s, **extra}
-    if isinstance(event, AgentCallEnded):
-        return "agent_completed", {"queue": event.queue, "agent": event.extension,
-                                   "talk_time_s": event.talk_time_s, "reason": event.reason}
-    assert isinstance(event, CallerAbandoned)
-    return "abandoned", {"queue": event.queue, "position": event.position,
-                         "hold_time_s": event.hold_time_s}
-
-
 async def _answer_known(session: AsyncSession, consultation: Consultation,
                         event: AgentAnswered) -> bool:
     agent_id = event.extension and await session.scalar(
@@ -131,20 +108,20 @@ async def _answer_known(session: AsyncSession, consultation: Consultation,
         return consultation.agent_id == agent_id
     return bool(await session.scalar(select(func.count()).select_from(ConsultationStep).where(
         ConsultationStep.consultation_id == consultation.id,
-        ConsultationStep.kind == "agent_answered")))
+        ConsultationStep.kind == AgentConnected.KIND)))
 
 
 async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
-                             event: CallEvent, replayed: bool = False) -> None:
+                             event: QueueCallEvent, replayed: bool = False) -> None:
     """A queue event becomes a step; an answer names the agent (by desk phone) and the
     resident (by calling number, when known); an abandoned call keeps that outcome. An answer
     re-announced after an AMI login that the consultation already has is not a new step."""
     if isinstance(event, AgentAnswered) and event.resynchronised \
             and await _answer_known(session, consultation, event):
         return
-    kind, detail = _queue_step(event)
+    step = queue_step(event)
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                              kind=kind, detail=detail), replayed)
+                                              kind=step.kind, detail=step.detail()), replayed)
     if isinstance(event, CallerAbandoned):
         consultation.outcome = ABANDONED
     elif isinstance(event, AgentAnswered):

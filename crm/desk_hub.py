@@ -14,6 +14,9 @@ which call each desk phone is connected to, desk signed in or not, so an agent w
 the queue tracker re-announces live connections after every AMI login. Events are handled
 in arrival order by one worker task, so the bus (and the AMI reader behind it) never waits for
 the database; pop views go to the audit log behind the pushes (both :mod:`crm.write_behind`).
+The hub keeps each call's events (``crm.live_calls``): a pop's IVR transcript comes from
+them, never waiting for the consultation recorder; the database is read for the caller's
+history, and for the transcript only of calls whose start the hub did not see.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from crm.call_events import (
     CallerAbandoned,
     CallStep,
 )
+from crm.call_steps import RecordingStarted
 from crm.db import SessionFactory
 from crm.event_journal import EventJournal
+from crm.live_calls import LiveCalls
 from crm.models import utcnow
 from crm.screen_pop import ScreenPop, build_screen_pop
 from crm.write_behind import DATABASE_BACKOFF, Backoff, Queued, WriteBehind
@@ -50,7 +55,6 @@ log = logging.getLogger(__name__)
 
 PopBuilder = Callable[..., Awaitable[ScreenPop]]
 SEND_TIMEOUT = 5.0
-SETTLE_TIMEOUT = 1.0
 AUDIT_CLOSE_TIMEOUT = 2.0
 """Seconds closing the hub waits for the pop views shown to reach the audit log."""
 
@@ -114,18 +118,17 @@ class AgentDesk:
 
 class DeskHub:
     def __init__(self, sessions: SessionFactory, *, pop_builder: PopBuilder = build_screen_pop,
-                 settle: Callable[[], Awaitable[None]] | None = None,
                  audit_journal: EventJournal | None = None,
                  audit_backoff: Backoff = DATABASE_BACKOFF) -> None:
-        """``settle`` waits until earlier call events are written (the consultation
-        recorder's drain), so a pop includes the IVR steps that just happened.
-        ``audit_journal`` keeps pop views not yet in the audit log across a crash or a
+        """``audit_journal`` keeps pop views not yet in the audit log across a crash or a
         database outage (a :func:`crm.event_journal.json_journal`); those left from a previous
         run are written at start. ``audit_backoff``: between attempts while the database is
         down."""
         self._sessions = sessions
         self._build = pop_builder
-        self._settle = settle
+        self._live = LiveCalls()
+        """The calls' events so far: pops are built from them, not read back from the
+        consultation being written."""
         self._desks: dict[str, AgentDesk] = {}
         self._members: dict[str, AgentStatusChanged] = {}
         """Last known queue member state by extension, desk signed in or not."""
@@ -279,7 +282,8 @@ class DeskHub:
         first = holders[0].call
         assert first is not None
         pop = await self._build(self._sessions, call_id, caller_number=first.pop.caller_number,
-                                caller_name=first.pop.caller_name)
+                                caller_name=first.pop.caller_name,
+                                so_far=self._live.get(call_id))
         self._pops[call_id] = pop
         for desk in holders:
             assert desk.call is not None
@@ -311,6 +315,7 @@ class DeskHub:
                     del self._connected[extension]
 
     async def _apply(self, event: BusEvent) -> None:
+        self._live.record(event)
         self._track_connections(event)
         if isinstance(event, AgentStatusChanged):
             await self._on_status(event)
@@ -337,7 +342,7 @@ class DeskHub:
                     await self._end(desk)
             if isinstance(event, CallEnded) and not self._holding(event.call_id):
                 self._pops.pop(event.call_id, None)
-        elif isinstance(event, CallStep) and event.kind == "recording":
+        elif isinstance(event, CallStep) and isinstance(event.step, RecordingStarted):
             await self.refresh_pop(event.call_id)
         async with self._changed:
             self._changed.notify_all()
@@ -354,12 +359,10 @@ class DeskHub:
     async def _pop_for(self, event: AgentRinging | AgentAnswered) -> ScreenPop:
         pop = self._pops.get(event.call_id)
         if pop is None:
-            if self._settle is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
             pop = await self._build(self._sessions, event.call_id,
                                     caller_number=event.caller_number,
-                                    caller_name=event.caller_name)
+                                    caller_name=event.caller_name,
+                                    so_far=self._live.get(event.call_id))
             self._pops[event.call_id] = pop
         return pop
 

@@ -125,7 +125,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         pop_audits = json_journal(settings.state_dir / "journal", "pop-audits")
         stack.callback(pop_audits.close)
-        desk_hub = DeskHub(sessions, settle=recorder.drain, audit_journal=pop_audits)
+        desk_hub = DeskHub(sessions, audit_journal=pop_audits)
         bus.subscribe(desk_hub.handle)
         desk_hub.start()
         stack.push_async_callback(desk_hub.close)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from crm import surveys
 from crm.call_events import CallEventBus
+from crm.call_steps import CommentTranscribed, SurveyEnded, SurveySkipped, SurveyWriteDeferred
 from crm.case_lookup import resident_language
 from crm.db import DATABASE_DOWN, SessionFactory
 from crm.return_visits import RetryPolicy, get_return_visit
@@ -139,7 +140,7 @@ class SurveyCall(PromptingCall):
                 return_visit_id=self.leg.return_visit_id)
         except DATABASE_DOWN as exc:
             self.log.error("no survey: the database is unavailable (%s)", exc)
-            await self.step("survey_skipped", reason="database unavailable")
+            await self.step(SurveySkipped("database unavailable"))
             await self._say("goodbye", {})
             await self.session.hangup("no survey: database unavailable")
             return None
@@ -177,8 +178,8 @@ class SurveyCall(PromptingCall):
                                visit.case_number)
         if await surveys.surveyed_recently(deps.sessions, leg.caller_number,
                                            days=deps.settings.fatigue_days):
-            await self.step("survey_skipped", reason="surveyed recently",
-                            fatigue_days=deps.settings.fatigue_days)
+            await self.step(SurveySkipped("surveyed recently",
+                                          fatigue_days=deps.settings.fatigue_days))
             return None
         language = (await surveys.call_language(deps.sessions, leg.call_id)
                     or await resident_language(deps.sessions, leg.caller_number)
@@ -205,16 +206,14 @@ class SurveyCall(PromptingCall):
         if isinstance(action, EndSurvey):
             await self._end()
         elif isinstance(action, Log):
-            await self.step(action.kind, **action.detail)
+            await self.step(action.step)
 
     async def _end(self) -> None:
         assert self.survey is not None
         if not await self._finish():
-            await self.step("survey_result", survey_id=self.survey.id, outcome="deferred",
-                            score=self.flow.score)
+            await self.step(SurveyEnded(self.survey.id, "deferred", self.flow.score))
             return
-        await self.step("survey_result", survey_id=self.survey.id, outcome=self.survey.outcome,
-                        score=self.survey.score)
+        await self.step(SurveyEnded(self.survey.id, self.survey.outcome, self.survey.score))
 
     async def _finish(self) -> bool:
         return await self._store("finish")
@@ -234,8 +233,8 @@ class SurveyCall(PromptingCall):
                 self._deferring = True
         if self.deps.deferred is not None:
             self.deps.deferred.defer(op, self.survey.id, **fields)
-        await self.step("survey_write_deferred", survey_id=self.survey.id, op=op,
-                        queued=self.deps.deferred is not None, **fields)
+        await self.step(SurveyWriteDeferred(self.survey.id, op, self.deps.deferred is not None,
+                                            **fields))  # type: ignore[arg-type]
         return False
 
     # -- the comment
@@ -307,7 +306,7 @@ class SurveyCall(PromptingCall):
             return
         if text:
             await self._store("transcript", text=text)
-            await self.step("survey_comment_text", survey_id=self.survey.id, text=text)
+            await self.step(CommentTranscribed(self.survey.id, text))
 
 
 class SurveyCalls:

@@ -22,6 +22,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 from sqlalchemy import select
 
 from crm.call_events import AgentAnswered, CallEnded, CallStarted, CallStep
+from crm.call_steps import RouteChosen
 from crm.consultation_desk import link_case, update_consultation
 from crm.consultations import apply_event
 from crm.db import SessionFactory
@@ -86,7 +87,7 @@ async def seed_surveys(sessions: SessionFactory, tz: tzinfo, *,
         async with sessions() as session, session.begin():
             await apply_event(session, CallStarted(call_id, CALLER, CALLER_NAME,
                                                    "PJSIP/gw-0001", at=at))
-            await apply_event(session, CallStep(call_id, "route", {"route": "agent"},
+            await apply_event(session, CallStep(call_id, RouteChosen("agent"),
                                                 at=at + timedelta(seconds=20)))
             await apply_event(session, AgentAnswered(
                 call_id, "hotline", f"PJSIP/{extension}", extension, None, CALLER,

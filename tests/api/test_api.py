@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from crm import audit
 from crm.call_events import CallStarted, CallStep
+from crm.call_steps import KeysEntered
 from crm.case_lookup import find_case_status
 from crm.case_numbers import make_case_number
 from crm.consultation_desk import link_case
@@ -288,7 +289,7 @@ async def _calls(api, number):
         for i, phone in enumerate(["13800138000", "13900139000", "13800138000"]):
             await apply_event(s, CallStarted(f"c-{i}", phone, "张三",
                                              at=T0 + timedelta(hours=i)))
-            await apply_event(s, CallStep(f"c-{i}", "dtmf", {"key": "1"},
+            await apply_event(s, CallStep(f"c-{i}", KeysEntered("1"),
                                           at=T0 + timedelta(hours=i)))
     async with api.sessions() as s:
         ids = (await s.scalars(select(Consultation.id).order_by(Consultation.id))).all()
@@ -346,7 +347,7 @@ async def test_get_consultation(api) -> None:
     assert resp.status == 200
     body = await resp.json()
     assert (body["id"], body["call_id"], body["cases"]) == (ids[0], "c-0", [number])
-    assert body["steps"][0]["detail"] == {"key": "1"}
+    assert body["steps"][0]["detail"] == {"keys": "1"}
     reads = await audit.entries(api.sessions, object_type="consultation", object_id=ids[0])
     assert "consultation.read" in [e.action for e in reads]
     for missing in ["999999", "99999999999999999999"]:

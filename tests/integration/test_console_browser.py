@@ -23,6 +23,7 @@ import pytest
 
 from crm import agents, audit
 from crm.call_events import CallEnded, CallerQueued, CallStarted, CallStep
+from crm.call_steps import RecordingStarted, RouteChosen
 from crm.consultations import apply_event
 from crm.demo_data import seed_demo
 from hotline.service import HotlineService, hotline_zone, recording_store
@@ -176,9 +177,9 @@ async def test_recordings_play_for_supervisors_only_and_every_playback_is_audite
     call_id = str(uuid.uuid4())
     async with hotline.sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, CALLER, CALLER_NAME, "PJSIP/gw-1"))
-        await apply_event(session, CallStep(call_id, "route", {"route": "agent"}))
-        await apply_event(session, CallStep(call_id, "recording",
-                                            {"file": f"{store.asterisk_dir}/{call_id}.wav"}))
+        await apply_event(session, CallStep(call_id, RouteChosen("agent")))
+        await apply_event(session, CallStep(
+            call_id, RecordingStarted(f"{store.asterisk_dir}/{call_id}.wav")))
         await apply_event(session, CallEnded(call_id, "agent", "16"))
     consultation = next(c for c in await _consultations(hotline) if c[1] == call_id)[0]
     recording = store.host_dir / f"{call_id}.wav"

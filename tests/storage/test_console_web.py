@@ -19,6 +19,7 @@ from yarl import URL
 
 from crm import agents, audit
 from crm.call_events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
+from crm.call_steps import RecordingStarted, SpeechHeard
 from crm.consultations import apply_event
 from crm.db import SessionFactory
 from crm.demo_data import seed_demo
@@ -204,10 +205,9 @@ async def _call_with_recording(console: Console, announced: str | None) -> int:
     async with console.sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, "13900139000",
                                                '<script>alert("x")</script>', "PJSIP/gw-2"))
-        await apply_event(session, CallStep(call_id, "speech",
-                                            {"text": "<img src=x onerror=alert(1)>"}))
+        await apply_event(session, CallStep(call_id, SpeechHeard("<img src=x onerror=alert(1)>")))
         if announced is not None:
-            await apply_event(session, CallStep(call_id, "recording", {"file": announced}))
+            await apply_event(session, CallStep(call_id, RecordingStarted(announced)))
         await apply_event(session, CallEnded(call_id, "agent", "16"))
     (console.monitor / f"{call_id}.wav").write_bytes(WAV)
     async with console.sessions() as session:

@@ -22,6 +22,14 @@ from crm.call_events import (
     CallStarted,
     CallStep,
 )
+from crm.call_steps import (
+    CaseLookedUp,
+    LanguageChosen,
+    RecordingStarted,
+    RouteChosen,
+    StatusTold,
+    VerificationResult,
+)
 from crm.case_lookup import LookupGuard
 from crm.consultation_desk import get_consultation
 from crm.consultations import ConsultationRecorder
@@ -65,12 +73,11 @@ async def test_pop_shows_resident_case_ivr_and_last_five_calls(sessions: Session
                                                                         at=at)]
     await _record(sessions, *old,
                   CallStarted("now", PHONE, "张三", "PJSIP/gw-1"),
-                  CallStep("now", "language", {"language": "cmn", "by": "profile"}),
-                  CallStep("now", "case_lookup", {"number": number, "found": True}),
-                  CallStep("now", "verified", {"by": "calling_number"}),
-                  CallStep("now", "told", {"case": number, "stage": "in_progress",
-                                           "verified": True}),
-                  CallStep("now", "route", {"route": "agent", "reason": "after status"}))
+                  CallStep("now", LanguageChosen("cmn", "profile")),
+                  CallStep("now", CaseLookedUp(number, True)),
+                  CallStep("now", VerificationResult(by="calling_number")),
+                  CallStep("now", StatusTold(number, "in_progress", verified=True)),
+                  CallStep("now", RouteChosen("agent", "after status")))
     pop = await build_screen_pop(sessions, "now")
     assert pop.consultation_id is not None
     assert pop.resident is not None and pop.resident.name == "张三"
@@ -106,7 +113,7 @@ async def test_queue_events_become_steps_agent_resident_and_outcome(
         AgentRinging(call, "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三", "PJSIP/gw-1"),
         AgentAnswered(call, "hotline", "PJSIP/2001", "2001", "王芳", PHONE, "张三", "PJSIP/gw-1",
                       hold_time_s=3, ring_time_s=1),
-        CallStep(call, "recording", {"file": "/var/spool/asterisk/monitor/answered.wav"}),
+        CallStep(call, RecordingStarted("/var/spool/asterisk/monitor/answered.wav")),
         AgentCallEnded(call, "hotline", "PJSIP/2001", "2001", 40, "caller"),
         AgentStatusChanged("PJSIP/2001", "2001", "hotline", "available"),  # not recorded
         CallEnded(call, "agent", "16"))

@@ -23,6 +23,7 @@ from crm.call_events import (
     CallStarted,
     CallStep,
 )
+from crm.call_steps import RouteChosen
 from crm.consultation_desk import get_consultation
 from crm.consultations import ConsultationRecorder
 from crm.db import SessionFactory
@@ -132,7 +133,7 @@ async def _start_call(sessions: SessionFactory, call_id: str) -> None:
     recorder = ConsultationRecorder(sessions)
     recorder.start()
     await recorder.handle(CallStarted(call_id, PHONE, "张三", "PJSIP/gw-00000001"))
-    await recorder.handle(CallStep(call_id, "route", {"route": "agent"}))
+    await recorder.handle(CallStep(call_id, RouteChosen("agent")))
     await recorder.close()
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from crm.call_events import CallStarted, CallStep
+from crm.call_steps import PromptPlayed
 from crm.cases import create_case, get_case, update_case
 from crm.consultation_desk import link_case
 from crm.consultations import apply_event
@@ -70,8 +71,7 @@ async def call(sessions, call_id: str, phone: str = "13800138000",
     async with sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, phone, "张三", "PJSIP/x-1", at=NOW))
         if language:
-            await apply_event(session, CallStep(call_id, "prompt",
-                                                {"prompt": "main_menu", "language": language}))
+            await apply_event(session, CallStep(call_id, PromptPlayed("main_menu", language)))
     async with sessions() as session:
         return await session.scalar(select(Consultation.id).where(
             Consultation.call_id == call_id))
