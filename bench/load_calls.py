@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from bench.audiosocket_caller import line_noise
-from crm.storage.db import make_engine, make_session_factory
+from crm.storage.db import open_database
 from crm.storage.models import Case, Consultation, Resident
 from hotline.settings import Settings
 from hotline.tools.sipp import KEY_GAP_MS, KEY_PAUSE_MS, CallResult, place_call
@@ -145,14 +145,14 @@ class Planner:
 
 
 async def demo_case_number(settings: Settings) -> str:
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url)
     try:
-        async with make_session_factory(engine)() as session:
+        async with database.sessions() as session:
             number = await session.scalar(
                 select(Case.number).join(Resident).where(Resident.name == "张三")
                 .order_by(Case.id))
     finally:
-        await engine.dispose()
+        await database.close()
     if not number:
         raise RuntimeError("the demo data has no case for 张三")
     return str(number)
@@ -303,11 +303,11 @@ async def load_consultations(settings: Settings, tag: str, expected: int,
                              within: float = 20.0) -> list[Consultation]:
     """The run's consultations (by caller-name tag), once ``expected`` of them have ended or
     ``within`` seconds passed (the recorder writes from a queue, a moment after the call)."""
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url)
     like = f"% {tag}-%"
     deadline = time.monotonic() + within
     try:
-        sessions = make_session_factory(engine)
+        sessions = database.sessions
         while True:
             async with sessions() as session:
                 ended = await session.scalar(
@@ -323,7 +323,7 @@ async def load_consultations(settings: Settings, tag: str, expected: int,
                 .options(selectinload(Consultation.steps)))
             return list(rows.all())
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 def attach(records: list[CallRecord], consultations: list[Consultation], tag: str) -> int:

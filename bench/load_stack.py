@@ -28,7 +28,7 @@ import aiohttp
 
 from crm.agents import accounts as agents
 from crm.demo_data import seed_demo
-from crm.storage.db import make_engine, make_session_factory
+from crm.storage.db import open_database
 from crm.storage.migrate import upgrade
 from hotline.asterisk import down, up
 from hotline.asterisk.errors import AsteriskError
@@ -217,10 +217,10 @@ async def seed(settings: Settings, password: str) -> dict[str, str]:
     url = settings.database_url
     await upgrade(url)
     await seed_demo(url)
-    engine = make_engine(url)
+    database = open_database(url)
     logins: dict[str, str] = {}
     try:
-        sessions = make_session_factory(engine)
+        sessions = database.sessions
         for ext in settings.asterisk.agent_extensions:
             found = await agents.find_agent_by_extension(sessions, ext)
             if found is None:
@@ -230,7 +230,7 @@ async def seed(settings: Settings, password: str) -> dict[str, str]:
             await agents.set_password(sessions, found.login, password)
             logins[ext] = found.login
     finally:
-        await engine.dispose()
+        await database.close()
     return logins
 
 

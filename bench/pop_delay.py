@@ -20,9 +20,9 @@ Timing, all on the host's wall clock (time.time() in the service, epoch ms in th
   the DOM shows the pop (desk.js fills the whole pop in the same task). The next animation
   frame is reported too, as a bound on when it was painted.
 
-In between, the desk hub's log line "pop on X's desk" (written just before it sends) and
-timers around the hub's two steps (waiting for the consultation recorder, building the pop
-from the database; ``HubProbe`` wraps what this hub instance was given) split the delay.
+In between, the desk hub's log line "pop on X's desk" (written just before it sends) and a
+timer around building the pop (the call's events in the hub's memory, history from the
+database; ``HubProbe`` wraps the builder this hub instance was given) split the delay.
 
 The browser's clock is checked against time.time() through Playwright before and after the
 run (offset at the shortest round trip); the figures are not corrected by it. A pop is
@@ -117,8 +117,6 @@ class PopTiming:
     asterisk_at: float | None
     """AgentCalled's own Timestamp header (Asterisk's clock, manager timestampevents)."""
     rings: int = 1
-    settle: tuple[float, float] | None = None
-    """time.time() when the desk hub started and stopped waiting for the recorder."""
     build: tuple[float, float] | None = None
     """time.time() when the desk hub started and finished building the pop."""
     built_at: float | None = None
@@ -165,11 +163,10 @@ class Tally:
         if timing is not None and timing.built_at is None:
             timing.built_at = at
 
-    def on_pop_steps(self, call_id: str, settle: tuple[float, float],
-                     build: tuple[float, float]) -> None:
+    def on_pop_built_in(self, call_id: str, build: tuple[float, float]) -> None:
         timing = self.pops.get(call_id)
         if timing is not None and timing.build is None:
-            timing.settle, timing.build = settle, build
+            timing.build = build
 
     def on_shown(self, call_id: str, dom_ms: float) -> None:
         timing = self.pops.get(call_id)
@@ -194,33 +191,21 @@ class Tally:
 
 
 class HubProbe:
-    """Times the desk hub's two steps before a pop is sent: waiting for the consultation
-    recorder (``settle``) and building the pop (``pop_builder``). It wraps the callables the
-    composition root handed to this DeskHub instance; the hub's code is unchanged."""
+    """Times the desk hub's step before a pop is sent: building the pop (``pop_builder``).
+    It wraps the builder the composition root handed to this DeskHub instance; the hub's
+    code is unchanged. A call's first build is its pop's (later ones are refreshes)."""
 
     def __init__(self, hub: DeskHub, tally: Tally) -> None:
         self.tally = tally
-        self._settled: tuple[float, float] | None = None
-        settle, build = hub.settle, hub.pop_builder
-        if settle is None:
-            raise SystemExit("the desk hub has no settle step any more: update bench.pop_delay")
-
-        async def timed_settle() -> None:
-            started = time.time()
-            try:
-                await settle()
-            finally:  # a settle that times out is cancelled: still timed
-                self._settled = (started, time.time())
+        build = hub.pop_builder
 
         async def timed_build(*args: Any, **kwargs: Any) -> ScreenPop:
             started = time.time()
             pop = await build(*args, **kwargs)
-            settled, self._settled = self._settled, None
-            if settled is not None:  # a first pop (a refresh does not settle)
-                self.tally.on_pop_steps(str(args[1]), settled, (started, time.time()))
+            self.tally.on_pop_built_in(str(args[1]), (started, time.time()))
             return pop
 
-        hub.settle, hub.pop_builder = timed_settle, timed_build
+        hub.pop_builder = timed_build
 
 
 class PopBuiltLog(logging.Handler):
@@ -498,8 +483,7 @@ def report(tally: Tally, extra: dict[str, Any], command: str) -> dict[str, Any]:
     missed = [p for p in pops if p.shown_ms is None]
     delays = [p.delay_ms() or 0.0 for p in shown]
     built = [(p.built_at - p.called_at) * 1000 for p in shown if p.built_at is not None]
-    queued = [(p.settle[0] - p.called_at) * 1000 for p in shown if p.settle is not None]
-    settled = [(p.settle[1] - p.settle[0]) * 1000 for p in shown if p.settle is not None]
+    queued = [(p.build[0] - p.called_at) * 1000 for p in shown if p.build is not None]
     building = [(p.build[1] - p.build[0]) * 1000 for p in shown if p.build is not None]
     pushed = [p.shown_ms - p.built_at * 1000 for p in shown
               if p.built_at is not None and p.shown_ms is not None]
@@ -520,8 +504,7 @@ def report(tally: Tally, extra: dict[str, Any], command: str) -> dict[str, Any]:
     print(f"{'AgentCalled -> pop shown (DOM)':40s} {_stats(delays)}")
     print(f"{'  AgentCalled -> pop built by the hub':40s} {_stats(built)}")
     print(f"{'    until the hub takes the event':40s} {_stats(queued)}")
-    print(f"{'    hub waits for the recorder (settle)':40s} {_stats(settled)}")
-    print(f"{'    hub builds the pop (database)':40s} {_stats(building)}")
+    print(f"{'    hub builds the pop':40s} {_stats(building)}")
     print(f"{'  pop built -> pop shown (push + render)':40s} {_stats(pushed)}")
     print(f"{'pop shown -> next animation frame':40s} {_stats(painted)}")
     print(f"{'Asterisk event time -> service receipt':40s} {_stats(ami)}")

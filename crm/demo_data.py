@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from crm.agents.auth import hash_password
 from crm.cases.numbers import make_case_number
-from crm.storage.db import make_engine, make_session_factory
+from crm.storage.db import open_database
 from crm.storage.models import (
     Agent,
     Case,
@@ -68,10 +68,10 @@ async def seed_demo(url: str, *, today: date | None = None,
     today = today or datetime.now(UTC).date()
     password_hash = (await asyncio.to_thread(hash_password, agent_password)
                      if agent_password is not None else None)
-    engine = make_engine(url)
+    database = open_database(url)
     added = 0
     try:
-        async with make_session_factory(engine)() as session, session.begin():
+        async with database.sessions() as session, session.begin():
             depts: dict[str, Department] = {}
             for code, name, name_en, name_ko, phone in DEPARTMENTS:
                 d = await session.scalar(select(Department).where(Department.code == code))
@@ -133,5 +133,5 @@ async def seed_demo(url: str, *, today: date | None = None,
                                   password_hash=password_hash, active=True))
                 added += 1
     finally:
-        await engine.dispose()
+        await database.close()
     return added

@@ -1,6 +1,6 @@
 """The CRM's exception tree. Each error has a stable ``code`` that clients may rely on and a
 human message; the web layer translates the families below to HTTP in one place
-(crm.web.api.routes.error_middleware), and nothing here knows about HTTP."""
+(crm.web.errors), and nothing here knows about HTTP."""
 
 from __future__ import annotations
 

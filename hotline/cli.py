@@ -106,19 +106,19 @@ def _cli_actor() -> str:
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
     from crm.audit import log as audit
     from crm.consultations.recorder import list_consultations
-    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.db import open_database
 
     async def fetch() -> list[dict]:
-        engine = make_engine(settings.database_url)
+        database = open_database(settings.database_url, echo=settings.database.echo)
         try:
-            sessions = make_session_factory(engine)
+            sessions = database.sessions
             views = await list_consultations(sessions, limit=args.limit, phone=args.phone)
             await audit.write(sessions, actor=_cli_actor(), action="consultation.search",
                               object_type="consultation",
                               detail={"query": {"limit": args.limit, "phone": args.phone},
                                       "ids": [v.id for v in views], "via": "cli"})
         finally:
-            await engine.dispose()
+            await database.close()
         return [v.to_json() for v in views]
 
     rows = asyncio.run(fetch())
@@ -151,23 +151,20 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
     """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
     from sqlalchemy import select
 
-    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.db import open_database
     from crm.storage.models import Case
 
-    engine = make_engine(settings.database_url)
-    try:
-        async with make_session_factory(engine)() as session:
-            number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
-                                          .order_by(Case.created_at.desc()))
-    finally:
-        await engine.dispose()
+    async with open_database(settings.database_url, echo=settings.database.echo) as database, \
+            database.sessions() as session:
+        number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
+                                      .order_by(Case.created_at.desc()))
     return f"1{number}#1" if number else "2"
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from crm.agents import tokens as api_tokens
     from crm.errors import HotlineError
-    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.db import open_database
     from crm.storage.migrate import upgrade
 
     name = args.name or args.token_name
@@ -180,8 +177,8 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        sessions = database.sessions
         try:
             if args.action == "create":
                 return [await api_tokens.create_token(sessions, name, args.scope,
@@ -197,7 +194,7 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
                     for t in await api_tokens.list_tokens(sessions,
                                                           include_revoked=args.all)]
         finally:
-            await engine.dispose()
+            await database.close()
 
     try:
         lines = asyncio.run(run())
@@ -244,7 +241,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     from crm.agents import accounts as agents
     from crm.agents import sessions as browser_sessions
     from crm.errors import HotlineError
-    from crm.storage.db import SessionFactory, make_engine, make_session_factory
+    from crm.storage.db import SessionFactory, open_database
     from crm.storage.migrate import upgrade
 
     password = None
@@ -272,8 +269,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        sessions = database.sessions
         try:
             if args.action == "create":
                 await agents.create_agent(sessions, login=args.login,
@@ -310,7 +307,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
                     f"{a.display_name}"
                     for a in await agents.list_agents(sessions, include_inactive=True)]
         finally:
-            await engine.dispose()
+            await database.close()
 
     try:
         print("\n".join(asyncio.run(run())) or "none")
@@ -331,13 +328,13 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     from crm.audit import log as audit
-    from crm.storage.db import make_engine, make_session_factory
+    from crm.storage.db import open_database
     from crm.surveys import service as surveys
 
     async def fetch() -> list[str]:
-        engine = make_engine(settings.database_url)
+        database = open_database(settings.database_url, echo=settings.database.echo)
         try:
-            sessions = make_session_factory(engine)
+            sessions = database.sessions
             if args.action == "follow-ups":
                 items = await surveys.list_follow_ups(sessions, status=None)
                 await audit.write(sessions, actor=_cli_actor(), action="survey_follow_up.search",
@@ -354,7 +351,7 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
                     f"score {v.score if v.score is not None else '-'} "
                     f"agent {v.agent_login or '-'}" for v in views]
         finally:
-            await engine.dispose()
+            await database.close()
 
     print("\n".join(asyncio.run(fetch())) or "nothing yet")
     return 0
@@ -473,11 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from hotline.assets import AssetError
     from hotline.asterisk.errors import AsteriskError
 
     try:
         return COMMANDS[args.cmd](settings, args)
-    except (CommandError, AsteriskError) as exc:
+    except (CommandError, AsteriskError, AssetError) as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from crm.audit.retention import Progress, PurgeReport, RetentionFiles, RetentionPolicy, purge
-from crm.storage.db import DATABASE_DOWN, SessionFactory, make_engine, make_session_factory
+from crm.storage.db import DATABASE_DOWN, SessionFactory, open_database
 from crm.storage.migrate import upgrade
 from crm.storage.models import utcnow
 from hotline.paths import recording_store, survey_comments_dir
@@ -30,14 +30,14 @@ def retention_files(settings: Settings) -> RetentionFiles:
 async def run_purge(settings: Settings, *, dry_run: bool,
                     progress: Progress | None = None) -> PurgeReport:
     await upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url, echo=settings.database.echo)
     try:
-        return await purge(make_session_factory(engine),
+        return await purge(database.sessions,
                            RetentionPolicy.from_settings(settings.retention), utcnow(),
                            dry_run, files=retention_files(settings), progress=progress,
                            trigger="cli")
     finally:
-        await engine.dispose()
+        await database.close()
 
 
 class RetentionSchedule:

@@ -23,7 +23,7 @@ from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder, open_calls
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
-from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.db import SessionFactory, open_database
 from crm.storage.journal import EventJournal, json_journal
 from crm.storage.migrate import upgrade
 from crm.storage.private_files import SERVICE_UMASK, tighten_all, umask
@@ -102,9 +102,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         tighten_all(service_trees(settings) + asterisk_trees(
             settings, recordings.host_dir if recordings is not None else None))
         await upgrade(settings.database_url)
-        engine = make_engine(settings.database_url, echo=settings.database.echo)
-        stack.push_async_callback(engine.dispose)
-        sessions = make_session_factory(engine)
+        database = open_database(settings.database_url, echo=settings.database.echo)
+        stack.push_async_callback(database.close)
+        sessions = database.sessions
 
         bus = CallEventBus()
         journal = EventJournal(settings.state_dir / "journal")
@@ -116,7 +116,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         pop_audits = json_journal(settings.state_dir / "journal", "pop-audits")
         stack.callback(pop_audits.close)
-        desk_hub = DeskHub(sessions, settle=recorder.drain, audit_journal=pop_audits)
+        desk_hub = DeskHub(sessions, audit_journal=pop_audits)
         bus.subscribe(desk_hub.handle)
         desk_hub.start()
         stack.push_async_callback(desk_hub.close)

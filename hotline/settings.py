@@ -9,6 +9,11 @@ Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``),
 speech/settings.py (``[speech]``) and crm/settings.py (``[web]``, ``[database]``,
 ``[survey]``, ``[retention]``); the shell keeps ``[asterisk]`` (it runs Asterisk) and
 composes them all into :class:`Settings` here. The layers import only their own sections.
+
+The state directory (database, journals, logs, prompt cache, secrets, pid file) is
+``state_dir`` (``HOTLINE_STATE_DIR``); by default the checkout's ``var/`` when the hotline
+runs from a source checkout (``make run``), else ``/var/lib/hotline``. Nothing is ever
+written next to the code, so an installed package stays as pip installed it.
 """
 
 from __future__ import annotations
@@ -25,11 +30,23 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
+from hotline.assets import checkout_root
 from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
 from speech.settings import SpeechSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STATE_DIR = REPO_ROOT / "var"
+"""The folder above the packages: the checkout, when running from one (tests use it;
+runtime code finds its files through hotline.assets)."""
+INSTALLED_STATE_DIR = Path("/var/lib/hotline")
+
+
+def default_state_dir() -> Path:
+    """``<checkout>/var`` when running from a source checkout, else /var/lib/hotline."""
+    root = checkout_root()
+    return root / "var" if root is not None else INSTALLED_STATE_DIR
+
+
+DEFAULT_STATE_DIR = default_state_dir()
 
 
 class SettingsError(Exception):
@@ -269,5 +286,11 @@ def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) 
     except ValidationError as exc:
         raise SettingsError(_format_errors(exc, origin)) from None
     if fill_secrets:
-        fill_missing_secrets(settings)
+        try:
+            fill_missing_secrets(settings)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot keep secrets in the state directory {settings.state_dir}: {exc}; set "
+                "HOTLINE_STATE_DIR (or state_dir in the settings file) to a directory this "
+                "user may write") from None
     return settings

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.db import SessionFactory, open_database
 from crm.storage.migrate import upgrade
 from crm.surveys.return_visits import AttemptReport, ReturnVisitCampaign
 from crm.surveys.writes import SurveyWriteQueue
@@ -69,18 +69,18 @@ async def run_return_visits(settings: Settings) -> list[AttemptReport]:
         log.info("surveys are disabled: no return visits")
         return []
     await upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
+    database = open_database(settings.database_url, echo=settings.database.echo)
     ami = AmiClient(settings.ami, name="hotline-return-visits")
     try:
         await ami.start()
         await ami.wait_ready(10)
         dialer = ReturnVisitDialer(ami, settings.survey,
                                    hotline_number=settings.asterisk.hotline_number)
-        campaign = ReturnVisitCampaign(dialer, make_session_factory(engine), settings.survey)
+        campaign = ReturnVisitCampaign(dialer, database.sessions, settings.survey)
         try:
             return await campaign.run_once()
         finally:
             dialer.close()
     finally:
         await ami.close()
-        await engine.dispose()
+        await database.close()

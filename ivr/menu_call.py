@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from crm.cases.lookup import LookupGuard, find_case_status, resident_language
 from crm.storage.db import SessionFactory
-from crm.telephony.events import SECRET_INPUT, CallEventBus
+from crm.telephony.events import CallEventBus
+from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.menu import (
@@ -62,17 +63,14 @@ class IvrDeps:
 _UNSET = object()
 
 
-def secret_input_detail(result: Keys | Speech) -> dict[str, object]:
+def secret_input(result: Keys | Speech) -> VerificationDigits:
     """The step recorded for a secret answer: that it was entered and its number of digits,
-    never the digits or the words (``crm.telephony.events.SECRET_INPUT``)."""
+    never the digits or the words."""
+    length = sum(c.isdigit() for c in result.digits)
     if isinstance(result, Keys):
-        return {"secret": SECRET_INPUT, "length": sum(c.isdigit() for c in result.digits)}
-    detail: dict[str, object] = {"secret": SECRET_INPUT,
-                                 "length": sum(c.isdigit() for c in result.digits),
-                                 "confidence": result.confidence}
-    if result.intent == "agent":
-        detail["intent"] = result.intent
-    return detail
+        return VerificationDigits("keys", length)
+    return VerificationDigits("speech", length, result.confidence,
+                              "agent" if result.intent == "agent" else None)
 
 
 class IvrCall(PromptingCall):
@@ -96,7 +94,7 @@ class IvrCall(PromptingCall):
             # The database is down: serve the caller as unknown rather than not at all.
             self.log.exception("resident lookup failed; continuing with the language menu")
             known = None
-        await self.step("ivr_connected", caller_known=known is not None)
+        await self.step(IvrConnected(caller_known=known is not None))
         actions = self.flow.step(Begin(caller, known))
         try:
             while actions:
@@ -105,7 +103,7 @@ class IvrCall(PromptingCall):
                     return
                 actions = self.flow.step(nxt)
         except CallerGone as gone:
-            await self.step("caller_left", state=self.flow.state.value, reason=str(gone))
+            await self.step(CallerLeftIvr(self.flow.state.value, str(gone)))
 
     async def _caller_number(self) -> str | None:
         """The tracker learns the caller from AMI; the socket may connect a moment earlier."""
@@ -124,8 +122,7 @@ class IvrCall(PromptingCall):
 
     async def _log_input(self, result: Input) -> None:
         if self._collecting_secret and isinstance(result, Keys | Speech):
-            kind = "keys" if isinstance(result, Keys) else "speech"
-            await self.step(kind, **secret_input_detail(result))
+            await self.step(secret_input(result))
         else:
             await super()._log_input(result)
 
@@ -145,7 +142,7 @@ class IvrCall(PromptingCall):
         if await self.deps.guard.blocked(self.flow.caller_number):
             return LookupResult(None, blocked=True)
         case = await find_case_status(self.deps.sessions, number, self.flow.language)
-        await self.step("case_lookup", number=number, found=case is not None)
+        await self.step(CaseLookedUp(number, found=case is not None))
         locked = (case is not None and case.contact_phone is not None
                   and await self.deps.guard.verification_locked(case.number))
         return LookupResult(case, verification_locked=locked)

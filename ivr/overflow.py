@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.steps import IvrAtCapacity, SurveySkipped
 from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,18 @@ class OverflowRecorder:
     async def __call__(self, session_id: uuid.UUID) -> None:
         sid = str(session_id)
         known = await self._tracker.wait_for_session(sid, self._wait)
-        detail = {"reason": "IVR at capacity", "max_calls": self._limit}
+        reason = "IVR at capacity"
         if isinstance(known, SurveyLeg):
             self._tracker.take_survey_leg(sid)
             if known.call_id is None:
                 log.warning("%s survey leg %s not offered: the IVR is at capacity", known.kind,
                             sid)
                 return
-            await self._bus.publish(CallStep(known.call_id, "survey_skipped", detail))
+            await self._bus.publish(CallStep(known.call_id,
+                                             SurveySkipped(reason, max_calls=self._limit)))
         elif known is not None:
-            await self._bus.publish(CallStep(known.call_id, "ivr_at_capacity", detail))
+            await self._bus.publish(CallStep(known.call_id,
+                                             IvrAtCapacity(reason, max_calls=self._limit)))
         else:
             log.warning("AudioSocket %s handed back at capacity; AMI never said which call "
                         "it was", sid)

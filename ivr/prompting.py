@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Protocol
 
 from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.steps import BargeIn, KeysEntered, NothingHeard, PromptPlayed, SpeechHeard, Step
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed, MediaSession, call_logger
 from ivr.flows.menu import Action, Collect, Input, Keys, Log, NoInput, Say, SetLanguage, Speech
@@ -89,11 +90,11 @@ class PromptingCall:
         self._hash_may_follow = False  # a full-length number was taken; its "#" may trail
         self.log = call_logger(log, event_call_id or self.call_id)
 
-    async def step(self, kind: str, **detail: object) -> None:
+    async def step(self, step: Step) -> None:
         if self.event_call_id:
-            await self.bus.publish(CallStep(self.event_call_id, kind, dict(detail)))
+            await self.bus.publish(CallStep(self.event_call_id, step))
         else:
-            self.log.info("%s %s", kind, detail)
+            self.log.info("%s %s", step.kind, step.detail())
 
     async def _act(self, action: Action) -> Input | Stop | None:
         """Perform an action this class does not know: an input for the flow, ``STOP``, or
@@ -121,7 +122,7 @@ class PromptingCall:
                     else:
                         result = await self._collect(action, recog)
                 elif isinstance(action, Log):
-                    await self.step(action.kind, **action.detail)
+                    await self.step(action.step)
                 else:
                     outcome = await self._act(action)
                     if isinstance(outcome, Stop):
@@ -140,7 +141,7 @@ class PromptingCall:
         if self.keys or (recog is not None and recog.result() is not None):
             return False
         pcm = await self.voice.prompt_audio(self.flow.language, prompt, vars)
-        await self.step("prompt", prompt=prompt, language=self.flow.language)
+        await self.step(PromptPlayed(prompt, self.flow.language))
         # Keys barge in through _take, which knows the '#' that trails a complete number.
         play = asyncio.create_task(self.session.play(pcm, stop_on_keys=False))
         try:
@@ -149,7 +150,7 @@ class PromptingCall:
                 if event is None:
                     continue
                 if await self._take(event, recog) and self.session.stop_playback():
-                    await self.step("barge_in", prompt=prompt)
+                    await self.step(BargeIn(prompt))
             return play.result()
         finally:
             if not play.done():
@@ -229,10 +230,9 @@ class PromptingCall:
 
     async def _log_input(self, result: Input) -> None:
         if isinstance(result, Keys):
-            await self.step("keys", keys=result.digits)
+            await self.step(KeysEntered(result.digits))
         elif isinstance(result, Speech):
-            extra = {"rating": result.rating} if result.rating is not None else {}
-            await self.step("speech", text=result.text, confidence=result.confidence,
-                            intent=result.intent, digits=result.digits, **extra)
+            await self.step(SpeechHeard(result.text, result.confidence, result.intent,
+                                        result.digits, result.rating))
         else:
-            await self.step("no_input", state=self.flow.state.value)
+            await self.step(NothingHeard(self.flow.state.value))

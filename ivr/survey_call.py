@@ -36,6 +36,7 @@ from crm.surveys.return_visits import RetryPolicy, get_return_visit
 from crm.surveys.service import SurveyView
 from crm.surveys.writes import SurveyWriteQueue, apply_survey_write
 from crm.telephony.events import CallEventBus
+from crm.telephony.steps import CommentTranscribed, SurveyEnded, SurveySkipped, SurveyWriteDeferred
 from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed, MediaSession
@@ -137,7 +138,7 @@ class SurveyCall(PromptingCall):
                 return_visit_id=self.leg.return_visit_id)
         except DATABASE_DOWN as exc:
             self.log.error("no survey: the database is unavailable (%s)", exc)
-            await self.step("survey_skipped", reason="database unavailable")
+            await self.step(SurveySkipped("database unavailable"))
             await self._say("goodbye", {})
             await self.session.hangup("no survey: database unavailable")
             return None
@@ -175,8 +176,8 @@ class SurveyCall(PromptingCall):
                                visit.case_number)
         if await surveys.surveyed_recently(deps.sessions, leg.caller_number,
                                            days=deps.settings.fatigue_days):
-            await self.step("survey_skipped", reason="surveyed recently",
-                            fatigue_days=deps.settings.fatigue_days)
+            await self.step(SurveySkipped("surveyed recently",
+                                          fatigue_days=deps.settings.fatigue_days))
             return None
         language = (await surveys.call_language(deps.sessions, leg.call_id)
                     or await resident_language(deps.sessions, leg.caller_number)
@@ -203,16 +204,14 @@ class SurveyCall(PromptingCall):
         if isinstance(action, EndSurvey):
             await self._end()
         elif isinstance(action, Log):
-            await self.step(action.kind, **action.detail)
+            await self.step(action.step)
 
     async def _end(self) -> None:
         assert self.survey is not None
         if not await self._finish():
-            await self.step("survey_result", survey_id=self.survey.id, outcome="deferred",
-                            score=self.flow.score)
+            await self.step(SurveyEnded(self.survey.id, "deferred", self.flow.score))
             return
-        await self.step("survey_result", survey_id=self.survey.id, outcome=self.survey.outcome,
-                        score=self.survey.score)
+        await self.step(SurveyEnded(self.survey.id, self.survey.outcome, self.survey.score))
 
     async def _finish(self) -> bool:
         return await self._store("finish")
@@ -232,8 +231,8 @@ class SurveyCall(PromptingCall):
                 self._deferring = True
         if self.deps.deferred is not None:
             self.deps.deferred.defer(op, self.survey.id, **fields)
-        await self.step("survey_write_deferred", survey_id=self.survey.id, op=op,
-                        queued=self.deps.deferred is not None, **fields)
+        await self.step(SurveyWriteDeferred(self.survey.id, op, self.deps.deferred is not None,
+                                            **fields))  # type: ignore[arg-type]
         return False
 
     # -- the comment
@@ -305,7 +304,7 @@ class SurveyCall(PromptingCall):
             return
         if text:
             await self._store("transcript", text=text)
-            await self.step("survey_comment_text", survey_id=self.survey.id, text=text)
+            await self.step(CommentTranscribed(self.survey.id, text))
 
 
 class SurveyCalls:

@@ -27,6 +27,7 @@ from crm.storage.db import SessionFactory
 from crm.storage.models import Case, CaseCategory, Consultation
 from crm.surveys.service import finish_survey, record_rating, start_survey
 from crm.telephony.events import AgentAnswered, CallEnded, CallStarted, CallStep
+from crm.telephony.steps import RouteChosen
 
 CALLER, CALLER_NAME = "13800138000", "张三"
 EXTENSIONS = {"agent1": "2001", "agent2": "2002"}
@@ -86,7 +87,7 @@ async def seed_surveys(sessions: SessionFactory, tz: tzinfo, *,
         async with sessions() as session, session.begin():
             await apply_event(session, CallStarted(call_id, CALLER, CALLER_NAME,
                                                    "PJSIP/gw-0001", at=at))
-            await apply_event(session, CallStep(call_id, "route", {"route": "agent"},
+            await apply_event(session, CallStep(call_id, RouteChosen("agent"),
                                                 at=at + timedelta(seconds=20)))
             await apply_event(session, AgentAnswered(
                 call_id, "hotline", f"PJSIP/{extension}", extension, None, CALLER,

@@ -134,11 +134,14 @@ class ScriptedCall:
 async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
                             caller_number: str | None, answers: dict[str, list[object]], *,
                             recorder: ConsultationRecorder | None = None,
-                            call_id: str | None = None) -> ScriptedCall:
-    """One call through the IVR; its steps are also written by ``recorder`` when given."""
+                            call_id: str | None = None, bus: CallEventBus | None = None,
+                            ended: bool = True) -> ScriptedCall:
+    """One call through the IVR; its steps are also written by ``recorder`` when given, and
+    published on ``bus`` (one of its own if not given). ``ended``: the call ends when the IVR
+    is done with it (False: it goes on, to the agent queue)."""
     caller = ScriptedCaller(answers, call_id)
     call = ScriptedCall(str(caller.call_id), caller)
-    bus = CallEventBus()
+    bus = CallEventBus() if bus is None else bus
 
     async def keep(event: object) -> None:
         if isinstance(event, CallStep):
@@ -155,5 +158,6 @@ async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
     async with asyncio.timeout(CALL_SECONDS):
         await ivr.run()
     route = caller.hung_up.removeprefix("routed to ") if caller.hung_up else None
-    await bus.publish(CallEnded(call.call_id, route, "16"))
+    if ended:
+        await bus.publish(CallEnded(call.call_id, route, "16"))
     return call

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -140,7 +142,7 @@ class SignInThrottle:
         if refused is not None:
             return refused
         async with self._sessions() as session, session.begin():
-            rows = await self._lock_rows(session, sorted(keys))
+            rows = await self._lock_rows(session, sorted(keys), now)
             refused = self._refused(keys, rows, now)
             if refused is not None:
                 return refused
@@ -167,11 +169,20 @@ class SignInThrottle:
         return self._refused(keys, {row.key: row for row in rows}, now)
 
     @staticmethod
-    async def _lock_rows(session: AsyncSession,
-                         keys: Iterable[str]) -> dict[str, SignInFailure]:
+    async def _lock_rows(session: AsyncSession, keys: Iterable[str],
+                         now: datetime) -> dict[str, SignInFailure]:
         """The keys' rows, locked until commit: an UPDATE that changes nothing takes the row
-        lock on PostgreSQL and the write lock on SQLite, where SELECT ... FOR UPDATE cannot."""
+        lock on PostgreSQL and the write lock on SQLite, where SELECT ... FOR UPDATE cannot.
+        Missing rows are made first (zero failures, ON CONFLICT DO NOTHING): a row another
+        attempt inserts after our UPDATE would otherwise be read unlocked and two attempts
+        would both write the same count."""
         keys = list(keys)
+        dialect = session.bind.dialect.name if session.bind is not None else ""
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(SignInFailure).values([
+                {"key": key, "failures": 0, "last_failure_at": now} for key in keys
+            ]).on_conflict_do_nothing(index_elements=["key"]))
         await session.execute(update(SignInFailure).where(SignInFailure.key.in_(keys))
                               .values(failures=SignInFailure.failures))
         found = (await session.scalars(select(SignInFailure)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,21 +15,21 @@ from sqlalchemy.orm import selectinload
 from crm.storage.db import SessionFactory
 from crm.storage.journal import EventJournal
 from crm.storage.models import Agent, Consultation, ConsultationStep, ResidentPhone
+from crm.storage.write_behind import BATCH_MAX, Backoff, Queued, WriteBehind
 from crm.telephony.events import (
     QUEUE_CALL_EVENTS,
     AgentAnswered,
-    AgentCallEnded,
-    AgentRinging,
-    AgentRingStopped,
     BusEvent,
     CallEnded,
     CallerAbandoned,
-    CallerQueued,
     CallEvent,
     CallStarted,
     CallStep,
+    QueueCallEvent,
+    queue_step,
     redact_secret_inputs,
 )
+from crm.telephony.steps import AgentConnected
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +100,6 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         await _apply_queue_event(session, consultation, event, replayed)
 
 
-def _queue_step(event: CallEvent) -> tuple[str, dict[str, Any]]:
-    if isinstance(event, CallerQueued):
-        return "queued", {"queue": event.queue, "position": event.position}
-    if isinstance(event, AgentRinging):
-        return "agent_ringing", {"queue": event.queue, "agent": event.extension,
-                                 "interface": event.interface}
-    if isinstance(event, AgentRingStopped):
-        return "agent_no_answer", {"queue": event.queue, "agent": event.extension,
-                                   "ring_time_s": event.ring_time_s}
-    if isinstance(event, AgentAnswered):
-        extra = {"resynchronised": True} if event.resynchronised else {}
-        return "agent_answered", {"queue": event.queue, "agent": event.extension,
-                                  "interface": event.interface,
-                                  "hold_time_s": event.hold_time_s, **extra}
-    if isinstance(event, AgentCallEnded):
-        return "agent_completed", {"queue": event.queue, "agent": event.extension,
-                                   "talk_time_s": event.talk_time_s, "reason": event.reason}
-    assert isinstance(event, CallerAbandoned)
-    return "abandoned", {"queue": event.queue, "position": event.position,
-                         "hold_time_s": event.hold_time_s}
-
-
 async def _answer_known(session: AsyncSession, consultation: Consultation,
                         event: AgentAnswered) -> bool:
     agent_id = event.extension and await session.scalar(
@@ -132,20 +108,20 @@ async def _answer_known(session: AsyncSession, consultation: Consultation,
         return consultation.agent_id == agent_id
     return bool(await session.scalar(select(func.count()).select_from(ConsultationStep).where(
         ConsultationStep.consultation_id == consultation.id,
-        ConsultationStep.kind == "agent_answered")))
+        ConsultationStep.kind == AgentConnected.KIND)))
 
 
 async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
-                             event: CallEvent, replayed: bool = False) -> None:
+                             event: QueueCallEvent, replayed: bool = False) -> None:
     """A queue event becomes a step; an answer names the agent (by desk phone) and the
     resident (by calling number, when known); an abandoned call keeps that outcome. An answer
     re-announced after an AMI login that the consultation already has is not a new step."""
     if isinstance(event, AgentAnswered) and event.resynchronised \
             and await _answer_known(session, consultation, event):
         return
-    kind, detail = _queue_step(event)
+    step = queue_step(event)
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                              kind=kind, detail=detail), replayed)
+                                              kind=step.kind, detail=step.detail()), replayed)
     if isinstance(event, CallerAbandoned):
         consultation.outcome = ABANDONED
     elif isinstance(event, AgentAnswered):
@@ -160,119 +136,55 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
                 select(ResidentPhone.resident_id).where(ResidentPhone.phone == phone))
 
 
-BATCH_MAX = 200
-"""Events written in one transaction at most: under load the writer takes what has queued
-up while it was writing, so commits (an fsync each on SQLite) do not grow with the call rate."""
-
-
 class ConsultationRecorder:
-    """Subscribes to call events and writes them in arrival order from one writer task, so a
-    slow database never blocks the call and events of one call never overtake each other."""
+    """Subscribes to call events and writes them behind (:mod:`crm.storage.write_behind`): in
+    arrival order from one writer task, so a slow database never blocks the call and events of
+    one call never overtake each other; what has queued up while it was writing goes in one
+    transaction (at most ``BATCH_MAX`` events), with each consultation loaded once."""
 
     def __init__(self, sessions: SessionFactory, *, retry_delay: float = 1.0,
                  journal: EventJournal | None = None) -> None:
         self._sessions = sessions
-        self._queue: asyncio.Queue[tuple[int | None, CallEvent]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._retry_delay = retry_delay
-        self._journal = journal
-        self._replayed: set[int] = set()
-        self._received = 0
-        self._done = 0
-        self._progress = asyncio.Condition()
-        self.written = 0
+        self._writes: WriteBehind[CallEvent] = WriteBehind(
+            "call events", self._write_batch, journal=journal, batch_max=BATCH_MAX,
+            backoff=Backoff(first=retry_delay), describe=_describe, logger=log)
 
     async def handle(self, event: BusEvent) -> None:
         if event.call_id:  # agent status changes concern no one call
-            seq = self._journal.append(event) if self._journal else None
-            self._received += 1
-            self._queue.put_nowait((seq, event))
+            self._writes.put(event)
 
     @property
     def pending(self) -> int:
         """Events received and not written yet (waiting for the database, or in a batch)."""
-        return self._received - self._done
+        return self._writes.pending
+
+    @property
+    def written(self) -> int:
+        return self._writes.written
 
     def start(self) -> None:
         """Start writing; events a previous run journaled but never wrote go first."""
-        if self._journal is not None:
-            pending = self._journal.pending()
-            if pending:
-                log.warning("replaying %d call event(s) not written before the last stop",
-                            len(pending))
-            for item in pending:
-                self._replayed.add(item[0])
-                self._received += 1
-                self._queue.put_nowait(item)
-        self._task = asyncio.create_task(self._run(), name="consultation-recorder")
+        self._writes.start()
 
     def drain(self) -> Awaitable[None]:
         """Wait until every event received before this call is written (or given up by
         close), not for the ones that arrive meanwhile: a pop waiting for its call's IVR
         steps is not held up by a busy hotline's later events."""
-        return self._done_with(self._received)
-
-    async def _done_with(self, target: int) -> None:
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._done >= target)
+        return self._writes.drain()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop after writing what is queued (bounded); what is left stays journaled."""
-        if self._task is None:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout=timeout)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        await self._writes.close(timeout)
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH_MAX and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write_batch(batch)
-                seqs = [seq for seq, _ in batch if seq is not None]
-                if seqs and self._journal is not None:
-                    self._replayed.difference_update(seqs)
-                    self._journal.ack(max(seqs))
-            finally:
-                async with self._progress:
-                    self._done += len(batch)
-                    self._progress.notify_all()
+    async def _write_batch(self, batch: Sequence[Queued[CallEvent]]) -> None:
+        known: dict[str, Consultation] = {}
+        async with self._sessions() as session, session.begin():
+            for queued in batch:
+                await apply_event(session, queued.item, replayed=queued.replayed, known=known)
 
-    async def _write_batch(self, batch: list[tuple[int | None, CallEvent]]) -> None:
-        """One transaction for the batch; if it fails, each event on its own, with retries."""
-        if len(batch) > 1:
-            try:
-                known: dict[str, Consultation] = {}
-                async with self._sessions() as session, session.begin():
-                    for seq, event in batch:
-                        await apply_event(session, event, replayed=seq in self._replayed,
-                                          known=known)
-                self.written += len(batch)
-                return
-            except Exception as exc:
-                log.warning("writing %d call events at once failed (%s); one by one",
-                            len(batch), exc)
-        for seq, event in batch:
-            await self._write(event, replayed=seq is not None and seq in self._replayed)
 
-    async def _write(self, event: CallEvent, *, replayed: bool = False) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with self._sessions() as session, session.begin():
-                    await apply_event(session, event, replayed=replayed)
-                self.written += 1
-                return
-            except Exception:
-                attempt += 1
-                log.exception("call %s: writing %s failed (attempt %d), retrying",
-                              event.call_id, type(event).__name__, attempt)
-                await asyncio.sleep(min(self._retry_delay * attempt, 30))
+def _describe(event: CallEvent) -> str:
+    return f"call {event.call_id}: {type(event).__name__}"
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class ConsultationDetail(CallRecord):
         return data
 
 
-def _detail(c: Consultation) -> ConsultationDetail:
+def _detail(c: Consultation, *, with_steps: bool = True) -> ConsultationDetail:
     return ConsultationDetail(
         **call_record_fields(c), notes=c.notes, disposition=c.disposition,
         agent_login=c.agent.login if c.agent else None,
@@ -72,7 +72,7 @@ def _detail(c: Consultation) -> ConsultationDetail:
         resident_name=c.resident.name if c.resident else None,
         resident_id_last4=c.resident.id_number_last4 if c.resident else None,
         case_numbers=tuple(x.number for x in c.cases),
-        steps=tuple(shown_steps(c)))
+        steps=tuple(shown_steps(c)) if with_steps else ())
 
 
 _FULL = (selectinload(Consultation.steps), selectinload(Consultation.agent),
@@ -94,12 +94,12 @@ async def get_consultation(sessions: SessionFactory, consultation_id: int) -> Co
 
 async def find_consultations(sessions: SessionFactory, *, phone: str | None = None,
                              case_number: str | None = None, since: datetime | None = None,
-                             limit: int = 50) -> list[ConsultationDetail]:
+                             limit: int = 50, with_steps: bool = True) -> list[ConsultationDetail]:
     """Newest first: calls from ``phone``, about case ``case_number``, started at or after
-    ``since``."""
+    ``since``; without their steps unless ``with_steps``."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1-{MAX_LIMIT}")
-    query = (select(Consultation).options(*_FULL)
+    query = (select(Consultation).options(*(_FULL if with_steps else _FULL[1:]))
              .order_by(Consultation.started_at.desc().nulls_last(), Consultation.id.desc())
              .limit(limit))
     if phone:
@@ -112,7 +112,8 @@ async def find_consultations(sessions: SessionFactory, *, phone: str | None = No
             raise InvalidInput("since needs a time zone")
         query = query.where(Consultation.started_at >= since)
     async with sessions() as session:
-        return [_detail(c) for c in (await session.scalars(query)).all()]
+        return [_detail(c, with_steps=with_steps)
+                for c in (await session.scalars(query)).all()]
 
 
 async def link_case(sessions: SessionFactory, consultation_id: int, number: str, *,

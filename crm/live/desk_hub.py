@@ -13,7 +13,11 @@ which call each desk phone is connected to, desk signed in or not, so an agent w
 (or whose desk reloads) mid-call after ``hotline serve`` restarted gets that call's pop back:
 the queue tracker re-announces live connections after every AMI login. Events are handled
 in arrival order by one worker task, so the bus (and the AMI reader behind it) never waits for
-the database.
+the database; pop views go to the audit log behind the pushes (both
+:mod:`crm.storage.write_behind`).
+The hub keeps each call's events (``crm.live.calls``): a pop's IVR transcript comes from
+them, never waiting for the consultation recorder; the database is read for the caller's
+history, and for the transcript only of calls whose start the hub did not see.
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from crm.agents.view import AgentView
 from crm.audit import log as audit
+from crm.live.calls import LiveCalls
 from crm.live.screen_pop import ScreenPop, build_screen_pop
 from crm.storage.db import SessionFactory
 from crm.storage.journal import EventJournal
 from crm.storage.models import utcnow
+from crm.storage.write_behind import DATABASE_BACKOFF, Backoff, Queued, WriteBehind
 from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
@@ -44,13 +50,14 @@ from crm.telephony.events import (
     CallerAbandoned,
     CallStep,
 )
+from crm.telephony.steps import RecordingStarted
 
 log = logging.getLogger(__name__)
 
 PopBuilder = Callable[..., Awaitable[ScreenPop]]
 SEND_TIMEOUT = 5.0
-SETTLE_TIMEOUT = 1.0
-AUDIT_RETRY = 1.0
+AUDIT_CLOSE_TIMEOUT = 2.0
+"""Seconds closing the hub waits for the pop views shown to reach the audit log."""
 
 
 class DeskSocket(Protocol):
@@ -112,61 +119,48 @@ class AgentDesk:
 
 class DeskHub:
     def __init__(self, sessions: SessionFactory, *, pop_builder: PopBuilder = build_screen_pop,
-                 settle: Callable[[], Awaitable[None]] | None = None,
-                 audit_journal: EventJournal | None = None) -> None:
-        """``settle`` waits until earlier call events are written (the consultation
-        recorder's drain), so a pop includes the IVR steps that just happened; ``pop_builder``
-        then builds the pop. Both stay public attributes, so a benchmark may time them
-        (bench/pop_delay.py). ``audit_journal`` keeps pop views not yet in the audit log across
-        a crash or a database outage (a :func:`crm.storage.journal.json_journal`); those left
-        from a previous run are written at start."""
+                 audit_journal: EventJournal | None = None,
+                 audit_backoff: Backoff = DATABASE_BACKOFF) -> None:
+        """``pop_builder`` builds a call's pop; it stays a public attribute, so a benchmark may
+        time it (bench/pop_delay.py). ``audit_journal`` keeps pop views not yet in the audit log
+        across a crash or a database outage (a :func:`crm.storage.journal.json_journal`); those
+        left from a previous run are written at start. ``audit_backoff``: between attempts
+        while the database is down."""
         self._sessions = sessions
         self.pop_builder = pop_builder
-        self.settle = settle
+        self._live = LiveCalls()
+        """The calls' events so far: pops are built from them, not read back from the
+        consultation being written."""
         self._desks: dict[str, AgentDesk] = {}
         self._members: dict[str, AgentStatusChanged] = {}
         """Last known queue member state by extension, desk signed in or not."""
         self._pops: dict[str, ScreenPop] = {}
         self._connected: dict[str, AgentAnswered] = {}
         """The call each desk phone (by extension) is connected to, desk signed in or not."""
-        self._queue: asyncio.Queue[BusEvent] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._journal = audit_journal
-        self._audits: list[tuple[int, dict[str, Any]]] = (
-            audit_journal.pending() if audit_journal is not None else [])
-        """Pop views pushed but not yet in the audit log (written behind, in batches), with
-        their journal sequence numbers (0 without a journal)."""
-        self._audit_wanted = asyncio.Event()
-        self._audit_lock = asyncio.Lock()
-        self._auditor: asyncio.Task[None] | None = None
+        self._events: WriteBehind[BusEvent] = WriteBehind(
+            "desk events", self._apply_one, batch_max=1, retry_on=(),
+            describe=_describe_event, logger=log)
+        """Events in arrival order; one that fails is logged and skipped."""
+        self._audits: WriteBehind[dict[str, Any]] = WriteBehind(
+            "pop views", self._write_audits, journal=audit_journal, backoff=audit_backoff,
+            describe=_describe_view, logger=log)
+        """Pop views pushed, for the audit log (written behind, many per transaction)."""
         self._changed = asyncio.Condition()
 
     @property
     def pending_audits(self) -> int:
         """Pop views shown but not yet in the audit log."""
-        return len(self._audits)
+        return self._audits.pending
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="desk-hub")
-        self._auditor = asyncio.create_task(self._write_audits(), name="desk-hub-audit")
-        if self._audits:
-            log.info("%d pop view(s) from before the restart to audit", len(self._audits))
-            self._audit_wanted.set()
+        self._events.start()
+        self._audits.start()
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        if self._auditor is not None:
-            self._auditor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._auditor
-            self._auditor = None
-        if not await self._flush_audits():  # what was shown is audited before we go
-            log.error("%d pop view(s) could not be audited at shutdown", len(self._audits))
+        await self._events.close(timeout=0)
+        # What was shown is audited before we go (bounded); what is not stays journaled.
+        await self._audits.close(AUDIT_CLOSE_TIMEOUT)
         await self.close_sockets()
 
     async def close_sockets(self) -> None:
@@ -180,53 +174,25 @@ class DeskHub:
 
     async def handle(self, event: BusEvent) -> None:
         """Bus subscriber: never waits for the database or a browser."""
-        self._queue.put_nowait(event)
+        self._events.put(event)
 
     async def drain(self) -> None:
-        """Wait until every event received so far is handled and its pop views are in the
-        audit log (for tests and shutdown)."""
-        await self._queue.join()
-        await self._flush_audits()
+        """Wait until every event received before this call is handled and its pop views
+        are in the audit log (for tests and shutdown)."""
+        await self._events.drain()
+        await self._audits.drain()
 
-    async def _write_audits(self) -> None:
+    async def _apply_one(self, batch: Sequence[Queued[BusEvent]]) -> None:
+        for queued in batch:
+            await self._apply(queued.item)
+
+    async def _write_audits(self, batch: Sequence[Queued[dict[str, Any]]]) -> None:
         """Pop views go to the audit log behind the pushes, many per transaction, so a busy
         queue's pops never wait for the database (the hub's one worker serves every desk)."""
-        while True:
-            await self._audit_wanted.wait()
-            self._audit_wanted.clear()
-            if not await self._flush_audits():
-                await asyncio.sleep(AUDIT_RETRY)
-                self._audit_wanted.set()
-
-    async def _flush_audits(self) -> bool:
-        """Write the pending pop views; False (they stay pending) if the database failed."""
-        async with self._audit_lock:
-            batch, self._audits = self._audits, []
-            if not batch:
-                return True
-            try:
-                async with self._sessions() as session, session.begin():
-                    for _, entry in batch:
-                        audit.record(session, **{**entry,
-                                                 "at": datetime.fromisoformat(entry["at"])})
-            except Exception:
-                log.exception("audit of %d pop view(s) failed; kept to retry", len(batch))
-                self._audits[:0] = batch
-                return False
-            if self._journal is not None:
-                self._journal.ack(batch[-1][0])
-            return True
-
-    async def _run(self) -> None:
-        while True:
-            event = await self._queue.get()
-            try:
-                await self._apply(event)
-            except Exception:
-                log.exception("call %s: desk hub failed on %s", event.call_id or "-",
-                              type(event).__name__)
-            finally:
-                self._queue.task_done()
+        async with self._sessions() as session, session.begin():
+            for queued in batch:
+                entry = queued.item
+                audit.record(session, **{**entry, "at": datetime.fromisoformat(entry["at"])})
 
     # -- desks ----------------------------------------------------------------------------------
     def sign_in(self, agent: AgentView, *, expires_at: float = float("inf")) -> AgentDesk:
@@ -317,9 +283,9 @@ class DeskHub:
             return
         first = holders[0].call
         assert first is not None
-        pop = await self.pop_builder(self._sessions, call_id,
-                                     caller_number=first.pop.caller_number,
-                                     caller_name=first.pop.caller_name)
+        pop = await self.pop_builder(self._sessions, call_id, caller_number=first.pop.caller_number,
+                                caller_name=first.pop.caller_name,
+                                so_far=self._live.get(call_id))
         self._pops[call_id] = pop
         for desk in holders:
             assert desk.call is not None
@@ -351,6 +317,7 @@ class DeskHub:
                     del self._connected[extension]
 
     async def _apply(self, event: BusEvent) -> None:
+        self._live.record(event)
         self._track_connections(event)
         if isinstance(event, AgentStatusChanged):
             await self._on_status(event)
@@ -377,7 +344,7 @@ class DeskHub:
                     await self._end(desk)
             if isinstance(event, CallEnded) and not self._holding(event.call_id):
                 self._pops.pop(event.call_id, None)
-        elif isinstance(event, CallStep) and event.kind == "recording":
+        elif isinstance(event, CallStep) and isinstance(event.step, RecordingStarted):
             await self.refresh_pop(event.call_id)
         async with self._changed:
             self._changed.notify_all()
@@ -394,12 +361,10 @@ class DeskHub:
     async def _pop_for(self, event: AgentRinging | AgentAnswered) -> ScreenPop:
         pop = self._pops.get(event.call_id)
         if pop is None:
-            if self.settle is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.settle(), SETTLE_TIMEOUT)
             pop = await self.pop_builder(self._sessions, event.call_id,
-                                         caller_number=event.caller_number,
-                                         caller_name=event.caller_name)
+                                    caller_number=event.caller_number,
+                                    caller_name=event.caller_name,
+                                    so_far=self._live.get(event.call_id))
             self._pops[event.call_id] = pop
         return pop
 
@@ -475,15 +440,7 @@ class DeskHub:
             object_type="consultation", object_id=pop.consultation_id or call.call_id,
             detail={**pop.audit_detail, "phase": call.phase, "via": via,
                     "phone_revealed": call.phase == "connected"}, **(origin or {}))
-        seq = 0
-        if self._journal is not None:
-            try:
-                seq = self._journal.append(entry)
-            except OSError:
-                log.exception("pop view of %s could not be journaled; kept in memory",
-                              call.call_id)
-        self._audits.append((seq, entry))
-        self._audit_wanted.set()
+        self._audits.put(entry)
 
     async def _push(self, desk: AgentDesk, message: dict[str, Any]) -> int:
         """Send to every open desk of the agent; a socket that fails is dropped."""
@@ -501,3 +458,11 @@ class DeskHub:
                 with contextlib.suppress(Exception):
                     await socket.close()
         return delivered
+
+
+def _describe_event(event: BusEvent) -> str:
+    return f"call {event.call_id or '-'}: {type(event).__name__}"
+
+
+def _describe_view(entry: dict[str, Any]) -> str:
+    return f"pop view of {entry.get('object_id')} by {entry.get('actor')}"

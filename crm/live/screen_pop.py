@@ -1,20 +1,22 @@
 """The screen pop: what an agent's desk shows about a caller the moment the phone rings.
 
-Built once per call from the database (the consultation the IVR has been writing, the
-resident behind the calling number, the case the caller asked about, their last calls) and
-rendered per viewer: phone numbers are masked for agents except the caller connected to them
-(never showing the last four digits, which are the IVR's verification secret), ID numbers only
-ever show their last four digits. Verification digits the caller entered are never shown: the
-transcript says only that they were entered and whether they matched. Building reads; showing
-is audited by the desk (see crm.live.desk_hub), because only then has a person seen it.
+Built once per call: the IVR's part from the call's steps (the events the desk hub holds in
+memory, or the consultation as written when the hub has not seen the whole call), the rest
+from the database (the resident behind the calling number, the case the caller asked about,
+their last calls); and rendered per viewer: phone numbers are masked for agents except the
+caller connected to them (never showing the last four digits, which are the IVR's
+verification secret), ID numbers only ever show their last four digits. Verification digits
+the caller entered are never shown: the transcript says only that they were entered and
+whether they matched. Building reads; showing is audited by the desk (see crm.live.desk_hub),
+because only then has a person seen it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -25,18 +27,60 @@ from crm.cases.numbers import is_valid_case_number
 from crm.cases.service import CaseView
 from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.errors import CaseNotFound
+from crm.live.calls import CallSoFar
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, Consultation, Resident, ResidentPhone
-from crm.telephony.events import redact_secret_inputs
+from crm.telephony.events import CallStep
+from crm.telephony.steps import (
+    AgentCompleted,
+    AgentConnected,
+    AgentNoAnswer,
+    AgentRung,
+    BargeIn,
+    CallerLeftIvr,
+    CaseLookedUp,
+    CaseNumberConfirmed,
+    CaseNumberInvalid,
+    CaseNumberRejected,
+    CommentTranscribed,
+    IntentChosen,
+    IvrAtCapacity,
+    IvrConnected,
+    KeysEntered,
+    LanguageChosen,
+    LookupBlocked,
+    NoSuchCase,
+    NothingHeard,
+    NotUnderstood,
+    PromptPlayed,
+    QueueAbandoned,
+    QueueJoined,
+    RecordingStarted,
+    RouteChosen,
+    SpeechHeard,
+    StatusRepeated,
+    StatusTold,
+    Step,
+    SurveyAbandoned,
+    SurveyCommented,
+    SurveyEnded,
+    SurveyRated,
+    SurveySkipped,
+    SurveyStarted,
+    SurveyUnrated,
+    SurveyWriteDeferred,
+    UnknownStep,
+    VerificationDigits,
+    VerificationResult,
+    redact_secret_steps,
+    step_from_row,
+)
 
 RECENT_CONSULTATIONS = 5
 RESIDENT_CASES = 10
-_SILENT_STEPS = frozenset({"prompt", "barge_in", "ivr_connected", "queued", "agent_ringing",
-                           "agent_no_answer", "agent_answered", "agent_completed",
-                           "recording"})
 
 
-# -- the IVR's part of the call, from its consultation steps (pure) ---------------------------
+# -- the IVR's part of the call, from its steps (pure) ------------------------------------------
 @dataclass(frozen=True)
 class TranscriptLine:
     at: str | None
@@ -62,86 +106,124 @@ class IvrSummary:
     recording: str | None = None
 
 
-def _verified_line(d: Mapping[str, Any]) -> str:
-    ok = d.get("result", True)
-    if d.get("by") == "last4":
+def _verified_line(v: VerificationResult) -> str:
+    if v.by == "last4":
         return ("Verification by the last four digits of the contact phone: "
-                + ("ok" if ok else "failed"))
-    if ok:
-        return f"Caller verified by {str(d.get('by', '')).replace('_', ' ')}"
-    if d.get("reason") == "verification_locked":
+                + ("ok" if v.ok else "failed"))
+    if v.ok:
+        return f"Caller verified by {str(v.by or '').replace('_', ' ')}"
+    if v.reason == "verification_locked":
         return "Caller NOT verified (too many failed verifications of this case lately)"
-    return f"Caller NOT verified ({d.get('by') or d.get('reason')})"
+    return f"Caller NOT verified ({v.by or v.reason})"
 
 
-def _line(kind: str, d: Mapping[str, Any]) -> str | None:
-    """One step as a line for the agent; None for steps the agent does not need."""
-    if kind in _SILENT_STEPS:
-        return None
-    if kind in ("keys", "speech") and d.get("secret"):
-        how = "keyed" if kind == "keys" else "said"
-        return (f"Verification digits {how} ({d.get('length')} digits, not recorded)"
-                + (" → agent" if d.get("intent") == "agent" else ""))
-    texts = {
-        "language": lambda: f"Language {d.get('language')} (by {d.get('by')})",
-        "intent": lambda: f"Asked for: {d.get('intent')} (by {d.get('by')})",
-        "keys": lambda: f"Keyed: {d.get('keys')}",
-        "speech": lambda: (f"Said: “{d.get('text') or ''}”"
-                           + (f" → {d['intent']}" if d.get("intent") else "")),
-        "case_number_invalid": lambda: f"Invalid case number {d.get('digits')}",
-        "case_number_confirmed": lambda: f"Case number confirmed: {d.get('number')}",
-        "case_number_rejected": lambda: "Caller rejected the case number read back",
-        "case_lookup": lambda: (f"Looked up case {d.get('number')}: "
-                                f"{'found' if d.get('found') else 'not found'}"),
-        "case_not_found": lambda: f"No case {d.get('number')}",
-        "lookup_blocked": lambda: "Case lookups blocked: too many failed attempts",
-        "verified": lambda: _verified_line(d),
-        "told": lambda: (f"Told case {d.get('case')} is {d.get('stage')}"
-                         + (" (full status)" if d.get("verified") else " (stage only)")),
-        "repeat_status": lambda: "Asked to hear the status again",
-        "route": lambda: (f"Routed to {d.get('route')}"
-                          + (f" ({d['reason']})" if d.get("reason") else "")),
-        "no_input": lambda: f"No input ({d.get('state')})",
-        "no_match": lambda: f"Not understood ({d.get('state')})",
-        "caller_left": lambda: f"Caller left the IVR ({d.get('state')})",
-        "abandoned": lambda: "Caller hung up while waiting",
-    }
-    make = texts.get(kind)
-    return make() if make else f"{kind}: {', '.join(f'{k}={v}' for k, v in d.items())}"
+def _as_fields(step: Step) -> str:
+    return f"{step.kind}: {', '.join(f'{k}={v}' for k, v in step.detail().items())}"
 
 
-def summarise_ivr(steps: Iterable[Mapping[str, Any]]) -> IvrSummary:
-    """Steps as stored on a consultation ({"at", "kind", "detail"}) -> what the pop shows.
-    Verification digits in steps stored before the IVR redacted them are taken out here."""
+def transcript_text(step: Step) -> str | None:
+    """One step as a line for the agent; None for steps the agent does not need. Every step
+    class has its case here: a new one that has none fails the type check (assert_never)."""
+    match step:
+        case (PromptPlayed() | BargeIn() | IvrConnected() | QueueJoined() | AgentRung()
+              | AgentNoAnswer() | AgentConnected() | AgentCompleted() | RecordingStarted()):
+            return None
+        case VerificationDigits(via=via, length=length, intent=intent):
+            how = "keyed" if via == "keys" else "said"
+            return (f"Verification digits {how} ({length} digits, not recorded)"
+                    + (" → agent" if intent == "agent" else ""))
+        case LanguageChosen(language=language, by=by):
+            return f"Language {language} (by {by})"
+        case IntentChosen(intent=intent, by=by):
+            return f"Asked for: {intent} (by {by})"
+        case KeysEntered(keys=keys):
+            return f"Keyed: {keys}"
+        case SpeechHeard(text=text, intent=intent):
+            return f"Said: “{text or ''}”" + (f" → {intent}" if intent else "")
+        case CaseNumberInvalid(digits=digits):
+            return f"Invalid case number {digits}"
+        case CaseNumberConfirmed(number=number):
+            return f"Case number confirmed: {number}"
+        case CaseNumberRejected():
+            return "Caller rejected the case number read back"
+        case CaseLookedUp(number=number, found=found):
+            return f"Looked up case {number}: {'found' if found else 'not found'}"
+        case NoSuchCase(number=number):
+            return f"No case {number}"
+        case LookupBlocked():
+            return "Case lookups blocked: too many failed attempts"
+        case VerificationResult():
+            return _verified_line(step)
+        case StatusTold(case=case, stage=stage, verified=verified):
+            return (f"Told case {case} is {stage}"
+                    + (" (full status)" if verified else " (stage only)"))
+        case StatusRepeated():
+            return "Asked to hear the status again"
+        case RouteChosen(route=route, reason=reason):
+            return f"Routed to {route}" + (f" ({reason})" if reason else "")
+        case NothingHeard(state=state):
+            return f"No input ({state})"
+        case NotUnderstood(state=state):
+            return f"Not understood ({state})"
+        case CallerLeftIvr(state=state):
+            return f"Caller left the IVR ({state})"
+        case QueueAbandoned():
+            return "Caller hung up while waiting"
+        case (IvrAtCapacity() | SurveyStarted() | SurveyRated() | SurveyUnrated()
+              | SurveyCommented() | SurveyAbandoned() | SurveyEnded() | SurveySkipped()
+              | SurveyWriteDeferred() | CommentTranscribed() | UnknownStep()):
+            return _as_fields(step)
+        case _:
+            assert_never(step)
+
+
+def summarise_steps(steps: Iterable[tuple[str | None, Step]]) -> IvrSummary:
+    """A call's steps (``at`` as ISO text, step), in order -> what the pop shows. Verification
+    digits in steps stored before the IVR redacted them are taken out here."""
+    timed = list(steps)
+    redacted = redact_secret_steps([step for _, step in timed])
     transcript: list[TranscriptLine] = []
     path: list[str] = []
     told = found = confirmed = None
     verified: bool | None = None
     verified_by = language = recording = None
-    for step in redact_secret_inputs(steps):
-        kind, d, at = step.get("kind", ""), step.get("detail") or {}, step.get("at")
-        if kind == "prompt" and d.get("prompt"):
-            path.append(str(d["prompt"]))
-        elif kind == "told":
-            told = d.get("case")
-        elif kind == "case_lookup" and d.get("found"):
-            found = d.get("number")
-        elif kind == "case_number_confirmed":
-            confirmed = d.get("number")
-        elif kind == "verified":
-            verified = bool(d.get("result", True))
-            verified_by = d.get("by") or d.get("reason")
-        elif kind == "language":
-            language = d.get("language")
-        elif kind == "recording":
-            recording = d.get("file")
-        text = _line(kind, d)
+    for (at, _), step in zip(timed, redacted, strict=True):
+        if isinstance(step, PromptPlayed) and step.prompt:
+            path.append(step.prompt)
+        elif isinstance(step, StatusTold):
+            told = step.case
+        elif isinstance(step, CaseLookedUp) and step.found:
+            found = step.number
+        elif isinstance(step, CaseNumberConfirmed):
+            confirmed = step.number
+        elif isinstance(step, VerificationResult):
+            verified, verified_by = step.ok, step.by or step.reason
+        elif isinstance(step, LanguageChosen):
+            language = step.language
+        elif isinstance(step, RecordingStarted):
+            recording = step.file
+        text = transcript_text(step)
         if text is not None:
-            transcript.append(TranscriptLine(at, kind, text))
+            transcript.append(TranscriptLine(at, step.kind, text))
     asked = next((n for n in (told, found, confirmed) if n and is_valid_case_number(str(n))),
                  None)
     return IvrSummary(tuple(transcript), tuple(path), asked, verified, verified_by, language,
                       recording)
+
+
+def summarise_ivr(steps: Iterable[Mapping[str, Any]]) -> IvrSummary:
+    """Steps as stored on a consultation ({"at", "kind", "detail"}) -> what the pop shows."""
+    return summarise_steps((s.get("at"), step_from_row(str(s.get("kind") or ""), s.get("detail")))
+                           for s in steps)
+
+
+def _with_unwritten(stored: list[tuple[datetime, Step]],
+                    so_far: Sequence[CallStep]) -> list[tuple[str | None, Step]]:
+    """Stored steps and those of ``so_far`` not stored (yet), in time order."""
+    written = {(step.kind, at) for at, step in stored}
+    missing = [(e.at, e.step) for e in so_far if (e.kind, e.at) not in written]
+    merged = sorted(stored + missing, key=lambda s: s[0]) if missing else stored
+    return [(at.isoformat(), step) for at, step in merged]
 
 
 # -- the pop ------------------------------------------------------------------------------------
@@ -236,18 +318,33 @@ class ScreenPop:
 
 async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                            caller_number: str | None = None,
-                           caller_name: str | None = None) -> ScreenPop:
-    """Everything the desk shows about this call, as far as the database knows it now."""
+                           caller_name: str | None = None,
+                           so_far: CallSoFar | None = None) -> ScreenPop:
+    """Everything the desk shows about this call. The IVR's part is ``so_far`` (the call's
+    events the desk hub holds) when that is the whole call; otherwise what the consultation
+    recorder has written, with the steps of ``so_far`` it has not written yet. The rest
+    (resident, cases, earlier calls) is history, read from the database."""
+    if so_far is not None:
+        caller_number = so_far.caller_number or caller_number
+        caller_name = so_far.caller_name or caller_name
+    steps: list[tuple[str | None, Step]]
     async with sessions() as session:
-        consultation = await session.scalar(
-            select(Consultation).where(Consultation.call_id == call_id)
-            .options(selectinload(Consultation.steps))
-            .execution_options(populate_existing=True))
-        steps = ([{"at": s.at.isoformat(), "kind": s.kind, "detail": s.detail}
-                  for s in consultation.steps] if consultation else [])
-        if consultation is not None:
-            caller_number = consultation.caller_number or caller_number
-            caller_name = consultation.caller_name or caller_name
+        if so_far is not None and so_far.complete:
+            consultation_id = await session.scalar(
+                select(Consultation.id).where(Consultation.call_id == call_id))
+            steps = [(e.at.isoformat(), e.step) for e in so_far.steps]
+        else:
+            consultation = await session.scalar(
+                select(Consultation).where(Consultation.call_id == call_id)
+                .options(selectinload(Consultation.steps))
+                .execution_options(populate_existing=True))
+            stored = ([(s.at, step_from_row(s.kind, s.detail)) for s in consultation.steps]
+                      if consultation else [])
+            steps = _with_unwritten(stored, so_far.steps if so_far else ())
+            consultation_id = consultation.id if consultation else None
+            if consultation is not None:
+                caller_number = consultation.caller_number or caller_number
+                caller_name = consultation.caller_name or caller_name
         resident = None
         resident_cases: list[CaseLine] = []
         if caller_number:
@@ -260,7 +357,7 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                 .order_by(Case.created_at.desc(), Case.id.desc()).limit(RESIDENT_CASES))).all()
             resident_cases = [CaseLine(c.number, c.stage, c.category.name, c.description,
                                        c.created_at) for c in rows]
-    ivr = summarise_ivr(steps)
+    ivr = summarise_steps(steps)
     case = None
     if ivr.asked_case:
         try:
@@ -270,12 +367,11 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
     recent: list[ConsultationDetail] = []
     if caller_number:
         found = await find_consultations(sessions, phone=caller_number,
-                                         limit=RECENT_CONSULTATIONS + 1)
+                                         limit=RECENT_CONSULTATIONS + 1, with_steps=False)
         recent = [c for c in found if c.call_id != call_id][:RECENT_CONSULTATIONS]
     address = case.address if case else None
     card = (ResidentCard(resident.id, resident.name, resident.community,
                          resident.preferred_language, resident.id_number_last4)
             if resident else None)
-    return ScreenPop(call_id, consultation.id if consultation else None, caller_number,
-                     caller_name, card, ivr, case, tuple(resident_cases), tuple(recent),
-                     address)
+    return ScreenPop(call_id, consultation_id, caller_number, caller_name, card, ivr, case,
+                     tuple(resident_cases), tuple(recent), address)

@@ -1,6 +1,7 @@
 """The supervisors' live wallboard: how the agent queue is doing right now.
 
-Fed by the call event bus like the desk hub, in arrival order by one worker task:
+Fed by the call event bus like the desk hub, in arrival order by one worker task
+(:mod:`crm.storage.write_behind`; the wallboard writes nothing to the database, it only reads):
 CallerQueued adds a waiting caller; AgentAnswered, CallerAbandoned and CallEnded take them
 off; AgentStatusChanged keeps each member's state (available, ringing, on a call, paused...).
 Today's counters (answered, answered within the service level, abandoned) count the same
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy import select
 from crm.live.desk_hub import DeskSocket
 from crm.storage.db import SessionFactory
 from crm.storage.models import ConsultationStep, utcnow
+from crm.storage.write_behind import Queued, WriteBehind
 from crm.telephony.events import (
     AgentAnswered,
     AgentStatusChanged,
@@ -112,8 +114,8 @@ class Wallboard:
         """Keyed by call id, or by channel for callers only a snapshot told us about."""
         self._members: dict[str, AgentStatusChanged] = {}
         self._today = TodayCounts(self._local_day())
-        self._events: asyncio.Queue[BusEvent] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._events: WriteBehind[BusEvent] = WriteBehind(
+            "wallboard events", self._apply_batch, retry_on=(), logger=log)
         self._sockets: set[DeskSocket] = set()
         self._changed = asyncio.Condition()
         self.version = 0
@@ -122,14 +124,10 @@ class Wallboard:
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._recount()
-        self._worker = asyncio.create_task(self._run(), name="wallboard")
+        self._events.start()
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        await self._events.close(timeout=0)
         await self.close_sockets()
 
     async def close_sockets(self) -> None:
@@ -140,30 +138,34 @@ class Wallboard:
 
     async def handle(self, event: BusEvent) -> None:
         """Bus subscriber: never waits for the database or a browser."""
-        self._events.put_nowait(event)
+        self._events.put(event)
 
     async def drain(self) -> None:
-        await self._events.join()
+        """Wait until the events received before this call are shown."""
+        await self._events.drain()
 
     async def wait_for(self, check: Callable[[], bool], within: float) -> None:
         """Wait until ``check()`` holds after some change (tests)."""
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(check)
 
-    async def _run(self) -> None:
+    async def _apply_batch(self, batch: Sequence[Queued[BusEvent]]) -> None:
+        """The events that queued up meanwhile, then one publish: a burst goes out once.
+        Never raises: a failing event is logged and skipped, as applying a batch again would
+        count its events twice."""
         dirty = False
-        while True:
-            event = await self._events.get()
+        for queued in batch:
+            event = queued.item
             try:
                 dirty = await self._apply(event) or dirty
-                if dirty and self._events.empty():  # a burst of changes goes out once
-                    dirty = False
-                    await self._publish()
             except Exception:
                 log.exception("call %s: wallboard failed on %s", event.call_id or "-",
                               type(event).__name__)
-            finally:
-                self._events.task_done()
+        if dirty:
+            try:
+                await self._publish()
+            except Exception:
+                log.exception("wallboard %s: publishing failed", self.queue)
 
     # -- sockets ------------------------------------------------------------------------------
     def attach(self, socket: DeskSocket) -> None:

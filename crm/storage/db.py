@@ -1,11 +1,14 @@
 """Database engine and session factory (SQLAlchemy 2 async).
 
 SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL. Nothing connects at import.
+:func:`open_database` is how the service, the CLI, demo data and migrations open it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -58,3 +61,29 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 def make_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@dataclass(frozen=True)
+class Database:
+    """An open database: its engine, and the session factory the parts are given. Close it
+    (or use it as ``async with``) to release its connections."""
+
+    engine: AsyncEngine
+    sessions: SessionFactory
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+
+def open_database(url: str, *, echo: bool = False) -> Database:
+    """The engine for ``url`` (``database.url`` resolved by the settings; ``echo`` logs every
+    statement) with its session factory. Connects on first use, not here."""
+    engine = make_engine(url, echo=echo)
+    return Database(engine, make_session_factory(engine))

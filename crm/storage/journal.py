@@ -29,6 +29,7 @@ from typing import Any
 
 from crm.storage.private_files import open_private, private_dir, write_private
 from crm.telephony import events as call_events
+from crm.telephony.steps import StepFields, step_from_json, step_from_row
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,29 @@ def encode_event(event: Any) -> dict[str, Any]:
     fields = {}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
-        fields[f.name] = {"$dt": value.isoformat()} if isinstance(value, datetime) else value
+        if isinstance(value, datetime):
+            value = {"$dt": value.isoformat()}
+        elif isinstance(value, StepFields):
+            value = {"$step": value.to_json()}
+        fields[f.name] = value
     return {"type": type(event).__name__, "fields": fields}
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and "$dt" in value:
+        return datetime.fromisoformat(value["$dt"])
+    if isinstance(value, dict) and "$step" in value:
+        return step_from_json(value["$step"])
+    return value
 
 
 def decode_event(data: dict[str, Any]) -> Any:
     cls = getattr(call_events, data["type"], None)
     if cls is None or not dataclasses.is_dataclass(cls):
         raise ValueError(f"unknown call event type {data['type']!r}")
-    fields = {k: datetime.fromisoformat(v["$dt"]) if isinstance(v, dict) and "$dt" in v else v
-              for k, v in data["fields"].items()}
+    fields = {k: _decode_value(v) for k, v in data["fields"].items()}
+    if cls is call_events.CallStep and "kind" in fields:  # journaled before steps were typed
+        fields["step"] = step_from_row(fields.pop("kind"), fields.pop("detail", None))
     return cls(**fields)
 
 

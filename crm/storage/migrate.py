@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""Shipped inside this package (hotline.assets lists it for the wheel's checks)."""
 
 
 def alembic_config(url: str) -> Config:

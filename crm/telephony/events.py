@@ -8,10 +8,22 @@ and wallboards subscribe. In-process by default; a networked bus can implement t
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from crm.telephony.steps import SECRET_INPUT as SECRET_INPUT
+from crm.telephony.steps import (
+    AgentCompleted,
+    AgentConnected,
+    AgentNoAnswer,
+    AgentRung,
+    QueueAbandoned,
+    QueueJoined,
+    Step,
+)
+from crm.telephony.steps import redact_secret_inputs as redact_secret_inputs
 
 log = logging.getLogger(__name__)
 
@@ -32,63 +44,22 @@ class CallStarted:
 
 @dataclass(frozen=True)
 class CallStep:
-    """Something that happened in the IVR: kind is prompt, dtmf, transcript, intent, ..."""
+    """One step of the call (crm.telephony.steps): something the IVR played, heard or decided, or
+    the call's recording."""
 
     call_id: str
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
+    step: Step
     at: datetime = field(default_factory=utcnow)
 
+    @property
+    def kind(self) -> str:
+        """The step's kind as the consultation stores it (prompt, keys, told, ...)."""
+        return self.step.kind
 
-SECRET_INPUT = "verification"
-"""An input step (kind ``keys`` or ``speech``) whose detail is ``{"secret": SECRET_INPUT,
-"length": n}`` stands for verification digits the caller entered: what they were is never
-recorded, only that they were entered and how many there were."""
-_INPUT_KINDS = frozenset({"keys", "speech"})
-_BETWEEN_STEPS = frozenset({"prompt", "barge_in"})
-_SECRET_PROMPT = "ask_phone_last4"
-_SECRET_STATE = "verify_last4"
-
-
-def _answers_secret_prompt(step: Mapping[str, Any]) -> bool:
-    detail = step.get("detail") or {}
-    kind = step.get("kind")
-    if kind == "verified":
-        return detail.get("by") == "last4"
-    return kind in ("no_match", "no_input") and detail.get("state") == _SECRET_STATE
-
-
-def _redacted(step: Mapping[str, Any]) -> dict[str, Any]:
-    detail = step.get("detail") or {}
-    entered = str(detail.get("keys") or detail.get("digits") or "")
-    return {**step, "detail": {"secret": SECRET_INPUT,
-                               "length": sum(c.isdigit() for c in entered)}}
-
-
-def redact_secret_inputs(steps: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Stored steps ({"kind", "detail", ...}) with any verification digits taken out.
-
-    Steps recorded since the IVR redacts at the source carry none; this catches those stored
-    before: an input step answering the ``ask_phone_last4`` prompt, or followed by the
-    verification's outcome or a re-prompt in its state, is replaced by its redacted form."""
-    out = [dict(s) for s in steps]
-    asked = False
-    for i, step in enumerate(out):
-        kind = step.get("kind")
-        detail = step.get("detail") or {}
-        if kind == "prompt":
-            asked = str(detail.get("prompt", "")).startswith(_SECRET_PROMPT)
-            continue
-        if kind not in _INPUT_KINDS:
-            if kind not in _BETWEEN_STEPS:
-                asked = False
-            continue
-        following = next((s for s in out[i + 1:] if s.get("kind") not in _BETWEEN_STEPS), None)
-        if detail.get("secret") is None and (
-                asked or (following is not None and _answers_secret_prompt(following))):
-            out[i] = _redacted(step)
-        asked = False
-    return out
+    @property
+    def detail(self) -> dict[str, Any]:
+        """The step's fields as the consultation stores them."""
+        return self.step.detail()
 
 
 @dataclass(frozen=True)
@@ -197,6 +168,22 @@ QueueCallEvent = (CallerQueued | AgentRinging | AgentRingStopped | AgentAnswered
                   | AgentCallEnded | CallerAbandoned)
 QUEUE_CALL_EVENTS = (CallerQueued, AgentRinging, AgentRingStopped, AgentAnswered,
                      AgentCallEnded, CallerAbandoned)
+
+
+def queue_step(event: QueueCallEvent) -> Step:
+    """The consultation step a queue event is recorded as."""
+    if isinstance(event, CallerQueued):
+        return QueueJoined(event.queue, event.position)
+    if isinstance(event, AgentRinging):
+        return AgentRung(event.queue, event.extension, event.interface)
+    if isinstance(event, AgentRingStopped):
+        return AgentNoAnswer(event.queue, event.extension, event.ring_time_s)
+    if isinstance(event, AgentAnswered):
+        return AgentConnected(event.queue, event.extension, event.interface,
+                              event.hold_time_s, event.resynchronised)
+    if isinstance(event, AgentCallEnded):
+        return AgentCompleted(event.queue, event.extension, event.talk_time_s, event.reason)
+    return QueueAbandoned(event.queue, event.position, event.hold_time_s)
 
 
 @dataclass(frozen=True)

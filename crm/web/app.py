@@ -25,6 +25,7 @@ from crm.web.session import SessionPolicy, WebSessions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
+"""Shipped inside this package (hotline.assets lists them for the wheel's checks)."""
 
 SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
 HEALTH_KEY = web.AppKey("health", Callable)
@@ -89,7 +90,8 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
     app[JINJA_KEY] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, enable_async=False)
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+        enable_async=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
     if api:

@@ -51,7 +51,7 @@ from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Consultation, Department
 from crm.telephony.queue import AgentQueue, TelephonyUnavailable, interface_for
 from crm.web import session as web_session
-from crm.web.api.routes import STATUS_FOR_ERROR, error_response
+from crm.web.errors import STATUS_FOR_ERROR, error_middleware, json_error
 from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
@@ -101,23 +101,10 @@ def session_storage(secret: str, *, idle_timeout: float, secure: bool) -> Encryp
 
 
 # -- errors ------------------------------------------------------------------------------------
-STATUS = {**STATUS_FOR_ERROR, TelephonyUnavailable: 503}
-
-
-@web.middleware
-async def desk_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain errors become JSON errors (the desk's forms are posted by its script)."""
-    try:
-        response = await handler(request)
-    except HotlineError as exc:
-        status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
-        if status == 500:
-            log.error("%s %s: unmapped domain error %r", request.method, request.path, exc)
-            return error_response(500, "internal_error", "internal error")
-        return error_response(status, exc.code, exc.message, details=exc.details)
-    response.headers[hdrs.CONTENT_SECURITY_POLICY] = CSP
-    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
-    return response
+desk_errors = error_middleware(
+    json_error, statuses={**STATUS_FOR_ERROR, TelephonyUnavailable: 503},
+    headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
+"""Domain errors become JSON errors (the desk's forms are posted by its script)."""
 
 
 # -- sessions ----------------------------------------------------------------------------------

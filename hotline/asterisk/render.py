@@ -1,8 +1,9 @@
-"""Render the Asterisk configuration from the repo's jinja2 templates and the settings.
+"""Render the Asterisk configuration from the hotline's jinja2 templates and the settings.
 
 Templates live in ``asterisk-config/*.j2`` (one per Asterisk config file) and
-``dialplans/*.j2`` (included from extensions.conf). Secrets come from the settings only,
-so the templates on disk never hold one.
+``dialplans/*.j2`` (included from extensions.conf), found through :mod:`hotline.assets`
+(a checkout's top-level folders, or their copies inside an installed wheel). Secrets come
+from the settings only, so the templates on disk never hold one.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from pathlib import Path
 
 import jinja2
 
+from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
-from hotline.settings import REPO_ROOT, Settings
+from hotline.settings import Settings
 
-CONFIG_TEMPLATES = REPO_ROOT / "asterisk-config"
-DIALPLAN_TEMPLATES = REPO_ROOT / "dialplans"
 BANNER = "Rendered by hotline.asterisk.render from the hotline repository; edits are overwritten."
 SECRET_FILES = frozenset({"pjsip.conf", "manager.conf"})
 _UNSAFE_VALUE = re.compile(r"[;\s\"\\\[\]]")
@@ -29,7 +29,7 @@ class ConfigRenderError(AsteriskError):
 
 
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader([str(CONFIG_TEMPLATES), str(DIALPLAN_TEMPLATES)])
+    loader = jinja2.FileSystemLoader([asset_dir(ASTERISK_CONFIG), asset_dir(DIALPLANS)])
     return jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,

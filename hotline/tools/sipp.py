@@ -23,11 +23,11 @@ from typing import Literal
 
 import jinja2
 
+from hotline.assets import SIPP_SCENARIOS, asset_dir
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCENARIO_DIR = Path(__file__).with_name("sipp_scenarios")
 PCAP_DIR = Path("/usr/share/sip-tester")
 KEY_PCAPS = {
     **{digit: f"dtmf_2833_{digit}.pcap" for digit in "0123456789"},
@@ -110,7 +110,7 @@ def udp_bound(port: int) -> bool:
 
 def render_scenario(name: str, dest_dir: Path, **context: object) -> Path:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(SCENARIO_DIR)),
+        loader=jinja2.FileSystemLoader(asset_dir(SIPP_SCENARIOS)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -40,6 +40,7 @@ from crm.telephony.events import (
     QueueSnapshot,
     WaitingCaller,
 )
+from crm.telephony.steps import RecordingStarted
 from ivr.ami.client import AmiClient, AmiError, AmiEvent
 from ivr.ami.codec import caller_identity
 
@@ -132,8 +133,8 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
     if kind == "userevent":
         if event.get("UserEvent") != "HotlineRecording" or not _clean(event.get("CallId")):
             return None
-        return CallStep(str(_clean(event.get("CallId"))), "recording",
-                        {"file": _clean(event.get("File")), "queue": _clean(event.get("Queue"))})
+        return CallStep(str(_clean(event.get("CallId"))),
+                        RecordingStarted(_clean(event.get("File")), _clean(event.get("Queue"))))
     if kind not in ("queuecallerjoin", "agentcalled", "agentringnoanswer", "agentconnect",
                     "agentcomplete", "queuecallerabandon"):
         return None

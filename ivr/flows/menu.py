@@ -25,6 +25,22 @@ from typing import Any
 
 from crm.cases.lookup import CaseStatus
 from crm.cases.numbers import CASE_NUMBER_LENGTH, is_valid_case_number
+from crm.telephony.steps import (
+    CaseNumberConfirmed,
+    CaseNumberInvalid,
+    CaseNumberRejected,
+    IntentChosen,
+    LanguageChosen,
+    LookupBlocked,
+    NoSuchCase,
+    NothingHeard,
+    NotUnderstood,
+    RouteChosen,
+    StatusRepeated,
+    StatusTold,
+    Step,
+    VerificationResult,
+)
 
 LANGUAGE_KEYS = {"1": "cmn", "2": "en", "3": "ko"}
 MENU_KEYS = {"1": "check_status", "2": "agent", "3": "service_info", "9": "repeat"}
@@ -129,8 +145,9 @@ class RecordFailure:
 
 @dataclass(frozen=True)
 class Log:
-    kind: str
-    detail: dict[str, Any]
+    """Record a step of the call (published as a call event, stored on the consultation)."""
+
+    step: Step
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,7 @@ class CallFlow:
         if isinstance(inp, LookupResult):
             return self._looked_up(inp)
         if isinstance(inp, NoInput):
-            return self._miss("no_input")
+            return self._miss(NothingHeard)
         handler = {
             State.LANGUAGE: self._on_language,
             State.MAIN_MENU: self._on_main_menu,
@@ -199,17 +216,18 @@ class CallFlow:
 
     def _to_agent(self, reason: str) -> list[Action]:
         self.state = State.DONE
-        return [Log("route", {"route": "agent", "reason": reason}),
+        return [Log(RouteChosen("agent", reason)),
                 Say("transfer_to_agent"), Route("agent")]
 
     def _end(self) -> list[Action]:
         self.state = State.DONE
-        return [Log("route", {"route": "end"}), Say("goodbye"), Route("end")]
+        return [Log(RouteChosen("end")), Say("goodbye"), Route("end")]
 
-    def _miss(self, why: str) -> list[Action]:
+    def _miss(self, missed: type[NothingHeard | NotUnderstood]) -> list[Action]:
         """No input or no match: shorter re-prompt, then keys only, then an agent."""
         self.misses += 1
-        log = Log(why, {"state": self.state.value, "count": self.misses})
+        log = Log(missed(self.state.value, self.misses))
+        why = missed.KIND  # also the name of the apology prompt
         if self.misses >= 3 or self.last_collect is None:
             return [log, *self._to_agent(f"{why} x{self.misses}")]
         base = self.last_collect
@@ -225,7 +243,7 @@ class CallFlow:
         if inp.known_language:
             self.language = inp.known_language
             return self._main_menu(SetLanguage(self.language), Say("greeting"),
-                                   Log("language", {"language": self.language, "by": "profile"}))
+                                   Log(LanguageChosen(self.language, "profile")))
         self.language = self.default_language
         return self._enter(State.LANGUAGE, self._collect("language_menu", "language"),
                            Say("greeting"))
@@ -235,18 +253,18 @@ class CallFlow:
         if isinstance(inp, Speech):
             lang = inp.language
         if lang is None:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         self.language = lang
         by = "key" if isinstance(inp, Keys) else "speech"
-        return self._main_menu(SetLanguage(lang), Log("language", {"language": lang, "by": by}))
+        return self._main_menu(SetLanguage(lang), Log(LanguageChosen(lang, by)))
 
     def _on_main_menu(self, inp: Input) -> list[Action]:
         intent = MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
         if isinstance(inp, Speech):
             intent = inp.intent
         if intent is None:
-            return self._miss("no_match")
-        log = Log("intent", {"intent": intent, "by": "keys" if isinstance(inp, Keys) else "speech"})
+            return self._miss(NotUnderstood)
+        log = Log(IntentChosen(intent, "keys" if isinstance(inp, Keys) else "speech"))
         if intent == "check_status":
             return self._ask_case("ask_case_number", log)
         if intent == "agent":
@@ -264,10 +282,10 @@ class CallFlow:
                 return self._to_agent("asked")
             digits = inp.digits
         if not digits:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         self.case_tries += 1
         if not is_valid_case_number(digits):
-            log = Log("case_number_invalid", {"digits": digits, "try": self.case_tries})
+            log = Log(CaseNumberInvalid(digits, self.case_tries))
             if self.case_tries >= MAX_CASE_TRIES:
                 return [log, RecordFailure("invalid_number"), *self._to_agent("invalid numbers")]
             return self._ask_case("case_number_invalid", log, RecordFailure("invalid_number"))
@@ -280,19 +298,19 @@ class CallFlow:
         if isinstance(inp, Speech):
             yes = inp.yes
         if yes is None:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         if not yes:
-            return self._ask_case("ask_case_number", Log("case_number_rejected", {}))
+            return self._ask_case("ask_case_number", Log(CaseNumberRejected()))
         self.state = State.LOOKUP
-        return [Log("case_number_confirmed", {"number": self.candidate}),
+        return [Log(CaseNumberConfirmed(self.candidate)),
                 LookupCase(self.candidate)]
 
     def _looked_up(self, inp: LookupResult) -> list[Action]:
         if inp.blocked:
-            return [Log("lookup_blocked", {}), Say("too_many_attempts"),
+            return [Log(LookupBlocked()), Say("too_many_attempts"),
                     *self._to_agent("too many failed attempts")]
         if inp.case is None:
-            log = Log("case_not_found", {"number": self.candidate})
+            log = Log(NoSuchCase(self.candidate))
             if self.case_tries >= MAX_CASE_TRIES:
                 return [log, RecordFailure("unknown_number"), *self._to_agent("not found")]
             return self._ask_case("case_not_found", log, RecordFailure("unknown_number"))
@@ -300,12 +318,12 @@ class CallFlow:
         contact = inp.case.contact_phone
         if contact and self.caller_number and _same_phone(contact, self.caller_number):
             self.verified = True
-            return self._tell_status(Log("verified", {"by": "calling_number"}))
+            return self._tell_status(Log(VerificationResult(by="calling_number")))
         if not contact:
-            return self._tell_status(Log("verified", {"result": False, "reason": "no contact"}))
+            return self._tell_status(Log(VerificationResult(result=False, reason="no contact")))
         if inp.verification_locked:
             return self._tell_status(
-                Log("verified", {"result": False, "reason": "verification_locked"}),
+                Log(VerificationResult(result=False, reason="verification_locked")),
                 Say("verification_failed"))
         return self._enter(State.VERIFY_LAST4,
                            self._collect("ask_phone_last4", "digits", 4, secret=True))
@@ -319,10 +337,10 @@ class CallFlow:
                 return self._to_agent("asked")
             digits = inp.digits
         if len(digits) != 4 or not digits.isdigit() or self.case is None:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         contact = "".join(c for c in self.case.contact_phone or "" if c.isdigit())
         self.verified = len(contact) >= 4 and contact[-4:] == digits
-        outcome = Log("verified", {"by": "last4", "result": self.verified, "length": len(digits)})
+        outcome = Log(VerificationResult(by="last4", result=self.verified, length=len(digits)))
         if self.verified:
             return self._tell_status(outcome)
         return self._tell_status(outcome, RecordFailure("verification_failed", self.case.number),
@@ -336,7 +354,7 @@ class CallFlow:
                                       "deadline": case.deadline, "update": case.latest_update})
         else:
             say = Say("status_stage_only", {"stage": case.stage})
-        told = Log("told", {"case": case.number, "stage": case.stage, "verified": self.verified})
+        told = Log(StatusTold(case.number, case.stage, self.verified))
         return self._enter(State.STATUS_MENU, self._collect("after_status_menu", "status_menu"),
                            *before, say, told)
 
@@ -345,12 +363,12 @@ class CallFlow:
         if isinstance(inp, Speech):
             choice = inp.intent if inp.intent in ("repeat", "agent", "end") else None
         if choice is None:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         if choice == "agent":
             return self._to_agent("after status")
         if choice == "end":
             return self._end()
-        return self._tell_status(Log("repeat_status", {}))
+        return self._tell_status(Log(StatusRepeated()))
 
 
 def _same_phone(a: str, b: str) -> bool:

@@ -15,8 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
+from crm.telephony.steps import (
+    NothingHeard,
+    NotUnderstood,
+    SurveyAbandoned,
+    SurveyCommented,
+    SurveyRated,
+    SurveyStarted,
+    SurveyUnrated,
+)
 from ivr.flows.menu import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
 
 RATING_KEYS = {str(n): n for n in range(1, 6)}
@@ -133,40 +141,40 @@ class SurveyFlow:
             intro = Say("survey_return_visit_intro", {"case_number": inp.case_number or ""})
         else:
             intro = Say("survey_intro")
-        return [SetLanguage(inp.language), Log("survey_started", {"survey": inp.kind}), intro,
+        return [SetLanguage(inp.language), Log(SurveyStarted(inp.kind)), intro,
                 Collect("survey_rating", "rating")]
 
     def _on_rating(self, inp: SurveyInput) -> list[SurveyAction]:
         if isinstance(inp, NoInput):
-            return self._miss("no_input")
+            return self._miss(NothingHeard)
         if not isinstance(inp, Keys | Speech):
             return []
         rated = rating_from(inp)
         if rated is None:
-            return self._miss("no_match")
+            return self._miss(NotUnderstood)
         self.score, by = rated
         self.state = SurveyState.COMMENT
-        return [Log("survey_rating", {"score": self.score, "by": by}),
+        return [Log(SurveyRated(self.score, by)),
                 RecordRating(self.score, by), RecordComment()]
 
-    def _miss(self, why: str) -> list[SurveyAction]:
+    def _miss(self, missed: type[NothingHeard | NotUnderstood]) -> list[SurveyAction]:
         self.misses += 1
-        log = Log(why, {"state": self.state.value, "count": self.misses})
+        log = Log(missed(self.state.value, self.misses))
+        why = missed.KIND  # also the name of the apology prompt
         if self.misses >= MAX_RATING_MISSES:
             self.state = SurveyState.DONE
-            return [log, Log("survey_unrated", {"misses": self.misses}), Say("goodbye"),
+            return [log, Log(SurveyUnrated(self.misses)), Say("goodbye"),
                     EndSurvey("no_answer")]
         variant = "short" if self.misses == 1 else "keys"
         return [log, Say(why), Collect(f"survey_rating_{variant}", "rating")]
 
     def _on_comment(self, inp: CommentTaken | NoComment) -> list[SurveyAction]:
         self.state = SurveyState.DONE
-        detail: dict[str, Any] = ({"seconds": round(inp.seconds, 1)}
-                                  if isinstance(inp, CommentTaken) else {"seconds": 0})
-        return [Log("survey_comment", detail), Say("survey_thanks"), EndSurvey("rated")]
+        seconds = round(inp.seconds, 1) if isinstance(inp, CommentTaken) else 0
+        return [Log(SurveyCommented(seconds)), Say("survey_thanks"), EndSurvey("rated")]
 
     def _caller_left(self) -> list[SurveyAction]:
         state, self.state = self.state, SurveyState.DONE
         if state is SurveyState.COMMENT:  # rated already; the comment (if any) is kept
             return [EndSurvey("rated")]
-        return [Log("survey_abandoned", {"state": state.value}), EndSurvey("no_answer")]
+        return [Log(SurveyAbandoned(state.value)), EndSurvey("no_answer")]

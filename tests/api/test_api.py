@@ -16,6 +16,7 @@ from crm.consultations.recorder import apply_event
 from crm.consultations.service import link_case
 from crm.storage.models import Consultation
 from crm.telephony.events import CallStarted, CallStep
+from crm.telephony.steps import KeysEntered
 
 NEW_CASE = {"category": "repair", "description": "楼道灯不亮", "contact_phone": "13800138000",
             "resident_phone": "13800138000", "address": "幸福社区3号楼2单元"}
@@ -288,7 +289,7 @@ async def _calls(api, number):
         for i, phone in enumerate(["13800138000", "13900139000", "13800138000"]):
             await apply_event(s, CallStarted(f"c-{i}", phone, "张三",
                                              at=T0 + timedelta(hours=i)))
-            await apply_event(s, CallStep(f"c-{i}", "dtmf", {"key": "1"},
+            await apply_event(s, CallStep(f"c-{i}", KeysEntered("1"),
                                           at=T0 + timedelta(hours=i)))
     async with api.sessions() as s:
         ids = (await s.scalars(select(Consultation.id).order_by(Consultation.id))).all()
@@ -346,7 +347,7 @@ async def test_get_consultation(api) -> None:
     assert resp.status == 200
     body = await resp.json()
     assert (body["id"], body["call_id"], body["cases"]) == (ids[0], "c-0", [number])
-    assert body["steps"][0]["detail"] == {"key": "1"}
+    assert body["steps"][0]["detail"] == {"keys": "1"}
     reads = await audit.entries(api.sessions, object_type="consultation", object_id=ids[0])
     assert "consultation.read" in [e.action for e in reads]
     for missing in ["999999", "99999999999999999999"]:

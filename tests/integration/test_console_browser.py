@@ -26,6 +26,7 @@ from crm.audit import log as audit
 from crm.consultations.recorder import apply_event
 from crm.demo_data import seed_demo
 from crm.telephony.events import CallEnded, CallerQueued, CallStarted, CallStep
+from crm.telephony.steps import RecordingStarted, RouteChosen
 from hotline.paths import recording_store
 from hotline.service import HotlineService, hotline_zone
 from hotline.settings import REPO_ROOT
@@ -178,9 +179,9 @@ async def test_recordings_play_for_supervisors_only_and_every_playback_is_audite
     call_id = str(uuid.uuid4())
     async with hotline.sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, CALLER, CALLER_NAME, "PJSIP/gw-1"))
-        await apply_event(session, CallStep(call_id, "route", {"route": "agent"}))
-        await apply_event(session, CallStep(call_id, "recording",
-                                            {"file": f"{store.asterisk_dir}/{call_id}.wav"}))
+        await apply_event(session, CallStep(call_id, RouteChosen("agent")))
+        await apply_event(session, CallStep(
+            call_id, RecordingStarted(f"{store.asterisk_dir}/{call_id}.wav")))
         await apply_event(session, CallEnded(call_id, "agent", "16"))
     consultation = next(c for c in await _consultations(hotline) if c[1] == call_id)[0]
     recording = store.host_dir / f"{call_id}.wav"

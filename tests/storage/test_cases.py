@@ -41,6 +41,7 @@ from crm.errors import (
 )
 from crm.storage.models import Consultation, ResidentPhone
 from crm.telephony.events import CallStarted, CallStep
+from crm.telephony.steps import KeysEntered
 
 # A day the demo data has no cases on: it puts cases 0-5 days before today.
 DAY = (datetime.now(UTC) - timedelta(days=30)).replace(hour=9, minute=30, second=0,
@@ -229,7 +230,7 @@ async def test_to_json_masks_by_role(demo) -> None:
 async def _call(sessions, call_id, phone, at):
     async with sessions() as s, s.begin():
         await apply_event(s, CallStarted(call_id, phone, "张三", at=at))
-        await apply_event(s, CallStep(call_id, "dtmf", {"key": "1"}, at=at))
+        await apply_event(s, CallStep(call_id, KeysEntered("1"), at=at))
     async with sessions() as s:
         return await s.scalar(select(Consultation.id).where(Consultation.call_id == call_id))
 
@@ -258,7 +259,7 @@ async def test_consultation_follow_up_links_and_search(demo) -> None:
     shown = (await get_consultation(demo, first)).to_json(viewer_role="agent")
     assert shown["caller_number"] == "138********"
     assert shown["resident"]["id_number"] == "****2316"
-    assert shown["steps"][0]["kind"] == "dtmf"
+    assert shown["steps"][0]["kind"] == "keys"
     with pytest.raises(InvalidInput):
         await update_consultation(demo, first, actor="x", disposition="lunch")
     with pytest.raises(AgentNotFound):

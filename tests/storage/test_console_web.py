@@ -26,6 +26,7 @@ from crm.storage.db import SessionFactory
 from crm.storage.recordings import RecordingStore
 from crm.surveys.service import record_comment, record_transcript
 from crm.telephony.events import AgentStatusChanged, CallEnded, CallerQueued, CallStarted, CallStep
+from crm.telephony.steps import RecordingStarted, SpeechHeard
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
 from tests.console_data import Seeded, seed_surveys
@@ -205,10 +206,9 @@ async def _call_with_recording(console: Console, announced: str | None) -> int:
     async with console.sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, "13900139000",
                                                '<script>alert("x")</script>', "PJSIP/gw-2"))
-        await apply_event(session, CallStep(call_id, "speech",
-                                            {"text": "<img src=x onerror=alert(1)>"}))
+        await apply_event(session, CallStep(call_id, SpeechHeard("<img src=x onerror=alert(1)>")))
         if announced is not None:
-            await apply_event(session, CallStep(call_id, "recording", {"file": announced}))
+            await apply_event(session, CallStep(call_id, RecordingStarted(announced)))
         await apply_event(session, CallEnded(call_id, "agent", "16"))
     (console.monitor / f"{call_id}.wav").write_bytes(WAV)
     async with console.sessions() as session:

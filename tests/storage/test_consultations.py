@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from crm.consultations.recorder import ConsultationRecorder, list_consultations
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
+from crm.telephony.steps import KeysEntered
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -17,7 +18,7 @@ async def test_call_events_make_one_complete_consultation(sessions) -> None:
     recorder.start()
     try:
         # A key press may reach us before the AMI start event: it must not be lost.
-        await bus.publish(CallStep("c-1", "dtmf", {"key": "5"}, at=T0 + timedelta(seconds=1)))
+        await bus.publish(CallStep("c-1", KeysEntered("5"), at=T0 + timedelta(seconds=1)))
         await bus.publish(CallStarted("c-1", "13800138000", "张三", "PJSIP/gw-1", at=T0))
         await bus.publish(CallEnded("c-1", "agent", "16", at=T0 + timedelta(seconds=42.5)))
         await recorder.drain()
@@ -29,7 +30,7 @@ async def test_call_events_make_one_complete_consultation(sessions) -> None:
     assert view.started_at == T0
     assert view.duration_s == 42.5
     assert view.outcome == "to_agent"
-    assert [s["detail"] for s in view.steps] == [{"key": "5"}]
+    assert [s["detail"] for s in view.steps] == [{"keys": "5"}]
 
 
 async def test_list_is_newest_first_and_filters_by_phone(sessions) -> None:

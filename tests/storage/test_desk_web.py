@@ -30,6 +30,7 @@ from crm.telephony.events import (
     CallStarted,
     CallStep,
 )
+from crm.telephony.steps import RouteChosen
 from crm.web.app import HealthReport, create_app
 from crm.web.desk import DeskDeps, expire_idle_desks
 from ivr.asterisk.queue_control import QueueControl
@@ -133,7 +134,7 @@ async def _start_call(sessions: SessionFactory, call_id: str) -> None:
     recorder = ConsultationRecorder(sessions)
     recorder.start()
     await recorder.handle(CallStarted(call_id, PHONE, "张三", "PJSIP/gw-00000001"))
-    await recorder.handle(CallStep(call_id, "route", {"route": "agent"}))
+    await recorder.handle(CallStep(call_id, RouteChosen("agent")))
     await recorder.close()
 
 

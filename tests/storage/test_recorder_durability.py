@@ -11,11 +11,12 @@ from crm.consultations.recorder import ConsultationRecorder, list_consultations
 from crm.storage.db import make_engine, make_session_factory
 from crm.storage.journal import EventJournal
 from crm.telephony.events import CallEnded, CallStarted, CallStep
+from crm.telephony.steps import KeysEntered
 from hotline.tools.bed import free_tcp_port
 
 T0 = datetime(2026, 11, 22, 9, tzinfo=UTC)
 EVENTS = [CallStarted("c-down", "13800138000", "张三", "PJSIP/x", at=T0),
-          CallStep("c-down", "keys", {"keys": "1"}, at=T0 + timedelta(seconds=2)),
+          CallStep("c-down", KeysEntered("1"), at=T0 + timedelta(seconds=2)),
           CallEnded("c-down", "end", "16", at=T0 + timedelta(seconds=30))]
 
 
@@ -101,7 +102,7 @@ class _Gated:
 
 def _call(call_id: str) -> list:
     return [CallStarted(call_id, "13800138000", "张三", "PJSIP/x", at=T0),
-            CallStep(call_id, "keys", {"keys": "1"}, at=T0 + timedelta(seconds=2)),
+            CallStep(call_id, KeysEntered("1"), at=T0 + timedelta(seconds=2)),
             CallEnded(call_id, "end", "16", at=T0 + timedelta(seconds=30))]
 
 

@@ -299,7 +299,7 @@ async def test_the_write_queue_retries_until_the_database_is_back(demo, tmp_path
 
         class Watch(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
-                if "not written yet (attempt 3)" in record.getMessage():
+                if "failed (attempt 3)" in record.getMessage():
                     retried.set()
         watch = Watch()
         logging.getLogger("crm.surveys.writes").addHandler(watch)
@@ -307,7 +307,7 @@ async def test_the_write_queue_retries_until_the_database_is_back(demo, tmp_path
             await asyncio.wait_for(retried.wait(), 10)
         finally:
             logging.getLogger("crm.surveys.writes").removeHandler(watch)
-        assert queue.written == 0 and queue.pending == 2  # one is being retried
+        assert queue.written == 0 and queue.pending == 3  # the first being retried
         database.working = 1_000  # the database is back
         await asyncio.wait_for(queue.drain(), 10)
     finally:

@@ -42,6 +42,7 @@ from crm.surveys.service import (
     surveyed_recently,
 )
 from crm.telephony.events import CallStarted, CallStep
+from crm.telephony.steps import PromptPlayed
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 POLICY = RetryPolicy(max_attempts=3, retry_after=timedelta(minutes=120),
@@ -70,8 +71,7 @@ async def call(sessions, call_id: str, phone: str = "13800138000",
     async with sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, phone, "张三", "PJSIP/x-1", at=NOW))
         if language:
-            await apply_event(session, CallStep(call_id, "prompt",
-                                                {"prompt": "main_menu", "language": language}))
+            await apply_event(session, CallStep(call_id, PromptPlayed("main_menu", language)))
     async with sessions() as session:
         return await session.scalar(select(Consultation.id).where(
             Consultation.call_id == call_id))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk import process, rootfs
 from hotline.asterisk.errors import (
     ArchiveUnreachableError,
@@ -18,8 +19,6 @@ from hotline.asterisk.errors import (
 )
 from hotline.asterisk.layout import resolve_in_root
 from hotline.asterisk.render import (
-    CONFIG_TEMPLATES,
-    DIALPLAN_TEMPLATES,
     ConfigRenderError,
     install_config,
     render_config,
@@ -167,7 +166,7 @@ def test_modules_needed_by_the_hotline_are_loaded(config: dict[str, str]) -> Non
 
 
 def test_templates_on_disk_hold_no_secrets() -> None:
-    templates = [*CONFIG_TEMPLATES.glob("*.j2"), *DIALPLAN_TEMPLATES.glob("*.j2")]
+    templates = [*asset_dir(ASTERISK_CONFIG).glob("*.j2"), *asset_dir(DIALPLANS).glob("*.j2")]
     assert templates
     for path in templates:
         for line in path.read_text().splitlines():

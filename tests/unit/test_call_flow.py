@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime
 
 from crm.cases.lookup import CaseStatus
 from crm.cases.numbers import make_case_number
+from crm.telephony.steps import VerificationResult
 from ivr.flows.menu import (
     Begin,
     CallFlow,
@@ -65,7 +66,7 @@ def test_keyed_case_verified_by_calling_number_hears_full_status() -> None:
     assert prompts(flow.step(Keys(NUMBER + "#"))) == ["confirm_case_number"]
     assert flow.step(Keys("1"))[-1] == LookupCase(NUMBER)
     actions = flow.step(LookupResult(CASE))
-    assert Log("verified", {"by": "calling_number"}) in actions
+    assert Log(VerificationResult(by="calling_number")) in actions
     assert prompts(actions) == ["status_full", "after_status_menu"]
     assert routed(flow.step(Keys("3"))) == "end"
 
@@ -161,7 +162,7 @@ def test_the_verification_digits_are_asked_for_as_a_secret_and_never_logged() ->
     [ask] = [a for a in to_verification(flow) if isinstance(a, Collect)]
     assert (ask.prompt, ask.max_digits, ask.secret) == ("ask_phone_last4", 4, True)
     actions = flow.step(Keys("8000"))
-    assert Log("verified", {"by": "last4", "result": True, "length": 4}) in actions
+    assert Log(VerificationResult(by="last4", result=True, length=4)) in actions
     assert "8000" not in logged(actions) and "status_full" in prompts(actions)
     # Only the secret question is secret: the menus around it are not.
     assert not any(a.secret for a in actions if isinstance(a, Collect))
@@ -171,7 +172,7 @@ def test_a_wrong_answer_logs_the_outcome_and_counts_against_the_case_not_the_dig
     flow = CallFlow()
     to_verification(flow)
     actions = flow.step(Keys("1234#"))
-    assert Log("verified", {"by": "last4", "result": False, "length": 4}) in actions
+    assert Log(VerificationResult(by="last4", result=False, length=4)) in actions
     assert RecordFailure("verification_failed", NUMBER) in actions
     assert "1234" not in logged(actions)
     assert prompts(actions) == ["verification_failed", "status_stage_only", "after_status_menu"]
@@ -183,7 +184,7 @@ def test_re_prompts_for_the_digits_stay_secret_and_say_nothing_of_what_was_keyed
     short = flow.step(Keys("80#"))  # too short: asked again, not checked
     assert [(a.prompt, a.secret) for a in short if isinstance(a, Collect)] == [
         ("ask_phone_last4_short", True)]
-    assert "80" not in repr([a.detail for a in short if isinstance(a, Log)])
+    assert "80" not in repr([a.step for a in short if isinstance(a, Log)])
     keys_only = flow.step(NoInput())
     assert [(a.prompt, a.secret) for a in keys_only if isinstance(a, Collect)] == [
         ("ask_phone_last4_keys", True)]
@@ -216,7 +217,7 @@ def test_a_case_locked_after_many_failed_verifications_is_not_asked_for_digits()
     flow = CallFlow()
     actions = to_verification(flow, locked=True)
     assert not any(isinstance(a, Collect) and a.secret for a in actions)
-    assert Log("verified", {"result": False, "reason": "verification_locked"}) in actions
+    assert Log(VerificationResult(result=False, reason="verification_locked")) in actions
     assert prompts(actions) == ["verification_failed", "status_stage_only", "after_status_menu"]
     # Calling from the case's contact phone still verifies.
     own = CallFlow()

@@ -25,6 +25,7 @@ from crm.storage.private_files import (
     write_private,
 )
 from crm.telephony.events import CallStep
+from crm.telephony.steps import KeysEntered, SpeechHeard
 from hotline.settings import Settings, SettingsError, load_settings
 from ivr.survey_call import write_wav
 
@@ -105,21 +106,21 @@ def test_journals_are_private_and_emptied_once_written(tmp_path: Path,
                                                        open_umask: None,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     journal = EventJournal(tmp_path / "journal")
-    seq = journal.append(CallStep("c1", "speech", {"text": "张三的工单"}))
+    seq = journal.append(CallStep("c1", SpeechHeard("张三的工单")))
     journal.ack(seq)
     files = sorted((tmp_path / "journal").iterdir())
     assert [p.name for p in files] == ["call-events.ack", "call-events.jsonl"]
     assert mode(tmp_path / "journal") == 0o700 and {mode(p) for p in files} == {0o600}
     # Written entries do not linger: emptied when they are old enough...
     monkeypatch.setattr("crm.storage.journal.COMPACT_AGE", 0.0)
-    seq = journal.append(CallStep("c1", "keys", {"keys": "1"}))
+    seq = journal.append(CallStep("c1", KeysEntered("1")))
     assert "keys" in (tmp_path / "journal" / "call-events.jsonl").read_text()
     journal.ack(seq)
     assert (tmp_path / "journal" / "call-events.jsonl").read_text() == ""
     # ... and when the journal closes with everything written; never with something pending.
     monkeypatch.setattr("crm.storage.journal.COMPACT_AGE", 3600.0)
-    journal.ack(journal.append(CallStep("c1", "keys", {"keys": "2"})))
-    pending = journal.append(CallStep("c2", "keys", {"keys": "3"}))
+    journal.ack(journal.append(CallStep("c1", KeysEntered("2"))))
+    pending = journal.append(CallStep("c2", KeysEntered("3")))
     journal.close()
     reopened = EventJournal(tmp_path / "journal")
     assert [s for s, _ in reopened.pending()] == [pending]
@@ -127,7 +128,8 @@ def test_journals_are_private_and_emptied_once_written(tmp_path: Path,
     reopened.close()
     assert (tmp_path / "journal" / "call-events.jsonl").read_text() == ""
     assert mode(tmp_path / "journal" / "call-events.jsonl") == 0o600
-    assert EventJournal(tmp_path / "journal").append(CallStep("c3", "x", {})) == pending + 1
+    again = EventJournal(tmp_path / "journal")
+    assert again.append(CallStep("c3", KeysEntered("4"))) == pending + 1
 
 
 def test_survey_comments_are_private(tmp_path: Path, open_umask: None) -> None:

@@ -31,7 +31,7 @@ from hotline.settings import REPO_ROOT
 from ivr.ami.codec import AmiEvent, AmiStreamDecoder, Headers
 from ivr.asterisk.queue_tracker import extension_of, member_status, queue_event
 from ivr.flows.menu import Keys, Speech
-from ivr.menu_call import secret_input_detail
+from ivr.menu_call import secret_input
 from tests.ami_replay import load_session
 
 NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -174,10 +174,10 @@ def test_no_agent_mask_shows_any_of_the_last_four_digits(phone: str) -> None:
 
 
 def test_secret_answers_are_recorded_as_their_length_only() -> None:
-    assert secret_input_detail(Keys("8000#")) == {"secret": SECRET_INPUT, "length": 4}
-    spoken = secret_input_detail(Speech("八零零零", digits="8000", confidence=0.7))
+    assert secret_input(Keys("8000#")).detail() == {"secret": SECRET_INPUT, "length": 4}
+    spoken = secret_input(Speech("八零零零", digits="8000", confidence=0.7)).detail()
     assert spoken == {"secret": SECRET_INPUT, "length": 4, "confidence": 0.7}
-    asked = secret_input_detail(Speech("转人工 八零", intent="agent", digits="80"))
+    asked = secret_input(Speech("转人工 八零", intent="agent", digits="80")).detail()
     assert "八零" not in json.dumps(asked, ensure_ascii=False) and asked["intent"] == "agent"
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from crm.surveys.return_visits import CallingHours, RetryPolicy
 from crm.surveys.service import extension_of
+from crm.telephony.steps import SurveyCommented, SurveyRated, SurveyStarted
 from ivr.flows.menu import Collect, Keys, Log, NoInput, Say, SetLanguage, Speech
 from ivr.flows.survey import (
     BeginSurvey,
@@ -48,7 +49,7 @@ def test_after_call_survey_starts_in_the_callers_language() -> None:
 def test_return_visit_intro_names_the_case() -> None:
     actions = SurveyFlow().step(BeginSurvey("return_visit", "cmn", "26112200017"))
     assert Say("survey_return_visit_intro", {"case_number": "26112200017"}) in actions
-    assert Log("survey_started", {"survey": "return_visit"}) in actions
+    assert Log(SurveyStarted("return_visit")) in actions
 
 
 def test_unknown_kind_is_refused() -> None:
@@ -79,7 +80,7 @@ def test_a_spoken_rating_in_each_language(text: str, lang: str, score: int) -> N
     flow = started(language=lang)
     actions = flow.step(heard)
     assert RecordRating(score, "speech") in actions
-    assert Log("survey_rating", {"score": score, "by": "speech"}) in actions
+    assert Log(SurveyRated(score, "speech")) in actions
 
 
 @pytest.mark.parametrize("inp", [Keys("0"), Keys("6"), Keys("#"), Keys(""), Speech("再见")])
@@ -109,7 +110,7 @@ def test_comment_then_thanks_and_end_rated() -> None:
     flow = started()
     flow.step(Keys("4"))
     actions = flow.step(CommentTaken(7.34))
-    assert Log("survey_comment", {"seconds": 7.3}) in actions
+    assert Log(SurveyCommented(7.3)) in actions
     assert Say("survey_thanks") in actions and actions[-1] == EndSurvey("rated")
     assert flow.state is SurveyState.DONE
 

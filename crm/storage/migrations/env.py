@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import crm.storage.survey_models  # noqa: F401  (registers the survey tables)
-from crm.storage.db import make_engine
+from crm.storage.db import open_database
 from crm.storage.models import Base
 
 config = context.config
@@ -23,13 +23,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_run)
-            await connection.commit()
-    finally:
-        await engine.dispose()
+    async with open_database(config.get_main_option("sqlalchemy.url") or "") as database, \
+            database.engine.connect() as connection:
+        await connection.run_sync(_run)
+        await connection.commit()
 
 
 if context.is_offline_mode():

@@ -1,8 +1,9 @@
 """The open JSON API, mounted under /api: cases and consultation records for other systems
 (department back offices, the city platform), authorised by bearer tokens with scopes.
 
-Errors are ``{"error": {"code": ..., "message": ...}}``, made in one place (api_errors) from
-the domain exception tree in crm.errors. The OpenAPI document is crm.web.api.openapi.
+Errors are ``{"error": {"code": ..., "message": ...}}``, made in one place (api_errors, from
+crm.web.errors' lookup of the domain exception tree in crm.errors). The OpenAPI document is
+crm.web.api.openapi.
 """
 
 from __future__ import annotations
@@ -24,21 +25,19 @@ from crm.cases import service as cases
 from crm.consultations import service as consultation_desk
 from crm.errors import (
     BodyTooLarge,
-    Conflict,
     ConsultationNotFound,
     HotlineError,
     InsufficientScope,
     InvalidInput,
     InvalidToken,
     MalformedJson,
-    NotFound,
-    PermissionDenied,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from crm.storage.db import SessionFactory
 from crm.web.api.openapi import openapi_document
 from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate, RequestBody
+from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import audit_origin
 
 log = logging.getLogger(__name__)
@@ -57,37 +56,9 @@ API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
 
-# Most specific first: the first class in an exception's MRO found here gives the status.
-STATUS_FOR_ERROR: dict[type[HotlineError], int] = {
-    BodyTooLarge: 413,
-    UnsupportedMediaType: 415,
-    InvalidInput: 400,
-    Unauthenticated: 401,
-    PermissionDenied: 403,
-    NotFound: 404,
-    Conflict: 409,
-}
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
-
 
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
-
-
-def error_response(status: int, code: str, message: str, *,
-                   details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    return web.json_response({"error": error}, status=status, headers=headers, dumps=_dumps)
-
-
-def _status_for(exc: HotlineError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS_FOR_ERROR:
-            return STATUS_FOR_ERROR[cls]
-    return 500
 
 
 def _challenge(exc: HotlineError) -> dict[str, str] | None:
@@ -103,29 +74,17 @@ def _challenge(exc: HotlineError) -> dict[str, str] | None:
     return None
 
 
-@web.middleware
-async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place where errors become HTTP responses."""
-    try:
-        response = await handler(request)
-    except HotlineError as exc:
-        status = _status_for(exc)
-        if status == 500:
-            log.error("%s %s: unmapped domain error %r", request.method, request.path, exc)
-            return error_response(500, "internal_error", "internal error")
-        return error_response(status, exc.code, exc.message, details=exc.details,
-                              headers=_challenge(exc))
-    except web.HTTPException as exc:  # routing: unknown path, wrong method, ...
-        if exc.status < 400:
-            raise
-        headers = {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
-        code = _HTTP_CODES.get(exc.status, (exc.reason or "error").lower().replace(" ", "_"))
-        return error_response(exc.status, code, exc.reason, headers=headers)
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal_error", "internal error")
-    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+def _api_error(request: web.Request, reply: ErrorReply) -> web.Response:
+    response = json_error(request, reply)
+    if reply.error is not None:
+        response.headers.update(_challenge(reply.error) or {})
     return response
+
+
+api_errors = error_middleware(_api_error, headers={hdrs.CACHE_CONTROL: "no-store"},
+                              answer_all=True)
+"""Every error, routing ones (unknown path, wrong method...) and unexpected ones included,
+is a JSON error."""
 
 
 # -- authorisation ----------------------------------------------------------------------------

@@ -19,10 +19,9 @@ from aiohttp_session import get_session, new_session, session_middleware
 
 from crm.agents.auth import has_role
 from crm.audit import log as audit
-from crm.errors import HotlineError, InvalidInput, PermissionDenied
+from crm.errors import InvalidInput, PermissionDenied
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
-from crm.web.api.routes import STATUS_FOR_ERROR, error_response
 from crm.web.console.auth import (
     CONSOLE_ROLE,
     IDLE_KEY,
@@ -64,6 +63,7 @@ from crm.web.console.records import (
     surveys_csv,
     surveys_page,
 )
+from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
@@ -83,26 +83,16 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def console_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain errors become an error page (page routes) or a JSON error (everything else)."""
-    try:
-        response = await handler(request)
-    except HotlineError as exc:
-        status = next((STATUS_FOR_ERROR[c] for c in type(exc).__mro__
-                       if c in STATUS_FOR_ERROR), 500)
-        if status == 500:
-            log.error("%s %s: unmapped domain error %r", request.method, request.path, exc)
-        message = exc.message if status != 500 else "internal error"
-        if getattr(request.match_info.handler, "html_errors", False):
-            response = render(request, "console/error.html", status, user=None, code=status,
-                              message=message)
-        else:
-            response = error_response(status, exc.code if status != 500 else "internal_error",
-                                      message)
-    response.headers[hdrs.CONTENT_SECURITY_POLICY] = CSP
-    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
-    return response
+def _console_error(request: web.Request, reply: ErrorReply) -> web.Response:
+    """An error page for page routes, a JSON error for everything else."""
+    if getattr(request.match_info.handler, "html_errors", False):
+        return render(request, "console/error.html", reply.status, user=None,
+                      code=reply.status, message=reply.message)
+    return json_error(request, reply)
+
+
+console_errors = error_middleware(
+    _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
 
 
 # -- sign in and out ----------------------------------------------------------------------------
