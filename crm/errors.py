@@ -119,3 +119,12 @@ class CaseChangedConcurrently(Conflict):
 
 class CaseNumbersExhausted(Conflict):
     code = "case_numbers_exhausted"
+
+
+# -- the records cannot be reached (the database is down) ----------------------------------
+class RecordsUnavailable(HotlineError):
+    """The CRM's records cannot be read or written right now (the database is down or
+    refuses). Telephony catches this family to keep a caller's call going without them."""
+
+    code = "records_unavailable"
+

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 
 from crm.storage.db import SessionFactory, open_database
 from crm.storage.migrate import upgrade
-from crm.surveys.return_visits import AttemptReport, ReturnVisitCampaign
+from crm.surveys.return_visits import AttemptReport, RetryPolicy, ReturnVisitCampaign
+from crm.surveys.store import SurveyStore
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from hotline.paths import survey_comments_dir
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 def survey_calls(settings: Settings, bus: CallEventBus, sessions: SessionFactory,
                  tracker: CallTracker, voice: SurveyVoice, *,
                  deferred: SurveyWriteQueue | None = None) -> SurveyCalls:
-    return SurveyCalls(SurveyDeps(bus, sessions, tracker, voice, settings.survey,
+    store = SurveyStore(sessions, RetryPolicy.from_settings(settings.survey))
+    return SurveyCalls(SurveyDeps(bus, store, tracker, voice, settings.survey,
                                   survey_comments_dir(settings),
                                   default_language=settings.speech.default_language,
                                   deferred=deferred))

@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from crm.cases.lookup import resident_language
+from crm.errors import RecordsUnavailable
 from crm.settings import SurveySettings
-from crm.storage.db import DATABASE_DOWN, SessionFactory
 from crm.storage.private_files import open_private, private_dir
-from crm.surveys import service as surveys
-from crm.surveys.return_visits import RetryPolicy, get_return_visit
 from crm.surveys.service import SurveyView
-from crm.surveys.writes import SurveyWriteQueue, apply_survey_write
+from crm.surveys.store import SurveyStore
+from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from crm.telephony.steps import CommentTranscribed, SurveyEnded, SurveySkipped, SurveyWriteDeferred
 from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
@@ -94,7 +92,7 @@ class SurveyVoice(Voice, Protocol):
 @dataclass
 class SurveyDeps:
     bus: CallEventBus
-    sessions: SessionFactory
+    store: SurveyStore
     tracker: CallTracker
     voice: SurveyVoice
     settings: SurveySettings
@@ -103,10 +101,6 @@ class SurveyDeps:
     default_language: str = "cmn"
     deferred: SurveyWriteQueue | None = None
     """Where writes the database refused go (None: they are only logged as steps)."""
-
-    @property
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy.from_settings(self.settings)
 
 
 class SurveyCall(PromptingCall):
@@ -131,13 +125,13 @@ class SurveyCall(PromptingCall):
                 await self.session.hangup("no survey")
                 return None
             after_call = self.leg.kind == "after_call"  # a return visit's CALLERID is ours
-            self.survey = await surveys.start_survey(
-                self.deps.sessions, kind=self.leg.kind, survey_call_id=self.leg.survey_call_id,
+            self.survey = await self.deps.store.start(
+                kind=self.leg.kind, survey_call_id=self.leg.survey_call_id,
                 call_id=self.leg.call_id, phone=self.leg.caller_number if after_call else None,
                 language=begin.language, agent_interface=self.leg.member_interface,
                 return_visit_id=self.leg.return_visit_id)
-        except DATABASE_DOWN as exc:
-            self.log.error("no survey: the database is unavailable (%s)", exc)
+        except RecordsUnavailable as exc:
+            self.log.error("no survey: %s", exc)
             await self.step(SurveySkipped("database unavailable"))
             await self._say("goodbye", {})
             await self.session.hangup("no survey: database unavailable")
@@ -167,20 +161,19 @@ class SurveyCall(PromptingCall):
             self.log.info("surveys are disabled")
             return None
         if leg.kind == "return_visit":
-            visit = (await get_return_visit(deps.sessions, leg.return_visit_id)
+            visit = (await deps.store.return_visit(leg.return_visit_id)
                      if leg.return_visit_id is not None else None)
             if visit is None:
                 self.log.warning("return visit %s unknown: no survey", leg.return_visit_id)
                 return None
             return BeginSurvey("return_visit", visit.language or deps.default_language,
                                visit.case_number)
-        if await surveys.surveyed_recently(deps.sessions, leg.caller_number,
-                                           days=deps.settings.fatigue_days):
+        if await deps.store.surveyed_recently(leg.caller_number,
+                                              days=deps.settings.fatigue_days):
             await self.step(SurveySkipped("surveyed recently",
                                           fatigue_days=deps.settings.fatigue_days))
             return None
-        language = (await surveys.call_language(deps.sessions, leg.call_id)
-                    or await resident_language(deps.sessions, leg.caller_number)
+        language = (await deps.store.caller_language(leg.call_id, leg.caller_number)
                     or deps.default_language)
         return BeginSurvey("after_call", language)
 
@@ -222,12 +215,10 @@ class SurveyCall(PromptingCall):
         assert self.survey is not None
         if not self._deferring:
             try:
-                self.survey = await apply_survey_write(
-                    self.deps.sessions, op, self.survey.id, policy=self.deps.policy, **fields)
+                self.survey = await self.deps.store.write(op, self.survey.id, **fields)
                 return True
-            except DATABASE_DOWN as exc:
-                self.log.error("survey %d: %s not stored, the database is unavailable (%s)",
-                               self.survey.id, op, exc)
+            except RecordsUnavailable as exc:
+                self.log.error("survey %d: %s not stored (%s)", self.survey.id, op, exc)
                 self._deferring = True
         if self.deps.deferred is not None:
             self.deps.deferred.defer(op, self.survey.id, **fields)

@@ -24,6 +24,7 @@ from crm.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    RecordsUnavailable,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -39,6 +40,7 @@ STATUS_FOR_ERROR: dict[type[HotlineError], int] = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    RecordsUnavailable: 503,
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 

@@ -18,8 +18,9 @@ from crm.demo_data import seed_demo
 from crm.settings import SurveySettings
 from crm.storage.journal import json_journal
 from crm.storage.models import Case, Resident
-from crm.surveys.return_visits import begin_attempt, schedule_return_visits
+from crm.surveys.return_visits import RetryPolicy, begin_attempt, schedule_return_visits
 from crm.surveys.service import list_surveys, start_survey
+from crm.surveys.store import SurveyStore
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallStep
 from ivr.asterisk.call_tracker import SurveyLeg
@@ -109,8 +110,10 @@ def run_survey(sessions, tmp_path: Path, after: dict[str, list[object]], *,
     session = ScriptedSession(after)
     voice = ScriptedVoice(session)
     bus, steps = recording_bus()
-    deps = SurveyDeps(bus, sessions, tracker=None, voice=voice,  # type: ignore[arg-type]
-                      settings=SurveySettings(**{"comment_silence_seconds": 0.2} | settings),
+    survey_settings = SurveySettings(**{"comment_silence_seconds": 0.2} | settings)
+    store = SurveyStore(sessions, RetryPolicy.from_settings(survey_settings))
+    deps = SurveyDeps(bus, store, tracker=None, voice=voice,  # type: ignore[arg-type]
+                      settings=survey_settings,
                       recordings_dir=tmp_path / "comments",
                       timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2),
                       deferred=deferred)

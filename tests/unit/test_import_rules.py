@@ -59,7 +59,6 @@ TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
 DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models")
 IVR_DATABASE_DEBT = {
     ("ivr.menu_call", "crm.storage.db"),
-    ("ivr.survey_call", "crm.storage.db"),
 }
 """IVR modules that still name the CRM's database (a session factory handed on to CRM
 services): the case directory and survey store interfaces will take their place."""
