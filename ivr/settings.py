@@ -97,8 +97,9 @@ class QueueWaitSettings(_Section):
 
     announce_position: bool = True
     """Tell the caller their place in the queue ("you are next", "there are N callers")."""
-    announce_frequency: int = Field(30, ge=0, le=3600)
-    """Seconds between position announcements; 0: only when the caller joins."""
+    announce_frequency: int = Field(30, ge=1, le=86400)
+    """Seconds between announcements: the first comes as the caller joins, the next when the
+    position changed or this many seconds passed (a large value: on entry and on changes)."""
     min_announce_frequency: int = Field(15, ge=0, le=3600)
     """Never two announcements closer than this (the position may change often)."""
     announce_holdtime: Literal["yes", "no", "once"] = "yes"

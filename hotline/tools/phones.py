@@ -119,8 +119,10 @@ class AgentPhone:
             "agent_phone.xml", self.workdir, user=self.extension,
             ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms),
         )
+        # No call limit: every OPTIONS probe (Asterisk qualifies agent phones) is a SIPp call
+        # of its own; the phone runs until it is stopped.
         args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
-                "-mp", str(free_udp_port(4)), "-m", "1"]
+                "-mp", str(free_udp_port(4))]
         self._uas = await SippProcess.start("phone", self.workdir, args)
         await self._wait_listening()
 
