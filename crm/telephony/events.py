@@ -67,7 +67,13 @@ class CallEnded:
     call_id: str
     route: str | None
     cause: str | None
+    """The Q.850 cause, number and text ("16 Normal Clearing"), or "resynchronised"."""
     at: datetime = field(default_factory=utcnow)
+    party: str | None = None
+    """Who hung up: caller, agent, ivr or system (HANGUP_PARTIES); None when not known."""
+
+
+HANGUP_PARTIES = ("caller", "agent", "ivr", "system")
 
 
 # -- queue and agent events (published by the queue tracker from AMI queue events) ------------

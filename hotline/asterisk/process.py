@@ -27,7 +27,6 @@ from hotline.asterisk.layout import (
     find_modules_dir,
 )
 from hotline.asterisk.render import install_config
-from hotline.asterisk.sounds import install_sounds
 from hotline.asterisk.rootfs import (
     SystemAsterisk,
     ensure_root,
@@ -35,6 +34,7 @@ from hotline.asterisk.rootfs import (
     require_root,
     system_asterisk,
 )
+from hotline.asterisk.sounds import install_sounds
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
