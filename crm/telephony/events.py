@@ -198,7 +198,8 @@ class AgentStatusChanged:
     a reconnect). Not about one call, so ``call_id`` is empty; consultation logging ignores it.
 
     ``status`` is what the desk shows: available, ringing, on_call, paused, unavailable (the
-    phone is not registered) or logged_out (not a member of the queue)."""
+    phone is not registered), unreachable (registered, but it stopped answering its SIP
+    OPTIONS probes: crashed or unplugged) or logged_out (not a member of the queue)."""
 
     interface: str
     extension: str | None

@@ -174,6 +174,11 @@ class AgentPhone:
         event = await self._phone().wait_event("remote_bye", "local_bye", within=within)
         return "remote" if event == "remote_bye" else "local"
 
+    async def crash(self) -> None:
+        """Kill the phone without un-registering, as a crashed or unplugged phone goes: its
+        registration stays, and it answers nothing any more (not even OPTIONS probes)."""
+        await self._phone().stop()
+
     def _phone(self) -> SippProcess:
         if self._uas is None:
             raise SippError("AgentPhone is not started")
