@@ -126,14 +126,22 @@ async def _synthesise(settings: Settings, where: Callable[[str], Path],
 
 
 def install_sounds(settings: Settings, inst: Installation) -> list[Path]:
-    """Write the queue prompts, number words and default hold music; return what was written.
-
-    Runs the TTS on its own event loop in a worker thread, so it may be called from sync code
-    and from inside a running loop alike."""
+    """Write the queue prompts, number words and default hold music into the installation;
+    return what was written."""
     def where(relative: str) -> Path:
         # Per file: a language directory may be a symlink inside the root (en -> Allison's).
         return inst.host_path(f"{inst.dirs.data}/sounds/{relative}")
 
+    return write_sounds(settings, where, inst.host_path(settings.queue_wait.hold_music_dir))
+
+
+def write_sounds(settings: Settings, where: Callable[[str], Path],
+                 music_dir: Path) -> list[Path]:
+    """Write the sounds below ``where("")`` (Asterisk's sounds directory) and the default
+    hold music into ``music_dir`` (for an Asterisk you run: ``hotline asterisk render``).
+
+    Runs the TTS on its own event loop in a worker thread, so it may be called from sync code
+    and from inside a running loop alike."""
     with ThreadPoolExecutor(1, thread_name_prefix="hotline-sounds") as pool:
         files, manifest = pool.submit(asyncio.run, _synthesise(settings, where)).result()
     written = []
@@ -142,9 +150,9 @@ def install_sounds(settings: Settings, inst: Installation) -> list[Path]:
         written.append(where(relative))
     sounds = where("")
     _write(sounds / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    if (music := install_hold_music(inst.host_path(settings.queue_wait.hold_music_dir))):
+    if (music := install_hold_music(music_dir)):
         written.append(music)
-    log.info("queue sounds: %d of %d files synthesised", len(files), len(manifest))
+    log.info("queue sounds: %d of %d files written", len(files), len(manifest))
     return written
 
 
