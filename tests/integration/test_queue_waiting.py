@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +47,14 @@ from tests.integration.service_fixtures import (
     hang_up_leftover_calls,
     service_settings,
 )
-from tests.integration.test_asterisk_bed import FakeIvr, IvrSession, ivr_server
+from tests.integration.test_asterisk_bed import (
+    KIND_HANGUP,
+    KIND_UUID,
+    FakeIvr,
+    IvrSession,
+    ivr_server,
+    read_audiosocket,
+)
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
@@ -280,6 +288,50 @@ async def test_on_a_holiday_the_line_gives_the_hours_and_offers_a_callback(
     assert not any(isinstance(e, CallerQueued) for e in watcher.events)
     record = await consultation(queue_hotline, ended.call_id)
     assert record.hangup_party in ("system", "caller")
+
+
+class LanguageIvr:
+    """Stands in for the IVR that learnt the caller speaks ``language``: it tells the
+    dialplan (HOTLINE_LANGUAGE over AMI) and hands the caller back for the queue."""
+
+    def __init__(self, service: HotlineService, language: str) -> None:
+        self.service, self.language = service, language
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            kind, payload = await read_audiosocket(reader)
+            assert kind == KIND_UUID
+            call = await self.service.tracker.wait_for_call(str(uuid.UUID(bytes=payload)), 5)
+            assert call is not None and call.channel
+            await self.service.ami.setvar(call.channel, "HOTLINE_LANGUAGE", self.language)
+            writer.write(bytes([KIND_HANGUP, 0, 0]))
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_the_queue_speaks_the_language_the_ivr_learnt(
+        asterisk_bed: Settings, queue_hotline: HotlineService, watcher: CallWatcher) -> None:
+    settings = queue_hotline.settings
+    english = sound(settings, "en/hotline/queue-youarenext.ulaw")
+    mandarin = sound(settings, "cmn/hotline/queue-youarenext.ulaw")
+    ivr = LanguageIvr(queue_hotline, "en")
+    server = await asyncio.start_server(ivr.handle, asterisk_bed.audiosocket.host,
+                                        asterisk_bed.audiosocket.port)
+    try:
+        async with listening_call(settings) as call:
+            assert await call.invite() == 200
+            event = await watcher.wait_for(announced, 30)
+            assert isinstance(event, CallStep)
+            await call.wait_audio_until(event.at + timedelta(seconds=3), within=10)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(event.step, QueuePositionAnnounced)
+    assert event.step.language == "en"
+    heard = call.heard(english)
+    assert heard is not None and abs(heard - event.at) < timedelta(seconds=1.5)
+    assert call.heard(mandarin) is None
 
 
 # --- a crashed agent phone ---------------------------------------------------------------------
