@@ -26,6 +26,7 @@ from crm.demo_data import seed_demo
 from crm.telephony.events import (
     AgentRinging,
     AgentStatusChanged,
+    CallEnded,
     CallerQueued,
     CallEvent,
     CallStarted,
@@ -332,6 +333,35 @@ async def test_the_queue_speaks_the_language_the_ivr_learnt(
     heard = call.heard(english)
     assert heard is not None and abs(heard - event.at) < timedelta(seconds=1.5)
     assert call.heard(mandarin) is None
+
+
+async def test_the_weekly_schedule_opens_and_closes_the_line(
+        asterisk_bed: Settings, queue_hotline: HotlineService, watcher: CallWatcher,
+        user_events: UserEvents) -> None:
+    zone = asterisk_bed.service_hours.timezone
+    now = datetime.now(ZoneInfo(zone))
+    today = now.strftime("%a").lower()
+    tomorrow = (now + timedelta(days=1)).strftime("%a").lower()
+    span = f"{max(0, now.hour - 1):02d}:00-{min(24, now.hour + 2):02d}:00"
+
+    def open_now(s: Settings) -> None:
+        s.service_hours.weekly = {today: span}
+
+    def open_tomorrow_only(s: Settings) -> None:
+        s.service_hours.weekly = {tomorrow: "08:00-18:00"}
+
+    with reconfigured(asterisk_bed, open_now):
+        async with listening_call(queue_hotline.settings) as call:
+            assert await call.invite() == 200
+            queued = await watcher.wait_for(lambda e: isinstance(e, CallerQueued), 10)
+        await watcher.wait_for(lambda e: isinstance(e, CallEnded)
+                               and e.call_id == queued.call_id, 10)
+    with reconfigured(asterisk_bed, open_tomorrow_only):
+        async with listening_call(queue_hotline.settings) as call:
+            assert await call.invite() == 200
+            _, offer = await user_events.wait("HotlineCallbackOffer", 40)
+    assert offer.get("Reason") == "closed" and offer.get("CallId") != queued.call_id
+    assert sum(isinstance(e, CallerQueued) for e in watcher.events) == 1
 
 
 # --- a crashed agent phone ---------------------------------------------------------------------
