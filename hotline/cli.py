@@ -70,6 +70,12 @@ def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
             (target / name).chmod(0o640)
         print(f"rendered {len(render_config(settings))} files into {target} "
               "(they contain secrets: keep them private)")
+        from hotline.asterisk.sounds import write_sounds
+
+        write_sounds(settings, lambda relative: target / "sounds" / relative, target / "moh")
+        print(f"queue sounds in {target / 'sounds'} (copy into Asterisk's sounds directory) "
+              f"and hold music in {target / 'moh'} (copy into "
+              f"{settings.queue_wait.hold_music_dir})")
     else:
         if not args.command:
             raise CommandError('usage: hotline asterisk cli "<command>"')

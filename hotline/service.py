@@ -40,6 +40,7 @@ from hotline.settings import Settings
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.queue_announcements import QueueAnnouncements
 from ivr.asterisk.queue_control import QueueControl
 from ivr.asterisk.queue_tracker import QueueTracker
 from ivr.audiosocket.server import MediaServer
@@ -137,6 +138,10 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                       for c in await open_calls(sessions))
         queue_tracker = QueueTracker(ami, bus, queues=(settings.asterisk.queue_name,))
+        announcements = QueueAnnouncements(
+            ami, bus, main_queue=settings.asterisk.queue_name,
+            announce_position=settings.queue_wait.announce_position)
+        stack.callback(announcements.close)
         await ami.start()
         stack.push_async_callback(ami.close)
 

@@ -31,7 +31,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
 from hotline.assets import checkout_root
-from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
+from ivr.settings import (
+    AmiSettings,
+    AudioSocketSettings,
+    QueueWaitSettings,
+    ServiceHoursSettings,
+    SipNetwork,
+)
 from speech.settings import SpeechSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +166,8 @@ class Settings(BaseSettings):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     survey: SurveySettings = Field(default_factory=SurveySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    queue_wait: QueueWaitSettings = Field(default_factory=QueueWaitSettings)
+    service_hours: ServiceHoursSettings = Field(default_factory=ServiceHoursSettings)
 
     @classmethod
     def settings_customise_sources(

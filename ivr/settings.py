@@ -1,13 +1,17 @@
-"""The IVR's settings sections (``[ami]``, ``[audiosocket]``), composed into the whole
+"""The IVR's settings sections (``[ami]``, ``[audiosocket]``, ``[queue_wait]``,
+``[service_hours]``), composed into the whole
 settings by hotline.settings. Imports nothing of the hotline."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Annotated
+import re
+from datetime import date
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -81,3 +85,100 @@ class AudioSocketSettings(_Section):
     def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """``allowed_peers`` as networks."""
         return tuple(ipaddress.ip_network(peer) for peer in self.allowed_peers)
+
+
+# -- waiting in the queue and opening hours (rendered into queues.conf and the dialplan) -------
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+
+
+class QueueWaitSettings(_Section):
+    """``[queue_wait]``: what a caller hears and may do while waiting for an agent."""
+
+    announce_position: bool = True
+    """Tell the caller their place in the queue ("you are next", "there are N callers")."""
+    announce_frequency: int = Field(30, ge=1, le=86400)
+    """Seconds between announcements: the first comes as the caller joins, the next when the
+    position changed or this many seconds passed (a large value: on entry and on changes)."""
+    min_announce_frequency: int = Field(15, ge=0, le=3600)
+    """Never two announcements closer than this (the position may change often)."""
+    announce_holdtime: Literal["yes", "no", "once"] = "yes"
+    """Also say the expected wait (Asterisk's average hold time of the queue) when known."""
+    max_wait: int = Field(120, ge=0, le=86400)
+    """Seconds a caller waits at most; then they are offered a callback
+    (CALLBACK_REASON=max_wait). 0: no limit."""
+    callback_key: str = Field("1", pattern=r"^[0-9]$")
+    """The key a waiting caller presses to leave a callback request instead
+    (CALLBACK_REASON=chosen). Every other key is ignored and the wait goes on."""
+    hold_music_dir: str = Field("/var/lib/asterisk/moh/hotline", pattern=r"^/[^;\s\"\\\[\]]*$")
+    """Hold music directory as Asterisk names it (in the embedded root: below the root).
+    Install writes a default ``hotline-hold.ulaw`` (soft tones) only while the directory holds
+    no audio file of the operator's; put your own 8 kHz .wav/.ulaw/.gsm file there instead."""
+    agent_qualify_frequency: int = Field(5, ge=0, le=3600)
+    """Seconds between SIP OPTIONS probes of each agent phone: a phone that stops answering
+    (crashed, unplugged) is unreachable within about this plus ``agent_qualify_timeout``, and
+    the queue stops ringing it. 0: no probes."""
+    agent_qualify_timeout: float = Field(2.0, gt=0, le=60)
+    """Seconds an agent phone has to answer a probe."""
+
+
+def _check_hours(value: str) -> str:
+    value = value.strip()
+    if not value:
+        return value
+    for span in value.split(","):
+        span = span.strip()
+        if not _HOURS.match(span) or span[:5] >= span[6:]:
+            raise ValueError(
+                f"{value!r}: expected opening times as HH:MM-HH:MM (end after start, 24:00 "
+                "for midnight), several separated by commas, or \"\" for closed all day")
+    return ",".join(s.strip() for s in value.split(","))
+
+
+OpeningTimes = Annotated[str, AfterValidator(_check_hours)]
+
+
+class ServiceHoursSettings(_Section):
+    """``[service_hours]``: when the line takes calls for agents. Outside these hours a caller
+    hears the hours and is offered a callback (CALLBACK_REASON=closed). Rendered into the
+    dialplan, so it holds even while the hotline service is down. The spoken hours are the
+    language packs' ``opening_hours`` (keep them in step)."""
+
+    timezone: str = "Asia/Shanghai"
+    """IANA zone the schedule is in."""
+    weekly: dict[str, OpeningTimes] = Field(
+        default_factory=lambda: dict.fromkeys(_WEEKDAYS, "00:00-24:00"))
+    """Opening times per weekday (mon ... sun): "08:30-12:00,13:30-18:00"; "" closed all day.
+    A day not listed is closed. The default: always open (7x24, as a 12345 line is)."""
+    holidays: list[date] = Field(default_factory=list)
+    """Dates the line is closed all day (YYYY-MM-DD, in ``timezone``)."""
+
+    @model_validator(mode="after")
+    def _known(self) -> ServiceHoursSettings:
+        unknown = sorted(set(self.weekly) - set(_WEEKDAYS))
+        if unknown:
+            raise ValueError(f"weekly: unknown day(s) {unknown}; use {', '.join(_WEEKDAYS)}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA zone, e.g. "
+                             "Asia/Shanghai") from None
+        return self
+
+    @property
+    def always_open(self) -> bool:
+        return not self.holidays and all(
+            self.weekly.get(day) == "00:00-24:00" for day in _WEEKDAYS)
+
+    def spans(self) -> list[tuple[str, str]]:
+        """(weekday, range) for every opening span in Asterisk's time syntax, whose end minute
+        is excluded: "08:30-18:00" as given, "HH:MM-24:00" as "HH:MM-00:00", a whole day
+        as "*"."""
+        out = []
+        for day in _WEEKDAYS:
+            for span in filter(None, self.weekly.get(day, "").split(",")):
+                if span == "00:00-24:00":
+                    out.append((day, "*"))
+                else:
+                    out.append((day, span.replace("-24:00", "-00:00")))
+        return out

@@ -91,6 +91,7 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.ended_at = event.at
         consultation.ivr_route = event.route or None
         consultation.hangup_cause = event.cause
+        consultation.hangup_party = event.party
         if consultation.outcome != ABANDONED:
             consultation.outcome = outcome_for(event.route, event.cause)
         if consultation.started_at is not None:
@@ -222,6 +223,7 @@ class CallRecord:
     outcome: str | None
     ivr_route: str | None
     hangup_cause: str | None
+    hangup_party: str | None
 
 
 def call_record_fields(c: Consultation) -> dict[str, Any]:
@@ -229,7 +231,7 @@ def call_record_fields(c: Consultation) -> dict[str, Any]:
     return {"id": c.id, "call_id": c.call_id, "caller_number": c.caller_number,
             "caller_name": c.caller_name, "started_at": c.started_at, "ended_at": c.ended_at,
             "duration_s": c.duration_s, "outcome": c.outcome, "ivr_route": c.ivr_route,
-            "hangup_cause": c.hangup_cause}
+            "hangup_cause": c.hangup_cause, "hangup_party": c.hangup_party}
 
 
 def step_json(step: ConsultationStep) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class ConsultationDetail(CallRecord):
             "outcome": self.outcome,
             "ivr_route": self.ivr_route,
             "hangup_cause": self.hangup_cause,
+            "hangup_party": self.hangup_party,
             "notes": self.notes,
             "disposition": self.disposition,
             "agent": ({"login": self.agent_login, "name": self.agent_name}

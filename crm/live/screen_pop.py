@@ -55,6 +55,7 @@ from crm.telephony.steps import (
     PromptPlayed,
     QueueAbandoned,
     QueueJoined,
+    QueuePositionAnnounced,
     RecordingStarted,
     RouteChosen,
     SpeechHeard,
@@ -126,7 +127,8 @@ def transcript_text(step: Step) -> str | None:
     class has its case here: a new one that has none fails the type check (assert_never)."""
     match step:
         case (PromptPlayed() | BargeIn() | IvrConnected() | QueueJoined() | AgentRung()
-              | AgentNoAnswer() | AgentConnected() | AgentCompleted() | RecordingStarted()):
+              | AgentNoAnswer() | AgentConnected() | AgentCompleted() | RecordingStarted()
+              | QueuePositionAnnounced()):
             return None
         case VerificationDigits(via=via, length=length, intent=intent):
             how = "keyed" if via == "keys" else "said"

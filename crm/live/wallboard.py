@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_LEVEL_S = 20
 """A call answered within this many seconds of joining the queue meets the service level."""
-MEMBER_STATES = ("available", "ringing", "on_call", "paused", "unavailable")
+MEMBER_STATES = ("available", "ringing", "on_call", "paused", "unavailable", "unreachable")
 SEND_TIMEOUT = 5.0
 
 

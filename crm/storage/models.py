@@ -66,6 +66,9 @@ class Consultation(Base):
     """How it ended: ivr_completed, to_agent, ivr_fallback, caller_hung_up, ..."""
     ivr_route: Mapped[str | None] = mapped_column(String(32))
     hangup_cause: Mapped[str | None] = mapped_column(String(32))
+    """The Q.850 cause that ended the call, number and text: "16 Normal Clearing"."""
+    hangup_party: Mapped[str | None] = mapped_column(String(16))
+    """Who ended the call: caller, agent, ivr (the IVR's dialogue ended it) or system."""
     # Filled in at the agent desk:
     notes: Mapped[str | None] = mapped_column(String(4000))
     disposition: Mapped[str | None] = mapped_column(String(32))

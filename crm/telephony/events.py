@@ -67,7 +67,13 @@ class CallEnded:
     call_id: str
     route: str | None
     cause: str | None
+    """The Q.850 cause, number and text ("16 Normal Clearing"), or "resynchronised"."""
     at: datetime = field(default_factory=utcnow)
+    party: str | None = None
+    """Who hung up: caller, agent, ivr or system (HANGUP_PARTIES); None when not known."""
+
+
+HANGUP_PARTIES = ("caller", "agent", "ivr", "system")
 
 
 # -- queue and agent events (published by the queue tracker from AMI queue events) ------------
@@ -192,7 +198,8 @@ class AgentStatusChanged:
     a reconnect). Not about one call, so ``call_id`` is empty; consultation logging ignores it.
 
     ``status`` is what the desk shows: available, ringing, on_call, paused, unavailable (the
-    phone is not registered) or logged_out (not a member of the queue)."""
+    phone is not registered), unreachable (registered, but it stopped answering its SIP
+    OPTIONS probes: crashed or unplugged) or logged_out (not a member of the queue)."""
 
     interface: str
     extension: str | None

@@ -423,6 +423,21 @@ class CommentTranscribed(StepFields):
     text: str
 
 
+# -- waiting in the queue (from the queue's announcements, see ivr.asterisk.queue_announcements) --
+@dataclass(frozen=True)
+class QueuePositionAnnounced(StepFields):
+    """Asterisk told the waiting caller their place (and the expected wait, and the callback
+    key) between the hold music: ``prompt`` is the first sound played, ``seconds`` how long
+    the announcement lasted."""
+
+    KIND = "queue_position_announced"
+    queue: str = ""
+    position: int | None = None
+    prompt: str = ""
+    language: str | None = None
+    seconds: float | None = None
+
+
 # -- read back but not understood ---------------------------------------------------------------
 @dataclass(frozen=True)
 class UnknownStep(StepFields):
@@ -451,7 +466,7 @@ Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | Veri
         | IvrAtCapacity | QueueJoined | AgentRung | AgentNoAnswer | AgentConnected
         | AgentCompleted | QueueAbandoned | RecordingStarted | SurveyStarted | SurveyRated
         | SurveyUnrated | SurveyCommented | SurveyAbandoned | SurveyEnded | SurveySkipped
-        | SurveyWriteDeferred | CommentTranscribed | UnknownStep)
+        | SurveyWriteDeferred | CommentTranscribed | QueuePositionAnnounced | UnknownStep)
 """Every step of a call."""
 STEP_CLASSES: tuple[type[StepFields], ...] = get_args(Step)
 _BY_KIND: dict[str, type[StepFields]] = {cls.KIND: cls for cls in STEP_CLASSES if cls.KIND}

@@ -34,6 +34,7 @@ from hotline.asterisk.rootfs import (
     require_root,
     system_asterisk,
 )
+from hotline.asterisk.sounds import install_sounds
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ def _reachable_by(path: Path, identity: host.Identity) -> bool:
 def _install(settings: Settings, inst: Installation, identity: host.Identity | None) -> None:
     gid = identity.gid if identity else None
     install_config(settings, inst.etc_dir, dirs=inst.dirs, gid=gid)
+    install_sounds(settings, inst)
 
 
 def _prepare_dirs(inst: Installation, identity: host.Identity | None) -> None:

@@ -92,6 +92,9 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "audiosocket": settings.audiosocket,
         "dirs": dirs or AsteriskDirs(),
         "tone_zone": "cn",
+        "qw": settings.queue_wait,
+        "hours": settings.service_hours,
+        "default_language": settings.speech.default_language,
     }
     return {
         name.removesuffix(".j2"): env.get_template(name).render(context)

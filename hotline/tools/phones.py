@@ -119,8 +119,10 @@ class AgentPhone:
             "agent_phone.xml", self.workdir, user=self.extension,
             ring_ms=max(1, self.ring_ms), hold_ms=max(1, self.hold_ms),
         )
+        # No call limit: every OPTIONS probe (Asterisk qualifies agent phones) is a SIPp call
+        # of its own; the phone runs until it is stopped.
         args = ["-sf", str(scenario), "-i", LOCAL_IP, "-p", str(self.port),
-                "-mp", str(free_udp_port(4)), "-m", "1"]
+                "-mp", str(free_udp_port(4))]
         self._uas = await SippProcess.start("phone", self.workdir, args)
         await self._wait_listening()
 
@@ -171,6 +173,11 @@ class AgentPhone:
         """Wait until the answered call ends; return who hung up."""
         event = await self._phone().wait_event("remote_bye", "local_bye", within=within)
         return "remote" if event == "remote_bye" else "local"
+
+    async def crash(self) -> None:
+        """Kill the phone without un-registering, as a crashed or unplugged phone goes: its
+        registration stays, and it answers nothing any more (not even OPTIONS probes)."""
+        await self._phone().stop()
 
     def _phone(self) -> SippProcess:
         if self._uas is None:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted, utcnow
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
+from ivr.asterisk.hangup import REQUEST_EVENTS, HangupCauses, hangup_party
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ class CallTracker:
         self.active_calls: dict[str, ActiveCall] = {}
         self.survey_legs: dict[str, SurveyLeg] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
-        ami.subscribe("UserEvent", self._on_user_event)
+        self.causes = HangupCauses()
+        # One subscription keeps the order of a leg's hang-up requests and the hang-up
+        # handler's HotlineCallEnd that follows them.
+        ami.subscribe("*", self._on_event)
         ami.on_ready(self.resynchronise)
 
     def adopt(self, calls: Iterable[ActiveCall]) -> None:
@@ -66,6 +70,13 @@ class CallTracker:
         service was running, and keeps those still live."""
         for call in calls:
             self.active_calls.setdefault(call.call_id, call)
+
+    async def _on_event(self, event: AmiEvent) -> None:
+        kind = event.name.lower()
+        if kind == "userevent":
+            await self._on_user_event(event)
+        elif kind in REQUEST_EVENTS:
+            self._on_hangup_request(event)
 
     async def _on_user_event(self, event: AmiEvent) -> None:
         kind = event.get("UserEvent")
@@ -88,11 +99,25 @@ class CallTracker:
             await self._bus.publish(CallStarted(call_id, call.caller_number, call.caller_name,
                                                 call.channel))
         else:
-            self.active_calls.pop(call_id, None)
-            log.info("call %s: ended, route=%s cause=%s", call_id, event.get("Route"),
-                     event.get("Cause"))
-            await self._bus.publish(CallEnded(call_id, _clean(event.get("Route")),
-                                              _clean(event.get("Cause"))))
+            call = self.active_calls.pop(call_id, None)
+            party = hangup_party(
+                dialplan_party=_clean(event.get("Party")),
+                hangup_source=_clean(event.get("HangupSource")),
+                caller_channel=_clean(event.get("Channel")) or (call.channel if call else None))
+            cause = self.causes.final(call_id, party=party, reported=event.get("Cause"))
+            log.info("call %s: ended by the %s, route=%s cause=%s (source %s)", call_id, party,
+                     event.get("Route"), cause, event.get("HangupSource"))
+            await self._bus.publish(CallEnded(call_id, _clean(event.get("Route")), cause,
+                                              party=party))
+
+    def _on_hangup_request(self, event: AmiEvent) -> None:
+        """Remember the cause of each hang-up request of a hotline call's legs (see
+        ivr.asterisk.hangup): the caller's own leg is the one that started the call."""
+        call_id = _clean(event.chan_variables().get("CALL_ID"))
+        if call_id is None or call_id not in self.active_calls:
+            return
+        self.causes.note(call_id, caller_leg=event.get("Uniqueid") == event.get("Linkedid"),
+                         cause=event.get("Cause"))
 
     def _on_survey_start(self, event: AmiEvent) -> None:
         survey_call_id = _clean(event.get("SurveyCallId"))

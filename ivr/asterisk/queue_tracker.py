@@ -16,6 +16,11 @@ then tells which caller each member's phone is bridged to: a connection we had n
 announced as a ``resynchronised`` AgentAnswered (desks pop it again), one that is gone as an
 AgentCallEnded with reason ``resynchronised``.
 
+Agent phones are qualified (pjsip.conf qualify_frequency): a phone that stops answering the
+OPTIONS probes gets a ContactStatus ``Unreachable`` event and, a moment later, the device
+state unavailable. Its members are then ``unreachable`` (not merely ``unavailable``, which
+means not registered) until the phone answers again.
+
 The dialplan also announces a queue call's recording with ``UserEvent(HotlineRecording,
 CallId: ..., File: ...)``; it becomes a ``recording`` step of the consultation.
 """
@@ -65,12 +70,16 @@ def extension_of(interface: str | None) -> str | None:
     return rest.split("@", 1)[0].split("/", 1)[0] or None
 
 
-def member_status(device_state: int | None, paused: bool, in_call: bool) -> str:
-    """What the desk shows for a member: ringing and on_call win over paused."""
+def member_status(device_state: int | None, paused: bool, in_call: bool,
+                  unreachable: bool = False) -> str:
+    """What the desk shows for a member: ringing and on_call win over paused; a phone that
+    stopped answering its qualify probes is unreachable, one not registered unavailable."""
     if device_state in _RINGING:
         return "ringing"
     if in_call or device_state in _ON_CALL:
         return "on_call"
+    if unreachable and device_state not in (DEVICE_NOT_INUSE,):
+        return "unreachable"
     if paused:
         return "paused"
     if device_state in _UNREACHABLE:
@@ -101,8 +110,10 @@ def call_id_of(event: AmiEvent) -> str | None:
             or _clean(event.chan_variables("Dest").get("CALL_ID")))
 
 
-def status_event(event: AmiEvent) -> AgentStatusChanged | None:
-    """AgentStatusChanged from a QueueMember* event (or a QueueStatus QueueMember item)."""
+def status_event(event: AmiEvent, unreachable: frozenset[str] | set[str] = frozenset(),
+                 ) -> AgentStatusChanged | None:
+    """AgentStatusChanged from a QueueMember* event (or a QueueStatus QueueMember item);
+    ``unreachable``: extensions whose phones fail their qualify probes."""
     interface = event.get("Interface") or event.get("Location") or event.get("StateInterface")
     if not interface:
         return None
@@ -112,7 +123,8 @@ def status_event(event: AmiEvent) -> AgentStatusChanged | None:
         return AgentStatusChanged(interface, extension_of(interface), queue, "logged_out",
                                   False, name)
     paused = _flag(event.get("Paused"))
-    status = member_status(_int(event.get("Status")), paused, _flag(event.get("InCall")))
+    status = member_status(_int(event.get("Status")), paused, _flag(event.get("InCall")),
+                           extension_of(interface) in unreachable)
     return AgentStatusChanged(interface, extension_of(interface), queue, status, paused, name)
 
 
@@ -216,6 +228,8 @@ class QueueTracker:
         """(queue, interface) -> last known state, for members currently in a queue."""
         self.connected: dict[tuple[str, str], AgentAnswered] = {}
         """(queue, interface) -> the answer of the call that member is on."""
+        self.unreachable: set[str] = set()
+        """Extensions whose phones stopped answering their qualify probes."""
         self._unsubscribe: list[Callable[[], None]] = [
             ami.subscribe("*", self._on_event), ami.on_ready(self.resync)]
 
@@ -228,10 +242,42 @@ class QueueTracker:
         return self._queues is None or not queue or queue in self._queues
 
     async def _on_event(self, event: AmiEvent) -> None:
-        published = queue_event(event)
+        if event.name.lower() == "contactstatus":
+            await self._on_contact_status(event)
+            return
+        if event.name.lower() in MEMBER_EVENTS:
+            published: BusEvent | None = status_event(event, self.unreachable)
+        else:
+            published = queue_event(event)
         if published is None or not self._watched(getattr(published, "queue", None)):
             return
         await self._publish(published)
+
+    async def _on_contact_status(self, event: AmiEvent) -> None:
+        """A phone's qualify result: Unreachable marks its members unreachable at once (the
+        device state follows); Reachable, or a new or removed registration, clears it."""
+        extension = (event.get("AOR") or "").strip()
+        status = (event.get("ContactStatus") or "").strip().lower()
+        if not extension:
+            return
+        if status == "unreachable":
+            self.unreachable.add(extension)
+            log.warning("agent phone %s is unreachable (no answer to SIP OPTIONS)", extension)
+            for member in [m for m in self.members.values() if m.extension == extension]:
+                if member.status != "unreachable":
+                    await self._publish(AgentStatusChanged(
+                        member.interface, extension, member.queue, "unreachable",
+                        member.paused, member.member_name))
+        elif status in ("reachable", "created", "removed") and extension in self.unreachable:
+            self.unreachable.discard(extension)
+            log.info("agent phone %s: %s", extension, status)
+            for member in [m for m in self.members.values() if m.extension == extension]:
+                if member.status == "unreachable":
+                    now = "available" if status == "reachable" else "unavailable"
+                    await self._publish(AgentStatusChanged(
+                        member.interface, extension, member.queue,
+                        "paused" if member.paused and now == "available" else now,
+                        member.paused, member.member_name))
 
     async def _publish(self, event: BusEvent) -> None:
         if isinstance(event, AgentStatusChanged):
@@ -270,7 +316,7 @@ class QueueTracker:
                 if (waiting := waiting_caller(item)) is not None:
                     queues.setdefault(queue, []).append(waiting)
             elif kind == "queuemember":
-                status = status_event(item)
+                status = status_event(item, self.unreachable)
                 if status is None or not self._watched(status.queue):
                     continue
                 seen.add((status.queue, status.interface))

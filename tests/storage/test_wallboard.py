@@ -75,7 +75,7 @@ async def test_waiting_callers_agents_and_todays_counters(sessions: SessionFacto
         assert state["waiting"] == {"count": 2, "longest_wait_s": 50,
                                     "longest_since": (NOW - timedelta(seconds=50)).isoformat()}
         assert state["agents"] == {"available": 1, "ringing": 0, "on_call": 1, "paused": 1,
-                                   "unavailable": 0, "total": 3}
+                                   "unavailable": 0, "unreachable": 0, "total": 3}
         assert [m["name"] for m in state["members"]] == ["Kim", "王芳", "陈静"]
 
         await board.handle(AgentAnswered("a", "hotline", "PJSIP/2001", "2001", hold_time_s=12))

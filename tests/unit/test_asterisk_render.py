@@ -127,7 +127,7 @@ def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
     assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID})" in inbound
     assert "TryExec(AudioSocket(${CALL_ID},127.0.0.1:9999))" in inbound
     assert 'ExecIf($["${IVR_ROUTE}" = ""]?Set(IVR_ROUTE=fallback))' in inbound
-    assert "Queue(front-desk,rc)" in inbound
+    assert "Queue(front-desk,c,,,120)" in inbound
     assert re.search(r"^exten => 96110,1,Goto\(hotline-inbound", config["hotline.conf"], re.M)
     ends = section(config["hotline.conf"], "hotline-call-end")
     assert "UserEvent(HotlineCallEnd,CallId: ${CALL_ID},Route: ${IVR_ROUTE}" in ends
@@ -140,7 +140,7 @@ def test_dialplan_surveys_callers_an_agent_talked_to_and_return_visits(
 ) -> None:
     inbound = section(config["hotline.conf"], "hotline-inbound")
     assert 'GotoIf($["${MEMBERINTERFACE}" = ""]?done)' in inbound
-    assert inbound.index("Queue(front-desk,rc)") < inbound.index(
+    assert inbound.index("Queue(front-desk,c,,,120)") < inbound.index(
         "Gosub(hotline-survey,s,1(after_call))")
     survey = section(config["hotline.conf"], "hotline-survey")
     assert "Set(IVR_STAGE=survey)" in survey
@@ -152,7 +152,8 @@ def test_dialplan_surveys_callers_an_agent_talked_to_and_return_visits(
 
 
 def test_queue_has_no_static_members(config: dict[str, str]) -> None:
-    queue = section(config["queues.conf"], "front-desk")
+    assert re.search(r"^\[front-desk\]\(hotline-queue\)$", config["queues.conf"], re.M)
+    queue = section(config["queues.conf"], "hotline-queue")
     assert "strategy = ringall" in queue
     assert not re.search(r"^member\s*=", queue, re.M)
     assert "persistentmembers = no" in config["queues.conf"]

@@ -108,7 +108,8 @@ def _pop(caller: str = "13800138000", case_phone: str = "13800138000") -> Screen
     recent = ConsultationDetail(
         id=7, call_id="old", caller_number=caller, caller_name="张三", started_at=NOW,
         ended_at=NOW, duration_s=30.0, outcome="to_agent", ivr_route="agent",
-        hangup_cause="16", notes=None, disposition="information_given", agent_login="agent1",
+        hangup_cause="16", hangup_party="caller", notes=None, disposition="information_given",
+        agent_login="agent1",
         agent_name="王芳", resident_name="张三", resident_id_last4="2316", case_numbers=(CASE,),
         steps=())
     return ScreenPop("call-1", 9, caller, "<script>alert(1)</script>",

@@ -105,6 +105,7 @@ _CONSULTATION = {
     "outcome": _NSTR,
     "ivr_route": _NSTR,
     "hangup_cause": _NSTR,
+    "hangup_party": {"enum": ["caller", "agent", "ivr", "system", None]},
     "notes": _NSTR,
     "disposition": {"enum": [*DISPOSITIONS, None]},
     "agent": _obj({"login": _STR, "name": _STR}, nullable=True),

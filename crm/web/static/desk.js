@@ -14,7 +14,8 @@
   const PHASES = { ringing: '振铃 Ringing', connected: '通话中 On call', ended: '话后处理 Wrap-up' };
   const STATUSES = {
     available: '空闲 Available', ringing: '振铃 Ringing', on_call: '通话中 On call',
-    paused: '暂停 Paused', unavailable: '话机未注册 Phone offline', logged_out: '未签入队列 Not in queue',
+    paused: '暂停 Paused', unavailable: '话机未注册 Phone offline',
+    unreachable: '话机无响应 Phone unreachable', logged_out: '未签入队列 Not in queue',
   };
   const CLOSED = {
     answered_elsewhere: '已由其他坐席接听 Answered by another agent',
