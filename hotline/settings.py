@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
+from crm.settings import ServiceLevelSettings
 from hotline.assets import checkout_root
 from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
 from speech.settings import SpeechSettings
@@ -160,6 +161,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     survey: SurveySettings = Field(default_factory=SurveySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
 
     @classmethod
     def settings_customise_sources(
