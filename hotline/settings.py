@@ -29,8 +29,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
-from crm.settings import ServiceLevelSettings
+from crm.settings import (
+    DatabaseSettings,
+    RetentionSettings,
+    ServiceLevelSettings,
+    SurveySettings,
+    WebSettings,
+)
 from hotline.assets import checkout_root
 from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
 from speech.settings import SpeechSettings
