@@ -533,9 +533,11 @@ def below_target(found: Figures, settings: ServiceLevelSettings) -> list[str]:
     return out
 
 
-def _rounded(key: str, value: Fraction | None) -> float | None:
-    if value is None:
-        return None
+def rounded(key: str, value: Fraction | int | None) -> float | int | None:
+    """A figure as the API, the CSV and the pages' attributes give it: counts whole, rates to
+    4 decimals (0..1), seconds to 1, the average score to 2."""
+    if value is None or isinstance(value, int):
+        return value
     digits = (SECONDS_DIGITS if key.endswith("_s") else SCORE_DIGITS
               if key == "average_score" else RATE_DIGITS)
     return round(float(value), digits)
@@ -554,11 +556,18 @@ def display(figure: Figure, value: Fraction | int | None) -> str:
     return str(value)
 
 
+def value_text(value: float | int | None) -> str:
+    """A value as the pages' ``data-value`` attributes hold it: 0.5455, 138, or empty."""
+    if value is None:
+        return ""
+    return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+
 def bucket_json(found: Figures, settings: ServiceLevelSettings) -> dict[str, Any]:
     """One bucket (or the total) as the API returns it and the CSV writes it."""
     out: dict[str, Any] = {"start": found.start.isoformat(), "end": found.end.isoformat()}
     out.update({key: getattr(found, key) for key in COUNTS})
-    out.update({key: _rounded(key, getattr(found, key)) for key in VALUES})
+    out.update({key: rounded(key, getattr(found, key)) for key in VALUES})
     out["below_target"] = below_target(found, settings)
     return out
 
@@ -576,8 +585,9 @@ def figures_json(found: Figures, settings: ServiceLevelSettings) -> dict[str, An
     for figure in FIGURES:
         value = getattr(found, figure.key)
         target = target_of(figure, settings)
+        shown_value = rounded(figure.key, value)
         shown.append({"key": figure.key, "label": f"{figure.zh} {figure_label(figure, settings)}",
-                      "value": _rounded(figure.key, value) if figure.kind != "count" else value,
+                      "value": shown_value, "value_text": value_text(shown_value),
                       "display": display(figure, value),
                       "target": float(target) if target is not None else None,
                       "target_display": display(figure, target) if target is not None else None,
