@@ -338,8 +338,9 @@ class CallbackRequest(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     """abandoned, chosen, closed, overload or no_answer"""
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    """pending, dialling, completed, failed, cancelled or closed_by_call_in"""
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    """pending, dialling, completed, failed, cancelled or closed_by_call_in (17 characters:
+    the shared contract's String(16) cannot hold it on PostgreSQL)"""
     outcome: Mapped[str | None] = mapped_column(String(16))
     """reached, no_answer, busy, wrong_number or declined"""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

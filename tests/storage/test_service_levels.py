@@ -1,0 +1,241 @@
+"""The 12345 service-level figures of a scripted day of calls (tests/service_level_calls.py),
+worked out by hand, against what the hotline computes: the module, the open API (JSON and
+CSV), the console's CSV and dashboard, and the figures the wallboard pushes over its
+websocket. The calls go through the real consultation recorder into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import functools
+import io
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from crm.agents import accounts as agents
+from crm.agents import tokens as api_tokens
+from crm.consultations.recorder import ConsultationRecorder
+from crm.demo_data import seed_demo
+from crm.live.wallboard import Wallboard
+from crm.reports import service_levels as levels
+from crm.storage.db import SessionFactory
+from crm.telephony.events import CallEventBus
+from crm.web.app import HealthReport, create_app
+from crm.web.console.app import ConsoleDeps
+from tests.service_level_calls import (
+    DAY,
+    DAY_TOTAL,
+    EMPTY,
+    HOUR_10,
+    HOUR_11,
+    NOW,
+    SETTINGS,
+    TZ,
+    ensure_callback_table,
+    play,
+    rounded,
+)
+
+PASSWORD = "service-levels-pw"
+PUSH_WAIT = 20.0
+
+
+@dataclass
+class Hotline:
+    """The CRM side of a running hotline: bus, recorder, wallboard, web app (API+console)."""
+
+    sessions: SessionFactory
+    bus: CallEventBus
+    recorder: ConsultationRecorder
+    wallboard: Wallboard
+    server: TestServer
+    token: str
+    clients: list[TestClient] = field(default_factory=list)
+
+    async def play(self) -> None:
+        await play(self.sessions, self.bus.publish, self.recorder.drain)
+
+    async def client(self) -> TestClient:
+        client = TestClient(self.server)
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    async def console(self) -> TestClient:
+        client = await self.client()
+        form = await client.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+        assert csrf is not None
+        signed = await client.post("/console/login", data={
+            "csrf": csrf.group(1), "login": "supervisor1", "password": PASSWORD})
+        assert signed.status == 200 and str(signed.url).endswith("/console/")
+        return client
+
+
+@pytest.fixture
+async def hotline(sessions: SessionFactory, db_url: str) -> AsyncIterator[Hotline]:
+    await seed_demo(db_url)
+    await agents.set_password(sessions, "supervisor1", PASSWORD)
+    await ensure_callback_table(sessions)
+    token = await api_tokens.create_token(sessions, "city-dashboard", ["reports:read"])
+    bus = CallEventBus()
+    recorder = ConsultationRecorder(sessions)
+    bus.subscribe(recorder.handle)
+    recorder.start()
+    wallboard = Wallboard(
+        sessions, queue="hotline", tz=TZ, clock=lambda: NOW, settle=recorder.drain,
+        service_level_s=SETTINGS.answer_within_s,
+        levels=functools.partial(levels.today_figures, sessions, TZ, SETTINGS),
+        levels_refresh_s=3600)  # only call events make it count again here
+    bus.subscribe(wallboard.handle)
+    await wallboard.start()
+    deps = ConsoleDeps(sessions, "console-secret", wallboard=wallboard, tz=TZ,
+                       service_levels=SETTINGS)
+    server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
+                                   console=deps, report_tz=TZ, service_levels=SETTINGS))
+    state = Hotline(sessions, bus, recorder, wallboard, server, token)
+    try:
+        yield state
+    finally:
+        await wallboard.close()
+        await recorder.close()
+        for client in state.clients:
+            await client.close()
+        await server.close()
+
+
+def exact(found: levels.Figures) -> dict[str, Any]:
+    return {**{key: getattr(found, key) for key in EMPTY if key != "below_target"},
+            "below_target": levels.below_target(found, SETTINGS)}
+
+
+def only(expected: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
+    return {key: got[key] for key in expected}
+
+
+def csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "; ".join(value)
+    return str(value)
+
+
+def hour_of(bucket: dict[str, Any] | levels.Figures) -> int:
+    start = bucket["start"] if isinstance(bucket, dict) else bucket.start.isoformat()
+    return int(start[11:13])
+
+
+async def test_the_hand_worked_figures_match_the_module_api_csv_and_dashboard(
+        hotline: Hotline) -> None:
+    await hotline.play()
+
+    # The module, by hour and for the day.
+    by_hour = await levels.service_levels(hotline.sessions, levels.Period(DAY, DAY, "hour"),
+                                          TZ, SETTINGS)
+    assert len(by_hour.buckets) == 24
+    for bucket in by_hour.buckets:
+        expected = {10: HOUR_10, 11: HOUR_11}.get(hour_of(bucket), EMPTY)
+        assert exact(bucket) == expected, bucket.start
+    assert exact(by_hour.total) == DAY_TOTAL
+    by_day = await levels.service_levels(hotline.sessions, levels.Period(DAY, DAY, "day"),
+                                         TZ, SETTINGS)
+    assert [exact(b) for b in by_day.buckets] == [DAY_TOTAL]
+    before = await levels.service_levels(
+        hotline.sessions, levels.Period(DAY - timedelta(days=1), DAY - timedelta(days=1)),
+        TZ, SETTINGS)
+    assert (before.total.offered, before.total.answered, before.total.answered_within) \
+        == (1, 1, 1)  # kpi-14, the day before, answered in 5 s
+
+    # The open API: JSON and CSV, by hour; a token without reports:read gets nothing.
+    client = await hotline.client()
+    auth = {"Authorization": f"Bearer {hotline.token}"}
+    url = f"/api/service-levels?from={DAY}&to={DAY}&bucket=hour"
+    response = await client.get(url, headers=auth)
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["timezone"] == "Asia/Shanghai" and len(body["buckets"]) == 24
+    assert body["targets"] == {"answer_within_s": 15.0, "short_abandon_s": 5.0,
+                               "connection_rate": 0.95, "answered_within_rate": 0.9,
+                               "satisfaction_rate": 0.6}
+    for bucket in body["buckets"]:
+        expected = rounded({10: HOUR_10, 11: HOUR_11}.get(hour_of(bucket), EMPTY))
+        assert only(expected, bucket) == expected, bucket["start"]
+    assert only(DAY_TOTAL, body["total"]) == rounded(DAY_TOTAL)
+    assert body["total"]["connection_rate"] == 0.5455  # 6/11, spelt out once
+    day = await (await client.get(f"/api/service-levels?from={DAY}&to={DAY}",
+                                  headers=auth)).json()
+    assert [only(DAY_TOTAL, b) for b in day["buckets"]] == [rounded(DAY_TOTAL)]
+
+    response = await client.get(url + "&format=csv", headers=auth)
+    assert response.status == 200 and response.content_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO((await response.text()).lstrip("\ufeff"))))
+    assert len(rows) == 24
+    for row in rows:
+        expected = rounded({10: HOUR_10, 11: HOUR_11}.get(int(row["start"][11:13]), EMPTY))
+        assert {k: row[k] for k in expected} == {k: csv_text(v) for k, v in expected.items()}
+
+    refused = await client.get(url, headers={"Authorization": "Bearer hlt_nothing"})
+    assert refused.status == 401
+    bad = await client.get(f"/api/service-levels?from={DAY}&to=2027-01-22&bucket=hour",
+                           headers=auth)
+    assert bad.status == 400 and "at most 31 days" in (await bad.json())["error"]["message"]
+
+    # The console: the CSV download by day, and the dashboard's tiles and table.
+    console = await hotline.console()
+    response = await console.get(f"/console/service-levels.csv?from={DAY}&to={DAY}&bucket=day")
+    assert response.status == 200
+    rows = list(csv.DictReader(io.StringIO((await response.text()).lstrip("\ufeff"))))
+    assert [{k: row[k] for k in DAY_TOTAL} for row in rows] \
+        == [{k: csv_text(v) for k, v in rounded(DAY_TOTAL).items()}]
+    page = await console.get(f"/console/service-levels?from={DAY}&to={DAY}")
+    html = await page.text()
+    assert page.status == 200, html[:500]
+    tiles = dict(re.findall(r'id="level-(\w+)" data-key="\w+" data-value="([^"]*)"', html))
+    expected = rounded(DAY_TOTAL)
+    assert tiles == {f.key: levels.value_text(expected[f.key]) for f in levels.FIGURES}
+    for key in ("connection_rate", "answered_within_rate"):
+        tile = re.search(rf'<div class="([^"]+)" id="level-{key}".*?</div>', html, re.S)
+        assert tile is not None and "below-target" in tile.group(1)
+        assert "低于目标 Below target" in tile.group(0)
+    tile = re.search(r'<div class="([^"]+)" id="level-satisfaction_rate".*?</div>', html, re.S)
+    assert tile is not None and "below-target" not in tile.group(1)
+    assert "低于目标" not in tile.group(0)
+    assert 'class="target"' in html and "目标 Target 95%" in html  # the line on the chart
+    row = re.search(rf'<tr data-day="{DAY}">(.*?)</tr>', html, re.S)
+    assert row is not None
+    cells = dict(re.findall(r'<td data-key="(\w+)">([^<]*)</td>', row.group(1)))
+    assert cells["connection_rate"] == "54.5 %" and cells["wait_p90_s"] == "40.0 s"
+    assert cells["satisfaction_rate"] == "66.7 %" and cells["average_score"] == "3.67"
+
+
+async def test_the_wallboard_pushes_todays_figures_as_calls_end(hotline: Hotline) -> None:
+    console = await hotline.console()
+    async with console.ws_connect("/console/wallboard/ws") as ws:
+        first = await ws.receive_json(timeout=5)
+        assert first["type"] == "wallboard" and first["levels"]["offered"] == 0
+        await hotline.play()
+        expected = rounded(DAY_TOTAL)
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(PUSH_WAIT):
+            while True:
+                message = await ws.receive_json()
+                seen.append(message["levels"])
+                if only(expected, message["levels"]) == expected:
+                    break
+    pushed = message["levels"]
+    assert pushed["start"] == f"{DAY}T00:00:00+08:00"
+    shown = {f["key"]: f for f in pushed["figures"]}
+    assert shown["connection_rate"]["display"] == "54.5 %"
+    assert shown["connection_rate"]["below_target"] is True
+    assert shown["answered_within_rate"]["below_target"] is True
+    assert shown["satisfaction_rate"]["below_target"] is False
+    assert shown["wait_avg_s"]["value"] == round(float(DAY_TOTAL["wait_avg_s"]), 1)
+    # The figures grew call by call: an earlier push had fewer calls than the last.
+    assert any(0 < s["offered"] < expected["offered"] for s in seen)
