@@ -12,15 +12,25 @@ test: each call says what it is and the seconds that matter.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import re
 import zoneinfo
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction as F
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from crm.agents import accounts as agents
+from crm.agents import tokens as api_tokens
+from crm.consultations.recorder import ConsultationRecorder
+from crm.demo_data import seed_demo
+from crm.live.wallboard import Wallboard
+from crm.reports import service_levels as levels
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import Base, CallbackRequest, Consultation
@@ -33,6 +43,7 @@ from crm.telephony.events import (
     CallEnded,
     CallerAbandoned,
     CallerQueued,
+    CallEventBus,
     CallStarted,
     CallStep,
 )
@@ -47,6 +58,8 @@ from crm.telephony.steps import (
     StatusTold,
     SurveySkipped,
 )
+from crm.web.app import HealthReport, create_app
+from crm.web.console.app import ConsoleDeps
 
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 11, 22)
@@ -380,3 +393,75 @@ def rounded(expected: dict[str, Any]) -> dict[str, Any]:
             value = round(float(value), digits)
         out[key] = value
     return out
+
+
+# -- the CRM side of a running hotline, for the tests that play the day -------------------------
+PASSWORD = "service-levels-pw"
+
+
+@dataclass
+class Hotline:
+    """Bus, consultation recorder, wallboard and the web app (open API and console) over one
+    database, as hotline.service builds them, with the clock at :data:`NOW`."""
+
+    sessions: SessionFactory
+    bus: CallEventBus
+    recorder: ConsultationRecorder
+    wallboard: Wallboard
+    server: TestServer
+    token: str
+    """An API token with reports:read only."""
+    clients: list[TestClient] = field(default_factory=list)
+
+    async def play(self) -> None:
+        await play(self.sessions, self.bus.publish, self.recorder.drain)
+
+    async def client(self) -> TestClient:
+        client = TestClient(self.server)
+        await client.start_server()
+        self.clients.append(client)
+        return client
+
+    async def console(self) -> TestClient:
+        """A client signed in to the console as supervisor1."""
+        client = await self.client()
+        form = await client.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+        assert csrf is not None
+        signed = await client.post("/console/login", data={
+            "csrf": csrf.group(1), "login": "supervisor1", "password": PASSWORD})
+        assert signed.status == 200 and str(signed.url).endswith("/console/")
+        return client
+
+
+@contextlib.asynccontextmanager
+async def crm_side(sessions: SessionFactory, db_url: str) -> AsyncIterator[Hotline]:
+    await seed_demo(db_url)
+    await agents.set_password(sessions, "supervisor1", PASSWORD)
+    await ensure_callback_table(sessions)
+    token = await api_tokens.create_token(sessions, "city-dashboard", ["reports:read"])
+    bus = CallEventBus()
+    recorder = ConsultationRecorder(sessions)
+    bus.subscribe(recorder.handle)
+    recorder.start()
+    wallboard = Wallboard(
+        sessions, queue=QUEUE, tz=TZ, clock=lambda: NOW, settle=recorder.drain,
+        service_level_s=SETTINGS.answer_within_s,
+        levels=functools.partial(levels.today_figures, sessions, TZ, SETTINGS),
+        levels_refresh_s=3600)  # only call events make it count again here
+    bus.subscribe(wallboard.handle)
+    await wallboard.start()
+    deps = ConsoleDeps(sessions, "console-secret", wallboard=wallboard, tz=TZ,
+                       service_levels=SETTINGS)
+    server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
+                                   console=deps, report_tz=TZ, service_levels=SETTINGS),
+                        host="127.0.0.1")
+    state = Hotline(sessions, bus, recorder, wallboard, server, token)
+    try:
+        yield state
+    finally:
+        await wallboard.close()  # closes the wallboards' websockets: the server stops at once
+        await recorder.close()
+        for client in state.clients:
+            await client.close()
+        await server.close()

@@ -7,107 +7,36 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import functools
 import io
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from crm.agents import accounts as agents
-from crm.agents import tokens as api_tokens
-from crm.consultations.recorder import ConsultationRecorder
-from crm.demo_data import seed_demo
-from crm.live.wallboard import Wallboard
 from crm.reports import service_levels as levels
 from crm.storage.db import SessionFactory
-from crm.telephony.events import CallEventBus
-from crm.web.app import HealthReport, create_app
-from crm.web.console.app import ConsoleDeps
 from tests.service_level_calls import (
     DAY,
     DAY_TOTAL,
     EMPTY,
     HOUR_10,
     HOUR_11,
-    NOW,
     SETTINGS,
     TZ,
-    ensure_callback_table,
-    play,
+    Hotline,
+    crm_side,
     rounded,
 )
 
-PASSWORD = "service-levels-pw"
 PUSH_WAIT = 20.0
-
-
-@dataclass
-class Hotline:
-    """The CRM side of a running hotline: bus, recorder, wallboard, web app (API+console)."""
-
-    sessions: SessionFactory
-    bus: CallEventBus
-    recorder: ConsultationRecorder
-    wallboard: Wallboard
-    server: TestServer
-    token: str
-    clients: list[TestClient] = field(default_factory=list)
-
-    async def play(self) -> None:
-        await play(self.sessions, self.bus.publish, self.recorder.drain)
-
-    async def client(self) -> TestClient:
-        client = TestClient(self.server)
-        await client.start_server()
-        self.clients.append(client)
-        return client
-
-    async def console(self) -> TestClient:
-        client = await self.client()
-        form = await client.get("/console/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', await form.text())
-        assert csrf is not None
-        signed = await client.post("/console/login", data={
-            "csrf": csrf.group(1), "login": "supervisor1", "password": PASSWORD})
-        assert signed.status == 200 and str(signed.url).endswith("/console/")
-        return client
 
 
 @pytest.fixture
 async def hotline(sessions: SessionFactory, db_url: str) -> AsyncIterator[Hotline]:
-    await seed_demo(db_url)
-    await agents.set_password(sessions, "supervisor1", PASSWORD)
-    await ensure_callback_table(sessions)
-    token = await api_tokens.create_token(sessions, "city-dashboard", ["reports:read"])
-    bus = CallEventBus()
-    recorder = ConsultationRecorder(sessions)
-    bus.subscribe(recorder.handle)
-    recorder.start()
-    wallboard = Wallboard(
-        sessions, queue="hotline", tz=TZ, clock=lambda: NOW, settle=recorder.drain,
-        service_level_s=SETTINGS.answer_within_s,
-        levels=functools.partial(levels.today_figures, sessions, TZ, SETTINGS),
-        levels_refresh_s=3600)  # only call events make it count again here
-    bus.subscribe(wallboard.handle)
-    await wallboard.start()
-    deps = ConsoleDeps(sessions, "console-secret", wallboard=wallboard, tz=TZ,
-                       service_levels=SETTINGS)
-    server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
-                                   console=deps, report_tz=TZ, service_levels=SETTINGS))
-    state = Hotline(sessions, bus, recorder, wallboard, server, token)
-    try:
-        yield state
-    finally:
-        await wallboard.close()
-        await recorder.close()
-        for client in state.clients:
-            await client.close()
-        await server.close()
+    async with crm_side(sessions, db_url) as running:
+        yield running
 
 
 def exact(found: levels.Figures) -> dict[str, Any]:

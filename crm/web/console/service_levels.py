@@ -30,13 +30,16 @@ def _period(request: web.Request) -> levels.Period:
     return levels.Period.from_query(request.query, today=today(request.app[CONSOLE_KEY]))
 
 
-def _nice_max(value: float) -> tuple[float, float]:
-    """An axis top at or above ``value`` and a grid step giving at most about five lines."""
+def _nice_max(value: float, *, whole: bool = False) -> tuple[float, float]:
+    """An axis top at or above ``value`` and a grid step giving at most about five lines
+    (``whole``: a step of at least 1, for counts)."""
     if value <= 0:
         return 1.0, 1.0
     raw = value / 5
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    if whole:
+        step = max(step, 1)
     return math.ceil(value / step) * step, float(step)
 
 
@@ -59,7 +62,7 @@ def _chart(figure: levels.Figure, days: tuple[levels.Figures, ...],
         y_min, y_max, step = 1.0, 5.0, 1.0
     else:
         top = max((float(v) for v in values if v is not None), default=0.0)
-        y_min, (y_max, step) = 0.0, _nice_max(top)
+        y_min, (y_max, step) = 0.0, _nice_max(top, whole=figure.kind == "count")
     target_value = float(target) * scale if target is not None else None
     return line_chart(
         points, chart_id=f"chart-{figure.key}", title=f"{figure.zh} · {label}",
