@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import signal
@@ -24,7 +23,7 @@ from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder, open_calls
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
-from crm.reports.service_levels import today_figures
+from crm.reports.service_levels import TodayCounter
 from crm.storage.db import SessionFactory, open_database
 from crm.storage.journal import EventJournal, json_journal
 from crm.storage.migrate import upgrade
@@ -127,8 +126,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         wallboard = Wallboard(sessions, queue=settings.asterisk.queue_name, tz=local_zone,
                               settle=recorder.drain,
                               service_level_s=settings.service_levels.answer_within_s,
-                              levels=functools.partial(today_figures, sessions, local_zone,
-                                                       settings.service_levels),
+                              levels=TodayCounter(
+                                  sessions, local_zone, settings.service_levels,
+                                  full_every_s=settings.service_levels.wallboard_refresh_s),
                               levels_refresh_s=settings.service_levels.wallboard_refresh_s)
         bus.subscribe(wallboard.handle)  # before the AMI login: its QueueSnapshot rebuilds it
         await wallboard.start()

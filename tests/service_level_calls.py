@@ -13,7 +13,6 @@ test: each call says what it is and the seconds that matter.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -408,6 +407,9 @@ class Hotline:
     bus: CallEventBus
     recorder: ConsultationRecorder
     wallboard: Wallboard
+    counter: levels.TodayCounter
+    """Today's figures for the wallboard: its clock stands still, so after the first count
+    it reads only new and open calls."""
     server: TestServer
     token: str
     """An API token with reports:read only."""
@@ -441,13 +443,14 @@ async def crm_side(sessions: SessionFactory, db_url: str) -> AsyncIterator[Hotli
     await ensure_callback_table(sessions)
     token = await api_tokens.create_token(sessions, "city-dashboard", ["reports:read"])
     bus = CallEventBus()
+    counter = levels.TodayCounter(sessions, TZ, SETTINGS)
     recorder = ConsultationRecorder(sessions)
     bus.subscribe(recorder.handle)
     recorder.start()
     wallboard = Wallboard(
         sessions, queue=QUEUE, tz=TZ, clock=lambda: NOW, settle=recorder.drain,
         service_level_s=SETTINGS.answer_within_s,
-        levels=functools.partial(levels.today_figures, sessions, TZ, SETTINGS),
+        levels=counter,
         levels_refresh_s=3600)  # only call events make it count again here
     bus.subscribe(wallboard.handle)
     await wallboard.start()
@@ -456,7 +459,7 @@ async def crm_side(sessions: SessionFactory, db_url: str) -> AsyncIterator[Hotli
     server = TestServer(create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0),
                                    console=deps, report_tz=TZ, service_levels=SETTINGS),
                         host="127.0.0.1")
-    state = Hotline(sessions, bus, recorder, wallboard, server, token)
+    state = Hotline(sessions, bus, recorder, wallboard, counter, server, token)
     try:
         yield state
     finally:

@@ -13,10 +13,10 @@ recounts today's counters from the consultation steps the recorder wrote from th
 events, so nothing drifts from what was missed while disconnected. The counters are also
 loaded from the database at start, so a restart mid-day does not zero them.
 
-Today's service-level figures (crm.reports.service_levels, handed in by the composition root
-as ``levels``: this part does not import reports) are recounted from the database by a task
-of their own after every call event that can change them (once the recorder has written it),
-and at least every ``levels_refresh_s`` (surveys and callbacks change without one).
+Today's service-level figures (crm.reports.service_levels' TodayCounter, handed in by the
+composition root as ``levels``: this part does not import reports) are counted again by a
+task of their own after every call event that can change them (once the recorder has written
+it), and at least every ``levels_refresh_s`` (surveys and callbacks change without one).
 
 Every change is pushed to the open wallboards (websockets) as the whole state; it is small.
 No caller numbers or names are in it: wallboards hang on walls.

@@ -152,12 +152,17 @@ async def test_the_wallboard_pushes_todays_figures_as_calls_end(hotline: Hotline
         await hotline.play()
         expected = rounded(DAY_TOTAL)
         seen: list[dict[str, Any]] = []
-        async with asyncio.timeout(PUSH_WAIT):
-            while True:
-                message = await ws.receive_json()
-                seen.append(message["levels"])
-                if only(expected, message["levels"]) == expected:
-                    break
+        try:
+            async with asyncio.timeout(PUSH_WAIT):
+                while True:
+                    message = await ws.receive_json()
+                    seen.append(message["levels"])
+                    if only(expected, message["levels"]) == expected:
+                        break
+        except TimeoutError:
+            last = only(expected, seen[-1]) if seen else None
+            raise AssertionError(f"the wallboard never pushed the day's figures; the last "
+                                 f"push: {last}, expected {expected}") from None
     pushed = message["levels"]
     assert pushed["start"] == f"{DAY}T00:00:00+08:00"
     shown = {f["key"]: f for f in pushed["figures"]}
@@ -168,3 +173,4 @@ async def test_the_wallboard_pushes_todays_figures_as_calls_end(hotline: Hotline
     assert shown["wait_avg_s"]["value"] == round(float(DAY_TOTAL["wait_avg_s"]), 1)
     # The figures grew call by call: an earlier push had fewer calls than the last.
     assert any(0 < s["offered"] < expected["offered"] for s in seen)
+    assert hotline.counter.full_counts == 1  # then only new and open calls were read
