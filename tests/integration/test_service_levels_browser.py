@@ -3,7 +3,8 @@ wallboard's tiles follow the scripted day of calls (tests/service_level_calls.py
 websocket until they show the figures worked out by hand, and the console's service-level
 page draws them with the targets as lines and the figures below target marked in words.
 
-Set HOTLINE_SCREENSHOTS=1 to write docs/screenshots/console-service-levels.png.
+Set HOTLINE_SCREENSHOTS=1 to write docs/screenshots/console-service-levels.png and
+console-wallboard-levels.png.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
 SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "console-service-levels.png"
+WALLBOARD_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "console-wallboard-levels.png"
 QUICK_MS = 5_000
 PLAY_MS = 30_000
 """Bound for the whole scripted day to be written and pushed."""
@@ -75,6 +77,8 @@ async def test_wallboard_and_dashboard_show_the_hand_worked_figures(
     await expect(satisfaction.locator(".flag")).to_be_hidden()
     await expect(satisfaction.locator(".big")).to_have_text("66.7 %")
     assert page.js_errors == []
+    if os.environ.get("HOTLINE_SCREENSHOTS") == "1":
+        await page.screenshot(path=str(WALLBOARD_SCREENSHOT), full_page=True)
 
     await page.goto(str(hotline.server.make_url(f"/console/service-levels?from={DAY}&to={DAY}")))
     for figure in levels.FIGURES:

@@ -283,7 +283,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "Community hotline open API",
             "version": "1.0.0",
             "description": "Cases (work orders) and consultation records of the community "
-                           "service hotline. Send `Authorization: Bearer <token>`; tokens are "
+                           "service hotline, and its service-level figures (reports:read). "
+                           "Send `Authorization: Bearer <token>`; tokens are "
                            "made with `hotline token create --name NAME --scope SCOPE...`. "
                            "Errors are `{\"error\": {\"code\", \"message\"}}` with stable "
                            "codes. Phone numbers are shown in full to token holders; resident "
