@@ -110,6 +110,8 @@ async def test_the_hand_worked_figures_match_the_module_api_csv_and_dashboard(
         expected = rounded({10: HOUR_10, 11: HOUR_11}.get(int(row["start"][11:13]), EMPTY))
         assert {k: row[k] for k in expected} == {k: csv_text(v) for k, v in expected.items()}
 
+    bad = await client.get(url + "&format=xml", headers=auth)
+    assert bad.status == 400 and "format must be json or csv" in await bad.text()
     refused = await client.get(url, headers={"Authorization": "Bearer hlt_nothing"})
     assert refused.status == 401
     bad = await client.get(f"/api/service-levels?from={DAY}&to=2027-01-22&bucket=hour",
@@ -123,6 +125,8 @@ async def test_the_hand_worked_figures_match_the_module_api_csv_and_dashboard(
     rows = list(csv.DictReader(io.StringIO((await response.text()).lstrip("\ufeff"))))
     assert [{k: row[k] for k in DAY_TOTAL} for row in rows] \
         == [{k: csv_text(v) for k, v in rounded(DAY_TOTAL).items()}]
+    wrong = await console.get("/console/service-levels?from=2026-11-31")
+    assert wrong.status == 400 and "is not a date" in await wrong.text()
     page = await console.get(f"/console/service-levels?from={DAY}&to={DAY}")
     html = await page.text()
     assert page.status == 200, html[:500]

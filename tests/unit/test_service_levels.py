@@ -159,3 +159,23 @@ def test_a_report_puts_each_call_in_the_bucket_it_started_in() -> None:
     found = levels.report(period, shanghai, levels.Rows((late, outside), (), None), SETTINGS)
     assert [b.offered for b in found.buckets][9:11] == [1, 0]
     assert found.total.offered == 1 and found.total.wait_avg_s == 60
+
+
+def test_the_settings_section_loads_from_the_file_and_names_a_bad_key(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hotline.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("HOTLINE_STATE_DIR", str(tmp_path))
+    assert load_settings(fill_secrets=False).service_levels == ServiceLevelSettings()
+    good = tmp_path / "good.toml"
+    good.write_text("[service_levels]\nanswer_within_s = 20\ntarget_connection_pct = 98\n")
+    monkeypatch.setenv("HOTLINE_SERVICE_LEVELS__SHORT_ABANDON_S", "3")
+    loaded = load_settings(good, fill_secrets=False).service_levels
+    assert (loaded.answer_within_s, loaded.target_connection_pct, loaded.short_abandon_s) \
+        == (20, 98, 3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[service_levels]\ntarget_satisfaction_pct = 150\nbogus = 1\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(bad, fill_secrets=False)
+    assert "service_levels.target_satisfaction_pct" in str(error.value)
+    assert "service_levels.bogus" in str(error.value)
