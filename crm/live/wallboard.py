@@ -195,11 +195,12 @@ class Wallboard:
             found = await self._levels_of(self._clock())
         except Exception:
             log.exception("wallboard %s: counting today's service levels failed", self.queue)
-            return False
-        self.levels_counted += 1
+            found = self._levels
+        else:
+            self.levels_counted += 1
         changed = found != self._levels
         self._levels = found
-        if not changed:
+        if not changed:  # nothing to publish: tell those waiting that it was counted
             async with self._changed:
                 self._changed.notify_all()
         return changed

@@ -10,19 +10,29 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from crm.consultations.recorder import apply_event
+from crm.live.wallboard import Wallboard
 from crm.reports import service_levels as levels
 from crm.storage.db import SessionFactory
+from crm.telephony.events import (
+    AgentAnswered,
+    AgentCallEnded,
+    CallEnded,
+    CallerQueued,
+    CallStarted,
+)
 from tests.service_level_calls import (
     DAY,
     DAY_TOTAL,
     EMPTY,
     HOUR_10,
     HOUR_11,
+    NOW,
     SETTINGS,
     TZ,
     Hotline,
@@ -178,3 +188,66 @@ async def test_the_wallboard_pushes_todays_figures_as_calls_end(hotline: Hotline
     # The figures grew call by call: an earlier push had fewer calls than the last.
     assert any(0 < s["offered"] < expected["offered"] for s in seen)
     assert hotline.counter.full_counts == 1  # then only new and open calls were read
+
+
+async def _answered_call(sessions: SessionFactory, call_id: str, start: datetime) -> None:
+    async with sessions() as session, session.begin():
+        for event in (CallStarted(call_id, "13800138000", None, at=start),
+                      CallerQueued(call_id, "hotline", 1, at=start + timedelta(seconds=5)),
+                      AgentAnswered(call_id, "hotline", "PJSIP/2001", "2001", hold_time_s=3,
+                                    at=start + timedelta(seconds=8))):
+            await apply_event(session, event)
+
+
+async def _end(sessions: SessionFactory, call_id: str, at: datetime) -> None:
+    async with sessions() as session, session.begin():
+        await apply_event(session, AgentCallEnded(call_id, "hotline", "PJSIP/2001", "2001",
+                                                  60, "agent", at=at))
+        await apply_event(session, CallEnded(call_id, "agent", "16", at=at))
+
+
+async def test_todays_counter_reads_new_and_open_calls_and_the_whole_day_now_and_then(
+        sessions: SessionFactory) -> None:
+    counter = levels.TodayCounter(sessions, TZ, SETTINGS, full_every_s=60)
+    morning = NOW - timedelta(hours=2)
+    await _answered_call(sessions, "a", morning)
+    first = await counter(NOW)
+    # "a" is still talking: answered, no handle time yet; it is read again until it ends.
+    assert (first["offered"], first["answered"], first["handle_avg_s"]) == (1, 1, None)
+    await _end(sessions, "a", morning + timedelta(seconds=68))
+    await _answered_call(sessions, "b", NOW - timedelta(minutes=1))
+    second = await counter(NOW + timedelta(seconds=10))
+    assert (second["offered"], second["answered"], second["handle_avg_s"]) == (2, 2, 60.0)
+    assert counter.full_counts == 1
+    third = await counter(NOW + timedelta(seconds=70))  # a minute on: the whole day again
+    assert counter.full_counts == 2 and third == second
+    tomorrow = await counter(NOW + timedelta(days=1))
+    assert counter.full_counts == 3 and tomorrow["offered"] == 0
+    assert tomorrow["start"] == f"{DAY + timedelta(days=1)}T00:00:00+08:00"
+
+
+async def test_a_failing_count_keeps_the_last_figures_and_the_wallboard_going(
+        sessions: SessionFactory, caplog: pytest.LogCaptureFixture) -> None:
+    counts: list[datetime] = []
+
+    async def flaky(now: datetime) -> dict[str, Any]:
+        counts.append(now)
+        if len(counts) > 1:
+            raise RuntimeError("database gone")
+        return {"offered": 7}
+
+    board = Wallboard(sessions, queue="hotline", tz=TZ, clock=lambda: NOW, levels=flaky,
+                      levels_refresh_s=3600)
+    await board.start()
+    try:
+        assert board.state()["levels"] == {"offered": 7}
+        await board.handle(CallEnded("x", None, None, at=NOW))
+        await board.wait_for(lambda: len(counts) == 2 and board.waiting_count == 0, 5)
+        await board.drain()
+        assert board.state()["levels"] == {"offered": 7}
+        assert "counting today's service levels failed" in caplog.text
+        await board.handle(CallerQueued("y", "hotline", 1, at=NOW))
+        await board.drain()
+        assert board.state()["waiting"]["count"] == 1
+    finally:
+        await board.close()
