@@ -465,14 +465,6 @@ async def service_levels(sessions: SessionFactory, period: Period, tz: tzinfo,
     return report(period, tz, await load(sessions, start, end), settings)
 
 
-async def today_figures(sessions: SessionFactory, tz: tzinfo, settings: ServiceLevelSettings,
-                        now: datetime) -> dict[str, Any]:
-    """Today's figures so far (local day of ``now``) as the wallboard shows them."""
-    today = now.astimezone(tz).date()
-    found = await service_levels(sessions, Period(today, today, "day"), tz, settings)
-    return figures_json(found.total, settings)
-
-
 class TodayCounter:
     """Today's figures for the wallboard, counted again after every call that ends without
     reading the whole day each time: what became of a call that has ended does not change,
