@@ -1,5 +1,6 @@
-"""The CRM's settings sections (``[web]``, ``[database]``, ``[survey]``, ``[retention]``),
-composed into the whole settings by hotline.settings. Imports nothing of the hotline."""
+"""The CRM's settings sections (``[web]``, ``[database]``, ``[survey]``, ``[retention]``,
+``[service_levels]``), composed into the whole settings by hotline.settings. Imports nothing
+of the hotline."""
 
 from __future__ import annotations
 
@@ -139,3 +140,24 @@ def _minutes(hhmm: str) -> int:
     if int(minutes) >= 60:
         raise ValueError(f"{hhmm!r} is not a time of day")
     return int(hours) * 60 + int(minutes)
+
+
+class ServiceLevelSettings(_Section):
+    """The 12345 service-level figures (docs/service-levels.md): the thresholds they are
+    counted with and the targets a figure is marked against when it falls short (percent)."""
+
+    answer_within_s: float = Field(15.0, gt=0, le=600)
+    """A call answered by a person at most this many seconds after joining the queue counts
+    as answered in time (GB/T 33358-2016: 15 s)."""
+    short_abandon_s: float = Field(5.0, ge=0, le=600)
+    """A caller who abandons in the queue before this many seconds is also counted as a short
+    abandon (shown apart: often a wrong number, not a service failure)."""
+    target_answered_within_pct: float = Field(90.0, ge=0, le=100)
+    """Target for the share of calls reaching the queue answered within answer_within_s."""
+    target_connection_pct: float = Field(95.0, ge=0, le=100)
+    """Target for 接通率: calls answered by a person or finished in self-service / offered."""
+    target_satisfaction_pct: float = Field(90.0, ge=0, le=100)
+    """Target for 满意率: rated after-call surveys scored 满意 (4) or 非常满意 (5)."""
+    wallboard_refresh_s: float = Field(30.0, ge=1, le=3600)
+    """Today's figures on the wallboard are recounted after every call that ends, and at
+    least this often (surveys and callbacks change without a call event)."""

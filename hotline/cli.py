@@ -417,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("token_name", nargs="?", metavar="NAME", help="the token (create, revoke)")
     tok.add_argument("--name", help="the token's name (create; same as NAME)")
     tok.add_argument("--scope", action="append",
-                     help="cases:read, cases:write or consultations:read (repeatable)")
+                     help="cases:read, cases:write, consultations:read or reports:read "
+                          "(repeatable)")
     tok.add_argument("--expires-in", type=float, metavar="DAYS",
                      help="create: refuse the token from this many days on (default: never)")
     tok.add_argument("--all", action="store_true", help="list: revoked tokens too")

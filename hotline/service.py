@@ -23,6 +23,7 @@ from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder, open_calls
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
+from crm.reports.service_levels import TodayCounter
 from crm.storage.db import SessionFactory, open_database
 from crm.storage.journal import EventJournal, json_journal
 from crm.storage.migrate import upgrade
@@ -124,7 +125,12 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         local_zone = hotline_zone(settings)
         wallboard = Wallboard(sessions, queue=settings.asterisk.queue_name, tz=local_zone,
-                              settle=recorder.drain)
+                              settle=recorder.drain,
+                              service_level_s=settings.service_levels.answer_within_s,
+                              levels=TodayCounter(
+                                  sessions, local_zone, settings.service_levels,
+                                  full_every_s=settings.service_levels.wallboard_refresh_s),
+                              levels_refresh_s=settings.service_levels.wallboard_refresh_s)
         bus.subscribe(wallboard.handle)  # before the AMI login: its QueueSnapshot rebuilds it
         await wallboard.start()
         stack.push_async_callback(wallboard.close)
@@ -177,9 +183,11 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                               recordings=recording_store(settings),
                               survey_comments=survey_comments_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
-                              secure_cookies=settings.web.secure_cookies)
+                              secure_cookies=settings.web.secure_cookies,
+                              service_levels=settings.service_levels)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
-                         session_policy=SessionPolicy.from_settings(settings.web))
+                         session_policy=SessionPolicy.from_settings(settings.web),
+                         report_tz=local_zone, service_levels=settings.service_levels)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -29,7 +29,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
+from crm.settings import (
+    DatabaseSettings,
+    RetentionSettings,
+    ServiceLevelSettings,
+    SurveySettings,
+    WebSettings,
+)
 from hotline.assets import checkout_root
 from ivr.settings import (
     AmiSettings,
@@ -168,6 +174,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     queue_wait: QueueWaitSettings = Field(default_factory=QueueWaitSettings)
     service_hours: ServiceHoursSettings = Field(default_factory=ServiceHoursSettings)
+    service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
 
     @classmethod
     def settings_customise_sources(

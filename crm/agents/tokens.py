@@ -30,6 +30,7 @@ SCOPES = {
     "cases:read": "read cases, their stage, department, deadline and history",
     "cases:write": "create cases and change their stage, department, notes",
     "consultations:read": "read consultation (call) records",
+    "reports:read": "read the service-level figures (aggregates only, no residents' data)",
 }
 TOKEN_PREFIX = "hlt_"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

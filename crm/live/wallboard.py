@@ -13,6 +13,11 @@ recounts today's counters from the consultation steps the recorder wrote from th
 events, so nothing drifts from what was missed while disconnected. The counters are also
 loaded from the database at start, so a restart mid-day does not zero them.
 
+Today's service-level figures (crm.reports.service_levels' TodayCounter, handed in by the
+composition root as ``levels``: this part does not import reports) are counted again by a
+task of their own after every call event that can change them (once the recorder has written
+it), and at least every ``levels_refresh_s`` (surveys and callbacks change without one).
+
 Every change is pushed to the open wallboards (websockets) as the whole state; it is small.
 No caller numbers or names are in it: wallboards hang on walls.
 """
@@ -35,6 +40,7 @@ from crm.storage.models import ConsultationStep, utcnow
 from crm.storage.write_behind import Queued, WriteBehind
 from crm.telephony.events import (
     AgentAnswered,
+    AgentCallEnded,
     AgentStatusChanged,
     BusEvent,
     CallEnded,
@@ -49,6 +55,11 @@ SERVICE_LEVEL_S = 20
 """A call answered within this many seconds of joining the queue meets the service level."""
 MEMBER_STATES = ("available", "ringing", "on_call", "paused", "unavailable", "unreachable")
 SEND_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 5.0
+LEVEL_EVENTS = (AgentAnswered, AgentCallEnded, CallerAbandoned, CallEnded, QueueSnapshot)
+"""Events after which today's service-level figures are counted again."""
+TodayLevels = Callable[[datetime], Awaitable[dict[str, Any]]]
+"""Today's service-level figures at the given instant (crm.reports.service_levels)."""
 
 
 @dataclass
@@ -101,9 +112,11 @@ class Wallboard:
     def __init__(self, sessions: SessionFactory, *, queue: str, tz: tzinfo = UTC,
                  settle: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 service_level_s: int = SERVICE_LEVEL_S) -> None:
+                 service_level_s: float = SERVICE_LEVEL_S,
+                 levels: TodayLevels | None = None, levels_refresh_s: float = 30.0) -> None:
         """``settle`` waits until the consultation recorder has written what it received
-        (its drain), before today's counters are recounted from the database."""
+        (its drain), before today's counters are recounted from the database; ``levels``
+        counts today's service-level figures (None: the wallboard shows none)."""
         self.queue = queue
         self._sessions = sessions
         self._tz = tz
@@ -120,14 +133,30 @@ class Wallboard:
         self._changed = asyncio.Condition()
         self.version = 0
         self.resyncs = 0
+        self._levels_of = levels
+        self._levels_refresh_s = levels_refresh_s
+        self._levels: dict[str, Any] | None = None
+        self._levels_due = asyncio.Event()
+        self._levels_task: asyncio.Task[None] | None = None
+        self.levels_counted = 0
+        """How many times today's figures were counted (tests wait on it)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self._recount()
         self._events.start()
+        if self._levels_of is not None:
+            await self._count_levels()
+            self._levels_task = asyncio.create_task(self._levels_loop(),
+                                                    name="wallboard service levels")
 
     async def close(self) -> None:
         await self._events.close(timeout=0)
+        if self._levels_task is not None:
+            self._levels_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._levels_task
+            self._levels_task = None
         await self.close_sockets()
 
     async def close_sockets(self) -> None:
@@ -139,6 +168,42 @@ class Wallboard:
     async def handle(self, event: BusEvent) -> None:
         """Bus subscriber: never waits for the database or a browser."""
         self._events.put(event)
+        if isinstance(event, LEVEL_EVENTS):
+            self._levels_due.set()
+
+    # -- today's service levels ---------------------------------------------------------------
+    async def _levels_loop(self) -> None:
+        """Count the figures again when an event asks for it, or every refresh interval;
+        events arriving while counting ask for one more count, not one each."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._levels_due.wait(), self._levels_refresh_s)
+            self._levels_due.clear()
+            if self._settle is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
+            if await self._count_levels():
+                try:
+                    await self._publish()
+                except Exception:
+                    log.exception("wallboard %s: publishing failed", self.queue)
+
+    async def _count_levels(self) -> bool:
+        """Whether the figures changed. A failure is logged and the last figures stay."""
+        assert self._levels_of is not None
+        try:
+            found = await self._levels_of(self._clock())
+        except Exception:
+            log.exception("wallboard %s: counting today's service levels failed", self.queue)
+            found = self._levels
+        else:
+            self.levels_counted += 1
+        changed = found != self._levels
+        self._levels = found
+        if not changed:  # nothing to publish: tell those waiting that it was counted
+            async with self._changed:
+                self._changed.notify_all()
+        return changed
 
     async def drain(self) -> None:
         """Wait until the events received before this call are shown."""
@@ -231,6 +296,7 @@ class Wallboard:
                 "service_level_s": self.service_level_s,
                 "abandoned": today.abandoned,
             },
+            "levels": self._levels,
             "resyncs": self.resyncs,
         }
 

@@ -24,6 +24,9 @@ class Point:
     count: int = 0
     tick: str | None = None
     """A shorter label for the x axis (11-20 for 2026-11-20); None: the label."""
+    below: bool = False
+    """The value falls short of the chart's target: the point is drawn as such (class
+    ``below``, and said in its title), not by colour alone."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,11 @@ def _empty(chart_id: str, title: str, width: int) -> Markup:
 
 def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
                y_min: float = 1, y_max: float = 5, unit: str = "", width: int = 760,
-               height: int = 260) -> Markup:
-    """A line through the points with a value (e.g. the average score per day)."""
+               height: int = 260, y_step: float = 1, target: float | None = None,
+               target_label: str = "") -> Markup:
+    """A line through the points with a value (e.g. the average score per day); grid lines
+    every ``y_step``; ``target``, when given, is drawn as a dashed line of class ``target``
+    labelled ``target_label``."""
     if not any(p.value is not None for p in points):
         return _empty(chart_id, title, width)
     left, right, top, bottom = 44, 16, 16, 44
@@ -86,11 +92,20 @@ def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
         return top + plot_h * (1 - (v - y_min) / (y_max - y_min))
 
     body: list[Markup] = []
-    for tick in range(int(y_min), int(y_max) + 1):
+    ticks = [y_min + n * y_step for n in range(int((y_max - y_min) / y_step + 1e-9) + 1)]
+    for tick in ticks:
         body.append(Markup('<line class="grid" x1="{l}" x2="{r}" y1="{y}" y2="{y}"/>'
                            '<text class="axis" x="{tx}" y="{ty}">{t}</text>').format(
             l=left, r=width - right, y=f"{y(tick):.1f}", tx=left - 8, ty=f"{y(tick) + 4:.1f}",
-            t=tick))
+            t=_num(tick)))
+    if target is not None:
+        body.append(Markup(
+            '<line class="target" x1="{l}" x2="{r}" y1="{y}" y2="{y}"{a}>'
+            '<title>{label}</title></line>'
+            '<text class="target-label" x="{tx}" y="{ty}">{label}</text>').format(
+            l=left, r=width - right, y=f"{y(target):.1f}", a=_attrs(data_value=_num(target)),
+            label=escape(target_label or f"{_num(target)}{unit}"), tx=width - right - 4,
+            ty=f"{y(target) - 5:.1f}"))
     every = max(1, -(-len(points) // 10))  # at most about ten labels on the x axis
     for i, p in enumerate(points):
         if i % every == 0 or i == len(points) - 1:
@@ -109,10 +124,14 @@ def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
         if p.value is None:
             continue
         tip = f"{p.label}: {_num(p.value)}{unit} ({p.count})"
-        body.append(Markup('<circle class="point" cx="{cx}" cy="{cy}" r="5"{a}>'
+        if p.below:
+            tip += " — 低于目标 below target"
+        body.append(Markup('<circle class="{cls}" cx="{cx}" cy="{cy}" r="5"{a}>'
                            '<title>{tip}</title></circle>').format(
+            cls="point below" if p.below else "point",
             cx=f"{x(i):.1f}", cy=f"{y(p.value):.1f}",
-            a=_attrs(data_label=p.label, data_value=_num(p.value), data_count=p.count),
+            a=_attrs(data_label=p.label, data_value=_num(p.value), data_count=p.count,
+                     data_below="true" if p.below else None),
             tip=escape(tip)))
     return _frame(chart_id, title, desc, width, height, body, "line-chart")
 

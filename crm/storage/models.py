@@ -328,3 +328,35 @@ class SignInFailure(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class CallbackRequest(Base):
+    """A resident the hotline owes a call back (a missed or abandoned call, a callback chosen
+    in the queue or outside opening hours), and how that call went."""
+
+    __tablename__ = "callback_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    caller_number: Mapped[str] = mapped_column(String(64), index=True)
+    language: Mapped[str | None] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(32))
+    """abandoned, chosen, closed, overload or no_answer"""
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    """pending, dialling, completed, failed, cancelled or closed_by_call_in (17 characters:
+    the shared contract's String(16) cannot hold it on PostgreSQL)"""
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    """reached, no_answer, busy, wrong_number or declined"""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """When the caller first joined the queue (None: never did)."""
+    waited_s: Mapped[float | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consultation_id: Mapped[int] = mapped_column(ForeignKey("consultations.id"))
+    """The call that created the request."""
+    last_consultation_id: Mapped[int | None] = mapped_column(ForeignKey("consultations.id"))
+    """The callback call (the last attempt)."""
+    assigned_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    cancelled_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(256))

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
+from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web.api.routes import PREFIX as API_PREFIX
 from crm.web.api.routes import create_api_app
@@ -78,14 +79,17 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
                api: bool = True, case_numbering_tz: tzinfo = UTC,
                desk: DeskDeps | None = None,
                console: ConsoleDeps | None = None,
-               session_policy: SessionPolicy | None = None) -> web.Application:
+               session_policy: SessionPolicy | None = None,
+               report_tz: tzinfo = UTC,
+               service_levels: ServiceLevelSettings | None = None) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
     the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
     mounts the agent desk under /desk and ``console`` the supervisor console under /console
     (their scripts and styles are served from /static). The desk and the console share one
     :class:`WebSessions` under ``session_policy`` (sessions' absolute lifetime, sign-in
     throttling, the argon2 threads), owned by the app: started with it, its threads stopped
-    at cleanup."""
+    at cleanup. ``report_tz`` is the zone whose days and hours the API's service-level figures
+    are counted in, with the thresholds and targets of ``service_levels``."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -95,7 +99,9 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
     if api:
-        app.add_subapp(API_PREFIX, create_api_app(sessions, numbering_tz=case_numbering_tz))
+        app.add_subapp(API_PREFIX, create_api_app(
+            sessions, numbering_tz=case_numbering_tz, report_tz=report_tz,
+            service_levels=service_levels or ServiceLevelSettings()))
     if desk is not None or console is not None:
         app.router.add_static("/static", STATIC, follow_symlinks=False)
         security = WebSessions(sessions, session_policy)

@@ -29,6 +29,7 @@ TOKENS = {
     "writer": ["cases:read", "cases:write"],
     "write_only": ["cases:write"],
     "calls": ["consultations:read"],
+    "levels": ["reports:read"],
     "everything": list(api_tokens.SCOPES),
     "revoked": list(api_tokens.SCOPES),
 }

@@ -132,7 +132,7 @@ def _response_schema(doc, method: str, path: str, status: int) -> dict[str, Any]
 
 
 async def test_real_responses_fit_the_document(api) -> None:
-    from tests.api.test_api import NEW_CASE, _calls
+    from tests.api.test_api import NEW_CASE, T0, _calls
 
     doc = (await (await api.client.get("/api/openapi.json")).json())
     assert doc == openapi_document()
@@ -166,6 +166,15 @@ async def test_real_responses_fit_the_document(api) -> None:
     await call("GET", "/api/consultations", "/api/consultations", c)
     await call("GET", f"/api/consultations/{ids[0]}", "/api/consultations/{id}", c)
     await call("GET", "/api/consultations/12345", "/api/consultations/{id}", c, status=404)
+    levels = api.auth("levels")
+    day = T0.date().isoformat()  # the calls above, still open: in progress
+    for bucket in ("hour", "day"):
+        found = await call("GET", f"/api/service-levels?bucket={bucket}&from={day}&to={day}",
+                           "/api/service-levels", levels)
+        assert found["total"]["in_progress"] == 3 and found["bucket"] == bucket
+    await call("GET", "/api/service-levels?bucket=week", "/api/service-levels", levels,
+               status=400)
+    await call("GET", "/api/service-levels", "/api/service-levels", c, status=403)
     await call("POST", "/api/cases", "/api/cases", w, {"x": 1}, 400)
     await call("POST", "/api/cases", "/api/cases", {}, NEW_CASE, 401)
     await call("POST", "/api/cases", "/api/cases", r, NEW_CASE, 403)

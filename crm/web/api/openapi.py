@@ -13,6 +13,7 @@ from typing import Any
 from crm.agents.tokens import SCOPES
 from crm.cases.service import STAGES
 from crm.consultations.service import DISPOSITIONS
+from crm.reports import service_levels as levels
 from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate
 
 _STR = {"type": "string"}
@@ -118,6 +119,36 @@ SCHEMAS["Consultation"] = _obj({**_CONSULTATION,
 SCHEMAS["ConsultationList"] = _obj({"consultations": {
     "type": "array", "items": _ref("ConsultationSummary")}})
 
+_COUNT = {"type": "integer", "minimum": 0}
+_NCOUNT = {"type": ["integer", "null"], "minimum": 0}
+_RATE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_NSECONDS = {"type": ["number", "null"], "minimum": 0}
+_LEVEL_FIELDS: dict[str, Any] = {
+    "start": {**_STR, "format": "date-time", "description": "local start of the bucket"},
+    "end": {**_STR, "format": "date-time", "description": "local end (excluded)"},
+    **{key: _NCOUNT if key.startswith("callbacks_") else _COUNT for key in levels.COUNTS},
+    **{key: _NSECONDS if key.endswith("_s") else
+       {"type": ["number", "null"], "minimum": 1, "maximum": 5} if key == "average_score"
+       else _RATE for key in levels.VALUES},
+    "below_target": {"type": "array", "items": {"enum": [
+        f.key for f in levels.FIGURES if f.target]},
+        "description": "the figures with a target that this bucket falls short of"},
+}
+SCHEMAS["ServiceLevelBucket"] = _obj(_LEVEL_FIELDS, description=(
+    "The figures of one hour or day (or of the whole period). Counts are whole; rates are "
+    "shares 0..1 (4 decimals); seconds to 0.1; null where there is nothing to divide by, and "
+    "the callback counts are null where the database has no callback requests table."))
+SCHEMAS["ServiceLevels"] = _obj({
+    "from": {**_STR, "format": "date"}, "to": {**_STR, "format": "date"},
+    "bucket": {"enum": list(levels.BUCKETS)},
+    "timezone": {**_STR, "description": "the hotline's zone: days and hours are local to it"},
+    "targets": {"type": "object", "additionalProperties": {"type": "number"},
+                "description": "answer_within_s, short_abandon_s, and the target share of "
+                               "each figure that has one"},
+    "total": _ref("ServiceLevelBucket"),
+    "buckets": {"type": "array", "items": _ref("ServiceLevelBucket")},
+})
+
 RESPONSES = {
     "BadRequest": _response("bad input: malformed JSON, wrong types, unknown fields, bad "
                             "parameters", "Error"),
@@ -210,6 +241,34 @@ PATHS: dict[str, Any] = {
                         "schema": {"type": "integer", "minimum": 0}}],
         "responses": {"200": _response("the consultation", "Consultation"),
                       **_errors("Unauthorized", "Forbidden", "NotFound")}}},
+    "/api/service-levels": {"get": {
+        "operationId": "getServiceLevels",
+        "summary": "The 12345 service-level figures of a period, by hour or by day",
+        "description": "Calls offered, answered by a person, 接通率 (answered by a person or "
+                       "finished in self-service, of the calls offered), the share answered "
+                       "within the threshold (of the calls that reached the queue), abandon "
+                       "rate and short abandons, average and 90th percentile wait, average "
+                       "handle time, self-service share, callbacks and 满意率 with the average "
+                       "score; definitions in docs/service-levels.md. Aggregates only: no "
+                       "resident's data, so the read is not audited. `format=csv` returns the "
+                       "buckets as CSV, one row each, the same columns as the JSON keys.",
+        "security": _scope("reports:read"),
+        "parameters": [
+            {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+             "description": "first local day (default: 29 days before `to`; hour: `to`)"},
+            {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+             "description": "last local day, included (default: today)"},
+            {"name": "bucket", "in": "query",
+             "schema": {"enum": list(levels.BUCKETS), "default": "day"},
+             "description": f"hour (at most {levels.MAX_DAYS['hour']} days) or day (at most "
+                            f"{levels.MAX_DAYS['day']} days)"},
+            {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"],
+                                                         "default": "json"}},
+        ],
+        "responses": {"200": {"description": "the figures",
+                              "content": {**_json_content(_ref("ServiceLevels")),
+                                          "text/csv": {"schema": _STR}}},
+                      **_errors("BadRequest", "Unauthorized", "Forbidden")}}},
     "/api/openapi.json": {"get": {
         "operationId": "getOpenApi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "OpenAPI 3.1 document",
@@ -225,7 +284,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "Community hotline open API",
             "version": "1.0.0",
             "description": "Cases (work orders) and consultation records of the community "
-                           "service hotline. Send `Authorization: Bearer <token>`; tokens are "
+                           "service hotline, and its service-level figures (reports:read). "
+                           "Send `Authorization: Bearer <token>`; tokens are "
                            "made with `hotline token create --name NAME --scope SCOPE...`. "
                            "Errors are `{\"error\": {\"code\", \"message\"}}` with stable "
                            "codes. Phone numbers are shown in full to token holders; resident "

@@ -1,5 +1,6 @@
 """The open JSON API, mounted under /api: cases and consultation records for other systems
-(department back offices, the city platform), authorised by bearer tokens with scopes.
+(department back offices, the city platform), and the hotline's service-level figures for
+city dashboards, authorised by bearer tokens with scopes.
 
 Errors are ``{"error": {"code": ..., "message": ...}}``, made in one place (api_errors, from
 crm.web.errors' lookup of the domain exception tree in crm.errors). The OpenAPI document is
@@ -8,10 +9,12 @@ crm.web.api.openapi.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
@@ -34,6 +37,8 @@ from crm.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from crm.reports import service_levels as levels
+from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web.api.openapi import openapi_document
 from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate, RequestBody
@@ -50,8 +55,13 @@ CASE_READ_SCOPE = "cases:read"
 """Protects everything a case holds but its number, stage and last change: a token with only
 cases:write gets those three back from its writes (see CaseView.to_receipt)."""
 
+REPORTS_READ_SCOPE = "reports:read"
+"""The service-level figures: counts and rates, nothing about any resident."""
+
 API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
 API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
+API_REPORT_TZ_KEY = web.AppKey("api_report_tz", tzinfo)
+API_SERVICE_LEVELS_KEY = web.AppKey("api_service_levels", ServiceLevelSettings)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
@@ -265,6 +275,40 @@ async def get_consultation(request: web.Request, token: TokenRecord) -> web.Resp
     return _json(found.to_json(viewer_role=API_VIEWER_ROLE))
 
 
+@requires(REPORTS_READ_SCOPE)
+async def get_service_levels(request: web.Request, token: TokenRecord) -> web.StreamResponse:
+    """The figures of a period by hour or by day, as JSON or CSV (``format=csv``)."""
+    query = _query(request, {"from", "to", "bucket", "format"})
+    output = query.get("format") or "json"
+    if output not in ("json", "csv"):
+        raise InvalidInput(f"format must be json or csv, not {output!r}")
+    tz = request.app[API_REPORT_TZ_KEY]
+    settings = request.app[API_SERVICE_LEVELS_KEY]
+    period = levels.Period.from_query(query, today=datetime.now(tz).date())
+    found = await levels.service_levels(request.app[API_SESSIONS_KEY], period, tz, settings)
+    buckets = [levels.bucket_json(b, settings) for b in found.buckets]
+    if output == "csv":
+        return _csv(f"service-levels_{period.bucket}_{period.since}_{period.until}",
+                    levels.COLUMNS, buckets)
+    return _json({"from": period.since.isoformat(), "to": period.until.isoformat(),
+                  "bucket": period.bucket, "timezone": str(tz),
+                  "targets": levels.targets_json(settings),
+                  "total": levels.bucket_json(found.total, settings), "buckets": buckets})
+
+
+def _csv(name: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> web.Response:
+    """UTF-8 (with a byte order mark, for spreadsheets); lists joined with "; "."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["; ".join(map(str, v)) if isinstance(v, list)
+                         else "" if v is None else v for v in (row[c] for c in columns)])
+    return web.Response(body=out.getvalue().encode(), content_type="text/csv", charset="utf-8",
+                        headers={hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}.csv"'})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
@@ -275,16 +319,22 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PATCH", "/cases/{number}", patch_case),
     ("GET", "/consultations", list_consultations),
     ("GET", r"/consultations/{id:\d+}", get_consultation),
+    ("GET", "/service-levels", get_service_levels),
     ("GET", "/openapi.json", get_openapi),
 ]
 PREFIX = "/api"
 
 
-def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC) -> web.Application:
-    """The sub-application the main app mounts at ``PREFIX``."""
+def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
+                   report_tz: tzinfo = UTC,
+                   service_levels: ServiceLevelSettings | None = None) -> web.Application:
+    """The sub-application the main app mounts at ``PREFIX``; the service-level figures are
+    counted in the days and hours of ``report_tz``."""
     app = web.Application(middlewares=[api_errors], client_max_size=MAX_BODY_BYTES)
     app[API_SESSIONS_KEY] = sessions
     app[API_NUMBERING_TZ_KEY] = numbering_tz
+    app[API_REPORT_TZ_KEY] = report_tz
+    app[API_SERVICE_LEVELS_KEY] = service_levels or ServiceLevelSettings()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

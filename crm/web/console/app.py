@@ -63,6 +63,7 @@ from crm.web.console.records import (
     surveys_csv,
     surveys_page,
 )
+from crm.web.console.service_levels import service_levels_csv, service_levels_page
 from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import (
     SECURITY_KEY,
@@ -265,6 +266,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/wallboard/state", wallboard_state),
     ("GET", "/wallboard/ws", wallboard_socket),
     ("GET", "/dashboard", dashboard),
+    ("GET", "/service-levels", service_levels_page),
+    ("GET", "/service-levels.csv", service_levels_csv),
     ("GET", "/surveys", surveys_page),
     ("GET", "/surveys.csv", surveys_csv),
     ("GET", "/consultations", consultations_page),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from crm.errors import InvalidInput
 from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
 from crm.reports.audit_log import AuditFilter
+from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.storage.recordings import RecordingStore
 from crm.web.console.auth import PREFIX, ConsoleUser
@@ -41,6 +42,8 @@ class ConsoleDeps:
     tz: tzinfo = UTC
     """The hotline's time zone: report days and times shown are local to it."""
     secure_cookies: bool = False
+    service_levels: ServiceLevelSettings = field(default_factory=ServiceLevelSettings)
+    """Thresholds and targets of the service-level figures (wallboard, dashboard, CSV)."""
 
 
 CONSOLE_KEY = web.AppKey("console", ConsoleDeps)

@@ -37,6 +37,7 @@
     count('abandoned-today', state.today.abandoned);
     put($('answered-today'), state.today.answered);
     put($('board-date'), state.today.date);
+    if (state.levels) levels(state.levels);
     const list = $('members');
     list.replaceChildren();
     for (const m of state.members) {
@@ -51,6 +52,22 @@
       list.appendChild(li);
     }
     tick();
+  }
+
+  // Today's service levels: value, and a figure below its target marked by class and words.
+  function levels(found) {
+    const section = $('levels-today');
+    if (section) section.dataset.start = found.start;
+    for (const f of found.figures) {
+      const el = $(`level-${f.key}`);
+      if (!el) continue;
+      el.dataset.value = f.value_text;
+      el.dataset.below = f.below_target ? 'true' : 'false';
+      el.classList.toggle('below-target', f.below_target);
+      put(el.querySelector('.big'), f.display);
+      const flag = el.querySelector('.flag');
+      if (flag) flag.hidden = !f.below_target;
+    }
   }
 
   function linkState(state, text) {
