@@ -36,7 +36,7 @@ from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
 from hotline.retention import RetentionSchedule, retention_loop
-from hotline.settings import Settings
+from hotline.settings import Settings, hotline_queues, queues_by_language
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
@@ -123,7 +123,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         local_zone = hotline_zone(settings)
         wallboard = Wallboard(sessions, queue=settings.asterisk.queue_name, tz=local_zone,
-                              settle=recorder.drain)
+                              queues=hotline_queues(settings), settle=recorder.drain)
         bus.subscribe(wallboard.handle)  # before the AMI login: its QueueSnapshot rebuilds it
         await wallboard.start()
         stack.push_async_callback(wallboard.close)
@@ -136,7 +136,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
             await asyncio.wait_for(recorder.drain(), STARTUP_REPLAY_WAIT)
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                       for c in await open_calls(sessions))
-        queue_tracker = QueueTracker(ami, bus, queues=(settings.asterisk.queue_name,))
+        queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
         await ami.start()
         stack.push_async_callback(ami.close)
 
@@ -163,7 +163,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
 
         service_ref: list[HotlineService] = []
-        queue_control = QueueControl(ami, settings.asterisk.queue_name)
+        queue_control = QueueControl(ami, settings.asterisk.queue_name,
+                                     queues=queues_by_language(settings),
+                                     default_language=settings.speech.default_language)
         session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
         desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
                         idle_timeout=settings.web.session_idle_timeout,
