@@ -43,8 +43,10 @@ from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.queue_control import QueueControl
 from ivr.asterisk.queue_tracker import QueueTracker
 from ivr.audiosocket.server import MediaServer
+from ivr.flows.menu import IntakeKeys
 from ivr.menu_call import IvrDeps, SpeechIvrHandler
 from ivr.overflow import OverflowRecorder
+from ivr.settings import IntakeSettings
 from ivr.survey_call import SurveyCalls
 from ivr.voice import StackVoice
 from speech.stack import SpeechStack
@@ -144,7 +146,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(speech.close)
         _log_speech(speech)
         deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
-                       default_language=settings.speech.default_language)
+                       default_language=settings.speech.default_language,
+                       intake=intake_keys(settings.intake),
+                       queues=queues_by_language(settings))
         survey_journal = json_journal(settings.state_dir / "journal", "survey-writes")
         stack.callback(survey_journal.close)
         survey_writes = SurveyWriteQueue(sessions, survey_journal,
@@ -194,6 +198,13 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                  settings.audiosocket.host, media.bound_port, settings.web.host,
                  settings.web.port, settings.ami.host, settings.ami.port)
         yield service
+
+
+def intake_keys(intake: IntakeSettings) -> IntakeKeys:
+    """The greeting's keys and silence timeout, from ``[intake]``."""
+    return IntakeKeys(languages=dict(intake.language_keys), service_info=intake.service_info_key,
+                      check_status=intake.check_status_key,
+                      silence_timeout=intake.silence_timeout)
 
 
 def hotline_zone(settings: Settings) -> tzinfo:
