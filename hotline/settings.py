@@ -31,9 +31,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
 from hotline.assets import checkout_root
-from crm.telephony.queue import language_queues
-from ivr.settings import AmiSettings, AudioSocketSettings, IntakeSettings, SipNetwork
-from speech.languages import LANGUAGES
+from ivr.settings import (
+    AmiSettings,
+    AudioSocketSettings,
+    IntakeSettings,
+    SipNetwork,
+    language_queues,
+)
 from speech.settings import SpeechSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -184,8 +188,7 @@ class Settings(BaseSettings):
 def queues_by_language(settings: Settings) -> dict[str, str]:
     """Language -> the queue its callers wait in: the default language's is the main queue
     (``asterisk.queue_name``), every other language's ``<queue_name>-<lang>``."""
-    return language_queues(settings.asterisk.queue_name, settings.speech.default_language,
-                           LANGUAGES)
+    return language_queues(settings.asterisk.queue_name, settings.speech.default_language)
 
 
 def hotline_queues(settings: Settings) -> tuple[str, ...]:

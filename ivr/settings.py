@@ -83,6 +83,23 @@ class AudioSocketSettings(_Section):
         return tuple(ipaddress.ip_network(peer) for peer in self.allowed_peers)
 
 
+HOTLINE_LANGUAGES = ("cmn", "en", "ko")
+"""The languages the IVR speaks (speech.languages.LANGUAGES; this module imports nothing)."""
+
+
+def language_queue(main_queue: str, language: str, default_language: str) -> str:
+    """The queue a caller of ``language`` waits in: the main queue for the default language,
+    ``<main_queue>-<language>`` for the others (the language desks)."""
+    return main_queue if language == default_language else f"{main_queue}-{language}"
+
+
+def language_queues(main_queue: str, default_language: str,
+                    languages: tuple[str, ...] = HOTLINE_LANGUAGES) -> dict[str, str]:
+    """Language -> its queue, the default language (the main queue) first."""
+    ordered = [default_language, *(lang for lang in languages if lang != default_language)]
+    return {lang: language_queue(main_queue, lang, default_language) for lang in ordered}
+
+
 def _one_key(value: str) -> str:
     if len(value) != 1 or value not in "0123456789*#":
         raise ValueError(f"{value!r} is not one telephone key (0-9, * or #)")
@@ -116,7 +133,7 @@ class IntakeSettings(_Section):
     @model_validator(mode="after")
     def _distinct_keys(self) -> IntakeSettings:
         from_codes = list(self.language_keys)
-        unknown = [c for c in from_codes if c not in ("cmn", "en", "ko")]
+        unknown = [c for c in from_codes if c not in HOTLINE_LANGUAGES]
         if unknown:
             raise ValueError(f"language_keys: unknown language(s) {unknown}; use cmn, en, ko")
         keys = [*self.language_keys.values(), self.service_info_key, self.check_status_key]

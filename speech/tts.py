@@ -219,8 +219,9 @@ class PromptSynthesizer:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".espeak-") as tmp:
                 wav = Path(tmp) / "out.wav"
-                await self._run([self._espeak, "-b", "1", "-v", pack.voice, "-s", str(rate or pack.rate),
-                                 "-w", str(wav), "--stdin"], text.encode("utf-8"))
+                await self._run([self._espeak, "-b", "1", "-v", pack.voice,
+                                 "-s", str(rate or pack.rate), "-w", str(wav), "--stdin"],
+                                text.encode("utf-8"))
                 try:
                     pcm = await asyncio.to_thread(to_telephone_pcm, wav)
                 except Exception as exc:

@@ -6,7 +6,7 @@ pause) and blind transfers of the caller. The composition root hands in an imple
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from crm.errors import Conflict, HotlineError, InvalidInput
@@ -31,19 +31,6 @@ def interface_for(extension: str) -> str:
     if not _EXTEN.fullmatch(extension or ""):
         raise InvalidInput(f"extension {extension!r} must be 2-16 digits")
     return f"PJSIP/{extension}"
-
-
-def language_queue(main_queue: str, language: str, default_language: str) -> str:
-    """The queue a caller of ``language`` waits in: the main queue for the default language,
-    ``<main_queue>-<language>`` for the others (the language desks)."""
-    return main_queue if language == default_language else f"{main_queue}-{language}"
-
-
-def language_queues(main_queue: str, default_language: str,
-                    languages: Iterable[str]) -> dict[str, str]:
-    """Language -> its queue, the default language (the main queue) first."""
-    ordered = [default_language, *(lang for lang in languages if lang != default_language)]
-    return {lang: language_queue(main_queue, lang, default_language) for lang in ordered}
 
 
 SPEAKER_PENALTY = 0
