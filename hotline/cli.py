@@ -148,7 +148,8 @@ def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _demo_keys(settings: Settings, phone: str) -> str:
-    """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
+    """Check the caller's own newest case: its number keyed at the greeting, #, 1 (confirm);
+    a caller without a case keys nothing and waits for a person."""
     from sqlalchemy import select
 
     from crm.storage.db import open_database
@@ -158,7 +159,12 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
             database.sessions() as session:
         number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
                                       .order_by(Case.created_at.desc()))
-    return f"1{number}#1" if number else "2"
+    if not number:
+        return ""
+    # A number starting with a key the greeting acts on at once needs the check-status key.
+    prefix = ((settings.intake.check_status_key or "")
+              if number[:1] in settings.intake.command_keys() else "")
+    return f"{prefix}{number}#1"
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
