@@ -177,7 +177,6 @@ def test_bad_override_file_is_reported(tmp_path: Path) -> None:
 
 def test_announced_keys_are_the_call_flows_keys() -> None:
     from ivr.flows import menu as call_flow
-
     from ivr.settings import HOTLINE_LANGUAGES, IntakeSettings
 
     assert {k: v for v, k in STATUS_MENU_KEYS.items()} == call_flow.STATUS_MENU_KEYS
