@@ -185,16 +185,19 @@ class PromptingCall:
         return False
 
     async def _collect(self, collect: Collect, recog: Recognition | None) -> Input:
-        await self._say(collect.prompt, collect.vars, recog)
-        result = await self._gather(collect, recog)
+        played = await self._say(collect.prompt, collect.vars, recog)
+        # Stopped by the caller starting to speak: they are mid-utterance, so listen for the
+        # rest of it (max_utterance), not only the short wait for a first input.
+        speaking = not played and not self.keys and recog is not None
+        result = await self._gather(collect, recog, speaking=speaking)
         await self._log_input(result)
         return result
 
-    async def _gather(self, collect: Collect, recog: Recognition | None) -> Input:
+    async def _gather(self, collect: Collect, recog: Recognition | None, *,
+                      speaking: bool = False) -> Input:
         t = self.timeouts
         first = t.first_input if collect.timeout is None else collect.timeout
-        deadline = time.monotonic() + first
-        speaking = False
+        deadline = time.monotonic() + (t.max_utterance if speaking else first)
         while True:
             if self._keys_complete(collect.max_digits, collect.commands):
                 return self._pop_keys(collect.max_digits, collect.commands)
