@@ -287,8 +287,19 @@ class PromptSynthesizer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+FIRST_PROMPTS: Final[tuple[str, ...]] = ("greeting",)
+"""Prompts every call plays at once: synthesised first, in every language, so a call right
+after start-up does not wait behind the rest of the prewarm."""
+
+
 async def prewarm_all(synth: PromptSynthesizer, packs: Iterable[LanguagePack]) -> int:
-    """Prewarm several languages one after another (keeps start-up CPU use bounded)."""
+    """Prewarm several languages one after another (keeps start-up CPU use bounded), the
+    prompts of FIRST_PROMPTS of every language before anything else."""
+    packs = list(packs)
+    for pack in packs:
+        for pid in FIRST_PROMPTS:
+            for speech in (True, False):
+                await synth.audio(pack.lang, pid, pack.render(pid, speech=speech))
     total = 0
     for pack in packs:
         total += await synth.prewarm(pack)

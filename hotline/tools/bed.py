@@ -9,7 +9,6 @@ from pathlib import Path
 from hotline.settings import Settings, fill_missing_secrets
 from hotline.tools.sipp import LOCAL_IP, free_udp_port
 
-
 BED_LANGUAGE_FALLBACK_S = 5.0
 """[intake] language_fallback_after on the test bed (queuerules.conf is rendered with it)."""
 
