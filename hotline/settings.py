@@ -5,7 +5,7 @@ Sources, lowest priority first: the embedded defaults below, a TOML file (``--co
 ``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
 ``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
 
-Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``),
+Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``, ``[intake]``),
 speech/settings.py (``[speech]``) and crm/settings.py (``[web]``, ``[database]``,
 ``[survey]``, ``[retention]``); the shell keeps ``[asterisk]`` (it runs Asterisk) and
 composes them all into :class:`Settings` here. The layers import only their own sections.
@@ -40,9 +40,11 @@ from hotline.assets import checkout_root
 from ivr.settings import (
     AmiSettings,
     AudioSocketSettings,
+    IntakeSettings,
     QueueWaitSettings,
     ServiceHoursSettings,
     SipNetwork,
+    language_queues,
 )
 from speech.settings import SpeechSettings
 
@@ -175,6 +177,7 @@ class Settings(BaseSettings):
     queue_wait: QueueWaitSettings = Field(default_factory=QueueWaitSettings)
     service_hours: ServiceHoursSettings = Field(default_factory=ServiceHoursSettings)
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -191,6 +194,18 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{self.state_dir / 'hotline.db'}"
+
+
+def queues_by_language(settings: Settings) -> dict[str, str]:
+    """Language -> the queue its callers wait in: the default language's is the main queue
+    (``asterisk.queue_name``), every other language's ``<queue_name>-<lang>``."""
+    return language_queues(settings.asterisk.queue_name, settings.speech.default_language)
+
+
+def hotline_queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue of the hotline, the main queue first: what the watchers of the queues
+    (queue tracker, wallboard, desk) accept."""
+    return tuple(dict.fromkeys(queues_by_language(settings).values()))
 
 
 _SECRET_KEYS = (

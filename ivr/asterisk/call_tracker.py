@@ -213,8 +213,15 @@ class CallTracker:
                 self._arrivals.pop(call_id, None)
         return self.active_calls.get(call_id)
 
-    async def set_route(self, channel: str, route: str) -> None:
-        """Tell the dialplan where the caller goes when the AudioSocket ends."""
+    async def set_route(self, channel: str, route: str, queue: str | None = None,
+                        language: str | None = None) -> None:
+        """Tell the dialplan where the caller goes when the AudioSocket ends (and, for the
+        queue, which of the hotline's queues: HOTLINE_QUEUE, the main queue when unset; and
+        the caller's language, HOTLINE_LANGUAGE, in which the queue's announcements speak)."""
+        if queue:
+            await self._ami.setvar(channel, "HOTLINE_QUEUE", queue)
+        if language:
+            await self._ami.setvar(channel, "HOTLINE_LANGUAGE", language)
         await self._ami.setvar(channel, "IVR_ROUTE", route)
 
     def channel_of(self, call_id: str) -> str | None:

@@ -54,7 +54,7 @@ async def test_migration_0008_adds_and_removes_the_column(db_url: str,
     await _record(sessions, CallStarted("c-1", "13800138000", None, None, at=T0),
                   CallEnded("c-1", "end", "16 Normal Clearing", party="ivr"))
     config = alembic_config(db_url)
-    await asyncio.to_thread(command.downgrade, config, "0006")
+    await asyncio.to_thread(command.downgrade, config, "0007")
     async with sessions() as session:
         columns = await session.execute(text("SELECT * FROM consultations"))
         assert "hangup_party" not in columns.keys()
