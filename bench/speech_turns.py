@@ -188,9 +188,8 @@ class Bench:
             name = "streaming" if quiet is None else f"streaming+quiet{quiet:g}"
             voice = BenchVoice(stack, {ANSWER_PROMPT: setup.answer}, HandlerStats(),
                                end_silence=quiet)
-            deps = IvrDeps(bus=CallEventBus(), sessions=cast(Any, None),
-                           guard=cast(Any, None), tracker=cast(Any, None), voice=voice,
-                           default_language=LANG)
+            deps = IvrDeps(bus=CallEventBus(), cases=cast(Any, None),
+                           tracker=cast(Any, None), voice=voice, default_language=LANG)
             self.voices[name] = voice
             self.handlers[name] = StreamingTurns(deps, voice.stats, prompt=ANSWER_PROMPT,
                                                  grammar=GRAMMAR)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from aiohttp import web
 
 from crm.audit.retention import RetentionFiles
-from crm.cases.lookup import LookupGuard
+from crm.cases.directory import CaseDirectory
 from crm.consultations.recorder import ConsultationRecorder, open_calls
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
@@ -156,7 +156,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         speech = await SpeechStack.start(settings)
         stack.push_async_callback(speech.close)
         _log_speech(speech)
-        deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
+        deps = IvrDeps(bus, CaseDirectory(sessions), tracker, StackVoice(speech),
                        default_language=settings.speech.default_language,
                        intake=intake_keys(settings.intake),
                        queues=queues_by_language(settings))

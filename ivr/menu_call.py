@@ -14,8 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from crm.cases.lookup import LookupGuard, find_case_status, resident_language
-from crm.storage.db import SessionFactory
+from crm.cases.directory import CaseDirectory
 from crm.telephony.events import CallEventBus
 from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
@@ -53,8 +52,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IvrDeps:
     bus: CallEventBus
-    sessions: SessionFactory
-    guard: LookupGuard
+    cases: CaseDirectory
     tracker: CallTracker
     voice: Voice
     timeouts: IvrTimeouts = field(default_factory=IvrTimeouts)
@@ -93,7 +91,7 @@ class IvrCall(PromptingCall):
     async def run(self) -> None:
         caller = await self._caller_number()
         try:
-            known = await resident_language(self.deps.sessions, caller)
+            known = await self.deps.cases.caller_language(caller)
         except Exception:
             # The database is down: serve the caller as unknown rather than not at all.
             self.log.exception("resident lookup failed; greeting in the default language")
@@ -134,7 +132,7 @@ class IvrCall(PromptingCall):
         if isinstance(action, LookupCase):
             return await self._lookup(action.number)
         if isinstance(action, RecordFailure):
-            await self.deps.guard.record_failure(self.flow.caller_number, action.reason,
+            await self.deps.cases.guard.record_failure(self.flow.caller_number, action.reason,
                                                  case=action.case)
             return None
         if isinstance(action, Route):
@@ -143,12 +141,12 @@ class IvrCall(PromptingCall):
         return await super()._act(action)
 
     async def _lookup(self, number: str) -> LookupResult:
-        if await self.deps.guard.blocked(self.flow.caller_number):
+        if await self.deps.cases.guard.blocked(self.flow.caller_number):
             return LookupResult(None, blocked=True)
-        case = await find_case_status(self.deps.sessions, number, self.flow.language)
+        case = await self.deps.cases.case_status(number, self.flow.language)
         await self.step(CaseLookedUp(number, found=case is not None))
         locked = (case is not None and case.contact_phone is not None
-                  and await self.deps.guard.verification_locked(case.number))
+                  and await self.deps.cases.guard.verification_locked(case.number))
         return LookupResult(case, verification_locked=locked)
 
     async def _route(self, route: str, language: str | None = None) -> None:

@@ -9,6 +9,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from crm.cases.directory import CaseDirectory
 from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder
 from crm.storage.db import SessionFactory
@@ -149,7 +150,7 @@ async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
     bus.subscribe(keep)
     if recorder is not None:
         bus.subscribe(recorder.handle)
-    deps = IvrDeps(bus, sessions, guard, NoChannels(),  # type: ignore[arg-type]
+    deps = IvrDeps(bus, CaseDirectory(sessions, guard), NoChannels(),  # type: ignore[arg-type]
                    ScriptedVoice(caller),
                    timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2, max_utterance=0.5),
                    intake=IntakeKeys(silence_timeout=0.3))

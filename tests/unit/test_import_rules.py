@@ -12,8 +12,9 @@ lazy or type-only import still ties two modules together.
   composes the layers' settings modules.
 - Inside crm and ivr, each part imports only parts below it (PARTS), never one beside it.
 - Only the CLI and the tools themselves import hotline.tools (the SIPp driver, the test bed).
-- The IVR reaches the CRM's database only through CRM services, except for the imports listed
-  in IVR_DATABASE_DEBT (to be removed, never added to).
+- The IVR reaches the CRM's database only through the objects the shell hands it
+  (crm/cases/directory.py, crm/surveys/store.py): no IVR module names crm.storage.db or
+  the tables.
 """
 
 from __future__ import annotations
@@ -57,12 +58,6 @@ parts below it."""
 TOOLS = "hotline.tools"
 TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
 DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models")
-IVR_DATABASE_DEBT = {
-    ("ivr.menu_call", "crm.storage.db"),
-}
-"""IVR modules that still name the CRM's database (a session factory handed on to CRM
-services): the case directory and survey store interfaces will take their place."""
-
 
 @dataclass(frozen=True)
 class Import:
@@ -156,10 +151,10 @@ def broken_rules(imports: Iterable[Import]) -> list[str]:
         if _within(imp.target, TOOLS) and not any(_within(imp.source, u) for u in TOOL_USERS):
             broken.append(f"{imp}: runtime code does not use {TOOLS} (only the CLI's "
                           "demo-call, the tests and the benches do)")
-        if (source_layer == "ivr" and imp.target in DATABASE
-                and (imp.source, imp.target) not in IVR_DATABASE_DEBT):
-            broken.append(f"{imp}: the IVR reaches the CRM's database only through CRM "
-                          "services (crm/cases/lookup.py, crm/surveys/...)")
+        if source_layer == "ivr" and imp.target in DATABASE:
+            broken.append(f"{imp}: the IVR reaches the CRM's database only through the "
+                          "objects the shell hands it (crm/cases/directory.py, "
+                          "crm/surveys/store.py)")
     return broken
 
 
@@ -235,12 +230,6 @@ def test_every_import_keeps_the_rules_of_the_house(house: list[Import]) -> None:
     assert not broken, _report("imports against the rules (ARCHITECTURE.md):", broken)
 
 
-def test_the_database_debt_list_holds_only_imports_that_still_exist(
-        house: list[Import]) -> None:
-    paid = IVR_DATABASE_DEBT - {(i.source, i.target) for i in house}
-    assert not paid, f"no longer imported, remove from IVR_DATABASE_DEBT: {sorted(paid)}"
-
-
 def test_every_module_of_crm_and_ivr_has_a_part() -> None:
     homeless = [m for m in runtime_files(ROOT, PARTS) if "." in m and _part(m) is None]
     assert not homeless, ("modules in no part of PARTS (give them one, and a line in "
@@ -290,6 +279,6 @@ def test_imports_against_the_layers_are_named(tmp_path: Path) -> None:
     assert "crm.cases.access imports crm.live.desk_hub: inside crm, a part imports only " \
            "parts below it" in broken
     assert "ivr.menu_call imports crm.storage.models: the IVR reaches the CRM's database " \
-           "only through CRM services" in broken
+           "only through the objects the shell hands it" in broken
     assert "ivr.menu_call imports tests.ami_replay: runtime code never imports tests/" in broken
     assert "hotline.service imports hotline.tools.sipp: runtime code does not use" in broken
