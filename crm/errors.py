@@ -119,3 +119,19 @@ class CaseChangedConcurrently(Conflict):
 
 class CaseNumbersExhausted(Conflict):
     code = "case_numbers_exhausted"
+
+
+# -- callback requests (crm.callbacks) ----------------------------------------------------------
+class CallbackNotFound(NotFound):
+    code = "callback_not_found"
+
+
+class CallbackClosed(Conflict):
+    """The callback request is no longer open (completed, failed, cancelled or closed by the
+    resident's own call): it cannot be changed."""
+
+    code = "callback_closed"
+
+
+class InvalidCallbackOutcome(InvalidInput):
+    code = "invalid_callback_outcome"

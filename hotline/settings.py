@@ -29,7 +29,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
+from crm.settings import (
+    CallbackSettings,
+    DatabaseSettings,
+    RetentionSettings,
+    SurveySettings,
+    WebSettings,
+)
 from hotline.assets import checkout_root
 from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
 from speech.settings import SpeechSettings
@@ -160,6 +166,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     survey: SurveySettings = Field(default_factory=SurveySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,259 @@
+"""Callbacks placed with AMI ``Originate`` so that they keep their caller's place in the queue
+(crm.telephony.callbacks.CallbackDialer).
+
+agent_first (the default): a Local channel, the placeholder, joins the caller's queue in
+``hotline-callback-slot`` with Queue()'s ``position`` argument at the place its arrival time
+gives it among the callers waiting now (those who joined earlier stay ahead, those who
+joined later behind). The queue offers it to an agent in turn like any caller, with a screen
+pop; when the agent answers, the Local channel's other half (``hotline-callback-connect``)
+dials the resident, and its hang-up handler reports how that went
+(``UserEvent HotlineCallbackDialled``, DIALSTATUS).
+
+resident_first: once no caller who arrived earlier is waiting and a member of the queue is
+free, the resident is dialled (``hotline-callback-resident``); answered, they join the queue
+at their arrival place (normally its head).
+
+Arrival times: callers' queue joins as this process heard them (QueueCallerJoin), else
+Asterisk's own count of their wait (QueueStatus ``Wait``); a placeholder stands for its
+request's arrival, not for when it joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from crm.settings import CallbackSettings
+from crm.telephony.callbacks import CallbackJob, CallbackResult, Placed
+from crm.telephony.events import utcnow
+
+log = logging.getLogger(__name__)
+
+SLOT_CONTEXT = "hotline-callback-slot"
+CONNECT_CONTEXT = "hotline-callback-connect"
+RESIDENT_CONTEXT = "hotline-callback-resident"
+DIAL_STATUS = {"ANSWER": "reached", "NOANSWER": "no_answer", "BUSY": "busy",
+               "CANCEL": "no_answer", "CONGESTION": "failed", "CHANUNAVAIL": "failed"}
+"""Dial()'s DIALSTATUS for the resident's leg -> the attempt's outcome (CANCEL: the agent
+hung up while the resident's phone was ringing)."""
+ORIGINATE_REASONS = {"1": "no_answer", "3": "no_answer", "5": "busy", "8": "failed"}
+"""OriginateResponse Reason of a resident_first call: 1 hung up, 3 rang out, 5 busy,
+8 congestion."""
+FREE_STATUSES = {"1"}
+"""QueueMember Status (device state) of a member that can take a call: not in use."""
+REPORT_WAIT = 6 * 3600.0
+"""Seconds to wait for the resident leg's report once an agent took the callback (the
+conversation may be long)."""
+RESIDENT_FIRST_POLL = 2.0
+"""Seconds between looks at the queue while a resident_first callback waits for its turn."""
+
+
+class AmiActions(Protocol):
+    """What the dialer needs of an AMI client (ivr.ami.client.AmiClient fits)."""
+
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: Any) -> Any: ...
+
+    async def action_list(self, name: str, *, timeout: float = 10.0,
+                          **fields: Any) -> list[Any]: ...
+
+    def subscribe(self, pattern: str, handler: Callable[[Any], Any]) -> Callable[[], None]: ...
+
+
+def arrival_position(arrivals: list[datetime], arrival: datetime) -> int:
+    """Where a callback of ``arrival`` joins a queue whose waiting entries (in queue order)
+    arrived at ``arrivals``: after every entry that arrived no later than it."""
+    return 1 + sum(1 for a in arrivals if a <= arrival)
+
+
+class AmiCallbackDialer:
+    def __init__(self, ami: AmiActions, settings: CallbackSettings, *,
+                 hotline_number: str) -> None:
+        self.ami = ami
+        self.settings = settings
+        self.hotline_number = hotline_number
+        self._joined: dict[str, datetime] = {}
+        """Channel waiting in a queue -> its arrival (placeholders: their request's)."""
+        self._callbacks: dict[str, datetime] = {}
+        """Call id of a callback being placed -> its arrival."""
+        self._reports: dict[str, Any] = {}
+        self._responses: dict[str, Any] = {}
+        self._arrived = asyncio.Condition()
+        self._unsubscribe = [
+            ami.subscribe("QueueCallerJoin", self._on_join),
+            ami.subscribe("QueueCallerLeave", self._on_leave),
+            ami.subscribe("QueueCallerAbandon", self._on_leave),
+            ami.subscribe("UserEvent", self._on_user_event),
+            ami.subscribe("OriginateResponse", self._on_response),
+        ]
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+
+    # -- what AMI tells
+    async def _on_join(self, event: Any) -> None:
+        channel = event.get("Channel")
+        if not channel:
+            return
+        call_id = event.chan_variables().get("CALL_ID")
+        self._joined[channel] = self._callbacks.get(call_id or "", utcnow())
+        while len(self._joined) > 5000:  # leaves we never heard
+            self._joined.pop(next(iter(self._joined)))
+
+    async def _on_leave(self, event: Any) -> None:
+        self._joined.pop(event.get("Channel") or "", None)
+
+    async def _on_user_event(self, event: Any) -> None:
+        if event.get("UserEvent") == "HotlineCallbackDialled" and (call_id := event.get("CallId")):
+            await self._keep(self._reports, call_id, event)
+
+    async def _on_response(self, event: Any) -> None:
+        if action_id := event.get("ActionID"):
+            await self._keep(self._responses, action_id, event)
+
+    async def _keep(self, store: dict[str, Any], key: str, value: Any) -> None:
+        async with self._arrived:
+            store[key] = value
+            while len(store) > 1000:
+                store.pop(next(iter(store)))
+            self._arrived.notify_all()
+
+    async def _wait_for(self, store: dict[str, Any], key: str | None,
+                        within: float) -> Any | None:
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(within), self._arrived:
+                while key not in store:
+                    await self._arrived.wait()
+                return store.pop(key)
+        except TimeoutError:
+            return None
+
+    # -- the queue as it stands
+    async def _waiting(self, queue: str) -> tuple[list[datetime], bool]:
+        """(arrivals of the callers waiting in ``queue``, in queue order; whether a member
+        is free)."""
+        items = await self.ami.action_list("QueueStatus", Queue=queue)
+        now = utcnow()
+        entries = sorted((e for e in items if e.name.lower() == "queueentry"
+                          and e.get("Queue") == queue),
+                         key=lambda e: int(e.get("Position") or 0))
+        arrivals = []
+        for entry in entries:
+            channel = entry.get("Channel") or ""
+            known = self._joined.get(channel)
+            wait = int(entry.get("Wait") or 0)
+            arrivals.append(known if known is not None else now - timedelta(seconds=wait))
+        free = any(e.name.lower() == "queuemember" and e.get("Queue") == queue
+                   and e.get("Status") in FREE_STATUSES and e.get("Paused") in ("0", None)
+                   for e in items)
+        return arrivals, free
+
+    async def position(self, queue: str, arrival: datetime) -> int:
+        arrivals, _ = await self._waiting(queue)
+        return arrival_position(arrivals, arrival)
+
+    # -- placing a callback
+    async def call_back(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        self._callbacks[job.call_id] = job.arrival
+        try:
+            if job.order == "resident_first":
+                return await self._resident_first(job, placed)
+            return await self._agent_first(job, placed)
+        finally:
+            self._callbacks.pop(job.call_id, None)
+
+    def _caller_id(self) -> str:
+        return re.sub(r"[^0-9+]", "", self.settings.caller_id or self.hotline_number)
+
+    def _variables(self, job: CallbackJob, position: int) -> list[str]:
+        return [f"__CALL_ID={job.call_id}", f"CALLBACK_ID={job.request_id}",
+                f"CALLBACK_NUMBER={job.number}", f"CALLBACK_QUEUE={job.queue}",
+                f"CALLBACK_POSITION={position}",
+                f"CALLBACK_QUEUE_TIMEOUT={int(self.settings.queue_timeout)}",
+                f"CALLBACK_DIAL={self.settings.dial.replace('{number}', job.number)}",
+                f"CALLBACK_RING_TIMEOUT={int(self.settings.ring_timeout)}",
+                f"CALLBACK_CALLER_ID={self._caller_id()}"]
+
+    async def _agent_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        try:
+            position = await self.position(job.queue, job.arrival)
+        except Exception as exc:
+            return CallbackResult(None, f"queue status unavailable: {exc}")
+        await placed(position)
+        fields = {
+            "Channel": f"Local/{job.request_id}@{SLOT_CONTEXT}",
+            "Context": CONNECT_CONTEXT, "Exten": "s", "Priority": "1",
+            "Timeout": str(int((self.settings.queue_timeout + 10) * 1000)),
+            "CallerID": f'"callback" <{job.number}>',
+            "Async": "true",
+            "Variable": self._variables(job, position),
+        }
+        try:
+            queued = await self.ami.action("Originate", **fields)
+        except Exception as exc:
+            return CallbackResult(None, f"originate not sent: {exc}")
+        log.info("callback %d (call %s): placed in queue %s at position %d", job.request_id,
+                 job.call_id, job.queue, position)
+        try:
+            response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                            self.settings.queue_timeout + 30)
+            if response is None or response.get("Response") != "Success":
+                reason = response.get("Reason") if response is not None else "none"
+                return CallbackResult(None, f"no agent took it (reason {reason})")
+            report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
+        except asyncio.CancelledError:
+            await self._withdraw(job)
+            raise
+        if report is None:
+            return CallbackResult("failed", "no report of the resident's leg")
+        status = (report.get("DialStatus") or "").upper()
+        return CallbackResult(DIAL_STATUS.get(status, "failed"), f"DIALSTATUS {status}")
+
+    async def _withdraw(self, job: CallbackJob) -> None:
+        """Hang up the placeholder (both halves of its Local channel)."""
+        pattern = f"/^Local\\/{job.request_id}@{SLOT_CONTEXT}-/"
+        with contextlib.suppress(Exception):
+            await self.ami.action("Hangup", Channel=pattern)
+        log.info("callback %d (call %s): withdrawn from the queue", job.request_id, job.call_id)
+
+    async def _resident_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        deadline = asyncio.get_running_loop().time() + self.settings.queue_timeout
+        while True:  # bounded by queue_timeout
+            try:
+                arrivals, free = await self._waiting(job.queue)
+            except Exception as exc:
+                return CallbackResult(None, f"queue status unavailable: {exc}")
+            position = arrival_position(arrivals, job.arrival)
+            if position == 1 and free:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                return CallbackResult(None, "no free agent in time")
+            await asyncio.sleep(RESIDENT_FIRST_POLL)  # the queue's state, polled (bounded)
+        await placed(position)
+        fields = {
+            "Channel": self.settings.dial.replace("{number}", job.number),
+            "Context": RESIDENT_CONTEXT, "Exten": "s", "Priority": "1",
+            "Timeout": str(int(self.settings.ring_timeout * 1000)),
+            "CallerID": f'"{self._caller_id()}" <{self._caller_id()}>',
+            "Async": "true",
+            "Variable": self._variables(job, position),
+        }
+        try:
+            queued = await self.ami.action("Originate", **fields)
+        except Exception as exc:
+            return CallbackResult("failed", f"originate not sent: {exc}")
+        response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                        self.settings.ring_timeout + 15)
+        if response is None:
+            return CallbackResult("failed", "no OriginateResponse")
+        if response.get("Response") == "Success":
+            return CallbackResult("reached", "answered")
+        reason = response.get("Reason") or "0"
+        return CallbackResult(ORIGINATE_REASONS.get(reason, "no_answer"), f"reason {reason}")
