@@ -348,8 +348,9 @@ class CallbackRequest(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     """abandoned, chosen, closed, overload or no_answer"""
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
-    """pending, dialling, completed, failed, cancelled or closed_by_call_in"""
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    """pending, dialling, completed, failed, cancelled or closed_by_call_in (17 characters:
+    the column is 20 wide, not the 16 first planned)"""
     outcome: Mapped[str | None] = mapped_column(String(16))
     """reached, no_answer, busy, wrong_number or declined (the last attempt's)"""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -21,7 +21,7 @@ def upgrade() -> None:
     sa.Column('caller_number', sa.String(length=64), nullable=False),
     sa.Column('language', sa.String(length=8), nullable=True),
     sa.Column('reason', sa.String(length=32), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('outcome', sa.String(length=16), nullable=True),
     sa.Column('created_at', crm.storage.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('queued_at', crm.storage.models.UtcDateTime(timezone=True), nullable=True),
