@@ -1,0 +1,183 @@
+"""Callbacks through the real Asterisk 22 with SIPp callers, registered SIPp agent phones and
+a SIPp resident phone behind the pstn-gateway endpoint: an abandoned caller gets exactly one
+request, and its callback keeps their place in the queue (after a caller who arrived
+earlier, before one who arrived later); a second abandoned call from the number makes no
+second request; unanswered callbacks stop at the maximum of attempts; a withheld number gets
+no request; choosing the callback in the offer context ends the call with one request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm.callbacks import service as callbacks
+from crm.consultations.service import find_consultations
+from crm.telephony.events import AgentRinging, CallerAbandoned, CallerQueued, CallStep
+from crm.telephony.steps import (
+    CallbackDialling,
+    CallbackNotPossible,
+    CallbackOffered,
+    CallbackRequested,
+)
+from hotline.service import HotlineService, running_service
+from hotline.settings import Settings
+from hotline.tools.phones import AgentPhone, ResidentMode, ResidentPhone
+from hotline.tools.sipp import CallResult, place_call
+from tests.integration.service_fixtures import (
+    CallWatcher,
+    hang_up_leftover_calls,
+    service_settings,
+)
+
+pytestmark = pytest.mark.asterisk
+
+WAIT = 30.0
+"""Seconds bound for a caller to pass the IVR and join the queue, or a callback to be placed."""
+
+
+@contextlib.asynccontextmanager
+async def callback_hotline(bed: Settings, tmp_path: Path,
+                           **options: Any) -> AsyncIterator[tuple[HotlineService, CallWatcher]]:
+    """The service with callbacks at any hour after a 2 s wait (and ``options``)."""
+    settings = service_settings(bed, tmp_path)
+    settings.callbacks = settings.callbacks.model_copy(update={
+        "min_wait_s": 2.0, "calling_hours": "00:00-24:00", "ring_timeout": 3.0,
+        "poll_interval": 1.0, **options})
+    await hang_up_leftover_calls(bed)
+    async with running_service(settings) as service:
+        await service.ami.wait_ready(10)
+        watcher = CallWatcher()
+        service.bus.subscribe(watcher.handle)
+        yield service, watcher
+        await hang_up_leftover_calls(bed)
+
+
+@contextlib.asynccontextmanager
+async def calling(call: Awaitable[CallResult]) -> AsyncIterator[asyncio.Future[CallResult]]:
+    """A SIPp caller in the background, hung up (BYE) when the block ends."""
+    task = asyncio.ensure_future(call)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def caller(service: HotlineService, number: str, **options: Any) -> Awaitable[CallResult]:
+    """A stranger keying 1 (Mandarin) and 2 (an agent): they wait in the queue."""
+    return place_call(service.settings, caller_number=number, keys="12",
+                      hold_ms=120_000, **({"pause_before_keys_ms": 300} | options))
+
+
+def queued(number: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, CallerQueued) and e.caller_number == number
+
+
+def step_of(kind: type, call_id: str | None = None) -> Callable[[Any], bool]:
+    return lambda e: (isinstance(e, CallStep) and isinstance(e.step, kind)
+                      and (call_id is None or e.call_id == call_id))
+
+
+@contextlib.asynccontextmanager
+async def agent(service: HotlineService, extension: str, **phone: int) -> AsyncIterator[
+        AgentPhone]:
+    """A registered agent phone, in the queue for the block."""
+    queue = service.settings.asterisk.queue_name
+    async with AgentPhone(service.settings, extension, **phone) as handset:
+        added = await service.ami.action("QueueAdd", Queue=queue,
+                                         Interface=f"PJSIP/{extension}",
+                                         MemberName=f"agent-{extension}")
+        assert added.get("Response") == "Success", added.headers
+        try:
+            yield handset
+        finally:
+            await service.ami.action("QueueRemove", Queue=queue,
+                                     Interface=f"PJSIP/{extension}")
+
+
+async def queue_order(service: HotlineService) -> list[str]:
+    """The channels waiting in the queue, head first."""
+    items = await service.ami.action_list("QueueStatus",
+                                          Queue=service.settings.asterisk.queue_name)
+    entries = [i for i in items if i.name.lower() == "queueentry"]
+    return [e.get("Channel") for e in sorted(entries, key=lambda e: int(e.get("Position")))]
+
+
+async def abandon_after_wait(service: HotlineService, watcher: CallWatcher,
+                             number: str) -> str:
+    """A caller who joins the queue, waits past the minimum and hangs up; their call id."""
+    async with calling(caller(service, number)):
+        joined = await watcher.wait_for(queued(number), WAIT)
+        await asyncio.sleep(service.settings.callbacks.min_wait_s + 0.5)  # the wait itself
+    await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned)
+                           and e.call_id == joined.call_id, 10)
+    return joined.call_id
+
+
+async def test_an_abandoned_caller_is_called_back_in_their_place(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident,
+                contextlib.AsyncExitStack() as callers):
+        hotline.settings.callbacks.dial = resident.dial_string
+        early, gives_up, late = "13900000001", "13900000002", "13900000003"
+        await callers.enter_async_context(calling(caller(hotline, early)))
+        first = await watcher.wait_for(queued(early), WAIT)
+        async with calling(caller(hotline, gives_up)):
+            abandoner = await watcher.wait_for(queued(gives_up), WAIT)
+            await callers.enter_async_context(calling(caller(hotline, late)))
+            last = await watcher.wait_for(queued(late), WAIT)
+            assert first.at < abandoner.at < last.at
+            await asyncio.sleep(2.5)  # the abandoner waits past min_wait_s (2 s)
+        await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned)
+                               and e.call_id == abandoner.call_id, 10)
+
+        # Exactly one request, and its callback joins the queue after the early caller and
+        # before the late one, who are both still waiting.
+        requested = await watcher.wait_for(step_of(CallbackRequested, abandoner.call_id), 10)
+        dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        callback_call = dialling.call_id
+        placed = await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                        and e.call_id == callback_call, WAIT)
+        assert dialling.step.position == 2 and placed.position == 2
+        [request] = await callbacks.list_pending(hotline.sessions)
+        assert (request.id, request.caller_number, request.reason, request.status) == (
+            requested.step.request_id, gives_up, "abandoned", "dialling")
+        assert request.queued_at == abandoner.at
+        assert [c.split("-")[0] for c in await queue_order(hotline)] == [
+            first.channel.split("-")[0], "Local/" + str(request.id) + "@hotline",
+            last.channel.split("-")[0]]
+
+        # One agent at a time: the first takes the early caller, the second the callback
+        # (the late caller keeps waiting): the agent is bridged and the resident rung.
+        async with agent(hotline, "2001", ring_ms=200, hold_ms=1500) as one:
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 15)
+            assert rung.call_id == first.call_id
+            await one.wait_answered(10)
+            await one.wait_hangup(15)
+        async with agent(hotline, "2002", ring_ms=200, hold_ms=4000) as two:
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging)
+                                          and e.extension == "2002", 15)
+            assert rung.call_id == callback_call and rung.caller_number == gives_up
+            await two.wait_answered(10)
+            await resident.wait_event("answered", within=15)
+            done = await hotline.callbacks.wait_finished(lambda v: v.id == request.id, 30)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+        assert await callbacks.list_pending(hotline.sessions) == []
+        assert [c.split("-")[0] for c in await queue_order(hotline)] == [
+            last.channel.split("-")[0]]
+        await hotline.recorder.drain()
+        [callback_record] = [c for c in await find_consultations(hotline.sessions,
+                                                                  phone=gives_up)
+                             if c.call_id == callback_call]
+        kinds = [s["kind"] for s in callback_record.steps]
+        assert kinds[0] == "callback_dialling" and "agent_answered" in kinds
+        assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
+                "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
+                                            "kind": callback_record.steps[-1]["kind"]}.items()
