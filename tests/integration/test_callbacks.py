@@ -26,7 +26,7 @@ from crm.telephony.steps import (
 )
 from hotline.service import HotlineService, running_service
 from hotline.settings import Settings
-from hotline.tools.phones import AgentPhone, ResidentMode, ResidentPhone
+from hotline.tools.phones import AgentPhone, ResidentPhone
 from hotline.tools.sipp import CallResult, place_call
 from tests.integration.service_fixtures import (
     CallWatcher,
@@ -112,8 +112,10 @@ async def queue_order(service: HotlineService) -> list[str]:
 async def abandon_after_wait(service: HotlineService, watcher: CallWatcher,
                              number: str) -> str:
     """A caller who joins the queue, waits past the minimum and hangs up; their call id."""
+    seen = {e.call_id for e in watcher.events}  # an earlier call from the number is not it
     async with calling(caller(service, number)):
-        joined = await watcher.wait_for(queued(number), WAIT)
+        joined = await watcher.wait_for(lambda e: queued(number)(e) and e.call_id not in seen,
+                                        WAIT)
         await asyncio.sleep(service.settings.callbacks.min_wait_s + 0.5)  # the wait itself
     await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned)
                            and e.call_id == joined.call_id, 10)
@@ -181,3 +183,100 @@ async def test_an_abandoned_caller_is_called_back_in_their_place(
         assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
                 "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
                                             "kind": callback_record.steps[-1]["kind"]}.items()
+
+
+async def test_a_second_abandoned_call_merges_into_the_open_request(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        number = "13900000004"
+        first = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, first), 10)
+        # No agent: the callback waits in the queue (dialling) while the resident, tired of
+        # waiting for it, calls again and gives up again.
+        await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        second = await abandon_after_wait(hotline, watcher, number)
+        merged = await watcher.wait_for(step_of(CallbackRequested, second), 10)
+        assert merged.step == CallbackRequested(made.step.request_id, "abandoned", True)
+        [request] = await callbacks.list_callbacks(hotline.sessions, open_only=False)
+        assert (request.id, request.status, request.note) == (
+            made.step.request_id, "dialling", "1 more missed call merged")
+        dialled = [e for e in watcher.events if step_of(CallbackDialling)(e)]
+        assert len(dialled) == 1  # one callback in the queue, not two
+
+
+async def test_unanswered_callbacks_stop_at_the_maximum_of_attempts(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, max_attempts=2,
+                                 retry_after=0.01) as (hotline, watcher),
+                ResidentPhone(hotline.settings, mode="no_answer") as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        number = "13900000005"
+        call_id = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        request_id = made.step.request_id
+        outcomes = []
+        for attempt, extension in ((1, "2001"), (2, "2002")):
+            async with agent(hotline, extension, ring_ms=200, hold_ms=20_000) as phone:
+                await phone.wait_answered(WAIT)
+                # The resident's phone rings out (ring_timeout 3 s); the agent is released.
+                assert await phone.wait_hangup(15) == "remote"
+                view = await hotline.callbacks.wait_finished(
+                    lambda v, n=attempt: v.id == request_id and v.attempts == n, 15)
+                outcomes.append((view.status, view.attempts, view.outcome))
+        assert outcomes == [("pending", 1, "no_answer"), ("failed", 2, "no_answer")]
+        # No third attempt: nothing is placed in the queue again.
+        assert await hotline.callbacks.run_once() == []
+        assert [e.step.attempt for e in watcher.events if step_of(CallbackDialling)(e)] == [1, 2]
+        assert await callbacks.list_pending(hotline.sessions) == []
+
+
+async def test_a_withheld_number_gets_no_request_and_the_consultation_says_why(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        call_id = await abandon_after_wait(hotline, watcher, "anonymous")
+        why = await watcher.wait_for(step_of(CallbackNotPossible, call_id), 10)
+        assert why.step == CallbackNotPossible("withheld")
+        await hotline.callback_watcher.drain()
+        assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []
+        await hotline.recorder.drain()
+        [record] = [c for c in await find_consultations(hotline.sessions, phone="anonymous")
+                    if c.call_id == call_id]
+        assert {"kind": "callback_not_possible", "detail": {"reason": "withheld",
+                                                              "told": False}}.items() <= \
+            next(s for s in record.steps if s["kind"] == "callback_not_possible").items()
+
+
+async def test_choosing_the_callback_in_the_offer_ends_the_call_with_one_request(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        number = "13900000006"
+        # 1 (Mandarin), 2 (agent); then 1 every second: ignored in the queue, a yes once the
+        # offer is heard.
+        call = asyncio.ensure_future(place_call(
+            hotline.settings, caller_number=number, keys="12" + ",1" * 25,
+            pause_before_keys_ms=300, hold_ms=60_000, wait_for_bye=True))
+        try:
+            joined = await watcher.wait_for(queued(number), WAIT)
+            # What the waiting helper's max-wait timeout does: leave the queue for the offer.
+            await hotline.ami.setvar(joined.channel, "CALLBACK_REASON", "max_wait")
+            moved = await hotline.ami.action("Redirect", Channel=joined.channel,
+                                             Context="hotline-callback-offer", Exten="s",
+                                             Priority="1")
+            assert moved.get("Response") == "Success"
+            result = await asyncio.wait_for(call, 40)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        assert result.answered and result.hung_up_by == "remote"  # the offer ended the call
+        offered = await watcher.wait_for(step_of(CallbackOffered, joined.call_id), 10)
+        assert offered.step == CallbackOffered("max_wait", "yes")
+        made = await watcher.wait_for(step_of(CallbackRequested, joined.call_id), 10)
+        await hotline.callback_watcher.drain()
+        [request] = await callbacks.list_callbacks(hotline.sessions, open_only=False)
+        assert (request.id, request.caller_number, request.reason, request.language) == (
+            made.step.request_id, number, "chosen", "cmn")
+        assert request.queued_at == joined.at
+        prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
+                   and e.call_id == joined.call_id and e.step.kind == "prompt"]
+        assert prompts[-2:] == ["callback_offer", "callback_confirmed"]
