@@ -189,12 +189,12 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
         desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
                         idle_timeout=settings.web.session_idle_timeout,
-                        secure_cookies=settings.web.secure_cookies)
+                        secure_cookies=settings.web.secure_cookies, callbacks=callbacks)
         console = ConsoleDeps(sessions, session_secret, wallboard=wallboard,
                               recordings=recording_store(settings),
                               survey_comments=survey_comments_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
-                              secure_cookies=settings.web.secure_cookies)
+                              secure_cookies=settings.web.secure_cookies, callbacks=callbacks)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
                          session_policy=SessionPolicy.from_settings(settings.web))
         runner = web.AppRunner(app, access_log=None)

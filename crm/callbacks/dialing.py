@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -95,11 +96,11 @@ class CallbackScheduler:
             task = asyncio.create_task(self._attempt(request),
                                        name=f"callback-{request.id}")
             self._in_flight[request.id] = task
-            task.add_done_callback(lambda _, i=request.id: self._done(i))
+            task.add_done_callback(functools.partial(self._done, request.id))
             started.append(request.id)
         return started
 
-    def _done(self, request_id: int) -> None:
+    def _done(self, request_id: int, _: object = None) -> None:
         self._in_flight.pop(request_id, None)
         self._wake.set()
 

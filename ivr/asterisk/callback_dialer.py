@@ -187,7 +187,7 @@ class AmiCallbackDialer:
         except Exception as exc:
             return CallbackResult(None, f"queue status unavailable: {exc}")
         await placed(position)
-        fields = {
+        fields: dict[str, Any] = {
             "Channel": f"Local/{job.request_id}@{SLOT_CONTEXT}",
             "Context": CONNECT_CONTEXT, "Exten": "s", "Priority": "1",
             "Timeout": str(int((self.settings.queue_timeout + 10) * 1000)),
@@ -237,7 +237,7 @@ class AmiCallbackDialer:
                 return CallbackResult(None, "no free agent in time")
             await asyncio.sleep(RESIDENT_FIRST_POLL)  # the queue's state, polled (bounded)
         await placed(position)
-        fields = {
+        fields: dict[str, Any] = {
             "Channel": self.settings.dial.replace("{number}", job.number),
             "Context": RESIDENT_CONTEXT, "Exten": "s", "Priority": "1",
             "Timeout": str(int(self.settings.ring_timeout * 1000)),

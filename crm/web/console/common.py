@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import hdrs, web
 
 from crm.audit import log as audit
+from crm.callbacks.dialing import CallbackScheduler
 from crm.errors import InvalidInput
 from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
@@ -41,6 +42,8 @@ class ConsoleDeps:
     tz: tzinfo = UTC
     """The hotline's time zone: report days and times shown are local to it."""
     secure_cookies: bool = False
+    callbacks: CallbackScheduler | None = None
+    """Callback requests (crm.web.callbacks): cancelling one withdraws its call."""
 
 
 CONSOLE_KEY = web.AppKey("console", ConsoleDeps)
