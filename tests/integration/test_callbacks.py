@@ -17,6 +17,7 @@ import pytest
 
 from crm.callbacks import service as callbacks
 from crm.consultations.service import find_consultations
+from crm.live.screen_pop import build_screen_pop
 from crm.telephony.events import AgentRinging, CallerAbandoned, CallerQueued, CallStep
 from crm.telephony.steps import (
     CallbackDialling,
@@ -180,6 +181,12 @@ async def test_an_abandoned_caller_is_called_back_in_their_place(
                              if c.call_id == callback_call]
         kinds = [s["kind"] for s in callback_record.steps]
         assert kinds[0] == "callback_dialling" and "agent_answered" in kinds
+        assert (callback_record.ivr_route, callback_record.outcome) == ("callback", "callback")
+        # The agent's pop: why, when, how long they waited, what they did in the IVR then.
+        pop = await build_screen_pop(hotline.sessions, callback_call)
+        assert pop.callback is not None and pop.callback.request.id == request.id
+        assert pop.callback.request.waited_s is not None and pop.callback.request.waited_s >= 2
+        assert "Asked for: agent (by keys)" in [t.text for t in pop.callback.transcript]
         assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
                 "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
                                             "kind": callback_record.steps[-1]["kind"]}.items()
@@ -280,3 +287,30 @@ async def test_choosing_the_callback_in_the_offer_ends_the_call_with_one_request
         prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
                    and e.call_id == joined.call_id and e.step.kind == "prompt"]
         assert prompts[-2:] == ["callback_offer", "callback_confirmed"]
+
+
+async def test_resident_first_rings_the_resident_when_the_callback_is_at_the_head(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, order="resident_first") as (
+                    hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=20_000) as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        number = "13900000007"
+        call_id = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        # No free agent: the resident is not rung (watched over two of the dialer's looks at
+        # the queue; a negative can only be observed for a while).
+        await asyncio.sleep(2 * 2.0 + 0.5)
+        assert not any(step_of(CallbackDialling)(e) for e in watcher.events)
+        assert resident._uas is not None and resident._uas.event("ringing") is None
+        async with agent(hotline, "2001", ring_ms=200, hold_ms=3000) as phone:
+            dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+            assert dialling.step.order == "resident_first" and dialling.step.position == 1
+            await resident.wait_event("answered", within=15)
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging)
+                                          and e.call_id == dialling.call_id, 15)
+            assert rung.caller_number == number
+            await phone.wait_answered(10)
+            done = await hotline.callbacks.wait_finished(
+                lambda v: v.id == made.step.request_id, 20)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)

@@ -434,3 +434,22 @@ def test_no_caller_controlled_text_in_dialplan_application_arguments(
             line = code[code.rfind("\n", 0, match.start()) + 1:code.find("\n", match.end())]
             prefix = code[:match.start()]
             assert prefix.endswith(("BASE64_ENCODE(", "FILTER(0123456789,")), line
+
+
+def test_callback_contexts_keep_caller_text_out_of_arguments(config: dict[str, str]) -> None:
+    offer = section(config["hotline.conf"], "hotline-callback-offer")
+    assert "TryExec(AudioSocket(${CALLBACK_OFFER_ID},127.0.0.1:9999))" in offer
+    assert "Set(CALLBACK_REASON=${FILTER(abcdefghijklmnopqrstuvwxyz_,${CALLBACK_REASON})})" \
+        in offer
+    assert "Answer: ${FILTER(abcdefghijklmnopqrstuvwxyz,${CALLBACK_ANSWER})}" in offer
+    assert offer.index("UserEvent(HotlineCallbackOffer,") < offer.index("TryExec(AudioSocket(")
+    slot = section(config["hotline.conf"], "hotline-callback-slot")
+    # The placeholder joins the caller's queue at its arrival position (Queue's 9th argument).
+    assert ("Queue(${CALLBACK_QUEUE},r,,,${CALLBACK_QUEUE_TIMEOUT},,,,${CALLBACK_POSITION})"
+            in slot)
+    assert "Set(CALLERID(num)=${FILTER(0123456789+,${CALLBACK_NUMBER})})" in slot
+    assert "Set(IVR_ROUTE=callback)" in slot
+    report = section(config["hotline.conf"], "hotline-callback-report")
+    assert "DialStatus: ${FILTER(ABCDEFGHIJKLMNOPQRSTUVWXYZ,${DIALSTATUS})}" in report
+    assert "Dial(${CALLBACK_DIAL},${CALLBACK_RING_TIMEOUT})" in section(
+        config["hotline.conf"], "hotline-callback-connect")
