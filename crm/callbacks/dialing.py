@@ -152,6 +152,7 @@ class CallbackScheduler:
                                             now=self.clock())
         log.info("callback %d: %s (%s) -> %s", request.id, result.outcome or "not dialled",
                  result.detail, view.status)
+        self._done(request.id)  # room for the next callback as soon as this one is recorded
         async with self._changed:
             self.finished.append(view)
             del self.finished[:-100]

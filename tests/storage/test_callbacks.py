@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from crm.audit.log import entries
 from crm.callbacks import service
+from crm.callbacks.dialing import CallbackScheduler
 from crm.callbacks.service import RetryRules
 from crm.callbacks.watcher import MissedCallWatcher
 from crm.consultations.recorder import ConsultationRecorder
@@ -22,6 +23,7 @@ from crm.errors import CallbackClosed, InvalidCallbackOutcome, InvalidInput
 from crm.settings import CallbackSettings
 from crm.storage.models import CallbackRequest, Consultation
 from crm.surveys.return_visits import CallingHours
+from crm.telephony.callbacks import CallbackJob, CallbackResult
 from crm.telephony.events import (
     AgentAnswered,
     AgentRingStopped,
@@ -319,3 +321,68 @@ async def test_an_answered_or_self_served_call_in_closes_the_request(sessions,
     async with sessions() as session:
         rows = (await session.scalars(select(CallbackRequest))).all()
     assert {r.status for r in rows} == {"closed_by_call_in"}
+
+
+# -- the scheduler: calling hours, arrival order, at most max_concurrent, withdrawal ----------
+class RecordingDialer:
+    """A dialer that records the jobs it is given and ends each when told (the narrow seam
+    between the scheduler and Asterisk; the real one is tested in tests/integration)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[CallbackJob] = []
+        self.results: dict[int, asyncio.Future[CallbackResult]] = {}
+        self.cancelled: list[int] = []
+        self.placed = asyncio.Event()
+
+    async def call_back(self, job: CallbackJob, placed) -> CallbackResult:
+        self.jobs.append(job)
+        await placed(len(self.jobs))
+        self.placed.set()
+        future = self.results[job.request_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancelled.append(job.request_id)
+            raise
+
+
+async def test_the_scheduler_dials_in_arrival_order_within_calling_hours(sessions) -> None:
+    settings = CallbackSettings(calling_hours="08:00-21:00", timezone="Asia/Shanghai",
+                                max_concurrent=1, max_attempts=2, retry_after=30)
+    night = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai
+    clock = [night]
+    dialer = RecordingDialer()
+    bus = CallEventBus()
+    seen = Steps()
+    bus.subscribe(seen.handle)
+    scheduler = CallbackScheduler(dialer, sessions, bus, settings, queue="hotline",
+                                  clock=lambda: clock[0])
+    later = await service.request_callback(sessions, number="13900000002", reason="closed",
+                                           queued_at=night + timedelta(seconds=9), now=night)
+    earlier = await service.request_callback(sessions, number="13900000001", reason="closed",
+                                             queued_at=night, now=night)
+    assert await scheduler.run_once() == []  # outside the calling hours: nobody is called
+    clock[0] = datetime(2026, 12, 3, 0, 0, tzinfo=UTC)  # 08:00
+    assert await scheduler.run_once() == [earlier.request.id]  # first come, one at a time
+    assert await scheduler.run_once() == []
+    await asyncio.wait_for(dialer.placed.wait(), 5)
+    [job] = dialer.jobs
+    assert (job.number, job.queue, job.arrival, job.attempt) == (
+        "13900000001", "hotline", night, 1)
+    dialer.results[earlier.request.id].set_result(CallbackResult("reached", "ANSWER"))
+    done = await scheduler.wait_finished(lambda v: v.id == earlier.request.id, 5)
+    assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+    assert [type(s.step).__name__ for s in seen.steps if s.call_id == job.call_id] == [
+        "CallbackDialling", "CallbackOutcome"]
+
+    # Cancelled while waiting in the queue: the dialer's call is withdrawn; the request
+    # stays cancelled (the withdrawal is no attempt).
+    dialer.placed.clear()
+    assert await scheduler.run_once() == [later.request.id]
+    await asyncio.wait_for(dialer.placed.wait(), 5)
+    await scheduler.cancel(later.request.id, actor="supervisor:supervisor1")
+    await scheduler.wait_finished(lambda v: v.id == later.request.id, 5)
+    assert dialer.cancelled == [later.request.id]
+    view = await service.get_callback(sessions, later.request.id)
+    assert (view.status, view.attempts) == ("cancelled", 0)
+    await scheduler.close()
