@@ -20,6 +20,7 @@ from datetime import datetime
 
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView, RetryRules
+from crm.errors import HotlineError
 from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
@@ -48,6 +49,8 @@ class CallbackScheduler:
         self._loop: asyncio.Task[None] | None = None
         self.finished: list[CallbackView] = []
         self._changed = asyncio.Condition()
+        self._chores: set[asyncio.Task[None]] = set()
+        dialer.on_report = self._on_report
 
     # -- running
     def start(self) -> None:
@@ -58,14 +61,45 @@ class CallbackScheduler:
         self._wake.set()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._loop, *self._in_flight.values()) if t is not None]
+        if self._chores:  # withdrawals under way are let finish (bounded)
+            await asyncio.wait(set(self._chores), timeout=5)
+        tasks = [t for t in (self._loop, *self._in_flight.values(), *self._chores)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def recover(self) -> None:
+        """After a restart: requests left ``dialling`` whose callback call is still up keep
+        it (its outcome comes as a report); the others are placed again."""
+        left = await service.dialling_callbacks(self.sessions)
+        if not left:
+            return
+        try:
+            live = await self.dialer.live_callbacks({r.id: r.arrival for r in left})
+        except Exception as exc:
+            log.warning("callbacks: could not ask which calls are still up (%s)", exc)
+            return
+        for request in left:
+            if request.id not in live:
+                await service.finish_attempt(self.sessions, request.id, None, rules=self.rules,
+                                             now=self.clock())
+        log.info("callbacks: %d left dialling by the last run, %d still up", len(left),
+                 len(live))
+
+    async def _on_report(self, request_id: int, call_id: str, result: CallbackResult) -> None:
+        """How a callback placed before a restart went."""
+        try:
+            request = await service.get_callback(self.sessions, request_id)
+        except HotlineError:
+            return
+        await self._finish(request, call_id, result)
+
     async def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.recover()
         while True:
             try:
                 await self.run_once()
@@ -107,10 +141,12 @@ class CallbackScheduler:
     def withdraw(self, request_ids: list[int]) -> None:
         """The requests were closed or cancelled: take their callbacks out of the queue."""
         for request_id in request_ids:
-            task = self._in_flight.get(request_id)
-            if task is not None:
-                log.info("callback %d: withdrawn", request_id)
-                task.cancel()
+            # The dialer hangs up the callback while it waits in the queue (the call being
+            # placed then ends with no agent: the request keeps its closed status).
+            log.info("callback %d: withdrawing", request_id)
+            chore = asyncio.ensure_future(self.dialer.withdraw(request_id))
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
 
     # -- one callback call
     async def _attempt(self, request: CallbackView) -> None:
@@ -129,10 +165,8 @@ class CallbackScheduler:
         try:
             result = await self.dialer.call_back(job, placed)
         except asyncio.CancelledError:
-            # Withdrawn (request closed or cancelled) or shutting down: a request still
-            # dialling goes back to pending, as if no agent had taken it.
-            await asyncio.shield(self._finish(request, call_id, CallbackResult(None,
-                                                                              "withdrawn")))
+            # The service stops: the request stays dialling and the call where it is; the
+            # next start finds it (recover).
             raise
         except Exception as exc:
             log.exception("callback %d: the dialer failed", request.id)

@@ -250,6 +250,14 @@ async def due_callbacks(sessions: SessionFactory, *, now: datetime | None = None
         return [_view(r) for r in (await session.scalars(query)).all()]
 
 
+async def dialling_callbacks(sessions: SessionFactory) -> list[CallbackView]:
+    """Requests whose callback call is (or was, before a restart) being placed."""
+    async with sessions() as session:
+        rows = (await session.scalars(select(CallbackRequest).options(*_loaded())
+                                      .where(CallbackRequest.status == "dialling"))).all()
+        return [_view(r) for r in rows]
+
+
 async def begin_attempt(sessions: SessionFactory, request_id: int) -> bool:
     """Claim a pending request for one callback call (compare-and-set: False when it is no
     longer pending, e.g. another dialer took it or it was cancelled)."""

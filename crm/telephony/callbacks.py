@@ -42,9 +42,26 @@ Placed = Callable[[int | None], Awaitable[None]]
 """Told the queue position the callback joined at (None: not known), once it is placed."""
 
 
+Report = Callable[[int, str, CallbackResult], Awaitable[None]]
+"""How a callback call the dialer is not waiting for went (request id, call id, result): a
+call placed before the service restarted."""
+
+
 class CallbackDialer(Protocol):
     async def call_back(self, job: CallbackJob, placed: Placed) -> CallbackResult:
         """Place ``job``'s callback so that it keeps its arrival place in the queue; returns
         once the call is over. Cancelling the call withdraws the callback from the queue
         (or hangs it up)."""
         ...
+
+    async def live_callbacks(self, arrivals: dict[int, datetime]) -> set[int]:
+        """Of these requests (id -> arrival), those whose callback call is still up (placed
+        before a restart of the service): they keep their place; their outcome comes to the
+        ``on_report`` handler."""
+        ...
+
+    async def withdraw(self, request_id: int) -> None:
+        """Take a request's callback out of the queue (one placed before a restart)."""
+        ...
+
+    on_report: Report | None

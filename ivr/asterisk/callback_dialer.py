@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crm.settings import CallbackSettings
-from crm.telephony.callbacks import CallbackJob, CallbackResult, Placed
+from crm.telephony.callbacks import CallbackJob, CallbackResult, Placed, Report
 from crm.telephony.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,26 @@ def arrival_position(arrivals: list[datetime], arrival: datetime) -> int:
     return 1 + sum(1 for a in arrivals if a <= arrival)
 
 
+_SLOT = re.compile(rf"^Local/([0-9]+)@{SLOT_CONTEXT}-[0-9a-f]+;[12]$")
+
+
+def slot_request(channel: str | None) -> int | None:
+    """The request a placeholder channel (Local/<id>@hotline-callback-slot-...;1/2) is for."""
+    found = _SLOT.match(channel or "")
+    return int(found.group(1)) if found else None
+
+
+def _slot_pattern(request_id: int) -> str:
+    """AMI Hangup's regular expression for both halves of a request's placeholder."""
+    return f"/^Local\\/{request_id}@{SLOT_CONTEXT}-/"
+
+
+def report_result(report: Any) -> CallbackResult:
+    """The outcome in a HotlineCallbackDialled event (the resident leg's DIALSTATUS)."""
+    status = (report.get("DialStatus") or "").upper()
+    return CallbackResult(DIAL_STATUS.get(status, "failed"), f"DIALSTATUS {status}")
+
+
 class AmiCallbackDialer:
     def __init__(self, ami: AmiActions, settings: CallbackSettings, *,
                  hotline_number: str) -> None:
@@ -82,6 +102,9 @@ class AmiCallbackDialer:
         """Call id of a callback being placed -> its arrival."""
         self._reports: dict[str, Any] = {}
         self._responses: dict[str, Any] = {}
+        self._placeholders: dict[int, datetime] = {}
+        """Request id -> arrival, of callbacks placed before a restart (live_callbacks)."""
+        self.on_report: Report | None = None
         self._arrived = asyncio.Condition()
         self._unsubscribe = [
             ami.subscribe("QueueCallerJoin", self._on_join),
@@ -102,6 +125,8 @@ class AmiCallbackDialer:
             return
         call_id = event.chan_variables().get("CALL_ID")
         self._joined[channel] = self._callbacks.get(call_id or "", utcnow())
+        if (request_id := slot_request(channel)) in self._placeholders:
+            self._joined[channel] = self._placeholders[request_id]
         while len(self._joined) > 5000:  # leaves we never heard
             self._joined.pop(next(iter(self._joined)))
 
@@ -109,8 +134,16 @@ class AmiCallbackDialer:
         self._joined.pop(event.get("Channel") or "", None)
 
     async def _on_user_event(self, event: Any) -> None:
-        if event.get("UserEvent") == "HotlineCallbackDialled" and (call_id := event.get("CallId")):
-            await self._keep(self._reports, call_id, event)
+        if event.get("UserEvent") != "HotlineCallbackDialled" or not (
+                call_id := event.get("CallId")):
+            return
+        request = event.get("CallbackId") or ""
+        if call_id not in self._callbacks and request.isdigit() and self.on_report is not None:
+            # A callback placed before the service restarted: nobody waits for it here.
+            self._placeholders.pop(int(request), None)
+            await self.on_report(int(request), call_id, report_result(event))
+            return
+        await self._keep(self._reports, call_id, event)
 
     async def _on_response(self, event: Any) -> None:
         if action_id := event.get("ActionID"):
@@ -201,27 +234,46 @@ class AmiCallbackDialer:
             return CallbackResult(None, f"originate not sent: {exc}")
         log.info("callback %d (call %s): placed in queue %s at position %d", job.request_id,
                  job.call_id, job.queue, position)
-        try:
-            response = await self._wait_for(self._responses, queued.get("ActionID"),
-                                            self.settings.queue_timeout + 30)
-            if response is None or response.get("Response") != "Success":
-                reason = response.get("Reason") if response is not None else "none"
-                return CallbackResult(None, f"no agent took it (reason {reason})")
-            report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
-        except asyncio.CancelledError:
-            await self._withdraw(job)
-            raise
+        # Cancelled (the service stops), the callback stays where it is: the next run finds
+        # it (live_callbacks) and hears how it went (on_report).
+        response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                        self.settings.queue_timeout + 30)
+        if response is None or response.get("Response") != "Success":
+            reason = response.get("Reason") if response is not None else "none"
+            return CallbackResult(None, f"no agent took it (reason {reason})")
+        report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
         if report is None:
             return CallbackResult("failed", "no report of the resident's leg")
-        status = (report.get("DialStatus") or "").upper()
-        return CallbackResult(DIAL_STATUS.get(status, "failed"), f"DIALSTATUS {status}")
+        return report_result(report)
 
-    async def _withdraw(self, job: CallbackJob) -> None:
-        """Hang up the placeholder (both halves of its Local channel)."""
-        pattern = f"/^Local\\/{job.request_id}@{SLOT_CONTEXT}-/"
+    async def live_callbacks(self, arrivals: dict[int, datetime]) -> set[int]:
+        channels = await self.ami.action_list("CoreShowChannels")
+        live = {r for c in channels if (r := slot_request(c.get("Channel"))) in arrivals}
+        self._placeholders.update({r: arrivals[r] for r in live})
+        for channel in channels:  # their place in the queue is their request's arrival
+            if (r := slot_request(channel.get("Channel"))) in live:
+                self._joined[channel.get("Channel")] = arrivals[r]
+        return live
+
+    async def withdraw(self, request_id: int) -> None:
+        """Hang up the request's placeholder while it waits in the queue; once an agent took
+        it (the resident is being rung or talking) the call is left alone."""
+        self._placeholders.pop(request_id, None)
+        try:
+            channels = await self.ami.action_list("CoreShowChannels")
+        except Exception as exc:
+            log.warning("callback %d: not withdrawn, channels unknown (%s)", request_id, exc)
+            return
+        mine = [c for c in channels if slot_request(c.get("Channel")) == request_id]
+        waiting = [c for c in mine if (c.get("Channel") or "").endswith(";2")
+                   and c.get("Application") == "Queue" and not c.get("BridgeId")]
+        if not waiting:
+            if mine:
+                log.info("callback %d: an agent has it; the call is left up", request_id)
+            return
         with contextlib.suppress(Exception):
-            await self.ami.action("Hangup", Channel=pattern)
-        log.info("callback %d (call %s): withdrawn from the queue", job.request_id, job.call_id)
+            await self.ami.action("Hangup", Channel=_slot_pattern(request_id))
+        log.info("callback %d: withdrawn from the queue", request_id)
 
     async def _resident_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
         deadline = asyncio.get_running_loop().time() + self.settings.queue_timeout

@@ -42,19 +42,22 @@ WAIT = 30.0
 
 
 @contextlib.asynccontextmanager
-async def callback_hotline(bed: Settings, tmp_path: Path,
+async def callback_hotline(bed: Settings, tmp_path: Path, *, fresh: bool = True,
                            **options: Any) -> AsyncIterator[tuple[HotlineService, CallWatcher]]:
-    """The service with callbacks at any hour after a 2 s wait (and ``options``)."""
+    """The service with callbacks at any hour after a 2 s wait (and ``options``); ``fresh``
+    False: a restart, the calls of the run before stay up."""
     settings = service_settings(bed, tmp_path)
     settings.callbacks = settings.callbacks.model_copy(update={
         "min_wait_s": 2.0, "calling_hours": "00:00-24:00", "ring_timeout": 3.0,
         "poll_interval": 1.0, **options})
-    await hang_up_leftover_calls(bed)
+    if fresh:
+        await hang_up_leftover_calls(bed)
     async with running_service(settings) as service:
         await service.ami.wait_ready(10)
         watcher = CallWatcher()
         service.bus.subscribe(watcher.handle)
         yield service, watcher
+    if fresh:
         await hang_up_leftover_calls(bed)
 
 
@@ -314,3 +317,53 @@ async def test_resident_first_rings_the_resident_when_the_callback_is_at_the_hea
             done = await hotline.callbacks.wait_finished(
                 lambda v: v.id == made.step.request_id, 20)
         assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+
+
+def placeholders(order: list[str]) -> list[str]:
+    return [c for c in order if c.startswith("Local/")]
+
+
+async def test_a_cancelled_callback_leaves_the_queue(asterisk_bed: Settings,
+                                                     tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        call_id = await abandon_after_wait(hotline, watcher, "13900000008")
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                               and e.call_id == dialling.call_id, WAIT)
+        await hotline.callbacks.cancel(made.step.request_id, actor="supervisor:supervisor1")
+        done = await hotline.callbacks.wait_finished(
+            lambda v: v.id == made.step.request_id, 15)
+        assert (done.status, done.attempts, done.outcome) == ("cancelled", 0, None)
+        assert placeholders(await queue_order(hotline)) == []
+
+
+async def test_a_restarted_service_keeps_the_callback_waiting_and_calls_no_one_twice(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    await hang_up_leftover_calls(asterisk_bed)
+    try:
+        async with ResidentPhone(asterisk_bed, mode="answer", hold_ms=20_000) as resident:
+            async with callback_hotline(asterisk_bed, tmp_path, fresh=False,
+                                        dial=resident.dial_string) as (first, watcher):
+                call_id = await abandon_after_wait(first, watcher, "13900000009")
+                made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+                dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+                await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                       and e.call_id == dialling.call_id, WAIT)
+            # The service stopped; the callback still waits in Asterisk's queue.
+            async with callback_hotline(asterisk_bed, tmp_path, fresh=False,
+                                        dial=resident.dial_string) as (again, watcher):
+                assert len(placeholders(await queue_order(again))) == 1
+                await again.callbacks.run_once()  # a pass: nothing due, nothing placed twice
+                assert len(placeholders(await queue_order(again))) == 1
+                view = await callbacks.get_callback(again.sessions, made.step.request_id)
+                assert view.status == "dialling"
+                async with agent(again, "2001", ring_ms=200, hold_ms=2000) as phone:
+                    await phone.wait_answered(15)
+                    await resident.wait_event("answered", within=15)
+                    done = await again.callbacks.wait_finished(
+                        lambda v: v.id == made.step.request_id, 30)
+                assert not any(step_of(CallbackDialling)(e) for e in watcher.events)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+    finally:
+        await hang_up_leftover_calls(asterisk_bed)

@@ -333,6 +333,17 @@ class RecordingDialer:
         self.results: dict[int, asyncio.Future[CallbackResult]] = {}
         self.cancelled: list[int] = []
         self.placed = asyncio.Event()
+        self.live: set[int] = set()
+        self.withdrawn: list[int] = []
+        self.on_report = None
+
+    async def live_callbacks(self, arrivals: dict) -> set[int]:
+        return self.live & set(arrivals)
+
+    async def withdraw(self, request_id: int) -> None:
+        self.withdrawn.append(request_id)
+        if request_id in self.results and not self.results[request_id].done():
+            self.results[request_id].set_result(CallbackResult(None, "withdrawn"))
 
     async def call_back(self, job: CallbackJob, placed) -> CallbackResult:
         self.jobs.append(job)
@@ -375,14 +386,43 @@ async def test_the_scheduler_dials_in_arrival_order_within_calling_hours(session
     assert [type(s.step).__name__ for s in seen.steps if s.call_id == job.call_id] == [
         "CallbackDialling", "CallbackOutcome"]
 
-    # Cancelled while waiting in the queue: the dialer's call is withdrawn; the request
+    # Cancelled while waiting in the queue: the dialer withdraws the call; the request
     # stays cancelled (the withdrawal is no attempt).
     dialer.placed.clear()
     assert await scheduler.run_once() == [later.request.id]
     await asyncio.wait_for(dialer.placed.wait(), 5)
     await scheduler.cancel(later.request.id, actor="supervisor:supervisor1")
     await scheduler.wait_finished(lambda v: v.id == later.request.id, 5)
-    assert dialer.cancelled == [later.request.id]
+    assert dialer.withdrawn == [later.request.id] and dialer.cancelled == []
     view = await service.get_callback(sessions, later.request.id)
     assert (view.status, view.attempts) == ("cancelled", 0)
     await scheduler.close()
+
+
+async def test_after_a_restart_callbacks_still_up_keep_their_call_the_others_go_again(
+        sessions) -> None:
+    up = (await service.request_callback(sessions, number="13900000001",
+                                         reason="abandoned")).request
+    gone = (await service.request_callback(sessions, number="13900000002",
+                                           reason="abandoned")).request
+    for request in (up, gone):
+        assert await service.begin_attempt(sessions, request.id)
+    dialer = RecordingDialer()
+    dialer.live = {up.id}
+    bus = CallEventBus()
+    scheduler = CallbackScheduler(dialer, sessions, bus, CallbackSettings(
+        calling_hours="00:00-24:00"), queue="hotline")
+    await scheduler.recover()
+    assert (await service.get_callback(sessions, up.id)).status == "dialling"
+    again = await service.get_callback(sessions, gone.id)
+    assert (again.status, again.attempts) == ("pending", 0)
+    # The call left up reports when it ends; a cancel reaches its placeholder.
+    assert dialer.on_report is not None
+    await dialer.on_report(up.id, "old-call", CallbackResult("busy", "DIALSTATUS BUSY"))
+    view = await service.get_callback(sessions, up.id)
+    assert (view.status, view.attempts, view.outcome) == ("pending", 1, "busy")
+    assert await service.begin_attempt(sessions, up.id)
+    await service.cancel_callback(sessions, up.id, actor="supervisor:x")
+    scheduler.withdraw([up.id])
+    await scheduler.close()
+    assert dialer.withdrawn == [up.id]
