@@ -74,9 +74,11 @@ async def calling(call: Awaitable[CallResult]) -> AsyncIterator[asyncio.Future[C
 
 
 def caller(service: HotlineService, number: str, **options: Any) -> Awaitable[CallResult]:
-    """A stranger keying 1 (Mandarin) and 2 (an agent): they wait in the queue."""
+    """A stranger keying 1 (Mandarin) and 2 (an agent): they wait in the queue. The keys
+    go 1.5 s after the answer, once the IVR has the call (keys sent before its media socket
+    is up are not heard)."""
     return place_call(service.settings, caller_number=number, keys="12",
-                      hold_ms=120_000, **({"pause_before_keys_ms": 300} | options))
+                      hold_ms=120_000, **({"pause_before_keys_ms": 1500} | options))
 
 
 def queued(number: str) -> Callable[[Any], bool]:
