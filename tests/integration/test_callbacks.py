@@ -266,7 +266,7 @@ async def test_choosing_the_callback_in_the_offer_ends_the_call_with_one_request
         # offer is heard.
         call = asyncio.ensure_future(place_call(
             hotline.settings, caller_number=number, keys="12" + ",1" * 25,
-            pause_before_keys_ms=300, hold_ms=60_000, wait_for_bye=True))
+            pause_before_keys_ms=1500, hold_ms=60_000, wait_for_bye=True))
         try:
             joined = await watcher.wait_for(queued(number), WAIT)
             # What the waiting helper's max-wait timeout does: leave the queue for the offer.
