@@ -16,14 +16,24 @@ from dataclasses import dataclass, field
 
 from crm.callbacks.service import number_problem
 from crm.telephony.events import CallEventBus
-from crm.telephony.steps import CallbackOffered
+from crm.telephony.steps import CallbackOffered, PromptPlayed
 from ivr.asterisk.call_tracker import CallTracker, OfferLeg
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.callback_offer import Answer, BeginOffer, CallbackOfferFlow
 from ivr.flows.menu import Action, Input
-from ivr.prompting import STOP, CallerGone, IvrTimeouts, PromptingCall, Stop, Voice
+from ivr.prompting import (
+    STOP,
+    CallerGone,
+    IvrTimeouts,
+    PromptingCall,
+    Recognition,
+    Stop,
+    Voice,
+)
 
 log = logging.getLogger(__name__)
+
+FINAL_PROMPTS = frozenset({"callback_confirmed", "callback_not_possible", "goodbye"})
 
 
 @dataclass
@@ -62,14 +72,29 @@ class CallbackOfferCall(PromptingCall):
             await self.step(CallbackOffered(self.flow.reason, "none"))
         return self.answer
 
+    async def _say(self, prompt: str, vars: dict, recog: Recognition | None = None) -> bool:
+        """The offer barges in as usual; what ends it (the confirmation, why no callback is
+        possible, goodbye) is heard whole, whatever keys the caller typed ahead."""
+        if prompt not in FINAL_PROMPTS:
+            return await super()._say(prompt, vars, recog)
+        self.keys = ""
+        pcm = await self.voice.prompt_audio(self.flow.language, prompt, vars)
+        await self.step(PromptPlayed(prompt, self.flow.language))
+        return await self.session.play(pcm, interruptible=False)
+
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, Answer):  # type: ignore[unreachable]
             self.answer = action.answer  # type: ignore[unreachable]
             channel = self.leg.channel or self.deps.tracker.channel_of(self.leg.call_id or "")
-            if channel:
-                await self.deps.tracker.set_variable(channel, "CALLBACK_ANSWER", action.answer)
-            else:
-                self.log.warning("channel unknown; the dialplan reports the offer unheard")
+            # The answer is recorded here (a yes makes the request, even if the caller hangs
+            # up now); CALLBACK_ANSWER tells the dialplan it was heard (and where to go).
+            await self.step(CallbackOffered(self.flow.reason, action.answer))
+            if channel and not self.session.closed:
+                try:
+                    await self.deps.tracker.set_variable(channel, "CALLBACK_ANSWER",
+                                                         action.answer)
+                except Exception as exc:  # the caller hung up meanwhile, AMI is down...
+                    self.log.warning("CALLBACK_ANSWER not set (%s)", exc)
             await self.session.hangup(f"callback offer: {action.answer}")
             return STOP
         return await super()._act(action)

@@ -369,3 +369,28 @@ async def test_a_restarted_service_keeps_the_callback_waiting_and_calls_no_one_t
         assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
     finally:
         await hang_up_leftover_calls(asterisk_bed)
+
+
+async def test_a_withheld_caller_who_chose_a_callback_is_told_once_and_keeps_waiting(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        async with calling(caller(hotline, "anonymous")):
+            joined = await watcher.wait_for(queued("anonymous"), WAIT)
+            # What the waiting helper's callback key does: leave the queue for the offer.
+            await hotline.ami.setvar(joined.channel, "CALLBACK_REASON", "chosen")
+            moved = await hotline.ami.action("Redirect", Channel=joined.channel,
+                                             Context="hotline-callback-offer", Exten="s",
+                                             Priority="1")
+            assert moved.get("Response") == "Success"
+            told = await watcher.wait_for(step_of(CallbackNotPossible, joined.call_id), 15)
+            assert told.step == CallbackNotPossible("withheld", told=True)
+            # Back in the queue, waiting on.
+            await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                   and e.call_id == joined.call_id and e is not joined, 20)
+            offered = await watcher.wait_for(step_of(CallbackOffered, joined.call_id), 5)
+            assert offered.step == CallbackOffered("chosen", "requeue")
+        prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
+                   and e.call_id == joined.call_id and e.step.kind == "prompt"]
+        assert prompts.count("callback_not_possible") == 1
+        await hotline.callback_watcher.drain()
+        assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []

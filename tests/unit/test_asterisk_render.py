@@ -441,7 +441,7 @@ def test_callback_contexts_keep_caller_text_out_of_arguments(config: dict[str, s
     assert "TryExec(AudioSocket(${CALLBACK_OFFER_ID},127.0.0.1:9999))" in offer
     assert "Set(CALLBACK_REASON=${FILTER(abcdefghijklmnopqrstuvwxyz_,${CALLBACK_REASON})})" \
         in offer
-    assert "Answer: ${FILTER(abcdefghijklmnopqrstuvwxyz,${CALLBACK_ANSWER})}" in offer
+    assert "Reason: ${CALLBACK_REASON},Answer: unheard)" in offer
     assert offer.index("UserEvent(HotlineCallbackOffer,") < offer.index("TryExec(AudioSocket(")
     slot = section(config["hotline.conf"], "hotline-callback-slot")
     # The placeholder joins the caller's queue at its arrival position (Queue's 9th argument).
