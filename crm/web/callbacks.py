@@ -93,12 +93,14 @@ async def cancel_callback(request: web.Request, user: ConsoleUser) -> web.Respon
     deps = request.app[CONSOLE_KEY]
     note = str((await request.post()).get("note", "")).strip() or None
     origin = web_session.audit_origin(request)
+    source, session = origin["source"], origin["web_session"]
     request_id = record_id(request)
     if deps.callbacks is not None:
-        await deps.callbacks.cancel(request_id, actor=user.actor, note=note, **origin)
+        await deps.callbacks.cancel(request_id, actor=user.actor, note=note, source=source,
+                                    web_session=session)
     else:
         await service.cancel_callback(deps.sessions, request_id, actor=user.actor, note=note,
-                                      **origin)
+                                      source=source, web_session=session)
     raise web.HTTPSeeOther(f"{PREFIX}/callbacks#callback-{request_id}")
 
 
