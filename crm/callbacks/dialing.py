@@ -24,11 +24,23 @@ from crm.errors import HotlineError
 from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
+from crm.surveys.return_visits import CallingHours
 from crm.telephony.callbacks import CallbackDialer, CallbackJob, CallbackResult
 from crm.telephony.events import CallEventBus, CallStep
 from crm.telephony.steps import CallbackDialling, CallbackOutcome
 
 log = logging.getLogger(__name__)
+
+
+def seconds_left(hours: CallingHours | None, now: datetime) -> float | None:
+    """Seconds until the calling hours end (None: no limit): a callback waits in the queue no
+    longer, so no resident is called after hours."""
+    if hours is None or hours.end_minute >= 24 * 60:
+        return None
+    local = now.astimezone(hours.tz)
+    end = local.replace(hour=hours.end_minute // 60, minute=hours.end_minute % 60, second=0,
+                        microsecond=0)
+    return max(0.0, (end - local).total_seconds())
 
 
 class CallbackScheduler:
@@ -154,7 +166,8 @@ class CallbackScheduler:
         attempt = request.attempts + 1
         queue = await self._queue_of(request)
         job = CallbackJob(request.id, call_id, request.caller_number, queue, request.arrival,
-                          attempt, self.settings.order)
+                          attempt, self.settings.order,
+                          wait_s=seconds_left(self.rules.hours, self.clock()))
 
         async def placed(position: int | None) -> None:
             await self.bus.publish(CallStep(call_id, CallbackDialling(

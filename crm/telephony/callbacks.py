@@ -28,6 +28,8 @@ class CallbackJob:
     """When the caller first joined the queue (or asked for the callback): its place."""
     attempt: int
     order: CallbackOrder = "agent_first"
+    wait_s: float | None = None
+    """At most this long in the queue (the calling hours end); None: the dialer's own limit."""
 
 
 @dataclass(frozen=True)

@@ -205,11 +205,16 @@ class AmiCallbackDialer:
     def _caller_id(self) -> str:
         return re.sub(r"[^0-9+]", "", self.settings.caller_id or self.hotline_number)
 
+    def _queue_wait(self, job: CallbackJob) -> int:
+        """Seconds the callback may wait in the queue: the calling hours' end or the limit."""
+        limit = self.settings.queue_timeout
+        return max(1, int(min(limit, job.wait_s) if job.wait_s is not None else limit))
+
     def _variables(self, job: CallbackJob, position: int) -> list[str]:
         return [f"__CALL_ID={job.call_id}", f"CALLBACK_ID={job.request_id}",
                 f"CALLBACK_NUMBER={job.number}", f"CALLBACK_QUEUE={job.queue}",
                 f"CALLBACK_POSITION={position}",
-                f"CALLBACK_QUEUE_TIMEOUT={int(self.settings.queue_timeout)}",
+                f"CALLBACK_QUEUE_TIMEOUT={self._queue_wait(job)}",
                 f"CALLBACK_DIAL={self.settings.dial.replace('{number}', job.number)}",
                 f"CALLBACK_RING_TIMEOUT={int(self.settings.ring_timeout)}",
                 f"CALLBACK_CALLER_ID={self._caller_id()}"]
@@ -223,7 +228,7 @@ class AmiCallbackDialer:
         fields: dict[str, Any] = {
             "Channel": f"Local/{job.request_id}@{SLOT_CONTEXT}",
             "Context": CONNECT_CONTEXT, "Exten": "s", "Priority": "1",
-            "Timeout": str(int((self.settings.queue_timeout + 10) * 1000)),
+            "Timeout": str(int((self._queue_wait(job) + 10) * 1000)),
             "CallerID": f'"callback" <{job.number}>',
             "Async": "true",
             "Variable": self._variables(job, position),
@@ -237,7 +242,7 @@ class AmiCallbackDialer:
         # Cancelled (the service stops), the callback stays where it is: the next run finds
         # it (live_callbacks) and hears how it went (on_report).
         response = await self._wait_for(self._responses, queued.get("ActionID"),
-                                        self.settings.queue_timeout + 30)
+                                        self._queue_wait(job) + 30)
         if response is None or response.get("Response") != "Success":
             reason = response.get("Reason") if response is not None else "none"
             return CallbackResult(None, f"no agent took it (reason {reason})")
@@ -276,7 +281,7 @@ class AmiCallbackDialer:
         log.info("callback %d: withdrawn from the queue", request_id)
 
     async def _resident_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
-        deadline = asyncio.get_running_loop().time() + self.settings.queue_timeout
+        deadline = asyncio.get_running_loop().time() + self._queue_wait(job)
         while True:  # bounded by queue_timeout
             try:
                 arrivals, free = await self._waiting(job.queue)

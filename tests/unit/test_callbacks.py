@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crm.callbacks.dialing import seconds_left
 from crm.callbacks.service import number_problem
 from crm.callbacks.watcher import _Call, abandon_reason, offer_reason
 from crm.live.screen_pop import transcript_text
+from crm.surveys.return_visits import CallingHours
 from crm.telephony.steps import (
     CallbackClosedByCall,
     CallbackDialling,
@@ -152,3 +154,11 @@ def test_callback_steps_are_stored_read_back_and_shown(step) -> None:
     assert step_from_row(step.kind, step.detail()) == step
     assert step_from_json(step.to_json()) == step
     assert transcript_text(step)
+
+
+def test_a_callback_waits_in_the_queue_no_longer_than_the_calling_hours() -> None:
+    hours = CallingHours.parse("08:00-21:00", "Asia/Shanghai")
+    assert seconds_left(hours, datetime(2026, 12, 6, 12, 30, tzinfo=UTC)) == 30 * 60  # 20:30
+    assert seconds_left(hours, datetime(2026, 12, 6, 13, 5, tzinfo=UTC)) == 0  # 21:05
+    assert seconds_left(CallingHours.parse("00:00-24:00", "UTC"), T0) is None
+    assert seconds_left(None, T0) is None
