@@ -34,6 +34,7 @@ from crm.callbacks import service
 from crm.callbacks.service import RetryRules
 from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
+from crm.telephony.callbacks import is_callback_channel
 from crm.telephony.events import (
     AgentAnswered,
     AgentRingStopped,
@@ -113,7 +114,9 @@ class MissedCallWatcher:
         if not event.call_id or not self.settings.enabled:
             return
         if isinstance(event, CallStarted):
-            self._call(event.call_id).number = event.caller_number
+            call = self._call(event.call_id)
+            call.number = event.caller_number
+            call.callback = call.callback or is_callback_channel(event.channel)
             return
         call = self._calls.get(event.call_id)
         if call is None:
@@ -123,6 +126,7 @@ class MissedCallWatcher:
         if isinstance(event, CallStep):
             self._on_step(event, call)
         elif isinstance(event, CallerQueued):
+            call.callback = call.callback or is_callback_channel(event.channel)
             if call.queued_at is None:
                 call.queued_at, call.queue = event.at, event.queue
             call.number = call.number or event.caller_number

@@ -11,6 +11,14 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 CallbackOrder = Literal["agent_first", "resident_first"]
+CALLBACK_CONTEXTS = ("hotline-callback-slot", "hotline-callback-resident")
+"""The dialplan contexts callback calls run in (dialplans/hotline.conf.j2)."""
+
+
+def is_callback_channel(channel: str | None) -> bool:
+    """A channel of a callback call the hotline placed (Local/<id>@hotline-callback-slot-...),
+    known as such even by a service started after it was placed."""
+    return bool(channel) and any(f"@{c}-" in str(channel) for c in CALLBACK_CONTEXTS)
 
 
 @dataclass(frozen=True)

@@ -426,3 +426,18 @@ async def test_after_a_restart_callbacks_still_up_keep_their_call_the_others_go_
     scheduler.withdraw([up.id])
     await scheduler.close()
     assert dialer.withdrawn == [up.id]
+
+
+async def test_a_callback_call_found_after_a_restart_closes_nothing(sessions, watched) -> None:
+    bus, watcher, _ = watched
+    made = (await service.request_callback(sessions, number=NUMBER, reason="abandoned")).request
+    assert await service.begin_attempt(sessions, made.id)
+    # The new service hears of the callback call with no callback_dialling step: its
+    # channel says what it is.
+    call_id = str(uuid.uuid4())
+    await bus.publish(CallStarted(call_id, NUMBER, "callback",
+                                  f"Local/{made.id}@hotline-callback-slot-0000002a;1"))
+    await bus.publish(AgentAnswered(call_id, "hotline", "PJSIP/2001", "2001"))
+    await bus.publish(CallEnded(call_id, "callback", "16"))
+    await watcher.drain()
+    assert (await service.get_callback(sessions, made.id)).status == "dialling"
