@@ -49,6 +49,8 @@ FREE_STATUSES = {"1"}
 REPORT_WAIT = 6 * 3600.0
 """Seconds to wait for the resident leg's report once an agent took the callback (the
 conversation may be long)."""
+JOIN_WAIT = 5.0
+"""Seconds the next callback waits for this one to join the queue before it is placed."""
 RESIDENT_FIRST_POLL = 2.0
 """Seconds between looks at the queue while a resident_first callback waits for its turn."""
 
@@ -105,6 +107,10 @@ class AmiCallbackDialer:
         self._placeholders: dict[int, datetime] = {}
         """Request id -> arrival, of callbacks placed before a restart (live_callbacks)."""
         self.on_report: Report | None = None
+        self._placing = asyncio.Lock()
+        """One callback is placed at a time, until it has joined the queue: the next one's
+        position counts it."""
+        self._joins: dict[str, asyncio.Event] = {}
         self._arrived = asyncio.Condition()
         self._unsubscribe = [
             ami.subscribe("QueueCallerJoin", self._on_join),
@@ -125,6 +131,8 @@ class AmiCallbackDialer:
             return
         call_id = event.chan_variables().get("CALL_ID")
         self._joined[channel] = self._callbacks.get(call_id or "", utcnow())
+        if (joined := self._joins.get(call_id or "")) is not None:
+            joined.set()
         if (request_id := slot_request(channel)) in self._placeholders:
             self._joined[channel] = self._placeholders[request_id]
         while len(self._joined) > 5000:  # leaves we never heard
@@ -220,6 +228,31 @@ class AmiCallbackDialer:
                 f"CALLBACK_CALLER_ID={self._caller_id()}"]
 
     async def _agent_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        joined = self._joins[job.call_id] = asyncio.Event()
+        try:
+            async with self._placing:
+                queued = await self._place(job, placed)
+                if isinstance(queued, CallbackResult):
+                    return queued
+                with contextlib.suppress(TimeoutError):  # bounded: a failed originate
+                    await asyncio.wait_for(joined.wait(), JOIN_WAIT)
+        finally:
+            self._joins.pop(job.call_id, None)
+        # Cancelled (the service stops), the callback stays where it is: the next run finds
+        # it (live_callbacks) and hears how it went (on_report).
+        response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                        self._queue_wait(job) + 30)
+        if response is None or response.get("Response") != "Success":
+            reason = response.get("Reason") if response is not None else "none"
+            return CallbackResult(None, f"no agent took it (reason {reason})")
+        report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
+        if report is None:
+            return CallbackResult("failed", "no report of the resident's leg")
+        return report_result(report)
+
+    async def _place(self, job: CallbackJob, placed: Placed) -> Any:
+        """Originate the placeholder at its arrival position; the action's response, or a
+        result when it could not be placed."""
         try:
             position = await self.position(job.queue, job.arrival)
         except Exception as exc:
@@ -239,17 +272,7 @@ class AmiCallbackDialer:
             return CallbackResult(None, f"originate not sent: {exc}")
         log.info("callback %d (call %s): placed in queue %s at position %d", job.request_id,
                  job.call_id, job.queue, position)
-        # Cancelled (the service stops), the callback stays where it is: the next run finds
-        # it (live_callbacks) and hears how it went (on_report).
-        response = await self._wait_for(self._responses, queued.get("ActionID"),
-                                        self._queue_wait(job) + 30)
-        if response is None or response.get("Response") != "Success":
-            reason = response.get("Reason") if response is not None else "none"
-            return CallbackResult(None, f"no agent took it (reason {reason})")
-        report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
-        if report is None:
-            return CallbackResult("failed", "no report of the resident's leg")
-        return report_result(report)
+        return queued
 
     async def live_callbacks(self, arrivals: dict[int, datetime]) -> set[int]:
         channels = await self.ami.action_list("CoreShowChannels")

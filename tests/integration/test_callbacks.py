@@ -394,3 +394,35 @@ async def test_a_withheld_caller_who_chose_a_callback_is_told_once_and_keeps_wai
         assert prompts.count("callback_not_possible") == 1
         await hotline.callback_watcher.drain()
         assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []
+
+
+async def test_callbacks_placed_together_keep_their_arrival_order(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher),
+                contextlib.AsyncExitStack() as callers):
+        first, second, live = "13900000012", "13900000013", "13900000014"
+        tasks = {}
+        for number in (first, second, live):
+            tasks[number] = await callers.enter_async_context(
+                calling(caller(hotline, number)))
+            await watcher.wait_for(queued(number), WAIT)
+        await asyncio.sleep(2.5)  # everyone waits past min_wait_s (2 s)
+        # The later caller gives up first: their callback is placed before the earlier
+        # caller's exists, which must still join ahead of it.
+        for number in (second, first):
+            tasks[number].cancel()
+            await watcher.wait_for(lambda e, n=number: isinstance(e, CallerAbandoned)
+                                   and any(q.call_id == e.call_id for q in watcher.events
+                                           if queued(n)(q)), 10)
+        await watcher.wait_for(step_of(CallbackRequested), 10)
+        await hotline.callback_watcher.drain()
+        requests = await callbacks.list_pending(hotline.sessions)
+        assert [r.caller_number for r in requests] == [first, second]  # arrival order
+        placed = []
+        for _ in requests:
+            placed.append(await watcher.wait_for(
+                lambda e: isinstance(e, CallerQueued) and e.channel.startswith("Local/")
+                and e not in placed, WAIT))
+        order = [c.split("-")[0] for c in await queue_order(hotline)]
+        assert order == [f"Local/{requests[0].id}@hotline", f"Local/{requests[1].id}@hotline",
+                         "PJSIP/pstn"], order
