@@ -128,3 +128,17 @@ class RecordsUnavailable(HotlineError):
 
     code = "records_unavailable"
 
+# -- callback requests (crm.callbacks) ----------------------------------------------------------
+class CallbackNotFound(NotFound):
+    code = "callback_not_found"
+
+
+class CallbackClosed(Conflict):
+    """The callback request is no longer open (completed, failed, cancelled or closed by the
+    resident's own call): it cannot be changed."""
+
+    code = "callback_closed"
+
+
+class InvalidCallbackOutcome(InvalidInput):
+    code = "invalid_callback_outcome"

@@ -1,10 +1,11 @@
 """The CRM's settings sections (``[web]``, ``[database]``, ``[survey]``, ``[retention]``,
-``[service_levels]``), composed into the whole settings by hotline.settings. Imports nothing
-of the hotline."""
+``[service_levels]``, ``[callbacks]``), composed into the whole settings by
+hotline.settings. Imports nothing of the hotline."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -161,3 +162,53 @@ class ServiceLevelSettings(_Section):
     wallboard_refresh_s: float = Field(30.0, ge=1, le=3600)
     """Today's figures on the wallboard are recounted after every call that ends, and at
     least this often (surveys and callbacks change without a call event)."""
+class CallbackSettings(_Section):
+    """Callback requests for missed callers (crm.callbacks): who gets one, when and how they
+    are called back. A callback keeps the caller's place in the queue (arrival order)."""
+
+    enabled: bool = True
+    min_wait_s: float = Field(10.0, ge=0)
+    """A caller who abandons the queue after at least this many seconds gets a callback
+    request (calls handed back at the IVR's limit and callers an agent's phone rang for
+    without answer get one whatever their wait)."""
+    max_attempts: int = Field(3, ge=1, le=20)
+    """Calls to the resident before the request fails (no answer, busy)."""
+    retry_after: float = Field(30.0, gt=0)
+    """Minutes before an unanswered or busy callback is tried again."""
+    calling_hours: str = Field("08:00-21:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    """Local time window in which residents are called back; "00:00-24:00" is any time."""
+    timezone: str | None = None
+    """IANA zone of ``calling_hours`` (e.g. Asia/Shanghai); None means the host's zone."""
+    order: Literal["agent_first", "resident_first"] = "agent_first"
+    """agent_first: the callback waits in the queue as a placeholder at its caller's place;
+    the agent who answers it hears the resident's phone ring. resident_first: the resident is
+    rung once the callback is at the head of the queue and an agent is free, then queued
+    at the head."""
+    dial: str = "PJSIP/{number}@pstn-gateway"
+    """Asterisk dial string for the resident's phone; ``{number}`` is replaced."""
+    caller_id: str = ""
+    """Caller ID shown to residents; empty: the hotline number."""
+    ring_timeout: float = Field(30.0, gt=0, le=300)
+    """Seconds the resident's phone may ring before the attempt counts as not answered."""
+    queue_timeout: float = Field(3600.0, gt=0)
+    """Seconds a callback may wait in the queue for an agent before it is placed again."""
+    max_concurrent: int = Field(5, ge=1, le=100)
+    """Callbacks waiting in the queue (or dialling) at once."""
+    poll_interval: float = Field(30.0, gt=0)
+    """Seconds between looks for callbacks that became due (retries, calling hours)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> CallbackSettings:
+        start, _, end = self.calling_hours.partition("-")
+        if not (_minutes(start) < _minutes(end) <= 24 * 60):
+            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
+        if self.timezone is not None:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if "{number}" not in self.dial:
+            raise ValueError("dial must contain {number}")
+        return self

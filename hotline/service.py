@@ -19,6 +19,8 @@ from datetime import UTC, datetime, tzinfo
 from aiohttp import web
 
 from crm.audit.retention import RetentionFiles
+from crm.callbacks.dialing import CallbackScheduler
+from crm.callbacks.watcher import MissedCallWatcher
 from crm.cases.directory import CaseDirectory
 from crm.consultations.recorder import ConsultationRecorder, open_calls
 from crm.live.desk_hub import DeskHub
@@ -41,10 +43,12 @@ from hotline.settings import Settings, hotline_queues, queues_by_language
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.callback_dialer import AmiCallbackDialer
 from ivr.asterisk.queue_announcements import QueueAnnouncements
 from ivr.asterisk.queue_control import QueueControl
 from ivr.asterisk.queue_tracker import QueueTracker
 from ivr.audiosocket.server import MediaServer
+from ivr.callback_offer_call import CallbackOffers, OfferDeps
 from ivr.flows.menu import IntakeKeys
 from ivr.menu_call import IvrDeps, SpeechIvrHandler
 from ivr.overflow import OverflowRecorder
@@ -78,6 +82,8 @@ class HotlineService:
     wallboard: Wallboard | None = None
     survey_writes: SurveyWriteQueue | None = None
     retention: RetentionSchedule | None = None
+    callbacks: CallbackScheduler | None = None
+    callback_watcher: MissedCallWatcher | None = None
 
     def health(self) -> HealthReport:
         return HealthReport(
@@ -150,8 +156,21 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
             ami, bus, main_queue=settings.asterisk.queue_name,
             announce_position=settings.queue_wait.announce_position)
         stack.callback(announcements.close)
+        callback_dialer = AmiCallbackDialer(ami, settings.callbacks,
+                                            hotline_number=settings.asterisk.hotline_number)
         await ami.start()
         stack.push_async_callback(ami.close)
+        stack.callback(callback_dialer.close)
+        callbacks = CallbackScheduler(callback_dialer, sessions, bus, settings.callbacks,
+                                      queue=settings.asterisk.queue_name, settle=recorder.drain)
+        callback_watcher = MissedCallWatcher(sessions, bus, settings.callbacks,
+                                             settle=recorder.drain, on_created=callbacks.wake,
+                                             on_closed=callbacks.withdraw)
+        bus.subscribe(callback_watcher.handle)
+        stack.push_async_callback(callback_watcher.close)
+        if settings.callbacks.enabled:
+            callbacks.start()
+        stack.push_async_callback(callbacks.close)
 
         speech = await SpeechStack.start(settings)
         stack.push_async_callback(speech.close)
@@ -168,8 +187,11 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(survey_writes.close)
         surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech),
                                deferred=survey_writes)
+        offers = CallbackOffers(OfferDeps(bus, tracker, StackVoice(speech),
+                                          language_of=callback_watcher.language_of,
+                                          default_language=settings.speech.default_language))
         media = MediaServer(settings.audiosocket,
-                            SpeechIvrHandler(deps, survey=surveys.run).handle,
+                            SpeechIvrHandler(deps, survey=surveys.run, offer=offers.run).handle,
                             on_overflow=OverflowRecorder(
                                 tracker, bus, limit=settings.audiosocket.call_limit()),
                             announcements=tracker)
@@ -184,13 +206,13 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
         desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
                         idle_timeout=settings.web.session_idle_timeout,
-                        secure_cookies=settings.web.secure_cookies)
+                        secure_cookies=settings.web.secure_cookies, callbacks=callbacks)
         console = ConsoleDeps(sessions, session_secret, wallboard=wallboard,
                               recordings=recording_store(settings),
                               survey_comments=survey_comments_dir(settings),
                               idle_timeout=settings.web.session_idle_timeout, tz=local_zone,
                               secure_cookies=settings.web.secure_cookies,
-                              service_levels=settings.service_levels)
+                              service_levels=settings.service_levels, callbacks=callbacks)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
                          session_policy=SessionPolicy.from_settings(settings.web),
                          report_tz=local_zone, service_levels=settings.service_levels)
@@ -206,6 +228,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                                  queue_control=queue_control, surveys=surveys,
                                  wallboard=wallboard, survey_writes=survey_writes)
         service.retention = retention
+        service.callbacks, service.callback_watcher = callbacks, callback_watcher
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crm.settings import (
+    CallbackSettings,
     DatabaseSettings,
     RetentionSettings,
     ServiceLevelSettings,
@@ -178,6 +179,7 @@ class Settings(BaseSettings):
     service_hours: ServiceHoursSettings = Field(default_factory=ServiceHoursSettings)
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
 
     @classmethod
     def settings_customise_sources(

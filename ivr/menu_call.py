@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from crm.cases.directory import CaseDirectory
 from crm.telephony.events import CallEventBus
 from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
-from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker, OfferLeg
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.menu import (
     Action,
@@ -167,16 +167,24 @@ class SpeechIvrHandler:
     """MediaServer handler: one IvrCall per AudioSocket connection -- or, when the dialplan
     announced the connection as a survey leg (HotlineSurveyStart), the survey runner."""
 
-    def __init__(self, deps: IvrDeps, *, survey: SurveyRunner | None = None) -> None:
+    def __init__(self, deps: IvrDeps, *, survey: SurveyRunner | None = None,
+                 offer: SurveyRunner | None = None) -> None:
         self.deps = deps
         self.survey = survey
+        self.offer = offer
+        """Runs a callback offer leg (HotlineCallbackOffer; ivr.callback_offer_call)."""
 
     async def handle(self, session: MediaSession) -> None:
         if self.survey is None:
             await IvrCall(session, self.deps).run()
             return
         known = await self.deps.tracker.wait_for_session(str(session.call_id), timeout=3.0)
-        if known is not None and not isinstance(known, ActiveCall):
+        if isinstance(known, OfferLeg):
+            if self.offer is not None:
+                await self.offer(session, known)
+            else:
+                await session.hangup("no callback offer runner")
+        elif known is not None and not isinstance(known, ActiveCall):
             await self.survey(session, known)
         else:
             await IvrCall(session, self.deps, announced=known).run()

@@ -13,7 +13,7 @@ import uuid
 
 from crm.telephony.events import CallEventBus, CallStep
 from crm.telephony.steps import IvrAtCapacity, SurveySkipped
-from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
+from ivr.asterisk.call_tracker import CallTracker, OfferLeg, SurveyLeg
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class OverflowRecorder:
                 return
             await self._bus.publish(CallStep(known.call_id,
                                              SurveySkipped(reason, max_calls=self._limit)))
+        elif isinstance(known, OfferLeg):
+            # The dialplan hears no answer and reports the offer as unheard.
+            self._tracker.take_offer_leg(sid)
         elif known is not None:
             await self._bus.publish(CallStep(known.call_id,
                                              IvrAtCapacity(reason, max_calls=self._limit)))

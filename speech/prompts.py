@@ -38,6 +38,8 @@ PROMPT_IDS: Final[tuple[str, ...]] = (
     "survey_intro", "survey_return_visit_intro", "survey_rating", "survey_comment",
     "survey_thanks",
     "technical_difficulty", "please_wait",
+    # the callback offer (ivr.flows.callback_offer)
+    "callback_offer", "callback_confirmed", "callback_not_possible",
 )
 STAGES: Final[tuple[str, ...]] = ("accepted", "dispatched", "in_progress", "resolved", "closed")
 GRAMMAR_KINDS: Final[tuple[str, ...]] = ("menu", "yes", "no", "digits", "rating", "language")

@@ -33,7 +33,9 @@ from crm.telephony.steps import AgentConnected
 
 log = logging.getLogger(__name__)
 
-ROUTE_OUTCOMES = {"end": "ivr_completed", "agent": "to_agent", "fallback": "ivr_fallback"}
+ROUTE_OUTCOMES = {"end": "ivr_completed", "agent": "to_agent", "fallback": "ivr_fallback",
+                  "callback": "callback"}
+"""``callback``: a call the hotline placed to call a missed caller back (crm.callbacks)."""
 ABANDONED = "abandoned"
 """Outcome of a call whose caller hung up while waiting in the queue."""
 

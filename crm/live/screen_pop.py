@@ -22,11 +22,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from crm.agents.auth import mask_id_number, mask_phone
+from crm.callbacks import service as callback_service
+from crm.callbacks.service import CallbackView
 from crm.cases import service as case_service
 from crm.cases.numbers import is_valid_case_number
 from crm.cases.service import CaseView
-from crm.consultations.service import ConsultationDetail, find_consultations
-from crm.errors import CaseNotFound
+from crm.consultations.service import (
+    ConsultationDetail,
+    find_consultations,
+    get_consultation,
+)
+from crm.errors import CaseNotFound, HotlineError
 from crm.live.calls import CallSoFar
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, Consultation, Resident, ResidentPhone
@@ -37,6 +43,12 @@ from crm.telephony.steps import (
     AgentNoAnswer,
     AgentRung,
     BargeIn,
+    CallbackClosedByCall,
+    CallbackDialling,
+    CallbackNotPossible,
+    CallbackOffered,
+    CallbackOutcome,
+    CallbackRequested,
     CallerLeftIvr,
     CaseLookedUp,
     CaseNumberConfirmed,
@@ -171,6 +183,19 @@ def transcript_text(step: Step) -> str | None:
             return f"Caller left the IVR ({state})"
         case QueueAbandoned():
             return "Caller hung up while waiting"
+        case CallbackRequested(reason=reason, merged=merged):
+            return (f"Callback requested ({reason})" if not merged
+                    else f"Missed call merged into the open callback ({reason})")
+        case CallbackNotPossible(reason=reason):
+            return f"No callback possible: the number is {reason}"
+        case CallbackClosedByCall():
+            return "The open callback was closed: the resident called in"
+        case CallbackOffered(reason=reason, answer=answer):
+            return f"Callback offered ({reason}): {answer}"
+        case CallbackDialling(attempt=attempt, reason=reason):
+            return f"This is a callback ({reason}), attempt {attempt}"
+        case CallbackOutcome(outcome=outcome, by=by):
+            return f"Callback outcome: {outcome} ({by})"
         case (IvrAtCapacity() | SurveyStarted() | SurveyRated() | SurveyUnrated()
               | SurveyCommented() | SurveyAbandoned() | SurveyEnded() | SurveySkipped()
               | SurveyWriteDeferred() | CommentTranscribed() | UnknownStep()):
@@ -256,6 +281,46 @@ class CaseLine:
 
 
 @dataclass(frozen=True)
+class CallbackCard:
+    """Why this call is a callback, for the agent it rings: the request's reason, when the
+    resident called and how long they waited, and what they did in the IVR then."""
+
+    request: CallbackView
+    attempt: int
+    transcript: tuple[TranscriptLine, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        return {"request_id": r.id, "reason": r.reason, "attempt": self.attempt,
+                "attempts": r.attempts, "status": r.status,
+                "called_at": (r.queued_at or r.created_at).isoformat(),
+                "requested_at": r.created_at.isoformat(), "waited_s": r.waited_s,
+                "language": r.language, "note": r.note,
+                "transcript": [line.to_json() for line in self.transcript]}
+
+
+async def callback_card(sessions: SessionFactory, steps: Sequence[tuple[str | None, Step]]
+                        ) -> CallbackCard | None:
+    """The callback block of a callback call's pop (None for any other call)."""
+    dialling = next((s for _, s in steps if isinstance(s, CallbackDialling)), None)
+    if dialling is None:
+        return None
+    try:
+        request = await callback_service.get_callback(sessions, dialling.request_id)
+    except HotlineError:
+        return None
+    transcript: tuple[TranscriptLine, ...] = ()
+    if request.consultation_id is not None:
+        try:
+            first = await get_consultation(sessions, request.consultation_id)
+        except HotlineError:
+            first = None
+        if first is not None:
+            transcript = summarise_ivr(first.steps).transcript
+    return CallbackCard(request, dialling.attempt, transcript)
+
+
+@dataclass(frozen=True)
 class ScreenPop:
     call_id: str
     consultation_id: int | None
@@ -269,6 +334,8 @@ class ScreenPop:
     recent: tuple[ConsultationDetail, ...] = ()
     """The caller's last consultations before this one, newest first."""
     default_address: str | None = None
+    callback: CallbackCard | None = None
+    """Set when the call is a callback to a missed caller."""
 
     def to_json(self, *, viewer_role: str, reveal: bool = False) -> dict[str, Any]:
         """What this viewer may see; ``reveal`` when the caller is connected to them."""
@@ -298,6 +365,7 @@ class ScreenPop:
                                   reveal_phone=same_phone(case.contact_phone))
                      if case else None),
             "resident_cases": [c.to_json() for c in self.resident_cases],
+            "callback": self.callback.to_json() if self.callback else None,
             "recent": [c.to_json(viewer_role=viewer_role, reveal_phone=same_phone(c.caller_number),
                                  include_steps=False) for c in self.recent],
             "new_case": {
@@ -376,4 +444,5 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                          resident.preferred_language, resident.id_number_last4)
             if resident else None)
     return ScreenPop(call_id, consultation_id, caller_number, caller_name, card, ivr, case,
-                     tuple(resident_cases), tuple(recent), address)
+                     tuple(resident_cases), tuple(recent), address,
+                     await callback_card(sessions, steps))

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -333,32 +334,51 @@ class SignInFailure(Base):
 
 
 class CallbackRequest(Base):
-    """A resident the hotline owes a call back (a missed or abandoned call, a callback chosen
-    in the queue or outside opening hours), and how that call went."""
+    """A missed caller to call back (crm.callbacks): one open request per number at a time.
+
+    ``queued_at`` is when the caller first joined the queue: the callback keeps that place
+    among the callers waiting when it is dialled (arrival order)."""
 
     __tablename__ = "callback_requests"
+    __table_args__ = (
+        # One request in flight per number, kept by the database itself: a second missed
+        # call merges into the open one (crm.callbacks.service.request_callback).
+        Index("uq_callback_requests_open_number", "caller_number", unique=True,
+              sqlite_where=text("status IN ('pending', 'dialling')"),
+              postgresql_where=text("status IN ('pending', 'dialling')")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     caller_number: Mapped[str] = mapped_column(String(64), index=True)
     language: Mapped[str | None] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     """abandoned, chosen, closed, overload or no_answer"""
-    status: Mapped[str] = mapped_column(String(32), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     """pending, dialling, completed, failed, cancelled or closed_by_call_in (17 characters:
-    the shared contract's String(16) cannot hold it on PostgreSQL)"""
+    the column is 20 wide, not the 16 first planned)"""
     outcome: Mapped[str | None] = mapped_column(String(16))
-    """reached, no_answer, busy, wrong_number or declined"""
+    """reached, no_answer, busy, wrong_number or declined (the last attempt's)"""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    """When the caller first joined the queue (None: never did)."""
     waited_s: Mapped[float | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    consultation_id: Mapped[int] = mapped_column(ForeignKey("consultations.id"))
+    consultation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consultations.id", ondelete="SET NULL",
+                   name="fk_callback_requests_consultation_id_consultations"), index=True)
     """The call that created the request."""
-    last_consultation_id: Mapped[int | None] = mapped_column(ForeignKey("consultations.id"))
-    """The callback call (the last attempt)."""
-    assigned_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    last_consultation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consultations.id", ondelete="SET NULL",
+                   name="fk_callback_requests_last_consultation_id_consultations"))
+    """The latest callback call (or the resident's own call that closed the request)."""
+    assigned_agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="SET NULL",
+                   name="fk_callback_requests_assigned_agent_id_agents"), index=True)
     cancelled_by: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(String(256))
+
+    consultation: Mapped[Consultation | None] = relationship(foreign_keys=[consultation_id])
+    last_consultation: Mapped[Consultation | None] = relationship(
+        foreign_keys=[last_consultation_id])
+    assigned_agent: Mapped[Agent | None] = relationship()

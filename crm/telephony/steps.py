@@ -436,6 +436,73 @@ class QueuePositionAnnounced(StepFields):
     prompt: str = ""
     language: str | None = None
     seconds: float | None = None
+# -- callback requests (crm.callbacks) -------------------------------------------------------
+@dataclass(frozen=True)
+class CallbackRequested(StepFields):
+    """The call left a callback request behind (or merged into the number's open one)."""
+
+    KIND = "callback_requested"
+    request_id: int
+    reason: str
+    """abandoned, chosen, closed, overload or no_answer"""
+    merged: bool = False
+
+
+@dataclass(frozen=True)
+class CallbackNotPossible(StepFields):
+    """No callback request for this call: the calling number is withheld or malformed."""
+
+    KIND = "callback_not_possible"
+    reason: str
+    """withheld or malformed"""
+    told: bool = False
+    """The caller heard why (in the callback offer)."""
+
+
+@dataclass(frozen=True)
+class CallbackClosedByCall(StepFields):
+    """The resident called in and was served before we called back: the request is closed."""
+
+    KIND = "callback_closed_by_call"
+    request_id: int
+
+
+@dataclass(frozen=True)
+class CallbackOffered(StepFields):
+    """The callback offer (dialplan context hotline-callback-offer) and the caller's answer."""
+
+    KIND = "callback_offer"
+    reason: str
+    """chosen, closed or max_wait (the dialplan's CALLBACK_REASON)"""
+    answer: str
+    """yes, no, none (no answer), unheard (the IVR could not take the call)"""
+
+
+@dataclass(frozen=True)
+class CallbackDialling(StepFields):
+    """This call is a callback: the first step of the callback call's consultation."""
+
+    KIND = "callback_dialling"
+    request_id: int
+    attempt: int
+    reason: str
+    order: str
+    """agent_first or resident_first"""
+    position: int | None = None
+    """Where the callback joined the queue (arrival order)."""
+
+
+@dataclass(frozen=True)
+class CallbackOutcome(StepFields):
+    """How calling the resident back went, on the callback call's consultation."""
+
+    KIND = "callback_outcome"
+    request_id: int
+    outcome: str
+    """reached, no_answer, busy, wrong_number, declined, or not_dialled (no agent took it)"""
+    by: str = "system"
+    """system (the telephone side) or agent:<login>"""
+
 
 
 # -- read back but not understood ---------------------------------------------------------------
@@ -466,7 +533,9 @@ Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | Veri
         | IvrAtCapacity | QueueJoined | AgentRung | AgentNoAnswer | AgentConnected
         | AgentCompleted | QueueAbandoned | RecordingStarted | SurveyStarted | SurveyRated
         | SurveyUnrated | SurveyCommented | SurveyAbandoned | SurveyEnded | SurveySkipped
-        | SurveyWriteDeferred | CommentTranscribed | QueuePositionAnnounced | UnknownStep)
+        | SurveyWriteDeferred | CommentTranscribed | QueuePositionAnnounced
+        | CallbackRequested | CallbackNotPossible | CallbackClosedByCall | CallbackOffered
+        | CallbackDialling | CallbackOutcome | UnknownStep)
 """Every step of a call."""
 STEP_CLASSES: tuple[type[StepFields], ...] = get_args(Step)
 _BY_KIND: dict[str, type[StepFields]] = {cls.KIND: cls for cls in STEP_CLASSES if cls.KIND}

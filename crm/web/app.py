@@ -10,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, tzinfo
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from aiohttp import web
 
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
+from crm.web import callbacks as callback_routes
 from crm.web.api.routes import PREFIX as API_PREFIX
 from crm.web.api.routes import create_api_app
 from crm.web.console.app import ConsoleDeps, create_console_app
@@ -109,11 +111,20 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
         app.cleanup_ctx.append(security.lifecycle)
     if desk is not None:
         app.router.add_get(DESK_PREFIX, _to_desk)
-        app.add_subapp(DESK_PREFIX, create_desk_app(desk, app[JINJA_KEY], security))
+        desk_app = create_desk_app(desk, app[JINJA_KEY], security)
+        _add_routes(desk_app, callback_routes.DESK_ROUTES)
+        app.add_subapp(DESK_PREFIX, desk_app)
     if console is not None:
         app.router.add_get(CONSOLE_PREFIX, _to_console)
-        app.add_subapp(CONSOLE_PREFIX, create_console_app(console, app[JINJA_KEY], security))
+        console_app = create_console_app(console, app[JINJA_KEY], security)
+        _add_routes(console_app, callback_routes.CONSOLE_ROUTES)
+        app.add_subapp(CONSOLE_PREFIX, console_app)
     return app
+
+
+def _add_routes(app: web.Application, routes: list[tuple[str, str, Any]]) -> None:
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
 
 
 async def _to_desk(request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ from sqlalchemy import select
 from crm.agents.sessions import Revoked, live_logins
 from crm.agents.view import AgentView
 from crm.audit import log as audit
+from crm.callbacks.dialing import CallbackScheduler
 from crm.cases import access as case_access
 from crm.cases import service as cases
 from crm.consultations import service as consultation_desk
@@ -86,6 +87,8 @@ class DeskDeps:
     idle_timeout: float = 8 * 3600
     numbering_tz: tzinfo = UTC
     secure_cookies: bool = False
+    callbacks: CallbackScheduler | None = None
+    """Callback requests (crm.web.callbacks): the scheduler that dials them."""
 
 
 DESK_KEY = web.AppKey("desk", DeskDeps)
@@ -330,6 +333,11 @@ async def _call_for(request: web.Request, desk: AgentDesk) -> tuple[str, int, De
     if row is None or (live is None and row.agent_id != desk.agent_id):
         raise ConsultationNotFound(f"no call {call_id} on your desk")
     return call_id, row.id, live
+
+
+call_for = _call_for
+"""The call in the path this agent may work on (for the desk's routes kept elsewhere, e.g.
+crm.web.callbacks)."""
 
 
 def _number(form: dict[str, str], key: str = "case") -> str:

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from crm.telephony.events import CallEnded, CallEventBus, CallStarted, utcnow
+from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep, utcnow
+from crm.telephony.steps import CallbackOffered
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
 from ivr.asterisk.hangup import REQUEST_EVENTS, HangupCauses, hangup_party
@@ -51,12 +52,29 @@ class SurveyLeg:
     return_visit_id: int | None = None
 
 
+@dataclass
+class OfferLeg:
+    """A callback offer announced by the dialplan (``HotlineCallbackOffer``); its AudioSocket
+    connects with ``offer_call_id``. The caller's channel is the hotline call's own."""
+
+    offer_call_id: str
+    call_id: str | None
+    reason: str
+    channel: str | None
+    caller_number: str | None
+
+
+CALLBACK_OFFER_REASONS = ("chosen", "closed", "max_wait")
+CALLBACK_ANSWERS = ("yes", "no", "none", "withheld", "requeue", "unheard")
+
+
 class CallTracker:
     def __init__(self, ami: AmiClient, bus: CallEventBus) -> None:
         self._ami = ami
         self._bus = bus
         self.active_calls: dict[str, ActiveCall] = {}
         self.survey_legs: dict[str, SurveyLeg] = {}
+        self.offer_legs: dict[str, OfferLeg] = {}
         self._arrivals: dict[str, asyncio.Event] = {}
         self.causes = HangupCauses()
         # One subscription keeps the order of a leg's hang-up requests and the hang-up
@@ -82,6 +100,9 @@ class CallTracker:
         kind = event.get("UserEvent")
         if kind == "HotlineSurveyStart":
             self._on_survey_start(event)
+            return
+        if kind in ("HotlineCallbackOffer", "HotlineCallbackAnswer"):
+            await self._on_callback_offer(kind, event)
             return
         call_id = event.get("CallId")
         if kind not in ("HotlineCallStart", "HotlineCallEnd"):
@@ -142,21 +163,50 @@ class CallTracker:
         log.info("call %s: %s survey leg %s announced (member %s)", call_id or "-", leg.kind,
                  survey_call_id, leg.member_interface)
 
+    async def _on_callback_offer(self, kind: str, event: AmiEvent) -> None:
+        """The dialplan's callback offer: announced (its AudioSocket id, OfferCallId), and
+        its answer once the caller has heard it (a ``callback_offer`` step)."""
+        call_id = _clean(event.get("CallId"))
+        reason = _clean(event.get("Reason"))
+        reason = reason if reason in CALLBACK_OFFER_REASONS else "chosen"
+        if kind == "HotlineCallbackAnswer":
+            answer = _clean(event.get("Answer")) or "unheard"
+            if call_id and answer in CALLBACK_ANSWERS:
+                await self._bus.publish(CallStep(call_id, CallbackOffered(reason, answer)))
+            return
+        offer_call_id = _clean(event.get("OfferCallId"))
+        if not offer_call_id:
+            log.warning("HotlineCallbackOffer without OfferCallId ignored")
+            return
+        call = self.active_calls.get(call_id) if call_id else None
+        while len(self.offer_legs) >= 1000:
+            self.offer_legs.pop(next(iter(self.offer_legs)))
+        self.offer_legs[offer_call_id] = OfferLeg(
+            offer_call_id, call_id, reason, _clean(event.get("Channel")),
+            caller_identity(event)[0] or (call.caller_number if call else None))
+        self._arrivals.pop(offer_call_id, asyncio.Event()).set()
+        log.info("call %s: callback offer %s announced (%s)", call_id or "-", offer_call_id,
+                 reason)
+
+    def take_offer_leg(self, offer_call_id: str) -> OfferLeg | None:
+        return self.offer_legs.pop(offer_call_id, None)
+
     def take_survey_leg(self, survey_call_id: str) -> SurveyLeg | None:
         """The announced survey leg, forgotten once taken."""
         return self.survey_legs.pop(survey_call_id, None)
 
-    def session_of(self, session_id: str) -> ActiveCall | SurveyLeg | None:
+    def session_of(self, session_id: str) -> ActiveCall | SurveyLeg | OfferLeg | None:
         """What an AudioSocket id stands for now: an announced survey leg not yet taken, a
         live hotline call, or None (never announced, or over). The media server admits only
         ids it names, and refuses a second connection for one it still names."""
-        return self.survey_legs.get(session_id) or self.active_calls.get(session_id)
+        return (self.survey_legs.get(session_id) or self.offer_legs.get(session_id)
+                or self.active_calls.get(session_id))
 
     async def wait_for_session(self, session_id: str,
-                               timeout: float) -> ActiveCall | SurveyLeg | None:
+                               timeout: float) -> ActiveCall | SurveyLeg | OfferLeg | None:
         """What an AudioSocket id stands for: a hotline call (HotlineCallStart), a survey leg
         (HotlineSurveyStart), or None when AMI announced neither within ``timeout``."""
-        def known() -> ActiveCall | SurveyLeg | None:
+        def known() -> ActiveCall | SurveyLeg | OfferLeg | None:
             return self.session_of(session_id)
 
         if known() is None:
@@ -223,6 +273,10 @@ class CallTracker:
         if language:
             await self._ami.setvar(channel, "HOTLINE_LANGUAGE", language)
         await self._ami.setvar(channel, "IVR_ROUTE", route)
+
+    async def set_variable(self, channel: str, variable: str, value: str) -> None:
+        """Set a channel variable the dialplan reads after the AudioSocket ends."""
+        await self._ami.setvar(channel, variable, value)
 
     def channel_of(self, call_id: str) -> str | None:
         call = self.active_calls.get(call_id)

@@ -103,6 +103,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/calls/{call_id}/disposition"): DESK,
     ("POST", "/desk/calls/{call_id}/transfer"): DESK,
     ("POST", "/desk/calls/{call_id}/close"): DESK,
+    ("GET", "/desk/callbacks"): DESK,
+    ("POST", "/desk/calls/{call_id}/callback-outcome"): DESK,
     ("GET", "/desk/cases/{number}"): DESK_CASE,
     ("POST", "/desk/cases/{number}/stage"): DESK_CASE,
     # the supervisor console: supervisors and admins; the audit log: admins
@@ -125,6 +127,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/follow-ups.csv"): SUPERVISOR,
     ("POST", "/console/follow-ups/{id}/assign"): SUPERVISOR,
     ("POST", "/console/follow-ups/{id}/close"): SUPERVISOR,
+    ("GET", "/console/callbacks"): SUPERVISOR_PAGE,
+    ("GET", "/console/callbacks.json"): SUPERVISOR,
+    ("POST", "/console/callbacks/{id}/cancel"): SUPERVISOR,
+    ("POST", "/console/callbacks/{id}/reassign"): SUPERVISOR,
     ("GET", "/console/audit"): ADMIN_PAGE,
     ("GET", "/console/audit.csv"): ADMIN,
 }
@@ -230,6 +236,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/api/consultations/{id}": f"/api/consultations/{seeded.consultations[0]}",
                "/console/residents/{id}": f"/console/residents/{resident}",
                "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
+               "/console/callbacks/{id}": "/console/callbacks/1",
                "/console/surveys/{id}": f"/console/surveys/{seeded.surveys[0]}"}
     try:
         yield World([anonymous, agent, *signed], samples, tokens, sessions, hub)

@@ -456,3 +456,20 @@ def test_language_desks_are_queues_with_the_main_queues_options(
     assert "strategy = ringall" in section(queues, "hotline-queue")
     rules = section(config["queuerules.conf"], "hotline-language")
     assert "penaltychange => 30,1,,1" in rules
+def test_callback_contexts_keep_caller_text_out_of_arguments(config: dict[str, str]) -> None:
+    offer = section(config["hotline.conf"], "hotline-callback-offer")
+    assert "TryExec(AudioSocket(${CALLBACK_OFFER_ID},127.0.0.1:9999))" in offer
+    assert "Set(CALLBACK_REASON=${FILTER(abcdefghijklmnopqrstuvwxyz_,${CALLBACK_REASON})})" \
+        in offer
+    assert "Reason: ${CALLBACK_REASON},Answer: unheard)" in offer
+    assert offer.index("UserEvent(HotlineCallbackOffer,") < offer.index("TryExec(AudioSocket(")
+    slot = section(config["hotline.conf"], "hotline-callback-slot")
+    # The placeholder joins the caller's queue at its arrival position (Queue's 9th argument).
+    assert ("Queue(${CALLBACK_QUEUE},r,,,${CALLBACK_QUEUE_TIMEOUT},,,,${CALLBACK_POSITION})"
+            in slot)
+    assert "Set(CALLERID(num)=${FILTER(0123456789+,${CALLBACK_NUMBER})})" in slot
+    assert "Set(IVR_ROUTE=callback)" in slot
+    report = section(config["hotline.conf"], "hotline-callback-report")
+    assert "DialStatus: ${FILTER(ABCDEFGHIJKLMNOPQRSTUVWXYZ,${DIALSTATUS})}" in report
+    assert "Dial(${CALLBACK_DIAL},${CALLBACK_RING_TIMEOUT})" in section(
+        config["hotline.conf"], "hotline-callback-connect")

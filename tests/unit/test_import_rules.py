@@ -48,10 +48,11 @@ BOTTOM: dict[str, set[str]] = {
 """Modules (or packages) at the bottom, and the only modules of the house they may import."""
 PARTS: dict[str, list[set[str]]] = {
     "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"audit"}, {"agents"},
-            {"cases"}, {"consultations"}, {"surveys"}, {"reports", "live"}, {"demo_data"},
-            {"web"}],
+            {"cases"}, {"consultations"}, {"surveys"}, {"callbacks"}, {"reports", "live"},
+            {"demo_data"}, {"web"}],
     "ivr": [{"settings"}, {"ami", "audiosocket", "flows"}, {"asterisk"},
-            {"prompting", "voice", "overflow"}, {"menu_call", "survey_call"}],
+            {"prompting", "voice", "overflow"},
+            {"menu_call", "survey_call", "callback_offer_call"}],
 }
 """Inside a layer, from the bottom up: a part may import its own modules and those of the
 parts below it."""

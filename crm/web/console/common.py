@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import hdrs, web
 
 from crm.audit import log as audit
+from crm.callbacks.dialing import CallbackScheduler
 from crm.errors import InvalidInput
 from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
@@ -44,6 +45,8 @@ class ConsoleDeps:
     secure_cookies: bool = False
     service_levels: ServiceLevelSettings = field(default_factory=ServiceLevelSettings)
     """Thresholds and targets of the service-level figures (wallboard, dashboard, CSV)."""
+    callbacks: CallbackScheduler | None = None
+    """Callback requests (crm.web.callbacks): cancelling one withdraws its call."""
 
 
 CONSOLE_KEY = web.AppKey("console", ConsoleDeps)

@@ -118,6 +118,7 @@
     }
     $('transfer-button').disabled = !call.can_transfer;
     $('close-call').disabled = call.phase !== 'ended';
+    document.dispatchEvent(new CustomEvent('desk:pop', { detail: call }));  // callbacks.js
   }
 
   function renderCase(c) {

@@ -1,0 +1,339 @@
+"""Callbacks placed with AMI ``Originate`` so that they keep their caller's place in the queue
+(crm.telephony.callbacks.CallbackDialer).
+
+agent_first (the default): a Local channel, the placeholder, joins the caller's queue in
+``hotline-callback-slot`` with Queue()'s ``position`` argument at the place its arrival time
+gives it among the callers waiting now (those who joined earlier stay ahead, those who
+joined later behind). The queue offers it to an agent in turn like any caller, with a screen
+pop; when the agent answers, the Local channel's other half (``hotline-callback-connect``)
+dials the resident, and its hang-up handler reports how that went
+(``UserEvent HotlineCallbackDialled``, DIALSTATUS).
+
+resident_first: once no caller who arrived earlier is waiting and a member of the queue is
+free, the resident is dialled (``hotline-callback-resident``); answered, they join the queue
+at their arrival place (normally its head).
+
+Arrival times: callers' queue joins as this process heard them (QueueCallerJoin), else
+Asterisk's own count of their wait (QueueStatus ``Wait``); a placeholder stands for its
+request's arrival, not for when it joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from crm.settings import CallbackSettings
+from crm.telephony.callbacks import CallbackJob, CallbackResult, Placed, Report
+from crm.telephony.events import utcnow
+
+log = logging.getLogger(__name__)
+
+SLOT_CONTEXT = "hotline-callback-slot"
+CONNECT_CONTEXT = "hotline-callback-connect"
+RESIDENT_CONTEXT = "hotline-callback-resident"
+DIAL_STATUS = {"ANSWER": "reached", "NOANSWER": "no_answer", "BUSY": "busy",
+               "CANCEL": "no_answer", "CONGESTION": "failed", "CHANUNAVAIL": "failed"}
+"""Dial()'s DIALSTATUS for the resident's leg -> the attempt's outcome (CANCEL: the agent
+hung up while the resident's phone was ringing)."""
+ORIGINATE_REASONS = {"1": "no_answer", "3": "no_answer", "5": "busy", "8": "failed"}
+"""OriginateResponse Reason of a resident_first call: 1 hung up, 3 rang out, 5 busy,
+8 congestion."""
+FREE_STATUSES = {"1"}
+"""QueueMember Status (device state) of a member that can take a call: not in use."""
+REPORT_WAIT = 6 * 3600.0
+"""Seconds to wait for the resident leg's report once an agent took the callback (the
+conversation may be long)."""
+JOIN_WAIT = 5.0
+"""Seconds the next callback waits for this one to join the queue before it is placed."""
+RESIDENT_FIRST_POLL = 2.0
+"""Seconds between looks at the queue while a resident_first callback waits for its turn."""
+
+
+class AmiActions(Protocol):
+    """What the dialer needs of an AMI client (ivr.ami.client.AmiClient fits)."""
+
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: Any) -> Any: ...
+
+    async def action_list(self, name: str, *, timeout: float = 10.0,
+                          **fields: Any) -> list[Any]: ...
+
+    def subscribe(self, pattern: str, handler: Callable[[Any], Any]) -> Callable[[], None]: ...
+
+
+def arrival_position(arrivals: list[datetime], arrival: datetime) -> int:
+    """Where a callback of ``arrival`` joins a queue whose waiting entries (in queue order)
+    arrived at ``arrivals``: after every entry that arrived no later than it."""
+    return 1 + sum(1 for a in arrivals if a <= arrival)
+
+
+_SLOT = re.compile(rf"^Local/([0-9]+)@{SLOT_CONTEXT}-[0-9a-f]+;[12]$")
+
+
+def slot_request(channel: str | None) -> int | None:
+    """The request a placeholder channel (Local/<id>@hotline-callback-slot-...;1/2) is for."""
+    found = _SLOT.match(channel or "")
+    return int(found.group(1)) if found else None
+
+
+def _slot_pattern(request_id: int) -> str:
+    """AMI Hangup's regular expression for both halves of a request's placeholder."""
+    return f"/^Local\\/{request_id}@{SLOT_CONTEXT}-/"
+
+
+def report_result(report: Any) -> CallbackResult:
+    """The outcome in a HotlineCallbackDialled event (the resident leg's DIALSTATUS)."""
+    status = (report.get("DialStatus") or "").upper()
+    return CallbackResult(DIAL_STATUS.get(status, "failed"), f"DIALSTATUS {status}")
+
+
+class AmiCallbackDialer:
+    def __init__(self, ami: AmiActions, settings: CallbackSettings, *,
+                 hotline_number: str) -> None:
+        self.ami = ami
+        self.settings = settings
+        self.hotline_number = hotline_number
+        self._joined: dict[str, datetime] = {}
+        """Channel waiting in a queue -> its arrival (placeholders: their request's)."""
+        self._callbacks: dict[str, datetime] = {}
+        """Call id of a callback being placed -> its arrival."""
+        self._reports: dict[str, Any] = {}
+        self._responses: dict[str, Any] = {}
+        self._placeholders: dict[int, datetime] = {}
+        """Request id -> arrival, of callbacks placed before a restart (live_callbacks)."""
+        self.on_report: Report | None = None
+        self._placing = asyncio.Lock()
+        """One callback is placed at a time, until it has joined the queue: the next one's
+        position counts it."""
+        self._joins: dict[str, asyncio.Event] = {}
+        self._arrived = asyncio.Condition()
+        self._unsubscribe = [
+            ami.subscribe("QueueCallerJoin", self._on_join),
+            ami.subscribe("QueueCallerLeave", self._on_leave),
+            ami.subscribe("QueueCallerAbandon", self._on_leave),
+            ami.subscribe("UserEvent", self._on_user_event),
+            ami.subscribe("OriginateResponse", self._on_response),
+        ]
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+
+    # -- what AMI tells
+    async def _on_join(self, event: Any) -> None:
+        channel = event.get("Channel")
+        if not channel:
+            return
+        call_id = event.chan_variables().get("CALL_ID")
+        self._joined[channel] = self._callbacks.get(call_id or "", utcnow())
+        if (joined := self._joins.get(call_id or "")) is not None:
+            joined.set()
+        if (request_id := slot_request(channel)) in self._placeholders:
+            self._joined[channel] = self._placeholders[request_id]
+        while len(self._joined) > 5000:  # leaves we never heard
+            self._joined.pop(next(iter(self._joined)))
+
+    async def _on_leave(self, event: Any) -> None:
+        self._joined.pop(event.get("Channel") or "", None)
+
+    async def _on_user_event(self, event: Any) -> None:
+        if event.get("UserEvent") != "HotlineCallbackDialled" or not (
+                call_id := event.get("CallId")):
+            return
+        request = event.get("CallbackId") or ""
+        if call_id not in self._callbacks and request.isdigit() and self.on_report is not None:
+            # A callback placed before the service restarted: nobody waits for it here.
+            self._placeholders.pop(int(request), None)
+            await self.on_report(int(request), call_id, report_result(event))
+            return
+        await self._keep(self._reports, call_id, event)
+
+    async def _on_response(self, event: Any) -> None:
+        if action_id := event.get("ActionID"):
+            await self._keep(self._responses, action_id, event)
+
+    async def _keep(self, store: dict[str, Any], key: str, value: Any) -> None:
+        async with self._arrived:
+            store[key] = value
+            while len(store) > 1000:
+                store.pop(next(iter(store)))
+            self._arrived.notify_all()
+
+    async def _wait_for(self, store: dict[str, Any], key: str | None,
+                        within: float) -> Any | None:
+        if key is None:
+            return None
+        try:
+            async with asyncio.timeout(within), self._arrived:
+                while key not in store:
+                    await self._arrived.wait()
+                return store.pop(key)
+        except TimeoutError:
+            return None
+
+    # -- the queue as it stands
+    async def _waiting(self, queue: str) -> tuple[list[datetime], bool]:
+        """(arrivals of the callers waiting in ``queue``, in queue order; whether a member
+        is free)."""
+        items = await self.ami.action_list("QueueStatus", Queue=queue)
+        now = utcnow()
+        entries = sorted((e for e in items if e.name.lower() == "queueentry"
+                          and e.get("Queue") == queue),
+                         key=lambda e: int(e.get("Position") or 0))
+        arrivals = []
+        for entry in entries:
+            channel = entry.get("Channel") or ""
+            known = self._joined.get(channel)
+            wait = int(entry.get("Wait") or 0)
+            arrivals.append(known if known is not None else now - timedelta(seconds=wait))
+        free = any(e.name.lower() == "queuemember" and e.get("Queue") == queue
+                   and e.get("Status") in FREE_STATUSES and e.get("Paused") in ("0", None)
+                   for e in items)
+        return arrivals, free
+
+    async def position(self, queue: str, arrival: datetime) -> int:
+        arrivals, _ = await self._waiting(queue)
+        return arrival_position(arrivals, arrival)
+
+    # -- placing a callback
+    async def call_back(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        self._callbacks[job.call_id] = job.arrival
+        try:
+            if job.order == "resident_first":
+                return await self._resident_first(job, placed)
+            return await self._agent_first(job, placed)
+        finally:
+            self._callbacks.pop(job.call_id, None)
+
+    def _caller_id(self) -> str:
+        return re.sub(r"[^0-9+]", "", self.settings.caller_id or self.hotline_number)
+
+    def _queue_wait(self, job: CallbackJob) -> int:
+        """Seconds the callback may wait in the queue: the calling hours' end or the limit."""
+        limit = self.settings.queue_timeout
+        return max(1, int(min(limit, job.wait_s) if job.wait_s is not None else limit))
+
+    def _variables(self, job: CallbackJob, position: int) -> list[str]:
+        return [f"__CALL_ID={job.call_id}", f"CALLBACK_ID={job.request_id}",
+                f"CALLBACK_NUMBER={job.number}", f"CALLBACK_QUEUE={job.queue}",
+                f"CALLBACK_POSITION={position}",
+                f"CALLBACK_QUEUE_TIMEOUT={self._queue_wait(job)}",
+                f"CALLBACK_DIAL={self.settings.dial.replace('{number}', job.number)}",
+                f"CALLBACK_RING_TIMEOUT={int(self.settings.ring_timeout)}",
+                f"CALLBACK_CALLER_ID={self._caller_id()}"]
+
+    async def _agent_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        joined = self._joins[job.call_id] = asyncio.Event()
+        try:
+            async with self._placing:
+                queued = await self._place(job, placed)
+                if isinstance(queued, CallbackResult):
+                    return queued
+                with contextlib.suppress(TimeoutError):  # bounded: a failed originate
+                    await asyncio.wait_for(joined.wait(), JOIN_WAIT)
+        finally:
+            self._joins.pop(job.call_id, None)
+        # Cancelled (the service stops), the callback stays where it is: the next run finds
+        # it (live_callbacks) and hears how it went (on_report).
+        response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                        self._queue_wait(job) + 30)
+        if response is None or response.get("Response") != "Success":
+            reason = response.get("Reason") if response is not None else "none"
+            return CallbackResult(None, f"no agent took it (reason {reason})")
+        report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
+        if report is None:
+            return CallbackResult("failed", "no report of the resident's leg")
+        return report_result(report)
+
+    async def _place(self, job: CallbackJob, placed: Placed) -> Any:
+        """Originate the placeholder at its arrival position; the action's response, or a
+        result when it could not be placed."""
+        try:
+            position = await self.position(job.queue, job.arrival)
+        except Exception as exc:
+            return CallbackResult(None, f"queue status unavailable: {exc}")
+        await placed(position)
+        fields: dict[str, Any] = {
+            "Channel": f"Local/{job.request_id}@{SLOT_CONTEXT}",
+            "Context": CONNECT_CONTEXT, "Exten": "s", "Priority": "1",
+            "Timeout": str(int((self._queue_wait(job) + 10) * 1000)),
+            "CallerID": f'"callback" <{job.number}>',
+            "Async": "true",
+            "Variable": self._variables(job, position),
+        }
+        try:
+            queued = await self.ami.action("Originate", **fields)
+        except Exception as exc:
+            return CallbackResult(None, f"originate not sent: {exc}")
+        log.info("callback %d (call %s): placed in queue %s at position %d", job.request_id,
+                 job.call_id, job.queue, position)
+        return queued
+
+    async def live_callbacks(self, arrivals: dict[int, datetime]) -> set[int]:
+        channels = await self.ami.action_list("CoreShowChannels")
+        live = {r for c in channels if (r := slot_request(c.get("Channel"))) in arrivals}
+        self._placeholders.update({r: arrivals[r] for r in live})
+        for channel in channels:  # their place in the queue is their request's arrival
+            if (r := slot_request(channel.get("Channel"))) in live:
+                self._joined[channel.get("Channel")] = arrivals[r]
+        return live
+
+    async def withdraw(self, request_id: int) -> None:
+        """Hang up the request's placeholder while it waits in the queue; once an agent took
+        it (the resident is being rung or talking) the call is left alone."""
+        self._placeholders.pop(request_id, None)
+        try:
+            channels = await self.ami.action_list("CoreShowChannels")
+        except Exception as exc:
+            log.warning("callback %d: not withdrawn, channels unknown (%s)", request_id, exc)
+            return
+        mine = [c for c in channels if slot_request(c.get("Channel")) == request_id]
+        waiting = [c for c in mine if (c.get("Channel") or "").endswith(";2")
+                   and c.get("Application") == "Queue" and not c.get("BridgeId")]
+        if not waiting:
+            if mine:
+                log.info("callback %d: an agent has it; the call is left up", request_id)
+            return
+        with contextlib.suppress(Exception):
+            await self.ami.action("Hangup", Channel=_slot_pattern(request_id))
+        log.info("callback %d: withdrawn from the queue", request_id)
+
+    async def _resident_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        deadline = asyncio.get_running_loop().time() + self._queue_wait(job)
+        while True:  # bounded by queue_timeout
+            try:
+                arrivals, free = await self._waiting(job.queue)
+            except Exception as exc:
+                return CallbackResult(None, f"queue status unavailable: {exc}")
+            position = arrival_position(arrivals, job.arrival)
+            if position == 1 and free:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                return CallbackResult(None, "no free agent in time")
+            await asyncio.sleep(RESIDENT_FIRST_POLL)  # the queue's state, polled (bounded)
+        await placed(position)
+        fields: dict[str, Any] = {
+            "Channel": self.settings.dial.replace("{number}", job.number),
+            "Context": RESIDENT_CONTEXT, "Exten": "s", "Priority": "1",
+            "Timeout": str(int(self.settings.ring_timeout * 1000)),
+            "CallerID": f'"{self._caller_id()}" <{self._caller_id()}>',
+            "Async": "true",
+            "Variable": self._variables(job, position),
+        }
+        try:
+            queued = await self.ami.action("Originate", **fields)
+        except Exception as exc:
+            return CallbackResult("failed", f"originate not sent: {exc}")
+        response = await self._wait_for(self._responses, queued.get("ActionID"),
+                                        self.settings.ring_timeout + 15)
+        if response is None:
+            return CallbackResult("failed", "no OriginateResponse")
+        if response.get("Response") == "Success":
+            return CallbackResult("reached", "answered")
+        reason = response.get("Reason") or "0"
+        return CallbackResult(ORIGINATE_REASONS.get(reason, "no_answer"), f"reason {reason}")

@@ -1,0 +1,428 @@
+"""Callbacks through the real Asterisk 22 with SIPp callers, registered SIPp agent phones and
+a SIPp resident phone behind the pstn-gateway endpoint: an abandoned caller gets exactly one
+request, and its callback keeps their place in the queue (after a caller who arrived
+earlier, before one who arrived later); a second abandoned call from the number makes no
+second request; unanswered callbacks stop at the maximum of attempts; a withheld number gets
+no request; choosing the callback in the offer context ends the call with one request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm.callbacks import service as callbacks
+from crm.consultations.service import find_consultations
+from crm.live.screen_pop import build_screen_pop
+from crm.telephony.events import AgentRinging, CallerAbandoned, CallerQueued, CallStep
+from crm.telephony.steps import (
+    CallbackDialling,
+    CallbackNotPossible,
+    CallbackOffered,
+    CallbackRequested,
+)
+from hotline.service import HotlineService, running_service
+from hotline.settings import Settings
+from hotline.tools.phones import AgentPhone, ResidentPhone
+from hotline.tools.sipp import CallResult, place_call
+from tests.integration.service_fixtures import (
+    CallWatcher,
+    hang_up_leftover_calls,
+    service_settings,
+)
+
+pytestmark = pytest.mark.asterisk
+
+WAIT = 30.0
+"""Seconds bound for a caller to pass the IVR and join the queue, or a callback to be placed."""
+
+
+@contextlib.asynccontextmanager
+async def callback_hotline(bed: Settings, tmp_path: Path, *, fresh: bool = True,
+                           **options: Any) -> AsyncIterator[tuple[HotlineService, CallWatcher]]:
+    """The service with callbacks at any hour after a 2 s wait (and ``options``); ``fresh``
+    False: a restart, the calls of the run before stay up."""
+    settings = service_settings(bed, tmp_path)
+    settings.callbacks = settings.callbacks.model_copy(update={
+        "min_wait_s": 2.0, "calling_hours": "00:00-24:00", "ring_timeout": 3.0,
+        "poll_interval": 1.0, **options})
+    if fresh:
+        await hang_up_leftover_calls(bed)
+    async with running_service(settings) as service:
+        await service.ami.wait_ready(10)
+        watcher = CallWatcher()
+        service.bus.subscribe(watcher.handle)
+        yield service, watcher
+    if fresh:
+        await hang_up_leftover_calls(bed)
+
+
+@contextlib.asynccontextmanager
+async def calling(call: Awaitable[CallResult]) -> AsyncIterator[asyncio.Future[CallResult]]:
+    """A SIPp caller in the background, hung up (BYE) when the block ends."""
+    task = asyncio.ensure_future(call)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def caller(service: HotlineService, number: str, **options: Any) -> Awaitable[CallResult]:
+    """A stranger keying 1 (Mandarin) and 2 (an agent): they wait in the queue. The keys
+    go 1.5 s after the answer, once the IVR has the call (keys sent before its media socket
+    is up are not heard)."""
+    return place_call(service.settings, caller_number=number, keys="12",
+                      hold_ms=120_000, **({"pause_before_keys_ms": 1500} | options))
+
+
+def queued(number: str) -> Callable[[Any], bool]:
+    return lambda e: isinstance(e, CallerQueued) and e.caller_number == number
+
+
+def step_of(kind: type, call_id: str | None = None) -> Callable[[Any], bool]:
+    return lambda e: (isinstance(e, CallStep) and isinstance(e.step, kind)
+                      and (call_id is None or e.call_id == call_id))
+
+
+@contextlib.asynccontextmanager
+async def agent(service: HotlineService, extension: str, **phone: int) -> AsyncIterator[
+        AgentPhone]:
+    """A registered agent phone, in the queue for the block."""
+    queue = service.settings.asterisk.queue_name
+    async with AgentPhone(service.settings, extension, **phone) as handset:
+        added = await service.ami.action("QueueAdd", Queue=queue,
+                                         Interface=f"PJSIP/{extension}",
+                                         MemberName=f"agent-{extension}")
+        assert added.get("Response") == "Success", added.headers
+        try:
+            yield handset
+        finally:
+            await service.ami.action("QueueRemove", Queue=queue,
+                                     Interface=f"PJSIP/{extension}")
+
+
+async def queue_order(service: HotlineService) -> list[str]:
+    """The channels waiting in the queue, head first."""
+    items = await service.ami.action_list("QueueStatus",
+                                          Queue=service.settings.asterisk.queue_name)
+    entries = [i for i in items if i.name.lower() == "queueentry"]
+    return [e.get("Channel") for e in sorted(entries, key=lambda e: int(e.get("Position")))]
+
+
+async def abandon_after_wait(service: HotlineService, watcher: CallWatcher,
+                             number: str) -> str:
+    """A caller who joins the queue, waits past the minimum and hangs up; their call id."""
+    seen = {e.call_id for e in watcher.events}  # an earlier call from the number is not it
+    async with calling(caller(service, number)):
+        joined = await watcher.wait_for(lambda e: queued(number)(e) and e.call_id not in seen,
+                                        WAIT)
+        await asyncio.sleep(service.settings.callbacks.min_wait_s + 0.5)  # the wait itself
+    await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned)
+                           and e.call_id == joined.call_id, 10)
+    return joined.call_id
+
+
+async def test_an_abandoned_caller_is_called_back_in_their_place(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident,
+                contextlib.AsyncExitStack() as callers):
+        hotline.settings.callbacks.dial = resident.dial_string
+        early, gives_up, late = "13900000001", "13900000002", "13900000003"
+        await callers.enter_async_context(calling(caller(hotline, early)))
+        first = await watcher.wait_for(queued(early), WAIT)
+        async with calling(caller(hotline, gives_up)):
+            abandoner = await watcher.wait_for(queued(gives_up), WAIT)
+            await callers.enter_async_context(calling(caller(hotline, late)))
+            last = await watcher.wait_for(queued(late), WAIT)
+            assert first.at < abandoner.at < last.at
+            await asyncio.sleep(2.5)  # the abandoner waits past min_wait_s (2 s)
+        await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned)
+                               and e.call_id == abandoner.call_id, 10)
+
+        # Exactly one request, and its callback joins the queue after the early caller and
+        # before the late one, who are both still waiting.
+        requested = await watcher.wait_for(step_of(CallbackRequested, abandoner.call_id), 10)
+        dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        callback_call = dialling.call_id
+        placed = await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                        and e.call_id == callback_call, WAIT)
+        assert dialling.step.position == 2 and placed.position == 2
+        [request] = await callbacks.list_pending(hotline.sessions)
+        assert (request.id, request.caller_number, request.reason, request.status) == (
+            requested.step.request_id, gives_up, "abandoned", "dialling")
+        assert request.queued_at == abandoner.at
+        assert [c.split("-")[0] for c in await queue_order(hotline)] == [
+            first.channel.split("-")[0], "Local/" + str(request.id) + "@hotline",
+            last.channel.split("-")[0]]
+
+        # One agent at a time: the first takes the early caller, the second the callback
+        # (the late caller keeps waiting): the agent is bridged and the resident rung.
+        async with agent(hotline, "2001", ring_ms=200, hold_ms=1500) as one:
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 15)
+            assert rung.call_id == first.call_id
+            await one.wait_answered(10)
+            await one.wait_hangup(15)
+        async with agent(hotline, "2002", ring_ms=200, hold_ms=4000) as two:
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging)
+                                          and e.extension == "2002", 15)
+            assert rung.call_id == callback_call and rung.caller_number == gives_up
+            await two.wait_answered(10)
+            await resident.wait_event("answered", within=15)
+            done = await hotline.callbacks.wait_finished(lambda v: v.id == request.id, 30)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+        assert await callbacks.list_pending(hotline.sessions) == []
+        assert [c.split("-")[0] for c in await queue_order(hotline)] == [
+            last.channel.split("-")[0]]
+        await hotline.recorder.drain()
+        [callback_record] = [c for c in await find_consultations(hotline.sessions,
+                                                                  phone=gives_up)
+                             if c.call_id == callback_call]
+        kinds = [s["kind"] for s in callback_record.steps]
+        assert kinds[0] == "callback_dialling" and "agent_answered" in kinds
+        assert (callback_record.ivr_route, callback_record.outcome) == ("callback", "callback")
+        # The agent's pop: why, when, how long they waited, what they did in the IVR then.
+        pop = await build_screen_pop(hotline.sessions, callback_call)
+        assert pop.callback is not None and pop.callback.request.id == request.id
+        assert pop.callback.request.waited_s is not None and pop.callback.request.waited_s >= 2
+        assert "Asked for: agent (by keys)" in [t.text for t in pop.callback.transcript]
+        assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
+                "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
+                                            "kind": callback_record.steps[-1]["kind"]}.items()
+
+
+async def test_a_second_abandoned_call_merges_into_the_open_request(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        number = "13900000004"
+        first = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, first), 10)
+        # No agent: the callback waits in the queue (dialling) while the resident, tired of
+        # waiting for it, calls again and gives up again.
+        await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        second = await abandon_after_wait(hotline, watcher, number)
+        merged = await watcher.wait_for(step_of(CallbackRequested, second), 10)
+        assert merged.step == CallbackRequested(made.step.request_id, "abandoned", True)
+        [request] = await callbacks.list_callbacks(hotline.sessions, open_only=False)
+        assert (request.id, request.status, request.note) == (
+            made.step.request_id, "dialling", "1 more missed call merged")
+        dialled = [e for e in watcher.events if step_of(CallbackDialling)(e)]
+        assert len(dialled) == 1  # one callback in the queue, not two
+
+
+async def test_unanswered_callbacks_stop_at_the_maximum_of_attempts(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, max_attempts=2,
+                                 retry_after=0.01) as (hotline, watcher),
+                ResidentPhone(hotline.settings, mode="no_answer") as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        number = "13900000005"
+        call_id = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        request_id = made.step.request_id
+        outcomes = []
+        for attempt, extension in ((1, "2001"), (2, "2002")):
+            async with agent(hotline, extension, ring_ms=200, hold_ms=20_000) as phone:
+                await phone.wait_answered(WAIT)
+                # The resident's phone rings out (ring_timeout 3 s); the agent is released.
+                assert await phone.wait_hangup(15) == "remote"
+                view = await hotline.callbacks.wait_finished(
+                    lambda v, n=attempt: v.id == request_id and v.attempts == n, 15)
+                outcomes.append((view.status, view.attempts, view.outcome))
+        assert outcomes == [("pending", 1, "no_answer"), ("failed", 2, "no_answer")]
+        # No third attempt: nothing is placed in the queue again.
+        assert await hotline.callbacks.run_once() == []
+        assert [e.step.attempt for e in watcher.events if step_of(CallbackDialling)(e)] == [1, 2]
+        assert await callbacks.list_pending(hotline.sessions) == []
+
+
+async def test_a_withheld_number_gets_no_request_and_the_consultation_says_why(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        call_id = await abandon_after_wait(hotline, watcher, "anonymous")
+        why = await watcher.wait_for(step_of(CallbackNotPossible, call_id), 10)
+        assert why.step == CallbackNotPossible("withheld")
+        await hotline.callback_watcher.drain()
+        assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []
+        await hotline.recorder.drain()
+        [record] = [c for c in await find_consultations(hotline.sessions, phone="anonymous")
+                    if c.call_id == call_id]
+        assert {"kind": "callback_not_possible", "detail": {"reason": "withheld",
+                                                              "told": False}}.items() <= \
+            next(s for s in record.steps if s["kind"] == "callback_not_possible").items()
+
+
+async def test_choosing_the_callback_in_the_offer_ends_the_call_with_one_request(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        number = "13900000006"
+        # 1 (Mandarin), 2 (agent); then 1 every second: ignored in the queue, a yes once the
+        # offer is heard.
+        call = asyncio.ensure_future(place_call(
+            hotline.settings, caller_number=number, keys="12" + ",1" * 25,
+            pause_before_keys_ms=1500, hold_ms=60_000, wait_for_bye=True))
+        try:
+            joined = await watcher.wait_for(queued(number), WAIT)
+            # What the waiting helper's max-wait timeout does: leave the queue for the offer.
+            await hotline.ami.setvar(joined.channel, "CALLBACK_REASON", "max_wait")
+            moved = await hotline.ami.action("Redirect", Channel=joined.channel,
+                                             Context="hotline-callback-offer", Exten="s",
+                                             Priority="1")
+            assert moved.get("Response") == "Success"
+            result = await asyncio.wait_for(call, 40)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        assert result.answered and result.hung_up_by == "remote"  # the offer ended the call
+        offered = await watcher.wait_for(step_of(CallbackOffered, joined.call_id), 10)
+        assert offered.step == CallbackOffered("max_wait", "yes")
+        made = await watcher.wait_for(step_of(CallbackRequested, joined.call_id), 10)
+        await hotline.callback_watcher.drain()
+        [request] = await callbacks.list_callbacks(hotline.sessions, open_only=False)
+        assert (request.id, request.caller_number, request.reason, request.language) == (
+            made.step.request_id, number, "chosen", "cmn")
+        assert request.queued_at == joined.at
+        prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
+                   and e.call_id == joined.call_id and e.step.kind == "prompt"]
+        assert prompts[-2:] == ["callback_offer", "callback_confirmed"]
+
+
+async def test_resident_first_rings_the_resident_when_the_callback_is_at_the_head(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, order="resident_first") as (
+                    hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=20_000) as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        number = "13900000007"
+        call_id = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        # No free agent: the resident is not rung (watched over two of the dialer's looks at
+        # the queue; a negative can only be observed for a while).
+        await asyncio.sleep(2 * 2.0 + 0.5)
+        assert not any(step_of(CallbackDialling)(e) for e in watcher.events)
+        assert resident._uas is not None and resident._uas.event("ringing") is None
+        async with agent(hotline, "2001", ring_ms=200, hold_ms=3000) as phone:
+            dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+            assert dialling.step.order == "resident_first" and dialling.step.position == 1
+            await resident.wait_event("answered", within=15)
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging)
+                                          and e.call_id == dialling.call_id, 15)
+            assert rung.caller_number == number
+            await phone.wait_answered(10)
+            done = await hotline.callbacks.wait_finished(
+                lambda v: v.id == made.step.request_id, 20)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+
+
+def placeholders(order: list[str]) -> list[str]:
+    return [c for c in order if c.startswith("Local/")]
+
+
+async def test_a_cancelled_callback_leaves_the_queue(asterisk_bed: Settings,
+                                                     tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        call_id = await abandon_after_wait(hotline, watcher, "13900000008")
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+        await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                               and e.call_id == dialling.call_id, WAIT)
+        await hotline.callbacks.cancel(made.step.request_id, actor="supervisor:supervisor1")
+        done = await hotline.callbacks.wait_finished(
+            lambda v: v.id == made.step.request_id, 15)
+        assert (done.status, done.attempts, done.outcome) == ("cancelled", 0, None)
+        assert placeholders(await queue_order(hotline)) == []
+
+
+async def test_a_restarted_service_keeps_the_callback_waiting_and_calls_no_one_twice(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    await hang_up_leftover_calls(asterisk_bed)
+    try:
+        async with ResidentPhone(asterisk_bed, mode="answer", hold_ms=20_000) as resident:
+            async with callback_hotline(asterisk_bed, tmp_path, fresh=False,
+                                        dial=resident.dial_string) as (first, watcher):
+                call_id = await abandon_after_wait(first, watcher, "13900000009")
+                made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+                dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+                await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                       and e.call_id == dialling.call_id, WAIT)
+            # The service stopped; the callback still waits in Asterisk's queue.
+            async with callback_hotline(asterisk_bed, tmp_path, fresh=False,
+                                        dial=resident.dial_string) as (again, watcher):
+                assert len(placeholders(await queue_order(again))) == 1
+                await again.callbacks.run_once()  # a pass: nothing due, nothing placed twice
+                assert len(placeholders(await queue_order(again))) == 1
+                view = await callbacks.get_callback(again.sessions, made.step.request_id)
+                assert view.status == "dialling"
+                async with agent(again, "2001", ring_ms=200, hold_ms=2000) as phone:
+                    await phone.wait_answered(15)
+                    await resident.wait_event("answered", within=15)
+                    done = await again.callbacks.wait_finished(
+                        lambda v: v.id == made.step.request_id, 30)
+                assert not any(step_of(CallbackDialling)(e) for e in watcher.events)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+    finally:
+        await hang_up_leftover_calls(asterisk_bed)
+
+
+async def test_a_withheld_caller_who_chose_a_callback_is_told_once_and_keeps_waiting(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        async with calling(caller(hotline, "anonymous")):
+            joined = await watcher.wait_for(queued("anonymous"), WAIT)
+            # What the waiting helper's callback key does: leave the queue for the offer.
+            await hotline.ami.setvar(joined.channel, "CALLBACK_REASON", "chosen")
+            moved = await hotline.ami.action("Redirect", Channel=joined.channel,
+                                             Context="hotline-callback-offer", Exten="s",
+                                             Priority="1")
+            assert moved.get("Response") == "Success"
+            told = await watcher.wait_for(step_of(CallbackNotPossible, joined.call_id), 15)
+            assert told.step == CallbackNotPossible("withheld", told=True)
+            # Back in the queue, waiting on.
+            await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                   and e.call_id == joined.call_id and e is not joined, 20)
+            offered = await watcher.wait_for(step_of(CallbackOffered, joined.call_id), 5)
+            assert offered.step == CallbackOffered("chosen", "requeue")
+        prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
+                   and e.call_id == joined.call_id and e.step.kind == "prompt"]
+        assert prompts.count("callback_not_possible") == 1
+        await hotline.callback_watcher.drain()
+        assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []
+
+
+async def test_callbacks_placed_together_keep_their_arrival_order(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher),
+                contextlib.AsyncExitStack() as callers):
+        first, second, live = "13900000012", "13900000013", "13900000014"
+        tasks = {}
+        for number in (first, second, live):
+            tasks[number] = await callers.enter_async_context(
+                calling(caller(hotline, number)))
+            await watcher.wait_for(queued(number), WAIT)
+        await asyncio.sleep(2.5)  # everyone waits past min_wait_s (2 s)
+        # The later caller gives up first: their callback is placed before the earlier
+        # caller's exists, which must still join ahead of it.
+        for number in (second, first):
+            tasks[number].cancel()
+            await watcher.wait_for(lambda e, n=number: isinstance(e, CallerAbandoned)
+                                   and any(q.call_id == e.call_id for q in watcher.events
+                                           if queued(n)(q)), 10)
+        await watcher.wait_for(step_of(CallbackRequested), 10)
+        await hotline.callback_watcher.drain()
+        requests = await callbacks.list_pending(hotline.sessions)
+        assert [r.caller_number for r in requests] == [first, second]  # arrival order
+        placed = []
+        for _ in requests:
+            placed.append(await watcher.wait_for(
+                lambda e: isinstance(e, CallerQueued) and e.channel.startswith("Local/")
+                and e not in placed, WAIT))
+        order = [c.split("-")[0] for c in await queue_order(hotline)]
+        assert order == [f"Local/{requests[0].id}@hotline", f"Local/{requests[1].id}@hotline",
+                         "PJSIP/pstn"], order

@@ -1,0 +1,69 @@
+"""The callback journey in a real browser: a caller gives up in the queue; the agent's desk
+lists the pending callback (number masked); when the agent signs in, the callback rings
+their phone with a pop that says why, when and how long the resident waited and what they
+did in the IVR; the resident's phone answers, and the agent records the outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crm.agents import accounts as agents
+from crm.agents.auth import mask_phone
+from crm.callbacks import service as callbacks
+from crm.demo_data import seed_demo
+from crm.telephony.steps import CallbackDialling, CallbackRequested
+from hotline.settings import Settings
+from hotline.tools.phones import AgentPhone, ResidentPhone
+from tests.integration.test_callbacks import (
+    abandon_after_wait,
+    callback_hotline,
+    step_of,
+)
+from tests.integration.test_desk_browser import PASSWORD, QUICK_MS, WAIT_MS, open_desk
+
+playwright_api = pytest.importorskip("playwright.async_api")
+expect = playwright_api.expect
+
+pytestmark = pytest.mark.asterisk
+
+
+async def test_the_agent_desk_shows_and_completes_a_callback(
+        asterisk_bed: Settings, tmp_path: Path, browser) -> None:  # type: ignore[no-untyped-def]
+    number = "13900000011"
+    async with (ResidentPhone(asterisk_bed, mode="answer", hold_ms=30_000) as resident,
+                callback_hotline(asterisk_bed, tmp_path,
+                                 dial=resident.dial_string) as (hotline, watcher)):
+        await seed_demo(hotline.settings.database_url)
+        await agents.set_password(hotline.sessions, "agent1", PASSWORD)
+        call_id = await abandon_after_wait(hotline, watcher, number)
+        made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+        await watcher.wait_for(step_of(CallbackDialling), 30)
+        async with AgentPhone(hotline.settings, "2001", ring_ms=1500, hold_ms=20_000) as phone:
+            page = await open_desk(browser, hotline, "agent1")  # signing in joins the queue
+            try:
+                pending = page.locator("#callback-list li")
+                await expect(pending).to_have_count(1, timeout=QUICK_MS)
+                await expect(pending.first).to_contain_text(mask_phone(number, "agent"))
+                await expect(pending.first).not_to_contain_text(number)
+                card = page.locator("#callback-card")
+                await expect(card).to_be_visible(timeout=WAIT_MS)
+                await expect(card).to_have_attribute("data-request-id",
+                                                     str(made.step.request_id))
+                await expect(page.locator("#callback-reason")).to_have_text("abandoned")
+                await expect(page.locator("#callback-transcript")).to_contain_text(
+                    "Asked for: agent")
+                await phone.wait_answered(15)
+                await resident.wait_event("answered", within=15)
+                await page.select_option("#callback-outcome", "declined")
+                await page.click("#callback-outcome-form button[type=submit]")
+                await expect(page.locator("#callback-outcome-form output")).to_have_attribute(
+                    "data-state", "ok", timeout=QUICK_MS)
+                assert page.js_errors == []
+            finally:
+                await page.context.close()
+                assert hotline.queue_control is not None  # the Asterisk outlives the test
+                await hotline.queue_control.leave("PJSIP/2001")
+        view = await callbacks.get_callback(hotline.sessions, made.step.request_id)
+        assert (view.status, view.outcome) == ("completed", "declined")
