@@ -114,13 +114,17 @@ def test_closing_hours_and_holidays_are_rendered_with_the_zone() -> None:
     assert check.index("GotoIf($") < check.index("GotoIfTime(")  # holidays win
 
 
-def test_the_callback_offer_placeholder_names_its_owner_and_reason() -> None:
+def test_every_way_out_of_the_wait_reaches_the_one_callback_offer_with_its_reason() -> None:
     config = render_config(settings_with())["hotline.conf"]
-    assert "PLACEHOLDER, owned by the callbacks helper" in config
+    assert config.count("[hotline-callback-offer]") == 1
     offer = section(config, "hotline-callback-offer")
-    assert "UserEvent(HotlineCallbackOffer,CallId: ${CALL_ID},Reason: ${CALLBACK_REASON})" \
-        in offer
-    assert "Hangup(16)" in offer
+    assert "Reason: ${CALLBACK_REASON}" in offer
+    keys = section(config, "hotline-queue-keys")
+    inbound = section(config, "hotline-inbound")
+    for context, reason in ((keys, "chosen"), (inbound, "max_wait")):
+        assert f"Set(CALLBACK_REASON={reason})" in context
+        assert context.index(f"Set(CALLBACK_REASON={reason})") < context.index(
+            "Goto(hotline-callback-offer,s,1)", context.index(f"Set(CALLBACK_REASON={reason})"))
 
 
 def test_the_hangup_handler_reports_party_source_and_cause() -> None:
