@@ -108,6 +108,9 @@ class MissedCallWatcher:
         self._on_created = on_created
         self._on_closed = on_closed
         self._calls: dict[str, _Call] = {}
+        self._ended: dict[str, _Call] = {}
+        """Queued calls that ended without an agent: Asterisk may report the caller's hang-up
+        (the dialplan's HotlineCallEnd) before app_queue's QueueCallerAbandon."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, event: BusEvent) -> None:
@@ -119,6 +122,11 @@ class MissedCallWatcher:
             call.callback = call.callback or is_callback_channel(event.channel)
             return
         call = self._calls.get(event.call_id)
+        if call is None and isinstance(event, CallerAbandoned):
+            call = self._ended.pop(event.call_id, None)
+            if call is not None:
+                self._on_abandoned(event, call)
+                return
         if call is None:
             if isinstance(event, CallEnded):
                 return
@@ -140,6 +148,10 @@ class MissedCallWatcher:
             self._on_abandoned(event, call)
         elif isinstance(event, CallEnded):
             self._calls.pop(event.call_id, None)
+            if call.queued_at is not None and not call.answered:
+                while len(self._ended) >= MAX_CALLS:
+                    self._ended.pop(next(iter(self._ended)))
+                self._ended[event.call_id] = call
             if event.route == "end" and not call.callback and not call.answered:
                 self._spawn(self._close(event.call_id, call.number))
 

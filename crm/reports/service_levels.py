@@ -36,6 +36,7 @@ from crm.telephony.steps import (
     AgentConnected,
     AgentNoAnswer,
     AgentRung,
+    CallbackDialling,
     IntentChosen,
     QueueAbandoned,
     QueueJoined,
@@ -425,13 +426,18 @@ async def _others(session: AsyncSession, start: datetime, end: datetime) -> tupl
         set[int], tuple[SurveyRow, ...], tuple[CallbackRow, ...] | None]:
     """The callback calls among the period's consultations (placed by the hotline: not
     offered), its rated after-call surveys and its callback requests (None: no table)."""
-    outbound: set[int] = set()
+    # Every attempt of a callback is a call of its own, marked from its first step (and by
+    # its route once it ended); a resident's own call is never one of them, even when it
+    # closed their callback request.
+    outbound: set[int] = set((await session.scalars(
+        select(ConsultationStep.consultation_id).where(
+            ConsultationStep.consultation_id.in_(_in_range(start, end)),
+            ConsultationStep.kind == CallbackDialling.KIND))).all())
+    outbound |= set((await session.scalars(
+        select(Consultation.id).where(Consultation.id.in_(_in_range(start, end)),
+                                      Consultation.ivr_route == "callback"))).all())
     callbacks: tuple[CallbackRow, ...] | None = None
     if await (await session.connection()).run_sync(_has_callback_table):
-        outbound = {found for found in (await session.scalars(
-            select(CallbackRequest.last_consultation_id).where(
-                CallbackRequest.last_consultation_id.in_(_in_range(start, end))))).all()
-            if found is not None}
         callbacks = tuple(CallbackRow(created, status) for created, status in (
             await session.execute(select(CallbackRequest.created_at, CallbackRequest.status)
                                   .where(CallbackRequest.created_at >= start,

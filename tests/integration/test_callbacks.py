@@ -74,11 +74,8 @@ async def calling(call: Awaitable[CallResult]) -> AsyncIterator[asyncio.Future[C
 
 
 def caller(service: HotlineService, number: str, **options: Any) -> Awaitable[CallResult]:
-    """A stranger keying 1 (Mandarin) and 2 (an agent): they wait in the queue. The keys
-    go 1.5 s after the answer, once the IVR has the call (keys sent before its media socket
-    is up are not heard)."""
-    return place_call(service.settings, caller_number=number, keys="12",
-                      hold_ms=120_000, **({"pause_before_keys_ms": 1500} | options))
+    """A stranger who says and keys nothing at the greeting: they wait in the queue."""
+    return place_call(service.settings, caller_number=number, hold_ms=120_000, **options)
 
 
 def queued(number: str) -> Callable[[Any], bool]:
@@ -191,7 +188,7 @@ async def test_an_abandoned_caller_is_called_back_in_their_place(
         pop = await build_screen_pop(hotline.sessions, callback_call)
         assert pop.callback is not None and pop.callback.request.id == request.id
         assert pop.callback.request.waited_s is not None and pop.callback.request.waited_s >= 2
-        assert "Asked for: agent (by keys)" in [t.text for t in pop.callback.transcript]
+        assert "Routed to agent (silent)" in [t.text for t in pop.callback.transcript]
         assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
                 "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
                                             "kind": callback_record.steps[-1]["kind"]}.items()
@@ -262,11 +259,11 @@ async def test_choosing_the_callback_in_the_offer_ends_the_call_with_one_request
         asterisk_bed: Settings, tmp_path: Path) -> None:
     async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
         number = "13900000006"
-        # 1 (Mandarin), 2 (agent); then 1 every second: ignored in the queue, a yes once the
-        # offer is heard.
+        # Silent at the greeting (to the queue within about 6 s, then moved to the offer as
+        # soon as it joins); from 10 s on, 1 every second: a yes once the offer is heard.
         call = asyncio.ensure_future(place_call(
-            hotline.settings, caller_number=number, keys="12" + ",1" * 25,
-            pause_before_keys_ms=1500, hold_ms=60_000, wait_for_bye=True))
+            hotline.settings, caller_number=number, keys=",".join("1" * 25),
+            pause_before_keys_ms=10_000, hold_ms=60_000, wait_for_bye=True))
         try:
             joined = await watcher.wait_for(queued(number), WAIT)
             # What the waiting helper's max-wait timeout does: leave the queue for the offer.

@@ -222,15 +222,33 @@ async def watched(sessions):
 
 
 async def _abandon(bus: CallEventBus, number: str | None, *, held: int,
-                   start: datetime) -> str:
+                   start: datetime, ended_first: bool = False) -> str:
+    """A caller who hangs up in the queue. ``ended_first``: the dialplan's HotlineCallEnd
+    arrives before app_queue's QueueCallerAbandon, as Asterisk 22 may report them."""
     call_id = str(uuid.uuid4())
     await bus.publish(CallStarted(call_id, number, None, at=start))
     await bus.publish(CallStep(call_id, LanguageChosen("ko", "key"), at=start))
     await bus.publish(CallerQueued(call_id, "hotline", 1, number, at=start))
     left = start + timedelta(seconds=held)
+    ended = CallEnded(call_id, "agent", "16", at=left)
+    if ended_first:
+        await bus.publish(ended)
     await bus.publish(CallerAbandoned(call_id, "hotline", 1, 1, held, at=left))
-    await bus.publish(CallEnded(call_id, "agent", "16", at=left))
+    if not ended_first:
+        await bus.publish(ended)
     return call_id
+
+
+async def test_an_abandon_reported_after_the_call_ended_still_makes_the_request(
+        sessions, watched) -> None:
+    bus, watcher, seen = watched
+    call_id = await _abandon(bus, NUMBER, held=25, start=datetime.now(UTC), ended_first=True)
+    await watcher.drain()
+    [request] = await service.list_pending(sessions)
+    assert (request.caller_number, request.reason, request.waited_s) == (
+        NUMBER, "abandoned", 25.0)
+    assert not [s for s in seen.steps
+                if s.call_id == call_id and isinstance(s.step, CallbackNotPossible)]
 
 
 async def test_the_watcher_makes_one_request_per_number_from_abandoned_calls(
