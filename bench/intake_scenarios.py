@@ -25,10 +25,13 @@ Kinds, with the moment measured from the answer:
   keys the four digits -> the status prompt starts (``status_full``/``status_stage_only``);
 - ``spoken_status``: 김민준 (Korean on file, calling from the case's contact phone, so
   verified by the calling number) says a status request ("민원 조회", espeak-ng), keys his
-  case number when asked, confirms the read-back by saying "네" -> the status prompt starts.
+  case number when asked and 1 (yes) after the read-back -> the status prompt starts.
   The number is keyed, not said: the Korean model does not understand espeak-ng's digits
   ("이 육 일 이 공 육 공 공 공 일 구" is heard as "이 오 이 영 넷 여섯 넷", and no spacing or
-  wording tried did better), and it is the only recognizer installed;
+  wording tried did better), and it is the only recognizer installed. The yes is keyed
+  too: words after the first key were not heard in a trial ("네" during and after the
+  read-back; the same "네" is understood offline), apparently because SIPp's playback of
+  the RFC 2833 keys (a pcap of their own) ends or disturbs its audio stream;
 - ``spoken_agent``: 김민준 says "상담원 연결해 주세요" -> joined the queue.
 
 ``{case}`` in keys or words stands for the caller's demo case number (said digit by digit),
@@ -107,12 +110,12 @@ MENU = Flow(
             via="case",
             script="1 at 4 s, number at 7 s, 1 (yes) at 21 s, last four at 25 s"),
         "spoken_status": Scenario(
-            "spoken_status", KIM, "status", hang_up_s=45,
+            "spoken_status", KIM, "status", hang_up_s=50,
             # "민원 조회" barging into the greeting, the number keyed during "say or key the
-            # number", "네" once the Korean read-back (~11 s) has ended.
-            words=((2.0, STATUS_PLEASE), (23.0, "네")), keys=((7.0, "{case}"),),
+            # number", 1 (yes) once the Korean read-back (~15 s) has ended.
+            words=((2.0, STATUS_PLEASE),), keys=((7.0, "{case}"), (26.0, "1")),
             via="case",
-            script="'민원 조회' at 2 s, the number keyed at 7 s, '네' at 23 s"),
+            script="'민원 조회' at 2 s, the number keyed at 7 s, 1 (yes) at 26 s"),
         "spoken_agent": Scenario(
             "spoken_agent", KIM, "queue", hang_up_s=30,
             words=((2.0, AGENT_PLEASE),), via="asked",
@@ -137,10 +140,10 @@ INTAKE = Flow(
             script="number at 2 s, 1 (yes) at 16 s, last four at 20 s"),
         "spoken_status": Scenario(
             "spoken_status", KIM, "status", hang_up_s=40,
-            words=((2.0, STATUS_PLEASE), (19.0, "네")), keys=((5.0, "{case}"),),
+            words=((2.0, STATUS_PLEASE),), keys=((5.0, "{case}"), (22.0, "1")),
             via="case",
             script="'민원 조회' at 2 s (barging into the greeting), the number keyed at 5 s, "
-                   "'네' at 19 s"),
+                   "1 (yes) at 22 s"),
         "spoken_agent": Scenario(
             "spoken_agent", KIM, "queue", hang_up_s=25,
             words=((2.0, AGENT_PLEASE),), via="asked",
