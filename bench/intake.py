@@ -51,6 +51,7 @@ from bench.intake_calls import (
     IntakePlanner,
     Measured,
     PreparedCall,
+    clear_lookup_failures,
     demo_cases,
     measure,
     prepare,
@@ -88,6 +89,8 @@ class LevelResult:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     usage: Usage | None = None
+    failures_cleared: int = 0
+    """Failed lookups the IVR had counted before the level (its guard), forgotten."""
     calls: list[Measured] = field(default_factory=list)
 
     def of(self, kind: str, outcome: str | None = None) -> list[Measured]:
@@ -127,6 +130,7 @@ async def run_level(stack: Stack, the_flow: Flow, prepared: dict[str, PreparedCa
           f"({', '.join(kinds)} in turn), {limits.rate:g} arrivals/s, offering for at most "
           f"{limits.duration:.0f} s", flush=True)
     result = LevelResult(limits.concurrency, limits.max_calls, load_before=os.getloadavg())
+    result.failures_cleared = await clear_lookup_failures(stack.settings)
     mark = sampler.mark()
     run = await drive(stack.settings, IntakePlanner(prepared, kinds), limits, tag,
                       progress=lambda line: print(line, flush=True))
@@ -173,7 +177,8 @@ def print_level(r: LevelResult, kinds: tuple[str, ...]) -> None:
           f"flight; offered for {r.offered_for:.0f} s, drained in {r.drained_in:.0f} s); "
           f"consultations {r.consultations}/{r.expected_consultations}"
           f"{f', {r.strays} strays' if r.strays else ''}; load average (1/5/15 min) "
-          f"{_load(r.load_before)} before, {_load(r.load_after)} after"
+          f"{_load(r.load_before)} before, {_load(r.load_after)} after; failed lookups "
+          f"forgotten before it {r.failures_cleared}"
           + (f"; host CPU {u.host_mean:.0f} % (other processes "
              f"{max(0.0, u.host_mean - ours):.0f} %; 100 = one core)" if u else ""))
     for kind in kinds:

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bench.audiosocket_caller import line_noise
 from bench.intake_scenarios import Flow, Scenario
@@ -29,7 +29,7 @@ from bench.load_calls import (
     trim_silence,
 )
 from crm.storage.db import open_database
-from crm.storage.models import Case, Resident
+from crm.storage.models import Case, LookupFailure, Resident
 from hotline.settings import Settings
 from hotline.tools.sipp import KEY_GAP_MS, KEY_PAUSE_MS
 from speech.numbers import say_number_digits
@@ -39,12 +39,27 @@ INPUT_SLACK_S = 0.05
 """An input counts for a step logged up to this much before its scheduled end."""
 TAIL_S = 2.0
 """Line noise goes on this much past the caller's hang-up (SIPp plays the file once)."""
+KEYS_AFTER_AUDIO_S = 0.5
+"""A caller's audio ends this long before its first key (see :func:`audio_seconds`)."""
 
 
 @dataclass(frozen=True)
 class DemoCase:
     number: str
     last4: str
+
+
+async def clear_lookup_failures(settings: Settings) -> int:
+    """Forget the failed lookups the IVR counted (its guard blocks a calling number after a
+    few): each level starts clean, so one level's failures do not block the next one's
+    callers, who share the demo residents' numbers. Returns how many there were."""
+    database = open_database(settings.database_url)
+    try:
+        async with database.sessions() as session, session.begin():
+            result = await session.execute(delete(LookupFailure))
+            return int(getattr(result, "rowcount", 0) or 0)
+    finally:
+        await database.close()
 
 
 async def demo_cases(settings: Settings) -> dict[str, DemoCase]:
@@ -112,7 +127,7 @@ class PreparedCall:
     case: DemoCase | None
     keys: str
     pause_before_keys_ms: int
-    audio: Path
+    audio: Path | None
     phrase_ends: tuple[float, ...]
     hold_ms: int
 
@@ -141,20 +156,37 @@ async def prepare(scenario: Scenario, cases: dict[str, DemoCase], workdir: Path,
     return PreparedCall(scenario, case, keys, pause_ms, audio, tuple(ends), hold_ms)
 
 
+def audio_seconds(scenario: Scenario) -> float:
+    """How long the caller's audio lasts: to past the hang-up, or until just before the
+    first key. SIPp's keys are RTP packets of their own (RFC 2833 captures, another stream):
+    with the audio stream going on beside them, Asterisk took a key twice ("...048" then
+    "8") and heard no words after the first key. So a caller who keys stops sending audio
+    first, and says nothing after it; one who only keys sends none (as bench.load's)."""
+    if not scenario.keys:
+        return scenario.hang_up_s + TAIL_S
+    first_key = min(at for at, _ in scenario.keys)
+    return first_key - KEYS_AFTER_AUDIO_S if scenario.words else 0.0
+
+
 async def caller_audio(scenario: Scenario, phrases: list[tuple[float, str]], workdir: Path,
-                       synth: PromptSynthesizer) -> tuple[Path, list[float]]:
-    """Line noise from the answer to past the hang-up, the phrases (espeak-ng, trimmed)
-    over it at their moments, as raw u-law; returns the file and when each phrase ends."""
+                       synth: PromptSynthesizer) -> tuple[Path | None, list[float]]:
+    """Line noise for :func:`audio_seconds`, the phrases (espeak-ng, trimmed) over it at
+    their moments, as raw u-law; returns the file (None: no audio) and when each phrase
+    ends."""
     rate = 8000
+    seconds = audio_seconds(scenario)
+    if seconds <= 0:
+        return None, []
     second = b"".join(line_noise(NOISE_AMPLITUDE, 50, random.Random(7)))
-    total = math.ceil(scenario.hang_up_s + TAIL_S)
-    pcm = bytearray(second * total)
+    pcm = bytearray((second * math.ceil(seconds))[:2 * round(seconds * rate)])
     ends: list[float] = []
     for at, text in phrases:
         words = trim_silence(await synth.audio(scenario.caller.language, None, text))
         start = 2 * round(at * rate)
         if start + len(words) > len(pcm):
-            raise ValueError(f"{scenario.kind}: {text!r} at {at:g} s runs past the hang-up")
+            raise ValueError(f"{scenario.kind}: {text!r} at {at:g} s runs past the end of "
+                             f"the caller's audio ({seconds:g} s: the hang-up or the first "
+                             "key)")
         pcm[start:start + len(words)] = words
         ends.append(at + len(words) / (2 * rate))
     raw = workdir / f"{scenario.kind}.s16"
