@@ -5,16 +5,17 @@ Every caller is one SIPp process (``hotline.tools.sipp.place_call``) that waits 
 hang up, bounded by a safety hold. Its display name carries the run's tag and the call's
 sequence number ("张三 L1-0007"), which is how its consultation is found afterwards.
 
-The mix (demo residents, so the IVR knows their language and skips the language menu):
+The mix (demo residents, so the IVR greets them in their language at once):
 
-- ``lookup``: 张三 (Mandarin, keypad) keys 1, his case number (11 digits end it), 1 (yes),
-  hears the status, then keys 3 (end): the IVR says goodbye and hangs up. No '#' after the
-  number: the media session stops the read-back prompt on that '#' although the flow then
-  ignores the key, and the caller would hear five seconds of silence and "no input".
-- ``agent``: John Smith (English, keypad) keys 2 (an agent); a SIPp agent answers and hangs
-  up after a few seconds; the survey asks for a rating; the caller keys 4 every 3 s until
-  the IVR hangs up (keys during the queue or the agent talk are lost, as in
-  tests/integration/test_surveys.py).
+- ``lookup``: 张三 (Mandarin, keypad) keys his case number at the greeting (11 digits end
+  it), 1 (yes), hears the status, then keys 3 (end): the IVR says goodbye and hangs up. No
+  '#' after the number: the media session stops the read-back prompt on that '#' although
+  the flow then ignores the key, and the caller would hear five seconds of silence and "no
+  input".
+- ``agent``: John Smith (English, keypad) keys and says nothing: after the greeting he waits
+  for a person (the English desk's queue); a SIPp agent answers and hangs up after a few
+  seconds; the survey asks for a rating; the caller keys 4 every 3 s until the IVR hangs up
+  (keys during the queue or the agent talk are lost, as in tests/integration/test_surveys.py).
 - ``speech``: 김민준 (Korean, speech) says "상담원 연결해 주세요" (espeak-ng), is handed to an
   agent, then keys a rating like ``agent``.
 """
@@ -135,13 +136,14 @@ class Planner:
         kinds, weights = zip(*self.mix.weights.items(), strict=True)
         kind = self.random.choices(kinds, weights)[0]
         if kind == "lookup":
-            # Main menu 1, the number (read back for confirmation), 1 = yes, status, 3 = end.
-            # 1 at 4 s (greeting), the number at 7-10 s (during "enter the number"), 1 at 19 s
-            # (end of the 11 s read-back), 3 at 33 s (during "1 repeat, 2 agent, 3 end").
-            keys = f"1,,,{self.case_number}" + "," * 9 + "1" + "," * 14 + "3"
+            # The number at the greeting (read back for confirmation), 1 = yes, status, 3 =
+            # end. The number at 4-6.5 s (the end of the 4 s greeting), 1 at 15.75 s (end of
+            # the 11 s read-back), 3 at 30 s (during "1 repeat, 2 agent, 3 end").
+            keys = f"{self.case_number}" + "," * 9 + "1" + "," * 14 + "3"
             return CallPlan(self.seq, kind, "13800138000", "张三", keys, 4000)
         if kind == "agent":
-            keys = "2" + "," * 9 + RATING_KEYS
+            # Silent: the queue after the greeting (about 6 s); the first rating key at 13 s.
+            keys = "," * 9 + RATING_KEYS
             return CallPlan(self.seq, kind, "13700137000", "John Smith", keys, 4000)
         return CallPlan(self.seq, kind, "13600136000", "김민준", "," * 10 + RATING_KEYS, 1,
                         audio=self.speech_audio.path,

@@ -57,6 +57,9 @@ AGENTS = [
     ("supervisor1", "陈静", "supervisor", "2003"),
     ("admin", "系统管理员", "admin", None),
 ]
+AGENT_LANGUAGES = {"agent1": ["cmn"], "agent2": ["cmn", "ko", "en"], "supervisor1": ["cmn", "en"],
+                   "admin": ["cmn"]}
+"""The languages each demo account speaks (language desks: their callers ring them first)."""
 
 
 def id_number_hash(id_number: str, salt: str = "hotline-demo") -> str:
@@ -130,6 +133,7 @@ async def seed_demo(url: str, *, today: date | None = None,
                     continue
                 session.add(Agent(login=login, display_name=display_name, role=role,
                                   extension=extension, queues=["hotline"],
+                                  languages=AGENT_LANGUAGES.get(login, ["cmn"]),
                                   password_hash=password_hash, active=True))
                 added += 1
     finally:

@@ -148,7 +148,8 @@ def _cmd_demo_call(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _demo_keys(settings: Settings, phone: str) -> str:
-    """Check the caller's own newest case: 1 (check a case), its number, #, 1 (confirm)."""
+    """Check the caller's own newest case: its number keyed at the greeting, #, 1 (confirm);
+    a caller without a case keys nothing and waits for a person."""
     from sqlalchemy import select
 
     from crm.storage.db import open_database
@@ -158,7 +159,12 @@ async def _demo_keys(settings: Settings, phone: str) -> str:
             database.sessions() as session:
         number = await session.scalar(select(Case.number).where(Case.contact_phone == phone)
                                       .order_by(Case.created_at.desc()))
-    return f"1{number}#1" if number else "2"
+    if not number:
+        return ""
+    # A number starting with a key the greeting acts on at once needs the check-status key.
+    prefix = ((settings.intake.check_status_key or "")
+              if number[:1] in settings.intake.command_keys() else "")
+    return f"{prefix}{number}#1"
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -249,6 +255,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(f"usage: hotline agents {args.action} LOGIN")
     if args.action == "set-role" and not args.role:
         raise CommandError("usage: hotline agents set-role LOGIN --role ROLE")
+    if args.action == "set-languages" and not args.languages:
+        raise CommandError("usage: hotline agents set-languages LOGIN cmn,en")
     if args.action in ("create", "set-password"):
         password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
                     else getpass.getpass(f"password for {args.login}: "))
@@ -281,6 +289,11 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
             if args.action == "set-password":
                 count = await agents.set_password(sessions, args.login, password or "")
                 return [f"password of {args.login} changed{ended(count)}"]
+            if args.action == "set-languages":
+                account = await agents.update_agent(sessions, args.login,
+                                                    languages=args.languages.split(","))
+                return [f"{args.login} speaks {', '.join(account.languages)} (the desk's "
+                        "queues follow at the next sign-in)"]
             if args.action in ("disable", "enable", "set-role", "end-sessions"):
                 count = await live_sessions(sessions)
                 if args.action == "disable":
@@ -304,7 +317,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
                         for r in await browser_sessions.list_sessions(sessions,
                                                                       login=args.login)]
             return [f"{a.login:16} {a.role:10} ext {a.extension or '-':6} {state(a):11}  "
-                    f"{a.display_name}"
+                    f"{','.join(a.languages):10} {a.display_name}"
                     for a in await agents.list_agents(sessions, include_inactive=True)]
         finally:
             await database.close()
@@ -417,11 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--all", action="store_true", help="list: revoked tokens too")
 
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
-    ag.add_argument("action", choices=["list", "create", "set-password", "set-role", "disable",
-                                       "enable", "sessions", "end-sessions"],
+    ag.add_argument("action", choices=["list", "create", "set-password", "set-role",
+                                       "set-languages", "disable", "enable", "sessions",
+                                       "end-sessions"],
                     help="disable, set-password, set-role and end-sessions end the account's "
                          "desk and console sessions at once")
     ag.add_argument("login", nargs="?")
+    ag.add_argument("languages", nargs="?",
+                    help="set-languages: the languages the agent speaks, e.g. cmn,en")
     ag.add_argument("--name", help="display name (create)")
     ag.add_argument("--role", choices=["agent", "supervisor", "admin"],
                     help="create (default agent), set-role")

@@ -36,15 +36,17 @@ from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
 from hotline.retention import RetentionSchedule, retention_loop
-from hotline.settings import Settings
+from hotline.settings import Settings, hotline_queues, queues_by_language
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.queue_control import QueueControl
 from ivr.asterisk.queue_tracker import QueueTracker
 from ivr.audiosocket.server import MediaServer
+from ivr.flows.menu import IntakeKeys
 from ivr.menu_call import IvrDeps, SpeechIvrHandler
 from ivr.overflow import OverflowRecorder
+from ivr.settings import IntakeSettings
 from ivr.survey_call import SurveyCalls
 from ivr.voice import StackVoice
 from speech.stack import SpeechStack
@@ -123,7 +125,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         local_zone = hotline_zone(settings)
         wallboard = Wallboard(sessions, queue=settings.asterisk.queue_name, tz=local_zone,
-                              settle=recorder.drain)
+                              queues=hotline_queues(settings), settle=recorder.drain)
         bus.subscribe(wallboard.handle)  # before the AMI login: its QueueSnapshot rebuilds it
         await wallboard.start()
         stack.push_async_callback(wallboard.close)
@@ -136,7 +138,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
             await asyncio.wait_for(recorder.drain(), STARTUP_REPLAY_WAIT)
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                       for c in await open_calls(sessions))
-        queue_tracker = QueueTracker(ami, bus, queues=(settings.asterisk.queue_name,))
+        queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
         await ami.start()
         stack.push_async_callback(ami.close)
 
@@ -144,7 +146,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(speech.close)
         _log_speech(speech)
         deps = IvrDeps(bus, sessions, LookupGuard(sessions), tracker, StackVoice(speech),
-                       default_language=settings.speech.default_language)
+                       default_language=settings.speech.default_language,
+                       intake=intake_keys(settings.intake),
+                       queues=queues_by_language(settings))
         survey_journal = json_journal(settings.state_dir / "journal", "survey-writes")
         stack.callback(survey_journal.close)
         survey_writes = SurveyWriteQueue(sessions, survey_journal,
@@ -163,7 +167,9 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
 
         service_ref: list[HotlineService] = []
-        queue_control = QueueControl(ami, settings.asterisk.queue_name)
+        queue_control = QueueControl(ami, settings.asterisk.queue_name,
+                                     queues=queues_by_language(settings),
+                                     default_language=settings.speech.default_language)
         session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
         desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
                         idle_timeout=settings.web.session_idle_timeout,
@@ -192,6 +198,13 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                  settings.audiosocket.host, media.bound_port, settings.web.host,
                  settings.web.port, settings.ami.host, settings.ami.port)
         yield service
+
+
+def intake_keys(intake: IntakeSettings) -> IntakeKeys:
+    """The greeting's keys and silence timeout, from ``[intake]``."""
+    return IntakeKeys(languages=dict(intake.language_keys), service_info=intake.service_info_key,
+                      check_status=intake.check_status_key,
+                      silence_timeout=intake.silence_timeout)
 
 
 def hotline_zone(settings: Settings) -> tzinfo:

@@ -5,7 +5,7 @@ Sources, lowest priority first: the embedded defaults below, a TOML file (``--co
 ``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
 ``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
 
-Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``),
+Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``, ``[intake]``),
 speech/settings.py (``[speech]``) and crm/settings.py (``[web]``, ``[database]``,
 ``[survey]``, ``[retention]``); the shell keeps ``[asterisk]`` (it runs Asterisk) and
 composes them all into :class:`Settings` here. The layers import only their own sections.
@@ -31,7 +31,13 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from crm.settings import DatabaseSettings, RetentionSettings, SurveySettings, WebSettings
 from hotline.assets import checkout_root
-from ivr.settings import AmiSettings, AudioSocketSettings, SipNetwork
+from ivr.settings import (
+    AmiSettings,
+    AudioSocketSettings,
+    IntakeSettings,
+    SipNetwork,
+    language_queues,
+)
 from speech.settings import SpeechSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +166,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     survey: SurveySettings = Field(default_factory=SurveySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -176,6 +183,18 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{self.state_dir / 'hotline.db'}"
+
+
+def queues_by_language(settings: Settings) -> dict[str, str]:
+    """Language -> the queue its callers wait in: the default language's is the main queue
+    (``asterisk.queue_name``), every other language's ``<queue_name>-<lang>``."""
+    return language_queues(settings.asterisk.queue_name, settings.speech.default_language)
+
+
+def hotline_queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue of the hotline, the main queue first: what the watchers of the queues
+    (queue tracker, wallboard, desk) accept."""
+    return tuple(dict.fromkeys(queues_by_language(settings).values()))
 
 
 _SECRET_KEYS = (

@@ -11,7 +11,7 @@ says only that a secret was entered and how many digits it had.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from crm.cases.lookup import LookupGuard, find_case_status, resident_language
@@ -26,6 +26,7 @@ from ivr.flows.menu import (
     CallFlow,
     Collect,
     Input,
+    IntakeKeys,
     Keys,
     LookupCase,
     LookupResult,
@@ -58,6 +59,9 @@ class IvrDeps:
     voice: Voice
     timeouts: IvrTimeouts = field(default_factory=IvrTimeouts)
     default_language: str = "cmn"
+    intake: IntakeKeys = field(default_factory=IntakeKeys)
+    queues: Mapping[str, str] = field(default_factory=dict)
+    """Language -> the queue its callers wait in (none given: the dialplan's main queue)."""
 
 
 _UNSET = object()
@@ -82,7 +86,7 @@ class IvrCall(PromptingCall):
                          event_call_id=str(session.call_id))
         self.deps = deps
         self.flow: CallFlow = CallFlow(default_language=deps.default_language,
-                                       language=deps.default_language)
+                                       language=deps.default_language, intake=deps.intake)
         self._announced = announced
         self._collecting_secret = False
 
@@ -92,7 +96,7 @@ class IvrCall(PromptingCall):
             known = await resident_language(self.deps.sessions, caller)
         except Exception:
             # The database is down: serve the caller as unknown rather than not at all.
-            self.log.exception("resident lookup failed; continuing with the language menu")
+            self.log.exception("resident lookup failed; greeting in the default language")
             known = None
         await self.step(IvrConnected(caller_known=known is not None))
         actions = self.flow.step(Begin(caller, known))
@@ -134,7 +138,7 @@ class IvrCall(PromptingCall):
                                                  case=action.case)
             return None
         if isinstance(action, Route):
-            await self._route(action.route)
+            await self._route(action.route, action.language)
             return STOP
         return await super()._act(action)
 
@@ -147,10 +151,11 @@ class IvrCall(PromptingCall):
                   and await self.deps.guard.verification_locked(case.number))
         return LookupResult(case, verification_locked=locked)
 
-    async def _route(self, route: str) -> None:
+    async def _route(self, route: str, language: str | None = None) -> None:
         channel = self.deps.tracker.channel_of(self.call_id)
+        queue = self.deps.queues.get(language or "") if route == "agent" else None
         if channel:
-            await self.deps.tracker.set_route(channel, route)
+            await self.deps.tracker.set_route(channel, route, queue)
         else:
             self.log.warning("channel unknown; the dialplan sends the caller to the queue")
         await self.session.hangup(f"routed to {route}")

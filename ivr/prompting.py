@@ -185,24 +185,28 @@ class PromptingCall:
         return False
 
     async def _collect(self, collect: Collect, recog: Recognition | None) -> Input:
-        await self._say(collect.prompt, collect.vars, recog)
-        result = await self._gather(collect, recog)
+        played = await self._say(collect.prompt, collect.vars, recog)
+        # Stopped by the caller starting to speak: they are mid-utterance, so listen for the
+        # rest of it (max_utterance), not only the short wait for a first input.
+        speaking = not played and not self.keys and recog is not None
+        result = await self._gather(collect, recog, speaking=speaking)
         await self._log_input(result)
         return result
 
-    async def _gather(self, collect: Collect, recog: Recognition | None) -> Input:
+    async def _gather(self, collect: Collect, recog: Recognition | None, *,
+                      speaking: bool = False) -> Input:
         t = self.timeouts
-        deadline = time.monotonic() + t.first_input
-        speaking = False
+        first = t.first_input if collect.timeout is None else collect.timeout
+        deadline = time.monotonic() + (t.max_utterance if speaking else first)
         while True:
-            if self._keys_complete(collect.max_digits):
-                return self._pop_keys(collect.max_digits)
+            if self._keys_complete(collect.max_digits, collect.commands):
+                return self._pop_keys(collect.max_digits, collect.commands)
             if recog is not None and (speech := recog.result()) is not None:
                 return speech
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if self.keys:
-                    return self._pop_keys(collect.max_digits)
+                    return self._pop_keys(collect.max_digits, collect.commands)
                 return NoInput()
             event = await self.session.next_event(timeout=remaining)
             if event is None:
@@ -217,10 +221,14 @@ class PromptingCall:
                 speaking = True
                 deadline = time.monotonic() + t.max_utterance
 
-    def _keys_complete(self, max_digits: int) -> bool:
-        return "#" in self.keys or len(self.keys) >= max_digits
+    def _keys_complete(self, max_digits: int, commands: frozenset[str] = frozenset()) -> bool:
+        return ("#" in self.keys or len(self.keys) >= max_digits
+                or (self.keys[:1] in commands and self.keys[:1] != ""))
 
-    def _pop_keys(self, max_digits: int) -> Keys:
+    def _pop_keys(self, max_digits: int, commands: frozenset[str] = frozenset()) -> Keys:
+        if self.keys[:1] and self.keys[:1] in commands:
+            taken, self.keys = self.keys[:1], self.keys[1:]
+            return Keys(taken)
         if "#" in self.keys:
             taken, _, self.keys = self.keys.partition("#")
             return Keys(taken + "#")

@@ -1,4 +1,4 @@
-"""The IVR's settings sections (``[ami]``, ``[audiosocket]``), composed into the whole
+"""The IVR's settings sections (``[ami]``, ``[audiosocket]``, ``[intake]``), composed into the whole
 settings by hotline.settings. Imports nothing of the hotline."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import ipaddress
 import os
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -81,3 +81,75 @@ class AudioSocketSettings(_Section):
     def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """``allowed_peers`` as networks."""
         return tuple(ipaddress.ip_network(peer) for peer in self.allowed_peers)
+
+
+HOTLINE_LANGUAGES = ("cmn", "en", "ko")
+"""The languages the IVR speaks (speech.languages.LANGUAGES; this module imports nothing)."""
+
+
+def language_queue(main_queue: str, language: str, default_language: str) -> str:
+    """The queue a caller of ``language`` waits in: the main queue for the default language,
+    ``<main_queue>-<language>`` for the others (the language desks)."""
+    return main_queue if language == default_language else f"{main_queue}-{language}"
+
+
+def language_queues(main_queue: str, default_language: str,
+                    languages: tuple[str, ...] = HOTLINE_LANGUAGES) -> dict[str, str]:
+    """Language -> its queue, the default language (the main queue) first."""
+    ordered = [default_language, *(lang for lang in languages if lang != default_language)]
+    return {lang: language_queue(main_queue, lang, default_language) for lang in ordered}
+
+
+def _one_key(value: str) -> str:
+    if len(value) != 1 or value not in "0123456789*#":
+        raise ValueError(f"{value!r} is not one telephone key (0-9, * or #)")
+    return value
+
+
+Key = Annotated[str, AfterValidator(_one_key)]
+"""One telephone key: 0-9, * or #."""
+
+
+class IntakeSettings(_Section):
+    """``[intake]``: the greeting without menus (ivr/flows/menu.py) and the language desks.
+
+    A caller who keys or says nothing for ``silence_timeout`` seconds after the greeting
+    joins the queue; a key named here acts as soon as it is the first key pressed (so a case
+    number keyed at the greeting cannot start with one of them: press ``check_status_key``
+    first for such a number)."""
+
+    silence_timeout: float = Field(1.5, gt=0, le=30)
+    """Seconds of silence after the greeting before the caller joins the queue."""
+    language_keys: dict[str, Key] = Field(default_factory=lambda: {"en": "8", "ko": "9"})
+    """Language -> the key that switches to it (named once in the greeting)."""
+    service_info_key: Key | None = "0"
+    """Opening hours and addresses, then back to the greeting; None: by speech only."""
+    check_status_key: Key | None = "1"
+    """Asks for a case number (for numbers that start with a key named above)."""
+    language_fallback_after: float = Field(30.0, ge=0, le=3600)
+    """Seconds a caller waits for an agent who speaks their language before any agent may
+    answer (queuerules.conf rule ``hotline-language``)."""
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> IntakeSettings:
+        from_codes = list(self.language_keys)
+        unknown = [c for c in from_codes if c not in HOTLINE_LANGUAGES]
+        if unknown:
+            raise ValueError(f"language_keys: unknown language(s) {unknown}; use cmn, en, ko")
+        keys = [*self.language_keys.values(), self.service_info_key, self.check_status_key]
+        keys = [k for k in keys if k is not None]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"intake keys must all differ (got {keys})")
+        if "#" in keys:
+            raise ValueError("'#' ends a keyed case number; it cannot be an intake key")
+        return self
+
+    def command_keys(self) -> dict[str, str]:
+        """key -> what it does at the greeting: a language code, service_info or
+        check_status."""
+        keys = {key: lang for lang, key in self.language_keys.items()}
+        if self.service_info_key:
+            keys[self.service_info_key] = "service_info"
+        if self.check_status_key:
+            keys[self.check_status_key] = "check_status"
+        return keys

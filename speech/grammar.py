@@ -25,17 +25,19 @@ from speech.prompts import LanguagePack
 
 log = logging.getLogger(__name__)
 
-GrammarKind = Literal["menu", "status_menu", "yes_no", "digits", "rating", "language"]
+GrammarKind = Literal["menu", "status_menu", "yes_no", "digits", "rating", "language",
+                      "intake"]
 GRAMMAR_KINDS: Final[tuple[GrammarKind, ...]] = (
-    "menu", "status_menu", "yes_no", "digits", "rating", "language")
+    "menu", "status_menu", "yes_no", "digits", "rating", "language", "intake")
 GRAMMAR_ALIASES: Final[Mapping[str, GrammarKind]] = {"yesno": "yes_no"}
 """Other names the call flow uses for a kind."""
 STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end")
+INTAKE_INTENTS: Final = ("check_status", "service_info", "agent")
+"""What the greeting understands besides a case number and a language's name."""
 UNKNOWN_WORD: Final = "[unk]"
 
 PROMPT_GRAMMAR: Final[Mapping[str, GrammarKind]] = {
-    "language_menu": "language",
-    "main_menu": "menu",
+    "greeting": "intake",
     "after_status_menu": "status_menu",
     "ask_case_number": "digits",
     "case_number_invalid": "digits",
@@ -77,6 +79,10 @@ def pack_phrases(pack: LanguagePack, kind: GrammarKind) -> list[str]:
     elif kind == "status_menu":
         menu = pack.menu_phrases()
         phrases = [p for intent in STATUS_MENU_INTENTS for p in menu.get(intent, [])]
+    elif kind == "intake":
+        menu = pack.menu_phrases()
+        phrases = [p for intent in INTAKE_INTENTS for p in menu.get(intent, [])]
+        phrases += pack.grammar_phrases("digits") + pack.grammar_phrases("language")
     else:
         phrases = pack.grammar_phrases(kind)
     return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))

@@ -30,8 +30,7 @@ from speech.number_words import say_count, say_date, say_number_digits
 log = logging.getLogger(__name__)
 
 PROMPT_IDS: Final[tuple[str, ...]] = (
-    "greeting", "language_menu", "language_choice",
-    "main_menu", "main_menu_short", "main_menu_keys",
+    "greeting",
     "ask_case_number", "case_number_invalid", "confirm_case_number",
     "ask_phone_last4", "verification_failed", "case_not_found",
     "status_full", "status_stage_only", "after_status_menu", "service_info",
@@ -45,17 +44,28 @@ GRAMMAR_KINDS: Final[tuple[str, ...]] = ("menu", "yes", "no", "digits", "rating"
 
 # The key maps the prompts announce. ivr.flows.menu owns them (speech must not import ivr);
 # tests/unit/test_speech_prompts.py checks the two stay equal.
-MENU_KEYS: Final[Mapping[str, str]] = {
-    "check_status": "1", "agent": "2", "service_info": "3", "repeat": "9",
-}
-"""Main menu: intent -> key."""
 STATUS_MENU_KEYS: Final[Mapping[str, str]] = {"repeat": "1", "agent": "2", "end": "3"}
 """After the status was read out: intent -> key."""
 CONFIRM_KEYS: Final[Mapping[str, str]] = {"yes": "1", "no": "2"}
-LANGUAGE_KEYS: Final[Mapping[str, Language]] = {"1": "cmn", "2": "en", "3": "ko"}
 SURVEY_KEYS: Final[Mapping[str, int]] = {str(n): n for n in range(1, 6)}
+GREETING_LANGUAGE_KEYS: Final[Mapping[str, str]] = {"en": "8", "ko": "9"}
+"""The greeting's language keys (language -> key) by default: the IVR passes the configured
+ones ([intake] language_keys) as the greeting's ``language_keys``; with these defaults the
+greeting is static (synthesised ahead, replaceable by a recording)."""
+GREETING_INFO_KEY: Final = "0"
+LANGUAGE_OFFERS: Final[Mapping[str, str]] = {
+    "cmn": "普通话请按{key}", "en": "For English press {key}", "ko": "한국어 {key}번",
+}
+"""How the greeting offers each language, in that language, whatever the greeting's."""
 
-_RESERVED_GLOBALS = frozenset({"keys", "status_keys", "confirm_keys", "speech"})
+
+def language_offer(lang: str, key: str) -> str:
+    """The greeting's offer of ``lang`` on ``key`` ("For English press 8.")."""
+    return LANGUAGE_OFFERS[lang].format(key=key)
+
+
+_RESERVED_GLOBALS = frozenset({"status_keys", "confirm_keys", "speech", "language_keys",
+                               "info_key", "language_offer"})
 RETRY_SUFFIXES: Final[tuple[str, ...]] = ("_short", "_keys")
 
 
@@ -90,6 +100,8 @@ class LanguagePack:
     """espeak-ng voice name."""
     rate: int
     """espeak-ng speed in words per minute."""
+    rates: Mapping[str, int]
+    """Prompt id -> its own speed (the greeting is spoken faster, to be short)."""
     context: Mapping[str, Any]
     stages: Mapping[str, str]
     grammar: Mapping[str, Any]
@@ -147,8 +159,9 @@ class LanguagePack:
             stage_name=partial(_stage_name, stages),
         )
         env.globals.update(context)
-        env.globals.update(keys=dict(MENU_KEYS), status_keys=dict(STATUS_MENU_KEYS),
-                           confirm_keys=dict(CONFIRM_KEYS), speech=True)
+        env.globals.update(status_keys=dict(STATUS_MENU_KEYS), confirm_keys=dict(CONFIRM_KEYS),
+                           speech=True, language_keys=dict(GREETING_LANGUAGE_KEYS),
+                           info_key=GREETING_INFO_KEY, language_offer=language_offer)
         templates: dict[str, jinja2.Template] = {}
         static: set[str] = set()
         for pid, source in prompts.items():
@@ -160,11 +173,14 @@ class LanguagePack:
                 continue
             if not free:
                 static.add(pid)
+        rates = {str(pid): int(rate) for pid, rate in dict(data.get("rates", {})).items()}
+        problems += [f"rate for unknown prompt {pid!r}" for pid in rates if pid not in prompts]
         if problems:
             raise LanguagePackError(f"language pack {lang}: " + "; ".join(problems))
         return cls(
             lang=lang, name=str(data.get("name", lang)), voice=str(data.get("voice", lang)),
-            rate=int(data.get("rate", 150)), context=context, stages=stages, grammar=grammar,
+            rate=int(data.get("rate", 150)), rates=rates, context=context, stages=stages,
+            grammar=grammar,
             sources=prompts, _env=env, _templates=templates, _static=frozenset(static),
         )
 
@@ -194,6 +210,15 @@ class LanguagePack:
         text = self._templates[template_id].render(
             speech=speech if forced is None else forced, **variables)
         return " ".join(text.split())
+
+    def rate_for(self, prompt_id: str | None) -> int:
+        """The espeak-ng speed of a prompt: its own (``[rates]``) or the pack's."""
+        if prompt_id is None:
+            return self.rate
+        try:
+            return self.rates.get(self.resolve(prompt_id)[0], self.rate)
+        except KeyError:
+            return self.rate
 
     def is_static(self, prompt_id: str) -> bool:
         try:

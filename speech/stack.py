@@ -101,7 +101,8 @@ class SpeechStack:
             grammar_json = self.grammar_json(lang, grammar)
         elif prompt_id is not None:
             grammar_json = self.grammar_for(lang, prompt_id)
-        digits = grammar == "digits" or (prompt_id or "").startswith(("ask_case", "ask_phone"))
+        digits = grammar in ("digits", "intake") or (prompt_id or "").startswith(
+            ("ask_case", "ask_phone", "greeting"))
         return StreamingRecognizer(
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,

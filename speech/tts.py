@@ -151,9 +151,9 @@ class PromptSynthesizer:
             pack = self._packs[lang] = LanguagePack.load(lang)
         return pack
 
-    def cache_key(self, lang: str, text: str) -> str:
+    def cache_key(self, lang: str, text: str, rate: int | None = None) -> str:
         pack = self._pack(lang)
-        material = "\0".join((CACHE_FORMAT, lang, f"{pack.voice}@{pack.rate}", text))
+        material = "\0".join((CACHE_FORMAT, lang, f"{pack.voice}@{rate or pack.rate}", text))
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def recording_path(self, lang: str, prompt_id: str | None, text: str) -> Path | None:
@@ -174,9 +174,10 @@ class PromptSynthesizer:
             stat = recording.stat()
             key = f"rec:{recording}:{stat.st_mtime_ns}:{stat.st_size}"
             return await self._cached(key, lambda: self._load_recording(recording), None)
-        key = self.cache_key(lang, text)
+        rate = self._pack(lang).rate_for(prompt_id)
+        key = self.cache_key(lang, text, rate)
         disk = self.cache_dir / lang / f"{key}.pcm"
-        return await self._cached(key, lambda: self._synthesize(lang, text, disk), disk)
+        return await self._cached(key, lambda: self._synthesize(lang, text, disk, rate), disk)
 
     async def _cached(self, key: str, produce: Any, disk: Path | None) -> bytes:
         pcm = self._memory.get(key)
@@ -210,15 +211,17 @@ class PromptSynthesizer:
         log.info("prompt recording %s: %.1f s", path, pcm_seconds(pcm))
         return pcm
 
-    async def _synthesize(self, lang: str, text: str, disk: Path) -> bytes:
+    async def _synthesize(self, lang: str, text: str, disk: Path,
+                          rate: int | None = None) -> bytes:
         pack = self._pack(lang)
         async with self._limit:
             started = time.perf_counter()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".espeak-") as tmp:
                 wav = Path(tmp) / "out.wav"
-                await self._run([self._espeak, "-b", "1", "-v", pack.voice, "-s", str(pack.rate),
-                                 "-w", str(wav), "--stdin"], text.encode("utf-8"))
+                await self._run([self._espeak, "-b", "1", "-v", pack.voice,
+                                 "-s", str(rate or pack.rate), "-w", str(wav), "--stdin"],
+                                text.encode("utf-8"))
                 try:
                     pcm = await asyncio.to_thread(to_telephone_pcm, wav)
                 except Exception as exc:
@@ -284,8 +287,19 @@ class PromptSynthesizer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+FIRST_PROMPTS: Final[tuple[str, ...]] = ("greeting",)
+"""Prompts every call plays at once: synthesised first, in every language, so a call right
+after start-up does not wait behind the rest of the prewarm."""
+
+
 async def prewarm_all(synth: PromptSynthesizer, packs: Iterable[LanguagePack]) -> int:
-    """Prewarm several languages one after another (keeps start-up CPU use bounded)."""
+    """Prewarm several languages one after another (keeps start-up CPU use bounded), the
+    prompts of FIRST_PROMPTS of every language before anything else."""
+    packs = list(packs)
+    for pack in packs:
+        for pid in FIRST_PROMPTS:
+            for speech in (True, False):
+                await synth.audio(pack.lang, pid, pack.render(pid, speech=speech))
     total = 0
     for pack in packs:
         total += await synth.prewarm(pack)

@@ -16,7 +16,7 @@ from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
 from ivr.asterisk.call_tracker import ActiveCall
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed
-from ivr.flows.menu import Speech
+from ivr.flows.menu import IntakeKeys, Speech
 from ivr.menu_call import IvrCall, IvrDeps
 from ivr.prompting import IvrTimeouts
 
@@ -151,7 +151,8 @@ async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
         bus.subscribe(recorder.handle)
     deps = IvrDeps(bus, sessions, guard, NoChannels(),  # type: ignore[arg-type]
                    ScriptedVoice(caller),
-                   timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2, max_utterance=0.5))
+                   timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2, max_utterance=0.5),
+                   intake=IntakeKeys(silence_timeout=0.3))
     await bus.publish(CallStarted(call.call_id, caller_number, "来电"))
     ivr = IvrCall(caller, deps,  # type: ignore[arg-type]
                   announced=ActiveCall(call.call_id, None, caller_number, "来电"))

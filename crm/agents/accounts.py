@@ -32,6 +32,9 @@ LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 EXTENSION_PATTERN = re.compile(r"[0-9]{2,16}")
 QUEUE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 DEFAULT_QUEUES = ("hotline",)
+AGENT_LANGUAGES = ("cmn", "en", "ko")
+"""Languages an agent may speak at the desk (the IVR's languages)."""
+DEFAULT_LANGUAGES = ("cmn",)
 
 
 def _check_login(login: str) -> str:
@@ -54,6 +57,18 @@ def _check_queues(queues: list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(queues))
 
 
+def check_languages(languages: list[str] | tuple[str, ...]) -> list[str]:
+    """Language codes, each once, in the given order; at least one."""
+    codes = [code.strip() for code in languages if code.strip()]
+    bad = [c for c in codes if c not in AGENT_LANGUAGES]
+    if bad:
+        raise InvalidInput(f"unknown language(s) {', '.join(map(repr, bad))}: use "
+                           f"{', '.join(AGENT_LANGUAGES)}")
+    if not codes:
+        raise InvalidInput(f"an agent speaks at least one language ({', '.join(AGENT_LANGUAGES)})")
+    return list(dict.fromkeys(codes))
+
+
 def _check_display_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= 128:
@@ -68,13 +83,15 @@ async def _hash(password: str, hasher: PasswordHasher, work: PasswordWork | None
 async def create_agent(sessions: SessionFactory, *, login: str, display_name: str,
                        role: str = "agent", extension: str | None = None,
                        queues: list[str] | tuple[str, ...] = DEFAULT_QUEUES,
+                       languages: list[str] | tuple[str, ...] = DEFAULT_LANGUAGES,
                        password: str | None = None, active: bool = True,
                        hasher: PasswordHasher = DEFAULT_HASHER,
                        work: PasswordWork | None = None) -> AgentView:
     """Add an account. Without a password it exists (for queues and pops) but cannot log in."""
     agent = Agent(login=_check_login(login), display_name=_check_display_name(display_name),
                   role=check_role_name(role), extension=_check_extension(extension),
-                  queues=_check_queues(queues), active=active,
+                  queues=_check_queues(queues), languages=check_languages(languages),
+                  active=active,
                   password_hash=(await _hash(password, hasher, work)
                                  if password is not None else None))
     try:
@@ -127,6 +144,7 @@ async def update_agent(sessions: SessionFactory, login: str, *,
                        display_name: str | None = None, role: str | None = None,
                        extension: str | None = None, clear_extension: bool = False,
                        queues: list[str] | None = None,
+                       languages: list[str] | None = None,
                        active: bool | None = None) -> AgentView:
     """Change an account; a new role or disabling it ends the account's web sessions."""
     revoked: list[browser_sessions.Revoked] = []
@@ -142,6 +160,8 @@ async def update_agent(sessions: SessionFactory, login: str, *,
                 agent.extension = _check_extension(extension)
             if queues is not None:
                 agent.queues = _check_queues(queues)
+            if languages is not None:
+                agent.languages = check_languages(languages)
             if active is not None and active != agent.active:
                 agent.active = active
                 if not active:

@@ -17,8 +17,10 @@ class AgentView:
     queues: tuple[str, ...]
     active: bool
     can_log_in: bool
+    languages: tuple[str, ...] = ("cmn",)
+    """Languages the agent speaks: the hotline offers them callers of these first."""
 
 
 def agent_view(a: Agent) -> AgentView:
     return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
-                     a.active, a.password_hash is not None)
+                     a.active, a.password_hash is not None, tuple(a.languages or ("cmn",)))

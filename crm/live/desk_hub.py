@@ -103,6 +103,8 @@ class AgentDesk:
     """Grows with every change pushed; a desk ignores a snapshot older than what it has."""
     expires_at: float = float("inf")
     """time.time() after which the desk is idle-expired (see DeskHub.expired)."""
+    languages: tuple[str, ...] = ("cmn",)
+    """Languages the agent speaks: the queues of these offer the agent their calls first."""
 
     @property
     def actor(self) -> str:
@@ -110,7 +112,8 @@ class AgentDesk:
 
     def agent_json(self) -> dict[str, Any]:
         return {"login": self.login, "name": self.display_name, "role": self.role,
-                "extension": self.extension, "status": self.status, "paused": self.paused}
+                "extension": self.extension, "status": self.status, "paused": self.paused,
+                "languages": list(self.languages)}
 
     def snapshot(self) -> dict[str, Any]:
         return {"seq": self.version, "agent": self.agent_json(),
@@ -206,6 +209,7 @@ class DeskHub:
                 desk.sockets, desk.call = old.sockets, old.call
             self._desks[agent.login] = desk
         desk.display_name, desk.role = agent.display_name, agent.role
+        desk.languages = agent.languages
         desk.expires_at = expires_at
         member = self._members.get(agent.extension or "")
         if member is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -56,6 +56,7 @@ class WaitingCall:
     since: datetime
     call_id: str | None = None
     channel: str | None = None
+    queue: str | None = None
 
 
 @dataclass
@@ -73,9 +74,11 @@ def day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-async def count_today(sessions: SessionFactory, queue: str, day: date, tz: tzinfo,
-                      service_level_s: int = SERVICE_LEVEL_S) -> TodayCounts:
-    """Today's counters from the consultation steps written from queue events."""
+async def count_today(sessions: SessionFactory, queue: str | Collection[str], day: date,
+                      tz: tzinfo, service_level_s: int = SERVICE_LEVEL_S) -> TodayCounts:
+    """Today's counters from the consultation steps written from queue events of ``queue``
+    (one name, or every queue of the hotline)."""
+    queues = {queue} if isinstance(queue, str) else set(queue)
     start, end = day_bounds(day, tz)
     async with sessions() as session:
         rows = (await session.execute(
@@ -85,7 +88,7 @@ async def count_today(sessions: SessionFactory, queue: str, day: date, tz: tzinf
     counts = TodayCounts(day)
     for kind, detail in rows:
         detail = detail if isinstance(detail, dict) else {}
-        if detail.get("queue") not in (None, "", queue):
+        if detail.get("queue") not in (None, "", *queues):
             continue
         if kind == "abandoned":
             counts.abandoned += 1
@@ -99,12 +102,15 @@ async def count_today(sessions: SessionFactory, queue: str, day: date, tz: tzinf
 
 class Wallboard:
     def __init__(self, sessions: SessionFactory, *, queue: str, tz: tzinfo = UTC,
+                 queues: Collection[str] = (),
                  settle: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  service_level_s: int = SERVICE_LEVEL_S) -> None:
         """``settle`` waits until the consultation recorder has written what it received
-        (its drain), before today's counters are recounted from the database."""
+        (its drain), before today's counters are recounted from the database. ``queue`` is
+        the main queue; ``queues`` every queue of the hotline (the language desks too)."""
         self.queue = queue
+        self.queues = frozenset({queue, *queues})
         self._sessions = sessions
         self._tz = tz
         self._settle = settle
@@ -236,7 +242,7 @@ class Wallboard:
 
     # -- events -------------------------------------------------------------------------------
     def _ours(self, queue: str | None) -> bool:
-        return not queue or queue == self.queue
+        return not queue or queue in self.queues
 
     def _take_off(self, call_id: str) -> bool:
         return self._waiting.pop(call_id, None) is not None
@@ -244,7 +250,7 @@ class Wallboard:
     async def _apply(self, event: BusEvent) -> bool:
         self._roll_day()
         if isinstance(event, QueueSnapshot):
-            if event.queue != self.queue:
+            if event.queue not in self.queues:
                 return False
             await self._resync(event)
             return True
@@ -261,7 +267,8 @@ class Wallboard:
             # A caller a snapshot listed by channel is now known by call id as well.
             if event.channel:
                 self._waiting.pop(event.channel, None)
-            self._waiting[event.call_id] = WaitingCall(event.at, event.call_id, event.channel)
+            self._waiting[event.call_id] = WaitingCall(event.at, event.call_id, event.channel,
+                                                       event.queue)
             return True
         if isinstance(event, AgentAnswered):
             if not self._ours(event.queue):
@@ -283,19 +290,29 @@ class Wallboard:
 
     async def _resync(self, snapshot: QueueSnapshot) -> None:
         """Replace members and waiting callers with what Asterisk reports; recount today."""
-        by_channel = {w.channel: w for w in self._waiting.values() if w.channel}
-        waiting: dict[str, WaitingCall] = {}
+        # Each queue of the hotline sends its own snapshot: callers known to wait in another
+        # queue stay; members (every agent is in every queue) follow the main queue's.
+        others = {key: w for key, w in self._waiting.items()
+                  if w.queue is not None and w.queue != snapshot.queue}
+        mine = {key: w for key, w in self._waiting.items() if key not in others}
+        by_channel = {w.channel: w for w in mine.values() if w.channel}
+        waiting: dict[str, WaitingCall] = dict(others)
         for entry in snapshot.waiting:
             known = by_channel.get(entry.channel)
             since = snapshot.at - timedelta(seconds=entry.wait_s or 0)
             if known is not None and known.call_id:
-                waiting[known.call_id] = WaitingCall(known.since, known.call_id, entry.channel)
+                waiting[known.call_id] = WaitingCall(known.since, known.call_id, entry.channel,
+                                                     snapshot.queue)
             else:
-                waiting[entry.channel] = WaitingCall(since, None, entry.channel)
+                waiting[entry.channel] = WaitingCall(since, None, entry.channel, snapshot.queue)
         listed = {entry.channel for entry in snapshot.waiting}
-        dropped = sum(1 for w in self._waiting.values() if w.channel not in listed)
+        dropped = sum(1 for w in mine.values() if w.channel not in listed)
         self._waiting = waiting
-        self._members = {m.interface: m for m in snapshot.members if m.status != "logged_out"}
+        members = {m.interface: m for m in snapshot.members if m.status != "logged_out"}
+        if snapshot.queue == self.queue:
+            self._members = members
+        else:
+            self._members.update(members)
         self.resyncs += 1
         log.info("wallboard %s: resynchronised: %d waiting (%d dropped), %d members",
                  self.queue, len(waiting), dropped, len(self._members))
@@ -306,7 +323,7 @@ class Wallboard:
 
     async def _recount(self) -> None:
         try:
-            self._today = await count_today(self._sessions, self.queue, self._local_day(),
+            self._today = await count_today(self._sessions, self.queues, self._local_day(),
                                             self._tz, self.service_level_s)
         except Exception:
             log.exception("wallboard %s: counting today's calls failed", self.queue)

@@ -225,6 +225,8 @@ class Agent(Base):
     """agent, supervisor or admin"""
     extension: Mapped[str | None] = mapped_column(String(16), unique=True)
     queues: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["hotline"])
+    languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["cmn"])
+    """Language codes the agent speaks (cmn, en, ko): their calls are offered to them first."""
     password_hash: Mapped[str | None] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

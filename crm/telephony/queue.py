@@ -6,6 +6,7 @@ pause) and blind transfers of the caller. The composition root hands in an imple
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from crm.errors import Conflict, HotlineError, InvalidInput
@@ -32,15 +33,30 @@ def interface_for(extension: str) -> str:
     return f"PJSIP/{extension}"
 
 
+SPEAKER_PENALTY = 0
+"""Queue penalty of an agent in the queue of a language they speak: offered such calls first."""
+OTHER_PENALTY = 1
+"""Penalty in the other queues: offered the call once the caller waited for the language
+fallback (queuerules.conf ``hotline-language`` raises the caller's limit to this)."""
+
+
+def member_penalties(queues: Mapping[str, str], speaks: Sequence[str]) -> dict[str, int]:
+    """Queue -> the penalty an agent who speaks ``speaks`` joins it with."""
+    return {queue: SPEAKER_PENALTY if lang in speaks else OTHER_PENALTY
+            for lang, queue in queues.items()}
+
+
 class AgentQueue(Protocol):
     """The agent queue as the desk uses it; members are queue interfaces (:func:`interface_for`)."""
 
-    async def join(self, interface: str, member_name: str) -> None:
-        """Put the desk phone in the queue, unpaused (a member already: just unpause)."""
+    async def join(self, interface: str, member_name: str,
+                   languages: Sequence[str] = ()) -> None:
+        """Put the desk phone in every hotline queue, unpaused (a member already: just
+        unpause); queues of the ``languages`` the agent speaks offer it their calls first."""
         ...
 
     async def leave(self, interface: str) -> None:
-        """Take the desk phone out of the queue (not a member: nothing to do)."""
+        """Take the desk phone out of every hotline queue (not a member: nothing to do)."""
         ...
 
     async def pause(self, interface: str, paused: bool, reason: str = "") -> None: ...

@@ -210,7 +210,7 @@ async def _join_queue(deps: DeskDeps, agent: AgentView | AgentDesk) -> None:
     if deps.queue is None or not agent.extension:
         return
     try:
-        await deps.queue.join(interface_for(agent.extension), name)
+        await deps.queue.join(interface_for(agent.extension), name, agent.languages)
     except HotlineError as exc:  # the desk shows "logged out" and offers to join again
         log.warning("agent %s could not join queue %s: %s", agent.login, deps.queue.queue, exc)
 
@@ -248,7 +248,8 @@ async def set_paused(request: web.Request, desk: AgentDesk) -> web.Response:
         raise InvalidInput("this desk has no phone in a queue")
     paused = str((await request.post()).get("paused", "")) == "1"
     if not paused and desk.status == "logged_out":
-        await deps.queue.join(interface_for(desk.extension), desk.display_name)
+        await deps.queue.join(interface_for(desk.extension), desk.display_name,
+                              desk.languages)
     else:
         await deps.queue.pause(interface_for(desk.extension), paused, "desk")
     await audit.write(deps.sessions, actor=desk.actor,

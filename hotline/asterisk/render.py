@@ -17,7 +17,11 @@ import jinja2
 from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
-from hotline.settings import Settings
+from hotline.settings import Settings, hotline_queues
+
+LANGUAGE_RULE = "hotline-language"
+"""The queuerules.conf rule every hotline caller waits under: first the agents who speak
+their language, then anyone ([intake] language_fallback_after)."""
 
 BANNER = "Rendered by hotline.asterisk.render from the hotline repository; edits are overwritten."
 SECRET_FILES = frozenset({"pjsip.conf", "manager.conf"})
@@ -88,6 +92,9 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
     context = {
         "banner": BANNER,
         "a": settings.asterisk,
+        "queues": hotline_queues(settings),
+        "intake": settings.intake,
+        "language_rule": LANGUAGE_RULE,
         "ami": settings.ami,
         "audiosocket": settings.audiosocket,
         "dirs": dirs or AsteriskDirs(),

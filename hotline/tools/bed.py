@@ -9,6 +9,9 @@ from pathlib import Path
 from hotline.settings import Settings, fill_missing_secrets
 from hotline.tools.sipp import LOCAL_IP, free_udp_port
 
+BED_LANGUAGE_FALLBACK_S = 5.0
+"""[intake] language_fallback_after on the test bed (queuerules.conf is rendered with it)."""
+
 
 def free_tcp_port(host: str = LOCAL_IP) -> int:
     """A TCP port nothing listens on now (the caller binds it soon after)."""
@@ -22,7 +25,9 @@ def asterisk_test_settings(state_dir: Path) -> Settings:
 
     The SIP edge is as narrow as on a production host: only 127.0.0.1 is the PSTN gateway
     and only 127.0.0.1 may use SIP as a phone, so tests can attack it from other loopback
-    addresses (127.0.0.2, ...). HOTLINE_* environment variables still win over these values.
+    addresses (127.0.0.2, ...). A caller waits 5 s (not 30) for an agent who speaks their
+    language before anyone may answer. HOTLINE_* environment variables still win over these
+    values.
     """
     settings = Settings(
         state_dir=state_dir,
@@ -30,6 +35,7 @@ def asterisk_test_settings(state_dir: Path) -> Settings:
                   "sip_permit": ["127.0.0.1"]},
         ami={"port": free_tcp_port()},
         audiosocket={"port": free_tcp_port()},
+        intake={"language_fallback_after": BED_LANGUAGE_FALLBACK_S},
     )
     fill_missing_secrets(settings)
     return settings

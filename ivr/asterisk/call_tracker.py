@@ -188,8 +188,11 @@ class CallTracker:
                 self._arrivals.pop(call_id, None)
         return self.active_calls.get(call_id)
 
-    async def set_route(self, channel: str, route: str) -> None:
-        """Tell the dialplan where the caller goes when the AudioSocket ends."""
+    async def set_route(self, channel: str, route: str, queue: str | None = None) -> None:
+        """Tell the dialplan where the caller goes when the AudioSocket ends (and, for the
+        queue, which of the hotline's queues: HOTLINE_QUEUE, the main queue when unset)."""
+        if queue:
+            await self._ami.setvar(channel, "HOTLINE_QUEUE", queue)
         await self._ami.setvar(channel, "IVR_ROUTE", route)
 
     def channel_of(self, call_id: str) -> str | None:

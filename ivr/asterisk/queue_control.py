@@ -1,4 +1,10 @@
-"""Agents joining, leaving and pausing the hotline queue, and blind transfers, over AMI.
+"""Agents joining, leaving and pausing the hotline's queues, and blind transfers, over AMI.
+
+The hotline has a main queue and one queue per other language (the language desks,
+``crm.telephony.queue.language_queues``). A signed-in agent is a member of every one of
+them: with penalty 0 in the queues of the languages they speak, 1 in the others, so a caller
+is offered first to agents who speak their language (queuerules.conf lets anyone answer once
+the caller waited ``[intake] language_fallback_after``).
 
 This is the agent desk's crm.telephony.queue.AgentQueue: the composition root builds it on
 any object with ``action`` and ``action_list`` coroutines (ivr.ami.client.AmiClient has them)
@@ -11,11 +17,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crm.errors import InvalidInput
-from crm.telephony.queue import TelephonyRefused, TelephonyUnavailable
+from crm.telephony.queue import (
+    TelephonyRefused,
+    TelephonyUnavailable,
+    member_penalties,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +61,64 @@ def _message(exc: Exception) -> str:
 
 class QueueControl:
     def __init__(self, ami: AmiActions, queue: str = "hotline", *,
+                 queues: Mapping[str, str] | None = None, default_language: str = "cmn",
                  transfer_context: str = TRANSFER_CONTEXT, timeout: float = 5.0) -> None:
+        """``queue``: the main queue; ``queues``: language -> queue, every queue of the
+        hotline (None: the main queue alone, for ``default_language``)."""
         self._ami = ami
         self.queue = queue
+        self.queues: dict[str, str] = dict(queues or {default_language: queue})
+        self.default_language = default_language
         self.transfer_context = transfer_context
         self._timeout = timeout
 
-    async def _action(self, name: str, *, tolerate: tuple[str, ...] = (), **fields: str) -> None:
+    async def _action(self, name: str, *, tolerate: tuple[str, ...] = (), **fields: str) -> bool:
+        """True when Asterisk did it, False when it answered a tolerated refusal."""
         try:
             await self._ami.action(name, timeout=self._timeout, **fields)
         except Exception as exc:
             message = _message(exc)
             if any(t.lower() in message.lower() for t in tolerate):
                 log.debug("AMI %s: %s (fine)", name, message)
-                return
+                return False
             if getattr(exc, "response", None) is not None:  # Asterisk answered with an error
                 raise TelephonyRefused(f"Asterisk refused {name}: {message}") from exc
             raise TelephonyUnavailable(f"cannot reach Asterisk for {name}: {message}") from exc
+        return True
 
-    async def join(self, interface: str, member_name: str) -> None:
-        """Add the desk phone to the queue, unpaused (already a member: just unpause)."""
+    async def join(self, interface: str, member_name: str,
+                   languages: Sequence[str] = ()) -> None:
+        """Add the desk phone to every hotline queue, unpaused (already a member: its
+        penalty is set again and it is unpaused). Penalty 0 in the queues of ``languages``
+        (none given: the default language), 1 elsewhere."""
         self._check(interface)
-        await self._action("QueueAdd", tolerate=("already there",), Queue=self.queue,
-                           Interface=interface, MemberName=_one_line(member_name),
-                           Paused="false")
-        await self.pause(interface, False)
-        log.info("queue %s: %s (%s) joined", self.queue, interface, member_name)
+        speaks = list(languages) or [self.default_language]
+        for queue, penalty in member_penalties(self.queues, speaks).items():
+            added = await self._action(
+                "QueueAdd", tolerate=("already there",), Queue=queue, Interface=interface,
+                MemberName=_one_line(member_name), Penalty=str(penalty), Paused="false")
+            if not added:  # a member already: its languages may have changed
+                await self._action("QueuePenalty", Queue=queue, Interface=interface,
+                                   Penalty=str(penalty))
+            await self._pause_in(queue, interface, False)
+            log.info("queue %s: %s (%s) joined, penalty %d", queue, interface, member_name,
+                     penalty)
 
     async def leave(self, interface: str) -> None:
         self._check(interface)
-        await self._action("QueueRemove", tolerate=("not there",), Queue=self.queue,
-                           Interface=interface)
-        log.info("queue %s: %s left", self.queue, interface)
+        for queue in self.queues.values():
+            await self._action("QueueRemove", tolerate=("not there",), Queue=queue,
+                               Interface=interface)
+            log.info("queue %s: %s left", queue, interface)
 
     async def pause(self, interface: str, paused: bool, reason: str = "") -> None:
         self._check(interface)
-        fields = {"Queue": self.queue, "Interface": interface,
+        for queue in self.queues.values():
+            await self._pause_in(queue, interface, paused, reason)
+
+    async def _pause_in(self, queue: str, interface: str, paused: bool,
+                        reason: str = "") -> None:
+        fields = {"Queue": queue, "Interface": interface,
                   "Paused": "true" if paused else "false"}
         if reason:
             fields["Reason"] = _one_line(reason)

@@ -5,10 +5,17 @@ lookup) and returns the actions to perform next; it performs no I/O. The driver
 (``ivr/menu_call.py``) executes the actions (play prompts, collect input, look up cases, route)
 and feeds the results back. Every transition is therefore testable without Asterisk.
 
-Flow: greeting -> language (skipped for residents with a known language) -> main menu ->
-case number -> read back and confirm -> verification (calling number or last four digits of
-the contact phone) -> status -> hear again / agent / end. No input or no match: re-prompt once
-with a shorter prompt, then keys only, then an agent.
+Intake without menus: one short greeting (in the resident's known language, else the
+default) invites the caller to say or key a case number, or to stay on the line for a
+person. Silence after it (``IntakeKeys.silence_timeout``), anything said that is not a status
+request, a request for a person, or a stray key: the caller joins the queue at once, in their
+language's queue. Keys acted on as the first key pressed (``IntakeKeys``): a language key
+switches language and replays the greeting once in it; the service-information key tells the
+opening hours and addresses and returns to the greeting; the check-status key asks for a case
+number. A case number keyed (digits, then '#' or its full length) or said at the greeting
+goes straight to read back and confirm -> verification (calling number or last four digits of
+the contact phone) -> status -> hear again / agent / end (one short prompt). No input or no
+match after the greeting: re-prompt once with a shorter prompt, then keys only, then an agent.
 
 What the caller keys or says to verify is a secret: the flow asks for it with a ``secret``
 Collect (the driver records only that digits were entered and how many) and logs only the
@@ -19,6 +26,7 @@ per number and per case by the driver's guard (``crm.cases.lookup.LookupGuard``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -42,16 +50,42 @@ from crm.telephony.steps import (
     VerificationResult,
 )
 
-LANGUAGE_KEYS = {"1": "cmn", "2": "en", "3": "ko"}
-MENU_KEYS = {"1": "check_status", "2": "agent", "3": "service_info", "9": "repeat"}
 STATUS_MENU_KEYS = {"1": "repeat", "2": "agent", "3": "end"}
 YES_NO_KEYS = {"1": True, "2": False}
 MAX_CASE_TRIES = 3
+MAX_GREETINGS = 3
+"""The greeting is heard at most this often (language switches, service information); a
+caller who asks for more joins the queue."""
+MIN_SPOKEN_CASE_DIGITS = 4
+"""Fewer digits heard at the greeting are not taken for a case number."""
+
+
+@dataclass(frozen=True)
+class IntakeKeys:
+    """The keys the greeting acts on as the first key pressed (ivr.settings.IntakeSettings
+    configures them), and how long it listens after the greeting."""
+
+    languages: Mapping[str, str] = field(default_factory=lambda: {"en": "8", "ko": "9"})
+    """language -> key"""
+    service_info: str | None = "0"
+    check_status: str | None = "1"
+    silence_timeout: float = 1.5
+
+    def commands(self) -> frozenset[str]:
+        keys = {*self.languages.values(), self.service_info, self.check_status}
+        return frozenset(k for k in keys if k)
+
+    def language_of(self, key: str) -> str | None:
+        return next((lang for lang, k in self.languages.items() if k == key), None)
+
+    def greeting_vars(self) -> dict[str, Any]:
+        """What the greeting names: the language keys (language -> key; each pack leaves
+        out its own language) and the service-information key."""
+        return {"language_keys": dict(self.languages), "info_key": self.service_info or ""}
 
 
 class State(StrEnum):
-    LANGUAGE = "language"
-    MAIN_MENU = "main_menu"
+    GREETING = "greeting"
     CASE_NUMBER = "case_number"
     CONFIRM_CASE = "confirm_case"
     LOOKUP = "lookup"
@@ -122,6 +156,10 @@ class Collect:
     vars: dict[str, Any] = field(default_factory=dict)
     secret: bool = False
     """The answer is a verification secret: it must not be recorded (see ivr.menu_call)."""
+    timeout: float | None = None
+    """Seconds to wait for the first input after the prompt (None: the driver's default)."""
+    commands: frozenset[str] = frozenset()
+    """Keys that end the input at once when pressed first (the greeting's single keys)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +191,8 @@ class Log:
 @dataclass(frozen=True)
 class Route:
     route: str  # "agent" or "end"
+    language: str | None = None
+    """The caller's language: an agent route waits in that language's queue."""
 
 
 Action = Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route
@@ -165,7 +205,7 @@ Action = Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route
 class CallFlow:
     default_language: str = "cmn"
     language: str = "cmn"
-    state: State = State.LANGUAGE
+    state: State = State.GREETING
     caller_number: str | None = None
     misses: int = 0
     case_tries: int = 0
@@ -173,6 +213,8 @@ class CallFlow:
     case: CaseStatus | None = None
     verified: bool = False
     last_collect: Collect | None = None
+    intake: IntakeKeys = field(default_factory=IntakeKeys)
+    greetings: int = 0
 
     def step(self, inp: Input) -> list[Action]:
         if self.state is State.DONE:
@@ -182,10 +224,11 @@ class CallFlow:
         if isinstance(inp, LookupResult):
             return self._looked_up(inp)
         if isinstance(inp, NoInput):
+            if self.state is State.GREETING:
+                return self._to_agent("silent", announce=False)
             return self._miss(NothingHeard)
         handler = {
-            State.LANGUAGE: self._on_language,
-            State.MAIN_MENU: self._on_main_menu,
+            State.GREETING: self._on_greeting,
             State.CASE_NUMBER: self._on_case_number,
             State.CONFIRM_CASE: self._on_confirm,
             State.VERIFY_LAST4: self._on_last4,
@@ -207,17 +250,26 @@ class CallFlow:
         self.misses = 0
         return [*before, collect]
 
-    def _main_menu(self, *before: Action) -> list[Action]:
-        return self._enter(State.MAIN_MENU, self._collect("main_menu", "menu"), *before)
+    def _greeting(self, *before: Action) -> list[Action]:
+        """The short greeting, listening for a case number, a command key or words."""
+        self.greetings += 1
+        if self.greetings > MAX_GREETINGS:
+            return [*before, *self._to_agent("greeting repeated", announce=False)]
+        self.last_collect = Collect(
+            "greeting", "intake", CASE_NUMBER_LENGTH, self.intake.greeting_vars(),
+            timeout=self.intake.silence_timeout, commands=self.intake.commands())
+        return self._enter(State.GREETING, self.last_collect, *before)
 
     def _ask_case(self, prompt: str = "ask_case_number", *before: Action) -> list[Action]:
         return self._enter(State.CASE_NUMBER,
                            self._collect(prompt, "digits", CASE_NUMBER_LENGTH), *before)
 
-    def _to_agent(self, reason: str) -> list[Action]:
+    def _to_agent(self, reason: str, *, announce: bool = True) -> list[Action]:
+        """To the queue of the caller's language. At the greeting the caller was just told
+        to stay on the line: no transfer prompt delays them there."""
         self.state = State.DONE
-        return [Log(RouteChosen("agent", reason)),
-                Say("transfer_to_agent"), Route("agent")]
+        say: list[Action] = [Say("transfer_to_agent")] if announce else []
+        return [Log(RouteChosen("agent", reason)), *say, Route("agent", self.language)]
 
     def _end(self) -> list[Action]:
         self.state = State.DONE
@@ -242,38 +294,50 @@ class CallFlow:
         self.caller_number = inp.caller_number
         if inp.known_language:
             self.language = inp.known_language
-            return self._main_menu(SetLanguage(self.language), Say("greeting"),
-                                   Log(LanguageChosen(self.language, "profile")))
+            return self._greeting(SetLanguage(self.language),
+                                  Log(LanguageChosen(self.language, "profile")))
         self.language = self.default_language
-        return self._enter(State.LANGUAGE, self._collect("language_menu", "language"),
-                           Say("greeting"))
+        return self._greeting()
 
-    def _on_language(self, inp: Input) -> list[Action]:
-        lang = LANGUAGE_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
-        if isinstance(inp, Speech):
-            lang = inp.language
-        if lang is None:
-            return self._miss(NotUnderstood)
+    def _switch_language(self, lang: str, by: str) -> list[Action]:
         self.language = lang
-        by = "key" if isinstance(inp, Keys) else "speech"
-        return self._main_menu(SetLanguage(lang), Log(LanguageChosen(lang, by)))
+        return self._greeting(SetLanguage(lang), Log(LanguageChosen(lang, by)))
 
-    def _on_main_menu(self, inp: Input) -> list[Action]:
-        intent = MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
-        if isinstance(inp, Speech):
-            intent = inp.intent
-        if intent is None:
-            return self._miss(NotUnderstood)
-        log = Log(IntentChosen(intent, "keys" if isinstance(inp, Keys) else "speech"))
-        if intent == "check_status":
-            return self._ask_case("ask_case_number", log)
-        if intent == "agent":
-            return [log, *self._to_agent("asked")]
-        if intent == "service_info":
-            return self._main_menu(log, Say("service_info"))
-        if intent == "end":
-            return [log, *self._end()]
-        return self._main_menu(log)  # repeat
+    def _on_greeting(self, inp: Input) -> list[Action]:
+        if isinstance(inp, Keys):
+            return self._greeting_keys(inp.digits)
+        if not isinstance(inp, Speech):
+            return self._to_agent("not understood", announce=False)
+        if inp.language and inp.language != self.language:
+            return self._switch_language(inp.language, "speech")
+        if len(inp.digits) >= MIN_SPOKEN_CASE_DIGITS:
+            return self._case_number(inp.digits)
+        if inp.intent == "check_status":
+            return self._ask_case("ask_case_number",
+                                  Log(IntentChosen("check_status", "speech")))
+        if inp.intent == "service_info":
+            return self._greeting(Log(IntentChosen("service_info", "speech")),
+                                  Say("service_info"))
+        if inp.intent == "agent":
+            return [Log(IntentChosen("agent", "speech")),
+                    *self._to_agent("asked", announce=False)]
+        return [Log(NotUnderstood(self.state.value)),
+                *self._to_agent("not a status request", announce=False)]
+
+    def _greeting_keys(self, keyed: str) -> list[Action]:
+        digits = keyed.rstrip("#")
+        if len(digits) == 1 and digits in self.intake.commands():
+            if (lang := self.intake.language_of(digits)) is not None:
+                return self._switch_language(lang, "key")
+            if digits == self.intake.service_info:
+                return self._greeting(Log(IntentChosen("service_info", "keys")),
+                                      Say("service_info"))
+            return self._ask_case("ask_case_number", Log(IntentChosen("check_status", "keys")))
+        if len(digits) > 1 and digits.isdigit():
+            return self._case_number(digits)
+        # A stray key ('*', '#', a digit that is no command): a person will help.
+        return [Log(NotUnderstood(self.state.value)),
+                *self._to_agent("stray key", announce=False)]
 
     def _on_case_number(self, inp: Input) -> list[Action]:
         digits = inp.digits.rstrip("#") if isinstance(inp, Keys) else ""
@@ -283,6 +347,11 @@ class CallFlow:
             digits = inp.digits
         if not digits:
             return self._miss(NotUnderstood)
+        return self._case_number(digits)
+
+    def _case_number(self, digits: str) -> list[Action]:
+        """A case number heard or keyed: read it back for confirmation, unless it cannot be
+        one (then ask again, up to MAX_CASE_TRIES)."""
         self.case_tries += 1
         if not is_valid_case_number(digits):
             log = Log(CaseNumberInvalid(digits, self.case_tries))

@@ -31,10 +31,10 @@ async def test_forged_caller_number_in_display_name_is_not_verified(
         hotline: HotlineService, watcher: CallWatcher) -> None:
     number = await case_of(hotline, "张三")
     forged = f"x,CallerNum: {VICTIM},CallerIDNum: {VICTIM},CallerName: 张三"
-    # An unknown number hears the language menu: 1 = Mandarin, 1 = check a case, the number,
-    # '#', 1 = yes, then four wrong digits for the last four of the contact phone.
+    # The number keyed at the greeting, '#', 1 = yes, then four wrong digits for the last four
+    # of the contact phone.
     async with calling(place_call(hotline.settings, caller_number=ATTACKER, caller_name=forged,
-                                  keys=f"11{number}#10000", hold_ms=60000)):
+                                  keys=f"{number}#10000", hold_ms=60000)):
         started = await watcher.wait_for(lambda e: isinstance(e, CallStarted), within=20)
         told = await watcher.wait_for(step("told"), within=40)
         await watcher.wait_for(step("prompt", prompt="status_stage_only"), within=30)

@@ -85,9 +85,9 @@ async def calling(call: Awaitable[CallResult]) -> AsyncIterator[asyncio.Future[C
 
 
 def caller(service: HotlineService) -> Awaitable[CallResult]:
-    """张三 (Mandarin on file) keys 2 at the main menu: an agent, so the queue."""
+    """张三 (Mandarin on file) keys '#' at the greeting (no case number): the queue."""
     return place_call(service.settings, caller_number=CALLER, caller_name=CALLER_NAME,
-                      keys="2", pause_before_keys_ms=300, hold_ms=60_000)
+                      keys="#", pause_before_keys_ms=300, hold_ms=60_000)
 
 
 async def test_the_wallboard_follows_callers_in_the_queue_and_resyncs_after_a_reconnect(

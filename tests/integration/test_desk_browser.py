@@ -112,7 +112,8 @@ async def test_pop_shows_the_caller_and_the_agent_creates_a_case(
     async with AgentPhone(hotline.settings, "2001") as phone:
         await expect(page.locator("#agent-status")).to_have_attribute(
             "data-status", "available", timeout=QUICK_MS)
-        # 张三 (Mandarin on file): 1 = case status, the number, # , 1 = yes; then 2 = agent.
+        # 张三 (Mandarin on file): 1 = case status at the greeting, the number, # , 1 = yes;
+        # then 2 = agent after the status.
         async with calling(caller(hotline, f"1{number}#12")):
             pop = page.locator("#pop")
             await expect(pop).to_be_visible(timeout=WAIT_MS)
@@ -178,7 +179,7 @@ async def test_ring_all_both_desks_pop_and_the_answer_keeps_it(
     assert {"PJSIP/2001", "PJSIP/2002"} <= await queue_members(hotline)
     async with AgentPhone(hotline.settings, "2001", ring_ms=2500) as answering, \
             AgentPhone(hotline.settings, "2002", ring_ms=60_000) as ringing_on:
-        async with calling(caller(hotline, "2")):  # main menu: 2 = an agent
+        async with calling(caller(hotline, "#")):  # '#' at the greeting: an agent
             for page in (first, second):
                 await expect(page.locator("#pop")).to_be_visible(timeout=WAIT_MS)
                 await expect(page.locator("#caller-number")).to_have_text("138********")
@@ -198,7 +199,7 @@ async def test_the_pop_comes_back_after_a_reload_and_a_dropped_socket(
         hotline: HotlineService, demo: str, browser) -> None:  # type: ignore[no-untyped-def]
     page = await open_desk(browser, hotline, "agent1")
     async with AgentPhone(hotline.settings, "2001") as phone, \
-            calling(caller(hotline, "2")):
+            calling(caller(hotline, "#")):
         await phone.wait_answered(WAIT_MS / 1000)
         pop = page.locator("#pop")
         await expect(pop).to_have_attribute("data-phase", "connected", timeout=QUICK_MS)
@@ -222,7 +223,7 @@ async def test_the_pop_comes_back_after_a_reload_and_a_dropped_socket(
 
 async def test_a_caller_who_gives_up_in_the_queue_is_recorded_as_abandoned(
         hotline: HotlineService, demo: str, watcher: CallWatcher) -> None:
-    async with calling(caller(hotline, "2")):
+    async with calling(caller(hotline, "#")):
         queued = await watcher.wait_for(lambda e: isinstance(e, CallerQueued), WAIT_MS / 1000)
     abandoned = await watcher.wait_for(lambda e: isinstance(e, CallerAbandoned), QUICK_MS / 1000)
     await watcher.wait_ended()

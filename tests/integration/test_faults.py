@@ -204,7 +204,7 @@ async def test_asterisk_restarted_with_callers_queued(asterisk_bed: Settings, tm
         callers: dict[str, HeldCaller] = {}
         for number, name in ((ZHANG_SAN, "张三"), ("13900139000", "李秀英")):
             caller = await stack.enter_async_context(
-                HeldCaller(settings, number=number, name=name, keys="2"))
+                HeldCaller(settings, number=number, name=name, keys="#"))
             callers[(await watcher.wait_for(started_from(number), 20)).call_id] = caller
         for call_id in callers:
             await watcher.wait_for(
@@ -341,9 +341,9 @@ async def test_database_unavailable_during_a_call(asterisk_bed: Settings,
                 outage_began, wall_start = time.monotonic(), time.time()
                 try:
                     # With the database down the IVR cannot recognize 张三, so it serves him
-                    # as an unknown caller: 1 = Mandarin at the language menu, 2 = agent.
+                    # as an unknown caller: '#' at the greeting (no case number), an agent.
                     async with HeldCaller(settings, number=ZHANG_SAN, name="张三",
-                                          keys="12") as caller:
+                                          keys="#") as caller:
                         call_id = (await watcher.wait_for(started_from(ZHANG_SAN), 20)).call_id
                         await watcher.wait_for(
                             lambda e: isinstance(e, CallerQueued) and e.call_id == call_id, 30)

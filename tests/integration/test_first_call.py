@@ -32,6 +32,7 @@ def consultations_cli(service: HotlineService) -> list[dict]:
 
 async def test_call_key_press_and_consultation(hotline: HotlineService,
                                                watcher: CallWatcher) -> None:
+    # 5 is no key of the greeting: a stray key sends the caller on to a person.
     result = await place_call(hotline.settings, caller_number="13800138000",
                               caller_name="张三", keys="5", hold_ms=2500)
     assert result.answered, result.stderr
@@ -51,20 +52,22 @@ async def test_call_key_press_and_consultation(hotline: HotlineService,
     assert row["call_id"] == started.call_id
     assert (row["caller_number"], row["caller_name"]) == ("13800138000", "张三")
     assert row["started_at"] and row["ended_at"] and row["duration_s"] > 0
-    assert row["outcome"] == "caller_hung_up"
+    assert row["outcome"] in ("to_agent", "abandoned") and ended.route == "agent"
     assert any("5" in json.dumps(s["detail"]) for s in row["steps"])
+    assert {"route": "agent", "reason": "stray key"} in [
+        s["detail"] for s in row["steps"] if s["kind"] == "route"]
     health = hotline.health()
     assert health.ok and health.calls_refused_overload == 0
     assert health.pending_writes == {"call_events": 0, "pop_audits": 0, "survey_writes": 0}
 
 
-async def test_keyed_request_for_an_agent_reaches_the_queue(hotline: HotlineService,
-                                                            watcher: CallWatcher) -> None:
+async def test_a_caller_who_keys_nothing_reaches_the_queue(hotline: HotlineService,
+                                                           watcher: CallWatcher) -> None:
     joined = asyncio.Event()
     hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
-    # 1 = Mandarin at the language menu, 2 = agent at the main menu.
+    # No menu to pass: after the short greeting, silence means "a person, please".
     call = asyncio.create_task(place_call(hotline.settings, caller_number="13900139000",
-                                          caller_name="李秀英", keys="12", hold_ms=30000))
+                                          caller_name="李秀英", hold_ms=30000))
     try:
         await asyncio.wait_for(joined.wait(), 20)
     finally:
@@ -73,3 +76,5 @@ async def test_keyed_request_for_an_agent_reaches_the_queue(hotline: HotlineServ
             await call
     ended = await watcher.wait_ended()
     assert ended.route == "agent"
+    routes = [e.detail for e in watcher.events if isinstance(e, CallStep) and e.kind == "route"]
+    assert routes == [{"route": "agent", "reason": "silent"}]

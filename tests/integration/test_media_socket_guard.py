@@ -65,11 +65,11 @@ async def test_a_raw_client_reusing_a_live_call_id_is_refused_and_the_call_compl
         hotline: HotlineService, watcher: CallWatcher) -> None:
     joined = asyncio.Event()
     hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
-    # 1 = Mandarin at the language menu, 2 = agent; the keys come 4 s after the answer, so
-    # the intruder connects while the caller is still in the IVR.
+    # '#' at the greeting (no case number) = an agent; the key comes 3 s after the answer,
+    # during the greeting, so the intruder connects while the caller is still in the IVR.
     call = asyncio.create_task(place_call(
-        hotline.settings, caller_number=CALLER, caller_name="李秀英", keys="12",
-        pause_before_keys_ms=4000, hold_ms=30000))
+        hotline.settings, caller_number=CALLER, caller_name="李秀英", keys="#",
+        pause_before_keys_ms=3000, hold_ms=30000))
     try:
         started = await watcher.wait_for(
             lambda e: isinstance(e, CallStarted) and e.caller_number == CALLER, 20)

@@ -134,11 +134,12 @@ async def test_personal_data_on_disk_is_for_the_service_user_only(
             cli(asterisk_bed, f"queue add member PJSIP/{extension} to "
                               f"{settings.asterisk.queue_name}")
             try:
-                # 2 = an agent; the agent hangs up after 1.5 s; the survey takes the rating
-                # (keys 4) and then the tone as a spoken comment (2 s at most).
+                # '#' at the greeting (no case number): on to an agent at once; the agent
+                # hangs up after 1.5 s; the survey takes the rating (keys 4) and then the
+                # tone as a spoken comment (2 s at most).
                 call = asyncio.ensure_future(place_call(
                     settings, caller_number="13800138000", caller_name="张三",
-                    keys="2" + "," * 9 + "4" + ",,,4,,,4,,,4",
+                    keys="#" + "," * 9 + "4" + ",,,4,,,4,,,4",
                     audio=loud_tone(tmp_path / "tone.wav", 40), hold_ms=45_000,
                     wait_for_bye=True))
                 try:

@@ -52,9 +52,9 @@ async def calling(call: Awaitable[CallResult]):
 async def test_mandarin_keyed_case_verified_by_calling_number(
         hotline: HotlineService, watcher: CallWatcher) -> None:
     number = await case_of(hotline, "张三")
-    # 张三's profile says Mandarin, so no language menu: 1 = check a case, number, #, 1 = yes.
+    # 张三's profile says Mandarin: the number keyed at the greeting, #, 1 = yes. No menu.
     async with calling(place_call(hotline.settings, caller_number="13800138000",
-                                  caller_name="张三", keys=f"1{number}#1", hold_ms=60000)):
+                                  caller_name="张三", keys=f"{number}#1", hold_ms=60000)):
         told = await watcher.wait_for(step("told"), within=30)
         await watcher.wait_for(step("prompt", prompt="after_status_menu"), within=30)
     assert told.detail == {"case": number, "stage": "in_progress", "verified": True}
@@ -67,9 +67,11 @@ async def test_mandarin_keyed_case_verified_by_calling_number(
     [consultation] = [c for c in await list_consultations(hotline.sessions)
                       if c.call_id == told.call_id]
     kinds = [s["kind"] for s in consultation.steps]
-    assert {"ivr_connected", "intent", "keys", "case_lookup", "verified", "told"} <= set(kinds)
+    assert {"ivr_connected", "keys", "case_lookup", "verified", "told"} <= set(kinds)
+    assert "intent" not in kinds  # no menu choice on the way
     prompts = [s["detail"]["prompt"] for s in consultation.steps if s["kind"] == "prompt"]
     assert "status_full" in prompts and "status_stage_only" not in prompts
+    assert prompts[0] == "greeting" and "ask_case_number" not in prompts
     assert consultation.caller_name == "张三" and consultation.ended_at is not None
 
 
@@ -77,6 +79,7 @@ async def test_wrong_check_digit_is_asked_again(hotline: HotlineService,
                                                watcher: CallWatcher) -> None:
     number = await case_of(hotline, "张三")
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
+    # 1 = the check-status key at the greeting, then the number.
     async with calling(place_call(hotline.settings, caller_number="13800138000",
                                   caller_name="张三", keys=f"1{wrong}#", hold_ms=60000)):
         invalid = await watcher.wait_for(step("case_number_invalid"), within=30)
@@ -88,9 +91,9 @@ async def test_wrong_check_digit_is_asked_again(hotline: HotlineService,
 async def test_unverified_caller_hears_the_stage_only(hotline: HotlineService,
                                                      watcher: CallWatcher) -> None:
     number = await case_of(hotline, "张三")
-    # An unknown number: language menu (1 = Mandarin), check a case, confirm, wrong last four.
+    # An unknown number: the number keyed at the greeting, confirm, wrong last four.
     async with calling(place_call(hotline.settings, caller_number="13311112222",
-                                  caller_name="王五", keys=f"11{number}#10000",
+                                  caller_name="王五", keys=f"{number}#10000",
                                   hold_ms=60000)):
         told = await watcher.wait_for(step("told"), within=40)
         said = await watcher.wait_for(step("prompt", prompt="status_stage_only"), within=30)
@@ -119,7 +122,7 @@ async def test_korean_caller_asks_for_an_agent_by_voice(hotline: HotlineService,
     audio = _wav(tmp_path / "agent-ko.wav", silence * 2 + phrase + silence * 3)
     joined = asyncio.Event()
     hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
-    # 김민준's profile says Korean: the main menu listens for speech straight away.
+    # 김민준's profile says Korean: the Korean greeting listens for speech straight away.
     async with calling(place_call(hotline.settings, caller_number="13600136000",
                                   caller_name="김민준", audio=audio, hold_ms=60000)):
         heard = await watcher.wait_for(step("speech"), within=30)
@@ -127,3 +130,4 @@ async def test_korean_caller_asks_for_an_agent_by_voice(hotline: HotlineService,
         await asyncio.wait_for(joined.wait(), 30)
     assert heard.detail["intent"] == "agent", heard.detail
     assert routed.detail["route"] == "agent"
+    assert any(step("prompt", prompt="greeting", language="ko")(e) for e in watcher.events)

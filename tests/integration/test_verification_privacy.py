@@ -87,11 +87,12 @@ async def test_withheld_callers_failing_do_not_lock_out_one_who_verifies_without
     # shared "anonymous" bucket, the hourly limit of five would now lock every withheld caller.
     for _ in range(2):
         told = await call_until_told(hotline, watcher, WITHHELD,
-                                     f"11{wrong}#{wrong}#{number}#1{WRONG_GUESS}")
+                                     f"{wrong}#{wrong}#{number}#1{WRONG_GUESS}")
         assert told.detail["verified"] is False
         await watcher.wait_ended()
     # Another withheld caller: looked up, not blocked, and verified by the four digits.
-    told = await call_until_told(hotline, watcher, WITHHELD, f"11{number}#1{SECRET}")
+    # This one presses the check-status key (1) at the greeting first.
+    told = await call_until_told(hotline, watcher, WITHHELD, f"1{number}#1{SECRET}")
     assert told.detail == {"case": number, "stage": "in_progress", "verified": True}
     await watcher.wait_ended()
     await hotline.recorder.drain()

@@ -28,7 +28,9 @@ async def test_keypad_only_languages_are_worded_for_keys(settings, korean_models
         assert "install-model cmn" in health["languages"]["cmn"]["reason"]
         assert stack.recognizer("cmn", grammar="menu") is None
         assert stack.recognizer("ko", grammar="menu", call_id="c1") is not None
-        assert stack.recognizer("ko", prompt_id="main_menu_short") is not None
+        assert stack.recognizer("ko", prompt_id="ask_case_number_short") is not None
+        assert stack.grammar_json("ko", "intake") == stack.grammar_for("ko", "greeting")
+        assert stack.understand("ko", "intake", "영어").language == "en"
         assert stack.grammar_json("ko", "yesno") == stack.grammar_for("ko", "confirm_case_number")
         assert stack.understand("ko", "status_menu", "상담원 연결해 주세요").intent == "agent"
         assert "说" not in stack.render("cmn", "ask_case_number")

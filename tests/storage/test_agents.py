@@ -120,6 +120,21 @@ async def test_update_agent(sessions) -> None:
         await update_agent(sessions, "agent1", extension="2002")
 
 
+async def test_agents_speak_languages(sessions) -> None:
+    """Language skills: Mandarin by default, set with update_agent (hotline agents
+    set-languages), checked against the IVR's languages; a bad list changes nothing."""
+    created = await create_agent(sessions, login="agent1", display_name="A", extension="2001")
+    assert created.languages == ("cmn",)
+    changed = await update_agent(sessions, "agent1", languages=["cmn", "en", "en", " ko"])
+    assert changed.languages == ("cmn", "en", "ko")
+    for bad in (["fr"], [], [" "]):
+        with pytest.raises(InvalidInput):
+            await update_agent(sessions, "agent1", languages=bad)
+    assert (await get_agent(sessions, "agent1")).languages == ("cmn", "en", "ko")
+    korean = await create_agent(sessions, login="agent2", display_name="B", languages=["ko"])
+    assert korean.languages == ("ko",)
+
+
 async def test_authenticate(sessions) -> None:
     await create_agent(sessions, login="agent1", display_name="A", password="s3cret-pass",
                        hasher=FAST)
@@ -150,6 +165,8 @@ async def test_demo_accounts(sessions, db_url) -> None:
     agents = {a.login: a for a in await list_agents(sessions)}
     assert {a.role for a in agents.values()} == {"agent", "supervisor", "admin"}
     assert agents["agent1"].extension == "2001" and not agents["agent1"].can_log_in
+    assert agents["agent1"].languages == ("cmn",)
+    assert {"en", "ko"} <= set(agents["agent2"].languages)
     # With a password given, accounts made from then on can log in.
     async with sessions() as s, s.begin():
         await s.delete(await s.scalar(select(Agent).where(Agent.login == "admin")))

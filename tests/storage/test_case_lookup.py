@@ -123,14 +123,14 @@ async def test_one_withheld_caller_failing_does_not_lock_out_another(sessions, d
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
     for caller in ("anonymous", None, "anonymous"):  # six failures: a shared bucket closes
         hostile = await run_scripted_call(sessions, guard, caller, {
-            "language_menu": keys("1"), "main_menu": keys("1"),
+            "greeting": keys("1"),
             "ask_case_number": keys(wrong + "#"), "case_number_invalid": keys(number + "#"),
             "confirm_case_number": keys("1"), "ask_phone_last4": keys("0000"),
             "after_status_menu": keys("3")})
         assert _told(hostile)["verified"] is False
         assert [s.kind for s in hostile.steps].count("case_lookup") == 1
     honest = await run_scripted_call(sessions, guard, "anonymous", {
-        "language_menu": keys("1"), "main_menu": keys("1"), "ask_case_number": keys(number + "#"),
+        "greeting": keys(number + "#"),  # keyed at the greeting: no menu on the way
         "confirm_case_number": keys("1"), "ask_phone_last4": keys("8000"),
         "after_status_menu": keys("3")})
     assert "lookup_blocked" not in [s.kind for s in honest.steps]
@@ -145,8 +145,7 @@ async def test_a_withheld_caller_gets_an_agent_after_three_failures_in_the_call(
     number = await _zhang_san_case(sessions, db_url)
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
     call = await run_scripted_call(sessions, LookupGuard(sessions), None, {
-        "language_menu": keys("1"), "main_menu": keys("1"), "ask_case_number": keys(wrong + "#"),
-        "case_number_invalid": keys(wrong + "#" + wrong + "#")})
+        "greeting": keys(wrong + "#"), "case_number_invalid": keys(wrong + "#" + wrong + "#")})
     assert [s.kind for s in call.steps].count("case_number_invalid") == 3
     assert [s.detail for s in call.steps if s.kind == "route"] == [
         {"route": "agent", "reason": "invalid numbers"}]
@@ -159,7 +158,7 @@ async def test_a_case_with_many_failed_verifications_is_not_verified_by_digits(
     guard = LookupGuard(sessions, verification_limit=2)
     for _ in range(2):
         await guard.record_failure(None, "verification_failed", case=number)
-    script = {"language_menu": keys("1"), "main_menu": keys("1"),
+    script = {"greeting": keys("1"),
               "ask_case_number": keys(number + "#"), "confirm_case_number": keys("1"),
               "ask_phone_last4": keys("8000"), "after_status_menu": keys("3")}
     digits = await run_scripted_call(sessions, guard, "13911112222", dict(script))

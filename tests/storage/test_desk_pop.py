@@ -282,8 +282,7 @@ async def _call_entering_digits(sessions: SessionFactory, db_url: str, answer: l
     recorder.start()
     try:
         call = await run_scripted_call(sessions, LookupGuard(sessions), caller, {
-            "language_menu": keys("1"), "main_menu": keys("1"),
-            "ask_case_number": keys(number + "#"), "confirm_case_number": keys("1"),
+            "greeting": keys(number + "#"), "confirm_case_number": keys("1"),
             "ask_phone_last4": answer, "after_status_menu": keys("2")}, recorder=recorder)
         await recorder.drain()
     finally:

@@ -158,11 +158,13 @@ async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
 
     client, csrf = await sign_in(desk)
     assert desk.ami.named("QueueAdd") == [{"Queue": "hotline", "Interface": "PJSIP/2001",
-                                           "MemberName": "王芳", "Paused": "false"}]
+                                           "MemberName": "王芳", "Penalty": "0",
+                                           "Paused": "false"}]
     cookie = next(c for c in client.session.cookie_jar if c.key == "hotline_desk")
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/desk"
     page = await client.get("/desk/")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert '<span id="agent-languages"' in await page.text()
     assert (await post(client, csrf, "/desk/pause", paused="1"))[0] == 200
     assert desk.ami.named("QueuePause")[-1]["Paused"] == "true"
     forged = await client.post("/desk/pause", data={"csrf": "forged", "paused": "0"})

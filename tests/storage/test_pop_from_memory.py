@@ -108,7 +108,7 @@ async def test_a_pop_is_shown_with_the_whole_ivr_transcript_while_the_writer_is_
     number = await _case_of_zhang_san(sessions, db_url)
     async with hotline(sessions) as (bus, recorder, hub, socket), writes_stalled(db_url):
         call = await run_scripted_call(sessions, LookupGuard(sessions), PHONE, {
-            "main_menu": keys("1"), "ask_case_number": keys(number + "#"),
+            "greeting": keys("1"), "ask_case_number": keys(number + "#"),
             "confirm_case_number": keys("1"), "after_status_menu": keys("2")},
             bus=bus, ended=False)
         await bus.publish(_ringing(call.call_id))
@@ -127,7 +127,7 @@ async def test_a_pop_is_shown_with_the_whole_ivr_transcript_while_the_writer_is_
     assert "Caller verified by calling number" in texts
     assert f"Told case {number} is in_progress (full status)" in texts
     assert texts[-2:] == ["Keyed: 2", "Routed to agent (after status)"]
-    assert pop["ivr"]["path"][:2] == ["greeting", "main_menu"]
+    assert pop["ivr"]["path"][:2] == ["greeting", "ask_case_number"]
     assert (pop["ivr"]["verified"], pop["ivr"]["asked_case"]) == (True, number)
     # The history came from the database meanwhile: the resident and the case asked about.
     assert pop["resident"]["name"] == "张三" and pop["case"]["number"] == number

@@ -451,7 +451,15 @@ async def test_a_disable_from_the_command_line_reaches_the_web_process(
     assert site.ami.named("QueueRemove")[-1] == {"Queue": "hotline", "Interface": "PJSIP/2002"}
 
     status, out, _ = await hotline_cli(db_url, tmp_path, "agents", "list")
-    assert re.search(r"agent1\s+agent\s+ext 2001\s+disabled", out), out
+    assert re.search(r"agent1\s+agent\s+ext 2001\s+disabled\s+cmn ", out), out
+    status, out, err = await hotline_cli(db_url, tmp_path, "agents", "set-languages", "agent1",
+                                         "cmn,en")
+    assert status == 0 and "agent1 speaks cmn, en" in out, err
+    status, out, err = await hotline_cli(db_url, tmp_path, "agents", "set-languages", "agent1",
+                                         "cmn,fr")
+    assert status != 0 and "unknown language(s) 'fr'" in err, (out, err)
+    status, out, _ = await hotline_cli(db_url, tmp_path, "agents", "list")
+    assert re.search(r"agent1\s+agent\s+ext 2001\s+disabled\s+cmn,en ", out), out
     assert (await hotline_cli(db_url, tmp_path, "agents", "enable", "agent1"))[0] == 0
     assert (await site.sign_in(await site.client(), "desk", "agent1")).status == 303
 

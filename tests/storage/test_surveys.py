@@ -71,7 +71,7 @@ async def call(sessions, call_id: str, phone: str = "13800138000",
     async with sessions() as session, session.begin():
         await apply_event(session, CallStarted(call_id, phone, "张三", "PJSIP/x-1", at=NOW))
         if language:
-            await apply_event(session, CallStep(call_id, PromptPlayed("main_menu", language)))
+            await apply_event(session, CallStep(call_id, PromptPlayed("greeting", language)))
     async with sessions() as session:
         return await session.scalar(select(Consultation.id).where(
             Consultation.call_id == call_id))

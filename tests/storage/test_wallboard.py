@@ -190,3 +190,38 @@ async def _resync_snapshot(now: datetime) -> QueueSnapshot:
     assert [(w.channel, w.wait_s) for w in snapshot.waiting] == [("PJSIP/gw-stays", 70),
                                                                  ("PJSIP/gw-new", 5)]
     return QueueSnapshot(snapshot.queue, snapshot.members, snapshot.waiting, at=now)
+
+
+async def test_the_language_desks_count_as_the_hotline(sessions: SessionFactory) -> None:
+    """Callers in the language queues (hotline-en, ...) are waiting callers of the hotline;
+    one queue's snapshot leaves the callers of the others; answers from every hotline queue
+    are counted today, other queues' are not."""
+    clock = Clock()
+    async with sessions() as session, session.begin():
+        for call_id, queue in (("cmn", "hotline"), ("en", "hotline-en"), ("x", "elsewhere")):
+            await apply_event(session, CallStarted(call_id, "13800138000", None, at=NOW))
+            await apply_event(session, AgentAnswered(call_id, queue, "PJSIP/2001", "2001",
+                                                     hold_time_s=5, at=NOW))
+    board = Wallboard(sessions, queue="hotline", queues=("hotline", "hotline-en", "hotline-ko"),
+                      tz=TZ, clock=clock)
+    await board.start()
+    try:
+        assert board.state()["today"]["answered"] == 2
+        for event in (CallerQueued("a", "hotline", 1, channel="PJSIP/gw-a"),
+                      CallerQueued("b", "hotline-en", 1, channel="PJSIP/gw-b"),
+                      CallerQueued("c", "hotline-ko", 1, channel="PJSIP/gw-c"),
+                      CallerQueued("d", "elsewhere", 1, channel="PJSIP/gw-d"),
+                      status("2001", "available", "王芳")):
+            await board.handle(event)
+        await board.drain()
+        assert board.state()["waiting"]["count"] == 3
+        # The Korean desk's snapshot: c has left it; the others' callers stay.
+        await board.handle(QueueSnapshot("hotline-ko", (status("2001", "available", "王芳"),), ()))
+        await board.drain()
+        assert board.state()["waiting"]["count"] == 2
+        await board.handle(QueueSnapshot("hotline", (status("2001", "available", "王芳"),), (),))
+        await board.drain()
+        state = board.state()
+        assert state["waiting"]["count"] == 1 and state["agents"]["total"] == 1
+    finally:
+        await board.close()

@@ -127,7 +127,12 @@ def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
     assert "UserEvent(HotlineCallStart,CallId: ${CALL_ID})" in inbound
     assert "TryExec(AudioSocket(${CALL_ID},127.0.0.1:9999))" in inbound
     assert 'ExecIf($["${IVR_ROUTE}" = ""]?Set(IVR_ROUTE=fallback))' in inbound
-    assert "Queue(front-desk,rc)" in inbound
+    # The IVR names the caller's language queue; empty or unknown is the main queue.
+    assert 'ExecIf($["${HOTLINE_QUEUE}" = ""]?Set(HOTLINE_QUEUE=front-desk))' in inbound
+    assert "ExecIf($[${QUEUE_EXISTS(${HOTLINE_QUEUE})} = 0]?Set(HOTLINE_QUEUE=front-desk))" \
+        in inbound
+    assert "Queue(${HOTLINE_QUEUE},rc,,,,,,hotline-language)" in inbound
+    assert inbound.index("Set(QUEUE_MAX_PENALTY=0)") < inbound.index("Queue(${HOTLINE_QUEUE}")
     assert re.search(r"^exten => 96110,1,Goto\(hotline-inbound", config["hotline.conf"], re.M)
     ends = section(config["hotline.conf"], "hotline-call-end")
     assert "UserEvent(HotlineCallEnd,CallId: ${CALL_ID},Route: ${IVR_ROUTE}" in ends
@@ -140,7 +145,7 @@ def test_dialplan_surveys_callers_an_agent_talked_to_and_return_visits(
 ) -> None:
     inbound = section(config["hotline.conf"], "hotline-inbound")
     assert 'GotoIf($["${MEMBERINTERFACE}" = ""]?done)' in inbound
-    assert inbound.index("Queue(front-desk,rc)") < inbound.index(
+    assert inbound.index("Queue(${HOTLINE_QUEUE},rc") < inbound.index(
         "Gosub(hotline-survey,s,1(after_call))")
     survey = section(config["hotline.conf"], "hotline-survey")
     assert "Set(IVR_STAGE=survey)" in survey
@@ -434,3 +439,20 @@ def test_no_caller_controlled_text_in_dialplan_application_arguments(
             line = code[code.rfind("\n", 0, match.start()) + 1:code.find("\n", match.end())]
             prefix = code[:match.start()]
             assert prefix.endswith(("BASE64_ENCODE(", "FILTER(0123456789,")), line
+
+
+def test_language_desks_are_queues_with_the_main_queues_options(
+    config: dict[str, str],
+) -> None:
+    """One queue per other language, rendered with the main queue's options, and the rule
+    that lets any agent answer after [intake] language_fallback_after."""
+    queues = config["queues.conf"]
+    main = section(queues, "front-desk")
+    def options(body: str) -> list[str]:
+        return [line for line in body.splitlines() if line and not line.startswith(";")]
+
+    for lang in ("en", "ko"):
+        assert options(section(queues, f"front-desk-{lang}")) == options(main)
+    assert "strategy = ringall" in main
+    rules = section(config["queuerules.conf"], "hotline-language")
+    assert "penaltychange => 30,1,,1" in rules

@@ -4,11 +4,19 @@ from datetime import UTC, date, datetime
 
 from crm.cases.lookup import CaseStatus
 from crm.cases.numbers import make_case_number
-from crm.telephony.steps import VerificationResult
+from crm.telephony.steps import (
+    IntentChosen,
+    LanguageChosen,
+    NotUnderstood,
+    RouteChosen,
+    VerificationResult,
+)
 from ivr.flows.menu import (
+    MAX_GREETINGS,
     Begin,
     CallFlow,
     Collect,
+    IntakeKeys,
     Keys,
     Log,
     LookupCase,
@@ -44,20 +52,143 @@ def to_case_prompt(flow: CallFlow, caller: str = "13800138000", lang: str | None
     return flow.step(Keys("1"))
 
 
-def test_known_resident_skips_language_menu() -> None:
+def route_of(actions: list) -> Route | None:
+    return next((a for a in actions if isinstance(a, Route)), None)
+
+
+def test_the_greeting_is_the_only_prompt_before_the_caller_is_heard() -> None:
+    flow = CallFlow()
+    actions = flow.step(Begin("999", None))
+    assert prompts(actions) == ["greeting"] and flow.state is State.GREETING
+    [greeting] = [a for a in actions if isinstance(a, Collect)]
+    assert greeting.grammar == "intake" and greeting.max_digits == len(NUMBER)
+    assert greeting.timeout == 1.5
+    assert greeting.commands == {"8", "9", "0", "1"}
+    assert greeting.vars == {"language_keys": {"en": "8", "ko": "9"}, "info_key": "0"}
+    assert not any(isinstance(a, SetLanguage) for a in actions)
+
+
+def test_known_resident_is_greeted_in_their_language_at_once() -> None:
     flow = CallFlow()
     actions = flow.step(Begin("13800138000", "ko"))
-    assert SetLanguage("ko") in actions
-    assert prompts(actions) == ["greeting", "main_menu"]
-    assert flow.state is State.MAIN_MENU
+    assert SetLanguage("ko") in actions and Log(LanguageChosen("ko", "profile")) in actions
+    assert prompts(actions) == ["greeting"]
+    assert flow.state is State.GREETING
+    assert route_of(flow.step(NoInput())) == Route("agent", "ko")
 
 
-def test_language_chosen_by_key_then_junk_key_reprompts() -> None:
+def test_a_silent_caller_joins_the_queue_without_another_prompt() -> None:
     flow = CallFlow()
-    assert prompts(flow.step(Begin("999", None))) == ["greeting", "language_menu"]
-    assert prompts(flow.step(Keys("7"))) == ["no_match", "language_menu_short"]
-    actions = flow.step(Keys("2"))
-    assert SetLanguage("en") in actions and flow.state is State.MAIN_MENU
+    flow.step(Begin("13800138000", None))
+    actions = flow.step(NoInput())
+    assert prompts(actions) == []  # no transfer prompt delays the queue join
+    assert actions == [Log(RouteChosen("agent", "silent")), Route("agent", "cmn")]
+    assert flow.state is State.DONE and flow.step(Keys("1")) == []
+
+
+def test_a_case_number_keyed_at_the_greeting_is_read_back_at_once() -> None:
+    for keyed in (NUMBER + "#", NUMBER):
+        flow = CallFlow()
+        flow.step(Begin("13800138000", None))
+        actions = flow.step(Keys(keyed))
+        assert prompts(actions) == ["confirm_case_number"]
+        assert actions[-1].vars == {"digits": NUMBER}
+        assert flow.step(Keys("1"))[-1] == LookupCase(NUMBER)
+        assert prompts(flow.step(LookupResult(CASE))) == ["status_full", "after_status_menu"]
+
+
+def test_a_wrong_number_keyed_at_the_greeting_is_asked_again() -> None:
+    flow = CallFlow()
+    flow.step(Begin("13800138000", None))
+    actions = flow.step(Keys("2611#"))
+    assert prompts(actions) == ["case_number_invalid"]
+    assert RecordFailure("invalid_number") in actions and flow.state is State.CASE_NUMBER
+
+
+def test_a_spoken_case_number_or_status_request_at_the_greeting() -> None:
+    said = CallFlow()
+    said.step(Begin("13800138000", "cmn"))
+    assert prompts(said.step(Speech("二六幺幺...", digits=NUMBER))) == ["confirm_case_number"]
+    asked = CallFlow()
+    asked.step(Begin("13800138000", "cmn"))
+    actions = asked.step(Speech("我想查一下我的工单", intent="check_status", digits="1"))
+    assert prompts(actions) == ["ask_case_number"]
+    assert Log(IntentChosen("check_status", "speech")) in actions
+
+
+def test_a_request_for_a_person_or_anything_else_said_goes_to_the_queue() -> None:
+    person = CallFlow()
+    person.step(Begin("13800138000", "en"))
+    actions = person.step(Speech("operator", intent="agent"))
+    assert route_of(actions) == Route("agent", "en") and prompts(actions) == []
+    other = CallFlow()
+    other.step(Begin("13800138000", None))
+    actions = other.step(Speech("我家楼下的路灯坏了"))
+    assert Log(NotUnderstood("greeting")) in actions
+    assert Log(RouteChosen("agent", "not a status request")) in actions
+    assert route_of(actions) == Route("agent", "cmn")
+
+
+def test_language_keys_switch_and_replay_the_greeting_once() -> None:
+    flow = CallFlow()
+    flow.step(Begin("999", None))
+    actions = flow.step(Keys("8"))
+    assert SetLanguage("en") in actions and Log(LanguageChosen("en", "key")) in actions
+    assert prompts(actions) == ["greeting"] and flow.language == "en"
+    assert route_of(flow.step(NoInput())) == Route("agent", "en")
+    korean = CallFlow()
+    korean.step(Begin("999", None))
+    korean.step(Keys("9"))
+    assert korean.language == "ko"
+    spoken = CallFlow()
+    spoken.step(Begin("999", None))
+    actions = spoken.step(Speech("English", language="en"))
+    assert Log(LanguageChosen("en", "speech")) in actions and prompts(actions) == ["greeting"]
+
+
+def test_configured_keys_replace_the_defaults() -> None:
+    keys = IntakeKeys(languages={"en": "5", "cmn": "7"}, service_info=None, check_status="*",
+                      silence_timeout=0.8)
+    flow = CallFlow(intake=keys)
+    [greeting] = [a for a in flow.step(Begin("999", None)) if isinstance(a, Collect)]
+    assert greeting.commands == {"5", "7", "*"} and greeting.timeout == 0.8
+    assert SetLanguage("en") in flow.step(Keys("5"))
+    assert prompts(flow.step(Keys("*"))) == ["ask_case_number"]
+    stray = CallFlow(intake=keys)
+    stray.step(Begin("999", None))
+    assert route_of(stray.step(Keys("0"))) == Route("agent", "cmn")  # no info key here
+
+
+def test_the_service_information_key_or_phrase_returns_to_the_greeting() -> None:
+    flow = CallFlow()
+    flow.step(Begin("999", None))
+    actions = flow.step(Keys("0"))
+    assert prompts(actions) == ["service_info", "greeting"]
+    assert Log(IntentChosen("service_info", "keys")) in actions
+    assert flow.state is State.GREETING
+    assert prompts(flow.step(Speech("办公时间", intent="service_info"))) == [
+        "service_info", "greeting"]
+    # the greeting is not replayed for ever: then a person helps
+    actions = flow.step(Keys("0"))
+    assert MAX_GREETINGS == 3 and route_of(actions) == Route("agent", "cmn")
+
+
+def test_the_check_status_key_asks_for_the_number() -> None:
+    flow = CallFlow()
+    flow.step(Begin("999", None))
+    actions = flow.step(Keys("1"))
+    assert prompts(actions) == ["ask_case_number"]
+    assert Log(IntentChosen("check_status", "keys")) in actions
+
+
+def test_junk_keys_at_the_greeting_reach_a_person() -> None:
+    for junk in ("5", "*", "#", "3"):
+        flow = CallFlow()
+        flow.step(Begin("999", None))
+        actions = flow.step(Keys(junk))
+        assert route_of(actions) == Route("agent", "cmn"), junk
+        assert Log(RouteChosen("agent", "stray key")) in actions
+        assert not any(isinstance(a, LookupCase | RecordFailure) for a in actions)
 
 
 def test_keyed_case_verified_by_calling_number_hears_full_status() -> None:
@@ -107,19 +238,20 @@ def test_last_four_digits_verify() -> None:
 
 def test_spoken_intent_and_digits() -> None:
     flow = CallFlow()
-    flow.step(Begin("13800138000", "cmn"))
+    flow.step(Begin("13800138000", "cmn"))  # the greeting hears the request
     assert prompts(flow.step(Speech("我想查一下我的工单", intent="check_status"))) == [
         "ask_case_number"]
     assert prompts(flow.step(Speech("...", digits=NUMBER))) == ["confirm_case_number"]
     assert isinstance(flow.step(Speech("对", yes=True))[-1], LookupCase)
 
 
-def test_silence_reprompts_shorter_then_keys_then_agent() -> None:
+def test_silence_after_asking_reprompts_shorter_then_keys_then_agent() -> None:
     flow = CallFlow()
-    flow.step(Begin("1", "cmn"))
-    assert prompts(flow.step(NoInput())) == ["no_input", "main_menu_short"]
-    assert prompts(flow.step(NoInput())) == ["no_input", "main_menu_keys"]
-    assert routed(flow.step(NoInput())) == "agent"
+    to_case_prompt(flow)
+    assert prompts(flow.step(NoInput())) == ["no_input", "ask_case_number_short"]
+    assert prompts(flow.step(NoInput())) == ["no_input", "ask_case_number_keys"]
+    actions = flow.step(NoInput())
+    assert routed(actions) == "agent" and "transfer_to_agent" in prompts(actions)
     assert flow.state is State.DONE and flow.step(Keys("1")) == []
 
 

@@ -104,3 +104,39 @@ async def test_any_other_key_still_barges_in_on_the_read_back(line: Line) -> Non
     assert [s.detail for s in line.steps if s.kind == "barge_in"][-1] == {
         "prompt": "confirm_case_number"}
     assert line.driver.keys == "1"
+
+
+GREETING = Collect("greeting", "intake", 11, timeout=0.3, commands=frozenset({"8", "0"}))
+
+
+async def test_a_command_key_at_the_greeting_acts_at_once(line: Line) -> None:
+    """8 as the first key ends the input at once (no wait for more digits); the keys after
+    it stay typed ahead."""
+    await line.asterisk.send(encode_dtmf("8"), encode_dtmf("5"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(WAIT):
+        taken = await line.driver.perform([GREETING])
+    assert taken == Keys("8")
+    assert loop.time() - started < line.driver.timeouts.inter_digit
+    assert line.driver.keys in ("", "5")
+
+
+async def test_a_number_starting_with_another_key_is_collected_whole(line: Line) -> None:
+    await line.asterisk.send(*(encode_dtmf(k) for k in "26112200017"))
+    async with asyncio.timeout(WAIT):
+        taken = await line.driver.perform([GREETING])
+    assert taken == Keys("26112200017")
+
+
+async def test_the_greeting_listens_only_for_its_own_short_timeout(line: Line) -> None:
+    """Silence after the greeting: no input after the Collect's timeout (0.3 s), not the
+    driver's first-input default (5 s)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(WAIT):
+        result = await line.driver.perform([GREETING])
+    elapsed = loop.time() - started
+    assert type(result).__name__ == "NoInput"
+    assert 0.3 <= elapsed < line.driver.timeouts.first_input
+    assert [s.detail for s in line.steps if s.kind == "no_input"] == [{"state": "asking"}]

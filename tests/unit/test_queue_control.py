@@ -39,9 +39,34 @@ async def test_join_is_idempotent_and_unpauses() -> None:
     await QueueControl(ami).join("PJSIP/2001", "王芳\n<bad>")
     assert ami.actions == [
         ("QueueAdd", {"Queue": "hotline", "Interface": "PJSIP/2001", "MemberName": "王芳 <bad>",
-                      "Paused": "false"}),
+                      "Penalty": "0", "Paused": "false"}),
+        ("QueuePenalty", {"Queue": "hotline", "Interface": "PJSIP/2001", "Penalty": "0"}),
         ("QueuePause", {"Queue": "hotline", "Interface": "PJSIP/2001", "Paused": "false"}),
     ]
+
+
+LANGUAGE_QUEUES = {"cmn": "hotline", "en": "hotline-en", "ko": "hotline-ko"}
+
+
+async def test_an_agent_joins_every_queue_first_in_line_for_their_languages() -> None:
+    ami = FakeAmi()
+    control = QueueControl(ami, "hotline", queues=LANGUAGE_QUEUES)
+    await control.join("PJSIP/2002", "李娜", ["cmn", "en"])
+    added = {f["Queue"]: f["Penalty"] for name, f in ami.actions if name == "QueueAdd"}
+    assert added == {"hotline": "0", "hotline-en": "0", "hotline-ko": "1"}
+    assert [f["Queue"] for name, f in ami.actions if name == "QueuePause"] == [
+        "hotline", "hotline-en", "hotline-ko"]
+    ami.actions.clear()
+    await control.join("PJSIP/2003", "朴敏", [])  # no languages known: the default one
+    assert {f["Queue"]: f["Penalty"] for name, f in ami.actions if name == "QueueAdd"} == {
+        "hotline": "0", "hotline-en": "1", "hotline-ko": "1"}
+    ami.actions.clear()
+    await control.pause("PJSIP/2002", True, "lunch")
+    await control.leave("PJSIP/2002")
+    assert [(n, f["Queue"]) for n, f in ami.actions] == [
+        ("QueuePause", "hotline"), ("QueuePause", "hotline-en"), ("QueuePause", "hotline-ko"),
+        ("QueueRemove", "hotline"), ("QueueRemove", "hotline-en"),
+        ("QueueRemove", "hotline-ko")]
 
 
 async def test_leave_tolerates_not_a_member_but_not_other_refusals() -> None:

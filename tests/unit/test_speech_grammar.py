@@ -63,8 +63,13 @@ def test_language_grammars_log_dropped_words_and_add_unk(caplog: pytest.LogCaptu
     assert grammars.dropped["menu"] == {"operator"}
     assert grammars.for_prompt("confirm_case_number") == grammars.json("yes_no")
     assert grammars.for_prompt("confirm_case_number_short") == grammars.json("yesno")
-    assert grammars.for_prompt("main_menu_keys") == grammars.json("menu")
-    assert grammars.for_prompt("greeting") is None
+    assert grammars.for_prompt("ask_case_number_keys") == grammars.json("digits")
+    assert grammars.for_prompt("greeting") == grammars.json("intake")
+    assert grammars.for_prompt("goodbye") is None
+    intake = json.loads(grammars.json("intake") or "[]")
+    # the greeting hears a case number, a request, or another language's name
+    assert {"check my case", "agent", "service information", "five"} <= set(intake)
+    assert "goodbye" not in intake and "repeat" not in intake
     status = json.loads(grammars.json("status_menu") or "[]")
     assert "goodbye" in status and "repeat" in status and "check my case" not in status
     with pytest.raises(KeyError, match="unknown grammar"):

@@ -11,8 +11,8 @@ from speech.languages import LANGUAGES
 from speech.numbers import rating, spoken_digits, yes_no
 from speech.prompts import (
     CONFIRM_KEYS,
-    LANGUAGE_KEYS,
-    MENU_KEYS,
+    GREETING_INFO_KEY,
+    GREETING_LANGUAGE_KEYS,
     PROMPT_IDS,
     STAGES,
     STATUS_MENU_KEYS,
@@ -58,8 +58,8 @@ def test_static_and_dynamic_prompts(packs: dict[str, LanguagePack]) -> None:
     for pack in packs.values():
         assert not pack.is_static("confirm_case_number")
         assert not pack.is_static("status_full")
-        assert pack.is_static("greeting") and pack.is_static("main_menu")
-        assert len(pack.static_prompt_ids) >= 20
+        assert pack.is_static("greeting") and pack.is_static("service_info")
+        assert len(pack.static_prompt_ids) >= 17
 
 
 def test_missing_variable_is_an_error(packs: dict[str, LanguagePack]) -> None:
@@ -74,7 +74,7 @@ def test_mandarin_prompts_read_numbers_and_dates_as_words(packs: dict[str, Langu
     status = pack.render("status_full", **{**SAMPLE_VARS, "department": "住建局",
                                             "deadline": datetime(2026, 11, 29, 9, 0)})
     assert "正在办理" in status and "住建局" in status and "十一月二十九日" in status
-    assert "幺二三四五" in pack.render("greeting")
+    assert "幺二三四五" in pack.render("survey_return_visit_intro")
 
 
 def test_optional_status_parts_are_left_out(packs: dict[str, LanguagePack]) -> None:
@@ -93,11 +93,26 @@ def test_keypad_wording_does_not_ask_to_speak(packs: dict[str, LanguagePack]) ->
     assert "say" in packs["en"].render("confirm_case_number", speech=True, digits="1")
 
 
-def test_menu_prompts_name_the_menu_keys(packs: dict[str, LanguagePack]) -> None:
-    for pack in packs.values():
-        text = pack.render("main_menu_keys")
-        for key in MENU_KEYS.values():
-            assert key in text
+def test_the_greeting_offers_the_other_languages_once(packs: dict[str, LanguagePack]) -> None:
+    """Each language's greeting names the keys of the other languages, each in its own
+    language, and not its own; configured keys replace the defaults."""
+    offers = {"en": "For English press 8", "ko": "한국어 9번"}
+    for lang, pack in packs.items():
+        text = pack.render("greeting")
+        for other, offer in offers.items():
+            assert text.count(offer) == (0 if other == lang else 1), (lang, text)
+    text = packs["cmn"].render("greeting", language_keys={"en": "5", "ko": "6", "cmn": "7"})
+    assert "For English press 5" in text and "한국어 6번" in text and "普通话" not in text
+    assert "说" not in packs["cmn"].render("greeting", speech=False)
+
+
+def test_the_greeting_is_short(packs: dict[str, LanguagePack]) -> None:
+    """Words, not seconds (tests/speech/test_greeting_length.py measures the audio): the
+    Mandarin greeting stays a single short sentence plus the language offers."""
+    text = packs["cmn"].render("greeting")
+    assert len(text) <= 50, text
+    assert packs["cmn"].rate_for("greeting") > packs["cmn"].rate
+    assert packs["cmn"].rate_for("goodbye") == packs["cmn"].rate
 
 
 def test_recording_name_only_for_the_static_text(packs: dict[str, LanguagePack]) -> None:
@@ -162,25 +177,34 @@ def test_bad_override_file_is_reported(tmp_path: Path) -> None:
 
 def test_announced_keys_are_the_call_flows_keys() -> None:
     from ivr.flows import menu as call_flow
+    from ivr.settings import HOTLINE_LANGUAGES, IntakeSettings
 
-    assert {k: v for v, k in MENU_KEYS.items()} == call_flow.MENU_KEYS
     assert {k: v for v, k in STATUS_MENU_KEYS.items()} == call_flow.STATUS_MENU_KEYS
     assert {k: v == "yes" for v, k in CONFIRM_KEYS.items()} == call_flow.YES_NO_KEYS
-    assert dict(LANGUAGE_KEYS) == call_flow.LANGUAGE_KEYS
+    # The greeting synthesised ahead (static) is the one the IVR plays by default.
+    intake = call_flow.IntakeKeys()
+    assert intake.greeting_vars() == {"language_keys": dict(GREETING_LANGUAGE_KEYS),
+                                      "info_key": GREETING_INFO_KEY}
+    settings = IntakeSettings()
+    assert dict(settings.language_keys) == dict(intake.languages)
+    assert settings.service_info_key == intake.service_info
+    assert settings.check_status_key == intake.check_status
+    assert settings.silence_timeout == intake.silence_timeout
+    assert HOTLINE_LANGUAGES == LANGUAGES
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_every_re_prompt_of_the_call_flow_exists(packs: dict[str, LanguagePack],
                                                  lang: str) -> None:
     pack = packs[lang]
-    collected = ("language_menu", "main_menu", "ask_case_number", "case_number_invalid",
+    collected = ("ask_case_number", "case_number_invalid",
                  "case_not_found", "confirm_case_number", "ask_phone_last4",
                  "after_status_menu")
     for pid in collected:
         for variant in ("", "_short", "_keys"):
             pack.resolve(pid + variant)  # KeyError names a missing one
             pack.render(pid + variant, **SAMPLE_VARS)
-    assert pack.render("main_menu_keys") != pack.render("main_menu")  # written out
+    assert pack.render("greeting_keys") == pack.render("greeting", speech=False)
     assert pack.render("ask_phone_last4_keys") == pack.render("ask_phone_last4", speech=False)
     assert pack.is_static("ask_case_number_keys")
     with pytest.raises(KeyError):
