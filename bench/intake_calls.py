@@ -276,10 +276,14 @@ def reached_as_scripted(steps: list, hit: object, scenario: Scenario,
     if scenario.via == "asked":
         return any(s.kind == "route" and s.detail.get("route") == "agent"
                    and s.detail.get("reason") == "asked" for s in before)
+    looked_up = case is not None and any(
+        s.kind == "case_lookup" and s.detail.get("number") == case.number
+        and s.detail.get("found") for s in before)
     if scenario.via == "case":
-        return case is not None and any(
-            s.kind == "case_lookup" and s.detail.get("number") == case.number
-            and s.detail.get("found") for s in before)
+        return looked_up
+    if scenario.via == "said_status":
+        return looked_up and any(s.kind == "speech" and s.detail.get("intent") == "check_status"
+                                 for s in before)
     return True
 
 

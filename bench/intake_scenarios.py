@@ -75,7 +75,8 @@ class Scenario:
     """(seconds after the answer, words) said in the caller's language."""
     via: str | None = None
     """The measured moment counts only when reached this way: "asked" (the flow heard the
-    caller ask for a person), "case" (the status of the caller's case), None (any way)."""
+    caller ask for a person), "case" (the status of the caller's case), "said_status" (that,
+    after the flow heard the caller's status request), None (any way)."""
     script: str = ""
 
 
@@ -117,7 +118,7 @@ MENU = Flow(
             # "민원 조회" barging into the greeting, the number keyed during "say or key the
             # number", 1 (yes) once the Korean read-back (~15 s) has ended.
             words=((2.0, STATUS_PLEASE),), keys=((7.0, "{case}"), (26.0, "1")),
-            via="case",
+            via="said_status",
             script="'민원 조회' at 2 s, the number keyed at 7 s, 1 (yes) at 26 s"),
         "spoken_agent": Scenario(
             "spoken_agent", KIM, "queue", hang_up_s=60,
@@ -144,7 +145,7 @@ INTAKE = Flow(
         "spoken_status": Scenario(
             "spoken_status", KIM, "status", hang_up_s=50,
             words=((2.0, STATUS_PLEASE),), keys=((5.0, "{case}"), (24.0, "1")),
-            via="case",
+            via="said_status",
             script="'민원 조회' at 2 s (barging into the greeting), the number keyed at 5 s, "
                    "1 (yes) at 24 s"),
         "spoken_agent": Scenario(
