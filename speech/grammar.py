@@ -33,7 +33,7 @@ GRAMMAR_ALIASES: Final[Mapping[str, GrammarKind]] = {"yesno": "yes_no"}
 """Other names the call flow uses for a kind."""
 STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end")
 INTAKE_INTENTS: Final = ("check_status", "service_info", "agent")
-"""What the greeting understands besides a case number and a language's name."""
+"""What the greeting understands besides a case number."""
 UNKNOWN_WORD: Final = "[unk]"
 
 PROMPT_GRAMMAR: Final[Mapping[str, GrammarKind]] = {
@@ -81,8 +81,10 @@ def pack_phrases(pack: LanguagePack, kind: GrammarKind) -> list[str]:
         phrases = [p for intent in STATUS_MENU_INTENTS for p in menu.get(intent, [])]
     elif kind == "intake":
         menu = pack.menu_phrases()
+        # No language names: over a phone line they were heard inside other requests
+        # ("상담원" as "한국어"); the greeting's language keys switch the language.
         phrases = [p for intent in INTAKE_INTENTS for p in menu.get(intent, [])]
-        phrases += pack.grammar_phrases("digits") + pack.grammar_phrases("language")
+        phrases += pack.grammar_phrases("digits")
     else:
         phrases = pack.grammar_phrases(kind)
     return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))

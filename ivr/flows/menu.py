@@ -308,10 +308,14 @@ class CallFlow:
             return self._greeting_keys(inp.digits)
         if not isinstance(inp, Speech):
             return self._to_agent("not understood", announce=False)
-        if inp.language and inp.language != self.language:
-            return self._switch_language(inp.language, "speech")
-        if len(inp.digits) >= MIN_SPOKEN_CASE_DIGITS:
+        # A request wins over a number, a number over a language's name: a language is
+        # switched by speech only when nothing else was heard (words misheard as "English"
+        # must not switch the caller's language).
+        if inp.intent is None and len(inp.digits) >= MIN_SPOKEN_CASE_DIGITS:
             return self._case_number(inp.digits)
+        if inp.intent is None and not inp.digits and inp.language \
+                and inp.language != self.language:
+            return self._switch_language(inp.language, "speech")
         if inp.intent == "check_status":
             return self._ask_case("ask_case_number",
                                   Log(IntentChosen("check_status", "speech")))

