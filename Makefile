@@ -36,3 +36,10 @@ bench-pops: bootstrap
 .PHONY: bench-load
 bench-load: bootstrap
 	$(PY) -m bench.load --find-max
+
+# Intake: answer -> queue join and -> status read, silent / keyed / spoken callers, at 1, 20
+# and 60 concurrent calls (bounded at 20 min). INTAKE_FLOW=menu runs the old menu's callers.
+INTAKE_FLOW ?= intake
+.PHONY: bench-intake
+bench-intake: bootstrap
+	$(PY) -m bench.intake --flow $(INTAKE_FLOW) --calls 1,20,60 --max-seconds 1200

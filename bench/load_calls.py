@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -60,7 +61,7 @@ KEY_PRESS_S = 0.14
 PRESS_SLACK_S = 0.05
 """A press counts for an input step logged up to this much before its scheduled end (the
 answer's timing by AMI is a few ms off)."""
-_TAG = re.compile(r" (L\d+)-(\d+)$")
+_TAG = re.compile(r" ([A-Z]+\d+)-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class CallPlan:
     audio: Path | None = None
     speech_ends_at: float | None = None
     """Seconds after the answer at which the caller's last word ends (``audio``)."""
+    hold_ms: int = SAFETY_HOLD_MS
+    """After its last key the caller waits this long for Asterisk to hang up, then hangs up
+    itself."""
 
     def caller_name(self, tag: str) -> str:
         return f"{self.name} {tag}-{self.seq:04d}"
@@ -166,7 +170,7 @@ class SpeechAudio:
     speech_ends_at: float
 
 
-def _trim_silence(pcm: bytes, threshold: float = 300.0) -> bytes:
+def trim_silence(pcm: bytes, threshold: float = 300.0) -> bytes:
     """Drop the quiet 20 ms frames espeak-ng leaves before and after the words."""
     frame = 320
     loud = [i for i in range(0, len(pcm) - frame + 1, frame)
@@ -185,7 +189,7 @@ async def speech_audio(workdir: Path) -> SpeechAudio:
     utterance sooner on digital silence), as raw u-law for SIPp's rtp_stream (converted once
     here, not per call)."""
     synth = PromptSynthesizer(workdir / "bench-audio")
-    phrase = _trim_silence(await synth.audio("ko", None, SPOKEN))
+    phrase = trim_silence(await synth.audio("ko", None, SPOKEN))
     await synth.close()
     second = b"".join(line_noise(NOISE_AMPLITUDE, 50, random.Random(7)))
     raw = workdir / "speech-ko.s16"
@@ -226,7 +230,13 @@ class Drive:
     cancelled: int = 0
 
 
-async def drive(settings: Settings, planner: Planner, limits: DriveLimits, tag: str,
+class PlanSource(Protocol):
+    """Where ``drive`` takes its calls from (``Planner`` here, bench.intake's own)."""
+
+    def next(self) -> CallPlan: ...
+
+
+async def drive(settings: Settings, planner: PlanSource, limits: DriveLimits, tag: str,
                 progress: Callable[[str], None] = print) -> Drive:
     """Offer calls at ``rate`` with at most ``concurrency`` in flight, for ``duration``
     seconds or ``max_calls`` calls, then wait ``drain`` seconds for the last ones (and hang
@@ -247,7 +257,7 @@ async def drive(settings: Settings, planner: Planner, limits: DriveLimits, tag: 
             record.result = await place_call(
                 settings, caller_number=plan.number, caller_name=plan.caller_name(tag),
                 keys=plan.keys, pause_before_keys_ms=plan.pause_before_keys_ms,
-                audio=plan.audio, hold_ms=SAFETY_HOLD_MS, wait_for_bye=True)
+                audio=plan.audio, hold_ms=plan.hold_ms, wait_for_bye=True)
         except asyncio.CancelledError:
             record.error = "cancelled after the drain time"
             raise

@@ -7,7 +7,8 @@ Everything is real and on this machine: a private Asterisk 22 from the shared De
 demo data), one agent with a password signed in at ``/desk`` in headless Chromium
 (Playwright), and a SIPp desk phone for that agent (extension 2004) that rings and never
 answers. SIPp callers dial the hotline as the demo resident 13800138000 (Mandarin on file)
-and press 2 at the main menu (an agent); ``--concurrency`` of them are in flight at a time.
+and press # at the greeting (no case number: an agent); ``--concurrency`` of them are in
+flight at a time.
 Each caller is hung up as soon as its pop was shown, which lets the queue ring the agent for
 the next one.
 
@@ -27,6 +28,10 @@ database; ``HubProbe`` wraps the builder this hub instance was given) split the 
 The browser's clock is checked against time.time() through Playwright before and after the
 run (offset at the shortest round trip); the figures are not corrected by it. A pop is
 missed when AgentCalled arrived for a call and its pop never became visible.
+
+The parts: bench/pop_timing.py (what is measured and when), bench/pop_bed.py (the shared
+Asterisk root, the service, the ringing desk phone), bench/pop_desk.py (the desk in
+Chromium); this module places the calls and reports.
 """
 
 from __future__ import annotations
@@ -34,375 +39,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import asdict, dataclass, field
+from collections.abc import Coroutine
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.metrics import LoopLagMonitor, machine_description, percentile
-from crm.agents import accounts as agents
-from crm.demo_data import seed_demo
-from crm.live.desk_hub import DeskHub
-from crm.live.screen_pop import ScreenPop
-from hotline.asterisk import down, up
-from hotline.asterisk.layout import Installation, chroot_installation
-from hotline.asterisk.process import daemon_pid
-from hotline.asterisk.rootfs import has_asterisk
-from hotline.service import HotlineService, running_service
-from hotline.settings import Settings
-from hotline.tools.bed import asterisk_test_settings, free_tcp_port
-from hotline.tools.phones import AgentPhone
-from hotline.tools.sipp import SippProcess, free_udp_port, place_call, render_scenario
-from ivr.ami.client import AmiEvent
-from ivr.asterisk.queue_tracker import call_id_of
+from bench.pop_bed import AGENT_LOGIN, EXTENSION, BedLost, RingingPhone, SharedAsterisk, test_bed
+from bench.pop_desk import SETUP_TIMEOUT_MS, clock_offset_ms, desk_page
+from bench.pop_timing import HubProbe, PopBuiltLog, Tally
+from hotline.service import HotlineService
+from hotline.tools.sipp import place_call
 
 log = logging.getLogger("bench.pop_delay")
 T = TypeVar("T")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-AGENT_LOGIN, AGENT_NAME, EXTENSION = "bench-pops", "压测坐席 Bench", "2004"
-PASSWORD = "bench-pops-password"
 CALLER = "13800138000"
 """张三 in the demo data: Mandarin on file; '#' at the greeting (no case number) sends him
 to an agent at once."""
 KEYS = "#"
-RING_MS = 120_000
-"""The desk phone rings longer than the queue's ring timeout (15 s): it never answers."""
 TARGET_P95_MS = 100.0
-SETUP_TIMEOUT_MS = 15_000
-ASTERISK_RETRY_S = 10.0
-
-OBSERVER_JS = """
-() => {
-  const pop = document.getElementById('pop');
-  if (!pop) throw new Error('no #pop on this page: not the desk');
-  const now = () => performance.timeOrigin + performance.now();
-  let last = '';
-  new MutationObserver(() => {
-    const id = pop.dataset.callId || '';
-    if (pop.hidden || !id) { last = ''; return; }
-    if (id === last) return;
-    last = id;
-    const dom = now();
-    window.benchPopShown(id, dom);
-    requestAnimationFrame(() => window.benchPopPainted(id, now()));
-  }).observe(pop, { attributes: true, attributeFilter: ['hidden', 'data-call-id'] });
-}
-"""
-
-
-# --- what is measured ------------------------------------------------------------------
-
-
-@dataclass
-class PopTiming:
-    """One queue call that rang the agent's phone."""
-
-    call_id: str
-    caller: str
-    """The SIPp caller (its caller-ID name, bench-NNN)."""
-    called_at: float
-    """time.time() when the service received the first AgentCalled for this call."""
-    asterisk_at: float | None
-    """AgentCalled's own Timestamp header (Asterisk's clock, manager timestampevents)."""
-    rings: int = 1
-    build: tuple[float, float] | None = None
-    """time.time() when the desk hub started and finished building the pop."""
-    built_at: float | None = None
-    """The desk hub had the pop built and was about to push it (its log line)."""
-    shown_ms: float | None = None
-    """Epoch ms in the browser when #pop became visible with this call."""
-    painted_ms: float | None = None
-
-    def delay_ms(self) -> float | None:
-        return None if self.shown_ms is None else self.shown_ms - self.called_at * 1000
-
-
-@dataclass
-class Tally:
-    pops: dict[str, PopTiming] = field(default_factory=dict)
-    shown_unmatched: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-    """Pops the browser showed before (or without) an AgentCalled we saw."""
-    waiting: dict[str, asyncio.Event] = field(default_factory=dict)
-    """Caller name -> set when that caller's pop was shown."""
-    placed: int = 0
-    unrung_callers: list[str] = field(default_factory=list)
-
-    def on_agent_called(self, event: AmiEvent, interface: str) -> None:
-        now = time.time()
-        if (event.get("Interface") or "") != interface:
-            return
-        call_id = call_id_of(event)
-        if call_id is None:
-            return
-        known = self.pops.get(call_id)
-        if known is not None:
-            known.rings += 1
-            return
-        stamp = event.get("Timestamp")
-        timing = PopTiming(call_id, event.get("CallerIDName") or "", now,
-                           float(stamp) if stamp else None)
-        self.pops[call_id] = timing
-        if call_id in self.shown_unmatched:
-            timing.shown_ms, timing.painted_ms = self.shown_unmatched.pop(call_id)
-            self._release(timing)
-
-    def on_pop_built(self, call_id: str, at: float) -> None:
-        timing = self.pops.get(call_id)
-        if timing is not None and timing.built_at is None:
-            timing.built_at = at
-
-    def on_pop_built_in(self, call_id: str, build: tuple[float, float]) -> None:
-        timing = self.pops.get(call_id)
-        if timing is not None and timing.build is None:
-            timing.build = build
-
-    def on_shown(self, call_id: str, dom_ms: float) -> None:
-        timing = self.pops.get(call_id)
-        if timing is None:
-            self.shown_unmatched.setdefault(call_id, (dom_ms, None))
-        elif timing.shown_ms is None:
-            timing.shown_ms = dom_ms
-            self._release(timing)
-
-    def on_painted(self, call_id: str, frame_ms: float) -> None:
-        timing = self.pops.get(call_id)
-        if timing is not None and timing.painted_ms is None:
-            timing.painted_ms = frame_ms
-        elif call_id in self.shown_unmatched:
-            dom, _ = self.shown_unmatched[call_id]
-            self.shown_unmatched[call_id] = (dom, frame_ms)
-
-    def _release(self, timing: PopTiming) -> None:
-        event = self.waiting.get(timing.caller)
-        if event is not None:
-            event.set()
-
-
-class HubProbe:
-    """Times the desk hub's step before a pop is sent: building the pop (``pop_builder``).
-    It wraps the builder the composition root handed to this DeskHub instance; the hub's
-    code is unchanged. A call's first build is its pop's (later ones are refreshes)."""
-
-    def __init__(self, hub: DeskHub, tally: Tally) -> None:
-        self.tally = tally
-        build = hub.pop_builder
-
-        async def timed_build(*args: Any, **kwargs: Any) -> ScreenPop:
-            started = time.time()
-            pop = await build(*args, **kwargs)
-            self.tally.on_pop_built_in(str(args[1]), (started, time.time()))
-            return pop
-
-        hub.pop_builder = timed_build
-
-
-class PopBuiltLog(logging.Handler):
-    """Timestamps the desk hub's "call X: pop on Y's desk" line (sent right after it)."""
-
-    def __init__(self, tally: Tally) -> None:
-        super().__init__(logging.INFO)
-        self.tally = tally
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("call %s: pop on") and record.args:
-            self.tally.on_pop_built(str(record.args[0]), record.created)  # type: ignore[index]
-
-
-# --- the test bed ----------------------------------------------------------------------
-
-
-class RingingPhone(AgentPhone):
-    """The agent's SIPp desk phone, ringing for up to ``max_calls`` calls (SIPp -m) and
-    answering none of them (it rings longer than the queue's ring timeout)."""
-
-    def __init__(self, settings: Settings, extension: str, *, max_calls: int) -> None:
-        super().__init__(settings, extension, ring_ms=RING_MS)
-        self.max_calls = max_calls
-
-    async def _start_phone(self) -> None:
-        self.port = free_udp_port()
-        scenario = render_scenario("agent_phone.xml", self.workdir, user=self.extension,
-                                   ring_ms=self.ring_ms, hold_ms=1)
-        args = ["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
-                "-mp", str(free_udp_port(4)), "-m", str(self.max_calls)]
-        self._uas = await SippProcess.start("phone", self.workdir, args)
-        await self._wait_listening()
-
-
-class BedLost(Exception):
-    """Another run stopped, restarted or reconfigured the Asterisk this run started."""
-
-
-class SharedAsterisk:
-    """Only one Asterisk can run from the shared Debian root, and other runs (test sessions,
-    whose fault tests stop and start theirs) use it too. ``up`` would reload a running one
-    under its owner, and ``down`` stops whatever runs there. So: start ours only once the
-    root has been free for a while, notice if another run takes it over, and stop it only
-    if it is still ours."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.root = settings.asterisk.root_dir
-        self.pid: int | None = None
-        self.waited = 0.0
-        """Seconds spent waiting for the root to be free."""
-        self._config = ""
-        self._installation: Installation | None = None
-
-    def _running(self) -> int | None:
-        if not has_asterisk(self.root):
-            return None
-        return daemon_pid(chroot_installation(self.root))
-
-    async def wait_free(self, within: float, free_for: float) -> None:
-        began = time.monotonic()
-        deadline = began + within
-        free_since: float | None = None
-        reported: int | None = None
-        while True:
-            now = time.monotonic()
-            pid = self._running()
-            if pid is None:
-                free_since = free_since or now
-                if now - free_since >= free_for:
-                    self.waited = now - began
-                    return
-            else:
-                free_since = None
-                if pid != reported:
-                    print(f"an Asterisk runs from {self.root} (pid {pid}) for another run; "
-                          f"waiting (up to {within:.0f} s in all)", flush=True)
-                    reported = pid
-            if now > deadline:
-                raise SystemExit(f"the Asterisk root {self.root} was not free for "
-                                 f"{free_for:.0f} s within {within:.0f} s; retry later")
-            await asyncio.sleep(ASTERISK_RETRY_S if pid is not None else 1.0)
-
-    async def start(self) -> None:
-        await asyncio.to_thread(up, self.settings, lambda message: print(message, flush=True))
-        self._installation = Installation.load(self.settings.state_dir)
-        self.pid = self._running()
-        self._config = self._config_digest()
-
-    def _config_digest(self) -> str:
-        if self._installation is None:
-            return ""
-        digest = hashlib.sha256()
-        for name in ("pjsip.conf", "manager.conf", "extensions.conf", "queues.conf"):
-            with contextlib.suppress(OSError):
-                digest.update((self._installation.etc_dir / name).read_bytes())
-        return digest.hexdigest()
-
-    def problem(self) -> str | None:
-        pid = self._running()
-        if pid != self.pid:
-            return (f"the Asterisk this run started (pid {self.pid}) was stopped or replaced "
-                    f"(now {pid}) by another run using {self.root}")
-        if self._config_digest() != self._config:
-            return f"another run re-installed its configuration into {self.root}"
-        return None
-
-    async def watch(self, interval: float = 1.0) -> None:
-        """Raise BedLost as soon as another run takes the Asterisk over."""
-        while True:
-            problem = self.problem()
-            if problem is not None:
-                raise BedLost(problem)
-            await asyncio.sleep(interval)  # polling other processes: nothing to wait on
-
-    async def stop(self) -> None:
-        if self.pid is not None and self._running() == self.pid:
-            await asyncio.to_thread(down, self.settings)
-        elif self.pid is not None:
-            print(f"not stopping the Asterisk in {self.root}: it is no longer ours", flush=True)
-
-
-@contextlib.asynccontextmanager
-async def test_bed(args: argparse.Namespace) -> AsyncIterator[
-        tuple[HotlineService, SharedAsterisk]]:
-    """Asterisk, then the service with demo data and the bench agent; all torn down after."""
-    async with contextlib.AsyncExitStack() as stack:
-        state = stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="hotline-bench-pops-", ignore_cleanup_errors=True))
-        settings = asterisk_test_settings(Path(state))
-        settings.web.port = free_tcp_port()
-        settings.database.url = f"sqlite+aiosqlite:///{Path(state) / 'hotline.db'}"
-        asterisk = SharedAsterisk(settings)
-        await asterisk.wait_free(args.wait_asterisk, args.asterisk_free_for)
-        stack.push_async_callback(asterisk.stop)
-        await asterisk.start()
-        service = await stack.enter_async_context(running_service(settings))
-        await service.ami.wait_ready(10)
-        await seed_demo(settings.database_url)
-        await agents.create_agent(service.sessions, login=AGENT_LOGIN, display_name=AGENT_NAME,
-                                  extension=EXTENSION, password=PASSWORD)
-        if (problem := asterisk.problem()) is not None:
-            raise BedLost(problem)
-        yield service, asterisk
-
-
-@contextlib.asynccontextmanager
-async def desk_page(service: HotlineService, tally: Tally) -> AsyncIterator[Any]:
-    """Chromium with the agent signed in at /desk and the pop observer installed."""
-    from playwright.async_api import async_playwright, expect
-
-    if shutil.which(CHROMIUM) is None:
-        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
-    base = f"http://{service.settings.web.host}:{service.settings.web.port}"
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(locale="zh-CN",
-                                                viewport={"width": 1360, "height": 1000})
-            page = await context.new_page()
-            page.js_errors = []
-            page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
-            await page.expose_function("benchPopShown", tally.on_shown)
-            await page.expose_function("benchPopPainted", tally.on_painted)
-            await page.goto(f"{base}/desk/login")
-            await page.fill("#login", AGENT_LOGIN)
-            await page.fill("#password", PASSWORD)
-            await page.click("#sign-in")
-            await page.wait_for_url(f"{base}/desk/", timeout=SETUP_TIMEOUT_MS)
-            await expect(page.locator("#link-state")).to_have_attribute(
-                "data-state", "live", timeout=SETUP_TIMEOUT_MS)
-            await page.evaluate(OBSERVER_JS)
-            page.navigations = 0
-            page.on("framenavigated",
-                    lambda frame: setattr(page, "navigations", page.navigations + 1)
-                    if frame == page.main_frame else None)
-            yield page
-        finally:
-            await browser.close()
-
-
-async def clock_offset_ms(page: Any, samples: int = 15) -> tuple[float, float]:
-    """Browser epoch ms minus time.time() ms, at the shortest of ``samples`` round trips;
-    returns (offset, half that round trip) -- the offset is known to within the latter."""
-    best: tuple[float, float] | None = None
-    for _ in range(samples):
-        before = time.time() * 1000
-        browser = await page.evaluate("() => performance.timeOrigin + performance.now()")
-        after = time.time() * 1000
-        half = (after - before) / 2
-        if best is None or half < best[1]:
-            best = (browser - (before + half), half)
-    assert best is not None
-    return best
 
 
 # --- the calls -------------------------------------------------------------------------
