@@ -88,6 +88,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/cases/{number}"): api("cases:read"),
     ("PATCH", "/api/cases/{number}"): api("cases:write"),
     ("GET", "/api/consultations"): api("consultations:read"),
+    ("GET", "/api/service-levels"): api("reports:read"),
     ("GET", "/api/consultations/{id}"): api("consultations:read"),
     # the agent desk: every role
     ("GET", "/desk"): PUBLIC, ("HEAD", "/desk"): PUBLIC,  # a redirect to /desk/
@@ -127,6 +128,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/follow-ups.csv"): SUPERVISOR,
     ("POST", "/console/follow-ups/{id}/assign"): SUPERVISOR,
     ("POST", "/console/follow-ups/{id}/close"): SUPERVISOR,
+    ("GET", "/console/service-levels"): SUPERVISOR_PAGE,
+    ("GET", "/console/service-levels.csv"): SUPERVISOR,
     ("GET", "/console/callbacks"): SUPERVISOR_PAGE,
     ("GET", "/console/callbacks.json"): SUPERVISOR,
     ("POST", "/console/callbacks/{id}/cancel"): SUPERVISOR,
