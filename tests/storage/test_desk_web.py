@@ -292,7 +292,7 @@ async def test_idle_desks_expire_and_leave_the_queue(desk: Desk,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     client, _ = await sign_in(desk)
     ws = await client.ws_connect("/desk/ws", headers={"Origin": desk.origin})
-    import crm.web.desk as desk_module
+    import crm.web.desk_auth as desk_module
 
     later = desk_module.time.time() + desk.deps.idle_timeout + 1
     monkeypatch.setattr(desk_module.time, "time", lambda: later)

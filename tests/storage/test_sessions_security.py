@@ -467,7 +467,7 @@ async def test_a_disable_from_the_command_line_reaches_the_web_process(
 async def test_sessions_end_at_their_absolute_lifetime_however_active(
         make_site: MakeSite, monkeypatch: pytest.MonkeyPatch) -> None:
     import crm.web.console.auth as console_module
-    import crm.web.desk as desk_module
+    import crm.web.desk_auth as desk_module
 
     site = await make_site(SessionPolicy(max_age=600), idle_timeout=3600)
     desk, _ = await site.signed_in("desk", "agent1")
