@@ -95,18 +95,7 @@ class SurveySettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> SurveySettings:
-        start, _, end = self.calling_hours.partition("-")
-        if not (_minutes(start) < _minutes(end) <= 24 * 60):
-            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
-        if self.timezone is not None:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(self.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {self.timezone!r}") from None
-        if "{number}" not in self.dial:
-            raise ValueError("dial must contain {number}")
+        _check_dialling(self.calling_hours, self.timezone, self.dial)
         return self
 
 
@@ -141,6 +130,23 @@ def _minutes(hhmm: str) -> int:
     if int(minutes) >= 60:
         raise ValueError(f"{hhmm!r} is not a time of day")
     return int(hours) * 60 + int(minutes)
+
+def _check_dialling(calling_hours: str, timezone: str | None, dial: str) -> None:
+    """What the survey's and the callbacks' dialling settings share: a calling window with
+    its start before its end, a known zone, a dial string with ``{number}``."""
+    start, _, end = calling_hours.partition("-")
+    if not (_minutes(start) < _minutes(end) <= 24 * 60):
+        raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
+    if timezone is not None:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {timezone!r}") from None
+    if "{number}" not in dial:
+        raise ValueError("dial must contain {number}")
+
 
 
 class ServiceLevelSettings(_Section):
@@ -199,16 +205,5 @@ class CallbackSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> CallbackSettings:
-        start, _, end = self.calling_hours.partition("-")
-        if not (_minutes(start) < _minutes(end) <= 24 * 60):
-            raise ValueError("calling_hours must be HH:MM-HH:MM with start before end")
-        if self.timezone is not None:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(self.timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown timezone {self.timezone!r}") from None
-        if "{number}" not in self.dial:
-            raise ValueError("dial must contain {number}")
+        _check_dialling(self.calling_hours, self.timezone, self.dial)
         return self

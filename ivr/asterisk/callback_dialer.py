@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from crm.settings import CallbackSettings
 from crm.telephony.callbacks import CallbackJob, CallbackResult, Placed, Report
 from crm.telephony.events import utcnow
+from ivr.asterisk.replies import Replies
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class AmiCallbackDialer:
         """Channel waiting in a queue -> its arrival (placeholders: their request's)."""
         self._callbacks: dict[str, datetime] = {}
         """Call id of a callback being placed -> its arrival."""
-        self._reports: dict[str, Any] = {}
-        self._responses: dict[str, Any] = {}
+        self._reports = Replies()
+        self._responses = Replies()
         self._placeholders: dict[int, datetime] = {}
         """Request id -> arrival, of callbacks placed before a restart (live_callbacks)."""
         self.on_report: Report | None = None
@@ -111,7 +112,6 @@ class AmiCallbackDialer:
         """One callback is placed at a time, until it has joined the queue: the next one's
         position counts it."""
         self._joins: dict[str, asyncio.Event] = {}
-        self._arrived = asyncio.Condition()
         self._unsubscribe = [
             ami.subscribe("QueueCallerJoin", self._on_join),
             ami.subscribe("QueueCallerLeave", self._on_leave),
@@ -151,30 +151,11 @@ class AmiCallbackDialer:
             self._placeholders.pop(int(request), None)
             await self.on_report(int(request), call_id, report_result(event))
             return
-        await self._keep(self._reports, call_id, event)
+        await self._reports.keep(call_id, event)
 
     async def _on_response(self, event: Any) -> None:
         if action_id := event.get("ActionID"):
-            await self._keep(self._responses, action_id, event)
-
-    async def _keep(self, store: dict[str, Any], key: str, value: Any) -> None:
-        async with self._arrived:
-            store[key] = value
-            while len(store) > 1000:
-                store.pop(next(iter(store)))
-            self._arrived.notify_all()
-
-    async def _wait_for(self, store: dict[str, Any], key: str | None,
-                        within: float) -> Any | None:
-        if key is None:
-            return None
-        try:
-            async with asyncio.timeout(within), self._arrived:
-                while key not in store:
-                    await self._arrived.wait()
-                return store.pop(key)
-        except TimeoutError:
-            return None
+            await self._responses.keep(action_id, event)
 
     # -- the queue as it stands
     async def _waiting(self, queue: str) -> tuple[list[datetime], bool]:
@@ -240,12 +221,12 @@ class AmiCallbackDialer:
             self._joins.pop(job.call_id, None)
         # Cancelled (the service stops), the callback stays where it is: the next run finds
         # it (live_callbacks) and hears how it went (on_report).
-        response = await self._wait_for(self._responses, queued.get("ActionID"),
+        response = await self._responses.take(queued.get("ActionID"),
                                         self._queue_wait(job) + 30)
         if response is None or response.get("Response") != "Success":
             reason = response.get("Reason") if response is not None else "none"
             return CallbackResult(None, f"no agent took it (reason {reason})")
-        report = await self._wait_for(self._reports, job.call_id, REPORT_WAIT)
+        report = await self._reports.take(job.call_id, REPORT_WAIT)
         if report is None:
             return CallbackResult("failed", "no report of the resident's leg")
         return report_result(report)
@@ -329,7 +310,7 @@ class AmiCallbackDialer:
             queued = await self.ami.action("Originate", **fields)
         except Exception as exc:
             return CallbackResult("failed", f"originate not sent: {exc}")
-        response = await self._wait_for(self._responses, queued.get("ActionID"),
+        response = await self._responses.take(queued.get("ActionID"),
                                         self.settings.ring_timeout + 15)
         if response is None:
             return CallbackResult("failed", "no OriginateResponse")

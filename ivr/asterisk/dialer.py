@@ -8,11 +8,11 @@ retries, calling hours) is the CRM's: crm.surveys.return_visits.ReturnVisitCampa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from crm.settings import SurveySettings
+from ivr.asterisk.replies import Replies
 
 RETURN_VISIT_CONTEXT = "hotline-return-visit"
 ORIGINATE_REASONS = {"1": "no_answer", "3": "no_answer", "5": "busy", "8": "failed"}
@@ -44,9 +44,8 @@ class ReturnVisitDialer:
         self.ami = ami
         self.survey = survey
         self.hotline_number = hotline_number
-        self._responses: dict[str, Any] = {}
-        self._hangup_causes: dict[str, str] = {}
-        self._arrived = asyncio.Condition()
+        self._responses = Replies()
+        self._hangup_causes = Replies()
         self._unsubscribe = [ami.subscribe("OriginateResponse", self._on_response),
                              ami.subscribe("Hangup", self._on_hangup)]
 
@@ -56,18 +55,12 @@ class ReturnVisitDialer:
 
     async def _on_response(self, event: Any) -> None:
         if action_id := event.get("ActionID"):
-            await self._keep(self._responses, action_id, event)
+            await self._responses.keep(action_id, event)
 
     async def _on_hangup(self, event: Any) -> None:
         if uniqueid := event.get("Uniqueid"):
-            await self._keep(self._hangup_causes, uniqueid, event.get("Cause") or "")
+            await self._hangup_causes.keep(uniqueid, event.get("Cause") or "")
 
-    async def _keep(self, store: dict[str, Any], key: str, value: Any) -> None:
-        async with self._arrived:
-            store[key] = value
-            while len(store) > 1000:  # about calls that are not ours
-                store.pop(next(iter(store)))
-            self._arrived.notify_all()
 
     async def dial(self, phone: str, *, visit_id: int, survey_call_id: str) -> tuple[str, str]:
         """Dial the resident; (outcome, detail) once Asterisk reports how the call went.
@@ -86,7 +79,7 @@ class ReturnVisitDialer:
             queued = await self.ami.action("Originate", **fields)
         except Exception as exc:  # AMI down or refused: the attempt failed, retry later
             return "failed", f"originate not sent: {exc}"
-        response = await self._wait_for(self._responses, queued.get("ActionID"),
+        response = await self._responses.take(queued.get("ActionID"),
                                         self.survey.ring_timeout + 15)
         if response is None:
             return "failed", "no OriginateResponse"
@@ -95,18 +88,6 @@ class ReturnVisitDialer:
         reason = response.get("Reason") or "0"
         if reason in ORIGINATE_REASONS:
             return ORIGINATE_REASONS[reason], f"reason {reason}"
-        cause = await self._wait_for(self._hangup_causes, survey_call_id, CAUSE_WAIT)
+        cause = await self._hangup_causes.take(survey_call_id, CAUSE_WAIT)
         return HANGUP_CAUSES.get(cause or "", "failed"), f"reason {reason}, cause {cause}"
 
-    async def _wait_for(self, store: dict[str, Any], key: str | None,
-                        within: float) -> Any | None:
-        """The value ``key`` gets in ``store`` (taken out), or None after ``within`` s."""
-        if key is None:
-            return None
-        try:
-            async with asyncio.timeout(within), self._arrived:
-                while key not in store:
-                    await self._arrived.wait()
-                return store.pop(key)
-        except TimeoutError:
-            return None
