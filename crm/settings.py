@@ -198,6 +198,10 @@ class CallbackSettings(_Section):
     """Seconds the resident's phone may ring before the attempt counts as not answered."""
     queue_timeout: float = Field(3600.0, gt=0)
     """Seconds a callback may wait in the queue for an agent before it is placed again."""
+    assigned_wait: float = Field(300.0, gt=0)
+    """Seconds a callback a supervisor assigned to one agent waits for that agent (not
+    signed in, paused or busy); then the assignment lapses (audited) and the callback goes
+    back to the general queue at its caller's place."""
     max_concurrent: int = Field(5, ge=1, le=100)
     """Callbacks waiting in the queue (or dialling) at once."""
     poll_interval: float = Field(30.0, gt=0)

@@ -37,6 +37,7 @@ from crm.settings import (
     SurveySettings,
     WebSettings,
 )
+from crm.telephony.queue import assigned_queue
 from hotline.assets import checkout_root
 from ivr.settings import (
     AmiSettings,
@@ -205,9 +206,16 @@ def queues_by_language(settings: Settings) -> dict[str, str]:
 
 
 def hotline_queues(settings: Settings) -> tuple[str, ...]:
-    """Every queue of the hotline, the main queue first: what the watchers of the queues
-    (queue tracker, wallboard, desk) accept."""
-    return tuple(dict.fromkeys(queues_by_language(settings).values()))
+    """Every queue of the hotline, the main queue first and the assigned-callbacks queue
+    last: what the watchers of the queues (queue tracker, wallboard, desk) accept."""
+    return (*dict.fromkeys(queues_by_language(settings).values()),
+            assigned_callback_queue(settings))
+
+
+def assigned_callback_queue(settings: Settings) -> str:
+    """The queue of callbacks a supervisor assigned to one agent (each agent's id is their
+    penalty there)."""
+    return assigned_queue(settings.asterisk.queue_name)
 
 
 _SECRET_KEYS = (

@@ -38,6 +38,9 @@ class CallbackJob:
     order: CallbackOrder = "agent_first"
     wait_s: float | None = None
     """At most this long in the queue (the calling hours end); None: the dialer's own limit."""
+    penalty: int | None = None
+    """An assigned callback: ``queue`` is the assigned-callbacks queue and only the member
+    with this penalty (the agent's id) is offered it. None: any agent of ``queue``."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class CallbackResult:
     """reached, no_answer, busy or failed when the resident was dialled; None when the
     callback left the queue before an agent took it (withdrawn, timed out, Asterisk gone)."""
     detail: str = ""
+    timed_out: bool = False
+    """It left the queue because its wait ran out (Queue() TIMEOUT), not withdrawn."""
 
 
 Placed = Callable[[int | None], Awaitable[None]]

@@ -88,7 +88,9 @@ async def join_queue(deps: DeskDeps, agent: AgentView | AgentDesk) -> None:
     if deps.queue is None or not agent.extension:
         return
     try:
-        await deps.queue.join(interface_for(agent.extension), name, agent.languages)
+        await deps.queue.join(interface_for(agent.extension), name, agent.languages,
+                              agent_id=agent.id if isinstance(agent, AgentView)
+                              else agent.agent_id)
     except HotlineError as exc:  # the desk shows "logged out" and offers to join again
         log.warning("agent %s could not join queue %s: %s", agent.login, deps.queue.queue, exc)
 
@@ -127,7 +129,7 @@ async def set_paused(request: web.Request, desk: AgentDesk) -> web.Response:
     paused = str((await request.post()).get("paused", "")) == "1"
     if not paused and desk.status == "logged_out":
         await deps.queue.join(interface_for(desk.extension), desk.display_name,
-                              desk.languages)
+                              desk.languages, agent_id=desk.agent_id)
     else:
         await deps.queue.pause(interface_for(desk.extension), paused, "desk")
     await audit.write(deps.sessions, actor=desk.actor,

@@ -17,7 +17,7 @@ import jinja2
 from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
-from hotline.settings import Settings, hotline_queues
+from hotline.settings import Settings, assigned_callback_queue, hotline_queues
 
 LANGUAGE_RULE = "hotline-language"
 """The queuerules.conf rule every hotline caller waits under: first the agents who speak
@@ -93,6 +93,7 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "banner": BANNER,
         "a": settings.asterisk,
         "queues": hotline_queues(settings),
+        "assigned_queue": assigned_callback_queue(settings),
         "intake": settings.intake,
         "language_rule": LANGUAGE_RULE,
         "ami": settings.ami,

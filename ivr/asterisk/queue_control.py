@@ -6,6 +6,11 @@ them: with penalty 0 in the queues of the languages they speak, 1 in the others,
 is offered first to agents who speak their language (queuerules.conf lets anyone answer once
 the caller waited ``[intake] language_fallback_after``).
 
+Callbacks a supervisor assigned to one agent wait in one more queue, the assigned-callbacks
+queue (``crm.telephony.queue.assigned_queue``): every signed-in agent is a member of it with
+their agent id as penalty, and an assigned callback asks for exactly that penalty, so only
+its agent is offered it. Leaving and pausing include it.
+
 This is the agent desk's crm.telephony.queue.AgentQueue: the composition root builds it on
 any object with ``action`` and ``action_list`` coroutines (ivr.ami.client.AmiClient has them)
 and hands it to the desk. Errors Asterisk answers become the CRM's telephony errors
@@ -62,15 +67,18 @@ def _message(exc: Exception) -> str:
 class QueueControl:
     def __init__(self, ami: AmiActions, queue: str = "hotline", *,
                  queues: Mapping[str, str] | None = None, default_language: str = "cmn",
-                 transfer_context: str = TRANSFER_CONTEXT, timeout: float = 5.0) -> None:
+                 transfer_context: str = TRANSFER_CONTEXT, timeout: float = 5.0,
+                 assigned: str | None = None) -> None:
         """``queue``: the main queue; ``queues``: language -> queue, every queue of the
-        hotline (None: the main queue alone, for ``default_language``)."""
+        hotline (None: the main queue alone, for ``default_language``); ``assigned``: the
+        assigned-callbacks queue (None: none)."""
         self._ami = ami
         self.queue = queue
         self.queues: dict[str, str] = dict(queues or {default_language: queue})
         self.default_language = default_language
         self.transfer_context = transfer_context
         self._timeout = timeout
+        self.assigned = assigned
 
     async def _action(self, name: str, *, tolerate: tuple[str, ...] = (), **fields: str) -> bool:
         """True when Asterisk did it, False when it answered a tolerated refusal."""
@@ -87,13 +95,19 @@ class QueueControl:
         return True
 
     async def join(self, interface: str, member_name: str,
-                   languages: Sequence[str] = ()) -> None:
+                   languages: Sequence[str] = (), *, agent_id: int | None = None) -> None:
         """Add the desk phone to every hotline queue, unpaused (already a member: its
         penalty is set again and it is unpaused). Penalty 0 in the queues of ``languages``
-        (none given: the default language), 1 elsewhere."""
+        (none given: the default language), 1 elsewhere; ``agent_id`` in the
+        assigned-callbacks queue (the agent's own callbacks)."""
         self._check(interface)
         speaks = list(languages) or [self.default_language]
-        for queue, penalty in member_penalties(self.queues, speaks).items():
+        penalties = member_penalties(self.queues, speaks)
+        if self.assigned and agent_id is not None:
+            if agent_id < 1:
+                raise InvalidInput(f"agent id {agent_id} cannot be a queue penalty")
+            penalties[self.assigned] = agent_id
+        for queue, penalty in penalties.items():
             added = await self._action(
                 "QueueAdd", tolerate=("already there",), Queue=queue, Interface=interface,
                 MemberName=_one_line(member_name), Penalty=str(penalty), Paused="false")
@@ -106,7 +120,7 @@ class QueueControl:
 
     async def leave(self, interface: str) -> None:
         self._check(interface)
-        for queue in self.queues.values():
+        for queue in self._all():
             await self._action("QueueRemove", tolerate=("not there",), Queue=queue,
                                Interface=interface)
             log.info("queue %s: %s left", queue, interface)
@@ -115,14 +129,20 @@ class QueueControl:
         self._check(interface)
         for queue in self.queues.values():
             await self._pause_in(queue, interface, paused, reason)
+        if self.assigned:  # a phone that joined without an agent id is not a member there
+            await self._pause_in(self.assigned, interface, paused, reason,
+                                 tolerate=("not found",))
+
+    def _all(self) -> list[str]:
+        return [*self.queues.values(), *([self.assigned] if self.assigned else [])]
 
     async def _pause_in(self, queue: str, interface: str, paused: bool,
-                        reason: str = "") -> None:
+                        reason: str = "", tolerate: tuple[str, ...] = ()) -> None:
         fields = {"Queue": queue, "Interface": interface,
                   "Paused": "true" if paused else "false"}
         if reason:
             fields["Reason"] = _one_line(reason)
-        await self._action("QueuePause", **fields)
+        await self._action("QueuePause", tolerate=tolerate, **fields)
 
     async def members(self) -> list[QueueMember]:
         try:
