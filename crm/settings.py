@@ -168,6 +168,13 @@ class ServiceLevelSettings(_Section):
     wallboard_refresh_s: float = Field(30.0, ge=1, le=3600)
     """Today's figures on the wallboard are recounted after every call that ends, and at
     least this often (surveys and callbacks change without a call event)."""
+def assigned_queue(main_queue: str) -> str:
+    """The queue of callbacks assigned to one agent: every signed-in agent is a member with
+    their agent id as penalty, and an assigned callback waits there limited to that penalty
+    (QUEUE_MIN_PENALTY = QUEUE_MAX_PENALTY), so it is offered to its agent only."""
+    return f"{main_queue}-assigned"
+
+
 class CallbackSettings(_Section):
     """Callback requests for missed callers (crm.callbacks): who gets one, when and how they
     are called back. A callback keeps the caller's place in the queue (arrival order)."""

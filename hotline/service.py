@@ -39,7 +39,12 @@ from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
 from hotline.retention import RetentionSchedule, retention_loop
-from hotline.settings import Settings, hotline_queues, queues_by_language
+from hotline.settings import (
+    Settings,
+    assigned_callback_queue,
+    hotline_queues,
+    queues_by_language,
+)
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
@@ -202,7 +207,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         service_ref: list[HotlineService] = []
         queue_control = QueueControl(ami, settings.asterisk.queue_name,
                                      queues=queues_by_language(settings),
-                                     default_language=settings.speech.default_language)
+                                     default_language=settings.speech.default_language,
+                                     assigned=assigned_callback_queue(settings))
         session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
         desk = DeskDeps(sessions, desk_hub, queue_control, session_secret,
                         idle_timeout=settings.web.session_idle_timeout,

@@ -36,8 +36,8 @@ from crm.settings import (
     ServiceLevelSettings,
     SurveySettings,
     WebSettings,
+    assigned_queue,
 )
-from crm.telephony.queue import assigned_queue
 from hotline.assets import checkout_root
 from ivr.settings import (
     AmiSettings,

@@ -6,6 +6,12 @@ arrival gives it, so an agent gets it in turn. Here: which requests are due (pen
 time come, inside the calling hours, in arrival order), at most ``max_concurrent`` at once,
 each claimed before it is dialled (compare-and-set) and its outcome recorded. A request
 closed or cancelled while its callback waits in the queue is withdrawn (:meth:`withdraw`).
+
+A request assigned to an agent waits in the assigned-callbacks queue for that agent alone
+(``CallbackJob.penalty``: the agent's id), at most ``assigned_wait`` seconds; then the
+assignment lapses and it is placed in the general queue at once. Reassigning (or
+unassigning) a callback that waits in a queue moves it: withdrawn and placed again for the
+new agent, no attempt counted (:meth:`reassign`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from datetime import datetime
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView, RetryRules
 from crm.errors import HotlineError
-from crm.settings import CallbackSettings
+from crm.settings import CallbackSettings, assigned_queue
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.surveys.return_visits import CallingHours
@@ -62,6 +68,9 @@ class CallbackScheduler:
         self.finished: list[CallbackView] = []
         self._changed = asyncio.Condition()
         self._chores: set[asyncio.Task[None]] = set()
+        self._moving: set[int] = set()
+        """Requests whose callback is withdrawn to be placed again at once (reassigned)."""
+        self.assigned_queue = assigned_queue(queue)
         dialer.on_report = self._on_report
 
     # -- running
@@ -161,20 +170,32 @@ class CallbackScheduler:
             chore.add_done_callback(self._chores.discard)
 
     # -- one callback call
+    def job_for(self, request: CallbackView, call_id: str, queue: str) -> CallbackJob:
+        """The callback call to place for ``request``: in the caller's ``queue``, or, when it
+        is assigned to an agent, in the assigned-callbacks queue for that agent alone (at
+        most ``assigned_wait`` seconds)."""
+        wait_s = seconds_left(self.rules.hours, self.clock())
+        penalty = request.assigned_agent_id
+        if penalty is not None:
+            queue = self.assigned_queue
+            wait_s = (self.settings.assigned_wait if wait_s is None
+                      else min(self.settings.assigned_wait, wait_s))
+        return CallbackJob(request.id, call_id, request.caller_number, queue, request.arrival,
+                           request.attempts + 1, self.settings.order, wait_s=wait_s,
+                           penalty=penalty)
+
     async def _attempt(self, request: CallbackView) -> None:
         call_id = str(uuid.uuid4())
         attempt = request.attempts + 1
-        queue = await self._queue_of(request)
-        job = CallbackJob(request.id, call_id, request.caller_number, queue, request.arrival,
-                          attempt, self.settings.order,
-                          wait_s=seconds_left(self.rules.hours, self.clock()))
+        job = self.job_for(request, call_id, await self._queue_of(request))
 
         async def placed(position: int | None) -> None:
             await self.bus.publish(CallStep(call_id, CallbackDialling(
                 request.id, attempt, request.reason, self.settings.order, position)))
 
-        log.info("callback %d: calling %s back (attempt %d, %s)", request.id,
-                 request.caller_number, attempt, self.settings.order)
+        log.info("callback %d: calling %s back (attempt %d, %s%s)", request.id,
+                 request.caller_number, attempt, self.settings.order,
+                 "" if job.penalty is None else f", for agent {request.assigned_agent}")
         try:
             result = await self.dialer.call_back(job, placed)
         except asyncio.CancelledError:
@@ -184,19 +205,32 @@ class CallbackScheduler:
         except Exception as exc:
             log.exception("callback %d: the dialer failed", request.id)
             result = CallbackResult(None, f"dialer failed: {exc}")
-        await self._finish(request, call_id, result)
+        # Its wait ran out for the assigned agent (not for the calling hours' end): lapses.
+        lapses = job.penalty is not None and job.wait_s == self.settings.assigned_wait
+        await self._finish(request, call_id, result, assigned=job.penalty if lapses else None)
 
     async def _finish(self, request: CallbackView, call_id: str,
-                      result: CallbackResult) -> None:
+                      result: CallbackResult, *, assigned: int | None = None) -> None:
+        """``assigned``: the agent the callback waited for (their id) until its
+        ``assigned_wait`` ran out, if it was assigned."""
         await self.bus.publish(CallStep(call_id, CallbackOutcome(
             request.id, result.outcome or "not_dialled")))
         if self._settle is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settle(), 10)
         consultation_id = await service.consultation_id_of(self.sessions, call_id)
+        again_at = None
+        if result.outcome is None and request.id in self._moving:
+            again_at = self.clock()  # reassigned: placed again for the new agent at once
+        elif result.outcome is None and assigned is not None and result.timed_out:
+            # The assigned agent did not take it in time: the general queue, at once.
+            if await service.lapse_assignment(self.sessions, request.id, assigned,
+                                              waited_s=self.settings.assigned_wait):
+                again_at = self.clock()
+        self._moving.discard(request.id)
         view = await service.finish_attempt(self.sessions, request.id, result.outcome,
                                             rules=self.rules, consultation_id=consultation_id,
-                                            now=self.clock())
+                                            now=self.clock(), again_at=again_at)
         log.info("callback %d: %s (%s) -> %s", request.id, result.outcome or "not dialled",
                  result.detail, view.status)
         self._done(request.id)  # room for the next callback as soon as this one is recorded
@@ -230,6 +264,23 @@ class CallbackScheduler:
         view = await service.cancel_callback(self.sessions, request_id, actor=actor, note=note,
                                              source=source, web_session=web_session)
         self.withdraw([request_id])
+        return view
+
+    async def reassign(self, request_id: int, agent_login: str | None, *, actor: str,
+                       source: str | None = None,
+                       web_session: str | None = None) -> CallbackView:
+        """Give the request to an agent (None: the general queue), audited; a callback of
+        it waiting in a queue is moved (withdrawn, then placed again at once for the new
+        agent, at its caller's place: no attempt counted). One an agent already took is
+        left alone."""
+        before = await service.get_callback(self.sessions, request_id)
+        view = await service.reassign_callback(self.sessions, request_id, agent_login,
+                                               actor=actor, source=source,
+                                               web_session=web_session)
+        if view.assigned_agent_id != before.assigned_agent_id and (
+                request_id in self._in_flight or view.status == "dialling"):
+            self._moving.add(request_id)
+            self.withdraw([request_id])
         return view
 
     async def record_outcome(self, request_id: int, outcome: str, *, actor: str,

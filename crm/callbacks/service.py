@@ -8,7 +8,9 @@ telephone side, :func:`record_outcome` from the agent who talked to the resident
 or declined completes it, a wrong number fails it, no answer or busy is retried after
 ``retry_after`` minutes within the calling hours up to ``max_attempts`` calls. A resident who
 calls in and is served first closes it (:func:`close_by_call_in`); supervisors cancel or
-reassign it (audited).
+reassign it (audited). A request assigned to an agent is offered to that agent only; when
+they do not take it within ``assigned_wait`` the assignment lapses (:func:`lapse_assignment`,
+audited) and it goes back to the general queue.
 """
 
 from __future__ import annotations
@@ -272,9 +274,11 @@ async def begin_attempt(sessions: SessionFactory, request_id: int) -> bool:
 
 async def finish_attempt(sessions: SessionFactory, request_id: int, outcome: str | None, *,
                          rules: RetryRules, consultation_id: int | None = None,
-                         now: datetime | None = None) -> CallbackView:
+                         now: datetime | None = None,
+                         again_at: datetime | None = None) -> CallbackView:
     """How one callback call went, as the telephone side saw it: ``None`` when the resident
-    was not dialled (the callback left the queue without an agent: placed again soon);
+    was not dialled (the callback left the queue without an agent: placed again soon, at
+    ``again_at`` if given: moved to another agent or back to the general queue);
     reached, no_answer, busy or failed (the resident's call could not be placed) count as an
     attempt. An outcome the agent already recorded on this call is kept."""
     if outcome is not None and outcome not in (*OUTCOMES, "failed"):
@@ -292,7 +296,8 @@ async def finish_attempt(sessions: SessionFactory, request_id: int, outcome: str
             log.info("callback %d: %s after it was %s; kept", request_id, outcome,
                      request.status)
         elif outcome is None:
-            request.status, request.next_attempt_at = "pending", now + NOT_DIALLED_DELAY
+            request.status = "pending"
+            request.next_attempt_at = again_at or now + NOT_DIALLED_DELAY
         else:
             request.outcome = "no_answer" if outcome == "failed" else outcome
             _settle(request, outcome, rules, now)
@@ -369,7 +374,9 @@ async def cancel_callback(sessions: SessionFactory, request_id: int, *, actor: s
 async def reassign_callback(sessions: SessionFactory, request_id: int, agent_login: str | None,
                             *, actor: str, source: str | None = None,
                             web_session: str | None = None) -> CallbackView:
-    """Give an open request to an agent (None: to no one in particular); audited."""
+    """Give an open request to an agent (None: to no one in particular, the general queue);
+    audited. Its callback is then offered to that agent only (the scheduler moves one
+    already waiting in a queue)."""
     async with sessions() as session, session.begin():
         request = await session.get(CallbackRequest, request_id, with_for_update=True)
         if request is None:
@@ -389,6 +396,29 @@ async def reassign_callback(sessions: SessionFactory, request_id: int, agent_log
                      detail={"from_agent_id": before, "to": agent_login or None},
                      source=source, web_session=web_session)
     return await get_callback(sessions, request_id)
+
+
+async def lapse_assignment(sessions: SessionFactory, request_id: int, agent_id: int, *,
+                           waited_s: float) -> bool:
+    """The assigned agent did not take the callback within ``waited_s`` (not signed in,
+    paused or busy): the request goes back to no one in particular (audited as the system).
+    False when it was reassigned or closed meanwhile (nothing changed)."""
+    async with sessions() as session, session.begin():
+        request = await session.get(CallbackRequest, request_id, with_for_update=True,
+                                    options=[selectinload(CallbackRequest.assigned_agent)])
+        if (request is None or request.status not in OPEN
+                or request.assigned_agent_id != agent_id):
+            return False
+        login = request.assigned_agent.login if request.assigned_agent else str(agent_id)
+        request.assigned_agent_id = None
+        lapsed = f"{login} did not take it in {waited_s:.0f} s: general queue"
+        request.note = (f"{request.note}; {lapsed}" if request.note else lapsed)[:256]
+        audit.record(session, actor="system", action="callback_assignment_lapsed",
+                     object_type="callback_request", object_id=request_id,
+                     detail={"from_agent_id": agent_id, "waited_s": round(waited_s)})
+    log.info("callback %d: %s did not take it in %.0f s; back to the general queue",
+             request_id, login, waited_s)
+    return True
 
 
 async def list_callbacks(sessions: SessionFactory, *, open_only: bool = True,

@@ -46,13 +46,6 @@ def member_penalties(queues: Mapping[str, str], speaks: Sequence[str]) -> dict[s
             for lang, queue in queues.items()}
 
 
-def assigned_queue(main_queue: str) -> str:
-    """The queue of callbacks assigned to one agent: every signed-in agent is a member with
-    their agent id as penalty, and an assigned callback waits there limited to that penalty
-    (QUEUE_MIN_PENALTY = QUEUE_MAX_PENALTY), so it is offered to its agent only."""
-    return f"{main_queue}-assigned"
-
-
 class AgentQueue(Protocol):
     """The agent queue as the desk uses it; members are queue interfaces (:func:`interface_for`)."""
 
@@ -60,7 +53,8 @@ class AgentQueue(Protocol):
                    languages: Sequence[str] = (), *, agent_id: int | None = None) -> None:
         """Put the desk phone in every hotline queue, unpaused (a member already: just
         unpause); queues of the ``languages`` the agent speaks offer it their calls first.
-        With ``agent_id``, also in the assigned-callbacks queue (:func:`assigned_queue`)."""
+        With ``agent_id``, also in the assigned-callbacks queue
+        (``crm.settings.assigned_queue``), with that id as penalty."""
         ...
 
     async def leave(self, interface: str) -> None:

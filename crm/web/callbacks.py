@@ -109,8 +109,12 @@ async def reassign_callback(request: web.Request, user: ConsoleUser) -> web.Resp
     deps = request.app[CONSOLE_KEY]
     agent = str((await request.post()).get("agent", "")).strip() or None
     request_id = record_id(request)
-    await service.reassign_callback(deps.sessions, request_id, agent, actor=user.actor,
-                                    **web_session.audit_origin(request))
+    origin = web_session.audit_origin(request)
+    if deps.callbacks is not None:  # a callback waiting in a queue moves to the new agent
+        await deps.callbacks.reassign(request_id, agent, actor=user.actor, **origin)
+    else:
+        await service.reassign_callback(deps.sessions, request_id, agent, actor=user.actor,
+                                        **origin)
     raise web.HTTPSeeOther(f"{PREFIX}/callbacks#callback-{request_id}")
 
 

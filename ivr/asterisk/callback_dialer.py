@@ -13,6 +13,11 @@ resident_first: once no caller who arrived earlier is waiting and a member of th
 free, the resident is dialled (``hotline-callback-resident``); answered, they join the queue
 at their arrival place (normally its head).
 
+A callback assigned to one agent (``CallbackJob.penalty``, the agent's id) waits in the
+assigned-callbacks queue instead, asking for that penalty alone (``CALLBACK_PENALTY``): only
+its agent is offered it, in arrival order among their callbacks. When its wait runs out
+(``HotlineCallbackLeft`` with QUEUESTATUS TIMEOUT) the result says so (``timed_out``).
+
 Arrival times: callers' queue joins as this process heard them (QueueCallerJoin), else
 Asterisk's own count of their wait (QueueStatus ``Wait``); a placeholder stands for its
 request's arrival, not for when it joined.
@@ -104,6 +109,8 @@ class AmiCallbackDialer:
         self._callbacks: dict[str, datetime] = {}
         """Call id of a callback being placed -> its arrival."""
         self._reports = Replies()
+        self._left: dict[str, str] = {}
+        """Call id of a callback -> QUEUESTATUS it left the queue with, without an agent."""
         self._responses = Replies()
         self._placeholders: dict[int, datetime] = {}
         """Request id -> arrival, of callbacks placed before a restart (live_callbacks)."""
@@ -142,6 +149,10 @@ class AmiCallbackDialer:
         self._joined.pop(event.get("Channel") or "", None)
 
     async def _on_user_event(self, event: Any) -> None:
+        if event.get("UserEvent") == "HotlineCallbackLeft":
+            if (call_id := event.get("CallId")) in self._callbacks:
+                self._left[call_id] = (event.get("QueueStatus") or "").upper()
+            return
         if event.get("UserEvent") != "HotlineCallbackDialled" or not (
                 call_id := event.get("CallId")):
             return
@@ -158,9 +169,10 @@ class AmiCallbackDialer:
             await self._responses.keep(action_id, event)
 
     # -- the queue as it stands
-    async def _waiting(self, queue: str) -> tuple[list[datetime], bool]:
+    async def _waiting(self, queue: str, penalty: int | None = None) -> tuple[
+            list[datetime], bool]:
         """(arrivals of the callers waiting in ``queue``, in queue order; whether a member
-        is free)."""
+        is free: with ``penalty``, the member of that penalty)."""
         items = await self.ami.action_list("QueueStatus", Queue=queue)
         now = utcnow()
         entries = sorted((e for e in items if e.name.lower() == "queueentry"
@@ -174,6 +186,7 @@ class AmiCallbackDialer:
             arrivals.append(known if known is not None else now - timedelta(seconds=wait))
         free = any(e.name.lower() == "queuemember" and e.get("Queue") == queue
                    and e.get("Status") in FREE_STATUSES and e.get("Paused") in ("0", None)
+                   and (penalty is None or e.get("Penalty") == str(penalty))
                    for e in items)
         return arrivals, free
 
@@ -190,6 +203,7 @@ class AmiCallbackDialer:
             return await self._agent_first(job, placed)
         finally:
             self._callbacks.pop(job.call_id, None)
+            self._left.pop(job.call_id, None)
 
     def _caller_id(self) -> str:
         return re.sub(r"[^0-9+]", "", self.settings.caller_id or self.hotline_number)
@@ -206,7 +220,8 @@ class AmiCallbackDialer:
                 f"CALLBACK_QUEUE_TIMEOUT={self._queue_wait(job)}",
                 f"CALLBACK_DIAL={self.settings.dial.replace('{number}', job.number)}",
                 f"CALLBACK_RING_TIMEOUT={int(self.settings.ring_timeout)}",
-                f"CALLBACK_CALLER_ID={self._caller_id()}"]
+                f"CALLBACK_CALLER_ID={self._caller_id()}",
+                f"CALLBACK_PENALTY={'' if job.penalty is None else job.penalty}"]
 
     async def _agent_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
         joined = self._joins[job.call_id] = asyncio.Event()
@@ -225,7 +240,9 @@ class AmiCallbackDialer:
                                         self._queue_wait(job) + 30)
         if response is None or response.get("Response") != "Success":
             reason = response.get("Reason") if response is not None else "none"
-            return CallbackResult(None, f"no agent took it (reason {reason})")
+            status = self._left.get(job.call_id)
+            return CallbackResult(None, f"no agent took it (reason {reason}, {status})",
+                                  timed_out=status == "TIMEOUT")
         report = await self._reports.take(job.call_id, REPORT_WAIT)
         if report is None:
             return CallbackResult("failed", "no report of the resident's leg")
@@ -251,8 +268,9 @@ class AmiCallbackDialer:
             queued = await self.ami.action("Originate", **fields)
         except Exception as exc:
             return CallbackResult(None, f"originate not sent: {exc}")
-        log.info("callback %d (call %s): placed in queue %s at position %d", job.request_id,
-                 job.call_id, job.queue, position)
+        log.info("callback %d (call %s): placed in queue %s at position %d%s", job.request_id,
+                 job.call_id, job.queue, position,
+                 "" if job.penalty is None else f" for the member of penalty {job.penalty}")
         return queued
 
     async def live_callbacks(self, arrivals: dict[int, datetime]) -> set[int]:
@@ -288,7 +306,7 @@ class AmiCallbackDialer:
         deadline = asyncio.get_running_loop().time() + self._queue_wait(job)
         while True:  # bounded by queue_timeout
             try:
-                arrivals, free = await self._waiting(job.queue)
+                arrivals, free = await self._waiting(job.queue, job.penalty)
             except Exception as exc:
                 return CallbackResult(None, f"queue status unavailable: {exc}")
             position = arrival_position(arrivals, job.arrival)

@@ -3,7 +3,10 @@ a SIPp resident phone behind the pstn-gateway endpoint: an abandoned caller gets
 request, and its callback keeps their place in the queue (after a caller who arrived
 earlier, before one who arrived later); a second abandoned call from the number makes no
 second request; unanswered callbacks stop at the maximum of attempts; a withheld number gets
-no request; choosing the callback in the offer context ends the call with one request."""
+no request; choosing the callback in the offer context ends the call with one request. A
+callback a supervisor assigns to an agent is offered to that agent only (moved out of the
+general queue if it waits there), back in the general queue when unassigned or when its agent
+does not take it within assigned_wait."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from crm.agents import accounts
+from crm.audit import log as audit
 from crm.callbacks import service as callbacks
 from crm.consultations.service import find_consultations
 from crm.live.screen_pop import build_screen_pop
@@ -423,3 +428,152 @@ async def test_callbacks_placed_together_keep_their_arrival_order(
         order = [c.split("-")[0] for c in await queue_order(hotline)]
         assert order == [f"Local/{requests[0].id}@hotline", f"Local/{requests[1].id}@hotline",
                          "PJSIP/pstn"], order
+
+
+# -- callbacks assigned to one agent ---------------------------------------------------------
+@contextlib.asynccontextmanager
+async def signed_in(service: HotlineService, agent_view: Any, **phone: int) -> AsyncIterator[
+        AgentPhone]:
+    """A registered agent phone signed in as the desk does it (QueueControl.join with the
+    agent's id: every queue, and the assigned-callbacks queue with their id as penalty)."""
+    extension = agent_view.extension
+    async with AgentPhone(service.settings, extension, **phone) as handset:
+        await service.queue_control.join(f"PJSIP/{extension}", agent_view.display_name,
+                                         agent_id=agent_view.id)
+        try:
+            yield handset
+        finally:
+            await service.queue_control.leave(f"PJSIP/{extension}")
+
+
+async def two_agents(service: HotlineService) -> tuple[Any, Any]:
+    made = []
+    for extension in ("2001", "2002"):
+        made.append(await accounts.create_agent(
+            service.sessions, login=f"agent{extension}", display_name=f"Agent {extension}",
+            extension=extension))
+    return made[0], made[1]
+
+
+def placed_in(queue: str, seen: set[str]) -> Callable[[Any], bool]:
+    """A callback placeholder joining ``queue``, other than the calls in ``seen``."""
+    return lambda e: (isinstance(e, CallerQueued) and e.queue == queue
+                      and e.channel.startswith("Local/") and e.call_id not in seen)
+
+
+async def queue_entries(service: HotlineService, queue: str) -> list[str]:
+    items = await service.ami.action_list("QueueStatus", Queue=queue)
+    return [i.get("Channel") for i in items if i.name.lower() == "queueentry"
+            and i.get("Queue") == queue]
+
+
+async def audit_entries(service: HotlineService, request_id: int) -> list[str]:
+    """The actions audited on a request, oldest first."""
+    found = await audit.entries(service.sessions, object_type="callback_request",
+                                object_id=request_id)
+    return [e.action for e in reversed(found)]
+
+
+async def waiting_callback(hotline: HotlineService, watcher: CallWatcher,
+                           number: str) -> tuple[int, str]:
+    """An abandoned caller's callback, waiting in the general queue: (request id, the
+    placeholder's call id)."""
+    call_id = await abandon_after_wait(hotline, watcher, number)
+    made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
+    dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
+    await watcher.wait_for(placed_in(hotline.settings.asterisk.queue_name, set()), WAIT)
+    return made.step.request_id, dialling.call_id
+
+
+async def test_a_reassigned_callback_moves_and_rings_its_agent_only(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        main = hotline.settings.asterisk.queue_name
+        assigned = hotline.callbacks.assigned_queue
+        other, chosen = await two_agents(hotline)
+        request_id, first_call = await waiting_callback(hotline, watcher, "13900000021")
+
+        # The supervisor gives it to agent2002: withdrawn from the general queue and placed
+        # again for them, no attempt counted, the request kept.
+        view = await hotline.callbacks.reassign(request_id, "agent2002",
+                                                actor="supervisor:supervisor1")
+        assert view.assigned_agent == "agent2002"
+        moved = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        assert await queue_entries(hotline, main) == []
+        [entry] = await queue_entries(hotline, assigned)
+        assert entry.startswith(f"Local/{request_id}@hotline-callback-slot")
+        view = await callbacks.get_callback(hotline.sessions, request_id)
+        assert (view.status, view.attempts, view.assigned_agent) == (
+            "dialling", 0, "agent2002")
+        redialled = [e for e in watcher.events if step_of(CallbackDialling)(e)]
+        assert [e.step.attempt for e in redialled] == [1, 1]
+
+        # agent2001 signs in first, free: not offered it. agent2002 signs in: rung.
+        async with signed_in(hotline, other, ring_ms=200, hold_ms=4000):
+            async with signed_in(hotline, chosen, ring_ms=200, hold_ms=4000) as phone:
+                rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 15)
+                assert (rung.extension, rung.call_id, rung.queue) == (
+                    "2002", moved.call_id, assigned)
+                await phone.wait_answered(10)
+                await resident.wait_event("answered", within=15)
+                done = await hotline.callbacks.wait_finished(
+                    lambda v: v.id == request_id and v.attempts == 1, 30)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+        assert [e for e in watcher.events if isinstance(e, AgentRinging)
+                and e.extension == "2001"] == []
+        # The agent's pop shows the callback (the assigned queue is one the pop follows).
+        pop = await build_screen_pop(hotline.sessions, moved.call_id)
+        assert pop.callback is not None and pop.callback.request.id == request_id
+
+
+async def test_an_unassigned_callback_goes_back_to_the_general_queue(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
+        main = hotline.settings.asterisk.queue_name
+        assigned = hotline.callbacks.assigned_queue
+        await two_agents(hotline)
+        request_id, first_call = await waiting_callback(hotline, watcher, "13900000022")
+        await hotline.callbacks.reassign(request_id, "agent2001", actor="supervisor:s1")
+        there = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        view = await hotline.callbacks.reassign(request_id, None, actor="supervisor:s1")
+        assert view.assigned_agent is None
+        back = await watcher.wait_for(placed_in(main, {first_call, there.call_id}), WAIT)
+        assert await queue_entries(hotline, assigned) == []
+        assert [c.split("-")[0] for c in await queue_entries(hotline, main)] == [
+            f"Local/{request_id}@hotline"]
+        view = await callbacks.get_callback(hotline.sessions, request_id)
+        assert (view.status, view.attempts, view.assigned_agent_id) == ("dialling", 0, None)
+        assert back.call_id != there.call_id
+
+
+async def test_an_assigned_callback_its_agent_does_not_take_goes_to_the_general_queue(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, assigned_wait=4.0) as (
+                    hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        main = hotline.settings.asterisk.queue_name
+        assigned = hotline.callbacks.assigned_queue
+        free, _absent = await two_agents(hotline)
+        request_id, first_call = await waiting_callback(hotline, watcher, "13900000023")
+        await hotline.callbacks.reassign(request_id, "agent2002", actor="supervisor:s1")
+        there = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        # agent2001 is signed in and free the whole time; agent2002 never signs in. The
+        # callback is theirs for assigned_wait (4 s), then it goes to the general queue and
+        # agent2001 gets it.
+        async with signed_in(hotline, free, ring_ms=200, hold_ms=4000) as phone:
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 20)
+            assert rung.extension == "2001" and rung.queue == main
+            assert rung.call_id not in (first_call, there.call_id)
+            assert (rung.at - there.at).total_seconds() >= 4.0 - 0.5
+            await phone.wait_answered(10)
+            await resident.wait_event("answered", within=15)
+            done = await hotline.callbacks.wait_finished(
+                lambda v: v.id == request_id and v.status == "completed", 30)
+        assert (done.outcome, done.attempts, done.assigned_agent) == ("reached", 1, None)
+        assert "agent2002 did not take it in 4 s" in (done.note or "")
+        trail = await audit_entries(hotline, request_id)
+        assert [a for a in trail if a.startswith("callback_")] == [
+            "callback_reassign", "callback_assignment_lapsed"]
