@@ -194,6 +194,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                                deferred=survey_writes)
         offers = CallbackOffers(OfferDeps(bus, tracker, StackVoice(speech),
                                           language_of=callback_watcher.language_of,
+                                          first_queued=callback_watcher.first_queued,
+                                          return_position=callback_dialer.return_position,
                                           default_language=settings.speech.default_language))
         media = MediaServer(settings.audiosocket,
                             SpeechIvrHandler(deps, survey=surveys.run, offer=offers.run).handle,

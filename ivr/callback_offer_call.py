@@ -5,14 +5,18 @@ and connects it over AudioSocket with its own id; the media handler passes it he
 caller hears the offer in the language of their call; their answer goes back to the dialplan
 as the channel variable CALLBACK_ANSWER (set over AMI before the socket closes), and the
 dialplan's ``HotlineCallbackAnswer`` event carries it to the service, which makes the request.
-A caller who hangs up during the offer leaves a ``callback_offer`` step with answer none.
+A caller who hangs up during the offer leaves a ``callback_offer`` step with answer none. A
+caller sent back to the queue (answer requeue: their number cannot be called back) keeps
+their place: REQUEUE_POSITION, set beside the answer, is where their first arrival puts them
+among the callers waiting now (Queue()'s position argument).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from crm.callbacks.service import number_problem
 from crm.telephony.events import CallEventBus
@@ -45,6 +49,10 @@ class OfferDeps:
     """The language the call has used so far (None: not known)."""
     timeouts: IvrTimeouts = field(default_factory=IvrTimeouts)
     default_language: str = "cmn"
+    first_queued: Callable[[str], tuple[str, datetime] | None] = lambda call_id: None
+    """The queue a call first waited in and when (None: not known)."""
+    return_position: Callable[[str, str, datetime], Awaitable[int]] | None = None
+    """(queue, channel, arrival) -> the position a caller returning to the queue takes."""
 
 
 class CallbackOfferCall(PromptingCall):
@@ -91,6 +99,8 @@ class CallbackOfferCall(PromptingCall):
             await self.step(CallbackOffered(self.flow.reason, action.answer))
             if channel and not self.session.closed:
                 try:
+                    if action.answer == "requeue":
+                        await self._keep_place(channel)
                     await self.deps.tracker.set_variable(channel, "CALLBACK_ANSWER",
                                                          action.answer)
                 except Exception as exc:  # the caller hung up meanwhile, AMI is down...
@@ -98,6 +108,21 @@ class CallbackOfferCall(PromptingCall):
             await self.session.hangup(f"callback offer: {action.answer}")
             return STOP
         return await super()._act(action)
+
+    async def _keep_place(self, channel: str) -> None:
+        """REQUEUE_POSITION: the caller's place by their first arrival (unknown: the end)."""
+        first = self.deps.first_queued(self.leg.call_id or "")
+        if first is None or self.deps.return_position is None:
+            return
+        queue, arrival = first
+        try:
+            position = await self.deps.return_position(queue, channel, arrival)
+        except Exception as exc:  # AMI down...: they rejoin at the end, still waiting
+            self.log.warning("place in queue %s unknown (%s): back at the end", queue, exc)
+            return
+        await self.deps.tracker.set_variable(channel, "REQUEUE_POSITION", str(position))
+        self.log.info("back to queue %s at position %d (first arrival %s)", queue, position,
+                      arrival.isoformat())
 
 
 class CallbackOffers:

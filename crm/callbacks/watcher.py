@@ -160,6 +160,13 @@ class MissedCallWatcher:
         call = self._calls.get(call_id)
         return call.language if call else None
 
+    def first_queued(self, call_id: str) -> tuple[str, datetime] | None:
+        """The queue a live call first joined and when (its place), None if it has not."""
+        call = self._calls.get(call_id)
+        if call is None or call.queue is None or call.queued_at is None:
+            return None
+        return call.queue, call.queued_at
+
     def _call(self, call_id: str) -> _Call:
         call = self._calls.get(call_id)
         if call is None:

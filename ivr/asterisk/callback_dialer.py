@@ -119,6 +119,8 @@ class AmiCallbackDialer:
         """One callback is placed at a time, until it has joined the queue: the next one's
         position counts it."""
         self._joins: dict[str, asyncio.Event] = {}
+        self._returning: dict[str, datetime] = {}
+        """Caller channel about to join the queue again -> their first arrival."""
         self._unsubscribe = [
             ami.subscribe("QueueCallerJoin", self._on_join),
             ami.subscribe("QueueCallerLeave", self._on_leave),
@@ -137,7 +139,8 @@ class AmiCallbackDialer:
         if not channel:
             return
         call_id = event.chan_variables().get("CALL_ID")
-        self._joined[channel] = self._callbacks.get(call_id or "", utcnow())
+        self._joined[channel] = self._returning.pop(channel, None) or self._callbacks.get(
+            call_id or "", utcnow())
         if (joined := self._joins.get(call_id or "")) is not None:
             joined.set()
         if (request_id := slot_request(channel)) in self._placeholders:
@@ -193,6 +196,16 @@ class AmiCallbackDialer:
     async def position(self, queue: str, arrival: datetime) -> int:
         arrivals, _ = await self._waiting(queue)
         return arrival_position(arrivals, arrival)
+
+    async def return_position(self, queue: str, channel: str, arrival: datetime) -> int:
+        """Where a caller who left ``queue`` (for the callback offer) joins it again to keep
+        the place their first ``arrival`` gives them; the next positions count them from
+        that arrival too."""
+        position = await self.position(queue, arrival)
+        self._returning[channel] = arrival
+        while len(self._returning) > 1000:  # returns we never heard
+            self._returning.pop(next(iter(self._returning)))
+        return position
 
     # -- placing a callback
     async def call_back(self, job: CallbackJob, placed: Placed) -> CallbackResult:

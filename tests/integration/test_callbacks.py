@@ -376,26 +376,42 @@ async def test_a_restarted_service_keeps_the_callback_waiting_and_calls_no_one_t
 async def test_a_withheld_caller_who_chose_a_callback_is_told_once_and_keeps_waiting(
         asterisk_bed: Settings, tmp_path: Path) -> None:
     async with callback_hotline(asterisk_bed, tmp_path) as (hotline, watcher):
-        async with calling(caller(hotline, "anonymous")):
+        later = "13900000015"
+        async with (calling(caller(hotline, "anonymous")),
+                    contextlib.AsyncExitStack() as behind):
             joined = await watcher.wait_for(queued("anonymous"), WAIT)
+            await behind.enter_async_context(calling(caller(hotline, later)))
+            second = await watcher.wait_for(queued(later), WAIT)
+            assert [c.split("-")[0] for c in await queue_order(hotline)] == [
+                joined.channel.split("-")[0], second.channel.split("-")[0]]
             # What the waiting helper's callback key does: leave the queue for the offer.
             await hotline.ami.setvar(joined.channel, "CALLBACK_REASON", "chosen")
             moved = await hotline.ami.action("Redirect", Channel=joined.channel,
                                              Context="hotline-callback-offer", Exten="s",
                                              Priority="1")
             assert moved.get("Response") == "Success"
-            told = await watcher.wait_for(step_of(CallbackNotPossible, joined.call_id), 15)
+            # (The Redirect out of the queue is also reported as an abandon after the
+            # minimum wait: the watcher's own "no callback, withheld" note, told=False.)
+            told = await watcher.wait_for(lambda e: step_of(CallbackNotPossible,
+                                                            joined.call_id)(e)
+                                          and e.step.told, 15)
             assert told.step == CallbackNotPossible("withheld", told=True)
-            # Back in the queue, waiting on.
-            await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
-                                   and e.call_id == joined.call_id and e is not joined, 20)
+            # Back in the queue, waiting on, at their place: ahead of the caller who joined
+            # after them (who moved up while they heard the offer).
+            back = await watcher.wait_for(lambda e: isinstance(e, CallerQueued)
+                                          and e.call_id == joined.call_id and e is not joined,
+                                          20)
             offered = await watcher.wait_for(step_of(CallbackOffered, joined.call_id), 5)
             assert offered.step == CallbackOffered("chosen", "requeue")
+            assert back.position == 1
+            assert await queue_order(hotline) == [back.channel, second.channel]
         prompts = [e.step.prompt for e in watcher.events if isinstance(e, CallStep)
                    and e.call_id == joined.call_id and e.step.kind == "prompt"]
         assert prompts.count("callback_not_possible") == 1
         await hotline.callback_watcher.drain()
-        assert await callbacks.list_callbacks(hotline.sessions, open_only=False) == []
+        # No request for the withheld caller (the later caller hung up waiting: theirs).
+        assert [r.caller_number for r in await callbacks.list_callbacks(
+            hotline.sessions, open_only=False)] in ([], [later])
 
 
 async def test_callbacks_placed_together_keep_their_arrival_order(
