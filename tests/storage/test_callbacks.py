@@ -459,3 +459,68 @@ async def test_a_callback_call_found_after_a_restart_closes_nothing(sessions, wa
     await bus.publish(CallEnded(call_id, "callback", "16"))
     await watcher.drain()
     assert (await service.get_callback(sessions, made.id)).status == "dialling"
+
+
+async def test_an_assigned_callback_waits_for_its_agent_moves_when_reassigned_and_lapses(
+        sessions, db_url) -> None:
+    await seed_demo(db_url)
+    settings = CallbackSettings(calling_hours="00:00-24:00", assigned_wait=120)
+    clock = [NOW]
+    dialer = RecordingDialer()
+    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), settings, queue="hotline",
+                                  clock=lambda: clock[0])
+    made = (await service.request_callback(sessions, number=NUMBER, reason="abandoned",
+                                           queued_at=NOW, now=NOW)).request
+    assigned = await service.reassign_callback(sessions, made.id, "agent2",
+                                               actor="supervisor:supervisor1")
+
+    async def placed() -> CallbackJob:
+        dialer.placed.clear()
+        assert await scheduler.run_once() == [made.id]
+        await asyncio.wait_for(dialer.placed.wait(), 5)
+        return dialer.jobs[-1]
+
+    # For agent2 alone: the assigned queue, their id as penalty, at most assigned_wait.
+    job = await placed()
+    assert (job.queue, job.penalty, job.wait_s, job.arrival, job.attempt) == (
+        "hotline-assigned", assigned.assigned_agent_id, 120, NOW, 1)
+    # Unassigned while it waits: withdrawn, placed again at once in the general queue,
+    # no attempt counted.
+    await scheduler.reassign(made.id, None, actor="supervisor:supervisor1")
+    await scheduler.wait_finished(lambda v: v.id == made.id, 5)
+    assert dialer.withdrawn == [made.id]
+    job = await placed()
+    assert (job.queue, job.penalty, job.wait_s, job.attempt) == ("hotline", None, None, 1)
+    # Given to agent2 again, who does not take it within assigned_wait: the assignment
+    # lapses (audited as the system) and it is due in the general queue at once.
+    scheduler.finished.clear()
+    await scheduler.reassign(made.id, "agent2", actor="supervisor:supervisor1")
+    await scheduler.wait_finished(lambda v: v.id == made.id, 5)
+    assert dialer.withdrawn == [made.id, made.id]
+    job = await placed()
+    assert (job.queue, job.penalty) == ("hotline-assigned", assigned.assigned_agent_id)
+    scheduler.finished.clear()
+    dialer.results[made.id].set_result(CallbackResult(None, "TIMEOUT", timed_out=True))
+    view = await scheduler.wait_finished(lambda v: v.id == made.id, 5)
+    assert (view.status, view.attempts, view.assigned_agent) == ("pending", 0, None)
+    assert view.next_attempt_at == NOW and view.note == (
+        "agent2 did not take it in 120 s: general queue")
+    job = await placed()
+    assert (job.queue, job.penalty) == ("hotline", None)
+    # Withdrawn without a reassignment (e.g. Asterisk hung it up): placed again later.
+    dialer.results[made.id].set_result(CallbackResult(None, "gone"))
+    view = await scheduler.wait_finished(lambda v: v.id == made.id and v.next_attempt_at
+                                         != NOW, 5)
+    assert view.next_attempt_at == NOW + service.NOT_DIALLED_DELAY
+    trail = await entries(sessions, object_type="callback_request", object_id=made.id)
+    assert [(e.action, e.actor) for e in reversed(trail)] == [
+        ("callback_reassign", "supervisor:supervisor1"),
+        ("callback_reassign", "supervisor:supervisor1"),
+        ("callback_reassign", "supervisor:supervisor1"),
+        ("callback_assignment_lapsed", "system")]
+    # A lapse reported after a supervisor reassigned it changes nothing.
+    await service.reassign_callback(sessions, made.id, "agent1", actor="supervisor:x")
+    assert not await service.lapse_assignment(sessions, made.id,
+                                              assigned.assigned_agent_id or 0, waited_s=1)
+    assert (await service.get_callback(sessions, made.id)).assigned_agent == "agent1"
+    await scheduler.close()

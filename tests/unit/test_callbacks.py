@@ -12,6 +12,7 @@ from crm.callbacks.dialing import seconds_left
 from crm.callbacks.service import number_problem
 from crm.callbacks.watcher import _Call, abandon_reason, offer_reason
 from crm.live.screen_pop import transcript_text
+from crm.settings import CallbackSettings
 from crm.surveys.return_visits import CallingHours
 from crm.telephony.steps import (
     CallbackClosedByCall,
@@ -25,7 +26,7 @@ from crm.telephony.steps import (
     step_from_json,
     step_from_row,
 )
-from ivr.asterisk.callback_dialer import arrival_position
+from ivr.asterisk.callback_dialer import AmiCallbackDialer, arrival_position
 from ivr.flows.callback_offer import (
     MAX_ASKS,
     Answer,
@@ -162,3 +163,46 @@ def test_a_callback_waits_in_the_queue_no_longer_than_the_calling_hours() -> Non
     assert seconds_left(hours, datetime(2026, 12, 6, 13, 5, tzinfo=UTC)) == 0  # 21:05
     assert seconds_left(CallingHours.parse("00:00-24:00", "UTC"), T0) is None
     assert seconds_left(None, T0) is None
+
+
+class _Item(dict):
+    """An AMI event or list item: headers, and the event's name."""
+
+    def __init__(self, name: str, **headers: str) -> None:
+        super().__init__(headers)
+        self.name = name
+
+    def chan_variables(self) -> dict[str, str]:
+        return {}
+
+
+class _QueueAmi:
+    def __init__(self, entries: list[_Item]) -> None:
+        self.entries = entries
+        self.handlers: dict[str, object] = {}
+
+    async def action(self, name: str, *, timeout: float = 5.0, **fields: object) -> object:
+        raise AssertionError(f"no action expected, got {name}")
+
+    async def action_list(self, name: str, *, timeout: float = 10.0,
+                          **fields: object) -> list[_Item]:
+        return self.entries
+
+    def subscribe(self, pattern: str, handler: object) -> object:
+        self.handlers[pattern] = handler
+        return lambda: None
+
+
+async def test_a_caller_back_from_the_offer_keeps_the_place_of_their_first_arrival() -> None:
+    later = _Item("QueueEntry", Queue="hotline", Position="1", Channel="PJSIP/b-2", Wait="3")
+    ami = _QueueAmi([later])
+    dialer = AmiCallbackDialer(ami, CallbackSettings(), hotline_number="12345")
+    first = datetime.now(UTC) - timedelta(seconds=30)  # they joined before "later" (3 s ago)
+    assert await dialer.return_position("hotline", "PJSIP/a-1", first) == 1
+    # Back in the queue, they stand for their first arrival: a callback of an arrival
+    # between theirs and the later caller's joins between them.
+    await ami.handlers["QueueCallerJoin"](_Item("QueueCallerJoin", Channel="PJSIP/a-1"))
+    ami.entries = [_Item("QueueEntry", Queue="hotline", Position="1", Channel="PJSIP/a-1",
+                         Wait="0"), later]
+    assert await dialer.position("hotline", first + timedelta(seconds=1)) == 2
+    dialer.close()

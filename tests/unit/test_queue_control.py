@@ -99,3 +99,37 @@ async def test_blind_transfer_redirects_the_caller_and_checks_input() -> None:
     with pytest.raises(InvalidInput):
         interface_for("20 01")
     assert interface_for("2001") == "PJSIP/2001"
+
+
+async def test_a_signed_in_agent_joins_the_assigned_callbacks_queue_with_their_id() -> None:
+    ami = FakeAmi()
+    control = QueueControl(ami, "hotline", queues=LANGUAGE_QUEUES, assigned="hotline-assigned")
+    await control.join("PJSIP/2002", "李娜", ["cmn"], agent_id=42)
+    added = {f["Queue"]: f["Penalty"] for name, f in ami.actions if name == "QueueAdd"}
+    assert added == {"hotline": "0", "hotline-en": "1", "hotline-ko": "1",
+                     "hotline-assigned": "42"}
+    ami.actions.clear()
+    await control.leave("PJSIP/2002")
+    assert [f["Queue"] for name, f in ami.actions if name == "QueueRemove"] == [
+        "hotline", "hotline-en", "hotline-ko", "hotline-assigned"]
+    with pytest.raises(InvalidInput):
+        await control.join("PJSIP/2002", "李娜", agent_id=0)
+
+
+async def test_pausing_a_phone_that_joined_without_an_agent_id_is_not_an_error() -> None:
+    ami = FakeAmi()
+    control = QueueControl(ami, "hotline", assigned="hotline-assigned")
+
+    async def action(name: str, *, timeout: float = 5.0, **fields: str) -> dict:
+        ami.actions.append((name, fields))
+        if fields.get("Queue") == "hotline-assigned":
+            raise Refusal("Interface not found")
+        return {}
+
+    ami.action = action  # type: ignore[method-assign]
+    await control.pause("PJSIP/2001", True, "desk")
+    assert [f["Queue"] for name, f in ami.actions if name == "QueuePause"] == [
+        "hotline", "hotline-assigned"]
+    ami.actions.clear()
+    await control.join("PJSIP/2001", "王芳")  # no agent id: not put in the assigned queue
+    assert "hotline-assigned" not in {f["Queue"] for _, f in ami.actions}
