@@ -131,7 +131,8 @@ def test_dialplan_routes_the_hotline_number_through_the_ivr_to_the_queue(
     assert 'ExecIf($["${HOTLINE_QUEUE}" = ""]?Set(HOTLINE_QUEUE=front-desk))' in inbound
     assert "ExecIf($[${QUEUE_EXISTS(${HOTLINE_QUEUE})} = 0]?Set(HOTLINE_QUEUE=front-desk))" \
         in inbound
-    assert "Queue(${HOTLINE_QUEUE},c,,,120,,,hotline-language)" in inbound
+    assert ("Queue(${HOTLINE_QUEUE},c,,,120,,,hotline-language,"
+            "${FILTER(0123456789,${REQUEUE_POSITION})})") in inbound
     assert inbound.index("Set(QUEUE_MAX_PENALTY=0)") < inbound.index("Queue(${HOTLINE_QUEUE}")
     assert re.search(r"^exten => 96110,1,Goto\(hotline-inbound", config["hotline.conf"], re.M)
     ends = section(config["hotline.conf"], "hotline-call-end")
@@ -162,6 +163,16 @@ def test_queue_has_no_static_members(config: dict[str, str]) -> None:
     assert "strategy = ringall" in queue
     assert not re.search(r"^member\s*=", queue, re.M)
     assert "persistentmembers = no" in config["queues.conf"]
+    # Callbacks assigned to one agent: a queue of its own where every entry can be served
+    # at once (not ringall: that serves the head entry alone).
+    assert re.search(r"^\[front-desk-assigned\]\(hotline-queue\)\nstrategy = leastrecent$",
+                     config["queues.conf"], re.M)
+    slot = section(config["hotline.conf"], "hotline-callback-slot")
+    assert slot.index("Gosub(hotline-callback-penalty,s,1)") < slot.index("Queue(")
+    assert "UserEvent(HotlineCallbackLeft,CallId: ${CALL_ID}," in slot
+    penalty = section(config["hotline.conf"], "hotline-callback-penalty")
+    assert "Set(QUEUE_MIN_PENALTY=${penalty})" in penalty
+    assert "Set(QUEUE_MAX_PENALTY=${penalty})" in penalty
 
 
 def test_modules_needed_by_the_hotline_are_loaded(config: dict[str, str]) -> None:

@@ -77,12 +77,14 @@ def test_no_announcements_when_neither_position_nor_wait_is_said() -> None:
 def test_the_queue_times_out_at_the_maximum_wait_into_the_callback_offer() -> None:
     inbound = section(render_config(settings_with(queue_wait={"max_wait": 90}))["hotline.conf"],
                       "hotline-inbound")
-    assert "Queue(${HOTLINE_QUEUE},c,,,90,,,hotline-language)" in inbound
+    assert ("Queue(${HOTLINE_QUEUE},c,,,90,,,hotline-language,"
+            "${FILTER(0123456789,${REQUEUE_POSITION})})") in inbound
     assert 'GotoIf($["${QUEUESTATUS}" = "TIMEOUT"]?max_wait)' in inbound
     assert re.search(r"n\(max_wait\),Set\(CALLBACK_REASON=max_wait\)\n same => n,"
                      r"Goto\(hotline-callback-offer,s,1\)", inbound)
     unlimited = render_config(settings_with(queue_wait={"max_wait": 0}))["hotline.conf"]
-    assert "Queue(${HOTLINE_QUEUE},c,,,,,,hotline-language)" in unlimited
+    assert ("Queue(${HOTLINE_QUEUE},c,,,,,,hotline-language,"
+            "${FILTER(0123456789,${REQUEUE_POSITION})})") in unlimited
     # The caller's language is the queue's before it speaks (default Mandarin).
     assert inbound.index("Set(CHANNEL(language)=${IF(") < inbound.index("Queue(${HOTLINE_QUEUE}")
 
