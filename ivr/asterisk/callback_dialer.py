@@ -297,8 +297,11 @@ class AmiCallbackDialer:
 
     async def withdraw(self, request_id: int) -> None:
         """Hang up the request's placeholder while it waits in the queue; once an agent took
-        it (the resident is being rung or talking) the call is left alone."""
+        it (the resident is being rung or talking) the call is left alone. A callback being
+        placed right now is withdrawn once it has joined the queue."""
         self._placeholders.pop(request_id, None)
+        async with self._placing:  # held while a callback is placed, until it joined
+            pass
         try:
             channels = await self.ami.action_list("CoreShowChannels")
         except Exception as exc:
