@@ -85,7 +85,8 @@ async def desk(sessions: SessionFactory, db_url: str) -> AsyncIterator[Desk]:
     hub = DeskHub(sessions)
     hub.start()
     ami = FakeAmi()
-    deps = DeskDeps(sessions, hub, QueueControl(ami), "test-secret", idle_timeout=3600)
+    deps = DeskDeps(sessions, hub, QueueControl(ami, assigned="hotline-assigned"),
+                    "test-secret", idle_timeout=3600)
     app = create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0), desk=deps)
     server = TestServer(app)
     state = Desk(sessions, server, hub, ami, deps)
@@ -157,16 +158,21 @@ async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
     assert (await client.get("/desk/current-call")).status == 401
 
     client, csrf = await sign_in(desk)
-    assert desk.ami.named("QueueAdd") == [{"Queue": "hotline", "Interface": "PJSIP/2001",
-                                           "MemberName": "王芳", "Penalty": "0",
-                                           "Paused": "false"}]
+    # The main queue, and the assigned-callbacks queue with the agent's id as penalty.
+    agent_id = (await agents.get_agent(desk.sessions, "agent1")).id
+    assert desk.ami.named("QueueAdd") == [
+        {"Queue": "hotline", "Interface": "PJSIP/2001", "MemberName": "王芳", "Penalty": "0",
+         "Paused": "false"},
+        {"Queue": "hotline-assigned", "Interface": "PJSIP/2001", "MemberName": "王芳",
+         "Penalty": str(agent_id), "Paused": "false"}]
     cookie = next(c for c in client.session.cookie_jar if c.key == "hotline_desk")
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/desk"
     page = await client.get("/desk/")
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert '<span id="agent-languages"' in await page.text()
     assert (await post(client, csrf, "/desk/pause", paused="1"))[0] == 200
-    assert desk.ami.named("QueuePause")[-1]["Paused"] == "true"
+    assert [(f["Queue"], f["Paused"]) for f in desk.ami.named("QueuePause")[-2:]] == [
+        ("hotline", "true"), ("hotline-assigned", "true")]
     forged = await client.post("/desk/pause", data={"csrf": "forged", "paused": "0"})
     assert forged.status == 403
     other_site = await client.post("/desk/pause", data={"csrf": csrf, "paused": "0"},
@@ -175,7 +181,9 @@ async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
 
     response = await client.post("/desk/logout", data={"csrf": csrf}, allow_redirects=False)
     assert response.status == 303
-    assert desk.ami.named("QueueRemove") == [{"Queue": "hotline", "Interface": "PJSIP/2001"}]
+    assert desk.ami.named("QueueRemove") == [
+        {"Queue": "hotline", "Interface": "PJSIP/2001"},
+        {"Queue": "hotline-assigned", "Interface": "PJSIP/2001"}]
     assert (await client.get("/desk/current-call")).status == 401
     actions = [e.action for e in await audit.entries(desk.sessions, object_type="agent")]
     assert {"desk.login", "desk.login_failed", "desk.pause", "desk.logout"} <= set(actions)
@@ -298,7 +306,9 @@ async def test_idle_desks_expire_and_leave_the_queue(desk: Desk,
     monkeypatch.setattr(desk_module.time, "time", lambda: later)
     assert (await client.get("/desk/current-call")).status == 401
     assert await expire_idle_desks(desk.deps, now=later) == ["agent1"]
-    assert desk.ami.named("QueueRemove") == [{"Queue": "hotline", "Interface": "PJSIP/2001"}]
+    assert desk.ami.named("QueueRemove") == [
+        {"Queue": "hotline", "Interface": "PJSIP/2001"},
+        {"Queue": "hotline-assigned", "Interface": "PJSIP/2001"}]
     msg = await ws.receive(timeout=5)
     assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
     assert desk.hub.desk("agent1") is None
