@@ -13,10 +13,14 @@ resident_first: once no caller who arrived earlier is waiting and a member of th
 free, the resident is dialled (``hotline-callback-resident``); answered, they join the queue
 at their arrival place (normally its head).
 
-A callback assigned to one agent (``CallbackJob.penalty``, the agent's id) waits in the
+A callback assigned to one agent (``CallbackJob.penalty``, the agent's id) goes to the
 assigned-callbacks queue instead, asking for that penalty alone (``CALLBACK_PENALTY``): only
-its agent is offered it, in arrival order among their callbacks. When its wait runs out
-(``HotlineCallbackLeft`` with QUEUESTATUS TIMEOUT) the result says so (``timed_out``).
+its agent is offered it. It is placed there only once that agent is a free member, and one
+at a time per agent (in the order the scheduler starts them: arrival order): app_queue
+offers a queue's entries in order, so an entry waiting for an absent or busy agent would
+hold up the callbacks of the agents behind it. When its wait (``wait_s``: the assigned
+wait) runs out first, or in the queue (``HotlineCallbackLeft`` with QUEUESTATUS TIMEOUT),
+the result says so (``timed_out``).
 
 Arrival times: callers' queue joins as this process heard them (QueueCallerJoin), else
 Asterisk's own count of their wait (QueueStatus ``Wait``); a placeholder stands for its
@@ -30,6 +34,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -58,6 +63,8 @@ conversation may be long)."""
 JOIN_WAIT = 5.0
 """Seconds the next callback waits for this one to join the queue before it is placed."""
 RESIDENT_FIRST_POLL = 2.0
+"""Seconds between looks at the queue while a resident_first callback waits for its turn, or
+an assigned callback for its agent to be free."""
 """Seconds between looks at the queue while a resident_first callback waits for its turn."""
 
 
@@ -98,6 +105,24 @@ def report_result(report: Any) -> CallbackResult:
     return CallbackResult(DIAL_STATUS.get(status, "failed"), f"DIALSTATUS {status}")
 
 
+async def _acquire(lock: asyncio.Lock, stop: asyncio.Event, within: float) -> bool:
+    """Take ``lock`` unless ``stop`` is set or ``within`` seconds pass first."""
+    acquiring = asyncio.ensure_future(lock.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquiring, stopping}, timeout=max(0.0, within),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+        got = await asyncio.gather(acquiring, return_exceptions=True)
+    if got[0] is True and stop.is_set():
+        lock.release()
+        return False
+    return got[0] is True
+
+
 class AmiCallbackDialer:
     def __init__(self, ami: AmiActions, settings: CallbackSettings, *,
                  hotline_number: str) -> None:
@@ -119,6 +144,10 @@ class AmiCallbackDialer:
         """One callback is placed at a time, until it has joined the queue: the next one's
         position counts it."""
         self._joins: dict[str, asyncio.Event] = {}
+        self._agents: dict[int, asyncio.Lock] = {}
+        """Agent (penalty) -> held while one of their assigned callbacks is placed or up."""
+        self._withdrawn: dict[int, asyncio.Event] = {}
+        """Request -> set when it is withdrawn while its callback waits for its agent."""
         self._returning: dict[str, datetime] = {}
         """Caller channel about to join the queue again -> their first arrival."""
         self._unsubscribe = [
@@ -213,6 +242,8 @@ class AmiCallbackDialer:
         try:
             if job.order == "resident_first":
                 return await self._resident_first(job, placed)
+            if job.penalty is not None:
+                return await self._for_agent(job, placed)
             return await self._agent_first(job, placed)
         finally:
             self._callbacks.pop(job.call_id, None)
@@ -235,6 +266,43 @@ class AmiCallbackDialer:
                 f"CALLBACK_RING_TIMEOUT={int(self.settings.ring_timeout)}",
                 f"CALLBACK_CALLER_ID={self._caller_id()}",
                 f"CALLBACK_PENALTY={'' if job.penalty is None else job.penalty}"]
+
+    async def _for_agent(self, job: CallbackJob, placed: Placed) -> CallbackResult:
+        """An assigned callback (agent_first): once its agent is free (and none of their
+        other callbacks is placed), in the assigned queue for the rest of its wait."""
+        assert job.penalty is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._queue_wait(job)
+        withdrawn = self._withdrawn[job.request_id] = asyncio.Event()
+        agent = self._agents.setdefault(job.penalty, asyncio.Lock())
+        try:
+            if not await _acquire(agent, withdrawn, deadline - loop.time()):
+                if withdrawn.is_set():
+                    return CallbackResult(None, "withdrawn before its agent was free")
+                return CallbackResult(None, "its agent had other callbacks", timed_out=True)
+            try:
+                while True:  # bounded by the deadline; stopped by a withdrawal
+                    if withdrawn.is_set():
+                        return CallbackResult(None, "withdrawn before its agent was free")
+                    try:
+                        _, free = await self._waiting(job.queue, job.penalty)
+                    except Exception as exc:
+                        return CallbackResult(None, f"queue status unavailable: {exc}")
+                    if free:
+                        break
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        return CallbackResult(None, "its agent was not free in time",
+                                              timed_out=True)
+                    with contextlib.suppress(TimeoutError):  # the member state, polled
+                        await asyncio.wait_for(withdrawn.wait(),
+                                               min(RESIDENT_FIRST_POLL, left))
+                left = max(1.0, deadline - loop.time())
+                return await self._agent_first(replace(job, wait_s=left), placed)
+            finally:
+                agent.release()
+        finally:
+            self._withdrawn.pop(job.request_id, None)
 
     async def _agent_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
         joined = self._joins[job.call_id] = asyncio.Event()
@@ -300,6 +368,8 @@ class AmiCallbackDialer:
         it (the resident is being rung or talking) the call is left alone. A callback being
         placed right now is withdrawn once it has joined the queue."""
         self._placeholders.pop(request_id, None)
+        if (waiting := self._withdrawn.get(request_id)) is not None:
+            waiting.set()  # an assigned callback still waiting for its agent
         async with self._placing:  # held while a callback is placed, until it joined
             pass
         try:

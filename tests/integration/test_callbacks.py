@@ -21,13 +21,21 @@ import pytest
 from crm.agents import accounts
 from crm.audit import log as audit
 from crm.callbacks import service as callbacks
+from crm.callbacks.service import OPEN
 from crm.consultations.service import find_consultations
 from crm.live.screen_pop import build_screen_pop
-from crm.telephony.events import AgentRinging, CallerAbandoned, CallerQueued, CallStep
+from crm.telephony.events import (
+    AgentRinging,
+    CallerAbandoned,
+    CallerQueued,
+    CallStep,
+    utcnow,
+)
 from crm.telephony.steps import (
     CallbackDialling,
     CallbackNotPossible,
     CallbackOffered,
+    CallbackOutcome,
     CallbackRequested,
 )
 from hotline.service import HotlineService, running_service
@@ -494,10 +502,12 @@ async def waiting_callback(hotline: HotlineService, watcher: CallWatcher,
                            number: str) -> tuple[int, str]:
     """An abandoned caller's callback, waiting in the general queue: (request id, the
     placeholder's call id)."""
+    before = {e.call_id for e in watcher.events}
     call_id = await abandon_after_wait(hotline, watcher, number)
     made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
-    dialling = await watcher.wait_for(step_of(CallbackDialling), WAIT)
-    await watcher.wait_for(placed_in(hotline.settings.asterisk.queue_name, set()), WAIT)
+    dialling = await watcher.wait_for(lambda e: step_of(CallbackDialling)(e)
+                                      and e.call_id not in before, WAIT)
+    await watcher.wait_for(placed_in(hotline.settings.asterisk.queue_name, before), WAIT)
     return made.step.request_id, dialling.call_id
 
 
@@ -509,26 +519,25 @@ async def test_a_reassigned_callback_moves_and_rings_its_agent_only(
         main = hotline.settings.asterisk.queue_name
         assigned = hotline.callbacks.assigned_queue
         other, chosen = await two_agents(hotline)
+        assert other.id < chosen.id  # without the penalty limit, agent2001 would come first
         request_id, first_call = await waiting_callback(hotline, watcher, "13900000021")
 
-        # The supervisor gives it to agent2002: withdrawn from the general queue and placed
-        # again for them, no attempt counted, the request kept.
+        # The supervisor gives it to agent2002: withdrawn from the general queue (no
+        # attempt counted, the request kept); it waits for agent2002 to be free.
         view = await hotline.callbacks.reassign(request_id, "agent2002",
                                                 actor="supervisor:supervisor1")
         assert view.assigned_agent == "agent2002"
-        moved = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        await watcher.wait_for(step_of(CallbackOutcome, first_call), 15)
         assert await queue_entries(hotline, main) == []
-        [entry] = await queue_entries(hotline, assigned)
-        assert entry.startswith(f"Local/{request_id}@hotline-callback-slot")
         view = await callbacks.get_callback(hotline.sessions, request_id)
-        assert (view.status, view.attempts, view.assigned_agent) == (
-            "dialling", 0, "agent2002")
-        redialled = [e for e in watcher.events if step_of(CallbackDialling)(e)]
-        assert [e.step.attempt for e in redialled] == [1, 1]
+        assert (view.status in OPEN, view.attempts, view.assigned_agent) == (
+            True, 0, "agent2002")
 
-        # agent2001 signs in first, free: not offered it. agent2002 signs in: rung.
+        # agent2001 signs in first, free: not offered it. agent2002 signs in: placed in the
+        # assigned queue for them alone (both are free members there), and rung.
         async with signed_in(hotline, other, ring_ms=200, hold_ms=4000):
             async with signed_in(hotline, chosen, ring_ms=200, hold_ms=4000) as phone:
+                moved = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
                 rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 15)
                 assert (rung.extension, rung.call_id, rung.queue) == (
                     "2002", moved.call_id, assigned)
@@ -539,6 +548,8 @@ async def test_a_reassigned_callback_moves_and_rings_its_agent_only(
         assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
         assert [e for e in watcher.events if isinstance(e, AgentRinging)
                 and e.extension == "2001"] == []
+        assert [e.step.attempt for e in watcher.events if step_of(CallbackDialling)(e)] == [
+            1, 1]
         # The agent's pop shows the callback (the assigned queue is one the pop follows).
         pop = await build_screen_pop(hotline.sessions, moved.call_id)
         assert pop.callback is not None and pop.callback.request.id == request_id
@@ -551,17 +562,20 @@ async def test_an_unassigned_callback_goes_back_to_the_general_queue(
         assigned = hotline.callbacks.assigned_queue
         await two_agents(hotline)
         request_id, first_call = await waiting_callback(hotline, watcher, "13900000022")
+        # Given to agent2001, who is not signed in: it waits for them (not in a queue)...
         await hotline.callbacks.reassign(request_id, "agent2001", actor="supervisor:s1")
-        there = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        await watcher.wait_for(step_of(CallbackOutcome, first_call), 15)
+        assert await queue_entries(hotline, main) == []
+        # ... until the supervisor takes it back: the general queue, at the caller's place.
         view = await hotline.callbacks.reassign(request_id, None, actor="supervisor:s1")
         assert view.assigned_agent is None
-        back = await watcher.wait_for(placed_in(main, {first_call, there.call_id}), WAIT)
+        back = await watcher.wait_for(placed_in(main, {first_call}), WAIT)
         assert await queue_entries(hotline, assigned) == []
         assert [c.split("-")[0] for c in await queue_entries(hotline, main)] == [
             f"Local/{request_id}@hotline"]
         view = await callbacks.get_callback(hotline.sessions, request_id)
         assert (view.status, view.attempts, view.assigned_agent_id) == ("dialling", 0, None)
-        assert back.call_id != there.call_id
+        assert back.call_id != first_call
 
 
 async def test_an_assigned_callback_its_agent_does_not_take_goes_to_the_general_queue(
@@ -571,19 +585,19 @@ async def test_an_assigned_callback_its_agent_does_not_take_goes_to_the_general_
                 ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident):
         hotline.settings.callbacks.dial = resident.dial_string
         main = hotline.settings.asterisk.queue_name
-        assigned = hotline.callbacks.assigned_queue
         free, _absent = await two_agents(hotline)
         request_id, first_call = await waiting_callback(hotline, watcher, "13900000023")
+        assigned_at = utcnow()
         await hotline.callbacks.reassign(request_id, "agent2002", actor="supervisor:s1")
-        there = await watcher.wait_for(placed_in(assigned, {first_call}), WAIT)
+        await watcher.wait_for(step_of(CallbackOutcome, first_call), 15)
         # agent2001 is signed in and free the whole time; agent2002 never signs in. The
         # callback is theirs for assigned_wait (4 s), then it goes to the general queue and
         # agent2001 gets it.
         async with signed_in(hotline, free, ring_ms=200, hold_ms=4000) as phone:
             rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 20)
             assert rung.extension == "2001" and rung.queue == main
-            assert rung.call_id not in (first_call, there.call_id)
-            assert (rung.at - there.at).total_seconds() >= 4.0 - 0.5
+            assert rung.call_id != first_call
+            assert (rung.at - assigned_at).total_seconds() >= 4.0 - 0.5
             await phone.wait_answered(10)
             await resident.wait_event("answered", within=15)
             done = await hotline.callbacks.wait_finished(
@@ -593,3 +607,34 @@ async def test_an_assigned_callback_its_agent_does_not_take_goes_to_the_general_
         trail = await audit_entries(hotline, request_id)
         assert [a for a in trail if a.startswith("callback_")] == [
             "callback_reassign", "callback_assignment_lapsed"]
+
+
+async def test_a_callback_waiting_for_an_absent_agent_holds_up_no_other_agent(
+        asterisk_bed: Settings, tmp_path: Path) -> None:
+    async with (callback_hotline(asterisk_bed, tmp_path, assigned_wait=60.0) as (
+                    hotline, watcher),
+                ResidentPhone(hotline.settings, mode="answer", hold_ms=30_000) as resident):
+        hotline.settings.callbacks.dial = resident.dial_string
+        assigned = hotline.callbacks.assigned_queue
+        present, _absent = await two_agents(hotline)
+        # The earlier caller's callback is agent2002's (never signed in), the later one's
+        # agent2001's: agent2001 gets theirs now, not after the other one's 60 s.
+        earlier, earlier_call = await waiting_callback(hotline, watcher, "13900000024")
+        await hotline.callbacks.reassign(earlier, "agent2002", actor="supervisor:s1")
+        await watcher.wait_for(step_of(CallbackOutcome, earlier_call), 15)
+        later, later_call = await waiting_callback(hotline, watcher, "13900000025")
+        await hotline.callbacks.reassign(later, "agent2001", actor="supervisor:s1")
+        await watcher.wait_for(step_of(CallbackOutcome, later_call), 15)
+        async with signed_in(hotline, present, ring_ms=200, hold_ms=3000) as phone:
+            placed = await watcher.wait_for(placed_in(assigned, {earlier_call, later_call}),
+                                            WAIT)
+            rung = await watcher.wait_for(lambda e: isinstance(e, AgentRinging), 15)
+            assert (rung.extension, rung.call_id) == ("2001", placed.call_id)
+            await phone.wait_answered(10)
+            await resident.wait_event("answered", within=15)
+            done = await hotline.callbacks.wait_finished(
+                lambda v: v.id == later and v.attempts == 1, 30)
+        assert (done.status, done.assigned_agent) == ("completed", "agent2001")
+        view = await callbacks.get_callback(hotline.sessions, earlier)
+        assert (view.status in OPEN, view.attempts, view.assigned_agent) == (
+            True, 0, "agent2002")
