@@ -506,6 +506,7 @@ async def waiting_callback(hotline: HotlineService, watcher: CallWatcher,
     call_id = await abandon_after_wait(hotline, watcher, number)
     made = await watcher.wait_for(step_of(CallbackRequested, call_id), 10)
     dialling = await watcher.wait_for(lambda e: step_of(CallbackDialling)(e)
+                                      and e.step.request_id == made.step.request_id
                                       and e.call_id not in before, WAIT)
     await watcher.wait_for(placed_in(hotline.settings.asterisk.queue_name, before), WAIT)
     return made.step.request_id, dialling.call_id
