@@ -4,6 +4,7 @@ what the offer's answer decides, and the callback steps (stored form, pop lines)
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +27,7 @@ from crm.telephony.steps import (
     step_from_json,
     step_from_row,
 )
-from ivr.asterisk.callback_dialer import AmiCallbackDialer, arrival_position
+from ivr.asterisk.callback_dialer import AmiCallbackDialer, _acquire, arrival_position
 from ivr.flows.callback_offer import (
     MAX_ASKS,
     Answer,
@@ -206,3 +207,15 @@ async def test_a_caller_back_from_the_offer_keeps_the_place_of_their_first_arriv
                          Wait="0"), later]
     assert await dialer.position("hotline", first + timedelta(seconds=1)) == 2
     dialer.close()
+
+
+async def test_an_assigned_callback_waits_its_turn_for_its_agent_unless_withdrawn() -> None:
+    agent, withdrawn = asyncio.Lock(), asyncio.Event()
+    assert await _acquire(agent, withdrawn, 1.0)  # free: theirs at once
+    assert not await _acquire(agent, withdrawn, 0.05)  # another of theirs is up: waits, bounded
+    waiting = asyncio.ensure_future(_acquire(agent, withdrawn, 30.0))
+    withdrawn.set()  # reassigned meanwhile: it stops waiting at once
+    assert await asyncio.wait_for(waiting, 1.0) is False
+    agent.release()
+    withdrawn.clear()
+    assert await _acquire(agent, withdrawn, 1.0) and agent.locked()
