@@ -93,10 +93,11 @@ def pack_phrases(pack: LanguagePack, kind: GrammarKind) -> list[str]:
         menu = pack.menu_phrases()
         phrases = [p for intent in STATUS_MENU_INTENTS for p in menu.get(intent, [])]
     elif kind == "intake":
-        menu = pack.menu_phrases()
+        menu, own = pack.menu_phrases(), pack.intake_phrases()
         # No language names: over a phone line they were heard inside other requests
         # ("상담원" as "한국어"); the greeting's language keys switch the language.
-        phrases = [p for intent in INTAKE_INTENTS for p in menu.get(intent, [])]
+        phrases = [p for intent in INTAKE_INTENTS
+                   for p in [*menu.get(intent, []), *own.get(intent, [])]]
         phrases += pack.grammar_phrases("digits")
     else:
         phrases = pack.grammar_phrases(kind)
