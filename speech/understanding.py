@@ -63,19 +63,24 @@ def _means_something(u: Understanding, kind: str) -> bool:
 def understand_readings(readings: Sequence[Hypothesis], lang: str, grammar: str,
                         whole: Callable[[str], bool], *,
                         margin: float = READING_MARGIN) -> Understanding | None:
-    """Of vosk's n best readings (best first), the first within ``margin`` of the best that
+    """What the caller said, from vosk's n best readings (best first): the first reading when
+    it means a request or a case number; else the first within ``margin`` of the best that
     is made of whole phrases of the grammar (``whole``, see
-    ``speech.grammar.LanguageGrammars.reads_as_phrases``) and means a request or a case
-    number; None when there is none (understand the first reading as it is).
+    ``speech.grammar.LanguageGrammars.reads_as_phrases``) and means one; None when no
+    reading does (the first reading, understood as it is, means nothing).
 
     "민원 조회" heard as "민원 여덟" first and "민원 조회" a hair behind: the second is taken.
-    Readings that are not whole phrases are never preferred to the first, so words the
-    grammar does not have are not pulled onto a request."""
+    A first reading that means something is kept as before (a request for a person is not
+    swapped for a status request behind it), and readings that are not whole phrases are
+    never preferred, so words the grammar does not have are not pulled onto a request."""
     if not readings:
         return None
     kind = grammar_kind(grammar)
+    first = understand(readings[0].text, lang, grammar)
+    if _means_something(first, kind):
+        return first
     best = readings[0].likelihood
-    for reading in readings:
+    for reading in readings[1:]:
         if reading.likelihood < best - margin:
             break
         if not whole(reading.text):

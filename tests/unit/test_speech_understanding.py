@@ -55,8 +55,9 @@ def readings(*pairs: tuple[str, float]) -> list[Hypothesis]:
     (readings(("민원 여덟", 120.4), ("민원 조회", 120.0)), "ko", KO_INTAKE, "check_status", ""),
     (readings(("check six", 88.0), ("check status", 86.5)), "en", EN_INTAKE, "check_status",
      ""),
-    # the first reading already means something: kept
+    # the first reading already means something: kept, whole phrases or not
     (readings(("상담원 연결해 주세요", 140.0), ("민원 조회", 139.9)), "ko", KO_INTAKE, "agent", ""),
+    (readings(("하나 상담원 주세요", 140.0), ("민원 조회", 139.9)), "ko", KO_INTAKE, "agent", "1"),
     # a number is something too
     (readings(("이 육 일 이", 99.0), ("민원 조회", 98.0)), "ko", KO_INTAKE, None, "2612"),
     (readings(("one two four six", 70.0),), "en", EN_INTAKE, None, "1246"),
@@ -70,7 +71,7 @@ def test_the_best_whole_reading_that_means_something(heard, lang, phrases, inten
 @pytest.mark.parametrize("heard", [
     readings(("민원 여덟", 120.4), ("민원 조회", 117.0)),  # too far behind the best
     readings(("민원 여덟", 120.4), ("민원 일", 120.3)),    # nothing means anything
-    readings(("민원 여덟 조회", 120.4), ("여덟 민원", 120.3)),  # requests, not whole
+    readings(("민원 여덟", 120.4), ("조회 민원", 120.3)),  # a request, but not whole phrases
     readings(),
 ])
 def test_no_reading_is_preferred_to_the_first(heard: list[Hypothesis]) -> None:
