@@ -94,7 +94,8 @@ class RecognitionUpdate:
     speech_started: bool = False
     """True on the one update where the caller's first word appeared (barge-in)."""
     confidence: float | None = None
-    """Final results: mean per-word confidence (0..1); None when there are no words."""
+    """Final results: mean per-word confidence (0..1); None when there are no words. With
+    ``alternatives``: the first reading's share of the n best readings' probability."""
     words: tuple[RecognizedWord, ...] = ()
     reason: EndReason | None = None
     """Final results: why the utterance ended."""

@@ -16,8 +16,8 @@ READING_MARGIN: Final = 3.0
 """A lower reading of an utterance is taken over the first only if its log-likelihood is
 within this much of the first's (measured: bench/intake_speech.py)."""
 NUMBER_MIN_DIGITS: Final = 4
-"""A reading at the greeting with fewer digits (and no request) means nothing; the flow
-takes no fewer as a case number (ivr.flows.menu.MIN_SPOKEN_CASE_DIGITS)."""
+"""A reading at the greeting with fewer digits (and no request) means nothing; the greeting's
+flow takes no fewer as a case number (ivr.flows.menu.MIN_SPOKEN_CASE_DIGITS is this)."""
 
 
 @dataclass(frozen=True, slots=True)
