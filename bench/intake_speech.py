@@ -11,7 +11,8 @@ grammar or to how an utterance is read can be measured in seconds on many record
   (the language pack's rate and 20 words a minute either side), trimmed, laid over line noise
   (``bench.load_calls.NOISE_AMPLITUDE``, two noise seeds) 0.3 s or 2.0 s after the recognizer
   starts listening (the intake bench's callers speak 2 s after the answer, while the greeting
-  plays), and passed through G.711 u-law and back, as the line does: 12 recordings a phrase;
+  plays), each also 10 and 20 ms later (``SHIFTS``), and passed through G.711 u-law and
+  back, as the line does: 36 recordings a phrase;
 - a recognizer from ``SpeechStack.recognizer(lang, grammar="intake")`` (the greeting's, with
   the service's endpointing settings) hears it in 20 ms frames, and ``SpeechStack.understand``
   reads the final result, as ``ivr.voice`` does;
@@ -58,6 +59,9 @@ from speech.tts import PromptSynthesizer, to_telephone_pcm
 FRAME = 320
 RATE = 8000
 LEADS = (0.3, 2.0)
+SHIFTS = (0.0, 0.01, 0.02)
+"""Where the words fall against the model's 30 ms decoding frames changes what is heard (a
+call over the line is not aligned like a file): each lead is also tried 10 and 20 ms later."""
 SEEDS = (7, 11)
 RATE_STEPS = (-20, 0, 20)
 TAIL_S = 3.0
@@ -171,7 +175,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Heard], float, int]:
             for step in RATE_STEPS:
                 words = (trim_silence(espeak(phrase, pack.voice, pack.rate + step, cache))
                          if phrase else b"")
-                for lead in LEADS:
+                for lead in (lead + shift for lead in LEADS for shift in SHIFTS):
                     for seed in SEEDS:
                         started = time.perf_counter()
                         speech = await hear(stack, args.lang, recording(words, lead, seed))
