@@ -28,8 +28,11 @@ class StackRecognition:
             return None
         if update.is_final:
             if update.text.strip():
-                u = self._stack.understand(self._lang, self._grammar, update.text)
-                self._result = Speech(update.text, intent=u.intent, digits=u.digits or "",
+                # The reading understood: the recognizer's best, or a close second that is
+                # made of whole phrases when the best is not (speech.understanding).
+                u = self._stack.understand(self._lang, self._grammar, update.text,
+                                           update.alternatives)
+                self._result = Speech(u.text, intent=u.intent, digits=u.digits or "",
                                       yes=u.yes, confidence=update.confidence,
                                       language=u.language, rating=u.rating)
                 return "final"

@@ -8,6 +8,16 @@ and says which words were missing. Vocabulary lookup is ``Model.vosk_model_find_
 (-1 for an unknown word). The Korean model has no ``[unk]`` word; when a model has one it is
 added to every grammar so that out-of-grammar speech is not forced onto a phrase.
 
+A grammar is not a list of the only sentences the decoder may return: vosk builds a bigram
+language model from the phrases (``UpdateGrammarFst``: counts of each word after the one
+before it, half the probability kept for backing off to any word of the list), so it may
+join pieces of phrases into readings that are none of them. At the greeting, where the
+requests stand beside the digits of a case number, "민원 조회" was heard as "민원 여덟"
+("complaint eight"): a request cut off by a digit. ``reads_as_phrases`` tells such readings
+from those made of whole phrases (a digit string is a run of whole one-digit phrases), so
+that of vosk's n best readings the best whole one can be taken
+(``speech.understanding.understand_readings``).
+
 Mandarin and Korean text in the packs may be written without the model's word boundaries
 ("连接人工", "연결해주세요"); with ``segment=True`` an unknown token is split into the
 fewest known words (longest first) before it is given up.
@@ -34,6 +44,9 @@ GRAMMAR_ALIASES: Final[Mapping[str, GrammarKind]] = {"yesno": "yes_no"}
 STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end")
 INTAKE_INTENTS: Final = ("check_status", "service_info", "agent")
 """What the greeting understands besides a case number."""
+N_BEST: Final[Mapping[GrammarKind, int]] = {"intake": 10}
+"""Grammars whose listening turns ask vosk for this many readings of an utterance (the
+others take the single best): the greeting's, where requests and digits compete."""
 UNKNOWN_WORD: Final = "[unk]"
 
 PROMPT_GRAMMAR: Final[Mapping[str, GrammarKind]] = {
@@ -80,10 +93,11 @@ def pack_phrases(pack: LanguagePack, kind: GrammarKind) -> list[str]:
         menu = pack.menu_phrases()
         phrases = [p for intent in STATUS_MENU_INTENTS for p in menu.get(intent, [])]
     elif kind == "intake":
-        menu = pack.menu_phrases()
+        menu, own = pack.menu_phrases(), pack.intake_phrases()
         # No language names: over a phone line they were heard inside other requests
         # ("상담원" as "한국어"); the greeting's language keys switch the language.
-        phrases = [p for intent in INTAKE_INTENTS for p in menu.get(intent, [])]
+        phrases = [p for intent in INTAKE_INTENTS
+                   for p in [*menu.get(intent, []), *own.get(intent, [])]]
         phrases += pack.grammar_phrases("digits")
     else:
         phrases = pack.grammar_phrases(kind)
@@ -172,6 +186,14 @@ class LanguageGrammars:
     def phrases(self, kind: str) -> list[str]:
         return list(self._phrases[grammar_kind(kind)])
 
+    def reads_as_phrases(self, kind: str, text: str) -> bool:
+        """Whether ``text`` is a run of whole phrases of the grammar ("민원 조회", "이 육
+        일"), not pieces of them joined by the decoder ("민원 여덟")."""
+        return _whole_phrases(self._phrase_set(grammar_kind(kind)), tuple(text.split()))
+
+    def _phrase_set(self, kind: GrammarKind) -> frozenset[tuple[str, ...]]:
+        return _phrase_tuples(tuple(self._phrases[kind]))
+
     def json(self, kind: str) -> str | None:
         """The vosk grammar for ``kind`` (or an alias such as ``yesno``); None (free
         decoding) when no phrase survived the vocabulary check."""
@@ -186,6 +208,25 @@ class LanguageGrammars:
         """The grammar to listen with after ``prompt_id``; None for free decoding."""
         kind = prompt_grammar(prompt_id)
         return self.json(kind) if kind else None
+
+
+@lru_cache(maxsize=64)
+def _phrase_tuples(phrases: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    return frozenset(tuple(p.split()) for p in phrases)
+
+
+def _whole_phrases(phrases: frozenset[tuple[str, ...]], words: tuple[str, ...]) -> bool:
+    if not words or not phrases:
+        return False
+    longest = max(len(p) for p in phrases)
+    reached = [True] + [False] * len(words)  # reached[i]: words[:i] is whole phrases
+    for start in range(len(words)):
+        if not reached[start]:
+            continue
+        for size in range(1, min(longest, len(words) - start) + 1):
+            if words[start:start + size] in phrases:
+                reached[start + size] = True
+    return reached[-1]
 
 
 @lru_cache(maxsize=64)

@@ -265,6 +265,11 @@ class LanguagePack:
         """intent -> phrases of the menu grammar."""
         return {intent: list(p) for intent, p in self.grammar.get("menu", {}).items()}
 
+    def intake_phrases(self) -> dict[str, list[str]]:
+        """intent -> the requests heard only at the greeting, besides the menu's (optional
+        table ``[grammar.intake]``)."""
+        return {intent: list(p) for intent, p in self.grammar.get("intake", {}).items()}
+
 
 def _stage_name(stages: Mapping[str, str], stage: str) -> str:
     try:

@@ -17,6 +17,11 @@ arrives and returns an update when something changed:
 - a final ``no_speech`` result when ``no_speech_timeout`` seconds of audio went by without
   any word.
 
+With ``alternatives`` set (n > 0) a final result also carries vosk's n best readings of the
+utterance with their likelihoods (``Hypothesis``), best first, so that the caller of the
+recognizer can prefer a lower reading that makes sense over a top one that does not (see
+``speech.understanding.understand_readings``); partial results are unchanged.
+
 Both timeouts count audio fed (bytes / 16000 per second), never wall-clock time, so they
 behave the same in tests that feed audio faster than real time. AcceptWaveform releases the
 GIL, so it runs on a thread pool (one passed in, or a shared module default), never on the
@@ -73,18 +78,32 @@ class RecognizedWord:
 
 
 @dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """One of vosk's n best readings of an utterance."""
+
+    text: str
+    likelihood: float
+    """Total log-likelihood (acoustic and grammar); only differences between the readings
+    of one utterance mean anything."""
+
+
+@dataclass(frozen=True, slots=True)
 class RecognitionUpdate:
     text: str
     is_final: bool
     speech_started: bool = False
     """True on the one update where the caller's first word appeared (barge-in)."""
     confidence: float | None = None
-    """Final results: mean per-word confidence (0..1); None when there are no words."""
+    """Final results: mean per-word confidence (0..1); None when there are no words. With
+    ``alternatives``: the first reading's share of the n best readings' probability."""
     words: tuple[RecognizedWord, ...] = ()
     reason: EndReason | None = None
     """Final results: why the utterance ended."""
     audio_seconds: float = 0.0
     """Audio fed since the utterance (listening turn) began."""
+    alternatives: tuple[Hypothesis, ...] = ()
+    """Final results of a recognizer asked for ``alternatives``: the n best readings, best
+    first (the first is ``text``)."""
 
 
 def _rms(pcm: bytes) -> float:
@@ -94,14 +113,44 @@ def _rms(pcm: bytes) -> float:
     return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples)) if samples else 0.0
 
 
-def _parse_final(raw: str) -> tuple[str, tuple[RecognizedWord, ...]]:
-    data = json.loads(raw)
-    words = tuple(
-        RecognizedWord(w.get("word", ""), float(w.get("conf", 0.0)),
+@dataclass(frozen=True, slots=True)
+class _Final:
+    text: str
+    words: tuple[RecognizedWord, ...] = ()
+    alternatives: tuple[Hypothesis, ...] = ()
+    confidence: float | None = None
+
+
+def _words(entries: Any, confidence: float | None = None) -> tuple[RecognizedWord, ...]:
+    return tuple(
+        RecognizedWord(w.get("word", ""),
+                       float(w.get("conf", confidence if confidence is not None else 0.0)),
                        float(w.get("start", 0.0)), float(w.get("end", 0.0)))
-        for w in data.get("result", ())
+        for w in entries or ()
     )
-    return " ".join(data.get("text", "").split()), words
+
+
+def _parse_final(raw: str) -> _Final:
+    """vosk's final result: one reading with per-word confidences, or (with
+    SetMaxAlternatives) the n best readings with their likelihoods."""
+    data = json.loads(raw)
+    if "alternatives" not in data:
+        words = _words(data.get("result"))
+        confidence = (sum(w.confidence for w in words) / len(words)) if words else None
+        return _Final(" ".join(data.get("text", "").split()), words, (), confidence)
+    hypotheses = [(" ".join(str(a.get("text", "")).split()), a)
+                  for a in data.get("alternatives") or ()]
+    hypotheses = [(text, a) for text, a in hypotheses if text]
+    if not hypotheses:
+        return _Final("")
+    alternatives = tuple(Hypothesis(text, float(a.get("confidence", 0.0)))
+                         for text, a in hypotheses)
+    # The readings' share of the n-best probability mass: how sure the decoder was of the
+    # first (vosk gives no per-word confidences with alternatives).
+    best = alternatives[0].likelihood
+    confidence = 1.0 / sum(math.exp(min(0.0, h.likelihood - best)) for h in alternatives)
+    top = hypotheses[0]
+    return _Final(top[0], _words(top[1].get("result"), confidence), alternatives, confidence)
 
 
 class StreamingRecognizer:
@@ -121,6 +170,7 @@ class StreamingRecognizer:
         no_speech_timeout: float | None = 6.0,
         max_utterance: float | None = 15.0,
         end_silence: float | None = None,
+        alternatives: int = 0,
         call_id: str = "-",
         recognizer_factory: Any = None,
     ) -> None:
@@ -132,6 +182,7 @@ class StreamingRecognizer:
         self.no_speech_timeout = no_speech_timeout
         self.max_utterance = max_utterance
         self.end_silence = end_silence
+        self.alternatives = alternatives
         self._call_id = call_id
         self._factory = recognizer_factory
         self._rec: Any = None
@@ -196,6 +247,8 @@ class StreamingRecognizer:
                        if self._grammar is not None
                        else KaldiRecognizer(self._model, self._sample_rate))
             rec.SetWords(True)
+            if self.alternatives:
+                rec.SetMaxAlternatives(self.alternatives)
             self._rec = rec
             self._grammar_applied = self._grammar
         return self._rec
@@ -234,9 +287,9 @@ class StreamingRecognizer:
                 self._measure_quiet(pcm)
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
-                text, words = _parse_final(raw)
-                if text:
-                    return self._finish(text, words, "endpoint")
+                final = _parse_final(raw)
+                if final.text:
+                    return self._finish(final, "endpoint")
                 # vosk endpoints silence too (nothing decoded): keep listening.
                 self._last_partial = ""
             else:
@@ -258,9 +311,9 @@ class StreamingRecognizer:
 
     async def _end_on_silence(self) -> RecognitionUpdate | None:
         """``end_silence`` of quiet after words: decode what was said now."""
-        text, words = _parse_final(await self._run(self._final))
-        if text:
-            return self._finish(text, words, "silence")
+        final = _parse_final(await self._run(self._final))
+        if final.text:
+            return self._finish(final, "silence")
         self._last_partial = ""  # the words did not survive the final decode: keep listening
         self._quiet_bytes = 0
         return None
@@ -290,24 +343,24 @@ class StreamingRecognizer:
         return None
 
     async def _flush(self, reason: EndReason) -> RecognitionUpdate:
-        text, words = _parse_final(await self._run(self._final))
-        if not text:
+        final = _parse_final(await self._run(self._final))
+        if not final.text:
             self._done = True
             return RecognitionUpdate("", True, reason="no_speech" if reason != "flush" else reason,
                                      audio_seconds=self.audio_seconds)
-        return self._finish(text, words, reason)
+        return self._finish(final, reason)
 
-    def _finish(self, text: str, words: tuple[RecognizedWord, ...],
-                reason: EndReason) -> RecognitionUpdate:
+    def _finish(self, final: _Final, reason: EndReason) -> RecognitionUpdate:
         self._done = True
-        confidence = (sum(w.confidence for w in words) / len(words)) if words else None
+        text, words, confidence = final.text, final.words, final.confidence
         started = self._speech_at_bytes is None
         if started:
             self._speech_at_bytes = self._turn_bytes
         log.debug("call %s: final %r conf=%s (%s, %.2f s)", self._call_id, text, confidence,
                   reason, self.audio_seconds)
         return RecognitionUpdate(text, True, speech_started=started, confidence=confidence,
-                                 words=words, reason=reason, audio_seconds=self.audio_seconds)
+                                 words=words, reason=reason, audio_seconds=self.audio_seconds,
+                                 alternatives=final.alternatives)
 
     async def finish(self) -> RecognitionUpdate | None:
         """Flush the utterance (caller pressed a key, hung up, or the prompt gave up).

@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speech.grammar import LanguageGrammars, build_grammars
+from speech.grammar import (
+    N_BEST,
+    LanguageGrammars,
+    build_grammars,
+    grammar_kind,
+    prompt_grammar,
+)
 from speech.languages import LANGUAGES, Language, check_language
 from speech.models import SpeechModels
 from speech.prompts import LanguagePack, load_all
-from speech.recognizer import StreamingRecognizer
+from speech.recognizer import Hypothesis, StreamingRecognizer
 from speech.tts import PromptSynthesizer, prewarm_all
-from speech.understanding import Understanding, understand
+from speech.understanding import Understanding, understand, understand_readings
 
 if TYPE_CHECKING:
     from speech.settings import SpeechHost, SpeechSettings
@@ -103,11 +110,14 @@ class SpeechStack:
             grammar_json = self.grammar_for(lang, prompt_id)
         digits = grammar in ("digits", "intake") or (prompt_id or "").startswith(
             ("ask_case", "ask_phone", "greeting"))
+        kind = grammar_kind(grammar) if grammar is not None else (
+            prompt_grammar(prompt_id) if prompt_id is not None else None)
         return StreamingRecognizer(
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
             max_utterance=self.config.max_utterance,
-            end_silence=self.config.end_silence_digits if digits else self.config.end_silence)
+            end_silence=self.config.end_silence_digits if digits else self.config.end_silence,
+            alternatives=N_BEST.get(kind, 0) if kind and grammar_json else 0)
 
     def grammar_for(self, lang: str, prompt_id: str) -> str | None:
         grammars = self.grammars.get(lang)
@@ -119,7 +129,17 @@ class SpeechStack:
         grammars = self.grammars.get(lang)
         return grammars.json(grammar) if grammars else None
 
-    def understand(self, lang: str, grammar: str, text: str) -> Understanding:
+    def understand(self, lang: str, grammar: str, text: str,
+                   readings: Sequence[Hypothesis] = ()) -> Understanding:
+        """What ``text`` means after a prompt listening with ``grammar``; with the
+        recognizer's n best ``readings``, the best of them that is made of the grammar's
+        whole phrases and means something (``understand_readings``), else ``text``."""
+        grammars = self.grammars.get(lang)
+        if readings and grammars is not None:
+            chosen = understand_readings(
+                readings, lang, grammar, lambda t: grammars.reads_as_phrases(grammar, t))
+            if chosen is not None:
+                return chosen
         return understand(text, lang, grammar)
 
     def health(self) -> dict[str, Any]:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from speech.grammar import INTAKE_INTENTS, STATUS_MENU_INTENTS, grammar_kind
 from speech.intents import Intent, language_choice, match_intent
 from speech.languages import Language
 from speech.numbers import rating, spoken_digits, yes_no
+from speech.recognizer import Hypothesis
+
+READING_MARGIN: Final = 3.0
+"""A lower reading of an utterance is taken over the first only if its log-likelihood is
+within this much of the first's (measured: bench/intake_speech.py)."""
+NUMBER_MIN_DIGITS: Final = 4
+"""A reading at the greeting with fewer digits (and no request) means nothing; the greeting's
+flow takes no fewer as a case number (ivr.flows.menu.MIN_SPOKEN_CASE_DIGITS is this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +52,40 @@ def understand(text: str, lang: str, grammar: str) -> Understanding:
     if kind == "rating":
         return Understanding(text, rating=rating(text, lang))
     return Understanding(text, language=language_choice(text, lang))
+
+
+def _means_something(u: Understanding, kind: str) -> bool:
+    if kind == "intake":
+        return u.intent is not None or len(u.digits) >= NUMBER_MIN_DIGITS
+    return u.intent is not None
+
+
+def understand_readings(readings: Sequence[Hypothesis], lang: str, grammar: str,
+                        whole: Callable[[str], bool], *,
+                        margin: float = READING_MARGIN) -> Understanding | None:
+    """What the caller said, from vosk's n best readings (best first): the first reading when
+    it means a request or a case number; else the first within ``margin`` of the best that
+    is made of whole phrases of the grammar (``whole``, see
+    ``speech.grammar.LanguageGrammars.reads_as_phrases``) and means one; None when no
+    reading does (the first reading, understood as it is, means nothing).
+
+    "민원 조회" heard as "민원 여덟" first and "민원 조회" a hair behind: the second is taken.
+    A first reading that means something is kept as before (a request for a person is not
+    swapped for a status request behind it), and readings that are not whole phrases are
+    never preferred, so words the grammar does not have are not pulled onto a request."""
+    if not readings:
+        return None
+    kind = grammar_kind(grammar)
+    first = understand(readings[0].text, lang, grammar)
+    if _means_something(first, kind):
+        return first
+    best = readings[0].likelihood
+    for reading in readings[1:]:
+        if reading.likelihood < best - margin:
+            break
+        if not whole(reading.text):
+            continue
+        u = understand(reading.text, lang, grammar)
+        if _means_something(u, kind):
+            return u
+    return None

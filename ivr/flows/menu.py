@@ -49,6 +49,7 @@ from crm.telephony.steps import (
     Step,
     VerificationResult,
 )
+from speech.understanding import NUMBER_MIN_DIGITS
 
 STATUS_MENU_KEYS = {"1": "repeat", "2": "agent", "3": "end"}
 YES_NO_KEYS = {"1": True, "2": False}
@@ -56,8 +57,9 @@ MAX_CASE_TRIES = 3
 MAX_GREETINGS = 3
 """The greeting is heard at most this often (language switches, service information); a
 caller who asks for more joins the queue."""
-MIN_SPOKEN_CASE_DIGITS = 4
-"""Fewer digits heard at the greeting are not taken for a case number."""
+MIN_SPOKEN_CASE_DIGITS = NUMBER_MIN_DIGITS
+"""Fewer digits heard at the greeting are not taken for a case number (nor is a reading with
+fewer preferred by the recognizer's side, speech.understanding)."""
 
 
 @dataclass(frozen=True)

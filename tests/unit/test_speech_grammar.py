@@ -97,3 +97,26 @@ def test_build_grammars_only_for_languages_with_speech() -> None:
                                          "en": LanguagePack.load("en")})
     assert set(grammars) == {"ko"}
     assert grammars["ko"].phrases("yes_no") == ["네"]
+
+
+@pytest.mark.parametrize(("lang", "text", "whole"), [
+    ("ko", "민원 조회", True),
+    ("ko", "이 육 일 이 공", True),        # a digit string: one-digit phrases in a row
+    ("ko", "민원 조회 이 육", True),
+    ("ko", "민원 여덟", False),             # a request cut off by a digit (issue 13)
+    ("ko", "하나 민원 조회 주세요", False),  # 주세요 alone is no phrase
+    ("ko", "", False),
+    ("en", "check status", True),
+    ("en", "check six", False),
+    ("en", "one two oh four", True),
+])
+def test_readings_made_of_whole_phrases(lang: str, text: str, whole: bool) -> None:
+    pack = LanguagePack.load(lang)
+    words = {w for p in pack_phrases(pack, "intake") for w in p.split()}
+    grammars = LanguageGrammars(pack, FakeVocabulary(words))
+    assert grammars.reads_as_phrases("intake", text) is whole
+
+
+def test_only_the_greeting_asks_for_several_readings() -> None:
+    from speech.grammar import GRAMMAR_KINDS, N_BEST
+    assert {kind for kind in GRAMMAR_KINDS if N_BEST.get(kind, 0) > 1} == {"intake"}

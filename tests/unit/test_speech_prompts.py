@@ -5,7 +5,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from speech.grammar import pack_phrases
+from speech.grammar import INTAKE_INTENTS, pack_phrases
 from speech.intents import language_choice, match_intent
 from speech.languages import LANGUAGES
 from speech.numbers import rating, spoken_digits, yes_no
@@ -135,6 +135,9 @@ def test_grammar_phrases_parse_to_their_meaning(packs: dict[str, LanguagePack], 
     for intent, phrases in pack.menu_phrases().items():
         for phrase in phrases:
             assert match_intent(phrase, lang).intent == intent, (lang, phrase)
+    for intent, phrases in pack.intake_phrases().items():
+        for phrase in phrases:
+            assert match_intent(phrase, lang, INTAKE_INTENTS).intent == intent, (lang, phrase)
     for phrase in pack.grammar_phrases("yes"):
         assert yes_no(phrase, lang) is True, phrase
     for phrase in pack.grammar_phrases("no"):

@@ -192,3 +192,46 @@ async def test_end_silence_waits_for_words_and_ignores_short_pauses() -> None:
     assert not any(u.is_final for u in updates)
     updates = await feed_frames(rec, SILENCE * 12)
     assert [u.reason for u in updates if u.is_final] == ["silence"]
+
+
+class FakeKaldiNBest(FakeKaldi):
+    """vosk with SetMaxAlternatives: final results are the n best readings."""
+
+    def __init__(self, model: object, rate: int, grammar: str | None) -> None:
+        super().__init__(model, rate, grammar)
+        self.max_alternatives = 0
+
+    def SetMaxAlternatives(self, n: int) -> None:
+        self.max_alternatives = n
+
+    def Result(self) -> str:
+        text = self._text()
+        self.Reset()
+        if not self.max_alternatives:
+            return json.dumps({"text": text})
+        alternatives = [{"text": text, "confidence": 120.4,
+                         "result": [{"word": w, "start": 0.0, "end": 0.1}
+                                    for w in text.split()]},
+                        {"text": "민원 조회", "confidence": 120.4 - 1.0986}]
+        return json.dumps({"alternatives": alternatives[:self.max_alternatives]})
+
+    FinalResult = Result
+
+
+async def test_alternatives_carry_the_n_best_readings() -> None:
+    rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FakeKaldiNBest,
+                              alternatives=10)
+    updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 30)
+    final = updates[-1]
+    assert final.is_final and final.text == "상담원 연결해 주세요"
+    assert [a.text for a in final.alternatives] == ["상담원 연결해 주세요", "민원 조회"]
+    assert FakeKaldiNBest.instances[0].max_alternatives == 10
+    # the first reading's share of the n-best mass: e^0 / (e^0 + e^-1.0986) = 0.75
+    assert final.confidence == pytest.approx(0.75, abs=1e-3)
+    assert [w.word for w in final.words] == ["상담원", "연결해", "주세요"]
+
+
+async def test_no_alternatives_unless_asked() -> None:
+    rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FakeKaldiNBest)
+    updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 30)
+    assert updates[-1].alternatives == () and FakeKaldiNBest.instances[0].max_alternatives == 0
