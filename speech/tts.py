@@ -6,17 +6,23 @@ Sources, first match wins:
 1. an operator recording ``<override_dir>/<lang>/<prompt_id>.wav`` (any rate or channel
    count; ``<prompt_id>.keys.wav`` for the keypad-only wording), used only when the text is
    exactly that static prompt's text, never for a prompt with call data in it;
-2. espeak-ng with the language pack's voice and rate, low-pass filtered and resampled with
-   pydub, cached on disk as ``<cache_dir>/<lang>/<sha256(lang, voice, rate, text)>.pcm``.
+2. espeak-ng with the language pack's voice and rate, its WAV piped through sox (band-limited
+   to the telephone band and resampled to 8 kHz), cached on disk as
+   ``<cache_dir>/<lang>/<sha256(lang, voice, rate, text)>.pcm``.
 
-A bounded LRU keeps recent audio in memory. espeak-ng runs as an asyncio subprocess and the
-conversion in a worker thread, so the event loop never blocks; concurrent requests for the
-same text share one synthesis.
+A bounded LRU keeps recent audio in memory. espeak-ng and sox run as asyncio subprocesses, so
+the conversion costs the service neither its event loop nor the GIL (pydub's low-pass filter
+is a Python loop over the samples: 84 ms of GIL per 10 s prompt, which under load delayed
+every call's audio). Operator recordings, read once and cached, still go through pydub.
+Concurrent requests for the same text share one synthesis, and a call's request goes ahead
+of the start-up prewarm (:class:`Lanes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -24,7 +30,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -39,6 +45,10 @@ SAMPLE_WIDTH: Final = 2
 TELEPHONE_BAND_HZ: Final = 3400
 CACHE_FORMAT: Final = "pcm-s16le-8k-v1"
 ESPEAK_TIMEOUT: Final = 60.0
+SOX_TO_TELEPHONE: Final = ("-V1", "-t", "wav", "-", "-t", "raw", "-r", str(SAMPLE_RATE),
+                           "-c", "1", "-b", "16", "-e", "signed-integer", "-L", "-",
+                           "lowpass", str(TELEPHONE_BAND_HZ))
+"""sox arguments: any WAV on stdin -> 8 kHz mono s16le on stdout, band-limited first."""
 
 
 class SynthesisError(RuntimeError):
@@ -123,6 +133,67 @@ class _MemoryCache:
         return len(self._items)
 
 
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One synthesis waiting for a slot; ``background`` until a caller asks for it too."""
+
+    background: bool
+    order: int
+    ready: asyncio.Future[None] | None = None
+
+
+class Lanes:
+    """At most ``slots`` syntheses at once, callers' requests served before the prewarm's.
+
+    A semaphore is first come, first served: at start-up the prewarm queues a hundred static
+    prompts, and a caller whose status read-back needs espeak-ng would wait behind all of
+    them. Here a background ticket gets a slot only while no caller's ticket waits; a caller
+    who asks for a text the prewarm has queued promotes that ticket (``Ticket.background``).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[Ticket] = []
+        self._order = 0
+
+    def ticket(self, *, background: bool) -> Ticket:
+        self._order += 1
+        return Ticket(background, self._order)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ticket: Ticket) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            ticket.ready = asyncio.get_running_loop().create_future()
+            self._waiting.append(ticket)
+            try:
+                await ticket.ready
+            except BaseException:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                elif ticket.ready.done() and not ticket.ready.cancelled():
+                    self._release()  # handed a slot just as we were cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._waiting:
+            ticket = min(self._waiting, key=lambda t: (t.background, t.order))
+            self._waiting.remove(ticket)
+            assert ticket.ready is not None
+            ticket.ready.set_result(None)
+        else:
+            self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
 class PromptSynthesizer:
     """Prompt text -> telephone PCM, with recordings, disk cache, memory LRU and single flight."""
 
@@ -135,14 +206,18 @@ class PromptSynthesizer:
         memory_bytes: int = 64 * 1024 * 1024,
         max_concurrent: int = 2,
         espeak: str = "espeak-ng",
+        sox: str = "sox",
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.override_dir = Path(override_dir) if override_dir else None
         self._packs: dict[str, LanguagePack] = dict(packs or {})
         self._memory = _MemoryCache(memory_bytes)
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
-        self._limit = asyncio.Semaphore(max_concurrent)
+        self._tickets: dict[str, Ticket] = {}
+        """Key -> the slot ticket of its synthesis in flight (a caller promotes it)."""
+        self._lanes = Lanes(max_concurrent)
         self._espeak = espeak
+        self._sox = sox
         self.stats = SynthesisStats()
 
     def _pack(self, lang: str) -> LanguagePack:
@@ -166,8 +241,10 @@ class PromptSynthesizer:
         path = self.override_dir / lang / f"{stem}.wav"
         return path if path.is_file() else None
 
-    async def audio(self, lang: str, prompt_id: str | None, text: str) -> bytes:
-        """8 kHz mono s16le PCM for ``text``; ``prompt_id`` lets a recording replace it."""
+    async def audio(self, lang: str, prompt_id: str | None, text: str, *,
+                    background: bool = False) -> bytes:
+        """8 kHz mono s16le PCM for ``text``; ``prompt_id`` lets a recording replace it.
+        ``background``: no caller waits for it (prewarm), calls' requests go first."""
         lang = check_language(lang)
         recording = self.recording_path(lang, prompt_id, text)
         if recording is not None:
@@ -177,9 +254,16 @@ class PromptSynthesizer:
         rate = self._pack(lang).rate_for(prompt_id)
         key = self.cache_key(lang, text, rate)
         disk = self.cache_dir / lang / f"{key}.pcm"
-        return await self._cached(key, lambda: self._synthesize(lang, text, disk, rate), disk)
+        ticket = self._tickets.get(key)
+        if ticket is not None and not background:
+            ticket.background = False  # a caller waits for what the prewarm queued
+        elif ticket is None:
+            ticket = self._lanes.ticket(background=background)
+        return await self._cached(
+            key, lambda: self._synthesize(lang, text, disk, rate, ticket=ticket), disk, ticket)
 
-    async def _cached(self, key: str, produce: Any, disk: Path | None) -> bytes:
+    async def _cached(self, key: str, produce: Any, disk: Path | None,
+                      ticket: Ticket | None = None) -> bytes:
         pcm = self._memory.get(key)
         if pcm is not None:
             self.stats.memory_hits += 1
@@ -188,8 +272,14 @@ class PromptSynthesizer:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._produce(key, produce, disk))
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+            if ticket is not None:
+                self._tickets[key] = ticket
+            task.add_done_callback(functools.partial(self._forget, key))
         return await asyncio.shield(task)
+
+    def _forget(self, key: str, _task: object) -> None:
+        self._inflight.pop(key, None)
+        self._tickets.pop(key, None)
 
     async def _produce(self, key: str, produce: Any, disk: Path | None) -> bytes:
         if disk is not None:
@@ -212,20 +302,17 @@ class PromptSynthesizer:
         return pcm
 
     async def _synthesize(self, lang: str, text: str, disk: Path,
-                          rate: int | None = None) -> bytes:
+                          rate: int | None = None, *, ticket: Ticket) -> bytes:
         pack = self._pack(lang)
-        async with self._limit:
+        async with self._lanes.slot(ticket):
             started = time.perf_counter()
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".espeak-") as tmp:
-                wav = Path(tmp) / "out.wav"
-                await self._run([self._espeak, "-b", "1", "-v", pack.voice,
-                                 "-s", str(rate or pack.rate), "-w", str(wav), "--stdin"],
-                                text.encode("utf-8"))
-                try:
-                    pcm = await asyncio.to_thread(to_telephone_pcm, wav)
-                except Exception as exc:
-                    raise SynthesisError(f"espeak-ng output unreadable: {exc}") from exc
+            wav = await self._run([self._espeak, "-b", "1", "-v", pack.voice,
+                                   "-s", str(rate or pack.rate), "--stdout", "--stdin"],
+                                  text.encode("utf-8"))
+            pcm = await self._run([self._sox, *SOX_TO_TELEPHONE], wav)
+            if not pcm or len(pcm) % SAMPLE_WIDTH:
+                raise SynthesisError(f"sox turned {len(wav)} bytes of espeak-ng WAV into "
+                                     f"{len(pcm)} bytes of PCM")
             await asyncio.to_thread(_write_file_atomic, disk, pcm)
         self.stats.synthesized += 1
         log.debug("synthesised %s %.1f s of audio in %.2f s: %.40r", lang, pcm_seconds(pcm),
@@ -238,7 +325,8 @@ class PromptSynthesizer:
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE)
         except FileNotFoundError as exc:
-            raise SynthesisError(f"{argv[0]} is not installed (apt-get install {argv[0]})") from exc
+            package = "sox" if argv[0] == self._sox else "espeak-ng"
+            raise SynthesisError(f"{argv[0]} is not installed (apt-get install {package})") from exc
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), ESPEAK_TIMEOUT)
         except BaseException:
@@ -269,7 +357,7 @@ class PromptSynthesizer:
 
         async def one(text: str, pid: str | None) -> None:
             nonlocal done
-            await self.audio(pack.lang, pid, text)
+            await self.audio(pack.lang, pid, text, background=True)
             done += 1
             if done % 10 == 0 and done < total:
                 log.info("prewarm %s: %d/%d prompts ready", pack.lang, done, total)
