@@ -886,10 +886,13 @@ async def test_unread_inbound_audio_is_bounded_in_bytes() -> None:
 
 
 async def idle_session(**options: Any) -> tuple[MediaSession, asyncio.Server]:
-    async def ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A session whose peer reads (and discards) what it is sent until we close."""
+    async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
         writer.close()
 
-    listener = await asyncio.start_server(ignore, "127.0.0.1", 0)
+    listener = await asyncio.start_server(drain, "127.0.0.1", 0)
     _, writer = await asyncio.open_connection(*listener.sockets[0].getsockname()[:2])
     return MediaSession(CALL_A, writer, keepalive=False, **options), listener
 
@@ -938,3 +941,25 @@ async def test_audio_nobody_listens_to_is_dropped_but_keys_are_kept() -> None:
         session.deliver(Audio(bytes(FRAME_BYTES)))
         assert await session.next_event(0) == Audio(bytes(FRAME_BYTES))
         await session.hangup("test over")
+
+
+async def test_one_clock_paces_every_session_of_the_loop() -> None:
+    """Outbound audio of all calls is paced by one timer, not a task per call."""
+    first, listener_a = await idle_session()
+    second, listener_b = await idle_session()
+    async with listener_a, listener_b:
+        first.start()
+        second.start()
+        clocks = [t for t in asyncio.all_tasks() if t.get_name() == "audiosocket-media-clock"]
+        assert len(clocks) == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(WAIT):
+            played = await asyncio.gather(first.play(tone(10)), second.play(tone(5)))
+        assert played == [True, True]
+        assert loop.time() - started >= 10 * FRAME_SECONDS
+        assert first.stats.frames_out >= 10 and second.stats.frames_out >= 5
+        await first.hangup("test over")
+        await second.hangup("test over")
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*clocks)  # no session left: the clock stops
