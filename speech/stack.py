@@ -107,7 +107,8 @@ class SpeechStack:
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
             max_utterance=self.config.max_utterance,
-            end_silence=self.config.end_silence_digits if digits else self.config.end_silence)
+            end_silence=self.config.end_silence_digits if digits else self.config.end_silence,
+            voice_gate_rms=self.config.voice_gate_rms, min_chunk=self.config.min_chunk)
 
     def grammar_for(self, lang: str, prompt_id: str) -> str | None:
         grammars = self.grammars.get(lang)

@@ -6,16 +6,15 @@ Sources, first match wins:
 1. an operator recording ``<override_dir>/<lang>/<prompt_id>.wav`` (any rate or channel
    count; ``<prompt_id>.keys.wav`` for the keypad-only wording), used only when the text is
    exactly that static prompt's text, never for a prompt with call data in it;
-2. espeak-ng with the language pack's voice and rate, its WAV piped through sox (band-limited
-   to the telephone band and resampled to 8 kHz), cached on disk as
-   ``<cache_dir>/<lang>/<sha256(lang, voice, rate, text)>.pcm``.
+2. espeak-ng with the language pack's voice and rate, low-pass filtered and resampled with
+   pydub, cached on disk as ``<cache_dir>/<lang>/<sha256(lang, voice, rate, text)>.pcm``.
 
-A bounded LRU keeps recent audio in memory. espeak-ng and sox run as asyncio subprocesses, so
-the conversion costs the service neither its event loop nor the GIL (pydub's low-pass filter
-is a Python loop over the samples: 84 ms of GIL per 10 s prompt, which under load delayed
-every call's audio). Operator recordings, read once and cached, still go through pydub.
-Concurrent requests for the same text share one synthesis, and a call's request goes ahead
-of the start-up prewarm (:class:`Lanes`).
+A bounded LRU keeps recent audio in memory. espeak-ng runs as an asyncio subprocess and the
+pydub conversion in a separate converter process (:func:`converter`): pydub's low-pass
+filter is a Python loop over the samples, 84 ms of the GIL for a 10 s prompt, which in a
+worker thread stalled the event loop that paces every call's audio. Concurrent requests for
+the same text share one synthesis, and a call's request goes ahead of the start-up prewarm
+(:class:`Lanes`).
 """
 
 from __future__ import annotations
@@ -25,12 +24,16 @@ import contextlib
 import functools
 import hashlib
 import logging
+import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -45,10 +48,31 @@ SAMPLE_WIDTH: Final = 2
 TELEPHONE_BAND_HZ: Final = 3400
 CACHE_FORMAT: Final = "pcm-s16le-8k-v1"
 ESPEAK_TIMEOUT: Final = 60.0
-SOX_TO_TELEPHONE: Final = ("-V1", "-t", "wav", "-", "-t", "raw", "-r", str(SAMPLE_RATE),
-                           "-c", "1", "-b", "16", "-e", "signed-integer", "-L", "-",
-                           "lowpass", str(TELEPHONE_BAND_HZ))
-"""sox arguments: any WAV on stdin -> 8 kHz mono s16le on stdout, band-limited first."""
+_converter: ProcessPoolExecutor | None = None
+_converter_lock = threading.Lock()
+
+
+def converter() -> ProcessPoolExecutor:
+    """The process that turns WAV files into telephone PCM (one per service, started on
+    first use with ``spawn``: a fresh interpreter, not a fork of a threaded service)."""
+    global _converter
+    with _converter_lock:
+        if _converter is None:
+            _converter = ProcessPoolExecutor(max_workers=1,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return _converter
+
+
+async def convert(wav_path: Path) -> bytes:
+    """:func:`to_telephone_pcm` in the converter process (started again if it died)."""
+    global _converter
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(converter(), to_telephone_pcm, wav_path)
+    except BrokenProcessPool:
+        with _converter_lock:
+            _converter = None
+        return await loop.run_in_executor(converter(), to_telephone_pcm, wav_path)
 
 
 class SynthesisError(RuntimeError):
@@ -206,7 +230,6 @@ class PromptSynthesizer:
         memory_bytes: int = 64 * 1024 * 1024,
         max_concurrent: int = 2,
         espeak: str = "espeak-ng",
-        sox: str = "sox",
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.override_dir = Path(override_dir) if override_dir else None
@@ -217,7 +240,6 @@ class PromptSynthesizer:
         """Key -> the slot ticket of its synthesis in flight (a caller promotes it)."""
         self._lanes = Lanes(max_concurrent)
         self._espeak = espeak
-        self._sox = sox
         self.stats = SynthesisStats()
 
     def _pack(self, lang: str) -> LanguagePack:
@@ -294,7 +316,7 @@ class PromptSynthesizer:
 
     async def _load_recording(self, path: Path) -> bytes:
         try:
-            pcm = await asyncio.to_thread(to_telephone_pcm, path)
+            pcm = await convert(path)
         except Exception as exc:
             raise SynthesisError(f"cannot read recording {path}: {exc}") from exc
         self.stats.recordings += 1
@@ -306,13 +328,16 @@ class PromptSynthesizer:
         pack = self._pack(lang)
         async with self._lanes.slot(ticket):
             started = time.perf_counter()
-            wav = await self._run([self._espeak, "-b", "1", "-v", pack.voice,
-                                   "-s", str(rate or pack.rate), "--stdout", "--stdin"],
-                                  text.encode("utf-8"))
-            pcm = await self._run([self._sox, *SOX_TO_TELEPHONE], wav)
-            if not pcm or len(pcm) % SAMPLE_WIDTH:
-                raise SynthesisError(f"sox turned {len(wav)} bytes of espeak-ng WAV into "
-                                     f"{len(pcm)} bytes of PCM")
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".espeak-") as tmp:
+                wav = Path(tmp) / "out.wav"
+                await self._run([self._espeak, "-b", "1", "-v", pack.voice,
+                                 "-s", str(rate or pack.rate), "-w", str(wav), "--stdin"],
+                                text.encode("utf-8"))
+                try:
+                    pcm = await convert(wav)
+                except Exception as exc:
+                    raise SynthesisError(f"espeak-ng output unreadable: {exc}") from exc
             await asyncio.to_thread(_write_file_atomic, disk, pcm)
         self.stats.synthesized += 1
         log.debug("synthesised %s %.1f s of audio in %.2f s: %.40r", lang, pcm_seconds(pcm),
@@ -325,8 +350,7 @@ class PromptSynthesizer:
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE)
         except FileNotFoundError as exc:
-            package = "sox" if argv[0] == self._sox else "espeak-ng"
-            raise SynthesisError(f"{argv[0]} is not installed (apt-get install {package})") from exc
+            raise SynthesisError(f"{argv[0]} is not installed (apt-get install {argv[0]})") from exc
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), ESPEAK_TIMEOUT)
         except BaseException:

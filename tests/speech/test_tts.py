@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from speech.prompts import PROMPT_IDS, LanguagePack
-from speech.tts import PromptSynthesizer, SynthesisError, pcm_seconds
+from speech.tts import PromptSynthesizer, pcm_seconds
 
 pytestmark = pytest.mark.usefixtures("espeak")
 
@@ -160,7 +160,14 @@ async def test_a_caller_promotes_a_prompt_the_prewarm_has_queued(tmp_path: Path)
     assert done_then <= 3, f"the caller waited for {done_then - 1} other prewarm prompts"
 
 
-async def test_sox_missing_is_a_clear_error(tmp_path: Path) -> None:
-    synth = PromptSynthesizer(tmp_path, sox="no-such-sox")
-    with pytest.raises(SynthesisError, match="apt-get install sox"):
-        await synth.audio("en", None, "Hello.")
+
+async def test_the_conversion_runs_outside_the_service_process(tmp_path: Path) -> None:
+    """pydub's filter is a Python loop holding the GIL: it runs in the converter process."""
+    import os
+
+    from speech.tts import converter
+
+    synth = PromptSynthesizer(tmp_path)
+    await synth.audio("en", None, "Hello from the converter.")
+    pid = await asyncio.get_running_loop().run_in_executor(converter(), os.getpid)
+    assert pid != os.getpid()

@@ -192,3 +192,72 @@ async def test_end_silence_waits_for_words_and_ignores_short_pauses() -> None:
     assert not any(u.is_final for u in updates)
     updates = await feed_frames(rec, SILENCE * 12)
     assert [u.reason for u in updates if u.is_final] == ["silence"]
+
+
+class CountingKaldi(FakeKaldi):
+    """Records every chunk handed to vosk."""
+
+    def __init__(self, model: object, rate: int, grammar: str | None) -> None:
+        super().__init__(model, rate, grammar)
+        self.chunks: list[bytes] = []
+
+    def AcceptWaveform(self, data: bytes) -> bool:
+        self.chunks.append(data)
+        return super().AcceptWaveform(data)
+
+
+LOUD = b"\x00\x08" * (FRAME // 2)  # 2048: ordinary speech level
+HUM = b"\x20\x00" * (FRAME // 2)  # 32: line noise, under the gate
+
+
+def gated(**kwargs) -> StreamingRecognizer:
+    kwargs.setdefault("no_speech_timeout", 5.0)
+    return StreamingRecognizer(object(), '["상담원"]', recognizer_factory=CountingKaldi,
+                               voice_gate_rms=120.0, **kwargs)
+
+
+async def test_quiet_audio_before_the_first_words_is_not_decoded() -> None:
+    rec = gated()
+    assert await feed_frames(rec, HUM * 100) == []
+    assert CountingKaldi.instances == [] or CountingKaldi.instances[0].chunks == []
+    assert rec.gated_bytes == 100 * FRAME and rec.audio_seconds == pytest.approx(2.0)
+
+
+async def test_the_first_loud_chunk_is_decoded_with_the_quiet_just_before_it() -> None:
+    rec = gated()
+    await feed_frames(rec, HUM * 50)
+    updates = await feed_frames(rec, LOUD * 12)
+    kaldi = CountingKaldi.instances[0]
+    assert kaldi.chunks[0] == HUM * 15 + LOUD  # 0.3 s of pre-roll, then the loud frame
+    assert updates and updates[0].speech_started
+
+
+async def test_the_gate_never_delays_no_input() -> None:
+    rec = gated(no_speech_timeout=1.0)
+    updates = await feed_frames(rec, HUM * 60)
+    assert [(u.is_final, u.reason) for u in updates] == [(True, "no_speech")]
+    assert updates[0].audio_seconds == pytest.approx(1.0)
+
+
+async def test_once_the_caller_speaks_everything_is_decoded() -> None:
+    """Silence after words is what ends the utterance: it must reach vosk and end_silence."""
+    rec = gated(end_silence=0.2)
+    await feed_frames(rec, HUM * 5)
+    updates = await feed_frames(rec, LOUD * 30 + HUM * 40)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence"
+    assert rec.gated_bytes == 5 * FRAME
+
+
+async def test_without_a_gate_everything_is_decoded() -> None:
+    rec = StreamingRecognizer(object(), None, recognizer_factory=CountingKaldi)
+    await feed_frames(rec, HUM * 20)
+    assert len(CountingKaldi.instances[0].chunks) == 20 and rec.gated_bytes == 0
+
+
+async def test_min_chunk_hands_vosk_fewer_larger_chunks() -> None:
+    rec = StreamingRecognizer(object(), None, recognizer_factory=CountingKaldi, min_chunk=0.06)
+    updates = await feed_frames(rec, LOUD * 30)
+    chunks = CountingKaldi.instances[0].chunks
+    assert [len(c) for c in chunks] == [3 * FRAME] * 10
+    assert updates[0].speech_started  # barge-in still comes, at most 40 ms later
