@@ -205,13 +205,13 @@ class Lanes:
             self._release()
 
     def _release(self) -> None:
-        if self._waiting:
+        while self._waiting:
             ticket = min(self._waiting, key=lambda t: (t.background, t.order))
             self._waiting.remove(ticket)
-            assert ticket.ready is not None
-            ticket.ready.set_result(None)
-        else:
-            self._free += 1
+            if ticket.ready is not None and not ticket.ready.done():  # not cancelled
+                ticket.ready.set_result(None)
+                return
+        self._free += 1
 
     @property
     def waiting(self) -> int:
