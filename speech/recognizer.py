@@ -42,6 +42,7 @@ import sys
 import threading
 import warnings
 from array import array
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -154,6 +155,8 @@ class StreamingRecognizer:
         recognizer_factory: Any = None,
         voice_gate_rms: float | None = None,
         min_chunk: float = 0.0,
+        end_silence_after_digits: float | None = None,
+        ends_with_digit: Callable[[str], bool] | None = None,
     ) -> None:
         self._model = model
         self._grammar = grammar
@@ -163,6 +166,10 @@ class StreamingRecognizer:
         self.no_speech_timeout = no_speech_timeout
         self.max_utterance = max_utterance
         self.end_silence = end_silence
+        self.end_silence_after_digits = end_silence_after_digits
+        """When the words so far end with a digit (``ends_with_digit``), wait this long
+        instead: callers pause between the groups of a number, not after "an agent"."""
+        self._ends_with_digit = ends_with_digit
         self._call_id = call_id
         self._factory = recognizer_factory
         self.voice_gate_rms = voice_gate_rms
@@ -289,12 +296,20 @@ class StreamingRecognizer:
                 update = self._partial(json.loads(raw).get("partial", ""))
                 if update is not None:
                     return update
-                if (self.end_silence is not None and self._speech_at_bytes is not None
-                        and self._quiet_bytes >= self.end_silence * self._bytes_per_second):
+                needed = self._silence_needed()
+                if (needed is not None and self._speech_at_bytes is not None
+                        and self._quiet_bytes >= needed * self._bytes_per_second):
                     final = await self._end_on_silence()
                     if final is not None:
                         return final
             return await self._check_timeouts()
+
+    def _silence_needed(self) -> float | None:
+        """Seconds of quiet that end the utterance now (None: vosk's endpointer decides)."""
+        if (self.end_silence_after_digits is not None and self._ends_with_digit is not None
+                and self._ends_with_digit(self._last_partial)):
+            return self.end_silence_after_digits
+        return self.end_silence
 
     def _gated(self, pcm: bytes, rms: float) -> bool:
         """True when this chunk is quiet audio before the caller's first words: kept out of

@@ -261,3 +261,25 @@ async def test_min_chunk_hands_vosk_fewer_larger_chunks() -> None:
     chunks = CountingKaldi.instances[0].chunks
     assert [len(c) for c in chunks] == [3 * FRAME] * 10
     assert updates[0].speech_started  # barge-in still comes, at most 40 ms later
+
+
+def digits_aware() -> StreamingRecognizer:
+    """"상담원" stands for a digit word here: after it the caller may go on with a number."""
+    return make(end_silence=0.2, end_silence_after_digits=0.4,
+                ends_with_digit=lambda text: text.split()[-1:] == ["상담원"])
+
+
+async def test_a_pause_after_a_digit_is_not_yet_the_end() -> None:
+    rec = digits_aware()
+    updates = await feed_frames(rec, SPEECH * 10 + SILENCE * 15)  # "상담원", 0.3 s quiet
+    assert not any(u.is_final for u in updates)
+    updates = await feed_frames(rec, SILENCE * 6)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.audio_seconds == pytest.approx((10 + 20) * 0.02)
+
+
+async def test_other_words_end_after_the_short_silence() -> None:
+    rec = digits_aware()
+    updates = await feed_frames(rec, SPEECH * 20 + SILENCE * 15)  # "상담원 연결해"
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.audio_seconds == pytest.approx((20 + 10) * 0.02)
