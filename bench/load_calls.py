@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -56,6 +56,9 @@ RATING_KEYS = "4" + ",,,4" * 14
 SAFETY_HOLD_MS = 90_000
 """A caller still connected this long after its last key hangs up itself (a stuck call)."""
 INPUT_STEPS = ("keys", "speech")
+ANSWER_STEPS = ("prompt", "queued")
+"""What answers an input: the IVR's next prompt, or (the intake of issue 13 has no prompt
+between a request for a person and the queue) the caller's joining the agent queue."""
 KEY_PRESS_S = 0.14
 """An RFC 2833 capture of /usr/share/sip-tester lasts 140 ms."""
 PRESS_SLACK_S = 0.05
@@ -435,8 +438,14 @@ def key_press_ends(plan: CallPlan) -> list[float]:
     return ends
 
 
+def _answer(step: Any) -> str:
+    """The prompt that answered an input, or "queue" when the caller joined the queue."""
+    return str(step.detail.get("prompt")) if step.kind == "prompt" else "queue"
+
+
 def service_turns(c: Consultation) -> list[Turn]:
-    """Inside the service: an input step -> the next prompt step, when no other input came
+    """Inside the service: an input step -> the next prompt (or queue join) step, when no
+    other input came
     between (a prompt step is published as its audio starts). Blind to how late the input
     reached the flow (event-loop lag, recognition backlog)."""
     found: list[Turn] = []
@@ -444,9 +453,9 @@ def service_turns(c: Consultation) -> list[Turn]:
     for step in c.steps:
         if step.kind in INPUT_STEPS:
             pending = (step.kind, step.at)
-        elif step.kind == "prompt" and pending is not None:
+        elif step.kind in ANSWER_STEPS and pending is not None:
             seconds = (step.at - pending[1]).total_seconds()
-            found.append(Turn(pending[0], str(step.detail.get("prompt")), seconds))
+            found.append(Turn(pending[0], _answer(step), seconds))
             pending = None
     return found
 
@@ -476,10 +485,10 @@ def caller_turns(record: CallRecord, answered_at: float | None) -> list[Turn]:
                 t = step.at.timestamp() - answered_at
                 end = max((p for p in presses if p <= t + PRESS_SLACK_S), default=None)
             pending = (step.kind, end)
-        elif step.kind == "prompt" and pending is not None:
+        elif step.kind in ANSWER_STEPS and pending is not None:
             kind, end = pending
             pending = None
             if end is not None:
-                found.append(Turn(kind, str(step.detail.get("prompt")),
+                found.append(Turn(kind, _answer(step),
                                   step.at.timestamp() - answered_at - end))
     return found

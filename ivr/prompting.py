@@ -117,6 +117,8 @@ class PromptingCall:
                 elif isinstance(action, Say | Collect):
                     if recog is None and collect is not None:
                         recog = self.voice.recognition(self.flow.language, collect.grammar)
+                    # Keys alone: the caller's audio is dropped as it arrives, not queued.
+                    self.session.audio_wanted = recog is not None
                     if isinstance(action, Say):
                         await self._say(action.prompt, action.vars, recog)
                     else:

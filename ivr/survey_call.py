@@ -233,6 +233,7 @@ class SurveyCall(PromptingCall):
         typed, self.keys = self.keys, ""  # keys typed on from the rating are no comment
         if "#" in typed:
             return NoComment()
+        self.session.audio_wanted = True  # the comment is recorded from the beep on
         await self.session.play(BEEP, interruptible=False)
         pcm, gone = await self._capture()
         seconds = len(pcm) / BYTES_PER_SECOND

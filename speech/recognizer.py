@@ -26,6 +26,13 @@ Both timeouts count audio fed (bytes / 16000 per second), never wall-clock time,
 behave the same in tests that feed audio faster than real time. AcceptWaveform releases the
 GIL, so it runs on a thread pool (one passed in, or a shared module default), never on the
 event loop.
+
+Two things keep the pool's queue short when many calls listen at once (``[speech]``
+``voice_gate_rms`` and ``min_chunk``): before the caller's first words, audio quieter than
+the gate is not decoded at all (only its last 0.3 s is kept, and decoded ahead of the first
+loud chunk, so no word onset is lost; the gate stays open a second after loud audio), and
+audio goes to vosk in chunks of at least ``min_chunk`` seconds rather than per 20 ms frame.
+A caller listening to a prompt in silence then costs no thread hop at all.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ import operator
 import os
 import sys
 import threading
+import warnings
 from array import array
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -54,6 +63,10 @@ QUIET_RATIO: Final = 0.05
 """``end_silence``: audio is quiet below this fraction of the turn's loudest RMS (-26 dB)..."""
 QUIET_RMS_MAX: Final = 1000.0
 """...and below this RMS (about -30 dBFS), whatever the peak."""
+GATE_PREROLL_SECONDS: Final = 0.3
+"""Quiet audio kept before the first loud chunk and decoded with it (word onsets)."""
+GATE_HANG_SECONDS: Final = 1.0
+"""Once loud audio opened the gate, this much quiet (and no word) closes it again."""
 
 _default_executor: ThreadPoolExecutor | None = None
 _default_executor_lock = threading.Lock()
@@ -106,11 +119,28 @@ class RecognitionUpdate:
     first (the first is ``text``)."""
 
 
-def _rms(pcm: bytes) -> float:
+def _python_rms(pcm: bytes) -> float:
     samples = array("h", pcm)
     if sys.byteorder == "big":
         samples.byteswap()
     return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples)) if samples else 0.0
+
+
+def _c_rms() -> Any:
+    """audioop.rms (C; stdlib up to 3.12, the audioop-lts package after), or None."""
+    if sys.byteorder == "big":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioop
+        except ImportError:
+            return None
+    return lambda pcm: float(audioop.rms(pcm, 2)) if pcm else 0.0
+
+
+_rms = _c_rms() or _python_rms
+"""RMS of s16le audio, in C where available: it runs on the event loop for every chunk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +203,10 @@ class StreamingRecognizer:
         alternatives: int = 0,
         call_id: str = "-",
         recognizer_factory: Any = None,
+        voice_gate_rms: float | None = None,
+        min_chunk: float = 0.0,
+        end_silence_after_digits: float | None = None,
+        ends_with_digit: Callable[[str], bool] | None = None,
     ) -> None:
         self._model = model
         self._grammar = grammar
@@ -183,8 +217,18 @@ class StreamingRecognizer:
         self.max_utterance = max_utterance
         self.end_silence = end_silence
         self.alternatives = alternatives
+        self.end_silence_after_digits = end_silence_after_digits
+        """When the words so far end with a digit (``ends_with_digit``), wait this long
+        instead: callers pause between the groups of a number, not after "an agent"."""
+        self._ends_with_digit = ends_with_digit
         self._call_id = call_id
         self._factory = recognizer_factory
+        self.voice_gate_rms = voice_gate_rms
+        self._min_chunk_bytes = int(min_chunk * self._bytes_per_second)
+        self._preroll_bytes = int(GATE_PREROLL_SECONDS * self._bytes_per_second)
+        self._hang_bytes = int(GATE_HANG_SECONDS * self._bytes_per_second)
+        self.gated_bytes = 0
+        """Audio the voice gate kept from vosk (all turns)."""
         self._rec: Any = None
         self._grammar_applied: str | None = None
         self._lock = asyncio.Lock()
@@ -200,6 +244,9 @@ class StreamingRecognizer:
         self._done = False
         self._peak_rms = 0.0
         self._quiet_bytes = 0
+        self._gate_open = False
+        self._gate_quiet = 0
+        self._preroll = b""
 
     @property
     def audio_seconds(self) -> float:
@@ -279,12 +326,18 @@ class StreamingRecognizer:
                 return None
             pcm = self._pending + pcm
             usable = len(pcm) - len(pcm) % 2
-            pcm, self._pending = pcm[:usable], pcm[usable:]
-            if not pcm:
+            if not usable or usable < self._min_chunk_bytes:
+                self._pending = pcm
                 return None
+            pcm, self._pending = pcm[:usable], pcm[usable:]
             self._turn_bytes += len(pcm)
+            rms = _rms(pcm)
+            if self._gated(pcm, rms):
+                return await self._check_timeouts()
             if self.end_silence is not None:
-                self._measure_quiet(pcm)
+                self._measure_quiet(rms, len(pcm))
+            if self._preroll:
+                pcm, self._preroll = self._preroll + pcm, b""
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
                 final = _parse_final(raw)
@@ -296,18 +349,42 @@ class StreamingRecognizer:
                 update = self._partial(json.loads(raw).get("partial", ""))
                 if update is not None:
                     return update
-                if (self.end_silence is not None and self._speech_at_bytes is not None
-                        and self._quiet_bytes >= self.end_silence * self._bytes_per_second):
+                needed = self._silence_needed()
+                if (needed is not None and self._speech_at_bytes is not None
+                        and self._quiet_bytes >= needed * self._bytes_per_second):
                     final = await self._end_on_silence()
                     if final is not None:
                         return final
             return await self._check_timeouts()
 
-    def _measure_quiet(self, pcm: bytes) -> None:
-        rms = _rms(pcm)
+    def _silence_needed(self) -> float | None:
+        """Seconds of quiet that end the utterance now (None: vosk's endpointer decides)."""
+        if (self.end_silence_after_digits is not None and self._ends_with_digit is not None
+                and self._ends_with_digit(self._last_partial)):
+            return self.end_silence_after_digits
+        return self.end_silence
+
+    def _gated(self, pcm: bytes, rms: float) -> bool:
+        """True when this chunk is quiet audio before the caller's first words: kept out of
+        vosk (its tail kept as pre-roll for the first loud chunk)."""
+        if self.voice_gate_rms is None or self._speech_at_bytes is not None:
+            return False
+        if rms >= self.voice_gate_rms:
+            self._gate_open, self._gate_quiet = True, 0
+            return False
+        if self._gate_open:
+            self._gate_quiet += len(pcm)
+            if self._gate_quiet < self._hang_bytes:
+                return False
+            self._gate_open = False
+        self._preroll = (self._preroll + pcm)[-self._preroll_bytes:]
+        self.gated_bytes += len(pcm)
+        return True
+
+    def _measure_quiet(self, rms: float, size: int) -> None:
         self._peak_rms = max(self._peak_rms, rms)
         quiet = rms < min(QUIET_RMS_MAX, QUIET_RATIO * self._peak_rms)
-        self._quiet_bytes = self._quiet_bytes + len(pcm) if quiet else 0
+        self._quiet_bytes = self._quiet_bytes + size if quiet else 0
 
     async def _end_on_silence(self) -> RecognitionUpdate | None:
         """``end_silence`` of quiet after words: decode what was said now."""

@@ -36,7 +36,16 @@ class SpeechSettings(_Section):
     """Answer after this much quiet following the caller's words (seconds; None leaves it to
     vosk's endpointer, ~0.9 s later). Measured in bench/speech_turns.py."""
     end_silence_digits: float | None = Field(0.8, gt=0)
-    """The same for numbers: callers pause between digit groups."""
+    """Where a number may be said (the greeting, case and phone number questions), the
+    quiet that ends an utterance whose last word so far is a digit: callers pause between
+    digit groups. Any other last word ("an agent") ends after ``end_silence``."""
+    voice_gate_rms: float | None = Field(120.0, gt=0)
+    """Before the caller's first words, audio quieter than this RMS (s16; 120 is about
+    -49 dBFS, under the quietest speech and over line noise) is not decoded; the last 0.3 s
+    of it is, with the first louder chunk. None decodes everything."""
+    min_chunk: float = Field(0.06, ge=0, le=0.5)
+    """Seconds of audio handed to the recognizer at a time (AudioSocket frames are 20 ms):
+    fewer thread hops per call, at most this much later barge-in."""
     """Seconds of caller audio after which an utterance is cut and decoded."""
 
 

@@ -15,6 +15,7 @@ call that needs one sooner gets it on demand, sharing the same synthesis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -31,6 +32,7 @@ from speech.grammar import (
 )
 from speech.languages import LANGUAGES, Language, check_language
 from speech.models import SpeechModels
+from speech.numbers import spoken_digits
 from speech.prompts import LanguagePack, load_all
 from speech.recognizer import Hypothesis, StreamingRecognizer
 from speech.tts import PromptSynthesizer, prewarm_all
@@ -116,7 +118,11 @@ class SpeechStack:
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
             max_utterance=self.config.max_utterance,
-            end_silence=self.config.end_silence_digits if digits else self.config.end_silence,
+            end_silence=self.config.end_silence,
+            # Where a number may be said, a pause after a digit is not yet the end of it.
+            end_silence_after_digits=self.config.end_silence_digits if digits else None,
+            ends_with_digit=functools.partial(ends_with_digit, lang=lang) if digits else None,
+            voice_gate_rms=self.config.voice_gate_rms, min_chunk=self.config.min_chunk,
             alternatives=N_BEST.get(kind, 0) if kind and grammar_json else 0)
 
     def grammar_for(self, lang: str, prompt_id: str) -> str | None:
@@ -158,6 +164,12 @@ class SpeechStack:
             self.prewarm_task.cancel()
             await asyncio.gather(self.prewarm_task, return_exceptions=True)
         await self.synth.close()
+
+
+def ends_with_digit(text: str, lang: str) -> bool:
+    """Whether the last word recognized so far is (part of) a number."""
+    words = text.split()
+    return bool(words) and bool(spoken_digits(words[-1], lang))
 
 
 def _log_prewarm_failure(task: asyncio.Task[int]) -> None:

@@ -10,21 +10,30 @@ Sources, first match wins:
    pydub, cached on disk as ``<cache_dir>/<lang>/<sha256(lang, voice, rate, text)>.pcm``.
 
 A bounded LRU keeps recent audio in memory. espeak-ng runs as an asyncio subprocess and the
-conversion in a worker thread, so the event loop never blocks; concurrent requests for the
-same text share one synthesis.
+pydub conversion in a separate converter process (:func:`converter`): pydub's low-pass
+filter is a Python loop over the samples, 84 ms of the GIL for a 10 s prompt, which in a
+worker thread stalled the event loop that paces every call's audio. Concurrent requests for
+the same text share one synthesis, and a call's request goes ahead of the start-up prewarm
+(:class:`Lanes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
+import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -39,6 +48,31 @@ SAMPLE_WIDTH: Final = 2
 TELEPHONE_BAND_HZ: Final = 3400
 CACHE_FORMAT: Final = "pcm-s16le-8k-v1"
 ESPEAK_TIMEOUT: Final = 60.0
+_converter: ProcessPoolExecutor | None = None
+_converter_lock = threading.Lock()
+
+
+def converter() -> ProcessPoolExecutor:
+    """The process that turns WAV files into telephone PCM (one per service, started on
+    first use with ``spawn``: a fresh interpreter, not a fork of a threaded service)."""
+    global _converter
+    with _converter_lock:
+        if _converter is None:
+            _converter = ProcessPoolExecutor(max_workers=1,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return _converter
+
+
+async def convert(wav_path: Path) -> bytes:
+    """:func:`to_telephone_pcm` in the converter process (started again if it died)."""
+    global _converter
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(converter(), to_telephone_pcm, wav_path)
+    except BrokenProcessPool:
+        with _converter_lock:
+            _converter = None
+        return await loop.run_in_executor(converter(), to_telephone_pcm, wav_path)
 
 
 class SynthesisError(RuntimeError):
@@ -123,6 +157,67 @@ class _MemoryCache:
         return len(self._items)
 
 
+@dataclass(eq=False, slots=True)
+class Ticket:
+    """One synthesis waiting for a slot; ``background`` until a caller asks for it too."""
+
+    background: bool
+    order: int
+    ready: asyncio.Future[None] | None = None
+
+
+class Lanes:
+    """At most ``slots`` syntheses at once, callers' requests served before the prewarm's.
+
+    A semaphore is first come, first served: at start-up the prewarm queues a hundred static
+    prompts, and a caller whose status read-back needs espeak-ng would wait behind all of
+    them. Here a background ticket gets a slot only while no caller's ticket waits; a caller
+    who asks for a text the prewarm has queued promotes that ticket (``Ticket.background``).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: list[Ticket] = []
+        self._order = 0
+
+    def ticket(self, *, background: bool) -> Ticket:
+        self._order += 1
+        return Ticket(background, self._order)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ticket: Ticket) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            ticket.ready = asyncio.get_running_loop().create_future()
+            self._waiting.append(ticket)
+            try:
+                await ticket.ready
+            except BaseException:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                elif ticket.ready.done() and not ticket.ready.cancelled():
+                    self._release()  # handed a slot just as we were cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            ticket = min(self._waiting, key=lambda t: (t.background, t.order))
+            self._waiting.remove(ticket)
+            if ticket.ready is not None and not ticket.ready.done():  # not cancelled
+                ticket.ready.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
 class PromptSynthesizer:
     """Prompt text -> telephone PCM, with recordings, disk cache, memory LRU and single flight."""
 
@@ -141,7 +236,9 @@ class PromptSynthesizer:
         self._packs: dict[str, LanguagePack] = dict(packs or {})
         self._memory = _MemoryCache(memory_bytes)
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
-        self._limit = asyncio.Semaphore(max_concurrent)
+        self._tickets: dict[str, Ticket] = {}
+        """Key -> the slot ticket of its synthesis in flight (a caller promotes it)."""
+        self._lanes = Lanes(max_concurrent)
         self._espeak = espeak
         self.stats = SynthesisStats()
 
@@ -166,8 +263,10 @@ class PromptSynthesizer:
         path = self.override_dir / lang / f"{stem}.wav"
         return path if path.is_file() else None
 
-    async def audio(self, lang: str, prompt_id: str | None, text: str) -> bytes:
-        """8 kHz mono s16le PCM for ``text``; ``prompt_id`` lets a recording replace it."""
+    async def audio(self, lang: str, prompt_id: str | None, text: str, *,
+                    background: bool = False) -> bytes:
+        """8 kHz mono s16le PCM for ``text``; ``prompt_id`` lets a recording replace it.
+        ``background``: no caller waits for it (prewarm), calls' requests go first."""
         lang = check_language(lang)
         recording = self.recording_path(lang, prompt_id, text)
         if recording is not None:
@@ -177,9 +276,16 @@ class PromptSynthesizer:
         rate = self._pack(lang).rate_for(prompt_id)
         key = self.cache_key(lang, text, rate)
         disk = self.cache_dir / lang / f"{key}.pcm"
-        return await self._cached(key, lambda: self._synthesize(lang, text, disk, rate), disk)
+        ticket = self._tickets.get(key)
+        if ticket is not None and not background:
+            ticket.background = False  # a caller waits for what the prewarm queued
+        elif ticket is None:
+            ticket = self._lanes.ticket(background=background)
+        return await self._cached(
+            key, lambda: self._synthesize(lang, text, disk, rate, ticket=ticket), disk, ticket)
 
-    async def _cached(self, key: str, produce: Any, disk: Path | None) -> bytes:
+    async def _cached(self, key: str, produce: Any, disk: Path | None,
+                      ticket: Ticket | None = None) -> bytes:
         pcm = self._memory.get(key)
         if pcm is not None:
             self.stats.memory_hits += 1
@@ -188,8 +294,14 @@ class PromptSynthesizer:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._produce(key, produce, disk))
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+            if ticket is not None:
+                self._tickets[key] = ticket
+            task.add_done_callback(functools.partial(self._forget, key))
         return await asyncio.shield(task)
+
+    def _forget(self, key: str, _task: object) -> None:
+        self._inflight.pop(key, None)
+        self._tickets.pop(key, None)
 
     async def _produce(self, key: str, produce: Any, disk: Path | None) -> bytes:
         if disk is not None:
@@ -204,7 +316,7 @@ class PromptSynthesizer:
 
     async def _load_recording(self, path: Path) -> bytes:
         try:
-            pcm = await asyncio.to_thread(to_telephone_pcm, path)
+            pcm = await convert(path)
         except Exception as exc:
             raise SynthesisError(f"cannot read recording {path}: {exc}") from exc
         self.stats.recordings += 1
@@ -212,9 +324,9 @@ class PromptSynthesizer:
         return pcm
 
     async def _synthesize(self, lang: str, text: str, disk: Path,
-                          rate: int | None = None) -> bytes:
+                          rate: int | None = None, *, ticket: Ticket) -> bytes:
         pack = self._pack(lang)
-        async with self._limit:
+        async with self._lanes.slot(ticket):
             started = time.perf_counter()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".espeak-") as tmp:
@@ -223,7 +335,7 @@ class PromptSynthesizer:
                                  "-s", str(rate or pack.rate), "-w", str(wav), "--stdin"],
                                 text.encode("utf-8"))
                 try:
-                    pcm = await asyncio.to_thread(to_telephone_pcm, wav)
+                    pcm = await convert(wav)
                 except Exception as exc:
                     raise SynthesisError(f"espeak-ng output unreadable: {exc}") from exc
             await asyncio.to_thread(_write_file_atomic, disk, pcm)
@@ -269,7 +381,7 @@ class PromptSynthesizer:
 
         async def one(text: str, pid: str | None) -> None:
             nonlocal done
-            await self.audio(pack.lang, pid, text)
+            await self.audio(pack.lang, pid, text, background=True)
             done += 1
             if done % 10 == 0 and done < total:
                 log.info("prewarm %s: %d/%d prompts ready", pack.lang, done, total)

@@ -62,6 +62,10 @@ TodayLevels = Callable[[datetime], Awaitable[dict[str, Any]]]
 """Today's service-level figures at the given instant (crm.reports.service_levels)."""
 
 
+LEVELS_MIN_INTERVAL_S = 2.0
+"""Today's figures are counted again at most this often, however many calls end."""
+
+
 @dataclass
 class WaitingCall:
     since: datetime
@@ -117,7 +121,8 @@ class Wallboard:
                  settle: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  service_level_s: float = SERVICE_LEVEL_S,
-                 levels: TodayLevels | None = None, levels_refresh_s: float = 30.0) -> None:
+                 levels: TodayLevels | None = None, levels_refresh_s: float = 30.0,
+                 levels_min_interval_s: float = LEVELS_MIN_INTERVAL_S) -> None:
         """``settle`` waits until the consultation recorder has written what it received
         (its drain), before today's counters are recounted from the database; ``levels``
         counts today's service-level figures (None: the wallboard shows none). ``queue`` is
@@ -141,6 +146,8 @@ class Wallboard:
         self.resyncs = 0
         self._levels_of = levels
         self._levels_refresh_s = levels_refresh_s
+        self._levels_min_interval_s = levels_min_interval_s
+        self._levels_counted_at: float | None = None
         self._levels: dict[str, Any] | None = None
         self._levels_due = asyncio.Event()
         self._levels_task: asyncio.Task[None] | None = None
@@ -185,6 +192,7 @@ class Wallboard:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._levels_due.wait(), self._levels_refresh_s)
             self._levels_due.clear()
+            await self._pace()
             if self._settle is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
@@ -194,9 +202,20 @@ class Wallboard:
                 except Exception:
                     log.exception("wallboard %s: publishing failed", self.queue)
 
+    async def _pace(self) -> None:
+        """At most one count per ``levels_min_interval_s``: each reads all of today's calls,
+        and at 80 calls three end every second (the calls ending meanwhile are counted by
+        the next one)."""
+        loop = asyncio.get_running_loop()
+        if self._levels_counted_at is not None:
+            wait = self._levels_counted_at + self._levels_min_interval_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # rate limit, not synchronisation
+
     async def _count_levels(self) -> bool:
         """Whether the figures changed. A failure is logged and the last figures stay."""
         assert self._levels_of is not None
+        self._levels_counted_at = asyncio.get_running_loop().time()
         try:
             found = await self._levels_of(self._clock())
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -65,6 +66,17 @@ class _SharedBed:
         return cls.settings
 
     @classmethod
+    def revive(cls) -> None:
+        """Start the shared Asterisk again if a test left it stopped (a failed restart in a
+        fault test): that test has failed already, the ones after it need not."""
+        settings = cls.settings
+        if settings is None or daemon_pid(chroot_installation(settings.asterisk.root_dir)):
+            return
+        warnings.warn("the shared Asterisk test bed was found stopped; starting it again",
+                      stacklevel=1)
+        up(settings, progress=lambda message: None)
+
+    @classmethod
     def release(cls) -> None:
         cls.users -= 1
         if cls.users == 0 and cls.settings is not None:
@@ -73,10 +85,17 @@ class _SharedBed:
 
 
 @pytest.fixture(scope="session")
-def asterisk_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A running Asterisk for the whole session; yields the Settings it was started with."""
+def asterisk_bed_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One Asterisk for the whole session; yields the Settings it was started with."""
     settings = _SharedBed.acquire(tmp_path_factory)
     try:
         yield settings
     finally:
         _SharedBed.release()
+
+
+@pytest.fixture
+def asterisk_bed(asterisk_bed_session: Settings) -> Settings:
+    """The session's Asterisk, running when the test starts."""
+    _SharedBed.revive()
+    return asterisk_bed_session

@@ -135,3 +135,25 @@ async def test_grammar_decoding_is_much_faster_than_real_time(
             break
     elapsed = time.perf_counter() - started
     assert elapsed < 0.5 * pcm_seconds(pcm)  # measured ~0.02x CPU; generous for slow CI
+
+
+async def test_a_request_for_a_person_at_the_greeting_ends_without_the_digit_pause(
+        korean_models: SpeechModels, grammars: LanguageGrammars, prompt_cache: Path) -> None:
+    """The greeting's grammar takes case numbers too, whose groups callers pause between
+    (end_silence_digits 0.8 s); "상담원 연결해 주세요" ends no digit group, so it is answered
+    after the ordinary 0.4 s."""
+    from speech.stack import ends_with_digit
+
+    pcm = await PromptSynthesizer(prompt_cache).audio("ko", None, "상담원 연결해 주세요")
+
+    def recognizer(**silence: object) -> StreamingRecognizer:
+        return StreamingRecognizer(korean_models.model("ko"), grammars.json("intake"),
+                                   **silence)  # type: ignore[arg-type]
+
+    aware = (await listen(recognizer(
+        end_silence=0.4, end_silence_after_digits=0.8,
+        ends_with_digit=lambda text: ends_with_digit(text, "ko")), pcm))[-1]
+    flat = (await listen(recognizer(end_silence=0.8), pcm))[-1]
+    assert aware[1].reason == flat[1].reason == "silence"
+    assert match_intent(aware[1].text, "ko").intent == "agent", aware[1].text
+    assert flat[0] - aware[0] == pytest.approx(0.4, abs=0.1)

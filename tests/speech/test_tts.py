@@ -122,3 +122,52 @@ async def test_prewarm_synthesises_each_distinct_static_prompt_once(tmp_path: Pa
     assert synth.stats.synthesized == 7
     assert await PromptSynthesizer(tmp_path).prewarm(pack) == 7
     assert synth.stats.synthesized == 7
+
+
+async def queued(synth: PromptSynthesizer, prewarm: asyncio.Task[int]) -> None:
+    """Until the prewarm has queued its prompts behind the one slot (bounded)."""
+    async with asyncio.timeout(10):
+        while synth._lanes.waiting < 10:
+            assert not prewarm.done()
+            await asyncio.sleep(0)  # let the prewarm's tasks reach the lanes
+
+
+async def test_a_callers_prompt_is_synthesised_before_the_prewarm_queue(tmp_path: Path) -> None:
+    """At start-up the prewarm queues every static prompt; a caller's status read-back (text
+    no prewarm knows) must not wait behind them."""
+    pack = LanguagePack.load("en")
+    synth = PromptSynthesizer(tmp_path, max_concurrent=1)
+    prewarm = asyncio.create_task(synth.prewarm(pack))
+    await queued(synth, prewarm)
+    pcm = await synth.audio("en", None, "Case 20240517 is being handled by the housing office.")
+    done_then = synth.stats.synthesized
+    total = await prewarm
+    assert pcm_seconds(pcm) > 1.0
+    assert done_then <= 3, f"the caller waited for {done_then - 1} prewarm prompts"
+    assert total > done_then + 10
+
+
+async def test_a_caller_promotes_a_prompt_the_prewarm_has_queued(tmp_path: Path) -> None:
+    pack = LanguagePack.load("en")
+    synth = PromptSynthesizer(tmp_path, max_concurrent=1)
+    texts = [text for (_pid, speech), text in pack.static_texts().items() if speech]
+    prewarm = asyncio.create_task(synth.prewarm(pack))
+    await queued(synth, prewarm)
+    last = texts[-1]
+    await synth.audio("en", None, last)
+    done_then = synth.stats.synthesized
+    await prewarm
+    assert done_then <= 3, f"the caller waited for {done_then - 1} other prewarm prompts"
+
+
+
+async def test_the_conversion_runs_outside_the_service_process(tmp_path: Path) -> None:
+    """pydub's filter is a Python loop holding the GIL: it runs in the converter process."""
+    import os
+
+    from speech.tts import converter
+
+    synth = PromptSynthesizer(tmp_path)
+    await synth.audio("en", None, "Hello from the converter.")
+    pid = await asyncio.get_running_loop().run_in_executor(converter(), os.getpid)
+    assert pid != os.getpid()

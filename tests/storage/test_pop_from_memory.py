@@ -178,3 +178,32 @@ async def test_a_call_whose_start_the_hub_missed_pops_with_written_and_unwritten
                      "Routed to agent (after status)"]
     assert shown["pop"]["consultation_id"] is not None  # read with the written steps
     assert shown["pop"]["caller"]["name"] == "张三"
+
+
+async def test_the_pop_is_built_when_the_ivr_hands_the_caller_over_not_at_the_ring(
+        sessions: SessionFactory, db_url: str) -> None:
+    """A ring-all queue rings its agents milliseconds after the caller joins it: the pop's
+    database reads happen when the IVR routes the caller to an agent, so the ring only
+    pushes what is ready."""
+    number = await _case_of_zhang_san(sessions, db_url)
+    built: list[tuple[str, bool]] = []
+    rung = False
+
+    async def counting_builder(sessions: SessionFactory, call_id: str, **kwargs: Any) -> Any:
+        built.append((call_id, rung))
+        return await build_screen_pop(sessions, call_id, **kwargs)
+
+    async with hotline(sessions) as (bus, _recorder, hub, socket):
+        hub.pop_builder = counting_builder
+        call = await run_scripted_call(sessions, LookupGuard(sessions), PHONE, {
+            "greeting": keys("1"), "ask_case_number": keys(number + "#"),
+            "confirm_case_number": keys("1"), "after_status_menu": keys("2")},
+            bus=bus, ended=False)
+        await hub.drain()  # the route step is handled: its pop is being built
+        rung = True
+        await bus.publish(_ringing(call.call_id))
+        await hub.wait_for(lambda: bool(socket.pops()), within=10)
+        [shown] = socket.pops()
+    assert built == [(call.call_id, False)]  # once, before the ring
+    assert shown["pop"]["case"]["number"] == number
+    assert shown["pop"]["ivr"]["transcript"][-1]["text"] == "Routed to agent (after status)"

@@ -251,3 +251,29 @@ async def test_a_failing_count_keeps_the_last_figures_and_the_wallboard_going(
         assert board.state()["waiting"]["count"] == 1
     finally:
         await board.close()
+
+
+async def test_the_wallboard_counts_at_most_once_per_interval_however_many_calls_end(
+        sessions: SessionFactory) -> None:
+    """Each count reads all of today's calls: a burst of ended calls makes one more count
+    after the interval, not one each."""
+    loop = asyncio.get_running_loop()
+    counted_at: list[float] = []
+
+    async def levels(now: datetime) -> dict[str, Any]:
+        counted_at.append(loop.time())
+        return {"offered": len(counted_at)}
+
+    board = Wallboard(sessions, queue="hotline", tz=TZ, clock=lambda: NOW, levels=levels,
+                      levels_refresh_s=3600, levels_min_interval_s=0.5)
+    await board.start()
+    try:
+        first = len(counted_at)
+        for i in range(20):
+            await board.handle(CallEnded(f"call-{i}", None, None, at=NOW))
+        await board.wait_for(lambda: len(counted_at) > first, 5)
+        await board.drain()
+        assert len(counted_at) == first + 1
+        assert counted_at[-1] - counted_at[-2] >= 0.5
+    finally:
+        await board.close()

@@ -37,7 +37,14 @@ from ivr.audiosocket.server import (
     MediaServer,
     MediaServerError,
 )
-from ivr.audiosocket.session import FRAME_BYTES, FRAME_SECONDS, Closed, MediaSession, SessionEvent
+from ivr.audiosocket.session import (
+    FRAME_BYTES,
+    FRAME_SECONDS,
+    MAX_MERGED_AUDIO,
+    Closed,
+    MediaSession,
+    SessionEvent,
+)
 from ivr.settings import AmiSettings, AudioSocketSettings
 from tests.ami_replay import FakeAmiServer
 
@@ -559,9 +566,7 @@ async def test_unread_inbound_events_are_bounded() -> None:
         for i in range(5):
             session.deliver(Audio(bytes([i, 0])))
         assert session.stats.events_dropped == 2
-        assert [await session.next_event(0) for _ in range(3)] == [
-            Audio(bytes([i, 0])) for i in (2, 3, 4)
-        ]
+        assert await session.next_event(0) == Audio(bytes([2, 0, 3, 0, 4, 0]))  # the newest
         assert await session.next_event(0) is None
         await session.hangup("test over")
         assert await session.next_event() == Closed("test over")
@@ -874,7 +879,87 @@ async def test_unread_inbound_audio_is_bounded_in_bytes() -> None:
             session.deliver(Audio(bytes([i, 0]) * 160))  # 320 bytes each
         session.deliver(Dtmf("1"))
         assert session.pending_bytes == 960 and session.stats.events_dropped == 2
-        assert [await session.next_event(0) for _ in range(4)] == [
-            *(Audio(bytes([i, 0]) * 160) for i in (2, 3, 4)), Dtmf("1")]
+        assert [await session.next_event(0) for _ in range(2)] == [
+            Audio(b"".join(bytes([i, 0]) * 160 for i in (2, 3, 4))), Dtmf("1")]
         assert session.pending_bytes == 0
         await session.hangup("test over")
+
+
+async def idle_session(**options: Any) -> tuple[MediaSession, asyncio.Server]:
+    """A session whose peer reads (and discards) what it is sent until we close."""
+    async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    listener = await asyncio.start_server(drain, "127.0.0.1", 0)
+    _, writer = await asyncio.open_connection(*listener.sockets[0].getsockname()[:2])
+    return MediaSession(CALL_A, writer, keepalive=False, **options), listener
+
+
+async def test_frames_that_piled_up_come_as_one_event_in_order_with_keys() -> None:
+    """A reader that fell behind gets the audio queued since it last looked in one event
+    (one recognizer step, not one per 20 ms), never merged across a key press."""
+    session, listener = await idle_session()
+    async with listener:
+        frames = [bytes([i, 0]) * 160 for i in range(6)]
+        for pcm in frames[:3]:
+            session.deliver(Audio(pcm))
+        session.deliver(Dtmf("5"))
+        for pcm in frames[3:]:
+            session.deliver(Audio(pcm))
+        assert [await session.next_event(0) for _ in range(3)] == [
+            Audio(b"".join(frames[:3])), Dtmf("5"), Audio(b"".join(frames[3:]))]
+        assert await session.next_event(0) is None
+        await session.hangup("test over")
+
+
+async def test_a_merged_audio_event_is_at_most_half_a_second() -> None:
+    session, listener = await idle_session()
+    async with listener:
+        second = 2 * MAX_MERGED_AUDIO // FRAME_BYTES
+        for i in range(second):
+            session.deliver(Audio(bytes([i % 256, 0]) * (FRAME_BYTES // 2)))
+        first, rest = await session.next_event(0), await session.next_event(0)
+        assert isinstance(first, Audio) and isinstance(rest, Audio)
+        assert len(first.pcm) == MAX_MERGED_AUDIO
+        assert len(first.pcm) + len(rest.pcm) == second * FRAME_BYTES
+        await session.hangup("test over")
+
+
+async def test_audio_nobody_listens_to_is_dropped_but_keys_are_kept() -> None:
+    session, listener = await idle_session()
+    async with listener:
+        session.audio_wanted = False
+        for _ in range(50):
+            session.deliver(Audio(bytes(FRAME_BYTES)))
+        session.deliver(Dtmf("1"))
+        assert session.pending_bytes == 0
+        assert session.stats.audio_ignored == 50 and session.stats.frames_in == 50
+        assert await session.next_event(0) == Dtmf("1")
+        session.audio_wanted = True
+        session.deliver(Audio(bytes(FRAME_BYTES)))
+        assert await session.next_event(0) == Audio(bytes(FRAME_BYTES))
+        await session.hangup("test over")
+
+
+async def test_one_clock_paces_every_session_of_the_loop() -> None:
+    """Outbound audio of all calls is paced by one timer, not a task per call."""
+    first, listener_a = await idle_session()
+    second, listener_b = await idle_session()
+    async with listener_a, listener_b:
+        first.start()
+        second.start()
+        clocks = [t for t in asyncio.all_tasks() if t.get_name() == "audiosocket-media-clock"]
+        assert len(clocks) == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(WAIT):
+            played = await asyncio.gather(first.play(tone(10)), second.play(tone(5)))
+        assert played == [True, True]
+        assert loop.time() - started >= 10 * FRAME_SECONDS
+        assert first.stats.frames_out >= 10 and second.stats.frames_out >= 5
+        await first.hangup("test over")
+        await second.hangup("test over")
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*clocks)  # no session left: the clock stops

@@ -235,3 +235,94 @@ async def test_no_alternatives_unless_asked() -> None:
     rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FakeKaldiNBest)
     updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 30)
     assert updates[-1].alternatives == () and FakeKaldiNBest.instances[0].max_alternatives == 0
+
+
+class CountingKaldi(FakeKaldi):
+    """Records every chunk handed to vosk."""
+
+    def __init__(self, model: object, rate: int, grammar: str | None) -> None:
+        super().__init__(model, rate, grammar)
+        self.chunks: list[bytes] = []
+
+    def AcceptWaveform(self, data: bytes) -> bool:
+        self.chunks.append(data)
+        return super().AcceptWaveform(data)
+
+
+LOUD = b"\x00\x08" * (FRAME // 2)  # 2048: ordinary speech level
+HUM = b"\x20\x00" * (FRAME // 2)  # 32: line noise, under the gate
+
+
+def gated(**kwargs) -> StreamingRecognizer:
+    kwargs.setdefault("no_speech_timeout", 5.0)
+    return StreamingRecognizer(object(), '["상담원"]', recognizer_factory=CountingKaldi,
+                               voice_gate_rms=120.0, **kwargs)
+
+
+async def test_quiet_audio_before_the_first_words_is_not_decoded() -> None:
+    rec = gated()
+    assert await feed_frames(rec, HUM * 100) == []
+    assert CountingKaldi.instances == [] or CountingKaldi.instances[0].chunks == []
+    assert rec.gated_bytes == 100 * FRAME and rec.audio_seconds == pytest.approx(2.0)
+
+
+async def test_the_first_loud_chunk_is_decoded_with_the_quiet_just_before_it() -> None:
+    rec = gated()
+    await feed_frames(rec, HUM * 50)
+    updates = await feed_frames(rec, LOUD * 12)
+    kaldi = CountingKaldi.instances[0]
+    assert kaldi.chunks[0] == HUM * 15 + LOUD  # 0.3 s of pre-roll, then the loud frame
+    assert updates and updates[0].speech_started
+
+
+async def test_the_gate_never_delays_no_input() -> None:
+    rec = gated(no_speech_timeout=1.0)
+    updates = await feed_frames(rec, HUM * 60)
+    assert [(u.is_final, u.reason) for u in updates] == [(True, "no_speech")]
+    assert updates[0].audio_seconds == pytest.approx(1.0)
+
+
+async def test_once_the_caller_speaks_everything_is_decoded() -> None:
+    """Silence after words is what ends the utterance: it must reach vosk and end_silence."""
+    rec = gated(end_silence=0.2)
+    await feed_frames(rec, HUM * 5)
+    updates = await feed_frames(rec, LOUD * 30 + HUM * 40)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence"
+    assert rec.gated_bytes == 5 * FRAME
+
+
+async def test_without_a_gate_everything_is_decoded() -> None:
+    rec = StreamingRecognizer(object(), None, recognizer_factory=CountingKaldi)
+    await feed_frames(rec, HUM * 20)
+    assert len(CountingKaldi.instances[0].chunks) == 20 and rec.gated_bytes == 0
+
+
+async def test_min_chunk_hands_vosk_fewer_larger_chunks() -> None:
+    rec = StreamingRecognizer(object(), None, recognizer_factory=CountingKaldi, min_chunk=0.06)
+    updates = await feed_frames(rec, LOUD * 30)
+    chunks = CountingKaldi.instances[0].chunks
+    assert [len(c) for c in chunks] == [3 * FRAME] * 10
+    assert updates[0].speech_started  # barge-in still comes, at most 40 ms later
+
+
+def digits_aware() -> StreamingRecognizer:
+    """"상담원" stands for a digit word here: after it the caller may go on with a number."""
+    return make(end_silence=0.2, end_silence_after_digits=0.4,
+                ends_with_digit=lambda text: text.split()[-1:] == ["상담원"])
+
+
+async def test_a_pause_after_a_digit_is_not_yet_the_end() -> None:
+    rec = digits_aware()
+    updates = await feed_frames(rec, SPEECH * 10 + SILENCE * 15)  # "상담원", 0.3 s quiet
+    assert not any(u.is_final for u in updates)
+    updates = await feed_frames(rec, SILENCE * 6)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.audio_seconds == pytest.approx((10 + 20) * 0.02)
+
+
+async def test_other_words_end_after_the_short_silence() -> None:
+    rec = digits_aware()
+    updates = await feed_frames(rec, SPEECH * 20 + SILENCE * 15)  # "상담원 연결해"
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.audio_seconds == pytest.approx((20 + 10) * 0.02)
