@@ -32,10 +32,12 @@ bench-pops: bootstrap
 	$(PY) -m bench.pop_delay --calls 200 --concurrency 5 --max-seconds 480
 
 # Load: own Asterisk + hotline serve, SIPp callers and agent phones, concurrency 10-80,
-# reports the highest concurrency that holds (~7-8 min, bounded at 10).
+# reports the highest concurrency that holds (~7-8 min, bounded at 10); then a cold start:
+# 80 calls on a fresh service with nothing warmed up (~2 min).
 .PHONY: bench-load
 bench-load: bootstrap
 	$(PY) -m bench.load --find-max
+	$(PY) -m bench.load --find-max --steps 80
 
 # Intake: answer -> queue join and -> status read, silent / keyed / spoken callers, at 1, 20
 # and 60 concurrent calls (bounded at 20 min). INTAKE_FLOW=menu runs the old menu's callers.
