@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -35,7 +36,7 @@ from typing import Any, Protocol
 from crm.agents.view import AgentView
 from crm.audit import log as audit
 from crm.live.calls import LiveCalls
-from crm.live.screen_pop import ScreenPop, build_screen_pop
+from crm.live.screen_pop import ScreenPop, build_screen_pop, summarise_steps
 from crm.storage.db import SessionFactory
 from crm.storage.journal import EventJournal
 from crm.storage.models import utcnow
@@ -380,19 +381,28 @@ class DeskHub:
 
     async def _pop_for(self, event: AgentRinging | AgentAnswered) -> ScreenPop:
         pop = self._pops.get(event.call_id)
-        if pop is not None:
-            return pop
         building = self._building.get(event.call_id)
-        if building is not None:
+        if pop is None and building is not None:
             with contextlib.suppress(Exception):  # it failed: build it here (errors shown)
                 pop = await asyncio.shield(building)
-        if pop is None:
+        if pop is not None:
+            pop = self._with_latest_steps(pop)
+        else:
             pop = await self.pop_builder(self._sessions, event.call_id,
                                          caller_number=event.caller_number,
                                          caller_name=event.caller_name,
                                          so_far=self._live.get(event.call_id))
         self._pops[event.call_id] = pop
         return pop
+
+    def _with_latest_steps(self, pop: ScreenPop) -> ScreenPop:
+        """A pop built ahead, with the call's IVR summary brought up to date from the events
+        held in memory (steps after the hand-over: the recording, the queue join)."""
+        so_far = self._live.get(pop.call_id)
+        if so_far is None or not so_far.complete:
+            return pop
+        ivr = summarise_steps((e.at.isoformat(), e.step) for e in so_far.steps)
+        return pop if ivr == pop.ivr else dataclasses.replace(pop, ivr=ivr)
 
     def _prepare_pop(self, call_id: str, caller_number: str | None,
                      caller_name: str | None) -> None:

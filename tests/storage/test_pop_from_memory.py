@@ -25,6 +25,7 @@ from crm.telephony.steps import (
     CaseLookedUp,
     KeysEntered,
     LanguageChosen,
+    RecordingStarted,
     RouteChosen,
     StatusTold,
     VerificationResult,
@@ -200,10 +201,12 @@ async def test_the_pop_is_built_when_the_ivr_hands_the_caller_over_not_at_the_ri
             "confirm_case_number": keys("1"), "after_status_menu": keys("2")},
             bus=bus, ended=False)
         await hub.drain()  # the route step is handled: its pop is being built
+        # After the hand-over, before the ring: the queue call starts recording.
+        await bus.publish(CallStep(call.call_id, RecordingStarted("/rec/x.wav", "hotline")))
         rung = True
         await bus.publish(_ringing(call.call_id))
         await hub.wait_for(lambda: bool(socket.pops()), within=10)
         [shown] = socket.pops()
     assert built == [(call.call_id, False)]  # once, before the ring
     assert shown["pop"]["case"]["number"] == number
-    assert shown["pop"]["ivr"]["transcript"][-1]["text"] == "Routed to agent (after status)"
+    assert shown["pop"]["ivr"]["recording"] is True  # the later step is in the pop
