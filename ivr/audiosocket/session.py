@@ -9,7 +9,8 @@ loop for all calls on a monotonic schedule (tick n at t0 + n * 20 ms, so there i
 each tick sends every session the next frame of its current playback or, when nothing is
 playing, 20 ms of silence, because app_audiosocket gives up after about 2 s without audio in
 either direction. One timer for all calls rather than a task per call: at 80 calls that is
-50 wake-ups a second instead of 4000, and the event loop keeps its time for the calls.
+200 wake-ups a second instead of 4000 (a quarter of the calls per 5 ms phase), and the event
+loop keeps its time for the calls.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ class _Playback:
             self.done.set_result(completed)
 
 
+CLOCK_PHASES = 4
+"""The clock ticks every 20 / 4 = 5 ms and serves a quarter of the sessions each time: every
+session still gets a frame every 20 ms, and Asterisk's AudioSocket threads are woken a
+quarter at a time instead of all at once."""
+
+
 class MediaClock:
     """The 20 ms tick of every session on one event loop (``MediaClock.of(loop)``)."""
 
@@ -118,7 +125,9 @@ class MediaClock:
         weakref.WeakKeyDictionary())
 
     def __init__(self) -> None:
-        self._sessions: dict[MediaSession, None] = {}  # insertion-ordered set
+        self._phases: list[dict[MediaSession, None]] = [{} for _ in range(CLOCK_PHASES)]
+        """Sessions by the phase of the 20 ms period they are served in (insertion-ordered
+        sets); a new session joins the emptiest phase."""
         self._task: asyncio.Task[None] | None = None
         self.resets = 0
 
@@ -130,34 +139,37 @@ class MediaClock:
         return clock
 
     def add(self, session: MediaSession) -> None:
-        self._sessions[session] = None
+        min(self._phases, key=len)[session] = None
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="audiosocket-media-clock")
 
     def discard(self, session: MediaSession) -> None:
-        self._sessions.pop(session, None)
+        for phase in self._phases:
+            phase.pop(session, None)
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return sum(len(phase) for phase in self._phases)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        step = FRAME_SECONDS / CLOCK_PHASES
         start, n = loop.time(), 0
-        while self._sessions:
-            for session in list(self._sessions):
+        while len(self):
+            for session in list(self._phases[n % CLOCK_PHASES]):
                 try:
                     session._send_tick()
                 except Exception:  # one broken session must not stop the others' audio
                     log.exception("media clock: sending to %r failed", session)
                     session.terminate("sending audio failed", send_hangup=False)
             n += 1
-            due = start + n * FRAME_SECONDS
+            due = start + n * step
             now = loop.time()
             if now - due > MAX_SEND_LAG:
                 self.resets += 1
-                for session in self._sessions:
-                    session._stats.schedule_resets += 1
+                for phase in self._phases:
+                    for session in phase:
+                        session._stats.schedule_resets += 1
                 log.debug("media clock fell %.0f ms behind; restarting schedule",
                           1e3 * (now - due))
                 start, n, due = now, 0, now
