@@ -16,6 +16,10 @@ READING_MARGIN: Final = 3.0
 """A lower reading of an utterance is taken over the first only if its log-likelihood is
 within this much of the first's (measured: bench/intake_speech.py)."""
 NUMBER_MIN_DIGITS: Final = 4
+ALTERNATIVE_NUMBER_DIGITS: Final = 11
+"""A reading behind the best counts as a number only when it is a whole case number: "상담원
+연결해 주세요" was once taken as its fourth reading "아홉 여덟 넷 영" (a 4-digit number, then
+"invalid number" instead of a person)."""
 """A reading at the greeting with fewer digits (and no request) means nothing; the greeting's
 flow takes no fewer as a case number (ivr.flows.menu.MIN_SPOKEN_CASE_DIGITS is this)."""
 
@@ -86,6 +90,7 @@ def understand_readings(readings: Sequence[Hypothesis], lang: str, grammar: str,
         if not whole(reading.text):
             continue
         u = understand(reading.text, lang, grammar)
-        if _means_something(u, kind):
+        if u.intent is not None or (kind == "intake"
+                                    and len(u.digits) >= ALTERNATIVE_NUMBER_DIGITS):
             return u
     return None

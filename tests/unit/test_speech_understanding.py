@@ -72,11 +72,20 @@ def test_the_best_whole_reading_that_means_something(heard, lang, phrases, inten
     readings(("민원 여덟", 120.4), ("민원 조회", 117.0)),  # too far behind the best
     readings(("민원 여덟", 120.4), ("민원 일", 120.3)),    # nothing means anything
     readings(("민원 여덟", 120.4), ("조회 민원", 120.3)),  # a request, but not whole phrases
+    # a few digits behind the best are no case number (CI: "상담원 연결해 주세요" taken as
+    # "아홉 여덟 넷 영", then "invalid number" instead of a person)
+    readings(("연결해 여덟", 80.0), ("이 육 일 이", 79.5)),
     readings(),
 ])
 def test_no_reading_is_preferred_to_the_first(heard: list[Hypothesis]) -> None:
     # ... and the IVR understands the first reading as it is ("민원 여덟": nothing, the queue)
     assert understand_readings(heard, "ko", "intake", whole(KO_INTAKE)) is None
+
+
+def test_a_whole_case_number_heard_second_is_taken() -> None:
+    heard = readings(("민원 여덟", 80.0), ("일 이 육 일 이 이 공 공 공 일 육", 79.5))
+    u = understand_readings(heard, "ko", "intake", whole(KO_INTAKE))
+    assert u is not None and u.digits == "12612200016"
 
 
 def test_a_request_for_a_person_heard_second_is_taken_as_such() -> None:
