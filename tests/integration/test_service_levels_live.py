@@ -175,7 +175,9 @@ async def test_real_calls_give_the_hand_worked_figures_everywhere(
                    for c in queued)
     assert len(waits) == 2 and waits[-1] < 5  # both well under the 5 s of a short abandon
     assert found.total.wait_avg_s == sum(waits) / 2 and found.total.wait_p90_s == waits[-1]
-    assert found.total.handle_avg_s is not None and 1 <= found.total.handle_avg_s < 10
+    # The phone talks 1.5 s after its answer; Asterisk's AgentConnect can come a few hundred
+    # ms after that answer on a loaded host (0.88 s was counted once in CI).
+    assert found.total.handle_avg_s is not None and 0.5 <= found.total.handle_avg_s < 10
     total = levels.bucket_json(found.total, service.settings.service_levels)
     expected = rounded(EXPECTED)
 
