@@ -16,7 +16,7 @@ from crm.storage.migrate import upgrade
 from hotline.settings import REPO_ROOT
 
 pytest_plugins = ["tests.integration.asterisk_fixtures", "tests.integration.service_fixtures",
-                  "tests.integration.browser_fixtures"]
+                  "tests.integration.browser_fixtures", "tests.task_dump"]
 
 
 def _postgres_url() -> str | None:
