@@ -153,7 +153,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         # Calls a previous run left open (once the journal's replay is written): the first
         # resynchronisation closes those that ended while no service was running.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(recorder.drain(), STARTUP_REPLAY_WAIT)
+            async with asyncio.timeout(STARTUP_REPLAY_WAIT):
+                await recorder.drain()
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                       for c in await open_calls(sessions))
         queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))

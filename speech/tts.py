@@ -352,7 +352,8 @@ class PromptSynthesizer:
         except FileNotFoundError as exc:
             raise SynthesisError(f"{argv[0]} is not installed (apt-get install {argv[0]})") from exc
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), ESPEAK_TIMEOUT)
+            async with asyncio.timeout(ESPEAK_TIMEOUT):
+                out, err = await proc.communicate(stdin)
         except BaseException:
             if proc.returncode is None:
                 proc.kill()

@@ -130,7 +130,8 @@ class CallbackScheduler:
                 log.exception("callback pass failed; trying again in %.0f s",
                               self.settings.poll_interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def run_once(self) -> list[int]:
@@ -217,7 +218,8 @@ class CallbackScheduler:
             request.id, result.outcome or "not_dialled")))
         if self._settle is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle(), 10)
+                async with asyncio.timeout(10):
+                    await self._settle()
         consultation_id = await service.consultation_id_of(self.sessions, call_id)
         again_at = None
         if result.outcome is None and request.id in self._moving:

@@ -252,7 +252,8 @@ class MissedCallWatcher:
     async def _consultation(self, call_id: str) -> int | None:
         if self._settle is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle(), 10)
+                async with asyncio.timeout(10):
+                    await self._settle()
         return await service.consultation_id_of(self.sessions, call_id)
 
     async def drain(self) -> None:

@@ -512,7 +512,8 @@ class DeskHub:
         delivered = 0
         for socket in list(desk.sockets):
             try:
-                await asyncio.wait_for(socket.send_json(message), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await socket.send_json(message)
                 delivered += 1
             except Exception as exc:
                 log.info("desk of %s: dropping a socket (%s)", desk.login,

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from crm.live.desk_hub import DeskSocket
 from crm.storage.db import SessionFactory
 from crm.storage.models import ConsultationStep, utcnow
-from crm.storage.write_behind import Queued, WriteBehind
+from crm.storage.write_behind import STOP_RETRY_S, Queued, WriteBehind
 from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
@@ -166,9 +166,9 @@ class Wallboard:
     async def close(self) -> None:
         await self._events.close(timeout=0)
         if self._levels_task is not None:
-            self._levels_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._levels_task
+            while not self._levels_task.done():
+                self._levels_task.cancel()
+                await asyncio.wait([self._levels_task], timeout=STOP_RETRY_S)
             self._levels_task = None
         await self.close_sockets()
 
@@ -190,12 +190,14 @@ class Wallboard:
         events arriving while counting ask for one more count, not one each."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._levels_due.wait(), self._levels_refresh_s)
+                async with asyncio.timeout(self._levels_refresh_s):
+                    await self._levels_due.wait()
             self._levels_due.clear()
             await self._pace()
             if self._settle is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._settle(), SETTLE_TIMEOUT)
+                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                        await self._settle()
             if await self._count_levels():
                 try:
                     await self._publish()
@@ -269,7 +271,8 @@ class Wallboard:
         message = {"type": "wallboard", **self.state()}
         for socket in list(self._sockets):
             try:
-                await asyncio.wait_for(socket.send_json(message), SEND_TIMEOUT)
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await socket.send_json(message)
             except Exception as exc:
                 log.info("wallboard: dropping a socket (%s)", type(exc).__name__)
                 self._sockets.discard(socket)
@@ -403,7 +406,8 @@ class Wallboard:
                  self.queue, len(waiting), dropped, len(self._members))
         if self._settle is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settle(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._settle()
         await self._recount()
 
     async def _recount(self) -> None:

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BATCH_MAX = 200
+STOP_RETRY_S = 1.0
+"""Seconds ``close`` waits for the writer to stop before telling it again (a stop can be
+swallowed: Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives in the step
+its inner wait completes; the project's code uses ``asyncio.timeout`` for that reason)."""
 """Items written in one batch at most: under load the writer takes what has queued up while it
 was writing, so commits (an fsync each on SQLite) do not grow with the arrival rate."""
 
@@ -158,9 +162,11 @@ class WriteBehind(Generic[T]):
             return
         if timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.drain(), timeout)
-        self._task.cancel()
-        await asyncio.wait([self._task])
+                async with asyncio.timeout(timeout):
+                    await self.drain()
+        while not self._task.done():  # once more if a stop was swallowed on the way
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=STOP_RETRY_S)
         self._task = None
         async with self._progress:
             self._closed = True

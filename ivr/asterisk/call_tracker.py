@@ -212,7 +212,8 @@ class CallTracker:
         if known() is None:
             arrived = self._arrivals.setdefault(session_id, asyncio.Event())
             try:
-                await asyncio.wait_for(arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await arrived.wait()
             except TimeoutError:
                 log.warning("AudioSocket %s: not announced on AMI within %.1f s", session_id,
                             timeout)
@@ -256,7 +257,8 @@ class CallTracker:
         if call_id not in self.active_calls:
             arrived = self._arrivals.setdefault(call_id, asyncio.Event())
             try:
-                await asyncio.wait_for(arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await arrived.wait()
             except TimeoutError:
                 log.warning("call %s: no HotlineCallStart on AMI within %.1f s", call_id, timeout)
             finally:

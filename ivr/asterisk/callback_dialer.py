@@ -295,8 +295,8 @@ class AmiCallbackDialer:
                         return CallbackResult(None, "its agent was not free in time",
                                               timed_out=True)
                     with contextlib.suppress(TimeoutError):  # the member state, polled
-                        await asyncio.wait_for(withdrawn.wait(),
-                                               min(RESIDENT_FIRST_POLL, left))
+                        async with asyncio.timeout(min(RESIDENT_FIRST_POLL, left)):
+                            await withdrawn.wait()
                 left = max(1.0, deadline - loop.time())
                 return await self._agent_first(replace(job, wait_s=left), placed)
             finally:
@@ -312,7 +312,8 @@ class AmiCallbackDialer:
                 if isinstance(queued, CallbackResult):
                     return queued
                 with contextlib.suppress(TimeoutError):  # bounded: a failed originate
-                    await asyncio.wait_for(joined.wait(), JOIN_WAIT)
+                    async with asyncio.timeout(JOIN_WAIT):
+                        await joined.wait()
         finally:
             self._joins.pop(job.call_id, None)
         # Cancelled (the service stops), the callback stays where it is: the next run finds

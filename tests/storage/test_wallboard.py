@@ -225,3 +225,25 @@ async def test_the_language_desks_count_as_the_hotline(sessions: SessionFactory)
         assert state["waiting"]["count"] == 1 and state["agents"]["total"] == 1
     finally:
         await board.close()
+
+
+async def test_stopping_while_a_resync_settles_does_not_hang(sessions: SessionFactory) -> None:
+    """CI hung once in teardown: the wallboard's writer was told to stop in the very loop
+    step in which the recorder's drain it waited on (after a QueueSnapshot) completed, and
+    Python 3.11's ``asyncio.wait_for`` then swallows the cancellation: the writer went on
+    waiting for the next event and ``close()`` waited for it for ever."""
+    import asyncio
+
+    entered = asyncio.Event()
+    released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def settle() -> None:
+        entered.set()
+        await released
+
+    board = Wallboard(sessions, queue="hotline", tz=TZ, clock=Clock(), settle=settle)
+    await board.start()
+    await board.handle(QueueSnapshot("hotline"))
+    await asyncio.wait_for(entered.wait(), 5)
+    released.set_result(None)  # the drain completes in the same step as the stop below
+    await asyncio.wait_for(board.close(), 5)
