@@ -398,6 +398,8 @@ def _redact(url: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotline", description="Community service hotline")
     p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG or built-in)")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines as text or JSON (default: the log_format setting)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
@@ -490,8 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hotline.logs import configure_logging
+
+    configure_logging(settings.log_level, args.log_format or settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from hotline.assets import AssetError
     from hotline.asterisk.errors import AsteriskError

@@ -168,6 +168,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """json: one JSON object per line, with the call id (hotline/logs.py)."""
     asterisk: AsteriskSettings = Field(default_factory=AsteriskSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)
     audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)

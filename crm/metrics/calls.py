@@ -84,6 +84,7 @@ class CallFigures:
         self.settle_s = settle_s
         self._calls: dict[str, _Call] = {}
         self._settling: dict[str, asyncio.TimerHandle] = {}
+        self._none_settling = asyncio.Event()
         r = registry
         self.offered = Counter(
             "hotline_calls_offered", "Calls answered by the hotline and decided, by disposition "
@@ -203,8 +204,16 @@ class CallFigures:
             self._settling[call_id] = asyncio.get_running_loop().call_later(
                 self.settle_s, self._decide, call_id)
 
+    async def settled(self) -> None:
+        """Wait until every call that ended so far is counted."""
+        while self._settling:
+            self._none_settling.clear()
+            await self._none_settling.wait()
+
     def _decide(self, call_id: str) -> None:
         self._settling.pop(call_id, None)
+        if not self._settling:
+            self._none_settling.set()
         call = self._calls.pop(call_id, None)
         if call is None:
             return

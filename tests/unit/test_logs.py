@@ -1,0 +1,92 @@
+"""The log's formats: text by default, JSON on request; the call id on the lines written for a
+call; phone numbers masked as an agent's screen masks them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from crm.telephony.call_context import call_context, enter_call
+from crm.telephony.events import CallEventBus, CallStarted
+from hotline.logs import TEXT_FORMAT, JsonFormatter, MaskedTextFormatter, mask_numbers
+from ivr.audiosocket.session import call_logger
+
+
+@pytest.fixture
+def json_lines() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.logs.json")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger, out
+    finally:
+        logger.removeHandler(handler)
+
+
+def parsed(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_lines_carry_the_call_being_worked_for(json_lines) -> None:
+    logger, out = json_lines
+    logger.info("before any call")
+    with call_context("c-1"):
+        logger.info("within the call")
+        with call_context(None):
+            logger.info("still within it")
+    call_logger(logger, "c-2").warning("through the call logger")
+    logger.info("after it")
+    lines = parsed(out)
+    assert [line.get("call_id") for line in lines] == [None, "c-1", "c-1", "c-2", None]
+    assert lines[3]["message"] == "[call c-2] through the call logger"
+    assert lines[3]["level"] == "WARNING" and lines[0]["logger"] == "test.logs.json"
+
+
+async def test_tasks_started_for_a_call_log_its_id_and_the_bus_names_the_event_call(
+        json_lines) -> None:
+    logger, out = json_lines
+
+    async def call_work() -> None:
+        logger.info("in a task of the call")
+
+    async def connection() -> None:
+        enter_call("c-3")
+        await asyncio.create_task(call_work())
+
+    await asyncio.create_task(connection())
+    bus = CallEventBus()
+
+    async def subscriber(event: object) -> None:
+        logger.info("subscriber saw an event")
+
+    bus.subscribe(subscriber)
+    await bus.publish(CallStarted("c-4", None, None))
+    logger.info("outside")
+    assert [line.get("call_id") for line in parsed(out)] == ["c-3", "c-4", None]
+
+
+def test_phone_numbers_are_masked_and_other_numbers_kept(json_lines) -> None:
+    logger, out = json_lines
+    logger.info("call %s: started from %s; case %s at %s, port %d, %s", "0f8e-11", "13800138000",
+                "20261206-0001", "2026-12-06 10:15:00", 45123, "+8613800138000")
+    message = parsed(out)[0]["message"]
+    assert "13800138000" not in message and "138********" in message
+    assert "+86**********" in message
+    assert "20261206-0001" in message and "2026-12-06 10:15:00" in message and "45123" in message
+
+
+def test_text_stays_the_default_shape_with_numbers_masked() -> None:
+    record = logging.LogRecord("hotline", logging.INFO, __file__, 1, "from %s", ("13800138000",),
+                               None)
+    text = MaskedTextFormatter(TEXT_FORMAT).format(record)
+    assert text.endswith(" INFO hotline: from 138********")
+    assert mask_numbers("no number here: 123456") == "no number here: 123456"
