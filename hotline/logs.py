@@ -23,9 +23,10 @@ from crm.telephony.call_context import current_call_id
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-PHONE_NUMBER = re.compile(r"(?<![\w.:/-])\+?\d{7,15}(?![\w.:/-])")
-"""A run of 7-15 digits standing alone (an optional +): a phone number. Runs inside words,
-paths, dates, times, addresses or case numbers (20261206-0001) are left alone."""
+PHONE_NUMBER = re.compile(r"(?<![\w./+-])\+?\d{7,15}(?![\w./-])")
+"""A run of 7-15 digits standing alone (an optional +; ``sip:13800138000@`` too): a phone
+number. Runs inside words, paths, channel names, Asterisk's unique ids, addresses or case
+numbers (20261206-0001) are left alone."""
 
 
 def mask_numbers(text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -56,6 +57,12 @@ tracker may arrive just after the call tracker's CallEnded."""
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 WAIT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 AFTER_CALL = "after_call"
+MAX_CALLS = 10_000
+"""Calls kept at most (in progress, or known only from events after a lost start); beyond it
+the oldest is forgotten uncounted."""
+DECIDED_KEPT = 2_000
+"""Calls remembered after they were counted, so that their late steps (a survey's result
+published after the hang-up) are not taken for a new call."""
 
 
 @dataclass
@@ -83,6 +90,8 @@ class CallFigures:
         self.answer_within_s = answer_within_s
         self.settle_s = settle_s
         self._calls: dict[str, _Call] = {}
+        self._decided: OrderedDict[str, str | None] = OrderedDict()
+        """Counted calls, oldest first, with their survey kind."""
         self._settling: dict[str, asyncio.TimerHandle] = {}
         self._none_settling = asyncio.Event()
         r = registry
@@ -127,13 +136,21 @@ class CallFigures:
             return  # agent states, queue snapshots: about no one call
         call = self._calls.get(event.call_id)
         if call is None:
+            if event.call_id in self._decided:
+                self._after_decided(event)
+                return
             if isinstance(event, CallEnded):
                 return  # never seen before its end: nothing to decide
             call = self._calls[event.call_id] = _Call()
+            if len(self._calls) > MAX_CALLS:
+                oldest = next(iter(self._calls))
+                log.warning("call figures: %d calls open, forgetting call %s uncounted",
+                            len(self._calls), oldest)
+                self._forget(oldest)
         if call.ended_at is not None:
             # Settling: what overtook the hang-up still counts, but nobody is waiting.
             if isinstance(event, CallStep):
-                call.steps.append((event.at, event.step))
+                self._on_step(call, event)
             elif isinstance(event, QUEUE_CALL_EVENTS):
                 call.steps.append((event.at, queue_step(event)))
                 call.queue = call.queue or event.queue
@@ -152,6 +169,23 @@ class CallFigures:
             call.ended_at = event.at
             self._settle(event.call_id)
 
+    def _after_decided(self, event: BusEvent) -> None:
+        """A counted call's late event: only an after-call survey's result still counts."""
+        if isinstance(event, CallStep) and isinstance(event.step, SurveyEnded):
+            self._count_rating(self._decided[event.call_id], event.step)
+
+    def _count_rating(self, survey: str | None, step: SurveyEnded) -> None:
+        if survey == AFTER_CALL and step.score is not None \
+                and step.outcome in ("rated", "deferred"):
+            self.ratings.labels(str(step.score)).inc()
+
+    def _forget(self, call_id: str) -> None:
+        call = self._calls.pop(call_id)
+        self._set_in_ivr(call, False)
+        self._wait_in(call, None)
+        if (handle := self._settling.pop(call_id, None)) is not None:
+            handle.cancel()
+
     def _on_step(self, call: _Call, event: CallStep) -> None:
         step = event.step
         call.steps.append((event.at, step))
@@ -166,9 +200,8 @@ class CallFigures:
             call.placed = True
         elif isinstance(step, SurveyStarted):
             call.survey = step.survey
-        elif isinstance(step, SurveyEnded) and step.score is not None \
-                and call.survey == AFTER_CALL and step.outcome in ("rated", "deferred"):
-            self.ratings.labels(str(step.score)).inc()
+        elif isinstance(step, SurveyEnded):
+            self._count_rating(call.survey, step)
 
     def _on_queue(self, call: _Call, event: QueueCallEvent) -> None:
         queue = event.queue
@@ -217,6 +250,9 @@ class CallFigures:
         call = self._calls.pop(call_id, None)
         if call is None:
             return
+        self._decided[call_id] = call.survey
+        while len(self._decided) > DECIDED_KEPT:
+            self._decided.popitem(last=False)
         self.decided.inc()
         if call.placed or call.started_at is None or call.ended_at is None:
             return  # placed by us, or never seen starting: in no period of the figures

@@ -181,6 +181,32 @@ async def test_an_abandon_that_overtakes_the_hang_up_still_decides_the_call() ->
     assert value(registry, "hotline_calls_decided_total") == 1
 
 
+def test_a_survey_result_after_the_hang_up_counts_and_late_steps_open_no_call() -> None:
+    registry, calls = figures()
+    feed(calls, CallStarted("s", None, None, at=at(0)),
+         CallStep("s", SurveyStarted("after_call"), at=at(30)),
+         CallEnded("s", None, "16", at=at(40)),
+         CallStep("s", SurveyEnded(9, "rated", 4), at=at(40.5)),
+         CallStep("s", PromptPlayed("goodbye", "zh"), at=at(41)))
+    assert value(registry, "hotline_survey_ratings_total", score="4") == 1
+    assert calls.calls_in_progress == 0
+    assert value(registry, "hotline_calls_decided_total") == 1
+
+
+def test_calls_never_ended_are_forgotten_beyond_the_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import crm.metrics.calls as module
+
+    monkeypatch.setattr(module, "MAX_CALLS", 3)
+    registry, calls = figures()
+    for n in range(5):
+        feed(calls, CallStarted(f"c{n}", None, None, at=at(n)))
+    assert calls.calls_in_progress == 3
+    assert value(registry, "hotline_calls_in_ivr") == 3
+    feed(calls, CallEnded("c0", None, "16", at=at(9)), CallEnded("c4", None, "16", at=at(9)))
+    assert value(registry, "hotline_calls_decided_total") == 1  # c0 was forgotten
+
+
 def test_metric_labels_never_carry_a_callers_number_or_name() -> None:
     registry, calls = figures()
     feed(calls, *answered_call("p1", 3.0))

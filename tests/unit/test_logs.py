@@ -90,3 +90,6 @@ def test_text_stays_the_default_shape_with_numbers_masked() -> None:
     text = MaskedTextFormatter(TEXT_FORMAT).format(record)
     assert text.endswith(" INFO hotline: from 138********")
     assert mask_numbers("no number here: 123456") == "no number here: 123456"
+    assert mask_numbers("<sip:13800138000@127.0.0.1:5060>") == "<sip:138********@127.0.0.1:5060>"
+    assert mask_numbers("PJSIP/gateway-00000012 1733480000.1234") == (
+        "PJSIP/gateway-00000012 1733480000.1234")
