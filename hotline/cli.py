@@ -487,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Nothing a hotline command (or an Asterisk it starts) writes is for other users.
     os.umask(ASTERISK_UMASK)
     args = build_parser().parse_args(argv)
+    if args.log_format:  # as a setting, so `hotline up` hands it to the service it starts
+        os.environ["HOTLINE_LOG_FORMAT"] = args.log_format
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
@@ -494,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from hotline.logs import configure_logging
 
-    configure_logging(settings.log_level, args.log_format or settings.log_format)
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from hotline.assets import AssetError
     from hotline.asterisk.errors import AsteriskError

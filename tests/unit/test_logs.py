@@ -93,3 +93,26 @@ def test_text_stays_the_default_shape_with_numbers_masked() -> None:
     assert mask_numbers("<sip:13800138000@127.0.0.1:5060>") == "<sip:138********@127.0.0.1:5060>"
     assert mask_numbers("PJSIP/gateway-00000012 1733480000.1234") == (
         "PJSIP/gateway-00000012 1733480000.1234")
+
+
+@pytest.mark.parametrize(("flag", "env", "as_json"), [
+    ([], {}, False), (["--log-format", "json"], {}, True),
+    ([], {"HOTLINE_LOG_FORMAT": "json"}, True)])
+def test_the_cli_writes_text_unless_json_is_asked_for(tmp_path, flag: list[str],
+                                                      env: dict[str, str],
+                                                      as_json: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "hotline.cli", *flag, "asterisk", "render", str(tmp_path / "etc")],
+        env={**os.environ, "HOTLINE_STATE_DIR": str(tmp_path / "state"), **env},
+        capture_output=True, text=True, timeout=120, check=True)
+    logged = [line for line in out.stderr.splitlines() if "queue sounds:" in line]
+    assert len(logged) == 1, out.stderr
+    if as_json:
+        line = json.loads(logged[0])
+        assert line["level"] == "INFO" and line["logger"] == "hotline.asterisk.sounds"
+    else:
+        assert " INFO hotline.asterisk.sounds: queue sounds:" in logged[0]
