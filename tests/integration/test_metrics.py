@@ -124,3 +124,47 @@ async def test_a_call_is_counted_on_metrics_and_logged_with_its_call_id(
     loggers = {r["logger"] for r in of_call}
     assert {"ivr.audiosocket.server", "ivr.asterisk.call_tracker"} <= loggers, loggers
     assert not [line for line in json_log if CALLER in line or "张三" in line]
+
+
+async def test_a_caller_who_gives_up_in_the_queue_is_counted_abandoned_there(
+        hotline: HotlineService, watcher: CallWatcher) -> None:
+    url = f"http://127.0.0.1:{hotline.settings.web.port}/metrics"
+    queue = hotline.settings.asterisk.queue_name
+    before = await scrape(url)
+    joined = asyncio.Event()
+    hotline.ami.subscribe("QueueCallerJoin", lambda _: joined.set())
+    # 5 is no key of the greeting: the caller is sent on to a person, and nobody answers;
+    # SIPp hangs up after hold_ms, while the caller waits.
+    call = asyncio.create_task(place_call(hotline.settings, caller_number="13900139000",
+                                          keys="5", hold_ms=12000))
+    try:
+        await asyncio.wait_for(joined.wait(), 20)
+        await watcher.wait_for(lambda e: type(e).__name__ == "CallerQueued", within=5)
+        during = await scrape(url)
+        assert total(during, "hotline_calls_in_queue", queue=queue) == 1
+        assert total(during, "hotline_calls_in_ivr") == 0
+        result = await asyncio.wait_for(call, 30)
+    finally:
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+    assert result.answered, result.stderr
+    await watcher.wait_ended()
+    assert hotline.metrics is not None
+    await asyncio.wait_for(hotline.metrics.calls.settled(), 10)
+    after = await scrape(url)
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("hotline_calls_offered_total", queue=queue, disposition="abandoned") == 1
+    assert moved("hotline_calls_queued_total", queue=queue) == 1
+    assert moved("hotline_calls_abandoned_total", queue=queue) == 1
+    assert moved("hotline_calls_answered_total") == 0
+    assert moved("hotline_queue_wait_seconds_count", queue=queue, outcome="abandoned") == 1
+    # The abandoned caller waits no more; the hotline may already be calling them back
+    # (callbacks on), and that placed call may wait in the queue for an agent.
+    placed = {e.call_id for e in watcher.events
+              if isinstance(e, CallStep) and e.kind == "callback_dialling"}
+    assert total(after, "hotline_calls_in_queue", queue=queue) <= len(placed)
