@@ -267,3 +267,23 @@ def test_the_metered_pool_counts_threads_at_work(busy: int) -> None:
     finally:
         release.set()
         pool.shutdown()
+
+
+async def test_database_errors_are_counted_where_the_driver_raises_them(tmp_path) -> None:
+    from sqlalchemy import text
+
+    from crm.metrics.database_errors import DatabaseErrors
+    from crm.storage.db import make_engine
+
+    errors = DatabaseErrors()
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'errors.db'}")
+    errors.watch(engine)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            assert errors.count == 0
+            with pytest.raises(Exception, match="no such table"):
+                await conn.execute(text("SELECT * FROM no_such_table"))
+        assert errors.count == 1
+    finally:
+        await engine.dispose()
