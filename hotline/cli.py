@@ -398,6 +398,8 @@ def _redact(url: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotline", description="Community service hotline")
     p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG or built-in)")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines as text or JSON (default: the log_format setting)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
@@ -485,13 +487,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Nothing a hotline command (or an Asterisk it starts) writes is for other users.
     os.umask(ASTERISK_UMASK)
     args = build_parser().parse_args(argv)
+    if args.log_format:  # as a setting, so `hotline up` hands it to the service it starts
+        os.environ["HOTLINE_LOG_FORMAT"] = args.log_format
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hotline.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from hotline.assets import AssetError
     from hotline.asterisk.errors import AsteriskError

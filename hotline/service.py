@@ -37,6 +37,7 @@ from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
+from hotline.metrics import ScrapeSources, ServiceMetrics, recognition_pool
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import (
@@ -89,6 +90,7 @@ class HotlineService:
     retention: RetentionSchedule | None = None
     callbacks: CallbackScheduler | None = None
     callback_watcher: MissedCallWatcher | None = None
+    metrics: ServiceMetrics | None = None
 
     def health(self) -> HealthReport:
         return HealthReport(
@@ -122,6 +124,10 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         sessions = database.sessions
 
         bus = CallEventBus()
+        metrics = ServiceMetrics(answer_within_s=settings.service_levels.answer_within_s)
+        metrics.database_errors.watch(database.engine)
+        bus.subscribe(metrics.calls.handle)
+        stack.callback(metrics.calls.close)
         journal = EventJournal(settings.state_dir / "journal")
         stack.callback(journal.close)
         recorder = ConsultationRecorder(sessions, journal=journal)
@@ -131,7 +137,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
 
         pop_audits = json_journal(settings.state_dir / "journal", "pop-audits")
         stack.callback(pop_audits.close)
-        desk_hub = DeskHub(sessions, audit_journal=pop_audits)
+        desk_hub = DeskHub(sessions, audit_journal=pop_audits, on_pop=metrics.observe_pop)
         bus.subscribe(desk_hub.handle)
         desk_hub.start()
         stack.push_async_callback(desk_hub.close)
@@ -224,7 +230,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                               service_levels=settings.service_levels, callbacks=callbacks)
         app = create_app(sessions, lambda: service_ref[0].health(), desk=desk, console=console,
                          session_policy=SessionPolicy.from_settings(settings.web),
-                         report_tz=local_zone, service_levels=settings.service_levels)
+                         report_tz=local_zone, service_levels=settings.service_levels,
+                         metrics_text=metrics.exposition)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -238,6 +245,10 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                                  wallboard=wallboard, survey_writes=survey_writes)
         service.retention = retention
         service.callbacks, service.callback_watcher = callbacks, callback_watcher
+        service.metrics = metrics
+        metrics.scrape_from(ScrapeSources(service.health, lambda: ami.logins,
+                                          recognition_pool(speech.executor),
+                                          metrics.database_errors))
         service_ref.append(service)
         log.info("hotline service up: AudioSocket %s:%s, web http://%s:%s/, AMI %s:%s",
                  settings.audiosocket.host, media.bound_port, settings.web.host,

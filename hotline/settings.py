@@ -109,6 +109,9 @@ class AsteriskSettings(_Section):
     registration cannot divert calls to an arbitrary address; None: the same as sip_permit."""
     use_system_asterisk: bool = True
     """embedded mode: prefer an ``asterisk`` >= 20 found on PATH over the Debian root."""
+    metrics_port: int = Field(8088, ge=0, le=65535)
+    """Asterisk's own metrics (res_prometheus) at http://127.0.0.1:<port>/metrics, on its
+    HTTP server bound to loopback only; 0: no HTTP server, no metrics."""
     boot_timeout: float = Field(30.0, gt=0)
     """Seconds to wait for Asterisk to be fully booted (and, on stop, to exit)."""
     recordings_dir: Path | None = None
@@ -168,6 +171,8 @@ class Settings(BaseSettings):
 
     state_dir: Path = DEFAULT_STATE_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """json: one JSON object per line, with the call id (hotline/logs.py)."""
     asterisk: AsteriskSettings = Field(default_factory=AsteriskSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)
     audiosocket: AudioSocketSettings = Field(default_factory=AudioSocketSettings)

@@ -52,6 +52,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from speech.metered_pool import MeteredThreadPool
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE: Final = 8000
@@ -77,7 +79,7 @@ def default_executor() -> ThreadPoolExecutor:
     global _default_executor
     with _default_executor_lock:
         if _default_executor is None:
-            _default_executor = ThreadPoolExecutor(
+            _default_executor = MeteredThreadPool(  # metered: the busy share on /metrics
                 max_workers=os.cpu_count() or 2, thread_name_prefix="vosk")
         return _default_executor
 

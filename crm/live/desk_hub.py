@@ -126,7 +126,8 @@ class AgentDesk:
 class DeskHub:
     def __init__(self, sessions: SessionFactory, *, pop_builder: PopBuilder = build_screen_pop,
                  audit_journal: EventJournal | None = None,
-                 audit_backoff: Backoff = DATABASE_BACKOFF) -> None:
+                 audit_backoff: Backoff = DATABASE_BACKOFF,
+                 on_pop: Callable[[float], None] | None = None) -> None:
         """``pop_builder`` builds a call's pop; it stays a public attribute, so a benchmark may
         time it (bench/pop_delay.py). ``audit_journal`` keeps pop views not yet in the audit log
         across a crash or a database outage (a :func:`crm.storage.journal.json_journal`); those
@@ -134,6 +135,8 @@ class DeskHub:
         while the database is down."""
         self._sessions = sessions
         self.pop_builder = pop_builder
+        self._on_pop = on_pop
+        """Told each pop's delay in seconds, from the ring (AgentCalled) to the desk."""
         self._live = LiveCalls()
         """The calls' events so far: pops are built from them, not read back from the
         consultation being written."""
@@ -447,6 +450,8 @@ class DeskHub:
         log.info("call %s: pop on %s's desk (%d open)", event.call_id, desk.login,
                  len(desk.sockets))
         await self._show(desk)
+        if self._on_pop is not None:
+            self._on_pop((utcnow() - event.at).total_seconds())
 
     async def _on_answered(self, event: AgentAnswered) -> None:
         desk = self._desk_for(event.extension)

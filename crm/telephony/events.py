@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from crm.telephony.call_context import call_context
 from crm.telephony.steps import SECRET_INPUT as SECRET_INPUT
 from crm.telephony.steps import (
     AgentCompleted,
@@ -256,6 +257,10 @@ class CallEventBus:
         return lambda: self._handlers.remove(handler)
 
     async def publish(self, event: BusEvent) -> None:
+        with call_context(event.call_id):  # the subscribers' log lines name the call
+            await self._deliver(event)
+
+    async def _deliver(self, event: BusEvent) -> None:
         for handler in list(self._handlers):
             try:
                 await handler(event)

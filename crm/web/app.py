@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
@@ -32,6 +33,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 SESSIONS_KEY = web.AppKey("sessions", SessionFactory)
 HEALTH_KEY = web.AppKey("health", Callable)
+METRICS_KEY = web.AppKey("metrics", Callable)
 JINJA_KEY = web.AppKey("jinja", jinja2.Environment)
 WEB_SESSIONS_KEY = web.AppKey("app_web_sessions", WebSessions)
 
@@ -61,6 +63,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if report.ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format. Open like /healthz: counts and states only, never a number,
+    a name or a case (see hotline/metrics.py)."""
+    return web.Response(body=request.app[METRICS_KEY](),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 async def home(request: web.Request) -> web.Response:
     report: HealthReport = request.app[HEALTH_KEY]()
     html = request.app[JINJA_KEY].get_template("home.html").render(health=report)
@@ -83,7 +92,8 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
                console: ConsoleDeps | None = None,
                session_policy: SessionPolicy | None = None,
                report_tz: tzinfo = UTC,
-               service_levels: ServiceLevelSettings | None = None) -> web.Application:
+               service_levels: ServiceLevelSettings | None = None,
+               metrics_text: Callable[[], bytes] | None = None) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
     the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
     mounts the agent desk under /desk and ``console`` the supervisor console under /console
@@ -91,7 +101,8 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     :class:`WebSessions` under ``session_policy`` (sessions' absolute lifetime, sign-in
     throttling, the argon2 threads), owned by the app: started with it, its threads stopped
     at cleanup. ``report_tz`` is the zone whose days and hours the API's service-level figures
-    are counted in, with the thresholds and targets of ``service_levels``."""
+    are counted in, with the thresholds and targets of ``service_levels``. ``metrics_text``
+    serves /metrics (Prometheus' text format)."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -100,6 +111,9 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
         enable_async=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
+    if metrics_text is not None:
+        app[METRICS_KEY] = metrics_text
+        app.router.add_get("/metrics", metrics)
     if api:
         app.add_subapp(API_PREFIX, create_api_app(
             sessions, numbering_tz=case_numbering_tz, report_tz=report_tz,

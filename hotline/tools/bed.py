@@ -32,7 +32,7 @@ def asterisk_test_settings(state_dir: Path) -> Settings:
     settings = Settings(
         state_dir=state_dir,
         asterisk={"sip_port": free_udp_port(), "gateway_addresses": ["127.0.0.1"],
-                  "sip_permit": ["127.0.0.1"]},
+                  "sip_permit": ["127.0.0.1"], "metrics_port": free_tcp_port()},
         ami={"port": free_tcp_port()},
         audiosocket={"port": free_tcp_port()},
         intake={"language_fallback_after": BED_LANGUAGE_FALLBACK_S},

@@ -267,6 +267,8 @@ class AmiClient:
         self._login_error: AmiLoginError | None = None
         self._last_error: str | None = None
         self._retry_now = asyncio.Event()
+        self.logins = 0
+        """Successful logins so far: every one after the first is a reconnect."""
 
     @property
     def state(self) -> State:
@@ -398,6 +400,7 @@ class AmiClient:
             )
             self._protocol = protocol
             self._last_error = None
+            self.logins += 1
             self._set_state("logged_in")
             for coro, role in ((self._watch_pings(protocol), "ping"),
                                (self._ready(protocol), "ready")):

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from crm.agents.auth import mask_phone
+from crm.telephony.call_context import call_context
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep, utcnow
 from crm.telephony.steps import CallbackOffered
 from ivr.ami.client import AmiClient, AmiEvent
@@ -92,7 +94,8 @@ class CallTracker:
     async def _on_event(self, event: AmiEvent) -> None:
         kind = event.name.lower()
         if kind == "userevent":
-            await self._on_user_event(event)
+            with call_context(event.get("CallId")):
+                await self._on_user_event(event)
         elif kind in REQUEST_EVENTS:
             self._on_hangup_request(event)
 
@@ -115,8 +118,9 @@ class CallTracker:
             call = ActiveCall(call_id, event.get("Channel"), number, name)
             self.active_calls[call_id] = call
             self._arrivals.pop(call_id, asyncio.Event()).set()
-            log.info("call %s: started from %s (%s)", call_id, call.caller_number,
-                     call.caller_name)
+            log.info("call %s: started from %s (%s)", call_id,
+                     mask_phone(call.caller_number, "agent") or "a withheld number",
+                     "named" if call.caller_name else "no name")
             await self._bus.publish(CallStarted(call_id, call.caller_number, call.caller_name,
                                                 call.channel))
         else:

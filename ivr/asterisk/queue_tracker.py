@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import Callable
 
+from crm.telephony.call_context import call_context
 from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
@@ -242,6 +243,10 @@ class QueueTracker:
         return self._queues is None or not queue or queue in self._queues
 
     async def _on_event(self, event: AmiEvent) -> None:
+        with call_context(call_id_of(event)):
+            await self._on_queue_event(event)
+
+    async def _on_queue_event(self, event: AmiEvent) -> None:
         if event.name.lower() == "contactstatus":
             await self._on_contact_status(event)
             return

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol
 
+from crm.telephony.call_context import enter_call
 from ivr.audiosocket.protocol import (
     DEFAULT_MAX_PAYLOAD,
     AudioSocketParser,
@@ -386,6 +387,7 @@ class MediaServer:
         if first is None:
             return
         call_id, rest = first
+        enter_call(call_id.value)  # this connection's task and the call's tasks it starts
         peer = handshake.peer
         if not self._claim(call_id.value):
             self._refuse("id_in_use", peer, call_id.value,

@@ -208,6 +208,7 @@ async def test_dropped_connection_reconnects_and_on_ready_fires_again(
     await ami.wait_ready(3)
 
     assert ami.state == "logged_in"
+    assert ami.logins == 2  # /metrics: one reconnect
     assert "logged_in -> disconnected" in caplog.text
     assert "disconnected -> connecting" in caplog.text
     assert await ami.getvar("", "ANYTHING") is None  # the new connection works
