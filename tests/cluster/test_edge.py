@@ -12,101 +12,37 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from hotline.asterisk import process
 from hotline.asterisk.host import is_alive, mounts_under, pids_in_root
-from hotline.asterisk.rootfs import has_asterisk
 from hotline.edge import cluster, kamailio, nodes
-from hotline.edge.settings import MediaNode
 from hotline.settings import Settings
-from hotline.tools.bed import asterisk_test_settings, free_tcp_port
-from hotline.tools.sipp import CallResult, free_udp_port, place_call, send_request
+from hotline.tools.sipp import place_call, send_request
+from tests.cluster.edge_bed import (
+    NODES,
+    STATE_BOUND,
+    STRANGER,
+    at_edge,
+    calls,
+    counts,
+    node_cli,
+    node_flags,
+    running_cluster,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
-
-EDGE = "127.0.16.1"
-NODES = {"node-a": "127.0.16.2", "node-b": "127.0.16.3"}
-STRANGER = "127.0.16.9"
-"""A loopback address outside the edge's sources (which are 127.0.0.1, the carrier here)."""
-STATE_BOUND = 15.0
-"""Seconds the dispatcher may take to mark a node down or up (probe every 1 s, 1 s timeout)."""
-
-
-def _skip_unless_possible(settings: Settings) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the cluster needs root (chroot, mount)")
-    for tool, package in (("sipp", "sip-tester"), ("kamailio", "kamailio")):
-        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin") is None:
-            pytest.skip(f"{tool} is not installed (apt-get install {package})")
-    if not has_asterisk(settings.asterisk.root_dir):
-        pytest.skip(f"no Asterisk root at {settings.asterisk.root_dir}")
 
 
 @pytest.fixture(scope="module")
 def edge_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Kamailio on 127.0.16.1 and media nodes node-a, node-b on 127.0.16.2 and .3, free ports."""
-    base = asterisk_test_settings(tmp_path_factory.mktemp("edge-state"))
-    media = [MediaNode(name=name, address=address, sip_port=free_udp_port(host=address),
-                       ami_port=free_tcp_port(address), rtp_start=20000, rtp_end=20099)
-             for name, address in NODES.items()]
-    edge = base.edge.model_copy(update={
-        "address": EDGE, "port": free_udp_port(host=EDGE), "sources": ["127.0.0.1"],
-        "nodes": media, "probe_interval": 1, "reply_timeout": 1.0})
-    settings = base.model_copy(update={"edge": edge})
-    _skip_unless_possible(settings)
-    try:
-        cluster.up(settings, progress=lambda message: None)
+    """Kamailio on 127.0.16.1, media nodes node-a and node-b on 127.0.16.2 and .3."""
+    with running_cluster(tmp_path_factory) as settings:
         yield settings
-    finally:
-        cluster.down(settings, progress=lambda message: None)
-
-
-def at_edge(settings: Settings) -> Settings:
-    """Settings whose SIP address is the edge's: where SIPp callers send their INVITEs."""
-    asterisk = settings.asterisk.model_copy(
-        update={"bind_host": settings.edge.address, "sip_port": settings.edge.port})
-    return settings.model_copy(update={"asterisk": asterisk})
-
-
-def node_cli(settings: Settings, name: str, command: str) -> str:
-    return process.cli(nodes.node_settings(settings, nodes.node(settings, name)), command)
-
-
-def calls_processed(settings: Settings, name: str) -> int:
-    text = node_cli(settings, name, "core show calls")
-    match = re.search(r"(\d+) calls? processed", text)
-    assert match, text
-    return int(match.group(1))
-
-
-def counts(settings: Settings, names: list[str] | None = None) -> dict[str, int]:
-    return {name: calls_processed(settings, name) for name in names or list(NODES)}
-
-
-async def calls(settings: Settings, how_many: int, first: int) -> list[CallResult]:
-    return await asyncio.gather(*(
-        place_call(at_edge(settings), caller_number=f"1390000{first + i:04d}", hold_ms=800)
-        for i in range(how_many)))
-
-
-async def wait_for(condition: Callable[[], bool], within: float, what: str) -> float:
-    """Seconds until ``condition`` held (checked every 0.1 s); fail after ``within``."""
-    started = time.monotonic()
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() - started > within:
-            pytest.fail(f"{what} did not happen within {within:.0f} s")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
-
-
-def node_flags(settings: Settings) -> dict[str, str]:
-    return {d.name: d.flags for d in kamailio.destinations(settings)}
 
 
 async def test_calls_through_the_edge_land_on_both_nodes(edge_bed: Settings) -> None:
