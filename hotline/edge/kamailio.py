@@ -138,11 +138,22 @@ def up(settings: Settings) -> int:
 def down(settings: Settings) -> None:
     """Stop the edge (its whole process group) and remove its pid file and socket."""
     files = EdgeFiles.of(settings)
-    running = pid(files)
-    if running is not None:
-        _stop_group(running)
+    leader = pid(files) or _orphaned_group(files)
+    if leader is not None:
+        _stop_group(leader)
     files.pid_file.unlink(missing_ok=True)
     files.ctl_socket.unlink(missing_ok=True)
+
+
+def _orphaned_group(files: EdgeFiles) -> int | None:
+    """The pid file's process group when its main process died but workers of this edge
+    (our config on their command line) still hold the port."""
+    try:
+        leader = int(files.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    members = [m for m in _group_members(leader) if str(files.config) in host.process_argv(m)]
+    return leader if members else None
 
 
 def _stop_group(leader: int) -> None:
@@ -156,6 +167,7 @@ def _stop_group(leader: int) -> None:
         os.waitpid(leader, os.WNOHANG)
     for member in _group_members(leader):
         host.kill(member)
+        host.wait_exit(member, 2.0)
 
 
 def _group_members(leader: int) -> list[int]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 from pathlib import Path
 
 import pytest
 
+from hotline.asterisk import host
 from hotline.edge import kamailio
 from hotline.edge.config import EdgeFiles, install
 from hotline.settings import Settings
@@ -55,3 +57,20 @@ def test_a_taken_port_is_named_and_nothing_is_left_running(settings: Settings) -
             kamailio.up(settings)
     assert kamailio.pid(EdgeFiles.of(settings)) is None
     assert kamailio.status(settings)["running"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the edge drops to the kamailio user: root")
+def test_down_stops_workers_whose_main_process_was_killed(settings: Settings) -> None:
+    files = EdgeFiles.of(settings)
+    leader = kamailio.up(settings)
+    try:
+        workers = [p for p in kamailio._group_members(leader) if p != leader]
+        assert workers, "Kamailio runs worker processes"
+        os.kill(leader, signal.SIGKILL)
+        assert host.wait_exit(leader, 5)
+        assert kamailio.pid(files) is None
+        assert any(host.is_alive(p) for p in workers)
+    finally:
+        kamailio.down(settings)
+    assert not any(host.is_alive(p) for p in workers)
+    assert not files.pid_file.exists()
