@@ -40,12 +40,13 @@ ASTERISK_CONFIG = Asset("hotline.asterisk", "templates/asterisk-config", checkou
 DIALPLANS = Asset("hotline.asterisk", "templates/dialplans", checkout="dialplans")
 LANGUAGE_PACKS = Asset("speech", "language_packs")
 SIPP_SCENARIOS = Asset("hotline.tools", "sipp_scenarios")
+EDGE_TEMPLATES = Asset("hotline.edge", "templates")
 WEB_TEMPLATES = Asset("crm.web", "templates")
 WEB_STATIC = Asset("crm.web", "static")
 MIGRATIONS = Asset("crm.storage", "migrations")
 
 ALL_ASSETS = (ASTERISK_CONFIG, DIALPLANS, LANGUAGE_PACKS, SIPP_SCENARIOS, WEB_TEMPLATES,
-              WEB_STATIC, MIGRATIONS)
+              WEB_STATIC, MIGRATIONS, EDGE_TEMPLATES)
 
 
 def package_dir(package: str) -> Path:

@@ -83,6 +83,13 @@ def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.edge.cluster import command
+
+    command(settings, args.action, args.node)
+    return 0
+
+
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.migrate import upgrade
 
@@ -412,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     ast.add_argument("command", nargs="*",
                      help="for cli: an Asterisk CLI command; for render: a directory")
 
+    edge = sub.add_parser("edge", help="the SIP edge (Kamailio) and its media nodes (cluster)")
+    edge.add_argument("action", choices=["up", "down", "status"])
+    edge.add_argument("node", nargs="?", help="one media node of [edge] nodes (default: all)")
+
     db = sub.add_parser("db", help="database schema and demo data")
     db.add_argument("action", choices=["upgrade", "seed-demo"])
 
@@ -477,7 +488,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
-    "surveys": _cmd_surveys, "retention": _cmd_retention,
+    "surveys": _cmd_surveys, "retention": _cmd_retention, "edge": _cmd_edge,
 }
 
 

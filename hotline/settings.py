@@ -39,6 +39,7 @@ from crm.settings import (
     assigned_queue,
 )
 from hotline.assets import checkout_root
+from hotline.edge.settings import NODE_NAME, EdgeSettings
 from ivr.settings import (
     AmiSettings,
     AudioSocketSettings,
@@ -120,6 +121,10 @@ class AsteriskSettings(_Section):
     /var/spool/asterisk/monitor."""
     recordings_asterisk_dir: str = Field("/var/spool/asterisk/monitor", pattern=r"^/")
     """The same directory as Asterisk names it (in the recording steps it announces)."""
+    node_name: str = Field("", pattern=f"^({NODE_NAME})?$")
+    """Empty: the one Asterisk of a single box (config in the root's /etc/asterisk). A name:
+    one media node of a cluster (hotline.edge), with its own config, run, spool, log and lib
+    directories in the root, named in its Uniqueids and the HOTLINE_NODE channel variable."""
 
     @model_validator(mode="before")
     @classmethod
@@ -186,6 +191,7 @@ class Settings(BaseSettings):
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mmdebstrap sip-tester espeak-ng sox postgresql iproute2 procps chromium fonts-noto-cjk)
+packages=(mmdebstrap sip-tester espeak-ng sox postgresql iproute2 procps chromium fonts-noto-cjk
+          kamailio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +21,13 @@ if ((${#missing[@]})); then
   echo "bootstrap: installing system packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The project starts its own Kamailio (hotline edge up); Debian's service must not hold 5060.
+if [ "$(id -u)" -eq 0 ] && [ -e /lib/systemd/system/kamailio.service ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+elif [ "$(id -u)" -eq 0 ] && [ -x /etc/init.d/kamailio ]; then
+  invoke-rc.d kamailio stop >/dev/null 2>&1 || true
+  update-rc.d kamailio disable >/dev/null 2>&1 || true
 fi
 
 stamp_src=$(cat pyproject.toml | sha256sum | cut -c1-16)

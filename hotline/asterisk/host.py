@@ -91,15 +91,25 @@ def process_root(pid: int) -> Path | None:
         return None
 
 
-def pids_in_root(root: Path) -> list[int]:
-    """Every live process whose root directory is ``root`` (i.e. runs in that chroot)."""
+def pids_in_root(root: Path, argument: str | None = None) -> list[int]:
+    """Every live process whose root directory is ``root`` (i.e. runs in that chroot); with
+    ``argument``, only those that have it on their command line."""
     target = root.resolve()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and process_root(int(entry.name)) == target:
-            if is_alive(int(entry.name)):
+            if is_alive(int(entry.name)) and (
+                    argument is None or argument in process_argv(int(entry.name))):
                 found.append(int(entry.name))
     return found
+
+
+def process_argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
 
 
 def wait_exit(pid: int, timeout: float) -> bool:

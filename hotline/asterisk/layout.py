@@ -8,11 +8,14 @@ installed on the host (``system``). Paths in :class:`AsteriskDirs` are as Asteri
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 INSTANCE_FILE = "asterisk/instance.json"
+NODES_DIR = "/var/lib/asterisk-nodes"
+"""Inside a root: one directory per media node (asterisk.node_name) holding its own etc, run,
+spool, log, lib and cache, so several Asterisks run from one root's binary and sounds."""
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,15 @@ def chroot_installation(root: Path) -> Installation:
     return Installation(
         kind="chroot", root=root, binary="/usr/sbin/asterisk", dirs=AsteriskDirs(modules=modules)
     )
+
+
+def node_installation(inst: Installation, node: str) -> Installation:
+    """``inst``'s binary, modules and sounds with media node ``node``'s own configuration and
+    writable directories (``asterisk -C <node>/etc/asterisk.conf``). A system Asterisk keeps
+    its private tree in the node's own state directory already."""
+    if inst.kind != "chroot" or not node:
+        return inst
+    top = f"{NODES_DIR}/{node}"
+    dirs = replace(inst.dirs, etc=f"{top}/etc", varlib=f"{top}/lib", spool=f"{top}/spool",
+                   run=f"{top}/run", log=f"{top}/log", cache=f"{top}/cache")
+    return replace(inst, dirs=dirs, config_file=f"{top}/etc/asterisk.conf")

@@ -9,6 +9,7 @@ else runs Asterisk: ``up``/``down`` only check that its AMI answers.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from hotline.asterisk.layout import (
     Installation,
     chroot_installation,
     find_modules_dir,
+    node_installation,
 )
 from hotline.asterisk.render import install_config
 from hotline.asterisk.rootfs import (
@@ -170,7 +172,8 @@ def _prepare_installation(settings: Settings, progress: Progress) -> Installatio
     if found is not None:
         progress(f"using the system Asterisk {found.binary} ({found.version})")
         return system_installation(settings, found)
-    return chroot_installation(ensure_root(settings, progress))
+    root = ensure_root(settings, progress)
+    return node_installation(chroot_installation(root), settings.asterisk.node_name)
 
 
 def _existing_installation(settings: Settings) -> Installation | None:
@@ -181,7 +184,8 @@ def _existing_installation(settings: Settings) -> Installation | None:
     if found is not None:
         return system_installation(settings, found)
     if has_asterisk(settings.asterisk.root_dir):
-        return chroot_installation(settings.asterisk.root_dir)
+        inst = chroot_installation(settings.asterisk.root_dir)
+        return node_installation(inst, settings.asterisk.node_name)
     return None
 
 
@@ -237,9 +241,24 @@ def _reachable_by(path: Path, identity: host.Identity) -> bool:
 
 
 def _install(settings: Settings, inst: Installation, identity: host.Identity | None) -> None:
+    _prepare_node_tree(inst, identity)
     gid = identity.gid if identity else None
     install_config(settings, inst.etc_dir, dirs=inst.dirs, gid=gid)
     install_sounds(settings, inst)
+
+
+def _prepare_node_tree(inst: Installation, identity: host.Identity | None) -> None:
+    """A media node's directory in the root: traversable, its etc readable by Asterisk's
+    user (the root's own /etc/asterisk belongs to that user too)."""
+    if inst.kind != "chroot" or inst.config_file is None:
+        return
+    etc = inst.etc_dir
+    etc.mkdir(parents=True, exist_ok=True)
+    for directory in (etc.parent.parent, etc.parent):
+        directory.chmod(0o755)
+    etc.chmod(0o750)
+    if identity is not None:
+        os.chown(etc, 0, identity.gid)
 
 
 def _prepare_dirs(inst: Installation, identity: host.Identity | None) -> None:
@@ -316,17 +335,19 @@ def _stop(inst: Installation, timeout: float) -> None:
             host.kill(pid)
             host.wait_exit(pid, KILL_WAIT)
     _stop_leftovers(inst)
-    if inst.kind == "chroot":
+    if inst.kind == "chroot" and not host.pids_in_root(inst.root):
+        # The root's /proc is shared by the media nodes run from it: the last one unmounts.
         host.unmount_all(inst.root, keep_root=True)
     inst.pid_file.unlink(missing_ok=True)
     inst.control_socket.unlink(missing_ok=True)
 
 
 def _stop_leftovers(inst: Installation) -> None:
-    """Kill processes still running inside our chroot (stale daemons, consoles, shells)."""
+    """Kill processes still running inside our chroot (stale daemons, consoles, shells); a
+    media node's (``-C`` its own asterisk.conf) only, leaving the other nodes of the root."""
     if inst.kind != "chroot":
         return
-    for pid in host.pids_in_root(inst.root):
+    for pid in host.pids_in_root(inst.root, inst.config_file):
         log.warning("killing leftover process %d (%s) in %s", pid, host.process_name(pid),
                     inst.root)
         host.kill(pid)

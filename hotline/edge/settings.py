@@ -1,0 +1,87 @@
+"""The ``[edge]`` section: the SIP edge (Kamailio's dispatcher) and the media nodes behind it.
+
+Composed into the whole settings by hotline.settings; imports only ivr.settings (for the
+address type the Asterisk ACLs use). Nothing here is used unless the cluster is started
+(``hotline edge up``): the single-box hotline (``make run``) runs one Asterisk as before.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from ivr.settings import SipNetwork
+
+NODE_NAME = r"[a-z][a-z0-9-]{0,31}"
+"""A media node's name: Asterisk's systemname (prefix of every Uniqueid), the HOTLINE_NODE
+channel variable and the node's directory name, so kept to a safe alphabet."""
+
+
+def _ipv4_address(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address, e.g. 127.0.0.2") from None
+
+
+Address = Annotated[str, AfterValidator(_ipv4_address)]
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class MediaNode(_Section):
+    """One Asterisk of the pool: its own address (SIP, RTP and AMI bind to it) and ports."""
+
+    name: str = Field(pattern=f"^{NODE_NAME}$")
+    address: Address
+    sip_port: int = Field(5060, ge=1, le=65535)
+    ami_port: int = Field(5038, ge=1, le=65535)
+    rtp_start: int = Field(10000, ge=1024, le=65535)
+    rtp_end: int = Field(10199, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _rtp_range(self) -> MediaNode:
+        if self.rtp_end <= self.rtp_start:
+            raise ValueError(f"node {self.name}: rtp_end must be greater than rtp_start")
+        return self
+
+
+def _default_nodes() -> list[MediaNode]:
+    return [MediaNode(name="media-1", address="127.0.0.2"),
+            MediaNode(name="media-2", address="127.0.0.3")]
+
+
+class EdgeSettings(_Section):
+    address: Address = "127.0.0.1"
+    """Where the edge listens for SIP (UDP): the address carriers and softphones call. The
+    media nodes trust this address alone as the PSTN gateway."""
+    port: int = Field(5060, ge=1, le=65535)
+    sources: list[SipNetwork] = Field(default_factory=lambda: ["127.0.0.0/8"], min_length=1)
+    """Networks the edge accepts SIP from (the carrier's gateways); the media nodes are
+    always accepted. Anything else gets 403."""
+    nodes: list[MediaNode] = Field(default_factory=_default_nodes, min_length=1)
+    probe_interval: int = Field(2, ge=1, le=60)
+    """Seconds between SIP OPTIONS probes of every node (dispatcher ds_ping_interval)."""
+    probe_threshold: int = Field(1, ge=1, le=10)
+    """Failed probes in a row before a node is taken out (ds_probing_threshold)."""
+    reply_timeout: float = Field(2.0, ge=0.5, le=30)
+    """Seconds a node has to answer a probe, or to start answering an INVITE, before the
+    edge counts it failed and tries the next node (tm fr_timer)."""
+    children: int = Field(2, ge=1, le=32)
+    """Kamailio worker processes for the UDP socket."""
+
+    @model_validator(mode="after")
+    def _distinct_nodes(self) -> EdgeSettings:
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"edge.nodes: node names must differ ({names})")
+        bound = [(node.address, node.sip_port) for node in self.nodes]
+        bound += [(node.address, node.ami_port) for node in self.nodes]
+        if (self.address, self.port) in bound or len(set(bound)) != len(bound):
+            raise ValueError("edge.nodes: every node needs its own SIP and AMI address:port, "
+                             "none the edge's")
+        return self
