@@ -389,6 +389,18 @@ def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.doctor.command import run_doctor
+
+    return run_doctor(settings, args.config)
+
+
+def _cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.backup.command import run_backup, run_restore
+
+    return (run_backup if args.cmd == "backup" else run_restore)(settings, args)
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -468,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("lang", nargs="?", help="cmn, en or ko")
     sp.add_argument("source", nargs="?", help="model directory, .zip or .tar.gz")
     sp.add_argument("--overwrite", action="store_true")
+    sub.add_parser("doctor", help="check this installation and say what to fix")
+    from hotline.backup.command import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -475,7 +491,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve, "up": _cmd_up, "down": _cmd_down, "asterisk": _cmd_asterisk,
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
-    "surveys": _cmd_surveys, "retention": _cmd_retention,
+    "surveys": _cmd_surveys, "retention": _cmd_retention, "doctor": _cmd_doctor,
+    "backup": _cmd_backup, "restore": _cmd_backup,
 }
 
 
