@@ -82,8 +82,11 @@ class ArchiveWriter:
         self._tar.addfile(info, stream)
         self.files[name] = {"sha256": checksum, "size": size}
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
-        data = json.dumps({**manifest, "files": self.files}, ensure_ascii=False, indent=1)
+    def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the manifest (with the members' checksums), close, put the archive under
+        its name; returns the manifest as written."""
+        manifest = {**manifest, "files": self.files}
+        data = json.dumps(manifest, ensure_ascii=False, indent=1)
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mtime, info.mode = len(data.encode()), int(time.time()), 0o600
         self._tar.addfile(info, io.BytesIO(data.encode()))
@@ -92,7 +95,7 @@ class ArchiveWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._partial, self.path)
-        return self.path
+        return manifest
 
     def abort(self) -> None:
         self._tar.close()

@@ -47,11 +47,10 @@ async def create_backup(settings: Settings, target: Path, *, config_file: Path |
                     "created_at": datetime.now(UTC).isoformat(),
                     "hotline_version": _version(), "database": database,
                     "file_counts": files, "settings": included, "with_secrets": with_secrets}
-        writer.finish(manifest)
+        return writer.finish(manifest)
     except BaseException:
         writer.abort()
         raise
-    return manifest
 
 
 def _check_target(target: Path) -> None:
