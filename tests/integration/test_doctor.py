@@ -22,6 +22,7 @@ from hotline.asterisk.layout import INSTANCE_FILE
 from hotline.doctor import Finding, examine, exit_status, table
 from hotline.settings import Settings
 from hotline.tools.bed import free_tcp_port
+from tests.integration.fault_tools import ServeProcess
 
 pytestmark = pytest.mark.asterisk
 
@@ -156,6 +157,7 @@ def test_command_prints_the_table_and_exits_non_zero(asterisk_bed: Settings,
     command = [sys.executable, "-m", "hotline.cli", "--config", str(config), "doctor"]
     good = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
                           check=False)
+    print(good.stdout)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "0 FAIL" in good.stdout and "settings file" in good.stdout
     (settings.state_dir / "secrets.toml").write_text('[ami]\nsecret = "wrong"\n')
@@ -170,3 +172,24 @@ def _toml(values: dict[str, object], prefix: str = "") -> list[str]:
     tables = [part for k, v in values.items() if isinstance(v, dict)
               for part in [f"[{prefix}{k}]\n", *_toml(v, f"{prefix}{k}.")]]
     return plain + tables
+
+
+async def test_running_service_holds_its_ports(asterisk_bed: Settings, tmp_path: Path) -> None:
+    """On a live installation the service's own ports are not a fault, and the speech lines
+    say what the running service really loaded (its /healthz)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    await fresh_schema(url)
+    settings = installation(asterisk_bed, tmp_path, url)
+    settings.speech.prompt_cache_dir = (asterisk_bed.speech.prompt_cache_dir
+                                        or asterisk_bed.state_dir / "prompt-cache")
+    serve = await ServeProcess.start(settings)
+    try:
+        await serve.wait_line("hotline service up", 90)
+        findings = await examine(settings)
+    finally:
+        await serve.stop()
+    report = table(findings)
+    assert failed(findings) == [], report
+    for check in ("web port", "AudioSocket port"):
+        assert "held by the hotline service" in line(findings, check).detail, report
+    assert "loaded by the running service" in line(findings, "speech ko").detail, report
