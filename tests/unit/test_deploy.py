@@ -16,7 +16,8 @@ import pytest
 from hotline.settings import INSTALLED_STATE_DIR, SYSTEM_CONFIG, load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-UNITS = ("hotline.service", "hotline@.service")
+UNITS = ("hotline.service", "hotline@.service", "hotline-backup.service")
+TIMER = "hotline-backup.timer"
 INSTALLED_BINARY = "/opt/hotline/venv/bin/hotline"
 MAX_EXPOSURE = 3.0
 """systemd-analyze security: 0 is fully confined, 10 not at all; under 3 it says "OK"."""
@@ -38,6 +39,7 @@ def installed_units(tmp_path: Path) -> Path:
         text = (DEPLOY / "systemd" / name).read_text(encoding="utf-8")
         assert INSTALLED_BINARY in text
         (tmp_path / name).write_text(text.replace(INSTALLED_BINARY, str(here)))
+    shutil.copy(DEPLOY / "systemd" / TIMER, tmp_path / TIMER)
     return tmp_path
 
 
@@ -51,7 +53,8 @@ def unit_service(name: str) -> dict[str, list[str]]:
     return values
 
 
-@pytest.mark.parametrize("name", ["hotline.service", "hotline@main.service"])
+@pytest.mark.parametrize("name", ["hotline.service", "hotline@main.service",
+                                  "hotline-backup.service", TIMER])
 def test_units_verify_without_warnings(name: str, tmp_path: Path) -> None:
     tool = analyze()
     units = installed_units(tmp_path)
@@ -76,8 +79,10 @@ def test_units_are_confined(name: str, tmp_path: Path) -> None:
     assert float(match.group(1)) < MAX_EXPOSURE, result.stdout
     service = unit_service(name)
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
-                       ("PrivateTmp", "yes"), ("User", "hotline"), ("UMask", "0077")):
-        assert service[key] == [value], key
+                       ("PrivateTmp", "yes"), ("User", "hotline"), ("UMask", "0077"),
+                       ("Environment", "HOTLINE_CONFIG=/etc/hotline/%i.toml" if "@" in name
+                        else f"HOTLINE_CONFIG={SYSTEM_CONFIG}")):
+        assert value in service[key], key
 
 
 def test_unit_reads_the_installed_settings() -> None:
