@@ -104,7 +104,7 @@ def test_example_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.ami.secret == "", "no secret in the settings file"
 
 
-def test_sysusers_makes_the_system_user(tmp_path: Path) -> None:
+def test_sysusers_and_tmpfiles_make_user_and_directories(tmp_path: Path) -> None:
     tool = shutil.which("systemd-sysusers")
     if tool is None:
         pytest.skip("systemd-sysusers is not installed here")
@@ -119,3 +119,17 @@ def test_sysusers_makes_the_system_user(tmp_path: Path) -> None:
     groups = {line.split(":")[0]: line.split(":")[3]
               for line in (tmp_path / "etc/group").read_text().splitlines()}
     assert "hotline" in groups["asterisk"].split(","), "reads Asterisk's recordings"
+    uid = int(users["hotline"][2])
+
+    tmpfiles = shutil.which("systemd-tmpfiles")
+    if tmpfiles is None:
+        pytest.skip("systemd-tmpfiles is not installed here")
+    (tmp_path / "usr/lib/tmpfiles.d").mkdir(parents=True)
+    shutil.copy(DEPLOY / "tmpfiles.d" / "hotline.conf", tmp_path / "usr/lib/tmpfiles.d")
+    subprocess.run([tmpfiles, f"--root={tmp_path}", "--create"], capture_output=True,
+                   text=True, timeout=60, check=True)
+    for inner, owner, mode in (("etc/hotline", 0, 0o750),
+                               (str(INSTALLED_STATE_DIR).lstrip("/"), uid, 0o700),
+                               ("var/backups/hotline", uid, 0o700)):
+        made = (tmp_path / inner).stat()
+        assert (made.st_uid, made.st_mode & 0o777) == (owner, mode), inner
