@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -243,3 +245,36 @@ async def test_settings_without_secrets_unless_asked(tmp_path: Path) -> None:
     manifest = await create_backup(settings, full, config_file=config, with_secrets=True,
                                    progress=lambda line: None)
     assert {"settings/secrets.toml", "settings/hotline.toml"} <= set(manifest["files"])
+
+
+def hotline_command(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env |= {"HOTLINE_STATE_DIR": str(settings.state_dir),
+            "HOTLINE_DATABASE__URL": settings.database_url,
+            "HOTLINE_ASTERISK__RECORDINGS_DIR": str(settings.asterisk.recordings_dir),
+            "HOTLINE_SURVEY__RECORDINGS_DIR": str(settings.survey.recordings_dir)}
+    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+async def test_commands(tmp_path: Path) -> None:
+    """`hotline backup` and `hotline restore` as an operator runs them: progress on stderr,
+    a clear refusal and exit status 1 when the archive is damaged."""
+    source = installation(tmp_path / "source", f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    await populate(source)
+    archive = tmp_path / "backup.tar.gz"
+    made = await asyncio.to_thread(hotline_command, source, "backup", str(archive))
+    assert made.returncode == 0, made.stderr
+    assert "... table consultations:" in made.stderr
+    assert "backup written to" in made.stdout and "(no secrets)" in made.stdout
+
+    target = installation(tmp_path / "target", f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[:-100])
+    refused = await asyncio.to_thread(hotline_command, target, "restore", str(cut))
+    assert refused.returncode == 1
+    assert "nothing was changed" in refused.stderr and "Traceback" not in refused.stderr
+    done = await asyncio.to_thread(hotline_command, target, "restore", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert "restored the backup of" in done.stdout
+    assert await snapshot(target.database_url) == await snapshot(source.database_url)
