@@ -30,6 +30,7 @@ TOO_MUCH = ("Command", "ModuleLoad", "UpdateConfig", "GetConfig", "Reload")
 config, which would let a stolen secret reconfigure Asterisk."""
 MODULE_HINTS = {"QueueStatus": "app_queue", "PJSIPShowEndpoints": "res_pjsip"}
 """Modules that register an AMI action: evidence when the Asterisk CLI is out of reach."""
+BOOTED_WAIT_S = 3.0
 CLOCK_WARN_S = 2.0
 CLOCK_FAIL_S = 30.0
 
@@ -39,6 +40,8 @@ async def check_asterisk(settings: Settings) -> list[Finding]:
     ami = settings.ami.model_copy(update={"reconnect_min": 0.2, "reconnect_max": 1.0})
     client = AmiClient(ami, name="doctor")
     where = f"{settings.ami.host}:{settings.ami.port}"
+    booted = asyncio.Event()
+    client.subscribe("FullyBooted", lambda event: booted.set())
     await client.start()
     try:
         try:
@@ -58,6 +61,7 @@ async def check_asterisk(settings: Settings) -> list[Finding]:
         findings.append(ok("AMI login", f"logged in at {where} as {ami.username}"))
         actions = await _permitted_actions(client)
         findings.append(privilege_finding(actions, ami.username))
+        findings.append(await read_finding(booted, ami.username))
         findings += await module_findings(settings, actions)
         findings.append(await clock_finding(client))
     finally:
@@ -130,6 +134,19 @@ def privilege_finding(actions: set[str] | None, username: str) -> Finding:
                     "reporting (no command, system or config)")
     return ok("AMI privileges", f"{username} may send what the IVR needs, and no "
               "configuration or CLI commands")
+
+
+async def read_finding(booted: asyncio.Event, username: str) -> Finding:
+    """Asterisk sends FullyBooted at login only to users with read=system; without it the
+    IVR's resynchronisation after an Asterisk restart waits a minute."""
+    try:
+        async with asyncio.timeout(BOOTED_WAIT_S):
+            await booted.wait()
+    except TimeoutError:
+        return fail("AMI events", f"no FullyBooted event within {BOOTED_WAIT_S:g} s of login: "
+                    f"{username} lacks read=system (or Asterisk is still starting)",
+                    f"in manager.conf [{username}]: read = system,call,agent,user,reporting")
+    return ok("AMI events", f"{username} receives system events (FullyBooted)")
 
 
 async def module_findings(settings: Settings, actions: set[str] | None) -> list[Finding]:

@@ -81,8 +81,8 @@ async def test_sound_installation_passes(asterisk_bed: Settings, db_url: str,
     report = table(findings)
     assert failed(findings) == [], report
     assert exit_status(findings) == 0
-    for check in ("AMI login", "AMI privileges", "AMI ACL", "Asterisk modules", "clock",
-                  "database", "database schema", "permissions", "web port",
+    for check in ("AMI login", "AMI privileges", "AMI events", "AMI ACL", "Asterisk modules",
+                  "clock", "database", "database schema", "permissions", "web port",
                   "AudioSocket port", "queue sounds"):
         assert line(findings, check).status == "ok", report
     assert "res_audiosocket" in line(findings, "Asterisk modules").detail
