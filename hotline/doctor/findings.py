@@ -46,11 +46,12 @@ def table(findings: list[Finding], width: int | None = None) -> str:
     indent = 6 + name_width + 2
     lines = [f"{'':6}{'check':{name_width}}  found", "-" * min(width, 100)]
     for f in findings:
-        wrapped = textwrap.wrap(f.detail, max(30, width - indent)) or [""]
+        wrapped = textwrap.wrap(f.detail, max(30, width - indent), break_on_hyphens=False) or [""]
         lines.append(f"{f.status:6}{f.check:{name_width}}  {wrapped[0]}")
         lines += [" " * indent + more for more in wrapped[1:]]
         if f.fix:
-            fix = textwrap.wrap(f"fix: {f.fix}", max(30, width - indent))
+            fix = textwrap.wrap(f"fix: {f.fix}", max(30, width - indent),
+                                break_on_hyphens=False)
             lines += [" " * indent + part for part in fix]
     failed = sum(f.status == "FAIL" for f in findings)
     warned = sum(f.status == "warn" for f in findings)

@@ -83,9 +83,11 @@ def check_permissions(settings: Settings, config_file: Path | None,
                       extra_secret_files: tuple[Path, ...] = ()) -> list[Finding]:
     """Every file of residents' data or secrets no wider than the modes
     crm/storage/private_files.py gives them; the settings file not writable by others."""
-    trees = [*service_trees(settings), *_database_tree(settings),
-             *(PrivateTree(path) for path in extra_secret_files)]
+    extra_trees = [PrivateTree(path) for path in extra_secret_files]
+    trees = [*service_trees(settings), *_database_tree(settings), *extra_trees]
     wide: list[tuple[Path, int, int]] = []
+    strangers: list[tuple[Path, int]] = []
+    owner = _owner(settings.state_dir)
     looked = 0
     for tree in trees:
         for path, st in _walk(tree):
@@ -94,7 +96,20 @@ def check_permissions(settings: Settings, config_file: Path | None,
             mode = stat.S_IMODE(st.st_mode)
             if mode & ~allowed:
                 wide.append((path, mode, allowed))
+            if owner is not None and st.st_uid != owner and tree not in extra_trees:
+                strangers.append((path, st.st_uid))
     found = []
+    if strangers:
+        path, uid = strangers[0]
+        more = f" and {len(strangers) - 1} more" if len(strangers) > 1 else ""
+        found.append(fail("ownership", f"{path} belongs to {_user(uid)}{more}, the state "
+                          f"directory to {_user(owner)}: the service cannot use it (made by "
+                          "a command run as another user?)",
+                          f"chown -R {_user(owner)}: {settings.state_dir}; run commands as "
+                          f"that user (sudo -u {_user(owner)} hotline ...)"))
+    elif owner is not None:
+        found.append(ok("ownership", f"the state's files belong to {_user(owner)}, as "
+                        f"{settings.state_dir} does"))
     if wide:
         path, mode, allowed = wide[0]
         more = f" and {len(wide) - 1} more" if len(wide) > 1 else ""
@@ -118,6 +133,22 @@ def check_permissions(settings: Settings, config_file: Path | None,
         else:
             found.append(ok("settings file", f"{config_file} ({mode:04o})"))
     return found
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
+
+
+def _user(uid: int | None) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name if uid is not None else "?"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _database_tree(settings: Settings) -> list[PrivateTree]:

@@ -82,7 +82,8 @@ async def test_sound_installation_passes(asterisk_bed: Settings, db_url: str,
     assert failed(findings) == [], report
     assert exit_status(findings) == 0
     for check in ("AMI login", "AMI privileges", "AMI events", "AMI ACL", "Asterisk modules",
-                  "clock", "database", "database schema", "permissions", "web port",
+                  "clock", "database", "database schema", "permissions", "ownership",
+                  "web port",
                   "AudioSocket port", "queue sounds"):
         assert line(findings, check).status == "ok", report
     assert "res_audiosocket" in line(findings, "Asterisk modules").detail
@@ -99,6 +100,10 @@ def world_readable_secrets(settings: Settings, tmp_path: Path) -> None:
     (settings.state_dir / "secrets.toml").chmod(0o644)
 
 
+def secrets_of_another_user(settings: Settings, tmp_path: Path) -> None:
+    os.chown(settings.state_dir / "secrets.toml", 4242, 4242)
+
+
 def missing_model_dir(settings: Settings, tmp_path: Path) -> None:
     settings.speech.models["en"] = tmp_path / "models" / "vosk-model-small-en-us-0.15"
 
@@ -107,6 +112,8 @@ BREAKAGES: dict[str, tuple[Callable[[Settings, Path], None], str, str, str]] = {
     "wrong AMI secret": (wrong_ami_secret, "AMI login", "rejected login", "ami.secret"),
     "secrets file 0644": (world_readable_secrets, "permissions", "secrets.toml is 0644",
                           "chmod 600"),
+    "secrets of another user": (secrets_of_another_user, "ownership",
+                                "secrets.toml belongs to uid 4242", "chown -R"),
     "missing model dir": (missing_model_dir, "speech en", "vosk-model-small-en-us-0.15",
                           "speech.models.en"),
 }
