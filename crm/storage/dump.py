@@ -16,6 +16,7 @@ offset), ``{"$date": ...}``, ``{"$time": ...}``, ``{"$bytes": base64}``, ``{"$de
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, MetaData, Table, delete, func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 VERSION_TABLE = "alembic_version"
 BATCH = 500
@@ -71,6 +72,26 @@ def decode(value: Any) -> Any:
         tag, inner = next(iter(value.items()))
         return _DECODERS[tag](inner)
     return value
+
+
+@contextlib.asynccontextmanager
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection that reads one consistent state of the whole database while the service
+    goes on writing: REPEATABLE READ on PostgreSQL; on SQLite (WAL) one read transaction,
+    begun explicitly because the driver begins none for reads."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                await conn.exec_driver_sql("ROLLBACK")
+            return
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin() as transaction:
+            yield conn
+            await transaction.rollback()
 
 
 def _reflect(conn: Connection) -> MetaData:

@@ -68,7 +68,7 @@ async def _add_database(settings: Settings, writer: ArchiveWriter,
     engine = make_engine(settings.database_url)
     listed = []
     try:
-        async with engine.connect() as conn:
+        async with dump.snapshot(engine) as conn:
             revision = await conn.run_sync(
                 lambda c: MigrationContext.configure(c).get_current_revision())
             if revision is None:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from crm.demo_data import seed_demo
+from crm.storage import dump
 from crm.storage.db import make_engine, make_session_factory
 from crm.storage.migrate import upgrade
 from crm.storage.models import Case, Consultation, ConsultationStep
@@ -278,3 +279,25 @@ async def test_commands(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "restored the backup of" in done.stdout
     assert await snapshot(target.database_url) == await snapshot(source.database_url)
+
+
+async def test_dump_reads_one_state_while_the_service_writes(db_url: str) -> None:
+    """A backup taken while calls are recorded holds the database as it was at one moment:
+    a row committed halfway through is in no table of it."""
+    await empty_schema(db_url)
+    await upgrade(db_url)
+    reader, writer = make_engine(db_url), make_engine(db_url)
+    try:
+        async with dump.snapshot(reader) as conn:
+            consultations = {t.name: t for t in await dump.tables(conn)}["consultations"]
+            before = [line async for line in dump.export_rows(conn, consultations)]
+            async with make_session_factory(writer)() as session, session.begin():
+                session.add(Consultation(call_id="call-during-backup"))
+            during = [line async for line in dump.export_rows(conn, consultations)]
+        async with dump.snapshot(reader) as conn:
+            after = [line async for line in dump.export_rows(conn, consultations)]
+    finally:
+        await reader.dispose()
+        await writer.dispose()
+    assert before == during == []
+    assert len(after) == 1 and "call-during-backup" in after[0]
