@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -96,6 +97,15 @@ def wrong_ami_secret(settings: Settings, tmp_path: Path) -> None:
     settings.ami.secret = "not-the-secret"
 
 
+def database_down(settings: Settings, tmp_path: Path) -> None:
+    settings.database.url = f"postgresql+asyncpg://hotline:pw@127.0.0.1:{free_tcp_port()}/x"
+
+
+def web_port_taken(settings: Settings, tmp_path: Path) -> socket.socket:
+    squatter = socket.create_server((settings.web.host, settings.web.port))
+    return squatter
+
+
 def world_readable_secrets(settings: Settings, tmp_path: Path) -> None:
     (settings.state_dir / "secrets.toml").chmod(0o644)
 
@@ -108,8 +118,10 @@ def missing_model_dir(settings: Settings, tmp_path: Path) -> None:
     settings.speech.models["en"] = tmp_path / "models" / "vosk-model-small-en-us-0.15"
 
 
-BREAKAGES: dict[str, tuple[Callable[[Settings, Path], None], str, str, str]] = {
+BREAKAGES: dict[str, tuple[Callable[[Settings, Path], object], str, str, str]] = {
     "wrong AMI secret": (wrong_ami_secret, "AMI login", "rejected login", "ami.secret"),
+    "database down": (database_down, "database", "cannot connect", "database.url"),
+    "web port taken": (web_port_taken, "web port", "in use by python", "web.port"),
     "secrets file 0644": (world_readable_secrets, "permissions", "secrets.toml is 0644",
                           "chmod 600"),
     "secrets of another user": (secrets_of_another_user, "ownership",
@@ -126,8 +138,12 @@ async def test_broken_part_is_named(broken: str, asterisk_bed: Settings, tmp_pat
     await fresh_schema(url)
     settings = installation(asterisk_bed, tmp_path, url)
     breaker, check, found, fix = BREAKAGES[broken]
-    breaker(settings, tmp_path)
-    findings = await examine(settings)
+    kept = breaker(settings, tmp_path)
+    try:
+        findings = await examine(settings)
+    finally:
+        if isinstance(kept, socket.socket):
+            kept.close()
     assert [f.check for f in failed(findings)] == [check], table(findings)
     assert found in line(findings, check).detail
     assert fix in line(findings, check).fix
