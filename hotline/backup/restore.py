@@ -37,6 +37,8 @@ from hotline.settings import Settings
 Progress = Callable[[str], None]
 Target = tuple[Path, int, int]
 """Where a member goes, its file mode and its directories' mode."""
+PROGRESS_EVERY = 200
+"""Files between two progress lines."""
 RESTORED_SETTINGS = "restored-settings"
 """Below the state directory: the archived settings file, for the operator to compare."""
 
@@ -80,6 +82,8 @@ async def restore_backup(settings: Settings, archive: Path, *, force: bool = Fal
                         progress(f"table {table.name}: {rows} rows")
                 elif name in targets:
                     placed.append(_stage(stream, targets[name]))
+                    if len(placed) % PROGRESS_EVERY == 0:
+                        progress(f"files: {len(placed)} of {len(targets)} unpacked")
             await dump.reset_sequences(conn)
     except BaseException:
         for staged, _ in placed:

@@ -17,6 +17,7 @@ from hotline.doctor.findings import Finding, fail, ok, warn
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient, AmiError, AmiLoginError, AmiNotConnected
 
+BANNER_TIMEOUT = 3.0
 LOGIN_TIMEOUT = 8.0
 REQUIRED_MODULES = ("chan_pjsip", "res_pjsip", "res_rtp_asterisk", "app_queue",
                     "app_audiosocket", "res_audiosocket", "app_mixmonitor", "app_userevent",
@@ -37,9 +38,16 @@ CLOCK_FAIL_S = 30.0
 
 async def check_asterisk(settings: Settings) -> list[Finding]:
     findings = binding_findings(settings)
+    where = f"{settings.ami.host}:{settings.ami.port}"
+    try:
+        await asyncio.to_thread(process.check_ami, settings, BANNER_TIMEOUT)
+    except AsteriskError as exc:
+        return [*findings, fail(
+            "Asterisk reachable", str(exc),
+            "start Asterisk (`systemctl start asterisk`, or `hotline asterisk up` for the "
+            "built-in one), or set ami.host / ami.port to where its AMI listens")]
     ami = settings.ami.model_copy(update={"reconnect_min": 0.2, "reconnect_max": 1.0})
     client = AmiClient(ami, name="doctor")
-    where = f"{settings.ami.host}:{settings.ami.port}"
     booted = asyncio.Event()
     client.subscribe("FullyBooted", lambda event: booted.set())
     await client.start()

@@ -97,6 +97,10 @@ def wrong_ami_secret(settings: Settings, tmp_path: Path) -> None:
     settings.ami.secret = "not-the-secret"
 
 
+def asterisk_elsewhere(settings: Settings, tmp_path: Path) -> None:
+    settings.ami.port = free_tcp_port()
+
+
 def database_down(settings: Settings, tmp_path: Path) -> None:
     settings.database.url = f"postgresql+asyncpg://hotline:pw@127.0.0.1:{free_tcp_port()}/x"
 
@@ -120,6 +124,8 @@ def missing_model_dir(settings: Settings, tmp_path: Path) -> None:
 
 BREAKAGES: dict[str, tuple[Callable[[Settings, Path], object], str, str, str]] = {
     "wrong AMI secret": (wrong_ami_secret, "AMI login", "rejected login", "ami.secret"),
+    "AMI port without Asterisk": (asterisk_elsewhere, "Asterisk reachable", "not reachable",
+                                  "ami.port"),
     "database down": (database_down, "database", "cannot connect", "database.url"),
     "web port taken": (web_port_taken, "web port", "in use by python", "web.port"),
     "secrets file 0644": (world_readable_secrets, "permissions", "secrets.toml is 0644",
