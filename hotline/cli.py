@@ -409,7 +409,8 @@ def _redact(url: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotline", description="Community service hotline")
-    p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG or built-in)")
+    p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG, else "
+                   "/etc/hotline/hotline.toml when installed, else built-in)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")

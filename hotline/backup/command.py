@@ -17,7 +17,7 @@ def add_parsers(sub: Any) -> None:
                     help="include the secrets file and the settings' secret keys")
     rs = sub.add_parser("restore", help="restore an archive of `hotline backup` into an "
                         "empty installation")
-    rs.add_argument("archive")
+    rs.add_argument("archive", help="an archive `hotline backup` wrote")
     rs.add_argument("--force", action="store_true",
                     help="replace the data of an installation that is not empty")
     rs.add_argument("--with-secrets", action="store_true",
