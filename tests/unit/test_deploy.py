@@ -133,3 +133,26 @@ def test_sysusers_and_tmpfiles_make_user_and_directories(tmp_path: Path) -> None
                                ("var/backups/hotline", uid, 0o700)):
         made = (tmp_path / inner).stat()
         assert (made.st_uid, made.st_mode & 0o777) == (owner, mode), inner
+
+
+def test_installed_hotline_reads_etc_hotline(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """From a wheel, with no --config and no HOTLINE_CONFIG, /etc/hotline/hotline.toml is
+    the settings file (an operator's `sudo -u hotline hotline ...` needs nothing more); a
+    checkout never reads it, and --config or HOTLINE_CONFIG win over it."""
+    import hotline.settings as settings_module
+
+    for key in [k for k in os.environ if k.startswith("HOTLINE_")]:
+        monkeypatch.delenv(key)
+    system = tmp_path / "hotline.toml"
+    system.write_text(f'state_dir = "{tmp_path / "state"}"\nlog_level = "WARNING"\n')
+    monkeypatch.setattr(settings_module, "SYSTEM_CONFIG", system)
+    assert settings_module.settings_file() is None, "a checkout ignores /etc/hotline"
+    monkeypatch.setattr(settings_module, "checkout_root", lambda: None)
+    assert settings_module.settings_file() == system
+    assert load_settings(fill_secrets=False).log_level == "WARNING"
+    other = tmp_path / "other.toml"
+    other.write_text('log_level = "ERROR"\n')
+    assert settings_module.settings_file(other) == other
+    monkeypatch.setenv("HOTLINE_CONFIG", str(other))
+    assert load_settings(fill_secrets=False).log_level == "ERROR"
