@@ -61,7 +61,7 @@ def second_postgres() -> Iterator[str]:
     base = _postgres_url()
     if base is None:
         pytest.skip("PostgreSQL not prepared: run scripts/postgres-test.sh (make test does)")
-    name = f"hotline_test_{os.getpid()}_restore"
+    name = f"hotline_test_restore_{os.getpid()}"  # scripts/postgres-test.sh drops it if left
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     _admin(f"CREATE DATABASE {name}")
     try:
