@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from crm.storage import dump
 from crm.storage.db import make_engine
 from crm.storage.migrate import alembic_config
+from crm.storage.recordings import CONTENT_TYPES
 from hotline.backup.archive import FORMAT, VERSION, ArchiveWriter, BackupError
 from hotline.paths import recording_store, survey_comments_dir
 from hotline.settings import Settings
@@ -100,8 +101,11 @@ def _head(url: str) -> str | None:
 
 
 def _files(root: Path) -> Iterator[Path]:
+    """The audio files below ``root`` (what the console plays): a recordings folder set to
+    a wider place (the state directory) never carries its database or secrets along."""
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
+        if (path.suffix.lower() in CONTENT_TYPES and path.is_file()
+                and not path.is_symlink()):
             yield path
 
 

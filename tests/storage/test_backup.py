@@ -114,6 +114,7 @@ async def populate(settings: Settings) -> None:
     finally:
         await engine.dispose()
     (settings.asterisk.recordings_dir / "call-recorded.wav").write_bytes(RECORDING)
+    (settings.asterisk.recordings_dir / "notes.txt").write_text("not a recording")
     comment = settings.survey.recordings_dir / "2026/11/30/survey-1.wav"
     comment.parent.mkdir(parents=True)
     comment.write_bytes(COMMENT)
@@ -160,6 +161,7 @@ async def test_backup_restores_into_an_empty_installation(
     manifest = await create_backup(source, archive, config_file=None, progress=say)
     assert oct(archive.stat().st_mode & 0o777) == "0o600"
     assert "recordings/call-recorded.wav" in manifest["files"]
+    assert "recordings/notes.txt" not in manifest["files"], "only audio is a recording"
     assert "survey-comments/2026/11/30/survey-1.wav" in manifest["files"]
     assert any(line.startswith("table consultations:") for line in progress)
 
