@@ -396,6 +396,18 @@ def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.doctor.command import run_doctor
+
+    return run_doctor(settings, args.config)
+
+
+def _cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.backup.command import run_backup, run_restore
+
+    return (run_backup if args.cmd == "backup" else run_restore)(settings, args)
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -404,7 +416,8 @@ def _redact(url: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hotline", description="Community service hotline")
-    p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG or built-in)")
+    p.add_argument("--config", help="settings TOML file (default: $HOTLINE_CONFIG, else "
+                   "/etc/hotline/hotline.toml when installed, else built-in)")
     p.add_argument("--log-format", choices=["text", "json"],
                    help="log lines as text or JSON (default: the log_format setting)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -481,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("lang", nargs="?", help="cmn, en or ko")
     sp.add_argument("source", nargs="?", help="model directory, .zip or .tar.gz")
     sp.add_argument("--overwrite", action="store_true")
+    sub.add_parser("doctor", help="check this installation and say what to fix")
+    from hotline.backup.command import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -489,6 +506,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "db": _cmd_db, "consultations": _cmd_consultations, "demo-call": _cmd_demo_call,
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
     "surveys": _cmd_surveys, "retention": _cmd_retention, "edge": _cmd_edge,
+    "doctor": _cmd_doctor, "backup": _cmd_backup, "restore": _cmd_backup,
 }
 
 

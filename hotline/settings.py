@@ -1,9 +1,10 @@
 """One typed settings object for the whole hotline.
 
 Sources, lowest priority first: the embedded defaults below, a TOML file (``--config`` or
-``HOTLINE_CONFIG``), then environment variables ``HOTLINE_<SECTION>__<KEY>`` (for example
-``HOTLINE_AMI__PORT=5039``). Secrets that no source provides are generated once and kept in
-``<state_dir>/secrets.toml`` (mode 0600) so nothing secret is ever committed.
+``HOTLINE_CONFIG``; else an installed hotline's /etc/hotline/hotline.toml), then environment
+variables ``HOTLINE_<SECTION>__<KEY>`` (for example ``HOTLINE_AMI__PORT=5039``). Secrets that
+no source provides are generated once and kept in ``<state_dir>/secrets.toml`` (mode 0600)
+so nothing secret is ever committed.
 
 Each layer owns its sections: ivr/settings.py (``[ami]``, ``[audiosocket]``, ``[intake]``),
 speech/settings.py (``[speech]``) and crm/settings.py (``[web]``, ``[database]``,
@@ -327,9 +328,22 @@ def _secrets_toml(stored: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+SYSTEM_CONFIG = Path("/etc/hotline/hotline.toml")
+"""An installed hotline's settings file (deploy/), read when nothing else is named."""
+
+
+def settings_file(path: str | Path | None = None) -> Path | None:
+    """The settings file in force: ``path`` (``--config``), else ``HOTLINE_CONFIG``, else
+    /etc/hotline/hotline.toml when it exists and the hotline is not run from a checkout."""
+    named = path or os.environ.get("HOTLINE_CONFIG")
+    if named:
+        return Path(named)
+    return SYSTEM_CONFIG if checkout_root() is None and SYSTEM_CONFIG.is_file() else None
+
+
 def load_settings(path: str | Path | None = None, *, fill_secrets: bool = True) -> Settings:
     """Load and validate settings; raise SettingsError with every bad key named."""
-    path = path or os.environ.get("HOTLINE_CONFIG")
+    path = settings_file(path)
     data: dict[str, Any] = _read_toml(Path(path)) if path else {}
     origin = f"{path} + environment" if path else "defaults + environment"
     try:
