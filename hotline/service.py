@@ -38,6 +38,7 @@ from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
+from hotline.reconciliation import reconcile_open_calls
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import (
     Settings,
@@ -154,8 +155,10 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         # resynchronisation closes those that ended while no service was running.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(recorder.drain(), STARTUP_REPLAY_WAIT)
+        left_open = await open_calls(sessions)
+        reconciled = await reconcile_open_calls(settings, sessions, left_open)
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
-                      for c in await open_calls(sessions))
+                      for c in left_open if c.call_id not in reconciled)
         queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
         announcements = QueueAnnouncements(
             ami, bus, main_queue=settings.asterisk.queue_name,
