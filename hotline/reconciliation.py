@@ -26,8 +26,11 @@ recorded late)."""
 
 
 def call_record_path(settings: Settings) -> Path:
-    """Asterisk's channel event record as this host sees it: in the root of the Asterisk
-    that ``hotline up`` started, else a local Asterisk's log directory."""
+    """Asterisk's channel event record as this host sees it: ``asterisk.call_record_file``
+    when set, else in the root of the Asterisk that ``hotline up`` started, else a local
+    Asterisk's log directory."""
+    if settings.asterisk.call_record_file is not None:
+        return settings.asterisk.call_record_file
     installation = Installation.load(settings.state_dir)
     if installation is not None:
         return installation.host_path(f"{installation.dirs.log}/{CEL_FILE}")

@@ -117,6 +117,9 @@ class AsteriskSettings(_Section):
     /var/spool/asterisk/monitor."""
     recordings_asterisk_dir: str = Field("/var/spool/asterisk/monitor", pattern=r"^/")
     """The same directory as Asterisk names it (in the recording steps it announces)."""
+    call_record_file: Path | None = None
+    """Asterisk's channel event record (cel_custom, hotline-calls.json in its log directory)
+    as this host reads it; None: the embedded Asterisk's, else /var/log/asterisk's."""
 
     @model_validator(mode="before")
     @classmethod
