@@ -244,8 +244,12 @@ class ServeProcess:
             except TimeoutError:
                 self.proc.kill()
         await self.proc.wait()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reader, 5)
+        # A child the killed service left behind may hold its output open: stop reading
+        # after 5 s, and a second stop() finds the reader finished, not a cancelled one.
+        await asyncio.wait([self._reader], timeout=5)
+        if not self._reader.done():
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
 
 # --- a scratch PostgreSQL database -----------------------------------------------------
