@@ -4,7 +4,7 @@ to learn how calls ended while the hotline service was not running.
 The rendered ``cel.conf`` / ``cel_custom.conf`` have Asterisk write one JSON object per channel
 event to ``<log dir>/`` :data:`CEL_FILE`. The dialplan ties the caller's channel
 to its CALL_ID (``CELGenUserEvent(HOTLINE_CALL, <CALL_ID>)``) and its hang-up handler adds
-the party and route it knows (``HOTLINE_CALL_END``); Asterisk adds when a channel answered,
+the party, route and queue it knows (``HOTLINE_CALL_END``); Asterisk adds when a channel answered,
 entered the queue (APP_START of Queue) and hung up (HANGUP, with the channel that hung up).
 """
 
@@ -47,7 +47,6 @@ class ChannelEvent:
     uniqueid: str
     linkedid: str
     app: str = ""
-    app_data: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,7 +79,7 @@ def parse_line(line: str) -> ChannelEvent:
     return ChannelEvent(kind=raw.get("userdeftype") or raw["eventtype"], at=at,
                         channel=str(raw.get("channame") or ""), uniqueid=raw["uniqueid"],
                         linkedid=raw["linkedid"], app=str(raw.get("appname") or ""),
-                        app_data=str(raw.get("appdata") or ""), extra=extra)
+                        extra=extra)
 
 
 def read_events(path: Path, *, since: datetime | None = None) -> Iterator[ChannelEvent]:
@@ -196,14 +195,13 @@ def call_endings(events: Iterable[ChannelEvent], call_ids: Iterable[str]) -> lis
 
 def _caller_event(call: _Call, event: ChannelEvent) -> None:
     if event.kind == "APP_START" and event.app.lower() == "queue":
-        if call.queued_at is None:
-            call.queued_at = event.at
-            call.queue = event.app_data.split(",", 1)[0].strip() or None
+        call.queued_at = call.queued_at or event.at
     elif event.kind == END_TAG:
         fields = dict(part.partition("=")[::2]
                       for part in str(event.extra.get("extra") or "").split("&"))
         call.party = fields.get("party") or None
         call.route = fields.get("route") or None
+        call.queue = fields.get("queue") or None
     elif event.kind == "HANGUP":
         call.ended_at = event.at
         call.hangup_source = str(event.extra.get("hangupsource") or "") or None

@@ -26,8 +26,8 @@ from ivr.asterisk.call_records import (
 )
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "asterisk" / "cel_calls.jsonl"
-ANSWERED = "62f6cb36-b066-4f18-818b-8a57cfbf24f8"
-ABANDONED = "b416ad1b-3be8-457d-92de-8b70b8a0c53c"
+ANSWERED = "58b1a737-8d0e-4667-b7f3-2de38bc2808e"
+ABANDONED = "a4acce0d-b344-4bc4-9c9e-f01df434ef2e"
 
 
 def at(seconds: str) -> datetime:
@@ -41,11 +41,11 @@ def lines() -> list[str]:
 def test_a_recorded_line_reads_as_its_event() -> None:
     event = parse_line(lines()[1])
     assert event.kind == "HOTLINE_CALL"
-    assert event.at == at("1796550240.393236")
+    assert event.at == at("1796551297.525822")
     assert event.channel == "PJSIP/pstn-gateway-00000000"
-    assert (event.uniqueid, event.linkedid) == ("1796550239.0", "1796550239.0")
+    assert (event.uniqueid, event.linkedid) == ("1796551297.0", "1796551297.0")
     assert event.extra == {"extra": ANSWERED}
-    hangup = parse_line(lines()[6])
+    hangup = parse_line(lines()[4])
     assert hangup.kind == "HANGUP"
     assert hangup.extra["hangupsource"] == "PJSIP/2001-00000001"
 
@@ -53,22 +53,22 @@ def test_a_recorded_line_reads_as_its_event() -> None:
 def test_an_agent_answered_call_ends_as_recorded() -> None:
     [end] = call_endings(read_events(SAMPLE), [ANSWERED])
     assert end.call_id == ANSWERED
-    assert end.ended_at == at("1796550243.615273")  # the caller's channel's HANGUP
+    assert end.ended_at == at("1796551300.800632")  # the caller's channel's HANGUP
     assert end.party == "agent"  # the dialplan's HANGUP_PARTY: the agent hung up first
     assert end.route == "fallback" and end.cause == "16 Normal Clearing"
-    assert end.queued_at == at("1796550240.395314") and end.queue == "hotline"
-    assert end.answered_at == at("1796550240.603455")
+    assert end.queued_at == at("1796551297.526657") and end.queue == "hotline"
+    assert end.answered_at == at("1796551297.775750")
     assert end.agent_interface == "PJSIP/2001"
-    assert end.agent_ended_at == at("1796550243.608822")
+    assert end.agent_ended_at == at("1796551300.784856")
 
 
 def test_a_caller_who_hung_up_in_the_queue() -> None:
     [end] = call_endings(read_events(SAMPLE), [ABANDONED])
-    assert end.ended_at == at("1796550265.496675")
+    assert end.ended_at == at("1796551307.282674")
     assert end.party == "caller"  # HangupSource is the caller's own channel
     assert end.cause == "16 Normal Clearing"  # a BYE leaves the cause at 0
     assert end.answered_at is None and end.agent_interface is None
-    assert end.queued_at == at("1796550262.005379")
+    assert end.queued_at == at("1796551303.790756")
 
 
 def test_only_the_asked_calls_and_only_ended_ones() -> None:
@@ -87,8 +87,8 @@ def test_damaged_lines_are_skipped_with_a_clear_log(tmp_path: Path,
         good[7][:60],  # a line cut short (Asterisk killed while writing)
         "not json at all",
         '["a", "list"]',
-        good[8].replace('"eventtime":"1796550261.993659"', '"eventtime":"yesterday"'),
-        good[8].replace('"uniqueid":"1796550261.0",', ""),
+        good[8].replace('"eventtime":"1796551303.777163"', '"eventtime":"yesterday"'),
+        good[8].replace('"uniqueid":"1796551303.0",', ""),
         *good[7:],
         "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
     ]) + "\n", encoding="utf-8")
@@ -116,10 +116,10 @@ def test_reading_from_a_time_skips_the_older_part(tmp_path: Path) -> None:
     events as reading it whole."""
     record = tmp_path / "hotline-calls.json"
     old = lines()[:7]
-    filler = [old[0].replace("1796550239.887770", f"{1796540000 + i}.000000")
+    filler = [old[0].replace("1796551297.021022", f"{1796540000 + i}.000000")
               for i in range(3000)]
     record.write_text("\n".join(filler + lines()) + "\n", encoding="utf-8")
-    since = at("1796550200")
+    since = at("1796551200")
     read = list(read_events(record, since=since))
     assert len(read) < 200  # not the whole record
     assert [e for e in read if e.at >= since] == [parse_line(line) for line in lines()]
