@@ -3,14 +3,19 @@ exited, a zombie nobody reaped, a pid now used by another program, and the servi
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from hotline.daemon import service_state, show_status, stop_service
 from hotline.liveness import Recorded, check_recorded, describe_health, process_info
+from hotline.settings import Settings
+from hotline.tools.bed import free_tcp_port
 
 SERVE_LIKE = [sys.executable, "-c", "import sys; sys.stdin.read()", "-m", "hotline.cli",
               "serve"]
@@ -84,3 +89,54 @@ def test_health_in_words() -> None:
     assert describe_health({"ok": True}) == "ok"
     assert describe_health({"ok": False, "ami": "connecting", "audiosocket_port": 4000}) == (
         "not ok: AMI connecting")
+
+
+# -- what status and down say, with the pid file pointing at each kind of process -------------
+def _settings(tmp_path: Path) -> Settings:
+    settings = Settings(state_dir=tmp_path)
+    settings.web.port = free_tcp_port()  # nothing answers there
+    return settings
+
+
+def _record(settings: Settings, recorded: Recorded) -> None:
+    (settings.state_dir / "hotline.pid").write_text(recorded.render())
+
+
+def test_status_and_down_after_kill_9(tmp_path: Path, waiting: subprocess.Popen[bytes],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    settings = _settings(tmp_path)
+    _record(settings, Recorded.of(waiting.pid))
+    waiting.kill()
+    wait_state(waiting.pid, "Z")
+    state = service_state(settings)
+    assert state.pid is None and state.health is None and not state.serving
+    assert state.stale is not None and "zombie" in state.stale
+    assert show_status(settings) == 3
+    assert "not running (pid" in capsys.readouterr().out
+    said = stop_service(settings)
+    assert said.startswith("hotline service was not running (pid") and "pid file removed" in said
+    assert not (tmp_path / "hotline.pid").exists()
+
+
+def test_down_stops_the_recorded_service(tmp_path: Path,
+                                         waiting: subprocess.Popen[bytes]) -> None:
+    settings = _settings(tmp_path)
+    _record(settings, Recorded.of(waiting.pid))
+    state = service_state(settings)
+    assert state.pid == waiting.pid and state.health is None
+    assert show_status(settings) == 1  # runs, but its health endpoint does not answer
+    assert stop_service(settings) == f"hotline service stopped (pid {waiting.pid})"
+    assert waiting.wait(5) == -signal.SIGTERM
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        _record(settings, Recorded(other.pid))
+        said = stop_service(settings)
+        assert "is another program: sleep 30" in said
+        assert other.poll() is None  # still running: down did not kill it
+    finally:
+        other.kill()
+        other.wait()
