@@ -38,7 +38,7 @@ from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
-from hotline.reconciliation import reconcile_open_calls
+from hotline.reconciliation import call_record_path, reconcile_open_calls
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import (
     Settings,
@@ -48,6 +48,7 @@ from hotline.settings import (
 )
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
+from ivr.asterisk.call_records import CallRecordReader
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.callback_dialer import AmiCallbackDialer
 from ivr.asterisk.queue_announcements import QueueAnnouncements
@@ -150,7 +151,7 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(wallboard.close)
 
         ami = AmiClient(settings.ami)
-        tracker = CallTracker(ami, bus)
+        tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
         # Calls a previous run left open (once the journal's replay is written): the first
         # resynchronisation closes those that ended while no service was running.
         with contextlib.suppress(TimeoutError):

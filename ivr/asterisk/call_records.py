@@ -10,12 +10,13 @@ entered the queue (APP_START of Queue) and hung up (HANGUP, with the channel tha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,23 @@ def _interface(channel: str | None) -> str | None:
     if not channel:
         return None
     return channel.rsplit("-", 1)[0] if "-" in channel else channel
+
+
+class CallRecordReader:
+    """Reads how calls ended from the record at ``path`` (for the AMI resynchronisation: calls
+    that ended while the link was down), off the event loop."""
+
+    def __init__(self, path: Path, *, look_back: timedelta = timedelta(hours=12)) -> None:
+        self.path = path
+        self.look_back = look_back
+        """How far back the record is read for calls whose start is not given."""
+
+    async def endings(self, call_ids: Iterable[str],
+                      since: datetime | None = None) -> dict[str, RecordedEnd]:
+        wanted = list(call_ids)
+        if not wanted:
+            return {}
+        since = since or datetime.now(UTC) - self.look_back
+        ends = await asyncio.to_thread(
+            lambda: call_endings(read_events(self.path, since=since), wanted))
+        return {end.call_id: end for end in ends}
