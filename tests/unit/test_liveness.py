@@ -32,6 +32,16 @@ def waiting() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
+def started_sleep() -> subprocess.Popen[bytes]:
+    """``sleep 30``, once it runs as sleep (not the fork before its exec)."""
+    proc = subprocess.Popen(["sleep", "30"])
+    deadline = time.monotonic() + 10
+    while (info := process_info(proc.pid)) is None or info.argv != ("sleep", "30"):
+        assert time.monotonic() < deadline, f"sleep never ran: {info}"
+        time.sleep(0.01)  # polling the kernel's process table, bounded
+    return proc
+
+
 def wait_state(pid: int, state: str, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while (info := process_info(pid)) is None or info.state != state:
@@ -64,7 +74,7 @@ def test_an_exited_process_does_not_count(waiting: subprocess.Popen[bytes]) -> N
 
 
 def test_a_pid_reused_by_another_program_does_not_count() -> None:
-    other = subprocess.Popen(["sleep", "30"])
+    other = started_sleep()
     try:
         reason = check_recorded(Recorded(other.pid))
         assert reason == f"pid {other.pid} is another program: sleep 30"
@@ -131,7 +141,7 @@ def test_down_stops_the_recorded_service(tmp_path: Path,
 
 def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    other = subprocess.Popen(["sleep", "30"])
+    other = started_sleep()
     try:
         _record(settings, Recorded(other.pid))
         said = stop_service(settings)
