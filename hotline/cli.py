@@ -33,15 +33,19 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.daemon import start_all
 
-    start_all(settings, with_asterisk=not args.no_asterisk)
-    return 0
+    return start_all(settings, with_asterisk=not args.no_asterisk)
 
 
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.daemon import stop_all
 
-    stop_all(settings)
-    return 0
+    return stop_all(settings)
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.daemon import show_status
+
+    return show_status(settings)
 
 
 def _cmd_asterisk(settings: Settings, args: argparse.Namespace) -> int:
@@ -426,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Asterisk and the hotline service in the background")
     up.add_argument("--no-asterisk", action="store_true", help="use an external Asterisk")
     sub.add_parser("down", help="stop the hotline service and the built-in Asterisk")
+    sub.add_parser("status", help="whether the service started by up runs and serves "
+                   "(exit 0 serving, 1 unhealthy, 3 not running)")
 
     ast = sub.add_parser("asterisk", help="manage the built-in Asterisk 22")
     ast.add_argument("action", choices=["up", "down", "status", "cli", "render"])
@@ -507,6 +513,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
     "surveys": _cmd_surveys, "retention": _cmd_retention, "edge": _cmd_edge,
     "doctor": _cmd_doctor, "backup": _cmd_backup, "restore": _cmd_backup,
+    "status": _cmd_status,
 }
 
 

@@ -39,6 +39,7 @@ from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
 from hotline.metrics import ScrapeSources, ServiceMetrics, recognition_pool
 from hotline.paths import asterisk_trees, recording_store, service_trees, survey_comments_dir
+from hotline.reconciliation import call_record_path, reconcile_open_calls
 from hotline.retention import RetentionSchedule, retention_loop
 from hotline.settings import (
     Settings,
@@ -48,6 +49,7 @@ from hotline.settings import (
 )
 from hotline.surveys import return_visit_loop, survey_calls
 from ivr.ami.client import AmiClient
+from ivr.asterisk.call_records import CallRecordReader
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.callback_dialer import AmiCallbackDialer
 from ivr.asterisk.queue_announcements import QueueAnnouncements
@@ -155,14 +157,16 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         stack.push_async_callback(wallboard.close)
 
         ami = AmiClient(settings.ami)
-        tracker = CallTracker(ami, bus)
+        tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
         # Calls a previous run left open (once the journal's replay is written): the first
         # resynchronisation closes those that ended while no service was running.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STARTUP_REPLAY_WAIT):
                 await recorder.drain()
+        left_open = await open_calls(sessions)
+        reconciled = await reconcile_open_calls(settings, sessions, left_open)
         tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
-                      for c in await open_calls(sessions))
+                      for c in left_open if c.call_id not in reconciled)
         queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
         announcements = QueueAnnouncements(
             ami, bus, main_queue=settings.asterisk.queue_name,

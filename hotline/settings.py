@@ -126,6 +126,9 @@ class AsteriskSettings(_Section):
     """Empty: the one Asterisk of a single box (config in the root's /etc/asterisk). A name:
     one media node of a cluster (hotline.edge), with its own config, run, spool, log and lib
     directories in the root, named in its Uniqueids and the HOTLINE_NODE channel variable."""
+    call_record_file: Path | None = None
+    """Asterisk's channel event record (cel_custom, hotline-calls.json in its log directory)
+    as this host reads it; None: the embedded Asterisk's, else /var/log/asterisk's."""
 
     @model_validator(mode="before")
     @classmethod

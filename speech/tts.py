@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -59,8 +61,25 @@ def converter() -> ProcessPoolExecutor:
     with _converter_lock:
         if _converter is None:
             _converter = ProcessPoolExecutor(max_workers=1,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_die_with_parent,
+                                             initargs=(os.getpid(),))
         return _converter
+
+
+PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """The converter's initializer: it is killed when the service that started it dies, even
+    by ``kill -9`` (Linux's parent-death signal), instead of living on as an orphan that
+    holds the service's output open. The signal follows the thread that started the worker:
+    :func:`convert` submits from the event loop's thread, which lives as long as the service
+    (and a worker lost early is started again)."""
+    with contextlib.suppress(OSError, AttributeError):  # no prctl (not Linux): as before
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the service died before the signal was asked for
+        os._exit(0)
 
 
 async def convert(wav_path: Path) -> bytes:

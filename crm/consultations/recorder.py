@@ -198,13 +198,15 @@ class OpenCall:
     channel: str | None
     caller_number: str | None
     caller_name: str | None
+    started_at: datetime | None = None
 
 
 async def open_calls(sessions: SessionFactory) -> list[OpenCall]:
     """Calls the records still show as live: after a restart of the service, those that
     ended while it was down must be closed by the resynchronisation with Asterisk."""
     query = (select(Consultation.call_id, Consultation.channel, Consultation.caller_number,
-                    Consultation.caller_name).where(Consultation.ended_at.is_(None)))
+                    Consultation.caller_name, Consultation.started_at)
+             .where(Consultation.ended_at.is_(None)))
     async with sessions() as session:
         rows = (await session.execute(query)).all()
     return [OpenCall(*row) for row in rows]

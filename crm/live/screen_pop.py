@@ -50,6 +50,7 @@ from crm.telephony.steps import (
     CallbackOutcome,
     CallbackRequested,
     CallerLeftIvr,
+    CallReconciled,
     CaseLookedUp,
     CaseNumberConfirmed,
     CaseNumberInvalid,
@@ -196,6 +197,9 @@ def transcript_text(step: Step) -> str | None:
             return f"This is a callback ({reason}), attempt {attempt}"
         case CallbackOutcome(outcome=outcome, by=by):
             return f"Callback outcome: {outcome} ({by})"
+        case CallReconciled(ended_at=ended_at):
+            return ("Ended while the hotline service was down; closed from Asterisk's record "
+                    f"(ended {ended_at})")
         case (IvrAtCapacity() | SurveyStarted() | SurveyRated() | SurveyUnrated()
               | SurveyCommented() | SurveyAbandoned() | SurveyEnded() | SurveySkipped()
               | SurveyWriteDeferred() | CommentTranscribed() | UnknownStep()):

@@ -505,6 +505,18 @@ class CallbackOutcome(StepFields):
 
 
 
+@dataclass(frozen=True)
+class CallReconciled(StepFields):
+    """The call ended while the hotline service was not running: its end, who hung up and
+    the queue steps beside this one were taken from Asterisk's own record (``source``) when
+    the service started again, not guessed."""
+
+    KIND = "reconciled"
+    source: str = "asterisk_cel"
+    ended_at: str = ""
+    """When the call really ended (ISO 8601): this step is written later, at the start."""
+
+
 # -- read back but not understood ---------------------------------------------------------------
 @dataclass(frozen=True)
 class UnknownStep(StepFields):
@@ -535,7 +547,7 @@ Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | Veri
         | SurveyUnrated | SurveyCommented | SurveyAbandoned | SurveyEnded | SurveySkipped
         | SurveyWriteDeferred | CommentTranscribed | QueuePositionAnnounced
         | CallbackRequested | CallbackNotPossible | CallbackClosedByCall | CallbackOffered
-        | CallbackDialling | CallbackOutcome | UnknownStep)
+        | CallbackDialling | CallbackOutcome | CallReconciled | UnknownStep)
 """Every step of a call."""
 STEP_CLASSES: tuple[type[StepFields], ...] = get_args(Step)
 _BY_KIND: dict[str, type[StepFields]] = {cls.KIND: cls for cls in STEP_CLASSES if cls.KIND}

@@ -18,6 +18,7 @@ from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
 from hotline.settings import Settings, assigned_callback_queue, hotline_queues
+from ivr.asterisk.call_records import CEL_FILE
 
 LANGUAGE_RULE = "hotline-language"
 """The queuerules.conf rule every hotline caller waits under: first the agents who speak
@@ -103,6 +104,7 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "qw": settings.queue_wait,
         "hours": settings.service_hours,
         "default_language": settings.speech.default_language,
+        "cel_file": CEL_FILE,
     }
     return {
         name.removesuffix(".j2"): env.get_template(name).render(context)

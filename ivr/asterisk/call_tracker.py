@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from crm.agents.auth import mask_phone
+from crm.consultations.reconciliation import RecordedEnd
 from crm.telephony.call_context import call_context
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep, utcnow
-from crm.telephony.steps import CallbackOffered
+from crm.telephony.steps import CallbackOffered, CallReconciled
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
+from ivr.asterisk.call_records import CallRecordReader
 from ivr.asterisk.hangup import REQUEST_EVENTS, HangupCauses, hangup_party
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,13 @@ CALLBACK_ANSWERS = ("yes", "no", "none", "withheld", "requeue", "unheard")
 
 
 class CallTracker:
-    def __init__(self, ami: AmiClient, bus: CallEventBus) -> None:
+    def __init__(self, ami: AmiClient, bus: CallEventBus, *,
+                 records: CallRecordReader | None = None) -> None:
         self._ami = ami
         self._bus = bus
+        self._records = records
+        """Asterisk's own record of each call: how calls that ended while AMI was down
+        really ended (else they are closed as "resynchronised", at the re-login)."""
         self.active_calls: dict[str, ActiveCall] = {}
         self.survey_legs: dict[str, SurveyLeg] = {}
         self.offer_legs: dict[str, OfferLeg] = {}
@@ -242,8 +248,18 @@ class CallTracker:
             # The caller's own leg is the one that started the call (Uniqueid == Linkedid).
             if call_id and channel.get("Uniqueid") == channel.get("Linkedid"):
                 live[call_id] = channel
-        for call_id in [c for c in self.active_calls if c not in live]:
+        gone = [c for c in self.active_calls if c not in live]
+        recorded = await self._recorded_ends(gone)
+        for call_id in gone:
             self.active_calls.pop(call_id)
+            if (end := recorded.get(call_id)) is not None:
+                log.info("call %s: ended while AMI was unavailable, at %s by the %s (from "
+                         "Asterisk's record)", call_id, end.ended_at.isoformat(), end.party)
+                await self._bus.publish(CallEnded(call_id, end.route, end.cause,
+                                                  at=end.ended_at, party=end.party))
+                await self._bus.publish(CallStep(call_id, CallReconciled(
+                    end.source, end.ended_at.isoformat())))
+                continue
             log.info("call %s: ended while AMI was unavailable (resynchronised)", call_id)
             await self._bus.publish(CallEnded(call_id, None, "resynchronised"))
         for call_id, channel in live.items():
@@ -255,6 +271,15 @@ class CallTracker:
             await self._bus.publish(CallStarted(
                 call_id, call.caller_number, call.caller_name, call.channel,
                 at=utcnow() - _duration(channel.get("Duration"))))
+
+    async def _recorded_ends(self, call_ids: list[str]) -> dict[str, RecordedEnd]:
+        if self._records is None or not call_ids:
+            return {}
+        try:
+            return await self._records.endings(call_ids)
+        except Exception:  # the record is a help, never a reason to keep calls open
+            log.exception("reading Asterisk's call record %s failed", self._records.path)
+            return {}
 
     async def wait_for_call(self, call_id: str, timeout: float) -> ActiveCall | None:
         """The call as announced on AMI; the media socket may connect a moment before."""

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from hotline.asterisk import cli
 from hotline.asterisk.layout import Installation
 from hotline.asterisk.process import daemon_pid
+from hotline.reconciliation import call_record_path
 from hotline.settings import Settings
 from hotline.tools.sipp import CallResult, free_udp_port, place_call
 from tests.integration.service_fixtures import service_settings
@@ -61,6 +62,7 @@ def fault_settings(bed: Settings, tmp_path: Path) -> Settings:
                                         or bed.state_dir / "prompt-cache")
     settings.speech.installed_models_dir = (bed.speech.installed_models_dir
                                             or bed.state_dir / "speech-models")
+    settings.asterisk.call_record_file = call_record_path(bed)  # the bed's Asterisk's
     return settings
 
 
@@ -186,7 +188,8 @@ def serve_env(settings: Settings) -> dict[str, str]:
             "HOTLINE_ASTERISK__SIP_PORT": str(settings.asterisk.sip_port),
             "HOTLINE_SPEECH__PREWARM_PROMPTS": "false",
             "HOTLINE_SPEECH__PROMPT_CACHE_DIR": str(settings.speech.prompt_cache_dir),
-            "HOTLINE_SPEECH__INSTALLED_MODELS_DIR": str(settings.speech.installed_models_dir)}
+            "HOTLINE_SPEECH__INSTALLED_MODELS_DIR": str(settings.speech.installed_models_dir),
+            "HOTLINE_ASTERISK__CALL_RECORD_FILE": str(call_record_path(settings))}
 
 
 class ServeProcess:
@@ -241,8 +244,12 @@ class ServeProcess:
             except TimeoutError:
                 self.proc.kill()
         await self.proc.wait()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reader, 5)
+        # A child the killed service left behind may hold its output open: stop reading
+        # after 5 s, and a second stop() finds the reader finished, not a cancelled one.
+        await asyncio.wait([self._reader], timeout=5)
+        if not self._reader.done():
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
 
 # --- a scratch PostgreSQL database -----------------------------------------------------

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,7 @@ async def test_ami_link_cut_mid_call(asterisk_bed: Settings, tmp_path: Path) -> 
             cut_tcp(port, settings.ami.port)
             await wait_until(lambda: hotline.ami.state != "logged_in", 5, "AMI link noticed down")
 
+            hung_up_at = datetime.now(UTC)
             result = await caller.hang_up()
             assert no_bye_from_asterisk(result), result.events
             await wait_until(no_channels, 10, "Asterisk has no channel left")
@@ -114,7 +116,9 @@ async def test_ami_link_cut_mid_call(asterisk_bed: Settings, tmp_path: Path) -> 
 
             await hotline.ami.wait_ready(15)
             end = await watcher.wait_for(ended(call_id), 10)
-        assert isinstance(end, CallEnded) and end.cause == "resynchronised"
+        # How it ended comes from Asterisk's channel event record, not the re-login.
+        assert isinstance(end, CallEnded) and end.cause == "16 Normal Clearing"
+        assert end.party == "caller" and abs((end.at - hung_up_at).total_seconds()) < 1
         assert call_id not in hotline.tracker.active_calls
         await hotline.recorder.drain()
         [consultation] = await consultations_of(hotline.sessions, call_id)
@@ -122,6 +126,7 @@ async def test_ami_link_cut_mid_call(asterisk_bed: Settings, tmp_path: Path) -> 
         assert consultation.caller_name == "张三"
         kinds = [s["kind"] for s in consultation.steps]
         assert kinds.count("ivr_connected") == 1 and kinds.count("keys") == 1
+        assert kinds.count("reconciled") == 1
 
 
 async def test_a_call_answered_while_the_ami_link_is_down_pops_after_the_relogin(
@@ -306,8 +311,12 @@ async def test_ivr_process_killed_and_restarted(asterisk_bed: Settings, tmp_path
             raise AssertionError(f"{exc}; second service:\n{''.join(second.lines)}") from None
         [consultation] = await consultations_of(sessions, call_id)
         assert consultation.caller_name == "赵六" and consultation.started_at is not None
-        assert consultation.hangup_cause == "resynchronised"
-        assert await steps_written() == before, "a replayed step was written twice"
+        # Closed from Asterisk's channel event record (tests/integration/test_crash_truth.py).
+        assert consultation.hangup_cause == "16 Normal Clearing"
+        assert consultation.hangup_party == "caller" and consultation.outcome == "abandoned"
+        added = {"queued", "abandoned", "reconciled"}
+        assert [s for s in await steps_written() if s[0] not in added] == before, \
+            "a replayed step was written twice"
     finally:
         for proc in (first, second):
             if proc is not None:

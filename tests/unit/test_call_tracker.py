@@ -97,3 +97,40 @@ async def test_identity_comes_from_the_channel_snapshot_not_from_user_fields() -
     assert started.caller_name == "x,CallerNum: 13800138000,CallerIDNum: 13800138000"
     assert started.channel == "PJSIP/pstn-gateway-00000002"
     assert tracker.active_calls["c-3"].caller_number == "13900139000"
+
+
+async def test_calls_that_ended_while_ami_was_down_end_as_asterisk_recorded() -> None:
+    """Two calls open when the link comes (back): the one Asterisk's record shows ended
+    (tests/data/asterisk/cel_calls.jsonl) ends at its recorded time, by the recorded party,
+    marked reconciled; the one it does not know is closed as "resynchronised"."""
+    from datetime import timedelta
+
+    from crm.telephony.events import CallStep
+    from crm.telephony.steps import CallReconciled
+    from ivr.asterisk.call_records import CallRecordReader
+    from ivr.asterisk.call_tracker import ActiveCall
+    from tests.unit.test_call_records import ANSWERED, SAMPLE, at
+
+    async with FakeAmiServer() as server:
+        ami = AmiClient(AmiSettings(port=server.port, secret="secret"))
+        bus = CallEventBus()
+        seen = Collected()
+        bus.subscribe(seen)
+        tracker = CallTracker(ami, bus, records=CallRecordReader(
+            SAMPLE, look_back=timedelta(days=36500)))
+        tracker.adopt([ActiveCall(ANSWERED, "PJSIP/pstn-gateway-00000000", None, None),
+                       ActiveCall("unknown-1", None, None, None)])
+        await ami.start()
+        try:
+            await ami.wait_ready(5)
+            events = await seen.wait(3)
+        finally:
+            await ami.close()
+    ends = {e.call_id: e for e in events if isinstance(e, CallEnded)}
+    recorded = ends[ANSWERED]
+    assert (recorded.at, recorded.party, recorded.cause, recorded.route) == (
+        at("1796551300.800632"), "agent", "16 Normal Clearing", "fallback")
+    [mark] = [e for e in events if isinstance(e, CallStep)]
+    assert mark.call_id == ANSWERED and isinstance(mark.step, CallReconciled)
+    assert ends["unknown-1"].cause == "resynchronised" and ends["unknown-1"].party is None
+    assert tracker.active_calls == {}
