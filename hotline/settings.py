@@ -39,6 +39,7 @@ from crm.settings import (
     assigned_queue,
 )
 from hotline.assets import checkout_root
+from hotline.bus.settings import BusSettings
 from ivr.settings import (
     AmiSettings,
     AudioSocketSettings,
@@ -181,6 +182,7 @@ class Settings(BaseSettings):
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
 
     @classmethod
     def settings_customise_sources(

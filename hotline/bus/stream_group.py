@@ -1,0 +1,210 @@
+"""Competing consumers of the stream: a consumer group shares the events out among its
+consumers (each event to one of them), for work that must happen once across the cluster
+(the consultation recorder).
+
+One consumer's loop:
+
+1. joins the group (created at ``group_start``, ``0``: the whole stream, if it is new);
+2. reads its own pending entries first (taken before a restart or a broken connection and
+   never acknowledged), then new ones (XREADGROUP ``>``), blocking;
+3. hands each to the handler as a :class:`~hotline.bus.stream_entries.Delivery` (event, entry
+   id, event id, ``redelivered``) and acknowledges it (XACK) only after the handler
+   returned; a handler that raises leaves the entry pending, to be tried again;
+4. every ``claim_idle_s / 2`` takes over (XAUTOCLAIM) the entries any consumer of the group
+   has held unacknowledged for longer than ``claim_idle_s``: those of a consumer that died,
+   and its own that failed. An entry taken over more than ``max_deliveries`` times, and an
+   entry that is not an event, is moved to the dead stream (``<stream>:dead``, with the
+   reason) and acknowledged, so it never blocks the rest; an entry trimmed from the stream
+   before it was acknowledged is logged as lost.
+
+Delivery is at least once: a consumer that handled an event and died before its XACK, or
+one that was only slow and got its entry taken over, means a second delivery. Handlers make
+that harmless by writing idempotently, keyed on ``Delivery.event_id`` (the same in every
+copy, also in a copy the publisher sent twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from crm.errors import WireFormatError
+from hotline.bus.stream_entries import (
+    REDIS_BACKOFF,
+    REDIS_DOWN,
+    Delivery,
+    describe,
+    entries,
+    parse,
+    text,
+)
+
+log = logging.getLogger(__name__)
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+READ_COUNT = 100
+CLAIM_COUNT = 100
+DEAD_MAXLEN = 100_000
+
+
+def dead_stream(stream: str) -> str:
+    return f"{stream}:dead"
+
+
+class GroupConsumer:
+    def __init__(self, client: Redis, stream: str, group: str, consumer: str,
+                 handler: DeliveryHandler, *, claim_idle_s: float, max_deliveries: int,
+                 block_s: float, group_start: str = "0") -> None:
+        self._client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._handler = handler
+        self._claim_idle_ms = int(claim_idle_s * 1000)
+        self._claim_every = claim_idle_s / 2
+        self._max_deliveries = max_deliveries
+        self._block_ms = int(block_s * 1000)
+        self._group_start = group_start
+        self.handled = 0
+        self.failed = 0
+        self.reclaimed = 0
+        self.dead = 0
+        self.lost = 0
+
+    async def run(self) -> None:
+        attempt = 0
+        joined = False
+        backlog = "0"  # own pending entries first; None once read
+        next_claim = time.monotonic()
+        while True:
+            try:
+                if not joined:
+                    await self._join()
+                    joined = True
+                if time.monotonic() >= next_claim:
+                    await self._reclaim()
+                    next_claim = time.monotonic() + self._claim_every
+                if backlog is not None:
+                    backlog = await self._read_backlog(backlog)
+                else:
+                    wait = max(1, min(self._block_ms,
+                                      int((next_claim - time.monotonic()) * 1000)))
+                    reply = await self._client.xreadgroup(
+                        self.group, self.consumer, {self.stream: ">"}, count=READ_COUNT,
+                        block=wait)
+                    for entry_id, fields in entries(reply):
+                        await self._handle(text(entry_id), fields, redelivered=False)
+            except REDIS_DOWN as exc:
+                attempt += 1
+                if attempt == 1:
+                    log.warning("bus group %s/%s: Redis unreachable (%s); going on once it "
+                                "is back", self.group, self.consumer, exc)
+                await asyncio.sleep(REDIS_BACKOFF.delay(attempt))
+                backlog = "0"  # an XACK may have been lost with the connection
+                continue
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.error("bus group %s/%s: the group or the stream is gone (Redis lost its "
+                          "data?); joining again", self.group, self.consumer)
+                joined = False
+                continue
+            if attempt:
+                log.info("bus group %s/%s: Redis is back", self.group, self.consumer)
+                attempt = 0
+
+    async def _join(self) -> None:
+        try:
+            await self._client.xgroup_create(self.stream, self.group, id=self._group_start,
+                                             mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read_backlog(self, after: str) -> str | None:
+        """Handle one batch of this consumer's own pending entries after ``after``; the id
+        to go on from, or None when there are none left."""
+        reply = await self._client.xreadgroup(self.group, self.consumer, {self.stream: after},
+                                              count=READ_COUNT)
+        found = entries(reply)
+        for entry_id, fields in found:
+            await self._handle(text(entry_id), fields, redelivered=True)
+        return text(found[-1][0]) if found else None
+
+    async def _reclaim(self) -> None:
+        cursor = "0-0"
+        for _ in range(10_000):  # bounded: each round moves the cursor on
+            reply = await self._client.xautoclaim(
+                self.stream, self.group, self.consumer, min_idle_time=self._claim_idle_ms,
+                start_id=cursor, count=CLAIM_COUNT)
+            cursor = text(reply[0])
+            claimed = reply[1] or []
+            for gone in (reply[2] if len(reply) > 2 else []):
+                self.lost += 1
+                log.error("bus group %s: entry %s was trimmed from %s before it was "
+                          "acknowledged: its event is lost to this group (raise [bus] maxlen)",
+                          self.group, text(gone), self.stream)
+            for entry_id, fields in claimed:
+                self.reclaimed += 1
+                eid = text(entry_id)
+                deliveries = await self._deliveries(eid)
+                log.warning("bus group %s/%s: took over entry %s (idle over %d ms, delivery "
+                            "%d)", self.group, self.consumer, eid, self._claim_idle_ms,
+                            deliveries)
+                if deliveries > self._max_deliveries:
+                    await self._move_aside(eid, fields, f"failed {deliveries - 1} times")
+                    continue
+                await self._handle(eid, fields, redelivered=True)
+            if cursor == "0-0":
+                return
+
+    async def _deliveries(self, entry_id: str) -> int:
+        rows = await self._client.xpending_range(self.stream, self.group, min=entry_id,
+                                                 max=entry_id, count=1)
+        return int(rows[0]["times_delivered"]) if rows else 1
+
+    async def _handle(self, entry_id: str, fields: dict[bytes, bytes], *,
+                      redelivered: bool) -> None:
+        if not fields:
+            self.lost += 1
+            log.error("bus group %s: entry %s was trimmed from %s before it was acknowledged: "
+                      "its event is lost to this group (raise [bus] maxlen)", self.group,
+                      entry_id, self.stream)
+            await self._client.xack(self.stream, self.group, entry_id)
+            return
+        try:
+            event_id, event = parse(fields)
+        except WireFormatError as exc:
+            await self._move_aside(entry_id, fields, exc.message)
+            return
+        try:
+            await self._handler(Delivery(event, entry_id, event_id, redelivered))
+        except Exception:
+            self.failed += 1
+            log.exception("bus group %s/%s: handler failed on %s of call %s (entry %s); left "
+                          "pending, tried again after %d ms", self.group, self.consumer,
+                          type(event).__name__, event.call_id or "-", entry_id,
+                          self._claim_idle_ms)
+            return
+        await self._client.xack(self.stream, self.group, entry_id)
+        self.handled += 1
+
+    async def _move_aside(self, entry_id: str, fields: dict[bytes, bytes],
+                          reason: str) -> None:
+        """Copy the entry to the dead stream with why, and acknowledge it here."""
+        self.dead += 1
+        log.error("bus group %s: entry %s of %s moved aside to %s: %s (%s)", self.group,
+                  entry_id, self.stream, dead_stream(self.stream), reason, describe(fields))
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xadd(dead_stream(self.stream),
+                      {**fields, b"dead_entry": entry_id.encode(),
+                       b"dead_group": self.group.encode(),
+                       b"dead_reason": reason.encode()},
+                      maxlen=DEAD_MAXLEN, approximate=True)
+            pipe.xack(self.stream, self.group, entry_id)
+            await pipe.execute()
