@@ -191,8 +191,8 @@ class GroupConsumer:
                           type(event).__name__, event.call_id or "-", entry_id,
                           self._claim_idle_ms)
             return
-        await self._client.xack(self.stream, self.group, entry_id)
         self.handled += 1
+        await self._client.xack(self.stream, self.group, entry_id)
 
     async def _move_aside(self, entry_id: str, fields: dict[bytes, bytes],
                           reason: str) -> None:
