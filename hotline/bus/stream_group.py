@@ -15,7 +15,13 @@ One consumer's loop:
    and its own that failed. An entry taken over more than ``max_deliveries`` times, and an
    entry that is not an event, is moved to the dead stream (``<stream>:dead``, with the
    reason) and acknowledged, so it never blocks the rest; an entry trimmed from the stream
-   before it was acknowledged is logged as lost.
+   before it was acknowledged is logged as lost;
+5. meanwhile a keeper task renews its hold (XCLAIM to itself, JUSTID) on the entries it has
+   read and not finished, every ``claim_idle_s / 3``, so a consumer that is alive but slow (a
+   big batch, a handler waiting for the database) keeps them; an entry another consumer took
+   over anyway (this one stalled longer than ``claim_idle_s``) is skipped here, not handled
+   twice. The renewal claims only entries idle for at least as long as since its last
+   renewal, so it never takes back one that another consumer took meanwhile.
 
 Delivery is at least once: a consumer that handled an event and died before its XACK, or
 one that was only slow and got its entry taken over, means a second delivery. Handlers make
@@ -47,7 +53,7 @@ from hotline.bus.stream_entries import (
 log = logging.getLogger(__name__)
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
-READ_COUNT = 100
+READ_COUNT = 50
 CLAIM_COUNT = 100
 DEAD_MAXLEN = 100_000
 
@@ -75,8 +81,23 @@ class GroupConsumer:
         self.reclaimed = 0
         self.dead = 0
         self.lost = 0
+        self.skipped = 0
+        self.reclaim_rounds = 0
+        self._held: dict[str, None] = {}
+        """Entries read and not finished, in order; renewed by the keeper."""
+        self._held_since = 0.0
+        """When this consumer last (re)took them: their idle time is at least the time since."""
+        self._taken_over: set[str] = set()
 
     async def run(self) -> None:
+        keeper = asyncio.create_task(self._keep(), name=f"bus keeper {self.consumer}")
+        try:
+            await self._consume()
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
+
+    async def _consume(self) -> None:
         attempt = 0
         joined = False
         backlog = "0"  # own pending entries first; None once read
@@ -97,8 +118,8 @@ class GroupConsumer:
                     reply = await self._client.xreadgroup(
                         self.group, self.consumer, {self.stream: ">"}, count=READ_COUNT,
                         block=wait)
-                    for entry_id, fields in entries(reply):
-                        await self._handle(text(entry_id), fields, redelivered=False)
+                    for entry_id, fields in self._hold(entries(reply)):
+                        await self._handle(entry_id, fields, redelivered=False)
             except REDIS_DOWN as exc:
                 attempt += 1
                 if attempt == 1:
@@ -131,12 +152,13 @@ class GroupConsumer:
         to go on from, or None when there are none left."""
         reply = await self._client.xreadgroup(self.group, self.consumer, {self.stream: after},
                                               count=READ_COUNT)
-        found = entries(reply)
+        found = self._hold(entries(reply))
         for entry_id, fields in found:
-            await self._handle(text(entry_id), fields, redelivered=True)
-        return text(found[-1][0]) if found else None
+            await self._handle(entry_id, fields, redelivered=True)
+        return found[-1][0] if found else None
 
     async def _reclaim(self) -> None:
+        self.reclaim_rounds += 1
         cursor = "0-0"
         for _ in range(10_000):  # bounded: each round moves the cursor on
             reply = await self._client.xautoclaim(
@@ -149,9 +171,8 @@ class GroupConsumer:
                 log.error("bus group %s: entry %s was trimmed from %s before it was "
                           "acknowledged: its event is lost to this group (raise [bus] maxlen)",
                           self.group, text(gone), self.stream)
-            for entry_id, fields in claimed:
+            for eid, fields in self._hold(claimed):
                 self.reclaimed += 1
-                eid = text(entry_id)
                 deliveries = await self._deliveries(eid)
                 log.warning("bus group %s/%s: took over entry %s (idle over %d ms, delivery "
                             "%d)", self.group, self.consumer, eid, self._claim_idle_ms,
@@ -168,8 +189,48 @@ class GroupConsumer:
                                                  max=entry_id, count=1)
         return int(rows[0]["times_delivered"]) if rows else 1
 
+    def _hold(self, found: list[tuple[bytes, dict[bytes, bytes]]]
+              ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Note the entries just read as this consumer's to finish (for the keeper)."""
+        out = [(text(entry_id), fields) for entry_id, fields in found]
+        self._held = dict.fromkeys(entry_id for entry_id, _ in out)
+        self._held_since = time.monotonic()
+        self._taken_over.clear()
+        return out
+
+    async def _keep(self) -> None:
+        """Renew the hold on the entries read and not finished, every claim_idle_s / 3."""
+        while True:
+            await asyncio.sleep(self._claim_every / 1.5)  # a period, not a synchronisation
+            held = list(self._held)
+            idle_ms = int((time.monotonic() - self._held_since) * 1000) - 1
+            if not held or idle_ms < 0:
+                continue
+            try:
+                kept = await self._client.xclaim(self.stream, self.group, self.consumer,
+                                                 idle_ms, held, justid=True)
+            except REDIS_DOWN:
+                continue  # the consumer's own loop reports it
+            self._held_since = time.monotonic()
+            kept_ids = {text(k) for k in kept}
+            for entry_id in held:
+                if entry_id not in kept_ids and entry_id in self._held:
+                    self._taken_over.add(entry_id)
+
     async def _handle(self, entry_id: str, fields: dict[bytes, bytes], *,
                       redelivered: bool) -> None:
+        try:
+            await self._handle_held(entry_id, fields, redelivered=redelivered)
+        finally:
+            self._held.pop(entry_id, None)
+
+    async def _handle_held(self, entry_id: str, fields: dict[bytes, bytes], *,
+                           redelivered: bool) -> None:
+        if entry_id in self._taken_over:
+            self.skipped += 1
+            log.warning("bus group %s/%s: entry %s was taken over by another consumer while "
+                        "this one was slow; left to it", self.group, self.consumer, entry_id)
+            return
         if not fields:
             self.lost += 1
             log.error("bus group %s: entry %s was trimmed from %s before it was acknowledged: "

@@ -215,6 +215,38 @@ async def test_a_dead_consumers_events_are_taken_over_and_handled_once(
         await client.aclose()
 
 
+async def test_a_slow_consumer_keeps_its_events(buses: Any) -> None:
+    """A handler waiting (for the database, say) longer than claim_idle_s does not lose its
+    entries to the other consumer: they are handled once, by the slow one."""
+    events = calls(3)
+    publisher = await buses("control")
+    for event in events:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    slow_seen, other_seen = Seen(), Seen()
+    stuck, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        if not stuck.is_set():
+            stuck.set()
+            await go_on.wait()
+        await slow_seen.add(delivery)
+
+    [slow_worker] = [(await buses("recorder-1")).consume("recorder", "r1", slow)]
+    await asyncio.wait_for(stuck.wait(), WAIT)
+    [other] = [(await buses("recorder-2")).consume("recorder", "r2", other_seen.add)]
+    rounds = other.reclaim_rounds
+
+    async def long_past_the_claim_time() -> bool:  # claim_idle_s / 2 apart: > 3 x claim_idle_s
+        return other.reclaim_rounds >= rounds + 7
+    await eventually(long_past_the_claim_time, "the other consumer tried to take over")
+    go_on.set()
+    deliveries = await slow_seen.until(len(events))
+    assert [d.event for d in deliveries] == events
+    assert other_seen.items == [] and other.reclaimed == 0
+    assert slow_worker.skipped == 0
+
+
 async def test_a_consumer_that_restarts_gets_its_own_pending_events_first(
         buses: Any, bus_settings: BusSettings) -> None:
     settings = bus_settings.model_copy(update={"claim_idle_s": 3600.0})  # no take-over
