@@ -100,7 +100,7 @@ class GroupConsumer:
     async def _consume(self) -> None:
         attempt = 0
         joined = False
-        backlog = "0"  # own pending entries first; None once read
+        backlog: str | None = "0"  # own pending entries first; None once read
         next_claim = time.monotonic()
         while True:
             try:
