@@ -23,10 +23,14 @@ One consumer's loop:
    twice. The renewal claims only entries idle for at least as long as since its last
    renewal, so it never takes back one that another consumer took meanwhile.
 
-Delivery is at least once: a consumer that handled an event and died before its XACK, or
-one that was only slow and got its entry taken over, means a second delivery. Handlers make
-that harmless by writing idempotently, keyed on ``Delivery.event_id`` (the same in every
-copy, also in a copy the publisher sent twice).
+Delivery is at least once. A consumer drops a copy of an event it handled itself lately (its
+XACK was lost with the connection, or the publisher sent the event twice): it acknowledges
+the copy without handing it over. What remains is a second delivery to another consumer:
+after a consumer handled an event and died before its XACK, or stalled longer than
+``claim_idle_s`` in its handler, or when the two copies of a resent event went to two
+consumers. Handlers make that harmless by writing idempotently, keyed on
+``Delivery.event_id`` (the same in every copy); ``Delivery.redelivered`` says when a
+delivery may be such a second one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from hotline.bus.stream_entries import (
     REDIS_BACKOFF,
     REDIS_DOWN,
     Delivery,
+    RecentIds,
     describe,
     entries,
     parse,
@@ -88,6 +93,10 @@ class GroupConsumer:
         self._held_since = 0.0
         """When this consumer last (re)took them: their idle time is at least the time since."""
         self._taken_over: set[str] = set()
+        self._handled_ids = RecentIds()
+        """Events this consumer handled lately: a copy of one (its XACK was lost with the
+        connection, or the publisher sent it twice) is acknowledged without handling."""
+        self.duplicates = 0
 
     async def run(self) -> None:
         keeper = asyncio.create_task(self._keep(), name=f"bus keeper {self.consumer}")
@@ -243,6 +252,12 @@ class GroupConsumer:
         except WireFormatError as exc:
             await self._move_aside(entry_id, fields, exc.message)
             return
+        if event_id in self._handled_ids:
+            self.duplicates += 1
+            log.info("bus group %s/%s: entry %s is a copy of event %s, handled here already",
+                     self.group, self.consumer, entry_id, event_id)
+            await self._client.xack(self.stream, self.group, entry_id)
+            return
         try:
             await self._handler(Delivery(event, entry_id, event_id, redelivered))
         except Exception:
@@ -253,6 +268,7 @@ class GroupConsumer:
                           self._claim_idle_ms)
             return
         self.handled += 1
+        self._handled_ids.remember(event_id)
         await self._client.xack(self.stream, self.group, entry_id)
 
     async def _move_aside(self, entry_id: str, fields: dict[bytes, bytes],

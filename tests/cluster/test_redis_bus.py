@@ -247,6 +247,36 @@ async def test_a_slow_consumer_keeps_its_events(buses: Any) -> None:
     assert slow_worker.skipped == 0
 
 
+async def test_an_event_whose_acknowledgement_was_lost_is_not_handled_twice(
+        buses: Any, redis_server: RedisServer) -> None:
+    events = calls(3)
+    handled: list[BusEvent] = []
+    seen = Seen()
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.event)
+        if len(handled) == 2:  # Redis dies after this handler, before its XACK
+            await asyncio.to_thread(redis_server.kill)
+        await seen.add(delivery)
+
+    publisher = await buses("control")
+    for event in events[:2]:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    recorder = await buses("recorder")
+    [worker] = [recorder.consume("recorder", "r1", handler)]
+    await seen.until(2)
+    await asyncio.to_thread(redis_server.start)
+    for event in events[2:]:
+        await publisher.publish(event)
+    await seen.until(len(events))
+    assert handled == events  # each once, in order
+
+    async def copy_acknowledged() -> bool:
+        return worker.duplicates == 1
+    await eventually(copy_acknowledged, "the pending copy acknowledged without handling")
+
+
 async def test_a_consumer_that_restarts_gets_its_own_pending_events_first(
         buses: Any, bus_settings: BusSettings) -> None:
     settings = bus_settings.model_copy(update={"claim_idle_s": 3600.0})  # no take-over
