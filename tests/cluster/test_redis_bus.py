@@ -138,6 +138,36 @@ async def test_every_subscriber_of_every_process_sees_every_event_in_order(buses
         assert await seen.until(len(events)) == events
 
 
+async def test_a_reader_given_an_id_reads_from_there(buses: Any) -> None:
+    publisher = await buses("control")
+    events = calls(3)
+    for event in events:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    late, from_start = Seen(), Seen()
+    await buses("web-late", subscribe=[late.add])  # from where it started: the end
+    await buses("web-replay", subscribe=[from_start.add], read_from="0")
+    assert await from_start.until(len(events)) == events
+    last = CallEnded("call-x", "end", None)
+    await publisher.publish(last)
+    assert await late.until(1) == [last]
+    assert await from_start.until(len(events) + 1) == [*events, last]
+
+
+async def test_the_stream_stays_bounded(buses: Any, bus_settings: BusSettings) -> None:
+    settings = bus_settings.model_copy(update={"maxlen": 1000})
+    publisher = await buses("control", settings=settings)
+    for event in calls(750):  # 3000 events
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    client = redis_client(settings.redis_url)
+    try:
+        length = await client.xlen(settings.stream)
+    finally:
+        await client.aclose()
+    assert 1000 <= length < 1500  # trimmed in whole nodes (100 entries), about maxlen
+
+
 async def test_a_failing_subscriber_never_stops_the_others(buses: Any) -> None:
     seen = Seen()
 
