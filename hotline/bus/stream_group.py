@@ -138,11 +138,16 @@ class GroupConsumer:
                 backlog = "0"  # an XACK may have been lost with the connection
                 continue
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.error("bus group %s/%s: the group or the stream is gone (Redis lost its "
-                          "data?); joining again", self.group, self.consumer)
-                joined = False
+                if "NOGROUP" in str(exc):
+                    log.error("bus group %s/%s: the group or the stream is gone (Redis lost "
+                              "its data?); joining again", self.group, self.consumer)
+                    joined = False
+                    continue
+                attempt += 1  # a refusal (out of memory, the key is not a stream...)
+                log.error("bus group %s/%s: Redis refuses: %s; trying again", self.group,
+                          self.consumer, exc)
+                await asyncio.sleep(REDIS_BACKOFF.delay(attempt))
+                backlog = "0"
                 continue
             if attempt:
                 log.info("bus group %s/%s: Redis is back", self.group, self.consumer)

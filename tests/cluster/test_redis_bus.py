@@ -390,6 +390,34 @@ async def test_events_left_unsent_at_a_stop_are_sent_by_the_next_start(
     assert await seen.until(len(events)) == events
 
 
+async def test_a_stream_name_taken_by_another_key_is_reported_and_waited_out(
+        buses: Any, bus_settings: BusSettings, caplog: pytest.LogCaptureFixture) -> None:
+    client = redis_client(bus_settings.redis_url)
+    try:
+        await client.set(bus_settings.stream, "not a stream")
+        seen, group_seen = Seen(), Seen()
+        await buses("web", subscribe=[seen.add], read_from="0")
+        recorder = await buses("recorder", read_from="0")
+        [worker] = [recorder.consume("recorder", "r1", group_seen.add)]
+        publisher = await buses("control", read_from="0")
+        events = calls(2)
+        for event in events:
+            await publisher.publish(event)
+
+        async def refused() -> bool:
+            return any("Redis refuses" in r.getMessage() for r in caplog.records) and any(
+                "WRONGTYPE" in r.getMessage() for r in caplog.records
+                if r.name.endswith("stream_publisher"))
+        await eventually(refused, "the refusals logged")
+        assert seen.items == [] and publisher.unsent == len(events)
+        await client.delete(bus_settings.stream)
+        assert await seen.until(len(events)) == events
+        assert [d.event for d in await group_seen.until(len(events))] == events
+        assert worker.dead == 0
+    finally:
+        await client.aclose()
+
+
 async def test_a_garbled_entry_is_logged_set_aside_and_the_rest_flows(
         buses: Any, bus_settings: BusSettings, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
