@@ -142,3 +142,25 @@ class CallbackClosed(Conflict):
 
 class InvalidCallbackOutcome(InvalidInput):
     code = "invalid_callback_outcome"
+
+
+# -- call events on the wire (crm.telephony.wire: the networked event bus) -----------------------
+class WireFormatError(InvalidInput):
+    """A call event cannot be written to or read from the wire: a field of the wrong type, a
+    naive datetime, text that is not an encoded event. Never dropped silently: the reader
+    logs the entry and moves it aside."""
+
+    code = "wire_format"
+
+
+class UnknownEventType(WireFormatError):
+    """An event type this code has no codec for (written by a newer hotline, or a class added
+    to the bus without one)."""
+
+    code = "unknown_event_type"
+
+
+class UnsupportedEventVersion(WireFormatError):
+    """A known event type in a version this code cannot read (written by a newer hotline)."""
+
+    code = "unsupported_event_version"

@@ -40,6 +40,7 @@ from crm.settings import (
     assigned_queue,
 )
 from hotline.assets import checkout_root
+from hotline.bus.settings import BusSettings
 from hotline.edge.settings import NODE_NAME, EdgeSettings
 from ivr.settings import (
     AmiSettings,
@@ -196,6 +197,7 @@ class Settings(BaseSettings):
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mmdebstrap sip-tester espeak-ng sox postgresql iproute2 procps chromium fonts-noto-cjk
-          kamailio)
+          kamailio
+          redis-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

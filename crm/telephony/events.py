@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from crm.telephony.call_context import call_context
 from crm.telephony.steps import SECRET_INPUT as SECRET_INPUT
@@ -243,6 +243,19 @@ CallEvent = IvrCallEvent | QueueCallEvent
 """Everything that happens to one call; each has the call's ``call_id``."""
 BusEvent = CallEvent | AgentStatusChanged | QueueSnapshot
 Handler = Callable[[BusEvent], Awaitable[None]]
+
+
+class EventBus(Protocol):
+    """What publishers and subscribers of call events use: the in-process
+    :class:`CallEventBus`, or a networked bus (hotline/bus/: Redis Streams) when several
+    processes serve one hotline. ``publish`` hands an event over (the in-process bus runs the
+    handlers before it returns; a networked bus may deliver later, to every process);
+    ``subscribe`` adds a handler, awaited for each event in publication order, and returns
+    the function that removes it. A failing handler never stops the others."""
+
+    def subscribe(self, handler: Handler) -> Callable[[], None]: ...
+
+    async def publish(self, event: BusEvent) -> None: ...
 
 
 class CallEventBus:

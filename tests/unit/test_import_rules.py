@@ -44,8 +44,9 @@ BOTTOM: dict[str, set[str]] = {
     "crm.telephony": {"crm.errors", "crm.telephony"},
     "hotline.assets": set(),
     "hotline.edge.settings": {"ivr.settings"},
+    "hotline.bus.settings": set(),
     "hotline.settings": {"crm.settings", "ivr.settings", "speech.settings", "hotline.assets",
-                         "hotline.edge.settings"},
+                         "hotline.edge.settings", "hotline.bus.settings"},
 }
 """Modules (or packages) at the bottom, and the only modules of the house they may import."""
 PARTS: dict[str, list[set[str]]] = {
