@@ -51,10 +51,16 @@ def _check_values(settings: Settings) -> None:
         "ami.username": settings.ami.username,
         "asterisk.softphone_password": settings.asterisk.softphone_password,
     }
+    if settings.trunk is not None and settings.trunk.server:
+        values["trunk.secret"] = settings.trunk.secret
     passwords = settings.asterisk.agent_passwords
     for extension in settings.asterisk.agent_extensions:
         values[f"asterisk.agent_passwords.{extension}"] = passwords.get(extension, "")
     for key, value in values.items():
+        if not value and key == "trunk.secret":
+            raise ConfigRenderError(
+                "trunk.secret is empty: registration needs the carrier's password; put it "
+                f'in {settings.state_dir / "secrets.toml"} as [trunk] secret = "..."')
         if not value:
             raise ConfigRenderError(
                 f"{key} is empty; load settings with load_settings() so secrets are generated"
@@ -103,6 +109,8 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "qw": settings.queue_wait,
         "hours": settings.service_hours,
         "default_language": settings.speech.default_language,
+        "trunk": settings.trunk,
+        "st": settings.sip_transport,
     }
     return {
         name.removesuffix(".j2"): env.get_template(name).render(context)
