@@ -17,6 +17,7 @@ import jinja2
 from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
+from hotline.asterisk.local_config import ensure_local_files, include_line
 from hotline.settings import Settings, assigned_callback_queue, hotline_queues
 
 LANGUAGE_RULE = "hotline-language"
@@ -95,6 +96,8 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
     """Render every template; return {config file name: text}. Pure: touches no files."""
     _check_values(settings)
     env = _environment()
+    dirs = dirs or AsteriskDirs()
+    env.globals["local_include"] = lambda name: include_line(dirs, name)
     context = {
         "banner": BANNER,
         "a": settings.asterisk,
@@ -104,7 +107,7 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "language_rule": LANGUAGE_RULE,
         "ami": settings.ami,
         "audiosocket": settings.audiosocket,
-        "dirs": dirs or AsteriskDirs(),
+        "dirs": dirs,
         "tone_zone": "cn",
         "qw": settings.queue_wait,
         "hours": settings.service_hours,
@@ -136,6 +139,7 @@ def install_config(
     for stale in etc_dir.glob("*.conf"):
         if stale.name not in rendered:
             stale.unlink()
+    ensure_local_files(etc_dir, gid)
     written = []
     for name, text in rendered.items():
         written.append(_write_file(etc_dir / name, text, gid, secret=name in SECRET_FILES))
