@@ -364,6 +364,7 @@ async def place_call(
     local_ip: str = LOCAL_IP,
     headers: tuple[str, ...] = (),
     telephone_event: bool = True,
+    codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU",),
 ) -> CallResult:
     """Call the hotline (or ``dial``) from SIPp as ``caller_name <caller_number>``.
 
@@ -376,7 +377,8 @@ async def place_call(
     ``local_ip`` is the loopback address the call comes from (a carrier trunk's), ``headers``
     extra INVITE header lines (``P-Asserted-Identity: <sip:...>``), and without
     ``telephone_event`` the offer has no RFC 4733: keys then travel only as tones in
-    ``audio`` (hotline.tools.dtmf_tones).
+    ``audio`` (hotline.tools.dtmf_tones). ``codecs`` is the offer, in order of preference
+    (the audio is always sent as PCMU).
     """
     dial = user_part(dial or settings.asterisk.hotline_number, "dial")
     if any(not _HEADER_VALUE.match(line) or "]]>" in line for line in headers):
@@ -396,6 +398,7 @@ async def place_call(
             authenticate=auth_password is not None,
             headers=list(headers),
             telephone_event=telephone_event,
+            codecs=list(codecs),
         )
         total_ms = answer_timeout_ms + pause_before_keys_ms + _steps_ms(steps) + hold_ms
         bound = max_seconds if max_seconds is not None else total_ms / 1000 + 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -85,3 +86,23 @@ async def test_in_band_keys_from_the_trunk_key_a_case_number(
     assert told.detail == {"case": number, "stage": "in_progress", "verified": True}
     mine = [e for e in watcher.events if isinstance(e, CallStep) and e.call_id == told.call_id]
     assert {"keys": number} in [e.detail for e in mine if e.kind == "keys"]
+
+
+@pytest.mark.parametrize(("source", "offer", "chosen"), [
+    (BED_TRUNK_ADDRESS, ("PCMU", "PCMA"), "alaw"),
+    (BED_TRUNK_ADDRESS, ("PCMU",), "ulaw"),
+    ("127.0.0.1", ("PCMU", "PCMA"), "ulaw"),
+], ids=["trunk-both", "trunk-ulaw-only", "gateway-both"])
+async def test_alaw_is_chosen_when_offered_and_ulaw_accepted(
+    hotline: HotlineService, watcher: CallWatcher, source: str,
+    offer: tuple[Literal["PCMU", "PCMA"], ...], chosen: str,
+) -> None:
+    """The carrier lists u-law first: the trunk still takes A-law when it is offered (the
+    PSTN gateway, configured u-law first, takes u-law from the same offer)."""
+    endpoint = "carrier-trunk" if source == BED_TRUNK_ADDRESS else "pstn-gateway"
+    async with calling(place_call(hotline.settings, caller_number="0571000000",
+                                  hold_ms=60_000, local_ip=source, codecs=offer)):
+        started = await watcher.wait_for(lambda e: isinstance(e, CallStarted), within=20)
+        assert started.channel and started.channel.startswith(f"PJSIP/{endpoint}-")
+        channel = cli(hotline.settings, f"core show channel {started.channel}")
+    assert re.search(rf"^\s*NativeFormats:\s*\({chosen}\)\s*$", channel, re.M), channel
