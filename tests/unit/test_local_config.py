@@ -43,3 +43,25 @@ def test_local_files_are_created_once_and_never_overwritten(tmp_path: Path) -> N
     assert (local / "pjsip_local.conf").read_text() == seeded
     # The rendered files were rewritten all the same.
     assert re.search(r"^exten => 96110,1,", (etc / "hotline.conf").read_text(), re.M)
+
+
+def test_modules_listed_after_a_start_are_loaded_on_reload(tmp_path: Path) -> None:
+    """`core reload` loads no newly listed module: up loads those `module show` lacks,
+    from the rendered modules.conf and the local one."""
+    from hotline.asterisk.modules import configured_modules, not_loaded
+
+    settings = make_settings(tmp_path, trunk={"server": "sip.carrier.example",
+                                              "username": "0105551234", "secret": "pw-1"})
+    etc = tmp_path / "etc"
+    install_config(settings, etc)
+    (etc / LOCAL_DIR / "modules_local.conf").write_text(
+        "load = res_prometheus.so ; metrics\nload => chan_pjsip.so\n;load = app_voicemail.so\n")
+    configured = configured_modules(etc)
+    assert "res_pjsip_outbound_registration.so" in configured
+    assert configured[-1] == "res_prometheus.so" and "app_voicemail.so" not in configured
+    shown = ("Module                         Description                 Use Count  Status\n"
+             "chan_pjsip.so                  PJSIP Channel Driver        0          Running\n"
+             "res_pjsip.so                   Basic SIP resource          1          Running\n")
+    missing = not_loaded(configured, shown)
+    assert "chan_pjsip.so" not in missing and "res_pjsip.so" not in missing
+    assert {"res_pjsip_outbound_registration.so", "res_prometheus.so"} <= set(missing)
