@@ -41,15 +41,18 @@ def test_bed_has_a_trunk_identified_by_address_that_prefers_alaw(
     assert re.search(r"^\s*trust_id_inbound\s*:\s*false\s*$", phone, re.M), phone
 
 
-async def test_caller_number_is_the_one_the_carrier_asserts(
-    hotline: HotlineService, watcher: CallWatcher
+@pytest.mark.parametrize(("headers", "expected"), [((PAI,), ASSERTED), ((), "0571000000")],
+                         ids=["asserted", "from-only"])
+async def test_caller_number_is_the_one_the_carrier_delivers(
+    hotline: HotlineService, watcher: CallWatcher, headers: tuple[str, ...], expected: str
 ) -> None:
+    """P-Asserted-Identity when the carrier sends one, else the number in From."""
     call = await place_call(hotline.settings, caller_number="0571000000", keys="",
-                            hold_ms=1500, local_ip=BED_TRUNK_ADDRESS, headers=(PAI,))
+                            hold_ms=1500, local_ip=BED_TRUNK_ADDRESS, headers=headers)
     assert call.answered, call.stderr
     started = await watcher.wait_for(lambda e: isinstance(e, CallStarted), within=10)
     await watcher.wait_ended()
-    assert started.caller_number == ASSERTED
+    assert started.caller_number == expected
 
 
 @pytest.mark.parametrize("phone", [False, True], ids=["gateway", "softphone"])
