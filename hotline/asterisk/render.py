@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import ip_network
 from pathlib import Path
 
 import jinja2
@@ -72,6 +73,7 @@ def _check_values(settings: Settings) -> None:
                 "(whitespace, ; \" \\ [ ]); choose another value"
             )
     _check_distinct_passwords(settings)
+    _check_trunk_apart(settings)
 
 
 def _check_distinct_passwords(settings: Settings) -> None:
@@ -85,6 +87,18 @@ def _check_distinct_passwords(settings: Settings) -> None:
                 "password; every phone needs its own"
             )
         owners[password] = extension
+
+
+def _check_trunk_apart(settings: Settings) -> None:
+    """A source address identifies one endpoint: the carrier trunk or the PSTN gateway."""
+    if settings.trunk is None:
+        return
+    for trunk in settings.trunk.addresses:
+        for gateway in settings.asterisk.gateway_addresses:
+            if ip_network(trunk, strict=False).overlaps(ip_network(gateway, strict=False)):
+                raise ConfigRenderError(
+                    f"trunk.addresses {trunk} overlaps asterisk.gateway_addresses {gateway}: "
+                    "an address is either the carrier trunk's or the gateway's")
 
 
 def _template_names(env: jinja2.Environment) -> list[str]:

@@ -133,3 +133,9 @@ def test_tls_and_srtp_for_agent_phones_when_a_certificate_is_set(tmp_path: Path)
     assert "load = res_srtp.so" in config["modules.conf"]
     with pytest.raises(ValidationError, match="go together"):
         SipTransportSettings(tls_cert_file="/etc/asterisk/keys/hotline.crt")
+
+
+def test_a_trunk_address_cannot_also_be_the_gateways(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, trunk={"addresses": ["127.0.0.0/29"]})
+    with pytest.raises(ConfigRenderError, match=r"127\.0\.0\.0/29 overlaps .*127\.0\.0\.1"):
+        render_config(settings)
