@@ -174,6 +174,52 @@ class AsteriskSettings(_Section):
         return self
 
 
+class TrunkSettings(_Section):
+    """[trunk]: the SIP trunk to the carrier (absent: none is rendered). Identified by the
+    carrier's addresses (IP authentication), and/or registering to ``server`` as
+    ``username`` with ``secret`` (kept in <state_dir>/secrets.toml under [trunk])."""
+
+    addresses: list[SipNetwork] = Field(default_factory=list)
+    """The carrier's signalling addresses: a request from one of them is the trunk's."""
+    server: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+    """host[:port] to register to (registration); None: IP authentication only."""
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9+._-]+$")
+    secret: str = ""
+    dtmf_mode: Literal["auto", "inband", "rfc4733", "info", "auto_info"] = "auto"
+    """auto: RFC 4733 when the carrier offers it, else tones detected in the audio."""
+
+    @model_validator(mode="after")
+    def _identified(self) -> TrunkSettings:
+        if not self.addresses and not self.server:
+            raise ValueError("give the carrier's addresses, a registration server, or both")
+        if self.server and not self.username:
+            raise ValueError("registration (server) needs a username")
+        if [n for n in self.addresses if n.endswith("/0")]:
+            raise ValueError("addresses must be the carrier's own, not every address")
+        return self
+
+
+class SipTransportSettings(_Section):
+    """[sip_transport]: a server behind NAT, and TLS (+ SRTP) for agent phones. Unset keys
+    render nothing."""
+
+    external_signaling_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.:-]+$")
+    external_media_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.:-]+$")
+    local_net: list[SipNetwork] = Field(default_factory=list)
+    """Networks reached without NAT (the external addresses are not used toward them)."""
+    tls_cert_file: str | None = Field(None, pattern=r"^/[^;\s\"]+$")
+    tls_key_file: str | None = Field(None, pattern=r"^/[^;\s\"]+$")
+    """Certificate and key (paths as Asterisk sees them): agent phones then use SIP over
+    TLS and SRTP (SDES)."""
+    tls_port: int = Field(5061, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SipTransportSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOTLINE_", env_nested_delimiter="__", extra="forbid"
@@ -198,6 +244,8 @@ class Settings(BaseSettings):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    trunk: TrunkSettings | None = None
+    sip_transport: SipTransportSettings = Field(default_factory=SipTransportSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -285,6 +333,8 @@ def fill_missing_secrets(settings: Settings) -> None:
             changed = True
         setattr(sect, key, value)
     changed = _fill_agent_passwords(settings, stored, store) or changed
+    if settings.trunk is not None and not settings.trunk.secret:
+        settings.trunk.secret = str(stored.get("trunk", {}).get("secret", ""))
     if changed:
         store.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(store, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

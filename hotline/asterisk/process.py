@@ -28,6 +28,7 @@ from hotline.asterisk.layout import (
     find_modules_dir,
     node_installation,
 )
+from hotline.asterisk.modules import configured_modules, not_loaded
 from hotline.asterisk.render import install_config
 from hotline.asterisk.rootfs import (
     SystemAsterisk,
@@ -64,6 +65,8 @@ def up(settings: Settings, progress: Progress = print) -> None:
     if daemon_pid(inst) is not None:
         _install(settings, inst, identity)
         run_cli(inst, "core reload")
+        for module in not_loaded(configured_modules(inst.etc_dir), run_cli(inst, "module show")):
+            run_cli(inst, f"module load {module}")
         progress("Asterisk already running: configuration re-installed and reloaded")
         return
     _stop_leftovers(inst)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import ip_network
 from pathlib import Path
 
 import jinja2
@@ -17,6 +18,7 @@ import jinja2
 from hotline.assets import ASTERISK_CONFIG, DIALPLANS, asset_dir
 from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import AsteriskDirs
+from hotline.asterisk.local_config import ensure_local_files, include_line
 from hotline.settings import Settings, assigned_callback_queue, hotline_queues
 from ivr.asterisk.call_records import CEL_FILE
 
@@ -52,10 +54,16 @@ def _check_values(settings: Settings) -> None:
         "ami.username": settings.ami.username,
         "asterisk.softphone_password": settings.asterisk.softphone_password,
     }
+    if settings.trunk is not None and settings.trunk.server:
+        values["trunk.secret"] = settings.trunk.secret
     passwords = settings.asterisk.agent_passwords
     for extension in settings.asterisk.agent_extensions:
         values[f"asterisk.agent_passwords.{extension}"] = passwords.get(extension, "")
     for key, value in values.items():
+        if not value and key == "trunk.secret":
+            raise ConfigRenderError(
+                "trunk.secret is empty: registration needs the carrier's password; put it "
+                f'in {settings.state_dir / "secrets.toml"} as [trunk] secret = "..."')
         if not value:
             raise ConfigRenderError(
                 f"{key} is empty; load settings with load_settings() so secrets are generated"
@@ -66,6 +74,7 @@ def _check_values(settings: Settings) -> None:
                 "(whitespace, ; \" \\ [ ]); choose another value"
             )
     _check_distinct_passwords(settings)
+    _check_trunk_apart(settings)
 
 
 def _check_distinct_passwords(settings: Settings) -> None:
@@ -81,6 +90,18 @@ def _check_distinct_passwords(settings: Settings) -> None:
         owners[password] = extension
 
 
+def _check_trunk_apart(settings: Settings) -> None:
+    """A source address identifies one endpoint: the carrier trunk or the PSTN gateway."""
+    if settings.trunk is None:
+        return
+    for trunk in settings.trunk.addresses:
+        for gateway in settings.asterisk.gateway_addresses:
+            if ip_network(trunk, strict=False).overlaps(ip_network(gateway, strict=False)):
+                raise ConfigRenderError(
+                    f"trunk.addresses {trunk} overlaps asterisk.gateway_addresses {gateway}: "
+                    "an address is either the carrier trunk's or the gateway's")
+
+
 def _template_names(env: jinja2.Environment) -> list[str]:
     names = env.list_templates(filter_func=lambda name: name.endswith(".j2"))
     return sorted(set(names))
@@ -90,6 +111,8 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
     """Render every template; return {config file name: text}. Pure: touches no files."""
     _check_values(settings)
     env = _environment()
+    dirs = dirs or AsteriskDirs()
+    env.globals["local_include"] = lambda name: include_line(dirs, name)
     context = {
         "banner": BANNER,
         "a": settings.asterisk,
@@ -99,12 +122,14 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "language_rule": LANGUAGE_RULE,
         "ami": settings.ami,
         "audiosocket": settings.audiosocket,
-        "dirs": dirs or AsteriskDirs(),
+        "dirs": dirs,
         "tone_zone": "cn",
         "qw": settings.queue_wait,
         "hours": settings.service_hours,
         "default_language": settings.speech.default_language,
         "cel_file": CEL_FILE,
+        "trunk": settings.trunk,
+        "st": settings.sip_transport,
     }
     return {
         name.removesuffix(".j2"): env.get_template(name).render(context)
@@ -130,6 +155,7 @@ def install_config(
     for stale in etc_dir.glob("*.conf"):
         if stale.name not in rendered:
             stale.unlink()
+    ensure_local_files(etc_dir, gid)
     written = []
     for name, text in rendered.items():
         written.append(_write_file(etc_dir / name, text, gid, secret=name in SECRET_FILES))

@@ -361,6 +361,10 @@ async def place_call(
     answer_timeout_ms: int = 10_000,
     auth_password: str | None = None,
     max_seconds: float | None = None,
+    local_ip: str = LOCAL_IP,
+    headers: tuple[str, ...] = (),
+    telephone_event: bool = True,
+    codecs: tuple[Literal["PCMU", "PCMA"], ...] = ("PCMU",),
 ) -> CallResult:
     """Call the hotline (or ``dial``) from SIPp as ``caller_name <caller_number>``.
 
@@ -370,8 +374,15 @@ async def place_call(
     with ``wait_for_bye``, waits up to ``hold_ms`` for the remote side to hang up.
     ``auth_password`` makes the caller a registered phone (e.g. the softphone) that answers
     Asterisk's digest challenge as ``caller_number``. SIPp is killed on timeout or cancel.
+    ``local_ip`` is the loopback address the call comes from (a carrier trunk's), ``headers``
+    extra INVITE header lines (``P-Asserted-Identity: <sip:...>``), and without
+    ``telephone_event`` the offer has no RFC 4733: keys then travel only as tones in
+    ``audio`` (hotline.tools.dtmf_tones). ``codecs`` is the offer, in order of preference
+    (the audio is always sent as PCMU).
     """
     dial = user_part(dial or settings.asterisk.hotline_number, "dial")
+    if any(not _HEADER_VALUE.match(line) or "]]>" in line for line in headers):
+        raise SippError(f"headers {headers!r} must be single lines")
     with tempfile.TemporaryDirectory(prefix="hotline-sipp-") as tmp:
         workdir = Path(tmp)
         steps = key_steps(keys, pause_before_keys_ms, workdir)
@@ -385,18 +396,22 @@ async def place_call(
             hold_ms=max(1, hold_ms),
             answer_timeout_ms=max(1, answer_timeout_ms),
             authenticate=auth_password is not None,
+            headers=list(headers),
+            telephone_event=telephone_event,
+            codecs=list(codecs),
         )
         total_ms = answer_timeout_ms + pause_before_keys_ms + _steps_ms(steps) + hold_ms
         bound = max_seconds if max_seconds is not None else total_ms / 1000 + 5
         remote = (settings.asterisk.bind_host, settings.asterisk.sip_port)
-        port = local_port or free_udp_port()
+        port = local_port or free_udp_port(host=local_ip)
         args = [
-            f"{remote[0]}:{remote[1]}", "-sf", str(scenario), "-s", dial, "-i", LOCAL_IP,
-            "-p", str(port), "-mp", str(free_udp_port(4)), "-m", "1", "-l", "1",
+            f"{remote[0]}:{remote[1]}", "-sf", str(scenario), "-s", dial, "-i", local_ip,
+            "-p", str(port), "-mp", str(free_udp_port(4, host=local_ip)), "-m", "1", "-l", "1",
         ]
         if auth_password is not None:
             args += ["-au", caller_number, "-ap", auth_password]
-        dialog = _Dialog(local_port=port, caller_number=caller_number, dial=dial)
+        dialog = _Dialog(local_port=port, caller_number=caller_number, dial=dial,
+                         local_ip=local_ip)
         return await _run_call(workdir, args, bound, dialog, remote)
 
 
@@ -407,6 +422,7 @@ class _Dialog:
     local_port: int
     caller_number: str
     dial: str
+    local_ip: str = LOCAL_IP
     call_id: str = ""
     from_tag: str = ""
     remote_target: str = ""
@@ -416,11 +432,12 @@ class _Dialog:
         fields = (line or "").split()
         if len(fields) < 5 or not fields[4].startswith(";tag="):
             return self
-        return _Dialog(self.local_port, self.caller_number, self.dial, fields[1], fields[2],
-                       fields[3].strip("<>"), fields[4].removeprefix(";tag="))
+        return _Dialog(self.local_port, self.caller_number, self.dial, self.local_ip,
+                       fields[1], fields[2], fields[3].strip("<>"),
+                       fields[4].removeprefix(";tag="))
 
     def bye(self, remote: tuple[str, int]) -> bytes:
-        local = f"{LOCAL_IP}:{self.local_port}"
+        local = f"{self.local_ip}:{self.local_port}"
         lines = [
             f"BYE {self.remote_target} SIP/2.0",
             f"Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-hotline-{os.urandom(6).hex()}",
@@ -438,7 +455,7 @@ def _send_bye(dialog: _Dialog, remote: tuple[str, int]) -> None:
     """Hang up a call whose SIPp we killed, so Asterisk does not keep an orphan channel."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.bind((LOCAL_IP, dialog.local_port))
+            sock.bind((dialog.local_ip, dialog.local_port))
             sock.sendto(dialog.bye(remote), remote)
         except OSError as exc:
             log.warning("could not send BYE for %s: %s", dialog.call_id, exc)
