@@ -55,10 +55,10 @@ def test_modules_listed_after_a_start_are_loaded_on_reload(tmp_path: Path) -> No
     etc = tmp_path / "etc"
     install_config(settings, etc)
     (etc / LOCAL_DIR / "modules_local.conf").write_text(
-        "load = res_prometheus.so ; metrics\nload => chan_pjsip.so\n;load = app_voicemail.so\n")
+        "load = func_sha1.so ; local\nload => chan_pjsip.so\n;load = app_voicemail.so\n")
     configured = configured_modules(etc)
     assert "res_pjsip_outbound_registration.so" in configured
-    assert configured[-1] == "res_prometheus.so" and "app_voicemail.so" not in configured
+    assert configured[-1] == "func_sha1.so" and "app_voicemail.so" not in configured
     shown = ("Module                         Description                 Use Count  Status\n"
              "chan_pjsip.so                  PJSIP Channel Driver        0          Running\n"
              "res_pjsip.so                   Basic SIP resource          1          Running\n")
