@@ -233,7 +233,7 @@ def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError("usage: hotline speech install-model LANG PATH-OR-ARCHIVE")
         try:
             path = install_model(args.lang, Path(args.source), installed_models_dir(settings),
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, origin=args.origin)
         except ModelInstallError as exc:
             raise CommandError(str(exc)) from None
         print(configuration_hint(args.lang, path))
@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("lang", nargs="?", help="cmn, en or ko")
     sp.add_argument("source", nargs="?", help="model directory, .zip or .tar.gz")
     sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--origin", metavar="URL",
+                    help="install-model: where the model was downloaded from (recorded)")
     return p
 
 

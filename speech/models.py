@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speech.install import installed_model, model_layout_problems
 from speech.languages import LANGUAGES, Language, check_language
+from speech.model_manifest import verify_model
 
 if TYPE_CHECKING:
     from speech.settings import SpeechHost
@@ -153,6 +154,12 @@ class SpeechModels:
                     _keypad_only(f"{path} ({source}) is not a vosk model: "
                                        + "; ".join(problems)))
                 continue
+            checksum = await asyncio.to_thread(verify_model, path)
+            if not checksum.ok:
+                log.error("speech %s: %s: %s", lang, path, checksum.describe())
+                self._status[lang] = ModelStatus(
+                    False, str(path), _keypad_only(f"{path} ({source}): {checksum.describe()}"))
+                continue
             started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(_load_shared, path, self._loader)
@@ -163,8 +170,8 @@ class SpeechModels:
                 continue
             self._models[lang] = model
             self._status[lang] = ModelStatus(
-                True, str(path), f"speech recognition ({source}); loaded in "
-                                 f"{time.perf_counter() - started:.1f} s")
+                True, str(path), f"speech recognition ({source}); {checksum.describe()}; "
+                                 f"loaded in {time.perf_counter() - started:.1f} s")
         self._loaded = True
         self.log_status()
 
