@@ -470,7 +470,47 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--origin", metavar="URL",
                     help="install-model: where the model was downloaded from (recorded)")
+    _add_directory_csv(sub)
+    _add_version(p)
+    _accept_global_options_after_command(p, sub)
     return p
+
+
+def _add_directory_csv(sub: argparse._SubParsersAction) -> None:
+    from hotline import directory_csv
+
+    directory_csv.add_parsers(sub)
+    COMMANDS.update(dict.fromkeys(directory_csv.KINDS, directory_csv.run))
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("community-hotline")
+    except PackageNotFoundError:
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
+
+
+def _accept_global_options_after_command(parser: argparse.ArgumentParser,
+                                         sub: argparse._SubParsersAction) -> None:
+    """`hotline CMD --config F` as well as `hotline --config F CMD`: each subcommand also
+    takes the top level's options (--config, and any added there later); when not given
+    after the command, the value from before it stands (default SUPPRESS)."""
+    shared = [a for a in parser._actions
+              if a.option_strings and a.dest not in ("help", "version")]
+    for command in sub.choices.values():
+        for action in shared:
+            if isinstance(action, argparse._StoreTrueAction):
+                command.add_argument(*action.option_strings, dest=action.dest,
+                                     action="store_true", default=argparse.SUPPRESS,
+                                     help=action.help)
+            else:
+                command.add_argument(*action.option_strings, dest=action.dest,
+                                     nargs=action.nargs, type=action.type,
+                                     choices=action.choices, metavar=action.metavar,
+                                     default=argparse.SUPPRESS, help=action.help)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
