@@ -110,6 +110,8 @@ def _cli_actor() -> str:
 
 
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show(settings, "consultation", args.consultation)
     from crm.audit import log as audit
     from crm.consultations.recorder import list_consultations
     from crm.storage.db import open_database
@@ -137,6 +139,16 @@ def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{r['started_at'] or '-':32} {r['caller_number'] or '-':>14} "
               f"{r['caller_name'] or '':10} {r['outcome'] or 'in progress':15} "
               f"{r['duration_s'] if r['duration_s'] is not None else '-'} s  {r['call_id']}")
+    return 0
+
+
+def _show(settings: Settings, what: str, key: str | None) -> int:
+    from hotline.cli_show import ShowError, show
+
+    try:
+        print(show(settings, what, key))
+    except ShowError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -179,6 +191,10 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.db import open_database
     from crm.storage.migrate import upgrade
 
+    if args.action == "show":
+        return _show(settings, "token", args.name or args.token_name)
+    if args.action == "disable":  # the verb the other commands use; revoke stays
+        args.action = "revoke"
     name = args.name or args.token_name
     if args.action in ("create", "revoke") and not name:
         raise CommandError(f"usage: hotline token {args.action} NAME"
@@ -256,6 +272,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.db import SessionFactory, open_database
     from crm.storage.migrate import upgrade
 
+    if args.action == "show":
+        return _show(settings, "agent", args.login)
     password = None
     if args.action not in ("list", "sessions") and not args.login:
         raise CommandError(f"usage: hotline agents {args.action} LOGIN")
@@ -414,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "seed-demo"])
 
     cons = sub.add_parser("consultations", help="consultation records (one per call)")
-    cons.add_argument("action", choices=["list"])
+    cons.add_argument("action", choices=["list", "show"])
+    cons.add_argument("consultation", nargs="?", metavar="ID", help="show: id or call id")
     cons.add_argument("--json", action="store_true")
     cons.add_argument("--limit", type=int, default=50)
     cons.add_argument("--phone", help="only calls from this number")
@@ -426,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keys the caller presses (RFC 2833); default: look up their case")
     demo.add_argument("--hold-ms", type=int, default=30000)
     tok = sub.add_parser("token", help="API tokens for department systems")
-    tok.add_argument("action", choices=["create", "list", "revoke"])
-    tok.add_argument("token_name", nargs="?", metavar="NAME", help="the token (create, revoke)")
+    tok.add_argument("action", choices=["create", "list", "show", "disable", "revoke"],
+                     help="disable: the same as revoke")
+    tok.add_argument("token_name", nargs="?", metavar="NAME",
+                     help="the token (create, show, disable/revoke)")
     tok.add_argument("--name", help="the token's name (create; same as NAME)")
     tok.add_argument("--scope", action="append",
                      help="cases:read, cases:write, consultations:read or reports:read "
@@ -437,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--all", action="store_true", help="list: revoked tokens too")
 
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
-    ag.add_argument("action", choices=["list", "create", "set-password", "set-role",
+    ag.add_argument("action", choices=["list", "show", "create", "set-password", "set-role",
                                        "set-languages", "disable", "enable", "sessions",
                                        "end-sessions"],
                     help="disable, set-password, set-role and end-sessions end the account's "
