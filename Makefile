@@ -52,4 +52,4 @@ bench-intake: bootstrap
 lock:
 	@[ -x var/lock-tools/bin/uv ] || { python3 -m venv var/lock-tools && var/lock-tools/bin/pip install -q 'uv>=0.5'; }
 	var/lock-tools/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
-		--generate-hashes --upgrade --custom-compile-command "make lock" -o requirements-lock.txt
+		--generate-hashes --upgrade --custom-compile-command "make lock" -o requirements-lock.txt -q
