@@ -354,6 +354,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show(settings, "survey", args.survey)
     if args.action == "return-visits":
         from hotline.surveys import run_return_visits
 
@@ -384,7 +386,7 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
                               object_type="survey",
                               detail={"query": {"limit": args.limit},
                                       "ids": [v.id for v in views], "via": "cli"})
-            return [f"{v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
+            return [f"#{v.id} {v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
                     f"score {v.score if v.score is not None else '-'} "
                     f"agent {v.agent_login or '-'}" for v in views]
         finally:
@@ -474,9 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="read the password from standard input instead of prompting")
 
     sv = sub.add_parser("surveys", help="satisfaction surveys and return visits")
-    sv.add_argument("action", choices=["list", "follow-ups", "return-visits"],
+    sv.add_argument("action", choices=["list", "show", "follow-ups", "return-visits"],
                     help="return-visits: call residents of resolved cases now (needs serve)")
     sv.add_argument("--limit", type=int, default=50)
+    sv.add_argument("survey", nargs="?", metavar="ID", help="show: the survey's #id")
 
     rt = sub.add_parser("retention", help="remove residents' data kept longer than the "
                         "retention settings allow")

@@ -1,7 +1,7 @@
-"""`hotline consultations|agents|token show ID`: one record in full, as JSON.
+"""`hotline consultations|agents|token|surveys show ID`: one record in full, as JSON.
 
 The listings print one line per record; ``show`` prints everything about one. Showing a
-consultation is a read of residents' data and is audited like the listing.
+consultation or a survey is a read of residents' data and is audited like the listing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def show(settings: Settings, what: str, key: str | None) -> str:
                       default=str)
 
 
-_COMMAND = {"consultation": "consultations", "agent": "agents", "token": "token"}
+_COMMAND = {"consultation": "consultations", "agent": "agents", "token": "token",
+            "survey": "surveys"}
 
 
 async def _show(settings: Settings, what: str, key: str) -> dict[str, Any]:
@@ -46,7 +47,8 @@ async def _show(settings: Settings, what: str, key: str) -> dict[str, Any]:
 
     database = open_database(settings.database_url, echo=settings.database.echo)
     try:
-        reader = {"consultation": _consultation, "agent": _agent, "token": _token}[what]
+        reader = {"consultation": _consultation, "agent": _agent, "token": _token,
+                  "survey": _survey}[what]
         return await reader(database.sessions, key)
     except HotlineError as exc:
         raise ShowError(str(exc)) from None
@@ -100,3 +102,16 @@ async def _token(sessions: SessionFactory, name: str) -> dict[str, Any]:
     return {"name": t.name, "state": t.state, "scopes": sorted(t.scopes),
             "created_at": t.created_at, "expires_at": t.expires_at,
             "revoked_at": t.revoked_at}
+
+
+async def _survey(sessions: SessionFactory, key: str) -> dict[str, Any]:
+    from crm.audit import log as audit
+    from crm.surveys.service import get_survey
+
+    if not key.lstrip("#").isdigit():
+        raise ShowError(f"a survey id is a number, as in `hotline surveys list` (#12), "
+                        f"not {key!r}")
+    view = await get_survey(sessions, int(key.lstrip("#")))
+    await audit.write(sessions, actor=_actor(), action="survey.view", object_type="survey",
+                      object_id=view.id, detail={"via": "cli"})
+    return view.to_json()

@@ -4,14 +4,17 @@ process, over each database backend."""
 from __future__ import annotations
 
 import json
+import zoneinfo
 from datetime import UTC, datetime
 from pathlib import Path
 
 from crm.agents import tokens
 from crm.agents.accounts import create_agent
 from crm.audit import log as audit
+from crm.demo_data import seed_demo
 from crm.storage.db import SessionFactory
 from crm.storage.models import Consultation
+from tests.console_data import seed_surveys
 from tests.storage.test_directory_csv import _hotline
 
 
@@ -61,3 +64,23 @@ async def test_show_one_consultation_agent_and_token(sessions: SessionFactory, d
     assert code == 1 and "nobody" in err
     code, out, err = await _hotline(db_url, state, "token", "show")
     assert code == 1 and "usage: hotline token show NAME" in err
+
+
+async def test_surveys_list_names_ids_that_show_opens(sessions: SessionFactory, db_url: str,
+                                                      tmp_path: Path) -> None:
+    await seed_demo(db_url)
+    seeded = await seed_surveys(sessions, zoneinfo.ZoneInfo("Asia/Shanghai"))
+    state = tmp_path / "state"
+    code, out, err = await _hotline(db_url, state, "surveys", "list")
+    assert code == 0, err
+    listed = sorted(int(line.split()[0].lstrip("#")) for line in out.splitlines())
+    assert listed == sorted(seeded.surveys)
+    code, out, err = await _hotline(db_url, state, "surveys", "show", f"#{listed[0]}")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["id"] == listed[0] and "score" in shown and "case_numbers" in shown
+    views = [e for e in await audit.entries(sessions, object_type="survey")
+             if e.action == "survey.view"]
+    assert [e.object_id for e in views] == [str(listed[0])]
+    code, out, err = await _hotline(db_url, state, "surveys", "show", "latest")
+    assert code == 1 and "a survey id is a number" in err
