@@ -45,3 +45,11 @@ INTAKE_FLOW ?= intake
 .PHONY: bench-intake
 bench-intake: bootstrap
 	$(PY) -m bench.intake --flow $(INTAKE_FLOW) --calls 1,20,60 --max-seconds 1200
+
+# Refresh requirements-lock.txt (hash-pinned runtime + test dependencies, every platform and
+# Python >= 3.11) from pyproject.toml with uv, kept in its own venv under var/.
+.PHONY: lock
+lock:
+	@[ -x var/lock-tools/bin/uv ] || { python3 -m venv var/lock-tools && var/lock-tools/bin/pip install -q 'uv>=0.5'; }
+	var/lock-tools/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--generate-hashes --upgrade --custom-compile-command "make lock" -o requirements-lock.txt -q

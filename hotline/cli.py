@@ -121,6 +121,8 @@ def _cli_actor() -> str:
 
 
 def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show(settings, "consultation", args.consultation)
     from crm.audit import log as audit
     from crm.consultations.recorder import list_consultations
     from crm.storage.db import open_database
@@ -148,6 +150,16 @@ def _cmd_consultations(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{r['started_at'] or '-':32} {r['caller_number'] or '-':>14} "
               f"{r['caller_name'] or '':10} {r['outcome'] or 'in progress':15} "
               f"{r['duration_s'] if r['duration_s'] is not None else '-'} s  {r['call_id']}")
+    return 0
+
+
+def _show(settings: Settings, what: str, key: str | None) -> int:
+    from hotline.cli_show import ShowError, show
+
+    try:
+        print(show(settings, what, key))
+    except ShowError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -190,6 +202,10 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.db import open_database
     from crm.storage.migrate import upgrade
 
+    if args.action == "show":
+        return _show(settings, "token", args.name or args.token_name)
+    if args.action == "disable":  # the verb the other commands use; revoke stays
+        args.action = "revoke"
     name = args.name or args.token_name
     if args.action in ("create", "revoke") and not name:
         raise CommandError(f"usage: hotline token {args.action} NAME"
@@ -244,7 +260,7 @@ def _cmd_speech(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError("usage: hotline speech install-model LANG PATH-OR-ARCHIVE")
         try:
             path = install_model(args.lang, Path(args.source), installed_models_dir(settings),
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, origin=args.origin)
         except ModelInstallError as exc:
             raise CommandError(str(exc)) from None
         print(configuration_hint(args.lang, path))
@@ -267,6 +283,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.db import SessionFactory, open_database
     from crm.storage.migrate import upgrade
 
+    if args.action == "show":
+        return _show(settings, "agent", args.login)
     password = None
     if args.action not in ("list", "sessions") and not args.login:
         raise CommandError(f"usage: hotline agents {args.action} LOGIN")
@@ -347,6 +365,8 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        return _show(settings, "survey", args.survey)
     if args.action == "return-visits":
         from hotline.surveys import run_return_visits
 
@@ -377,7 +397,7 @@ def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
                               object_type="survey",
                               detail={"query": {"limit": args.limit},
                                       "ids": [v.id for v in views], "via": "cli"})
-            return [f"{v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
+            return [f"#{v.id} {v.started_at:%Y-%m-%d %H:%M} {v.kind:12} {v.outcome:10} "
                     f"score {v.score if v.score is not None else '-'} "
                     f"agent {v.agent_login or '-'}" for v in views]
         finally:
@@ -446,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "seed-demo"])
 
     cons = sub.add_parser("consultations", help="consultation records (one per call)")
-    cons.add_argument("action", choices=["list"])
+    cons.add_argument("action", choices=["list", "show"])
+    cons.add_argument("consultation", nargs="?", metavar="ID", help="show: id or call id")
     cons.add_argument("--json", action="store_true")
     cons.add_argument("--limit", type=int, default=50)
     cons.add_argument("--phone", help="only calls from this number")
@@ -458,8 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keys the caller presses (RFC 2833); default: look up their case")
     demo.add_argument("--hold-ms", type=int, default=30000)
     tok = sub.add_parser("token", help="API tokens for department systems")
-    tok.add_argument("action", choices=["create", "list", "revoke"])
-    tok.add_argument("token_name", nargs="?", metavar="NAME", help="the token (create, revoke)")
+    tok.add_argument("action", choices=["create", "list", "show", "disable", "revoke"],
+                     help="disable: the same as revoke")
+    tok.add_argument("token_name", nargs="?", metavar="NAME",
+                     help="the token (create, show, disable/revoke)")
     tok.add_argument("--name", help="the token's name (create; same as NAME)")
     tok.add_argument("--scope", action="append",
                      help="cases:read, cases:write, consultations:read or reports:read "
@@ -469,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--all", action="store_true", help="list: revoked tokens too")
 
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
-    ag.add_argument("action", choices=["list", "create", "set-password", "set-role",
+    ag.add_argument("action", choices=["list", "show", "create", "set-password", "set-role",
                                        "set-languages", "disable", "enable", "sessions",
                                        "end-sessions"],
                     help="disable, set-password, set-role and end-sessions end the account's "
@@ -485,9 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="read the password from standard input instead of prompting")
 
     sv = sub.add_parser("surveys", help="satisfaction surveys and return visits")
-    sv.add_argument("action", choices=["list", "follow-ups", "return-visits"],
+    sv.add_argument("action", choices=["list", "show", "follow-ups", "return-visits"],
                     help="return-visits: call residents of resolved cases now (needs serve)")
     sv.add_argument("--limit", type=int, default=50)
+    sv.add_argument("survey", nargs="?", metavar="ID", help="show: the survey's #id")
 
     rt = sub.add_parser("retention", help="remove residents' data kept longer than the "
                         "retention settings allow")
@@ -504,7 +528,49 @@ def build_parser() -> argparse.ArgumentParser:
     from hotline.backup.command import add_parsers
 
     add_parsers(sub)
+    sp.add_argument("--origin", metavar="URL",
+                    help="install-model: where the model was downloaded from (recorded)")
+    _add_directory_csv(sub)
+    _add_version(p)
+    _accept_global_options_after_command(p, sub)
     return p
+
+
+def _add_directory_csv(sub: argparse._SubParsersAction) -> None:
+    from hotline import directory_csv
+
+    directory_csv.add_parsers(sub)
+    COMMANDS.update(dict.fromkeys(directory_csv.KINDS, directory_csv.run))
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("community-hotline")
+    except PackageNotFoundError:
+        installed = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
+
+
+def _accept_global_options_after_command(parser: argparse.ArgumentParser,
+                                         sub: argparse._SubParsersAction) -> None:
+    """`hotline CMD --config F` as well as `hotline --config F CMD`: each subcommand also
+    takes the top level's options (--config, and any added there later); when not given
+    after the command, the value from before it stands (default SUPPRESS)."""
+    shared = [a for a in parser._actions
+              if a.option_strings and a.dest not in ("help", "version")]
+    for command in sub.choices.values():
+        for action in shared:
+            if isinstance(action, argparse._StoreTrueAction):
+                command.add_argument(*action.option_strings, dest=action.dest,
+                                     action="store_true", default=argparse.SUPPRESS,
+                                     help=action.help)
+            else:
+                command.add_argument(*action.option_strings, dest=action.dest,
+                                     nargs=action.nargs, type=action.type,
+                                     choices=action.choices, metavar=action.metavar,
+                                     default=argparse.SUPPRESS, help=action.help)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {

@@ -31,14 +31,16 @@ elif [ "$(id -u)" -eq 0 ] && [ -x /etc/init.d/kamailio ]; then
   update-rc.d kamailio disable >/dev/null 2>&1 || true
 fi
 
-stamp_src=$(cat pyproject.toml | sha256sum | cut -c1-16)
+# Exactly the locked, hash-checked releases (requirements-lock.txt, `make lock` refreshes it),
+# then the project itself without resolving anything again.
+stamp_src=$(cat pyproject.toml requirements-lock.txt | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   python3 -m venv .venv
 fi
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_src" ]; then
   echo "bootstrap: installing Python packages into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q --require-hashes -r requirements-lock.txt
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
   echo "$stamp_src" > .venv/.installed
 fi

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from speech.languages import Language, check_language
+from speech.model_manifest import file_sha256, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,15 @@ def _mark_current(lang_dir: Path, name: str) -> None:
 
 
 def install_model(
-    lang: str, source: Path, dest_root: Path, *, name: str | None = None, overwrite: bool = False
+    lang: str, source: Path, dest_root: Path, *, name: str | None = None, overwrite: bool = False,
+    origin: str | None = None,
 ) -> Path:
     """Validate and copy (or unpack) a vosk model into ``dest_root/lang/<name>``.
 
     Returns the installed model directory and marks it current for ``lang``. ``name``
-    defaults to the model folder's name (e.g. vosk-model-small-cn-0.22). Raises
+    defaults to the model folder's name (e.g. vosk-model-small-cn-0.22). Records the source
+    (and ``origin``, the URL it was downloaded from, when given) and the SHA-256 of every
+    file in ``<name>.manifest.json`` beside it (speech/model_manifest.py). Raises
     ModelInstallError with a message an operator can act on.
     """
     language: Language = check_language(lang)
@@ -168,6 +172,7 @@ def install_model(
             raise ModelInstallError(f"invalid model name {model_name!r}")
         dest = lang_dir / model_name
         if dest.resolve() == root.resolve():
+            write_manifest(language, dest, source=str(source.resolve()), origin=origin)
             _mark_current(lang_dir, model_name)
             return dest
         if dest.exists():
@@ -180,6 +185,8 @@ def install_model(
             os.replace(staging / "copy", dest)
         else:
             os.replace(root, dest)
+    write_manifest(language, dest, source=str(source.resolve()), origin=origin,
+                   archive_sha256=file_sha256(source) if kind else None)
     _mark_current(lang_dir, model_name)
     log.info("installed %s model %s from %s", language, dest, source)
     return dest

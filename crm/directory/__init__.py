@@ -1,0 +1,1 @@
+"""Reference data kept by the hotline: departments, case categories, residents (CSV)."""

@@ -1,0 +1,17 @@
+"""The CSV columns of each kind of reference data (light: the CLI's help reads it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["departments", "categories", "residents"]
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "departments": ("code", "name", "name_en", "name_ko", "phone"),
+    "categories": ("code", "name", "time_limit_days", "department"),
+    "residents": ("name", "phones", "preferred_language", "community"),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "departments": ("code", "name"),
+    "categories": ("code", "name", "time_limit_days"),
+    "residents": ("name", "phones"),
+}

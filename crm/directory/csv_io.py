@@ -1,0 +1,303 @@
+"""CSV import and export of the reference data: departments, case categories, residents.
+
+One header row (UTF-8, a spreadsheet's byte-order mark accepted); columns as in ``COLUMNS``.
+Import is all or nothing: every row is checked first, and one bad row writes nothing, with
+every problem named by file line and field (``line 4, field 'phone': ...``). A row whose
+key exists updates that record (departments and categories by ``code``, residents by any of
+their phone numbers), others are added. Residents' ID numbers are neither imported nor
+exported; an export of residents is personal data and is written readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from crm.agents.accounts import AGENT_LANGUAGES
+from crm.directory.columns import COLUMNS, REQUIRED, Kind
+from crm.errors import InvalidInput
+from crm.storage.db import SessionFactory
+from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
+
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PHONE = re.compile(r"\+?[0-9]{3,20}")
+_LENGTHS = {"code": 32, "name": 128, "name_en": 128, "name_ko": 128, "community": 128,
+            "phone": 32}
+
+
+class CsvImportError(InvalidInput):
+    """The file has problems; ``problems`` names each one's line and field. Nothing was written."""
+
+    code = "invalid_csv"
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        shown = problems[:50]
+        more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        super().__init__(f"{source}: nothing imported, {len(problems)} problem(s):\n"
+                         + "\n".join(shown) + more, details={"problems": problems})
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    values: dict[str, str]
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, line: int, field: str | None, message: str) -> None:
+        where = f"line {line}" + (f", field '{field}'" if field else "")
+        self.items.append(f"{where}: {message}")
+
+
+def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
+    """The data rows with stripped values; header and shape problems go to ``problems``."""
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        problems.add(1, None, f"empty file: expected a header {','.join(COLUMNS[kind])}")
+        return []
+    except csv.Error as exc:
+        problems.add(1, None, f"not CSV: {exc}")
+        return []
+    header = [h.strip().lstrip("\ufeff").lower() for h in header]
+    unknown = [h for h in header if h not in COLUMNS[kind]]
+    for name in unknown:
+        problems.add(1, name, f"unknown column (expected: {', '.join(COLUMNS[kind])})")
+    for name in REQUIRED[kind]:
+        if name not in header:
+            problems.add(1, name, "required column missing from the header")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    for name in duplicates:
+        problems.add(1, name, "column named twice")
+    if unknown or duplicates or any(n not in header for n in REQUIRED[kind]):
+        return []
+    rows = []
+    start = reader.line_num + 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(header):
+                problems.add(line, None,
+                             f"{len(record)} fields, the header has {len(header)}")
+                continue
+            rows.append(Row(line, {h: v.strip() for h, v in zip(header, record, strict=True)}))
+    except csv.Error as exc:
+        problems.add(reader.line_num, None, f"not CSV: {exc}")
+    return rows
+
+
+def _text(row: Row, field: str, problems: _Problems, *, required: bool = False,
+          pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+    value = row.values.get(field, "")
+    if not value:
+        if required:
+            problems.add(row.line, field, "required, empty")
+        return None
+    limit = _LENGTHS.get(field)
+    if limit and len(value) > limit:
+        problems.add(row.line, field, f"longer than {limit} characters")
+        return None
+    if pattern is not None and not pattern.fullmatch(value):
+        problems.add(row.line, field, f"{value!r} is not {what}")
+        return None
+    return value
+
+
+def _unique(rows: Iterable[tuple[int, str]], field: str, problems: _Problems) -> None:
+    seen: dict[str, int] = {}
+    for line, key in rows:
+        if key in seen:
+            problems.add(line, field, f"{key!r} also on line {seen[key]}")
+        else:
+            seen[key] = line
+
+
+async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
+                     source: str = "CSV") -> ImportResult:
+    problems = _Problems()
+    rows = read_rows(kind, stream, problems)
+    handler: dict[str, Callable[..., Any]] = {
+        "departments": _import_departments, "categories": _import_categories,
+        "residents": _import_residents}
+    async with sessions() as session, session.begin():
+        result = await handler[kind](session, rows, problems)
+        if problems.items:
+            await session.rollback()
+            raise CsvImportError(source, problems.items)
+    return result
+
+
+async def _import_departments(session: Any, rows: list[Row], problems: _Problems,
+                              ) -> ImportResult:
+    parsed = []
+    for row in rows:
+        code = _text(row, "code", problems, required=True, pattern=_CODE,
+                     what="a code (letters, digits, _ . -)")
+        name = _text(row, "name", problems, required=True)
+        extra = {f: _text(row, f, problems) for f in ("name_en", "name_ko")}
+        phone = _text(row, "phone", problems, pattern=_PHONE, what="a phone number")
+        if code and name:
+            parsed.append((row.line, code, dict(name=name, phone=phone, **extra)))
+    _unique(((line, code) for line, code, _ in parsed), "code", problems)
+    if problems.items:
+        return ImportResult(0, 0)
+    existing = {d.code: d for d in await session.scalars(select(Department))}
+    created = updated = 0
+    for _, code, fields in parsed:
+        found = existing.get(code)
+        if found is None:
+            session.add(Department(code=code, **fields))
+            created += 1
+        else:
+            for key, value in fields.items():
+                setattr(found, key, value)
+            updated += 1
+    return ImportResult(created, updated)
+
+
+async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
+                             ) -> ImportResult:
+    departments = {d.code: d.id for d in await session.scalars(select(Department))}
+    parsed = []
+    for row in rows:
+        code = _text(row, "code", problems, required=True, pattern=_CODE,
+                     what="a code (letters, digits, _ . -)")
+        name = _text(row, "name", problems, required=True)
+        days_text = _text(row, "time_limit_days", problems, required=True)
+        days = None
+        if days_text is not None:
+            if days_text.isdigit() and 0 < int(days_text) <= 3650:
+                days = int(days_text)
+            else:
+                problems.add(row.line, "time_limit_days",
+                             f"{days_text!r} is not a whole number of days from 1 to 3650")
+        department = row.values.get("department", "")
+        if department and department not in departments:
+            problems.add(row.line, "department",
+                         f"no department with code {department!r} (import departments first)")
+        if code and name and days:
+            parsed.append((row.line, code, dict(name=name, time_limit_days=days,
+                                                department_id=departments.get(department))))
+    _unique(((line, code) for line, code, _ in parsed), "code", problems)
+    if problems.items:
+        return ImportResult(0, 0)
+    existing = {c.code: c for c in await session.scalars(select(CaseCategory))}
+    created = updated = 0
+    for _, code, fields in parsed:
+        found = existing.get(code)
+        if found is None:
+            session.add(CaseCategory(code=code, **fields))
+            created += 1
+        else:
+            for key, value in fields.items():
+                setattr(found, key, value)
+            updated += 1
+    return ImportResult(created, updated)
+
+
+def split_phones(value: str) -> list[str]:
+    return [p for p in re.split(r"[;\s]+", value) if p]
+
+
+async def _import_residents(session: Any, rows: list[Row], problems: _Problems,
+                            ) -> ImportResult:
+    parsed = []
+    for row in rows:
+        name = _text(row, "name", problems, required=True)
+        phones = split_phones(row.values.get("phones", ""))
+        if not phones:
+            problems.add(row.line, "phones", "required, empty")
+        for phone in phones:
+            if not _PHONE.fullmatch(phone):
+                problems.add(row.line, "phones", f"{phone!r} is not a phone number")
+        language = row.values.get("preferred_language") or None
+        if language is not None and language not in AGENT_LANGUAGES:
+            problems.add(row.line, "preferred_language",
+                         f"{language!r} is not one of {', '.join(AGENT_LANGUAGES)}")
+        community = _text(row, "community", problems)
+        if name and phones:
+            parsed.append((row.line, phones, dict(name=name, preferred_language=language,
+                                                  community=community)))
+    _unique(((line, phone) for line, phones, _ in parsed for phone in phones), "phones",
+            problems)
+    if problems.items:
+        return ImportResult(0, 0)
+    all_phones = [phone for _, phones, _ in parsed for phone in phones]
+    owners: dict[str, Resident] = {}
+    for chunk in _chunks(all_phones, 500):
+        found = await session.scalars(
+            select(ResidentPhone).options(selectinload(ResidentPhone.resident)
+                                          .selectinload(Resident.phones))
+            .where(ResidentPhone.phone.in_(chunk)))
+        owners.update({p.phone: p.resident for p in found})
+    matches = []
+    for line, phones, fields in parsed:
+        residents = {owners[p].id: owners[p] for p in phones if p in owners}
+        if len(residents) > 1:
+            problems.add(line, "phones", "these numbers belong to different residents "
+                                         f"(ids {', '.join(map(str, sorted(residents)))})")
+        matches.append((next(iter(residents.values()), None), phones, fields))
+    if problems.items:
+        return ImportResult(0, 0)
+    created = updated = 0
+    for resident, phones, fields in matches:
+        if resident is None:
+            session.add(Resident(**fields, phones=[ResidentPhone(phone=p) for p in phones]))
+            created += 1
+            continue
+        for key, value in fields.items():
+            setattr(resident, key, value)
+        known = {p.phone for p in resident.phones}
+        resident.phones.extend(ResidentPhone(phone=p) for p in phones if p not in known)
+        updated += 1
+    return ImportResult(created, updated)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> int:
+    """Write ``kind`` as CSV (the import's columns) to ``stream``; returns the row count."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(COLUMNS[kind])
+    count = 0
+    async with sessions() as session:
+        if kind == "departments":
+            for d in await session.scalars(select(Department).order_by(Department.code)):
+                writer.writerow([d.code, d.name, d.name_en or "", d.name_ko or "", d.phone or ""])
+                count += 1
+        elif kind == "categories":
+            codes = {d.id: d.code for d in await session.scalars(select(Department))}
+            for c in await session.scalars(select(CaseCategory).order_by(CaseCategory.code)):
+                writer.writerow([c.code, c.name, c.time_limit_days,
+                                 codes.get(c.department_id, "") if c.department_id else ""])
+                count += 1
+        else:
+            query = select(Resident).options(selectinload(Resident.phones)).order_by(Resident.id)
+            for r in await session.scalars(query):
+                writer.writerow([r.name, ";".join(sorted(p.phone for p in r.phones)),
+                                 r.preferred_language or "", r.community or ""])
+                count += 1
+    return count
+
