@@ -23,6 +23,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView, RetryRules
@@ -47,6 +48,24 @@ def seconds_left(hours: CallingHours | None, now: datetime) -> float | None:
     end = local.replace(hour=hours.end_minute // 60, minute=hours.end_minute % 60, second=0,
                         microsecond=0)
     return max(0.0, (end - local).total_seconds())
+
+
+class CallbackActions(Protocol):
+    """What the desk and the console do to callback requests: the scheduler itself, or, on
+    a web node of a cluster, the database part here and the queue part sent to the node
+    that runs the scheduler (hotline.roles.callback_commands)."""
+
+    async def cancel(self, request_id: int, *, actor: str, note: str | None = None,
+                     source: str | None = None, web_session: str | None = None
+                     ) -> CallbackView: ...
+
+    async def reassign(self, request_id: int, agent_login: str | None, *, actor: str,
+                       source: str | None = None,
+                       web_session: str | None = None) -> CallbackView: ...
+
+    async def record_outcome(self, request_id: int, outcome: str, *, actor: str,
+                             call_id: str | None = None,
+                             note: str | None = None) -> CallbackView: ...
 
 
 class CallbackScheduler:
