@@ -25,13 +25,18 @@ from crm.storage.db import SessionFactory
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from crm.web.app import HealthReport
+from hotline.bus.redis_bus import RedisStreamBus
 from hotline.retention import RetentionSchedule
-from hotline.roles.control import start_control, start_recorder, start_schedules
+from hotline.roles import Role
+from hotline.roles.callback_commands import RemoteCallbacks, commands_key, take_commands
+from hotline.roles.cluster import background, check_role, cluster_client, start_cluster_bus
+from hotline.roles.control import Control, start_control, start_recorder, start_schedules
+from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
-from hotline.roles.ivr import start_ivr
+from hotline.roles.recorded_mark import RecordedMark, wait_recorded
 from hotline.roles.storage import open_storage
+from hotline.roles.web import Live, WebApp, start_live, start_web
 from hotline.roles.web import hotline_zone as hotline_zone
-from hotline.roles.web import start_live, start_web
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import CallTracker
@@ -112,11 +117,84 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
         yield service
 
 
-async def serve_forever(settings: Settings) -> None:
+# -- a role per process (hotline serve --role core|web), over the Redis bus -------------------
+@dataclass
+class CoreService:
+    """``--role core``: control and the IVR (the IVR learns calls from control's tracker)."""
+
+    settings: Settings
+    sessions: SessionFactory
+    bus: RedisStreamBus
+    recorder: ConsultationRecorder
+    control: Control
+    ivr: Ivr
+
+
+@dataclass
+class WebService:
+    """``--role web``: desk, console and API, fed by its own reader of the stream."""
+
+    settings: Settings
+    sessions: SessionFactory
+    bus: RedisStreamBus
+    live: Live
+    ami: AmiClient
+    web: WebApp
+    callbacks: RemoteCallbacks
+
+
+@contextlib.asynccontextmanager
+async def running_core(settings: Settings) -> AsyncIterator[CoreService]:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = await open_storage(stack, settings)
+        bus = await start_cluster_bus(stack, settings, "core")
+        recorder = await start_recorder(stack, settings, sessions, bus)
+        mark = RecordedMark(cluster_client(stack, settings), bus, recorder)
+        bus.subscribe(mark.handle)
+        background(stack, "recorded mark", mark.run())
+        control = await start_control(stack, settings, sessions, bus, recorder)
+        background(stack, "callback commands", take_commands(
+            cluster_client(stack, settings), commands_key(settings.bus.stream),
+            control.callbacks))
+        ivr = await start_ivr(stack, settings, sessions, bus, control)
+        await start_schedules(stack, settings, sessions, control.ami)
+        log.info("hotline core up: AudioSocket %s:%s, AMI %s:%s, bus %s",
+                 settings.audiosocket.host, ivr.media.bound_port, settings.ami.host,
+                 settings.ami.port, settings.bus.stream)
+        yield CoreService(settings, sessions, bus, recorder, control, ivr)
+
+
+@contextlib.asynccontextmanager
+async def running_web(settings: Settings) -> AsyncIterator[WebService]:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = await open_storage(stack, settings, migrate=False)  # the core migrates
+        bus = await start_cluster_bus(stack, settings, "web")
+        client = cluster_client(stack, settings)
+        live = await start_live(stack, settings, sessions, bus,
+                                settle=lambda: wait_recorded(client, bus))
+        ami = AmiClient(settings.ami, name="hotline-web")  # actions: queue members, transfers
+        await ami.start()
+        stack.push_async_callback(ami.close)
+        callbacks = RemoteCallbacks(client, commands_key(settings.bus.stream), sessions, bus,
+                                    settings.callbacks)
+        webapp = await start_web(stack, settings, sessions, live, ami, callbacks=callbacks,
+                                 health=lambda: HealthReport(
+                                     ami=ami.state, audiosocket_port=None, active_calls=0,
+                                     consultations_written=0, role="web",
+                                     pending_writes={"pop_audits": live.desk_hub.pending_audits,
+                                                     "bus": bus.unsent}))
+        log.info("hotline web up: http://%s:%s/, AMI %s:%s, bus %s", settings.web.host,
+                 settings.web.port, settings.ami.host, settings.ami.port, settings.bus.stream)
+        yield WebService(settings, sessions, bus, live, ami, webapp, callbacks)
+
+
+async def serve_forever(settings: Settings, role: Role = "all") -> None:
+    check_role(settings, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_service(settings):
+    running = {"all": running_service, "core": running_core, "web": running_web}[role]
+    async with running(settings):
         await stop.wait()
-        log.info("stopping hotline service")
+        log.info("stopping hotline %s", "service" if role == "all" else role)

@@ -298,9 +298,14 @@ class CallbackScheduler:
                                                web_session=web_session)
         if view.assigned_agent_id != before.assigned_agent_id and (
                 request_id in self._in_flight or view.status == "dialling"):
-            self._moving.add(request_id)
-            self.withdraw([request_id])
+            self.move(request_id)
         return view
+
+    def move(self, request_id: int) -> None:
+        """The request was reassigned while its callback waits in a queue: withdraw it and
+        place it again at once for the new agent (no attempt counted)."""
+        self._moving.add(request_id)
+        self.withdraw([request_id])
 
     async def record_outcome(self, request_id: int, outcome: str, *, actor: str,
                              call_id: str | None = None, note: str | None = None) -> CallbackView:

@@ -1,0 +1,223 @@
+"""Roles as processes: ``hotline serve --role core`` (AMI control, the consultation recorder,
+the IVR) and ``hotline serve --role web`` (desk, console, API) as two child processes sharing
+a real redis-server, the test PostgreSQL database and the real test Asterisk. A SIPp caller
+goes through the IVR and asks for an agent, the agent's SIPp phone answers, and the agent's
+desk websocket on the WEB process gets the pop with the IVR's steps; the consultation is
+written once, with its steps, by the core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select, text
+
+from crm.agents import accounts as agents
+from crm.consultations.service import find_consultations
+from crm.demo_data import seed_demo
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.models import Case, Consultation, Resident
+from hotline.bus.redis_server import RedisServer
+from hotline.settings import Settings
+from hotline.tools.bed import free_tcp_port
+from hotline.tools.phones import AgentPhone
+from ivr.ami.client import AmiClient
+from ivr.asterisk.queue_control import QueueControl
+from tests.integration.fault_tools import (
+    HeldCaller,
+    ServeProcess,
+    fault_settings,
+    serve_env,
+    wait_until,
+)
+from tests.integration.service_fixtures import hang_up_leftover_calls
+
+pytestmark = pytest.mark.asterisk
+
+PASSWORD = "roles-desk-pw"
+CALLER, CALLER_NAME = "13800138000", "张三"
+AGENT, EXTENSION = "agent1", "2001"
+START_S = 90.0
+"""Bound for a process to come up (the core loads the speech models)."""
+WAIT_S = 45.0
+"""Bound for what goes through the IVR and the queue (the IVR's prompts take seconds)."""
+
+
+def role_settings(bed: Settings, tmp_path: Path, role: str, database_url: str) -> Settings:
+    settings = fault_settings(bed, tmp_path / role)
+    settings.state_dir = tmp_path / role / "state"
+    settings.database.url = database_url
+    settings.web.port = free_tcp_port()
+    return settings
+
+
+async def start_role(settings: Settings, role: str, redis: RedisServer) -> ServeProcess:
+    env = {**serve_env(settings), "HOTLINE_BUS__KIND": "redis",
+           "HOTLINE_BUS__REDIS_URL": redis.url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "serve", "--role", role, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    return ServeProcess(proc)
+
+
+@contextlib.asynccontextmanager
+async def database(url: str) -> AsyncIterator[SessionFactory]:
+    """The test's PostgreSQL database, emptied (the core migrates it)."""
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+class Desk:
+    """An agent signed in at the web process's /desk, with its websocket open."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.messages: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def sign_in(self, login: str, password: str) -> None:
+        async with self.http.get(f"{self.base}/desk/login") as form:
+            found = re.search(r'name="csrf" value="([^"]+)"', await form.text())
+            assert found, "no CSRF token on the sign-in form"
+        async with self.http.post(f"{self.base}/desk/login", data={
+                "csrf": found.group(1), "login": login, "password": password}) as response:
+            assert response.status == 200 and str(response.url).endswith("/desk/"), \
+                await response.text()
+        socket = await self.http.ws_connect(f"{self.base.replace('http', 'ws', 1)}/desk/ws")
+        self._reader = asyncio.create_task(self._read(socket))
+
+    async def _read(self, socket: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in socket:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            async with self._changed:
+                self.messages.append(json.loads(message.data))
+                self._changed.notify_all()
+
+    async def wait_for(self, match: Callable[[dict[str, Any]], bool], within: float,
+                       what: str) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(within), self._changed:
+                while True:
+                    for message in self.messages:
+                        if match(message):
+                            return message
+                    await self._changed.wait()
+        except TimeoutError:
+            seen = "\n".join(f"  {m}" for m in self.messages)
+            raise AssertionError(f"no desk message {what} within {within} s; saw:\n{seen}"
+                                 ) from None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+def transcript_of(message: dict[str, Any]) -> str:
+    return "\n".join(line["text"] for line in message["call"]["pop"]["ivr"]["transcript"])
+
+
+def pop_with_steps(number: str) -> Callable[[dict[str, Any]], bool]:
+    def match(message: dict[str, Any]) -> bool:
+        return (message.get("type") == "pop"
+                and f"Told case {number} is" in transcript_of(message)
+                and "Routed to agent" in transcript_of(message))
+    return match
+
+
+async def leave_queues(settings: Settings) -> None:
+    """The Asterisk outlives the test: the agent's phone leaves every queue it joined."""
+    ami = AmiClient(settings.ami, name="test-roles")
+    await ami.start()
+    try:
+        await ami.wait_ready(10)
+        control = QueueControl(ami, settings.asterisk.queue_name)
+        await control.leave(f"PJSIP/{EXTENSION}")
+    finally:
+        await ami.close()
+
+
+async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
+        asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
+        tmp_path: Path) -> None:
+    await hang_up_leftover_calls(asterisk_bed)
+    core_settings = role_settings(asterisk_bed, tmp_path, "core", postgres_database)
+    web_settings = role_settings(asterisk_bed, tmp_path, "web", postgres_database)
+    async with database(postgres_database) as sessions, contextlib.AsyncExitStack() as stack:
+        core = await start_role(core_settings, "core", redis_server)
+        stack.push_async_callback(core.stop)
+        await core.wait_line("hotline core up", START_S)  # migrated the database
+        await seed_demo(postgres_database)
+        await agents.set_password(sessions, AGENT, PASSWORD)
+        async with sessions() as s:
+            number = await s.scalar(select(Case.number).join(Resident)
+                                    .where(Resident.name == CALLER_NAME))
+        assert number
+
+        web = await start_role(web_settings, "web", redis_server)
+        stack.push_async_callback(web.stop)
+        await web.wait_line("hotline web up", START_S)
+        stack.push_async_callback(leave_queues, core_settings)
+        http = await stack.enter_async_context(  # cookies for an IP address too
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+        async with http.get(f"http://127.0.0.1:{web_settings.web.port}/healthz") as health:
+            assert health.status == 200, await health.text()
+            assert (await health.json())["role"] == "web"
+
+        desk = Desk(http, f"http://127.0.0.1:{web_settings.web.port}")
+        stack.push_async_callback(desk.close)
+        await desk.sign_in(AGENT, PASSWORD)  # the web node's AMI link adds the phone
+        phone = await stack.enter_async_context(AgentPhone(core_settings, EXTENSION))
+        # The queue member's state is published by the core and reaches the web node's desk.
+        await desk.wait_for(lambda m: m.get("type") == "status"
+                            and m["agent"]["status"] == "available", WAIT_S,
+                            "saying the agent is available")
+
+        # 张三 (Mandarin on file): 1 = case status, the number, # , 1 = yes; 2 = an agent.
+        caller = await stack.enter_async_context(HeldCaller(
+            core_settings, number=CALLER, name=CALLER_NAME, keys=f"1{number}#12"))
+        ringing = await desk.wait_for(pop_with_steps(number), WAIT_S,
+                                      "popping the call with the IVR's steps")
+        call_id = ringing["call"]["call_id"]
+        await phone.wait_answered(WAIT_S)
+        await desk.wait_for(lambda m: m.get("type") == "pop"
+                            and m["call"]["call_id"] == call_id
+                            and m["call"]["phase"] == "connected", WAIT_S, "connected")
+        await caller.hang_up()
+        await desk.wait_for(lambda m: m.get("type") == "pop"
+                            and m["call"]["call_id"] == call_id
+                            and m["call"]["phase"] == "ended", WAIT_S, "ended")
+
+        async def ended() -> bool:
+            async with sessions() as s:
+                found = (await s.scalars(select(Consultation)
+                                         .where(Consultation.call_id == call_id))).all()
+            return len(found) == 1 and found[0].ended_at is not None
+
+        await wait_until(ended, WAIT_S, "the core wrote the consultation's end")
+        [consultation] = [c for c in await find_consultations(sessions, phone=CALLER)
+                          if c.call_id == call_id]
+        kinds = [s["kind"] for s in consultation.steps]
+        # Written once: every step once (a second recorder would add each again).
+        for kind in ("ivr_connected", "told", "route", "queued", "agent_answered"):
+            assert kinds.count(kind) == 1, (kind, kinds)
+        assert "agent_ringing" in kinds, kinds
+        assert consultation.agent_login == AGENT
