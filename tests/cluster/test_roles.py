@@ -45,6 +45,7 @@ pytestmark = pytest.mark.asterisk
 PASSWORD = "roles-desk-pw"
 CALLER, CALLER_NAME = "13800138000", "张三"
 AGENT, EXTENSION = "agent1", "2001"
+SUPERVISOR = "supervisor1"
 START_S = 90.0
 """Bound for a process to come up (the core loads the speech models)."""
 WAIT_S = 45.0
@@ -81,26 +82,27 @@ async def database(url: str) -> AsyncIterator[SessionFactory]:
         await engine.dispose()
 
 
-class Desk:
-    """An agent signed in at the web process's /desk, with its websocket open."""
+class WebUser:
+    """Someone signed in at the web process (``/desk`` or ``/console``) with a websocket
+    open; every message it pushed is kept."""
 
-    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
-        self.http = http
+    def __init__(self, base: str) -> None:
         self.base = base
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         self.messages: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
-    async def sign_in(self, login: str, password: str) -> None:
-        async with self.http.get(f"{self.base}/desk/login") as form:
+    async def sign_in(self, app: str, login: str, password: str, socket: str) -> None:
+        async with self.http.get(f"{self.base}/{app}/login") as form:
             found = re.search(r'name="csrf" value="([^"]+)"', await form.text())
             assert found, "no CSRF token on the sign-in form"
-        async with self.http.post(f"{self.base}/desk/login", data={
+        async with self.http.post(f"{self.base}/{app}/login", data={
                 "csrf": found.group(1), "login": login, "password": password}) as response:
-            assert response.status == 200 and str(response.url).endswith("/desk/"), \
+            assert response.status == 200 and str(response.url).endswith(f"/{app}/"), \
                 await response.text()
-        socket = await self.http.ws_connect(f"{self.base.replace('http', 'ws', 1)}/desk/ws")
-        self._reader = asyncio.create_task(self._read(socket))
+        ws = await self.http.ws_connect(f"{self.base.replace('http', 'ws', 1)}{socket}")
+        self._reader = asyncio.create_task(self._read(ws))
 
     async def _read(self, socket: aiohttp.ClientWebSocketResponse) -> None:
         async for message in socket:
@@ -121,7 +123,7 @@ class Desk:
                     await self._changed.wait()
         except TimeoutError:
             seen = "\n".join(f"  {m}" for m in self.messages)
-            raise AssertionError(f"no desk message {what} within {within} s; saw:\n{seen}"
+            raise AssertionError(f"no message {what} within {within} s; saw:\n{seen}"
                                  ) from None
 
     async def close(self) -> None:
@@ -129,6 +131,7 @@ class Desk:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        await self.http.close()
 
 
 def transcript_of(message: dict[str, Any]) -> str:
@@ -176,15 +179,18 @@ async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
         stack.push_async_callback(web.stop)
         await web.wait_line("hotline web up", START_S)
         stack.push_async_callback(leave_queues, core_settings)
-        http = await stack.enter_async_context(  # cookies for an IP address too
-            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
-        async with http.get(f"http://127.0.0.1:{web_settings.web.port}/healthz") as health:
+        base = f"http://127.0.0.1:{web_settings.web.port}"
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as health:
             assert health.status == 200, await health.text()
             assert (await health.json())["role"] == "web"
 
-        desk = Desk(http, f"http://127.0.0.1:{web_settings.web.port}")
+        desk = WebUser(base)
         stack.push_async_callback(desk.close)
-        await desk.sign_in(AGENT, PASSWORD)  # the web node's AMI link adds the phone
+        await desk.sign_in("desk", AGENT, PASSWORD, "/desk/ws")  # the web's AMI adds the phone
+        wallboard = WebUser(base)
+        stack.push_async_callback(wallboard.close)
+        await agents.set_password(sessions, SUPERVISOR, PASSWORD)
+        await wallboard.sign_in("console", SUPERVISOR, PASSWORD, "/console/wallboard/ws")
         phone = await stack.enter_async_context(AgentPhone(core_settings, EXTENSION))
         # The queue member's state is published by the core and reaches the web node's desk.
         await desk.wait_for(lambda m: m.get("type") == "status"
@@ -213,6 +219,10 @@ async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
             return len(found) == 1 and found[0].ended_at is not None
 
         await wait_until(ended, WAIT_S, "the core wrote the consultation's end")
+        # Today's figures on the web node's wallboard are counted from what the core wrote.
+        await wallboard.wait_for(lambda m: m.get("type") == "wallboard"
+                                 and (m.get("levels") or {}).get("offered") == 1, WAIT_S,
+                                 "counting the call")
         [consultation] = [c for c in await find_consultations(sessions, phone=CALLER)
                           if c.call_id == call_id]
         kinds = [s["kind"] for s in consultation.steps]
