@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ START_S = 90.0
 """Bound for a process to come up (the core loads the speech models)."""
 WAIT_S = 45.0
 """Bound for what goes through the IVR and the queue (the IVR's prompts take seconds)."""
+WAIT_MS, QUICK_MS = int(WAIT_S * 1000), 5_000
+"""The same for the browser; and for what the page shows once the event is there."""
 
 
 def role_settings(bed: Settings, tmp_path: Path, role: str, database_url: str) -> Settings:
@@ -158,9 +161,22 @@ async def leave_queues(settings: Settings) -> None:
         await ami.close()
 
 
-async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
-        asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
-        tmp_path: Path) -> None:
+@dataclass
+class Cluster:
+    core: Settings
+    web: Settings
+    sessions: SessionFactory
+    case_number: str
+    """张三's case (Mandarin on file), which the caller asks about."""
+    base: str
+    """The web process's address."""
+    stack: contextlib.AsyncExitStack
+
+
+@pytest.fixture
+async def cluster(asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
+                  tmp_path: Path) -> AsyncIterator[Cluster]:
+    """``hotline serve --role core`` and ``--role web`` running, the demo data seeded."""
     await hang_up_leftover_calls(asterisk_bed)
     core_settings = role_settings(asterisk_bed, tmp_path, "core", postgres_database)
     web_settings = role_settings(asterisk_bed, tmp_path, "web", postgres_database)
@@ -169,7 +185,8 @@ async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
         stack.push_async_callback(core.stop)
         await core.wait_line("hotline core up", START_S)  # migrated the database
         await seed_demo(postgres_database)
-        await agents.set_password(sessions, AGENT, PASSWORD)
+        for login in (AGENT, SUPERVISOR):
+            await agents.set_password(sessions, login, PASSWORD)
         async with sessions() as s:
             number = await s.scalar(select(Case.number).join(Resident)
                                     .where(Resident.name == CALLER_NAME))
@@ -183,51 +200,97 @@ async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
         async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as health:
             assert health.status == 200, await health.text()
             assert (await health.json())["role"] == "web"
+        yield Cluster(core_settings, web_settings, sessions, number, base, stack)
 
-        desk = WebUser(base)
-        stack.push_async_callback(desk.close)
-        await desk.sign_in("desk", AGENT, PASSWORD, "/desk/ws")  # the web's AMI adds the phone
-        wallboard = WebUser(base)
-        stack.push_async_callback(wallboard.close)
-        await agents.set_password(sessions, SUPERVISOR, PASSWORD)
-        await wallboard.sign_in("console", SUPERVISOR, PASSWORD, "/console/wallboard/ws")
-        phone = await stack.enter_async_context(AgentPhone(core_settings, EXTENSION))
-        # The queue member's state is published by the core and reaches the web node's desk.
-        await desk.wait_for(lambda m: m.get("type") == "status"
-                            and m["agent"]["status"] == "available", WAIT_S,
-                            "saying the agent is available")
 
-        # 张三 (Mandarin on file): 1 = case status, the number, # , 1 = yes; 2 = an agent.
-        caller = await stack.enter_async_context(HeldCaller(
-            core_settings, number=CALLER, name=CALLER_NAME, keys=f"1{number}#12"))
-        ringing = await desk.wait_for(pop_with_steps(number), WAIT_S,
-                                      "popping the call with the IVR's steps")
-        call_id = ringing["call"]["call_id"]
-        await phone.wait_answered(WAIT_S)
-        await desk.wait_for(lambda m: m.get("type") == "pop"
-                            and m["call"]["call_id"] == call_id
-                            and m["call"]["phase"] == "connected", WAIT_S, "connected")
-        await caller.hang_up()
-        await desk.wait_for(lambda m: m.get("type") == "pop"
-                            and m["call"]["call_id"] == call_id
-                            and m["call"]["phase"] == "ended", WAIT_S, "ended")
+async def recorded_once(cluster: Cluster, call_id: str) -> None:
+    """The core wrote the call's consultation, ended, each of its steps once (a second
+    recorder would add each again)."""
+    async def ended() -> bool:
+        async with cluster.sessions() as s:
+            found = (await s.scalars(select(Consultation)
+                                     .where(Consultation.call_id == call_id))).all()
+        return len(found) == 1 and found[0].ended_at is not None
 
-        async def ended() -> bool:
-            async with sessions() as s:
-                found = (await s.scalars(select(Consultation)
-                                         .where(Consultation.call_id == call_id))).all()
-            return len(found) == 1 and found[0].ended_at is not None
+    await wait_until(ended, WAIT_S, "the core wrote the consultation's end")
+    [consultation] = [c for c in await find_consultations(cluster.sessions, phone=CALLER)
+                      if c.call_id == call_id]
+    kinds = [s["kind"] for s in consultation.steps]
+    for kind in ("ivr_connected", "told", "route", "queued", "agent_answered"):
+        assert kinds.count(kind) == 1, (kind, kinds)
+    assert "agent_ringing" in kinds, kinds
+    assert consultation.agent_login == AGENT
 
-        await wait_until(ended, WAIT_S, "the core wrote the consultation's end")
-        # Today's figures on the web node's wallboard are counted from what the core wrote.
-        await wallboard.wait_for(lambda m: m.get("type") == "wallboard"
-                                 and (m.get("levels") or {}).get("offered") == 1, WAIT_S,
-                                 "counting the call")
-        [consultation] = [c for c in await find_consultations(sessions, phone=CALLER)
-                          if c.call_id == call_id]
-        kinds = [s["kind"] for s in consultation.steps]
-        # Written once: every step once (a second recorder would add each again).
-        for kind in ("ivr_connected", "told", "route", "queued", "agent_answered"):
-            assert kinds.count(kind) == 1, (kind, kinds)
-        assert "agent_ringing" in kinds, kinds
-        assert consultation.agent_login == AGENT
+
+async def test_core_and_web_processes_pop_on_the_web_node_and_record_once(
+        cluster: Cluster) -> None:
+    stack = cluster.stack
+    desk = WebUser(cluster.base)
+    stack.push_async_callback(desk.close)
+    await desk.sign_in("desk", AGENT, PASSWORD, "/desk/ws")  # the web's AMI adds the phone
+    wallboard = WebUser(cluster.base)
+    stack.push_async_callback(wallboard.close)
+    await wallboard.sign_in("console", SUPERVISOR, PASSWORD, "/console/wallboard/ws")
+    phone = await stack.enter_async_context(AgentPhone(cluster.core, EXTENSION))
+    # The queue member's state is published by the core and reaches the web node's desk.
+    await desk.wait_for(lambda m: m.get("type") == "status"
+                        and m["agent"]["status"] == "available", WAIT_S,
+                        "saying the agent is available")
+
+    # 张三: 1 = case status, the number, # , 1 = yes; 2 = an agent.
+    number = cluster.case_number
+    caller = await stack.enter_async_context(HeldCaller(
+        cluster.core, number=CALLER, name=CALLER_NAME, keys=f"1{number}#12"))
+    ringing = await desk.wait_for(pop_with_steps(number), WAIT_S,
+                                  "popping the call with the IVR's steps")
+    call_id = ringing["call"]["call_id"]
+    await phone.wait_answered(WAIT_S)
+    await desk.wait_for(lambda m: m.get("type") == "pop" and m["call"]["call_id"] == call_id
+                        and m["call"]["phase"] == "connected", WAIT_S, "connected")
+    await caller.hang_up()
+    await desk.wait_for(lambda m: m.get("type") == "pop" and m["call"]["call_id"] == call_id
+                        and m["call"]["phase"] == "ended", WAIT_S, "ended")
+    await recorded_once(cluster, call_id)
+    # Today's figures on the web node's wallboard are counted from what the core wrote.
+    await wallboard.wait_for(lambda m: m.get("type") == "wallboard"
+                             and (m.get("levels") or {}).get("offered") == 1, WAIT_S,
+                             "counting the call")
+
+
+async def test_the_pop_reaches_the_agents_browser_on_the_web_node(
+        cluster: Cluster, browser) -> None:  # type: ignore[no-untyped-def]
+    expect = pytest.importorskip("playwright.async_api").expect
+    stack = cluster.stack
+    context = await browser.new_context(locale="zh-CN")
+    stack.push_async_callback(context.close)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{cluster.base}/desk/login")
+    await page.fill("#login", AGENT)
+    await page.fill("#password", PASSWORD)
+    await page.click("#sign-in")
+    await page.wait_for_url(f"{cluster.base}/desk/", timeout=QUICK_MS)
+    await expect(page.locator("#link-state")).to_have_attribute("data-state", "live",
+                                                               timeout=QUICK_MS)
+    phone = await stack.enter_async_context(AgentPhone(cluster.core, EXTENSION))
+    await expect(page.locator("#agent-status")).to_have_attribute(
+        "data-status", "available", timeout=WAIT_MS)
+
+    number = cluster.case_number
+    caller = await stack.enter_async_context(HeldCaller(
+        cluster.core, number=CALLER, name=CALLER_NAME, keys=f"1{number}#12"))
+    pop = page.locator("#pop")
+    await expect(pop).to_be_visible(timeout=WAIT_MS)
+    transcript = page.locator("#ivr-transcript")
+    await expect(transcript).to_contain_text(f"Told case {number} is", timeout=QUICK_MS)
+    await expect(transcript).to_contain_text("Routed to agent")
+    await phone.wait_answered(WAIT_S)
+    await expect(pop).to_have_attribute("data-phase", "connected", timeout=QUICK_MS)
+    await expect(page.locator("#caller-name")).to_have_text(CALLER_NAME)
+    call_id = await pop.get_attribute("data-call-id")
+    assert call_id
+    await caller.hang_up()
+    await expect(pop).to_have_attribute("data-phase", "ended", timeout=WAIT_MS)
+    assert errors == []
+    await recorded_once(cluster, call_id)
