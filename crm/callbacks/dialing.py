@@ -33,7 +33,7 @@ from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.surveys.return_visits import CallingHours
 from crm.telephony.callbacks import CallbackDialer, CallbackJob, CallbackResult
-from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.events import CallStep, EventBus
 from crm.telephony.steps import CallbackDialling, CallbackOutcome
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class CallbackActions(Protocol):
 
 
 class CallbackScheduler:
-    def __init__(self, dialer: CallbackDialer, sessions: SessionFactory, bus: CallEventBus,
+    def __init__(self, dialer: CallbackDialer, sessions: SessionFactory, bus: EventBus,
                  settings: CallbackSettings, *, queue: str,
                  settle: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:

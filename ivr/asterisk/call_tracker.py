@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep, utcnow
+from crm.telephony.events import CallEnded, CallStarted, CallStep, EventBus, utcnow
 from crm.telephony.steps import CallbackOffered
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
@@ -69,7 +69,7 @@ CALLBACK_ANSWERS = ("yes", "no", "none", "withheld", "requeue", "unheard")
 
 
 class CallTracker:
-    def __init__(self, ami: AmiClient, bus: CallEventBus) -> None:
+    def __init__(self, ami: AmiClient, bus: EventBus) -> None:
         self._ami = ami
         self._bus = bus
         self.active_calls: dict[str, ActiveCall] = {}
