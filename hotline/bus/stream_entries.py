@@ -106,7 +106,13 @@ class RecentIds:
         """Whether the id was seen before; remembers it."""
         if event_id in self._ids:
             return True
+        self.remember(event_id)
+        return False
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def remember(self, event_id: str) -> None:
         self._ids[event_id] = None
         if len(self._ids) > self._size:
             self._ids.popitem(last=False)
-        return False

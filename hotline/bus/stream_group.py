@@ -15,12 +15,22 @@ One consumer's loop:
    and its own that failed. An entry taken over more than ``max_deliveries`` times, and an
    entry that is not an event, is moved to the dead stream (``<stream>:dead``, with the
    reason) and acknowledged, so it never blocks the rest; an entry trimmed from the stream
-   before it was acknowledged is logged as lost.
+   before it was acknowledged is logged as lost;
+5. meanwhile a keeper task renews its hold (XCLAIM to itself, JUSTID) on the entries it has
+   read and not finished, every ``claim_idle_s / 3``, so a consumer that is alive but slow (a
+   big batch, a handler waiting for the database) keeps them; an entry another consumer took
+   over anyway (this one stalled longer than ``claim_idle_s``) is skipped here, not handled
+   twice. The renewal claims only entries idle for at least as long as since its last
+   renewal, so it never takes back one that another consumer took meanwhile.
 
-Delivery is at least once: a consumer that handled an event and died before its XACK, or
-one that was only slow and got its entry taken over, means a second delivery. Handlers make
-that harmless by writing idempotently, keyed on ``Delivery.event_id`` (the same in every
-copy, also in a copy the publisher sent twice).
+Delivery is at least once. A consumer drops a copy of an event it handled itself lately (its
+XACK was lost with the connection, or the publisher sent the event twice): it acknowledges
+the copy without handing it over. What remains is a second delivery to another consumer:
+after a consumer handled an event and died before its XACK, or stalled longer than
+``claim_idle_s`` in its handler, or when the two copies of a resent event went to two
+consumers. Handlers make that harmless by writing idempotently, keyed on
+``Delivery.event_id`` (the same in every copy); ``Delivery.redelivered`` says when a
+delivery may be such a second one.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from hotline.bus.stream_entries import (
     REDIS_BACKOFF,
     REDIS_DOWN,
     Delivery,
+    RecentIds,
     describe,
     entries,
     parse,
@@ -47,7 +58,7 @@ from hotline.bus.stream_entries import (
 log = logging.getLogger(__name__)
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
-READ_COUNT = 100
+READ_COUNT = 50
 CLAIM_COUNT = 100
 DEAD_MAXLEN = 100_000
 
@@ -75,11 +86,30 @@ class GroupConsumer:
         self.reclaimed = 0
         self.dead = 0
         self.lost = 0
+        self.skipped = 0
+        self.reclaim_rounds = 0
+        self._held: dict[str, None] = {}
+        """Entries read and not finished, in order; renewed by the keeper."""
+        self._held_since = 0.0
+        """When this consumer last (re)took them: their idle time is at least the time since."""
+        self._taken_over: set[str] = set()
+        self._handled_ids = RecentIds()
+        """Events this consumer handled lately: a copy of one (its XACK was lost with the
+        connection, or the publisher sent it twice) is acknowledged without handling."""
+        self.duplicates = 0
 
     async def run(self) -> None:
+        keeper = asyncio.create_task(self._keep(), name=f"bus keeper {self.consumer}")
+        try:
+            await self._consume()
+        finally:
+            keeper.cancel()
+            await asyncio.wait([keeper])
+
+    async def _consume(self) -> None:
         attempt = 0
         joined = False
-        backlog = "0"  # own pending entries first; None once read
+        backlog: str | None = "0"  # own pending entries first; None once read
         next_claim = time.monotonic()
         while True:
             try:
@@ -97,8 +127,8 @@ class GroupConsumer:
                     reply = await self._client.xreadgroup(
                         self.group, self.consumer, {self.stream: ">"}, count=READ_COUNT,
                         block=wait)
-                    for entry_id, fields in entries(reply):
-                        await self._handle(text(entry_id), fields, redelivered=False)
+                    for entry_id, fields in self._hold(entries(reply)):
+                        await self._handle(entry_id, fields, redelivered=False)
             except REDIS_DOWN as exc:
                 attempt += 1
                 if attempt == 1:
@@ -108,11 +138,16 @@ class GroupConsumer:
                 backlog = "0"  # an XACK may have been lost with the connection
                 continue
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.error("bus group %s/%s: the group or the stream is gone (Redis lost its "
-                          "data?); joining again", self.group, self.consumer)
-                joined = False
+                if "NOGROUP" in str(exc):
+                    log.error("bus group %s/%s: the group or the stream is gone (Redis lost "
+                              "its data?); joining again", self.group, self.consumer)
+                    joined = False
+                    continue
+                attempt += 1  # a refusal (out of memory, the key is not a stream...)
+                log.error("bus group %s/%s: Redis refuses: %s; trying again", self.group,
+                          self.consumer, exc)
+                await asyncio.sleep(REDIS_BACKOFF.delay(attempt))
+                backlog = "0"
                 continue
             if attempt:
                 log.info("bus group %s/%s: Redis is back", self.group, self.consumer)
@@ -131,12 +166,13 @@ class GroupConsumer:
         to go on from, or None when there are none left."""
         reply = await self._client.xreadgroup(self.group, self.consumer, {self.stream: after},
                                               count=READ_COUNT)
-        found = entries(reply)
+        found = self._hold(entries(reply))
         for entry_id, fields in found:
-            await self._handle(text(entry_id), fields, redelivered=True)
-        return text(found[-1][0]) if found else None
+            await self._handle(entry_id, fields, redelivered=True)
+        return found[-1][0] if found else None
 
     async def _reclaim(self) -> None:
+        self.reclaim_rounds += 1
         cursor = "0-0"
         for _ in range(10_000):  # bounded: each round moves the cursor on
             reply = await self._client.xautoclaim(
@@ -149,9 +185,8 @@ class GroupConsumer:
                 log.error("bus group %s: entry %s was trimmed from %s before it was "
                           "acknowledged: its event is lost to this group (raise [bus] maxlen)",
                           self.group, text(gone), self.stream)
-            for entry_id, fields in claimed:
+            for eid, fields in self._hold(claimed):
                 self.reclaimed += 1
-                eid = text(entry_id)
                 deliveries = await self._deliveries(eid)
                 log.warning("bus group %s/%s: took over entry %s (idle over %d ms, delivery "
                             "%d)", self.group, self.consumer, eid, self._claim_idle_ms,
@@ -168,8 +203,48 @@ class GroupConsumer:
                                                  max=entry_id, count=1)
         return int(rows[0]["times_delivered"]) if rows else 1
 
+    def _hold(self, found: list[tuple[bytes, dict[bytes, bytes]]]
+              ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Note the entries just read as this consumer's to finish (for the keeper)."""
+        out = [(text(entry_id), fields) for entry_id, fields in found]
+        self._held = dict.fromkeys(entry_id for entry_id, _ in out)
+        self._held_since = time.monotonic()
+        self._taken_over.clear()
+        return out
+
+    async def _keep(self) -> None:
+        """Renew the hold on the entries read and not finished, every claim_idle_s / 3."""
+        while True:
+            await asyncio.sleep(self._claim_every / 1.5)  # a period, not a synchronisation
+            held = list(self._held)
+            idle_ms = int((time.monotonic() - self._held_since) * 1000) - 1
+            if not held or idle_ms < 0:
+                continue
+            try:
+                kept = await self._client.xclaim(self.stream, self.group, self.consumer,
+                                                 idle_ms, held, justid=True)
+            except REDIS_DOWN:
+                continue  # the consumer's own loop reports it
+            self._held_since = time.monotonic()
+            kept_ids = {text(k) for k in kept}
+            for entry_id in held:
+                if entry_id not in kept_ids and entry_id in self._held:
+                    self._taken_over.add(entry_id)
+
     async def _handle(self, entry_id: str, fields: dict[bytes, bytes], *,
                       redelivered: bool) -> None:
+        try:
+            await self._handle_held(entry_id, fields, redelivered=redelivered)
+        finally:
+            self._held.pop(entry_id, None)
+
+    async def _handle_held(self, entry_id: str, fields: dict[bytes, bytes], *,
+                           redelivered: bool) -> None:
+        if entry_id in self._taken_over:
+            self.skipped += 1
+            log.warning("bus group %s/%s: entry %s was taken over by another consumer while "
+                        "this one was slow; left to it", self.group, self.consumer, entry_id)
+            return
         if not fields:
             self.lost += 1
             log.error("bus group %s: entry %s was trimmed from %s before it was acknowledged: "
@@ -182,6 +257,12 @@ class GroupConsumer:
         except WireFormatError as exc:
             await self._move_aside(entry_id, fields, exc.message)
             return
+        if event_id in self._handled_ids:
+            self.duplicates += 1
+            log.info("bus group %s/%s: entry %s is a copy of event %s, handled here already",
+                     self.group, self.consumer, entry_id, event_id)
+            await self._client.xack(self.stream, self.group, entry_id)
+            return
         try:
             await self._handler(Delivery(event, entry_id, event_id, redelivered))
         except Exception:
@@ -192,6 +273,7 @@ class GroupConsumer:
                           self._claim_idle_ms)
             return
         self.handled += 1
+        self._handled_ids.remember(event_id)
         await self._client.xack(self.stream, self.group, entry_id)
 
     async def _move_aside(self, entry_id: str, fields: dict[bytes, bytes],

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from crm.errors import WireFormatError
 from crm.telephony.events import Handler
@@ -81,6 +82,12 @@ class StreamReader:
                     log.warning("bus reader of %s: Redis unreachable (%s); reading again from "
                                 "%s once it is back", self._stream, exc, self.last_id)
                 await asyncio.sleep(delay)
+                continue
+            except ResponseError as exc:  # a refusal (the key is not a stream...)
+                attempt += 1
+                log.error("bus reader of %s: Redis refuses: %s; trying again", self._stream,
+                          exc)
+                await asyncio.sleep(REDIS_BACKOFF.delay(attempt))
                 continue
             if attempt:
                 log.info("bus reader of %s: Redis is back after %d attempts", self._stream,

@@ -138,6 +138,36 @@ async def test_every_subscriber_of_every_process_sees_every_event_in_order(buses
         assert await seen.until(len(events)) == events
 
 
+async def test_a_reader_given_an_id_reads_from_there(buses: Any) -> None:
+    publisher = await buses("control")
+    events = calls(3)
+    for event in events:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    late, from_start = Seen(), Seen()
+    await buses("web-late", subscribe=[late.add])  # from where it started: the end
+    await buses("web-replay", subscribe=[from_start.add], read_from="0")
+    assert await from_start.until(len(events)) == events
+    last = CallEnded("call-x", "end", None)
+    await publisher.publish(last)
+    assert await late.until(1) == [last]
+    assert await from_start.until(len(events) + 1) == [*events, last]
+
+
+async def test_the_stream_stays_bounded(buses: Any, bus_settings: BusSettings) -> None:
+    settings = bus_settings.model_copy(update={"maxlen": 1000})
+    publisher = await buses("control", settings=settings)
+    for event in calls(750):  # 3000 events
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    client = redis_client(settings.redis_url)
+    try:
+        length = await client.xlen(settings.stream)
+    finally:
+        await client.aclose()
+    assert 1000 <= length < 1500  # trimmed in whole nodes (100 entries), about maxlen
+
+
 async def test_a_failing_subscriber_never_stops_the_others(buses: Any) -> None:
     seen = Seen()
 
@@ -215,6 +245,68 @@ async def test_a_dead_consumers_events_are_taken_over_and_handled_once(
         await client.aclose()
 
 
+async def test_a_slow_consumer_keeps_its_events(buses: Any) -> None:
+    """A handler waiting (for the database, say) longer than claim_idle_s does not lose its
+    entries to the other consumer: they are handled once, by the slow one."""
+    events = calls(3)
+    publisher = await buses("control")
+    for event in events:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    slow_seen, other_seen = Seen(), Seen()
+    stuck, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        if not stuck.is_set():
+            stuck.set()
+            await go_on.wait()
+        await slow_seen.add(delivery)
+
+    [slow_worker] = [(await buses("recorder-1")).consume("recorder", "r1", slow)]
+    await asyncio.wait_for(stuck.wait(), WAIT)
+    [other] = [(await buses("recorder-2")).consume("recorder", "r2", other_seen.add)]
+    rounds = other.reclaim_rounds
+
+    async def long_past_the_claim_time() -> bool:  # claim_idle_s / 2 apart: > 3 x claim_idle_s
+        return other.reclaim_rounds >= rounds + 7
+    await eventually(long_past_the_claim_time, "the other consumer tried to take over")
+    go_on.set()
+    deliveries = await slow_seen.until(len(events))
+    assert [d.event for d in deliveries] == events
+    assert other_seen.items == [] and other.reclaimed == 0
+    assert slow_worker.skipped == 0
+
+
+async def test_an_event_whose_acknowledgement_was_lost_is_not_handled_twice(
+        buses: Any, redis_server: RedisServer) -> None:
+    events = calls(3)
+    handled: list[BusEvent] = []
+    seen = Seen()
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.event)
+        if len(handled) == 2:  # Redis dies after this handler, before its XACK
+            await asyncio.to_thread(redis_server.kill)
+        await seen.add(delivery)
+
+    publisher = await buses("control")
+    for event in events[:2]:
+        await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)
+    recorder = await buses("recorder")
+    [worker] = [recorder.consume("recorder", "r1", handler)]
+    await seen.until(2)
+    await asyncio.to_thread(redis_server.start)
+    for event in events[2:]:
+        await publisher.publish(event)
+    await seen.until(len(events))
+    assert handled == events  # each once, in order
+
+    async def copy_acknowledged() -> bool:
+        return worker.duplicates == 1
+    await eventually(copy_acknowledged, "the pending copy acknowledged without handling")
+
+
 async def test_a_consumer_that_restarts_gets_its_own_pending_events_first(
         buses: Any, bus_settings: BusSettings) -> None:
     settings = bus_settings.model_copy(update={"claim_idle_s": 3600.0})  # no take-over
@@ -244,12 +336,19 @@ async def test_a_consumer_that_restarts_gets_its_own_pending_events_first(
 async def test_events_published_while_redis_is_down_arrive_once_in_order(
         buses: Any, redis_server: RedisServer, outage: str) -> None:
     seen, group_seen = Seen(), Seen()
-    reader = await buses("web", subscribe=[seen.add])
+    events = calls(30)
+    before, during, after = events[:40], events[40:80], events[80:]
+    gate = asyncio.Event()
+
+    async def held_at_the_outage(event: BusEvent) -> None:
+        await seen.add(event)
+        if len(seen.items) == len(before):
+            await gate.wait()  # the reader is busy while Redis goes and comes back
+
+    reader = await buses("web", subscribe=[held_at_the_outage])
     recorder = await buses("recorder")
     recorder.consume("recorder", "r1", group_seen.add)
     publisher = await buses("control")
-    events = calls(30)
-    before, during, after = events[:40], events[40:80], events[80:]
     for event in before:
         await publisher.publish(event)
     await seen.until(len(before))
@@ -264,12 +363,14 @@ async def test_events_published_while_redis_is_down_arrive_once_in_order(
 
     for event in after:
         await publisher.publish(event)
+    await asyncio.wait_for(publisher.flushed(), WAIT)  # all in the stream before it reads on
+    gate.set()
     assert await seen.until(len(events)) == events
     deliveries: list[Delivery] = await group_seen.until(len(events))
     assert [d.event for d in deliveries] == events
     await asyncio.wait_for(publisher.flushed(), WAIT)
     assert publisher.unsent == 0
-    assert reader.reader is not None and reader.reader.reconnects >= 1
+    assert reader.reader is not None and reader.reader.duplicates == 0
 
 
 async def test_events_left_unsent_at_a_stop_are_sent_by_the_next_start(
@@ -287,6 +388,34 @@ async def test_events_left_unsent_at_a_stop_are_sent_by_the_next_start(
     for event in events[8:]:
         await again.publish(event)
     assert await seen.until(len(events)) == events
+
+
+async def test_a_stream_name_taken_by_another_key_is_reported_and_waited_out(
+        buses: Any, bus_settings: BusSettings, caplog: pytest.LogCaptureFixture) -> None:
+    client = redis_client(bus_settings.redis_url)
+    try:
+        await client.set(bus_settings.stream, "not a stream")
+        seen, group_seen = Seen(), Seen()
+        await buses("web", subscribe=[seen.add], read_from="0")
+        recorder = await buses("recorder", read_from="0")
+        [worker] = [recorder.consume("recorder", "r1", group_seen.add)]
+        publisher = await buses("control", read_from="0")
+        events = calls(2)
+        for event in events:
+            await publisher.publish(event)
+
+        async def refused() -> bool:
+            return any("Redis refuses" in r.getMessage() for r in caplog.records) and any(
+                "WRONGTYPE" in r.getMessage() for r in caplog.records
+                if r.name.endswith("stream_publisher"))
+        await eventually(refused, "the refusals logged")
+        assert seen.items == [] and publisher.unsent == len(events)
+        await client.delete(bus_settings.stream)
+        assert await seen.until(len(events)) == events
+        assert [d.event for d in await group_seen.until(len(events))] == events
+        assert worker.dead == 0
+    finally:
+        await client.aclose()
 
 
 async def test_a_garbled_entry_is_logged_set_aside_and_the_rest_flows(
