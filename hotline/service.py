@@ -35,7 +35,7 @@ from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
 from hotline.roles.recorded_mark import RecordedMark, wait_recorded
 from hotline.roles.storage import open_storage
-from hotline.roles.web import Live, WebApp, start_live, start_web
+from hotline.roles.web import Live, WebApp, resync_on_login, start_live, start_web
 from hotline.roles.web import hotline_zone as hotline_zone
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
@@ -173,6 +173,7 @@ async def running_web(settings: Settings) -> AsyncIterator[WebService]:
         live = await start_live(stack, settings, sessions, bus,
                                 settle=lambda: wait_recorded(client, bus))
         ami = AmiClient(settings.ami, name="hotline-web")  # actions: queue members, transfers
+        stack.callback(resync_on_login(ami, live, settings))
         await ami.start()
         stack.push_async_callback(ami.close)
         callbacks = RemoteCallbacks(client, commands_key(settings.bus.stream), sessions, bus,

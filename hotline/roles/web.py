@@ -19,7 +19,7 @@ from crm.live.wallboard import Wallboard
 from crm.reports.service_levels import TodayCounter
 from crm.storage.db import SessionFactory
 from crm.storage.journal import json_journal
-from crm.telephony.events import EventBus
+from crm.telephony.events import CallEventBus, EventBus
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps
@@ -33,6 +33,7 @@ from hotline.settings import (
 )
 from ivr.ami.client import AmiClient
 from ivr.asterisk.queue_control import QueueControl
+from ivr.asterisk.queue_tracker import QueueTracker
 
 
 @dataclass
@@ -67,6 +68,21 @@ async def start_live(stack: contextlib.AsyncExitStack, settings: Settings,
     await wallboard.start()
     stack.push_async_callback(wallboard.close)
     return Live(desk_hub, wallboard)
+
+
+def resync_on_login(ami: AmiClient, live: Live, settings: Settings) -> Callable[[], None]:
+    """A web node of a cluster: after each login of its own AMI link, rebuild the desks'
+    and the wallboard's queue state from QueueStatus (members, waiting callers), as the
+    core's QueueSnapshot does after the core's logins, so a web node started (or
+    reconnected) later does not wait for the core's next one. Only this node's live state is
+    fed (the stream has the core's); live events keep coming from the stream. Returns the
+    function that stops it."""
+    local = CallEventBus()
+    local.subscribe(live.desk_hub.handle)
+    local.subscribe(live.wallboard.handle)
+    tracker = QueueTracker(ami, local, queues=hotline_queues(settings))
+    tracker.close()  # not its event subscription, its resynchronisation only
+    return ami.on_ready(tracker.resync)
 
 
 @dataclass

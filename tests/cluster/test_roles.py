@@ -197,9 +197,14 @@ async def cluster(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
         await web.wait_line("hotline web up", START_S)
         stack.push_async_callback(leave_queues, core_settings)
         base = f"http://127.0.0.1:{web_settings.web.port}"
-        async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as health:
-            assert health.status == 200, await health.text()
-            assert (await health.json())["role"] == "web"
+        health: dict[str, Any] = {}
+
+        async def healthy() -> bool:  # once its own AMI link has logged in
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as answer:
+                health.update(await answer.json())
+                return answer.status == 200
+        await wait_until(healthy, WAIT_S, "the web node is healthy")
+        assert health["role"] == "web" and health["audiosocket_port"] is None
         yield Cluster(core_settings, web_settings, sessions, number, base, stack)
 
 
@@ -294,3 +299,30 @@ async def test_the_pop_reaches_the_agents_browser_on_the_web_node(
     await expect(pop).to_have_attribute("data-phase", "ended", timeout=WAIT_MS)
     assert errors == []
     await recorded_once(cluster, call_id)
+
+
+async def test_a_web_node_started_later_shows_the_queue_as_it_is(
+        cluster: Cluster, redis_server: RedisServer, tmp_path: Path) -> None:
+    stack = cluster.stack
+    desk = WebUser(cluster.base)
+    stack.push_async_callback(desk.close)
+    await desk.sign_in("desk", AGENT, PASSWORD, "/desk/ws")
+    await stack.enter_async_context(AgentPhone(cluster.core, EXTENSION))
+    await desk.wait_for(lambda m: m.get("type") == "status"
+                        and m["agent"]["status"] == "available", WAIT_S, "available")
+
+    # Nothing happens in the queue from here on: a second web node knows the member only
+    # from its own AMI link's QueueStatus at its login.
+    later = cluster.web.model_copy(deep=True)
+    later.state_dir = tmp_path / "web-later" / "state"
+    later.web.port = free_tcp_port()
+    web2 = await start_role(later, "web", redis_server)
+    stack.push_async_callback(web2.stop)
+    await web2.wait_line("hotline web up", START_S)
+    wallboard = WebUser(f"http://127.0.0.1:{later.web.port}")
+    stack.push_async_callback(wallboard.close)
+    await wallboard.sign_in("console", SUPERVISOR, PASSWORD, "/console/wallboard/ws")
+    await wallboard.wait_for(
+        lambda m: m.get("type") == "wallboard" and any(
+            member["extension"] == EXTENSION and member["status"] == "available"
+            for member in m["members"]), WAIT_S, "listing the agent as available")
