@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,15 @@ from hotline.bus.stream_publisher import StreamPublisher, outbox_journal
 from hotline.bus.stream_reader import StreamReader, clock_id, tail_id
 
 log = logging.getLogger(__name__)
+
+STOP_WAIT = 5.0
+"""Seconds the reader and the consumers get to stop once cancelled."""
+
+
+def _stack(task: asyncio.Task[None]) -> list[str]:
+    out = io.StringIO()
+    task.print_stack(file=out)
+    return [out.getvalue()]
 
 
 class RedisStreamBus:
@@ -123,13 +133,19 @@ class RedisStreamBus:
         """Send what is waiting (for at most ``timeout`` s; the rest stays in the journal),
         stop the reader and the consumers, close the connections."""
         if self._publisher is not None:
-            await self._publisher.close(timeout)
+            try:
+                await asyncio.wait_for(self._publisher.close(timeout), timeout + STOP_WAIT)
+            except TimeoutError:
+                log.error("bus: the sender did not stop within %.0f s", timeout + STOP_WAIT)
         for task in self._tasks.values():
             task.cancel()
         if self._tasks:
-            await asyncio.wait(list(self._tasks.values()))
+            await asyncio.wait(list(self._tasks.values()), timeout=STOP_WAIT)
         for name, task in self._tasks.items():
-            if not task.cancelled() and task.exception() is not None:
+            if not task.done():
+                log.error("bus: %s did not stop within %.0f s; it was at:\n%s", name,
+                          STOP_WAIT, "".join(_stack(task)))
+            elif not task.cancelled() and task.exception() is not None:
                 log.error("bus: %s had stopped: %r", name, task.exception())
         self._tasks.clear()
         for client in self._clients:

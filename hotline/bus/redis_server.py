@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -38,7 +40,9 @@ class RedisServerError(RuntimeError):
 class RedisServer:
     def __init__(self, directory: Path, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
                  appendfsync: Literal["always", "everysec"] = "always",
-                 binary: str = "redis-server") -> None:
+                 binary: str = "redis-server", die_with_parent: bool = False) -> None:
+        """``die_with_parent``: the server gets SIGTERM when the thread that started it ends
+        (Linux), so a test run that is killed leaves no server behind."""
         if not host.startswith("127."):
             raise ValueError(f"the project's Redis binds a loopback address, not {host}")
         self.directory = directory
@@ -46,6 +50,7 @@ class RedisServer:
         self.host = host
         self.appendfsync = appendfsync
         self.binary = binary
+        self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +98,8 @@ class RedisServer:
         self.config_path.write_text(self.config())
         self._process = subprocess.Popen(
             [binary, str(self.config_path)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None)
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self._process.poll() is not None:
@@ -162,6 +168,13 @@ class RedisServer:
                 return True
             time.sleep(0.05)  # polling a condition, bounded by the deadline
         return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent (thread) ends (prctl
+    PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ One consumer's loop:
    never acknowledged), then new ones (XREADGROUP ``>``), blocking;
 3. hands each to the handler as a :class:`~hotline.bus.stream_entries.Delivery` (event, entry
    id, event id, ``redelivered``) and acknowledges it (XACK) only after the handler
-   returned; a handler that raises leaves the entry pending, to be tried again;
+   returned, the entries of one read in one XACK; a handler that raises leaves the entry
+   pending, to be tried again;
 4. every ``claim_idle_s / 2`` takes over (XAUTOCLAIM) the entries any consumer of the group
    has held unacknowledged for longer than ``claim_idle_s``: those of a consumer that died,
    and its own that failed. An entry taken over more than ``max_deliveries`` times, and an
@@ -93,6 +94,8 @@ class GroupConsumer:
         self._held_since = 0.0
         """When this consumer last (re)took them: their idle time is at least the time since."""
         self._taken_over: set[str] = set()
+        self._to_ack: dict[str, None] = {}
+        """Entries handled and not yet acknowledged (one XACK per batch read)."""
         self._handled_ids = RecentIds()
         """Events this consumer handled lately: a copy of one (its XACK was lost with the
         connection, or the publisher sent it twice) is acknowledged without handling."""
@@ -129,6 +132,7 @@ class GroupConsumer:
                         block=wait)
                     for entry_id, fields in self._hold(entries(reply)):
                         await self._handle(entry_id, fields, redelivered=False)
+                    await self._flush_acks()
             except REDIS_DOWN as exc:
                 attempt += 1
                 if attempt == 1:
@@ -169,6 +173,7 @@ class GroupConsumer:
         found = self._hold(entries(reply))
         for entry_id, fields in found:
             await self._handle(entry_id, fields, redelivered=True)
+        await self._flush_acks()
         return found[-1][0] if found else None
 
     async def _reclaim(self) -> None:
@@ -195,6 +200,7 @@ class GroupConsumer:
                     await self._move_aside(eid, fields, f"failed {deliveries - 1} times")
                     continue
                 await self._handle(eid, fields, redelivered=True)
+            await self._flush_acks()
             if cursor == "0-0":
                 return
 
@@ -236,7 +242,8 @@ class GroupConsumer:
         try:
             await self._handle_held(entry_id, fields, redelivered=redelivered)
         finally:
-            self._held.pop(entry_id, None)
+            if entry_id not in self._to_ack:
+                self._held.pop(entry_id, None)  # else held (renewed) until acknowledged
 
     async def _handle_held(self, entry_id: str, fields: dict[bytes, bytes], *,
                            redelivered: bool) -> None:
@@ -250,7 +257,7 @@ class GroupConsumer:
             log.error("bus group %s: entry %s was trimmed from %s before it was acknowledged: "
                       "its event is lost to this group (raise [bus] maxlen)", self.group,
                       entry_id, self.stream)
-            await self._client.xack(self.stream, self.group, entry_id)
+            self._to_ack[entry_id] = None
             return
         try:
             event_id, event = parse(fields)
@@ -261,7 +268,7 @@ class GroupConsumer:
             self.duplicates += 1
             log.info("bus group %s/%s: entry %s is a copy of event %s, handled here already",
                      self.group, self.consumer, entry_id, event_id)
-            await self._client.xack(self.stream, self.group, entry_id)
+            self._to_ack[entry_id] = None
             return
         try:
             await self._handler(Delivery(event, entry_id, event_id, redelivered))
@@ -274,7 +281,18 @@ class GroupConsumer:
             return
         self.handled += 1
         self._handled_ids.remember(event_id)
-        await self._client.xack(self.stream, self.group, entry_id)
+        self._to_ack[entry_id] = None
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge the entries handled since the last time, in one XACK (after their
+        handlers returned: a crash before this means a second delivery, never a loss)."""
+        if not self._to_ack:
+            return
+        done = list(self._to_ack)
+        await self._client.xack(self.stream, self.group, *done)
+        for entry_id in done:
+            self._to_ack.pop(entry_id, None)
+            self._held.pop(entry_id, None)
 
     async def _move_aside(self, entry_id: str, fields: dict[bytes, bytes],
                           reason: str) -> None:

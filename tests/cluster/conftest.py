@@ -27,7 +27,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed: scripts/bootstrap.sh installs it")
         pytest.skip("redis-server is not installed (scripts/bootstrap.sh installs it)")
-    server = RedisServer(tmp_path / "redis", port=free_port())
+    server = RedisServer(tmp_path / "redis", port=free_port(), die_with_parent=True)
     server.start()
     try:
         yield server
