@@ -301,6 +301,49 @@ async def test_the_pop_reaches_the_agents_browser_on_the_web_node(
     await recorded_once(cluster, call_id)
 
 
+async def another_web_node(cluster: Cluster, redis: RedisServer, directory: Path) -> str:
+    """A further ``hotline serve --role web`` (stopped with the cluster); its address."""
+    settings = cluster.web.model_copy(deep=True)
+    settings.state_dir = directory / "state"
+    settings.web.port = free_tcp_port()
+    web = await start_role(settings, "web", redis)
+    cluster.stack.push_async_callback(web.stop)
+    await web.wait_line("hotline web up", START_S)
+    return f"http://127.0.0.1:{settings.web.port}"
+
+
+async def test_the_agent_signing_in_on_another_web_node_mid_call_gets_the_call(
+        cluster: Cluster, redis_server: RedisServer, tmp_path: Path) -> None:
+    stack = cluster.stack
+    second = await another_web_node(cluster, redis_server, tmp_path / "web-2")
+    desk = WebUser(cluster.base)
+    stack.push_async_callback(desk.close)
+    await desk.sign_in("desk", AGENT, PASSWORD, "/desk/ws")
+    phone = await stack.enter_async_context(AgentPhone(cluster.core, EXTENSION))
+    await desk.wait_for(lambda m: m.get("type") == "status"
+                        and m["agent"]["status"] == "available", WAIT_S, "available")
+    number = cluster.case_number
+    await stack.enter_async_context(HeldCaller(
+        cluster.core, number=CALLER, name=CALLER_NAME, keys=f"1{number}#12"))
+    await phone.wait_answered(WAIT_S)
+    connected = await desk.wait_for(lambda m: m.get("type") == "pop"
+                                    and m["call"]["phase"] == "connected", WAIT_S,
+                                    "connected")
+    call_id = connected["call"]["call_id"]
+
+    # The agent's browser lands on the other web node (its own session there): the desk
+    # shows the call the phone is on, with the IVR's steps.
+    moved = WebUser(second)
+    stack.push_async_callback(moved.close)
+    await moved.sign_in("desk", AGENT, PASSWORD, "/desk/ws")
+    async with moved.http.get(f"{second}/desk/current-call") as answer:
+        assert answer.status == 200, await answer.text()
+        current = await answer.json()
+    assert current["call"]["call_id"] == call_id and current["call"]["phase"] == "connected"
+    assert f"Told case {number} is" in transcript_of({"call": current["call"]})
+    assert current["agent"]["status"] == "on_call"
+
+
 async def test_a_web_node_started_later_shows_the_queue_as_it_is(
         cluster: Cluster, redis_server: RedisServer, tmp_path: Path) -> None:
     stack = cluster.stack
@@ -313,13 +356,8 @@ async def test_a_web_node_started_later_shows_the_queue_as_it_is(
 
     # Nothing happens in the queue from here on: a second web node knows the member only
     # from its own AMI link's QueueStatus at its login.
-    later = cluster.web.model_copy(deep=True)
-    later.state_dir = tmp_path / "web-later" / "state"
-    later.web.port = free_tcp_port()
-    web2 = await start_role(later, "web", redis_server)
-    stack.push_async_callback(web2.stop)
-    await web2.wait_line("hotline web up", START_S)
-    wallboard = WebUser(f"http://127.0.0.1:{later.web.port}")
+    later = await another_web_node(cluster, redis_server, tmp_path / "web-later")
+    wallboard = WebUser(later)
     stack.push_async_callback(wallboard.close)
     await wallboard.sign_in("console", SUPERVISOR, PASSWORD, "/console/wallboard/ws")
     await wallboard.wait_for(
