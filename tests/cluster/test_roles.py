@@ -72,6 +72,12 @@ async def start_role(settings: Settings, role: str, redis: RedisServer) -> Serve
     return ServeProcess(proc)
 
 
+async def stop_cleanly(process: ServeProcess) -> None:
+    """SIGTERM: the process stops its parts and exits 0 (not killed after the bound)."""
+    await process.stop()
+    assert process.proc.returncode == 0, "".join(process.lines[-40:])
+
+
 @contextlib.asynccontextmanager
 async def database(url: str) -> AsyncIterator[SessionFactory]:
     """The test's PostgreSQL database, emptied (the core migrates it)."""
@@ -182,7 +188,7 @@ async def cluster(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
     web_settings = role_settings(asterisk_bed, tmp_path, "web", postgres_database)
     async with database(postgres_database) as sessions, contextlib.AsyncExitStack() as stack:
         core = await start_role(core_settings, "core", redis_server)
-        stack.push_async_callback(core.stop)
+        stack.push_async_callback(stop_cleanly, core)
         await core.wait_line("hotline core up", START_S)  # migrated the database
         await seed_demo(postgres_database)
         for login in (AGENT, SUPERVISOR):
@@ -193,7 +199,7 @@ async def cluster(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
         assert number
 
         web = await start_role(web_settings, "web", redis_server)
-        stack.push_async_callback(web.stop)
+        stack.push_async_callback(stop_cleanly, web)
         await web.wait_line("hotline web up", START_S)
         stack.push_async_callback(leave_queues, core_settings)
         base = f"http://127.0.0.1:{web_settings.web.port}"
@@ -307,7 +313,7 @@ async def another_web_node(cluster: Cluster, redis: RedisServer, directory: Path
     settings.state_dir = directory / "state"
     settings.web.port = free_tcp_port()
     web = await start_role(settings, "web", redis)
-    cluster.stack.push_async_callback(web.stop)
+    cluster.stack.push_async_callback(stop_cleanly, web)
     await web.wait_line("hotline web up", START_S)
     return f"http://127.0.0.1:{settings.web.port}"
 
