@@ -87,8 +87,9 @@ async def test_the_web_node_settles_once_the_core_recorder_wrote_what_it_read(
     seen = Received()
     web.subscribe(seen.handle)
     async with started(core), started(web):
-        events = [CallStarted("c1", "13800138000", None), CallStep("c1", KeysEntered("1")),
-                  CallEnded("c1", "ivr_completed", "16 Normal Clearing")]
+        events: list[BusEvent] = [
+            CallStarted("c1", "13800138000", None), CallStep("c1", KeysEntered("1")),
+            CallEnded("c1", "ivr_completed", "16 Normal Clearing")]
         for event in events:
             await core.publish(event)
         await seen.wait(len(events))
