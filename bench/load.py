@@ -332,6 +332,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"bound of the whole run (find-max: {FIND_MAX_BUDGET_S:.0f})")
     p.add_argument("--database-url", default="",
                    help="SQLAlchemy URL for the service (default: SQLite in the state dir)")
+    p.add_argument("--roles", choices=["all", "split"], default="all",
+                   help="all: one `hotline serve` (default); split: `--role core` (AMI, "
+                        "recorder, IVR; 'hotline serve' in the figures) and `--role web` "
+                        "('serve web') over a redis-server of the bench's own ('redis'); "
+                        "needs a PostgreSQL --database-url")
     p.add_argument("--wait-asterisk", type=float, default=0.0,
                    help="wait up to this many seconds for another run's Asterisk to stop "
                         "(default: refuse at once)")
@@ -341,6 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rate <= 0 or args.concurrency < 1 or args.duration <= 0 or args.agents < 1:
         p.error("--rate, --concurrency, --duration and --agents must be positive")
+    if args.roles == "split" and not args.database_url.startswith("postgresql"):
+        p.error("--roles split: two processes share the database: give a PostgreSQL "
+                "--database-url (postgresql+asyncpg://...)")
     Mix.parse(args.mix)
     return args
 
@@ -398,10 +406,13 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
         await wait_for_free_asterisk(settings, args.wait_asterisk)
     results: list[StepResult] = []
     async with running_stack(settings, teardown, ring_ms=300, talk_ms=int(args.talk * 1000),
-                             progress=lambda line: print(line, flush=True)) as stack:
+                             progress=lambda line: print(line, flush=True),
+                             split=args.roles == "split") as stack:
         planner = Planner(mix, await demo_case_number(settings), await speech_audio(state_dir))
         sampler = ProcSampler(lambda: {"asterisk": stack.asterisk_pid,
-                                       "hotline serve": stack.service.pid})
+                                       "hotline serve": stack.service.pid,
+                                       "serve web": stack.web.pid if stack.web else None,
+                                       "redis": stack.redis_pid})
         sampler.start()
         guard = asyncio.create_task(watch_asterisk(stack), name="asterisk-guard")
         try:

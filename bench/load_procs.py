@@ -19,7 +19,9 @@ from pathlib import Path
 from bench.metrics import CLOCK_TICKS, host_busy_seconds
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
-GROUPS = ("asterisk", "hotline serve", "sipp", "bench")
+GROUPS = ("asterisk", "hotline serve", "serve web", "redis", "sipp", "bench")
+"""``serve web`` and ``redis``: only when the service runs as two processes (then
+``hotline serve`` is the core)."""
 
 
 def _stat(pid: int | str) -> list[str] | None:
@@ -84,7 +86,8 @@ class Usage:
 
 class ProcSampler:
     def __init__(self, pids: Callable[[], dict[str, int | None]], interval: float = 1.0):
-        """``pids()`` gives the current pid of ``asterisk`` and ``hotline serve``."""
+        """``pids()`` gives the current pid of ``asterisk`` and ``hotline serve`` (and of
+        ``serve web`` and ``redis`` when the service is split)."""
         self._pids = pids
         self.interval = interval
         self.samples: list[Sample] = []

@@ -35,6 +35,7 @@ from hotline.asterisk.errors import AsteriskError
 from hotline.asterisk.layout import chroot_installation
 from hotline.asterisk.process import daemon_pid
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
+from hotline.bus.redis_server import RedisServer, RedisServerError
 from hotline.settings import Settings, fill_missing_secrets
 from hotline.tools.bed import free_tcp_port
 from hotline.tools.phones import AgentPhone
@@ -77,9 +78,10 @@ def bench_settings(state_dir: Path, *, agents_count: int, database_url: str = ""
     return settings
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def service_env(settings: Settings, bus_url: str | None = None) -> dict[str, str]:
     """``hotline serve`` sees the bench settings through HOTLINE_* overrides (secrets come
-    from the private state dir's secrets.toml, written by :func:`bench_settings`)."""
+    from the private state dir's secrets.toml, written by :func:`bench_settings`);
+    ``bus_url``: the Redis bus of a service split into processes."""
     a = settings.asterisk
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("HOTLINE_") or k == "HOTLINE_LOG_LEVEL"}
@@ -99,6 +101,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         env["HOTLINE_DATABASE__URL"] = settings.database.url
     if settings.audiosocket.max_calls is not None:
         env["HOTLINE_AUDIOSOCKET__MAX_CALLS"] = str(settings.audiosocket.max_calls)
+    if bus_url is not None:
+        env.update({"HOTLINE_BUS__KIND": "redis", "HOTLINE_BUS__REDIS_URL": bus_url})
     return env
 
 
@@ -139,12 +143,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class ServiceProcess:
-    """``hotline serve`` as a subprocess of the bench, logging to the state dir."""
+CORE_UP = "hotline core up"
+"""What ``hotline serve --role core`` (no web server, so no /healthz) logs once it is up."""
 
-    def __init__(self, settings: Settings) -> None:
+
+class ServiceProcess:
+    """``hotline serve [--role R]`` as a subprocess of the bench, logging to the state dir;
+    ``bus_url``: the Redis bus of a role other than all."""
+
+    def __init__(self, settings: Settings, role: str = "all",
+                 bus_url: str | None = None) -> None:
         self.settings = settings
-        self.log_path = settings.state_dir / "hotline-serve.log"
+        self.role = role
+        self.bus_url = bus_url
+        self.log_path = settings.state_dir / ("hotline-serve.log" if role == "all"
+                                              else f"hotline-serve-{role}.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -154,8 +167,9 @@ class ServiceProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "hotline.cli", "serve"], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, env=service_env(self.settings),
+                [sys.executable, "-m", "hotline.cli", "serve", "--role", self.role],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=service_env(self.settings, self.bus_url),
                 start_new_session=True, preexec_fn=_die_with_parent)
 
     async def start(self) -> None:
@@ -169,6 +183,11 @@ class ServiceProcess:
                 if self.proc.poll() is not None:
                     raise BenchError(f"hotline serve exited ({self.proc.returncode}) during "
                                      f"start-up:\n{self.tail()}")
+                if self.role == "core":
+                    if CORE_UP in self.tail(200):
+                        return
+                    await asyncio.sleep(0.2)  # polling a subprocess's log, bounded
+                    continue
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                     async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if (await resp.json()).get("ok"):
@@ -178,7 +197,10 @@ class ServiceProcess:
                          f"{self.tail()}")
 
     async def health(self) -> dict:
-        """The service's /healthz (empty if it does not answer within 5 s)."""
+        """The service's /healthz (empty if it does not answer within 5 s; the core role
+        serves none)."""
+        if self.role == "core":
+            return {}
         url = f"http://{self.settings.web.host}:{self.settings.web.port}/healthz"
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
             async with aiohttp.ClientSession() as http, http.get(
@@ -206,6 +228,14 @@ class ServiceProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def redis_server_pid(redis: RedisServer) -> int | None:
+    """The redis-server's pid, from its pid file (for the CPU and memory samples)."""
+    try:
+        return int(redis.pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 # --- demo data and desk accounts ----------------------------------------------------------
@@ -413,12 +443,25 @@ class Teardown:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.service: ServiceProcess | None = None
+        self.web: ServiceProcess | None = None
+        """The web process when the service is split (``service`` is then the core)."""
+        self.redis: RedisServer | None = None
         self.asterisk_pid: int | None = None
 
     def run(self) -> None:
+        web, self.web = self.web, None
+        if web is not None:
+            web.stop()
         service, self.service = self.service, None
         if service is not None:
             service.stop()
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            try:
+                redis.stop()
+            except RedisServerError as exc:
+                log.warning("%s; killing it", exc)
+                redis.kill()
         pid, self.asterisk_pid = self.asterisk_pid, None
         if pid is None:
             return
@@ -439,11 +482,17 @@ class Stack:
     desks: list[Desk]
     times: PopTimes
     asterisk_pid: int | None
+    web: ServiceProcess | None = None
+    """``--roles split``: the web process (``service`` is the core)."""
+    redis_pid: int | None = None
 
 
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings, teardown: Teardown, *, ring_ms: int, talk_ms: int,
-                        progress: Callable[[str], None] = print) -> AsyncIterator[Stack]:
+                        progress: Callable[[str], None] = print,
+                        split: bool = False) -> AsyncIterator[Stack]:
+    """``split``: the service as two processes, ``hotline serve --role core`` and ``--role
+    web``, over a redis-server of the bench's own (the database must be PostgreSQL)."""
     refuse_running_asterisk(settings, progress)
     password = secrets.token_urlsafe(12)
     times = PopTimes()
@@ -463,11 +512,30 @@ async def running_stack(settings: Settings, teardown: Teardown, *, ring_ms: int,
         progress(f"asterisk up (pid {pid}) in {time.monotonic() - started:.1f} s; "
                  f"SIP udp {settings.asterisk.sip_port}, AMI {settings.ami.port}")
         started = time.monotonic()
-        service = teardown.service = ServiceProcess(settings)
-        await service.start()
-        progress(f"hotline serve up (pid {service.pid}) in {time.monotonic() - started:.1f} s;"
-                 f" web http://{settings.web.host}:{settings.web.port}/, "
-                 f"log {service.log_path}")
+        web: ServiceProcess | None = None
+        redis_pid: int | None = None
+        if split:
+            redis = teardown.redis = RedisServer(settings.state_dir / "redis",
+                                                 port=free_tcp_port())
+            try:
+                await asyncio.to_thread(redis.start)
+            except RedisServerError as exc:
+                raise BenchError(str(exc)) from exc
+            redis_pid = redis_server_pid(redis)
+            service = teardown.service = ServiceProcess(settings, "core", redis.url)
+            await service.start()
+            web = teardown.web = ServiceProcess(settings, "web", redis.url)
+            await web.start()
+            progress(f"hotline serve --role core (pid {service.pid}) and --role web (pid "
+                     f"{web.pid}) up in {time.monotonic() - started:.1f} s over Redis "
+                     f"{redis.url} (pid {redis_pid}); web http://{settings.web.host}:"
+                     f"{settings.web.port}/, logs {service.log_path}, {web.log_path}")
+        else:
+            service = teardown.service = ServiceProcess(settings)
+            await service.start()
+            progress(f"hotline serve up (pid {service.pid}) in "
+                     f"{time.monotonic() - started:.1f} s; web http://{settings.web.host}:"
+                     f"{settings.web.port}/, log {service.log_path}")
         async with contextlib.AsyncExitStack() as stack:
             watcher = AmiWatcher(settings, times)
             stack.push_async_callback(watcher.close)
@@ -490,6 +558,7 @@ async def running_stack(settings: Settings, teardown: Teardown, *, ring_ms: int,
                 raise BenchError(f"{members} queue members for {len(phones)} agent phones")
             progress(f"{len(phones)} SIPp agent phones registered and in the queue, their "
                      f"desks signed in ({', '.join(d.login for d in desks)})")
-            yield Stack(settings, service, watcher, phones, desks, times, pid)
+            yield Stack(settings, service, watcher, phones, desks, times, pid, web=web,
+                        redis_pid=redis_pid)
     finally:
         await asyncio.to_thread(teardown.run)

@@ -24,9 +24,14 @@ class CommandError(Exception):
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.roles.cluster import RoleError, check_role
     from hotline.service import serve_forever
 
-    asyncio.run(serve_forever(settings))
+    try:
+        check_role(settings, args.role)
+    except RoleError as exc:
+        raise CommandError(str(exc)) from None
+    asyncio.run(serve_forever(settings, args.role))
     return 0
 
 
@@ -446,7 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log lines as text or JSON (default: the log_format setting)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
+    serve = sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
+    serve.add_argument("--role", choices=["all", "core", "web"], default="all",
+                       help="all: everything in this process (default); core: AMI control "
+                            "and the IVR; web: desk, console and API (core and web need "
+                            "[bus] kind = \"redis\")")
     up = sub.add_parser("up", help="start Asterisk and the hotline service in the background")
     up.add_argument("--no-asterisk", action="store_true", help="use an external Asterisk")
     sub.add_parser("down", help="stop the hotline service and the built-in Asterisk")

@@ -18,7 +18,7 @@ from crm.storage.migrate import upgrade
 from crm.surveys.return_visits import AttemptReport, RetryPolicy, ReturnVisitCampaign
 from crm.surveys.store import SurveyStore
 from crm.surveys.writes import SurveyWriteQueue
-from crm.telephony.events import CallEventBus
+from crm.telephony.events import EventBus
 from hotline.paths import survey_comments_dir
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
@@ -29,7 +29,7 @@ from ivr.survey_call import SurveyCalls, SurveyDeps, SurveyVoice
 log = logging.getLogger(__name__)
 
 
-def survey_calls(settings: Settings, bus: CallEventBus, sessions: SessionFactory,
+def survey_calls(settings: Settings, bus: EventBus, sessions: SessionFactory,
                  tracker: CallTracker, voice: SurveyVoice, *,
                  deferred: SurveyWriteQueue | None = None) -> SurveyCalls:
     store = SurveyStore(sessions, RetryPolicy.from_settings(settings.survey))

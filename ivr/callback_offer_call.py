@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crm.callbacks.service import number_problem
-from crm.telephony.events import CallEventBus
+from crm.telephony.events import EventBus
 from crm.telephony.steps import CallbackOffered, PromptPlayed
 from ivr.asterisk.call_tracker import CallTracker, OfferLeg
 from ivr.audiosocket.session import MediaSession
@@ -42,7 +42,7 @@ FINAL_PROMPTS = frozenset({"callback_confirmed", "callback_not_possible", "goodb
 
 @dataclass
 class OfferDeps:
-    bus: CallEventBus
+    bus: EventBus
     tracker: CallTracker
     voice: Voice
     language_of: Callable[[str], str | None] = lambda call_id: None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from crm.cases.directory import CaseDirectory
-from crm.telephony.events import CallEventBus
+from crm.telephony.events import EventBus
 from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker, OfferLeg
 from ivr.audiosocket.session import MediaSession
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IvrDeps:
-    bus: CallEventBus
+    bus: EventBus
     cases: CaseDirectory
     tracker: CallTracker
     voice: Voice

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.events import CallStep, EventBus
 from crm.telephony.steps import IvrAtCapacity, SurveySkipped
 from ivr.asterisk.call_tracker import CallTracker, OfferLeg, SurveyLeg
 
@@ -22,7 +22,7 @@ ANNOUNCE_WAIT = 3.0
 
 
 class OverflowRecorder:
-    def __init__(self, tracker: CallTracker, bus: CallEventBus, *, limit: int | None,
+    def __init__(self, tracker: CallTracker, bus: EventBus, *, limit: int | None,
                  announce_wait: float = ANNOUNCE_WAIT) -> None:
         self._tracker = tracker
         self._bus = bus

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.events import CallStep, EventBus
 from crm.telephony.steps import BargeIn, KeysEntered, NothingHeard, PromptPlayed, SpeechHeard, Step
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed, MediaSession, call_logger
@@ -77,7 +77,7 @@ class PromptingCall:
 
     flow: DialogueFlow
 
-    def __init__(self, session: MediaSession, *, bus: CallEventBus, voice: Voice,
+    def __init__(self, session: MediaSession, *, bus: EventBus, voice: Voice,
                  timeouts: IvrTimeouts, event_call_id: str | None) -> None:
         self.session = session
         self.bus = bus

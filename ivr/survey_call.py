@@ -33,7 +33,7 @@ from crm.storage.private_files import open_private, private_dir
 from crm.surveys.service import SurveyView
 from crm.surveys.store import SurveyStore
 from crm.surveys.writes import SurveyWriteQueue
-from crm.telephony.events import CallEventBus
+from crm.telephony.events import EventBus
 from crm.telephony.steps import CommentTranscribed, SurveyEnded, SurveySkipped, SurveyWriteDeferred
 from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
@@ -91,7 +91,7 @@ class SurveyVoice(Voice, Protocol):
 
 @dataclass
 class SurveyDeps:
-    bus: CallEventBus
+    bus: EventBus
     store: SurveyStore
     tracker: CallTracker
     voice: SurveyVoice

@@ -23,6 +23,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView, RetryRules
@@ -32,7 +33,7 @@ from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.surveys.return_visits import CallingHours
 from crm.telephony.callbacks import CallbackDialer, CallbackJob, CallbackResult
-from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.events import CallStep, EventBus
 from crm.telephony.steps import CallbackDialling, CallbackOutcome
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,26 @@ def seconds_left(hours: CallingHours | None, now: datetime) -> float | None:
     return max(0.0, (end - local).total_seconds())
 
 
+class CallbackActions(Protocol):
+    """What the desk and the console do to callback requests: the scheduler itself, or, on
+    a web node of a cluster, the database part here and the queue part sent to the node
+    that runs the scheduler (hotline.roles.callback_commands)."""
+
+    async def cancel(self, request_id: int, *, actor: str, note: str | None = None,
+                     source: str | None = None, web_session: str | None = None
+                     ) -> CallbackView: ...
+
+    async def reassign(self, request_id: int, agent_login: str | None, *, actor: str,
+                       source: str | None = None,
+                       web_session: str | None = None) -> CallbackView: ...
+
+    async def record_outcome(self, request_id: int, outcome: str, *, actor: str,
+                             call_id: str | None = None,
+                             note: str | None = None) -> CallbackView: ...
+
+
 class CallbackScheduler:
-    def __init__(self, dialer: CallbackDialer, sessions: SessionFactory, bus: CallEventBus,
+    def __init__(self, dialer: CallbackDialer, sessions: SessionFactory, bus: EventBus,
                  settings: CallbackSettings, *, queue: str,
                  settle: Callable[[], Awaitable[None]] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -281,9 +300,14 @@ class CallbackScheduler:
                                                web_session=web_session)
         if view.assigned_agent_id != before.assigned_agent_id and (
                 request_id in self._in_flight or view.status == "dialling"):
-            self._moving.add(request_id)
-            self.withdraw([request_id])
+            self.move(request_id)
         return view
+
+    def move(self, request_id: int) -> None:
+        """The request was reassigned while its callback waits in a queue: withdraw it and
+        place it again at once for the new agent (no attempt counted)."""
+        self._moving.add(request_id)
+        self.withdraw([request_id])
 
     async def record_outcome(self, request_id: int, outcome: str, *, actor: str,
                              call_id: str | None = None, note: str | None = None) -> CallbackView:

@@ -42,9 +42,9 @@ from crm.telephony.events import (
     CallEnded,
     CallerAbandoned,
     CallerQueued,
-    CallEventBus,
     CallStarted,
     CallStep,
+    EventBus,
 )
 from crm.telephony.steps import (
     CallbackClosedByCall,
@@ -96,7 +96,7 @@ def offer_reason(offer: CallbackOffered) -> str | None:
 
 
 class MissedCallWatcher:
-    def __init__(self, sessions: SessionFactory, bus: CallEventBus, settings: CallbackSettings,
+    def __init__(self, sessions: SessionFactory, bus: EventBus, settings: CallbackSettings,
                  *, settle: Callable[[], Awaitable[None]] | None = None,
                  on_created: Callable[[], None] | None = None,
                  on_closed: Callable[[list[int]], None] | None = None) -> None:

@@ -51,10 +51,13 @@ class HealthReport:
     """AudioSocket connections refused, by reason (peer not allowed, unannounced id, ...)."""
     pending_writes: dict = field(default_factory=dict)
     """Writes waiting in durable journals for the database, by kind."""
+    role: str = "all"
+    """The process's role (hotline serve --role): a web node serves no AudioSocket."""
 
     @property
     def ok(self) -> bool:
-        return self.ami == "logged_in" and self.audiosocket_port is not None
+        return self.ami == "logged_in" and (self.audiosocket_port is not None
+                                            or self.role == "web")
 
 
 async def healthz(request: web.Request) -> web.Response:

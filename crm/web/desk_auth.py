@@ -24,7 +24,7 @@ from aiohttp_session import Session, get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from crm.agents.view import AgentView
-from crm.callbacks.dialing import CallbackScheduler
+from crm.callbacks.dialing import CallbackActions
 from crm.errors import Unauthenticated
 from crm.live.desk_hub import AgentDesk, DeskHub
 from crm.storage.db import SessionFactory
@@ -50,7 +50,7 @@ class DeskDeps:
     idle_timeout: float = 8 * 3600
     numbering_tz: tzinfo = UTC
     secure_cookies: bool = False
-    callbacks: CallbackScheduler | None = None
+    callbacks: CallbackActions | None = None
     """Callback requests (crm.web.callbacks): the scheduler that dials them."""
 
 

@@ -22,7 +22,7 @@ from datetime import timedelta
 from crm.agents.auth import mask_phone
 from crm.consultations.reconciliation import RecordedEnd
 from crm.telephony.call_context import call_context
-from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep, utcnow
+from crm.telephony.events import CallEnded, CallStarted, CallStep, EventBus, utcnow
 from crm.telephony.steps import CallbackOffered, CallReconciled
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
@@ -73,7 +73,7 @@ CALLBACK_ANSWERS = ("yes", "no", "none", "withheld", "requeue", "unheard")
 
 
 class CallTracker:
-    def __init__(self, ami: AmiClient, bus: CallEventBus, *,
+    def __init__(self, ami: AmiClient, bus: EventBus, *,
                  records: CallRecordReader | None = None) -> None:
         self._ami = ami
         self._bus = bus

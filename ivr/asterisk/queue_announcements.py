@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from crm.telephony.events import CallEventBus, CallStep, utcnow
+from crm.telephony.events import CallStep, EventBus, utcnow
 from crm.telephony.steps import QueuePositionAnnounced
 from ivr.ami.client import AmiClient, AmiEvent
 
@@ -46,7 +46,7 @@ class QueueAnnouncements:
     ``announce_position``: the queue says the position (its first sound is
     queue_youarenext or queue_thereare); otherwise it says the expected wait only."""
 
-    def __init__(self, ami: AmiClient, bus: CallEventBus, *, main_queue: str,
+    def __init__(self, ami: AmiClient, bus: EventBus, *, main_queue: str,
                  announce_position: bool = True) -> None:
         self._bus = bus
         self._main_queue = main_queue

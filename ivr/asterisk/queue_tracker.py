@@ -41,8 +41,8 @@ from crm.telephony.events import (
     BusEvent,
     CallerAbandoned,
     CallerQueued,
-    CallEventBus,
     CallStep,
+    EventBus,
     QueueSnapshot,
     WaitingCaller,
 )
@@ -220,7 +220,7 @@ class QueueTracker:
     """Publishes queue events for the hotline's queue(s); resynchronises members after a
     reconnect. ``queues`` limits which queues are watched (None: all)."""
 
-    def __init__(self, ami: AmiClient, bus: CallEventBus, *,
+    def __init__(self, ami: AmiClient, bus: EventBus, *,
                  queues: tuple[str, ...] | None = None) -> None:
         self._ami = ami
         self._bus = bus

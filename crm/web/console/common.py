@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import hdrs, web
 
 from crm.audit import log as audit
-from crm.callbacks.dialing import CallbackScheduler
+from crm.callbacks.dialing import CallbackActions
 from crm.errors import InvalidInput
 from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
@@ -45,7 +45,7 @@ class ConsoleDeps:
     secure_cookies: bool = False
     service_levels: ServiceLevelSettings = field(default_factory=ServiceLevelSettings)
     """Thresholds and targets of the service-level figures (wallboard, dashboard, CSV)."""
-    callbacks: CallbackScheduler | None = None
+    callbacks: CallbackActions | None = None
     """Callback requests (crm.web.callbacks): cancelling one withdraws its call."""
 
 

@@ -1,0 +1,15 @@
+"""The service's parts grouped by role, each built by one function that registers its own
+shutdown on the caller's exit stack: storage (the database), control (the AMI link with
+events and everything fed by it: call and queue trackers, the consultation recorder,
+callbacks), ivr (speech and the AudioSocket media server), web (desk hub, wallboard, the
+web app). ``hotline/service.py`` composes them: all of them in one process (``--role all``),
+or a role per process over a networked bus (``--role core|web``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Role = Literal["all", "core", "web"]
+ROLES: tuple[Role, ...] = ("all", "core", "web")
+"""all: one process serves everything (the in-process bus); core: control and ivr; web: the
+desk, console and API. A role other than all needs ``[bus] kind = "redis"``."""

@@ -1,0 +1,106 @@
+"""The control part: the AMI link with events and what is fed by it or must happen once for
+the whole hotline: the consultation recorder, the call and queue trackers, queue position
+announcements, the missed-call watcher and the callback scheduler, return visits and
+retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from crm.audit.retention import RetentionFiles
+from crm.callbacks.dialing import CallbackScheduler
+from crm.callbacks.watcher import MissedCallWatcher
+from crm.consultations.recorder import ConsultationRecorder, open_calls
+from crm.storage.db import SessionFactory
+from crm.storage.journal import EventJournal
+from crm.telephony.events import EventBus
+from hotline.paths import recording_store, survey_comments_dir
+from hotline.reconciliation import call_record_path, reconcile_open_calls
+from hotline.retention import RetentionSchedule, retention_loop
+from hotline.settings import Settings, hotline_queues
+from hotline.surveys import return_visit_loop
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_records import CallRecordReader
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.callback_dialer import AmiCallbackDialer
+from ivr.asterisk.queue_announcements import QueueAnnouncements
+from ivr.asterisk.queue_tracker import QueueTracker
+
+STARTUP_REPLAY_WAIT = 10.0
+"""Seconds start-up waits for journaled call events to be written before it reads which
+calls are still open."""
+
+
+async def start_recorder(stack: contextlib.AsyncExitStack, settings: Settings,
+                         sessions: SessionFactory, bus: EventBus) -> ConsultationRecorder:
+    """The consultation recorder, subscribed first: it writes every call event, journaled
+    until the database has it."""
+    journal = EventJournal(settings.state_dir / "journal")
+    stack.callback(journal.close)
+    recorder = ConsultationRecorder(sessions, journal=journal)
+    bus.subscribe(recorder.handle)
+    recorder.start()
+    stack.push_async_callback(recorder.close)
+    return recorder
+
+
+@dataclass
+class Control:
+    ami: AmiClient
+    tracker: CallTracker
+    queue_tracker: QueueTracker
+    callback_dialer: AmiCallbackDialer
+    callbacks: CallbackScheduler
+    callback_watcher: MissedCallWatcher
+
+
+async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
+                        sessions: SessionFactory, bus: EventBus,
+                        recorder: ConsultationRecorder) -> Control:
+    """The AMI link with its trackers (logged in here: subscribe live state to ``bus``
+    before, so the first QueueSnapshot reaches it) and the callbacks."""
+    ami = AmiClient(settings.ami)
+    tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
+    # Calls a previous run left open (once the journal's replay is written): those
+    # Asterisk's channel event record saw end are closed as it recorded them; the first
+    # resynchronisation closes the others that ended while no service was running.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STARTUP_REPLAY_WAIT):
+            await recorder.drain()
+    left_open = await open_calls(sessions)
+    reconciled = await reconcile_open_calls(settings, sessions, left_open)
+    tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
+                  for c in left_open if c.call_id not in reconciled)
+    queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
+    announcements = QueueAnnouncements(
+        ami, bus, main_queue=settings.asterisk.queue_name,
+        announce_position=settings.queue_wait.announce_position)
+    stack.callback(announcements.close)
+    callback_dialer = AmiCallbackDialer(ami, settings.callbacks,
+                                        hotline_number=settings.asterisk.hotline_number)
+    await ami.start()
+    stack.push_async_callback(ami.close)
+    stack.callback(callback_dialer.close)
+    callbacks = CallbackScheduler(callback_dialer, sessions, bus, settings.callbacks,
+                                  queue=settings.asterisk.queue_name, settle=recorder.drain)
+    callback_watcher = MissedCallWatcher(sessions, bus, settings.callbacks,
+                                         settle=recorder.drain, on_created=callbacks.wake,
+                                         on_closed=callbacks.withdraw)
+    bus.subscribe(callback_watcher.handle)
+    stack.push_async_callback(callback_watcher.close)
+    if settings.callbacks.enabled:
+        callbacks.start()
+    stack.push_async_callback(callbacks.close)
+    return Control(ami, tracker, queue_tracker, callback_dialer, callbacks, callback_watcher)
+
+
+async def start_schedules(stack: contextlib.AsyncExitStack, settings: Settings,
+                          sessions: SessionFactory, ami: AmiClient) -> RetentionSchedule | None:
+    """Return visits (their surveys need the IVR up) and retention; the retention schedule
+    (None when off)."""
+    await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
+    return await stack.enter_async_context(retention_loop(
+        settings, sessions, RetentionFiles(recording_store(settings),
+                                           survey_comments_dir(settings))))
