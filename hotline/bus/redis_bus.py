@@ -134,7 +134,8 @@ class RedisStreamBus:
         stop the reader and the consumers, close the connections."""
         if self._publisher is not None:
             try:
-                await asyncio.wait_for(self._publisher.close(timeout), timeout + STOP_WAIT)
+                async with asyncio.timeout(timeout + STOP_WAIT):
+                    await self._publisher.close(timeout)
             except TimeoutError:
                 log.error("bus: the sender did not stop within %.0f s", timeout + STOP_WAIT)
         for task in self._tasks.values():
