@@ -49,9 +49,11 @@ async def test_asterisk_serves_its_own_metrics_on_loopback_only(asterisk_bed: Se
     samples = await scrape(f"http://127.0.0.1:{port}/metrics")
     names = {name for name, _ in samples}
     assert {"asterisk_channels_count", "asterisk_endpoints_count"} <= names, names
-    # the softphone, the agent phones and the gateway are the configured endpoints
+    # the softphone, the agent phones, the gateway and (on the test bed) the carrier trunk
+    # are the configured endpoints
+    trunk = 1 if asterisk_bed.trunk is not None else 0
     assert total(samples, "asterisk_endpoints_count") == len(
-        asterisk_bed.asterisk.agent_extensions) + 2
+        asterisk_bed.asterisk.agent_extensions) + 2 + trunk
     # Bound to 127.0.0.1 itself: another loopback address finds nothing listening.
     with pytest.raises(OSError):
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.2", port), 5)
