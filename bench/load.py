@@ -444,8 +444,22 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
     if args.find_max:
         print_find_max(results)
     print(f"\nrun took {time.monotonic() - started:.0f} s; command: "
-          f"{shlex.join([Path(sys.executable).name, '-m', 'bench.load', *sys.argv[1:]])}")
+          f"{shlex.join([Path(sys.executable).name, '-m', 'bench.load', *shown_args()])}")
     return results
+
+
+def shown_args(argv: list[str] | None = None) -> list[str]:
+    """The command line as printed: a database URL's password hidden (a report is pasted
+    into BENCHMARKS.md)."""
+    from sqlalchemy.engine import make_url
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        flag, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if "://" in value and "@" in value:
+            with contextlib.suppress(Exception):
+                args[i] = flag + equals + make_url(value).render_as_string(hide_password=True)
+    return args
 
 
 def write_json(path: Path, args: argparse.Namespace, results: list[StepResult]) -> None:
