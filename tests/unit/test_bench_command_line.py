@@ -11,5 +11,5 @@ def test_a_database_urls_password_is_hidden_in_either_spelling() -> None:
                         "--steps=80"])
     assert "s3cret" not in " ".join(shown)
     assert shown[0:2] == ["--roles", "split"] and shown[-1] == "--steps=80"
-    assert shown[2].startswith("postgresql+asyncpg://hotline_test:***@127.0.0.1:5432/bench")
-    assert shown[3].startswith("--database-url=postgresql+asyncpg://hotline_test:***@")
+    assert shown[3].startswith("postgresql+asyncpg://hotline_test:***@127.0.0.1:5432/bench")
+    assert shown[4].startswith("--database-url=postgresql+asyncpg://hotline_test:***@")
