@@ -86,6 +86,25 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _readable_dirs(top: Path, leaves: set[Path]) -> None:
+    """``top`` and every directory from it down to each of ``leaves`` open to all (rx): the
+    prompts are not personal data, and Asterisk reads them as another user."""
+    dirs = {top}
+    for leaf in leaves:
+        if leaf.is_relative_to(top):
+            for parent in (leaf, *leaf.parents):
+                if parent == top or not parent.is_relative_to(top):
+                    break
+                dirs.add(parent)
+    for directory in dirs:
+        try:
+            mode = directory.stat().st_mode & 0o7777
+            if mode & 0o555 != 0o555:
+                os.chmod(directory, mode | 0o555)
+        except OSError as exc:
+            log.warning("queue sounds: %s could not be opened to Asterisk: %s", directory, exc)
+
+
 MANIFEST: Final = "hotline-sounds.json"
 """Below <data>/sounds: relative path -> the TTS cache key of the text it holds, so an
 install synthesises only what changed (a new text, voice or callback key)."""
@@ -152,6 +171,10 @@ def write_sounds(settings: Settings, where: Callable[[str], Path],
     _write(sounds / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
     if (music := install_hold_music(music_dir)):
         written.append(music)
+    # Asterisk runs as its own user: every directory down to the sounds must let it in, even
+    # one made under the service's private umask or unpacked by an operator's tar.
+    _readable_dirs(sounds, {where(relative).parent for relative in manifest})
+    _readable_dirs(music_dir, {music_dir})
     log.info("queue sounds: %d of %d files written", len(files), len(manifest))
     return written
 
