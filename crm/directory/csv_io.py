@@ -157,21 +157,7 @@ async def _import_departments(session: Any, rows: list[Row], problems: _Problems
         phone = _text(row, "phone", problems, pattern=_PHONE, what="a phone number")
         if code and name:
             parsed.append((row.line, code, dict(name=name, phone=phone, **extra)))
-    _unique(((line, code) for line, code, _ in parsed), "code", problems)
-    if problems.items:
-        return ImportResult(0, 0)
-    existing = {d.code: d for d in await session.scalars(select(Department))}
-    created = updated = 0
-    for _, code, fields in parsed:
-        found = existing.get(code)
-        if found is None:
-            session.add(Department(code=code, **fields))
-            created += 1
-        else:
-            for key, value in fields.items():
-                setattr(found, key, value)
-            updated += 1
-    return ImportResult(created, updated)
+    return await _upsert_by_code(session, Department, parsed, problems)
 
 
 async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
@@ -197,15 +183,22 @@ async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
         if code and name and days:
             parsed.append((row.line, code, dict(name=name, time_limit_days=days,
                                                 department_id=departments.get(department))))
+    return await _upsert_by_code(session, CaseCategory, parsed, problems)
+
+
+async def _upsert_by_code(session: Any, model: Any, parsed: list[tuple[int, str, dict[str, Any]]],
+                          problems: _Problems) -> ImportResult:
+    """Rows keyed by ``code``: nothing written when any row is wrong; else an existing record
+    of ``model`` with that code updated, a new one added."""
     _unique(((line, code) for line, code, _ in parsed), "code", problems)
     if problems.items:
         return ImportResult(0, 0)
-    existing = {c.code: c for c in await session.scalars(select(CaseCategory))}
+    existing = {r.code: r for r in await session.scalars(select(model))}
     created = updated = 0
     for _, code, fields in parsed:
         found = existing.get(code)
         if found is None:
-            session.add(CaseCategory(code=code, **fields))
+            session.add(model(code=code, **fields))
             created += 1
         else:
             for key, value in fields.items():
