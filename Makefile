@@ -20,7 +20,7 @@ lint: bootstrap
 test: bootstrap
 	@bash scripts/postgres-test.sh
 	.venv/bin/ruff check .
-	set -a; . var/pg-test.env; set +a; $(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+	set -a; . var/pg-test.env; set +a; PY=$(PY) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 # Speech turn latency, streaming vs record-then-recognize, 1-20 concurrent calls (~3-4 min).
 bench-speech: bootstrap
