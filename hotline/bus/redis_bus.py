@@ -95,6 +95,18 @@ class RedisStreamBus:
         self._spawn(f"group {group}/{consumer}", worker.run())
         return worker
 
+    async def stop_consuming(self, worker: GroupConsumer) -> None:
+        """Stop one consumer (before what its handler feeds is closed); its entries read and
+        not acknowledged stay pending for it, or for another consumer to take over."""
+        name = f"group {worker.group}/{worker.consumer}"
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_WAIT)
+        if not task.done():
+            log.error("bus: %s did not stop within %.0f s", name, STOP_WAIT)
+
     # -- life -----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the journal (what a previous run left unsent goes first), start the sender
