@@ -37,7 +37,15 @@ from hotline.roles.ivr import intake_keys as intake_keys
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
-from hotline.roles.web import Live, WebApp, resync_on_login, start_live, start_web
+from hotline.roles.web import (
+    Live,
+    WebApp,
+    begin_replay,
+    finish_replay,
+    resync_on_login,
+    start_live,
+    start_web,
+)
 from hotline.roles.web import hotline_zone as hotline_zone
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
@@ -183,8 +191,10 @@ async def running_web(settings: Settings) -> AsyncIterator[WebService]:
         sessions = await open_storage(stack, settings, migrate=False)  # the core migrates
         bus = await start_cluster_bus(stack, settings, "web")
         client = cluster_client(stack, settings)
-        live = await start_live(stack, settings, sessions, bus,
+        replay = begin_replay(bus, settings)
+        live = await start_live(stack, settings, sessions, bus, replaying=replay is not None,
                                 settle=lambda: wait_recorded(client, bus))
+        await finish_replay(bus, live, replay)  # before the AMI login's queue snapshot
         ami = AmiClient(settings.ami, name="hotline-web")  # actions: queue members, transfers
         stack.callback(resync_on_login(ami, live, settings))
         await ami.start()

@@ -79,6 +79,17 @@ class RedisStreamBus:
             raise RuntimeError("RedisStreamBus.publish before start()")
         self._publisher.publish(event)
 
+    def read_from(self, entry_id: str) -> None:
+        """Where this process's reader starts (after ``entry_id``; ``0``: the whole stream):
+        set before the first subscription."""
+        if self.reader is not None:
+            raise RuntimeError("RedisStreamBus.read_from after the reader started")
+        self._read_from = entry_id
+
+    async def tail(self) -> str:
+        """The stream's last entry id now (``0-0`` when empty)."""
+        return await tail_id(self._reader_client, self.settings.stream)
+
     # -- competing consumers --------------------------------------------------------------------
     def consume(self, group: str, consumer: str, handler: DeliveryHandler, *,
                 group_start: str = "0") -> GroupConsumer:

@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from hotline.bus.redis_bus import RedisStreamBus
 from hotline.bus.stream_entries import REDIS_DOWN, text
+from hotline.bus.stream_reader import entry_order
 from hotline.roles.recorder_member import GROUP, entry_ms, unwritten_key
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 """How often ``wait_recorded`` asks again."""
 STALE_MS = 60_000
-
-
-def entry_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry id (``<ms>-<n>``) as something that compares in stream order."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def recorded_up_to(client: Redis, stream: str, target: str, *,
