@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, delete
+from sqlalchemy import Insert, String, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,10 +33,10 @@ class RecordedEvent(Base):
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
-def insert_ignoring_duplicates(session: AsyncSession, table: type[Base]):  # type: ignore[no-untyped-def]
+def insert_ignoring_duplicates(session: AsyncSession,
+                               table: type[Base]) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING`` on either backend."""
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     return insert(table).on_conflict_do_nothing()
 
 
