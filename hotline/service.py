@@ -34,9 +34,18 @@ from hotline.roles.cluster import background, check_role, cluster_client, start_
 from hotline.roles.control import Control, start_control, start_recorder, start_schedules
 from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
-from hotline.roles.recorded_mark import RecordedMark, wait_recorded
+from hotline.roles.recorded_mark import wait_recorded
+from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
-from hotline.roles.web import Live, WebApp, resync_on_login, start_live, start_web
+from hotline.roles.web import (
+    Live,
+    WebApp,
+    begin_replay,
+    finish_replay,
+    resync_on_login,
+    start_live,
+    start_web,
+)
 from hotline.roles.web import hotline_zone as hotline_zone
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
@@ -160,11 +169,11 @@ async def running_core(settings: Settings) -> AsyncIterator[CoreService]:
     async with contextlib.AsyncExitStack() as stack:
         sessions = await open_storage(stack, settings)
         bus = await start_cluster_bus(stack, settings, "core")
-        recorder = await start_recorder(stack, settings, sessions, bus)
-        mark = RecordedMark(cluster_client(stack, settings), bus, recorder)
-        bus.subscribe(mark.handle)
-        background(stack, "recorded mark", mark.run())
-        control = await start_control(stack, settings, sessions, bus, recorder)
+        client = cluster_client(stack, settings)
+        recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
+                                                role="core")).recorder
+        control = await start_control(stack, settings, sessions, bus, recorder,
+                                      settle=lambda: wait_recorded(client, bus))
         background(stack, "callback commands", take_commands(
             cluster_client(stack, settings), commands_key(settings.bus.stream),
             control.callbacks))
@@ -182,8 +191,10 @@ async def running_web(settings: Settings) -> AsyncIterator[WebService]:
         sessions = await open_storage(stack, settings, migrate=False)  # the core migrates
         bus = await start_cluster_bus(stack, settings, "web")
         client = cluster_client(stack, settings)
-        live = await start_live(stack, settings, sessions, bus,
+        replay = begin_replay(bus, settings)
+        live = await start_live(stack, settings, sessions, bus, replaying=replay is not None,
                                 settle=lambda: wait_recorded(client, bus))
+        await finish_replay(bus, live, replay)  # before the AMI login's queue snapshot
         ami = AmiClient(settings.ami, name="hotline-web")  # actions: queue members, transfers
         stack.callback(resync_on_login(ami, live, settings))
         await ami.start()

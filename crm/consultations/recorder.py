@@ -1,20 +1,39 @@
-"""Consultation records: one per call, with every IVR step, written from call events."""
+"""Consultation records: one per call, with every IVR step, written from call events.
+
+On one box the recorder subscribes to the in-process bus. In a cluster every process that
+runs it is a member of one consumer group of the Redis stream (hotline/roles/recorder_member.py):
+each event reaches one member, at least once. Two rules make that safe:
+
+- idempotent: an event that comes with the bus's event id is written at most once, whichever
+  member gets it and however often (the id is claimed in the writing transaction,
+  crm/consultations/recorded_events.py);
+- order-independent: the events of one call may be written by two members, in either order
+  (a reclaimed early event lands after a later one). Each event sets only its own fields,
+  the duration is computed by whichever of start and end comes second, an abandoned call
+  keeps that outcome whatever comes after, each step keeps its time (stored in the order
+  written: after a takeover an early step may be stored after a later one), and a batch locks
+  its calls' consultations (created if missing, in call-id order: no deadlock between
+  members) so two members never write one call at once.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from crm.consultations import recorded_events
+from crm.consultations.recorded_events import insert_ignoring_duplicates
 from crm.storage.db import SessionFactory
-from crm.storage.journal import EventJournal
-from crm.storage.models import Agent, Consultation, ConsultationStep, ResidentPhone
+from crm.storage.journal import EventJournal, decode_event, encode_event
+from crm.storage.models import Agent, Consultation, ConsultationStep, ResidentPhone, utcnow
 from crm.storage.write_behind import BATCH_MAX, Backoff, Queued, WriteBehind
 from crm.telephony.events import (
     QUEUE_CALL_EVENTS,
@@ -85,6 +104,7 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.caller_name = event.caller_name
         consultation.channel = event.channel
         consultation.started_at = event.at
+        _set_duration(consultation)
     elif isinstance(event, CallStep):
         await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
                                                   kind=event.kind, detail=event.detail),
@@ -96,11 +116,16 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.hangup_party = event.party
         if consultation.outcome != ABANDONED:
             consultation.outcome = outcome_for(event.route, event.cause)
-        if consultation.started_at is not None:
-            consultation.duration_s = round(
-                (event.at - consultation.started_at).total_seconds(), 3)
+        _set_duration(consultation)
     elif isinstance(event, QUEUE_CALL_EVENTS):
         await _apply_queue_event(session, consultation, event, replayed)
+
+
+def _set_duration(consultation: Consultation) -> None:
+    """Once both the start and the end are known, in whichever order they came."""
+    if consultation.started_at is not None and consultation.ended_at is not None:
+        consultation.duration_s = round(
+            (consultation.ended_at - consultation.started_at).total_seconds(), 3)
 
 
 async def _answer_known(session: AsyncSession, consultation: Consultation,
@@ -139,22 +164,80 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
                 select(ResidentPhone.resident_id).where(ResidentPhone.phone == phone))
 
 
+@dataclass(frozen=True, slots=True)
+class KeyedEvent:
+    """A call event as a member of the recorders' consumer group receives it."""
+
+    event: CallEvent
+    event_id: str
+    """The publisher's id, the same in every copy: written at most once."""
+    entry_id: str | None = None
+    """Its stream entry, reported to ``on_written`` once written."""
+
+
+Recordable = CallEvent | KeyedEvent
+OnWritten = Callable[[list[str]], None]
+
+
+def _encode(item: Recordable) -> dict[str, Any]:
+    if isinstance(item, KeyedEvent):
+        return {"event_id": item.event_id, "entry_id": item.entry_id,
+                "keyed": encode_event(item.event)}
+    return encode_event(item)
+
+
+def _decode(data: dict[str, Any]) -> Recordable:
+    if "keyed" in data:
+        return KeyedEvent(decode_event(data["keyed"]), str(data["event_id"]),
+                          data.get("entry_id"))
+    return decode_event(data)  # type: ignore[no-any-return]
+
+
+def recorder_journal(directory: Path, *, fsync: bool = False) -> EventJournal:
+    """The recorder's journal: call events, with their bus ids when they came from a
+    consumer group (a plain :class:`EventJournal` holds events without ids only)."""
+    return EventJournal(directory, fsync=fsync, encode=_encode, decode=_decode)
+
+
+def _unkeyed(item: Recordable) -> tuple[CallEvent, str | None, str | None]:
+    if isinstance(item, KeyedEvent):
+        return item.event, item.event_id, item.entry_id
+    return item, None, None
+
+
 class ConsultationRecorder:
     """Subscribes to call events and writes them behind (:mod:`crm.storage.write_behind`): in
     arrival order from one writer task, so a slow database never blocks the call and events of
-    one call never overtake each other; what has queued up while it was writing goes in one
-    transaction (at most ``BATCH_MAX`` events), with each consultation loaded once."""
+    one call never overtake each other in this process; what has queued up while it was
+    writing goes in one transaction (at most ``BATCH_MAX`` events), with each consultation
+    loaded once. :meth:`handle_keyed` takes an event of a consumer group (see the module's
+    docstring): written once per event id, in any order with the other members' writes."""
 
     def __init__(self, sessions: SessionFactory, *, retry_delay: float = 1.0,
-                 journal: EventJournal | None = None) -> None:
+                 journal: EventJournal | None = None,
+                 on_written: OnWritten | None = None) -> None:
+        """``on_written`` is told the stream entries of each written batch (after its
+        commit)."""
         self._sessions = sessions
-        self._writes: WriteBehind[CallEvent] = WriteBehind(
+        self._on_written = on_written
+        self._writes: WriteBehind[Recordable] = WriteBehind(
             "call events", self._write_batch, journal=journal, batch_max=BATCH_MAX,
             backoff=Backoff(first=retry_delay), describe=_describe, logger=log)
+        self.duplicates = 0
+        """Events skipped because their id was written already (a second delivery)."""
+        self._pruned_at: datetime | None = None
 
     async def handle(self, event: BusEvent) -> None:
         if event.call_id:  # agent status changes concern no one call
             self._writes.put(event)
+
+    def handle_keyed(self, event: BusEvent, event_id: str, entry_id: str | None = None) -> bool:
+        """Journal a group member's event for writing (before this returns: the member may
+        acknowledge it then); False when it concerns no one call (nothing to write)."""
+        if not event.call_id:
+            return False
+        self._writes.put(KeyedEvent(event, event_id, entry_id))
+        return True
 
     @property
     def pending(self) -> int:
@@ -179,14 +262,47 @@ class ConsultationRecorder:
         """Stop after writing what is queued (bounded); what is left stays journaled."""
         await self._writes.close(timeout)
 
-    async def _write_batch(self, batch: Sequence[Queued[CallEvent]]) -> None:
-        known: dict[str, Consultation] = {}
+    async def _write_batch(self, batch: Sequence[Queued[Recordable]]) -> None:
+        items = [(_unkeyed(q.item), q.replayed) for q in batch]
+        skipped = 0
         async with self._sessions() as session, session.begin():
-            for queued in batch:
-                await apply_event(session, queued.item, replayed=queued.replayed, known=known)
+            known = await _lock_calls(session, {event.call_id for (event, _, _), _ in items})
+            for (event, event_id, _entry), replayed in items:
+                if event_id is not None and not await recorded_events.claim(session, event_id):
+                    skipped += 1
+                    log.info("call %s: %s (event %s) is written already; skipped",
+                             event.call_id, type(event).__name__, event_id)
+                    continue
+                await apply_event(session, event, replayed=replayed, known=known)
+            await self._prune(session)
+        self.duplicates += skipped
+        entries = [entry for (_, _, entry), _ in items if entry is not None]
+        if entries and self._on_written is not None:
+            self._on_written(entries)
+
+    async def _prune(self, session: AsyncSession) -> None:
+        now = utcnow()
+        if self._pruned_at is None or now - self._pruned_at >= recorded_events.PRUNE_EVERY:
+            self._pruned_at = now
+            await recorded_events.prune(session, now)
 
 
-def _describe(event: CallEvent) -> str:
+async def _lock_calls(session: AsyncSession, call_ids: set[str]) -> dict[str, Consultation]:
+    """The batch's consultations, created where missing and locked (FOR UPDATE on
+    PostgreSQL; SQLite has one writer anyway) in call-id order, so two members writing
+    batches that share calls wait for each other instead of deadlocking or overwriting."""
+    ordered = sorted(call_ids)
+    if not ordered:
+        return {}
+    await session.execute(insert_ignoring_duplicates(session, Consultation),
+                          [{"call_id": call_id} for call_id in ordered])
+    rows = await session.scalars(select(Consultation).where(Consultation.call_id.in_(ordered))
+                                 .order_by(Consultation.call_id).with_for_update())
+    return {c.call_id: c for c in rows}
+
+
+def _describe(item: Recordable) -> str:
+    event = _unkeyed(item)[0]
     return f"call {event.call_id}: {type(event).__name__}"
 
 

@@ -11,7 +11,11 @@ several), AgentAnswered turns it into the answering agent's call and closes it o
 AgentRingStopped / CallerAbandoned / CallEnded close what is still ringing. The hub remembers
 which call each desk phone is connected to, desk signed in or not, so an agent who signs in
 (or whose desk reloads) mid-call after ``hotline serve`` restarted gets that call's pop back:
-the queue tracker re-announces live connections after every AMI login. Events are handled
+the queue tracker re-announces live connections after every AMI login. It remembers as well
+which call rings each desk phone, so a desk that signs in (or reconnects to another web node
+of a cluster) while its phone rings gets the ringing pop. A web node of a cluster replays the
+stream's recent events into a new hub (``replaying``: no pops are built ahead meanwhile, no
+desk is signed in yet) so the calls under way are known with their steps. Events are handled
 in arrival order by one worker task, so the bus (and the AMI reader behind it) never waits for
 the database; pop views go to the audit log behind the pushes (both
 :mod:`crm.storage.write_behind`).
@@ -148,6 +152,11 @@ class DeskHub:
         """Pops being built ahead of the first ring (see :meth:`_prepare_pop`)."""
         self._connected: dict[str, AgentAnswered] = {}
         """The call each desk phone (by extension) is connected to, desk signed in or not."""
+        self._ringing: dict[str, AgentRinging] = {}
+        """The call ringing each desk phone (by extension), desk signed in or not."""
+        self.replaying = False
+        """Events of the past are being replayed (a web node starting): pops are built when
+        a desk asks, not ahead for every call that was handed to the agents."""
         self._events: WriteBehind[BusEvent] = WriteBehind(
             "desk events", self._apply_one, batch_max=1, retry_on=(),
             describe=_describe_event, logger=log)
@@ -273,10 +282,16 @@ class DeskHub:
         if desk is None:
             return None
         answered = self._connected.get(desk.extension or "")
+        ringing = self._ringing.get(desk.extension or "")
         if desk.call is None and answered is not None:
             # Signed in mid-call (e.g. after a restart): the call the phone is on.
             desk.call = self._connected_call(answered, await self._pop_for(answered))
             log.info("call %s: pop restored on %s's desk", answered.call_id, desk.login)
+        elif desk.call is None and ringing is not None:
+            # Signed in (or moved to this web node) while the phone rings.
+            desk.call = DeskCall(ringing.call_id, "ringing", await self._pop_for(ringing),
+                                 ringing.queue, ringing.channel, rang_at=ringing.at.isoformat())
+            log.info("call %s: ringing pop restored on %s's desk", ringing.call_id, desk.login)
         if desk.call is not None:
             self._audit_view(desk, desk.call, via="current-call", origin=origin)
         return desk.snapshot()
@@ -323,6 +338,13 @@ class DeskHub:
         return [d for d in self._desks.values() if d.call and d.call.call_id == call_id]
 
     def _track_connections(self, event: BusEvent) -> None:
+        if isinstance(event, AgentRinging) and event.extension:
+            self._ringing[event.extension] = event
+        elif isinstance(event, AgentRingStopped | AgentAnswered | CallerAbandoned | CallEnded):
+            for extension, rings in list(self._ringing.items()):
+                if rings.call_id == event.call_id and (
+                        not isinstance(event, AgentRingStopped) or extension == event.extension):
+                    del self._ringing[extension]
         if isinstance(event, AgentAnswered) and event.extension:
             self._connected[event.extension] = event
         elif isinstance(event, AgentCallEnded | CallEnded):
@@ -414,7 +436,7 @@ class DeskHub:
         With a ring-all queue that ring comes milliseconds after the queue join, and the
         database reads of a pop (resident, cases, earlier calls) took 100-200 ms at 80
         calls, while every desk event waited behind them."""
-        if call_id in self._pops or call_id in self._building:
+        if call_id in self._pops or call_id in self._building or self.replaying:
             return
         task = asyncio.get_running_loop().create_task(self.pop_builder(
             self._sessions, call_id, caller_number=caller_number, caller_name=caller_name,

@@ -152,6 +152,10 @@ class Wallboard:
         self._levels_due = asyncio.Event()
         self._levels_task: asyncio.Task[None] | None = None
         self.levels_counted = 0
+        self.replaying = False
+        """Events of the past are being replayed (a web node starting): they set who waits
+        and the members, not today's counts (counted from the database at start; the first
+        resynchronisation counts again)."""
         """How many times today's figures were counted (tests wait on it)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -362,15 +366,17 @@ class Wallboard:
             if not self._ours(event.queue):
                 return False
             self._take_off(event.call_id)
-            self._today.answered += 1
-            if event.hold_time_s is not None and event.hold_time_s <= self.service_level_s:
-                self._today.answered_within += 1
+            if not self.replaying and not event.resynchronised:  # counted once
+                self._today.answered += 1
+                if event.hold_time_s is not None and event.hold_time_s <= self.service_level_s:
+                    self._today.answered_within += 1
             return True
         if isinstance(event, CallerAbandoned):
             if not self._ours(event.queue):
                 return False
             self._take_off(event.call_id)
-            self._today.abandoned += 1
+            if not self.replaying:
+                self._today.abandoned += 1
             return True
         if isinstance(event, CallEnded):
             return self._take_off(event.call_id)

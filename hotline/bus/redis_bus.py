@@ -79,6 +79,17 @@ class RedisStreamBus:
             raise RuntimeError("RedisStreamBus.publish before start()")
         self._publisher.publish(event)
 
+    def read_from(self, entry_id: str) -> None:
+        """Where this process's reader starts (after ``entry_id``; ``0``: the whole stream):
+        set before the first subscription."""
+        if self.reader is not None:
+            raise RuntimeError("RedisStreamBus.read_from after the reader started")
+        self._read_from = entry_id
+
+    async def tail(self) -> str:
+        """The stream's last entry id now (``0-0`` when empty)."""
+        return await tail_id(self._reader_client, self.settings.stream)
+
     # -- competing consumers --------------------------------------------------------------------
     def consume(self, group: str, consumer: str, handler: DeliveryHandler, *,
                 group_start: str = "0") -> GroupConsumer:
@@ -94,6 +105,18 @@ class RedisStreamBus:
         self.consumers.append(worker)
         self._spawn(f"group {group}/{consumer}", worker.run())
         return worker
+
+    async def stop_consuming(self, worker: GroupConsumer) -> None:
+        """Stop one consumer (before what its handler feeds is closed); its entries read and
+        not acknowledged stay pending for it, or for another consumer to take over."""
+        name = f"group {worker.group}/{worker.consumer}"
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_WAIT)
+        if not task.done():
+            log.error("bus: %s did not stop within %.0f s", name, STOP_WAIT)
 
     # -- life -----------------------------------------------------------------------------------
     async def start(self) -> None:

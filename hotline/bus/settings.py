@@ -30,6 +30,10 @@ class BusSettings(BaseModel):
     dead stream instead of being tried again."""
     read_block_s: float = Field(2.0, gt=0, le=60)
     """How long one blocking read waits for new events before it reads again."""
+    replay_s: float = Field(900.0, ge=0)
+    """A web node starting reads the stream from this many seconds back (before its desks
+    and wallboard go live), so the calls under way have their pops, with the IVR's steps,
+    on a node started (or restarted) after they began; 0 starts at the stream's end."""
     journal_fsync: bool = False
     """Flush each published event to the disk before handing it on (survives a power cut,
     at a disk flush per event); the journal is always written before ``publish`` returns."""

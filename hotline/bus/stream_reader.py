@@ -43,6 +43,12 @@ async def tail_id(client: Redis, stream: str) -> str:
     return text(last[0][0]) if last else "0-0"
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<n>``) as something that compares in stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def clock_id() -> str:
     """An entry id for "now" by this machine's clock (entry ids are Redis's clock in ms), for
     a reader that must start while Redis cannot be asked for its last entry."""
@@ -65,6 +71,15 @@ class StreamReader:
         self.garbled = 0
         self.duplicates = 0
         self.reconnects = 0
+        self._progress = asyncio.Condition()
+
+    async def reached(self, entry_id: str) -> None:
+        """Wait until the entries up to ``entry_id`` have been handed over (the caller
+        bounds the wait)."""
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self.last_id is not None
+                and entry_order(self.last_id) >= entry_order(entry_id))
 
     async def run(self) -> None:
         attempt = 0
@@ -96,6 +111,8 @@ class StreamReader:
             for entry_id, fields in entries(reply):
                 self.last_id = text(entry_id)
                 await self._deliver(self.last_id, fields)
+            async with self._progress:
+                self._progress.notify_all()
 
     async def _deliver(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:

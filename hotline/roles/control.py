@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from crm.audit.retention import RetentionFiles
 from crm.callbacks.dialing import CallbackScheduler
 from crm.callbacks.watcher import MissedCallWatcher
-from crm.consultations.recorder import ConsultationRecorder, open_calls
+from crm.consultations.recorder import ConsultationRecorder, open_calls, recorder_journal
 from crm.storage.db import SessionFactory
-from crm.storage.journal import EventJournal
 from crm.telephony.events import EventBus
 from hotline.paths import recording_store, survey_comments_dir
 from hotline.reconciliation import call_record_path, reconcile_open_calls
@@ -37,7 +37,7 @@ async def start_recorder(stack: contextlib.AsyncExitStack, settings: Settings,
                          sessions: SessionFactory, bus: EventBus) -> ConsultationRecorder:
     """The consultation recorder, subscribed first: it writes every call event, journaled
     until the database has it."""
-    journal = EventJournal(settings.state_dir / "journal")
+    journal = recorder_journal(settings.state_dir / "journal")
     stack.callback(journal.close)
     recorder = ConsultationRecorder(sessions, journal=journal)
     bus.subscribe(recorder.handle)
@@ -58,9 +58,13 @@ class Control:
 
 async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
                         sessions: SessionFactory, bus: EventBus,
-                        recorder: ConsultationRecorder) -> Control:
+                        recorder: ConsultationRecorder, *,
+                        settle: Callable[[], Awaitable[None]] | None = None) -> Control:
     """The AMI link with its trackers (logged in here: subscribe live state to ``bus``
-    before, so the first QueueSnapshot reaches it) and the callbacks."""
+    before, so the first QueueSnapshot reaches it) and the callbacks. ``settle`` waits
+    until the call events received so far are written (default: this process's recorder;
+    in a cluster, every recorder: hotline/roles/recorded_mark.py)."""
+    settle = settle or recorder.drain
     ami = AmiClient(settings.ami)
     tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
     # Calls a previous run left open (once the journal's replay is written): those
@@ -84,9 +88,9 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
     stack.push_async_callback(ami.close)
     stack.callback(callback_dialer.close)
     callbacks = CallbackScheduler(callback_dialer, sessions, bus, settings.callbacks,
-                                  queue=settings.asterisk.queue_name, settle=recorder.drain)
+                                  queue=settings.asterisk.queue_name, settle=settle)
     callback_watcher = MissedCallWatcher(sessions, bus, settings.callbacks,
-                                         settle=recorder.drain, on_created=callbacks.wake,
+                                         settle=settle, on_created=callbacks.wake,
                                          on_closed=callbacks.withdraw)
     bus.subscribe(callback_watcher.handle)
     stack.push_async_callback(callback_watcher.close)

@@ -1,11 +1,19 @@
-"""How far the consultation recorder has written the stream, for processes that do not run it.
+"""How far the cluster's recorders have written the stream, for a process that waits on it:
+the web node's wallboard (it recounts today's calls from the database) and the callbacks
+watcher (a request links to its consultation).
 
-On one box the wallboard waits for the recorder's ``drain`` before it recounts today's calls
-from the database. On a web node of a cluster the recorder runs in the core process; the
-core keeps ``<stream>:recorded`` in Redis at the entry id of the last event its recorder has
-written (its reader hands events over in stream order and the recorder writes them in
-order, so the mark only rises), and the web node's ``settle`` waits until the mark reaches
-the last entry its own reader has handed over."""
+Every event up to the entry ``target`` is written when, in the recorders' consumer group
+(hotline/roles/recorder_member.py):
+
+1. the group has been handed entries up to ``target`` (its last-delivered id);
+2. none of them is still pending (read by a member and not acknowledged);
+3. none of them is listed as acknowledged but not yet written (``<stream>:unwritten``),
+   except entries listed for over ``STALE_MS`` before ``target`` (a member that died with
+   them in its journal: they land when it restarts; waiting for them would hold every
+   wait until its bound).
+
+``wait_recorded`` polls that (the group announces no event of its own); the caller bounds
+the wait."""
 
 from __future__ import annotations
 
@@ -13,83 +21,48 @@ import asyncio
 import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from crm.consultations.recorder import ConsultationRecorder
-from crm.telephony.events import BusEvent
 from hotline.bus.redis_bus import RedisStreamBus
-from hotline.bus.stream_entries import REDIS_BACKOFF, REDIS_DOWN, text
+from hotline.bus.stream_entries import REDIS_DOWN, text
+from hotline.bus.stream_reader import entry_order
+from hotline.roles.recorder_member import GROUP, entry_ms, unwritten_key
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
-"""How often ``settle`` reads the mark again (the mark announces no event of its own); the
-wallboard bounds the wait."""
+"""How often ``wait_recorded`` asks again."""
+STALE_MS = 60_000
 
 
-def mark_key(stream: str) -> str:
-    return f"{stream}:recorded"
-
-
-def entry_order(entry_id: str) -> tuple[int, int]:
-    """A stream entry id (``<ms>-<n>``) as something that compares in stream order."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-class RecordedMark:
-    """The core's side: subscribe :meth:`handle` after the recorder, run :meth:`run`."""
-
-    def __init__(self, client: Redis, bus: RedisStreamBus,
-                 recorder: ConsultationRecorder) -> None:
-        self._client = client
-        self._bus = bus
-        self._recorder = recorder
-        self._key = mark_key(bus.settings.stream)
-        self._seen: str | None = None
-        self._due = asyncio.Event()
-        self.mark: str | None = None
-
-    async def handle(self, event: BusEvent) -> None:
-        if self._bus.reader is not None and self._bus.reader.last_id is not None:
-            self._seen = self._bus.reader.last_id
-            self._due.set()
-
-    async def run(self) -> None:
-        attempt = 0
-        while True:
-            await self._due.wait()
-            self._due.clear()
-            seen = self._seen
-            if seen is None:
-                continue
-            await self._recorder.drain()
-            try:
-                await self._client.set(self._key, seen)
-            except REDIS_DOWN as exc:
-                attempt += 1
-                if attempt == 1:
-                    log.warning("recorded mark: Redis unreachable (%s)", exc)
-                self._due.set()  # set it again once Redis is back
-                await asyncio.sleep(REDIS_BACKOFF.delay(attempt))  # backoff while Redis is down
-                continue
-            attempt = 0
-            self.mark = seen
+async def recorded_up_to(client: Redis, stream: str, target: str, *,
+                         group: str = GROUP) -> bool:
+    """Whether every event of ``stream`` up to the entry ``target`` is written."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:  # no stream yet
+        return False
+    info = next((g for g in groups if text(g["name"]) == group), None)
+    if info is None or entry_order(text(info["last-delivered-id"])) < entry_order(target):
+        return False
+    if await client.xpending_range(stream, group, min="-", max=target, count=1):
+        return False
+    ms = entry_ms(target)
+    return not await client.zcount(unwritten_key(stream), ms - STALE_MS, ms)
 
 
 async def wait_recorded(client: Redis, bus: RedisStreamBus) -> None:
-    """The web node's ``settle``: until the core's recorder has written every event this
-    process's reader has handed over so far (the caller bounds the wait)."""
+    """Until the recorders have written every event this process's reader has handed over
+    so far (the caller bounds the wait)."""
     reader = bus.reader
     if reader is None or reader.last_id is None:
         return
-    target = entry_order(reader.last_id)
-    key = mark_key(bus.settings.stream)
+    target = reader.last_id
     while True:
         try:
-            with_mark = await client.get(key)
+            if await recorded_up_to(client, bus.settings.stream, target):
+                return
         except REDIS_DOWN as exc:
             log.warning("recorded mark: Redis unreachable (%s); not waiting", exc)
-            return
-        if with_mark is not None and entry_order(text(with_mark)) >= target:
             return
         await asyncio.sleep(POLL_S)  # bounded by the caller's timeout

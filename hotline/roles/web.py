@@ -4,8 +4,11 @@ AMI link (sign-in, pause, transfer)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import secrets
+import time
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +27,9 @@ from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
 from crm.web.desk import DeskDeps
 from crm.web.session import SessionPolicy
+from hotline.bus.redis_bus import RedisStreamBus
+from hotline.bus.stream_entries import REDIS_DOWN
+from hotline.bus.stream_reader import entry_order
 from hotline.paths import recording_store, survey_comments_dir
 from hotline.settings import (
     Settings,
@@ -35,6 +41,8 @@ from ivr.ami.client import AmiClient
 from ivr.asterisk.queue_control import QueueControl
 from ivr.asterisk.queue_tracker import QueueTracker
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Live:
@@ -45,14 +53,18 @@ class Live:
 async def start_live(stack: contextlib.AsyncExitStack, settings: Settings,
                      sessions: SessionFactory, bus: EventBus, *,
                      settle: Callable[[], Awaitable[None]] | None,
-                     on_pop: Callable[[float], None] | None = None) -> Live:
+                     on_pop: Callable[[float], None] | None = None,
+                     replaying: bool = False) -> Live:
     """The desk hub and the wallboard, subscribed to ``bus`` (before the AMI login: the
     first QueueSnapshot rebuilds the wallboard). ``settle`` waits until the consultation
     recorder has written the events received so far (the wallboard recounts today's calls
-    from the database). ``on_pop`` sees each pop's delay (the metrics)."""
+    from the database). ``on_pop`` sees each pop's delay (the metrics). ``replaying``: the
+    bus's reader starts in the past (:func:`begin_replay`; :func:`finish_replay` ends it).
+    """
     pop_audits = json_journal(settings.state_dir / "journal", "pop-audits")
     stack.callback(pop_audits.close)
     desk_hub = DeskHub(sessions, audit_journal=pop_audits, on_pop=on_pop)
+    desk_hub.replaying = replaying
     bus.subscribe(desk_hub.handle)
     desk_hub.start()
     stack.push_async_callback(desk_hub.close)
@@ -65,6 +77,7 @@ async def start_live(stack: contextlib.AsyncExitStack, settings: Settings,
                           levels=TodayCounter(sessions, local_zone, levels,
                                               full_every_s=levels.wallboard_refresh_s),
                           levels_refresh_s=levels.wallboard_refresh_s)
+    wallboard.replaying = replaying
     bus.subscribe(wallboard.handle)
     await wallboard.start()
     stack.push_async_callback(wallboard.close)
@@ -131,3 +144,47 @@ def hotline_zone(settings: Settings) -> tzinfo:
     if settings.survey.timezone:
         return zoneinfo.ZoneInfo(settings.survey.timezone)
     return datetime.now().astimezone().tzinfo or UTC
+
+
+REPLAY_WAIT_S = 30.0
+"""Seconds a starting web node waits at most for its replay of recent events."""
+
+
+def begin_replay(bus: RedisStreamBus, settings: Settings) -> str | None:
+    """A web node of a cluster, before its live state subscribes: its reader starts
+    ``[bus] replay_s`` back, so the calls under way (answered, ringing, waiting) reach its
+    desk hub with their steps, on a node started (or restarted) after they began and on
+    the node an agent's browser reconnects to. The entry id it starts after (None: no
+    replay)."""
+    if settings.bus.replay_s <= 0:
+        return None
+    start = f"{int((time.time() - settings.bus.replay_s) * 1000)}-0"
+    bus.read_from(start)
+    return start
+
+
+async def finish_replay(bus: RedisStreamBus, live: Live, start: str | None) -> int:
+    """Wait (bounded) until the reader has handed over every entry that was in the stream
+    when this was called and the hub and the wallboard (started with ``replaying``) have
+    applied them; then live. Call it before the AMI login: the queue snapshot after it must
+    come after the past. The number of events replayed."""
+    if start is None:
+        return 0
+    try:
+        async with asyncio.timeout(REPLAY_WAIT_S):
+            tail = await bus.tail()
+            if bus.reader is not None and entry_order(tail) > entry_order(start):
+                await bus.reader.reached(tail)
+            await live.desk_hub.drain()
+            await live.wallboard.drain()
+    except TimeoutError:
+        log.warning("web: the replay of recent events did not finish within %.0f s; going "
+                    "live with what was read", REPLAY_WAIT_S)
+    except REDIS_DOWN as exc:
+        log.warning("web: no replay of recent events, Redis unreachable (%s)", exc)
+    finally:
+        live.desk_hub.replaying = live.wallboard.replaying = False
+    replayed = bus.reader.read if bus.reader is not None else 0  # its first reads
+    log.info("web: replayed %d events of the last %s", replayed,
+             f"{(time.time() * 1000 - entry_order(start)[0]) / 1000:.0f} s")
+    return replayed

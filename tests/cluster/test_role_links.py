@@ -1,6 +1,6 @@
-"""What ties a web process to the core over a real redis-server (hotline/roles/): the
-recorder's written mark the web node's wallboard waits for, and the callback actions taken
-on a web node, carried out by the core's scheduler."""
+"""What ties a web process to the core over a real redis-server (hotline/roles/): how far
+the recorders' group has written, which the web node's wallboard waits for, and the
+callback actions taken on a web node, carried out by the core's scheduler."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from sqlalchemy import select
 
 from crm.callbacks import service
 from crm.callbacks.dialing import CallbackScheduler
-from crm.consultations.recorder import ConsultationRecorder
+from crm.consultations.recorder import ConsultationRecorder, recorder_journal
 from crm.demo_data import seed_demo
 from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
-from crm.storage.journal import EventJournal
 from crm.storage.models import Consultation
 from crm.telephony.events import BusEvent, CallEnded, CallEventBus, CallStarted, CallStep
 from crm.telephony.steps import CallbackOutcome, KeysEntered
@@ -27,7 +26,8 @@ from hotline.bus.redis_server import RedisServer
 from hotline.bus.settings import BusSettings
 from hotline.bus.stream_entries import redis_client
 from hotline.roles.callback_commands import RemoteCallbacks, commands_key, take_commands
-from hotline.roles.recorded_mark import RecordedMark, wait_recorded
+from hotline.roles.recorded_mark import wait_recorded
+from hotline.roles.recorder_member import GROUP, RecorderMember
 from tests.storage.test_callbacks import RecordingDialer
 
 WAIT = 10.0
@@ -79,25 +79,29 @@ async def test_the_web_node_settles_once_the_core_recorder_wrote_what_it_read(
     core = RedisStreamBus(bus_settings, journal_dir=tmp_path / "core", journal_name="core")
     web = RedisStreamBus(bus_settings, journal_dir=tmp_path / "web", journal_name="web")
     client = redis_client(bus_settings.redis_url)
-    journal = EventJournal(tmp_path / "journal")
-    recorder = ConsultationRecorder(sessions, journal=journal)
-    core.subscribe(recorder.handle)
-    mark = RecordedMark(client, core, recorder)
-    core.subscribe(mark.handle)
+    journal = recorder_journal(tmp_path / "journal")
+    members: list[RecorderMember] = []
+    recorder = ConsultationRecorder(sessions, journal=journal,
+                                    on_written=lambda done: members[0].written(done))
+    member = RecorderMember(client, core, recorder, "core-1")
+    members.append(member)
     seen = Received()
     web.subscribe(seen.handle)
     async with started(core), started(web):
+        core.consume(GROUP, member.consumer, member.handle)
         events: list[BusEvent] = [
             CallStarted("c1", "13800138000", None), CallStep("c1", KeysEntered("1")),
             CallEnded("c1", "ivr_completed", "16 Normal Clearing")]
         for event in events:
             await core.publish(event)
         await seen.wait(len(events))
-        # Nothing written yet (the recorder is not started): the web node keeps waiting.
+        # Journaled and acknowledged, not written (the recorder is not started): the web
+        # node keeps waiting.
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(wait_recorded(client, web), 0.5)
+        assert member.delivered == len(events)
         recorder.start()
-        async with running(asyncio.create_task(mark.run())):
+        async with running(asyncio.create_task(member.run())):
             await asyncio.wait_for(wait_recorded(client, web), WAIT)
             async with sessions() as s:
                 [written] = (await s.scalars(select(Consultation))).all()
