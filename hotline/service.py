@@ -34,6 +34,7 @@ from hotline.roles.cluster import background, check_role, cluster_client, start_
 from hotline.roles.control import Control, start_control, start_recorder, start_schedules
 from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
+from hotline.roles.node_links import start_node_links
 from hotline.roles.recorded_mark import RecordedMark, wait_recorded
 from hotline.roles.storage import open_storage
 from hotline.roles.web import Live, WebApp, resync_on_login, start_live, start_web
@@ -165,6 +166,7 @@ async def running_core(settings: Settings) -> AsyncIterator[CoreService]:
         bus.subscribe(mark.handle)
         background(stack, "recorded mark", mark.run())
         control = await start_control(stack, settings, sessions, bus, recorder)
+        await start_node_links(stack, settings, bus)  # [edge] control_links: one per node
         background(stack, "callback commands", take_commands(
             cluster_client(stack, settings), commands_key(settings.bus.stream),
             control.callbacks))

@@ -1,0 +1,184 @@
+"""Issue 16, one city-wide queue: real SIPp callers through Kamailio land on two real media
+nodes, which hand them over SIP (X-Hotline-Call-Id, X-Hotline-Queue) to a real queue node
+where one SIPp agent phone is registered; control holds one AMI link per node
+(hotline.roles.node_links) and the consultation recorder writes to PostgreSQL.
+
+The standby: the queue node's Asterisk killed (-9) while a caller waits there; the media
+node hears its RTP stop and hands the caller to the standby (X-Hotline-Requeue), where an
+agent answers. Nothing is dropped. Every wait is for a condition, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
+from crm.storage.models import Consultation
+from crm.telephony.events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentRinging,
+    CallerQueued,
+    CallStarted,
+)
+from hotline.edge import nodes
+from hotline.settings import Settings
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import CallResult, place_call
+from ivr.asterisk.queue_control import QueueControl
+from tests.cluster.edge_bed import at_edge, counts, wait_for
+from tests.cluster.queue_bed import (
+    MEDIA,
+    QUEUE,
+    STANDBY,
+    Control,
+    on_node,
+    running_control,
+    running_queue_cluster,
+)
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
+
+EXTENSION = "2001"
+CALL_S = 40.0
+"""Bound for a caller's whole call (IVR fallback, the queue, the agent's short talk)."""
+
+
+@pytest.fixture(scope="module")
+def queue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Kamailio, media-a and media-b, queue-1 and its standby queue-2 (127.0.17.x)."""
+    with running_queue_cluster(tmp_path_factory) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def pg_sessions(postgres_database: str) -> AsyncIterator[SessionFactory]:
+    engine = make_engine(postgres_database)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await upgrade(postgres_database)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def control(queue_cluster: Settings, pg_sessions: SessionFactory,
+                  tmp_path: Path) -> AsyncIterator[Control]:
+    async with running_control(queue_cluster, pg_sessions, tmp_path / "journal") as running:
+        yield running
+
+
+def queue_control(control: Control, node: str, settings: Settings) -> QueueControl:
+    return QueueControl(control.links[node].ami, settings.asterisk.queue_name)
+
+
+async def caller(settings: Settings, number: str) -> CallResult:
+    """A caller who stays until the hotline hangs up (after the agent's short talk)."""
+    return await place_call(at_edge(settings), caller_number=number, wait_for_bye=True,
+                            hold_ms=int(CALL_S * 1000), max_seconds=CALL_S + 5)
+
+
+async def one_complete_consultation_each(sessions: SessionFactory,
+                                         call_ids: set[str]) -> None:
+    async def written() -> bool:
+        async with sessions() as session:
+            rows = (await session.execute(
+                select(Consultation.call_id, func.count(), func.count(Consultation.ended_at))
+                .where(Consultation.call_id.in_(call_ids))
+                .group_by(Consultation.call_id))).all()
+        return len(rows) == len(call_ids) and all(n == 1 and e == 1 for _, n, e in rows)
+
+    started = time.monotonic()
+    while not await written():
+        assert time.monotonic() - started < 20, "consultations not all written and ended"
+        await asyncio.sleep(0.2)
+
+
+def never_rung_twice(events: list[object], extension: str) -> list[str]:
+    """The calls ``extension`` talked on, in order; fails if it was rung for, or answered, a
+    caller while on another call."""
+    talking: str | None = None
+    answered: list[str] = []
+    for event in events:
+        if getattr(event, "extension", None) != extension:
+            continue
+        if isinstance(event, AgentRinging | AgentAnswered):
+            assert talking in (None, event.call_id), f"{extension} rung while on {talking}"
+        if isinstance(event, AgentAnswered):
+            talking = event.call_id
+            answered.append(event.call_id)
+        elif isinstance(event, AgentCallEnded) and event.call_id == talking:
+            talking = None
+    return answered
+
+
+async def test_callers_on_both_media_nodes_meet_one_agent_on_the_queue_node(
+        queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    before = counts(queue_cluster, list(MEDIA))
+    async with AgentPhone(on_node(queue_cluster, QUEUE), EXTENSION, hold_ms=700) as phone:
+        await queue_control(control, QUEUE, queue_cluster).join(f"PJSIP/{EXTENSION}", "agent1")
+        results = await asyncio.gather(*(caller(queue_cluster, f"1391000{i:04d}")
+                                         for i in range(4)))
+        assert phone.port
+    assert all(r.answered and r.ok and r.hung_up_by == "remote" for r in results), \
+        [r.stderr for r in results]
+    after = counts(queue_cluster, list(MEDIA))
+    landed = {name: after[name] - before[name] for name in MEDIA}
+    assert sum(landed.values()) == 4 and all(landed.values()), landed
+
+    call_ids = {e.call_id for e in control.events if isinstance(e, CallStarted)}
+    assert len(call_ids) == 4, call_ids
+    answered = never_rung_twice(control.events, EXTENSION)
+    assert sorted(answered) == sorted(call_ids), (answered, call_ids)
+    await one_complete_consultation_each(pg_sessions, call_ids)
+    with capsys.disabled():
+        print(f"\n4 callers over {landed} answered one at a time by {EXTENSION} on {QUEUE}: "
+              f"{time.monotonic() - started:.1f} s")
+
+
+async def test_a_caller_waiting_when_the_queue_node_dies_is_answered_on_the_standby(
+        queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Last in the module: it kills the queue node."""
+    call = asyncio.create_task(caller(queue_cluster, "13920000001"))
+    try:
+        await wait_for(lambda: any(isinstance(e, CallerQueued) for e in control.events),
+                       CALL_S, f"the caller waiting on {QUEUE}")
+        [call_id] = {e.call_id for e in control.events if isinstance(e, CallStarted)}
+        pid = nodes.pid(queue_cluster, QUEUE)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        def queued_twice() -> bool:
+            return sum(isinstance(e, CallerQueued) for e in control.events) == 2
+
+        requeued_after = await wait_for(queued_twice, 20, f"the caller queued on {STANDBY}")
+        async with AgentPhone(on_node(queue_cluster, STANDBY), EXTENSION, hold_ms=700):
+            await queue_control(control, STANDBY, queue_cluster).join(
+                f"PJSIP/{EXTENSION}", "agent1")
+            result = await call
+        answered_after = time.monotonic() - killed
+    finally:
+        if not call.done():
+            call.cancel()
+    assert result.answered and result.ok and result.hung_up_by == "remote", result.stderr
+    assert never_rung_twice(control.events, EXTENSION) == [call_id]
+    await one_complete_consultation_each(pg_sessions, {call_id})
+    with capsys.disabled():
+        print(f"\n{QUEUE} killed with a caller waiting: queued on {STANDBY} after "
+              f"{requeued_after:.1f} s, answered there {answered_after:.1f} s after the kill")
