@@ -4,6 +4,7 @@ links to every node (hotline.roles.node_links) feeding the consultation recorder
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +69,21 @@ class Control:
 
 
 @contextlib.asynccontextmanager
+async def ivr_that_ends_at_once(settings: Settings) -> AsyncIterator[None]:
+    """An AudioSocket peer that accepts and closes at once: the IVR's fallback (no route:
+    the queue). Without one, AudioSocket's refused connect leaves the channel's timer broken
+    on Asterisk 22.10 ("timerfd_gettime ... Invalid argument"), and the following Dial
+    fails at once with CHANUNAVAIL."""
+    async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close, settings.audiosocket.host,
+                                        settings.audiosocket.port)
+    async with server:
+        yield
+
+
+@contextlib.asynccontextmanager
 async def running_control(settings: Settings, sessions: SessionFactory,
                           journal_dir: Path) -> AsyncIterator[Control]:
     async with contextlib.AsyncExitStack() as stack:
@@ -84,6 +100,7 @@ async def running_control(settings: Settings, sessions: SessionFactory,
             control.events.append(event)
 
         bus.subscribe(keep)
+        await stack.enter_async_context(ivr_that_ends_at_once(settings))
         links = await start_node_links(stack, settings, bus)
         control.links.update({link.name: link for link in links})
         for link in links:
