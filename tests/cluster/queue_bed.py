@@ -28,6 +28,8 @@ EDGE = "127.0.17.1"
 MEDIA = {"media-a": "127.0.17.2", "media-b": "127.0.17.3"}
 QUEUE, STANDBY = "queue-1", "queue-2"
 QUEUE_NODES = {QUEUE: "127.0.17.4", STANDBY: "127.0.17.5"}
+STRANGER = "127.0.17.9"
+"""A loopback address that is no node's."""
 LINK_S = 20.0
 """Bound for every AMI link to log in."""
 

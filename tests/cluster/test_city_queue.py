@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from tests.cluster.queue_bed import (
     MEDIA,
     QUEUE,
     STANDBY,
+    STRANGER,
     Control,
     on_node,
     running_control,
@@ -148,6 +150,30 @@ async def test_callers_on_both_media_nodes_meet_one_agent_on_the_queue_node(
     with capsys.disabled():
         print(f"\n4 callers over {landed} answered one at a time by {EXTENSION} on {QUEUE}: "
               f"{time.monotonic() - started:.1f} s")
+
+
+async def test_the_queue_node_takes_handoff_headers_from_media_nodes_only(
+        queue_cluster: Settings, control: Control) -> None:
+    """The same headers from a stranger's address are not served (unidentified: a challenge
+    it cannot answer); from a media node's address a call id that is not one is refused;
+    a good handoff is queued under the call id and language queue it names."""
+    queue_node = on_node(queue_cluster, QUEUE)
+    call_id = str(uuid.uuid4())
+    headers = (f"X-Hotline-Call-Id: {call_id}", "X-Hotline-Queue: hotline-en")
+
+    async def hand_over(local_ip: str, *lines: str) -> CallResult:
+        return await place_call(queue_node, caller_number="13930000001", local_ip=local_ip,
+                                headers=lines, hold_ms=1500, answer_timeout_ms=5000,
+                                max_seconds=15)
+
+    assert not (await hand_over(STRANGER, *headers)).answered
+    assert not (await hand_over(MEDIA["media-a"], "X-Hotline-Call-Id: 1;drop")).answered
+    handed = await hand_over(MEDIA["media-a"], *headers)
+    assert handed.answered, handed.stderr
+    await wait_for(lambda: any(isinstance(e, CallerQueued) for e in control.events), 10,
+                   "the handed-over caller queued")
+    queued = [(e.call_id, e.queue) for e in control.events if isinstance(e, CallerQueued)]
+    assert queued == [(call_id, "hotline-en")]
 
 
 async def test_a_caller_waiting_when_the_queue_node_dies_is_answered_on_the_standby(
