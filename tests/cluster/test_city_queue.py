@@ -3,9 +3,10 @@ nodes, which hand them over SIP (X-Hotline-Call-Id, X-Hotline-Queue) to a real q
 where one SIPp agent phone is registered; control holds one AMI link per node
 (hotline.roles.node_links) and the consultation recorder writes to PostgreSQL.
 
-The standby: the queue node's Asterisk killed (-9) while a caller waits there; the media
-node hears its RTP stop and hands the caller to the standby (X-Hotline-Requeue), where an
-agent answers. Nothing is dropped. Every wait is for a condition, bounded.
+The standby: the queue node's Asterisk killed (-9) while one caller talks to an agent there
+and another waits; the media nodes hear the legs' RTP stop and hand both callers to the
+standby (X-Hotline-Requeue), where an agent answers them. Nothing is dropped. Every wait
+is for a condition, bounded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ from tests.cluster.queue_bed import (
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
-EXTENSION = "2001"
+EXTENSION, OTHER_EXTENSION = "2001", "2002"
 CALL_S = 40.0
 """Bound for a caller's whole call (IVR fallback, the queue, the agent's short talk)."""
 
@@ -176,35 +177,44 @@ async def test_the_queue_node_takes_handoff_headers_from_media_nodes_only(
     assert queued == [(call_id, "hotline-en")]
 
 
-async def test_a_caller_waiting_when_the_queue_node_dies_is_answered_on_the_standby(
+async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
         queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Last in the module: it kills the queue node."""
-    call = asyncio.create_task(caller(queue_cluster, "13920000001"))
+    """Last in the module: it kills the queue node while one caller talks to an agent there
+    and another waits. Both are queued again on the standby and answered there."""
+    def queued(count: int) -> Callable[[], bool]:
+        return lambda: sum(isinstance(e, CallerQueued) for e in control.events) >= count
+
+    talking_agent = AgentPhone(on_node(queue_cluster, QUEUE), OTHER_EXTENSION,
+                               hold_ms=int(CALL_S * 1000))
+    calls: list[asyncio.Task[CallResult]] = []
     try:
-        await wait_for(lambda: any(isinstance(e, CallerQueued) for e in control.events),
-                       CALL_S, f"the caller waiting on {QUEUE}")
-        [call_id] = {e.call_id for e in control.events if isinstance(e, CallStarted)}
-        pid = nodes.pid(queue_cluster, QUEUE)
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-
-        def queued_twice() -> bool:
-            return sum(isinstance(e, CallerQueued) for e in control.events) == 2
-
-        requeued_after = await wait_for(queued_twice, 20, f"the caller queued on {STANDBY}")
+        async with talking_agent:
+            await queue_control(control, QUEUE, queue_cluster).join(
+                f"PJSIP/{OTHER_EXTENSION}", "agent2")
+            calls.append(asyncio.create_task(caller(queue_cluster, "13920000001")))
+            await talking_agent.wait_answered(CALL_S)
+            calls.append(asyncio.create_task(caller(queue_cluster, "13920000002")))
+            await wait_for(queued(2), CALL_S, f"a second caller waiting on {QUEUE}")
+            call_ids = {e.call_id for e in control.events if isinstance(e, CallStarted)}
+            pid = nodes.pid(queue_cluster, QUEUE)
+            assert pid is not None and len(call_ids) == 2
+            os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            requeued_after = await wait_for(queued(4), 20, f"both callers queued on {STANDBY}")
         async with AgentPhone(on_node(queue_cluster, STANDBY), EXTENSION, hold_ms=700):
             await queue_control(control, STANDBY, queue_cluster).join(
                 f"PJSIP/{EXTENSION}", "agent1")
-            result = await call
+            results = await asyncio.gather(*calls)
         answered_after = time.monotonic() - killed
     finally:
-        if not call.done():
+        for call in calls:
             call.cancel()
-    assert result.answered and result.ok and result.hung_up_by == "remote", result.stderr
-    assert never_rung_twice(control.events, EXTENSION) == [call_id]
-    await one_complete_consultation_each(pg_sessions, {call_id})
+    assert all(r.answered and r.ok and r.hung_up_by == "remote" for r in results), \
+        [r.stderr for r in results]
+    assert sorted(never_rung_twice(control.events, EXTENSION)) == sorted(call_ids)
+    await one_complete_consultation_each(pg_sessions, call_ids)
     with capsys.disabled():
-        print(f"\n{QUEUE} killed with a caller waiting: queued on {STANDBY} after "
-              f"{requeued_after:.1f} s, answered there {answered_after:.1f} s after the kill")
+        print(f"\n{QUEUE} killed with a caller talking and one waiting: both queued on "
+              f"{STANDBY} after {requeued_after:.1f} s, both answered there "
+              f"{answered_after:.1f} s after the kill")
