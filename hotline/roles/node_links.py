@@ -23,6 +23,7 @@ from crm.telephony.events import EventBus
 from hotline.edge.nodes import node_settings
 from hotline.edge.settings import MediaNode
 from hotline.reconciliation import call_record_path
+from hotline.roles.queue_standby import MembershipMirror, StandbyStates
 from hotline.settings import Settings, hotline_queues
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_records import CallRecordReader
@@ -54,13 +55,17 @@ def cluster_nodes(settings: Settings) -> list[tuple[MediaNode, NodeKind]]:
             + [(q, "queue") for q in settings.edge.queue_nodes])
 
 
-def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBus) -> NodeLink:
+def node_ami(settings: Settings, media: MediaNode) -> AmiClient:
+    return AmiClient(node_settings(settings, media).ami, name=f"hotline-control-{media.name}")
+
+
+def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBus,
+              ami: AmiClient | None = None) -> NodeLink:
     """The AMI link of one node with its tracker subscribed (not started)."""
-    mine = node_settings(settings, media)
-    ami = AmiClient(mine.ami, name=f"hotline-control-{media.name}")
+    ami = ami or node_ami(settings, media)
     if kind == "media":
-        tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(mine)))
-        return NodeLink(media.name, kind, ami, tracker, None)
+        records = CallRecordReader(call_record_path(node_settings(settings, media)))
+        return NodeLink(media.name, kind, ami, CallTracker(ami, bus, records=records), None)
     return NodeLink(media.name, kind, ami, None,
                     QueueTracker(ami, bus, queues=hotline_queues(settings)))
 
@@ -68,13 +73,23 @@ def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBu
 async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
                            bus: EventBus) -> list[NodeLink]:
     """Link every cluster node (connecting in the background: a node that is down is linked
-    when it comes up); closed when ``stack`` exits."""
+    when it comes up); closed when ``stack`` exits. With a standby queue node, the standby
+    is kept ready (hotline.roles.queue_standby)."""
     links: list[NodeLink] = []
     own = (settings.ami.host, settings.ami.port)
+    queue_amis = {q.name: node_ami(settings, q) for q in settings.edge.queue_nodes}
+    standby_bus = bus
+    if settings.edge.control_links and len(queue_amis) == 2:
+        primary, standby = queue_amis.values()
+        mirror = MembershipMirror(primary, standby, hotline_queues(settings))
+        stack.callback(mirror.close)
+        standby_bus = StandbyStates(bus, primary)
     for media, kind in cluster_nodes(settings):
         if (media.address, media.ami_port) == own:
             continue
-        link = link_node(settings, media, kind, bus)
+        on_standby = len(queue_amis) == 2 and media == settings.edge.queue_nodes[1]
+        link = link_node(settings, media, kind, standby_bus if on_standby else bus,
+                         queue_amis.get(media.name))
         if link.queue is not None:
             stack.callback(link.queue.close)
         await link.ami.start()

@@ -37,7 +37,7 @@ from hotline.settings import Settings
 from hotline.tools.phones import AgentPhone
 from hotline.tools.sipp import CallResult, place_call
 from ivr.asterisk.queue_control import QueueControl
-from tests.cluster.edge_bed import at_edge, counts, wait_for
+from tests.cluster.edge_bed import at_edge, counts, node_cli, wait_for
 from tests.cluster.queue_bed import (
     MEDIA,
     QUEUE,
@@ -107,6 +107,10 @@ async def one_complete_consultation_each(sessions: SessionFactory,
     while not await written():
         assert time.monotonic() - started < 20, "consultations not all written and ended"
         await asyncio.sleep(0.2)
+
+
+def mirrored(settings: Settings, node: str, extension: str) -> bool:
+    return f"PJSIP/{extension}" in node_cli(settings, node, "queue show")
 
 
 def never_rung_twice(events: list[object], extension: str) -> list[str]:
@@ -181,7 +185,8 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
         queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Last in the module: it kills the queue node while one caller talks to an agent there
-    and another waits. Both are queued again on the standby and answered there."""
+    and another waits. Both are queued again on the standby and answered there by an agent
+    who signed in on the queue node only (control mirrored the membership)."""
     def queued(count: int) -> Callable[[], bool]:
         return lambda: sum(isinstance(e, CallerQueued) for e in control.events) >= count
 
@@ -190,8 +195,11 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
     calls: list[asyncio.Task[CallResult]] = []
     try:
         async with talking_agent:
-            await queue_control(control, QUEUE, queue_cluster).join(
-                f"PJSIP/{OTHER_EXTENSION}", "agent2")
+            signing_in = queue_control(control, QUEUE, queue_cluster)  # the queue node only
+            await signing_in.join(f"PJSIP/{OTHER_EXTENSION}", "agent2")
+            await signing_in.join(f"PJSIP/{EXTENSION}", "agent1")  # phone not registered yet
+            await wait_for(lambda: mirrored(queue_cluster, STANDBY, EXTENSION), 10,
+                           f"agent1's membership on {STANDBY}")
             calls.append(asyncio.create_task(caller(queue_cluster, "13920000001")))
             await talking_agent.wait_answered(CALL_S)
             calls.append(asyncio.create_task(caller(queue_cluster, "13920000002")))
@@ -202,9 +210,8 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
             os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             requeued_after = await wait_for(queued(4), 20, f"both callers queued on {STANDBY}")
+        # agent1's phone registers at the standby; its sign-in there was mirrored already.
         async with AgentPhone(on_node(queue_cluster, STANDBY), EXTENSION, hold_ms=700):
-            await queue_control(control, STANDBY, queue_cluster).join(
-                f"PJSIP/{EXTENSION}", "agent1")
             results = await asyncio.gather(*calls)
         answered_after = time.monotonic() - killed
     finally:
