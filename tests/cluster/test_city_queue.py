@@ -185,8 +185,9 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
         queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Last in the module: it kills the queue node while one caller talks to an agent there
-    and another waits. Both are queued again on the standby and answered there by an agent
-    who signed in on the queue node only (control mirrored the membership)."""
+    and another waits. Both are queued again on the standby, and so is a caller who arrives
+    afterwards; all are answered there by an agent who signed in on the queue node only
+    (control mirrored the membership)."""
     def queued(count: int) -> Callable[[], bool]:
         return lambda: sum(isinstance(e, CallerQueued) for e in control.events) >= count
 
@@ -210,6 +211,8 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
             os.kill(pid, signal.SIGKILL)
             killed = time.monotonic()
             requeued_after = await wait_for(queued(4), 20, f"both callers queued on {STANDBY}")
+            calls.append(asyncio.create_task(caller(queue_cluster, "13920000003")))
+            new_caller_after = await wait_for(queued(5), 20, f"a new caller queued on {STANDBY}")
         # agent1's phone registers at the standby; its sign-in there was mirrored already.
         async with AgentPhone(on_node(queue_cluster, STANDBY), EXTENSION, hold_ms=700):
             results = await asyncio.gather(*calls)
@@ -219,9 +222,12 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
             call.cancel()
     assert all(r.answered and r.ok and r.hung_up_by == "remote" for r in results), \
         [r.stderr for r in results]
+    call_ids = {e.call_id for e in control.events if isinstance(e, CallStarted)}
+    assert len(call_ids) == 3
     assert sorted(never_rung_twice(control.events, EXTENSION)) == sorted(call_ids)
     await one_complete_consultation_each(pg_sessions, call_ids)
     with capsys.disabled():
         print(f"\n{QUEUE} killed with a caller talking and one waiting: both queued on "
-              f"{STANDBY} after {requeued_after:.1f} s, both answered there "
+              f"{STANDBY} after {requeued_after:.1f} s; a new caller then queued there in "
+              f"{new_caller_after:.1f} s; all three answered there "
               f"{answered_after:.1f} s after the kill")
