@@ -42,6 +42,8 @@ def node_settings(settings: Settings, media: MediaNode) -> Settings:
         "queue_handoff": [] if queue_node else [f"{q.address}:{q.sip_port}"
                                                 for q in edge.queue_nodes],
         "handoff_sources": [m.address for m in edge.nodes] if queue_node else [],
+        # Each node's own channel event record (in its directories), never one shared file.
+        "call_record_file": None,
     })
     ami = settings.ami.model_copy(update={"host": media.address, "port": media.ami_port})
     speech = settings.speech.model_copy(update={
