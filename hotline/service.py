@@ -34,6 +34,7 @@ from hotline.roles.cluster import background, check_role, cluster_client, start_
 from hotline.roles.control import Control, start_control, start_recorder, start_schedules
 from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
+from hotline.roles.node_links import start_node_links
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
@@ -174,6 +175,7 @@ async def running_core(settings: Settings) -> AsyncIterator[CoreService]:
                                                 role="core")).recorder
         control = await start_control(stack, settings, sessions, bus, recorder,
                                       settle=lambda: wait_recorded(client, bus))
+        await start_node_links(stack, settings, bus)  # [edge] control_links: one per node
         background(stack, "callback commands", take_commands(
             cluster_client(stack, settings), commands_key(settings.bus.stream),
             control.callbacks))

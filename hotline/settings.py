@@ -127,6 +127,14 @@ class AsteriskSettings(_Section):
     """Empty: the one Asterisk of a single box (config in the root's /etc/asterisk). A name:
     one media node of a cluster (hotline.edge), with its own config, run, spool, log and lib
     directories in the root, named in its Uniqueids and the HOTLINE_NODE channel variable."""
+    queue_handoff: list[Annotated[str, Field(pattern=r"^[0-9.]+:[0-9]{1,5}$")]] = Field(
+        default_factory=list, max_length=2)
+    """A media node of a cluster with a queue node (hotline.edge sets it): "address:port" of
+    the queue node, then of its standby; callers are handed to them over SIP instead of
+    Queue() here. Empty: Queue() here (one box)."""
+    handoff_sources: list[SipNetwork] = Field(default_factory=list)
+    """The queue node of a cluster (hotline.edge sets it): the media nodes' addresses, the
+    only sources whose X-Hotline-* headers it reads. Empty: not a queue node."""
     call_record_file: Path | None = None
     """Asterisk's channel event record (cel_custom, hotline-calls.json in its log directory)
     as this host reads it; None: the embedded Asterisk's, else /var/log/asterisk's."""

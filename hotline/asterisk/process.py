@@ -163,6 +163,13 @@ def daemon_pid(inst: Installation) -> int | None:
     return pid
 
 
+def _pid_written(inst: Installation) -> bool:
+    try:
+        return inst.pid_file.read_text().strip().isdigit()
+    except OSError:
+        return False
+
+
 def run_cli(inst: Installation, command: str, timeout: float = CLI_TIMEOUT) -> str:
     return host.run(inst.argv("-rx", command), timeout=timeout)
 
@@ -317,7 +324,8 @@ def _wait_booted(inst: Installation, timeout: float) -> None:
                 f"Asterisk did not open its console socket within {timeout:.0f} s; "
                 f"see {_messages_log(inst)}\n{_log_tail(inst)}"
             )
-        if inst.pid_file.exists() and daemon_pid(inst) is None:
+        # A pid file Asterisk has created but not yet written is no sign of an exit.
+        if _pid_written(inst) and daemon_pid(inst) is None:
             raise StartupError(f"Asterisk exited during start-up:\n{_log_tail(inst)}")
         time.sleep(_SOCKET_POLL)
     try:

@@ -17,6 +17,10 @@ Progress = Callable[[str], None]
 def up(settings: Settings, progress: Progress = print) -> None:
     """Start every media node of ``[edge] nodes`` and the edge in front of them."""
     quiet: Progress = lambda message: None  # noqa: E731
+    for queue in settings.edge.queue_nodes:  # up first: media nodes hand callers to it
+        mine = nodes.up(settings, queue.name, progress=quiet)
+        progress(f"queue node {queue.name}: SIP udp {queue.address}:{queue.sip_port}, AMI "
+                 f"{mine.ami.host}:{mine.ami.port}, logs {nodes.log_dir(settings, queue.name)}")
     for media in settings.edge.nodes:
         mine = nodes.up(settings, media.name, progress=quiet)
         progress(f"media node {media.name}: SIP udp {media.address}:{media.sip_port}, AMI "
@@ -32,14 +36,15 @@ def down(settings: Settings, progress: Progress = print) -> None:
     """Stop the edge, then every media node (the last one unmounts the root's /proc)."""
     kamailio.down(settings)
     progress("SIP edge stopped")
-    for media in reversed(settings.edge.nodes):
+    for media in reversed(settings.edge.nodes + settings.edge.queue_nodes):
         nodes.down(settings, media.name)
-        progress(f"media node {media.name} stopped")
+        progress(f"node {media.name} stopped")
 
 
 def status(settings: Settings) -> dict[str, Any]:
     return {"edge": kamailio.status(settings),
-            "nodes": [nodes.status(settings, media.name) for media in settings.edge.nodes]}
+            "nodes": [nodes.status(settings, media.name)
+                      for media in settings.edge.nodes + settings.edge.queue_nodes]}
 
 
 def command(settings: Settings, action: str, node: str | None = None) -> None:

@@ -16,14 +16,14 @@ from hotline.settings import Settings
 
 
 class UnknownNodeError(AsteriskError):
-    """No media node of that name in the [edge] settings."""
+    """No media or queue node of that name in the [edge] settings."""
 
 
 def node(settings: Settings, name: str) -> MediaNode:
-    for candidate in settings.edge.nodes:
+    for candidate in settings.edge.nodes + settings.edge.queue_nodes:
         if candidate.name == name:
             return candidate
-    known = ", ".join(n.name for n in settings.edge.nodes)
+    known = ", ".join(n.name for n in settings.edge.nodes + settings.edge.queue_nodes)
     raise UnknownNodeError(f"no media node {name!r} in the edge settings (nodes: {known})")
 
 
@@ -31,10 +31,19 @@ def node_settings(settings: Settings, media: MediaNode) -> Settings:
     """The settings one media node runs with: the hotline's, with the node's name, address
     and ports, the edge as its only PSTN gateway, and its own state directory (the prompt
     cache and overrides stay the hotline's)."""
+    edge = settings.edge
+    queue_node = media in edge.queue_nodes
     asterisk = settings.asterisk.model_copy(update={
         "node_name": media.name, "bind_host": media.address, "sip_port": media.sip_port,
         "rtp_start": media.rtp_start, "rtp_end": media.rtp_end,
-        "gateway_addresses": [settings.edge.address],
+        "gateway_addresses": [edge.address],
+        # The city-wide queue: media nodes hand callers to the queue node (then the
+        # standby), which reads the handoff headers from the media nodes' addresses only.
+        "queue_handoff": [] if queue_node else [f"{q.address}:{q.sip_port}"
+                                                for q in edge.queue_nodes],
+        "handoff_sources": [m.address for m in edge.nodes] if queue_node else [],
+        # Each node's own channel event record (in its directories), never one shared file.
+        "call_record_file": None,
     })
     ami = settings.ami.model_copy(update={"host": media.address, "port": media.ami_port})
     speech = settings.speech.model_copy(update={

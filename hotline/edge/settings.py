@@ -73,14 +73,24 @@ class EdgeSettings(_Section):
     edge counts it failed and tries the next node (tm fr_timer)."""
     children: int = Field(2, ge=1, le=32)
     """Kamailio worker processes for the UDP socket."""
+    control_links: bool = False
+    """True: the control (``hotline serve --role core``) holds one AMI link with events per
+    node of ``nodes`` and ``queue_nodes`` (hotline.roles.node_links), besides its ``[ami]``
+    link; False (one box): the ``[ami]`` link alone."""
+    queue_nodes: list[MediaNode] = Field(default_factory=list, max_length=2)
+    """The city-wide queue (docs/cluster.md): the queue node, then its standby, each an
+    Asterisk from the same root with app_queue and the agents' phones. Media nodes hand
+    callers to them over SIP instead of queueing them themselves. Empty: each media node
+    queues its own callers."""
 
     @model_validator(mode="after")
     def _distinct_nodes(self) -> EdgeSettings:
-        names = [node.name for node in self.nodes]
+        every = self.nodes + self.queue_nodes
+        names = [node.name for node in every]
         if len(set(names)) != len(names):
-            raise ValueError(f"edge.nodes: node names must differ ({names})")
-        bound = [(node.address, node.sip_port) for node in self.nodes]
-        bound += [(node.address, node.ami_port) for node in self.nodes]
+            raise ValueError(f"edge.nodes, edge.queue_nodes: node names must differ ({names})")
+        bound = [(node.address, node.sip_port) for node in every]
+        bound += [(node.address, node.ami_port) for node in every]
         if (self.address, self.port) in bound or len(set(bound)) != len(bound):
             raise ValueError("edge.nodes: every node needs its own SIP and AMI address:port, "
                              "none the edge's")

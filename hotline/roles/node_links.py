@@ -1,0 +1,100 @@
+"""Control of a cluster: one AMI link with events per Asterisk node (``[edge] nodes`` and
+``queue_nodes``), all publishing on the one bus.
+
+A media node's link runs a call tracker (the calls start and end there: HotlineCallStart,
+HotlineCallEnd); a queue node's link runs a queue tracker (callers handed over with their
+CALL_ID wait and meet agents there). A queue node gets no call tracker: its handoff legs
+carry CALL_ID but are not calls of their own, and its resynchronisation would open them
+again. CALL_ID is a UUID made on the media node, so it is unique across nodes; the node a
+call is on is in its HOTLINE_NODE channel variable and its Uniqueid's prefix.
+
+A node whose AMI address is the ``[ami]`` link's is skipped: control's own link already
+tracks it (so a one-box setting never gets a second tracker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from crm.telephony.events import EventBus
+from hotline.edge.nodes import node_settings
+from hotline.edge.settings import MediaNode
+from hotline.reconciliation import call_record_path
+from hotline.roles.queue_standby import MembershipMirror, StandbyStates
+from hotline.settings import Settings, hotline_queues
+from ivr.ami.client import AmiClient
+from ivr.asterisk.call_records import CallRecordReader
+from ivr.asterisk.call_tracker import CallTracker
+from ivr.asterisk.queue_tracker import QueueTracker
+
+log = logging.getLogger(__name__)
+
+NodeKind = Literal["media", "queue"]
+
+
+@dataclass
+class NodeLink:
+    name: str
+    kind: NodeKind
+    ami: AmiClient
+    calls: CallTracker | None
+    """The media node's call tracker (None on a queue node)."""
+    queue: QueueTracker | None
+    """The queue node's queue tracker (None on a media node)."""
+
+
+def cluster_nodes(settings: Settings) -> list[tuple[MediaNode, NodeKind]]:
+    """Every node control links to: the media nodes, then the queue node and its standby;
+    none unless ``[edge] control_links``."""
+    if not settings.edge.control_links:
+        return []
+    return ([(m, "media") for m in settings.edge.nodes]
+            + [(q, "queue") for q in settings.edge.queue_nodes])
+
+
+def node_ami(settings: Settings, media: MediaNode) -> AmiClient:
+    return AmiClient(node_settings(settings, media).ami, name=f"hotline-control-{media.name}")
+
+
+def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBus,
+              ami: AmiClient | None = None) -> NodeLink:
+    """The AMI link of one node with its tracker subscribed (not started)."""
+    ami = ami or node_ami(settings, media)
+    if kind == "media":
+        records = CallRecordReader(call_record_path(node_settings(settings, media)))
+        return NodeLink(media.name, kind, ami, CallTracker(ami, bus, records=records), None)
+    return NodeLink(media.name, kind, ami, None,
+                    QueueTracker(ami, bus, queues=hotline_queues(settings)))
+
+
+async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
+                           bus: EventBus) -> list[NodeLink]:
+    """Link every cluster node (connecting in the background: a node that is down is linked
+    when it comes up); closed when ``stack`` exits. With a standby queue node, the standby
+    is kept ready (hotline.roles.queue_standby)."""
+    links: list[NodeLink] = []
+    own = (settings.ami.host, settings.ami.port)
+    queue_amis = {q.name: node_ami(settings, q) for q in settings.edge.queue_nodes}
+    standby_bus = bus
+    if settings.edge.control_links and len(queue_amis) == 2:
+        primary, standby = queue_amis.values()
+        mirror = MembershipMirror(primary, standby, hotline_queues(settings))
+        stack.callback(mirror.close)
+        standby_bus = StandbyStates(bus, primary)
+    for media, kind in cluster_nodes(settings):
+        if (media.address, media.ami_port) == own:
+            continue
+        on_standby = len(queue_amis) == 2 and media == settings.edge.queue_nodes[1]
+        link = link_node(settings, media, kind, standby_bus if on_standby else bus,
+                         queue_amis.get(media.name))
+        if link.queue is not None:
+            stack.callback(link.queue.close)
+        await link.ami.start()
+        stack.push_async_callback(link.ami.close)
+        log.info("control: AMI link to %s node %s at %s:%s", kind, media.name, media.address,
+                 media.ami_port)
+        links.append(link)
+    return links
