@@ -27,14 +27,15 @@ for f in "${SHARD_B[@]}"; do ignore_b+=("--ignore=$f"); done
 
 mkdir -p var
 pids=()
-HOTLINE_ASTERISK__ROOT_DIR="$root-b" "${PYTEST[@]}" "${SHARD_B[@]}" tests/cluster \
+# tests/cluster first, as in one process: its edge tests expect no test bed running in the root
+HOTLINE_ASTERISK__ROOT_DIR="$root-b" "${PYTEST[@]}" tests/cluster "${SHARD_B[@]}" \
     >var/test-telephone-b.log 2>&1 &
 pids+=($!)
 "${PYTEST[@]}" --ignore=tests/integration --ignore=tests/cluster >var/test-rest.log 2>&1 &
 pids+=($!)
 trap 'kill "${pids[@]}" 2>/dev/null' INT TERM
 echo "== two more pytest processes run beside this one:"
-echo "   var/test-telephone-b.log (${SHARD_B[*]##*/}, tests/cluster; root $root-b)"
+echo "   var/test-telephone-b.log (tests/cluster, ${SHARD_B[*]##*/}; root $root-b)"
 echo "   var/test-rest.log (unit, storage, API, speech)"
 HOTLINE_ASTERISK__ROOT_DIR="$root" "${PYTEST[@]}" tests/integration "${ignore_b[@]}"
 a=$?
