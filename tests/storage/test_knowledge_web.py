@@ -16,6 +16,7 @@ from crm.audit import log as audit
 from crm.demo_data import seed_demo
 from crm.knowledge import service as knowledge
 from crm.storage.db import SessionFactory
+from crm.storage.models import Consultation
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
 
@@ -96,3 +97,19 @@ async def test_supervisor_creates_and_edits_an_article(supervisor: TestClient,
     assert no_csrf.status == 403
     actions = [e.action for e in await audit.entries(sessions, object_type="knowledge_article")]
     assert sorted(actions) == ["knowledge.create"] * 6 + ["knowledge.update"]
+
+
+async def test_dashboard_shows_the_share_of_calls_answered_from_the_knowledge_base(
+        supervisor: TestClient, sessions: SessionFactory) -> None:
+    now = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        calls = [Consultation(call_id=f"kb-{i}", started_at=now - timedelta(seconds=i))
+                 for i in range(4)]
+        session.add_all(calls)
+    [water, *_] = await knowledge.search(sessions, "停水")
+    await knowledge.mark_answered(sessions, calls[1].id, water.article.id, agent_id=None,
+                                  actor="agent1")
+    page = await (await supervisor.get("/console/dashboard")).text()
+    tile = re.search(r'id="kpi-knowledge" data-answered="(\d+)" data-calls="(\d+)">([^<]+)<',
+                     page)
+    assert tile is not None and tile.groups() == ("1", "4", "25%")
