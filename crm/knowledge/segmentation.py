@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 MAX_TERM_LENGTH = 64
 DOMAIN_WORDS = ("垃圾分类", "厨余垃圾", "可回收物", "有害垃圾", "其他垃圾", "停水", "停电",
                 "供水", "高龄津贴", "低保", "居住证", "社保卡", "医保", "养老金", "物业费",
-                "充电桩", "电动车", "噪音", "办事大厅", "一网通办")
+                "充电桩", "电动车", "噪音", "办事大厅", "一网通办", "楼道灯", "门禁")
 """Words of the hotline's matters that jieba's general dictionary would split."""
 
 STOPWORDS = frozenset("""
 的 了 是 在 我 你 他 她 它 们 我们 你们 他们 这 那 哪 哪里 哪儿 这个 那个 什么 怎么 怎么办
 怎样 如何 为什么 多少 几 几点 吗 呢 吧 啊 呀 哦 嗯 和 与 及 或 或者 就 都 也 还 又 要 想
 请 请问 能 能不能 可以 会 有 没有 没 不 一个 一下 时候 什么时候 需要 问 问问 知道 告诉
-家 我家 一 个 给 对 把 被 从 到 让 用 说 下 上 里 去 来 过 着 得 地 就是 还是 现在 今天
+很 太 家 我家 一 个 给 对 把 被 从 到 让 用 说 下 上 里 去 来 过 着 得 地 就是 还是 现在 今天
 the a an is are to of and or what when where how do does i my we our you it in on for
 """.split())
 

@@ -242,6 +242,19 @@ async def search(sessions: SessionFactory, text: str, *, limit: int = 5,
             if r.article_id in views]
 
 
+async def search_each(sessions: SessionFactory, texts: list[str], *, limit: int = 5,
+                      today: date | None = None) -> list[Match]:
+    """The best articles for any of ``texts`` (what the caller said, a case's description,
+    what the agent is typing), each searched on its own so a long transcript does not drown
+    a short description; an article found by several keeps its best score."""
+    best: dict[int, Match] = {}
+    for text in texts:
+        for match in await search(sessions, text, limit=limit, today=today):
+            if match.article.id not in best or best[match.article.id].score < match.score:
+                best[match.article.id] = match
+    return sorted(best.values(), key=lambda m: (-m.score, m.article.id))[:limit]
+
+
 async def mark_answered(sessions: SessionFactory, consultation_id: int, article_id: int, *,
                         agent_id: int | None, actor: str) -> None:
     """"Answered from article N" on a consultation (marking it twice changes nothing)."""

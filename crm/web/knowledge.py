@@ -41,9 +41,9 @@ async def desk_search(request: web.Request, desk: AgentDesk) -> web.Response:
     return web.json_response({"query": query, "articles": [m.to_json() for m in matches]})
 
 
-async def _call_words(request: web.Request, consultation_id: int) -> str:
-    """What the caller said in the IVR and the descriptions of the cases linked to the
-    call, as one text to search with."""
+async def _call_words(request: web.Request, consultation_id: int) -> list[str]:
+    """What the caller said in the IVR (one text) and the descriptions of the cases linked
+    to the call."""
     deps = request.app[DESK_KEY]
     async with deps.sessions() as session:
         said = (await session.scalars(
@@ -54,8 +54,8 @@ async def _call_words(request: web.Request, consultation_id: int) -> str:
         described = (await session.scalars(
             select(Case.description).join(ConsultationCase, ConsultationCase.case_id == Case.id)
             .where(ConsultationCase.consultation_id == consultation_id))).all()
-    words = [str(d.get("text") or "") for d in said] + [d or "" for d in described]
-    return " ".join(w for w in words if w)
+    transcript = " ".join(str(d.get("text") or "") for d in said)
+    return [t for t in [transcript, *described] if t and t.strip()]
 
 
 @agent_required()
@@ -65,9 +65,9 @@ async def desk_suggestions(request: web.Request, desk: AgentDesk) -> web.Respons
     articles already marked as its answer."""
     deps = request.app[DESK_KEY]
     _, consultation_id, _ = await call_for(request, desk)
-    text = " ".join(filter(None, [await _call_words(request, consultation_id),
-                                  request.query.get("text", "").strip()]))
-    matches = await knowledge.search(deps.sessions, text, limit=SUGGESTIONS) if text else []
+    texts = [*await _call_words(request, consultation_id), request.query.get("text", "").strip()]
+    matches = await knowledge.search_each(deps.sessions, [t for t in texts if t],
+                                          limit=SUGGESTIONS)
     return web.json_response({
         "articles": [m.to_json() for m in matches],
         "answered": await knowledge.answered_articles(deps.sessions, consultation_id)})
