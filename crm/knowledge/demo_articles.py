@@ -20,8 +20,8 @@ ARTICLES: list[tuple[str, str, str | None, str, str, dict[str, str], int]] = [
              "请提前一天预约清运。",
       "en": "Household waste is sorted and dropped off at the estate's points from 7 to 9 in "
             "the morning and 6 to 8 in the evening. Book bulky waste a day ahead.",
-      "ko": "생활 쓰레기는 매일 아침 일곱 시부터 아홉 시, "
-            "저녁 여섯 시부터 여덟 시까지 분리 배출합니다."},
+      "ko": "쓰레기 버리는 시간은 매일 아침 일곱 시부터 아홉 시, "
+            "저녁 여섯 시부터 여덟 시까지입니다. 분리 배출해 주세요."},
      180),
     ("repair", "housing", "2", "计划停水通知及临时供水",
      "因供水管网维修，计划停水会提前24小时在小区公告栏和社区公众号通知。停水期间社区在"
@@ -31,7 +31,8 @@ ARTICLES: list[tuple[str, str, str | None, str, str, dict[str, str], int]] = [
              "爆裂请转人工报修。",
       "en": "Planned water outages are announced 24 hours ahead; a temporary water point is at "
             "the east gate.",
-      "ko": "계획 단수는 스물네 시간 전에 공지하며, 단수 중에는 동문에 임시 급수소가 있습니다."},
+      "ko": "수돗물 계획 단수는 스물네 시간 전에 공지하며, "
+            "단수 중에는 동문에 임시 급수소가 있습니다."},
      90),
     ("subsidy", "civil", "3", "高龄津贴申请材料",
      "年满80周岁的本市户籍老人可申请高龄津贴。申请材料：身份证、户口簿、本人银行卡复印件、"
