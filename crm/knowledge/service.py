@@ -26,7 +26,8 @@ from crm.knowledge.models import (
 from crm.knowledge.ranking import MIN_SCORE, bm25
 from crm.knowledge.segmentation import article_terms, query_terms
 from crm.storage.db import SessionFactory
-from crm.storage.models import Consultation, Department, utcnow
+from crm.storage.models import Consultation, ConsultationStep, Department, utcnow
+from crm.telephony.steps import ArticleRead
 
 LANGUAGES = ("cmn", "en", "ko")
 MAX_TITLE = 200
@@ -284,7 +285,10 @@ async def answered_articles(sessions: SessionFactory, consultation_id: int) -> l
 class AnsweredShare:
     calls: int
     answered: int
-    """Calls with at least one "answered from article" mark."""
+    """Calls answered from the knowledge base: an agent's "answered from article" mark, or
+    an article's spoken answer the IVR read (an ``article_read`` step)."""
+    by_agents: int = 0
+    by_ivr: int = 0
 
     @property
     def share(self) -> float | None:
@@ -293,13 +297,19 @@ class AnsweredShare:
 
 async def answered_share(sessions: SessionFactory, since: datetime, until: datetime
                          ) -> AnsweredShare:
-    """Of the calls that started in [since, until), how many an agent answered from the
-    knowledge base."""
+    """Of the calls that started in [since, until), how many were answered from the
+    knowledge base, by an agent or by the IVR."""
     in_period = (Consultation.started_at >= since) & (Consultation.started_at < until)
+    marked = (select(ConsultationArticle.consultation_id)
+              .where(ConsultationArticle.consultation_id == Consultation.id).exists())
+    read = (select(ConsultationStep.id)
+            .where(ConsultationStep.consultation_id == Consultation.id,
+                   ConsultationStep.kind == ArticleRead.KIND).exists())
     async with sessions() as session:
-        calls = await session.scalar(select(func.count(Consultation.id)).where(in_period)) or 0
-        answered = await session.scalar(
-            select(func.count(func.distinct(ConsultationArticle.consultation_id)))
-            .join(Consultation, Consultation.id == ConsultationArticle.consultation_id)
-            .where(in_period)) or 0
-    return AnsweredShare(calls, answered)
+        calls, answered, by_agents, by_ivr = (await session.execute(
+            select(func.count(Consultation.id),
+                   func.count(Consultation.id).filter(marked | read),
+                   func.count(Consultation.id).filter(marked),
+                   func.count(Consultation.id).filter(read))
+            .where(in_period))).one()
+    return AnsweredShare(calls or 0, answered or 0, by_agents or 0, by_ivr or 0)

@@ -14,7 +14,7 @@ from crm.knowledge.demo_articles import ARTICLES, seed_demo_articles
 from crm.knowledge.errors import ArticleNotFound, InvalidArticle
 from crm.knowledge.models import ConsultationArticle, KnowledgeTerm
 from crm.knowledge.service import ArticleInput
-from crm.storage.models import Consultation, Department
+from crm.storage.models import Consultation, ConsultationStep, Department
 
 TODAY = date(2026, 12, 6)
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -101,6 +101,13 @@ async def test_answered_from_article_and_its_share_of_calls(sessions) -> None:
         [garbage.article.id, water.article.id])
     share = await service.answered_share(sessions, T0, T0 + timedelta(hours=1))
     assert (share.calls, share.answered, share.share) == (4, 2, 0.5)
+    async with sessions() as session, session.begin():  # the IVR read one to calls[1], [2]
+        for call in calls[1:3]:
+            session.add(ConsultationStep(consultation_id=call.id, at=T0, kind="article_read",
+                                         detail={"article_id": water.article.id,
+                                                 "title": "t", "by": "keys"}))
+    share = await service.answered_share(sessions, T0, T0 + timedelta(hours=1))
+    assert (share.calls, share.answered, share.by_agents, share.by_ivr) == (4, 3, 2, 2)
     later = await service.answered_share(sessions, T0 + timedelta(minutes=3), T0 + timedelta(1))
     assert (later.calls, later.answered) == (1, 0)
 
