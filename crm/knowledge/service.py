@@ -152,7 +152,7 @@ def _apply(article: KnowledgeArticle, data: ArticleInput, department_id: int | N
 
 
 async def create_article(sessions: SessionFactory, data: ArticleInput, *, actor: str,
-                         source: str | None = None) -> int:
+                         source: str | None = None, web_session: str | None = None) -> int:
     data = data.checked()
     async with sessions() as session, session.begin():
         department_id = await _department_id(session, data.department_code)
@@ -163,12 +163,13 @@ async def create_article(sessions: SessionFactory, data: ArticleInput, *, actor:
         await _index(session, article, data)
         audit.record(session, actor=actor, action="knowledge.create",
                      object_type="knowledge_article", object_id=article.id,
-                     detail={"title": data.title}, source=source)
+                     detail={"title": data.title}, source=source, web_session=web_session)
         return article.id
 
 
 async def update_article(sessions: SessionFactory, article_id: int, data: ArticleInput, *,
-                         actor: str, source: str | None = None) -> None:
+                         actor: str, source: str | None = None,
+                         web_session: str | None = None) -> None:
     data = data.checked()
     async with sessions() as session, session.begin():
         article = await session.get(KnowledgeArticle, article_id,
@@ -181,7 +182,7 @@ async def update_article(sessions: SessionFactory, article_id: int, data: Articl
         await _index(session, article, data)
         audit.record(session, actor=actor, action="knowledge.update",
                      object_type="knowledge_article", object_id=article.id,
-                     detail={"title": data.title}, source=source)
+                     detail={"title": data.title}, source=source, web_session=web_session)
 
 
 async def _views(session: AsyncSession, ids: list[int] | None, today: date
@@ -257,7 +258,8 @@ async def search_each(sessions: SessionFactory, texts: list[str], *, limit: int 
 
 
 async def mark_answered(sessions: SessionFactory, consultation_id: int, article_id: int, *,
-                        agent_id: int | None, actor: str) -> None:
+                        agent_id: int | None, actor: str, source: str | None = None,
+                        web_session: str | None = None) -> None:
     """"Answered from article N" on a consultation (marking it twice changes nothing)."""
     async with sessions() as session, session.begin():
         if await session.get(Consultation, consultation_id) is None:
@@ -270,7 +272,8 @@ async def mark_answered(sessions: SessionFactory, consultation_id: int, article_
                                             marked_at=utcnow()))
             audit.record(session, actor=actor, action="knowledge.answered",
                          object_type="consultation", object_id=consultation_id,
-                         detail={"article": article_id})
+                         detail={"article": article_id}, source=source,
+                         web_session=web_session)
 
 
 async def answered_articles(sessions: SessionFactory, consultation_id: int) -> list[int]:

@@ -17,6 +17,7 @@ from crm.knowledge.errors import InvalidArticle
 from crm.knowledge.service import LANGUAGES, ArticleInput, ArticleView
 from crm.live.desk_hub import AgentDesk
 from crm.storage.models import Case, ConsultationCase, ConsultationStep, Department
+from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, PREFIX, record_id, render_page, today
 from crm.web.desk import DESK_KEY, agent_required, call_for
@@ -80,7 +81,8 @@ async def desk_mark_answered(request: web.Request, desk: AgentDesk) -> web.Respo
     _, consultation_id, _ = await call_for(request, desk)
     article_id = _article_id(str((await request.post()).get("article", "")).strip())
     await knowledge.mark_answered(deps.sessions, consultation_id, article_id,
-                                  agent_id=desk.agent_id, actor=desk.actor)
+                                  agent_id=desk.agent_id, actor=desk.actor,
+                                  **web_session.audit_origin(request))
     return web.json_response(
         {"answered": await knowledge.answered_articles(deps.sessions, consultation_id)})
 
@@ -157,9 +159,11 @@ async def save_article(request: web.Request, user: ConsoleUser) -> web.StreamRes
     try:
         data = _input(values)
         if article_id is None:
-            article_id = await knowledge.create_article(deps.sessions, data, actor=user.actor)
+            article_id = await knowledge.create_article(deps.sessions, data, actor=user.actor,
+                                                        **web_session.audit_origin(request))
         else:
-            await knowledge.update_article(deps.sessions, article_id, data, actor=user.actor)
+            await knowledge.update_article(deps.sessions, article_id, data, actor=user.actor,
+                                           **web_session.audit_origin(request))
     except InvalidInput as error:
         response = await _edit_page(request, user, article_id, values, error)
         response.set_status(400)

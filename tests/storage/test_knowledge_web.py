@@ -95,8 +95,9 @@ async def test_supervisor_creates_and_edits_an_article(supervisor: TestClient,
     assert missing.status == 404
     no_csrf = await supervisor.post("/console/knowledge", data={**article, "csrf": "x"})
     assert no_csrf.status == 403
-    actions = [e.action for e in await audit.entries(sessions, object_type="knowledge_article")]
-    assert sorted(actions) == ["knowledge.create"] * 6 + ["knowledge.update"]
+    entries = await audit.entries(sessions, object_type="knowledge_article")
+    assert sorted(e.action for e in entries) == ["knowledge.create"] * 6 + ["knowledge.update"]
+    assert {e.source for e in entries if e.actor == "agent:supervisor1"} == {"127.0.0.1"}
 
 
 async def test_dashboard_shows_the_share_of_calls_answered_from_the_knowledge_base(
