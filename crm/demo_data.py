@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from crm.agents.auth import hash_password
 from crm.cases.numbers import make_case_number
+from crm.knowledge.demo_articles import seed_demo_articles
 from crm.storage.db import open_database
 from crm.storage.models import (
     Agent,
@@ -136,6 +137,7 @@ async def seed_demo(url: str, *, today: date | None = None,
                                   languages=AGENT_LANGUAGES.get(login, ["cmn"]),
                                   password_hash=password_hash, active=True))
                 added += 1
+        added += await seed_demo_articles(database.sessions, today=today)
     finally:
         await database.close()
     return added

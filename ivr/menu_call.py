@@ -15,23 +15,28 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from crm.cases.directory import CaseDirectory
+from crm.knowledge.ivr_topics import KnowledgeDirectory
 from crm.telephony.events import EventBus
 from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker, OfferLeg
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.menu import (
     Action,
+    AnswerFound,
     Begin,
     CallFlow,
     Collect,
+    FindAnswer,
     Input,
     IntakeKeys,
     Keys,
+    ListTopics,
     LookupCase,
     LookupResult,
     RecordFailure,
     Route,
     Speech,
+    TopicsListed,
 )
 from ivr.prompting import (
     STOP,
@@ -60,6 +65,8 @@ class IvrDeps:
     intake: IntakeKeys = field(default_factory=IntakeKeys)
     queues: Mapping[str, str] = field(default_factory=dict)
     """Language -> the queue its callers wait in (none given: the dialplan's main queue)."""
+    knowledge: KnowledgeDirectory | None = None
+    """Service information from the knowledge base (None: the fixed service_info prompt)."""
 
 
 _UNSET = object()
@@ -84,7 +91,8 @@ class IvrCall(PromptingCall):
                          event_call_id=str(session.call_id))
         self.deps = deps
         self.flow: CallFlow = CallFlow(default_language=deps.default_language,
-                                       language=deps.default_language, intake=deps.intake)
+                                       language=deps.default_language, intake=deps.intake,
+                                       knowledge=deps.knowledge is not None)
         self._announced = announced
         self._collecting_secret = False
 
@@ -131,6 +139,8 @@ class IvrCall(PromptingCall):
     async def _act(self, action: Action) -> Input | Stop | None:
         if isinstance(action, LookupCase):
             return await self._lookup(action.number)
+        if isinstance(action, ListTopics | FindAnswer):
+            return await self._knowledge(action)
         if isinstance(action, RecordFailure):
             await self.deps.cases.guard.record_failure(self.flow.caller_number, action.reason,
                                                  case=action.case)
@@ -139,6 +149,28 @@ class IvrCall(PromptingCall):
             await self._route(action.route, action.language)
             return STOP
         return await super()._act(action)
+
+    async def _knowledge(self, action: ListTopics | FindAnswer) -> TopicsListed | AnswerFound:
+        """The knowledge base's topics or answer; a database that is down sends the caller
+        to a person (no topics to key, no answer)."""
+        directory = self.deps.knowledge
+        lang = self.flow.language
+        try:
+            if isinstance(action, ListTopics):
+                return TopicsListed(tuple(await directory.topics(lang)) if directory else ())
+            if directory is None:
+                return AnswerFound(None)
+            if action.key is not None:
+                found = await directory.answer_for_key(action.key, lang)
+            else:
+                found = await directory.answer_for_words(action.words or "", lang)
+        except Exception:
+            self.log.exception("knowledge base unavailable; the caller goes to a person")
+            return TopicsListed(()) if isinstance(action, ListTopics) else AnswerFound(None)
+        by = "keys" if action.key is not None else "speech"
+        if found is None:
+            return AnswerFound(None, by=by)
+        return AnswerFound(found.article_id, found.title, found.text, by)
 
     async def _lookup(self, number: str) -> LookupResult:
         if await self.deps.cases.guard.blocked(self.flow.caller_number):

@@ -36,9 +36,9 @@ from speech.prompts import LanguagePack
 log = logging.getLogger(__name__)
 
 GrammarKind = Literal["menu", "status_menu", "yes_no", "digits", "rating", "language",
-                      "intake"]
+                      "intake", "topic"]
 GRAMMAR_KINDS: Final[tuple[GrammarKind, ...]] = (
-    "menu", "status_menu", "yes_no", "digits", "rating", "language", "intake")
+    "menu", "status_menu", "yes_no", "digits", "rating", "language", "intake", "topic")
 GRAMMAR_ALIASES: Final[Mapping[str, GrammarKind]] = {"yesno": "yes_no"}
 """Other names the call flow uses for a kind."""
 STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end")
@@ -51,6 +51,7 @@ UNKNOWN_WORD: Final = "[unk]"
 
 PROMPT_GRAMMAR: Final[Mapping[str, GrammarKind]] = {
     "greeting": "intake",
+    "ask_topic": "topic",
     "after_status_menu": "status_menu",
     "ask_case_number": "digits",
     "case_number_invalid": "digits",
@@ -99,6 +100,10 @@ def pack_phrases(pack: LanguagePack, kind: GrammarKind) -> list[str]:
         phrases = [p for intent in INTAKE_INTENTS
                    for p in [*menu.get(intent, []), *own.get(intent, [])]]
         phrases += pack.grammar_phrases("digits")
+    elif kind == "topic":
+        # The service-information topics callers say (optional list; the knowledge base
+        # finds the article for the words heard). None: free decoding.
+        phrases = list(pack.grammar.get("topic") or [])
     else:
         phrases = pack.grammar_phrases(kind)
     return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))

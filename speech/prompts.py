@@ -40,6 +40,8 @@ PROMPT_IDS: Final[tuple[str, ...]] = (
     "technical_difficulty", "please_wait",
     # the callback offer (ivr.flows.callback_offer)
     "callback_offer", "callback_confirmed", "callback_not_possible",
+    # service information from the knowledge base (ivr.flows.menu, state topic)
+    "ask_topic", "knowledge_answer",
 )
 STAGES: Final[tuple[str, ...]] = ("accepted", "dispatched", "in_progress", "resolved", "closed")
 GRAMMAR_KINDS: Final[tuple[str, ...]] = ("menu", "yes", "no", "digits", "rating", "language")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from crm.cases.directory import CaseDirectory
 from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder
+from crm.knowledge.ivr_topics import KnowledgeDirectory
 from crm.storage.db import SessionFactory
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
 from ivr.asterisk.call_tracker import ActiveCall
@@ -136,10 +137,12 @@ async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
                             caller_number: str | None, answers: dict[str, list[object]], *,
                             recorder: ConsultationRecorder | None = None,
                             call_id: str | None = None, bus: CallEventBus | None = None,
-                            ended: bool = True) -> ScriptedCall:
+                            ended: bool = True,
+                            knowledge: KnowledgeDirectory | None = None) -> ScriptedCall:
     """One call through the IVR; its steps are also written by ``recorder`` when given, and
     published on ``bus`` (one of its own if not given). ``ended``: the call ends when the IVR
-    is done with it (False: it goes on, to the agent queue)."""
+    is done with it (False: it goes on, to the agent queue). ``knowledge``: service
+    information from the knowledge base."""
     caller = ScriptedCaller(answers, call_id)
     call = ScriptedCall(str(caller.call_id), caller)
     bus = CallEventBus() if bus is None else bus
@@ -153,7 +156,7 @@ async def run_scripted_call(sessions: SessionFactory, guard: LookupGuard,
     deps = IvrDeps(bus, CaseDirectory(sessions, guard), NoChannels(),  # type: ignore[arg-type]
                    ScriptedVoice(caller),
                    timeouts=IvrTimeouts(first_input=0.3, inter_digit=0.2, max_utterance=0.5),
-                   intake=IntakeKeys(silence_timeout=0.3))
+                   intake=IntakeKeys(silence_timeout=0.3), knowledge=knowledge)
     await bus.publish(CallStarted(call.call_id, caller_number, "来电"))
     ivr = IvrCall(caller, deps,  # type: ignore[arg-type]
                   announced=ActiveCall(call.call_id, None, caller_number, "来电"))

@@ -42,6 +42,7 @@ from crm.telephony.steps import (
     AgentConnected,
     AgentNoAnswer,
     AgentRung,
+    ArticleRead,
     BargeIn,
     CallbackClosedByCall,
     CallbackDialling,
@@ -151,6 +152,8 @@ def transcript_text(step: Step) -> str | None:
             return f"Language {language} (by {by})"
         case IntentChosen(intent=intent, by=by):
             return f"Asked for: {intent} (by {by})"
+        case ArticleRead(article_id=article_id, title=title):
+            return f"Heard knowledge article {article_id}: {title}"
         case KeysEntered(keys=keys):
             return f"Keyed: {keys}"
         case SpeechHeard(text=text, intent=intent):

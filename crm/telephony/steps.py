@@ -186,6 +186,17 @@ class IntentChosen(StepFields):
 
 
 @dataclass(frozen=True)
+class ArticleRead(StepFields):
+    """The IVR read a knowledge-base article's spoken answer to the caller."""
+
+    KIND = "article_read"
+    article_id: int
+    title: str
+    by: str
+    """keys or speech: how the caller chose the topic."""
+
+
+@dataclass(frozen=True)
 class CaseNumberInvalid(StepFields):
     KIND = "case_number_invalid"
     digits: str
@@ -539,7 +550,8 @@ class UnknownStep(StepFields):
 
 
 Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | VerificationDigits
-        | NothingHeard | NotUnderstood | LanguageChosen | IntentChosen | CaseNumberInvalid
+        | NothingHeard | NotUnderstood | LanguageChosen | IntentChosen | ArticleRead
+        | CaseNumberInvalid
         | CaseNumberRejected | CaseNumberConfirmed | CaseLookedUp | NoSuchCase | LookupBlocked
         | VerificationResult | StatusTold | StatusRepeated | RouteChosen | CallerLeftIvr
         | IvrAtCapacity | QueueJoined | AgentRung | AgentNoAnswer | AgentConnected

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web import callbacks as callback_routes
+from crm.web import knowledge as knowledge_routes
 from crm.web.api.routes import PREFIX as API_PREFIX
 from crm.web.api.routes import create_api_app
 from crm.web.console.app import ConsoleDeps, create_console_app
@@ -130,11 +131,13 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
         app.router.add_get(DESK_PREFIX, _to_desk)
         desk_app = create_desk_app(desk, app[JINJA_KEY], security)
         _add_routes(desk_app, callback_routes.DESK_ROUTES)
+        _add_routes(desk_app, knowledge_routes.DESK_ROUTES)
         app.add_subapp(DESK_PREFIX, desk_app)
     if console is not None:
         app.router.add_get(CONSOLE_PREFIX, _to_console)
         console_app = create_console_app(console, app[JINJA_KEY], security)
         _add_routes(console_app, callback_routes.CONSOLE_ROUTES)
+        _add_routes(console_app, knowledge_routes.CONSOLE_ROUTES)
         app.add_subapp(CONSOLE_PREFIX, console_app)
     return app
 

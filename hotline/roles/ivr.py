@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from crm.cases.directory import CaseDirectory
+from crm.knowledge.ivr_topics import KnowledgeDirectory
 from crm.storage.db import SessionFactory
 from crm.storage.journal import json_journal
 from crm.surveys.return_visits import RetryPolicy
@@ -47,7 +48,8 @@ async def start_ivr(stack: contextlib.AsyncExitStack, settings: Settings,
     deps = IvrDeps(bus, CaseDirectory(sessions), tracker, StackVoice(speech),
                    default_language=settings.speech.default_language,
                    intake=intake_keys(settings.intake),
-                   queues=queues_by_language(settings))
+                   queues=queues_by_language(settings),
+                   knowledge=KnowledgeDirectory(sessions))
     survey_journal = json_journal(settings.state_dir / "journal", "survey-writes")
     stack.callback(survey_journal.close)
     survey_writes = SurveyWriteQueue(sessions, survey_journal,

@@ -34,6 +34,7 @@ from typing import Any
 from crm.cases.lookup import CaseStatus
 from crm.cases.numbers import CASE_NUMBER_LENGTH, is_valid_case_number
 from crm.telephony.steps import (
+    ArticleRead,
     CaseNumberConfirmed,
     CaseNumberInvalid,
     CaseNumberRejected,
@@ -93,6 +94,8 @@ class State(StrEnum):
     LOOKUP = "lookup"
     VERIFY_LAST4 = "verify_last4"
     STATUS_MENU = "status_menu"
+    TOPIC = "topic"
+    """Service information from the knowledge base: the caller says or keys a topic."""
     DONE = "done"
 
 
@@ -135,7 +138,24 @@ class LookupResult:
     """Too many failed digit verifications for this case lately: do not ask for digits."""
 
 
-Input = Begin | Keys | Speech | NoInput | LookupResult
+@dataclass(frozen=True)
+class TopicsListed:
+    """The topics the caller may key: (key, title), by key."""
+
+    topics: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AnswerFound:
+    """The knowledge base's answer to the topic asked (None: no article; a person helps)."""
+
+    article_id: int | None
+    title: str = ""
+    text: str = ""
+    by: str = "keys"
+
+
+Input = Begin | Keys | Speech | NoInput | LookupResult | TopicsListed | AnswerFound
 
 
 # ---- actions ------------------------------------------------------------------------------
@@ -197,7 +217,21 @@ class Route:
     """The caller's language: an agent route waits in that language's queue."""
 
 
-Action = Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route
+@dataclass(frozen=True)
+class ListTopics:
+    """Ask the knowledge base which topics are offered by key in the caller's language."""
+
+
+@dataclass(frozen=True)
+class FindAnswer:
+    """Ask the knowledge base for the answer to a keyed topic or to the caller's words."""
+
+    key: str | None = None
+    words: str | None = None
+
+
+Action = (Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route | ListTopics
+          | FindAnswer)
 
 
 # ---- the machine ---------------------------------------------------------------------------
@@ -217,6 +251,9 @@ class CallFlow:
     last_collect: Collect | None = None
     intake: IntakeKeys = field(default_factory=IntakeKeys)
     greetings: int = 0
+    knowledge: bool = False
+    """Service information comes from the knowledge base (say or key a topic, hear its
+    answer); False: the fixed service_info prompt."""
 
     def step(self, inp: Input) -> list[Action]:
         if self.state is State.DONE:
@@ -225,6 +262,11 @@ class CallFlow:
             return self._begin(inp)
         if isinstance(inp, LookupResult):
             return self._looked_up(inp)
+        if isinstance(inp, TopicsListed):
+            return self._enter(State.TOPIC, self._collect(
+                "ask_topic", "topic", topics=[list(t) for t in inp.topics]))
+        if isinstance(inp, AnswerFound):
+            return self._answered(inp)
         if isinstance(inp, NoInput):
             if self.state is State.GREETING:
                 return self._to_agent("silent", announce=False)
@@ -235,6 +277,7 @@ class CallFlow:
             State.CONFIRM_CASE: self._on_confirm,
             State.VERIFY_LAST4: self._on_last4,
             State.STATUS_MENU: self._on_status_menu,
+            State.TOPIC: self._on_topic,
         }.get(self.state)
         if handler is None:
             return []
@@ -322,8 +365,7 @@ class CallFlow:
             return self._ask_case("ask_case_number",
                                   Log(IntentChosen("check_status", "speech")))
         if inp.intent == "service_info":
-            return self._greeting(Log(IntentChosen("service_info", "speech")),
-                                  Say("service_info"))
+            return self._service_info("speech")
         if inp.intent == "agent":
             return [Log(IntentChosen("agent", "speech")),
                     *self._to_agent("asked", announce=False)]
@@ -336,14 +378,41 @@ class CallFlow:
             if (lang := self.intake.language_of(digits)) is not None:
                 return self._switch_language(lang, "key")
             if digits == self.intake.service_info:
-                return self._greeting(Log(IntentChosen("service_info", "keys")),
-                                      Say("service_info"))
+                return self._service_info("keys")
             return self._ask_case("ask_case_number", Log(IntentChosen("check_status", "keys")))
         if len(digits) > 1 and digits.isdigit():
             return self._case_number(digits)
         # A stray key ('*', '#', a digit that is no command): a person will help.
         return [Log(NotUnderstood(self.state.value)),
                 *self._to_agent("stray key", announce=False)]
+
+    def _service_info(self, by: str) -> list[Action]:
+        chosen = Log(IntentChosen("service_info", by))
+        if not self.knowledge:
+            return self._greeting(chosen, Say("service_info"))
+        self.state = State.TOPIC
+        return [chosen, ListTopics()]
+
+    def _on_topic(self, inp: Input) -> list[Action]:
+        if isinstance(inp, Keys):
+            key = inp.digits.rstrip("#")[:1]
+            if not key.isdigit():
+                return self._miss(NotUnderstood)
+            return [FindAnswer(key=key)]
+        if isinstance(inp, Speech):
+            if inp.intent == "agent":
+                return self._to_agent("asked")
+            if inp.text.strip():
+                return [FindAnswer(words=inp.text)]
+        return self._miss(NotUnderstood)
+
+    def _answered(self, inp: AnswerFound) -> list[Action]:
+        """An answer is read and the caller is back at the greeting; anything the knowledge
+        base has no answer to goes to a person."""
+        if inp.article_id is None:
+            return [Log(NotUnderstood(State.TOPIC.value)), *self._to_agent("no article")]
+        return self._greeting(Log(ArticleRead(inp.article_id, inp.title, inp.by)),
+                              Say("knowledge_answer", {"answer": inp.text}))
 
     def _on_case_number(self, inp: Input) -> list[Action]:
         digits = inp.digits.rstrip("#") if isinstance(inp, Keys) else ""

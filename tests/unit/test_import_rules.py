@@ -51,8 +51,8 @@ BOTTOM: dict[str, set[str]] = {
 """Modules (or packages) at the bottom, and the only modules of the house they may import."""
 PARTS: dict[str, list[set[str]]] = {
     "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"audit"}, {"agents"},
-            {"cases"}, {"consultations"}, {"surveys"}, {"callbacks"}, {"reports", "live"},
-            {"metrics"}, {"demo_data", "directory"}, {"web"}],
+            {"cases"}, {"consultations"}, {"surveys", "knowledge"}, {"callbacks"},
+            {"reports", "live"}, {"metrics"}, {"demo_data", "directory"}, {"web"}],
     "ivr": [{"settings"}, {"ami", "audiosocket", "flows"}, {"asterisk"},
             {"prompting", "voice", "overflow"},
             {"menu_call", "survey_call", "callback_offer_call"}],
@@ -61,7 +61,8 @@ PARTS: dict[str, list[set[str]]] = {
 parts below it."""
 TOOLS = "hotline.tools"
 TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
-DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models")
+DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models",
+            "crm.knowledge.models")
 
 @dataclass(frozen=True)
 class Import:

@@ -22,6 +22,7 @@ from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
+from crm.reports.knowledge_share import knowledge_share
 from crm.web.console.auth import (
     CONSOLE_ROLE,
     IDLE_KEY,
@@ -252,6 +253,7 @@ async def dashboard(request: web.Request, user: ConsoleUser) -> web.Response:
     f = report_filter(request)
     report = await reports.satisfaction_report(deps.sessions, f, deps.tz)
     return render_page(request, "console/dashboard.html", user, "dashboard", f=f, report=report,
+                       knowledge=await knowledge_share(deps.sessions, f, deps.tz),
                        charts=_charts(report), choices=await reports.filter_choices(deps.sessions),
                        surveys_href=href("/surveys", f.query()),
                        low_href=href("/surveys", f.query(max_score=reports.LOW_SCORE)))
