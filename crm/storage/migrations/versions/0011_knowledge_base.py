@@ -1,7 +1,7 @@
 """knowledge base: articles, spoken answers, their term index, "answered from article"
 
-Revision ID: 0010_knowledge_base
-Revises: 0009
+Revision ID: 0011_knowledge_base
+Revises: 0010_recorded_events
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import crm.storage.models
 
-revision = '0010_knowledge_base'
-down_revision = '0009'
+revision = '0011_knowledge_base'
+down_revision = '0010_recorded_events'
 branch_labels = None
 depends_on = None
 
