@@ -12,7 +12,17 @@ run: bootstrap
 	$(HOTLINE) up
 
 stop:
-	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; else echo "nothing to stop"; fi
+	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; $(HOTLINE) cluster down; else echo "nothing to stop"; fi
+
+# The cluster on this machine (issue 16): Redis, PostgreSQL, Kamailio, two media nodes, the
+# role processes of var/cluster/cluster.json, each on its own 127.0.0.x; `make stop` stops it.
+.PHONY: run-cluster bench-cluster
+run-cluster: bootstrap
+	$(HOTLINE) cluster up --seed-demo
+
+# N calls through the cluster's edge: calls per node, answer and pop delays, CPU per process.
+bench-cluster: bootstrap
+	$(PY) -m bench.cluster --calls 40 --concurrency 8 --max-seconds 300
 
 lint: bootstrap
 	.venv/bin/ruff check .

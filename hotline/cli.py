@@ -102,7 +102,7 @@ def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.cluster.launcher import command
 
-    return command(settings, args.action)
+    return command(settings, args.action, seed_demo=args.seed_demo)
 
 
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -478,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("node", nargs="?", help="one media node of [edge] nodes (default: all)")
     cl = sub.add_parser("cluster", help="the whole cluster on this machine (make run-cluster)")
     cl.add_argument("action", choices=["up", "down", "status"])
+    cl.add_argument("--seed-demo", action="store_true", help="up: add the demo data")
 
     db = sub.add_parser("db", help="database schema and demo data")
     db.add_argument("action", choices=["upgrade", "seed-demo"])

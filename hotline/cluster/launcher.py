@@ -7,6 +7,7 @@ Down: the reverse. Status: each part's liveness (its process and its health)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Callable
@@ -59,7 +60,7 @@ def redis_server(plan: Plan) -> RedisServer:
     return RedisServer(plan.directory / "redis", port=plan.redis_port, host=plan.redis_address)
 
 
-def up(settings: Settings, progress: Progress = print) -> int:
+def up(settings: Settings, progress: Progress = print, *, seed_demo: bool = False) -> int:
     plan = plan_of(settings, create=True)
     assert plan is not None
     base = cluster_settings(settings, plan)
@@ -77,6 +78,12 @@ def up(settings: Settings, progress: Progress = print) -> int:
     edge_cluster.up(base, progress=lambda message: None)
     for process in plan.processes:
         processes.start(plan, process, base)
+    if seed_demo:  # the core (first) has migrated the database
+        from crm.demo_data import seed_demo as seed
+
+        added = asyncio.run(seed(plan.database_url, agent_password=settings.web.demo_password))
+        progress(f"demo data: {added} records added (logins agent1, agent2, supervisor1, "
+                 f"admin; password {settings.web.demo_password})")
     progress(summary(settings, plan))
     return 0
 
@@ -169,10 +176,10 @@ def summary(settings: Settings, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def command(settings: Settings, action: str) -> int:
+def command(settings: Settings, action: str, *, seed_demo: bool = False) -> int:
     try:
         if action == "up":
-            return up(settings)
+            return up(settings, seed_demo=seed_demo)
         if action == "down":
             return down(settings)
         report = status(settings)
