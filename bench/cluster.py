@@ -233,14 +233,18 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
     print("  calls per media node: " + ", ".join(f"{k} {v}" for k, v in per_node.items()))
     print(figures("SIPp call time (INVITE to BYE done, hold included)", seconds))
     print(figures("call start on Asterisk -> IVR connected (core's node)", delays))
-    print("  pop delay: not measured here (needs an agent phone and a desk; "
-          "make bench-pops measures it)")
-    print("  CPU seconds during the calls (per call):")
+    print("  pop delay: not measured through the cluster yet (make bench-pops measures it "
+          "on one box)")
+    print("  CPU seconds during the calls, and per call the part handled (a media node: its "
+          "own calls; the core: the calls its IVR answered; the rest: every call):")
+    handled = {**per_node, "core": len(delays)}
     for name, group in groups.items():
         if group is None:
             continue
         used = after_cpu.get(group, 0.0) - before_cpu.get(group, 0.0)
-        print(f"    {name:10} {used:7.2f} s  ({used / max(len(results), 1) * 1000:6.1f} ms/call)")
+        count = handled.get(name, len(results))
+        print(f"    {name:10} {used:7.2f} s  {used / max(count, 1) * 1000:7.1f} ms/call "
+              f"over {count} calls")
     return 0 if answered == len(results) == args.calls else 1
 
 
