@@ -211,7 +211,7 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
         return 1
     up_s = time.monotonic() - started
     try:
-        report = json.loads(_run(env, "cluster", "status").stdout)
+        report = json.loads(_run(env, "cluster", "status", "--json").stdout)
         groups = {p["name"]: pgrp(p["pid"]) for p in report["parts"] if p.get("pid")}
         before_calls = {m.name: calls_processed(settings, m) for m in settings.edge.nodes}
         before_cpu = group_cpu()

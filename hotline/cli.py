@@ -102,7 +102,7 @@ def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.cluster.launcher import command
 
-    return command(settings, args.action, seed_demo=args.seed_demo)
+    return command(settings, args.action, seed_demo=args.seed_demo, as_json=args.json)
 
 
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -479,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("cluster", help="the whole cluster on this machine (make run-cluster)")
     cl.add_argument("action", choices=["up", "down", "status"])
     cl.add_argument("--seed-demo", action="store_true", help="up: add the demo data")
+    cl.add_argument("--json", action="store_true", help="status: as JSON")
 
     db = sub.add_parser("db", help="database schema and demo data")
     db.add_argument("action", choices=["upgrade", "seed-demo"])

@@ -176,7 +176,8 @@ def summary(settings: Settings, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def command(settings: Settings, action: str, *, seed_demo: bool = False) -> int:
+def command(settings: Settings, action: str, *, seed_demo: bool = False,
+            as_json: bool = False) -> int:
     try:
         if action == "up":
             return up(settings, seed_demo=seed_demo)
@@ -187,5 +188,20 @@ def command(settings: Settings, action: str, *, seed_demo: bool = False) -> int:
             RedisServerError, ClusterError) as exc:
         print(f"hotline cluster {action}: {exc}")
         return 1
-    print(json.dumps(report, indent=2, default=str))
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_status(report))
     return 0 if report["up"] else 3
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """One line per part, as ``hotline status`` says it: up or down, pid, where, health."""
+    if report["plan"] is None:
+        return "cluster: not set up (no plan; `hotline cluster up` writes one)"
+    lines = [f"cluster: {'up' if report['up'] else 'NOT all up'} (plan {report['plan']})"]
+    for part in report["parts"]:
+        pid = f"pid {part['pid']}" if part.get("pid") else "no process"
+        lines.append(f"  {part['name']:11} {'up' if part['up'] else 'DOWN':4}  {pid:11}  "
+                     f"{part['where']}  {part['health']}")
+    return "\n".join(lines)

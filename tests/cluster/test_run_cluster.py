@@ -105,7 +105,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
 
 
 def status(bed: Bed) -> tuple[int, dict[str, Any]]:
-    done = hotline(bed.env, "cluster", "status")
+    done = hotline(bed.env, "cluster", "status", "--json")
     return done.returncode, json.loads(done.stdout)
 
 
@@ -128,6 +128,10 @@ def test_status_lists_every_part_up_and_both_web_nodes_are_healthy(bed: Bed) -> 
     assert names == ["redis", "postgresql", "edge", "media-1", "media-2",
                      "core", "web-1", "web-2"], names
     assert code == 0 and report["up"], json.dumps(report, indent=2)
+    said = hotline(bed.env, "cluster", "status")  # for a person: a line per part
+    assert said.returncode == 0 and said.stdout.startswith("cluster: up"), said.stdout
+    for part in report["parts"]:
+        assert f"  {part['name']:11} up " in said.stdout, said.stdout
     for process in bed.plan.processes:
         if process.web_port:
             health = fetch_health(process.address, process.web_port)
