@@ -1,7 +1,7 @@
 """Calls through the cluster's SIP edge on this machine (``make bench-cluster``).
 
     .venv/bin/python -m bench.cluster [--calls 40] [--concurrency 8] [--hold-ms 3000]
-                                      [--max-seconds 300]
+                                      [--max-seconds 300] [--pop-calls 5]
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
 Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, a core
@@ -10,7 +10,9 @@ and two web nodes, a PostgreSQL database of its own made from HOTLINE_TEST_PG_UR
 time, each holding ``--hold-ms`` after the answer, and prints: calls per media node (each
 node's own count), answered and lost calls, the SIPp call time, the delay from the call's
 start on Asterisk to the IVR's AudioSocket connect (from the consultations the core wrote),
-and the CPU seconds of each process group (per call) during the calls. Bounded in count
+and the CPU seconds of each process group (per call) during the calls; with
+``--pop-calls``, then the delay from an agent's phone ringing to the pop on the last web
+node's desk (bench/cluster_pops.py). Bounded in count
 (``--calls`` <= 500) and time (``--max-seconds`` for the calls). Stops everything after.
 
 Every part shares this machine's cores with the SIPp load generator: the figures are costs
@@ -37,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.cluster_pops import pop_delays
 from crm.consultations.service import find_consultations
 from crm.storage.db import make_engine, make_session_factory
 from hotline.asterisk import process
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--hold-ms", type=int, default=3000)
     parser.add_argument("--max-seconds", type=float, default=300)
+    parser.add_argument("--pop-calls", type=int, default=0,
+                        help="then this many pops, one at a time, on the last web node")
     parser.add_argument("--database-url", default=os.environ.get("HOTLINE_TEST_PG_URL"),
                         help="a PostgreSQL server's URL (a database of the bench's own is "
                              "made there); default HOTLINE_TEST_PG_URL (var/pg-test.env)")
@@ -198,13 +203,14 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
            "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"])}
     settings = asterisk_test_settings(state)
     settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
-    Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
+    plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
         RoleProcess("core", "core", f"{NET}.5", audiosocket_port=free_tcp_port(f"{NET}.5")),
         RoleProcess("web-1", "web", f"{NET}.6", web_port=free_tcp_port(f"{NET}.6")),
         RoleProcess("web-2", "web", f"{NET}.7", web_port=free_tcp_port(f"{NET}.7")),
-    ]).save()
+    ])
+    plan.save()
     started = time.monotonic()
-    up = _run(env, "cluster", "up")
+    up = _run(env, "cluster", "up", "--seed-demo")
     if up.returncode != 0:
         print(up.stdout + up.stderr)
         _run(env, "cluster", "down")
@@ -223,6 +229,9 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
         per_node = {m.name: calls_processed(settings, m) - before_calls[m.name]
                     for m in settings.edge.nodes}
         delays = asyncio.run(ivr_delays(database_url, len(results), 30))
+        pops = asyncio.run(pop_delays(settings, plan, settings.web.demo_password,
+                                      args.pop_calls, args.max_seconds)) \
+            if args.pop_calls else []
     finally:
         _run(env, "cluster", "down")
     answered = sum(r.answered and r.ok for r in results)
@@ -233,8 +242,9 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
     print("  calls per media node: " + ", ".join(f"{k} {v}" for k, v in per_node.items()))
     print(figures("SIPp call time (INVITE to BYE done, hold included)", seconds))
     print(figures("call start on Asterisk -> IVR connected (core's node)", delays))
-    print("  pop delay: not measured through the cluster yet (make bench-pops measures it "
-          "on one box)")
+    if args.pop_calls:
+        print(figures(f"pop delay, agent's phone rings -> pop on {plan.processes[-1].name}'s "
+                      "desk websocket", pops))
     print("  CPU seconds during the calls, and per call the part handled (a media node: its "
           "own calls; the core: the calls its IVR answered; the rest: every call):")
     handled = {**per_node, "core": len(delays)}
