@@ -21,7 +21,7 @@ run-cluster: bootstrap
 	$(HOTLINE) cluster up --seed-demo
 
 # 40 calls through the cluster's edge, then 5 pops on the second web node: calls per node,
-# IVR connect and pop delays, CPU per process (~3 min, bounded at 300 s per phase).
+# IVR connect and pop delays, CPU per process (~2.5 min, bounded at 300 s per phase).
 bench-cluster: bootstrap
 	set -a; [ ! -f var/pg-test.env ] || . var/pg-test.env; set +a; \
 	$(PY) -m bench.cluster --calls 40 --concurrency 8 --max-seconds 300 --pop-calls 5

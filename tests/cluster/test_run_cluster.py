@@ -97,7 +97,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     ])
     plan.save()  # the cluster's settings file, as `up` would generate it
     try:
-        started = hotline(env, "cluster", "up", timeout=UP_S)
+        started = hotline(env, "cluster", "up", "--seed-demo", timeout=UP_S)
         assert started.returncode == 0, started.stdout + started.stderr
         yield Bed(settings, env, plan, started.stdout, database_url)
     finally:
@@ -118,6 +118,7 @@ def test_up_says_where_every_part_is(bed: Bed) -> None:
             assert f"desk http://{process.address}:{process.web_port}/desk" in out, out
         assert str(bed.plan.log_file(process)) in out, out
     assert bed.plan.redis_url in out and "PostgreSQL:" in out, out
+    assert "demo data: " in out and "records added" in out, out  # as make run-cluster asks
     assert all(f"media node {n.name}: SIP udp {n.address}:{n.sip_port}" in out
                for n in edge.nodes), out
 
