@@ -12,7 +12,19 @@ run: bootstrap
 	$(HOTLINE) up
 
 stop:
-	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; else echo "nothing to stop"; fi
+	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; $(HOTLINE) cluster down; else echo "nothing to stop"; fi
+
+# The cluster on this machine (issue 16): Redis, PostgreSQL, Kamailio, two media nodes, the
+# role processes of var/cluster/cluster.json, each on its own 127.0.0.x; `make stop` stops it.
+.PHONY: run-cluster bench-cluster
+run-cluster: bootstrap
+	$(HOTLINE) cluster up --seed-demo
+
+# 40 calls through the cluster's edge, then 5 pops on the second web node: calls per node,
+# IVR connect and pop delays, CPU per process (~2.5 min, bounded at 300 s per phase).
+bench-cluster: bootstrap
+	set -a; [ ! -f var/pg-test.env ] || . var/pg-test.env; set +a; \
+	$(PY) -m bench.cluster --calls 40 --concurrency 8 --max-seconds 300 --pop-calls 5
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -99,6 +99,12 @@ def _cmd_edge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster(settings: Settings, args: argparse.Namespace) -> int:
+    from hotline.cluster.launcher import command
+
+    return command(settings, args.action, seed_demo=args.seed_demo, as_json=args.json)
+
+
 def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from crm.storage.migrate import upgrade
 
@@ -470,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     edge = sub.add_parser("edge", help="the SIP edge (Kamailio) and its media nodes (cluster)")
     edge.add_argument("action", choices=["up", "down", "status"])
     edge.add_argument("node", nargs="?", help="one media node of [edge] nodes (default: all)")
+    cl = sub.add_parser("cluster", help="the whole cluster on this machine (make run-cluster)")
+    cl.add_argument("action", choices=["up", "down", "status"])
+    cl.add_argument("--seed-demo", action="store_true", help="up: add the demo data")
+    cl.add_argument("--json", action="store_true", help="status: as JSON")
 
     db = sub.add_parser("db", help="database schema and demo data")
     db.add_argument("action", choices=["upgrade", "seed-demo"])
@@ -588,7 +598,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
     "surveys": _cmd_surveys, "retention": _cmd_retention, "edge": _cmd_edge,
     "doctor": _cmd_doctor, "backup": _cmd_backup, "restore": _cmd_backup,
-    "status": _cmd_status,
+    "status": _cmd_status, "cluster": _cmd_cluster,
 }
 
 

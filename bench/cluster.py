@@ -1,0 +1,262 @@
+"""Calls through the cluster's SIP edge on this machine (``make bench-cluster``).
+
+    .venv/bin/python -m bench.cluster [--calls 40] [--concurrency 8] [--hold-ms 3000]
+                                      [--max-seconds 300] [--pop-calls 5]
+
+Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
+Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, a core
+and two web nodes, a PostgreSQL database of its own made from HOTLINE_TEST_PG_URL's server or
+``--database-url``), places ``--calls`` SIPp calls through the edge, ``--concurrency`` at a
+time, each holding ``--hold-ms`` after the answer, and prints: calls per media node (each
+node's own count), answered and lost calls, the SIPp call time, the delay from the call's
+start on Asterisk to the IVR's AudioSocket connect (from the consultations the core wrote),
+and the CPU seconds of each process group (per call) during the calls; with
+``--pop-calls``, then the delay from an agent's phone ringing to the pop on the last web
+node's desk (bench/cluster_pops.py). Bounded in count
+(``--calls`` <= 500) and time (``--max-seconds`` for the calls). Stops everything after.
+
+Every part shares this machine's cores with the SIPp load generator: the figures are costs
+per call, not the throughput of separate machines. Needs root (chroot, mount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.cluster_pops import pop_delays
+from crm.consultations.service import find_consultations
+from crm.storage.db import make_engine, make_session_factory
+from hotline.asterisk import process
+from hotline.cluster.plan import Plan, RoleProcess
+from hotline.edge import nodes
+from hotline.edge.settings import MediaNode
+from hotline.settings import Settings
+from hotline.tools.bed import asterisk_test_settings, free_tcp_port
+from hotline.tools.sipp import CallResult, free_udp_port, place_call
+
+NET = "127.0.19"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+DATABASE = "hotline_bench_cluster"
+
+
+def _run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+async def _admin(base_url: str, statement: str) -> None:
+    engine = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def group_cpu() -> dict[int, float]:
+    """CPU seconds (user + system, reaped children included) per process group."""
+    totals: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks = sum(int(f) for f in fields[11:15])
+        totals[int(fields[2])] = totals.get(int(fields[2]), 0.0) + ticks / CLOCK_TICKS
+    return totals
+
+
+def pgrp(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[2])
+    except OSError:
+        return None
+
+
+def calls_processed(settings: Settings, media: MediaNode) -> int:
+    out = process.cli(nodes.node_settings(settings, media), "core show calls")
+    found = re.search(r"(\d+) calls? processed", out)
+    return int(found.group(1)) if found else 0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def figures(name: str, values: list[float]) -> str:
+    if not values:
+        return f"  {name}: none"
+    return (f"  {name}: n={len(values)} median {statistics.median(values):.3f} s, "
+            f"p95 {pct(values, 0.95):.3f} s, max {max(values):.3f} s")
+
+
+async def place_all(settings: Settings, calls: int, concurrency: int, hold_ms: int,
+                    max_seconds: float) -> tuple[list[CallResult], list[float]]:
+    at_edge = settings.model_copy(update={"asterisk": settings.asterisk.model_copy(
+        update={"bind_host": settings.edge.address, "sip_port": settings.edge.port})})
+    gate = asyncio.Semaphore(concurrency)
+    results: list[CallResult] = []
+    seconds: list[float] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            started = time.monotonic()
+            result = await place_call(at_edge, caller_number=f"1370000{i:04d}",
+                                      hold_ms=hold_ms)
+            seconds.append(time.monotonic() - started)
+            results.append(result)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(calls)]
+    try:
+        async with asyncio.timeout(max_seconds):
+            await asyncio.gather(*tasks)
+    except TimeoutError:
+        print(f"stopped at --max-seconds {max_seconds:.0f}: {len(results)} calls done")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results, seconds
+
+
+async def ivr_delays(database_url: str, calls: int, within: float) -> list[float]:
+    """Seconds from each recorded call's start to its IVR connect, once the core wrote them
+    (waited for up to ``within`` s)."""
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    delays: list[float] = []
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            found = await find_consultations(sessions, limit=min(500, max(calls, 1)))
+            ended = [c for c in found if c.ended_at is not None]
+            if (len(ended) == len(found) and found) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)  # polling the database, bounded by the deadline
+        for c in found:
+            connect = next((s["at"] for s in c.steps if s["kind"] == "ivr_connected"), None)
+            if connect is not None and c.started_at is not None:
+                delays.append((datetime.fromisoformat(connect) - c.started_at)
+                              .total_seconds())
+    finally:
+        await engine.dispose()
+    return delays
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster")
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--hold-ms", type=int, default=3000)
+    parser.add_argument("--max-seconds", type=float, default=300)
+    parser.add_argument("--pop-calls", type=int, default=0,
+                        help="then this many pops, one at a time, on the last web node")
+    parser.add_argument("--database-url", default=os.environ.get("HOTLINE_TEST_PG_URL"),
+                        help="a PostgreSQL server's URL (a database of the bench's own is "
+                             "made there); default HOTLINE_TEST_PG_URL (var/pg-test.env)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.calls <= 500 or not 1 <= args.concurrency <= 100:
+        parser.error("--calls must be 1-500 and --concurrency 1-100")
+    if not args.database_url:
+        parser.error("no PostgreSQL: pass --database-url or source var/pg-test.env")
+    base_url = args.database_url
+    database_url = make_url(base_url).set(database=DATABASE).render_as_string(
+        hide_password=False)
+    asyncio.run(_admin(base_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+    asyncio.run(_admin(base_url, f"CREATE DATABASE {DATABASE}"))
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        try:
+            return run(Path(tmp), args, database_url)
+        finally:
+            asyncio.run(_admin(base_url, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+
+
+def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
+    media = [MediaNode(name=name, address=f"{NET}.{n}",
+                       sip_port=free_udp_port(host=f"{NET}.{n}"),
+                       ami_port=free_tcp_port(f"{NET}.{n}"))
+             for name, n in (("media-1", 2), ("media-2", 3))]
+    edge: dict[str, Any] = {"address": f"{NET}.1", "port": free_udp_port(host=f"{NET}.1"),
+                            "sources": ["127.0.0.1"], "nodes": [m.model_dump() for m in media]}
+    env = {**os.environ, "HOTLINE_STATE_DIR": str(state), "HOTLINE_DATABASE__URL": database_url,
+           "HOTLINE_EDGE__ADDRESS": edge["address"], "HOTLINE_EDGE__PORT": str(edge["port"]),
+           "HOTLINE_EDGE__SOURCES": json.dumps(edge["sources"]),
+           "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"])}
+    settings = asterisk_test_settings(state)
+    settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
+    plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
+        RoleProcess("core", "core", f"{NET}.5", audiosocket_port=free_tcp_port(f"{NET}.5")),
+        RoleProcess("web-1", "web", f"{NET}.6", web_port=free_tcp_port(f"{NET}.6")),
+        RoleProcess("web-2", "web", f"{NET}.7", web_port=free_tcp_port(f"{NET}.7")),
+    ])
+    plan.save()
+    started = time.monotonic()
+    up = _run(env, "cluster", "up", "--seed-demo")
+    if up.returncode != 0:
+        print(up.stdout + up.stderr)
+        _run(env, "cluster", "down")
+        return 1
+    up_s = time.monotonic() - started
+    try:
+        report = json.loads(_run(env, "cluster", "status", "--json").stdout)
+        groups = {p["name"]: pgrp(p["pid"]) for p in report["parts"] if p.get("pid")}
+        before_calls = {m.name: calls_processed(settings, m) for m in settings.edge.nodes}
+        before_cpu = group_cpu()
+        t0 = time.monotonic()
+        results, seconds = asyncio.run(place_all(settings, args.calls, args.concurrency,
+                                                 args.hold_ms, args.max_seconds))
+        wall = time.monotonic() - t0
+        after_cpu = group_cpu()
+        per_node = {m.name: calls_processed(settings, m) - before_calls[m.name]
+                    for m in settings.edge.nodes}
+        delays = asyncio.run(ivr_delays(database_url, len(results), 30))
+        pops = asyncio.run(pop_delays(settings, plan, settings.web.demo_password,
+                                      args.pop_calls, args.max_seconds)) \
+            if args.pop_calls else []
+    finally:
+        _run(env, "cluster", "down")
+    answered = sum(r.answered and r.ok for r in results)
+    print(f"cluster up in {up_s:.1f} s; {len(results)} calls through the edge, "
+          f"{args.concurrency} at a time, {args.hold_ms} ms each after the answer, "
+          f"in {wall:.1f} s on {os.cpu_count()} cores (shared with SIPp)")
+    print(f"  answered {answered}, lost {len(results) - answered}")
+    print("  calls per media node: " + ", ".join(f"{k} {v}" for k, v in per_node.items()))
+    print(figures("SIPp call time (INVITE to BYE done, hold included)", seconds))
+    print(figures("call start on Asterisk -> IVR connected (core's node)", delays))
+    if args.pop_calls:
+        print(figures(f"pop delay, agent's phone rings -> pop on {plan.processes[-1].name}'s "
+                      "desk websocket", pops))
+    print("  CPU seconds during the calls, and per call the part handled (a media node: its "
+          "own calls; the core: the calls its IVR answered; the rest: every call):")
+    handled = {**per_node, "core": len(delays)}
+    for name, group in groups.items():
+        if group is None:
+            continue
+        used = after_cpu.get(group, 0.0) - before_cpu.get(group, 0.0)
+        count = handled.get(name, len(results))
+        print(f"    {name:10} {used:7.2f} s  {used / max(count, 1) * 1000:7.1f} ms/call "
+              f"over {count} calls")
+    return 0 if answered == len(results) == args.calls else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The cluster's plan file (hotline/cluster/plan.py): written by ``hotline cluster up``, read
+back by every verb, and refused with a message naming the entry when it cannot be used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hotline.cluster import plan as plans
+from hotline.cluster.plan import Plan, PlanError, RoleProcess
+from hotline.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path)
+
+
+def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
+        settings: Settings) -> None:
+    made = plans.default_plan(settings, "postgresql+asyncpg://u:p@127.0.0.1:5432/h")
+    path = made.save()
+    assert path == settings.state_dir / "cluster" / "cluster.json"
+    assert path.stat().st_mode & 0o077 == 0  # the URL may hold a password
+    loaded = plans.load(settings)
+    assert loaded == made
+    addresses = [p.address for p in loaded.processes] + [loaded.redis_address]
+    addresses += [n.address for n in settings.edge.nodes]
+    assert len(set(addresses)) == len(addresses), addresses
+    assert loaded.serving_audiosocket().role == "core"
+
+
+def test_no_plan_yet_is_none(settings: Settings) -> None:
+    assert plans.load(settings) is None
+
+
+def write(settings: Settings, data: object) -> None:
+    directory = settings.state_dir / "cluster"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cluster.json").write_text(json.dumps(data))
+
+
+def base(processes: list[dict[str, object]]) -> dict[str, object]:
+    return {"redis": {"address": "127.0.0.4", "port": 6390}, "database_url": "postgresql://x",
+            "processes": processes}
+
+
+CORE = {"name": "core", "role": "core", "address": "127.0.0.5", "audiosocket_port": 9092}
+
+
+@pytest.mark.parametrize(("processes", "said"), [
+    ([CORE, {**CORE, "audiosocket_port": 9093}], "process names must differ"),
+    ([{**CORE, "address": "10.0.0.5"}], "not a loopback address"),
+    ([{**CORE, "media_node": "media-9"}], "no media node 'media-9'"),
+    ([{"name": "web-1", "role": "web", "address": "127.0.0.6", "web_port": 8080}],
+     "no process of the plan serves AudioSocket"),
+    ([{**CORE, "colour": "red"}], "unexpected keyword"),
+])
+def test_a_plan_that_cannot_be_used_is_refused_with_the_reason(
+        settings: Settings, processes: list[dict[str, object]], said: str) -> None:
+    write(settings, base(processes))
+    with pytest.raises(PlanError, match=said):
+        plans.load(settings)
+
+
+def test_a_plan_that_is_not_json_is_refused(settings: Settings) -> None:
+    (settings.state_dir / "cluster").mkdir(parents=True)
+    (settings.state_dir / "cluster" / "cluster.json").write_text("{")
+    with pytest.raises(PlanError, match="not JSON"):
+        plans.load(settings)
+
+
+def test_a_process_added_to_the_file_is_started_with_the_others(settings: Settings) -> None:
+    """Data-driven: one more entry (an IVR worker) is one more process of the plan."""
+    made = plans.default_plan(settings, "postgresql://x")
+    grown = Plan(made.directory, made.redis_address, made.redis_port, made.database_url,
+                 [*made.processes, RoleProcess("ivr-1", "ivr", "127.0.0.8",
+                                               audiosocket_port=9092)])
+    grown.save()
+    loaded = plans.load(settings)
+    assert loaded is not None and [p.name for p in loaded.processes][-1] == "ivr-1"
+    assert loaded.log_file(loaded.processes[-1]) == (
+        settings.state_dir / "cluster" / "processes" / "ivr-1" / "log" / "hotline.log")
