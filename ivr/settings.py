@@ -56,8 +56,8 @@ class AudioSocketSettings(_Section):
     (make bench-load holds 60-80 with speech on 2 cores); 0: no limit."""
 
     workers: list[str] = Field(default_factory=list)
-    """The IVR workers (``host:port`` each) the dialplan's AudioSocket tries in turn, from a
-    place picked at random per call: one that cannot be connected to (or hands the call back
+    """The IVR workers (``host:port`` each) the dialplan's AudioSocket tries in turn, round
+    robin from one leg to the next: one that cannot be connected to (or hands the call back
     at once) is skipped for the next. Empty: the one ``host:port`` above (one box)."""
 
     def worker_addresses(self) -> list[str]:

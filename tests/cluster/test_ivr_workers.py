@@ -1,0 +1,175 @@
+"""IVR workers as processes: ``hotline serve --role control``, two ``--role ivr`` workers and
+a ``--role web`` over a real redis-server, the test PostgreSQL database and the real test
+Asterisk, whose dialplan lists both workers (``[audiosocket] workers``). Silent SIPp callers
+go through the IVR's greeting to the agent queue: calls are served by both workers, each
+call's dialogue is complete and recorded once. Then one worker is killed (SIGKILL) with a
+caller on it: that caller reaches the queue, new calls are served by the other worker, and
+no caller is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crm.consultations.service import ConsultationDetail, find_consultations
+from crm.storage.db import SessionFactory
+from hotline.asterisk import up
+from hotline.bus.redis_server import RedisServer
+from hotline.settings import Settings
+from hotline.tools.bed import free_tcp_port
+from ivr.ami.client import AmiClient, AmiEvent
+from tests.cluster.test_roles import (
+    START_S,
+    WAIT_S,
+    database,
+    role_settings,
+    start_role,
+    stop_cleanly,
+)
+from tests.integration.fault_tools import (
+    HeldCaller,
+    ServeProcess,
+    no_bye_from_asterisk,
+    wait_until,
+)
+from tests.integration.service_fixtures import hang_up_leftover_calls
+
+pytestmark = pytest.mark.asterisk
+
+
+@dataclass
+class Workers:
+    bed: Settings
+    sessions: SessionFactory
+    control: ServeProcess
+    ivr: list[ServeProcess]
+    queued: dict[str, asyncio.Event]
+    """Caller number -> set once the caller joined the agent queue (AMI QueueCallerJoin)."""
+    stack: contextlib.AsyncExitStack
+
+    def waits_in_queue(self, number: str) -> asyncio.Event:
+        return self.queued.setdefault(number, asyncio.Event())
+
+    async def call(self, number: str) -> HeldCaller:
+        """A silent caller: the greeting, then the IVR routes it to an agent."""
+        self.waits_in_queue(number)
+        return await self.stack.enter_async_context(HeldCaller(self.bed, number=number))
+
+
+def connected(worker: ServeProcess) -> int:
+    return sum("AudioSocket connected" in line for line in worker.lines)
+
+
+async def quiet_watcher(bed: Settings, queued: dict[str, asyncio.Event]) -> AmiClient:
+    ami = AmiClient(bed.ami, name="test-ivr-workers")
+
+    def on_join(event: AmiEvent) -> None:
+        if (number := event.get("CallerIDNum")) in queued:
+            queued[number].set()
+    ami.subscribe("QueueCallerJoin", on_join)
+    await ami.start()
+    await ami.wait_ready(10)
+    return ami
+
+
+@pytest.fixture
+async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
+                  tmp_path: Path) -> AsyncIterator[Workers]:
+    await hang_up_leftover_calls(asterisk_bed)
+    ports = [free_tcp_port(), free_tcp_port()]
+    listing = asterisk_bed.model_copy(deep=True)
+    listing.audiosocket.workers = [f"127.0.0.1:{port}" for port in ports]
+    await asyncio.to_thread(up, listing, lambda message: None)  # the dialplan lists both
+    control_settings = role_settings(asterisk_bed, tmp_path, "control", postgres_database)
+    web_settings = role_settings(asterisk_bed, tmp_path, "web", postgres_database)
+    async with database(postgres_database) as sessions, contextlib.AsyncExitStack() as stack:
+        stack.push_callback(up, asterisk_bed, lambda message: None)  # one worker again
+        queued: dict[str, asyncio.Event] = {}
+        ami = await quiet_watcher(asterisk_bed, queued)
+        stack.push_async_callback(ami.close)
+        control = await start_role(control_settings, "control", redis_server)
+        stack.push_async_callback(stop_cleanly, control)
+        await control.wait_line("hotline control up", START_S)  # migrated the database
+        ivr: list[ServeProcess] = []
+        for n, port in enumerate(ports):
+            settings = role_settings(asterisk_bed, tmp_path, f"ivr-{n}", postgres_database)
+            settings.audiosocket.port = port
+            ivr.append(await start_role(settings, "ivr", redis_server))
+            stack.push_async_callback(ivr[-1].stop)
+        web = await start_role(web_settings, "web", redis_server)
+        stack.push_async_callback(stop_cleanly, web)
+        await asyncio.gather(*(w.wait_line("hotline ivr up", START_S) for w in ivr),
+                             web.wait_line("hotline web up", START_S))
+        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack)
+
+
+async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
+    """The caller's one consultation, once control wrote its end."""
+    found: list[ConsultationDetail] = []
+
+    async def ended() -> bool:
+        found[:] = await find_consultations(workers.sessions, phone=number)
+        assert len(found) <= 1, f"{number}: {len(found)} consultations"
+        return len(found) == 1 and found[0].ended_at is not None
+
+    await wait_until(ended, WAIT_S, f"control wrote the end of {number}'s consultation")
+    return found[0]
+
+
+async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Workers) -> None:
+    first, second = workers.ivr
+    callers: dict[str, HeldCaller] = {}
+    # Two callers at once: the dialplan takes turns, one to each worker.
+    for number in ("13800000001", "13800000002"):
+        callers[number] = await workers.call(number)
+        await wait_for(lambda: connected(first) + connected(second) == len(callers),
+                       "the IVR took the call")
+        if len(callers) == 1:  # the third caller's turn comes to the same worker
+            doomed = first if connected(first) == 1 else second
+    for number in callers:
+        await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+    assert connected(first) == connected(second) == 1
+
+    # A third caller is on the first worker's turn; the worker dies under it.
+    callers["13800000003"] = await workers.call("13800000003")
+    await wait_for(lambda: connected(doomed) == 2, "the worker took the third call")
+    doomed.kill()
+    await doomed.proc.wait()
+    survivor = second if doomed is first else first
+    await asyncio.wait_for(workers.queued["13800000003"].wait(), WAIT_S)
+
+    # New callers: whichever worker's turn it is, the survivor serves them.
+    before = connected(survivor)
+    for n, number in enumerate(("13800000004", "13800000005")):
+        callers[number] = await workers.call(number)
+        await wait_for(lambda n=n: connected(survivor) >= before + n + 1,
+                       "the surviving worker took the call")
+        await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+
+    for number, caller in callers.items():
+        result = await caller.hang_up()
+        assert no_bye_from_asterisk(result), f"{number} was dropped: {result.events}"
+    for number in callers:
+        consultation = await consultation_of(workers, number)
+        kinds = [step["kind"] for step in consultation.steps]
+        served = [w for w in (first, second) if any(
+            consultation.call_id in line and "AudioSocket connected" in line
+            for line in w.lines)]
+        if number == "13800000003":
+            assert doomed in served, (number, kinds)
+            continue
+        assert len(served) == 1, (number, served)
+        if number in ("13800000004", "13800000005"):
+            assert served == [survivor]
+        for kind in ("ivr_connected", "route", "queued"):
+            assert kinds.count(kind) == 1, (number, kind, kinds)
+
+
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    """Bounded wait for a condition on the workers' output (it changes as lines come)."""
+    await wait_until(check, WAIT_S, what)
