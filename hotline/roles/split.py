@@ -78,7 +78,7 @@ async def running_ivr(settings: Settings) -> AsyncIterator[IvrWorker]:
     async with contextlib.AsyncExitStack() as stack:
         sessions = await open_storage(stack, settings, migrate=False)  # control migrates
         bus = await start_cluster_bus(stack, settings, "ivr")
-        ami = AmiClient(settings.ami, name="hotline-ivr")  # actions only: channel variables
+        ami = AmiClient(settings.ami, name="hotline-ivr", events=False)  # channel variables
         calls = BusCallDirectory(ami)
         bus.subscribe(calls.handle)
         await ami.start()

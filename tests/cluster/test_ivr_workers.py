@@ -171,12 +171,14 @@ async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Wor
         if number == "13800000003":  # to the queue as on one box, not greeted again
             assert served == [doomed], (number, kinds)
             assert "route" not in kinds and kinds.count("ivr_connected") == 1, kinds
+            assert consultation.ivr_route == "fallback"
             continue
         assert len(served) == 1, (number, served)
         if number in ("13800000004", "13800000005"):
             assert served == [survivor]
         for kind in ("ivr_connected", "route", "queued"):
             assert kinds.count(kind) == 1, (number, kind, kinds)
+        assert consultation.ivr_route == "agent"  # set by the worker over its AMI link
 
 
 async def wait_for(check: Callable[[], bool], what: str) -> None:
