@@ -18,10 +18,13 @@ import pytest
 
 from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.storage.db import SessionFactory
+from crm.surveys.service import list_surveys
 from hotline.asterisk import up
 from hotline.bus.redis_server import RedisServer
 from hotline.settings import Settings
 from hotline.tools.bed import free_tcp_port
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import place_call
 from ivr.ami.client import AmiClient, AmiEvent
 from tests.cluster.test_roles import (
     START_S,
@@ -54,6 +57,7 @@ class Workers:
     queued: dict[str, asyncio.Event]
     """Caller number -> set once the caller joined the agent queue (AMI QueueCallerJoin)."""
     stack: contextlib.AsyncExitStack
+    ami: AmiClient
 
     def waits_in_queue(self, number: str) -> asyncio.Event:
         return self.queued.setdefault(number, asyncio.Event())
@@ -102,13 +106,14 @@ async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
         for n, port in enumerate(ports):
             settings = role_settings(asterisk_bed, tmp_path, f"ivr-{n}", postgres_database)
             settings.audiosocket.port = port
+            settings.survey.comment_silence_seconds = 1.0  # the callers here say nothing
             ivr.append(await start_role(settings, "ivr", redis_server))
             stack.push_async_callback(ivr[-1].stop)
         web = await start_role(web_settings, "web", redis_server)
         stack.push_async_callback(stop_cleanly, web)
         await asyncio.gather(*(w.wait_line("hotline ivr up", START_S) for w in ivr),
                              web.wait_line("hotline web up", START_S))
-        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack)
+        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack, ami)
 
 
 async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
@@ -185,3 +190,41 @@ async def wait_for(check: Callable[[], bool], what: str) -> None:
     """Bounded wait for a condition on the workers' output (it changes as lines come)."""
     await wait_until(check, WAIT_S, what)
 
+
+
+async def test_a_worker_runs_the_survey_after_the_agent_hangs_up(workers: Workers) -> None:
+    """The survey leg is announced on control's AMI link and reaches the worker the
+    dialplan picked only through the bus; the worker's rating lands in the database."""
+    bed = workers.bed
+    queue, interface = bed.asterisk.queue_name, "PJSIP/2001"
+    phone = await workers.stack.enter_async_context(
+        AgentPhone(bed, "2001", ring_ms=200, hold_ms=1500))
+    added = await workers.ami.action("QueueAdd", Queue=queue, Interface=interface)
+    assert added.get("Response") == "Success", added.headers
+    workers.stack.push_async_callback(workers.ami.action, "QueueRemove", Queue=queue,
+                                      Interface=interface)
+    # Silent through the greeting (about 5 s) to the agent, who hangs up after 1.5 s; the
+    # caller keys 4 from 9.5 s on, every 3 s, into the survey (keys before it are lost).
+    number = "13800000009"
+    call = asyncio.ensure_future(place_call(
+        bed, caller_number=number, keys="," * 9 + "4" + ",,,4,,,4,,,4", hold_ms=40_000,
+        wait_for_bye=True))
+    try:
+        await phone.wait_answered(WAIT_S)
+        assert await phone.wait_hangup(10) == "local"  # the agent hung up
+        result = await asyncio.wait_for(call, WAIT_S)
+    finally:
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    assert result.answered and result.hung_up_by == "remote"  # the IVR ended the survey
+    consultation = await consultation_of(workers, number)
+    [survey] = await list_surveys(workers.sessions, phone=number)
+    assert (survey.kind, survey.outcome, survey.score, survey.rated_by) == (
+        "after_call", "rated", 4, "keys")
+    assert survey.call_id == consultation.call_id
+    assert survey.agent_interface == interface
+    kinds = [step["kind"] for step in consultation.steps]
+    assert kinds.index("survey_started") > kinds.index("route")
+    # Each leg went to one worker, taking turns: the call to one, its survey to the other.
+    assert sorted(connected(w) for w in workers.ivr) == [1, 1]
