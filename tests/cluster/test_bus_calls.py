@@ -11,6 +11,8 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from crm.telephony.events import CallerQueued, CallStep
+from crm.telephony.steps import LanguageChosen
 from hotline.bus.redis_bus import RedisStreamBus
 from hotline.bus.redis_server import RedisServer
 from hotline.bus.settings import BusSettings
@@ -73,10 +75,20 @@ async def test_a_worker_knows_calls_and_legs_from_the_bus(redis_server: RedisSer
             assert server.variables[CHANNEL] == {
                 "HOTLINE_QUEUE": "hotline-en", "HOTLINE_LANGUAGE": "en", "IVR_ROUTE": "agent"}
 
+            # What a callback offer asks: the caller's language (the IVR's step) and first
+            # place in a queue (the queue tracker's event), both from other processes.
+            joined = CallerQueued("c-1", "hotline", 1)
+            await control_bus.publish(CallStep("c-1", LanguageChosen("en", "key")))
+            await control_bus.publish(joined)
+            await wait_until(lambda: calls.first_queued("c-1") is not None, 10, "queued")
+            assert calls.language_of("c-1") == "en"
+            assert calls.first_queued("c-1") == ("hotline", joined.at)
+
             await server.send_event("UserEvent", {
                 "Channel": CHANNEL, "UserEvent": "HotlineCallEnd", "CallId": "c-1",
                 "Route": "agent", "Cause": "16"})
             await wait_until(lambda: calls.session_of("c-1") is None, 10, "the call ended")
+            assert calls.language_of("c-1") is None and calls.first_queued("c-1") is None
         finally:
             for part in (worker_ami, control_ami):
                 await part.close()
