@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from datetime import datetime
+from typing import TypeVar
 
 from crm.telephony.events import (
     BusEvent,
@@ -33,6 +34,7 @@ from ivr.ami.client import AmiClient
 from ivr.asterisk.call_tracker import ActiveCall, OfferLeg, SurveyLeg
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_LEGS = 1000
 """Announced legs kept (those whose socket never came here: another worker took them)."""
@@ -86,7 +88,7 @@ class BusCallDirectory:
         self._arrived(event.leg_id)
 
     @staticmethod
-    def _keep(into: OrderedDict[str, object], key: str, value: object, most: int) -> None:
+    def _keep(into: OrderedDict[str, T], key: str, value: T, most: int) -> None:
         into[key] = value
         while len(into) > most:
             into.popitem(last=False)
