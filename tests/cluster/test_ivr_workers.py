@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from tests.integration.fault_tools import (
     HeldCaller,
     ServeProcess,
     no_bye_from_asterisk,
+    serve_env,
     wait_until,
 )
 from tests.integration.service_fixtures import hang_up_leftover_calls
@@ -84,6 +86,17 @@ async def quiet_watcher(bed: Settings, queued: dict[str, asyncio.Event]) -> AmiC
     return ami
 
 
+async def start(settings: Settings, role: str, redis: RedisServer,
+                **env: str) -> ServeProcess:
+    """``hotline serve --role ROLE`` (tests/cluster/test_roles.py) with settings of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "serve", "--role", role,
+        env={**serve_env(settings), "HOTLINE_BUS__KIND": "redis",
+             "HOTLINE_BUS__REDIS_URL": redis.url, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    return ServeProcess(proc)
+
+
 @pytest.fixture
 async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
                   tmp_path: Path) -> AsyncIterator[Workers]:
@@ -99,15 +112,17 @@ async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
         queued: dict[str, asyncio.Event] = {}
         ami = await quiet_watcher(asterisk_bed, queued)
         stack.push_async_callback(ami.close)
-        control = await start_role(control_settings, "control", redis_server)
+        # The callers here leave the queue unanswered: no callbacks dialled back to them.
+        control = await start(control_settings, "control", redis_server,
+                              HOTLINE_CALLBACKS__ENABLED="false")
         stack.push_async_callback(stop_cleanly, control)
         await control.wait_line("hotline control up", START_S)  # migrated the database
         ivr: list[ServeProcess] = []
         for n, port in enumerate(ports):
             settings = role_settings(asterisk_bed, tmp_path, f"ivr-{n}", postgres_database)
             settings.audiosocket.port = port
-            settings.survey.comment_silence_seconds = 1.0  # the callers here say nothing
-            ivr.append(await start_role(settings, "ivr", redis_server))
+            ivr.append(await start(settings, "ivr", redis_server,  # callers say nothing
+                                   HOTLINE_SURVEY__COMMENT_SILENCE_SECONDS="1.0"))
             stack.push_async_callback(ivr[-1].stop)
         web = await start_role(web_settings, "web", redis_server)
         stack.push_async_callback(stop_cleanly, web)
@@ -132,13 +147,12 @@ async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
 async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Workers) -> None:
     first, second = workers.ivr
     callers: dict[str, HeldCaller] = {}
-    # Two callers at once: the dialplan takes turns, one to each worker.
-    for number in ("13800000001", "13800000002"):
-        callers[number] = await workers.call(number)
-        await wait_for(lambda: connected(first) + connected(second) == len(callers),
-                       "the IVR took the call")
-        if len(callers) == 1:  # the third caller's turn comes to the same worker
-            doomed = first if connected(first) == 1 else second
+    # Two callers in the IVR together: the dialplan takes turns, one to each worker.
+    callers["13800000001"] = await workers.call("13800000001")
+    await wait_for(lambda: connected(first) + connected(second) == 1, "the IVR took the call")
+    doomed = first if connected(first) == 1 else second  # the third caller's turn is its
+    callers["13800000002"] = await workers.call("13800000002")
+    await wait_for(lambda: connected(first) + connected(second) == 2, "the IVR took the call")
     for number in callers:
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
     assert connected(first) == connected(second) == 1
@@ -156,7 +170,8 @@ async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Wor
     survivor = second if doomed is first else first
     await asyncio.wait_for(workers.queued["13800000003"].wait(), WAIT_S)
 
-    # New callers: whichever worker's turn it is, the survivor serves them.
+    # New callers: the survivor serves both; one of them is first sent to the dead worker
+    # (its turn), refused at once, and goes on to the survivor.
     before = connected(survivor)
     for n, number in enumerate(("13800000004", "13800000005")):
         callers[number] = await workers.call(number)
