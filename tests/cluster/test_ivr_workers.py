@@ -1,10 +1,11 @@
 """IVR workers as processes: ``hotline serve --role control``, two ``--role ivr`` workers and
 a ``--role web`` over a real redis-server, the test PostgreSQL database and the real test
-Asterisk, whose dialplan lists both workers (``[audiosocket] workers``). Silent SIPp callers
-go through the IVR's greeting to the agent queue: calls are served by both workers, each
-call's dialogue is complete and recorded once. Then one worker is killed (SIGKILL) with a
-caller on it: that caller reaches the queue, new calls are served by the other worker, and
-no caller is dropped."""
+Asterisk, whose dialplan lists both workers (``[audiosocket] workers``). A call and its
+after-call survey are served by one worker each, the survey's rating written once. Silent
+SIPp callers go through the IVR's greeting to the agent queue: calls are served by both
+workers, each call's dialogue is complete and recorded once. Then one worker is killed
+(SIGKILL) with a caller on it: that caller reaches the queue, new calls are served by the
+other worker, and no caller is dropped."""
 
 from __future__ import annotations
 
@@ -144,27 +145,79 @@ async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
     return found[0]
 
 
-async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Workers) -> None:
+async def test_ivr_workers_share_the_legs_and_survive_one_killed(workers: Workers) -> None:
+    """One cluster (its start-up loads the speech models twice) for both parts: a call and
+    its survey, then calls while a worker is killed."""
+    await survey_on_a_worker(workers)
+    await calls_survive_a_killed_worker(workers)
+
+
+async def survey_on_a_worker(workers: Workers) -> None:
+    """The survey leg is announced on control's AMI link and reaches the worker the
+    dialplan picked only through the bus; the worker's rating lands in the database."""
+    bed = workers.bed
+    queue, interface = bed.asterisk.queue_name, "PJSIP/2001"
+    async with contextlib.AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(
+            AgentPhone(bed, "2001", ring_ms=200, hold_ms=1500))
+        added = await workers.ami.action("QueueAdd", Queue=queue, Interface=interface)
+        assert added.get("Response") == "Success", added.headers
+        stack.push_async_callback(workers.ami.action, "QueueRemove", Queue=queue,
+                                  Interface=interface)
+        # Silent through the greeting (about 5 s) to the agent, who hangs up after 1.5 s;
+        # the caller keys 4 from 9.5 s on, every 3 s, into the survey (keys before it are
+        # lost).
+        number = "13800000009"
+        call = asyncio.ensure_future(place_call(
+            bed, caller_number=number, keys="," * 9 + "4" + ",,,4,,,4,,,4", hold_ms=40_000,
+            wait_for_bye=True))
+        try:
+            await phone.wait_answered(WAIT_S)
+            assert await phone.wait_hangup(10) == "local"  # the agent hung up
+            result = await asyncio.wait_for(call, WAIT_S)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+    assert result.answered and result.hung_up_by == "remote"  # the IVR ended the survey
+    consultation = await consultation_of(workers, number)
+    [survey] = await list_surveys(workers.sessions, phone=number)
+    assert (survey.kind, survey.outcome, survey.score, survey.rated_by) == (
+        "after_call", "rated", 4, "keys")
+    assert survey.call_id == consultation.call_id
+    assert survey.agent_interface == interface
+    kinds = [step["kind"] for step in consultation.steps]
+    assert kinds.index("survey_started") > kinds.index("route")
+    # Each leg went to one worker, taking turns: the call to one, its survey to the other.
+    assert sorted(connected(w) for w in workers.ivr) == [1, 1]
+
+
+async def calls_survive_a_killed_worker(workers: Workers) -> None:
     first, second = workers.ivr
+    base = {id(w): connected(w) for w in workers.ivr}
+
+    def took(worker: ServeProcess) -> int:
+        return connected(worker) - base[id(worker)]
+
     callers: dict[str, HeldCaller] = {}
     # Two callers in the IVR together: the dialplan takes turns, one to each worker.
     callers["13800000001"] = await workers.call("13800000001")
-    await wait_for(lambda: connected(first) + connected(second) == 1, "the IVR took the call")
-    doomed = first if connected(first) == 1 else second  # the third caller's turn is its
+    await wait_for(lambda: took(first) + took(second) == 1, "the IVR took the call")
+    doomed = first if took(first) == 1 else second  # the third caller's turn is its
     callers["13800000002"] = await workers.call("13800000002")
-    await wait_for(lambda: connected(first) + connected(second) == 2, "the IVR took the call")
+    await wait_for(lambda: took(first) + took(second) == 2, "the IVR took the call")
     for number in callers:
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
-    assert connected(first) == connected(second) == 1
+    assert took(first) == took(second) == 1
 
     # A third caller is on the first worker's turn; the worker dies under it.
     callers["13800000003"] = await workers.call("13800000003")
-    await wait_for(lambda: connected(doomed) == 2, "the worker took the third call")
+    await wait_for(lambda: took(doomed) == 2, "the worker took the third call")
     # Mid-dialogue: later than the dialplan skips a worker that hands a call back at once
     # (worker_skip_ms); the greeting lasts about 5 s.
     loop = asyncio.get_running_loop()
-    took = loop.time()
-    await wait_until(lambda: loop.time() - took > SKIP_S, SKIP_S + 1, "the greeting plays")
+    since = loop.time()
+    await wait_until(lambda: loop.time() - since > SKIP_S, SKIP_S + 1, "the greeting plays")
     doomed.kill()
     await doomed.proc.wait()
     survivor = second if doomed is first else first
@@ -172,10 +225,10 @@ async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Wor
 
     # New callers: the survivor serves both; one of them is first sent to the dead worker
     # (its turn), refused at once, and goes on to the survivor.
-    before = connected(survivor)
+    before = took(survivor)
     for n, number in enumerate(("13800000004", "13800000005")):
         callers[number] = await workers.call(number)
-        await wait_for(lambda n=n: connected(survivor) >= before + n + 1,
+        await wait_for(lambda n=n: took(survivor) >= before + n + 1,
                        "the surviving worker took the call")
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
 
@@ -204,42 +257,3 @@ async def test_calls_spread_over_ivr_workers_and_survive_one_killed(workers: Wor
 async def wait_for(check: Callable[[], bool], what: str) -> None:
     """Bounded wait for a condition on the workers' output (it changes as lines come)."""
     await wait_until(check, WAIT_S, what)
-
-
-
-async def test_a_worker_runs_the_survey_after_the_agent_hangs_up(workers: Workers) -> None:
-    """The survey leg is announced on control's AMI link and reaches the worker the
-    dialplan picked only through the bus; the worker's rating lands in the database."""
-    bed = workers.bed
-    queue, interface = bed.asterisk.queue_name, "PJSIP/2001"
-    phone = await workers.stack.enter_async_context(
-        AgentPhone(bed, "2001", ring_ms=200, hold_ms=1500))
-    added = await workers.ami.action("QueueAdd", Queue=queue, Interface=interface)
-    assert added.get("Response") == "Success", added.headers
-    workers.stack.push_async_callback(workers.ami.action, "QueueRemove", Queue=queue,
-                                      Interface=interface)
-    # Silent through the greeting (about 5 s) to the agent, who hangs up after 1.5 s; the
-    # caller keys 4 from 9.5 s on, every 3 s, into the survey (keys before it are lost).
-    number = "13800000009"
-    call = asyncio.ensure_future(place_call(
-        bed, caller_number=number, keys="," * 9 + "4" + ",,,4,,,4,,,4", hold_ms=40_000,
-        wait_for_bye=True))
-    try:
-        await phone.wait_answered(WAIT_S)
-        assert await phone.wait_hangup(10) == "local"  # the agent hung up
-        result = await asyncio.wait_for(call, WAIT_S)
-    finally:
-        call.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await call
-    assert result.answered and result.hung_up_by == "remote"  # the IVR ended the survey
-    consultation = await consultation_of(workers, number)
-    [survey] = await list_surveys(workers.sessions, phone=number)
-    assert (survey.kind, survey.outcome, survey.score, survey.rated_by) == (
-        "after_call", "rated", 4, "keys")
-    assert survey.call_id == consultation.call_id
-    assert survey.agent_interface == interface
-    kinds = [step["kind"] for step in consultation.steps]
-    assert kinds.index("survey_started") > kinds.index("route")
-    # Each leg went to one worker, taking turns: the call to one, its survey to the other.
-    assert sorted(connected(w) for w in workers.ivr) == [1, 1]
