@@ -458,10 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     serve = sub.add_parser("serve", help="run IVR, AMI control and web app in the foreground")
-    serve.add_argument("--role", choices=["all", "core", "web"], default="all",
+    serve.add_argument("--role", choices=["all", "core", "web", "control", "ivr"],
+                       default="all",
                        help="all: everything in this process (default); core: AMI control "
-                            "and the IVR; web: desk, console and API (core and web need "
-                            "[bus] kind = \"redis\")")
+                            "and the IVR; web: desk, console and API; control: AMI, "
+                            "trackers, recorder, callbacks (one per cluster); ivr: an IVR "
+                            "worker (any number; list them in [audiosocket] workers). Every "
+                            "role but all needs [bus] kind = \"redis\"")
     up = sub.add_parser("up", help="start Asterisk and the hotline service in the background")
     up.add_argument("--no-asterisk", action="store_true", help="use an external Asterisk")
     sub.add_parser("down", help="stop the hotline service and the built-in Asterisk")

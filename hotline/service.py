@@ -37,6 +37,7 @@ from hotline.roles.ivr import intake_keys as intake_keys
 from hotline.roles.node_links import start_node_links
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
+from hotline.roles.split import running_control, running_ivr
 from hotline.roles.storage import open_storage
 from hotline.roles.web import (
     Live,
@@ -220,7 +221,8 @@ async def serve_forever(settings: Settings, role: Role = "all") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = {"all": running_service, "core": running_core, "web": running_web}[role]
+    running = {"all": running_service, "core": running_core, "web": running_web,
+               "control": running_control, "ivr": running_ivr}[role]
     async with running(settings):
         await stop.wait()
         log.info("stopping hotline %s", "service" if role == "all" else role)

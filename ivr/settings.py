@@ -55,6 +55,25 @@ class AudioSocketSettings(_Section):
     dialplan, which queues it for an agent (no caller is turned away). None: 40 per CPU core
     (make bench-load holds 60-80 with speech on 2 cores); 0: no limit."""
 
+    workers: list[str] = Field(default_factory=list)
+    """The IVR workers (``host:port`` each) the dialplan's AudioSocket tries in turn, round
+    robin from one leg to the next: one that cannot be connected to (or hands the call back
+    at once) is skipped for the next. Empty: the one ``host:port`` above (one box)."""
+
+    def worker_addresses(self) -> list[str]:
+        """Where Asterisk connects: ``workers``, else ``host:port``."""
+        return list(self.workers) or [f"{self.host}:{self.port}"]
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> AudioSocketSettings:
+        for worker in self.workers:
+            host, _, port = worker.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(
+                    c in worker for c in ",()|\"{}$ "):
+                raise ValueError(f"audiosocket.workers: {worker!r} is not host:port "
+                                 "(e.g. 127.0.0.2:9092)")
+        return self
+
     def call_limit(self) -> int | None:
         """The limit in force, None for none."""
         if self.max_calls is None:

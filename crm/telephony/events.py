@@ -238,10 +238,31 @@ class QueueSnapshot:
     at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class IvrLegAnnounced:
+    """A survey leg (``kind`` survey: HotlineSurveyStart) or a callback offer (``kind`` offer:
+    HotlineCallbackOffer) the dialplan announced before its AudioSocket connects with
+    ``leg_id``: the IVR workers of a cluster learn it from the bus. It belongs to no
+    consultation of its own (``call_id`` is empty, so the recorder passes it by); the call
+    it serves is ``for_call``."""
+
+    leg_id: str
+    kind: str
+    for_call: str | None
+    channel: str | None
+    caller_number: str | None
+    detail: str | None = None
+    """survey: after_call or return_visit; offer: the reason (chosen, closed, max_wait)."""
+    member_interface: str | None = None
+    return_visit_id: int | None = None
+    call_id: str = ""
+    at: datetime = field(default_factory=utcnow)
+
+
 IvrCallEvent = CallStarted | CallStep | CallEnded
 CallEvent = IvrCallEvent | QueueCallEvent
 """Everything that happens to one call; each has the call's ``call_id``."""
-BusEvent = CallEvent | AgentStatusChanged | QueueSnapshot
+BusEvent = CallEvent | AgentStatusChanged | QueueSnapshot | IvrLegAnnounced
 Handler = Callable[[BusEvent], Awaitable[None]]
 
 

@@ -45,6 +45,7 @@ EVENT_VERSIONS: dict[type[Any], int] = {
     events.CallerAbandoned: 1,
     events.AgentStatusChanged: 1,
     events.QueueSnapshot: 1,
+    events.IvrLegAnnounced: 1,
 }
 """Every event class that travels on the wire, and the version of its fields written now."""
 _BY_NAME: dict[str, type[Any]] = {cls.__name__: cls for cls in EVENT_VERSIONS}

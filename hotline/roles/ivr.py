@@ -1,12 +1,16 @@
 """The IVR part: the speech stack, the AudioSocket media server and the call handlers it runs
-(intake, survey, callback offer). It learns calls from the control part's call tracker, so
-it runs in the same process (``--role core``)."""
+(intake, survey, callback offer). It learns calls from the control part's call tracker in
+the same process (``--role all|core``), or from the bus's call events in an IVR worker of
+its own (``--role ivr``, hotline/roles/split.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
 
 from crm.cases.directory import CaseDirectory
 from crm.knowledge.ivr_topics import KnowledgeDirectory
@@ -18,6 +22,8 @@ from crm.telephony.events import EventBus
 from hotline.roles.control import Control
 from hotline.settings import Settings, queues_by_language
 from hotline.surveys import survey_calls
+from ivr.asterisk.bus_calls import BusCallDirectory
+from ivr.asterisk.call_tracker import CallTracker
 from ivr.audiosocket.server import MediaServer
 from ivr.callback_offer_call import CallbackOffers, OfferDeps
 from ivr.flows.menu import IntakeKeys
@@ -39,12 +45,42 @@ class Ivr:
     survey_writes: SurveyWriteQueue
 
 
+@dataclass
+class CallSource:
+    """Where the IVR learns its calls: control's AMI call tracker (``--role core``, ``all``)
+    or the bus's call events (``--role ivr``: :class:`BusCallDirectory`), and what a callback
+    offer asks about the call."""
+
+    calls: CallTracker
+    language_of: Callable[[str], str | None]
+    first_queued: Callable[[str], tuple[str, datetime] | None]
+    return_position: Callable[[str, str, datetime], Awaitable[int]] | None
+
+
+def control_calls(control: Control) -> CallSource:
+    watcher = control.callback_watcher
+    return CallSource(control.tracker, watcher.language_of, watcher.first_queued,
+                      control.callback_dialer.return_position)
+
+
+def bus_calls(directory: BusCallDirectory) -> CallSource:
+    """An IVR worker's calls from the bus; the requeue position of a callback offer is the
+    control process's to keep, so a worker's offer sends a caller back to the queue's end."""
+    return CallSource(cast(CallTracker, directory), directory.language_of,
+                      directory.first_queued, None)
+
+
 async def start_ivr(stack: contextlib.AsyncExitStack, settings: Settings,
                     sessions: SessionFactory, bus: EventBus, control: Control) -> Ivr:
+    return await start_ivr_from(stack, settings, sessions, bus, control_calls(control))
+
+
+async def start_ivr_from(stack: contextlib.AsyncExitStack, settings: Settings,
+                         sessions: SessionFactory, bus: EventBus, source: CallSource) -> Ivr:
     speech = await SpeechStack.start(settings)
     stack.push_async_callback(speech.close)
     _log_speech(speech)
-    tracker = control.tracker
+    tracker = source.calls
     deps = IvrDeps(bus, CaseDirectory(sessions), tracker, StackVoice(speech),
                    default_language=settings.speech.default_language,
                    intake=intake_keys(settings.intake),
@@ -58,11 +94,10 @@ async def start_ivr(stack: contextlib.AsyncExitStack, settings: Settings,
     stack.push_async_callback(survey_writes.close)
     surveys = survey_calls(settings, bus, sessions, tracker, StackVoice(speech),
                            deferred=survey_writes)
-    watcher = control.callback_watcher
     offers = CallbackOffers(OfferDeps(bus, tracker, StackVoice(speech),
-                                      language_of=watcher.language_of,
-                                      first_queued=watcher.first_queued,
-                                      return_position=control.callback_dialer.return_position,
+                                      language_of=source.language_of,
+                                      first_queued=source.first_queued,
+                                      return_position=source.return_position,
                                       default_language=settings.speech.default_language))
     media = MediaServer(settings.audiosocket,
                         SpeechIvrHandler(deps, survey=surveys.run, offer=offers.run).handle,

@@ -252,9 +252,13 @@ class AmiClient:
     boot_timeout = 60.0
     """How long ``on_ready`` handlers wait for FullyBooted after a login before running."""
 
-    def __init__(self, settings: AmiSettings, *, name: str = "hotline") -> None:
+    def __init__(self, settings: AmiSettings, *, name: str = "hotline",
+                 events: bool = True) -> None:
+        """``events=False``: a link for actions only (an IVR worker's): Asterisk sends it no
+        events, and ``on_ready`` handlers run without waiting for FullyBooted."""
         self._settings = settings
         self._name = name
+        self._events = events
         self._peer = f"{settings.host}:{settings.port}"
         self._state: State = "disconnected"
         self._state_changed = asyncio.Event()
@@ -380,7 +384,8 @@ class AmiClient:
         except TimeoutError:
             raise AmiTimeout(f"no TCP connection within {self.connect_timeout:g}s") from None
         login = build_action(
-            "Login", {"Username": settings.username, "Secret": settings.secret, "Events": "on"}
+            "Login", {"Username": settings.username, "Secret": settings.secret,
+                      "Events": "on" if self._events else "off"}
         )
         try:
             try:
@@ -442,8 +447,9 @@ class AmiClient:
         # is an unknown command until app_queue is loaded), and says FullyBooted when done --
         # at once to a user who logs in later. Resynchronise only then.
         try:
-            async with asyncio.timeout(self.boot_timeout):
-                await protocol.fully_booted.wait()
+            if self._events:
+                async with asyncio.timeout(self.boot_timeout):
+                    await protocol.fully_booted.wait()
         except TimeoutError:
             log.warning("AMI %s: no FullyBooted within %gs (is read=system granted to %s?); "
                         "resynchronising anyway", self._peer, self.boot_timeout,

@@ -22,7 +22,14 @@ from datetime import timedelta
 from crm.agents.auth import mask_phone
 from crm.consultations.reconciliation import RecordedEnd
 from crm.telephony.call_context import call_context
-from crm.telephony.events import CallEnded, CallStarted, CallStep, EventBus, utcnow
+from crm.telephony.events import (
+    CallEnded,
+    CallStarted,
+    CallStep,
+    EventBus,
+    IvrLegAnnounced,
+    utcnow,
+)
 from crm.telephony.steps import CallbackOffered, CallReconciled
 from ivr.ami.client import AmiClient, AmiEvent
 from ivr.ami.codec import caller_identity
@@ -108,7 +115,7 @@ class CallTracker:
     async def _on_user_event(self, event: AmiEvent) -> None:
         kind = event.get("UserEvent")
         if kind == "HotlineSurveyStart":
-            self._on_survey_start(event)
+            await self._on_survey_start(event)
             return
         if kind in ("HotlineCallbackOffer", "HotlineCallbackAnswer"):
             await self._on_callback_offer(kind, event)
@@ -150,7 +157,7 @@ class CallTracker:
         self.causes.note(call_id, caller_leg=event.get("Uniqueid") == event.get("Linkedid"),
                          cause=event.get("Cause"))
 
-    def _on_survey_start(self, event: AmiEvent) -> None:
+    async def _on_survey_start(self, event: AmiEvent) -> None:
         survey_call_id = _clean(event.get("SurveyCallId"))
         if not survey_call_id:
             log.warning("HotlineSurveyStart without SurveyCallId ignored: %r",
@@ -172,6 +179,9 @@ class CallTracker:
         self._arrivals.pop(survey_call_id, asyncio.Event()).set()
         log.info("call %s: %s survey leg %s announced (member %s)", call_id or "-", leg.kind,
                  survey_call_id, leg.member_interface)
+        await self._bus.publish(IvrLegAnnounced(
+            survey_call_id, "survey", call_id, leg.channel, leg.caller_number, leg.kind,
+            member_interface=leg.member_interface, return_visit_id=leg.return_visit_id))
 
     async def _on_callback_offer(self, kind: str, event: AmiEvent) -> None:
         """The dialplan's callback offer: announced (its AudioSocket id, OfferCallId), and
@@ -197,6 +207,9 @@ class CallTracker:
         self._arrivals.pop(offer_call_id, asyncio.Event()).set()
         log.info("call %s: callback offer %s announced (%s)", call_id or "-", offer_call_id,
                  reason)
+        offer = self.offer_legs[offer_call_id]
+        await self._bus.publish(IvrLegAnnounced(offer_call_id, "offer", call_id, offer.channel,
+                                                offer.caller_number, reason))
 
     def take_offer_leg(self, offer_call_id: str) -> OfferLeg | None:
         return self.offer_legs.pop(offer_call_id, None)

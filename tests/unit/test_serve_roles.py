@@ -15,13 +15,13 @@ from hotline.settings import Settings
 def test_core_and_web_need_the_redis_bus() -> None:
     settings = Settings()
     check_role(settings, "all")
-    for role in ("core", "web"):
+    for role in ("core", "web", "control", "ivr"):
         with pytest.raises(RoleError, match=r'\[bus\] kind = "redis"'):
             check_role(settings, role)
     settings.bus.kind = "redis"
     check_role(settings, "core")
     with pytest.raises(RoleError, match="unknown role"):
-        check_role(settings, "ivr")
+        check_role(settings, "media")
 
 
 def test_serve_refuses_a_role_without_redis_before_starting_anything(

@@ -1,0 +1,93 @@
+"""Control and the IVR as processes of their own, over the Redis bus.
+
+- ``--role control``: the AMI link with events and its trackers (they publish the call
+  events, survey legs and callback offers on the bus), the consultation recorder, the
+  callbacks, return visits and retention: one per cluster;
+- ``--role ivr``: an IVR worker, any number of them: the speech stack and the AudioSocket
+  server with its per-call handlers. It learns calls, survey legs and callback offers from
+  the bus (:class:`ivr.asterisk.bus_calls.BusCallDirectory`), publishes what the caller
+  did on it, and sets the channel variables the dialplan reads (the route, the queue) over
+  an AMI link of its own. The dialplan tries the workers in turn (``[audiosocket]
+  workers``), so a dead worker's new calls go to another.
+
+``--role core`` is the two in one process (hotline/service.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from crm.consultations.recorder import ConsultationRecorder
+from crm.storage.db import SessionFactory
+from hotline.bus.redis_bus import RedisStreamBus
+from hotline.roles.callback_commands import commands_key, take_commands
+from hotline.roles.cluster import background, cluster_client, start_cluster_bus
+from hotline.roles.control import Control, start_control, start_schedules
+from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
+from hotline.roles.node_links import start_node_links
+from hotline.roles.recorded_mark import wait_recorded
+from hotline.roles.recorder_member import start_recorder_member
+from hotline.roles.storage import open_storage
+from hotline.settings import Settings
+from ivr.ami.client import AmiClient
+from ivr.asterisk.bus_calls import BusCallDirectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlService:
+    settings: Settings
+    sessions: SessionFactory
+    bus: RedisStreamBus
+    recorder: ConsultationRecorder
+    control: Control
+
+
+@dataclass
+class IvrWorker:
+    settings: Settings
+    bus: RedisStreamBus
+    calls: BusCallDirectory
+    ami: AmiClient
+    ivr: Ivr
+
+
+@contextlib.asynccontextmanager
+async def running_control(settings: Settings) -> AsyncIterator[ControlService]:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = await open_storage(stack, settings)
+        bus = await start_cluster_bus(stack, settings, "control")
+        client = cluster_client(stack, settings)
+        recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
+                                                role="control")).recorder
+        control = await start_control(stack, settings, sessions, bus, recorder,
+                                      settle=lambda: wait_recorded(client, bus))
+        await start_node_links(stack, settings, bus)  # [edge] control_links: one per node
+        background(stack, "callback commands", take_commands(
+            cluster_client(stack, settings), commands_key(settings.bus.stream),
+            control.callbacks))
+        await start_schedules(stack, settings, sessions, control.ami)
+        log.info("hotline control up: AMI %s:%s, bus %s", settings.ami.host,
+                 settings.ami.port, settings.bus.stream)
+        yield ControlService(settings, sessions, bus, recorder, control)
+
+
+@contextlib.asynccontextmanager
+async def running_ivr(settings: Settings) -> AsyncIterator[IvrWorker]:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = await open_storage(stack, settings, migrate=False)  # control migrates
+        bus = await start_cluster_bus(stack, settings, "ivr")
+        ami = AmiClient(settings.ami, name="hotline-ivr", events=False)  # channel variables
+        calls = BusCallDirectory(ami)
+        bus.subscribe(calls.handle)
+        await ami.start()
+        stack.push_async_callback(ami.close)
+        ivr = await start_ivr_from(stack, settings, sessions, bus, bus_calls(calls))
+        log.info("hotline ivr up: AudioSocket %s:%s, AMI %s:%s, bus %s",
+                 settings.audiosocket.host, ivr.media.bound_port, settings.ami.host,
+                 settings.ami.port, settings.bus.stream)
+        yield IvrWorker(settings, bus, calls, ami, ivr)

@@ -1,0 +1,53 @@
+"""``[audiosocket] workers``: the dialplan's AudioSocket legs try the listed IVR workers in
+turn; one box (no list) renders the one ``host:port`` as before; a malformed entry is
+refused with what was expected. (The workers at work, with real Asterisk:
+tests/cluster/test_ivr_workers.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from hotline.asterisk.render import render_config
+from hotline.settings import Settings
+
+SECRETS = {"asterisk": {"softphone_password": "soft-phone-pw-123",
+                        "agent_passwords": {"3001": "agent-3001-pw"},
+                        "agent_extensions": ["3001"]},
+           "ami": {"secret": "s3cr3t-AMI-value"}}
+LEGS = ("${CALL_ID}", "${SURVEY_ID}", "${CALLBACK_OFFER_ID}")
+
+
+def dialplan(**audiosocket: object) -> str:
+    return render_config(Settings(**SECRETS, audiosocket=audiosocket))["hotline.conf"]
+
+
+def socket_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if "AudioSocket(" in line or "hotline-ivr-workers" in line]
+
+
+def test_one_box_connects_to_its_one_ivr() -> None:
+    assert socket_lines(dialplan(host="127.0.0.5", port=9300)) == [
+        f"same => n,TryExec(AudioSocket({leg},127.0.0.5:9300))" for leg in LEGS]
+    assert socket_lines(dialplan(workers=["127.0.0.6:9301"])) == [
+        f"same => n,TryExec(AudioSocket({leg},127.0.0.6:9301))" for leg in LEGS]
+
+
+def test_every_leg_tries_the_workers_in_turn() -> None:
+    text = dialplan(workers=["127.0.0.2:9093", "127.0.0.3:9093", "127.0.0.4:9094"])
+    lines = socket_lines(text)
+    for leg, served in zip(LEGS, ("IVR_ROUTE", "IVR_SURVEY_SERVED", "CALLBACK_ANSWER"),
+                           strict=True):
+        assert f"same => n,Gosub(hotline-ivr-workers,s,1({leg},{served}))" in lines
+    for n, worker in enumerate(["127.0.0.2:9093", "127.0.0.3:9093", "127.0.0.4:9094"]):
+        assert f"same => n(w{n}),TryExec(AudioSocket(${{ARG1}},{worker}))" in lines
+    workers = text[text.index("[hotline-ivr-workers]"):]
+    assert "% 3])" in workers and "GLOBAL(HOTLINE_IVR_NEXT)" in workers  # round robin
+
+
+@pytest.mark.parametrize("worker", ["127.0.0.2", "127.0.0.2:http", "127.0.0.2:70000",
+                                    "127.0.0.2:9093,x", "127.0.0.2:9093)"])
+def test_a_malformed_worker_is_refused(worker: str) -> None:
+    with pytest.raises(ValidationError, match="is not host:port"):
+        Settings(audiosocket={"workers": [worker]})

@@ -1,0 +1,259 @@
+"""IVR workers as processes: ``hotline serve --role control``, two ``--role ivr`` workers and
+a ``--role web`` over a real redis-server, the test PostgreSQL database and the real test
+Asterisk, whose dialplan lists both workers (``[audiosocket] workers``). A call and its
+after-call survey are served by one worker each, the survey's rating written once. Silent
+SIPp callers go through the IVR's greeting to the agent queue: calls are served by both
+workers, each call's dialogue is complete and recorded once. Then one worker is killed
+(SIGKILL) with a caller on it: that caller reaches the queue, new calls are served by the
+other worker, and no caller is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crm.consultations.service import ConsultationDetail, find_consultations
+from crm.storage.db import SessionFactory
+from crm.surveys.service import list_surveys
+from hotline.asterisk import up
+from hotline.bus.redis_server import RedisServer
+from hotline.settings import Settings
+from hotline.tools.bed import free_tcp_port
+from hotline.tools.phones import AgentPhone
+from hotline.tools.sipp import place_call
+from ivr.ami.client import AmiClient, AmiEvent
+from tests.cluster.test_roles import (
+    START_S,
+    WAIT_S,
+    database,
+    role_settings,
+    start_role,
+    stop_cleanly,
+)
+from tests.integration.fault_tools import (
+    HeldCaller,
+    ServeProcess,
+    no_bye_from_asterisk,
+    serve_env,
+    wait_until,
+)
+from tests.integration.service_fixtures import hang_up_leftover_calls
+
+pytestmark = pytest.mark.asterisk
+
+SKIP_S = 1.0
+"""The dialplan's worker_skip_ms: a leg back from a worker sooner, unserved, goes to the next."""
+
+
+@dataclass
+class Workers:
+    bed: Settings
+    sessions: SessionFactory
+    control: ServeProcess
+    ivr: list[ServeProcess]
+    queued: dict[str, asyncio.Event]
+    """Caller number -> set once the caller joined the agent queue (AMI QueueCallerJoin)."""
+    stack: contextlib.AsyncExitStack
+    ami: AmiClient
+
+    def waits_in_queue(self, number: str) -> asyncio.Event:
+        return self.queued.setdefault(number, asyncio.Event())
+
+    async def call(self, number: str) -> HeldCaller:
+        """A silent caller: the greeting, then the IVR routes it to an agent."""
+        self.waits_in_queue(number)
+        return await self.stack.enter_async_context(HeldCaller(self.bed, number=number))
+
+
+def connected(worker: ServeProcess) -> int:
+    return sum("AudioSocket connected" in line for line in worker.lines)
+
+
+async def quiet_watcher(bed: Settings, queued: dict[str, asyncio.Event]) -> AmiClient:
+    ami = AmiClient(bed.ami, name="test-ivr-workers")
+
+    def on_join(event: AmiEvent) -> None:
+        if (number := event.get("CallerIDNum")) in queued:
+            queued[number].set()
+    ami.subscribe("QueueCallerJoin", on_join)
+    await ami.start()
+    await ami.wait_ready(10)
+    return ami
+
+
+async def start(settings: Settings, role: str, redis: RedisServer,
+                **env: str) -> ServeProcess:
+    """``hotline serve --role ROLE`` (tests/cluster/test_roles.py) with settings of its own."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline.cli", "serve", "--role", role,
+        env={**serve_env(settings), "HOTLINE_BUS__KIND": "redis",
+             "HOTLINE_BUS__REDIS_URL": redis.url, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    return ServeProcess(proc)
+
+
+@pytest.fixture
+async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_database: str,
+                  tmp_path: Path) -> AsyncIterator[Workers]:
+    await hang_up_leftover_calls(asterisk_bed)
+    ports = [free_tcp_port(), free_tcp_port()]
+    listing = asterisk_bed.model_copy(deep=True)
+    listing.audiosocket.workers = [f"127.0.0.1:{port}" for port in ports]
+    await asyncio.to_thread(up, listing, lambda message: None)  # the dialplan lists both
+    control_settings = role_settings(asterisk_bed, tmp_path, "control", postgres_database)
+    web_settings = role_settings(asterisk_bed, tmp_path, "web", postgres_database)
+    async with database(postgres_database) as sessions, contextlib.AsyncExitStack() as stack:
+        stack.callback(up, asterisk_bed, lambda message: None)  # one worker again
+        queued: dict[str, asyncio.Event] = {}
+        ami = await quiet_watcher(asterisk_bed, queued)
+        stack.push_async_callback(ami.close)
+        # The callers here leave the queue unanswered: no callbacks dialled back to them.
+        control = await start(control_settings, "control", redis_server,
+                              HOTLINE_CALLBACKS__ENABLED="false")
+        stack.push_async_callback(stop_cleanly, control)
+        await control.wait_line("hotline control up", START_S)  # migrated the database
+        ivr: list[ServeProcess] = []
+        for n, port in enumerate(ports):
+            settings = role_settings(asterisk_bed, tmp_path, f"ivr-{n}", postgres_database)
+            settings.audiosocket.port = port
+            ivr.append(await start(settings, "ivr", redis_server,  # callers say nothing
+                                   HOTLINE_SURVEY__COMMENT_SILENCE_SECONDS="1.0"))
+            stack.push_async_callback(ivr[-1].stop)
+        web = await start_role(web_settings, "web", redis_server)
+        stack.push_async_callback(stop_cleanly, web)
+        await asyncio.gather(*(w.wait_line("hotline ivr up", START_S) for w in ivr),
+                             web.wait_line("hotline web up", START_S))
+        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack, ami)
+
+
+async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
+    """The caller's one consultation, once control wrote its end."""
+    found: list[ConsultationDetail] = []
+
+    async def ended() -> bool:
+        found[:] = await find_consultations(workers.sessions, phone=number)
+        assert len(found) <= 1, f"{number}: {len(found)} consultations"
+        return len(found) == 1 and found[0].ended_at is not None
+
+    await wait_until(ended, WAIT_S, f"control wrote the end of {number}'s consultation")
+    return found[0]
+
+
+async def test_ivr_workers_share_the_legs_and_survive_one_killed(workers: Workers) -> None:
+    """One cluster (its start-up loads the speech models twice) for both parts: a call and
+    its survey, then calls while a worker is killed."""
+    await survey_on_a_worker(workers)
+    await calls_survive_a_killed_worker(workers)
+
+
+async def survey_on_a_worker(workers: Workers) -> None:
+    """The survey leg is announced on control's AMI link and reaches the worker the
+    dialplan picked only through the bus; the worker's rating lands in the database."""
+    bed = workers.bed
+    queue, interface = bed.asterisk.queue_name, "PJSIP/2001"
+    async with contextlib.AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(
+            AgentPhone(bed, "2001", ring_ms=200, hold_ms=1500))
+        added = await workers.ami.action("QueueAdd", Queue=queue, Interface=interface)
+        assert added.get("Response") == "Success", added.headers
+        stack.push_async_callback(workers.ami.action, "QueueRemove", Queue=queue,
+                                  Interface=interface)
+        # Silent through the greeting (about 5 s) to the agent, who hangs up after 1.5 s;
+        # the caller keys 4 from 9.5 s on, every 3 s, into the survey (keys before it are
+        # lost).
+        number = "13800000009"
+        call = asyncio.ensure_future(place_call(
+            bed, caller_number=number, keys="," * 9 + "4" + ",,,4,,,4,,,4", hold_ms=40_000,
+            wait_for_bye=True))
+        try:
+            await phone.wait_answered(WAIT_S)
+            assert await phone.wait_hangup(10) == "local"  # the agent hung up
+            result = await asyncio.wait_for(call, WAIT_S)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+    assert result.answered and result.hung_up_by == "remote"  # the IVR ended the survey
+    consultation = await consultation_of(workers, number)
+    [survey] = await list_surveys(workers.sessions, phone=number)
+    assert (survey.kind, survey.outcome, survey.score, survey.rated_by) == (
+        "after_call", "rated", 4, "keys")
+    assert survey.call_id == consultation.call_id
+    assert survey.agent_interface == interface
+    kinds = [step["kind"] for step in consultation.steps]
+    assert kinds.index("survey_started") > kinds.index("route")
+    # Each leg went to one worker, taking turns: the call to one, its survey to the other.
+    assert sorted(connected(w) for w in workers.ivr) == [1, 1]
+
+
+async def calls_survive_a_killed_worker(workers: Workers) -> None:
+    first, second = workers.ivr
+    base = {id(w): connected(w) for w in workers.ivr}
+
+    def took(worker: ServeProcess) -> int:
+        return connected(worker) - base[id(worker)]
+
+    callers: dict[str, HeldCaller] = {}
+    # Two callers in the IVR together: the dialplan takes turns, one to each worker.
+    callers["13800000001"] = await workers.call("13800000001")
+    await wait_for(lambda: took(first) + took(second) == 1, "the IVR took the call")
+    doomed = first if took(first) == 1 else second  # the third caller's turn is its
+    callers["13800000002"] = await workers.call("13800000002")
+    await wait_for(lambda: took(first) + took(second) == 2, "the IVR took the call")
+    for number in callers:
+        await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+    assert took(first) == took(second) == 1
+
+    # A third caller is on the first worker's turn; the worker dies under it.
+    callers["13800000003"] = await workers.call("13800000003")
+    await wait_for(lambda: took(doomed) == 2, "the worker took the third call")
+    # Mid-dialogue: later than the dialplan skips a worker that hands a call back at once
+    # (worker_skip_ms); the greeting lasts about 5 s.
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    await wait_until(lambda: loop.time() - since > SKIP_S, SKIP_S + 1, "the greeting plays")
+    doomed.kill()
+    await doomed.proc.wait()
+    survivor = second if doomed is first else first
+    await asyncio.wait_for(workers.queued["13800000003"].wait(), WAIT_S)
+
+    # New callers: the survivor serves both; one of them is first sent to the dead worker
+    # (its turn), refused at once, and goes on to the survivor.
+    before = took(survivor)
+    for n, number in enumerate(("13800000004", "13800000005")):
+        callers[number] = await workers.call(number)
+        await wait_for(lambda n=n: took(survivor) >= before + n + 1,
+                       "the surviving worker took the call")
+        await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+
+    for number, caller in callers.items():
+        result = await caller.hang_up()
+        assert no_bye_from_asterisk(result), f"{number} was dropped: {result.events}"
+    for number in callers:
+        consultation = await consultation_of(workers, number)
+        kinds = [step["kind"] for step in consultation.steps]
+        served = [w for w in (first, second) if any(
+            consultation.call_id in line and "AudioSocket connected" in line
+            for line in w.lines)]
+        if number == "13800000003":  # to the queue as on one box, not greeted again
+            assert served == [doomed], (number, kinds)
+            assert "route" not in kinds and kinds.count("ivr_connected") == 1, kinds
+            assert consultation.ivr_route == "fallback"
+            continue
+        assert len(served) == 1, (number, served)
+        if number in ("13800000004", "13800000005"):
+            assert served == [survivor]
+        for kind in ("ivr_connected", "route", "queued"):
+            assert kinds.count(kind) == 1, (number, kind, kinds)
+        assert consultation.ivr_route == "agent"  # set by the worker over its AMI link
+
+
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    """Bounded wait for a condition on the workers' output (it changes as lines come)."""
+    await wait_until(check, WAIT_S, what)
