@@ -61,7 +61,8 @@ PARTS: dict[str, list[set[str]]] = {
 parts below it."""
 TOOLS = "hotline.tools"
 TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
-DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models")
+DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models",
+            "crm.storage.dispatch_models")
 
 @dataclass(frozen=True)
 class Import:
