@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import crm.storage.dispatch_models
 import crm.storage.survey_models  # noqa: F401  (registers the survey tables)
-import crm.storage.dispatch_models  # noqa: F401  (registers the dispatch tables)
 from crm.storage.db import open_database
 from crm.storage.models import Base
 
