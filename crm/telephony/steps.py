@@ -259,6 +259,18 @@ class StatusRepeated(StepFields):
 
 
 @dataclass(frozen=True)
+class CaseUrged(StepFields):
+    """The caller asked for their overdue case to be hurried (催办); ``count``: how often it
+    has been urged in all (None: the urge could not be recorded)."""
+
+    KIND = "urge"
+    case: str
+    by: str
+    """keys or speech"""
+    count: int | None = None
+
+
+@dataclass(frozen=True)
 class RouteChosen(StepFields):
     KIND = "route"
     route: str
@@ -541,7 +553,7 @@ class UnknownStep(StepFields):
 Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | VerificationDigits
         | NothingHeard | NotUnderstood | LanguageChosen | IntentChosen | CaseNumberInvalid
         | CaseNumberRejected | CaseNumberConfirmed | CaseLookedUp | NoSuchCase | LookupBlocked
-        | VerificationResult | StatusTold | StatusRepeated | RouteChosen | CallerLeftIvr
+        | VerificationResult | StatusTold | StatusRepeated | CaseUrged | RouteChosen | CallerLeftIvr
         | IvrAtCapacity | QueueJoined | AgentRung | AgentNoAnswer | AgentConnected
         | AgentCompleted | QueueAbandoned | RecordingStarted | SurveyStarted | SurveyRated
         | SurveyUnrated | SurveyCommented | SurveyAbandoned | SurveyEnded | SurveySkipped
