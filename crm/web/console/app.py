@@ -64,6 +64,12 @@ from crm.web.console.records import (
     surveys_page,
 )
 from crm.web.console.service_levels import service_levels_csv, service_levels_page
+from crm.web.console.supervision import (
+    decide_extension,
+    rule_on_return,
+    send_reminders,
+    supervision_page,
+)
 from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import (
     SECURITY_KEY,
@@ -280,6 +286,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/follow-ups.csv", follow_ups_csv),
     ("POST", r"/follow-ups/{id:\d+}/assign", assign_follow_up),
     ("POST", r"/follow-ups/{id:\d+}/close", close_follow_up),
+    ("GET", "/supervision", supervision_page),
+    ("POST", r"/supervision/returns/{id:\d+}/ruling", rule_on_return),
+    ("POST", r"/supervision/extensions/{id:\d+}/decision", decide_extension),
+    ("POST", "/supervision/remind", send_reminders),
     ("GET", "/audit", audit_page),
     ("GET", "/audit.csv", audit_csv),
 ]
