@@ -90,6 +90,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/consultations"): api("consultations:read"),
     ("GET", "/api/service-levels"): api("reports:read"),
     ("GET", "/api/consultations/{id}"): api("consultations:read"),
+    # dispatch: a department's acts need a token bound to it, rulings a hotline-wide one
+    # (tests/api/test_dispatch_api.py); the scopes are checked first, here
+    ("POST", "/api/cases/{number}/accept"): api("cases:write"),
+    ("POST", "/api/cases/{number}/return"): api("cases:write"),
+    ("POST", "/api/cases/{number}/extension"): api("cases:write"),
+    ("POST", "/api/cases/{number}/reply"): api("cases:write"),
+    ("GET", "/api/dispatch/requests"): api("cases:read"),
+    ("POST", "/api/dispatch/returns/{id}/ruling"): api("cases:write"),
+    ("POST", "/api/dispatch/extensions/{id}/decision"): api("cases:write"),
+    ("GET", "/api/supervision/overdue"): api("cases:read"),
+    ("GET", "/api/supervision/due-soon"): api("cases:read"),
+    ("GET", "/api/reminders"): api("cases:read"),
     # the agent desk: every role
     ("GET", "/desk"): PUBLIC, ("HEAD", "/desk"): PUBLIC,  # a redirect to /desk/
     ("GET", "/desk/login"): PUBLIC, ("POST", "/desk/login"): LOGIN,
@@ -134,6 +146,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/callbacks.json"): SUPERVISOR,
     ("POST", "/console/callbacks/{id}/cancel"): SUPERVISOR,
     ("POST", "/console/callbacks/{id}/reassign"): SUPERVISOR,
+    ("GET", "/console/supervision"): SUPERVISOR_PAGE,
+    ("POST", "/console/supervision/returns/{id}/ruling"): SUPERVISOR,
+    ("POST", "/console/supervision/extensions/{id}/decision"): SUPERVISOR,
+    ("POST", "/console/supervision/remind"): SUPERVISOR,
     ("GET", "/console/audit"): ADMIN_PAGE,
     ("GET", "/console/audit.csv"): ADMIN,
 }
@@ -240,6 +256,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/console/residents/{id}": f"/console/residents/{resident}",
                "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
                "/console/callbacks/{id}": "/console/callbacks/1",
+               "/console/supervision/returns/{id}": "/console/supervision/returns/1",
+               "/console/supervision/extensions/{id}": "/console/supervision/extensions/1",
+               "/api/dispatch/returns/{id}": "/api/dispatch/returns/1",
+               "/api/dispatch/extensions/{id}": "/api/dispatch/extensions/1",
                "/console/surveys/{id}": f"/console/surveys/{seeded.surveys[0]}"}
     try:
         yield World([anonymous, agent, *signed], samples, tokens, sessions, hub)
