@@ -456,6 +456,12 @@ async def due_soon_cases(sessions: SessionFactory, *, now: datetime | None = Non
                              department=department, limit=limit)
 
 
+async def department_cases(sessions: SessionFactory, department: str, *,
+                           limit: int = 200) -> list[SupervisedCase]:
+    """A department's open cases, the nearest deadline first."""
+    return await _supervised(sessions, department=department, limit=limit)
+
+
 async def send_reminders(sessions: SessionFactory, *, now: datetime | None = None,
                          within: timedelta = DUE_SOON) -> list[Reminder]:
     """A reminder to the department of every open case that is due soon or overdue and has

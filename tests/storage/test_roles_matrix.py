@@ -65,6 +65,9 @@ class Rule:
     """Through means: sent to the sign-in page."""
     need_to_know: bool = False
     """desk: agents only for their own cases (the sample case is not the agent's: 403)."""
+    department: bool = False
+    """console: only accounts bound to a department (none of the identities here: 403
+    department_account_required; tests/storage/test_supervision_console.py lets one in)."""
 
 
 PUBLIC, LOGIN = Rule("public"), Rule("login")
@@ -123,7 +126,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # the supervisor console: supervisors and admins; the audit log: admins
     ("GET", "/console"): PUBLIC, ("HEAD", "/console"): PUBLIC,  # a redirect to /console/
     ("GET", "/console/login"): PUBLIC, ("POST", "/console/login"): LOGIN,
-    ("POST", "/console/logout"): Rule("console", "supervisor", signs_out=True),
+    ("POST", "/console/logout"): Rule("console", "agent", signs_out=True),
     ("GET", "/console/"): SUPERVISOR_PAGE,
     ("GET", "/console/wallboard/state"): SUPERVISOR,
     ("GET", "/console/wallboard/ws"): SUPERVISOR,
@@ -150,6 +153,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/console/supervision/returns/{id}/ruling"): SUPERVISOR,
     ("POST", "/console/supervision/extensions/{id}/decision"): SUPERVISOR,
     ("POST", "/console/supervision/remind"): SUPERVISOR,
+    ("GET", "/console/department"): Rule("console", "agent", page=True, department=True),
+    ("POST", "/console/department/cases/{number}/{act}"): Rule("console", "agent",
+                                                                department=True),
     ("GET", "/console/audit"): ADMIN_PAGE,
     ("GET", "/console/audit.csv"): ADMIN,
 }
@@ -256,6 +262,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/console/residents/{id}": f"/console/residents/{resident}",
                "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
                "/console/callbacks/{id}": "/console/callbacks/1",
+               "/console/department/cases/{number}/{act}":
+                   f"/console/department/cases/{number}/accept",
                "/console/supervision/returns/{id}": "/console/supervision/returns/1",
                "/console/supervision/extensions/{id}": "/console/supervision/extensions/1",
                "/api/dispatch/returns/{id}": "/api/dispatch/returns/1",
@@ -385,6 +393,12 @@ async def test_every_route_enforces_its_rule(world: World) -> None:
             r = await _call(who, method, path, csrf=csrf if method == "POST" else None)
             through = (r.status == 303 and r.headers["Location"] == f"/{area}/login"
                        if rule.signs_out else _through(r))
+            if rule.department:
+                code = (await r.json())["error"]["code"] if r.status == 403 and \
+                    r.content_type == "application/json" else r.status
+                check(code in ("department_account_required", 403), who.name, method, path, r,
+                      "403 department_account_required")
+                continue
             if rule.need_to_know and not has_role(who.role, "supervisor"):
                 code = (await r.json())["error"]["code"] if r.status == 403 else None
                 check(code == "need_to_know", who.name, method, path, r, "403 need_to_know")

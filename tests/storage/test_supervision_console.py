@@ -85,3 +85,60 @@ async def test_agents_cannot_open_the_supervision_page(console: Console) -> None
     assert response.status == 303 and "/console/login" in response.headers["Location"]
     refused = await client.post("/console/supervision/remind", data={})
     assert refused.status == 401
+
+
+async def test_a_department_account_sees_and_acts_on_its_own_cases_only(
+        console: Console) -> None:  # noqa: F811
+    from crm.agents import accounts as agents
+    from tests.storage.test_console_web import PASSWORD, _csrf
+
+    s = console.sessions
+    ours = await _dispatched(s, "repair", timedelta(days=8))  # housing's, 7 days: overdue
+    theirs = await _dispatched(s, "garbage", timedelta(hours=1))  # sanitation's
+    clerk = await agents.create_agent(s, login="housing1", display_name="住房科", role="agent",
+                                      password=PASSWORD)
+    await dispatch.bind_agent(s, clerk.id, "housing", actor="agent:admin")
+    await dispatch.send_reminders(s)
+
+    client = await console.client()
+    form = await client.get("/console/login")
+    signed = await client.post("/console/login", data={
+        "csrf": _csrf(await form.text()), "login": "housing1", "password": PASSWORD})
+    assert signed.status == 200 and str(signed.url).endswith("/console/department")
+    page = await signed.text()
+    csrf = _csrf(page)
+    assert f'id="case-{ours}" class="case overdue" data-stage="dispatched" ' \
+           'data-reminded="overdue"' in page
+    assert theirs not in page
+    assert "/console/supervision" not in page  # a department's navigation
+    for other in ("/console/supervision", "/console/", "/console/consultations"):
+        assert (await client.get(other)).status == 403, other
+
+    act = f"/console/department/cases/{ours}"
+    assert (await client.post(f"{act}/accept", data={})).status == 403  # CSRF
+    accepted = await client.post(f"{act}/accept", data={"csrf": csrf})
+    assert accepted.status == 200 and (await get_case(s, ours)).stage == "in_progress"
+    asked = await client.post(f"{act}/extension", data={"csrf": csrf, "until": "2099-01-31",
+                                                        "text": "等配件"})
+    assert asked.status == 200
+    [pending] = await dispatch.list_requests(s, department="housing")
+    assert (pending.kind, pending.requested_deadline.year) == ("extension", 2099)
+    assert (await client.post(f"{act}/extension", data={
+        "csrf": csrf, "until": "soon", "text": "x"})).status == 400
+    replied = await client.post(f"{act}/reply", data={"csrf": csrf, "text": "已修好"})
+    assert replied.status == 200
+    view = await get_case(s, ours)
+    assert (view.stage, view.latest_update) == ("resolved", "已修好")
+
+    # another department's case: refused like a missing one, and unchanged
+    refused = await client.post(f"/console/department/cases/{theirs}/accept",
+                                data={"csrf": csrf})
+    assert refused.status == 404
+    assert (await get_case(s, theirs)).stage == "dispatched"
+    assert (await client.post(f"/console/department/cases/{theirs}/return",
+                              data={"csrf": csrf, "text": "x"})).status == 404
+    actions = [(e.actor, e.action) for e in await audit.entries(s, object_type="case",
+                                                               limit=500)]
+    assert ("agent:housing1", "case.dept_accept") in actions
+    assert ("agent:housing1", "case.dept_reply") in actions
+    assert (await client.post("/console/logout", data={"csrf": csrf})).status == 200

@@ -43,6 +43,12 @@ from crm.web.console.common import (
     render_page,
     report_filter,
 )
+from crm.web.console.department import (
+    DEPARTMENT_PAGE,
+    department_act,
+    department_of,
+    department_page,
+)
 from crm.web.console.recordings import (
     STORE_KEY,
     SURVEY_COMMENTS_KEY,
@@ -141,7 +147,8 @@ async def login(request: web.Request) -> web.Response:
         if result.retry_after:
             response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
         return response
-    if not has_role(account.role, CONSOLE_ROLE):
+    department = await department_of(deps.sessions, account.id)
+    if not has_role(account.role, CONSOLE_ROLE) and department is None:
         await audit.write(deps.sessions, actor=f"agent:{account.login}",
                           action="console.login_refused", object_type="agent",
                           object_id=account.login, detail={"role": account.role},
@@ -153,10 +160,12 @@ async def login(request: web.Request) -> web.Response:
     await start_session(request, session, account)
     await audit.write(deps.sessions, actor=f"agent:{account.login}", action="console.login",
                       object_type="agent", object_id=account.login, **audit_origin(request))
+    if not has_role(account.role, CONSOLE_ROLE):  # a department's account: its own page
+        target = DEPARTMENT_PAGE
     raise web.HTTPSeeOther(target)
 
 
-@console_route(post=True)
+@console_route("agent", post=True)  # a department's account signs out too
 async def logout(request: web.Request, user: ConsoleUser) -> web.Response:
     """Every console session of this account ends (their websockets close), everywhere."""
     origin = audit_origin(request)
@@ -287,6 +296,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", r"/follow-ups/{id:\d+}/assign", assign_follow_up),
     ("POST", r"/follow-ups/{id:\d+}/close", close_follow_up),
     ("GET", "/supervision", supervision_page),
+    ("GET", "/department", department_page),
+    ("POST", "/department/cases/{number}/{act}", department_act),
     ("POST", r"/supervision/returns/{id:\d+}/ruling", rule_on_return),
     ("POST", r"/supervision/extensions/{id:\d+}/decision", decide_extension),
     ("POST", "/supervision/remind", send_reminders),
