@@ -177,3 +177,25 @@ async def test_lists_and_reminder_feed(api, depts) -> None:
     await call("GET", "/api/supervision/overdue", "/api/supervision/overdue",
                api.auth("write_only"), status=403)
 
+
+
+async def test_a_write_only_department_token_gets_receipts(api, depts) -> None:
+    """Scopes mean what they say for department tokens too: cases:write alone gets the
+    receipt (number, stage, updated_at) from its acts, and no case.read is audited."""
+    token = await api_tokens.create_token(api.sessions, "housing-writer", ["cases:write"])
+    async with api.sessions() as session:
+        token_id = await session.scalar(select(ApiToken.id)
+                                        .where(ApiToken.name == "housing-writer"))
+    await dispatch.bind_token(api.sessions, token_id, "housing", actor="admin:test")
+    who = {"Authorization": f"Bearer {token}"}
+    call, case = Caller(api), f"/api/cases/{depts}"
+    accepted = await call("POST", f"{case}/accept", "/api/cases/{number}/accept", who, {})
+    assert set(accepted) == {"number", "stage", "updated_at"}
+    replied = await call("POST", f"{case}/reply", "/api/cases/{number}/reply", who,
+                         {"result": "好了"})
+    assert (set(replied), replied["stage"]) == ({"number", "stage", "updated_at"}, "resolved")
+    await call("GET", case, "/api/cases/{number}", who, status=403)
+    async with api.sessions() as session:
+        reads = list(await session.scalars(select(AuditLog.id).where(
+            AuditLog.actor == "token:housing-writer", AuditLog.action == "case.read")))
+    assert reads == []
