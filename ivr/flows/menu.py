@@ -237,6 +237,7 @@ class CallFlow:
     intake: IntakeKeys = field(default_factory=IntakeKeys)
     greetings: int = 0
     urged: bool = False
+    urge_by: str = "keys"
 
     def step(self, inp: Input) -> list[Action]:
         if self.state is State.DONE:
@@ -464,13 +465,16 @@ class CallFlow:
         assert self.case is not None
         self.urged = True
         return self._enter(State.STATUS_MENU, self._collect("after_status_menu", "status_menu"),
-                           Log(CaseUrged(self.case.number, "keys", inp.count)),
+                           Log(CaseUrged(self.case.number, self.urge_by, inp.count)),
                            Say("urge_recorded" if inp.count else "urge_failed"))
 
     def _on_status_menu(self, inp: Input) -> list[Action]:
-        if isinstance(inp, Keys) and inp.digits[:1] == URGE_KEY and self._may_urge():
+        urge_by = ("keys" if isinstance(inp, Keys) and inp.digits[:1] == URGE_KEY else
+                   "speech" if isinstance(inp, Speech) and inp.intent == "urge" else None)
+        if urge_by is not None and self._may_urge():
             assert self.case is not None
-            return [UrgeCase(self.case.number, "keys")]
+            self.urge_by = urge_by
+            return [UrgeCase(self.case.number, urge_by)]
         choice = STATUS_MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
         if isinstance(inp, Speech):
             choice = inp.intent if inp.intent in ("repeat", "agent", "end") else None

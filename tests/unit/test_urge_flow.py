@@ -69,3 +69,20 @@ def test_no_urge_for_a_case_on_time_or_an_unverified_caller() -> None:
 
 def test_the_urge_prompts_are_in_every_pack() -> None:
     assert {"urge_recorded", "urge_failed"} <= set(PROMPT_IDS)
+
+
+def test_an_overdue_case_is_urged_by_saying_so() -> None:
+    from ivr.flows.menu import Speech
+    from speech.grammar import pack_phrases
+    from speech.intents import match_intent
+    from speech.prompts import load_all
+
+    flow, _ = told()
+    assert flow.step(Speech("催办", intent="urge")) == [UrgeCase(NUMBER, "speech")]
+    assert Log(CaseUrged(NUMBER, "speech", 1)) in flow.step(UrgeResult(1))
+    for lang, pack in load_all().items():  # what the status menu hears means "urge"
+        urges = pack.menu_phrases()["urge"]
+        assert set(urges) <= set(pack_phrases(pack, "status_menu"))
+        for phrase in urges:
+            assert match_intent(phrase, lang, ("repeat", "agent", "end", "urge")).intent \
+                == "urge", (lang, phrase)
