@@ -62,7 +62,8 @@ parts below it."""
 TOOLS = "hotline.tools"
 TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
 DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models",
-            "crm.knowledge.models")
+            "crm.knowledge.models",
+            "crm.storage.dispatch_models")
 
 @dataclass(frozen=True)
 class Import:
