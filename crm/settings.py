@@ -260,6 +260,6 @@ class RepeatRequestSettings(_Section):
 
     window_days: int = Field(30, ge=1, le=3650)
     """Open cases accepted within this many days are offered."""
-    min_address_similarity: float = Field(0.6, gt=0, le=1)
+    min_address_similarity: float = Field(0.7, gt=0, le=1)
     """How alike two addresses' place names must be (0-1); their numbers must agree besides
     (crm/cases/addresses.py)."""

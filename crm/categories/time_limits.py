@@ -56,6 +56,11 @@ class TimeLimit:
         return self.amount if self.unit == "d" else None
 
     @property
+    def whole_days(self) -> int:
+        """The limit in days, hours rounded up to whole days."""
+        return self.amount if self.unit == "d" else -(-self.amount // 24)
+
+    @property
     def hours(self) -> int | None:
         return self.amount if self.unit == "h" else None
 

@@ -195,7 +195,7 @@ async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
             fields: dict[str, Any] = dict(name=name,
                                           department_id=departments.get(department))
             if limit is not False:
-                fields.update(time_limit_days=limit.days if limit else None,
+                fields.update(time_limit_days=limit.whole_days if limit else 0,
                               time_limit_hours=limit.hours if limit else None)
             parsed.append((row.line, code, fields))
             if "parent" in row.values:

@@ -60,9 +60,9 @@ def test_rules_count_hours_on_the_clock_and_days_in_working_days() -> None:
     assert working_hours.deadline(friday_night, TimeLimit(2, "h")) == at(28, 11).astimezone(UTC)
 
 
-@pytest.mark.parametrize(("text", "limit"), [("2h", TimeLimit(2, "h")), ("24H", TimeLimit(24, "h")),
-                                             ("7d", TimeLimit(7, "d")), ("15", TimeLimit(15, "d")),
-                                             ("2小时", TimeLimit(2, "h")), ("7天", TimeLimit(7, "d"))])
+@pytest.mark.parametrize(("text", "limit"), [
+    ("2h", TimeLimit(2, "h")), ("24H", TimeLimit(24, "h")), ("7d", TimeLimit(7, "d")),
+    ("15", TimeLimit(15, "d")), ("2小时", TimeLimit(2, "h")), ("7天", TimeLimit(7, "d"))])
 def test_limits_are_read(text: str, limit: TimeLimit) -> None:
     assert TimeLimit.parse(text) == limit
     assert TimeLimit.parse(str(limit)) == limit

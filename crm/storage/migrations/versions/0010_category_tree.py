@@ -1,5 +1,7 @@
 """case categories as a three-level tree: parent, level, limits in hours
 
+Columns added in place (no table rebuild on SQLite: cases refer to this table).
+
 Revision ID: 0010_category_tree
 Revises: 0009
 Create Date: 2026-12-06
@@ -14,27 +16,25 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('case_categories', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('parent_id', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('level', sa.Integer(), nullable=False,
-                                      server_default='1'))
-        batch_op.add_column(sa.Column('time_limit_hours', sa.Integer(), nullable=True))
-        batch_op.alter_column('time_limit_days', existing_type=sa.Integer(), nullable=True)
-        batch_op.create_index('ix_case_categories_parent_id', ['parent_id'], unique=False)
-        batch_op.create_foreign_key('fk_case_categories_parent_id_case_categories',
-                                    'case_categories', ['parent_id'], ['id'])
+    if op.get_bind().dialect.name == "sqlite":  # alembic would rebuild the table for the key
+        op.execute("ALTER TABLE case_categories ADD COLUMN parent_id INTEGER "
+                   "CONSTRAINT fk_case_categories_parent_id_case_categories "
+                   "REFERENCES case_categories (id)")
+    else:
+        op.add_column('case_categories', sa.Column(
+            'parent_id', sa.Integer(),
+            sa.ForeignKey('case_categories.id',
+                          name='fk_case_categories_parent_id_case_categories'),
+            nullable=True))
+    op.add_column('case_categories', sa.Column('level', sa.Integer(), nullable=False,
+                                               server_default='1'))
+    op.add_column('case_categories', sa.Column('time_limit_hours', sa.Integer(), nullable=True))
+    op.create_index('ix_case_categories_parent_id', 'case_categories', ['parent_id'])
 
 
 def downgrade() -> None:
-    # the old schema needs a limit in days everywhere: hours rounded up, branches 1 day
-    op.execute("UPDATE case_categories SET time_limit_days = CASE WHEN time_limit_hours "
-               "IS NOT NULL THEN (time_limit_hours + 23) / 24 ELSE 1 END "
-               "WHERE time_limit_days IS NULL")
+    op.drop_index('ix_case_categories_parent_id', 'case_categories')
     with op.batch_alter_table('case_categories', schema=None) as batch_op:
-        batch_op.drop_constraint('fk_case_categories_parent_id_case_categories',
-                                 type_='foreignkey')
-        batch_op.drop_index('ix_case_categories_parent_id')
-        batch_op.alter_column('time_limit_days', existing_type=sa.Integer(), nullable=False)
         batch_op.drop_column('time_limit_hours')
         batch_op.drop_column('level')
         batch_op.drop_column('parent_id')
