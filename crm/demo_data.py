@@ -40,7 +40,7 @@ DEPARTMENTS = [
     ("heating", "热力公司", "Heating Company", "열공급회사", "8008"),
     ("urban", "城市管理局", "Urban Management Bureau", "도시관리국", "8009"),
     ("transport", "交通运输局", "Transport Bureau", "교통운수국", "8010"),
-    ("police", "公安局", "Public Security Bureau", "공안국", "8011"),
+    ("public_security", "公安局", "Public Security Bureau", "공안국", "8011"),
     ("market", "市场监督管理局", "Market Regulation Bureau", "시장감독관리국", "8012"),
     ("hrss", "人力资源和社会保障局", "Human Resources and Social Security Bureau",
      "인력자원사회보장국", "8013"),

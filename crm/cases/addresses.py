@@ -37,9 +37,12 @@ _KINDS = (  # (kind, pattern of the number before its word); order matters: 号�
 )
 _DASHED = ((re.compile(r"([0-9]+)-([0-9]+)-([0-9]+)"), r"\1号楼\2单元\3室"),  # 3-2-301
            (re.compile(r"([0-9]+)-([0-9]{3,4})(?![0-9])"), r"\1号楼\2室"))  # 5-301
-_GENERIC = re.compile(r"街道办事处|街道|社区居委会|居委会|村委会|社区|小区|院|街$")
+_GENERIC = re.compile(r"街道办事处|街道|社区居委会|居委会|村委会|社区|小区|院")
+_STREET_END = re.compile(r"(?<=..)街$")
+"""和平街 is 和平街道 too (a street's name left once the generic words are gone)."""
 """Words that say what kind of place a name is, written or left out at will."""
-_ADMIN_PREFIX = re.compile(r"^(?:.{2,8}?省)?(?:.{2,8}?市)?(?:.{2,8}?[区县])?")
+_ADMIN_PREFIX = re.compile(r"^(?:.{2,8}?省)?(?:.{2,8}?市)?(?:.{1,6}?(?<![社小园校厂景])[区县])?")
+"""Province, city, district; not 社区, 小区, 园区, 校区, 厂区, 景区 (a community's name)."""
 _NOISE = re.compile(r"[\s,，.。、;；:：()（）\[\]【】\"'“”‘’/\\]+")
 
 
@@ -87,7 +90,7 @@ class Address:
             text = text[:match.start()] + "|" + text[match.end():]
         names = text.replace("|", "").replace("-", "")
         names = _ADMIN_PREFIX.sub("", names) or names
-        return cls(_GENERIC.sub("", names) or names, numbers)
+        return cls(_STREET_END.sub("", _GENERIC.sub("", names)) or names, numbers)
 
 
 def _bigrams(text: str) -> list[str]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from aiohttp import web
 
 from crm.callbacks.dialing import CallbackActions
+from crm.categories.time_limits import rules_from
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
 from crm.reports.service_levels import TodayCounter
@@ -107,7 +108,9 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
     session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
     desk = DeskDeps(sessions, live.desk_hub, queue_control, session_secret,
                     idle_timeout=settings.web.session_idle_timeout,
-                    secure_cookies=settings.web.secure_cookies, callbacks=callbacks)
+                    secure_cookies=settings.web.secure_cookies, callbacks=callbacks,
+                    time_limits=rules_from(settings.time_limits),
+                    repeats=settings.repeat_requests)
     console = ConsoleDeps(sessions, session_secret, wallboard=live.wallboard,
                           recordings=recording_store(settings),
                           survey_comments=survey_comments_dir(settings),
