@@ -70,7 +70,7 @@ async def test_open_cases_of_the_same_matter_are_offered_first(
     assert await find_repeats(sessions, category=LEAK, phones=[], address="x") == []
 
 
-async def test_the_desk_offers_the_repeats_before_creating(desk: Desk) -> None:
+async def test_the_desk_offers_the_repeats_before_creating(desk: Desk) -> None:  # noqa: F811
     """The desk's form asks (check_repeats=1): 409 with the open case; linking the call to it
     counts one more call; creating anyway makes a new case with the leaf's department."""
     existing = await _case(desk.sessions, "幸福社区3号楼2单元301室")
