@@ -106,10 +106,11 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
                                  assigned=assigned_callback_queue(settings))
     local_zone = hotline_zone(settings)
     session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
+    time_limits = rules_from(settings.time_limits)
     desk = DeskDeps(sessions, live.desk_hub, queue_control, session_secret,
                     idle_timeout=settings.web.session_idle_timeout,
                     secure_cookies=settings.web.secure_cookies, callbacks=callbacks,
-                    time_limits=rules_from(settings.time_limits),
+                    time_limits=time_limits,
                     repeats=settings.repeat_requests)
     console = ConsoleDeps(sessions, session_secret, wallboard=live.wallboard,
                           recordings=recording_store(settings),
@@ -120,7 +121,7 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
     app = create_app(sessions, health, desk=desk, console=console,
                      session_policy=SessionPolicy.from_settings(settings.web),
                      report_tz=local_zone, service_levels=settings.service_levels,
-                     metrics_text=metrics_text)
+                     metrics_text=metrics_text, time_limits=time_limits)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

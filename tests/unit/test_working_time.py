@@ -81,3 +81,27 @@ def test_a_calendar_without_working_days_says_so() -> None:
         TimeLimitSettings(holidays=[date(2026, 10, 1)], workdays=[date(2026, 10, 1)])
     with pytest.raises(ValueError, match="naive"):
         CAL.add_working_hours(datetime(2026, 9, 28, 9), 1)
+
+
+def test_the_settings_sections_read_as_written_in_hotline_toml() -> None:
+    import tomllib
+
+    from hotline.settings import Settings
+
+    data = tomllib.loads('''
+[time_limits]
+workday_opens = "08:30"
+workday_closes = "17:30"
+holidays = ["2026-10-01", "2026-10-02"]
+workdays = ["2026-10-11"]
+hours = "working"
+[repeat_requests]
+window_days = 14
+''')
+    settings = Settings(**data)
+    rules = rules_from(settings.time_limits)
+    assert rules.hours == "working" and rules.days == "working"
+    assert rules.calendar.opens == time(8, 30) and date(2026, 10, 11) in rules.calendar.workdays
+    assert settings.repeat_requests.window_days == 14
+    with pytest.raises(ValueError, match="timezone"):
+        Settings(time_limits={"timezone": "Mars/Olympus"})

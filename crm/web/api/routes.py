@@ -25,6 +25,7 @@ from crm.agents import tokens as api_tokens
 from crm.agents.tokens import TokenRecord
 from crm.audit import log as audit
 from crm.cases import service as cases
+from crm.categories.time_limits import TimeLimitRules
 from crm.consultations import service as consultation_desk
 from crm.errors import (
     BodyTooLarge,
@@ -62,6 +63,7 @@ API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
 API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
 API_REPORT_TZ_KEY = web.AppKey("api_report_tz", tzinfo)
 API_SERVICE_LEVELS_KEY = web.AppKey("api_service_levels", ServiceLevelSettings)
+API_TIME_LIMITS_KEY = web.AppKey("api_time_limits", TimeLimitRules)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
@@ -224,7 +226,8 @@ async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
     view = await cases.create_case(
         request.app[API_SESSIONS_KEY], category=body.category, description=body.description,
         actor=token.actor, contact_phone=body.contact_phone, resident_phone=body.resident_phone,
-        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY])
+        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY],
+        time_limits=request.app[API_TIME_LIMITS_KEY])
     return _json(await _written_case(request, token, view, "api.create"), 201,
                  headers={hdrs.LOCATION: f"/api/cases/{view.number}"})
 
@@ -327,7 +330,8 @@ PREFIX = "/api"
 
 def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
                    report_tz: tzinfo = UTC,
-                   service_levels: ServiceLevelSettings | None = None) -> web.Application:
+                   service_levels: ServiceLevelSettings | None = None,
+                   time_limits: TimeLimitRules | None = None) -> web.Application:
     """The sub-application the main app mounts at ``PREFIX``; the service-level figures are
     counted in the days and hours of ``report_tz``."""
     app = web.Application(middlewares=[api_errors], client_max_size=MAX_BODY_BYTES)
@@ -335,6 +339,7 @@ def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
     app[API_NUMBERING_TZ_KEY] = numbering_tz
     app[API_REPORT_TZ_KEY] = report_tz
     app[API_SERVICE_LEVELS_KEY] = service_levels or ServiceLevelSettings()
+    app[API_TIME_LIMITS_KEY] = time_limits or TimeLimitRules()  # [time_limits]; the clock
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app
