@@ -121,7 +121,8 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
     app = create_app(sessions, health, desk=desk, console=console,
                      session_policy=SessionPolicy.from_settings(settings.web),
                      report_tz=local_zone, service_levels=settings.service_levels,
-                     metrics_text=metrics_text, time_limits=time_limits)
+                     metrics_text=metrics_text, time_limits=time_limits,
+                     repeat_requests=settings.repeat_requests)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
