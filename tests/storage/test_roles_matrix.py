@@ -88,6 +88,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/static"): PUBLIC, ("HEAD", "/static"): PUBLIC,
     ("GET", "/api/openapi.json"): PUBLIC,
     ("POST", "/api/cases"): api("cases:write"),
+    ("GET", "/api/cases/repeats"): api("cases:read"),
     ("GET", "/api/cases/{number}"): api("cases:read"),
     ("PATCH", "/api/cases/{number}"): api("cases:write"),
     ("GET", "/api/consultations"): api("consultations:read"),

@@ -123,6 +123,10 @@ _CONSULTATION = {
     "resident": _RESIDENT,
     "cases": {"type": "array", "items": _STR},
 }
+SCHEMAS["RepeatCandidates"] = _obj({"repeats": {"type": "array", "items": _obj({
+    "number": _STR, "stage": _STR, "category_name": _STR, "address": _NSTR, "description": _STR,
+    "created_at": _TIME, "calls": {"type": "integer", "minimum": 0},
+    "address_similarity": {"type": ["number", "null"], "minimum": 0, "maximum": 1}})}})
 SCHEMAS["ConsultationSummary"] = _obj(_CONSULTATION)
 SCHEMAS["Consultation"] = _obj({**_CONSULTATION,
                                 "steps": {"type": "array", "items": _ref("Step")}})
@@ -202,6 +206,22 @@ PATHS: dict[str, Any] = {
                     "headers": {"Location": {"schema": _STR}}},
             **_errors("BadRequest", "Unauthorized", "Forbidden", "Conflict", "TooLarge",
                       "UnsupportedMediaType")}}},
+    "/api/cases/repeats": {"get": {
+        "operationId": "getRepeatCandidates",
+        "summary": "Open cases a new request may repeat (重复诉求), the most alike first",
+        "description": "Open cases accepted within [repeat_requests] window_days under the "
+                       "same category, of the same resident or phone, at a similar address "
+                       "(a missing address cannot rule a case out: those come last). `calls` "
+                       "counts the calls linked to each case. Each case shown is an audited "
+                       "read.",
+        "security": _scope("cases:read"),
+        "parameters": [
+            {"name": "category", "in": "query", "required": True, "schema": _STR},
+            {"name": "phone", "in": "query", "required": True,
+             "schema": {"type": "string", "pattern": "^\\+?[0-9]{3,20}$"}},
+            {"name": "address", "in": "query", "schema": {"type": "string", "maxLength": 256}}],
+        "responses": {"200": _response("the candidates (at most five)", "RepeatCandidates"),
+                      **_errors("BadRequest", "Unauthorized", "Forbidden")}}},
     "/api/cases/{number}": {
         "parameters": [_NUMBER],
         "get": {

@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from crm.agents import tokens as api_tokens
 from crm.agents.tokens import TokenRecord
 from crm.audit import log as audit
-from crm.cases import dispatch
+from crm.cases import dispatch, repeats
 from crm.cases import service as cases
+from crm.categories.time_limits import TimeLimitRules
 from crm.consultations import service as consultation_desk
 from crm.errors import (
     BodyTooLarge,
@@ -40,7 +41,7 @@ from crm.errors import (
     UnsupportedMediaType,
 )
 from crm.reports import service_levels as levels
-from crm.settings import ServiceLevelSettings
+from crm.settings import RepeatRequestSettings, ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web.api.openapi import openapi_document
 from crm.web.api.schemas import (
@@ -75,6 +76,8 @@ API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
 API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
 API_REPORT_TZ_KEY = web.AppKey("api_report_tz", tzinfo)
 API_SERVICE_LEVELS_KEY = web.AppKey("api_service_levels", ServiceLevelSettings)
+API_TIME_LIMITS_KEY = web.AppKey("api_time_limits", TimeLimitRules)
+API_REPEATS_KEY = web.AppKey("api_repeats", RepeatRequestSettings)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
@@ -237,7 +240,8 @@ async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
     view = await cases.create_case(
         request.app[API_SESSIONS_KEY], category=body.category, description=body.description,
         actor=token.actor, contact_phone=body.contact_phone, resident_phone=body.resident_phone,
-        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY])
+        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY],
+        time_limits=request.app[API_TIME_LIMITS_KEY])
     return _json(await _written_case(request, token, view, "api.create"), 201,
                  headers={hdrs.LOCATION: f"/api/cases/{view.number}"})
 
@@ -249,6 +253,28 @@ async def get_case(request: web.Request, token: TokenRecord) -> web.Response:
     await _audit_read(request, token, action="case.read", object_type="case",
                       object_id=view.number, detail={"via": "api.get"})
     return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
+
+
+@requires(CASE_READ_SCOPE)
+async def get_repeats(request: web.Request, token: TokenRecord) -> web.Response:
+    """The open cases a new request may repeat (crm.cases.repeats)."""
+    query = _query(request, {"category", "phone", "address"})
+    phone = query.get("phone", "").strip()
+    if not phone:
+        raise InvalidInput("give the caller's phone")
+    cases.check_phone(phone)
+    address = (query.get("address") or "").strip() or None
+    if address is not None and len(address) > 256:
+        raise InvalidInput("address is longer than 256 characters")
+    settings = request.app[API_REPEATS_KEY]
+    found = await repeats.find_repeats(
+        request.app[API_SESSIONS_KEY], category=query.get("category", ""), phones=[phone],
+        address=address, window_days=settings.window_days,
+        min_similarity=settings.min_address_similarity)
+    for candidate in found:
+        await _audit_read(request, token, action="case.read", object_type="case",
+                          object_id=candidate.number, detail={"via": "api.repeats"})
+    return _json({"repeats": [c.to_json() for c in found]})
 
 
 @requires("cases:write")
@@ -483,6 +509,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/cases", post_case),
+    ("GET", "/cases/repeats", get_repeats),  # before /cases/{number}
     ("GET", "/cases/{number}", get_case),
     ("PATCH", "/cases/{number}", patch_case),
     ("POST", "/cases/{number}/accept", post_accept),
@@ -505,7 +532,9 @@ PREFIX = "/api"
 
 def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
                    report_tz: tzinfo = UTC,
-                   service_levels: ServiceLevelSettings | None = None) -> web.Application:
+                   service_levels: ServiceLevelSettings | None = None,
+                   time_limits: TimeLimitRules | None = None,
+                   repeat_requests: RepeatRequestSettings | None = None) -> web.Application:
     """The sub-application the main app mounts at ``PREFIX``; the service-level figures are
     counted in the days and hours of ``report_tz``."""
     app = web.Application(middlewares=[api_errors], client_max_size=MAX_BODY_BYTES)
@@ -513,6 +542,8 @@ def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
     app[API_NUMBERING_TZ_KEY] = numbering_tz
     app[API_REPORT_TZ_KEY] = report_tz
     app[API_SERVICE_LEVELS_KEY] = service_levels or ServiceLevelSettings()
+    app[API_TIME_LIMITS_KEY] = time_limits or TimeLimitRules()  # [time_limits]; the clock
+    app[API_REPEATS_KEY] = repeat_requests or RepeatRequestSettings()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app
