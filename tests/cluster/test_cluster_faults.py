@@ -1,0 +1,197 @@
+"""Issue 16, cluster fault tests under a steady call load (one module-scoped bed: Kamailio,
+two media nodes, the queue node and its standby, control's AMI link per node, the
+consultation recorder and the callbacks watcher on PostgreSQL).
+
+A media node's Asterisk killed (-9) with callers on it: new callers go to the other node;
+control sees the dead node's AMI link go and stay down and ends its calls as ``lost``
+(hotline.roles.node_loss); each of their callers gets a callback request, except a
+withheld number; afterwards every call has exactly one complete consultation and nothing
+is left half-written (no open consultation, nothing pending in the recorder's journal).
+Every wait is for a condition, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from crm.callbacks.watcher import MissedCallWatcher
+from crm.consultations.recorder import ConsultationRecorder
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.journal import EventJournal
+from crm.storage.migrate import upgrade
+from crm.storage.models import CallbackRequest, Consultation, ConsultationStep
+from crm.telephony.events import CallEnded, CallerQueued, CallEventBus, CallStarted
+from hotline.edge import nodes
+from hotline.roles.node_links import NodeLink, start_node_links
+from hotline.roles.node_loss import LOST_ROUTE, lost_cause
+from hotline.settings import Settings
+from hotline.tools.sipp import CallResult, place_call
+from tests.cluster.edge_bed import at_edge, counts, wait_for
+from tests.cluster.queue_bed import LINK_S, ivr_that_ends_at_once, running_queue_cluster
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
+
+DEAD, ALIVE = "media-a", "media-b"
+HOLD_S = 14.0
+"""How long each caller waits in the queue (no agent signed in) before hanging up."""
+WITHHELD = "anonymous"
+
+
+@pytest.fixture(scope="module")
+def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with running_queue_cluster(tmp_path_factory) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def pg_sessions(postgres_database: str) -> AsyncIterator[SessionFactory]:
+    engine = make_engine(postgres_database)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await upgrade(postgres_database)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class Control:
+    links: dict[str, NodeLink]
+    recorder: ConsultationRecorder
+    journal: EventJournal
+    watcher: MissedCallWatcher
+    events: list[object] = field(default_factory=list)
+
+    def started(self) -> set[str]:
+        return {e.call_id for e in self.events if isinstance(e, CallStarted)}
+
+    def queued(self) -> set[str]:
+        return {e.call_id for e in self.events if isinstance(e, CallerQueued)}
+
+
+@pytest.fixture
+async def control(fault_cluster: Settings, pg_sessions: SessionFactory,
+                  tmp_path: Path) -> AsyncIterator[Control]:
+    """Control as the core runs it: the links, the recorder, the callbacks watcher."""
+    async with contextlib.AsyncExitStack() as stack:
+        bus = CallEventBus()
+        journal = EventJournal(tmp_path / "journal")
+        stack.callback(journal.close)
+        recorder = ConsultationRecorder(pg_sessions, journal=journal)
+        bus.subscribe(recorder.handle)
+        recorder.start()
+        stack.push_async_callback(recorder.close)
+        watcher = MissedCallWatcher(pg_sessions, bus, fault_cluster.callbacks,
+                                    settle=recorder.drain)
+        bus.subscribe(watcher.handle)
+        stack.push_async_callback(watcher.close)
+        running = Control({}, recorder, journal, watcher)
+
+        async def keep(event: object) -> None:
+            running.events.append(event)
+
+        bus.subscribe(keep)
+        await stack.enter_async_context(ivr_that_ends_at_once(fault_cluster))
+        links = await start_node_links(stack, fault_cluster, bus)
+        running.links.update({link.name: link for link in links})
+        for link in links:
+            await link.ami.wait_ready(LINK_S)
+        yield running
+
+
+def caller(settings: Settings, number: str) -> asyncio.Task[CallResult]:
+    """A caller who waits in the queue ``HOLD_S`` and hangs up (SIPp is killed a little
+    after, when its BYE goes to a dead node and is never answered)."""
+    return asyncio.create_task(place_call(
+        at_edge(settings), caller_number=number, hold_ms=int(HOLD_S * 1000),
+        answer_timeout_ms=8000, max_seconds=HOLD_S + 12))
+
+
+async def test_a_media_node_killed_under_load_loses_no_call_record(
+        fault_cluster: Settings, control: Control, pg_sessions: SessionFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    # Six callers, one at a time so the edge's round robin alternates: each node gets a
+    # withheld number among its three.
+    numbers = ["13950000001", "13950000002", WITHHELD, WITHHELD, "13950000005",
+               "13950000006"]
+    tasks: list[asyncio.Task[CallResult]] = []
+    try:
+        for n, number in enumerate(numbers, start=1):
+            tasks.append(caller(fault_cluster, number))
+            await wait_for(lambda n=n: len(control.queued()) >= n, 15, f"caller {n} queued")
+        on_dead = dict(control.links[DEAD].calls.active_calls)  # type: ignore[union-attr]
+        assert len(on_dead) == 3, on_dead
+        before = counts(fault_cluster, [ALIVE])[ALIVE]
+        pid = nodes.pid(fault_cluster, DEAD)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        # The load goes on: two new callers right after the kill.
+        queued_before = len(control.queued())
+        tasks += [caller(fault_cluster, "13950000007"), caller(fault_cluster, "13950000008")]
+
+        def lost() -> set[str]:
+            return {e.call_id for e in control.events
+                    if isinstance(e, CallEnded) and e.route == LOST_ROUTE}
+
+        lost_after = await wait_for(lambda: lost() == set(on_dead), 20,
+                                    f"the calls on {DEAD} ended as lost")
+        await wait_for(lambda: len(control.queued()) >= queued_before + 2, 20,
+                       f"two new callers queued through {ALIVE}")
+        new_after = time.monotonic() - killed
+        results = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+    assert counts(fault_cluster, [ALIVE])[ALIVE] - before == 2
+    assert all(r.answered for r in results), [r.stderr for r in results]
+
+    call_ids = control.started()
+    assert len(call_ids) == 8 and set(on_dead) <= call_ids
+    await control.watcher.drain()
+    await control.recorder.drain()
+    async with pg_sessions() as session:
+        rows = {c.call_id: c for c in (await session.scalars(select(Consultation))).all()}
+        per_call = dict((await session.execute(
+            select(Consultation.call_id, func.count()).group_by(Consultation.call_id))).all())
+        requests = (await session.scalars(select(CallbackRequest))).all()
+        not_possible = set((await session.scalars(
+            select(Consultation.call_id).join(ConsultationStep).where(
+                ConsultationStep.kind == "callback_not_possible"))).all())
+    # Every call exactly one complete consultation; nothing half-written.
+    assert set(rows) == call_ids and all(n == 1 for n in per_call.values()), per_call
+    assert all(c.ended_at is not None and c.started_at is not None and c.outcome
+               for c in rows.values()), [(c.call_id, c.outcome) for c in rows.values()]
+    assert control.journal.pending() == []
+    # The dead node's calls: lost, with that reason; a callback for each numbered caller.
+    for call_id, call in on_dead.items():
+        row = rows[call_id]
+        assert (row.outcome, row.ivr_route, row.hangup_cause, row.hangup_party) == \
+            ("lost", "lost", lost_cause(DEAD), "system")
+        asked = [r for r in requests
+                 if r.consultation_id == row.id and r.reason == "lost"]
+        if call.caller_number in (None, WITHHELD):
+            assert not asked and call_id in not_possible
+        else:
+            assert len(asked) == 1 and asked[0].caller_number == call.caller_number
+    assert any(call.caller_number in (None, WITHHELD) for call in on_dead.values())
+    assert all(c.outcome != "lost" for i, c in rows.items() if i not in on_dead)
+    with capsys.disabled():
+        print(f"\n{DEAD} killed -9 with 3 of 6 callers on it: its calls ended as lost "
+              f"{lost_after:.1f} s after the kill; 2 new callers queued through {ALIVE} "
+              f"{new_after:.1f} s after it; 8 consultations complete, "
+              f"{sum(r.reason == 'lost' for r in requests)} lost-call callbacks; "
+              f"{time.monotonic() - started:.1f} s in all")
