@@ -31,9 +31,14 @@ from crm.storage.journal import EventJournal
 from crm.storage.migrate import upgrade
 from crm.storage.models import CallbackRequest, Consultation, ConsultationStep
 from crm.telephony.events import CallEnded, CallerQueued, CallEventBus, CallStarted
+from hotline.bus.redis_bus import RedisStreamBus
+from hotline.bus.redis_server import RedisServer
+from hotline.bus.settings import BusSettings
+from hotline.bus.stream_entries import redis_client
 from hotline.edge import nodes
 from hotline.roles.node_links import NodeLink, start_node_links
 from hotline.roles.node_loss import LOST_ROUTE, lost_cause
+from hotline.roles.recorder_member import start_recorder_member
 from hotline.settings import Settings
 from hotline.tools.sipp import CallResult, place_call
 from tests.cluster.edge_bed import at_edge, counts, wait_for
@@ -111,12 +116,80 @@ async def control(fault_cluster: Settings, pg_sessions: SessionFactory,
         yield running
 
 
-def caller(settings: Settings, number: str) -> asyncio.Task[CallResult]:
-    """A caller who waits in the queue ``HOLD_S`` and hangs up (SIPp is killed a little
+def caller(settings: Settings, number: str, hold_s: float = HOLD_S) -> asyncio.Task[CallResult]:
+    """A caller who waits in the queue ``hold_s`` and hangs up (SIPp is killed a little
     after, when its BYE goes to a dead node and is never answered)."""
     return asyncio.create_task(place_call(
-        at_edge(settings), caller_number=number, hold_ms=int(HOLD_S * 1000),
-        answer_timeout_ms=8000, max_seconds=HOLD_S + 12))
+        at_edge(settings), caller_number=number, hold_ms=int(hold_s * 1000),
+        answer_timeout_ms=8000, max_seconds=hold_s + 12))
+
+
+async def complete(sessions: SessionFactory, call_ids: set[str], within: float) -> float:
+    """Seconds until every call has exactly one consultation with a start and an end."""
+    async def written() -> bool:
+        async with sessions() as session:
+            rows = (await session.execute(
+                select(Consultation.call_id, func.count(), func.count(Consultation.ended_at),
+                       func.count(Consultation.started_at))
+                .group_by(Consultation.call_id))).all()
+        return {r[0] for r in rows} == call_ids and all(r[1:] == (1, 1, 1) for r in rows)
+
+    started = time.monotonic()
+    while not await written():
+        assert time.monotonic() - started < within, "consultations not all complete"
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+async def test_redis_restarted_under_load_loses_no_event(
+        fault_cluster: Settings, pg_sessions: SessionFactory, redis_server: RedisServer,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Control publishes on the Redis bus, the recorder is a member of the group; Redis is
+    stopped while calls go on and new ones start, then started again: the events produced
+    meanwhile wait in control's journal and every consultation completes."""
+    settings = fault_cluster.model_copy(update={
+        "state_dir": tmp_path / "state",
+        "bus": BusSettings(kind="redis", redis_url=redis_server.url,
+                           stream=f"faults:{os.getpid()}", claim_idle_s=1.0,
+                           read_block_s=0.2)})
+    started = time.monotonic()
+    seen: set[str] = set()
+    tasks: list[asyncio.Task[CallResult]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        bus = RedisStreamBus(settings.bus, journal_dir=tmp_path / "bus-journal")
+        await bus.start()
+        stack.push_async_callback(bus.close, 2.0)
+        client = redis_client(redis_server.url, read_block_s=0.2)
+        stack.push_async_callback(client.aclose)
+        await start_recorder_member(stack, settings, pg_sessions, bus, client, role="core")
+        await stack.enter_async_context(ivr_that_ends_at_once(settings))
+        links = await start_node_links(stack, settings, bus)
+        for link in links:
+            await link.ami.wait_ready(LINK_S)
+
+        def live(count: int) -> bool:  # the calls control's trackers have seen so far
+            for link in links:
+                if link.calls is not None:
+                    seen.update(link.calls.active_calls)
+            return len(seen) >= count
+
+        try:
+            tasks += [caller(settings, f"1396000000{i}", hold_s=6) for i in range(3)]
+            await wait_for(lambda: live(3), 15, "three callers in")
+            await asyncio.to_thread(redis_server.stop)
+            tasks += [caller(settings, f"1396000001{i}", hold_s=4) for i in range(2)]
+            await wait_for(lambda: live(5), 15, "two callers in while Redis is down")
+            await asyncio.to_thread(redis_server.start)
+            results = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        assert all(r.answered for r in results), [r.stderr for r in results]
+        after = await complete(pg_sessions, seen, 20)
+    with capsys.disabled():
+        print(f"\nRedis stopped with 3 calls on and 2 starting, started again: "
+              f"{len(seen)} consultations complete {after:.1f} s after the last caller left; "
+              f"{time.monotonic() - started:.1f} s in all")
 
 
 async def test_a_media_node_killed_under_load_loses_no_call_record(
