@@ -42,6 +42,7 @@ from hotline.roles.recorder_member import start_recorder_member
 from hotline.settings import Settings
 from hotline.tools.sipp import CallResult, place_call
 from tests.cluster.edge_bed import at_edge, counts, wait_for
+from tests.cluster.private_postgres import PrivatePostgres, private_postgres
 from tests.cluster.queue_bed import LINK_S, ivr_that_ends_at_once, running_queue_cluster
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
@@ -86,20 +87,19 @@ class Control:
         return {e.call_id for e in self.events if isinstance(e, CallerQueued)}
 
 
-@pytest.fixture
-async def control(fault_cluster: Settings, pg_sessions: SessionFactory,
-                  tmp_path: Path) -> AsyncIterator[Control]:
+@contextlib.asynccontextmanager
+async def running_control(settings: Settings, sessions: SessionFactory,
+                          journal_dir: Path) -> AsyncIterator[Control]:
     """Control as the core runs it: the links, the recorder, the callbacks watcher."""
     async with contextlib.AsyncExitStack() as stack:
         bus = CallEventBus()
-        journal = EventJournal(tmp_path / "journal")
+        journal = EventJournal(journal_dir)
         stack.callback(journal.close)
-        recorder = ConsultationRecorder(pg_sessions, journal=journal)
+        recorder = ConsultationRecorder(sessions, journal=journal)
         bus.subscribe(recorder.handle)
         recorder.start()
         stack.push_async_callback(recorder.close)
-        watcher = MissedCallWatcher(pg_sessions, bus, fault_cluster.callbacks,
-                                    settle=recorder.drain)
+        watcher = MissedCallWatcher(sessions, bus, settings.callbacks, settle=recorder.drain)
         bus.subscribe(watcher.handle)
         stack.push_async_callback(watcher.close)
         running = Control({}, recorder, journal, watcher)
@@ -108,11 +108,18 @@ async def control(fault_cluster: Settings, pg_sessions: SessionFactory,
             running.events.append(event)
 
         bus.subscribe(keep)
-        await stack.enter_async_context(ivr_that_ends_at_once(fault_cluster))
-        links = await start_node_links(stack, fault_cluster, bus)
+        await stack.enter_async_context(ivr_that_ends_at_once(settings))
+        links = await start_node_links(stack, settings, bus)
         running.links.update({link.name: link for link in links})
         for link in links:
             await link.ami.wait_ready(LINK_S)
+        yield running
+
+
+@pytest.fixture
+async def control(fault_cluster: Settings, pg_sessions: SessionFactory,
+                  tmp_path: Path) -> AsyncIterator[Control]:
+    async with running_control(fault_cluster, pg_sessions, tmp_path / "journal") as running:
         yield running
 
 
@@ -189,6 +196,53 @@ async def test_redis_restarted_under_load_loses_no_event(
     with capsys.disabled():
         print(f"\nRedis stopped with 3 calls on and 2 starting, started again: "
               f"{len(seen)} consultations complete {after:.1f} s after the last caller left; "
+              f"{time.monotonic() - started:.1f} s in all")
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[tuple[PrivatePostgres, SessionFactory]]:
+    """A PostgreSQL of this test's own (the shared test server is never restarted)."""
+    servers = private_postgres()
+    server = next(servers)
+    engine = make_engine(server.url)
+    try:
+        await upgrade(server.url)
+        yield server, make_session_factory(engine)
+    finally:
+        await engine.dispose()
+        servers.close()
+
+
+async def test_postgresql_restarted_under_load_loses_no_write(
+        fault_cluster: Settings, own_postgres: tuple[PrivatePostgres, SessionFactory],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL stopped while calls go on and new ones start, then started again: the
+    recorder's writes wait in its journal and land; every consultation completes."""
+    server, sessions = own_postgres
+    started = time.monotonic()
+    tasks: list[asyncio.Task[CallResult]] = []
+    async with running_control(fault_cluster, sessions, tmp_path / "journal") as control:
+        try:
+            tasks += [caller(fault_cluster, f"1397000000{i}", hold_s=6) for i in range(3)]
+            await wait_for(lambda: len(control.started()) >= 3, 15, "three callers in")
+            await asyncio.to_thread(server.stop)
+            tasks += [caller(fault_cluster, f"1397000001{i}", hold_s=4) for i in range(2)]
+            await wait_for(lambda: len(control.started()) >= 5, 15,
+                           "two callers in while PostgreSQL is down")
+            await wait_for(lambda: any(isinstance(e, CallEnded) for e in control.events), 15,
+                           "a call ended while PostgreSQL is down")
+            await asyncio.to_thread(server.start)
+            results = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        assert all(r.answered for r in results), [r.stderr for r in results]
+        after = await complete(sessions, control.started(), 30)
+        await control.recorder.drain()
+        assert control.journal.pending() == []
+    with capsys.disabled():
+        print(f"\nPostgreSQL stopped with 3 calls on and 2 starting, started again: 5 "
+              f"consultations complete {after:.1f} s after the last caller left; "
               f"{time.monotonic() - started:.1f} s in all")
 
 
