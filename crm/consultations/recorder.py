@@ -115,7 +115,8 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.ivr_route = event.route or None
         consultation.hangup_cause = event.cause
         consultation.hangup_party = event.party
-        if consultation.outcome != ABANDONED:
+        if consultation.outcome != ABANDONED or event.route == "lost":
+            # lost wins over the abandon of its queue leg, in whichever order they come
             consultation.outcome = outcome_for(event.route, event.cause)
         _set_duration(consultation)
     elif isinstance(event, QUEUE_CALL_EVENTS):
