@@ -51,6 +51,8 @@ class NodeLossWatch:
         self._task: asyncio.Task[None] | None = None
         self.losses = 0
         """Times the node was declared lost (each after a link that stayed down)."""
+        self.lost = asyncio.Event()
+        """Set once the node was declared lost and its open calls ended."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"node-loss-{self.node}")
@@ -87,4 +89,5 @@ class NodeLossWatch:
             self._calls.active_calls.pop(call_id, None)
             await self._bus.publish(CallEnded(call_id, LOST_ROUTE, lost_cause(self.node),
                                               party="system"))
+        self.lost.set()
         return ended
