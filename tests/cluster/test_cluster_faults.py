@@ -59,7 +59,7 @@ from tests.cluster.queue_bed import (
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
 DEAD, ALIVE = "media-a", "media-b"
-HOLD_S = 14.0
+HOLD_S = 9.0
 """How long each caller waits in the queue (no agent signed in) before hanging up."""
 WITHHELD = "anonymous"
 
