@@ -35,7 +35,8 @@ from crm.telephony.steps import QueueJoined
 
 log = logging.getLogger(__name__)
 
-REASONS = ("abandoned", "chosen", "closed", "overload", "no_answer")
+REASONS = ("abandoned", "chosen", "closed", "overload", "no_answer", "lost")
+"""``lost``: the call's media node died under it (hotline.roles.node_loss)."""
 OPEN = ("pending", "dialling")
 FINAL = ("completed", "failed", "cancelled", "closed_by_call_in")
 OUTCOMES = ("reached", "no_answer", "busy", "wrong_number", "declined")

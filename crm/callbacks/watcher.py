@@ -8,6 +8,7 @@ without answer. A request is made (or the number's open one merged into) when:
 - the caller abandons the queue after ``min_wait_s`` (reason ``abandoned``), or at any wait
   after the IVR handed them back at its limit (``overload``) or after an agent's phone rang
   unanswered for them (``no_answer``);
+- the call's media node died under it (``lost``, hotline.roles.node_loss);
 - the callback offer (dialplan context ``hotline-callback-offer``) reports the caller's
   answer (a ``callback_offer`` step): yes, or the offer could not be made (the IVR was
   unavailable), or no answer after the maximum wait.
@@ -154,6 +155,10 @@ class MissedCallWatcher:
                 self._ended[event.call_id] = call
             if event.route == "end" and not call.callback and not call.answered:
                 self._spawn(self._close(event.call_id, call.number))
+            elif event.route == "lost" and not call.callback:
+                # its media node died under it (hotline.roles.node_loss): cut off, call back
+                self._ended.pop(event.call_id, None)
+                self._spawn(self._request(event.call_id, call, "lost", None))
 
     def language_of(self, call_id: str) -> str | None:
         """The language a live call has used so far (None: not known)."""

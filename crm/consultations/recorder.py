@@ -53,8 +53,9 @@ from crm.telephony.steps import AgentConnected
 log = logging.getLogger(__name__)
 
 ROUTE_OUTCOMES = {"end": "ivr_completed", "agent": "to_agent", "fallback": "ivr_fallback",
-                  "callback": "callback"}
-"""``callback``: a call the hotline placed to call a missed caller back (crm.callbacks)."""
+                  "callback": "callback", "lost": "lost"}
+"""``callback``: a call the hotline placed to call a missed caller back (crm.callbacks);
+``lost``: its media node died under it (hotline.roles.node_loss)."""
 ABANDONED = "abandoned"
 """Outcome of a call whose caller hung up while waiting in the queue."""
 
@@ -114,7 +115,8 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.ivr_route = event.route or None
         consultation.hangup_cause = event.cause
         consultation.hangup_party = event.party
-        if consultation.outcome != ABANDONED:
+        if consultation.outcome != ABANDONED or event.route == "lost":
+            # lost wins over the abandon of its queue leg, in whichever order they come
             consultation.outcome = outcome_for(event.route, event.cause)
         _set_duration(consultation)
     elif isinstance(event, QUEUE_CALL_EVENTS):
@@ -150,8 +152,8 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
     step = queue_step(event)
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
                                               kind=step.kind, detail=step.detail()), replayed)
-    if isinstance(event, CallerAbandoned):
-        consultation.outcome = ABANDONED
+    if isinstance(event, CallerAbandoned) and consultation.outcome != "lost":
+        consultation.outcome = ABANDONED  # a lost call's queue leg ending later stays lost
     elif isinstance(event, AgentAnswered):
         if event.extension:
             agent_id = await session.scalar(select(Agent.id).where(

@@ -23,6 +23,7 @@ from crm.telephony.events import EventBus
 from hotline.edge.nodes import node_settings
 from hotline.edge.settings import MediaNode
 from hotline.reconciliation import call_record_path
+from hotline.roles.node_loss import NodeLossWatch
 from hotline.roles.queue_standby import MembershipMirror, StandbyStates
 from hotline.settings import Settings, hotline_queues
 from ivr.ami.client import AmiClient
@@ -44,6 +45,8 @@ class NodeLink:
     """The media node's call tracker (None on a queue node)."""
     queue: QueueTracker | None
     """The queue node's queue tracker (None on a media node)."""
+    loss: NodeLossWatch | None = None
+    """A media node's watch: its open calls are ended as lost once the node is (node_loss)."""
 
 
 def cluster_nodes(settings: Settings) -> list[tuple[MediaNode, NodeKind]]:
@@ -92,6 +95,10 @@ async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
                          queue_amis.get(media.name))
         if link.queue is not None:
             stack.callback(link.queue.close)
+        if link.calls is not None:
+            link.loss = NodeLossWatch(link.name, link.ami, link.calls, bus)
+            link.loss.start()
+            stack.push_async_callback(link.loss.close)
         await link.ami.start()
         stack.push_async_callback(link.ami.close)
         log.info("control: AMI link to %s node %s at %s:%s", kind, media.name, media.address,
