@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
 from crm.agents.auth import hash_password
 from crm.cases.numbers import make_case_number
+from crm.categories import tree as category_tree
+from crm.directory.csv_io import import_csv
 from crm.knowledge.demo_articles import seed_demo_articles
-from crm.storage.db import open_database
+from crm.storage.db import SessionFactory, open_database
 from crm.storage.models import (
     Agent,
     Case,
@@ -30,12 +33,31 @@ DEPARTMENTS = [
     ("housing", "住房保障科", "Housing Office", "주택보장과", "8001"),
     ("sanitation", "环境卫生所", "Sanitation Office", "환경위생소", "8002"),
     ("civil", "民政服务中心", "Civil Affairs Centre", "민정서비스센터", "8003"),
+    # the departments of the category tree (crm/categories/data/categories.csv)
+    ("construction", "住房城乡建设局", "Construction Bureau", "주택도시건설국", "8004"),
+    ("water", "自来水公司", "Water Supply Company", "수도회사", "8005"),
+    ("power", "供电公司", "Power Supply Company", "전력회사", "8006"),
+    ("gas", "燃气公司", "Gas Company", "가스회사", "8007"),
+    ("heating", "热力公司", "Heating Company", "열공급회사", "8008"),
+    ("urban", "城市管理局", "Urban Management Bureau", "도시관리국", "8009"),
+    ("transport", "交通运输局", "Transport Bureau", "교통운수국", "8010"),
+    ("public_security", "公安局", "Public Security Bureau", "공안국", "8011"),
+    ("market", "市场监督管理局", "Market Regulation Bureau", "시장감독관리국", "8012"),
+    ("hrss", "人力资源和社会保障局", "Human Resources and Social Security Bureau",
+     "인력자원사회보장국", "8013"),
+    ("health", "卫生健康委员会", "Health Commission", "위생건강위원회", "8014"),
+    ("education", "教育局", "Education Bureau", "교육국", "8015"),
+    ("emergency", "应急管理局", "Emergency Management Bureau", "응급관리국", "8016"),
+    ("street", "街道办事处", "Sub-district Office", "가도판사처", "8017"),
+    ("environment", "生态环境局", "Ecology and Environment Bureau", "생태환경국", "8018"),
+    ("service_centre", "政务服务中心", "Government Service Centre", "정무서비스센터", "8019"),
 ]
 CATEGORIES = [
     ("repair", "房屋维修", 7, "housing"),
     ("garbage", "垃圾清运", 3, "sanitation"),
     ("subsidy", "补贴申领", 15, "civil"),
 ]
+"""The first demo's flat categories, kept beside the tree (tests and examples name them)."""
 RESIDENTS = [
     ("张三", "cmn", "幸福社区", "110101195003072316", ["13800138000"]),
     ("李秀英", "cmn", "和平街道", "110101194811201225", ["13900139000", "02512345678"]),
@@ -137,7 +159,18 @@ async def seed_demo(url: str, *, today: date | None = None,
                                   languages=AGENT_LANGUAGES.get(login, ["cmn"]),
                                   password_hash=password_hash, active=True))
                 added += 1
+        added += await _seed_category_tree(database.sessions)
         added += await seed_demo_articles(database.sessions, today=today)
     finally:
         await database.close()
     return added
+
+
+async def _seed_category_tree(sessions: SessionFactory) -> int:
+    """The packaged tree (crm/categories/data/categories.csv), once."""
+    async with sessions() as session:
+        if await session.scalar(select(CaseCategory.id).where(CaseCategory.code == "010000")):
+            return 0
+    result = await import_csv(sessions, "categories", io.StringIO(category_tree.packaged_file()),
+                              source="categories.csv")
+    return result.created

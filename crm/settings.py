@@ -4,6 +4,8 @@ hotline.settings. Imports nothing of the hotline."""
 
 from __future__ import annotations
 
+from datetime import date
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Literal
 
@@ -218,3 +220,46 @@ class CallbackSettings(_Section):
     def _check(self) -> CallbackSettings:
         _check_dialling(self.calling_hours, self.timezone, self.dial)
         return self
+
+
+class TimeLimitSettings(_Section):
+    """``[time_limits]``: how a category's handling limit is counted (crm/categories/)."""
+
+    timezone: str = "Asia/Shanghai"
+    """The zone of the working day (the hotline's local time)."""
+    workday_opens: dt_time = dt_time(9, 0)
+    workday_closes: dt_time = dt_time(17, 0)
+    holidays: list[date] = Field(default_factory=list)
+    """Public holidays that fall on working days, e.g. ["2026-10-01", "2026-10-02"]."""
+    workdays: list[date] = Field(default_factory=list)
+    """Make-up working days (调休) on a Saturday or Sunday, e.g. ["2026-09-27"]."""
+    hours: Literal["calendar", "working"] = "calendar"
+    """Limits in hours (emergencies 2h, utilities 24h): on the clock, or in working hours."""
+    days: Literal["calendar", "working"] = "working"
+    """Limits in days (general 7d, complex 15d): working days, or calendar days."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TimeLimitSettings:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        if not self.workday_opens < self.workday_closes:
+            raise ValueError("workday_opens must be before workday_closes")
+        both = sorted(set(self.holidays) & set(self.workdays))
+        if both:
+            raise ValueError("days both holidays and make-up working days: "
+                             + ", ".join(d.isoformat() for d in both))
+        return self
+
+
+class RepeatRequestSettings(_Section):
+    """``[repeat_requests]``: which open cases the desk offers as the same matter."""
+
+    window_days: int = Field(30, ge=1, le=3650)
+    """Open cases accepted within this many days are offered."""
+    min_address_similarity: float = Field(0.7, gt=0, le=1)
+    """How alike two addresses' place names must be (0-1); their numbers must agree besides
+    (crm/cases/addresses.py)."""

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from hotline import dispatch_cli
 from hotline.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("hotline")
@@ -257,6 +258,14 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
               "store it now", file=sys.stderr)
         return 0
     print("\n".join(lines) or "no tokens")
+    return 0
+
+
+def _cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        print("\n".join(dispatch_cli.run(settings, args)))
+    except dispatch_cli.DispatchCommandError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
@@ -513,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="create: refuse the token from this many days on (default: never)")
     tok.add_argument("--all", action="store_true", help="list: revoked tokens too")
 
+    dispatch_cli.add_parser(sub)
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
     ag.add_argument("action", choices=["list", "show", "create", "set-password", "set-role",
                                        "set-languages", "disable", "enable", "sessions",
@@ -601,7 +611,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "token": _cmd_token, "speech": _cmd_speech, "agents": _cmd_agents,
     "surveys": _cmd_surveys, "retention": _cmd_retention, "edge": _cmd_edge,
     "doctor": _cmd_doctor, "backup": _cmd_backup, "restore": _cmd_backup,
-    "status": _cmd_status, "cluster": _cmd_cluster,
+    "status": _cmd_status, "cluster": _cmd_cluster, "dispatch": _cmd_dispatch,
 }
 
 

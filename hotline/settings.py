@@ -33,9 +33,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from crm.settings import (
     CallbackSettings,
     DatabaseSettings,
+    RepeatRequestSettings,
     RetentionSettings,
     ServiceLevelSettings,
     SurveySettings,
+    TimeLimitSettings,
     WebSettings,
     assigned_queue,
 )
@@ -250,6 +252,8 @@ class Settings(BaseSettings):
     service_levels: ServiceLevelSettings = Field(default_factory=ServiceLevelSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    time_limits: TimeLimitSettings = Field(default_factory=TimeLimitSettings)
+    repeat_requests: RepeatRequestSettings = Field(default_factory=RepeatRequestSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     trunk: TrunkSettings | None = None

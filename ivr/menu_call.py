@@ -37,6 +37,8 @@ from ivr.flows.menu import (
     Route,
     Speech,
     TopicsListed,
+    UrgeCase,
+    UrgeResult,
 )
 from ivr.prompting import (
     STOP,
@@ -148,6 +150,8 @@ class IvrCall(PromptingCall):
         if isinstance(action, Route):
             await self._route(action.route, action.language)
             return STOP
+        if isinstance(action, UrgeCase):
+            return await self._urge(action)
         return await super()._act(action)
 
     async def _knowledge(self, action: ListTopics | FindAnswer) -> TopicsListed | AnswerFound:
@@ -180,6 +184,15 @@ class IvrCall(PromptingCall):
         locked = (case is not None and case.contact_phone is not None
                   and await self.deps.cases.guard.verification_locked(case.number))
         return LookupResult(case, verification_locked=locked)
+
+    async def _urge(self, action: UrgeCase) -> UrgeResult:
+        try:
+            count: int | None = await self.deps.cases.urge(action.number, f"ivr_{action.by}")
+        except Exception:
+            # The caller hears that it was not recorded and goes on; the error is logged.
+            self.log.exception("urge of case %s not recorded", action.number)
+            count = None
+        return UrgeResult(count)
 
     async def _route(self, route: str, language: str | None = None) -> None:
         channel = self.deps.tracker.channel_of(self.call_id)

@@ -41,7 +41,8 @@ GRAMMAR_KINDS: Final[tuple[GrammarKind, ...]] = (
     "menu", "status_menu", "yes_no", "digits", "rating", "language", "intake", "topic")
 GRAMMAR_ALIASES: Final[Mapping[str, GrammarKind]] = {"yesno": "yes_no"}
 """Other names the call flow uses for a kind."""
-STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end")
+STATUS_MENU_INTENTS: Final = ("repeat", "agent", "end", "urge")
+"""urge (催办): heard only after the status of an overdue case (ivr.flows.menu)."""
 INTAKE_INTENTS: Final = ("check_status", "service_info", "agent")
 """What the greeting understands besides a case number."""
 N_BEST: Final[Mapping[GrammarKind, int]] = {"intake": 10}

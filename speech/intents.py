@@ -20,8 +20,9 @@ from typing import Final, Literal, TypeVar
 
 from speech.languages import Language, check_language
 
-Intent = Literal["check_status", "agent", "service_info", "repeat", "end"]
-INTENTS: Final[tuple[Intent, ...]] = ("check_status", "agent", "service_info", "repeat", "end")
+Intent = Literal["check_status", "agent", "service_info", "repeat", "end", "urge"]
+INTENTS: Final[tuple[Intent, ...]] = ("check_status", "agent", "service_info", "repeat", "end",
+                                      "urge")
 MIN_SCORE: Final = 1.0
 
 _KEYWORDS: Final[dict[str, dict[Intent, dict[str, float]]]] = {
@@ -51,6 +52,7 @@ _KEYWORDS: Final[dict[str, dict[Intent, dict[str, float]]]] = {
             "再见": 1.2, "拜拜": 1.2, "没有了": 1.0, "没事了": 1.0, "不用了": 1.0, "结束": 1.2,
             "挂了": 1.0, "挂机": 1.0, "不需要": 0.8, "就这样": 0.8, "谢谢": 0.6, "好了": 0.4,
         },
+        "urge": {"催办": 1.5, "催一下": 1.5, "催促": 1.2, "催": 1.0, "尽快": 0.8, "快点": 0.8},
     },
     "en": {
         "check_status": {
@@ -80,6 +82,7 @@ _KEYWORDS: Final[dict[str, dict[Intent, dict[str, float]]]] = {
             "no thanks": 1.0, "no thank you": 1.0, "nothing": 0.6, "done": 0.6, "finished": 0.6,
             "thank you": 0.6, "thanks": 0.6, "quit": 1.0, "exit": 1.0, "end": 0.6, "stop": 0.6,
         },
+        "urge": {"urge": 1.5, "hurry": 1.5, "hurry up": 1.5, "speed up": 1.2, "faster": 1.0},
     },
     "ko": {
         "check_status": {
@@ -104,6 +107,7 @@ _KEYWORDS: Final[dict[str, dict[Intent, dict[str, float]]]] = {
             "종료": 1.2, "끝": 1.0, "끊": 1.0, "안녕히": 1.2, "됐어요": 1.0, "그만": 1.0,
             "괜찮아요": 0.6, "없어요": 0.6, "감사합니다": 0.6,
         },
+        "urge": {"독촉": 1.5, "재촉": 1.5, "빨리": 1.0, "서둘러": 1.0},
     },
 }
 

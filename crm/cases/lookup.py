@@ -13,6 +13,9 @@ from sqlalchemy.orm import selectinload
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, LookupFailure, Resident, ResidentPhone, utcnow
 
+_OPEN_STAGES = frozenset({"accepted", "dispatched", "in_progress"})
+"""As crm.cases.service.OPEN_STAGES (lookup stays free of the service's imports)."""
+
 
 @dataclass(frozen=True)
 class CaseStatus:
@@ -22,6 +25,8 @@ class CaseStatus:
     deadline: datetime | None
     latest_update: str | None
     contact_phone: str | None
+    overdue: bool = False
+    """Open and past its deadline: the caller may urge it (催办)."""
 
 
 def _department_name(case: Case, lang: str) -> str | None:
@@ -38,8 +43,10 @@ async def find_case_status(sessions: SessionFactory, number: str,
                                     .where(Case.number == number))
     if case is None:
         return None
+    overdue = case.stage in _OPEN_STAGES and case.deadline is not None and \
+        utcnow() > case.deadline
     return CaseStatus(case.number, case.stage, _department_name(case, lang), case.deadline,
-                      case.latest_update, case.contact_phone)
+                      case.latest_update, case.contact_phone, overdue)
 
 
 async def resident_language(sessions: SessionFactory, phone: str | None) -> str | None:

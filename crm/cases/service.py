@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -21,6 +21,8 @@ from sqlalchemy.orm import selectinload
 from crm.agents.auth import mask_id_number, mask_phone
 from crm.audit import log as audit
 from crm.cases.numbers import is_valid_case_number, make_case_number
+from crm.categories import tree as category_tree
+from crm.categories.time_limits import TimeLimit, TimeLimitRules
 from crm.errors import (
     CaseChangedConcurrently,
     CaseNotFound,
@@ -55,7 +57,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 OPEN_STAGES = frozenset({"accepted", "dispatched", "in_progress"})
 PHONE_PATTERN = re.compile(r"\+?[0-9]{3,20}")
-CODE_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 """Category and department codes."""
 _CREATE_ATTEMPTS = 8
 _UPDATE_ATTEMPTS = 3
@@ -230,9 +232,11 @@ async def create_case(sessions: SessionFactory, *, category: str, description: s
                       actor: str, contact_phone: str | None = None,
                       resident_phone: str | None = None, resident_id: int | None = None,
                       address: str | None = None, now: datetime | None = None,
-                      numbering_tz: tzinfo = UTC) -> CaseView:
-    """Accept a new case. Its department comes from the category, its deadline from the
-    category's time limit; the number's date is the day in ``numbering_tz``. A resident is
+                      numbering_tz: tzinfo = UTC,
+                      time_limits: TimeLimitRules | None = None) -> CaseView:
+    """Accept a new case under a leaf category. Its department comes from the category, its
+    deadline from the category's time limit counted by ``time_limits`` (default: on the
+    clock); the number's date is the day in ``numbering_tz``. A resident is
     linked by id, or by ``resident_phone`` when that phone is known."""
     description = _text(description, "description", 2000, required=True)  # type: ignore[assignment]
     address = _text(address, "address", 256)
@@ -250,6 +254,10 @@ async def create_case(sessions: SessionFactory, *, category: str, description: s
                                                    .order_by(CaseCategory.code))).all()
                     raise UnknownCategory(f"unknown category {category!r}; categories: "
                                           f"{', '.join(known)}", details={"categories": known})
+                limit = TimeLimit.of(cat.time_limit_days, cat.time_limit_hours)
+                if limit is None or await category_tree.is_branch(session, cat.id):
+                    raise InvalidInput(f"category {category} is a group of categories: "
+                                       "choose one of its third-level categories")
                 if resident_id is None and resident_phone:
                     resident_id = await session.scalar(
                         select(ResidentPhone.resident_id)
@@ -258,7 +266,7 @@ async def create_case(sessions: SessionFactory, *, category: str, description: s
                 case = Case(number=number, category_id=cat.id, description=description,
                             resident_id=resident_id, department_id=cat.department_id,
                             contact_phone=contact_phone, address=address, stage="accepted",
-                            deadline=now + timedelta(days=cat.time_limit_days),
+                            deadline=(time_limits or TimeLimitRules()).deadline(now, limit),
                             created_at=now, updated_at=now)
                 session.add(case)
                 await session.flush()

@@ -7,11 +7,15 @@ from typing import Literal
 Kind = Literal["departments", "categories", "residents"]
 COLUMNS: dict[str, tuple[str, ...]] = {
     "departments": ("code", "name", "name_en", "name_ko", "phone"),
-    "categories": ("code", "name", "time_limit_days", "department"),
+    "categories": ("code", "name", "parent", "time_limit", "department"),
     "residents": ("name", "phones", "preferred_language", "community"),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "departments": ("code", "name"),
-    "categories": ("code", "name", "time_limit_days"),
+    "categories": ("code", "name"),
     "residents": ("name", "phones"),
 }
+LEGACY: dict[str, tuple[str, ...]] = {
+    "categories": ("time_limit_days",),
+}
+"""Columns still read from older files (a flat list of categories with a limit in days)."""

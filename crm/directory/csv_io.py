@@ -14,13 +14,15 @@ import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from crm.agents.accounts import AGENT_LANGUAGES
-from crm.directory.columns import COLUMNS, REQUIRED, Kind
+from crm.categories import tree
+from crm.categories.time_limits import TimeLimit
+from crm.directory.columns import COLUMNS, LEGACY, REQUIRED, Kind
 from crm.errors import InvalidInput
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
@@ -67,9 +69,9 @@ class _Problems:
 
 def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
     """The data rows with stripped values; header and shape problems go to ``problems``."""
-    reader = csv.reader(stream)
+    reader = csv.reader(_without_leading_comments(stream))
     try:
-        header = next(reader)
+        header = next(record for record in reader if record)
     except StopIteration:
         problems.add(1, None, f"empty file: expected a header {','.join(COLUMNS[kind])}")
         return []
@@ -77,7 +79,7 @@ def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
         problems.add(1, None, f"not CSV: {exc}")
         return []
     header = [h.strip().lstrip("\ufeff").lower() for h in header]
-    unknown = [h for h in header if h not in COLUMNS[kind]]
+    unknown = [h for h in header if h not in COLUMNS[kind] + LEGACY.get(kind, ())]
     for name in unknown:
         problems.add(1, name, f"unknown column (expected: {', '.join(COLUMNS[kind])})")
     for name in REQUIRED[kind]:
@@ -103,6 +105,18 @@ def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
     except csv.Error as exc:
         problems.add(reader.line_num, None, f"not CSV: {exc}")
     return rows
+
+
+def _without_leading_comments(stream: TextIO) -> Iterator[str]:
+    """The lines, those starting with ``#`` before the header blanked (the line count stays:
+    problems name the file's own line numbers)."""
+    header_seen = False
+    for line in stream:
+        if not header_seen and line.lstrip("\ufeff").startswith("#"):
+            yield "\n"
+            continue
+        header_seen = header_seen or bool(line.strip())
+        yield line
 
 
 def _text(row: Row, field: str, problems: _Problems, *, required: bool = False,
@@ -162,28 +176,72 @@ async def _import_departments(session: Any, rows: list[Row], problems: _Problems
 
 async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
                              ) -> ImportResult:
+    """A flat list or a tree (``parent``); see crm.categories.tree for the tree's rules."""
     departments = {d.code: d.id for d in await session.scalars(select(Department))}
+    stored = list(await session.scalars(select(CaseCategory)))
     parsed = []
+    parents: dict[str, str | None] = {}
     for row in rows:
         code = _text(row, "code", problems, required=True, pattern=_CODE,
                      what="a code (letters, digits, _ . -)")
         name = _text(row, "name", problems, required=True)
-        days_text = _text(row, "time_limit_days", problems, required=True)
-        days = None
-        if days_text is not None:
-            if days_text.isdigit() and 0 < int(days_text) <= 3650:
-                days = int(days_text)
-            else:
-                problems.add(row.line, "time_limit_days",
-                             f"{days_text!r} is not a whole number of days from 1 to 3650")
+        limit = _time_limit(row, problems)
+        parent = _text(row, "parent", problems, pattern=_CODE, what="a category code")
         department = row.values.get("department", "")
         if department and department not in departments:
             problems.add(row.line, "department",
                          f"no department with code {department!r} (import departments first)")
-        if code and name and days:
-            parsed.append((row.line, code, dict(name=name, time_limit_days=days,
-                                                department_id=departments.get(department))))
-    return await _upsert_by_code(session, CaseCategory, parsed, problems)
+        if code and name:
+            fields: dict[str, Any] = dict(name=name,
+                                          department_id=departments.get(department))
+            if limit is not False:
+                fields.update(time_limit_days=limit.whole_days if limit else 0,
+                              time_limit_hours=limit.hours if limit else None)
+            parsed.append((row.line, code, fields))
+            if "parent" in row.values:
+                parents[code] = parent
+            if limit is None and not row.values.get("time_limit", "") and \
+                    "time_limit_days" not in row.values:
+                fields["_needs_limit"] = row.line
+    placement = tree.place(parents, parsed, stored, problems.add)
+    for _, code, fields in parsed:
+        line = fields.pop("_needs_limit", None)
+        if line is not None and placement.is_leaf(code):
+            problems.add(line, "time_limit", "required on a leaf category (one that is no "
+                                             "other category's parent): e.g. 2h, 24h, 7d, 15d")
+        if code in placement.levels:
+            fields["level"] = placement.levels[code]
+    result = await _upsert_by_code(session, CaseCategory, parsed, problems)
+    if not problems.items and parents:
+        await session.flush()
+        ids = {c.code: c.id for c in await session.scalars(select(CaseCategory))}
+        for category in await session.scalars(select(CaseCategory)
+                                              .where(CaseCategory.code.in_(list(parents)))):
+            parent_code = parents[category.code]
+            category.parent_id = ids[parent_code] if parent_code else None
+    return result
+
+
+def _time_limit(row: Row, problems: _Problems) -> TimeLimit | Literal[False] | None:
+    """The row's limit; None when it has none; False when the row does not say (a file
+    without a limit column leaves a category's limit alone)."""
+    if "time_limit" in row.values:
+        text = row.values["time_limit"]
+        if not text:
+            return None
+        try:
+            return TimeLimit.parse(text)
+        except ValueError as exc:
+            problems.add(row.line, "time_limit", str(exc))
+            return None
+    if "time_limit_days" in row.values:
+        text = row.values["time_limit_days"]
+        if text.isdigit() and 0 < int(text) <= 3650:
+            return TimeLimit(int(text), "d")
+        problems.add(row.line, "time_limit_days",
+                     f"{text!r} is not a whole number of days from 1 to 3650")
+        return None
+    return False
 
 
 async def _upsert_by_code(session: Any, model: Any, parsed: list[tuple[int, str, dict[str, Any]]],
@@ -282,8 +340,13 @@ async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> in
                 count += 1
         elif kind == "categories":
             codes = {d.id: d.code for d in await session.scalars(select(Department))}
-            for c in await session.scalars(select(CaseCategory).order_by(CaseCategory.code)):
-                writer.writerow([c.code, c.name, c.time_limit_days,
+            categories = list(await session.scalars(select(CaseCategory)
+                                                    .order_by(CaseCategory.code)))
+            category_codes = {c.id: c.code for c in categories}
+            for c in categories:
+                limit = TimeLimit.of(c.time_limit_days, c.time_limit_hours)
+                writer.writerow([c.code, c.name, category_codes.get(c.parent_id, ""),
+                                 str(limit) if limit else "",
                                  codes.get(c.department_id, "") if c.department_id else ""])
                 count += 1
         else:

@@ -56,6 +56,7 @@ from crm.telephony.steps import (
     CaseNumberConfirmed,
     CaseNumberInvalid,
     CaseNumberRejected,
+    CaseUrged,
     CommentTranscribed,
     IntentChosen,
     IvrAtCapacity,
@@ -177,6 +178,8 @@ def transcript_text(step: Step) -> str | None:
                     + (" (full status)" if verified else " (stage only)"))
         case StatusRepeated():
             return "Asked to hear the status again"
+        case CaseUrged(case=case, count=count):
+            return f"Urged case {case} (催办)" + (f", {count} in all" if count else "")
         case RouteChosen(route=route, reason=reason):
             return f"Routed to {route}" + (f" ({reason})" if reason else "")
         case NothingHeard(state=state):

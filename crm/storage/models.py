@@ -123,7 +123,14 @@ class CaseCategory(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(128))
     time_limit_days: Mapped[int]
+    """The handling limit in days; with ``time_limit_hours`` those hours in whole days
+    rounded up (for readers that know days only); 0 on a branch (no limit of its own)."""
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    # the tree (crm/categories/): level 1-3, branches have children, cases take leaves
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("case_categories.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    time_limit_hours: Mapped[int | None]
+    """The handling limit in hours (emergencies 2, utilities 24) instead of days."""
 
 
 class Resident(Base):

@@ -270,6 +270,18 @@ class StatusRepeated(StepFields):
 
 
 @dataclass(frozen=True)
+class CaseUrged(StepFields):
+    """The caller asked for their overdue case to be hurried (催办); ``count``: how often it
+    has been urged in all (None: the urge could not be recorded)."""
+
+    KIND = "urge"
+    case: str
+    by: str
+    """keys or speech"""
+    count: int | None = None
+
+
+@dataclass(frozen=True)
 class RouteChosen(StepFields):
     KIND = "route"
     route: str
@@ -553,7 +565,7 @@ Step = (IvrConnected | PromptPlayed | BargeIn | KeysEntered | SpeechHeard | Veri
         | NothingHeard | NotUnderstood | LanguageChosen | IntentChosen | ArticleRead
         | CaseNumberInvalid
         | CaseNumberRejected | CaseNumberConfirmed | CaseLookedUp | NoSuchCase | LookupBlocked
-        | VerificationResult | StatusTold | StatusRepeated | RouteChosen | CallerLeftIvr
+        | VerificationResult | StatusTold | StatusRepeated | CaseUrged | RouteChosen | CallerLeftIvr
         | IvrAtCapacity | QueueJoined | AgentRung | AgentNoAnswer | AgentConnected
         | AgentCompleted | QueueAbandoned | RecordingStarted | SurveyStarted | SurveyRated
         | SurveyUnrated | SurveyCommented | SurveyAbandoned | SurveyEnded | SurveySkipped

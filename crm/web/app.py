@@ -16,7 +16,8 @@ import jinja2
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 
-from crm.settings import ServiceLevelSettings
+from crm.categories.time_limits import TimeLimitRules
+from crm.settings import RepeatRequestSettings, ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web import callbacks as callback_routes
 from crm.web import knowledge as knowledge_routes
@@ -97,7 +98,9 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
                session_policy: SessionPolicy | None = None,
                report_tz: tzinfo = UTC,
                service_levels: ServiceLevelSettings | None = None,
-               metrics_text: Callable[[], bytes] | None = None) -> web.Application:
+               metrics_text: Callable[[], bytes] | None = None,
+               time_limits: TimeLimitRules | None = None,
+               repeat_requests: RepeatRequestSettings | None = None) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
     the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
     mounts the agent desk under /desk and ``console`` the supervisor console under /console
@@ -106,7 +109,9 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     throttling, the argon2 threads), owned by the app: started with it, its threads stopped
     at cleanup. ``report_tz`` is the zone whose days and hours the API's service-level figures
     are counted in, with the thresholds and targets of ``service_levels``. ``metrics_text``
-    serves /metrics (Prometheus' text format)."""
+    serves /metrics (Prometheus' text format). ``time_limits``: how the API counts a new
+    case's deadline ([time_limits]; None: on the clock); ``repeat_requests`` what it offers
+    as the same matter."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
@@ -121,7 +126,8 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     if api:
         app.add_subapp(API_PREFIX, create_api_app(
             sessions, numbering_tz=case_numbering_tz, report_tz=report_tz,
-            service_levels=service_levels or ServiceLevelSettings()))
+            service_levels=service_levels or ServiceLevelSettings(),
+            time_limits=time_limits, repeat_requests=repeat_requests))
     if desk is not None or console is not None:
         app.router.add_static("/static", STATIC, follow_symlinks=False)
         security = WebSessions(sessions, session_policy)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
 
@@ -25,8 +25,10 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from crm.agents.view import AgentView
 from crm.callbacks.dialing import CallbackActions
+from crm.categories.time_limits import TimeLimitRules
 from crm.errors import Unauthenticated
 from crm.live.desk_hub import AgentDesk, DeskHub
+from crm.settings import RepeatRequestSettings
 from crm.storage.db import SessionFactory
 from crm.telephony.queue import AgentQueue
 from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage
@@ -52,6 +54,10 @@ class DeskDeps:
     secure_cookies: bool = False
     callbacks: CallbackActions | None = None
     """Callback requests (crm.web.callbacks): the scheduler that dials them."""
+    time_limits: TimeLimitRules | None = None
+    """How a category's limit becomes a deadline ([time_limits]); None: on the clock."""
+    repeats: RepeatRequestSettings = field(default_factory=RepeatRequestSettings)
+    """Which open cases a new one is offered to join ([repeat_requests])."""
 
 
 DESK_KEY = web.AppKey("desk", DeskDeps)

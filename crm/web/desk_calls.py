@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from crm.audit import log as audit
 from crm.cases import access as case_access
+from crm.cases import repeats
 from crm.cases import service as cases
 from crm.consultations import service as consultation_desk
 from crm.errors import ConsultationNotFound, InvalidInput, UnknownDepartment
@@ -69,11 +70,16 @@ async def create_case(request: web.Request, desk: AgentDesk) -> web.Response:
         caller = (await consultation_desk.get_consultation(deps.sessions,
                                                            consultation_id)).caller_number
     contact = form.get("contact_phone") or caller
+    if form.get("check_repeats") == "1":  # the desk's form asks; "create anyway" does not
+        repeats = await _repeats(request, desk, form, [p for p in (caller, contact) if p])
+        if repeats:
+            return repeats
     view = await cases.create_case(
         deps.sessions, category=form.get("category", ""), description=form.get("description", ""),
         actor=desk.actor, contact_phone=contact,
         resident_phone=caller if caller and cases.PHONE_PATTERN.fullmatch(caller) else None,
-        address=form.get("address") or None, numbering_tz=deps.numbering_tz)
+        address=form.get("address") or None, numbering_tz=deps.numbering_tz,
+        time_limits=deps.time_limits)
     await consultation_desk.link_case(deps.sessions, consultation_id, view.number,
                                       actor=desk.actor)
     await deps.hub.refresh_pop(call_id)
@@ -81,6 +87,30 @@ async def create_case(request: web.Request, desk: AgentDesk) -> web.Response:
     await _audit_case_read(request, desk, view, "desk.create", reveal)
     return web.json_response({"case": view.to_json(viewer_role=desk.role, reveal_phone=reveal)},
                              status=201)
+
+
+async def _repeats(request: web.Request, desk: AgentDesk, form: dict[str, str],
+                   phones: list[str]) -> web.Response | None:
+    """409 with the open cases this request may repeat (crm.cases.repeats), shown first so
+    the agent links the call to one of them (asked with ``check_repeats=1``)."""
+    deps = request.app[DESK_KEY]
+    found = await repeats.find_repeats(
+        deps.sessions, category=form.get("category", ""),
+        phones=[p for p in phones if cases.PHONE_PATTERN.fullmatch(p)],
+        address=form.get("address") or None, window_days=deps.repeats.window_days,
+        min_similarity=deps.repeats.min_address_similarity)
+    if not found:
+        return None
+    for candidate in found:
+        await audit.write(deps.sessions, actor=desk.actor, action="case.read",
+                          object_type="case", object_id=candidate.number,
+                          detail={"via": "desk.repeats", "phone_revealed": False},
+                          **web_session.audit_origin(request))
+    return web.json_response(
+        {"error": {"code": "possible_repeat",
+                   "message": f"{len(found)} open case(s) of this caller may be the same "
+                              "matter: link the call to one, or create a new case anyway"},
+         "repeats": [c.to_json() for c in found]}, status=409)
 
 
 @agent_required(post=True)

@@ -17,11 +17,12 @@ from sqlalchemy import select
 from crm.agents.view import AgentView
 from crm.audit import log as audit
 from crm.cases import service as cases
+from crm.categories import tree as category_tree
 from crm.consultations import service as consultation_desk
 from crm.errors import HotlineError, InvalidInput, PermissionDenied, Unauthenticated
 from crm.live.desk_hub import AgentDesk
 from crm.storage.db import SessionFactory
-from crm.storage.models import CaseCategory, Department
+from crm.storage.models import Department
 from crm.telephony.queue import interface_for
 from crm.web import session as web_session
 from crm.web.desk_auth import (
@@ -141,11 +142,10 @@ async def set_paused(request: web.Request, desk: AgentDesk) -> web.Response:
 # -- the desk page, its state and websocket ----------------------------------------------------
 async def _options(sessions: SessionFactory) -> dict[str, Any]:
     async with sessions() as session:
-        categories = (await session.scalars(select(CaseCategory).order_by(CaseCategory.code))
-                      ).all()
+        categories = await category_tree.leaf_choices(session)
         departments = (await session.scalars(select(Department).order_by(Department.code))
                        ).all()
-    return {"categories": [(c.code, c.name) for c in categories],
+    return {"categories": [(c.code, c.path) for c in categories],
             "departments": [(d.code, d.name, d.name_en, d.phone) for d in departments
                             if d.phone],
             "dispositions": consultation_desk.DISPOSITIONS, "stages": cases.STAGES}

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, tzinfo
 from aiohttp import web
 
 from crm.callbacks.dialing import CallbackActions
+from crm.categories.time_limits import rules_from
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
 from crm.reports.service_levels import TodayCounter
@@ -118,9 +119,12 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
                                  assigned=assigned_callback_queue(settings))
     local_zone = hotline_zone(settings)
     session_secret = settings.web.session_secret or secrets.token_urlsafe(32)
+    time_limits = rules_from(settings.time_limits)
     desk = DeskDeps(sessions, live.desk_hub, queue_control, session_secret,
                     idle_timeout=settings.web.session_idle_timeout,
-                    secure_cookies=settings.web.secure_cookies, callbacks=callbacks)
+                    secure_cookies=settings.web.secure_cookies, callbacks=callbacks,
+                    time_limits=time_limits,
+                    repeats=settings.repeat_requests)
     console = ConsoleDeps(sessions, session_secret, wallboard=live.wallboard,
                           recordings=recording_store(settings),
                           survey_comments=survey_comments_dir(settings),
@@ -130,7 +134,8 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
     app = create_app(sessions, health, desk=desk, console=console,
                      session_policy=SessionPolicy.from_settings(settings.web),
                      report_tz=local_zone, service_levels=settings.service_levels,
-                     metrics_text=metrics_text)
+                     metrics_text=metrics_text, time_limits=time_limits,
+                     repeat_requests=settings.repeat_requests)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

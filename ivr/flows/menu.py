@@ -38,6 +38,7 @@ from crm.telephony.steps import (
     CaseNumberConfirmed,
     CaseNumberInvalid,
     CaseNumberRejected,
+    CaseUrged,
     IntentChosen,
     LanguageChosen,
     LookupBlocked,
@@ -53,6 +54,9 @@ from crm.telephony.steps import (
 from speech.understanding import NUMBER_MIN_DIGITS
 
 STATUS_MENU_KEYS = {"1": "repeat", "2": "agent", "3": "end"}
+URGE_KEY = "4"
+"""After the status of an overdue case (verified caller): key it to urge the case (催办);
+the status read-back names the key."""
 YES_NO_KEYS = {"1": True, "2": False}
 MAX_CASE_TRIES = 3
 MAX_GREETINGS = 3
@@ -155,7 +159,14 @@ class AnswerFound:
     by: str = "keys"
 
 
-Input = Begin | Keys | Speech | NoInput | LookupResult | TopicsListed | AnswerFound
+@dataclass(frozen=True)
+class UrgeResult:
+    count: int | None
+    """How often the case has been urged in all (None: the urge could not be recorded)."""
+
+
+Input = (Begin | Keys | Speech | NoInput | LookupResult | TopicsListed | AnswerFound
+         | UrgeResult)
 
 
 # ---- actions ------------------------------------------------------------------------------
@@ -230,8 +241,17 @@ class FindAnswer:
     words: str | None = None
 
 
+@dataclass(frozen=True)
+class UrgeCase:
+    """Record the caller's urge (催办) on the case."""
+
+    number: str
+    by: str
+    """keys or speech"""
+
+
 Action = (Say | Collect | SetLanguage | LookupCase | RecordFailure | Log | Route | ListTopics
-          | FindAnswer)
+          | FindAnswer | UrgeCase)
 
 
 # ---- the machine ---------------------------------------------------------------------------
@@ -254,6 +274,8 @@ class CallFlow:
     knowledge: bool = False
     """Service information comes from the knowledge base (say or key a topic, hear its
     answer); False: the fixed service_info prompt."""
+    urged: bool = False
+    urge_by: str = "keys"
 
     def step(self, inp: Input) -> list[Action]:
         if self.state is State.DONE:
@@ -267,6 +289,8 @@ class CallFlow:
                 "ask_topic", "topic", topics=[list(t) for t in inp.topics]))
         if isinstance(inp, AnswerFound):
             return self._answered(inp)
+        if isinstance(inp, UrgeResult):
+            return self._urge_recorded(inp)
         if isinstance(inp, NoInput):
             if self.state is State.GREETING:
                 return self._to_agent("silent", announce=False)
@@ -495,14 +519,32 @@ class CallFlow:
         case = self.case
         if self.verified:
             say = Say("status_full", {"stage": case.stage, "department": case.department,
-                                      "deadline": case.deadline, "update": case.latest_update})
+                                      "deadline": case.deadline, "update": case.latest_update,
+                                      "urge_key": URGE_KEY if self._may_urge() else ""})
         else:
             say = Say("status_stage_only", {"stage": case.stage})
         told = Log(StatusTold(case.number, case.stage, self.verified))
         return self._enter(State.STATUS_MENU, self._collect("after_status_menu", "status_menu"),
                            *before, say, told)
 
+    def _may_urge(self) -> bool:
+        """A verified caller may urge an overdue case once a call."""
+        return self.verified and self.case is not None and self.case.overdue and not self.urged
+
+    def _urge_recorded(self, inp: UrgeResult) -> list[Action]:
+        assert self.case is not None
+        self.urged = True
+        return self._enter(State.STATUS_MENU, self._collect("after_status_menu", "status_menu"),
+                           Log(CaseUrged(self.case.number, self.urge_by, inp.count)),
+                           Say("urge_recorded" if inp.count else "urge_failed"))
+
     def _on_status_menu(self, inp: Input) -> list[Action]:
+        urge_by = ("keys" if isinstance(inp, Keys) and inp.digits[:1] == URGE_KEY else
+                   "speech" if isinstance(inp, Speech) and inp.intent == "urge" else None)
+        if urge_by is not None and self._may_urge():
+            assert self.case is not None
+            self.urge_by = urge_by
+            return [UrgeCase(self.case.number, urge_by)]
         choice = STATUS_MENU_KEYS.get(inp.digits[:1]) if isinstance(inp, Keys) else None
         if isinstance(inp, Speech):
             choice = inp.intent if inp.intent in ("repeat", "agent", "end") else None

@@ -62,8 +62,8 @@ async def test_good_files_import_and_export_the_same(sessions: SessionFactory) -
         "code,name,name_en,name_ko,phone\nhousing,住房保障科,Housing,주택,6001\n"
         "water,供水公司,Water supply,,6002\n")
     assert await _export(sessions, "categories") == (
-        "code,name,time_limit_days,department\nleak,漏水,3,water\nother,其他,10,\n"
-        "repair,房屋维修,5,housing\n")
+        "code,name,parent,time_limit,department\nleak,漏水,,3d,water\nother,其他,,10d,\n"
+        "repair,房屋维修,,5d,housing\n")
     assert await _export(sessions, "residents") == (
         "name,phones,preferred_language,community\n"
         "张三,13800138000;13900139000,cmn,阳光社区\n\"Kim, Min-jun\",+821012345678,ko,\n")

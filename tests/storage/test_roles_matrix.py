@@ -65,6 +65,9 @@ class Rule:
     """Through means: sent to the sign-in page."""
     need_to_know: bool = False
     """desk: agents only for their own cases (the sample case is not the agent's: 403)."""
+    department: bool = False
+    """console: only accounts bound to a department (none of the identities here: 403
+    department_account_required; tests/storage/test_supervision_console.py lets one in)."""
 
 
 PUBLIC, LOGIN = Rule("public"), Rule("login")
@@ -85,11 +88,24 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/static"): PUBLIC, ("HEAD", "/static"): PUBLIC,
     ("GET", "/api/openapi.json"): PUBLIC,
     ("POST", "/api/cases"): api("cases:write"),
+    ("GET", "/api/cases/repeats"): api("cases:read"),
     ("GET", "/api/cases/{number}"): api("cases:read"),
     ("PATCH", "/api/cases/{number}"): api("cases:write"),
     ("GET", "/api/consultations"): api("consultations:read"),
     ("GET", "/api/service-levels"): api("reports:read"),
     ("GET", "/api/consultations/{id}"): api("consultations:read"),
+    # dispatch: a department's acts need a token bound to it, rulings a hotline-wide one
+    # (tests/api/test_dispatch_api.py); the scopes are checked first, here
+    ("POST", "/api/cases/{number}/accept"): api("cases:write"),
+    ("POST", "/api/cases/{number}/return"): api("cases:write"),
+    ("POST", "/api/cases/{number}/extension"): api("cases:write"),
+    ("POST", "/api/cases/{number}/reply"): api("cases:write"),
+    ("GET", "/api/dispatch/requests"): api("cases:read"),
+    ("POST", "/api/dispatch/returns/{id}/ruling"): api("cases:write"),
+    ("POST", "/api/dispatch/extensions/{id}/decision"): api("cases:write"),
+    ("GET", "/api/supervision/overdue"): api("cases:read"),
+    ("GET", "/api/supervision/due-soon"): api("cases:read"),
+    ("GET", "/api/reminders"): api("cases:read"),
     # the agent desk: every role
     ("GET", "/desk"): PUBLIC, ("HEAD", "/desk"): PUBLIC,  # a redirect to /desk/
     ("GET", "/desk/login"): PUBLIC, ("POST", "/desk/login"): LOGIN,
@@ -106,12 +122,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/desk/calls/{call_id}/close"): DESK,
     ("GET", "/desk/callbacks"): DESK,
     ("POST", "/desk/calls/{call_id}/callback-outcome"): DESK,
+    ("GET", "/desk/calls/{call_id}/knowledge"): DESK,
+    ("POST", "/desk/calls/{call_id}/knowledge"): DESK,
+    ("GET", "/desk/knowledge/search"): DESK,
     ("GET", "/desk/cases/{number}"): DESK_CASE,
     ("POST", "/desk/cases/{number}/stage"): DESK_CASE,
     # the supervisor console: supervisors and admins; the audit log: admins
     ("GET", "/console"): PUBLIC, ("HEAD", "/console"): PUBLIC,  # a redirect to /console/
     ("GET", "/console/login"): PUBLIC, ("POST", "/console/login"): LOGIN,
-    ("POST", "/console/logout"): Rule("console", "supervisor", signs_out=True),
+    ("POST", "/console/logout"): Rule("console", "agent", signs_out=True),
     ("GET", "/console/"): SUPERVISOR_PAGE,
     ("GET", "/console/wallboard/state"): SUPERVISOR,
     ("GET", "/console/wallboard/ws"): SUPERVISOR,
@@ -134,6 +153,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/callbacks.json"): SUPERVISOR,
     ("POST", "/console/callbacks/{id}/cancel"): SUPERVISOR,
     ("POST", "/console/callbacks/{id}/reassign"): SUPERVISOR,
+    ("GET", "/console/knowledge"): SUPERVISOR_PAGE,
+    ("GET", "/console/knowledge/new"): SUPERVISOR_PAGE,
+    ("GET", "/console/knowledge/{id}"): SUPERVISOR_PAGE,
+    ("POST", "/console/knowledge"): SUPERVISOR,
+    ("POST", "/console/knowledge/{id}"): SUPERVISOR,
+    ("GET", "/console/supervision"): SUPERVISOR_PAGE,
+    ("POST", "/console/supervision/returns/{id}/ruling"): SUPERVISOR,
+    ("POST", "/console/supervision/extensions/{id}/decision"): SUPERVISOR,
+    ("POST", "/console/supervision/remind"): SUPERVISOR,
+    ("GET", "/console/department"): Rule("console", "agent", page=True, department=True),
+    ("POST", "/console/department/cases/{number}/{act}"): Rule("console", "agent",
+                                                                department=True),
     ("GET", "/console/audit"): ADMIN_PAGE,
     ("GET", "/console/audit.csv"): ADMIN,
 }
@@ -240,6 +271,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                "/console/residents/{id}": f"/console/residents/{resident}",
                "/console/follow-ups/{id}": f"/console/follow-ups/{follow_up}",
                "/console/callbacks/{id}": "/console/callbacks/1",
+               "/console/knowledge/{id}": "/console/knowledge/1",
+               "/console/department/cases/{number}/{act}":
+                   f"/console/department/cases/{number}/accept",
+               "/console/supervision/returns/{id}": "/console/supervision/returns/1",
+               "/console/supervision/extensions/{id}": "/console/supervision/extensions/1",
+               "/api/dispatch/returns/{id}": "/api/dispatch/returns/1",
+               "/api/dispatch/extensions/{id}": "/api/dispatch/extensions/1",
                "/console/surveys/{id}": f"/console/surveys/{seeded.surveys[0]}"}
     try:
         yield World([anonymous, agent, *signed], samples, tokens, sessions, hub)
@@ -365,6 +403,12 @@ async def test_every_route_enforces_its_rule(world: World) -> None:
             r = await _call(who, method, path, csrf=csrf if method == "POST" else None)
             through = (r.status == 303 and r.headers["Location"] == f"/{area}/login"
                        if rule.signs_out else _through(r))
+            if rule.department:
+                code = (await r.json())["error"]["code"] if r.status == 403 and \
+                    r.content_type == "application/json" else r.status
+                check(code in ("department_account_required", 403), who.name, method, path, r,
+                      "403 department_account_required")
+                continue
             if rule.need_to_know and not has_role(who.role, "supervisor"):
                 code = (await r.json())["error"]["code"] if r.status == 403 else None
                 check(code == "need_to_know", who.name, method, path, r, "403 need_to_know")
@@ -422,8 +466,11 @@ RECEIPT = {"number", "stage", "updated_at"}
 async def test_writes_return_only_what_the_token_may_read(world: World) -> None:
     """A token that may write cases but not read them gets a receipt from every write; with
     cases:read as well it gets the whole case, and that read is audited under its name."""
+    from tests.api.test_dispatch_api import DISPATCH_PATHS  # acts with department tokens:
+    # their receipts are checked there (test_a_write_only_department_token_gets_receipts)
+
     writes = {key for key, rule in RULES.items() if rule.kind == "api"
-              and rule.scope == "cases:write"}
+              and rule.scope == "cases:write" and key[1] not in DISPATCH_PATHS}
     assert writes == set(WRITE_BODIES), "give every cases:write route a body here"
     both = await api_tokens.create_token(world.sessions, "matrix-both",
                                          ["cases:write", "cases:read"])

@@ -50,9 +50,9 @@ BOTTOM: dict[str, set[str]] = {
 }
 """Modules (or packages) at the bottom, and the only modules of the house they may import."""
 PARTS: dict[str, list[set[str]]] = {
-    "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"audit"}, {"agents"},
-            {"cases"}, {"consultations"}, {"surveys", "knowledge"}, {"callbacks"},
-            {"reports", "live"}, {"metrics"}, {"demo_data", "directory"}, {"web"}],
+    "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"categories"}, {"audit"},
+            {"agents"}, {"cases"}, {"consultations"}, {"surveys", "knowledge"}, {"callbacks"},
+            {"reports", "live"}, {"metrics"}, {"directory"}, {"demo_data"}, {"web"}],
     "ivr": [{"settings"}, {"ami", "audiosocket", "flows"}, {"asterisk"},
             {"prompting", "voice", "overflow"},
             {"menu_call", "survey_call", "callback_offer_call"}],
@@ -62,7 +62,8 @@ parts below it."""
 TOOLS = "hotline.tools"
 TOOL_USERS = ("hotline.cli", "hotline.tools", "bench")
 DATABASE = ("crm.storage.db", "crm.storage.models", "crm.storage.survey_models",
-            "crm.knowledge.models")
+            "crm.knowledge.models",
+            "crm.storage.dispatch_models")
 
 @dataclass(frozen=True)
 class Import:

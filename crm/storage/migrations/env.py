@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import crm.storage.dispatch_models  # (registers the dispatch tables)
 import crm.storage.survey_models  # noqa: F401  (registers the survey tables)
 from crm.storage.db import open_database
 from crm.storage.models import Base

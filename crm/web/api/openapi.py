@@ -14,7 +14,17 @@ from crm.agents.tokens import SCOPES
 from crm.cases.service import STAGES
 from crm.consultations.service import DISPOSITIONS
 from crm.reports import service_levels as levels
-from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate
+from crm.web.api.schemas import (
+    MAX_BODY_BYTES,
+    CaseCreate,
+    CaseUpdate,
+    DepartmentAccept,
+    DepartmentExtension,
+    DepartmentReply,
+    DepartmentReturn,
+    ExtensionDecision,
+    ReturnRuling,
+)
 
 _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
@@ -113,6 +123,10 @@ _CONSULTATION = {
     "resident": _RESIDENT,
     "cases": {"type": "array", "items": _STR},
 }
+SCHEMAS["RepeatCandidates"] = _obj({"repeats": {"type": "array", "items": _obj({
+    "number": _STR, "stage": _STR, "category_name": _STR, "address": _NSTR, "description": _STR,
+    "created_at": _TIME, "calls": {"type": "integer", "minimum": 0},
+    "address_similarity": {"type": ["number", "null"], "minimum": 0, "maximum": 1}})}})
 SCHEMAS["ConsultationSummary"] = _obj(_CONSULTATION)
 SCHEMAS["Consultation"] = _obj({**_CONSULTATION,
                                 "steps": {"type": "array", "items": _ref("Step")}})
@@ -192,6 +206,22 @@ PATHS: dict[str, Any] = {
                     "headers": {"Location": {"schema": _STR}}},
             **_errors("BadRequest", "Unauthorized", "Forbidden", "Conflict", "TooLarge",
                       "UnsupportedMediaType")}}},
+    "/api/cases/repeats": {"get": {
+        "operationId": "getRepeatCandidates",
+        "summary": "Open cases a new request may repeat (重复诉求), the most alike first",
+        "description": "Open cases accepted within [repeat_requests] window_days under the "
+                       "same category, of the same resident or phone, at a similar address "
+                       "(a missing address cannot rule a case out: those come last). `calls` "
+                       "counts the calls linked to each case. Each case shown is an audited "
+                       "read.",
+        "security": _scope("cases:read"),
+        "parameters": [
+            {"name": "category", "in": "query", "required": True, "schema": _STR},
+            {"name": "phone", "in": "query", "required": True,
+             "schema": {"type": "string", "pattern": "^\\+?[0-9]{3,20}$"}},
+            {"name": "address", "in": "query", "schema": {"type": "string", "maxLength": 256}}],
+        "responses": {"200": _response("the candidates (at most five)", "RepeatCandidates"),
+                      **_errors("BadRequest", "Unauthorized", "Forbidden")}}},
     "/api/cases/{number}": {
         "parameters": [_NUMBER],
         "get": {
@@ -274,6 +304,112 @@ PATHS: dict[str, Any] = {
         "responses": {"200": {"description": "OpenAPI 3.1 document",
                               "content": _json_content({"type": "object"})}}}},
 }
+
+
+# -- dispatch and supervision ----------------------------------------------------------------
+_DEPT_NOTE = (" Only with a token bound to a department (`hotline token bind-department`), and "
+              "only on that department's cases: another department's case answers 404 like a "
+              "missing one.")
+for _name, _model in (("DepartmentAccept", DepartmentAccept),
+                      ("DepartmentReturn", DepartmentReturn),
+                      ("DepartmentExtension", DepartmentExtension),
+                      ("DepartmentReply", DepartmentReply), ("ReturnRuling", ReturnRuling),
+                      ("ExtensionDecision", ExtensionDecision)):
+    SCHEMAS[_name] = _model.model_json_schema()
+SCHEMAS["DispatchRequest"] = _obj({
+    "id": {"type": "integer"}, "case_number": _STR, "department": _STR,
+    "kind": {"enum": ["return", "extension"]}, "reason": _STR,
+    "requested_deadline": _NTIME, "status": {"enum": ["pending", "granted", "refused"]},
+    "requested_by": _STR, "requested_at": _TIME, "decided_by": _NSTR, "decided_at": _NTIME,
+    "decision_note": _NSTR})
+SCHEMAS["DispatchRequestList"] = _obj({"requests": {"type": "array",
+                                                    "items": _ref("DispatchRequest")}})
+SCHEMAS["SupervisedCase"] = _obj({
+    "number": _STR, "stage": {"enum": list(STAGES)}, "stage_label": _STR,
+    "department": _NSTR, "category": _STR, "deadline": _TIME,
+    "urges": {**_COUNT, "description": "times residents urged it (催办)"},
+    "pending_requests": _COUNT})
+SCHEMAS["SupervisedCaseList"] = _obj({"cases": {"type": "array",
+                                                "items": _ref("SupervisedCase")}})
+SCHEMAS["Reminder"] = _obj({"id": {"type": "integer"}, "case_number": _STR,
+                            "department": _STR, "kind": {"enum": ["due_soon", "overdue"]},
+                            "deadline": _TIME, "at": _TIME})
+SCHEMAS["ReminderList"] = _obj({"reminders": {"type": "array", "items": _ref("Reminder")}})
+
+
+def _act(op_id: str, summary: str, body: str, ok: dict[str, Any], status: str = "200",
+         description: str = "") -> dict[str, Any]:
+    return {"parameters": [_NUMBER], "post": {
+        "operationId": op_id, "summary": summary, "description": description + _DEPT_NOTE,
+        "security": _scope("cases:write"),
+        "requestBody": {"required": True, "content": _json_content(_ref(body))},
+        "responses": {status: ok, **_errors("BadRequest", "Unauthorized", "Forbidden",
+                                            "NotFound", "Conflict", "TooLarge",
+                                            "UnsupportedMediaType")}}}
+
+
+_ACTED = {"description": "the case after the act (whole, or its receipt)",
+          "content": _json_content(_WRITTEN_CASE)}
+_REQUESTED = _response("the request, pending until a supervisor decides", "DispatchRequest")
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer",
+                                                                  "minimum": 0}}]
+
+
+def _ruling(op_id: str, summary: str, body: str) -> dict[str, Any]:
+    return {"post": {
+        "operationId": op_id, "summary": summary,
+        "description": "A supervisor's act: a token not bound to a department.",
+        "security": _scope("cases:write"), "parameters": _ID,
+        "requestBody": {"required": True, "content": _json_content(_ref(body))},
+        "responses": {"200": _response("the request, decided", "DispatchRequest"),
+                      **_errors("BadRequest", "Unauthorized", "Forbidden", "NotFound",
+                                "Conflict", "TooLarge", "UnsupportedMediaType")}}}
+
+
+def _listing(op_id: str, summary: str, schema: str,
+             parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"get": {
+        "operationId": op_id, "summary": summary,
+        "description": "A department's token gets its own department's only.",
+        "security": _scope("cases:read"), "parameters": parameters,
+        "responses": {"200": _response("the list", schema),
+                      **_errors("BadRequest", "Unauthorized", "Forbidden")}}}
+
+
+PATHS.update({
+    "/api/cases/{number}/accept": _act(
+        "acceptCase", "The department takes the case up (dispatched -> in_progress)",
+        "DepartmentAccept", _ACTED),
+    "/api/cases/{number}/return": _act(
+        "returnCase", "The department returns the case with a reason; a supervisor rules",
+        "DepartmentReturn", _REQUESTED, "201"),
+    "/api/cases/{number}/extension": _act(
+        "askExtension", "The department asks for a later deadline; a supervisor decides",
+        "DepartmentExtension", _REQUESTED, "201"),
+    "/api/cases/{number}/reply": _act(
+        "replyCase", "The department replies with the result (in_progress -> resolved)",
+        "DepartmentReply", _ACTED),
+    "/api/dispatch/requests": _listing(
+        "listDispatchRequests", "Returns and extension requests", "DispatchRequestList",
+        [{"name": "status", "in": "query",
+          "schema": {"enum": ["pending", "granted", "refused", "all"],
+                     "default": "pending"}}]),
+    "/api/dispatch/returns/{id}/ruling": _ruling(
+        "ruleOnReturn", "Rule on a return: redispatch to another department, or uphold the "
+                        "dispatch", "ReturnRuling"),
+    "/api/dispatch/extensions/{id}/decision": _ruling(
+        "decideExtension", "Grant (the deadline moves) or refuse an extension",
+        "ExtensionDecision"),
+    "/api/supervision/overdue": _listing(
+        "listOverdue", "Open cases past their deadline, most overdue first",
+        "SupervisedCaseList", []),
+    "/api/supervision/due-soon": _listing(
+        "listDueSoon", "Open cases due within 24 hours", "SupervisedCaseList", []),
+    "/api/reminders": _listing(
+        "listReminders", "The reminder feed (due soon, overdue); poll with after=<last id>",
+        "ReminderList", [{"name": "after", "in": "query",
+                          "schema": {"type": "integer", "minimum": 0, "default": 0}}]),
+})
 
 
 @functools.cache

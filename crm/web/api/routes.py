@@ -24,7 +24,9 @@ from pydantic import ValidationError
 from crm.agents import tokens as api_tokens
 from crm.agents.tokens import TokenRecord
 from crm.audit import log as audit
+from crm.cases import dispatch, repeats
 from crm.cases import service as cases
+from crm.categories.time_limits import TimeLimitRules
 from crm.consultations import service as consultation_desk
 from crm.errors import (
     BodyTooLarge,
@@ -34,14 +36,26 @@ from crm.errors import (
     InvalidInput,
     InvalidToken,
     MalformedJson,
+    PermissionDenied,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from crm.reports import service_levels as levels
-from crm.settings import ServiceLevelSettings
+from crm.settings import RepeatRequestSettings, ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web.api.openapi import openapi_document
-from crm.web.api.schemas import MAX_BODY_BYTES, CaseCreate, CaseUpdate, RequestBody
+from crm.web.api.schemas import (
+    MAX_BODY_BYTES,
+    CaseCreate,
+    CaseUpdate,
+    DepartmentAccept,
+    DepartmentExtension,
+    DepartmentReply,
+    DepartmentReturn,
+    ExtensionDecision,
+    RequestBody,
+    ReturnRuling,
+)
 from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import audit_origin
 
@@ -62,6 +76,8 @@ API_SESSIONS_KEY = web.AppKey("api_sessions", SessionFactory)
 API_NUMBERING_TZ_KEY = web.AppKey("api_numbering_tz", tzinfo)
 API_REPORT_TZ_KEY = web.AppKey("api_report_tz", tzinfo)
 API_SERVICE_LEVELS_KEY = web.AppKey("api_service_levels", ServiceLevelSettings)
+API_TIME_LIMITS_KEY = web.AppKey("api_time_limits", TimeLimitRules)
+API_REPEATS_KEY = web.AppKey("api_repeats", RepeatRequestSettings)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenHandler = Callable[[web.Request, TokenRecord], Awaitable[web.StreamResponse]]
@@ -224,22 +240,49 @@ async def post_case(request: web.Request, token: TokenRecord) -> web.Response:
     view = await cases.create_case(
         request.app[API_SESSIONS_KEY], category=body.category, description=body.description,
         actor=token.actor, contact_phone=body.contact_phone, resident_phone=body.resident_phone,
-        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY])
+        address=body.address, numbering_tz=request.app[API_NUMBERING_TZ_KEY],
+        time_limits=request.app[API_TIME_LIMITS_KEY])
     return _json(await _written_case(request, token, view, "api.create"), 201,
                  headers={hdrs.LOCATION: f"/api/cases/{view.number}"})
 
 
 @requires(CASE_READ_SCOPE)
 async def get_case(request: web.Request, token: TokenRecord) -> web.Response:
+    await _own_case(request, token)
     view = await cases.get_case(request.app[API_SESSIONS_KEY], request.match_info["number"])
     await _audit_read(request, token, action="case.read", object_type="case",
                       object_id=view.number, detail={"via": "api.get"})
     return _json(view.to_json(viewer_role=API_VIEWER_ROLE))
 
 
+@requires(CASE_READ_SCOPE)
+async def get_repeats(request: web.Request, token: TokenRecord) -> web.Response:
+    """The open cases a new request may repeat (crm.cases.repeats)."""
+    query = _query(request, {"category", "phone", "address"})
+    phone = query.get("phone", "").strip()
+    if not phone:
+        raise InvalidInput("give the caller's phone")
+    cases.check_phone(phone)
+    address = (query.get("address") or "").strip() or None
+    if address is not None and len(address) > 256:
+        raise InvalidInput("address is longer than 256 characters")
+    settings = request.app[API_REPEATS_KEY]
+    found = await repeats.find_repeats(
+        request.app[API_SESSIONS_KEY], category=query.get("category", ""), phones=[phone],
+        address=address, window_days=settings.window_days,
+        min_similarity=settings.min_address_similarity)
+    for candidate in found:
+        await _audit_read(request, token, action="case.read", object_type="case",
+                          object_id=candidate.number, detail={"via": "api.repeats"})
+    return _json({"repeats": [c.to_json() for c in found]})
+
+
 @requires("cases:write")
 async def patch_case(request: web.Request, token: TokenRecord) -> web.Response:
     body = await _body(request, CaseUpdate)
+    if await _own_case(request, token) is not None and body.department is not None:
+        raise PermissionDenied("a department's token cannot move a case to another "
+                               "department: return it with a reason instead")
     view = await cases.update_case(
         request.app[API_SESSIONS_KEY], request.match_info["number"],
         actor=token.actor, stage=body.stage, note=body.note,
@@ -309,14 +352,176 @@ def _csv(name: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -
                         headers={hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}.csv"'})
 
 
+# -- dispatch and supervision (crm.cases.dispatch) ------------------------------------------------
+class DepartmentTokenRequired(PermissionDenied):
+    code = "department_token_required"
+
+
+class SupervisorTokenRequired(PermissionDenied):
+    code = "supervisor_token_required"
+
+
+async def _department_of(request: web.Request, token: TokenRecord) -> str | None:
+    return await dispatch.token_department(request.app[API_SESSIONS_KEY], token.id)
+
+
+async def _own_case(request: web.Request, token: TokenRecord) -> str | None:
+    """A department's token reaches only its department's cases (others: 404 like a missing
+    case). Returns the token's department (None: a hotline-wide token)."""
+    department = await _department_of(request, token)
+    if department is not None:
+        await dispatch.check_departments_case(request.app[API_SESSIONS_KEY],
+                                              request.match_info["number"], department)
+    return department
+
+
+async def _acting_department(request: web.Request, token: TokenRecord) -> str:
+    department = await _department_of(request, token)
+    if department is None:
+        raise DepartmentTokenRequired("this is a department's act: use a token bound to the "
+                                      "department (hotline token bind-department)")
+    return department
+
+
+async def _supervisor(request: web.Request, token: TokenRecord) -> None:
+    if await _department_of(request, token) is not None:
+        raise SupervisorTokenRequired("a supervisor rules on this: a department's token "
+                                      "cannot")
+
+
+async def _acted(request: web.Request, token: TokenRecord, via: str) -> web.Response:
+    view = await cases.get_case(request.app[API_SESSIONS_KEY], request.match_info["number"])
+    return _json(await _written_case(request, token, view, via))
+
+
+@requires("cases:write")
+async def post_accept(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, DepartmentAccept)
+    department = await _acting_department(request, token)
+    await dispatch.accept(request.app[API_SESSIONS_KEY], request.match_info["number"],
+                          department=department, actor=token.actor, note=body.note)
+    return await _acted(request, token, "api.accept")
+
+
+@requires("cases:write")
+async def post_reply(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, DepartmentReply)
+    department = await _acting_department(request, token)
+    await dispatch.reply(request.app[API_SESSIONS_KEY], request.match_info["number"],
+                         body.result, department=department, actor=token.actor)
+    return await _acted(request, token, "api.reply")
+
+
+@requires("cases:write")
+async def post_return(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, DepartmentReturn)
+    department = await _acting_department(request, token)
+    made = await dispatch.request_return(request.app[API_SESSIONS_KEY],
+                                         request.match_info["number"], body.reason,
+                                         department=department, actor=token.actor)
+    return _json(made.to_json(), 201)
+
+
+@requires("cases:write")
+async def post_extension(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, DepartmentExtension)
+    department = await _acting_department(request, token)
+    made = await dispatch.request_extension(request.app[API_SESSIONS_KEY],
+                                            request.match_info["number"],
+                                            body.until.astimezone(UTC), body.reason,
+                                            department=department, actor=token.actor)
+    return _json(made.to_json(), 201)
+
+
+def _request_id(request: web.Request) -> int:
+    request_id = int(request.match_info["id"])
+    if request_id > 2**31 - 1:
+        raise dispatch.RequestNotFound(f"no request {request_id}")
+    return request_id
+
+
+@requires("cases:write")
+async def post_ruling(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, ReturnRuling)
+    await _supervisor(request, token)
+    ruled = await dispatch.rule_on_return(request.app[API_SESSIONS_KEY], _request_id(request),
+                                          body.ruling, actor=token.actor,
+                                          department=body.department, note=body.note)
+    return _json(ruled.to_json())
+
+
+@requires("cases:write")
+async def post_decision(request: web.Request, token: TokenRecord) -> web.Response:
+    body = await _body(request, ExtensionDecision)
+    await _supervisor(request, token)
+    decided = await dispatch.decide_extension(request.app[API_SESSIONS_KEY],
+                                              _request_id(request), body.grant,
+                                              actor=token.actor, note=body.note)
+    return _json(decided.to_json())
+
+
+@requires(CASE_READ_SCOPE)
+async def list_requests(request: web.Request, token: TokenRecord) -> web.Response:
+    query = _query(request, {"status"})
+    status = query.get("status") or "pending"
+    if status not in ("pending", "granted", "refused", "all"):
+        raise InvalidInput("status must be pending, granted, refused or all")
+    found = await dispatch.list_requests(
+        request.app[API_SESSIONS_KEY], status=None if status == "all" else status,
+        department=await _department_of(request, token))
+    return _json({"requests": [r.to_json() for r in found]})
+
+
+def _supervision(which: str) -> TokenHandler:
+    async def handler(request: web.Request, token: TokenRecord) -> web.Response:
+        _query(request, set())
+        sessions = request.app[API_SESSIONS_KEY]
+        department = await _department_of(request, token)
+        found = (await dispatch.overdue_cases(sessions, department=department)
+                 if which == "overdue" else
+                 await dispatch.due_soon_cases(sessions, department=department))
+        return _json({"cases": [c.to_json() for c in found]})
+
+    handler.__name__ = f"list_{which.replace('-', '_')}"
+    return handler
+
+
+list_overdue = requires(CASE_READ_SCOPE)(_supervision("overdue"))
+list_due_soon = requires(CASE_READ_SCOPE)(_supervision("due-soon"))
+
+
+@requires(CASE_READ_SCOPE)
+async def list_reminders(request: web.Request, token: TokenRecord) -> web.Response:
+    """The reminder feed: a department's token gets its own; poll with after=<last id>."""
+    query = _query(request, {"after"})
+    after = query.get("after") or "0"
+    if not after.isascii() or not after.isdigit() or int(after) > 2**31 - 1:
+        raise InvalidInput("after must be the id of the last reminder seen (a whole number)")
+    found = await dispatch.reminders(request.app[API_SESSIONS_KEY],
+                                     department=await _department_of(request, token),
+                                     after_id=int(after))
+    return _json({"reminders": [r.to_json() for r in found]})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
 
 ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/cases", post_case),
+    ("GET", "/cases/repeats", get_repeats),  # before /cases/{number}
     ("GET", "/cases/{number}", get_case),
     ("PATCH", "/cases/{number}", patch_case),
+    ("POST", "/cases/{number}/accept", post_accept),
+    ("POST", "/cases/{number}/return", post_return),
+    ("POST", "/cases/{number}/extension", post_extension),
+    ("POST", "/cases/{number}/reply", post_reply),
+    ("GET", "/dispatch/requests", list_requests),
+    ("POST", r"/dispatch/returns/{id:\d+}/ruling", post_ruling),
+    ("POST", r"/dispatch/extensions/{id:\d+}/decision", post_decision),
+    ("GET", "/supervision/overdue", list_overdue),
+    ("GET", "/supervision/due-soon", list_due_soon),
+    ("GET", "/reminders", list_reminders),
     ("GET", "/consultations", list_consultations),
     ("GET", r"/consultations/{id:\d+}", get_consultation),
     ("GET", "/service-levels", get_service_levels),
@@ -327,7 +532,9 @@ PREFIX = "/api"
 
 def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
                    report_tz: tzinfo = UTC,
-                   service_levels: ServiceLevelSettings | None = None) -> web.Application:
+                   service_levels: ServiceLevelSettings | None = None,
+                   time_limits: TimeLimitRules | None = None,
+                   repeat_requests: RepeatRequestSettings | None = None) -> web.Application:
     """The sub-application the main app mounts at ``PREFIX``; the service-level figures are
     counted in the days and hours of ``report_tz``."""
     app = web.Application(middlewares=[api_errors], client_max_size=MAX_BODY_BYTES)
@@ -335,6 +542,8 @@ def create_api_app(sessions: SessionFactory, *, numbering_tz: tzinfo = UTC,
     app[API_NUMBERING_TZ_KEY] = numbering_tz
     app[API_REPORT_TZ_KEY] = report_tz
     app[API_SERVICE_LEVELS_KEY] = service_levels or ServiceLevelSettings()
+    app[API_TIME_LIMITS_KEY] = time_limits or TimeLimitRules()  # [time_limits]; the clock
+    app[API_REPEATS_KEY] = repeat_requests or RepeatRequestSettings()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

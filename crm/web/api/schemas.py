@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from crm.cases import service as cases
 
@@ -38,3 +38,35 @@ class CaseUpdate(RequestBody):
                                    description="department code to move the case to")
     latest_update: str | None = Field(
         None, max_length=1000, description="progress message the IVR reads to callers")
+
+
+class DepartmentAccept(RequestBody):
+    note: str | None = Field(None, max_length=1000)
+
+
+class DepartmentReturn(RequestBody):
+    reason: str = Field(min_length=1, max_length=1000,
+                        description="why the case is not this department's")
+
+
+class DepartmentExtension(RequestBody):
+    until: AwareDatetime = Field(strict=False,
+                                 description="the deadline asked for (ISO 8601 with offset)")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class DepartmentReply(RequestBody):
+    result: str = Field(min_length=1, max_length=1000,
+                        description="the result; the IVR reads it to the caller")
+
+
+class ReturnRuling(RequestBody):
+    ruling: Literal["redispatch", "uphold"]
+    department: str | None = Field(None, min_length=1, max_length=32,
+                                   description="for redispatch: the department to send it to")
+    note: str | None = Field(None, max_length=1000)
+
+
+class ExtensionDecision(RequestBody):
+    grant: bool
+    note: str | None = Field(None, max_length=1000)

@@ -44,6 +44,12 @@ from crm.web.console.common import (
     render_page,
     report_filter,
 )
+from crm.web.console.department import (
+    DEPARTMENT_PAGE,
+    department_act,
+    department_of,
+    department_page,
+)
 from crm.web.console.recordings import (
     STORE_KEY,
     SURVEY_COMMENTS_KEY,
@@ -65,6 +71,12 @@ from crm.web.console.records import (
     surveys_page,
 )
 from crm.web.console.service_levels import service_levels_csv, service_levels_page
+from crm.web.console.supervision import (
+    decide_extension,
+    rule_on_return,
+    send_reminders,
+    supervision_page,
+)
 from crm.web.errors import ErrorReply, error_middleware, json_error
 from crm.web.session import (
     SECURITY_KEY,
@@ -136,7 +148,8 @@ async def login(request: web.Request) -> web.Response:
         if result.retry_after:
             response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
         return response
-    if not has_role(account.role, CONSOLE_ROLE):
+    department = await department_of(deps.sessions, account.id)
+    if not has_role(account.role, CONSOLE_ROLE) and department is None:
         await audit.write(deps.sessions, actor=f"agent:{account.login}",
                           action="console.login_refused", object_type="agent",
                           object_id=account.login, detail={"role": account.role},
@@ -148,10 +161,12 @@ async def login(request: web.Request) -> web.Response:
     await start_session(request, session, account)
     await audit.write(deps.sessions, actor=f"agent:{account.login}", action="console.login",
                       object_type="agent", object_id=account.login, **audit_origin(request))
+    if not has_role(account.role, CONSOLE_ROLE):  # a department's account: its own page
+        target = DEPARTMENT_PAGE
     raise web.HTTPSeeOther(target)
 
 
-@console_route(post=True)
+@console_route("agent", post=True)  # a department's account signs out too
 async def logout(request: web.Request, user: ConsoleUser) -> web.Response:
     """Every console session of this account ends (their websockets close), everywhere."""
     origin = audit_origin(request)
@@ -282,6 +297,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/follow-ups.csv", follow_ups_csv),
     ("POST", r"/follow-ups/{id:\d+}/assign", assign_follow_up),
     ("POST", r"/follow-ups/{id:\d+}/close", close_follow_up),
+    ("GET", "/supervision", supervision_page),
+    ("GET", "/department", department_page),
+    ("POST", "/department/cases/{number}/{act}", department_act),
+    ("POST", r"/supervision/returns/{id:\d+}/ruling", rule_on_return),
+    ("POST", r"/supervision/extensions/{id:\d+}/decision", decide_extension),
+    ("POST", "/supervision/remind", send_reminders),
     ("GET", "/audit", audit_page),
     ("GET", "/audit.csv", audit_csv),
 ]

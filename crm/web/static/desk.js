@@ -132,6 +132,7 @@
     $('case-overdue').hidden = !c.overdue;
     put($('case-category'), c.category.name);
     put($('case-department'), c.department ? c.department.name : '');
+    put($('case-calls'), (c.consultations || []).length);
     put($('case-description'), c.description);
     put($('case-latest'), c.latest_update || '—');
     put($('case-deadline'), when(c.deadline));
@@ -159,14 +160,75 @@
       const out = form.querySelector('output');
       if (out && out.id !== 'new-case-result') put(out, '');
     }
-    put($('new-case-number'), '');
+    put(newCaseNumber(), '');
     $('new-case-result').hidden = true;
+    hideRepeats();
     if (defaults.category) $('new-case-category').value = defaults.category;
     $('new-case-address').value = defaults.address || '';
     $('new-case-phone').value = defaults.contact_phone || '';
     $('new-case-phone').placeholder = defaults.contact_phone_hint
       ? `来电号码 caller: ${defaults.contact_phone_hint}` : '';
   }
+
+  let caseNumberEl = null;  // the result's <strong>: kept when a message replaced it
+  function newCaseNumber() {
+    caseNumberEl = $('new-case-number') || caseNumberEl;
+    return caseNumberEl;
+  }
+
+  // -- repeat requests: open cases of this caller about the same matter, offered first ------
+  function hideRepeats() {
+    $('repeats').hidden = true;
+    $('repeat-list').replaceChildren();
+    $('new-case-check-repeats').value = '1';
+  }
+
+  function showRepeats(repeats) {
+    $('repeats').hidden = false;
+    items($('repeat-list'), repeats, (li, r) => {
+      li.dataset.case = r.number;
+      span(li, r.number, 'case-number');
+      span(li, ` ${r.stage} · ${r.category_name} · ${r.address || '—'} · ${r.description} · `);
+      span(li, `来电 ${r.calls} 次 calls`, 'repeat-calls');
+      span(li, ` · ${when(r.created_at)}`, 'muted');
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'link-repeat';
+      put(button, '关联此工单 Link the call to this case');
+      button.addEventListener('click', () => linkRepeat(r.number, button));
+      li.appendChild(button);
+    });
+  }
+
+  async function linkRepeat(number, button) {
+    if (!current) return;
+    button.disabled = true;
+    const form = new FormData();
+    form.append('case', number);
+    try {
+      const response = await fetch(`/desk/calls/${encodeURIComponent(current.call_id)}/links`, {
+        method: 'POST', body: form, headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' },
+      });
+      const data = await response.json().catch(() => ({}));
+      const out = $('new-case-result');
+      out.hidden = false;
+      if (!response.ok) {
+        out.dataset.state = 'error';
+        put(out, (data.error && data.error.message) || response.statusText);
+        return;
+      }
+      out.dataset.state = 'ok';
+      put(out, `已关联工单 Linked to case ${data.linked}`);
+      hideRepeats();
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $('new-case-anyway-button').addEventListener('click', () => {
+    $('new-case-check-repeats').value = '';  // hideRepeats() after the case is made sets it back
+    $('new-case-form').requestSubmit();
+  });
 
   // -- state from the server -----------------------------------------------------------------
   function apply(snapshot) {
@@ -235,14 +297,22 @@
       });
       const data = await response.json().catch(() => ({}));
       if (response.status === 401) { window.location.assign('/desk/login'); return; }
+      if (response.status === 409 && data.repeats && form.id === 'new-case-form') {
+        showRepeats(data.repeats);
+        if (out) { out.hidden = false; out.dataset.state = 'error'; put(out, data.error.message); }
+        return;
+      }
       if (!response.ok) {
         if (out) { out.hidden = false; out.dataset.state = 'error'; put(out, (data.error && data.error.message) || response.statusText); }
         return;
       }
       if (out) out.dataset.state = 'ok';
       if (form.id === 'new-case-form') {
+        hideRepeats();
         $('new-case-result').hidden = false;
-        put($('new-case-number'), data.case.number);
+        const number = newCaseNumber();
+        $('new-case-result').replaceChildren('工单号 Case number: ', number);
+        put(number, data.case.number);
       } else if (out) {
         put(out, '✓ ' + (data.linked || data.disposition || data.transferred_to || (data.case && (data.case.number || data.case)) || '已保存 saved'));
       }

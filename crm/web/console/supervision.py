@@ -1,0 +1,73 @@
+"""The supervisor console's supervision page (督办): overdue and due-soon cases with their
+urge counts and reminder marks, the departments' pending returns and extension requests with
+the forms to rule on them, and a button that sends the reminders now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from crm.cases import dispatch
+from crm.errors import InvalidInput
+from crm.storage.models import utcnow
+from crm.web.console.auth import PREFIX, ConsoleUser, console_route
+from crm.web.console.common import CONSOLE_KEY, local, record_id, render_page, when
+
+PAGE = f"{PREFIX}/supervision"
+
+
+async def _reminded(deps: object, numbers: set[str]) -> dict[str, str]:
+    """The latest reminder kind of each listed case (the console's mark)."""
+    found = await dispatch.reminders(deps.sessions, department=None)  # type: ignore[attr-defined]
+    return {r.case_number: r.kind for r in found if r.case_number in numbers}
+
+
+@console_route(page=True)
+async def supervision_page(request: web.Request, user: ConsoleUser) -> web.Response:
+    deps = request.app[CONSOLE_KEY]
+    now = utcnow()
+    overdue = await dispatch.overdue_cases(deps.sessions, now=now)
+    due_soon = await dispatch.due_soon_cases(deps.sessions, now=now)
+    requests = await dispatch.list_requests(deps.sessions)
+    reminded = await _reminded(deps, {c.number for c in (*overdue, *due_soon)})
+    return render_page(request, "console/supervision.html", user, "supervision",
+                       overdue=overdue, due_soon=due_soon, requests=requests,
+                       reminded=reminded, now=now, labels=dispatch.STAGE_LABELS,
+                       local=lambda v: when(local(deps, v), "%Y-%m-%d %H:%M"))
+
+
+def _note(form: object) -> str | None:
+    return str(form.get("note", "")).strip() or None  # type: ignore[attr-defined]
+
+
+@console_route(page=True, post=True)
+async def rule_on_return(request: web.Request, user: ConsoleUser) -> web.Response:
+    deps = request.app[CONSOLE_KEY]
+    form = await request.post()
+    ruling = str(form.get("ruling", ""))
+    if ruling not in ("redispatch", "uphold"):
+        raise InvalidInput("choose redispatch or uphold")
+    await dispatch.rule_on_return(deps.sessions, record_id(request), ruling,  # type: ignore[arg-type]
+                                  actor=user.actor, note=_note(form),
+                                  department=str(form.get("department", "")).strip() or None)
+    raise web.HTTPSeeOther(PAGE)
+
+
+@console_route(page=True, post=True)
+async def decide_extension(request: web.Request, user: ConsoleUser) -> web.Response:
+    deps = request.app[CONSOLE_KEY]
+    form = await request.post()
+    grant = str(form.get("grant", ""))
+    if grant not in ("yes", "no"):
+        raise InvalidInput("grant must be yes or no")
+    await dispatch.decide_extension(deps.sessions, record_id(request), grant == "yes",
+                                    actor=user.actor, note=_note(form))
+    raise web.HTTPSeeOther(PAGE)
+
+
+@console_route(page=True, post=True)
+async def send_reminders(request: web.Request, user: ConsoleUser) -> web.Response:
+    deps = request.app[CONSOLE_KEY]
+    await dispatch.send_reminders(deps.sessions, now=datetime.now(UTC))
+    raise web.HTTPSeeOther(PAGE)
