@@ -105,6 +105,12 @@ async def test_a_worker_sets_the_route_on_the_node_the_call_is_on(redis_server: 
     settings = BusSettings(kind="redis", redis_url=redis_server.url,
                            stream=f"test:{uuid.uuid4().hex[:8]}", read_block_s=0.2)
     async with FakeAmiServer() as one, FakeAmiServer() as two:
+        for server, node, call_id in ((one, "media-1", "c-1"), (two, "media-2", "c-2")):
+            # Live there: control's resynchronisation after its login keeps the call open.
+            server.channels = [{"Channel": CHANNEL, "CallerIDNum": "13800138000",
+                                "Uniqueid": f"{node}-1700.1", "Linkedid": f"{node}-1700.1",
+                                "Duration": "00:00:05", "ChanVariable": f"CALL_ID={call_id}",
+                                "SystemName": node}]
         control_bus = RedisStreamBus(settings, journal_dir=tmp_path / "control")
         worker_bus = RedisStreamBus(settings, journal_dir=tmp_path / "ivr")
         control = [AmiClient(AmiSettings(port=s.port, secret="secret")) for s in (one, two)]
