@@ -102,7 +102,8 @@ class CallbackOfferCall(PromptingCall):
                     if action.answer == "requeue":
                         await self._keep_place(channel)
                     await self.deps.tracker.set_variable(channel, "CALLBACK_ANSWER",
-                                                         action.answer)
+                                                         action.answer,
+                                                         call_id=self.leg.offer_call_id)
                 except Exception as exc:  # the caller hung up meanwhile, AMI is down...
                     self.log.warning("CALLBACK_ANSWER not set (%s)", exc)
             await self.session.hangup(f"callback offer: {action.answer}")
@@ -120,7 +121,8 @@ class CallbackOfferCall(PromptingCall):
         except Exception as exc:  # AMI down...: they rejoin at the end, still waiting
             self.log.warning("place in queue %s unknown (%s): back at the end", queue, exc)
             return
-        await self.deps.tracker.set_variable(channel, "REQUEUE_POSITION", str(position))
+        await self.deps.tracker.set_variable(channel, "REQUEUE_POSITION", str(position),
+                                             call_id=self.leg.offer_call_id)
         self.log.info("back to queue %s at position %d (first arrival %s)", queue, position,
                       arrival.isoformat())
 

@@ -199,7 +199,8 @@ class IvrCall(PromptingCall):
         queue = self.deps.queues.get(language or "") if route == "agent" else None
         if channel:
             await self.deps.tracker.set_route(channel, route, queue,
-                                              language if route == "agent" else None)
+                                              language if route == "agent" else None,
+                                              call_id=self.call_id)
         else:
             self.log.warning("channel unknown; the dialplan sends the caller to the queue")
         await self.session.hangup(f"routed to {route}")

@@ -41,6 +41,8 @@ class CallStarted:
     caller_name: str | None
     channel: str | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The media node the call is on (its Asterisk's systemname); None on one box."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ class IvrLegAnnounced:
     return_visit_id: int | None = None
     call_id: str = ""
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The media node the leg is on (its Asterisk's systemname); None on one box."""
 
 
 IvrCallEvent = CallStarted | CallStep | CallEnded

@@ -34,7 +34,7 @@ from crm.errors import UnknownEventType, UnsupportedEventVersion, WireFormatErro
 from crm.telephony import events, steps
 
 EVENT_VERSIONS: dict[type[Any], int] = {
-    events.CallStarted: 1,
+    events.CallStarted: 2,  # 2: node
     events.CallStep: 1,
     events.CallEnded: 1,
     events.CallerQueued: 1,
@@ -45,9 +45,14 @@ EVENT_VERSIONS: dict[type[Any], int] = {
     events.CallerAbandoned: 1,
     events.AgentStatusChanged: 1,
     events.QueueSnapshot: 1,
-    events.IvrLegAnnounced: 1,
+    events.IvrLegAnnounced: 2,  # 2: node
 }
 """Every event class that travels on the wire, and the version of its fields written now."""
+ALSO_READS: dict[type[Any], frozenset[int]] = {
+    events.CallStarted: frozenset({1}),
+    events.IvrLegAnnounced: frozenset({1}),
+}
+"""Older versions still read: version 1 of these lacks ``node`` (read as None)."""
 _BY_NAME: dict[str, type[Any]] = {cls.__name__: cls for cls in EVENT_VERSIONS}
 _NONE = type(None)
 
@@ -72,7 +77,8 @@ def decode(data: Any) -> events.BusEvent:
     cls = _BY_NAME.get(name) if isinstance(name, str) else None
     if cls is None:
         raise UnknownEventType(f"unknown bus event type {name!r}", details={"type": name})
-    if version != EVENT_VERSIONS[cls] or type(version) is not int:
+    if type(version) is not int or (version != EVENT_VERSIONS[cls]
+                                    and version not in ALSO_READS.get(cls, ())):
         raise UnsupportedEventVersion(
             f"{name} version {version!r} cannot be read here (this code reads version "
             f"{EVENT_VERSIONS[cls]})", details={"type": name, "v": version})

@@ -1,7 +1,7 @@
 """``hotline cluster up|down|status``: the test bed on one machine, in order.
 
 Up: Redis, the database, the media nodes and the SIP edge (hotline/edge/cluster.py), then
-every role process of the plan in its order (the first, the core, migrates the database
+every role process of the plan in its order (the first, control or a core, migrates the database
 before the web nodes open it), each waited for until it serves; then where each part is.
 Down: the reverse. Status: each part's liveness (its process and its health)."""
 
@@ -43,7 +43,8 @@ def plan_of(settings: Settings, *, create: bool) -> Plan | None:
 
 def cluster_settings(settings: Settings, plan: Plan) -> Settings:
     """The settings the media nodes and the edge run with: state under the cluster's
-    directory, AudioSocket at the process that serves it, prompts and models shared."""
+    directory, AudioSocket at the processes that serve it (a list of IVR workers tried in
+    turn when there are several), prompts and models shared."""
     serving = plan.serving_audiosocket()
     speech = settings.speech.model_copy(update={
         "prompt_cache_dir": settings.speech.prompt_cache_dir
@@ -51,7 +52,8 @@ def cluster_settings(settings: Settings, plan: Plan) -> Settings:
         "installed_models_dir": settings.speech.installed_models_dir
         or settings.state_dir / "speech-models"})
     audiosocket = settings.audiosocket.model_copy(update={
-        "host": serving.address, "port": serving.audiosocket_port})
+        "host": serving.address, "port": serving.audiosocket_port,
+        "workers": plan.ivr_workers() if len(plan.ivr_workers()) > 1 else []})
     return settings.model_copy(update={"state_dir": plan.directory, "speech": speech,
                                        "audiosocket": audiosocket})
 
@@ -78,7 +80,7 @@ def up(settings: Settings, progress: Progress = print, *, seed_demo: bool = Fals
     edge_cluster.up(base, progress=lambda message: None)
     for process in plan.processes:
         processes.start(plan, process, base)
-    if seed_demo:  # the core (first) has migrated the database
+    if seed_demo:  # control or the core (first) has migrated the database
         from crm.demo_data import seed_demo as seed
 
         added = asyncio.run(seed(plan.database_url, agent_password=settings.web.demo_password))

@@ -4,7 +4,7 @@ The plan lists the role processes (``hotline serve --role ROLE``), each on its o
 address with its own ports and state directory, in start order; Redis and the database; the
 SIP edge and media nodes come from ``[edge]``. ``hotline cluster up`` writes the default plan
 to ``<state_dir>/cluster/cluster.json`` the first time and reads that file from then on, so a
-new part (a ``control`` process, two ``ivr`` workers, a queue node) is one more entry there or
+new part (a queue node, a standby control, a third IVR worker) is one more entry there or
 in ``default_processes`` below.
 """
 
@@ -66,6 +66,12 @@ class Plan:
                 return process
         raise PlanError("no process of the plan serves AudioSocket (a core or ivr role)")
 
+    def ivr_workers(self) -> list[str]:
+        """Where the media nodes' dialplan connects AudioSocket, tried in turn: every
+        process of the plan that serves it, ``address:port``."""
+        return [f"{p.address}:{p.audiosocket_port}" for p in self.processes
+                if p.audiosocket_port is not None]
+
     def save(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / PLAN_FILE
@@ -77,11 +83,21 @@ class Plan:
         return path
 
 
+CLUSTER_LINKS = {"HOTLINE_EDGE__CONTROL_LINKS": "true"}
+"""Control links every media node's AMI (a call tracker each); an IVR worker sets channel
+variables over a link to the node the call is on (hotline/roles/node_links.py)."""
+
+
 def default_processes() -> list[RoleProcess]:
-    """Today's roles: one core (control + IVR) and two web nodes. Add the control process,
-    the IVR workers and the queue node here (or in the generated file) as they land."""
+    """Control (first: it migrates the database), two IVR workers the media nodes' dialplan
+    tries in turn, and two web nodes. Add the queue node and a standby control here (or in
+    the generated file) as they land."""
     return [
-        RoleProcess("core", "core", "127.0.0.5", web_port=None, audiosocket_port=9092),
+        RoleProcess("control", "control", "127.0.0.5", env=dict(CLUSTER_LINKS)),
+        RoleProcess("ivr-1", "ivr", "127.0.0.8", audiosocket_port=9092,
+                    env=dict(CLUSTER_LINKS)),
+        RoleProcess("ivr-2", "ivr", "127.0.0.9", audiosocket_port=9092,
+                    env=dict(CLUSTER_LINKS)),
         RoleProcess("web-1", "web", "127.0.0.6", web_port=8080),
         RoleProcess("web-2", "web", "127.0.0.7", web_port=8080),
     ]

@@ -25,7 +25,8 @@ START_TIMEOUT = 120.0
 """Seconds a process has to serve after it was started (a core loads the speech models)."""
 STOP_TIMEOUT = 20.0
 """Seconds a process has to exit after SIGTERM before it is killed."""
-UP_LINE = {"core": "hotline core up", "web": "hotline web up"}
+UP_LINE = {"core": "hotline core up", "web": "hotline web up",
+           "control": "hotline control up", "ivr": "hotline ivr up"}
 """What a role logs once every part of it runs (a role without an entry: its health only)."""
 
 

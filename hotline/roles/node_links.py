@@ -10,6 +10,10 @@ call is on is in its HOTLINE_NODE channel variable and its Uniqueid's prefix.
 
 A node whose AMI address is the ``[ami]`` link's is skipped: control's own link already
 tracks it (so a one-box setting never gets a second tracker).
+
+An IVR worker (``--role ivr``) with ``control_links`` holds an events-off link per media
+node too (:func:`start_worker_links`): the channel variables it sets (the route, the queue)
+must reach the node the call is on.
 """
 
 from __future__ import annotations
@@ -104,4 +108,26 @@ async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
         log.info("control: AMI link to %s node %s at %s:%s", kind, media.name, media.address,
                  media.ami_port)
         links.append(link)
+    return links
+
+
+async def start_worker_links(stack: contextlib.AsyncExitStack,
+                             settings: Settings) -> dict[str, AmiClient]:
+    """An IVR worker's AMI links by media node name, events off (it only sets channel
+    variables), connecting in the background; none unless ``[edge] control_links``. A node
+    whose AMI address is ``[ami]``'s is left to the worker's ``[ami]`` link."""
+    links: dict[str, AmiClient] = {}
+    if not settings.edge.control_links:
+        return links
+    own = (settings.ami.host, settings.ami.port)
+    for media in settings.edge.nodes:
+        if (media.address, media.ami_port) == own:
+            continue
+        ami = AmiClient(node_settings(settings, media).ami, name=f"hotline-ivr-{media.name}",
+                        events=False)
+        await ami.start()
+        stack.push_async_callback(ami.close)
+        log.info("ivr: AMI link to media node %s at %s:%s", media.name, media.address,
+                 media.ami_port)
+        links[media.name] = ami
     return links

@@ -7,7 +7,8 @@
   server with its per-call handlers. It learns calls, survey legs and callback offers from
   the bus (:class:`ivr.asterisk.bus_calls.BusCallDirectory`), publishes what the caller
   did on it, and sets the channel variables the dialplan reads (the route, the queue) over
-  an AMI link of its own. The dialplan tries the workers in turn (``[audiosocket]
+  an AMI link of its own (with ``[edge] control_links``, one per media node: the call's
+  node, named in its events). The dialplan tries the workers in turn (``[audiosocket]
   workers``), so a dead worker's new calls go to another.
 
 ``--role core`` is the two in one process (hotline/service.py).
@@ -27,7 +28,7 @@ from hotline.roles.callback_commands import commands_key, take_commands
 from hotline.roles.cluster import background, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_schedules
 from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
-from hotline.roles.node_links import start_node_links
+from hotline.roles.node_links import start_node_links, start_worker_links
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
@@ -82,7 +83,7 @@ async def running_ivr(settings: Settings) -> AsyncIterator[IvrWorker]:
         sessions = await open_storage(stack, settings, migrate=False)  # control migrates
         bus = await start_cluster_bus(stack, settings, "ivr")
         ami = AmiClient(settings.ami, name="hotline-ivr", events=False)  # channel variables
-        calls = BusCallDirectory(ami)
+        calls = BusCallDirectory(ami, await start_worker_links(stack, settings))
         bus.subscribe(calls.handle)
         await ami.start()
         stack.push_async_callback(ami.close)

@@ -10,7 +10,9 @@ an AMI tracker of its own.
 It answers the IVR's questions as :class:`ivr.asterisk.call_tracker.CallTracker` does
 (``wait_for_call``, ``wait_for_session``, ``take_survey_leg``, ...), and sets the channel
 variables the dialplan reads after the AudioSocket over the worker's own AMI link (which
-takes no events).
+takes no events) to the node the call is on: the event's ``node`` names it, and the worker
+holds one link per media node (``node_links``); a call of no known node (one box, or a node
+without a link of its own) goes over the worker's ``[ami]`` link.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ map without end)."""
 
 
 class BusCallDirectory:
-    def __init__(self, ami: AmiClient) -> None:
+    def __init__(self, ami: AmiClient, node_links: dict[str, AmiClient] | None = None) -> None:
         self._ami = ami
+        self._node_links = dict(node_links or {})
+        self._nodes: OrderedDict[str, str] = OrderedDict()
+        """The media node of each live call and announced leg (by its AudioSocket id)."""
         self.active_calls: OrderedDict[str, ActiveCall] = OrderedDict()
         self.survey_legs: OrderedDict[str, SurveyLeg] = OrderedDict()
         self.offer_legs: OrderedDict[str, OfferLeg] = OrderedDict()
@@ -59,9 +64,12 @@ class BusCallDirectory:
             self._keep(self.active_calls, event.call_id, ActiveCall(
                 event.call_id, event.channel, event.caller_number, event.caller_name),
                 MAX_CALLS)
+            if event.node:
+                self._keep(self._nodes, event.call_id, event.node, MAX_CALLS + MAX_LEGS)
             self._arrived(event.call_id)
         elif isinstance(event, CallEnded):
             self.active_calls.pop(event.call_id, None)
+            self._nodes.pop(event.call_id, None)
             self._languages.pop(event.call_id, None)
             self._queued.pop(event.call_id, None)
         elif isinstance(event, IvrLegAnnounced):
@@ -74,6 +82,8 @@ class BusCallDirectory:
             self._queued.setdefault(event.call_id, (event.queue, event.at))
 
     def _on_leg(self, event: IvrLegAnnounced) -> None:
+        if event.node:
+            self._keep(self._nodes, event.leg_id, event.node, MAX_CALLS + MAX_LEGS)
         if event.kind == "survey":
             self._keep(self.survey_legs, event.leg_id, SurveyLeg(
                 event.leg_id, event.detail or "after_call", event.for_call, event.channel,
@@ -141,14 +151,26 @@ class BusCallDirectory:
         """The queue a live call first joined and when, None if it has not."""
         return self._queued.get(call_id)
 
-    async def set_route(self, channel: str, route: str, queue: str | None = None,
-                        language: str | None = None) -> None:
-        """As :meth:`CallTracker.set_route`, over this worker's AMI link."""
-        if queue:
-            await self._ami.setvar(channel, "HOTLINE_QUEUE", queue)
-        if language:
-            await self._ami.setvar(channel, "HOTLINE_LANGUAGE", language)
-        await self._ami.setvar(channel, "IVR_ROUTE", route)
+    def node_of(self, session_id: str) -> str | None:
+        """The media node a live call or announced leg is on (None: not known)."""
+        return self._nodes.get(session_id)
 
-    async def set_variable(self, channel: str, variable: str, value: str) -> None:
-        await self._ami.setvar(channel, variable, value)
+    def link_for(self, session_id: str | None) -> AmiClient:
+        """The AMI link to the node ``session_id`` is on (the ``[ami]`` link when that node
+        has no link of its own or is not known)."""
+        node = self._nodes.get(session_id or "")
+        return self._node_links.get(node or "", self._ami)
+
+    async def set_route(self, channel: str, route: str, queue: str | None = None,
+                        language: str | None = None, *, call_id: str | None = None) -> None:
+        """As :meth:`CallTracker.set_route`, over the AMI link to the call's node."""
+        ami = self.link_for(call_id)
+        if queue:
+            await ami.setvar(channel, "HOTLINE_QUEUE", queue)
+        if language:
+            await ami.setvar(channel, "HOTLINE_LANGUAGE", language)
+        await ami.setvar(channel, "IVR_ROUTE", route)
+
+    async def set_variable(self, channel: str, variable: str, value: str, *,
+                           call_id: str | None = None) -> None:
+        await self.link_for(call_id).setvar(channel, variable, value)

@@ -135,7 +135,7 @@ class CallTracker:
                      mask_phone(call.caller_number, "agent") or "a withheld number",
                      "named" if call.caller_name else "no name")
             await self._bus.publish(CallStarted(call_id, call.caller_number, call.caller_name,
-                                                call.channel))
+                                                call.channel, node=event.get("SystemName")))
         else:
             call = self.active_calls.pop(call_id, None)
             party = hangup_party(
@@ -181,7 +181,8 @@ class CallTracker:
                  survey_call_id, leg.member_interface)
         await self._bus.publish(IvrLegAnnounced(
             survey_call_id, "survey", call_id, leg.channel, leg.caller_number, leg.kind,
-            member_interface=leg.member_interface, return_visit_id=leg.return_visit_id))
+            member_interface=leg.member_interface, return_visit_id=leg.return_visit_id,
+            node=event.get("SystemName")))
 
     async def _on_callback_offer(self, kind: str, event: AmiEvent) -> None:
         """The dialplan's callback offer: announced (its AudioSocket id, OfferCallId), and
@@ -209,7 +210,8 @@ class CallTracker:
                  reason)
         offer = self.offer_legs[offer_call_id]
         await self._bus.publish(IvrLegAnnounced(offer_call_id, "offer", call_id, offer.channel,
-                                                offer.caller_number, reason))
+                                                offer.caller_number, reason,
+                                                node=event.get("SystemName")))
 
     def take_offer_leg(self, offer_call_id: str) -> OfferLeg | None:
         return self.offer_legs.pop(offer_call_id, None)
@@ -283,7 +285,8 @@ class CallTracker:
             log.info("call %s: found live after resynchronisation", call_id)
             await self._bus.publish(CallStarted(
                 call_id, call.caller_number, call.caller_name, call.channel,
-                at=utcnow() - _duration(channel.get("Duration"))))
+                at=utcnow() - _duration(channel.get("Duration")),
+                node=channel.get("SystemName")))
 
     async def _recorded_ends(self, call_ids: list[str]) -> dict[str, RecordedEnd]:
         if self._records is None or not call_ids:
@@ -308,7 +311,7 @@ class CallTracker:
         return self.active_calls.get(call_id)
 
     async def set_route(self, channel: str, route: str, queue: str | None = None,
-                        language: str | None = None) -> None:
+                        language: str | None = None, *, call_id: str | None = None) -> None:
         """Tell the dialplan where the caller goes when the AudioSocket ends (and, for the
         queue, which of the hotline's queues: HOTLINE_QUEUE, the main queue when unset; and
         the caller's language, HOTLINE_LANGUAGE, in which the queue's announcements speak)."""
@@ -318,8 +321,10 @@ class CallTracker:
             await self._ami.setvar(channel, "HOTLINE_LANGUAGE", language)
         await self._ami.setvar(channel, "IVR_ROUTE", route)
 
-    async def set_variable(self, channel: str, variable: str, value: str) -> None:
-        """Set a channel variable the dialplan reads after the AudioSocket ends."""
+    async def set_variable(self, channel: str, variable: str, value: str, *,
+                           call_id: str | None = None) -> None:
+        """Set a channel variable the dialplan reads after the AudioSocket ends (``call_id``:
+        the call or leg it is for; an IVR worker picks its node's AMI link by it)."""
         await self._ami.setvar(channel, variable, value)
 
     def channel_of(self, call_id: str) -> str | None:

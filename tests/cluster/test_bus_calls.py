@@ -94,3 +94,56 @@ async def test_a_worker_knows_calls_and_legs_from_the_bus(redis_server: RedisSer
                 await part.close()
             for bus in (worker_bus, control_bus):
                 await bus.close(timeout=1.0)
+
+
+async def test_a_worker_sets_the_route_on_the_node_the_call_is_on(redis_server: RedisServer,
+                                                                  tmp_path: Path) -> None:
+    """Two media nodes, each with a call on a channel of the same name (each Asterisk counts
+    its channels from 0): control's tracker on each node names the node (the events'
+    SystemName) in CallStarted, and the worker sets each call's route over its link to that
+    node: its ``[ami]`` link for media-1, its node link for media-2."""
+    settings = BusSettings(kind="redis", redis_url=redis_server.url,
+                           stream=f"test:{uuid.uuid4().hex[:8]}", read_block_s=0.2)
+    async with FakeAmiServer() as one, FakeAmiServer() as two:
+        for server, node, call_id in ((one, "media-1", "c-1"), (two, "media-2", "c-2")):
+            # Live there: control's resynchronisation after its login keeps the call open.
+            server.channels = [{"Channel": CHANNEL, "CallerIDNum": "13800138000",
+                                "Uniqueid": f"{node}-1700.1", "Linkedid": f"{node}-1700.1",
+                                "Duration": "00:00:05", "ChanVariable": f"CALL_ID={call_id}",
+                                "SystemName": node}]
+        control_bus = RedisStreamBus(settings, journal_dir=tmp_path / "control")
+        worker_bus = RedisStreamBus(settings, journal_dir=tmp_path / "ivr")
+        control = [AmiClient(AmiSettings(port=s.port, secret="secret")) for s in (one, two)]
+        worker = [AmiClient(AmiSettings(port=s.port, secret="secret"), name="hotline-ivr",
+                            events=False) for s in (one, two)]
+        for ami in control:
+            CallTracker(ami, control_bus)
+        calls = BusCallDirectory(worker[0], {"media-2": worker[1]})
+        worker_bus.subscribe(calls.handle)
+        parts = (control_bus, worker_bus, *control, *worker)
+        for part in parts:
+            await part.start()
+        try:
+            for ami in (*control, *worker):
+                await ami.wait_ready(5)
+            for server, node, call_id in ((one, "media-1", "c-1"), (two, "media-2", "c-2")):
+                server.variables[CHANNEL] = {}
+                await server.send_event("UserEvent", {
+                    "Channel": CHANNEL, "CallerIDNum": "13800138000", "SystemName": node,
+                    "UserEvent": "HotlineCallStart", "CallId": call_id})
+            for call_id, node in (("c-1", "media-1"), ("c-2", "media-2")):
+                assert await calls.wait_for_call(call_id, timeout=10) is not None
+                assert calls.node_of(call_id) == node
+            await calls.set_route(CHANNEL, "agent", "hotline-en", call_id="c-2")
+            assert one.variables[CHANNEL] == {}
+            assert two.variables[CHANNEL] == {"HOTLINE_QUEUE": "hotline-en",
+                                              "IVR_ROUTE": "agent"}
+            await calls.set_route(CHANNEL, "end", call_id="c-1")  # [ami]'s own node
+            assert one.variables[CHANNEL] == {"IVR_ROUTE": "end"}
+            await calls.set_variable(CHANNEL, "CALLBACK_ANSWER", "yes", call_id="c-2")
+            assert two.variables[CHANNEL]["CALLBACK_ANSWER"] == "yes"
+        finally:
+            for ami in (*worker, *control):
+                await ami.close()
+            for bus in (worker_bus, control_bus):
+                await bus.close(timeout=1.0)

@@ -1,9 +1,12 @@
 """Issue 16, the test bed on one machine: ``hotline cluster up`` (as ``make run-cluster``
 runs it) from a temporary state directory starts Redis, the SIP edge (real Kamailio), two
-real Asterisk media nodes from the one root, and the role processes of the plan (a core and
-two web nodes, real ``hotline serve --role``) against a PostgreSQL database of the test's
-own. SIPp callers go through the edge, land on both nodes, and the core's IVR answers the
-call on the node its AMI watches; every part reports up; ``down`` leaves no process.
+real Asterisk media nodes from the one root, and the role processes of the default plan
+(control linking both nodes' AMI, two IVR workers the dialplan tries in turn, two web nodes,
+real ``hotline serve --role``) against a PostgreSQL database of the test's own. Two silent
+SIPp callers go through the edge and land one on each node; each is greeted by an IVR worker,
+which routes it to the agent queue over its AMI link to that caller's node (the route reaches
+the dialplan: the caller waits in that node's queue, ``ivr_route`` is ``agent``), one
+consultation each; every part reports up; ``down`` leaves no process.
 
 Every process of the plan gets its own address in 127.0.18.0/24 and free ports. Every wait is
 for a condition, bounded.
@@ -12,11 +15,13 @@ for a condition, bounded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,20 +31,25 @@ from sqlalchemy.engine import make_url
 from crm.consultations.service import find_consultations
 from crm.storage.db import make_engine, make_session_factory
 from hotline.asterisk.host import is_alive, mounts_under, pids_in_root
-from hotline.cluster.plan import Plan, RoleProcess
+from hotline.cluster.plan import Plan, default_processes
 from hotline.edge.settings import MediaNode
 from hotline.liveness import fetch_health
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings, free_tcp_port
-from hotline.tools.sipp import free_udp_port
-from tests.cluster.edge_bed import _skip_unless_possible, calls, counts
+from hotline.tools.sipp import free_udp_port, place_call
+from tests.cluster.edge_bed import _skip_unless_possible, at_edge, counts, node_cli, wait_for
 from tests.conftest import _create_or_drop, _postgres_url
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 
 NET = "127.0.18"
 UP_S = 240.0
-"""Bound for ``hotline cluster up`` (two Asterisks, Kamailio, a core loading speech)."""
+"""Bound for ``hotline cluster up`` (two Asterisks, Kamailio, two IVR workers loading
+speech)."""
+QUEUED_S = 60.0
+"""Bound for a silent caller to be greeted and routed to the queue."""
+HELD_S = QUEUED_S + 60
+"""Bound for a caller's SIPp (it stays on until Asterisk hangs up)."""
 
 
 @dataclass
@@ -86,15 +96,20 @@ def bed(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
            "HOTLINE_EDGE__SOURCES": json.dumps(edge["sources"]),
            "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"]),
            "HOTLINE_EDGE__PROBE_INTERVAL": "1", "HOTLINE_EDGE__REPLY_TIMEOUT": "1.0",
-           "HOTLINE_SPEECH__PREWARM_PROMPTS": "false"}
+           "HOTLINE_SPEECH__PREWARM_PROMPTS": "false",
+           # The callers leave the queue unanswered: no callbacks dialled back to them.
+           "HOTLINE_CALLBACKS__ENABLED": "false"}
     settings = asterisk_test_settings(state)  # the secrets every part shares
     settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
     _skip_unless_possible(settings)
-    plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
-        RoleProcess("core", "core", f"{NET}.5", audiosocket_port=free_tcp_port(f"{NET}.5")),
-        RoleProcess("web-1", "web", f"{NET}.6", web_port=free_tcp_port(f"{NET}.6")),
-        RoleProcess("web-2", "web", f"{NET}.7", web_port=free_tcp_port(f"{NET}.7")),
-    ])
+    processes = [dataclasses.replace(  # the default plan, on the test's addresses and ports
+        p, address=f"{NET}.{p.address.rsplit('.', 1)[1]}",
+        web_port=p.web_port and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"),
+        audiosocket_port=p.audiosocket_port
+        and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"))
+        for p in default_processes()]
+    plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url,
+                processes)
     plan.save()  # the cluster's settings file, as `up` would generate it
     try:
         started = hotline(env, "cluster", "up", "--seed-demo", timeout=UP_S)
@@ -102,6 +117,12 @@ def bed(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
         yield Bed(settings, env, plan, started.stdout, database_url)
     finally:
         hotline(env, "cluster", "down", timeout=120)
+
+
+def waiting_in_queue(settings: Settings, node: str) -> int:
+    """Callers waiting in the node's queues (its own, with no queue node in the plan)."""
+    return sum(int(n) for n in re.findall(r" has (\d+) calls? ",
+                                          node_cli(settings, node, "queue show")))
 
 
 def status(bed: Bed) -> tuple[int, dict[str, Any]]:
@@ -127,7 +148,7 @@ def test_status_lists_every_part_up_and_both_web_nodes_are_healthy(bed: Bed) -> 
     code, report = status(bed)
     names = [p["name"] for p in report["parts"]]
     assert names == ["redis", "postgresql", "edge", "media-1", "media-2",
-                     "core", "web-1", "web-2"], names
+                     "control", "ivr-1", "ivr-2", "web-1", "web-2"], names
     assert code == 0 and report["up"], json.dumps(report, indent=2)
     said = hotline(bed.env, "cluster", "status")  # for a person: a line per part
     assert said.returncode == 0 and said.stdout.startswith("cluster: up"), said.stdout
@@ -139,29 +160,59 @@ def test_status_lists_every_part_up_and_both_web_nodes_are_healthy(bed: Bed) -> 
             assert health is not None and health["ok"] and health["role"] == "web", health
 
 
-async def test_calls_through_the_edge_land_on_both_nodes_and_the_ivr_answers(
-        bed: Bed) -> None:
+async def test_calls_on_both_nodes_are_served_by_the_ivr_workers(bed: Bed) -> None:
     settings = bed.settings
     before = counts(settings)
-    results = await calls(settings, 2, first=500)
-    assert all(r.answered and r.ok for r in results), [r.stderr for r in results]
-    after = counts(settings)
-    assert all(after[n] - before[n] == 1 for n in after), (before, after)
-
+    numbers = ["13900000500", "13900000501"]
+    callers = [asyncio.ensure_future(place_call(  # silent callers, on until Asterisk hangs up
+        at_edge(settings), caller_number=n, hold_ms=int(HELD_S * 1000), wait_for_bye=True))
+        for n in numbers]
     engine = make_engine(bed.database_url)
     sessions = make_session_factory(engine)
-    kinds: list[str] = []
+    found: dict[str, list[Any]] = {}
+
+    async def consultations(done: Callable[[list[Any]], bool], within: float,
+                            what: str) -> None:
+        """Poll the database until ``done`` holds for both callers' consultations."""
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    for number in numbers:
+                        found[number] = await find_consultations(sessions, phone=number)
+                    if all(done(found[n]) for n in numbers):
+                        return
+                    await asyncio.sleep(0.2)  # polling the database, bounded by the timeout
+        except TimeoutError:
+            pytest.fail(f"{what} within {within:.0f} s: " + repr(
+                {n: [(c.call_id, c.ended_at, c.ivr_route, [step["kind"] for step in c.steps])
+                     for c in found.get(n, [])] for n in numbers}))
+
     try:
-        async with asyncio.timeout(30):
-            while True:  # the core writes the consultation once the call has ended
-                found = [c for n in (500, 501)
-                         for c in await find_consultations(sessions, phone=f"1390000{n:04d}")]
-                kinds = [step["kind"] for c in found for step in c.steps]
-                if any(c.ended_at is not None for c in found) and "ivr_connected" in kinds:
-                    break
-                await asyncio.sleep(0.2)  # polling the database, bounded by the timeout
-    except TimeoutError:
-        pytest.fail(f"no ended consultation with the IVR's steps within 30 s: {kinds}")
+        await consultations(lambda cs: any(step["kind"] == "route" for c in cs
+                                           for step in c.steps),
+                            QUEUED_S, "not both callers routed by an IVR worker")
+        for node in counts(settings):  # the dialplan read the route: a caller in its queue
+            await wait_for(lambda node=node: waiting_in_queue(settings, node) == 1, 20,
+                           f"a caller in {node}'s queue")
+    finally:
+        for node in counts(settings):  # the caller's own BYE would need the edge's route set
+            await asyncio.to_thread(node_cli, settings, node, "channel request hangup all")
+        results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True),
+                                         30)
+    try:
+        assert all(not isinstance(r, BaseException) and r.answered and r.hung_up_by == "remote"
+                   for r in results), results
+        after = counts(settings)
+        assert all(after[n] - before[n] == 1 for n in after), (before, after)  # one each
+        await consultations(lambda cs: len(cs) == 1 and cs[0].ended_at is not None, 30,
+                            "not one ended consultation per caller")
+        for number in numbers:
+            consultation = found[number][0]
+            kinds = [step["kind"] for step in consultation.steps]
+            for kind in ("ivr_connected", "route"):
+                assert kinds.count(kind) == 1, (number, kind, kinds)
+            # Set by a worker over its AMI link to the caller's node: the dialplan read it.
+            assert consultation.ivr_route == "agent", (number, consultation.ivr_route)
     finally:
         await engine.dispose()
 
@@ -169,7 +220,7 @@ async def test_calls_through_the_edge_land_on_both_nodes_and_the_ivr_answers(
 def test_down_leaves_no_process(bed: Bed) -> None:
     _, report = status(bed)
     pids = [p["pid"] for p in report["parts"] if p.get("pid")]
-    assert len(pids) == 7, report  # redis, edge, two nodes, three role processes
+    assert len(pids) == 9, report  # redis, edge, two nodes, five role processes
     stopped = hotline(bed.env, "cluster", "down", timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert [pid for pid in pids if is_alive(pid)] == []

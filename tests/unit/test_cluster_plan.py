@@ -29,7 +29,12 @@ def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
     addresses = [p.address for p in loaded.processes] + [loaded.redis_address]
     addresses += [n.address for n in settings.edge.nodes]
     assert len(set(addresses)) == len(addresses), addresses
-    assert loaded.serving_audiosocket().role == "core"
+    assert [(p.name, p.role) for p in loaded.processes] == [
+        ("control", "control"), ("ivr-1", "ivr"), ("ivr-2", "ivr"), ("web-1", "web"),
+        ("web-2", "web")]  # control first: it migrates the database
+    assert loaded.ivr_workers() == ["127.0.0.8:9092", "127.0.0.9:9092"]  # the dialplan's list
+    assert all(p.env.get("HOTLINE_EDGE__CONTROL_LINKS") == "true"  # a link per media node
+               for p in loaded.processes if p.role in ("control", "ivr"))
 
 
 def test_no_plan_yet_is_none(settings: Settings) -> None:
@@ -76,10 +81,10 @@ def test_a_process_added_to_the_file_is_started_with_the_others(settings: Settin
     """Data-driven: one more entry (an IVR worker) is one more process of the plan."""
     made = plans.default_plan(settings, "postgresql://x")
     grown = Plan(made.directory, made.redis_address, made.redis_port, made.database_url,
-                 [*made.processes, RoleProcess("ivr-1", "ivr", "127.0.0.8",
+                 [*made.processes, RoleProcess("ivr-3", "ivr", "127.0.0.10",
                                                audiosocket_port=9092)])
     grown.save()
     loaded = plans.load(settings)
-    assert loaded is not None and [p.name for p in loaded.processes][-1] == "ivr-1"
+    assert loaded is not None and [p.name for p in loaded.processes][-1] == "ivr-3"
     assert loaded.log_file(loaded.processes[-1]) == (
-        settings.state_dir / "cluster" / "processes" / "ivr-1" / "log" / "hotline.log")
+        settings.state_dir / "cluster" / "processes" / "ivr-3" / "log" / "hotline.log")

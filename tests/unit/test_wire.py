@@ -126,9 +126,25 @@ def test_an_unknown_type_is_a_clear_error() -> None:
 
 def test_a_newer_version_is_a_clear_error() -> None:
     data = wire.encode(CallStarted("c-1", None, None))
-    data["v"] = 2
-    with pytest.raises(UnsupportedEventVersion, match="CallStarted version 2 cannot be read"):
+    data["v"] = 3
+    with pytest.raises(UnsupportedEventVersion, match="CallStarted version 3 cannot be read"):
         wire.decode(data)
+
+
+def test_version_1_of_an_event_that_gained_its_node_is_still_read() -> None:
+    """CallStarted and IvrLegAnnounced v2 name the media node; a v1 event (written before,
+    still in a stream or journal) reads with no node."""
+    data = wire.encode(CallStarted("c-1", None, None, node="media-2"))
+    assert data["v"] == 2 and data["fields"]["node"] == "media-2"
+    assert wire.decode(data) == CallStarted("c-1", None, None, at=data_at(data),
+                                            node="media-2")
+    del data["fields"]["node"]
+    data["v"] = 1
+    assert wire.decode(data) == CallStarted("c-1", None, None, at=data_at(data))
+
+
+def data_at(data: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(data["fields"]["at"])
 
 
 @pytest.mark.parametrize(("text", "message"), [
