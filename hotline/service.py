@@ -29,15 +29,13 @@ from hotline.bus.redis_bus import RedisStreamBus
 from hotline.metrics import ScrapeSources, ServiceMetrics, recognition_pool
 from hotline.retention import RetentionSchedule
 from hotline.roles import Role
-from hotline.roles.callback_commands import RemoteCallbacks, commands_key, take_commands
-from hotline.roles.cluster import background, check_role, cluster_client, start_cluster_bus
+from hotline.roles.callback_commands import RemoteCallbacks, commands_key
+from hotline.roles.cluster import check_role, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_recorder, start_schedules
 from hotline.roles.ivr import Ivr, start_ivr
 from hotline.roles.ivr import intake_keys as intake_keys
-from hotline.roles.node_links import start_node_links
 from hotline.roles.recorded_mark import wait_recorded
-from hotline.roles.recorder_member import start_recorder_member
-from hotline.roles.split import running_control, running_ivr
+from hotline.roles.split import running_control, running_ivr, start_cluster_control
 from hotline.roles.storage import open_storage
 from hotline.roles.web import (
     Live,
@@ -169,23 +167,14 @@ class WebService:
 @contextlib.asynccontextmanager
 async def running_core(settings: Settings) -> AsyncIterator[CoreService]:
     async with contextlib.AsyncExitStack() as stack:
-        sessions = await open_storage(stack, settings)
-        bus = await start_cluster_bus(stack, settings, "core")
-        client = cluster_client(stack, settings)
-        recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
-                                                role="core")).recorder
-        control = await start_control(stack, settings, sessions, bus, recorder,
-                                      settle=lambda: wait_recorded(client, bus))
-        await start_node_links(stack, settings, bus)  # [edge] control_links: one per node
-        background(stack, "callback commands", take_commands(
-            cluster_client(stack, settings), commands_key(settings.bus.stream),
-            control.callbacks))
-        ivr = await start_ivr(stack, settings, sessions, bus, control)
-        await start_schedules(stack, settings, sessions, control.ami)
+        parts = await start_cluster_control(stack, settings, "core")
+        ivr = await start_ivr(stack, settings, parts.sessions, parts.bus, parts.control)
+        await start_schedules(stack, settings, parts.sessions, parts.control.ami)
         log.info("hotline core up: AudioSocket %s:%s, AMI %s:%s, bus %s",
                  settings.audiosocket.host, ivr.media.bound_port, settings.ami.host,
                  settings.ami.port, settings.bus.stream)
-        yield CoreService(settings, sessions, bus, recorder, control, ivr)
+        yield CoreService(settings, parts.sessions, parts.bus, parts.recorder, parts.control,
+                          ivr)
 
 
 @contextlib.asynccontextmanager

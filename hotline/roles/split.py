@@ -57,24 +57,33 @@ class IvrWorker:
     ivr: Ivr
 
 
+async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Settings,
+                                role: str) -> ControlService:
+    """The control part of a cluster process (``--role control`` and ``core``): storage,
+    the bus, this process's member of the recorders group, AMI control (with ``[edge]
+    control_links``, a link per node) and the web nodes' callback commands."""
+    sessions = await open_storage(stack, settings)
+    bus = await start_cluster_bus(stack, settings, role)
+    client = cluster_client(stack, settings)
+    recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
+                                            role=role)).recorder
+    control = await start_control(stack, settings, sessions, bus, recorder,
+                                  settle=lambda: wait_recorded(client, bus))
+    await start_node_links(stack, settings, bus)
+    background(stack, "callback commands", take_commands(
+        cluster_client(stack, settings), commands_key(settings.bus.stream),
+        control.callbacks))
+    return ControlService(settings, sessions, bus, recorder, control)
+
+
 @contextlib.asynccontextmanager
 async def running_control(settings: Settings) -> AsyncIterator[ControlService]:
     async with contextlib.AsyncExitStack() as stack:
-        sessions = await open_storage(stack, settings)
-        bus = await start_cluster_bus(stack, settings, "control")
-        client = cluster_client(stack, settings)
-        recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
-                                                role="control")).recorder
-        control = await start_control(stack, settings, sessions, bus, recorder,
-                                      settle=lambda: wait_recorded(client, bus))
-        await start_node_links(stack, settings, bus)  # [edge] control_links: one per node
-        background(stack, "callback commands", take_commands(
-            cluster_client(stack, settings), commands_key(settings.bus.stream),
-            control.callbacks))
-        await start_schedules(stack, settings, sessions, control.ami)
+        parts = await start_cluster_control(stack, settings, "control")
+        await start_schedules(stack, settings, parts.sessions, parts.control.ami)
         log.info("hotline control up: AMI %s:%s, bus %s", settings.ami.host,
                  settings.ami.port, settings.bus.stream)
-        yield ControlService(settings, sessions, bus, recorder, control)
+        yield parts
 
 
 @contextlib.asynccontextmanager
