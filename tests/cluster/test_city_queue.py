@@ -115,14 +115,25 @@ def mirrored(settings: Settings, node: str, extension: str) -> bool:
 
 def never_rung_twice(events: list[object], extension: str) -> list[str]:
     """The calls ``extension`` talked on, in order; fails if it was rung for, or answered, a
-    caller while on another call."""
+    caller while on another call.
+
+    app_queue rings the next caller as soon as the agent's device is free, and may publish
+    that AgentCalled just before the AgentComplete of the call that freed it (one thread
+    hangs up, another rings): a ring for a new call while talking is a violation only when
+    the current call has not ended before the new one is answered."""
+    mine = [e for e in events if getattr(e, "extension", None) == extension]
     talking: str | None = None
     answered: list[str] = []
-    for event in events:
-        if getattr(event, "extension", None) != extension:
-            continue
-        if isinstance(event, AgentRinging | AgentAnswered):
-            assert talking in (None, event.call_id), f"{extension} rung while on {talking}"
+    for index, event in enumerate(mine):
+        if isinstance(event, AgentRinging | AgentAnswered) and talking not in (
+                None, event.call_id):
+            later = mine[index:]
+            ended = next((i for i, e in enumerate(later) if isinstance(e, AgentCallEnded)
+                          and e.call_id == talking), None)
+            taken = next((i for i, e in enumerate(later) if isinstance(e, AgentAnswered)
+                          and e.call_id == event.call_id), len(later))
+            assert isinstance(event, AgentRinging) and ended is not None and ended < taken, (
+                f"{extension} rung while on {talking}")
         if isinstance(event, AgentAnswered):
             talking = event.call_id
             answered.append(event.call_id)
@@ -231,3 +242,21 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
               f"{STANDBY} after {requeued_after:.1f} s; a new caller then queued there in "
               f"{new_caller_after:.1f} s; all three answered there "
               f"{answered_after:.1f} s after the kill")
+
+
+def _agent_events(*spec: tuple[type, str]) -> list[object]:
+    return [kind(call_id=call, queue="hotline", interface="PJSIP/2001", extension="2001")
+            for kind, call in spec]
+
+
+def test_a_ring_published_just_before_the_previous_calls_end_is_no_double_booking() -> None:
+    events = _agent_events((AgentRinging, "a"), (AgentAnswered, "a"), (AgentRinging, "b"),
+                           (AgentCallEnded, "a"), (AgentAnswered, "b"), (AgentCallEnded, "b"))
+    assert never_rung_twice(events, "2001") == ["a", "b"]
+
+
+def test_a_second_caller_answered_while_connected_is_a_double_booking() -> None:
+    events = _agent_events((AgentRinging, "a"), (AgentAnswered, "a"), (AgentRinging, "b"),
+                           (AgentAnswered, "b"), (AgentCallEnded, "a"))
+    with pytest.raises(AssertionError, match="rung while on a"):
+        never_rung_twice(events, "2001")
