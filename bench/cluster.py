@@ -1,19 +1,25 @@
 """Calls through the cluster's SIP edge on this machine (``make bench-cluster``).
 
     .venv/bin/python -m bench.cluster [--calls 40] [--concurrency 8] [--hold-ms 3000]
-                                      [--max-seconds 300] [--pop-calls 5]
+                                      [--keyed-every 4] [--max-seconds 300] [--pop-calls 5]
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
-Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, a core
-and two web nodes, a PostgreSQL database of its own made from HOTLINE_TEST_PG_URL's server or
-``--database-url``), places ``--calls`` SIPp calls through the edge, ``--concurrency`` at a
-time, each holding ``--hold-ms`` after the answer, and prints: calls per media node (each
-node's own count), answered and lost calls, the SIPp call time, the delay from the call's
-start on Asterisk to the IVR's AudioSocket connect (from the consultations the core wrote),
-and the CPU seconds of each process group (per call) during the calls; with
-``--pop-calls``, then the delay from an agent's phone ringing to the pop on the last web
-node's desk (bench/cluster_pops.py). Bounded in count
-(``--calls`` <= 500) and time (``--max-seconds`` for the calls). Stops everything after.
+Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, the
+default plan's role processes of hotline/cluster/plan.py -- control, two IVR workers, two web
+nodes -- each moved to its own 127.0.19.x with free ports, a PostgreSQL database of its own
+made from HOTLINE_TEST_PG_URL's server or ``--database-url``), places ``--calls`` SIPp calls
+through the edge, ``--concurrency`` at a time, each holding ``--hold-ms`` after the answer;
+every ``--keyed-every``-th caller is a demo resident keying his case number at the greeting.
+Prints: answered and lost calls, calls per media node, the SIPp call time, the delay from the
+call's start on Asterisk to the IVR's AudioSocket connect, the keyed turn (the case number's
+``keys`` step -> the IVR's next prompt step, bench.load_calls.service_turns), Redis commands
+per call (INFO commandstats before/after), PostgreSQL writes per call (pg_stat_database of
+the cluster's database, read once the counters settle), and per process group the CPU
+seconds (per call) and the resident memory before the calls, its peak during them and the
+growth per call (bench/cluster_usage.py); with ``--pop-calls``, then the delay from an
+agent's phone ringing to the pop on the last web node's desk (bench/cluster_pops.py).
+Bounded in count (``--calls`` <= 500) and time (``--max-seconds`` for the calls).
+Stops everything after.
 
 Every part shares this machine's cores with the SIPp load generator: the figures are costs
 per call, not the throughput of separate machines. Needs root (chroot, mount).
@@ -46,9 +52,9 @@ from bench.cluster_usage import (
     MemoryWatch,
     difference,
     group_cpu,
-    pg_writes,
     pgrp,
     redis_commands,
+    settled_pg_writes,
 )
 from bench.load_calls import Turn, demo_case_number, load_consultations, service_turns
 from crm.consultations.service import find_consultations
@@ -243,7 +249,7 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
         watch = MemoryWatch(groups)
         before_calls = {m.name: calls_processed(settings, m) for m in settings.edge.nodes}
         before_redis = asyncio.run(redis_commands(plan.redis_url))
-        before_pg = asyncio.run(pg_writes(database_url))
+        before_pg, settled = asyncio.run(settled_pg_writes(database_url))
         before_cpu = group_cpu()
         t0 = time.monotonic()
         results, seconds = asyncio.run(place_all(settings, args, case_number, watch))
@@ -256,7 +262,8 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
                     if args.keyed_every > 0 and i % args.keyed_every == 0)
         turns = asyncio.run(keyed_turns(with_db, keyed)) if keyed else []
         redis_ops = difference(before_redis, asyncio.run(redis_commands(plan.redis_url)))
-        pg = difference(before_pg, asyncio.run(pg_writes(database_url)))
+        after_pg, settled_after = asyncio.run(settled_pg_writes(database_url))
+        pg = difference(before_pg, after_pg)
         pops = asyncio.run(pop_delays(settings, plan, settings.web.demo_password,
                                       args.pop_calls, args.max_seconds)) \
             if args.pop_calls else []
@@ -285,7 +292,8 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
           + ", ".join(f"{k} {v / calls:.1f}" for k, v in top) + ")")
     print("  PostgreSQL (" + DATABASE + "): " + ", ".join(
         f"{k} {pg.get(k, 0)} ({pg.get(k, 0) / calls:.1f}/call)"
-        for k in ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted")))
+        for k in ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted"))
+          + ("" if settled and settled_after else " (counters still moving: approximate)"))
     print("  per part (process group): CPU during the calls, per call of the part (a media "
           "node: its own calls; the rest: every call); resident memory before the calls, "
           "peak during them, and (peak - before) / calls:")

@@ -100,6 +100,28 @@ async def pg_writes(url: str) -> dict[str, int]:
     return dict(zip(PG_WRITES, (int(v) for v in row), strict=True))
 
 
+PG_IDLE_FLUSH_S = 11.0
+"""A PostgreSQL (15+) backend flushes its statistics at a transaction's end at most once a
+second, and an idle one after 10 s: counters still moving within this are not final."""
+
+
+async def settled_pg_writes(url: str, within: float = 40.0) -> tuple[dict[str, int], bool]:
+    """pg_writes once they stayed the same for PG_IDLE_FLUSH_S (read every second), or the
+    last reading after ``within`` s; and whether they settled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = await pg_writes(url)
+    since = loop.time()
+    while loop.time() < deadline:
+        await asyncio.sleep(1.0)  # a reading period; the condition is the counters' stability
+        now = await pg_writes(url)
+        if now != last:
+            last, since = now, loop.time()
+        elif loop.time() - since >= PG_IDLE_FLUSH_S:
+            return last, True
+    return last, False
+
+
 def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after
             if after.get(k, 0) != before.get(k, 0)}
