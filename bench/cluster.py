@@ -1,19 +1,25 @@
 """Calls through the cluster's SIP edge on this machine (``make bench-cluster``).
 
     .venv/bin/python -m bench.cluster [--calls 40] [--concurrency 8] [--hold-ms 3000]
-                                      [--max-seconds 300] [--pop-calls 5]
+                                      [--keyed-every 4] [--max-seconds 300] [--pop-calls 5]
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
-Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, a core
-and two web nodes, a PostgreSQL database of its own made from HOTLINE_TEST_PG_URL's server or
-``--database-url``), places ``--calls`` SIPp calls through the edge, ``--concurrency`` at a
-time, each holding ``--hold-ms`` after the answer, and prints: calls per media node (each
-node's own count), answered and lost calls, the SIPp call time, the delay from the call's
-start on Asterisk to the IVR's AudioSocket connect (from the consultations the core wrote),
-and the CPU seconds of each process group (per call) during the calls; with
-``--pop-calls``, then the delay from an agent's phone ringing to the pop on the last web
-node's desk (bench/cluster_pops.py). Bounded in count
-(``--calls`` <= 500) and time (``--max-seconds`` for the calls). Stops everything after.
+Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, the
+default plan's role processes of hotline/cluster/plan.py -- control, two IVR workers, two web
+nodes -- each moved to its own 127.0.19.x with free ports, a PostgreSQL database of its own
+made from HOTLINE_TEST_PG_URL's server or ``--database-url``), places ``--calls`` SIPp calls
+through the edge, ``--concurrency`` at a time, each holding ``--hold-ms`` after the answer;
+every ``--keyed-every``-th caller is a demo resident keying his case number at the greeting.
+Prints: answered and lost calls, calls per media node, the SIPp call time, the delay from the
+call's start on Asterisk to the IVR's AudioSocket connect, the keyed turn (the case number's
+``keys`` step -> the IVR's next prompt step, bench.load_calls.service_turns), Redis commands
+per call (INFO commandstats before/after), PostgreSQL writes per call (pg_stat_database of
+the cluster's database, read once the counters settle), and per process group the CPU
+seconds (per call) and the resident memory before the calls, its peak during them and the
+growth per call (bench/cluster_usage.py); with ``--pop-calls``, then the delay from an
+agent's phone ringing to the pop on the last web node's desk (bench/cluster_pops.py).
+Bounded in count (``--calls`` <= 500) and time (``--max-seconds`` for the calls).
+Stops everything after.
 
 Every part shares this machine's cores with the SIPp load generator: the figures are costs
 per call, not the throughput of separate machines. Needs root (chroot, mount).
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -40,10 +48,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.cluster_pops import pop_delays
+from bench.cluster_usage import (
+    MemoryWatch,
+    difference,
+    group_cpu,
+    pgrp,
+    redis_commands,
+    settled_pg_writes,
+)
+from bench.load_calls import Turn, demo_case_number, load_consultations, service_turns
 from crm.consultations.service import find_consultations
 from crm.storage.db import make_engine, make_session_factory
 from hotline.asterisk import process
-from hotline.cluster.plan import Plan, RoleProcess
+from hotline.cluster.plan import Plan, default_processes
 from hotline.edge import nodes
 from hotline.edge.settings import MediaNode
 from hotline.settings import Settings
@@ -51,7 +68,7 @@ from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.sipp import CallResult, free_udp_port, place_call
 
 NET = "127.0.19"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TAG = "C1"
 DATABASE = "hotline_bench_cluster"
 
 
@@ -67,28 +84,6 @@ async def _admin(base_url: str, statement: str) -> None:
             await conn.execute(text(statement))
     finally:
         await engine.dispose()
-
-
-def group_cpu() -> dict[int, float]:
-    """CPU seconds (user + system, reaped children included) per process group."""
-    totals: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks = sum(int(f) for f in fields[11:15])
-        totals[int(fields[2])] = totals.get(int(fields[2]), 0.0) + ticks / CLOCK_TICKS
-    return totals
-
-
-def pgrp(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[2])
-    except OSError:
-        return None
 
 
 def calls_processed(settings: Settings, media: MediaNode) -> int:
@@ -109,33 +104,56 @@ def figures(name: str, values: list[float]) -> str:
             f"p95 {pct(values, 0.95):.3f} s, max {max(values):.3f} s")
 
 
-async def place_all(settings: Settings, calls: int, concurrency: int, hold_ms: int,
-                    max_seconds: float) -> tuple[list[CallResult], list[float]]:
+async def place_all(settings: Settings, args: argparse.Namespace, case_number: str,
+                    watch: MemoryWatch) -> tuple[list[CallResult], list[float]]:
+    """The calls, ``--concurrency`` at a time; every ``--keyed-every``-th caller is 张三 (a
+    demo resident) keying his case number at the greeting (as bench/load's lookup callers),
+    then hanging up ``--hold-ms`` after the keys; the others are silent unknown callers.
+    Every caller's name carries TAG and its number (bench.load_calls finds them by it).
+    ``watch`` samples memory while the calls run."""
     at_edge = settings.model_copy(update={"asterisk": settings.asterisk.model_copy(
         update={"bind_host": settings.edge.address, "sip_port": settings.edge.port})})
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(args.concurrency)
     results: list[CallResult] = []
     seconds: list[float] = []
 
     async def one(i: int) -> None:
+        keyed = args.keyed_every > 0 and i % args.keyed_every == 0
         async with gate:
             started = time.monotonic()
-            result = await place_call(at_edge, caller_number=f"1370000{i:04d}",
-                                      hold_ms=hold_ms)
+            if keyed:
+                result = await place_call(at_edge, caller_number="13800138000",
+                                          caller_name=f"张三 {TAG}-{i:04d}", keys=case_number,
+                                          pause_before_keys_ms=4000, hold_ms=args.hold_ms)
+            else:
+                result = await place_call(at_edge, caller_number=f"1370000{i:04d}",
+                                          caller_name=f"Bench {TAG}-{i:04d}",
+                                          hold_ms=args.hold_ms)
             seconds.append(time.monotonic() - started)
             results.append(result)
 
-    tasks = [asyncio.create_task(one(i)) for i in range(calls)]
+    sampler = asyncio.create_task(watch.run())
+    tasks = [asyncio.create_task(one(i)) for i in range(args.calls)]
     try:
-        async with asyncio.timeout(max_seconds):
+        async with asyncio.timeout(args.max_seconds):
             await asyncio.gather(*tasks)
     except TimeoutError:
-        print(f"stopped at --max-seconds {max_seconds:.0f}: {len(results)} calls done")
+        print(f"stopped at --max-seconds {args.max_seconds:.0f}: {len(results)} calls done")
     finally:
-        for task in tasks:
+        for task in [*tasks, sampler]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    watch.sample()
     return results, seconds
+
+
+async def keyed_turns(settings: Settings, keyed: int) -> list[Turn]:
+    """The keyed case number (its ``keys`` step) -> the IVR's next prompt step, inside the
+    service, per keyed call (bench.load_calls.service_turns)."""
+    found = await load_consultations(settings, TAG, expected=keyed, within=30)
+    return [t for c in found for t in service_turns(c) if t.kind == "keys"]
 
 
 async def ivr_delays(database_url: str, calls: int, within: float) -> list[float]:
@@ -168,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--hold-ms", type=int, default=3000)
     parser.add_argument("--max-seconds", type=float, default=300)
+    parser.add_argument("--keyed-every", type=int, default=4,
+                        help="every Nth caller keys a case number (0: none)")
     parser.add_argument("--pop-calls", type=int, default=0,
                         help="then this many pops, one at a time, on the last web node")
     parser.add_argument("--database-url", default=os.environ.get("HOTLINE_TEST_PG_URL"),
@@ -203,12 +223,17 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
            "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"])}
     settings = asterisk_test_settings(state)
     settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
+    # The default plan (hotline/cluster/plan.py: control, two IVR workers, two web nodes),
+    # each moved to its own 127.0.19.x with free ports (other test beds use the defaults).
     plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
-        RoleProcess("core", "core", f"{NET}.5", audiosocket_port=free_tcp_port(f"{NET}.5")),
-        RoleProcess("web-1", "web", f"{NET}.6", web_port=free_tcp_port(f"{NET}.6")),
-        RoleProcess("web-2", "web", f"{NET}.7", web_port=free_tcp_port(f"{NET}.7")),
-    ])
+        dataclasses.replace(
+            p, address=f"{NET}.{5 + i}",
+            web_port=free_tcp_port(f"{NET}.{5 + i}") if p.web_port else None,
+            audiosocket_port=free_tcp_port(f"{NET}.{5 + i}") if p.audiosocket_port else None)
+        for i, p in enumerate(default_processes())])
     plan.save()
+    with_db = settings.model_copy(update={"database": settings.database.model_copy(
+        update={"url": database_url})})
     started = time.monotonic()
     up = _run(env, "cluster", "up", "--seed-demo")
     if up.returncode != 0:
@@ -218,45 +243,69 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
     up_s = time.monotonic() - started
     try:
         report = json.loads(_run(env, "cluster", "status", "--json").stdout)
-        groups = {p["name"]: pgrp(p["pid"]) for p in report["parts"] if p.get("pid")}
+        groups = {p["name"]: g for p in report["parts"]
+                  if p.get("pid") and (g := pgrp(p["pid"])) is not None}
+        case_number = asyncio.run(demo_case_number(with_db))
+        watch = MemoryWatch(groups)
         before_calls = {m.name: calls_processed(settings, m) for m in settings.edge.nodes}
+        before_redis = asyncio.run(redis_commands(plan.redis_url))
+        before_pg, settled = asyncio.run(settled_pg_writes(database_url))
         before_cpu = group_cpu()
         t0 = time.monotonic()
-        results, seconds = asyncio.run(place_all(settings, args.calls, args.concurrency,
-                                                 args.hold_ms, args.max_seconds))
+        results, seconds = asyncio.run(place_all(settings, args, case_number, watch))
         wall = time.monotonic() - t0
         after_cpu = group_cpu()
         per_node = {m.name: calls_processed(settings, m) - before_calls[m.name]
                     for m in settings.edge.nodes}
         delays = asyncio.run(ivr_delays(database_url, len(results), 30))
+        keyed = sum(1 for i in range(len(results))
+                    if args.keyed_every > 0 and i % args.keyed_every == 0)
+        turns = asyncio.run(keyed_turns(with_db, keyed)) if keyed else []
+        redis_ops = difference(before_redis, asyncio.run(redis_commands(plan.redis_url)))
+        after_pg, settled_after = asyncio.run(settled_pg_writes(database_url))
+        pg = difference(before_pg, after_pg)
         pops = asyncio.run(pop_delays(settings, plan, settings.web.demo_password,
                                       args.pop_calls, args.max_seconds)) \
             if args.pop_calls else []
     finally:
         _run(env, "cluster", "down")
     answered = sum(r.answered and r.ok for r in results)
+    calls = max(len(results), 1)
+    print(f"plan: {', '.join(f'{p.name} ({p.role})' for p in plan.processes)}")
     print(f"cluster up in {up_s:.1f} s; {len(results)} calls through the edge, "
-          f"{args.concurrency} at a time, {args.hold_ms} ms each after the answer, "
-          f"in {wall:.1f} s on {os.cpu_count()} cores (shared with SIPp)")
+          f"{args.concurrency} at a time, {args.hold_ms} ms each after the answer (or the "
+          f"keys), {keyed} keying a case number, in {wall:.1f} s on {os.cpu_count()} cores "
+          "(shared with SIPp and other work)")
     print(f"  answered {answered}, lost {len(results) - answered}")
     print("  calls per media node: " + ", ".join(f"{k} {v}" for k, v in per_node.items()))
     print(figures("SIPp call time (INVITE to BYE done, hold included)", seconds))
-    print(figures("call start on Asterisk -> IVR connected (core's node)", delays))
+    print(figures("call start on Asterisk -> IVR connected", delays))
+    prompts = sorted({t.prompt for t in turns})
+    print(figures("keyed turn, case number keyed -> next prompt step (inside the service; "
+                  f"prompts {', '.join(prompts) or '-'})", [t.seconds for t in turns]))
     if args.pop_calls:
         print(figures(f"pop delay, agent's phone rings -> pop on {plan.processes[-1].name}'s "
                       "desk websocket", pops))
-    print("  CPU seconds during the calls, and per call the part handled (a media node: its "
-          "own calls; the core: the calls its IVR answered; the rest: every call):")
-    handled = {**per_node, "core": len(delays)}
+    total_redis = sum(redis_ops.values())
+    top = sorted(redis_ops.items(), key=lambda kv: -kv[1])[:6]
+    print(f"  Redis: {total_redis} commands, {total_redis / calls:.1f} per call ("
+          + ", ".join(f"{k} {v / calls:.1f}" for k, v in top) + ")")
+    print("  PostgreSQL (" + DATABASE + "): " + ", ".join(
+        f"{k} {pg.get(k, 0)} ({pg.get(k, 0) / calls:.1f}/call)"
+        for k in ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted"))
+          + ("" if settled and settled_after else " (counters still moving: approximate)"))
+    print("  per part (process group): CPU during the calls, per call of the part (a media "
+          "node: its own calls; the rest: every call); resident memory before the calls, "
+          "peak during them, and (peak - before) / calls:")
+    print(f"    {'part':12} {'CPU s':>7} {'ms/call':>8} {'RSS MB':>7} {'peak MB':>8} "
+          f"{'kB/call':>8}")
     for name, group in groups.items():
-        if group is None:
-            continue
         used = after_cpu.get(group, 0.0) - before_cpu.get(group, 0.0)
-        count = handled.get(name, len(results))
-        print(f"    {name:10} {used:7.2f} s  {used / max(count, 1) * 1000:7.1f} ms/call "
-              f"over {count} calls")
+        count = max(per_node.get(name, len(results)), 1)
+        base, peak = watch.baseline.get(name, 0), watch.peak.get(name, 0)
+        print(f"    {name:12} {used:7.2f} {used / count * 1000:8.1f} {base / 1024:7.1f} "
+              f"{peak / 1024:8.1f} {(peak - base) / calls:8.1f}")
     return 0 if answered == len(results) == args.calls else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
