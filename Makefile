@@ -20,8 +20,9 @@ stop:
 run-cluster: bootstrap
 	$(HOTLINE) cluster up --seed-demo
 
-# 40 calls through the cluster's edge, then 5 pops on the second web node: calls per node,
-# IVR connect and pop delays, CPU per process (~2.5 min, bounded at 300 s per phase).
+# 40 calls through the cluster's edge (every 4th keys a case number), then 5 pops on the second
+# web node: per part CPU and memory, Redis commands and PostgreSQL writes per call, IVR connect,
+# keyed turn and pop delays (~3.5 min, bounded at 300 s per phase).
 bench-cluster: bootstrap
 	set -a; [ ! -f var/pg-test.env ] || . var/pg-test.env; set +a; \
 	$(PY) -m bench.cluster --calls 40 --concurrency 8 --max-seconds 300 --pop-calls 5
