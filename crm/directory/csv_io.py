@@ -1,4 +1,5 @@
-"""CSV import and export of the reference data: departments, case categories, residents.
+"""CSV import and export of the reference data: departments, case categories, residents,
+agents (crm.directory.agents_csv: never passwords).
 
 One header row (UTF-8, a spreadsheet's byte-order mark accepted); columns as in ``COLUMNS``.
 Import is all or nothing: every row is checked first, and one bad row writes nothing, with
@@ -11,6 +12,7 @@ exported; an export of residents is personal data and is written readable by its
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any, Literal, TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from crm.agents import sessions as browser_sessions
 from crm.agents.accounts import AGENT_LANGUAGES
 from crm.categories import tree
 from crm.categories.time_limits import TimeLimit
@@ -58,7 +61,7 @@ class Row:
     values: dict[str, str]
 
 
-class _Problems:
+class Problems:
     def __init__(self) -> None:
         self.items: list[str] = []
 
@@ -67,7 +70,7 @@ class _Problems:
         self.items.append(f"{where}: {message}")
 
 
-def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
+def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
     """The data rows with stripped values; header and shape problems go to ``problems``."""
     reader = csv.reader(_without_leading_comments(stream))
     try:
@@ -119,7 +122,7 @@ def _without_leading_comments(stream: TextIO) -> Iterator[str]:
         yield line
 
 
-def _text(row: Row, field: str, problems: _Problems, *, required: bool = False,
+def _text(row: Row, field: str, problems: Problems, *, required: bool = False,
           pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
     value = row.values.get(field, "")
     if not value:
@@ -136,7 +139,7 @@ def _text(row: Row, field: str, problems: _Problems, *, required: bool = False,
     return value
 
 
-def _unique(rows: Iterable[tuple[int, str]], field: str, problems: _Problems) -> None:
+def _unique(rows: Iterable[tuple[int, str]], field: str, problems: Problems) -> None:
     seen: dict[str, int] = {}
     for line, key in rows:
         if key in seen:
@@ -147,20 +150,25 @@ def _unique(rows: Iterable[tuple[int, str]], field: str, problems: _Problems) ->
 
 async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
                      source: str = "CSV") -> ImportResult:
-    problems = _Problems()
+    problems = Problems()
     rows = read_rows(kind, stream, problems)
+    from crm.directory import agents_csv  # it builds on this module
+
+    revoked: list[browser_sessions.Revoked] = []
     handler: dict[str, Callable[..., Any]] = {
         "departments": _import_departments, "categories": _import_categories,
-        "residents": _import_residents}
+        "residents": _import_residents,
+        "agents": functools.partial(agents_csv.import_agents, revoked=revoked)}
     async with sessions() as session, session.begin():
         result = await handler[kind](session, rows, problems)
         if problems.items:
             await session.rollback()
             raise CsvImportError(source, problems.items)
+    await browser_sessions.announce(revoked)
     return result
 
 
-async def _import_departments(session: Any, rows: list[Row], problems: _Problems,
+async def _import_departments(session: Any, rows: list[Row], problems: Problems,
                               ) -> ImportResult:
     parsed = []
     for row in rows:
@@ -174,7 +182,7 @@ async def _import_departments(session: Any, rows: list[Row], problems: _Problems
     return await _upsert_by_code(session, Department, parsed, problems)
 
 
-async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
+async def _import_categories(session: Any, rows: list[Row], problems: Problems,
                              ) -> ImportResult:
     """A flat list or a tree (``parent``); see crm.categories.tree for the tree's rules."""
     departments = {d.code: d.id for d in await session.scalars(select(Department))}
@@ -222,7 +230,7 @@ async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
     return result
 
 
-def _time_limit(row: Row, problems: _Problems) -> TimeLimit | Literal[False] | None:
+def _time_limit(row: Row, problems: Problems) -> TimeLimit | Literal[False] | None:
     """The row's limit; None when it has none; False when the row does not say (a file
     without a limit column leaves a category's limit alone)."""
     if "time_limit" in row.values:
@@ -245,7 +253,7 @@ def _time_limit(row: Row, problems: _Problems) -> TimeLimit | Literal[False] | N
 
 
 async def _upsert_by_code(session: Any, model: Any, parsed: list[tuple[int, str, dict[str, Any]]],
-                          problems: _Problems) -> ImportResult:
+                          problems: Problems) -> ImportResult:
     """Rows keyed by ``code``: nothing written when any row is wrong; else an existing record
     of ``model`` with that code updated, a new one added."""
     _unique(((line, code) for line, code, _ in parsed), "code", problems)
@@ -269,7 +277,7 @@ def split_phones(value: str) -> list[str]:
     return [p for p in re.split(r"[;\s]+", value) if p]
 
 
-async def _import_residents(session: Any, rows: list[Row], problems: _Problems,
+async def _import_residents(session: Any, rows: list[Row], problems: Problems,
                             ) -> ImportResult:
     parsed = []
     for row in rows:
@@ -349,6 +357,10 @@ async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> in
                                  str(limit) if limit else "",
                                  codes.get(c.department_id, "") if c.department_id else ""])
                 count += 1
+        elif kind == "agents":
+            from crm.directory import agents_csv
+
+            count = await agents_csv.export_agents(session, writer)
         else:
             query = select(Resident).options(selectinload(Resident.phones)).order_by(Resident.id)
             for r in await session.scalars(query):
