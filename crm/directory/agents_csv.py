@@ -5,7 +5,8 @@ Never passwords: a new account has none and cannot sign in until given one with
 ``hotline agents set-password LOGIN``; an existing account keeps its own. A row whose
 ``login`` exists updates that account; an empty ``role`` or ``languages`` leaves an existing
 account's as it is (a new one: ``agent``, ``cmn``); an empty ``extension`` means no desk
-phone. A changed role ends that account's web sessions, as ``hotline agents set-role`` does.
+phone, a file without that column leaves desk phones alone. A changed role ends that
+account's web sessions, as ``hotline agents set-role`` does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from crm.agents.accounts import (
     LOGIN_PATTERN,
 )
 from crm.agents.auth import ROLES
-from crm.directory.csv_io import ImportResult, Problems, Row, _text, _unique
+from crm.directory.rows import ImportResult, Problems, Row, check_unique, field_text
 from crm.storage.models import Agent
 
 NO_PASSWORD_NOTE = ("new accounts have no password and cannot sign in until given one: "
@@ -43,7 +44,7 @@ def _parse(row: Row, problems: Problems) -> tuple[str, dict[str, Any]] | None:
         problems.add(row.line, "login", f"{login!r} is not a login (2-64 lower-case letters, "
                                         "digits, . _ -, starting with a letter)")
         login = ""
-    name = _text(row, "name", problems, required=True)
+    name = field_text(row, "name", problems, required=True)
     fields: dict[str, Any] = {"display_name": name}
     role = row.values.get("role", "").lower()
     if role and role not in ROLES:
@@ -71,7 +72,7 @@ async def import_agents(session: Any, rows: list[Row], problems: Problems, *,
     """Checks every row, then adds or updates accounts in ``session``'s transaction; the
     sessions a role change ends are appended to ``revoked`` (announce them after commit)."""
     parsed = [(row.line, item) for row in rows if (item := _parse(row, problems))]
-    _unique(((line, login) for line, (login, _) in parsed), "login", problems)
+    check_unique(((line, login) for line, (login, _) in parsed), "login", problems)
     existing = {a.login: a for a in await session.scalars(select(Agent))}
     moving = {login for _, (login, fields) in parsed if "extension" in fields}
     phones = {a.extension: f"agent {a.login!r}" for a in existing.values()
@@ -84,6 +85,11 @@ async def import_agents(session: Any, rows: list[Row], problems: Problems, *,
             phones[extension] = f"line {line}"
     if problems.items:
         return ImportResult(0, 0)
+    moved = [a for login, a in existing.items() if login in moving and a.extension]
+    for agent in moved:  # desk phones may change hands within the file: free them first
+        agent.extension = None
+    if moved:
+        await session.flush()
     created = updated = 0
     for _, (login, fields) in parsed:
         agent = existing.get(login)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import csv
 import functools
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, TextIO
 
 from sqlalchemy import select
@@ -25,15 +24,17 @@ from crm.agents import sessions as browser_sessions
 from crm.agents.accounts import AGENT_LANGUAGES
 from crm.categories import tree
 from crm.categories.time_limits import TimeLimit
+from crm.directory import agents_csv
 from crm.directory.columns import COLUMNS, LEGACY, REQUIRED, Kind
+from crm.directory.rows import ImportResult, Problems, Row
+from crm.directory.rows import check_unique as _unique
+from crm.directory.rows import field_text as _text
 from crm.errors import InvalidInput
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PHONE = re.compile(r"\+?[0-9]{3,20}")
-_LENGTHS = {"code": 32, "name": 128, "name_en": 128, "name_ko": 128, "community": 128,
-            "phone": 32}
 
 
 class CsvImportError(InvalidInput):
@@ -47,27 +48,6 @@ class CsvImportError(InvalidInput):
         more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         super().__init__(f"{source}: nothing imported, {len(problems)} problem(s):\n"
                          + "\n".join(shown) + more, details={"problems": problems})
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    created: int
-    updated: int
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    values: dict[str, str]
-
-
-class Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, line: int, field: str | None, message: str) -> None:
-        where = f"line {line}" + (f", field '{field}'" if field else "")
-        self.items.append(f"{where}: {message}")
 
 
 def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
@@ -122,38 +102,10 @@ def _without_leading_comments(stream: TextIO) -> Iterator[str]:
         yield line
 
 
-def _text(row: Row, field: str, problems: Problems, *, required: bool = False,
-          pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
-    value = row.values.get(field, "")
-    if not value:
-        if required:
-            problems.add(row.line, field, "required, empty")
-        return None
-    limit = _LENGTHS.get(field)
-    if limit and len(value) > limit:
-        problems.add(row.line, field, f"longer than {limit} characters")
-        return None
-    if pattern is not None and not pattern.fullmatch(value):
-        problems.add(row.line, field, f"{value!r} is not {what}")
-        return None
-    return value
-
-
-def _unique(rows: Iterable[tuple[int, str]], field: str, problems: Problems) -> None:
-    seen: dict[str, int] = {}
-    for line, key in rows:
-        if key in seen:
-            problems.add(line, field, f"{key!r} also on line {seen[key]}")
-        else:
-            seen[key] = line
-
-
 async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
                      source: str = "CSV") -> ImportResult:
     problems = Problems()
     rows = read_rows(kind, stream, problems)
-    from crm.directory import agents_csv  # it builds on this module
-
     revoked: list[browser_sessions.Revoked] = []
     handler: dict[str, Callable[..., Any]] = {
         "departments": _import_departments, "categories": _import_categories,
@@ -358,8 +310,6 @@ async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> in
                                  codes.get(c.department_id, "") if c.department_id else ""])
                 count += 1
         elif kind == "agents":
-            from crm.directory import agents_csv
-
             count = await agents_csv.export_agents(session, writer)
         else:
             query = select(Resident).options(selectinload(Resident.phones)).order_by(Resident.id)

@@ -50,10 +50,14 @@ async def test_agents_round_trip_and_update_by_login(sessions: SessionFactory) -
     amy = await accounts.get_agent(sessions, "amy")
     assert (amy.display_name, amy.role, amy.extension, amy.languages, amy.can_log_in) == (
         "Amy Wang", "agent", "2009", ("en",), True)  # role kept; password kept
+    swapped = await import_csv(sessions, "agents", io.StringIO(
+        "login,name,extension\namy,Amy Wang,2002\nkim.s,Kim,2009\n"))  # phones change hands
+    assert (swapped.created, swapped.updated) == (0, 2)
+    assert (await accounts.get_agent(sessions, "amy")).extension == "2002"
     await import_csv(sessions, "agents", io.StringIO("login,name\nkim.s,Kim\n"))
     kim = await accounts.get_agent(sessions, "kim.s")  # no extension column: phone kept
     assert (kim.display_name, kim.role, kim.extension, kim.languages) == (
-        "Kim", "supervisor", "2002", ("ko", "cmn"))
+        "Kim", "supervisor", "2009", ("ko", "cmn"))
 
 
 async def test_a_bad_agents_file_writes_nothing_and_names_line_and_field(
