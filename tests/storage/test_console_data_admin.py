@@ -83,6 +83,9 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
 
     status, html = await _upload(client, "departments", DEPARTMENTS, csrf)
     assert status == 200 and 'data-created="2" data-updated="0"' in html
+    big = "# " + "x" * (1024 * 1024) + "\n" + DEPARTMENTS  # above the app's 1 MiB bodies
+    status, html = await _upload(client, "departments", big, csrf)
+    assert status == 200 and 'data-created="0" data-updated="2"' in html
 
     status, html = await _upload(client, "categories", BAD_CATEGORIES, csrf, "cats.csv")
     assert status == 422 and 'id="import-problems"' in html
@@ -123,6 +126,7 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
         ("agents.import", "agents", "agent:admin1"),
         ("agents.import", "agents", "agent:admin1"),
         ("categories.import_refused", "categories", "agent:admin1"),
+        ("departments.import", "departments", "agent:admin1"),
         ("departments.import", "departments", "agent:admin1"),
         ("export.csv", "agents", "agent:admin1"),
         ("export.csv", "agents", "agent:admin1"),

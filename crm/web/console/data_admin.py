@@ -10,7 +10,9 @@ audited. Agents' files never carry passwords: new accounts need one from
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from aiohttp import hdrs, web
@@ -32,6 +34,9 @@ KINDS: dict[str, str] = {
 """The kinds, in the order the page shows them (departments before the categories that name
 them)."""
 KIND_PATTERN = "|".join(KINDS)
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+"""An uploaded file's limit (the web app's bodies are otherwise 1 MiB at most; a city's
+residents run to several)."""
 NOTES: dict[str, str] = {
     "categories": "parent: the parent category's code; time_limit e.g. 2h, 24h, 7d, 15d; "
                   "department: a department's code.",
@@ -51,7 +56,8 @@ def _page(request: web.Request, user: ConsoleUser, status: int = 200, *,
     response = render_page(request, "console/data_admin.html", user, "data", kinds=KINDS,
                            columns=COLUMNS, required=REQUIRED, notes=NOTES, kind=kind,
                            problems=problems or [], result=result, file_name=file_name,
-                           no_password_note=NO_PASSWORD_NOTE)
+                           no_password_note=NO_PASSWORD_NOTE,
+                           max_mib=MAX_UPLOAD_BYTES // (1024 * 1024))
     response.set_status(status)
     return response
 
@@ -103,8 +109,19 @@ async def data_import(request: web.Request, user: ConsoleUser) -> web.Response:
     return _page(request, user, kind=kind, file_name=name, result=result)
 
 
+def _larger_body(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler, given bodies up to MAX_UPLOAD_BYTES (its attributes kept: html_errors)."""
+
+    @functools.wraps(handler)
+    async def larger(request: web.Request) -> web.StreamResponse:
+        return await handler(request.clone(client_max_size=MAX_UPLOAD_BYTES))
+
+    return larger
+
+
 ROUTES = [
     ("GET", "/data", data_page),
     ("GET", f"/data/{{kind:{KIND_PATTERN}}}.csv", data_csv),
-    ("POST", f"/data/{{kind:{KIND_PATTERN}}}/import", data_import),
+    ("POST", f"/data/{{kind:{KIND_PATTERN}}}/import", _larger_body(data_import)),
 ]
