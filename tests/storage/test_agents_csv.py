@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from crm.agents import accounts
+from crm.agents import sessions as browser_sessions
 from crm.directory.csv_io import CsvImportError, export_csv, import_csv
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent
@@ -102,3 +103,24 @@ async def test_the_hotline_agents_command_imports_and_exports(
     assert code == 0, err
     assert out_file.read_text(encoding="utf-8").splitlines()[1] == "amy,王艾米,agent,2001,cmn;en"
     assert stat.S_IMODE(out_file.stat().st_mode) & 0o077 == 0
+
+
+async def test_a_changed_role_ends_that_accounts_sessions(sessions: SessionFactory) -> None:
+    await import_csv(sessions, "agents", io.StringIO(AGENTS))
+    for login in ("amy", "kim.s"):
+        await browser_sessions.open_session(
+            sessions, app="console", agent=await accounts.get_agent(sessions, login),
+            max_age=600, source="127.0.0.1", user_agent="test")
+    heard: list[browser_sessions.Revoked] = []
+
+    async def listener(revoked: list[browser_sessions.Revoked]) -> None:
+        heard.extend(revoked)
+
+    browser_sessions.add_listener(listener)
+    try:
+        await import_csv(sessions, "agents", io.StringIO(
+            "login,name,role\namy,王艾米,agent\nkim.s,Kim,agent\n"))  # amy's role unchanged
+    finally:
+        browser_sessions.remove_listener(listener)
+    assert [(r.login, r.reason) for r in heard] == [("kim.s", "role_changed")]
+    assert [s.login for s in await browser_sessions.list_sessions(sessions)] == ["amy"]
