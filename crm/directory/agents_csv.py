@@ -68,12 +68,20 @@ def _parse(row: Row, problems: Problems) -> tuple[str, dict[str, Any]] | None:
 
 
 async def import_agents(session: Any, rows: list[Row], problems: Problems, *,
-                        revoked: list[browser_sessions.Revoked]) -> ImportResult:
+                        revoked: list[browser_sessions.Revoked],
+                        importer: str | None = None) -> ImportResult:
     """Checks every row, then adds or updates accounts in ``session``'s transaction; the
-    sessions a role change ends are appended to ``revoked`` (announce them after commit)."""
+    sessions a role change ends are appended to ``revoked`` (announce them after commit).
+    The ``importer``'s own role is not changed by its own file (it would lock itself out)."""
     parsed = [(row.line, item) for row in rows if (item := _parse(row, problems))]
     check_unique(((line, login) for line, (login, _) in parsed), "login", problems)
     existing = {a.login: a for a in await session.scalars(select(Agent))}
+    own = existing.get(importer or "")
+    for line, (login, fields) in parsed:
+        if own is not None and login == own.login and fields.get("role", own.role) != own.role:
+            problems.add(line, "role", f"your own role ({own.role}) cannot be changed by your "
+                                       "own import; another admin or `hotline agents "
+                                       "set-role` can")
     moving = {login for _, (login, fields) in parsed if "extension" in fields}
     phones = {a.extension: f"agent {a.login!r}" for a in existing.values()
               if a.extension and a.login not in moving}

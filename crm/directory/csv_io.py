@@ -103,14 +103,17 @@ def _without_leading_comments(stream: TextIO) -> Iterator[str]:
 
 
 async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
-                     source: str = "CSV") -> ImportResult:
+                     source: str = "CSV", *, importer: str | None = None) -> ImportResult:
+    """``importer``: the login of the account importing (agents: it may not change its own
+    role, which would take away its own access)."""
     problems = Problems()
     rows = read_rows(kind, stream, problems)
     revoked: list[browser_sessions.Revoked] = []
     handler: dict[str, Callable[..., Any]] = {
         "departments": _import_departments, "categories": _import_categories,
         "residents": _import_residents,
-        "agents": functools.partial(agents_csv.import_agents, revoked=revoked)}
+        "agents": functools.partial(agents_csv.import_agents, revoked=revoked,
+                                    importer=importer)}
     async with sessions() as session, session.begin():
         result = await handler[kind](session, rows, problems)
         if problems.items:

@@ -115,6 +115,10 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
     assert (await (await client.get("/console/data/agents.csv")).read()).decode() == exported
     assert (await agents.get_agent(sessions, "admin1")).can_log_in  # password untouched
 
+    status, html = await _upload(client, "agents", "login,name,role\nadmin1,我,agent\n", csrf)
+    assert status == 422 and "line 2, field &#39;role&#39;: your own role (admin)" in html
+    assert (await agents.get_agent(sessions, "admin1")).role == "admin"
+
     status, html = await _upload(client, "residents", b"name,phones\n\xff\xfe\n", csrf)
     assert status == 422 and "not UTF-8 text (byte 12)" in html
 
@@ -125,6 +129,7 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
     assert actions == [
         ("agents.import", "agents", "agent:admin1"),
         ("agents.import", "agents", "agent:admin1"),
+        ("agents.import_refused", "agents", "agent:admin1"),
         ("categories.import_refused", "categories", "agent:admin1"),
         ("departments.import", "departments", "agent:admin1"),
         ("departments.import", "departments", "agent:admin1"),

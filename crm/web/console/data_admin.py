@@ -96,7 +96,8 @@ async def data_import(request: web.Request, user: ConsoleUser) -> web.Response:
             f"not UTF-8 text (byte {exc.start}): save the sheet as CSV UTF-8"])
     origin = audit_origin(request)
     try:
-        result = await import_csv(deps.sessions, kind, io.StringIO(text), source=name)
+        result = await import_csv(deps.sessions, kind, io.StringIO(text), source=name,
+                                  importer=user.login)
     except CsvImportError as exc:
         await audit.write(deps.sessions, actor=user.actor, action=f"{kind}.import_refused",
                           object_type=kind, detail={"file": name, "via": "console",
