@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TextIO
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from crm.categories import tree
 from crm.categories.time_limits import TimeLimit
 from crm.directory import agents_csv
 from crm.directory.columns import COLUMNS, LEGACY, REQUIRED, Kind
-from crm.directory.rows import ImportResult, Problems, Row
+from crm.directory.rows import ImportResult, Problems, Row, sheet_safe, unquote_sheet
 from crm.directory.rows import check_unique as _unique
 from crm.directory.rows import field_text as _text
 from crm.errors import InvalidInput
@@ -84,7 +84,8 @@ def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
                 problems.add(line, None,
                              f"{len(record)} fields, the header has {len(header)}")
                 continue
-            rows.append(Row(line, {h: v.strip() for h, v in zip(header, record, strict=True)}))
+            rows.append(Row(line, {h: unquote_sheet(v.strip())
+                                   for h, v in zip(header, record, strict=True)}))
     except csv.Error as exc:
         problems.add(reader.line_num, None, f"not CSV: {exc}")
     return rows
@@ -291,9 +292,19 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
+class _SafeWriter:
+    """A csv writer whose cells cannot run as spreadsheet formulas (rows.sheet_safe)."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[str]) -> None:
+        self._writer.writerow([sheet_safe(cell) for cell in row])
+
+
 async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> int:
     """Write ``kind`` as CSV (the import's columns) to ``stream``; returns the row count."""
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = _SafeWriter(csv.writer(stream, lineterminator="\n"))
     writer.writerow(COLUMNS[kind])
     count = 0
     async with sessions() as session:

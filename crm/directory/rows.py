@@ -7,6 +7,23 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""A cell starting so is run as a formula by a spreadsheet: exports quote it with '."""
+_PHONES = re.compile(r"\+?[0-9]+(;\+?[0-9]+)*")
+
+
+def sheet_safe(text: str) -> str:
+    """``text`` for a CSV a spreadsheet may open: a would-be formula quoted with ' (phone
+    numbers like +8210... are left alone); the import takes the quote off again."""
+    if text[:1] in FORMULA_START and not _PHONES.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def unquote_sheet(text: str) -> str:
+    return text[1:] if text[:1] == "'" and text[1:2] in FORMULA_START else text
+
+
 _LENGTHS = {"code": 32, "name": 128, "name_en": 128, "name_ko": 128, "community": 128,
             "phone": 32}
 

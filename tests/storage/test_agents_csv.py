@@ -21,7 +21,7 @@ from tests.storage.test_directory_csv import _hotline
 AGENTS = """login,name,role,extension,languages
 amy,王艾米,agent,2001,cmn;en
 "kim.s","Kim, Seo-yeon",supervisor,2002,ko;cmn
-root,管理员,admin,,cmn
+root,=管理员,admin,,cmn
 """
 
 
@@ -38,10 +38,11 @@ async def test_agents_round_trip_and_update_by_login(sessions: SessionFactory) -
     assert exported == ("login,name,role,extension,languages\n"
                         "amy,王艾米,agent,2001,cmn;en\n"
                         "kim.s,\"Kim, Seo-yeon\",supervisor,2002,ko;cmn\n"
-                        "root,管理员,admin,,cmn\n")
+                        "root,'=管理员,admin,,cmn\n")  # not a formula in a sheet
     again = await import_csv(sessions, "agents", io.StringIO(exported))
     assert (again.created, again.updated) == (0, 3)
     assert await _export(sessions) == exported
+    assert (await accounts.get_agent(sessions, "root")).display_name == "=管理员"
     async with sessions() as session:  # nobody got a password from a file
         assert [a.password_hash for a in await session.scalars(select(Agent))] == [None] * 3
     await accounts.set_password(sessions, "amy", "correct horse")
