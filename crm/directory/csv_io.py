@@ -7,6 +7,8 @@ every problem named by file line and field (``line 4, field 'phone': ...``). A r
 key exists updates that record (departments and categories by ``code``, residents by any of
 their phone numbers), others are added. Residents' ID numbers are neither imported nor
 exported; an export of residents is personal data and is written readable by its owner only.
+Exported cells a spreadsheet would run as a formula are quoted with ' (rows.sheet_safe); the
+import takes that quote off.
 """
 
 from __future__ import annotations
