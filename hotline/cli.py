@@ -305,6 +305,9 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.action == "show":
         return _show(settings, "agent", args.login)
+    if args.action in ("import", "export"):  # FILE in place of LOGIN: hotline.directory_csv
+        from hotline.directory_csv import run_file
+        return run_file(settings, "agents", args.action, args.login)
     password = None
     if args.action not in ("list", "sessions") and not args.login:
         raise CommandError(f"usage: hotline agents {args.action} LOGIN")
@@ -526,9 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agents", help="desk accounts (agents, supervisors, admins)")
     ag.add_argument("action", choices=["list", "show", "create", "set-password", "set-role",
                                        "set-languages", "disable", "enable", "sessions",
-                                       "end-sessions"],
+                                       "end-sessions", "import", "export"],
                     help="disable, set-password, set-role and end-sessions end the account's "
-                         "desk and console sessions at once")
+                         "desk and console sessions at once; import|export FILE: accounts as "
+                         "CSV login,name,role,extension,languages (never passwords)")
     ag.add_argument("login", nargs="?")
     ag.add_argument("languages", nargs="?",
                     help="set-languages: the languages the agent speaks, e.g. cmn,en")

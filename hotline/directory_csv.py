@@ -1,4 +1,5 @@
-"""`hotline departments|categories|residents import|export FILE`: the CLI of crm/directory/csv_io.
+"""`hotline departments|categories|residents import|export FILE` and `hotline agents
+import|export FILE`: the CLI of crm/directory/csv_io.
 
 ``FILE`` may be ``-`` (standard input / output). An export of residents is personal data: it
 is written readable by its owner only and audited under the operating-system user, like the
@@ -42,14 +43,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Returns 0, or 1 with the problems (line and field) on standard error."""
+    return run_file(settings, args.cmd, args.action, args.file)
+
+
+def run_file(settings: Settings, kind: str, action: str, file: str | None) -> int:
+    """``kind``'s import or export of ``file`` (``hotline agents import|export FILE`` too)."""
     from crm.directory.csv_io import CsvImportError
 
+    if not file:
+        print(f"hotline: usage: hotline {kind} {action} FILE", file=sys.stderr)
+        return 2
     try:
-        message = asyncio.run(_run(settings, args.cmd, args.action, args.file))
+        message = asyncio.run(_run(settings, kind, action, file))
     except (CsvImportError, DirectoryCsvError) as exc:
         print(f"hotline: {exc}", file=sys.stderr)
         return 1
-    print(message, file=sys.stderr if args.file == "-" else sys.stdout)
+    print(message, file=sys.stderr if file == "-" else sys.stdout)
     return 0
 
 
@@ -76,7 +85,12 @@ async def _run(settings: Settings, kind_name: str, action: str, file: str) -> st
                               object_type=kind, detail={"file": file, "via": "cli",
                                                         "created": result.created,
                                                         "updated": result.updated})
-            return f"{kind}: {result.created} added, {result.updated} updated from {file}"
+            note = ""
+            if kind == "agents" and result.created:
+                from crm.directory.agents_csv import NO_PASSWORD_NOTE
+                note = f" ({NO_PASSWORD_NOTE})"
+            return (f"{kind}: {result.created} added, {result.updated} updated from {file}"
+                    + note)
         with _open_for_export(kind, file) as stream:
             count = await export_csv(sessions, kind, stream)
         await audit.write(sessions, actor=_cli_actor(), action=f"{kind}.export",
@@ -106,7 +120,7 @@ def _open_for_export(kind: str, file: str) -> Iterator[TextIO]:
         yield sys.stdout
         return
     try:
-        stream = (open_private(Path(file), "w", encoding="utf-8") if kind == "residents"
+        stream = (open_private(Path(file), "w", encoding="utf-8") if kind in ("residents", "agents")
                   else open(file, "w", encoding="utf-8"))
     except OSError as exc:
         raise DirectoryCsvError(f"{file}: {exc.strerror}") from None

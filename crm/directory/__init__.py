@@ -1,1 +1,2 @@
-"""Reference data kept by the hotline: departments, case categories, residents (CSV)."""
+"""Reference data kept by the hotline: departments, case categories, residents, agents
+(CSV)."""

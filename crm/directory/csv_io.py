@@ -1,4 +1,5 @@
-"""CSV import and export of the reference data: departments, case categories, residents.
+"""CSV import and export of the reference data: departments, case categories, residents,
+agents (crm.directory.agents_csv: never passwords).
 
 One header row (UTF-8, a spreadsheet's byte-order mark accepted); columns as in ``COLUMNS``.
 Import is all or nothing: every row is checked first, and one bad row writes nothing, with
@@ -6,31 +7,36 @@ every problem named by file line and field (``line 4, field 'phone': ...``). A r
 key exists updates that record (departments and categories by ``code``, residents by any of
 their phone numbers), others are added. Residents' ID numbers are neither imported nor
 exported; an export of residents is personal data and is written readable by its owner only.
+Exported cells a spreadsheet would run as a formula are quoted with ' (rows.sheet_safe); the
+import takes that quote off.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from crm.agents import sessions as browser_sessions
 from crm.agents.accounts import AGENT_LANGUAGES
 from crm.categories import tree
 from crm.categories.time_limits import TimeLimit
+from crm.directory import agents_csv
 from crm.directory.columns import COLUMNS, LEGACY, REQUIRED, Kind
+from crm.directory.rows import ImportResult, Problems, Row, sheet_safe, unquote_sheet
+from crm.directory.rows import check_unique as _unique
+from crm.directory.rows import field_text as _text
 from crm.errors import InvalidInput
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
 
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PHONE = re.compile(r"\+?[0-9]{3,20}")
-_LENGTHS = {"code": 32, "name": 128, "name_en": 128, "name_ko": 128, "community": 128,
-            "phone": 32}
 
 
 class CsvImportError(InvalidInput):
@@ -46,28 +52,7 @@ class CsvImportError(InvalidInput):
                          + "\n".join(shown) + more, details={"problems": problems})
 
 
-@dataclass(frozen=True)
-class ImportResult:
-    created: int
-    updated: int
-
-
-@dataclass(frozen=True)
-class Row:
-    line: int
-    values: dict[str, str]
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, line: int, field: str | None, message: str) -> None:
-        where = f"line {line}" + (f", field '{field}'" if field else "")
-        self.items.append(f"{where}: {message}")
-
-
-def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
+def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
     """The data rows with stripped values; header and shape problems go to ``problems``."""
     reader = csv.reader(_without_leading_comments(stream))
     try:
@@ -101,7 +86,8 @@ def read_rows(kind: Kind, stream: TextIO, problems: _Problems) -> list[Row]:
                 problems.add(line, None,
                              f"{len(record)} fields, the header has {len(header)}")
                 continue
-            rows.append(Row(line, {h: v.strip() for h, v in zip(header, record, strict=True)}))
+            rows.append(Row(line, {h: unquote_sheet(v.strip())
+                                   for h, v in zip(header, record, strict=True)}))
     except csv.Error as exc:
         problems.add(reader.line_num, None, f"not CSV: {exc}")
     return rows
@@ -119,48 +105,28 @@ def _without_leading_comments(stream: TextIO) -> Iterator[str]:
         yield line
 
 
-def _text(row: Row, field: str, problems: _Problems, *, required: bool = False,
-          pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
-    value = row.values.get(field, "")
-    if not value:
-        if required:
-            problems.add(row.line, field, "required, empty")
-        return None
-    limit = _LENGTHS.get(field)
-    if limit and len(value) > limit:
-        problems.add(row.line, field, f"longer than {limit} characters")
-        return None
-    if pattern is not None and not pattern.fullmatch(value):
-        problems.add(row.line, field, f"{value!r} is not {what}")
-        return None
-    return value
-
-
-def _unique(rows: Iterable[tuple[int, str]], field: str, problems: _Problems) -> None:
-    seen: dict[str, int] = {}
-    for line, key in rows:
-        if key in seen:
-            problems.add(line, field, f"{key!r} also on line {seen[key]}")
-        else:
-            seen[key] = line
-
-
 async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
-                     source: str = "CSV") -> ImportResult:
-    problems = _Problems()
+                     source: str = "CSV", *, importer: str | None = None) -> ImportResult:
+    """``importer``: the login of the account importing (agents: it may not change its own
+    role, which would take away its own access)."""
+    problems = Problems()
     rows = read_rows(kind, stream, problems)
+    revoked: list[browser_sessions.Revoked] = []
     handler: dict[str, Callable[..., Any]] = {
         "departments": _import_departments, "categories": _import_categories,
-        "residents": _import_residents}
+        "residents": _import_residents,
+        "agents": functools.partial(agents_csv.import_agents, revoked=revoked,
+                                    importer=importer)}
     async with sessions() as session, session.begin():
         result = await handler[kind](session, rows, problems)
         if problems.items:
             await session.rollback()
             raise CsvImportError(source, problems.items)
+    await browser_sessions.announce(revoked)
     return result
 
 
-async def _import_departments(session: Any, rows: list[Row], problems: _Problems,
+async def _import_departments(session: Any, rows: list[Row], problems: Problems,
                               ) -> ImportResult:
     parsed = []
     for row in rows:
@@ -174,7 +140,7 @@ async def _import_departments(session: Any, rows: list[Row], problems: _Problems
     return await _upsert_by_code(session, Department, parsed, problems)
 
 
-async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
+async def _import_categories(session: Any, rows: list[Row], problems: Problems,
                              ) -> ImportResult:
     """A flat list or a tree (``parent``); see crm.categories.tree for the tree's rules."""
     departments = {d.code: d.id for d in await session.scalars(select(Department))}
@@ -222,7 +188,7 @@ async def _import_categories(session: Any, rows: list[Row], problems: _Problems,
     return result
 
 
-def _time_limit(row: Row, problems: _Problems) -> TimeLimit | Literal[False] | None:
+def _time_limit(row: Row, problems: Problems) -> TimeLimit | Literal[False] | None:
     """The row's limit; None when it has none; False when the row does not say (a file
     without a limit column leaves a category's limit alone)."""
     if "time_limit" in row.values:
@@ -245,7 +211,7 @@ def _time_limit(row: Row, problems: _Problems) -> TimeLimit | Literal[False] | N
 
 
 async def _upsert_by_code(session: Any, model: Any, parsed: list[tuple[int, str, dict[str, Any]]],
-                          problems: _Problems) -> ImportResult:
+                          problems: Problems) -> ImportResult:
     """Rows keyed by ``code``: nothing written when any row is wrong; else an existing record
     of ``model`` with that code updated, a new one added."""
     _unique(((line, code) for line, code, _ in parsed), "code", problems)
@@ -269,7 +235,7 @@ def split_phones(value: str) -> list[str]:
     return [p for p in re.split(r"[;\s]+", value) if p]
 
 
-async def _import_residents(session: Any, rows: list[Row], problems: _Problems,
+async def _import_residents(session: Any, rows: list[Row], problems: Problems,
                             ) -> ImportResult:
     parsed = []
     for row in rows:
@@ -328,9 +294,19 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
+class _SafeWriter:
+    """A csv writer whose cells cannot run as spreadsheet formulas (rows.sheet_safe)."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[str]) -> None:
+        self._writer.writerow([sheet_safe(cell) for cell in row])
+
+
 async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> int:
     """Write ``kind`` as CSV (the import's columns) to ``stream``; returns the row count."""
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = _SafeWriter(csv.writer(stream, lineterminator="\n"))
     writer.writerow(COLUMNS[kind])
     count = 0
     async with sessions() as session:
@@ -349,6 +325,8 @@ async def export_csv(sessions: SessionFactory, kind: Kind, stream: TextIO) -> in
                                  str(limit) if limit else "",
                                  codes.get(c.department_id, "") if c.department_id else ""])
                 count += 1
+        elif kind == "agents":
+            count = await agents_csv.export_agents(session, writer)
         else:
             query = select(Resident).options(selectinload(Resident.phones)).order_by(Resident.id)
             for r in await session.scalars(query):

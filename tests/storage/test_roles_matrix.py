@@ -167,6 +167,9 @@ RULES: dict[tuple[str, str], Rule] = {
                                                                 department=True),
     ("GET", "/console/audit"): ADMIN_PAGE,
     ("GET", "/console/audit.csv"): ADMIN,
+    ("GET", "/console/data"): ADMIN_PAGE,
+    ("GET", "/console/data/{kind}.csv"): ADMIN,
+    ("POST", "/console/data/{kind}/import"): ADMIN_PAGE,
 }
 
 
@@ -264,7 +267,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         resident = await session.scalar(select(ResidentPhone.resident_id).limit(1))
     tokens = {scope: await api_tokens.create_token(sessions, f"matrix-{scope.replace(':', '-')}",
                                                    [scope]) for scope in api_tokens.SCOPES}
-    samples = {"/static": "/static/console.css", "{number}": str(number),
+    samples = {"/static": "/static/console.css", "{number}": str(number), "{kind}": "agents",
                "{call_id}": seeded.call_ids[0],
                "/console/consultations/{id}": f"/console/consultations/{seeded.consultations[0]}",
                "/api/consultations/{id}": f"/api/consultations/{seeded.consultations[0]}",

@@ -44,6 +44,7 @@ from crm.web.console.common import (
     render_page,
     report_filter,
 )
+from crm.web.console.data_admin import ROUTES as DATA_ROUTES
 from crm.web.console.department import (
     DEPARTMENT_PAGE,
     department_act,
@@ -305,6 +306,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/supervision/remind", send_reminders),
     ("GET", "/audit", audit_page),
     ("GET", "/audit.csv", audit_csv),
+    *DATA_ROUTES,
 ]
 
 
