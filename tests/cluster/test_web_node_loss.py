@@ -42,7 +42,9 @@ from tests.integration.fault_tools import HeldCaller, wait_until
 
 pytestmark = pytest.mark.asterisk
 OTHERS = ("13900000001", "13900000002")
-"""The steady load: one caller who stays in the IVR, one who waits in the queue."""
+"""The steady load: two callers from unknown numbers, the first silent (no input: the IVR
+routes it to the queue behind the busy agent), the second asking about a case (not theirs:
+the IVR asks more)."""
 
 
 async def test_a_web_node_killed_mid_call_the_desk_goes_on_on_the_other(
@@ -93,12 +95,23 @@ async def test_a_web_node_killed_mid_call_the_desk_goes_on_on_the_other(
     others = [await stack.enter_async_context(HeldCaller(cluster.core, number=n, keys=k))
               for n, k in zip(OTHERS, ("", f"1{number}#12"), strict=True)]
 
-    async def under_way() -> bool:  # one in the IVR, the other queued behind the agent
-        [ivr] = await find_consultations(cluster.sessions, phone=OTHERS[0]) or [None]
-        [queued] = await find_consultations(cluster.sessions, phone=OTHERS[1]) or [None]
-        return (ivr is not None and ivr.ended_at is None and queued is not None
-                and any(step["kind"] == "queued" for step in queued.steps))
-    await wait_until(under_way, WAIT_S, "a caller in the IVR and one in the queue")
+    steps: dict[str, list[str]] = {}
+    calls: dict[str, set[str]] = {}
+
+    async def under_way() -> bool:  # both on, one at least queued behind the busy agent
+        for n in OTHERS:
+            found = await find_consultations(cluster.sessions, phone=n)
+            calls[n] = {c.call_id for c in found}
+            steps[n] = [step["kind"] for c in found for step in c.steps] + [
+                "ENDED" for c in found if c.ended_at is not None]
+        return (all("ivr_connected" in kinds and "ENDED" not in kinds
+                    for kinds in steps.values())
+                and any("queued" in kinds for kinds in steps.values()))
+    try:
+        await wait_until(under_way, WAIT_S, "a caller in the IVR and one in the queue")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; steps by caller: {steps}") from None
+    assert all(len(ids) == 1 for ids in calls.values()), calls
 
     web1.kill()
     killed = time.monotonic()
@@ -125,14 +138,18 @@ async def test_a_web_node_killed_mid_call_the_desk_goes_on_on_the_other(
     assert errors == []
     await recorded_once(cluster, call_id)
 
-    seen: dict[str, list[tuple[str, bool]]] = {}
+    # Each call's consultation ended, once (a caller who left the queue may get a callback
+    # later: another call, another consultation).
+    seen: dict[str, list[bool]] = {}
 
     async def one_complete_each() -> bool:
         for n in OTHERS:
-            seen[n] = [(c.call_id, c.ended_at is not None)
-                       for c in await find_consultations(cluster.sessions, phone=n)]
-        return all(len(found) == 1 and found[0][1] for found in seen.values())
+            [call] = calls[n]
+            seen[call] = [c.ended_at is not None
+                          for c in await find_consultations(cluster.sessions, phone=n)
+                          if c.call_id == call]
+        return all(ended == [True] for ended in seen.values())
     try:
-        await wait_until(one_complete_each, WAIT_S, "one ended consultation per other caller")
+        await wait_until(one_complete_each, WAIT_S, "one ended consultation per other call")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; (call id, ended) by caller: {seen}") from None
+        raise AssertionError(f"{exc}; ended by call: {seen}") from None
