@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from crm.storage.db import SessionFactory, make_engine, make_session_factory
+from crm.storage.migrate import upgrade
 from hotline.bus.redis_server import RedisServer
 
 
@@ -33,3 +36,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def pg_sessions(postgres_database: str) -> AsyncIterator[SessionFactory]:
+    """The cluster's database: PostgreSQL only (every node shares it), migrated and empty."""
+    engine = make_engine(postgres_database)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await upgrade(postgres_database)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()

@@ -20,10 +20,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
-from crm.storage.db import SessionFactory, make_engine, make_session_factory
-from crm.storage.migrate import upgrade
+from crm.storage.db import SessionFactory
 from crm.storage.models import Consultation
 from crm.telephony.events import (
     AgentAnswered,
@@ -61,19 +60,6 @@ def queue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     """Kamailio, media-a and media-b, queue-1 and its standby queue-2 (127.0.17.x)."""
     with running_queue_cluster(tmp_path_factory) as settings:
         yield settings
-
-
-@pytest.fixture
-async def pg_sessions(postgres_database: str) -> AsyncIterator[SessionFactory]:
-    engine = make_engine(postgres_database)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(postgres_database)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

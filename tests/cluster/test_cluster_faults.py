@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from crm.callbacks.watcher import MissedCallWatcher
 from crm.consultations.recorder import ConsultationRecorder
@@ -68,19 +68,6 @@ WITHHELD = "anonymous"
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     with running_queue_cluster(tmp_path_factory) as settings:
         yield settings
-
-
-@pytest.fixture
-async def pg_sessions(postgres_database: str) -> AsyncIterator[SessionFactory]:
-    engine = make_engine(postgres_database)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await upgrade(postgres_database)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 @dataclass
