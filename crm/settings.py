@@ -44,6 +44,9 @@ class WebSettings(_Section):
     session_check_interval: float = Field(5.0, gt=0)
     """Seconds between checks of open desk/console websockets against the session table, for
     sessions ended by another process (e.g. ``hotline agents disable``)."""
+    locale: Literal["zh_CN", "en"] = "zh_CN"
+    """The language of the desk and console for users who chose none (each user can choose
+    their own; crm/i18n)."""
 
     @model_validator(mode="after")
     def _sign_in_delays(self) -> WebSettings:

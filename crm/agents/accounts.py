@@ -184,6 +184,15 @@ async def enable_agent(sessions: SessionFactory, login: str) -> AgentView:
     return await update_agent(sessions, login, active=True)
 
 
+async def set_locale(sessions: SessionFactory, login: str, locale: str | None) -> AgentView:
+    """The language of the account's pages (None: the hotline's default); the caller checks
+    that it is one the catalogs have."""
+    async with sessions() as session, session.begin():
+        agent = await _load(session, login)
+        agent.locale = locale
+        return agent_view(agent)
+
+
 async def set_password(sessions: SessionFactory, login: str, password: str, *,
                        hasher: PasswordHasher = DEFAULT_HASHER,
                        work: PasswordWork | None = None) -> int:

@@ -19,8 +19,10 @@ class AgentView:
     can_log_in: bool
     languages: tuple[str, ...] = ("cmn",)
     """Languages the agent speaks: the hotline offers them callers of these first."""
+    locale: str | None = None
+    """The language of their pages (None: the hotline's default)."""
 
 
 def agent_view(a: Agent) -> AgentView:
     return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
-                     a.active, a.password_hash is not None, tuple(a.languages or ("cmn",)))
+                     a.active, a.password_hash is not None, tuple(a.languages or ("cmn",)), a.locale)

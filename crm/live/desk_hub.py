@@ -108,6 +108,9 @@ class AgentDesk:
     sockets: set[DeskSocket] = field(default_factory=set)
     version: int = 0
     """Grows with every change pushed; a desk ignores a snapshot older than what it has."""
+    locale: str | None = None
+    """The language the agent chose for the desk (None: the hotline's default): pushes
+    carry text in it."""
     expires_at: float = float("inf")
     """time.time() after which the desk is idle-expired (see DeskHub.expired)."""
     languages: tuple[str, ...] = ("cmn",)
@@ -230,11 +233,18 @@ class DeskHub:
             self._desks[agent.login] = desk
         desk.display_name, desk.role = agent.display_name, agent.role
         desk.languages = agent.languages
+        desk.locale = agent.locale
         desk.expires_at = expires_at
         member = self._members.get(agent.extension or "")
         if member is not None:
             desk.status, desk.paused = member.status, member.paused
         return desk
+
+    def set_locale(self, login: str, locale: str | None) -> None:
+        """The agent chose another language: what is pushed from now on is in it."""
+        desk = self._desks.get(login)
+        if desk is not None:
+            desk.locale = locale
 
     async def sign_out(self, login: str) -> AgentDesk | None:
         desk = self._desks.pop(login, None)

@@ -238,6 +238,9 @@ class Agent(Base):
     queues: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["hotline"])
     languages: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["cmn"])
     """Language codes the agent speaks (cmn, en, ko): their calls are offered to them first."""
+    locale: Mapped[str | None] = mapped_column(String(16))
+    """The language of their desk and console pages (zh_CN, en); None: the hotline's
+    default ([web] locale)."""
     password_hash: Mapped[str | None] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -17,9 +17,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 
 from crm.categories.time_limits import TimeLimitRules
+from crm.i18n.catalogs import DEFAULT_LOCALE
 from crm.settings import RepeatRequestSettings, ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web import callbacks as callback_routes
+from crm.web import language_switch, locale
 from crm.web import knowledge as knowledge_routes
 from crm.web.api.routes import PREFIX as API_PREFIX
 from crm.web.api.routes import create_api_app
@@ -77,8 +79,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def home(request: web.Request) -> web.Response:
     report: HealthReport = request.app[HEALTH_KEY]()
-    html = request.app[JINJA_KEY].get_template("home.html").render(health=report)
-    return web.Response(text=html, content_type="text/html")
+    t = locale.chosen(request)
+    html = locale.render(request.app[JINJA_KEY], "home.html", t, health=report)
+    response = web.Response(text=html, content_type="text/html")
+    locale.remember(response, request, None)
+    return response
 
 
 @web.middleware
@@ -100,7 +105,8 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
                service_levels: ServiceLevelSettings | None = None,
                metrics_text: Callable[[], bytes] | None = None,
                time_limits: TimeLimitRules | None = None,
-               repeat_requests: RepeatRequestSettings | None = None) -> web.Application:
+               repeat_requests: RepeatRequestSettings | None = None,
+               default_locale: str = DEFAULT_LOCALE) -> web.Application:
     """The web side. ``api`` mounts the open JSON API under /api; ``case_numbering_tz`` is
     the time zone whose calendar day case numbers carry (the hotline's local zone); ``desk``
     mounts the agent desk under /desk and ``console`` the supervisor console under /console
@@ -111,13 +117,13 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
     are counted in, with the thresholds and targets of ``service_levels``. ``metrics_text``
     serves /metrics (Prometheus' text format). ``time_limits``: how the API counts a new
     case's deadline ([time_limits]; None: on the clock); ``repeat_requests`` what it offers
-    as the same matter."""
+    as the same matter; ``default_locale`` the pages' language for users who chose none
+    ([web] locale)."""
     app = web.Application(middlewares=[security_headers])
     app[SESSIONS_KEY] = sessions
     app[HEALTH_KEY] = health
-    app[JINJA_KEY] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-        enable_async=False)
+    app[JINJA_KEY] = locale.environment(jinja2.FileSystemLoader(TEMPLATES))
+    app[locale.DEFAULT_LOCALE_KEY] = default_locale
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", home)
     if metrics_text is not None:
@@ -138,12 +144,14 @@ def create_app(sessions: SessionFactory, health: Callable[[], HealthReport], *,
         desk_app = create_desk_app(desk, app[JINJA_KEY], security)
         _add_routes(desk_app, callback_routes.DESK_ROUTES)
         _add_routes(desk_app, knowledge_routes.DESK_ROUTES)
+        _add_routes(desk_app, language_switch.DESK_ROUTES)
         app.add_subapp(DESK_PREFIX, desk_app)
     if console is not None:
         app.router.add_get(CONSOLE_PREFIX, _to_console)
         console_app = create_console_app(console, app[JINJA_KEY], security)
         _add_routes(console_app, callback_routes.CONSOLE_ROUTES)
         _add_routes(console_app, knowledge_routes.CONSOLE_ROUTES)
+        _add_routes(console_app, language_switch.CONSOLE_ROUTES)
         app.add_subapp(CONSOLE_PREFIX, console_app)
     return app
 

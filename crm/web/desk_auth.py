@@ -31,6 +31,7 @@ from crm.live.desk_hub import AgentDesk, DeskHub
 from crm.settings import RepeatRequestSettings
 from crm.storage.db import SessionFactory
 from crm.telephony.queue import AgentQueue
+from crm.web import locale
 from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage
 
 PREFIX = "/desk"
@@ -107,6 +108,7 @@ def agent_required(*, page: bool = False, post: bool = False) -> Callable[[Agent
                     raise web.HTTPSeeOther(f"{PREFIX}/login")
                 raise Unauthenticated("sign in at the desk first")
             session, agent = found
+            request[locale.USER_LOCALE] = agent.locale
             if post:
                 await check_csrf(request, session, reload="the desk")
             desk = request.app[DESK_KEY].hub.desk(agent.login)
@@ -121,6 +123,11 @@ def agent_required(*, page: bool = False, post: bool = False) -> Callable[[Agent
 
 def render(request: web.Request, template: str, status: int = 200,
            **context: Any) -> web.Response:
-    html = request.app[DESK_JINJA_KEY].get_template(template).render(**context)
-    return web.Response(text=html, content_type="text/html", status=status)
+    """A desk page in the language of the signed-in agent or the request
+    (crm.web.locale)."""
+    t = locale.chosen(request)
+    html = locale.render(request.app[DESK_JINJA_KEY], template, t, **context)
+    response = web.Response(text=html, content_type="text/html", status=status)
+    locale.remember(response, request, None)
+    return response
 

@@ -135,7 +135,8 @@ async def start_web(stack: contextlib.AsyncExitStack, settings: Settings,
                      session_policy=SessionPolicy.from_settings(settings.web),
                      report_tz=local_zone, service_levels=settings.service_levels,
                      metrics_text=metrics_text, time_limits=time_limits,
-                     repeat_requests=settings.repeat_requests)
+                     repeat_requests=settings.repeat_requests,
+                     default_locale=settings.web.locale)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

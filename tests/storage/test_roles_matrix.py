@@ -114,6 +114,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/desk/ws"): DESK,
     ("GET", "/desk/current-call"): DESK,
     ("POST", "/desk/pause"): DESK,
+    ("POST", "/desk/locale"): DESK,
     ("POST", "/desk/calls/{call_id}/cases"): DESK,
     ("POST", "/desk/calls/{call_id}/notes"): DESK,
     ("POST", "/desk/calls/{call_id}/links"): DESK,
@@ -131,6 +132,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console"): PUBLIC, ("HEAD", "/console"): PUBLIC,  # a redirect to /console/
     ("GET", "/console/login"): PUBLIC, ("POST", "/console/login"): LOGIN,
     ("POST", "/console/logout"): Rule("console", "agent", signs_out=True),
+    ("POST", "/console/locale"): Rule("console", "agent"),
     ("GET", "/console/"): SUPERVISOR_PAGE,
     ("GET", "/console/wallboard/state"): SUPERVISOR,
     ("GET", "/console/wallboard/ws"): SUPERVISOR,

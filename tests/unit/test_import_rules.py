@@ -50,7 +50,7 @@ BOTTOM: dict[str, set[str]] = {
 }
 """Modules (or packages) at the bottom, and the only modules of the house they may import."""
 PARTS: dict[str, list[set[str]]] = {
-    "crm": [{"errors", "settings"}, {"telephony"}, {"storage"}, {"categories"}, {"audit"},
+    "crm": [{"errors", "settings", "i18n"}, {"telephony"}, {"storage"}, {"categories"}, {"audit"},
             {"agents"}, {"cases"}, {"consultations"}, {"surveys", "knowledge"}, {"callbacks"},
             {"reports", "live"}, {"metrics"}, {"directory"}, {"demo_data"}, {"web"}],
     "ivr": [{"settings"}, {"ami", "audiosocket", "flows"}, {"asterisk"},

@@ -55,6 +55,8 @@ class ConsoleUser:
     session_id: str | None = None
     """The public id of the server-side session (what the audit log records)."""
     agent_id: int = 0
+    locale: str | None = None
+    """The language they chose for their pages (None: the hotline's default)."""
 
     @property
     def actor(self) -> str:
@@ -88,7 +90,7 @@ async def signed_in(request: web.Request) -> ConsoleUser | None:
         return None
     account = live.agent
     return ConsoleUser(account.login, account.display_name, account.role, csrf_token(session),
-                       live.ends_at(idle), live.id, account.id)
+                       live.ends_at(idle), live.id, account.id, account.locale)
 
 
 def after_login(target: str | None) -> str:

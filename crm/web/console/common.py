@@ -24,6 +24,7 @@ from crm.reports.audit_log import AuditFilter
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.storage.recordings import RecordingStore
+from crm.web import locale
 from crm.web.console.auth import PREFIX, ConsoleUser
 
 
@@ -56,8 +57,14 @@ CONSOLE_JINJA_KEY = web.AppKey("console_jinja", jinja2.Environment)
 # -- rendering ---------------------------------------------------------------------------------
 def render(request: web.Request, template: str, http_status: int = 200, /,
            **context: Any) -> web.Response:
-    html = request.app[CONSOLE_JINJA_KEY].get_template(template).render(**context)
-    return web.Response(text=html, content_type="text/html", status=http_status)
+    """A console page in the language of the user (``user`` in ``context``) or the
+    request (crm.web.locale)."""
+    user = context.get("user")
+    t = locale.chosen(request, user.locale if user is not None else None)
+    html = locale.render(request.app[CONSOLE_JINJA_KEY], template, t, **context)
+    response = web.Response(text=html, content_type="text/html", status=http_status)
+    locale.remember(response, request, None)
+    return response
 
 
 def render_page(request: web.Request, template: str, user: ConsoleUser, nav: str,
