@@ -1,7 +1,7 @@
 """The message catalogs: gettext ``.po`` files read with Babel and compiled in memory at the
 first use (no compiled ``.mo`` files to keep in step). ``locales/<locale>/LC_MESSAGES/`` has
 one ``.po`` file per part of the interface (console, desk, labels, domain errors, ...);
-``js.po`` holds what the browser scripts show, handed to the page as JSON."""
+``js*.po`` hold what the browser scripts show, handed to the page as JSON."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ SUPPORTED = ("zh_CN", "en")
 DEFAULT_LOCALE = "zh_CN"
 LOCALE_NAMES = {"zh_CN": "中文", "en": "English"}
 """Each language in its own name (the switch shows these)."""
-JS_FRAGMENT = "js"
+JS_PREFIX = "js"
+"""Fragments whose name starts with this hold what the browser scripts show."""
 
 
 def normalize(value: str | None) -> str | None:
@@ -106,6 +107,7 @@ def translator(locale: str | None = None) -> Translator:
     if chosen == SOURCE_LOCALE:
         return Translator(chosen, _gettext.NullTranslations())
     fragments = read_fragments(LOCALES_DIR / chosen)
-    js = {m.id: m.string for m in fragments.get(JS_FRAGMENT, Catalog())
+    js = {m.id: m.string for name, fragment in fragments.items()
+          if name.startswith(JS_PREFIX) for m in fragment
           if m.id and m.string and not m.fuzzy}
     return Translator(chosen, compiled(merged(chosen, fragments.values())), js)
