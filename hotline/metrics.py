@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from crm.metrics.calls import CallFigures
 from crm.metrics.database_errors import DatabaseErrors
+from crm.metrics.reminders import ReminderFigures
 from crm.web.app import HealthReport
 from speech.metered_pool import MeteredThreadPool
 from speech.recognizer import default_executor
@@ -102,6 +103,7 @@ class ServiceMetrics:
                                    "An agent's phone rang (AgentCalled) -> the pop on the desk",
                                    buckets=POP_BUCKETS, registry=self.registry)
         self.database_errors = DatabaseErrors()
+        self.reminders = ReminderFigures(self.registry)
 
     def observe_pop(self, seconds: float) -> None:
         self.pop_delay.observe(max(0.0, seconds))
