@@ -5,6 +5,7 @@ Call figures come from the call-event bus (``crm.metrics.calls.CallFigures``), s
 delays from the desk hub; the rest is read at scrape time from what the parts already keep
 (:class:`ServiceCollector`): the health report, AMI logins, the recognition pool, database
 errors. Nothing here holds personal data: labels are queue names, reasons and kinds.
+Reminder passes come from the reminder timer (``crm.metrics.reminders.ReminderFigures``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ times only: no case number, no department."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -25,13 +26,22 @@ class ReminderFigures:
                                "When the last reminder pass ran (Unix time, the timer's clock)",
                                registry=registry)
         self.last: ReminderRun | None = None
+        self._pass = asyncio.Event()
 
     def observe(self, run: ReminderRun) -> None:
         self.last = run
+        self._pass.set()
+        self._pass = asyncio.Event()
         self.sent.inc(run.sent)
         if run.error is not None:
             self.failed.inc()
         self.last_pass.set(run.at.timestamp())
+
+    async def next_pass(self) -> ReminderRun:
+        """The next pass, once it is done (callers bound the wait)."""
+        await self._pass.wait()
+        assert self.last is not None
+        return self.last
 
     def health(self) -> dict[str, Any]:
         """The last pass for /healthz (empty before the first, or with no timer)."""
