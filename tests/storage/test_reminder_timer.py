@@ -24,7 +24,8 @@ from crm.cases.service import change_stage, create_case, get_case
 from crm.demo_data import seed_demo
 from crm.settings import DispatchSettings
 from crm.storage.db import make_engine, make_session_factory
-from crm.storage.models import ApiToken, utcnow
+from crm.storage.dispatch_models import CaseReminder
+from crm.storage.models import ApiToken, Case, utcnow
 from hotline.metrics import ServiceMetrics
 from hotline.settings import Settings
 from hotline.tools.bed import free_tcp_port
@@ -229,3 +230,20 @@ async def test_the_control_part_runs_the_timer_and_reports_each_pass(
     assert "hotline_dispatch_reminders_last_pass_timestamp_seconds" in exposition
     last = metrics.reminders.health()["last"]
     assert last == seen[-1].to_json() and last["error"] is None
+
+
+async def test_two_senders_at_once_remind_a_case_once(console: Console) -> None:  # noqa: F811
+    """The timer, the console's button and the CLI may run the same pass at the same moment:
+    the database keeps one reminder per case, kind and deadline (uq_case_reminders_once), and
+    the pass that lost the race finds nothing left to send."""
+    sessions = console.sessions
+    number = await _dispatched(sessions, "garbage", timedelta(days=2, hours=12))
+    at = utcnow()
+    first, second = await asyncio.gather(dispatch.send_reminders(sessions, now=at),
+                                         dispatch.send_reminders(sessions, now=at))
+    sent = [r.case_number for r in first + second if r.case_number == number]
+    assert sent == [number]
+    async with sessions() as session:
+        rows = (await session.scalars(select(CaseReminder).join(
+            Case, Case.id == CaseReminder.case_id).where(Case.number == number))).all()
+    assert len(rows) == 1
