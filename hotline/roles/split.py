@@ -2,7 +2,8 @@
 
 - ``--role control``: the AMI link with events and its trackers (they publish the call
   events, survey legs and callback offers on the bus), the consultation recorder, the
-  callbacks, return visits and retention: one per cluster;
+  callbacks, return visits and retention: one at work per cluster, under the control lease
+  (hotline/roles/control_lease.py: any other waits as a standby and takes over);
 - ``--role ivr``: an IVR worker, any number of them: the speech stack and the AudioSocket
   server with its per-call handlers. It learns calls, survey legs and callback offers from
   the bus (:class:`ivr.asterisk.bus_calls.BusCallDirectory`), publishes what the caller
@@ -27,6 +28,7 @@ from hotline.bus.redis_bus import RedisStreamBus
 from hotline.roles.callback_commands import commands_key, take_commands
 from hotline.roles.cluster import background, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_schedules
+from hotline.roles.control_lease import control_lease
 from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
 from hotline.roles.node_links import start_node_links, start_worker_links
 from hotline.roles.recorded_mark import wait_recorded
@@ -78,7 +80,8 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
 
 @contextlib.asynccontextmanager
 async def running_control(settings: Settings) -> AsyncIterator[ControlService]:
-    async with contextlib.AsyncExitStack() as stack:
+    # One control works at a time; another waits as a standby (control_lease.py).
+    async with control_lease(settings), contextlib.AsyncExitStack() as stack:
         parts = await start_cluster_control(stack, settings, "control")
         await start_schedules(stack, settings, parts.sessions, parts.control.ami)
         log.info("hotline control up: AMI %s:%s, bus %s", settings.ami.host,
