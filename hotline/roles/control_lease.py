@@ -55,6 +55,9 @@ end
 return 0
 """
 """Compare and delete: a holder stopping cleanly lets the standby in at once."""
+STANDBY_LINE = "control: standby, lease held by"
+"""What a standby logs (with the holder) while it waits: ``hotline cluster up`` counts a
+second control as started once it says so (hotline/cluster/processes.py)."""
 RETRY_S = 0.2
 """Seconds between renewal attempts while Redis does not answer (until the lease expires)."""
 
@@ -126,7 +129,7 @@ async def wait_for_lease(lease: ControlLease, *, every: float | None = None) -> 
                 log.info("control: standby, Redis answers again")
                 down = False
             if holder is not None and holder != seen:
-                log.info("control: standby, lease held by %s", holder)
+                log.info("%s %s", STANDBY_LINE, holder)
                 seen = holder
         except (TimeoutError, *REDIS_DOWN) as exc:
             if not down:
