@@ -30,7 +30,8 @@ from hotline.roles.cluster import background, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_schedules
 from hotline.roles.control_lease import control_lease
 from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
-from hotline.roles.node_links import start_node_links, start_worker_links
+from hotline.roles.left_open import LeftOpenPlacement
+from hotline.roles.node_links import linked_media, start_node_links, start_worker_links
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
@@ -69,9 +70,13 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
     client = cluster_client(stack, settings)
     recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
                                             role=role)).recorder
+    placement = (LeftOpenPlacement(settings, sessions, bus, settings.asterisk.node_name,
+                                   [m.name for m in linked_media(settings)])
+                 if linked_media(settings) else None)  # calls left open, on their nodes
     control = await start_control(stack, settings, sessions, bus, recorder,
-                                  settle=lambda: wait_recorded(client, bus))
-    await start_node_links(stack, settings, bus)
+                                  settle=lambda: wait_recorded(client, bus),
+                                  place_left_open=placement.place if placement else None)
+    await start_node_links(stack, settings, bus, adopt=placement.by_node if placement else None)
     background(stack, "callback commands", take_commands(
         cluster_client(stack, settings), commands_key(settings.bus.stream),
         control.callbacks))
