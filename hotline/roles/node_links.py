@@ -86,6 +86,13 @@ def linked_media(settings: Settings) -> list[MediaNode]:
             if kind == "media" and (m.address, m.ami_port) != own]
 
 
+def own_node_name(settings: Settings) -> str:
+    """The name of the media node control's ``[ami]`` link is to (else the Asterisk's)."""
+    own = (settings.ami.host, settings.ami.port)
+    return next((m.name for m in settings.edge.nodes if (m.address, m.ami_port) == own),
+                settings.asterisk.node_name)
+
+
 async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
                            bus: EventBus, *,
                            adopt: Mapping[str, Sequence[OpenCall]] | None = None

@@ -31,7 +31,12 @@ from hotline.roles.control import Control, start_control, start_schedules
 from hotline.roles.control_lease import control_lease
 from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
 from hotline.roles.left_open import LeftOpenPlacement
-from hotline.roles.node_links import linked_media, start_node_links, start_worker_links
+from hotline.roles.node_links import (
+    linked_media,
+    own_node_name,
+    start_node_links,
+    start_worker_links,
+)
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
@@ -70,7 +75,7 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
     client = cluster_client(stack, settings)
     recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
                                             role=role)).recorder
-    placement = (LeftOpenPlacement(settings, sessions, bus, settings.asterisk.node_name,
+    placement = (LeftOpenPlacement(settings, sessions, bus, own_node_name(settings),
                                    [m.name for m in linked_media(settings)])
                  if linked_media(settings) else None)  # calls left open, on their nodes
     control = await start_control(stack, settings, sessions, bus, recorder,
