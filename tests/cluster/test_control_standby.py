@@ -4,13 +4,16 @@ Asterisk. The first holds the lease and works; the second says it stands by and 
 nothing. With a caller on the line, the working one is killed with SIGKILL: the standby
 takes the lease once it lapses and starts control; the caller who was on the line through
 the gap, one who called during it and one who called after it each get exactly one
-complete consultation. The figures (kill to lease taken, kill to control up) are printed.
+complete consultation. Then a clean stop (SIGTERM) hands over at the next standby's next
+try, and a holder whose lease was taken exits 1. The figures (kill to lease taken, kill to
+control up, SIGTERM to the next control up) are printed.
 
 No IVR worker runs: callers fall back to the agent queue (empty, so they wait there), which
 is all that control's call tracking needs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +25,7 @@ import pytest
 from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.storage.db import SessionFactory
 from hotline.bus.redis_server import RedisServer
+from hotline.bus.stream_entries import redis_client
 from hotline.settings import Settings
 from tests.cluster.test_ivr_workers import start
 from tests.cluster.test_roles import START_S, WAIT_S, database, role_settings, stop_cleanly
@@ -49,6 +53,16 @@ class Controls:
     active: ServeProcess
     standby: ServeProcess
     stack: contextlib.AsyncExitStack
+    redis: RedisServer
+    tmp_path: Path
+    database_url: str
+
+    async def another(self, name: str) -> ServeProcess:
+        """One more ``--role control`` process (stopped with the test)."""
+        settings = role_settings(self.bed, self.tmp_path, name, self.database_url)
+        proc = await start(settings, "control", self.redis, **ENV)
+        self.stack.push_async_callback(proc.stop)
+        return proc
 
 
 @pytest.fixture
@@ -66,7 +80,8 @@ async def controls(asterisk_bed: Settings, redis_server: RedisServer, postgres_d
                 await proc.wait_line("hotline control up", START_S)  # migrated
         active, standby = procs
         await standby.wait_line("control: standby, lease held by", START_S)
-        yield Controls(asterisk_bed, sessions, active, standby, stack)
+        yield Controls(asterisk_bed, sessions, active, standby, stack, redis_server,
+                       tmp_path, postgres_database)
         await hang_up_leftover_calls(asterisk_bed)
 
 
@@ -117,4 +132,27 @@ async def test_the_standby_takes_over_a_killed_control(controls: Controls) -> No
         assert consultation.started_at is not None, number
         assert (consultation.outcome, consultation.hangup_party) == ("abandoned", "caller"), (
             number, consultation.outcome, consultation.hangup_cause)
-    await stop_cleanly(standby)
+    await clean_stop_hands_over(controls, working=standby)
+
+
+async def clean_stop_hands_over(controls: Controls, *, working: ServeProcess) -> None:
+    """SIGTERM: the working control exits 0 and releases the lease, so a new standby
+    takes over at its next try (a third of the ttl), not after the ttl. Then the lease is
+    taken from under the new holder: it stops and exits 1, saying why."""
+    third = await controls.another("control-c")
+    await third.wait_line("control: standby, lease held by", START_S)
+    stopped_at = time.monotonic()
+    await stop_cleanly(working)
+    assert any("control: lease released" in line for line in working.lines)
+    await third.wait_line("hotline control up", LEASE_MS / 1000 + 10)
+    print(f"clean stop: the next control was up {time.monotonic() - stopped_at:.2f} s "
+          f"after SIGTERM")
+    client = redis_client(controls.redis.url)
+    try:
+        await client.set("hotline:call-events:control-lease", "elsewhere:1:x", px=60_000)
+    finally:
+        await client.aclose()
+    async with asyncio.timeout(LEASE_MS / 1000 + 10):
+        code = await third.proc.wait()
+    assert code == 1, "".join(third.lines[-30:])
+    await third.wait_line("is no longer ours: held by elsewhere:1:x", 5)
