@@ -58,6 +58,8 @@ return 0
 STANDBY_LINE = "control: standby, lease held by"
 """What a standby logs (with the holder) while it waits: ``hotline cluster up`` counts a
 second control as started once it says so (hotline/cluster/processes.py)."""
+UNREACHABLE: tuple[type[Exception], ...] = (TimeoutError, *REDIS_DOWN)
+"""Redis down, or not answering within the time left."""
 RETRY_S = 0.2
 """Seconds between renewal attempts while Redis does not answer (until the lease expires)."""
 
@@ -131,7 +133,7 @@ async def wait_for_lease(lease: ControlLease, *, every: float | None = None) -> 
             if holder is not None and holder != seen:
                 log.info("%s %s", STANDBY_LINE, holder)
                 seen = holder
-        except (TimeoutError, *REDIS_DOWN) as exc:
+        except UNREACHABLE as exc:
             if not down:
                 log.warning("control: standby, Redis does not answer (%s); trying every "
                             "%.1f s", str(exc) or type(exc).__name__, every)
@@ -157,7 +159,7 @@ async def keep_lease(lease: ControlLease, valid_until: float, *,
             try:
                 async with asyncio.timeout(valid_until - sent):
                     ours = await lease.renew()
-            except (TimeoutError, *REDIS_DOWN) as exc:
+            except UNREACHABLE as exc:
                 if failing is None:
                     log.warning("control: cannot renew the lease (%s); trying until it "
                                 "expires in %.1f s", str(exc) or type(exc).__name__,
@@ -179,7 +181,7 @@ async def _holder_or_unknown(lease: ControlLease) -> str:
     try:
         async with asyncio.timeout(1.0):
             return await lease.holder() or "nobody"
-    except (TimeoutError, *REDIS_DOWN):
+    except UNREACHABLE:
         return "unknown (Redis does not answer)"
 
 
@@ -255,7 +257,7 @@ async def _release(lease: ControlLease) -> None:
         async with asyncio.timeout(2.0):
             if await lease.release():
                 log.info("control: lease released")
-    except (TimeoutError, *REDIS_DOWN) as exc:
+    except UNREACHABLE as exc:
         log.warning("control: could not release the lease (%s); the standby takes over "
                     "when it expires", str(exc) or type(exc).__name__)
 
