@@ -198,14 +198,18 @@ async def holding_lease(lease: ControlLease, *,
     assert owner is not None
     loop = asyncio.get_running_loop()
     why: list[BaseException | str] = []
+    keeper: asyncio.Task[None] | None = None
 
     def stop(reason: BaseException | str) -> None:
         if not why:
             why.append(reason)
             owner.cancel()
 
-    handled = _install(loop, lambda: stop("signal")) if signals else []
-    keeper: asyncio.Task[None] | None = None
+    def on_signal() -> None:
+        log.info("stopping hotline control (%s)", "serving" if keeper else "standby")
+        stop("signal")
+
+    handled = _install(loop, on_signal) if signals else []
     held = False
     try:
         try:
