@@ -127,6 +127,12 @@ async def wait_for_lease(lease: ControlLease, *, every: float | None = None) -> 
                              lease.ttl_s)
                     return sent + lease.ttl_s
                 holder = await lease.holder()
+                if holder == lease.owner:  # our SET went through, its reply was lost
+                    sent = time.monotonic()
+                    if await lease.renew():
+                        log.info("control: holding the lease (%s, ttl %.1f s)",
+                                 lease.owner, lease.ttl_s)
+                        return sent + lease.ttl_s
             if down:
                 log.info("control: standby, Redis answers again")
                 down = False

@@ -216,3 +216,15 @@ async def test_sigterm_stops_a_standby(client: Redis) -> None:
     assert not standby.working.is_set()
     assert await client.get(KEY) == b"host:1:holder"
 
+
+
+async def test_a_standby_whose_acquiring_reply_was_lost_takes_its_own_lease(
+        client: Redis) -> None:
+    """The SET went through but its reply never came: the value found is this process's
+    own, so it holds the lease at once instead of waiting for it to expire."""
+    mine = lease(client, "host:2:me", ttl_ms=60_000)
+    assert await mine.acquire()
+    await client.pexpire(KEY, 30_000)
+    valid_until = await asyncio.wait_for(wait_for_lease(mine, every=0.1), MARGIN_S)
+    assert valid_until > time.monotonic() + 50  # renewed to the whole ttl
+    assert await client.pttl(KEY) > 50_000
