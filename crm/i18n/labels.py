@@ -66,6 +66,10 @@ _LABELS: dict[str, dict[str, str]] = {
     "ami_state": {"disconnected": "disconnected", "connecting": "connecting",
                   "logged_in": "connected", "login_failed": "login refused",
                   "closed": "closed"},
+    # zhrep (the console's reports)
+    "survey_outcome": {"in_progress": "Survey running", "rated": "Rated",
+                       "no_answer": "Not rated"},
+    "follow_up_status": {"open": "Open", "closed": "Done"},
 }
 LABELS = MappingProxyType({k: MappingProxyType(v) for k, v in _LABELS.items()})
 
