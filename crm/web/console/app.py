@@ -243,7 +243,7 @@ def _charts(report: reports.SatisfactionReport, t: Translator) -> dict[str, Any]
             desc=_("Average satisfaction score (1-5) per day, %(span)s; gaps are days without "
                    "scores.") % span, width=1240, height=280, gettext=_),
         "distribution": bar_chart(
-            [Bar(str(score), _("%(score)s points") % {"score": score}, count, count,
+            [Bar(str(score), _("Score %(score)s") % {"score": score}, count, count,
                  href("/surveys", f.query(min_score=score, max_score=score, page=1)))
              for score, count in sorted(report.distribution.items(), reverse=True)],
             chart_id="chart-distribution", width=BAR_WIDTH, title=_("Score distribution"),
