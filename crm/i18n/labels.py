@@ -66,6 +66,30 @@ _LABELS: dict[str, dict[str, str]] = {
     "ami_state": {"disconnected": "disconnected", "connecting": "connecting",
                   "logged_in": "connected", "login_failed": "login refused",
                   "closed": "closed"},
+    # zhrep (the console's reports)
+    "survey_outcome": {"in_progress": "Survey running", "rated": "Rated",
+                       "no_answer": "Not rated"},
+    "follow_up_status": {"open": "Open", "closed": "Done"},
+    "prompt": {  # what the IVR played (the prompts of speech/language_packs/*.toml)
+        "greeting": "Greeting", "ask_case_number": "Ask for the case number",
+        "case_number_invalid": "Case number not valid",
+        "confirm_case_number": "Confirm the case number",
+        "ask_phone_last4": "Ask for the phone's last four digits",
+        "verification_failed": "Phone not verified", "case_not_found": "Case not found",
+        "status_full": "Case status, in full", "status_stage_only": "Case stage only",
+        "after_status_menu": "Menu after the status", "urge_recorded": "Urge recorded",
+        "urge_failed": "Urge not recorded", "service_info": "Service centres and hours",
+        "no_input": "Nothing heard", "no_match": "Not understood",
+        "transfer_to_agent": "Transfer to an agent", "too_many_attempts": "Too many tries",
+        "goodbye": "Goodbye", "survey_intro": "Survey introduction",
+        "survey_return_visit_intro": "Return visit introduction",
+        "survey_rating": "Ask for a rating", "survey_comment": "Ask for a comment",
+        "survey_thanks": "Thanks for the rating", "technical_difficulty": "Technical difficulty",
+        "please_wait": "Please wait", "callback_offer": "Offer a callback",
+        "callback_confirmed": "Callback confirmed",
+        "callback_not_possible": "Callback not possible", "ask_topic": "Ask for a topic",
+        "knowledge_answer": "Knowledge base answer",
+    },
 }
 LABELS = MappingProxyType({k: MappingProxyType(v) for k, v in _LABELS.items()})
 
