@@ -67,7 +67,8 @@ _LABELS: dict[str, dict[str, str]] = {
                   "logged_in": "connected", "login_failed": "login refused",
                   "closed": "closed"},
     # zhdesk: the codes in the screen pop's IVR transcript (crm.live.screen_pop)
-    "chosen_by": {"keys": "keys", "speech": "speech", "profile": "the resident's profile"},
+    "chosen_by": {"keys": "keys", "key": "a key", "speech": "speech",
+                  "profile": "the resident's profile"},
     "ivr_state": {"greeting": "greeting", "case_number": "case number",
                   "confirm_case": "case number check", "lookup": "case lookup",
                   "verify_last4": "last four digits", "status_menu": "status menu",
