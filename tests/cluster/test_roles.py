@@ -150,8 +150,8 @@ def transcript_of(message: dict[str, Any]) -> str:
 def pop_with_steps(number: str) -> Callable[[dict[str, Any]], bool]:
     def match(message: dict[str, Any]) -> bool:
         return (message.get("type") == "pop"
-                and f"Told case {number} is" in transcript_of(message)
-                and "Routed to agent" in transcript_of(message))
+                and f"已告知工单 {number} 状态为" in transcript_of(message)
+                and "转至人工坐席" in transcript_of(message))
     return match
 
 
@@ -346,7 +346,7 @@ async def test_the_agent_signing_in_on_another_web_node_mid_call_gets_the_call(
         assert answer.status == 200, await answer.text()
         current = await answer.json()
     assert current["call"]["call_id"] == call_id and current["call"]["phase"] == "connected"
-    assert f"Told case {number} is" in transcript_of({"call": current["call"]})
+    assert f"已告知工单 {number} 状态为" in transcript_of({"call": current["call"]})
     assert current["agent"]["status"] == "on_call"
 
 
