@@ -161,7 +161,7 @@ async def desk_page(request: web.Request, desk: AgentDesk) -> web.Response:
     session = await get_session(request)
     options = await _options(request.app[DESK_KEY].sessions)
     t = locale.chosen(request)
-    if desk.locale is None:  # what is pushed to this desk reads like its page
+    if request.get(locale.USER_LOCALE) is None:  # no saved choice: pushes read like the page
         request.app[DESK_KEY].hub.set_locale(desk.login, t.locale)
     return render(request, "desk/page.html", agent=desk, csrf=csrf_token(session),
                   labels_json=labels_json(t), **options)
