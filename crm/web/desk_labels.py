@@ -12,7 +12,7 @@ from crm.i18n.catalogs import Translator
 from crm.i18n.labels import LABELS
 
 DESK_KINDS = ("stage", "disposition", "language", "outcome", "agent_status", "call_phase",
-              "verified_by", "callback_reason", "callback_status")
+              "verified_by", "callback_reason", "callback_status", "prompt")
 
 
 def labels(t: Translator) -> dict[str, dict[str, str]]:

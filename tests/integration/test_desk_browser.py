@@ -137,6 +137,7 @@ async def test_pop_shows_the_caller_and_the_agent_creates_a_case(
             await expect(transcript).to_contain_text("按键：1")
             await expect(transcript).to_contain_text(f"已告知工单 {number} 状态为办理中")
             await expect(transcript).to_contain_text("转至人工坐席")
+            await expect(page.locator("#ivr-path")).to_contain_text("欢迎语 → 请输入工单号")
             await expect(page.locator("#recording-badge")).to_be_visible()
 
             await page.select_option("#new-case-category", "garbage")
@@ -158,6 +159,8 @@ async def test_pop_shows_the_caller_and_the_agent_creates_a_case(
             await expect(transcript).to_contain_text("Keyed: 1")
             await expect(transcript).to_contain_text(f"Told case {number} is In handling")
             await expect(transcript).not_to_contain_text("按键")
+            await expect(page.locator("#ivr-path")).to_contain_text(
+                "greeting → ask for the case number")
             await expect(page.locator("#case-stage")).to_have_text("In handling")
             await expect(page.locator("#call-phase")).to_have_text("On call")
         await expect(page.locator("#pop")).to_have_attribute("data-phase", "ended",

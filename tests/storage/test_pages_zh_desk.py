@@ -107,6 +107,7 @@ async def test_the_desk_reads_in_chinese_then_in_english(
     assert CJK.search(created) and f'<option value="case_created">{created}</option>' in html
     labels = _labels(html)
     assert labels["stage"]["in_progress"] == "办理中"
+    assert labels["prompt"]["ask_case_number"] == "请输入工单号"  # the IVR path's prompts
     assert labels["agent_status"]["available"] and CJK.search(labels["call_phase"]["ringing"])
     messages = json.loads(re.search(r'id="i18n-messages">(.*?)</script>', html, re.S)
                           .group(1))  # type: ignore[union-attr]

@@ -101,7 +101,7 @@
       li.dataset.kind = line.kind;
       put(li, line.text);
     });
-    put($('ivr-path'), p.ivr.path.join(' → '));
+    put($('ivr-path'), p.ivr.path.map((code) => label('prompt', code)).join(' → '));
 
     renderCase(p.case);
     items($('recent-consultations'), p.recent, (li, c) => {
