@@ -365,7 +365,9 @@ class CallbackCard:
     def to_json(self, t: Translator | None = None) -> dict[str, Any]:
         """``t``: the reader's language for the transcript (English without one)."""
         r = self.request
-        return {"request_id": r.id, "reason": r.reason, "attempt": self.attempt,
+        return {"request_id": r.id, "reason": r.reason,
+                "reason_label": (t or ENGLISH).label("callback_reason", r.reason),
+                "attempt": self.attempt,
                 "attempts": r.attempts, "status": r.status,
                 "called_at": (r.queued_at or r.created_at).isoformat(),
                 "requested_at": r.created_at.isoformat(), "waited_s": r.waited_s,
