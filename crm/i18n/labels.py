@@ -90,6 +90,24 @@ _LABELS: dict[str, dict[str, str]] = {
         "callback_not_possible": "Callback not possible", "ask_topic": "Ask for a topic",
         "knowledge_answer": "Knowledge base answer",
     },
+    # zhdesk: the codes in the screen pop's IVR transcript (crm.live.screen_pop)
+    "chosen_by": {"keys": "keys", "key": "a key", "speech": "speech",
+                  "profile": "the resident's profile"},
+    "ivr_state": {"greeting": "greeting", "case_number": "case number",
+                  "confirm_case": "case number check", "lookup": "case lookup",
+                  "verify_last4": "last four digits", "status_menu": "status menu",
+                  "topic": "topic", "done": "goodbye"},
+    "route_reason": {"silent": "no input", "greeting repeated": "greeting repeated",
+                     "not understood": "not understood", "asked": "asked for it",
+                     "not a status request": "not a status request", "stray key": "stray key",
+                     "no article": "no article", "invalid numbers": "invalid case numbers",
+                     "after status": "after the status", "not found": "case not found",
+                     "too many failed attempts": "too many failed attempts"},
+    "verification_reason": {"no contact": "no contact phone on the case"},
+    "number_problem": {"withheld": "withheld", "malformed": "not a phone number"},
+    "offer_answer": {"yes": "yes", "no": "no", "none": "no answer", "withheld": "withheld",
+                     "requeue": "back to the queue"},
+    "outcome_by": {"system": "the telephone side"},
 }
 LABELS = MappingProxyType({k: MappingProxyType(v) for k, v in _LABELS.items()})
 

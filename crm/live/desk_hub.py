@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from crm.agents.view import AgentView
 from crm.audit import log as audit
+from crm.i18n.catalogs import translator
 from crm.live.calls import LiveCalls
 from crm.live.screen_pop import ScreenPop, build_screen_pop, summarise_steps
 from crm.storage.db import SessionFactory
@@ -87,12 +88,15 @@ class DeskCall:
     answered_at: str | None = None
     ended_at: str | None = None
 
-    def to_json(self, viewer_role: str) -> dict[str, Any]:
+    def to_json(self, viewer_role: str, locale: str | None = None) -> dict[str, Any]:
+        """The call as ``viewer_role`` may see it, its transcripts in ``locale`` (the
+        hotline's default language for None)."""
         return {"call_id": self.call_id, "phase": self.phase, "queue": self.queue,
                 "rang_at": self.rang_at, "answered_at": self.answered_at,
                 "ended_at": self.ended_at, "can_transfer": self.phase == "connected",
                 "pop": self.pop.to_json(viewer_role=viewer_role,
-                                        reveal=self.phase == "connected")}
+                                        reveal=self.phase == "connected",
+                                        t=translator(locale))}
 
 
 @dataclass
@@ -127,7 +131,7 @@ class AgentDesk:
 
     def snapshot(self) -> dict[str, Any]:
         return {"seq": self.version, "agent": self.agent_json(),
-                "call": self.call.to_json(self.role) if self.call else None}
+                "call": self.call.to_json(self.role, self.locale) if self.call else None}
 
 
 class DeskHub:
@@ -330,7 +334,8 @@ class DeskHub:
         for desk in holders:
             assert desk.call is not None
             desk.call.pop = pop
-            if await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)}):
+            shown = desk.call.to_json(desk.role, desk.locale)
+            if await self._push(desk, {"type": "pop", "call": shown}):
                 self._audit_view(desk, desk.call, via="refresh")
 
     async def wait_for(self, check: Callable[[], bool], within: float) -> None:
@@ -515,7 +520,8 @@ class DeskHub:
             return
         desk.call.phase = "ended"
         desk.call.ended_at = utcnow().isoformat()
-        await self._push(desk, {"type": "pop", "call": desk.call.to_json(desk.role)})
+        await self._push(desk, {"type": "pop",
+                                "call": desk.call.to_json(desk.role, desk.locale)})
 
     async def _close(self, desk: AgentDesk, reason: str, **extra: Any) -> None:
         call, desk.call = desk.call, None
@@ -528,7 +534,8 @@ class DeskHub:
     async def _show(self, desk: AgentDesk) -> None:
         assert desk.call is not None
         call = desk.call
-        delivered = await self._push(desk, {"type": "pop", "call": call.to_json(desk.role)})
+        delivered = await self._push(desk, {"type": "pop",
+                                            "call": call.to_json(desk.role, desk.locale)})
         if delivered:
             self._audit_view(desk, call, via="push")
 

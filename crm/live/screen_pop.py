@@ -33,6 +33,8 @@ from crm.consultations.service import (
     get_consultation,
 )
 from crm.errors import CaseNotFound, HotlineError
+from crm.i18n.catalogs import Translator, translator
+from crm.i18n.phrases import Label, Phrase
 from crm.live.calls import CallSoFar
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, Consultation, Resident, ResidentPhone
@@ -97,14 +99,25 @@ RESIDENT_CASES = 10
 
 
 # -- the IVR's part of the call, from its steps (pure) ------------------------------------------
+ENGLISH = translator("en")
+"""Renders a line's phrase as the English text the API and JSON users get."""
+
+
 @dataclass(frozen=True)
 class TranscriptLine:
     at: str | None
     kind: str
     text: str
+    """In English (the API's and the records' text)."""
+    phrase: Phrase | None = None
+    """The same sentence kept as a message id and values, for a reader's own language."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "kind": self.kind, "text": self.text}
+    def text_in(self, t: Translator | None) -> str:
+        """The line in ``t``'s language (English without one)."""
+        return t.phrase(self.phrase) if t is not None and self.phrase is not None else self.text
+
+    def to_json(self, t: Translator | None = None) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, "text": self.text_in(t)}
 
 
 @dataclass(frozen=True)
@@ -122,96 +135,146 @@ class IvrSummary:
     recording: str | None = None
 
 
-def _verified_line(v: VerificationResult) -> str:
+def _code(kind: str, code: str | None) -> Label | str:
+    """A code as a label to name (its name per reader); "" for none."""
+    return Label(kind, code) if code else ""
+
+
+def _verified_line(v: VerificationResult) -> Phrase:
     if v.by == "last4":
-        return ("Verification by the last four digits of the contact phone: "
-                + ("ok" if v.ok else "failed"))
+        if v.ok:
+            return Phrase("Verification by the last four digits of the contact phone: ok")
+        return Phrase("Verification by the last four digits of the contact phone: failed")
     if v.ok:
-        return f"Caller verified by {str(v.by or '').replace('_', ' ')}"
+        return Phrase("Caller verified by {by}", {"by": _code("verified_by", v.by)})
     if v.reason == "verification_locked":
-        return "Caller NOT verified (too many failed verifications of this case lately)"
-    return f"Caller NOT verified ({v.by or v.reason})"
+        return Phrase("Caller NOT verified (too many failed verifications of this case lately)")
+    if v.by:
+        return Phrase("Caller NOT verified ({reason})", {"reason": _code("verified_by", v.by)})
+    return Phrase("Caller NOT verified ({reason})",
+                  {"reason": _code("verification_reason", v.reason)})
 
 
-def _as_fields(step: Step) -> str:
-    return f"{step.kind}: {', '.join(f'{k}={v}' for k, v in step.detail().items())}"
+def _as_fields(step: Step) -> Phrase:
+    return Phrase("{kind}: {fields}", {
+        "kind": step.kind, "fields": ", ".join(f"{k}={v}" for k, v in step.detail().items())})
 
 
-def transcript_text(step: Step) -> str | None:
-    """One step as a line for the agent; None for steps the agent does not need. Every step
-    class has its case here: a new one that has none fails the type check (assert_never)."""
+def transcript_phrase(step: Step) -> Phrase | None:
+    """One step as a line for the agent, kept as a phrase each reader gets in their own
+    language; None for steps the agent does not need. Every step class has its case here: a
+    new one that has none fails the type check (assert_never)."""
     match step:
         case (PromptPlayed() | BargeIn() | IvrConnected() | QueueJoined() | AgentRung()
               | AgentNoAnswer() | AgentConnected() | AgentCompleted() | RecordingStarted()
               | QueuePositionAnnounced()):
             return None
         case VerificationDigits(via=via, length=length, intent=intent):
-            how = "keyed" if via == "keys" else "said"
-            return (f"Verification digits {how} ({length} digits, not recorded)"
-                    + (" → agent" if intent == "agent" else ""))
+            n = {"length": length}
+            if via == "keys" and intent == "agent":
+                return Phrase("Verification digits keyed ({length} digits, not recorded) → agent",
+                              n)
+            if via == "keys":
+                return Phrase("Verification digits keyed ({length} digits, not recorded)", n)
+            if intent == "agent":
+                return Phrase("Verification digits said ({length} digits, not recorded) → agent",
+                              n)
+            return Phrase("Verification digits said ({length} digits, not recorded)", n)
         case LanguageChosen(language=language, by=by):
-            return f"Language {language} (by {by})"
+            return Phrase("Language {language} (by {by})",
+                          {"language": _code("language", language), "by": _code("chosen_by", by)})
         case IntentChosen(intent=intent, by=by):
-            return f"Asked for: {intent} (by {by})"
+            return Phrase("Asked for: {intent} (by {by})",
+                          {"intent": _code("intent", intent), "by": _code("chosen_by", by)})
         case ArticleRead(article_id=article_id, title=title):
-            return f"Heard knowledge article {article_id}: {title}"
+            return Phrase("Heard knowledge article {article_id}: {title}",
+                          {"article_id": article_id, "title": title})
         case KeysEntered(keys=keys):
-            return f"Keyed: {keys}"
+            return Phrase("Keyed: {keys}", {"keys": keys})
         case SpeechHeard(text=text, intent=intent):
-            return f"Said: “{text or ''}”" + (f" → {intent}" if intent else "")
+            if intent:
+                return Phrase("Said: “{text}” → {intent}",
+                              {"text": text or "", "intent": _code("intent", intent)})
+            return Phrase("Said: “{text}”", {"text": text or ""})
         case CaseNumberInvalid(digits=digits):
-            return f"Invalid case number {digits}"
+            return Phrase("Invalid case number {digits}", {"digits": digits})
         case CaseNumberConfirmed(number=number):
-            return f"Case number confirmed: {number}"
+            return Phrase("Case number confirmed: {number}", {"number": number})
         case CaseNumberRejected():
-            return "Caller rejected the case number read back"
+            return Phrase("Caller rejected the case number read back")
         case CaseLookedUp(number=number, found=found):
-            return f"Looked up case {number}: {'found' if found else 'not found'}"
+            if found:
+                return Phrase("Looked up case {number}: found", {"number": number})
+            return Phrase("Looked up case {number}: not found", {"number": number})
         case NoSuchCase(number=number):
-            return f"No case {number}"
+            return Phrase("No case {number}", {"number": number})
         case LookupBlocked():
-            return "Case lookups blocked: too many failed attempts"
+            return Phrase("Case lookups blocked: too many failed attempts")
         case VerificationResult():
             return _verified_line(step)
         case StatusTold(case=case, stage=stage, verified=verified):
-            return (f"Told case {case} is {stage}"
-                    + (" (full status)" if verified else " (stage only)"))
+            told = {"case": case, "stage": _code("stage", stage)}
+            if verified:
+                return Phrase("Told case {case} is {stage} (full status)", told)
+            return Phrase("Told case {case} is {stage} (stage only)", told)
         case StatusRepeated():
-            return "Asked to hear the status again"
+            return Phrase("Asked to hear the status again")
         case CaseUrged(case=case, count=count):
-            return f"Urged case {case} (催办)" + (f", {count} in all" if count else "")
+            if count:
+                return Phrase("Urged case {case} (催办), {count} in all",
+                              {"case": case, "count": count})
+            return Phrase("Urged case {case} (催办)", {"case": case})
         case RouteChosen(route=route, reason=reason):
-            return f"Routed to {route}" + (f" ({reason})" if reason else "")
+            if reason:
+                return Phrase("Routed to {route} ({reason})",
+                              {"route": _code("route", route),
+                               "reason": _code("route_reason", reason)})
+            return Phrase("Routed to {route}", {"route": _code("route", route)})
         case NothingHeard(state=state):
-            return f"No input ({state})"
+            return Phrase("No input ({state})", {"state": _code("ivr_state", state)})
         case NotUnderstood(state=state):
-            return f"Not understood ({state})"
+            return Phrase("Not understood ({state})", {"state": _code("ivr_state", state)})
         case CallerLeftIvr(state=state):
-            return f"Caller left the IVR ({state})"
+            return Phrase("Caller left the IVR ({state})", {"state": _code("ivr_state", state)})
         case QueueAbandoned():
-            return "Caller hung up while waiting"
+            return Phrase("Caller hung up while waiting")
         case CallbackRequested(reason=reason, merged=merged):
-            return (f"Callback requested ({reason})" if not merged
-                    else f"Missed call merged into the open callback ({reason})")
+            why = {"reason": _code("callback_reason", reason)}
+            if merged:
+                return Phrase("Missed call merged into the open callback ({reason})", why)
+            return Phrase("Callback requested ({reason})", why)
         case CallbackNotPossible(reason=reason):
-            return f"No callback possible: the number is {reason}"
+            return Phrase("No callback possible: the number is {reason}",
+                          {"reason": _code("number_problem", reason)})
         case CallbackClosedByCall():
-            return "The open callback was closed: the resident called in"
+            return Phrase("The open callback was closed: the resident called in")
         case CallbackOffered(reason=reason, answer=answer):
-            return f"Callback offered ({reason}): {answer}"
+            return Phrase("Callback offered ({reason}): {answer}",
+                          {"reason": _code("callback_reason", reason),
+                           "answer": _code("offer_answer", answer)})
         case CallbackDialling(attempt=attempt, reason=reason):
-            return f"This is a callback ({reason}), attempt {attempt}"
+            return Phrase("This is a callback ({reason}), attempt {attempt}",
+                          {"reason": _code("callback_reason", reason), "attempt": attempt})
         case CallbackOutcome(outcome=outcome, by=by):
-            return f"Callback outcome: {outcome} ({by})"
+            return Phrase("Callback outcome: {outcome} ({by})",
+                          {"outcome": _code("callback_outcome", outcome),
+                           "by": _code("outcome_by", by)})
         case CallReconciled(ended_at=ended_at):
-            return ("Ended while the hotline service was down; closed from Asterisk's record "
-                    f"(ended {ended_at})")
+            return Phrase("Ended while the hotline service was down; closed from Asterisk's "
+                          "record (ended {ended_at})", {"ended_at": ended_at})
         case (IvrAtCapacity() | SurveyStarted() | SurveyRated() | SurveyUnrated()
               | SurveyCommented() | SurveyAbandoned() | SurveyEnded() | SurveySkipped()
               | SurveyWriteDeferred() | CommentTranscribed() | UnknownStep()):
             return _as_fields(step)
         case _:
             assert_never(step)
+
+
+def transcript_text(step: Step) -> str | None:
+    """One step as a line for the agent, in English; None for steps the agent does not
+    need (see :func:`transcript_phrase`)."""
+    phrase = transcript_phrase(step)
+    return None if phrase is None else ENGLISH.phrase(phrase)
 
 
 def summarise_steps(steps: Iterable[tuple[str | None, Step]]) -> IvrSummary:
@@ -239,9 +302,9 @@ def summarise_steps(steps: Iterable[tuple[str | None, Step]]) -> IvrSummary:
             language = step.language
         elif isinstance(step, RecordingStarted):
             recording = step.file
-        text = transcript_text(step)
-        if text is not None:
-            transcript.append(TranscriptLine(at, step.kind, text))
+        phrase = transcript_phrase(step)
+        if phrase is not None:
+            transcript.append(TranscriptLine(at, step.kind, ENGLISH.phrase(phrase), phrase))
     asked = next((n for n in (told, found, confirmed) if n and is_valid_case_number(str(n))),
                  None)
     return IvrSummary(tuple(transcript), tuple(path), asked, verified, verified_by, language,
@@ -299,14 +362,17 @@ class CallbackCard:
     attempt: int
     transcript: tuple[TranscriptLine, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, t: Translator | None = None) -> dict[str, Any]:
+        """``t``: the reader's language for the transcript (English without one)."""
         r = self.request
-        return {"request_id": r.id, "reason": r.reason, "attempt": self.attempt,
+        return {"request_id": r.id, "reason": r.reason,
+                "reason_label": (t or ENGLISH).label("callback_reason", r.reason),
+                "attempt": self.attempt,
                 "attempts": r.attempts, "status": r.status,
                 "called_at": (r.queued_at or r.created_at).isoformat(),
                 "requested_at": r.created_at.isoformat(), "waited_s": r.waited_s,
                 "language": r.language, "note": r.note,
-                "transcript": [line.to_json() for line in self.transcript]}
+                "transcript": [line.to_json(t) for line in self.transcript]}
 
 
 async def callback_card(sessions: SessionFactory, steps: Sequence[tuple[str | None, Step]]
@@ -347,8 +413,10 @@ class ScreenPop:
     callback: CallbackCard | None = None
     """Set when the call is a callback to a missed caller."""
 
-    def to_json(self, *, viewer_role: str, reveal: bool = False) -> dict[str, Any]:
-        """What this viewer may see; ``reveal`` when the caller is connected to them."""
+    def to_json(self, *, viewer_role: str, reveal: bool = False,
+                t: Translator | None = None) -> dict[str, Any]:
+        """What this viewer may see; ``reveal`` when the caller is connected to them; the
+        transcripts in ``t``'s language (English without one)."""
         phone = self.caller_number
 
         def same_phone(other: str | None) -> bool:
@@ -367,7 +435,7 @@ class ScreenPop:
                 "verified_by": self.ivr.verified_by,
                 "language": self.ivr.language,
                 "asked_case": self.ivr.asked_case,
-                "transcript": [line.to_json() for line in self.ivr.transcript],
+                "transcript": [line.to_json(t) for line in self.ivr.transcript],
                 "path": list(self.ivr.path),
                 "recording": self.ivr.recording is not None,
             },
@@ -375,7 +443,7 @@ class ScreenPop:
                                   reveal_phone=same_phone(case.contact_phone))
                      if case else None),
             "resident_cases": [c.to_json() for c in self.resident_cases],
-            "callback": self.callback.to_json() if self.callback else None,
+            "callback": self.callback.to_json(t) if self.callback else None,
             "recent": [c.to_json(viewer_role=viewer_role, reveal_phone=same_phone(c.caller_number),
                                  include_steps=False) for c in self.recent],
             "new_case": {

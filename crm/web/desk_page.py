@@ -20,10 +20,12 @@ from crm.cases import service as cases
 from crm.categories import tree as category_tree
 from crm.consultations import service as consultation_desk
 from crm.errors import HotlineError, InvalidInput, PermissionDenied, Unauthenticated
+from crm.i18n.extraction import N_
 from crm.live.desk_hub import AgentDesk
 from crm.storage.db import SessionFactory
 from crm.storage.models import Department
 from crm.telephony.queue import interface_for
+from crm.web import locale
 from crm.web import session as web_session
 from crm.web.desk_auth import (
     DESK_KEY,
@@ -34,9 +36,12 @@ from crm.web.desk_auth import (
     render,
     signed_in,
 )
+from crm.web.desk_labels import labels_json
 from crm.web.session import SECURITY_KEY, check_csrf, check_origin, csrf_token
 
 log = logging.getLogger(__name__)
+FORM_EXPIRED = N_("The form expired; please sign in again.")
+WRONG_PASSWORD = N_("Wrong login or password.")
 
 
 # -- sign in and out ---------------------------------------------------------------------------
@@ -56,7 +61,7 @@ async def login(request: web.Request) -> web.Response:
         await check_csrf(request, session, reload="the desk")
     except PermissionDenied:
         return render(request, "desk/login.html", 403, csrf=csrf_token(session),
-                      error="The form expired; please sign in again.")
+                      error=locale.chosen(request).gettext(FORM_EXPIRED))
     login_name = str(form.get("login", "")).strip().lower()[:64]
     result = await security.authenticate(request, login_name, str(form.get("password", "")))
     if result.agent is None:
@@ -69,7 +74,7 @@ async def login(request: web.Request) -> web.Response:
                               **web_session.audit_origin(request))
         response = render(request, "desk/login.html", result.status,
                           csrf=csrf_token(session),
-                          error=result.explain("Wrong login or password."))
+                          error=result.explain(WRONG_PASSWORD, locale.chosen(request)))
         if result.retry_after:
             response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
         return response
@@ -155,7 +160,11 @@ async def _options(sessions: SessionFactory) -> dict[str, Any]:
 async def desk_page(request: web.Request, desk: AgentDesk) -> web.Response:
     session = await get_session(request)
     options = await _options(request.app[DESK_KEY].sessions)
-    return render(request, "desk/page.html", agent=desk, csrf=csrf_token(session), **options)
+    t = locale.chosen(request)
+    if request.get(locale.USER_LOCALE) is None:  # no saved choice: pushes read like the page
+        request.app[DESK_KEY].hub.set_locale(desk.login, t.locale)
+    return render(request, "desk/page.html", agent=desk, csrf=csrf_token(session),
+                  labels_json=labels_json(t), **options)
 
 
 @agent_required()

@@ -43,6 +43,8 @@ from crm.agents.sessions import LiveSession, Revoked
 from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
+from crm.i18n.catalogs import Translator
+from crm.i18n.phrases import Phrase
 from crm.settings import WebSettings
 from crm.storage.db import SessionFactory
 
@@ -173,13 +175,27 @@ class SignInResult:
     """For the person signing in (None: the page's own wording for a wrong password)."""
     retry_after: int | None = None
     """Seconds (a Retry-After header) when the next attempt must wait."""
+    phrase: Phrase | None = None
+    """``message`` as a sentence for the reader's language (see :meth:`explain`)."""
 
-    def explain(self, wrong: str) -> str:
-        """What the sign-in page says; ``wrong`` is its text for a wrong login or password."""
+    def explain(self, wrong: str, t: Translator | None = None) -> str:
+        """What the sign-in page says; ``wrong`` is its text for a wrong login or password
+        (a message id when ``t``, the page's language, is given)."""
+        if t is not None:
+            parts = [t.gettext(wrong)] if self.status == 401 else []
+            if self.phrase is not None:
+                parts.append(t.phrase(self.phrase))
+            elif self.message:
+                parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
+            return ("" if t.locale.startswith("zh") else " ").join(parts)
         parts = [wrong] if self.status == 401 else []
         if self.message:
             parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
         return " ".join(parts)
+
+
+def _try_again(seconds: int) -> Phrase:
+    return Phrase("Too many failed sign-ins, try again in {seconds} s.", {"seconds": seconds})
 
 
 # -- websockets of sessions --------------------------------------------------------------------
@@ -308,18 +324,20 @@ class WebSessions:
         if not attempt.allowed:
             log.warning("sign-in as %r from %s refused: %s locked for %d s", login, source,
                         attempt.locked, attempt.retry_after_seconds)
-            return SignInResult(None, 429, attempt.message, attempt.retry_after_seconds)
+            return SignInResult(None, 429, attempt.message, attempt.retry_after_seconds,
+                                _try_again(attempt.retry_after_seconds))
         try:
             agent = await agents.authenticate(self._sessions, login, password, work=self.work)
         except PasswordWorkBusy as exc:
             await self.throttle.released(attempt)
-            return SignInResult(None, 503, exc.message, 5)
+            return SignInResult(None, 503, exc.message, 5,
+                                Phrase("Sign-in is busy; try again in a few seconds."))
         if agent is None:
             wait = await self.throttle.retry_after(attempt)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
                 return SignInResult(None, 401, f"too many failed sign-ins, try again in "
-                                               f"{seconds} s", seconds)
+                                               f"{seconds} s", seconds, _try_again(seconds))
             return SignInResult(None, 401)
         await self.throttle.succeeded(attempt)
         return SignInResult(agent, 200)

@@ -150,8 +150,8 @@ def transcript_of(message: dict[str, Any]) -> str:
 def pop_with_steps(number: str) -> Callable[[dict[str, Any]], bool]:
     def match(message: dict[str, Any]) -> bool:
         return (message.get("type") == "pop"
-                and f"Told case {number} is" in transcript_of(message)
-                and "Routed to agent" in transcript_of(message))
+                and f"已告知工单 {number} 状态为" in transcript_of(message)
+                and "转至人工坐席" in transcript_of(message))
     return match
 
 
@@ -294,8 +294,8 @@ async def test_the_pop_reaches_the_agents_browser_on_the_web_node(
     pop = page.locator("#pop")
     await expect(pop).to_be_visible(timeout=WAIT_MS)
     transcript = page.locator("#ivr-transcript")
-    await expect(transcript).to_contain_text(f"Told case {number} is", timeout=QUICK_MS)
-    await expect(transcript).to_contain_text("Routed to agent")
+    await expect(transcript).to_contain_text(f"已告知工单 {number} 状态为", timeout=QUICK_MS)
+    await expect(transcript).to_contain_text("转至人工坐席")
     await phone.wait_answered(WAIT_S)
     await expect(pop).to_have_attribute("data-phase", "connected", timeout=QUICK_MS)
     await expect(page.locator("#caller-name")).to_have_text(CALLER_NAME)
@@ -346,7 +346,7 @@ async def test_the_agent_signing_in_on_another_web_node_mid_call_gets_the_call(
         assert answer.status == 200, await answer.text()
         current = await answer.json()
     assert current["call"]["call_id"] == call_id and current["call"]["phase"] == "connected"
-    assert f"Told case {number} is" in transcript_of({"call": current["call"]})
+    assert f"已告知工单 {number} 状态为" in transcript_of({"call": current["call"]})
     assert current["agent"]["status"] == "on_call"
 
 

@@ -126,7 +126,7 @@ async def test_a_web_node_killed_mid_call_the_desk_goes_on_on_the_other(
     await expect(pop).to_have_attribute("data-phase", "connected", timeout=QUICK_MS)
     await expect(page.locator("#caller-name")).to_have_text(CALLER_NAME)
     await expect(page.locator("#ivr-transcript")).to_contain_text(
-        f"Told case {number} is", timeout=QUICK_MS)
+        f"已告知工单 {number} 状态为", timeout=QUICK_MS)
     await expect(page.locator("#agent-status")).to_have_attribute(
         "data-status", "on_call", timeout=QUICK_MS)
     print(f"\nthe desk on web-2 shows the call {time.monotonic() - killed:.1f} s after the kill")

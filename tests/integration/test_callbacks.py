@@ -201,7 +201,7 @@ async def test_an_abandoned_caller_is_called_back_in_their_place(
         pop = await build_screen_pop(hotline.sessions, callback_call)
         assert pop.callback is not None and pop.callback.request.id == request.id
         assert pop.callback.request.waited_s is not None and pop.callback.request.waited_s >= 2
-        assert "Routed to agent (silent)" in [t.text for t in pop.callback.transcript]
+        assert "Routed to an agent (no input)" in [t.text for t in pop.callback.transcript]
         assert {"kind": "callback_outcome", "request_id": request.id, "outcome": "reached",
                 "by": "system"}.items() <= {**callback_record.steps[-1]["detail"],
                                             "kind": callback_record.steps[-1]["kind"]}.items()

@@ -56,9 +56,12 @@ async def test_the_agent_desk_shows_and_completes_a_callback(
                 await expect(card).to_be_visible(timeout=WAIT_MS)
                 await expect(card).to_have_attribute("data-request-id",
                                                      str(made.step.request_id))
-                await expect(page.locator("#callback-reason")).to_have_text("abandoned")
+                await expect(page.locator("#callback-reason")).to_have_text(
+                    "排队时挂机")  # abandoned, named in the agent's language
+                await expect(page.locator("#callback-reason")).to_have_attribute(
+                    "data-reason", "abandoned")
                 await expect(page.locator("#callback-transcript")).to_contain_text(
-                    "Routed to agent (silent)")
+                    "转至人工坐席（无输入）")
                 await phone.wait_answered(15)
                 await resident.wait_event("answered", within=15)
                 await page.select_option("#callback-outcome", "declined")

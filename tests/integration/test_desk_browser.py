@@ -126,11 +126,18 @@ async def test_pop_shows_the_caller_and_the_agent_creates_a_case(
             await expect(page.locator("#verified-badge")).to_have_attribute("data-verified",
                                                                             "true")
             await expect(page.locator("#case-number")).to_have_text(number)
-            await expect(page.locator("#case-stage")).to_have_text("in_progress")
+            await expect(page.locator("#case-stage")).to_have_text("办理中")  # in_progress
+            await expect(page.locator("#case-stage")).to_have_attribute("data-stage",
+                                                                        "in_progress")
             await expect(page.locator("#resident-id-number")).to_have_text("****2316")
+            await expect(page.locator("#resident-language")).to_have_text("普通话")
+            await expect(page.locator("#call-phase")).to_have_text("通话中")
+            # The IVR transcript reads as sentences in the agent's language (Chinese here).
             transcript = page.locator("#ivr-transcript")
-            await expect(transcript).to_contain_text(f"Told case {number} is in_progress")
-            await expect(transcript).to_contain_text("Routed to agent")
+            await expect(transcript).to_contain_text("按键：1")
+            await expect(transcript).to_contain_text(f"已告知工单 {number} 状态为办理中")
+            await expect(transcript).to_contain_text("转至人工坐席")
+            await expect(page.locator("#ivr-path")).to_contain_text("欢迎语 → 请输入工单号")
             await expect(page.locator("#recording-badge")).to_be_visible()
 
             await page.select_option("#new-case-category", "garbage")
@@ -144,8 +151,22 @@ async def test_pop_shows_the_caller_and_the_agent_creates_a_case(
             if os.environ.get("HOTLINE_SCREENSHOTS") == "1":
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # The agent switches the desk to English mid-call: the page and its pop follow.
+            await page.click("#locale-en")
+            await expect(page.locator("html")).to_have_attribute("lang", "en",
+                                                                 timeout=QUICK_MS)
+            await expect(pop).to_have_attribute("data-phase", "connected", timeout=QUICK_MS)
+            await expect(transcript).to_contain_text("Keyed: 1")
+            await expect(transcript).to_contain_text(f"Told case {number} is In handling")
+            await expect(transcript).not_to_contain_text("按键")
+            await expect(page.locator("#ivr-path")).to_contain_text(
+                "Greeting → Ask for the case number")
+            await expect(page.locator("#case-stage")).to_have_text("In handling")
+            await expect(page.locator("#call-phase")).to_have_text("On call")
         await expect(page.locator("#pop")).to_have_attribute("data-phase", "ended",
                                                              timeout=WAIT_MS)
+    await page.click("#locale-zh_CN")  # back to Chinese, as agent1 was
+    await expect(page.locator("html")).to_have_attribute("lang", "zh-CN", timeout=QUICK_MS)
     await page.click("#sign-out")
     await page.wait_for_url(f"{base_url(hotline)}/desk/login", timeout=QUICK_MS)
     assert "PJSIP/2001" not in await queue_members(hotline)
@@ -190,7 +211,7 @@ async def test_ring_all_both_desks_pop_and_the_answer_keeps_it(
                                                                   timeout=QUICK_MS)
             await expect(first.locator("#caller-number")).to_have_text(CALLER)
             await expect(second.locator("#pop")).to_be_hidden(timeout=QUICK_MS)
-            await expect(second.locator("#idle-note")).to_contain_text("another agent")
+            await expect(second.locator("#idle-note")).to_contain_text("已由其他坐席接听")
             await ringing_on._phone().wait_event("cancelled", within=QUICK_MS / 1000)
     assert first.js_errors == [] and second.js_errors == []
 

@@ -114,11 +114,12 @@ async def test_pop_offers_the_article_for_the_callers_words_and_marks_it(
     await expect(results).to_have_count(1)
     await subsidy.locator("button.mark-answered").click()
     await expect(subsidy).to_have_attribute("data-answered", "true", timeout=QUICK_MS)
+    await expect(subsidy.locator("button.mark-answered")).to_have_text("✓ 已据此解答")
     await expect(page.locator("#knowledge-answered")).not_to_have_text("—")
 
     await page.fill("#knowledge-query", "快递丢了")
     await page.click("#knowledge-search")
-    await expect(page.locator("#knowledge-empty")).to_have_text("没有找到 Nothing found",
+    await expect(page.locator("#knowledge-empty")).to_have_text("没有找到",
                                                                 timeout=QUICK_MS)
     async with sessions() as session:
         consultation = await session.scalar(select(Consultation.id)

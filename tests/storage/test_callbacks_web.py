@@ -73,10 +73,11 @@ async def test_agents_see_pending_callbacks_and_the_callback_pop(desk: Desk) -> 
     card = pop["callback"]
     assert (card["request_id"], card["reason"], card["attempt"], card["waited_s"]) == (
         request_id, "abandoned", 1, 40.0)
+    assert card["reason_label"] == "排队时挂机"  # in the desk's language (the default)
     assert card["called_at"] == ABANDONED_AT.isoformat()
-    assert [t["text"] for t in card["transcript"]] == [
-        "Language ko (by key)", "Asked for: agent (by keys)", "Routed to agent",
-        "Caller hung up while waiting"]
+    assert [t["text"] for t in card["transcript"]] == [  # in the desk's language
+        "语言：韩语（来自按键）", "来电诉求：人工服务（通过按键）", "转至人工坐席",
+        "来电人在等待中挂机"]
 
     status, recorded = await post(client, csrf, f"/desk/calls/{callback_call}/callback-outcome",
                                   outcome="wrong_number")

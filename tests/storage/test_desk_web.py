@@ -151,7 +151,7 @@ async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
     assert no_csrf.status == 403
     wrong = await client.post("/desk/login", data={"csrf": _csrf(html), "login": "agent1",
                                                    "password": "not-the-password"})
-    assert wrong.status == 401 and "Wrong login or password" in await wrong.text()
+    assert wrong.status == 401 and "账号或密码错误" in await wrong.text()
     assert desk.ami.actions == []
     page = await client.get("/desk/", allow_redirects=False)
     assert page.status == 303 and page.headers["Location"] == "/desk/login"

@@ -16,6 +16,7 @@ from crm.agents.accounts import get_agent
 from crm.cases.lookup import LookupGuard
 from crm.consultations.recorder import ConsultationRecorder
 from crm.demo_data import seed_demo
+from crm.i18n.catalogs import translator
 from crm.live.desk_hub import DeskHub
 from crm.live.screen_pop import build_screen_pop, summarise_steps
 from crm.storage.db import SessionFactory, make_engine
@@ -33,6 +34,8 @@ from crm.telephony.steps import (
 from tests.scripted_ivr import keys, run_scripted_call
 
 PHONE = "13800138000"
+ZH = translator("zh_CN")
+"""The desk's language when the agent chose none (the hotline's default)."""
 """张三 in the demo data: Mandarin on file, the contact phone of their case."""
 
 
@@ -120,14 +123,18 @@ async def test_a_pop_is_shown_with_the_whole_ivr_transcript_while_the_writer_is_
     pop = shown["pop"]
     assert (shown["call_id"], shown["phase"]) == (call.call_id, "ringing")
     expected = summarise_steps((e.at.isoformat(), e.step) for e in call.steps)
+    # The desk's language (the default: Chinese) for the agent; English for the API.
     assert [line["text"] for line in pop["ivr"]["transcript"]] == [
-        line.text for line in expected.transcript]
+        line.text_in(ZH) for line in expected.transcript]
     texts = [line["text"] for line in pop["ivr"]["transcript"]]
-    assert texts[:2] == ["Language cmn (by profile)", "Keyed: 1"]
-    assert f"Case number confirmed: {number}" in texts
-    assert "Caller verified by calling number" in texts
-    assert f"Told case {number} is in_progress (full status)" in texts
-    assert texts[-2:] == ["Keyed: 2", "Routed to agent (after status)"]
+    assert texts[:2] == ["语言：普通话（来自居民档案）", "按键：1"]
+    assert f"已确认工单号：{number}" in texts
+    assert "来电人已通过来电号码验证" in texts
+    assert f"已告知工单 {number} 状态为办理中（完整进度）" in texts
+    assert texts[-2:] == ["按键：2", "转至人工坐席（告知进度后）"]
+    english = [line.text for line in expected.transcript]
+    assert english[:2] == ["Language Mandarin (by the resident's profile)", "Keyed: 1"]
+    assert english[-1] == "Routed to an agent (after the status)"
     assert pop["ivr"]["path"][:2] == ["greeting", "ask_case_number"]
     assert (pop["ivr"]["verified"], pop["ivr"]["asked_case"]) == (True, number)
     # The history came from the database meanwhile: the resident and the case asked about.
@@ -138,7 +145,7 @@ async def test_a_pop_is_shown_with_the_whole_ivr_transcript_while_the_writer_is_
     await recorder.drain()
     stored = await build_screen_pop(sessions, call.call_id)
     assert stored.consultation_id is not None
-    assert [line.to_json() for line in stored.ivr.transcript] == pop["ivr"]["transcript"]
+    assert [line.to_json(ZH) for line in stored.ivr.transcript] == pop["ivr"]["transcript"]
 
 
 async def test_a_call_whose_start_the_hub_missed_pops_with_written_and_unwritten_steps(
@@ -173,10 +180,10 @@ async def test_a_call_whose_start_the_hub_missed_pops_with_written_and_unwritten
         assert recorder.written == 0
         [shown] = socket.pops()
     texts = [line["text"] for line in shown["pop"]["ivr"]["transcript"]]
-    assert texts == ["Language cmn (by profile)", f"Looked up case {number}: found",
-                     "Caller verified by calling number",
-                     f"Told case {number} is in_progress (full status)", "Keyed: 2",
-                     "Routed to agent (after status)"]
+    assert texts == ["语言：普通话（来自居民档案）", f"查询工单 {number}：已找到",
+                     "来电人已通过来电号码验证",
+                     f"已告知工单 {number} 状态为办理中（完整进度）", "按键：2",
+                     "转至人工坐席（告知进度后）"]
     assert shown["pop"]["consultation_id"] is not None  # read with the written steps
     assert shown["pop"]["caller"]["name"] == "张三"
 

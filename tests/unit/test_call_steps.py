@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from crm.live.screen_pop import transcript_text
+from crm.i18n.catalogs import translator
+from crm.live.screen_pop import transcript_phrase, transcript_text
 from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
@@ -110,6 +111,12 @@ def test_the_pop_has_a_line_or_a_reason_for_every_step(step: Step) -> None:
     """transcript_text ends in assert_never: a class without a case raises here."""
     text = transcript_text(step)
     assert text is None or (isinstance(text, str) and text)
+    phrase = transcript_phrase(step)  # and each line has its Chinese
+    assert (phrase is None) == (text is None)
+    if phrase is not None:
+        zh = translator("zh_CN")
+        assert zh.gettext(phrase.msgid) != phrase.msgid, phrase.msgid
+        assert zh.phrase(phrase)
 
 
 class NewStep(StepFields):

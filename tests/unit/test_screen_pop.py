@@ -70,8 +70,8 @@ def test_ivr_summary_names_the_case_verification_and_path() -> None:
     assert summary.path == ("greeting", "main_menu", "after_status_menu")
     assert summary.recording == "/var/spool/asterisk/monitor/x.wav"
     texts = [line.text for line in summary.transcript]
-    assert f"Told case {CASE} is in_progress (full status)" in texts
-    assert "Routed to agent (after status)" in texts
+    assert f"Told case {CASE} is In handling (full status)" in texts  # codes by their names
+    assert "Routed to an agent (after the status)" in texts
     assert "Caller verified by calling number" in texts
     kinds = {line.kind for line in summary.transcript}
     assert not kinds & {"prompt", "ivr_connected", "agent_ringing", "recording"}
@@ -85,7 +85,7 @@ def test_ivr_summary_of_a_failed_verification_and_speech() -> None:
         step("told", case=CASE, stage="accepted", verified=False),
     ])
     assert summary.verified is False and summary.verified_by == "last4"
-    assert summary.transcript[0].text == "Said: “查询 工单” → check_status"
+    assert summary.transcript[0].text == "Said: “查询 工单” → case status"
     assert "(stage only)" in summary.transcript[-1].text
 
 

@@ -14,6 +14,8 @@ from cryptography.fernet import InvalidToken
 
 from crm.agents.throttle import ThrottlePolicy, account_key, address_key
 from crm.errors import PermissionDenied
+from crm.i18n.catalogs import translator
+from crm.i18n.phrases import Phrase
 from crm.settings import WebSettings
 from crm.web import desk
 from crm.web.console import auth as console_auth
@@ -191,6 +193,18 @@ def test_the_sign_in_page_says_why() -> None:
     assert locked.explain("Wrong.") == "Wrong. Too many failed sign-ins, try again in 60 s."
     refused = SignInResult(None, 429, "too many failed sign-ins, try again in 7 s", 7)
     assert refused.explain("Wrong.") == "Too many failed sign-ins, try again in 7 s."
+
+
+def test_the_sign_in_page_says_why_in_its_language() -> None:
+    zh, en = translator("zh_CN"), translator("en")
+    assert SignInResult(None, 401).explain("Wrong login or password.", zh) == "账号或密码错误。"
+    locked = SignInResult(None, 401, "too many failed sign-ins, try again in 60 s", 60,
+                          Phrase("Too many failed sign-ins, try again in {seconds} s.",
+                                 {"seconds": 60}))
+    assert locked.explain("Wrong login or password.", zh) == (
+        "账号或密码错误。登录失败次数过多，请 60 秒后再试。")
+    assert locked.explain("Wrong login or password.", en) == (
+        "Wrong login or password. Too many failed sign-ins, try again in 60 s.")
 
 
 def test_the_wait_grows_from_the_first_lock_and_is_capped() -> None:

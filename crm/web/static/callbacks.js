@@ -40,7 +40,8 @@
     block.hidden = !cb;
     if (!cb) return;
     block.dataset.requestId = cb.request_id;
-    put($('callback-reason'), cb.reason);
+    put($('callback-reason'), cb.reason_label || cb.reason);  // named in the agent's language
+    $('callback-reason').dataset.reason = cb.reason;
     put($('callback-called-at'), when(cb.called_at));
     put($('callback-waited'), cb.waited_s === null ? '' : `${Math.round(cb.waited_s)} s`);
     put($('callback-attempt'), cb.attempt);

@@ -11,17 +11,17 @@
   let current = null;        // the call on this desk: {call_id, phase, pop, ...}
   let retry = 0;
 
-  const PHASES = { ringing: '振铃 Ringing', connected: '通话中 On call', ended: '话后处理 Wrap-up' };
-  const STATUSES = {
-    available: '空闲 Available', ringing: '振铃 Ringing', on_call: '通话中 On call',
-    paused: '暂停 Paused', unavailable: '话机未注册 Phone offline',
-    unreachable: '话机无响应 Phone unreachable', logged_out: '未签入队列 Not in queue',
-  };
+  const MESSAGES = JSON.parse($('i18n-messages')?.textContent || '{}');
+  const t = (s) => MESSAGES[s] || s;
+  // Names of the codes the server sends (stage, disposition, language...), in the page's
+  // language: crm/web/desk_labels.py.
+  const LABELS = JSON.parse($('desk-labels')?.textContent || '{}');
+  const label = (kind, code) => (code ? ((LABELS[kind] || {})[code] || code) : '');
   const CLOSED = {
-    answered_elsewhere: '已由其他坐席接听 Answered by another agent',
-    abandoned: '来电者已挂机 The caller hung up while waiting',
-    caller_hung_up: '来电者已挂机 The caller hung up',
-    not_answered: '未接听 Not answered',
+    answered_elsewhere: t('Answered by another agent'),
+    abandoned: t('The caller hung up while waiting'),
+    caller_hung_up: t('The caller hung up'),
+    not_answered: t('Not answered'),
     dismissed: '',
   };
 
@@ -48,7 +48,7 @@
     if (!agent) return;
     const status = $('agent-status');
     status.dataset.status = agent.status;
-    put(status, STATUSES[agent.status] || agent.status);
+    put(status, label('agent_status', agent.status));
   }
 
   // -- the pop -------------------------------------------------------------------------------
@@ -72,13 +72,14 @@
     pop.hidden = false;
     pop.dataset.callId = call.call_id;
     pop.dataset.phase = call.phase;
-    put($('call-phase'), PHASES[call.phase] || call.phase);
-    put($('caller-name'), p.caller.name || '未知来电 Unknown caller');
+    put($('call-phase'), label('call_phase', call.phase));
+    put($('caller-name'), p.caller.name || t('Unknown caller'));
     put($('caller-number'), p.caller.number || '');
     const badge = $('verified-badge');
     badge.dataset.verified = String(p.ivr.verified);
-    put(badge, p.ivr.verified === true ? '已验证 Verified' + (p.ivr.verified_by ? ` (${p.ivr.verified_by.replace('_', ' ')})` : '')
-      : p.ivr.verified === false ? '未通过验证 Not verified' : '未验证 Not checked');
+    badge.dataset.verifiedBy = p.ivr.verified_by || '';
+    put(badge, p.ivr.verified === true ? t('Verified') + (p.ivr.verified_by ? ` (${label('verified_by', p.ivr.verified_by)})` : '')
+      : p.ivr.verified === false ? t('Not verified') : t('Not checked'));
     $('recording-badge').hidden = !p.ivr.recording;
 
     const r = p.resident;
@@ -87,12 +88,12 @@
     if (r) {
       put($('resident-name'), r.name);
       put($('resident-community'), r.community);
-      put($('resident-language'), r.language);
+      put($('resident-language'), label('language', r.language));
       put($('resident-id-number'), r.id_number);
     }
     items($('resident-cases'), p.resident_cases, (li, c) => {
       span(li, c.number, 'num');
-      span(li, c.stage, 'stage');
+      span(li, label('stage', c.stage), 'stage').dataset.stage = c.stage;
       span(li, `${c.category} · ${c.description}`);
     });
 
@@ -100,13 +101,13 @@
       li.dataset.kind = line.kind;
       put(li, line.text);
     });
-    put($('ivr-path'), p.ivr.path.join(' → '));
+    put($('ivr-path'), p.ivr.path.map((code) => label('prompt', code)).join(' → '));
 
     renderCase(p.case);
     items($('recent-consultations'), p.recent, (li, c) => {
       span(li, when(c.started_at), 'muted');
-      span(li, c.outcome || '');
-      if (c.disposition) span(li, c.disposition, 'stage');
+      span(li, label('outcome', c.outcome)).dataset.outcome = c.outcome || '';
+      if (c.disposition) span(li, label('disposition', c.disposition), 'stage').dataset.disposition = c.disposition;
       if (c.agent) span(li, c.agent.name, 'muted');
       if (c.cases.length) span(li, c.cases.join(', '), 'num');
       if (c.notes) span(li, c.notes, 'note');
@@ -128,7 +129,7 @@
     put($('case-number'), c.number);
     const stage = $('case-stage');
     stage.dataset.stage = c.stage;
-    put(stage, c.stage);
+    put(stage, label('stage', c.stage));
     $('case-overdue').hidden = !c.overdue;
     put($('case-category'), c.category.name);
     put($('case-department'), c.department ? c.department.name : '');
@@ -139,7 +140,7 @@
     items($('case-history'), c.history, (li, h) => {
       span(li, when(h.at), 'muted');
       span(li, h.actor, 'muted');
-      if (h.to_stage) span(li, `${h.from_stage || ''} → ${h.to_stage}`, 'stage');
+      if (h.to_stage) span(li, `${label('stage', h.from_stage)} → ${label('stage', h.to_stage)}`, 'stage');
       if (h.note) span(li, h.note);
     });
     const select = $('stage-select');
@@ -147,7 +148,7 @@
     for (const next of c.next_stages) {
       const option = document.createElement('option');
       option.value = next;
-      put(option, next);
+      put(option, label('stage', next));
       select.appendChild(option);
     }
     $('stage-form').dataset.case = c.number;
@@ -167,7 +168,7 @@
     $('new-case-address').value = defaults.address || '';
     $('new-case-phone').value = defaults.contact_phone || '';
     $('new-case-phone').placeholder = defaults.contact_phone_hint
-      ? `来电号码 caller: ${defaults.contact_phone_hint}` : '';
+      ? `${t('caller:')} ${defaults.contact_phone_hint}` : '';
   }
 
   let caseNumberEl = null;  // the result's <strong>: kept when a message replaced it
@@ -188,13 +189,13 @@
     items($('repeat-list'), repeats, (li, r) => {
       li.dataset.case = r.number;
       span(li, r.number, 'case-number');
-      span(li, ` ${r.stage} · ${r.category_name} · ${r.address || '—'} · ${r.description} · `);
-      span(li, `来电 ${r.calls} 次 calls`, 'repeat-calls');
+      span(li, ` ${label('stage', r.stage)} · ${r.category_name} · ${r.address || '—'} · ${r.description} · `);
+      span(li, t('{n} calls').replace('{n}', r.calls), 'repeat-calls');
       span(li, ` · ${when(r.created_at)}`, 'muted');
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'link-repeat';
-      put(button, '关联此工单 Link the call to this case');
+      put(button, t('Link the call to this case'));
       button.addEventListener('click', () => linkRepeat(r.number, button));
       li.appendChild(button);
     });
@@ -218,7 +219,7 @@
         return;
       }
       out.dataset.state = 'ok';
-      put(out, `已关联工单 Linked to case ${data.linked}`);
+      put(out, t('Linked to case {case}').replace('{case}', data.linked));
       hideRepeats();
     } finally {
       button.disabled = false;
@@ -266,12 +267,12 @@
     ws.onopen = () => {
       retry = 0;
       lastSeq = -1;  // a new connection: take the server's snapshot whatever we had
-      setLink('live', '实时 live');
-      fetchCurrent().catch(() => setLink('offline', '离线 offline'));
+      setLink('live', t('live'));
+      fetchCurrent().catch(() => setLink('offline', t('offline')));
     };
     ws.onmessage = (event) => onMessage(JSON.parse(event.data));
     ws.onclose = (event) => {
-      setLink('offline', '重连中 reconnecting…');
+      setLink('offline', t('reconnecting…'));
       if (event.code === 4401) { window.location.assign('/desk/login'); return; }
       const delay = Math.min(10000, 250 * 2 ** retry);
       retry += 1;
@@ -311,10 +312,12 @@
         hideRepeats();
         $('new-case-result').hidden = false;
         const number = newCaseNumber();
-        $('new-case-result').replaceChildren('工单号 Case number: ', number);
+        $('new-case-result').replaceChildren(`${t('Case number:')} `, number);
         put(number, data.case.number);
       } else if (out) {
-        put(out, '✓ ' + (data.linked || data.disposition || data.transferred_to || (data.case && (data.case.number || data.case)) || '已保存 saved'));
+        const done = data.linked || (data.disposition && label('disposition', data.disposition))
+          || data.transferred_to || (data.case && (data.case.number || data.case)) || t('saved');
+        put(out, '✓ ' + done);
       }
     } finally {
       if (button) button.disabled = false;
