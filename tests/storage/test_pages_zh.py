@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from crm.agents import accounts as agents
 from crm.demo_data import seed_demo
+from crm.knowledge.demo_articles import ARTICLES
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory
@@ -37,6 +38,8 @@ CONSOLE_PAGES = ["/console/", "/console/dashboard", "/console/service-levels",
 """Every page of the console an admin reads (the department's page: its own test)."""
 DATA = frozenset({"agent1", "agent2", "supervisor1", "admin", "dept1"})
 """Logins of the demo accounts: data, not interface text."""
+DATA |= {answers["en"] for *_, answers, _days in ARTICLES if "en" in answers}
+"""The demo articles' English spoken answers (an article's form shows them): data."""
 
 
 def _csrf(html: str) -> str:

@@ -4,6 +4,8 @@
 'use strict';
 
 (() => {
+  const MESSAGES = JSON.parse(document.getElementById('i18n-messages')?.textContent || '{}');
+  const t = (s) => MESSAGES[s] || s;
   const $ = (id) => document.getElementById(id);
   const csrf = document.body.dataset.csrf;
   const put = (el, value) => { el.textContent = value === null || value === undefined ? '' : String(value); };
@@ -22,7 +24,7 @@
     put(title, `${a.id} · ${a.title}`);
     head.appendChild(title);
     if (a.department_name) { const d = document.createElement('span'); d.className = 'muted'; put(d, ` ${a.department_name}`); head.appendChild(d); }
-    if (a.expired) { const x = document.createElement('span'); x.className = 'overdue'; put(x, ' 已过复审日期 expired'); head.appendChild(x); }
+    if (a.expired) { const x = document.createElement('span'); x.className = 'overdue'; put(x, ' ' + t('past its review date')); head.appendChild(x); }
     li.appendChild(head);
     const spoken = document.createElement('p');
     spoken.className = 'knowledge-answer';
@@ -30,7 +32,7 @@
     li.appendChild(spoken);
     const more = document.createElement('details');
     const summary = document.createElement('summary');
-    put(summary, '全文 Full text');
+    put(summary, t('Full text'));
     const text = document.createElement('p');
     put(text, a.body);
     more.append(summary, text);
@@ -38,7 +40,7 @@
     const button = document.createElement('button');
     button.type = 'button';
     button.className = 'mark-answered';
-    put(button, answered.includes(a.id) ? '✓ 已据此解答 Answered from this' : '据此解答 Answered from this');
+    put(button, answered.includes(a.id) ? '✓ ' + t('Answered from this') : t('Answer from this'));
     button.disabled = !callId || answered.includes(a.id);
     button.addEventListener('click', () => mark(a.id));
     li.appendChild(button);
@@ -69,7 +71,7 @@
     if (!data) return;
     answered = data.answered;
     $('knowledge-results').dataset.source = 'call';
-    show(data.articles, '没有匹配的文章 No matching article');
+    show(data.articles, t('No matching article'));
   }
 
   async function search(query) {
@@ -77,7 +79,7 @@
     const data = await getJson(`/desk/knowledge/search?q=${encodeURIComponent(query)}`);
     if (!data) return;
     $('knowledge-results').dataset.source = 'search';
-    show(data.articles, '没有找到 Nothing found');
+    show(data.articles, t('Nothing found'));
   }
 
   async function mark(articleId) {
@@ -94,7 +96,7 @@
       const id = Number(li.dataset.articleId);
       li.dataset.answered = String(answered.includes(id));
       const button = li.querySelector('button.mark-answered');
-      if (answered.includes(id)) { button.disabled = true; put(button, '✓ 已据此解答 Answered from this'); }
+      if (answered.includes(id)) { button.disabled = true; put(button, '✓ ' + t('Answered from this')); }
     }
     put($('knowledge-answered'), answered.join(', '));
   }
