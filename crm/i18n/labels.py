@@ -169,6 +169,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "ivr_key": "IVR key", "review_date": "Review date", "category": "Category code",
         "department": "Owner department", "article": "Article",
     },
+    "audit_status": {"open": "open", "closed": "closed", "all": "all"},
     "dispatch_request": {"return": "Return", "extension": "Extension"},
     "case_reminder": {"overdue": "Overdue", "due_soon": "Due soon"},
     "data_kind": {"departments": "Departments", "categories": "Case categories",

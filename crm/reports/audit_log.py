@@ -98,8 +98,11 @@ def actor_parts(actor: str) -> tuple[str, str]:
 
 
 _VALUE_KINDS = {"via": "audit_via", "changed": "audit_detail", "removed": "audit_detail",
-                "stage": "stage", "stages": "stage", "role": "role"}
+                "stage": "stage", "stages": "stage", "role": "role", "status": "audit_status"}
 """Detail keys whose values are codes, and the label kind that names them."""
+HIDDEN = frozenset({"call_id"})
+"""Detail keys a reader does not need (the call's internal id: the record's number is
+shown); the CSV export keeps every key."""
 
 
 def detail_text(detail: Mapping[str, Any],
@@ -122,4 +125,4 @@ def detail_text(detail: Mapping[str, Any],
         return label(kind, str(value)) if kind else str(value)
 
     return " · ".join(f"{label('audit_detail', key)}: {text(key, detail[key])}"
-                      for key in sorted(detail))
+                      for key in sorted(detail) if key not in HIDDEN)
