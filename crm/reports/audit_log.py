@@ -98,18 +98,21 @@ def actor_parts(actor: str) -> tuple[str, str]:
 
 
 _VALUE_KINDS = {"via": "audit_via", "changed": "audit_detail", "removed": "audit_detail",
-                "stage": "stage", "stages": "stage", "role": "role", "status": "audit_status"}
-"""Detail keys whose values are codes, and the label kind that names them."""
+                "stage": "stage", "stages": "stage", "role": "role", "status": "audit_status",
+                "department": "department"}
+"""Detail keys whose values are codes, and the label kind that names them ("department":
+the caller's ``label`` names departments from the directory)."""
 HIDDEN = frozenset({"call_id"})
 """Detail keys a reader does not need (the call's internal id: the record's number is
 shown); the CSV export keeps every key."""
 
 
-def detail_text(detail: Mapping[str, Any],
-                label: Callable[[str, str], str] = lambda kind, code: code) -> str:
-    """A detail as a reader reads it: "key: value" pairs in key order, keys named by
+def detail_pairs(detail: Mapping[str, Any],
+                 label: Callable[[str, str], str] = lambda kind, code: code
+                 ) -> list[tuple[str, str]]:
+    """A detail as a reader reads it: (key, value) pairs in key order, keys named by
     ``label`` ("audit_detail" kind) and values that are codes named too; other values (case
-    numbers, titles, counts) are shown as recorded."""
+    numbers, titles, logins, counts) are shown as recorded."""
 
     def text(key: str, value: Any) -> str:
         if isinstance(value, Mapping):
@@ -124,5 +127,5 @@ def detail_text(detail: Mapping[str, Any],
         kind = _VALUE_KINDS.get(key)
         return label(kind, str(value)) if kind else str(value)
 
-    return " · ".join(f"{label('audit_detail', key)}: {text(key, detail[key])}"
-                      for key in sorted(detail) if key not in HIDDEN)
+    return [(label("audit_detail", key), text(key, detail[key]))
+            for key in sorted(detail) if key not in HIDDEN]

@@ -16,6 +16,7 @@ from crm.callbacks.service import CallbackView
 from crm.errors import InvalidInput
 from crm.i18n.catalogs import Translator, translator
 from crm.live.desk_hub import AgentDesk
+from crm.reports.audit_log import actor_parts
 from crm.web import locale
 from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
@@ -77,8 +78,11 @@ async def callbacks_page(request: web.Request, user: ConsoleUser) -> web.Respons
     done = [v for v in await service.list_callbacks(deps.sessions, open_only=False, limit=50)
             if not v.open]
     agents = [(a.login, a.display_name) for a in await accounts.list_agents(deps.sessions)]
+    names = dict(agents)
     return render_page(request, "console/callbacks.html", user, "callbacks",
                        pending=pending, done=done, agents=agents,
+                       agent_name=lambda login: names.get(login, login),
+                       actor_name=lambda actor: names.get(actor_parts(actor)[1], actor),
                        local=lambda value: local(deps, value))
 
 

@@ -77,3 +77,42 @@ async def test_a_department_reads_its_page_in_chinese_then_english(
     # language switch's own name of Chinese
     assert all(t == "中文" or "住房科" in t or t == "房屋维修" for t in interface), interface
     assert "本部门工单" not in html and "签收" not in html
+
+
+async def test_supervision_callbacks_and_audit_with_rows_read_in_chinese(
+        web: tuple[TestServer, SessionFactory]) -> None:  # noqa: F811
+    """The supervisor's side of the same data: overdue and due-soon cases, a return and an
+    extension to rule on, callbacks pending and closed, and the audit log of it all."""
+    from crm.callbacks import service as callbacks
+    from tests.storage.test_pages_zh import DATA, _signed_in
+
+    server, sessions = web
+    late = await _dispatched(sessions, "repair", timedelta(days=8))
+    soon = await _dispatched(sessions, "repair", timedelta(days=6, hours=12))
+    await dispatch.urge(sessions, late, channel="ivr_speech")
+    await dispatch.send_reminders(sessions)
+    await dispatch.request_return(sessions, late, "不归本部门", department="housing",
+                                  actor="token:housing")
+    await dispatch.request_extension(sessions, soon, utcnow() + timedelta(days=30), "等配件",
+                                     department="housing", actor="token:housing")
+    waiting = await callbacks.request_callback(sessions, number="13800138001",
+                                               reason="abandoned", waited_s=42)
+    dropped = await callbacks.request_callback(sessions, number="13800138002", reason="chosen")
+    await callbacks.reassign_callback(sessions, waiting.request.id, "agent2",
+                                      actor="agent:admin")
+    await callbacks.cancel_callback(sessions, dropped.request.id, actor="agent:admin",
+                                    note="居民已来电")
+
+    client, _ = await _signed_in(server, "console", "admin")
+    problems = {}
+    for path in ("/console/supervision", "/console/callbacks", "/console/audit"):
+        html = await (await client.get(path)).text()
+        # agent2's name and the name of the department's API token
+        problems[path] = not_chinese(html, DATA | {"Kim Jisoo", "housing"})
+        if path == "/console/supervision":
+            assert f'id="case-{late}"' in html and "不归本部门" in html and "等配件" in html
+        if path == "/console/callbacks":
+            assert f'id="callback-{waiting.request.id}"' in html and "排队时挂机" in html
+        if path == "/console/audit":
+            assert "催办" in html and "取消回拨" in html
+    assert not any(problems.values()), problems

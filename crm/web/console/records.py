@@ -41,6 +41,7 @@ from crm.web.console.common import (
     when,
 )
 from crm.web.console.recordings import recording_of
+from crm.web.console.supervision import directory_names
 
 
 def _next_page(path: str, f: reports.ReportFilter | AuditFilter, rows: list[Any]) -> str | None:
@@ -227,8 +228,13 @@ async def audit_page(request: web.Request, user: ConsoleUser) -> web.Response:
     await audit.write(deps.sessions, actor=user.actor, action="audit.read", object_type="audit",
                       detail={"query": f.query(), "rows": len(rows), "via": "console"})
     t = locale.chosen(request, user.locale)
+    departments, _ = await directory_names(request, user)
+
+    def label(kind: str, code: str) -> str:
+        return departments.get(code, code) if kind == "department" else t.label(kind, code)
+
     return render_page(request, "console/audit.html", user, "audit", f=f, rows=rows,
-                       detail_text=lambda d: audit_log.detail_text(d, t.label),
+                       detail_pairs=lambda d: audit_log.detail_pairs(d, label),
                        actor_parts=audit_log.actor_parts,
                        action_codes=sorted(LABELS["audit_action"]),
                        object_codes=sorted(LABELS["audit_object"]),
