@@ -266,3 +266,12 @@ class RepeatRequestSettings(_Section):
     min_address_similarity: float = Field(0.7, gt=0, le=1)
     """How alike two addresses' place names must be (0-1); their numbers must agree besides
     (crm/cases/addresses.py)."""
+
+
+class DispatchSettings(_Section):
+    """``[dispatch]``: dispatch and supervision (crm/cases/dispatch.py)."""
+
+    remind_every_s: float = Field(300, ge=0)
+    """Seconds between the service's passes that send due-soon and overdue reminders to
+    departments (crm/cases/reminder_timer.py; once per deadline); 0: none (cron may run
+    ``hotline dispatch remind``)."""

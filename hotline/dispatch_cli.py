@@ -1,6 +1,7 @@
 """``hotline dispatch``: bind an API token or a console account to a department (it then
 sees and changes only that department's cases), and send the due-soon/overdue reminders
-(for cron or a systemd timer; each case is reminded once per deadline)."""
+(for cron or a systemd timer; each case is reminded once per deadline). The running service
+sends them itself every ``[dispatch] remind_every_s`` (crm/cases/reminder_timer.py)."""
 
 from __future__ import annotations
 

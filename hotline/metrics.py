@@ -5,6 +5,7 @@ Call figures come from the call-event bus (``crm.metrics.calls.CallFigures``), s
 delays from the desk hub; the rest is read at scrape time from what the parts already keep
 (:class:`ServiceCollector`): the health report, AMI logins, the recognition pool, database
 errors. Nothing here holds personal data: labels are queue names, reasons and kinds.
+Reminder passes come from the reminder timer (``crm.metrics.reminders.ReminderFigures``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from crm.metrics.calls import CallFigures
 from crm.metrics.database_errors import DatabaseErrors
+from crm.metrics.reminders import ReminderFigures
 from crm.web.app import HealthReport
 from speech.metered_pool import MeteredThreadPool
 from speech.recognizer import default_executor
@@ -102,6 +104,7 @@ class ServiceMetrics:
                                    "An agent's phone rang (AgentCalled) -> the pop on the desk",
                                    buckets=POP_BUCKETS, registry=self.registry)
         self.database_errors = DatabaseErrors()
+        self.reminders = ReminderFigures(self.registry)
 
     def observe_pop(self, seconds: float) -> None:
         self.pop_delay.observe(max(0.0, seconds))

@@ -94,6 +94,7 @@ class HotlineService:
                             "pop_audits": self.desk_hub.pending_audits if self.desk_hub else 0,
                             "survey_writes": (self.survey_writes.pending
                                               if self.survey_writes else 0)},
+            reminders=self.metrics.reminders.health() if self.metrics else {},
         )
 
 
@@ -117,7 +118,8 @@ async def running_service(settings: Settings) -> AsyncIterator[HotlineService]:
                                  callbacks=control.callbacks,
                                  health=lambda: service_ref[0].health(),
                                  metrics_text=metrics.exposition)
-        retention = await start_schedules(stack, settings, sessions, control.ami)
+        retention = await start_schedules(stack, settings, sessions, control.ami,
+                                          on_reminders=metrics.reminders.observe)
 
         service = HotlineService(settings, sessions, bus, recorder, control.ami,
                                  control.tracker, ivr.media, ivr.speech, webapp.runner,

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from crm.settings import (
     CallbackSettings,
     DatabaseSettings,
+    DispatchSettings,
     RepeatRequestSettings,
     RetentionSettings,
     ServiceLevelSettings,
@@ -254,6 +255,7 @@ class Settings(BaseSettings):
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     time_limits: TimeLimitSettings = Field(default_factory=TimeLimitSettings)
     repeat_requests: RepeatRequestSettings = Field(default_factory=RepeatRequestSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     trunk: TrunkSettings | None = None

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm.audit import log as audit
@@ -471,8 +472,21 @@ async def department_cases(sessions: SessionFactory, department: str, *,
 async def send_reminders(sessions: SessionFactory, *, now: datetime | None = None,
                          within: timedelta = DUE_SOON) -> list[Reminder]:
     """A reminder to the department of every open case that is due soon or overdue and has
-    not had that reminder for its current deadline. Returns the new reminders."""
-    now = now or utcnow()
+    not had that reminder for its current deadline. Returns the new reminders. Two senders
+    at once (the timer, the console's button, the CLI): the database keeps one reminder per
+    case, kind and deadline, and the pass that lost the race looks again."""
+    for attempt in range(3):
+        try:
+            return await _send_reminders(sessions, now or utcnow(), within)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            log.info("reminders: another sender was faster; looking again")
+    raise AssertionError("unreachable")
+
+
+async def _send_reminders(sessions: SessionFactory, now: datetime,
+                          within: timedelta) -> list[Reminder]:
     made: list[Reminder] = []
     async with sessions() as session, session.begin():
         for kind, condition in (("overdue", Case.deadline < now),
@@ -495,7 +509,7 @@ async def send_reminders(sessions: SessionFactory, *, now: datetime | None = Non
         if made:
             audit.record(session, actor="system:reminders", action="case.remind",
                          object_type="case", detail={"cases": [r.case_number for r in made]})
-    log.info("%d reminder(s) sent", len(made))
+    log.log(logging.INFO if made else logging.DEBUG, "%d reminder(s) sent", len(made))
     return made
 
 

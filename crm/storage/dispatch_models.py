@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.storage.models import Base, Case, Department, UtcDateTime, utcnow
@@ -59,6 +59,8 @@ class CaseReminder(Base):
     and marked in the console)."""
 
     __tablename__ = "case_reminders"
+    __table_args__ = (UniqueConstraint("case_id", "kind", "deadline",
+                                       name="uq_case_reminders_once"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)

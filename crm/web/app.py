@@ -57,6 +57,8 @@ class HealthReport:
     """Writes waiting in durable journals for the database, by kind."""
     role: str = "all"
     """The process's role (hotline serve --role): a web node serves no AudioSocket."""
+    reminders: dict = field(default_factory=dict)
+    """The reminder timer's last pass (time, reminders sent, error), where it runs."""
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,7 @@
 """The control part: the AMI link with events and what is fed by it or must happen once for
 the whole hotline: the consultation recorder, the call and queue trackers, queue position
-announcements, the missed-call watcher and the callback scheduler, return visits and
-retention."""
+announcements, the missed-call watcher and the callback scheduler, return visits, the
+departments' due-soon and overdue reminders (crm/cases/reminder_timer.py) and retention."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from crm.audit.retention import RetentionFiles
 from crm.callbacks.dialing import CallbackScheduler
 from crm.callbacks.watcher import MissedCallWatcher
+from crm.cases.reminder_timer import ReminderRun, reminder_timer
 from crm.consultations.recorder import ConsultationRecorder, open_calls, recorder_journal
 from crm.storage.db import SessionFactory
 from crm.telephony.events import EventBus
@@ -101,10 +102,14 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
 
 
 async def start_schedules(stack: contextlib.AsyncExitStack, settings: Settings,
-                          sessions: SessionFactory, ami: AmiClient) -> RetentionSchedule | None:
-    """Return visits (their surveys need the IVR up) and retention; the retention schedule
-    (None when off)."""
+                          sessions: SessionFactory, ami: AmiClient, *,
+                          on_reminders: Callable[[ReminderRun], None] | None = None
+                          ) -> RetentionSchedule | None:
+    """Return visits (their surveys need the IVR up), the departments' reminders (each pass
+    told to ``on_reminders``) and retention; the retention schedule (None when off)."""
     await stack.enter_async_context(return_visit_loop(settings, ami, sessions))
+    await stack.enter_async_context(reminder_timer(sessions, settings.dispatch,
+                                                   on_run=on_reminders))
     return await stack.enter_async_context(retention_loop(
         settings, sessions, RetentionFiles(recording_store(settings),
                                            survey_comments_dir(settings))))

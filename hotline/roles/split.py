@@ -2,7 +2,7 @@
 
 - ``--role control``: the AMI link with events and its trackers (they publish the call
   events, survey legs and callback offers on the bus), the consultation recorder, the
-  callbacks, return visits and retention: one per cluster;
+  callbacks, return visits, the departments' reminders and retention: one per cluster;
 - ``--role ivr``: an IVR worker, any number of them: the speech stack and the AudioSocket
   server with its per-call handlers. It learns calls, survey legs and callback offers from
   the bus (:class:`ivr.asterisk.bus_calls.BusCallDirectory`), publishes what the caller

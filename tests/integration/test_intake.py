@@ -28,6 +28,11 @@ pytestmark = pytest.mark.asterisk
 
 QUEUE_JOIN_LIMIT_S = 6.0
 """Issue 13: a silent caller joins the queue within 6 s of the answer."""
+KEY_DURING_GREETING_MS = 1_500
+"""The English caller keys 8 this long after the answer: during the greeting, and late
+enough that the IVR has connected even on a loaded host (at 500 ms, under load, the key
+sometimes arrived before the AudioSocket leg did and was lost: the caller then waited in the
+Mandarin queue)."""
 NEVER_ANSWER_MS = 120_000
 """An agent phone that rings longer than the queue's ring timeout: it never answers."""
 
@@ -97,7 +102,8 @@ async def test_an_english_caller_is_offered_first_to_an_agent_who_speaks_english
     async with signed_in(hotline, "2001", "agent1", ["cmn"]), \
             signed_in(hotline, "2002", "agent2", ["cmn", "en"]), \
             calling(place_call(hotline.settings, caller_number="13700137001",
-                               caller_name="Jane Doe", keys="8", hold_ms=90_000)):
+                               caller_name="Jane Doe", keys="8", hold_ms=90_000,
+                               pause_before_keys_ms=KEY_DURING_GREETING_MS)):
         started = await watcher.wait_for(lambda e: isinstance(e, CallStarted), within=20)
         mine = started.call_id
         queued = await watcher.wait_for(

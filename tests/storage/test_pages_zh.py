@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from crm.agents import accounts as agents
+from crm.callbacks.service import request_callback
+from crm.cases import dispatch
+from crm.cases.service import change_stage, create_case
 from crm.demo_data import seed_demo
 from crm.knowledge.demo_articles import ARTICLES
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory
-from crm.storage.models import Agent, Resident
+from crm.storage.models import Agent, CaseCategory, Department, Resident, utcnow
 from crm.storage.recordings import RecordingStore
 from crm.web.app import HealthReport, create_app
 from crm.web.console.app import ConsoleDeps
@@ -57,6 +61,7 @@ async def web(sessions: SessionFactory, db_url: str,
     await seed_surveys(sessions, TZ)
     for login in ("admin", "agent1"):
         await agents.set_password(sessions, login, PASSWORD)
+    await _back_office(sessions)
     wallboard = Wallboard(sessions, queue="hotline", tz=TZ)
     await wallboard.start()
     console = ConsoleDeps(sessions, "zh-secret", wallboard=wallboard,
@@ -84,6 +89,38 @@ async def _client(server: TestServer) -> TestClient:
     await client.start_server()
     CLIENTS.append(client)
     return client
+
+
+async def _back_office(sessions: SessionFactory) -> None:
+    """What the supervision, department and callbacks pages list: an overdue dispatched case,
+    urged once, that its department asks to return; a case due soon with an extension asked;
+    a missed caller waiting for a callback."""
+    async with sessions() as session:
+        category = await session.scalar(
+            select(CaseCategory.code).where(CaseCategory.department_id.is_not(None),
+                                            CaseCategory.level == 3,
+                                            CaseCategory.time_limit_days == 7).limit(1))
+        department = await session.scalar(
+            select(Department.code).join(CaseCategory,
+                                         CaseCategory.department_id == Department.id)
+            .where(CaseCategory.code == category))
+    assert category and department
+    old = await create_case(sessions, category=category, description="小区路灯坏了两周",
+                            actor="agent:agent1", contact_phone="13800138000",
+                            address="幸福社区3号楼", now=utcnow() - timedelta(days=20))
+    await change_stage(sessions, old.number, "dispatched", actor="agent:agent1")
+    await dispatch.urge(sessions, old.number, channel="ivr_keys")
+    await dispatch.request_return(sessions, old.number, "不属于本部门职责",
+                                  department=department, actor="agent:admin")
+    soon = await create_case(sessions, category=category, description="楼道灯不亮",
+                             actor="agent:agent1", contact_phone="13800138000",
+                             now=utcnow() - timedelta(days=6, hours=12))
+    await change_stage(sessions, soon.number, "dispatched", actor="agent:agent1")
+    await dispatch.request_extension(sessions, soon.number, utcnow() + timedelta(days=3),
+                                     "需要协调物业", department=department,
+                                     actor="agent:admin")
+    await request_callback(sessions, number="13900139000", reason="abandoned",
+                           language="cmn")
 
 
 async def _signed_in(server: TestServer, app: str, login: str) -> tuple[TestClient, str]:
@@ -118,7 +155,9 @@ async def test_every_console_page_reads_in_chinese(web: tuple[TestServer, Sessio
         found = not_chinese(html, DATA)
         if found:
             problems[path] = found
-    assert not problems, "\n".join(f"{p}: {', '.join(f[:12])}" for p, f in problems.items())
+    assert not problems, "\n".join(
+        f"{p}: {', '.join(dict.fromkeys(w.split(' in ')[0] for w in f))}"
+        for p, f in problems.items())
 
 
 async def test_sign_in_pages_and_home_read_in_chinese(web: tuple[TestServer, SessionFactory]
