@@ -44,6 +44,8 @@ DATA = frozenset({"agent1", "agent2", "supervisor1", "admin", "dept1"})
 """Logins of the demo accounts: data, not interface text."""
 DATA |= {answers["en"] for *_, answers, _days in ARTICLES if "en" in answers}
 """The demo articles' English spoken answers (an article's form shows them): data."""
+DATA |= {"Kim Jisoo"}
+"""agent2's display name (lists of agents show it): data."""
 
 
 def _csrf(html: str) -> str:
