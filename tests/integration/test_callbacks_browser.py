@@ -56,7 +56,9 @@ async def test_the_agent_desk_shows_and_completes_a_callback(
                 await expect(card).to_be_visible(timeout=WAIT_MS)
                 await expect(card).to_have_attribute("data-request-id",
                                                      str(made.step.request_id))
-                await expect(page.locator("#callback-reason")).to_have_text("abandoned")
+                await expect(page.locator("#callback-reason")).to_have_text("排队时挂机")
+                await expect(page.locator("#callback-reason")).to_have_attribute(
+                    "data-reason", "abandoned")
                 await expect(page.locator("#callback-transcript")).to_contain_text(
                     "Routed to agent (silent)")
                 await phone.wait_answered(15)
