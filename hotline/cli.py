@@ -26,13 +26,19 @@ class CommandError(Exception):
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from hotline.roles.cluster import RoleError, check_role
+    from hotline.roles.control_lease import LeaseLost, StoppedInStandby
     from hotline.service import serve_forever
 
     try:
         check_role(settings, args.role)
     except RoleError as exc:
         raise CommandError(str(exc)) from None
-    asyncio.run(serve_forever(settings, args.role))
+    try:
+        asyncio.run(serve_forever(settings, args.role))
+    except StoppedInStandby:
+        return 0
+    except LeaseLost as exc:  # restarted, it waits as the standby
+        raise CommandError(str(exc)) from None
     return 0
 
 

@@ -25,4 +25,5 @@ class AgentView:
 
 def agent_view(a: Agent) -> AgentView:
     return AgentView(a.id, a.login, a.display_name, a.role, a.extension, tuple(a.queues),
-                     a.active, a.password_hash is not None, tuple(a.languages or ("cmn",)), a.locale)
+                     a.active, a.password_hash is not None, tuple(a.languages or ("cmn",)),
+                     a.locale)

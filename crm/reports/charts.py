@@ -3,13 +3,14 @@
 Each chart is an ``<svg role="img">`` named by its ``<title>`` and ``<desc>``; every data
 point is an element of class ``point`` (line) or ``bar`` (bars) with its numbers in
 ``data-*`` attributes and a ``<title>`` of its own (the tooltip, and what a screen reader
-reads). Text is escaped here; the result is ``Markup`` for the templates. Colours and fonts
-come from console.css (the page's CSP allows no inline styles).
+reads). Text is escaped here; the result is ``Markup`` for the templates. The few words a
+chart adds itself are English message ids, translated by the ``gettext`` given. Colours and
+fonts come from console.css (the page's CSP allows no inline styles).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -66,21 +67,29 @@ def _frame(chart_id: str, title: str, desc: str, width: int, height: int,
              desc=escape(desc), body=Markup("").join(body))
 
 
-def _empty(chart_id: str, title: str, width: int) -> Markup:
-    return _frame(chart_id, title, "无数据 No data", width, 60,
-                  [Markup('<text class="empty" x="{x}" y="35">无数据 · No data</text>')
-                   .format(x=width // 2)], "empty-chart")
+Gettext = Callable[[str], str]
+
+
+def _same(message: str) -> str:
+    return message
+
+
+def _empty(chart_id: str, title: str, width: int, gettext: Gettext) -> Markup:
+    no_data = gettext("No data")
+    return _frame(chart_id, title, no_data, width, 60,
+                  [Markup('<text class="empty" x="{x}" y="35">{t}</text>')
+                   .format(x=width // 2, t=no_data)], "empty-chart")
 
 
 def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
                y_min: float = 1, y_max: float = 5, unit: str = "", width: int = 760,
                height: int = 260, y_step: float = 1, target: float | None = None,
-               target_label: str = "") -> Markup:
+               target_label: str = "", gettext: Gettext = _same) -> Markup:
     """A line through the points with a value (e.g. the average score per day); grid lines
     every ``y_step``; ``target``, when given, is drawn as a dashed line of class ``target``
     labelled ``target_label``."""
     if not any(p.value is not None for p in points):
-        return _empty(chart_id, title, width)
+        return _empty(chart_id, title, width, gettext)
     left, right, top, bottom = 44, 16, 16, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(len(points) - 1, 1)
@@ -125,7 +134,7 @@ def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
             continue
         tip = f"{p.label}: {_num(p.value)}{unit} ({p.count})"
         if p.below:
-            tip += " — 低于目标 below target"
+            tip += " — " + gettext("below target")
         body.append(Markup('<circle class="{cls}" cx="{cx}" cy="{cy}" r="5"{a}>'
                            '<title>{tip}</title></circle>').format(
             cls="point below" if p.below else "point",
@@ -138,10 +147,10 @@ def line_chart(points: Sequence[Point], *, chart_id: str, title: str, desc: str,
 
 def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, desc: str,
               value_max: float | None = None, unit: str = "", show_count: bool = True,
-              width: int = 760) -> Markup:
+              width: int = 760, gettext: Gettext = _same) -> Markup:
     """Horizontal bars, one row each, labelled on the left (names may be long or Chinese)."""
     if not bars:
-        return _empty(chart_id, title, width)
+        return _empty(chart_id, title, width, gettext)
     label_w, right, row_h, top = 170, 120, 30, 8
     height = top * 2 + row_h * len(bars)
     most = value_max if value_max is not None else max((b.value for b in bars), default=0)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from crm.errors import InvalidInput
+from crm.i18n.extraction import N_
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Agent,
@@ -42,7 +43,9 @@ OUTCOMES = ("ivr_completed", "to_agent", "ivr_fallback", "caller_hung_up", "aban
 _CODE = re.compile(r"[a-z0-9_-]{1,32}")
 LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 _PHONE = re.compile(r"\+?[0-9]{3,20}")
-UNKNOWN = "未知 Unknown"
+UNKNOWN = N_("Unknown")
+"""The name of a group without one (no agent, department or category: key ""); pages
+translate it."""
 
 
 # -- filters ------------------------------------------------------------------------------------

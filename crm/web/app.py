@@ -21,8 +21,8 @@ from crm.i18n.catalogs import DEFAULT_LOCALE
 from crm.settings import RepeatRequestSettings, ServiceLevelSettings
 from crm.storage.db import SessionFactory
 from crm.web import callbacks as callback_routes
-from crm.web import language_switch, locale
 from crm.web import knowledge as knowledge_routes
+from crm.web import language_switch, locale
 from crm.web.api.routes import PREFIX as API_PREFIX
 from crm.web.api.routes import create_api_app
 from crm.web.console.app import ConsoleDeps, create_console_app

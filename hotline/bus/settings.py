@@ -34,6 +34,10 @@ class BusSettings(BaseModel):
     """A web node starting reads the stream from this many seconds back (before its desks
     and wallboard go live), so the calls under way have their pops, with the IVR's steps,
     on a node started (or restarted) after they began; 0 starts at the stream's end."""
+    control_lease_ms: int = Field(6000, ge=300, le=600_000)
+    """How long the control lease lasts unrenewed (``<stream>:control-lease``, renewed every
+    third of it): a ``--role control`` standby takes over from a dead holder within about
+    this plus a third; two controls never both publish for longer than this."""
     journal_fsync: bool = False
     """Flush each published event to the disk before handing it on (survives a power cut,
     at a disk flush per event); the journal is always written before ``publish`` returns."""

@@ -19,6 +19,7 @@ from typing import Any
 from crm.storage.private_files import SERVICE_UMASK, open_private, private_dir, write_private
 from hotline.cluster.plan import Plan, RoleProcess
 from hotline.liveness import Recorded, check_recorded, describe_health, fetch_health
+from hotline.roles.control_lease import STANDBY_LINE
 from hotline.settings import Settings
 
 START_TIMEOUT = 120.0
@@ -111,13 +112,22 @@ def _listening(address: str, port: int) -> bool:
 
 def _logged_up(plan: Plan, process: RoleProcess, since: int) -> bool:
     """Whether the log says, past byte ``since`` (its size when the process started), that
-    every part of the role runs."""
+    every part of the role runs; for a control after the plan's first, also that it waits
+    as the standby (the first must be up: it migrates the database)."""
+    lines = [UP_LINE[process.role].encode()]
+    if process.role == "control" and process != _first_control(plan):
+        lines.append(STANDBY_LINE.encode())
     try:
         with plan.log_file(process).open("rb") as log:
             log.seek(since)
-            return UP_LINE[process.role].encode() in log.read()
+            logged = log.read()
     except FileNotFoundError:
         return False
+    return any(line in logged for line in lines)
+
+
+def _first_control(plan: Plan) -> RoleProcess | None:
+    return next((p for p in plan.processes if p.role == "control"), None)
 
 
 def state(plan: Plan, process: RoleProcess) -> ProcessState:

@@ -14,7 +14,12 @@ from crm.audit.retention import RetentionFiles
 from crm.callbacks.dialing import CallbackScheduler
 from crm.callbacks.watcher import MissedCallWatcher
 from crm.cases.reminder_timer import ReminderRun, reminder_timer
-from crm.consultations.recorder import ConsultationRecorder, open_calls, recorder_journal
+from crm.consultations.recorder import (
+    ConsultationRecorder,
+    OpenCall,
+    open_calls,
+    recorder_journal,
+)
 from crm.storage.db import SessionFactory
 from crm.telephony.events import EventBus
 from hotline.paths import recording_store, survey_comments_dir
@@ -28,6 +33,8 @@ from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.callback_dialer import AmiCallbackDialer
 from ivr.asterisk.queue_announcements import QueueAnnouncements
 from ivr.asterisk.queue_tracker import QueueTracker
+
+PlaceLeftOpen = Callable[[list[OpenCall]], Awaitable[list[OpenCall]]]
 
 STARTUP_REPLAY_WAIT = 10.0
 """Seconds start-up waits for journaled call events to be written before it reads which
@@ -60,11 +67,14 @@ class Control:
 async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
                         sessions: SessionFactory, bus: EventBus,
                         recorder: ConsultationRecorder, *,
-                        settle: Callable[[], Awaitable[None]] | None = None) -> Control:
+                        settle: Callable[[], Awaitable[None]] | None = None,
+                        place_left_open: PlaceLeftOpen | None = None) -> Control:
     """The AMI link with its trackers (logged in here: subscribe live state to ``bus``
     before, so the first QueueSnapshot reaches it) and the callbacks. ``settle`` waits
     until the call events received so far are written (default: this process's recorder;
-    in a cluster, every recorder: hotline/roles/recorded_mark.py)."""
+    in a cluster, every recorder: hotline/roles/recorded_mark.py). ``place_left_open``
+    (in a cluster: hotline/roles/left_open.py) takes the calls left open and returns the
+    share of this link's tracker (default: all of them)."""
     settle = settle or recorder.drain
     ami = AmiClient(settings.ami)
     tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
@@ -76,8 +86,11 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
             await recorder.drain()
     left_open = await open_calls(sessions)
     reconciled = await reconcile_open_calls(settings, sessions, left_open)
+    left_open = [c for c in left_open if c.call_id not in reconciled]
+    if place_left_open is not None:
+        left_open = await place_left_open(left_open)
     tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
-                  for c in left_open if c.call_id not in reconciled)
+                  for c in left_open)
     queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
     announcements = QueueAnnouncements(
         ami, bus, main_queue=settings.asterisk.queue_name,

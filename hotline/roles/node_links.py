@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from crm.consultations.recorder import OpenCall
 from crm.telephony.events import EventBus
 from hotline.edge.nodes import node_settings
 from hotline.edge.settings import MediaNode
@@ -32,7 +34,7 @@ from hotline.roles.queue_standby import MembershipMirror, StandbyStates
 from hotline.settings import Settings, hotline_queues
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_records import CallRecordReader
-from ivr.asterisk.call_tracker import CallTracker
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker
 from ivr.asterisk.queue_tracker import QueueTracker
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,28 @@ def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBu
                     QueueTracker(ami, bus, queues=hotline_queues(settings)))
 
 
+def linked_media(settings: Settings) -> list[MediaNode]:
+    """The media nodes control links besides its ``[ami]`` link's."""
+    own = (settings.ami.host, settings.ami.port)
+    return [m for m, kind in cluster_nodes(settings)
+            if kind == "media" and (m.address, m.ami_port) != own]
+
+
+def own_node_name(settings: Settings) -> str:
+    """The name of the media node control's ``[ami]`` link is to (else the Asterisk's)."""
+    own = (settings.ami.host, settings.ami.port)
+    return next((m.name for m in settings.edge.nodes if (m.address, m.ami_port) == own),
+                settings.asterisk.node_name)
+
+
 async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
-                           bus: EventBus) -> list[NodeLink]:
+                           bus: EventBus, *,
+                           adopt: Mapping[str, Sequence[OpenCall]] | None = None
+                           ) -> list[NodeLink]:
     """Link every cluster node (connecting in the background: a node that is down is linked
     when it comes up); closed when ``stack`` exits. With a standby queue node, the standby
-    is kept ready (hotline.roles.queue_standby)."""
+    is kept ready (hotline.roles.queue_standby). ``adopt``: calls left open that are live
+    on a media node, by node name, for its tracker (hotline.roles.left_open)."""
     links: list[NodeLink] = []
     own = (settings.ami.host, settings.ami.port)
     queue_amis = {q.name: node_ami(settings, q) for q in settings.edge.queue_nodes}
@@ -100,6 +119,8 @@ async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
         if link.queue is not None:
             stack.callback(link.queue.close)
         if link.calls is not None:
+            link.calls.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
+                             for c in (adopt or {}).get(link.name, ()))
             link.loss = NodeLossWatch(link.name, link.ami, link.calls, bus)
             link.loss.start()
             stack.push_async_callback(link.loss.close)

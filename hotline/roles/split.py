@@ -2,7 +2,9 @@
 
 - ``--role control``: the AMI link with events and its trackers (they publish the call
   events, survey legs and callback offers on the bus), the consultation recorder, the
-  callbacks, return visits, the departments' reminders and retention: one per cluster;
+  callbacks, return visits, the departments' reminders and retention: one at work per
+  cluster, under the control lease (hotline/roles/control_lease.py: any other waits as a
+  standby and takes over);
 - ``--role ivr``: an IVR worker, any number of them: the speech stack and the AudioSocket
   server with its per-call handlers. It learns calls, survey legs and callback offers from
   the bus (:class:`ivr.asterisk.bus_calls.BusCallDirectory`), publishes what the caller
@@ -27,8 +29,15 @@ from hotline.bus.redis_bus import RedisStreamBus
 from hotline.roles.callback_commands import commands_key, take_commands
 from hotline.roles.cluster import background, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_schedules
+from hotline.roles.control_lease import control_lease
 from hotline.roles.ivr import Ivr, bus_calls, start_ivr_from
-from hotline.roles.node_links import start_node_links, start_worker_links
+from hotline.roles.left_open import LeftOpenPlacement
+from hotline.roles.node_links import (
+    linked_media,
+    own_node_name,
+    start_node_links,
+    start_worker_links,
+)
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
@@ -67,9 +76,13 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
     client = cluster_client(stack, settings)
     recorder = (await start_recorder_member(stack, settings, sessions, bus, client,
                                             role=role)).recorder
+    placement = (LeftOpenPlacement(settings, sessions, bus, own_node_name(settings),
+                                   [m.name for m in linked_media(settings)])
+                 if linked_media(settings) else None)  # calls left open, on their nodes
     control = await start_control(stack, settings, sessions, bus, recorder,
-                                  settle=lambda: wait_recorded(client, bus))
-    await start_node_links(stack, settings, bus)
+                                  settle=lambda: wait_recorded(client, bus),
+                                  place_left_open=placement.place if placement else None)
+    await start_node_links(stack, settings, bus, adopt=placement.by_node if placement else None)
     background(stack, "callback commands", take_commands(
         cluster_client(stack, settings), commands_key(settings.bus.stream),
         control.callbacks))
@@ -78,7 +91,8 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
 
 @contextlib.asynccontextmanager
 async def running_control(settings: Settings) -> AsyncIterator[ControlService]:
-    async with contextlib.AsyncExitStack() as stack:
+    # One control works at a time; another waits as a standby (control_lease.py).
+    async with control_lease(settings), contextlib.AsyncExitStack() as stack:
         parts = await start_cluster_control(stack, settings, "control")
         await start_schedules(stack, settings, parts.sessions, parts.control.ami)
         log.info("hotline control up: AMI %s:%s, bus %s", settings.ami.host,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import struct
 import uuid
 import wave
@@ -97,6 +98,9 @@ async def test_the_wallboard_follows_callers_in_the_queue_and_resyncs_after_a_re
     await page.wait_for_url(f"{base_url(hotline)}/console/", timeout=QUICK_MS)
     await expect(page.locator("#link-state")).to_have_attribute("data-state", "live",
                                                                timeout=QUICK_MS)
+    await expect(page.locator("#link-state")).to_have_text("实时")  # console.js's t()
+    states = await page.locator("#members .state").all_text_contents()
+    assert not [s for s in states if re.fullmatch(r"[a-z_]*", s)], states  # names, not codes
     waiting = page.locator("#waiting-count")
     await expect(waiting).to_have_attribute("data-count", "0")
     await expect(page.locator("#agents-available")).to_have_attribute("data-count", "0")
@@ -259,7 +263,7 @@ async def test_agents_cannot_open_supervisor_pages(
         response = await supervisor.goto(f"{base_url(hotline)}/console/follow-ups")
         assert response is not None
         assert supervisor.url.startswith(f"{base_url(hotline)}/console/login?next=")
-        await expect(supervisor.locator("nav")).to_have_count(0)
+        await expect(supervisor.locator("nav:not(#language-switch)")).to_have_count(0)
         again = await open_console(browser, hotline, "supervisor1", "/console/follow-ups")
         await expect(again.locator("#login-error")).to_contain_text("supervisors and admins")
     finally:

@@ -70,12 +70,14 @@ async def test_wallboard_and_dashboard_show_the_hand_worked_figures(
     await expect(connection).to_have_class(re.compile(r"\bbelow-target\b"))
     await expect(connection.locator(".big")).to_have_text("54.5 %")  # 6 of 11
     await expect(connection.locator(".flag")).to_be_visible()
-    await expect(connection.locator(".flag")).to_have_text("▼ 低于目标 Below target")
+    await expect(connection.locator(".flag")).to_have_text("▼ 低于目标")
     await expect(page.locator("#level-answered_within_rate .flag")).to_be_visible()
     satisfaction = page.locator("#level-satisfaction_rate")  # 2 of 3 >= the 60 % target
     await expect(satisfaction).not_to_have_class(re.compile(r"\bbelow-target\b"))
     await expect(satisfaction.locator(".flag")).to_be_hidden()
     await expect(satisfaction.locator(".big")).to_have_text("66.7 %")
+    # seconds in the reader's language, written by console.js from the pushed value
+    await expect(page.locator("#level-wait_p90_s .big")).to_have_text("40.0 秒")
     assert page.js_errors == []
     if os.environ.get("HOTLINE_SCREENSHOTS") == "1":
         await page.screenshot(path=str(WALLBOARD_SCREENSHOT), full_page=True)
@@ -84,8 +86,7 @@ async def test_wallboard_and_dashboard_show_the_hand_worked_figures(
     for figure in levels.FIGURES:
         await expect(page.locator(f"#level-{figure.key}")).to_have_attribute(
             "data-value", levels.value_text(expected[figure.key]))
-    await expect(page.locator("#level-connection_rate .flag")).to_have_text(
-        "▼ 低于目标 Below target")
+    await expect(page.locator("#level-connection_rate .flag")).to_have_text("▼ 低于目标")
     await expect(page.locator("#level-satisfaction_rate .flag")).to_have_count(0)
     # The trend of 接通率: the target as a dashed line at 95 %, the day's point below it.
     target = page.locator("#chart-connection_rate line.target")
@@ -102,8 +103,8 @@ async def test_wallboard_and_dashboard_show_the_hand_worked_figures(
         "data-value", "60")
     await expect(page.locator("#chart-abandon_rate line.target")).to_have_count(0)
     row = page.locator(f'#levels-table tr[data-day="{DAY}"]')
-    await expect(row.locator('td[data-key="wait_p90_s"]')).to_have_text("40.0 s")
-    await expect(row.locator('td[data-key="handle_avg_s"]')).to_have_text("138.0 s")
+    await expect(row.locator('td[data-key="wait_p90_s"]')).to_have_text("40.0 秒")
+    await expect(row.locator('td[data-key="handle_avg_s"]')).to_have_text("138.0 秒")
     if os.environ.get("HOTLINE_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -146,16 +146,33 @@ async def test_the_hand_worked_figures_match_the_module_api_csv_and_dashboard(
     for key in ("connection_rate", "answered_within_rate"):
         tile = re.search(rf'<div class="([^"]+)" id="level-{key}".*?</div>', html, re.S)
         assert tile is not None and "below-target" in tile.group(1)
-        assert "低于目标 Below target" in tile.group(0)
+        assert "▼ 低于目标" in tile.group(0)
     tile = re.search(r'<div class="([^"]+)" id="level-satisfaction_rate".*?</div>', html, re.S)
     assert tile is not None and "below-target" not in tile.group(1)
     assert "低于目标" not in tile.group(0)
-    assert 'class="target"' in html and "目标 Target 95%" in html  # the line on the chart
+    assert 'class="target"' in html and "目标 95%" in html  # the line on the chart
     row = re.search(rf'<tr data-day="{DAY}">(.*?)</tr>', html, re.S)
     assert row is not None
     cells = dict(re.findall(r'<td data-key="(\w+)">([^<]*)</td>', row.group(1)))
-    assert cells["connection_rate"] == "54.5 %" and cells["wait_p90_s"] == "40.0 s"
+    assert cells["connection_rate"] == "54.5 %" and cells["wait_p90_s"] == "40.0 秒"
     assert cells["satisfaction_rate"] == "66.7 %" and cells["average_score"] == "3.67"
+    short = f"{SETTINGS.short_abandon_s:g}"
+    board = await (await console.get("/console/")).text()  # today's figures, named
+    assert f"{short} 秒内短时放弃" in board and "Abandoned under" not in board
+
+    # The same pages for a supervisor who chose English.
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    await console.post("/console/locale", data={"csrf": csrf.group(1), "locale": "en"})
+    english = await (await console.get(f"/console/service-levels?from={DAY}&to={DAY}")).text()
+    assert '<html lang="en">' in english and "▼ Below target" in english
+    assert "Target 95%" in english and "低于目标" not in english
+    row = re.search(rf'<tr data-day="{DAY}">(.*?)</tr>', english, re.S)
+    assert row is not None
+    assert dict(re.findall(r'<td data-key="(\w+)">([^<]*)</td>', row.group(1)))[
+        "wait_p90_s"] == "40.0 s"
+    board = await (await console.get("/console/")).text()
+    assert f"Abandoned under {short} s" in board and "短时放弃" not in board
 
 
 async def test_the_wallboard_pushes_todays_figures_as_calls_end(hotline: Hotline) -> None:

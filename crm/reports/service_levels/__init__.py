@@ -43,6 +43,7 @@ from crm.reports.service_levels.presentation import (
     bucket_json,
     display,
     figure_label,
+    figure_phrase,
     figures_json,
     rounded,
     target_of,
@@ -55,6 +56,6 @@ __all__ = [
     "BUCKETS", "COLUMNS", "COUNTS", "DEFAULT_DAYS", "FIGURES", "MAX_DAYS", "VALUES", "Bucket",
     "CallFacts", "CallRow", "CallbackRow", "Disposition", "Figure", "Figures", "Period",
     "Report", "Rows", "SurveyRow", "TodayCounter", "below_target", "bucket_json", "classify",
-    "display", "figure_label", "figures", "figures_json", "load", "percentile", "report",
-    "rounded", "service_levels", "target_of", "targets_json", "value_text",
+    "display", "figure_label", "figure_phrase", "figures", "figures_json", "load", "percentile",
+    "report", "rounded", "service_levels", "target_of", "targets_json", "value_text",
 ]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
+from crm.i18n.extraction import N_
+from crm.i18n.phrases import Phrase
 from crm.reports.service_levels.counting import Figures
 from crm.settings import ServiceLevelSettings
 
@@ -20,8 +22,9 @@ class Figure:
     """One figure as the pages, the CSV and the API name and show it."""
 
     key: str
-    zh: str
-    en: str
+    name: str
+    """Its name in English: the message id a catalog translates (``{within}``, ``{short}``:
+    seconds from the settings)."""
     kind: Kind
     target: str | None = None
     """The ServiceLevelSettings field of its target (percent), if it has one."""
@@ -30,23 +33,23 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("offered", "呼入量", "Calls offered", "count"),
-    Figure("answered", "人工接听", "Answered by a person", "count"),
-    Figure("connection_rate", "接通率", "Connection rate", "rate", "target_connection_pct"),
-    Figure("answered_within_rate", "及时接听率", "Answered within {within} s", "rate",
+    Figure("offered", N_("Calls offered"), "count"),
+    Figure("answered", N_("Answered by a person"), "count"),
+    Figure("connection_rate", N_("Connection rate"), "rate", "target_connection_pct"),
+    Figure("answered_within_rate", N_("Answered within {within} s"), "rate",
            "target_answered_within_pct"),
-    Figure("abandon_rate", "放弃率", "Abandon rate", "rate"),
-    Figure("abandoned_short", "短时放弃", "Abandoned under {short} s", "count"),
-    Figure("wait_avg_s", "平均等待", "Average wait", "seconds"),
-    Figure("wait_p90_s", "90% 等待", "90th percentile wait", "seconds"),
-    Figure("handle_avg_s", "平均处理时长", "Average handle time", "seconds"),
-    Figure("self_service_rate", "自助办结率", "Finished in self-service", "rate"),
-    Figure("callbacks_pending", "待回拨", "Callbacks pending", "count", chart=False),
-    Figure("callbacks_completed", "已回拨", "Callbacks completed", "count", chart=False),
-    Figure("callbacks_completion_rate", "回拨完成率", "Callback completion rate", "rate"),
-    Figure("satisfaction_rate", "满意率", "Satisfaction (满意 + 非常满意)", "rate",
+    Figure("abandon_rate", N_("Abandon rate"), "rate"),
+    Figure("abandoned_short", N_("Abandoned under {short} s"), "count"),
+    Figure("wait_avg_s", N_("Average wait"), "seconds"),
+    Figure("wait_p90_s", N_("90th percentile wait"), "seconds"),
+    Figure("handle_avg_s", N_("Average handle time"), "seconds"),
+    Figure("self_service_rate", N_("Finished in self-service"), "rate"),
+    Figure("callbacks_pending", N_("Callbacks pending"), "count", chart=False),
+    Figure("callbacks_completed", N_("Callbacks completed"), "count", chart=False),
+    Figure("callbacks_completion_rate", N_("Callback completion rate"), "rate"),
+    Figure("satisfaction_rate", N_("Satisfaction (satisfied + very satisfied)"), "rate",
            "target_satisfaction_pct"),
-    Figure("average_score", "平均评分", "Average score (1–5)", "score"),
+    Figure("average_score", N_("Average score (1–5)"), "score"),
 )
 COUNTS = ("offered", "queued", "answered", "answered_within", "abandoned", "abandoned_short",
           "left_queue", "self_service", "ivr_hangup", "in_progress", "callbacks_requested",
@@ -60,9 +63,15 @@ COLUMNS = ("start", "end", *COUNTS, *VALUES, "below_target")
 RATE_DIGITS, SECONDS_DIGITS, SCORE_DIGITS = 4, 1, 2
 
 
+def figure_phrase(figure: Figure, settings: ServiceLevelSettings) -> Phrase:
+    """The figure's name, each reader's language (its seconds filled in from the settings)."""
+    return Phrase(figure.name, {"within": _plain(settings.answer_within_s),
+                                "short": _plain(settings.short_abandon_s)})
+
+
 def figure_label(figure: Figure, settings: ServiceLevelSettings) -> str:
-    return figure.en.format(within=_plain(settings.answer_within_s),
-                            short=_plain(settings.short_abandon_s))
+    """The figure's name in English (the API's and the CSV's)."""
+    return figure_phrase(figure, settings).render()
 
 
 def _plain(value: float) -> str:
@@ -97,14 +106,15 @@ def rounded(key: str, value: Fraction | int | None) -> float | int | None:
     return round(float(value), digits)
 
 
-def display(figure: Figure, value: Fraction | int | None) -> str:
-    """How a page shows the value: 58.3 %, 12.5 s, 4.33, 12; – for no data."""
+def display(figure: Figure, value: Fraction | int | None, seconds: str = "s") -> str:
+    """How a page shows the value: 58.3 %, 12.5 s, 4.33, 12; – for no data (``seconds``:
+    the unit of seconds in the reader's language)."""
     if value is None:
         return "–"
     if figure.kind == "rate":
         return f"{float(value) * 100:.1f} %"
     if figure.kind == "seconds":
-        return f"{float(value):.1f} s"
+        return f"{float(value):.1f} {seconds}"
     if figure.kind == "score":
         return f"{float(value):.2f}"
     return str(value)
@@ -140,7 +150,8 @@ def figures_json(found: Figures, settings: ServiceLevelSettings) -> dict[str, An
         value = getattr(found, figure.key)
         target = target_of(figure, settings)
         shown_value = rounded(figure.key, value)
-        shown.append({"key": figure.key, "label": f"{figure.zh} {figure_label(figure, settings)}",
+        shown.append({"key": figure.key, "label": figure_label(figure, settings),
+                      "name": figure_phrase(figure, settings).to_json(), "kind": figure.kind,
                       "value": shown_value, "value_text": value_text(shown_value),
                       "display": display(figure, value),
                       "target": float(target) if target is not None else None,

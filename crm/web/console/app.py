@@ -21,6 +21,7 @@ from aiohttp_session import get_session, new_session, session_middleware
 from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
+from crm.i18n.catalogs import Translator
 from crm.i18n.extraction import N_
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
@@ -248,43 +249,45 @@ BAR_WIDTH = 600
 """Bar charts sit two to a row: drawn about as wide as they are shown."""
 
 
-def _charts(report: reports.SatisfactionReport) -> dict[str, Any]:
+def _charts(report: reports.SatisfactionReport, t: Translator) -> dict[str, Any]:
     f = report.filter
+    _ = t.gettext
     trend = [Point(d.day.isoformat(), d.average, d.count, d.day.strftime("%m-%d"))
              for d in report.trend]
 
     def groups(stats: Sequence[reports.GroupStat], field: str) -> list[Bar]:
-        return [Bar(s.key, s.label, s.average, s.count,
+        return [Bar(s.key, s.label if s.key else _(s.label), s.average, s.count,
                     href("/surveys", f.query(**{field: s.key}, page=1)) if s.key else None)
                 for s in stats]
 
-    span = f"{f.since.isoformat()} – {f.until.isoformat()}"
+    span = {"span": f"{f.since.isoformat()} – {f.until.isoformat()}"}
     return {
         "trend": line_chart(
-            trend, chart_id="chart-trend", title="每日平均满意度 · Average score by day",
-            desc=f"Average satisfaction score (1-5) per day, {span}; gaps are days without "
-                 "scores.", width=1240, height=280),
+            trend, chart_id="chart-trend", title=_("Average score by day"),
+            desc=_("Average satisfaction score (1-5) per day, %(span)s; gaps are days without "
+                   "scores.") % span, width=1240, height=280, gettext=_),
         "distribution": bar_chart(
-            [Bar(str(score), f"{score} 分", count, count,
+            [Bar(str(score), _("Score %(score)s") % {"score": score}, count, count,
                  href("/surveys", f.query(min_score=score, max_score=score, page=1)))
              for score, count in sorted(report.distribution.items(), reverse=True)],
-            chart_id="chart-distribution", width=BAR_WIDTH, title="评分分布 · Score distribution",
-            desc=f"Number of surveys per score, {span}.", show_count=False),
+            chart_id="chart-distribution", width=BAR_WIDTH, title=_("Score distribution"),
+            desc=_("Number of surveys per score, %(span)s.") % span, show_count=False,
+            gettext=_),
         "agents": bar_chart(
             groups(report.per_agent, "agent"), chart_id="chart-agents", width=BAR_WIDTH,
-            title="坐席 · By agent", desc=f"Average score and number of scores per agent, {span}.",
-            value_max=5),
+            title=_("By agent"),
+            desc=_("Average score and number of scores per agent, %(span)s.") % span,
+            value_max=5, gettext=_),
         "departments": bar_chart(
             groups(report.per_department, "department"), chart_id="chart-departments",
-            width=BAR_WIDTH,
-            title="部门 · By department",
-            desc=f"Average score and number of scores per handling department, {span}.",
-            value_max=5),
+            width=BAR_WIDTH, title=_("By department"),
+            desc=_("Average score and number of scores per handling department, %(span)s.")
+            % span, value_max=5, gettext=_),
         "categories": bar_chart(
             groups(report.per_category, "category"), chart_id="chart-categories", width=BAR_WIDTH,
-            title="工单类别 · By case category",
-            desc=f"Average score and number of scores per case category, {span}.",
-            value_max=5),
+            title=_("By case category"),
+            desc=_("Average score and number of scores per case category, %(span)s.") % span,
+            value_max=5, gettext=_),
     }
 
 
@@ -295,7 +298,8 @@ async def dashboard(request: web.Request, user: ConsoleUser) -> web.Response:
     report = await reports.satisfaction_report(deps.sessions, f, deps.tz)
     return render_page(request, "console/dashboard.html", user, "dashboard", f=f, report=report,
                        knowledge=await knowledge_share(deps.sessions, f, deps.tz),
-                       charts=_charts(report), choices=await reports.filter_choices(deps.sessions),
+                       charts=_charts(report, locale.chosen(request, user.locale)),
+                       choices=await reports.filter_choices(deps.sessions),
                        surveys_href=href("/surveys", f.query()),
                        low_href=href("/surveys", f.query(max_score=reports.LOW_SCORE)))
 

@@ -83,7 +83,7 @@ async def consultations_page(request: web.Request, user: ConsoleUser) -> web.Res
                       detail={"query": f.query(), "ids": [r.id for r in rows], "via": "console"})
     return render_page(request, "console/consultations.html", user, "consultations", f=f,
                        rows=rows, choices=await reports.filter_choices(deps.sessions),
-                       outcomes=[(o, o) for o in reports.OUTCOMES],
+                       outcomes=[(o, "") for o in reports.OUTCOMES],
                        csv_href=href("/consultations.csv", f.query(page=1)),
                        next_href=_next_page("/consultations", f, rows))
 
@@ -157,6 +157,12 @@ def _follow_up_query(request: web.Request, user: ConsoleUser) -> tuple[str | Non
     return (None if status == "all" else status), assignee
 
 
+def _actor_login(actor: str | None) -> str:
+    """Who acted, as the page shows them: ``agent:chen`` -> ``chen``."""
+    kind, _, name = (actor or "").partition(":")
+    return name or kind
+
+
 @console_route(page=True)
 async def follow_ups_page(request: web.Request, user: ConsoleUser) -> web.Response:
     deps = request.app[CONSOLE_KEY]
@@ -175,6 +181,7 @@ async def follow_ups_page(request: web.Request, user: ConsoleUser) -> web.Respon
                        assignee=request.query.get("assignee", ""),
                        choices=await reports.filter_choices(deps.sessions),
                        local=lambda v: when(local(deps, v), "%Y-%m-%d %H:%M"),
+                       actor=_actor_login,
                        csv_href=href("/follow-ups.csv", query), back=href("/follow-ups", query))
 
 

@@ -11,8 +11,10 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
+from crm.i18n.catalogs import Translator
 from crm.reports import service_levels as levels
 from crm.reports.charts import Point, line_chart
+from crm.web import locale
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import (
     CONSOLE_KEY,
@@ -44,7 +46,7 @@ def _nice_max(value: float, *, whole: bool = False) -> tuple[float, float]:
 
 
 def _chart(figure: levels.Figure, days: tuple[levels.Figures, ...],
-           settings: Any) -> Markup:
+           settings: Any, t: Translator) -> Markup:
     target = levels.target_of(figure, settings)
     scale = 100 if figure.kind == "rate" else 1
     values = [getattr(d, figure.key) for d in days]
@@ -54,8 +56,9 @@ def _chart(figure: levels.Figure, days: tuple[levels.Figures, ...],
                     d.offered if figure.key != "satisfaction_rate" else d.surveys_rated,
                     d.start.strftime("%m-%d"), flag)
               for d, v, flag in zip(days, values, below, strict=True)]
-    label = levels.figure_label(figure, settings)
-    unit = {"rate": "%", "seconds": " s", "score": "", "count": ""}[figure.kind]
+    label = t.phrase(levels.figure_phrase(figure, settings))
+    unit = {"rate": "%", "seconds": " " + t.gettext("s"), "score": "",
+            "count": ""}[figure.kind]
     if figure.kind == "rate":
         y_min, y_max, step = 0.0, 100.0, 20.0
     elif figure.kind == "score":
@@ -64,28 +67,33 @@ def _chart(figure: levels.Figure, days: tuple[levels.Figures, ...],
         top = max((float(v) for v in values if v is not None), default=0.0)
         y_min, (y_max, step) = 0.0, _nice_max(top, whole=figure.kind == "count")
     target_value = float(target) * scale if target is not None else None
+    target_text = f"{target_value:g}{unit}" if target_value is not None else ""
+    desc = t.gettext("%(figure)s per day") % {"figure": label}
+    if target_value is not None:
+        desc += t.gettext("; the dashed line is the target, %(target)s") % {
+            "target": target_text}
+    desc += t.gettext("; gaps are days without data.")
     return line_chart(
-        points, chart_id=f"chart-{figure.key}", title=f"{figure.zh} · {label}",
-        desc=f"{label} per day"
-             + (f"; the dashed line is the target, {target_value:g}{unit}"
-                if target_value is not None else "") + "; gaps are days without data.",
+        points, chart_id=f"chart-{figure.key}", title=label, desc=desc,
         y_min=y_min, y_max=y_max, y_step=step, unit=unit, width=CHART_WIDTH,
-        height=CHART_HEIGHT, target=target_value,
-        target_label=f"目标 Target {target_value:g}{unit}" if target_value is not None else "")
+        height=CHART_HEIGHT, target=target_value, gettext=t.gettext,
+        target_label=t.gettext("Target %(target)s") % {"target": target_text}
+        if target_value is not None else "")
 
 
-def _tile(figure: levels.Figure, found: levels.Figures, settings: Any) -> dict[str, Any]:
+def _tile(figure: levels.Figure, found: levels.Figures, settings: Any,
+          t: Translator) -> dict[str, Any]:
     value = getattr(found, figure.key)
     target = levels.target_of(figure, settings)
-    return {"key": figure.key, "zh": figure.zh, "en": levels.figure_label(figure, settings),
-            "display": levels.display(figure, value),
+    return {"key": figure.key, "name": t.phrase(levels.figure_phrase(figure, settings)),
+            "display": levels.display(figure, value, t.gettext("s")),
             "value": levels.value_text(levels.rounded(figure.key, value)),
             "target": levels.display(figure, target) if target is not None else None,
             "below": figure.key in levels.below_target(found, settings)}
 
 
-def _cell(figure: levels.Figure, found: levels.Figures) -> str:
-    return levels.display(figure, getattr(found, figure.key))
+def _cell(figure: levels.Figure, found: levels.Figures, seconds: str) -> str:
+    return levels.display(figure, getattr(found, figure.key), seconds)
 
 
 @console_route(page=True)
@@ -95,13 +103,14 @@ async def service_levels_page(request: web.Request, user: ConsoleUser) -> web.Re
     day_period = levels.Period(period.since, period.until, "day")
     found = await levels.service_levels(deps.sessions, day_period, deps.tz, deps.service_levels)
     settings = deps.service_levels
+    t = locale.chosen(request, user.locale)
     return render_page(
         request, "console/service_levels.html", user, "service-levels", period=day_period,
         report=found, settings=settings,
-        tiles=[_tile(f, found.total, settings) for f in levels.FIGURES],
-        charts=[(f, _chart(f, found.buckets, settings)) for f in levels.FIGURES if f.chart],
+        tiles=[_tile(f, found.total, settings, t) for f in levels.FIGURES],
+        charts=[(f, _chart(f, found.buckets, settings, t)) for f in levels.FIGURES if f.chart],
         figures=levels.FIGURES, cell=_cell,
-        label=lambda f: levels.figure_label(f, settings),
+        label=lambda f: levels.figure_phrase(f, settings),
         csv_day=href("/service-levels.csv", {**day_period.query(), "bucket": "day"}),
         csv_hour=href("/service-levels.csv", {**day_period.query(), "bucket": "hour"}))
 

@@ -6,6 +6,15 @@
   const body = document.body;
   if (body.dataset.page !== 'wallboard' || !document.getElementById('wallboard')) return;
   const $ = (id) => document.getElementById(id);
+  const MESSAGES = JSON.parse(document.getElementById('i18n-messages')?.textContent || '{}');
+  const t = (s) => MESSAGES[s] || s;
+  // The names of the agents' states (crm/i18n/labels.py, kind agent_status).
+  const STATUS = {
+    available: t('Available'), ringing: t('Ringing'), on_call: t('On call'), paused: t('Paused'),
+    unavailable: t('Phone offline'), unreachable: t('Phone unreachable'),
+    logged_out: t('Not in queue'),
+  };
+  const SECONDS = t('s');
   let lastVersion = -1;
   let skew = 0;             // server clock minus browser clock, in ms
   let oldest = null;        // Date the longest-waiting caller joined (server clock)
@@ -43,7 +52,8 @@
     for (const m of state.members) {
       const li = document.createElement('li');
       li.dataset.status = m.status;
-      for (const [cls, text] of [['name', m.name], ['ext', m.extension || ''], ['state', m.status]]) {
+      const state = STATUS[m.status] || m.status;
+      for (const [cls, text] of [['name', m.name], ['ext', m.extension || ''], ['state', state]]) {
         const span = document.createElement('span');
         span.className = cls;
         put(span, text);
@@ -64,7 +74,8 @@
       el.dataset.value = f.value_text;
       el.dataset.below = f.below_target ? 'true' : 'false';
       el.classList.toggle('below-target', f.below_target);
-      put(el.querySelector('.big'), f.display);
+      const seconds = f.kind === 'seconds' && f.value !== null && f.value !== undefined;
+      put(el.querySelector('.big'), seconds ? `${f.value.toFixed(1)} ${SECONDS}` : f.display);
       const flag = el.querySelector('.flag');
       if (flag) flag.hidden = !f.below_target;
     }
@@ -79,7 +90,7 @@
   function connect() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/console/wallboard/ws`);
-    ws.addEventListener('open', () => { retry = 0; linkState('live', '实时 live'); });
+    ws.addEventListener('open', () => { retry = 0; linkState('live', t('live')); });
     ws.addEventListener('message', (event) => {
       const message = JSON.parse(event.data);
       if (message.type === 'wallboard') render(message);
@@ -87,7 +98,7 @@
     ws.addEventListener('close', (event) => {
       // Signed out (or, after a few failures, maybe): the page load sends us to sign-in.
       if (event.code === 4401 || retry >= 3) { location.reload(); return; }
-      linkState('lost', '连接中断，重连中 reconnecting…');
+      linkState('lost', t('connection lost, reconnecting…'));
       retry = Math.min(retry + 1, 6);
       setTimeout(connect, 500 * 2 ** retry);
     });
