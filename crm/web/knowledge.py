@@ -141,7 +141,8 @@ async def knowledge_page(request: web.Request, user: ConsoleUser) -> web.Respons
     articles = await knowledge.list_articles(deps.sessions, today=today(deps))
     return render_page(request, "console/knowledge.html", user, "knowledge", articles=articles,
                        expired=sum(a.expired for a in articles),
-                       categories=await _category_names(request))
+                       categories=await _category_names(request),
+                       departments=dict(await _departments(request, user)))
 
 
 @console_route(page=True)
