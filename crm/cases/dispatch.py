@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.audit import log as audit
 from crm.cases.service import CODE_PATTERN, OPEN_STAGES, _text, check_number
 from crm.errors import Conflict, InvalidInput, NotFound, UnknownDepartment
+from crm.i18n.labels import CLOSED_LOOP, english
 from crm.storage.db import SessionFactory
 from crm.storage.dispatch_models import (
     AgentDepartment,
@@ -47,9 +48,9 @@ from crm.storage.models import Case, CaseCategory, CaseHistory, Department, utcn
 
 log = logging.getLogger(__name__)
 
-STAGE_LABELS = {"accepted": "accepted", "dispatched": "dispatched",
-                "in_progress": "in handling", "resolved": "replied", "closed": "closed"}
-"""The closed loop's names for the stage codes."""
+STAGE_LABELS = {code: english("stage", code) for code in CLOSED_LOOP[:5]}
+"""The closed loop's English names of the case's stage codes (the label table's, which pages
+show in the reader's language; the API's stage_label and the errors' messages use these)."""
 DUE_SOON = timedelta(hours=24)
 """A case is due soon when its deadline is closer than this."""
 URGE_CHANNELS = ("ivr_keys", "ivr_speech", "desk", "api")
@@ -234,11 +235,16 @@ async def _move(session: AsyncSession, case: Case, *, actor: str, at: datetime,
     session.add(entry)
 
 
+def _stage(code: str) -> str:
+    """A stage's name inside a sentence ("in handling")."""
+    return STAGE_LABELS.get(code, code).lower()
+
+
 def _need_stage(case: Case, act: str, *stages: str) -> None:
     if case.stage not in stages:
         raise WrongStageForAct(
-            f"case {case.number} is {STAGE_LABELS.get(case.stage, case.stage)}: {act} needs "
-            f"it {' or '.join(STAGE_LABELS[s] for s in stages)}",
+            f"case {case.number} is {_stage(case.stage)}: {act} needs "
+            f"it {' or '.join(_stage(s) for s in stages)}",
             details={"stage": case.stage, "allowed_from": list(stages)})
 
 
@@ -534,7 +540,7 @@ async def urge(sessions: SessionFactory, number: str, *, channel: str,
         case, _ = await _departments_case(session, number, None)
         if case.stage not in OPEN_STAGES:
             raise WrongStageForAct(f"case {case.number} is "
-                                   f"{STAGE_LABELS.get(case.stage, case.stage)}: only an open "
+                                   f"{_stage(case.stage)}: only an open "
                                    "case can be urged")
         session.add(CaseUrge(case_id=case.id, at=at, channel=channel,
                              consultation_id=consultation_id))

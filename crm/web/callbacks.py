@@ -14,22 +14,24 @@ from crm.agents.auth import mask_phone
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView
 from crm.errors import InvalidInput
+from crm.i18n.catalogs import Translator, translator
 from crm.live.desk_hub import AgentDesk
+from crm.reports.audit_log import actor_parts
+from crm.web import locale
 from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, PREFIX, local, record_id, render_page
 from crm.web.desk import DESK_KEY, agent_required, call_for
 
-REASONS = {"abandoned": "排队放弃 abandoned", "chosen": "选择回拨 chose a callback",
-           "closed": "非工作时间 closed hours", "overload": "系统繁忙 IVR at capacity",
-           "no_answer": "坐席未接 agent did not answer"}
 
-
-def callback_json(view: CallbackView, role: str) -> dict[str, Any]:
-    """A request as a desk or console list shows it; agents see masked numbers."""
+def callback_json(view: CallbackView, role: str, t: Translator | None = None) -> dict[str, Any]:
+    """A request as a desk or console list shows it; agents see masked numbers. The reason
+    and status are named in ``t``'s language (the reader's; the default language without)."""
+    t = t or translator()
     data = view.to_json()
     data["caller_number"] = mask_phone(view.caller_number, role)
-    data["reason_text"] = REASONS.get(view.reason, view.reason)
+    data["reason_text"] = t.label("callback_reason", view.reason)
+    data["status_text"] = t.label("callback_status", view.status)
     data.pop("call_id", None)
     return data
 
@@ -40,8 +42,9 @@ async def desk_callbacks(request: web.Request, desk: AgentDesk) -> web.Response:
     """Pending callbacks in the order they will be called back."""
     deps = request.app[DESK_KEY]
     pending = await service.list_pending(deps.sessions)
+    t = locale.chosen(request, desk.locale)
     return web.json_response({"callbacks": [
-        {**callback_json(v, desk.role), "mine": v.assigned_agent == desk.login}
+        {**callback_json(v, desk.role, t), "mine": v.assigned_agent == desk.login}
         for v in pending]})
 
 
@@ -62,7 +65,8 @@ async def desk_callback_outcome(request: web.Request, desk: AgentDesk) -> web.Re
         view = await service.record_outcome(deps.sessions, card.request.id, outcome,
                                             actor=desk.actor,
                                             rules=service.RetryRules())
-    return web.json_response({"callback": callback_json(view, desk.role),
+    return web.json_response({"callback": callback_json(view, desk.role,
+                                                         locale.chosen(request, desk.locale)),
                               "disposition": f"{outcome} → {view.status}"})
 
 
@@ -74,8 +78,11 @@ async def callbacks_page(request: web.Request, user: ConsoleUser) -> web.Respons
     done = [v for v in await service.list_callbacks(deps.sessions, open_only=False, limit=50)
             if not v.open]
     agents = [(a.login, a.display_name) for a in await accounts.list_agents(deps.sessions)]
+    names = dict(agents)
     return render_page(request, "console/callbacks.html", user, "callbacks",
-                       pending=pending, done=done, agents=agents, reasons=REASONS,
+                       pending=pending, done=done, agents=agents,
+                       agent_name=lambda login: names.get(login, login),
+                       actor_name=lambda actor: names.get(actor_parts(actor)[1], actor),
                        local=lambda value: local(deps, value))
 
 
@@ -83,9 +90,10 @@ async def callbacks_page(request: web.Request, user: ConsoleUser) -> web.Respons
 async def callbacks_json(request: web.Request, user: ConsoleUser) -> web.Response:
     """What the wallboard's callback panel shows (refreshed by its script)."""
     deps = request.app[CONSOLE_KEY]
+    t = locale.chosen(request, user.locale)
     pending = await service.list_pending(deps.sessions)
     return web.json_response({"pending": len(pending),
-                              "callbacks": [callback_json(v, user.role) for v in pending]})
+                              "callbacks": [callback_json(v, user.role, t) for v in pending]})
 
 
 @console_route(page=True, post=True)

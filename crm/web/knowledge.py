@@ -12,18 +12,19 @@ from aiohttp import web
 from sqlalchemy import select
 
 from crm.errors import InvalidInput
+from crm.i18n.catalogs import SOURCE_LOCALE
 from crm.knowledge import service as knowledge
 from crm.knowledge.errors import InvalidArticle
 from crm.knowledge.service import LANGUAGES, ArticleInput, ArticleView
 from crm.live.desk_hub import AgentDesk
-from crm.storage.models import Case, ConsultationCase, ConsultationStep, Department
+from crm.storage.models import Case, CaseCategory, ConsultationCase, ConsultationStep, Department
+from crm.web import locale
 from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, PREFIX, record_id, render_page, today
 from crm.web.desk import DESK_KEY, agent_required, call_for
 
 SUGGESTIONS = 5
-LANGUAGE_NAMES = {"cmn": "普通话 Mandarin", "en": "英语 English", "ko": "韩语 Korean"}
 
 
 def _article_id(value: str) -> int:
@@ -88,11 +89,20 @@ async def desk_mark_answered(request: web.Request, desk: AgentDesk) -> web.Respo
 
 
 # -- the console --------------------------------------------------------------------------------
-async def _departments(request: web.Request) -> list[tuple[str, str]]:
+async def _departments(request: web.Request, user: ConsoleUser) -> list[tuple[str, str]]:
+    """(code, name) of each department, named in English for a reader of English."""
+    english = locale.chosen(request, user.locale).locale == SOURCE_LOCALE
     async with request.app[CONSOLE_KEY].sessions() as session:
-        rows = (await session.execute(select(Department.code, Department.name)
+        rows = (await session.execute(select(Department.code, Department.name,
+                                             Department.name_en)
                                       .order_by(Department.code))).all()
-    return [(r.code, r.name) for r in rows]
+    return [(r.code, (english and r.name_en) or r.name) for r in rows]
+
+
+async def _category_names(request: web.Request) -> dict[str, str]:
+    async with request.app[CONSOLE_KEY].sessions() as session:
+        rows = (await session.execute(select(CaseCategory.code, CaseCategory.name))).all()
+    return {r.code: r.name for r in rows}
 
 
 def _form_values(article: ArticleView | None) -> dict[str, str]:
@@ -119,8 +129,8 @@ def _input(form: dict[str, str]) -> ArticleInput:
 async def _edit_page(request: web.Request, user: ConsoleUser, article_id: int | None,
                      values: dict[str, str], error: InvalidInput | None = None) -> web.Response:
     return render_page(request, "console/knowledge_edit.html", user, "knowledge",
-                       article_id=article_id, values=values, languages=LANGUAGE_NAMES,
-                       departments=await _departments(request),
+                       article_id=article_id, values=values, languages=LANGUAGES,
+                       departments=await _departments(request, user),
                        error=error.message if error else None,
                        error_field=(error.details.get("field") if error else None))
 
@@ -130,7 +140,9 @@ async def knowledge_page(request: web.Request, user: ConsoleUser) -> web.Respons
     deps = request.app[CONSOLE_KEY]
     articles = await knowledge.list_articles(deps.sessions, today=today(deps))
     return render_page(request, "console/knowledge.html", user, "knowledge", articles=articles,
-                       expired=sum(a.expired for a in articles))
+                       expired=sum(a.expired for a in articles),
+                       categories=await _category_names(request),
+                       departments=dict(await _departments(request, user)))
 
 
 @console_route(page=True)

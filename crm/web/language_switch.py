@@ -45,7 +45,7 @@ def _redirect(request: web.Request, prefix: str, value: str, secure: bool) -> we
     return response
 
 
-@console_route(post=True)
+@console_route("agent", post=True)  # a department's account (role agent) chooses too
 async def console_locale(request: web.Request, user: ConsoleUser) -> web.Response:
     value = await _chosen(request)
     deps = request.app[CONSOLE_KEY]

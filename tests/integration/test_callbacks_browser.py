@@ -102,7 +102,7 @@ async def test_a_callback_a_supervisor_assigns_goes_to_that_agent_alone(
             await item.locator("select[name=agent]").select_option("agent2")
             await item.locator(".reassign-form button").click()
             await expect(console.locator(f"#callback-{request_id}")).to_contain_text(
-                "assigned agent2", timeout=QUICK_MS)
+                "指派给 Kim Jisoo", timeout=QUICK_MS)
             assert console.js_errors == []
         finally:
             await console.context.close()

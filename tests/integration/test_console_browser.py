@@ -226,7 +226,8 @@ async def test_recordings_play_for_supervisors_only_and_every_playback_is_audite
                                    "/console/audit?action=recording.play")
         await admin.wait_for_url("**/console/audit?action=recording.play", timeout=QUICK_MS)
         entry = admin.locator(f'#audit-list tr[data-object="consultation:{consultation}"]')
-        await expect(entry.first).to_contain_text("agent:supervisor1")
+        await expect(entry.first).to_contain_text("账号 supervisor1")
+        await expect(entry.first).to_contain_text("播放录音")
         assert page.js_errors == [] and admin.js_errors == []
     finally:
         recording.unlink(missing_ok=True)

@@ -120,7 +120,7 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
     assert (await agents.get_agent(sessions, "admin1")).role == "admin"
 
     status, html = await _upload(client, "residents", b"name,phones\n\xff\xfe\n", csrf)
-    assert status == 422 and "not UTF-8 text (byte 12)" in html
+    assert status == 422 and "不是 UTF-8 文本（第 12 字节）" in html
 
     actions = sorted((e.action, e.object_type, e.actor)
                      for e in await audit.entries(sessions, limit=100)

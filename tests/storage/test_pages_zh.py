@@ -20,6 +20,7 @@ from crm.callbacks.service import request_callback
 from crm.cases import dispatch
 from crm.cases.service import change_stage, create_case
 from crm.demo_data import seed_demo
+from crm.knowledge.demo_articles import ARTICLES
 from crm.live.desk_hub import DeskHub
 from crm.live.wallboard import Wallboard
 from crm.storage.db import SessionFactory
@@ -43,6 +44,8 @@ DATA = frozenset({"agent1", "agent2", "supervisor1", "admin", "dept1"})
 """Logins of the demo accounts: data, not interface text."""
 DATA |= {"hotline", "Kim Jisoo", "Riverside", "来电咨询 <b>repair</b>"}
 """The demo's queue, an agent's and a community's name, notes of tests.console_data."""
+DATA |= {answers["en"] for *_, answers, _days in ARTICLES if "en" in answers}
+"""The demo articles' English spoken answers (an article's form shows them): data."""
 
 
 def _csrf(html: str) -> str:

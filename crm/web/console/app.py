@@ -15,12 +15,14 @@ from typing import Any
 
 import jinja2
 from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import MatchInfoError
 from aiohttp_session import get_session, new_session, session_middleware
 
 from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
 from crm.i18n.catalogs import Translator
+from crm.i18n.extraction import N_
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
 from crm.reports.knowledge_share import knowledge_share
@@ -110,6 +112,28 @@ def _console_error(request: web.Request, reply: ErrorReply) -> web.Response:
 
 console_errors = error_middleware(
     _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
+
+
+@web.middleware
+async def unknown_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path under the console that no route knows: the console's error page (404) in the
+    reader's language (a signed-in user's own choice first), not aiohttp's plain English
+    text; a script that asks for JSON gets the JSON error."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        if not isinstance(request.match_info, MatchInfoError):
+            raise
+        reply = ErrorReply(404, "not_found", "not found")
+        accept = request.headers.get(hdrs.ACCEPT, "")
+        if "application/json" in accept and "text/html" not in accept:
+            return json_error(request, reply)
+        user = await signed_in(request)
+        if user is not None:
+            request[locale.USER_LOCALE] = user.locale
+        t = locale.chosen(request)
+        return render(request, "console/error.html", 404, user=None, code=404,
+                      message=t.gettext(N_("There is no page at this address.")))
 
 
 # -- sign in and out ----------------------------------------------------------------------------
@@ -330,7 +354,8 @@ def create_console_app(deps: ConsoleDeps, jinja: jinja2.Environment,
     security = security or WebSessions(deps.sessions)
     storage = session_storage(deps.session_secret, idle_timeout=deps.idle_timeout,
                               secure=deps.secure_cookies, max_age=security.policy.max_age)
-    app = web.Application(middlewares=[console_errors, session_middleware(storage)],
+    app = web.Application(middlewares=[console_errors, session_middleware(storage),
+                                       unknown_pages],
                           client_max_size=64 * 1024)
     app[SECURITY_KEY] = security
     if own:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 from aiohttp import hdrs, web
@@ -21,29 +21,30 @@ from crm.audit import log as audit
 from crm.directory.agents_csv import NO_PASSWORD_NOTE
 from crm.directory.columns import COLUMNS, REQUIRED, Kind
 from crm.directory.csv_io import CsvImportError, ImportResult, export_csv, import_csv
+from crm.i18n.extraction import N_
+from crm.i18n.phrases import Phrase
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, audit_export, render_page
 from crm.web.session import audit_origin
 
-KINDS: dict[str, str] = {
-    "departments": "承办部门 Departments",
-    "categories": "工单类别 Case categories",
-    "agents": "坐席账号 Agents",
-    "residents": "居民 Residents",
-}
+KINDS: tuple[str, ...] = ("departments", "categories", "agents", "residents")
 """The kinds, in the order the page shows them (departments before the categories that name
-them)."""
+them); their names are the "data_kind" labels."""
 KIND_PATTERN = "|".join(KINDS)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 """An uploaded file's limit (the web app's bodies are otherwise 1 MiB at most; a city's
 residents run to several)."""
 NOTES: dict[str, str] = {
-    "categories": "parent: the parent category's code; time_limit e.g. 2h, 24h, 7d, 15d; "
-                  "department: a department's code.",
-    "agents": "languages ';'-separated (cmn, en, ko): they route calls. Never passwords: "
-              + NO_PASSWORD_NOTE + ".",
-    "residents": "phones ';'-separated. Personal data: the download is audited.",
+    "categories": N_("parent: the parent category's code; time_limit e.g. 2h, 24h, 7d, 15d; "
+                     "department: a department's code."),
+    "agents": N_("languages ';'-separated (cmn, en, ko): they route calls. Never passwords: "
+                 "new accounts have no password and cannot sign in until given one "
+                 "(hotline agents set-password LOGIN)."),
+    "residents": N_("phones ';'-separated. Personal data: the download is audited."),
 }
+"""What each kind's columns mean (message ids: the page shows them translated)."""
+SET_PASSWORD_COMMAND = NO_PASSWORD_NOTE.rpartition(": ")[2]
+"""The command that gives a new account its password."""
 
 
 def _kind(request: web.Request) -> Kind:
@@ -51,12 +52,12 @@ def _kind(request: web.Request) -> Kind:
 
 
 def _page(request: web.Request, user: ConsoleUser, status: int = 200, *,
-          kind: str | None = None, problems: list[str] | None = None,
+          kind: str | None = None, problems: Sequence[str | Phrase] | None = None,
           result: ImportResult | None = None, file_name: str = "") -> web.Response:
     response = render_page(request, "console/data_admin.html", user, "data", kinds=KINDS,
                            columns=COLUMNS, required=REQUIRED, notes=NOTES, kind=kind,
                            problems=problems or [], result=result, file_name=file_name,
-                           no_password_note=NO_PASSWORD_NOTE,
+                           set_password_command=SET_PASSWORD_COMMAND,
                            max_mib=MAX_UPLOAD_BYTES // (1024 * 1024))
     response.set_status(status)
     return response
@@ -87,13 +88,14 @@ async def data_import(request: web.Request, user: ConsoleUser) -> web.Response:
     upload = (await request.post()).get("file")
     if not isinstance(upload, web.FileField):
         return _page(request, user, 422, kind=kind,
-                     problems=["no file chosen: pick a CSV file to import"])
+                     problems=[Phrase("no file chosen: pick a CSV file to import")])
     name = (upload.filename or "upload.csv")[:128]
     try:
         text = upload.file.read().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return _page(request, user, 422, kind=kind, file_name=name, problems=[
-            f"not UTF-8 text (byte {exc.start}): save the sheet as CSV UTF-8"])
+            Phrase("not UTF-8 text (byte {byte}): save the sheet as CSV UTF-8",
+                   {"byte": exc.start})])
     origin = audit_origin(request)
     try:
         result = await import_csv(deps.sessions, kind, io.StringIO(text), source=name,

@@ -12,10 +12,12 @@ from aiohttp import web
 
 from crm.cases import dispatch
 from crm.errors import InvalidInput, PermissionDenied
+from crm.i18n.labels import CLOSED_LOOP
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, local, render_page, when
+from crm.web.console.supervision import directory_names
 
 DEPARTMENT_PAGE = f"{PREFIX}/department"
 ACTS = ("accept", "reply", "return", "extension")
@@ -46,10 +48,12 @@ async def department_page(request: web.Request, user: ConsoleUser) -> web.Respon
     for r in await dispatch.reminders(deps.sessions, department=department):
         reminded[r.case_number] = r.kind
     requests = await dispatch.list_requests(deps.sessions, department=department)
+    departments, categories = await directory_names(request, user)
     return render_page(request, "console/department.html", user, "department",
                        department=department, cases=cases, reminded=reminded, now=now,
+                       department_name=departments.get(department, department),
+                       categories=categories, closed_loop=CLOSED_LOOP,
                        pending={r.case_number for r in requests},
-                       labels=dispatch.STAGE_LABELS,
                        local=lambda v: when(local(deps, v), "%Y-%m-%d %H:%M"))
 
 

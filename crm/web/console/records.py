@@ -8,7 +8,6 @@ exported (the recording's playback is audited by crm.web.console.recordings).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -16,12 +15,15 @@ from aiohttp import web
 from crm.audit import log as audit
 from crm.consultations import service as consultation_desk
 from crm.errors import InvalidInput
+from crm.i18n.labels import LABELS
 from crm.live.screen_pop import summarise_ivr
+from crm.reports import audit_log
 from crm.reports import satisfaction as reports
 from crm.reports.audit_log import CSV_AUDIT_COLUMNS, AuditFilter, audit_entries
 from crm.reports.residents import resident_of_consultation, resident_record
 from crm.storage.recordings import survey_comment_file
 from crm.surveys import service as surveys
+from crm.web import locale
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import (
     CONSOLE_KEY,
@@ -39,6 +41,7 @@ from crm.web.console.common import (
     when,
 )
 from crm.web.console.recordings import recording_of
+from crm.web.console.supervision import directory_names
 
 
 def _next_page(path: str, f: reports.ReportFilter | AuditFilter, rows: list[Any]) -> str | None:
@@ -231,8 +234,17 @@ async def audit_page(request: web.Request, user: ConsoleUser) -> web.Response:
     rows = await audit_entries(deps.sessions, f, deps.tz)
     await audit.write(deps.sessions, actor=user.actor, action="audit.read", object_type="audit",
                       detail={"query": f.query(), "rows": len(rows), "via": "console"})
+    t = locale.chosen(request, user.locale)
+    departments, _ = await directory_names(request, user)
+
+    def label(kind: str, code: str) -> str:
+        return departments.get(code, code) if kind == "department" else t.label(kind, code)
+
     return render_page(request, "console/audit.html", user, "audit", f=f, rows=rows,
-                       detail_text=lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True),
+                       detail_pairs=lambda d: audit_log.detail_pairs(d, label),
+                       actor_parts=audit_log.actor_parts,
+                       action_codes=sorted(LABELS["audit_action"]),
+                       object_codes=sorted(LABELS["audit_object"]),
                        csv_href=href("/audit.csv", f.query(page=1)),
                        next_href=_next_page("/audit", f, rows))
 

@@ -7,14 +7,38 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy import select
 
 from crm.cases import dispatch
 from crm.errors import InvalidInput
-from crm.storage.models import utcnow
+from crm.i18n.catalogs import SOURCE_LOCALE
+from crm.i18n.labels import CLOSED_LOOP
+from crm.reports.audit_log import actor_parts
+from crm.storage.models import CaseCategory, Department, utcnow
+from crm.web import locale
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, local, record_id, render_page, when
 
 PAGE = f"{PREFIX}/supervision"
+
+
+async def directory_names(request: web.Request, user: ConsoleUser
+                          ) -> tuple[dict[str, str], dict[str, str]]:
+    """The names of the departments (in English for a reader of English, where one is
+    recorded) and of the case categories, by code: the pages show names, not codes."""
+    english = locale.chosen(request, user.locale).locale == SOURCE_LOCALE
+    async with request.app[CONSOLE_KEY].sessions() as session:
+        departments = (await session.execute(
+            select(Department.code, Department.name, Department.name_en)
+            .order_by(Department.code))).all()
+        categories = (await session.execute(select(CaseCategory.code, CaseCategory.name))).all()
+    return ({d.code: (english and d.name_en) or d.name for d in departments},
+            {c.code: c.name for c in categories})
+
+
+def who(actor: str) -> str:
+    """Who an actor is, without its kind ("agent:housing1" -> "housing1")."""
+    return actor_parts(actor)[1] or actor
 
 
 async def _reminded(deps: object, numbers: set[str]) -> dict[str, str]:
@@ -31,9 +55,11 @@ async def supervision_page(request: web.Request, user: ConsoleUser) -> web.Respo
     due_soon = await dispatch.due_soon_cases(deps.sessions, now=now)
     requests = await dispatch.list_requests(deps.sessions)
     reminded = await _reminded(deps, {c.number for c in (*overdue, *due_soon)})
+    departments, categories = await directory_names(request, user)
     return render_page(request, "console/supervision.html", user, "supervision",
                        overdue=overdue, due_soon=due_soon, requests=requests,
-                       reminded=reminded, now=now, labels=dispatch.STAGE_LABELS,
+                       reminded=reminded, now=now, closed_loop=CLOSED_LOOP,
+                       departments=departments, categories=categories, who=who,
                        local=lambda v: when(local(deps, v), "%Y-%m-%d %H:%M"))
 
 

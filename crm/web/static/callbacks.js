@@ -4,7 +4,16 @@
 'use strict';
 
 (() => {
+  const MESSAGES = JSON.parse(document.getElementById('i18n-messages')?.textContent || '{}');
+  const t = (s) => MESSAGES[s] || s;
   const $ = (id) => document.getElementById(id);
+  // The names of the callback reasons (crm/i18n/labels.py, "callback_reason"): the pop
+  // carries the code, each reader sees the name in their language.
+  const REASONS = {
+    abandoned: t('hung up while waiting'), chosen: t('chose a callback'),
+    closed: t('called while closed'), overload: t('line overloaded'),
+    no_answer: t('no agent answered'), lost: t('call lost'),
+  };
   const put = (el, value) => { if (el) el.textContent = value === null || value === undefined ? '' : String(value); };
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : '');
   const onDesk = window.location.pathname.startsWith('/desk');
@@ -15,9 +24,10 @@
     li.dataset.requestId = c.id;
     li.dataset.status = c.status;
     if (c.mine) li.dataset.mine = 'true';
-    const waited = c.waited_s === null || c.waited_s === undefined ? '' : ` · 等待 waited ${Math.round(c.waited_s)} s`;
-    put(li, `${c.caller_number} · ${c.reason_text} · ${when(c.queued_at || c.created_at)}${waited} · ${c.status} · 尝试 attempts ${c.attempts}`
-      + (c.assigned_agent ? ` · 指派 ${c.assigned_agent}` : ''));
+    const waited = c.waited_s === null || c.waited_s === undefined ? '' : ' · ' + t('waited') + ' ' + Math.round(c.waited_s) + ' ' + t('s');
+    put(li, c.caller_number + ' · ' + c.reason_text + ' · ' + when(c.queued_at || c.created_at) + waited
+      + ' · ' + (c.status_text || c.status) + ' · ' + t('attempts') + ' ' + c.attempts
+      + (c.assigned_agent ? ' · ' + t('assigned to') + ' ' + c.assigned_agent : ''));
     return li;
   }
 
@@ -43,7 +53,7 @@
     put($('callback-reason'), cb.reason_label || cb.reason);  // named in the agent's language
     $('callback-reason').dataset.reason = cb.reason;
     put($('callback-called-at'), when(cb.called_at));
-    put($('callback-waited'), cb.waited_s === null ? '' : `${Math.round(cb.waited_s)} s`);
+    put($('callback-waited'), cb.waited_s === null ? '' : Math.round(cb.waited_s) + ' ' + t('s'));
     put($('callback-attempt'), cb.attempt);
     const transcript = $('callback-transcript');
     transcript.replaceChildren(...cb.transcript.map((t) => {

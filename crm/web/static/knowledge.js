@@ -4,6 +4,8 @@
 'use strict';
 
 (() => {
+  const MESSAGES = JSON.parse(document.getElementById('i18n-messages')?.textContent || '{}');
+  const t = (s) => MESSAGES[s] || s;
   const $ = (id) => document.getElementById(id);
   const csrf = document.body.dataset.csrf;
   const put = (el, value) => { el.textContent = value === null || value === undefined ? '' : String(value); };
