@@ -212,7 +212,7 @@ _LABELS: dict[str, dict[str, str]] = {
         "department": "Owner department", "article": "Article",
     },
     "audit_status": {"open": "open", "closed": "closed", "all": "all"},
-    "dispatch_request": {"return": "Return", "extension": "Extension"},
+    "dispatch_request": {"return": "Return", "extension": "Deadline extension"},
     "case_reminder": {"overdue": "Overdue", "due_soon": "Due soon"},
     "data_kind": {"departments": "Departments", "categories": "Case categories",
                   "agents": "Agents", "residents": "Residents"},
