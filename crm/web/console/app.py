@@ -78,7 +78,7 @@ from crm.web.console.supervision import (
     send_reminders,
     supervision_page,
 )
-from crm.web.errors import ErrorReply, error_middleware, json_error
+from crm.web.errors import ErrorReply, error_middleware, for_reader, json_error
 from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
@@ -99,7 +99,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _console_error(request: web.Request, reply: ErrorReply) -> web.Response:
-    """An error page for page routes, a JSON error for everything else."""
+    """An error page for page routes, a JSON error for everything else (its message in the
+    reader's language: the console's scripts show it)."""
+    reply = for_reader(request, reply)
     if getattr(request.match_info.handler, "html_errors", False):
         return render(request, "console/error.html", reply.status, user=None,
                       code=reply.status, message=reply.message)

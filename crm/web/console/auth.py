@@ -32,6 +32,7 @@ from crm.agents.sessions import LiveSession
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied, Unauthenticated
 from crm.storage.db import SessionFactory
+from crm.web import locale
 from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token
 
 PREFIX = "/console"
@@ -123,6 +124,7 @@ def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,
                 if page and request.method in ("GET", "HEAD"):
                     raise web.HTTPSeeOther(f"{PREFIX}/login?{urlencode({'next': request.path_qs})}")
                 raise Unauthenticated("sign in to the console first")
+            request[locale.USER_LOCALE] = user.locale
             if not has_role(user.role, minimum):
                 raise PermissionDenied(f"this needs the {minimum} role or above")
             if post:
