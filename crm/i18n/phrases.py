@@ -29,7 +29,7 @@ class Labels:
 LIST_SEPARATOR = ", "
 """The message id of what separates the items of a list (a catalog gives "、")."""
 
-Value: TypeAlias = "str | int | Label | Labels | Phrase | None"
+Value: TypeAlias = "str | int | float | Label | Labels | Phrase | None"
 
 
 @dataclass(frozen=True)

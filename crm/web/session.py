@@ -43,6 +43,8 @@ from crm.agents.sessions import LiveSession, Revoked
 from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
+from crm.i18n.extraction import N_
+from crm.i18n.phrases import Phrase
 from crm.settings import WebSettings
 from crm.storage.db import SessionFactory
 
@@ -87,13 +89,13 @@ def check_origin(request: web.Request) -> None:
     """Browsers send Origin on POSTs and websockets: it must be this site."""
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise PermissionDenied("request from another site refused")
+        raise PermissionDenied(Phrase("request from another site refused"))
 
 
 async def check_csrf(request: web.Request, session: Session, *,
-                     reload: str = "the page") -> None:
+                     reload: str = N_("the page")) -> None:
     """This site's Origin (when sent) and the session's CSRF token, from the header or a
-    posted form; ``reload`` is what the error tells the user to reload."""
+    posted form; ``reload`` is what the error tells the user to reload (a message id)."""
     check_origin(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type in ("application/x-www-form-urlencoded",
@@ -101,7 +103,8 @@ async def check_csrf(request: web.Request, session: Session, *,
         sent = str((await request.post()).get(CSRF_FIELD, ""))
     expected = session.get(CSRF_FIELD)
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
-        raise PermissionDenied(f"missing or wrong CSRF token; reload {reload}")
+        raise PermissionDenied(Phrase("missing or wrong CSRF token; reload {what}",
+                                      {"what": Phrase(reload)}))
 
 
 async def hold_until_expired(ws: web.WebSocketResponse,
