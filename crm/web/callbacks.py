@@ -14,6 +14,7 @@ from crm.agents.auth import mask_phone
 from crm.callbacks import service
 from crm.callbacks.service import CallbackView
 from crm.errors import InvalidInput
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk
 from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
@@ -53,7 +54,7 @@ async def desk_callback_outcome(request: web.Request, desk: AgentDesk) -> web.Re
     call_id, _, live = await call_for(request, desk)
     card = live.pop.callback if live is not None else None
     if card is None:
-        raise InvalidInput("this call is not a callback")
+        raise InvalidInput(Phrase("this call is not a callback"))
     outcome = str((await request.post()).get("outcome", ""))
     if deps.callbacks is not None:
         view = await deps.callbacks.record_outcome(card.request.id, outcome, actor=desk.actor,

@@ -12,6 +12,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from crm.errors import InvalidInput
+from crm.i18n.phrases import Phrase
 from crm.knowledge import service as knowledge
 from crm.knowledge.errors import InvalidArticle
 from crm.knowledge.service import LANGUAGES, ArticleInput, ArticleView
@@ -28,7 +29,7 @@ LANGUAGE_NAMES = {"cmn": "普通话 Mandarin", "en": "英语 English", "ko": "�
 
 def _article_id(value: str) -> int:
     if not value.isdigit() or int(value) > 2**31 - 1:
-        raise InvalidInput("give the article's number", details={"field": "article"})
+        raise InvalidInput(Phrase("give the article's number"), details={"field": "article"})
     return int(value)
 
 
@@ -109,7 +110,7 @@ def _input(form: dict[str, str]) -> ArticleInput:
     try:
         review = date.fromisoformat(form.get("review_date", ""))
     except ValueError:
-        raise InvalidArticle("give the review date as YYYY-MM-DD",
+        raise InvalidArticle(Phrase("give the review date as YYYY-MM-DD"),
                              details={"field": "review_date"}) from None
     return ArticleInput(form.get("title", ""), form.get("body", ""), review,
                         {lang: form.get(f"answer_{lang}", "") for lang in LANGUAGES},

@@ -20,6 +20,7 @@ from aiohttp_session import get_session, new_session, session_middleware
 from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
+from crm.i18n.phrases import Phrase
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
 from crm.reports.knowledge_share import knowledge_share
@@ -197,7 +198,7 @@ async def wallboard_page(request: web.Request, user: ConsoleUser) -> web.Respons
 async def wallboard_state(request: web.Request, user: ConsoleUser) -> web.Response:
     board = _wallboard_state(request.app[CONSOLE_KEY])
     if board is None:
-        raise InvalidInput("no telephony connected: there is no live queue to show")
+        raise InvalidInput(Phrase("no telephony connected: there is no live queue to show"))
     return web.json_response(board)
 
 
@@ -207,7 +208,7 @@ async def wallboard_socket(request: web.Request, user: ConsoleUser) -> web.Strea
     check_origin(request)
     wallboard = request.app[CONSOLE_KEY].wallboard
     if wallboard is None:
-        raise InvalidInput("no telephony connected: there is no live queue to show")
+        raise InvalidInput(Phrase("no telephony connected: there is no live queue to show"))
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
     await ws.prepare(request)
     wallboard.attach(ws)
