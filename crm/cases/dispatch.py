@@ -237,14 +237,22 @@ async def _move(session: AsyncSession, case: Case, *, actor: str, at: datetime,
     session.add(entry)
 
 
-def _need_stage(case: Case, act: Phrase, stage: str) -> None:
-    if case.stage != stage:
+def _stage_names(stages: tuple[str, ...]) -> Phrase:
+    """"dispatched or in handling", for each reader."""
+    names = [Phrase(STAGE_LABELS.get(s, s)) for s in stages]
+    either = names[0]
+    for other in names[1:]:
+        either = Phrase("{either} or {other}", {"either": either, "other": other})
+    return either
+
+
+def _need_stage(case: Case, act: Phrase, *stages: str) -> None:
+    if case.stage not in stages:
         raise WrongStageForAct(
             Phrase("case {number} is {stage}: {act} needs it {needed}",
-                   {"number": case.number, "act": act,
-                    "stage": Phrase(STAGE_LABELS.get(case.stage, case.stage)),
-                    "needed": Phrase(STAGE_LABELS[stage])}),
-            details={"stage": case.stage, "allowed_from": [stage]})
+                   {"number": case.number, "act": act, "stage": _stage_names((case.stage,)),
+                    "needed": _stage_names(stages)}),
+            details={"stage": case.stage, "allowed_from": list(stages)})
 
 
 async def accept(sessions: SessionFactory, number: str, *, department: str, actor: str,
@@ -540,8 +548,7 @@ async def urge(sessions: SessionFactory, number: str, *, channel: str,
             raise WrongStageForAct(Phrase("case {number} is {stage}: only an open case can be "
                                           "urged",
                                           {"number": case.number,
-                                           "stage": Phrase(STAGE_LABELS.get(case.stage,
-                                                                            case.stage))}))
+                                           "stage": _stage_names((case.stage,))}))
         session.add(CaseUrge(case_id=case.id, at=at, channel=channel,
                              consultation_id=consultation_id))
         session.add(CaseHistory(case_id=case.id, at=at, actor=f"resident:{channel}",
