@@ -43,6 +43,7 @@ from crm.agents.sessions import LiveSession, Revoked
 from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
+from crm.i18n.catalogs import Translator
 from crm.i18n.extraction import N_
 from crm.i18n.phrases import Phrase
 from crm.settings import WebSettings
@@ -172,16 +173,23 @@ class SignInResult:
     agent: AgentView | None
     status: int
     """200 signed in, 401 wrong login or password, 429 throttled, 503 busy."""
-    message: str | None = None
+    message: Phrase | str | None = None
     """For the person signing in (None: the page's own wording for a wrong password)."""
     retry_after: int | None = None
     """Seconds (a Retry-After header) when the next attempt must wait."""
 
-    def explain(self, wrong: str) -> str:
-        """What the sign-in page says; ``wrong`` is its text for a wrong login or password."""
+    def explain(self, wrong: str, t: Translator | None = None) -> str:
+        """What the sign-in page says; ``wrong`` is its text for a wrong login or password,
+        ``t`` the page's language (None: English)."""
         parts = [wrong] if self.status == 401 else []
         if self.message:
-            parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
+            message = (self.message if isinstance(self.message, Phrase)
+                       else Phrase("{text}", {"text": self.message}))
+            if t is None or t.locale == "en":
+                text = message.render()
+                parts.append(f"{text[0].upper()}{text[1:]}.")
+            else:
+                parts.append(f"{t.phrase(message)}。")
         return " ".join(parts)
 
 
@@ -311,18 +319,19 @@ class WebSessions:
         if not attempt.allowed:
             log.warning("sign-in as %r from %s refused: %s locked for %d s", login, source,
                         attempt.locked, attempt.retry_after_seconds)
-            return SignInResult(None, 429, attempt.message, attempt.retry_after_seconds)
+            return SignInResult(None, 429, attempt.phrase, attempt.retry_after_seconds)
         try:
             agent = await agents.authenticate(self._sessions, login, password, work=self.work)
         except PasswordWorkBusy as exc:
             await self.throttle.released(attempt)
-            return SignInResult(None, 503, exc.message, 5)
+            return SignInResult(None, 503, exc.phrase or Phrase(exc.message), 5)
         if agent is None:
             wait = await self.throttle.retry_after(attempt)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
-                return SignInResult(None, 401, f"too many failed sign-ins, try again in "
-                                               f"{seconds} s", seconds)
+                return SignInResult(None, 401, Phrase(
+                    "too many failed sign-ins, try again in {seconds} s",
+                    {"seconds": seconds}), seconds)
             return SignInResult(None, 401)
         await self.throttle.succeeded(attempt)
         return SignInResult(agent, 200)

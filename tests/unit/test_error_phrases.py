@@ -15,6 +15,7 @@ from crm.i18n.catalogs import translator
 from crm.i18n.phrases import Label, Labels, Phrase
 from crm.reports.satisfaction import ReportFilter
 from crm.web.errors import INTERNAL, for_reader, reply_for
+from crm.web.session import SignInResult
 
 ZH, EN = translator("zh_CN"), translator("en")
 
@@ -86,3 +87,11 @@ def test_plain_texts_and_internal_errors_are_read_as_message_ids() -> None:
     assert for_reader(zh, reply_for(denied)).message == "请先登录主管控制台"
     odd = PermissionDenied("no translation for this")
     assert for_reader(zh, reply_for(odd)).message == "no translation for this"
+
+
+def test_the_sign_in_page_says_why_in_its_language() -> None:
+    waiting = SignInResult(None, 429, Phrase("too many failed sign-ins, try again in {seconds} s",
+                                             {"seconds": 7}), 7)
+    assert waiting.explain("账号或密码错误。", ZH) == "登录失败次数过多，请 7 秒后重试。"
+    assert waiting.explain("Wrong.", EN) == waiting.explain("Wrong.") == (
+        "Too many failed sign-ins, try again in 7 s.")
