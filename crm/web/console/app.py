@@ -100,17 +100,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _console_error(request: web.Request, reply: ErrorReply) -> web.Response:
-    """An error page for page routes, a JSON error for everything else (its message in the
-    reader's language: the console's scripts show it)."""
+    """An error page for page routes and for pages that do not exist (a mistyped address), a
+    JSON error for everything else (its message in the reader's language: the console's
+    scripts show it)."""
     reply = for_reader(request, reply)
-    if getattr(request.match_info.handler, "html_errors", False):
+    no_page = (reply.error is None and reply.status in (404, 405)
+               and request.method in ("GET", "HEAD"))
+    if no_page or getattr(request.match_info.handler, "html_errors", False):
         return render(request, "console/error.html", reply.status, user=None,
                       code=reply.status, message=reply.message)
     return json_error(request, reply)
 
 
 console_errors = error_middleware(
-    _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
+    _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"},
+    answer_all=True)
 
 
 # -- sign in and out ----------------------------------------------------------------------------
