@@ -104,12 +104,18 @@ def json_error(request: web.Request, reply: ErrorReply) -> web.Response:
                           headers=reply.headers or None)
 
 
+def readable(request: web.Request, exc: HotlineError) -> str:
+    """The message of ``exc`` in the language of the request's reader (for a page that shows
+    an error itself, e.g. next to a form)."""
+    t = locale.chosen(request)
+    return t.phrase(exc.phrase) if exc.phrase is not None else t.gettext(exc.message)
+
+
 def for_reader(request: web.Request, reply: ErrorReply) -> ErrorReply:
     """``reply`` with its message in the language of the request's reader
     (crm.web.locale.chosen): the error's phrase, or its text read as a message id."""
-    t = locale.chosen(request)
-    phrase = reply.error.phrase if reply.error is not None else None
-    message = t.phrase(phrase) if phrase is not None else t.gettext(reply.message)
+    message = (readable(request, reply.error) if reply.error is not None
+               else locale.chosen(request).gettext(reply.message))
     return dataclasses.replace(reply, message=message)
 
 

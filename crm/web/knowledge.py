@@ -22,6 +22,7 @@ from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, PREFIX, record_id, render_page, today
 from crm.web.desk import DESK_KEY, agent_required, call_for
+from crm.web.errors import readable
 
 SUGGESTIONS = 5
 LANGUAGE_NAMES = {"cmn": "普通话 Mandarin", "en": "英语 English", "ko": "韩语 Korean"}
@@ -122,7 +123,7 @@ async def _edit_page(request: web.Request, user: ConsoleUser, article_id: int | 
     return render_page(request, "console/knowledge_edit.html", user, "knowledge",
                        article_id=article_id, values=values, languages=LANGUAGE_NAMES,
                        departments=await _departments(request),
-                       error=error.message if error else None,
+                       error=readable(request, error) if error else None,
                        error_field=(error.details.get("field") if error else None))
 
 
