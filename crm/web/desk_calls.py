@@ -245,7 +245,8 @@ async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> No
         await audit.write(deps.sessions, actor=desk.actor, action="case.link_denied",
                           object_type="consultation", object_id=call_id,
                           detail={"via": "desk"}, **web_session.audit_origin(request))
-        raise case_access.NeedToKnow(decision.reason, details={"call_id": call_id})
+        raise case_access.NeedToKnow(decision.phrase or decision.reason,
+                                     details={"call_id": call_id})
 
 
 async def _audit_case_read(request: web.Request, desk: AgentDesk, view: cases.CaseView,
