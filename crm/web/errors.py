@@ -108,7 +108,8 @@ def readable(request: web.Request, exc: HotlineError) -> str:
     """The message of ``exc`` in the language of the request's reader (for a page that shows
     an error itself, e.g. next to a form)."""
     t = locale.chosen(request)
-    return t.phrase(exc.phrase) if exc.phrase is not None else t.gettext(exc.message)
+    phrase = getattr(exc, "phrase", None)  # None also for an error that skipped __init__
+    return t.phrase(phrase) if phrase is not None else t.gettext(exc.message)
 
 
 def for_reader(request: web.Request, reply: ErrorReply) -> ErrorReply:
