@@ -1,10 +1,17 @@
 """The CRM's exception tree. Each error has a stable ``code`` that clients may rely on and a
 human message; the web layer translates the families below to HTTP in one place
-(crm.web.errors), and nothing here knows about HTTP."""
+(crm.web.errors), and nothing here knows about HTTP.
+
+A message a person may read is raised as a :class:`~crm.i18n.phrases.Phrase` (an English
+message id with ``{placeholders}`` and their values): ``str(exc)`` and ``exc.message`` are its
+English text (logs, the open API, the CLI); the console and the desk show ``exc.phrase`` in
+their reader's language."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from crm.i18n.phrases import Label, Labels, Phrase
 
 
 class HotlineError(Exception):
@@ -12,9 +19,14 @@ class HotlineError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str | Phrase, *,
+                 details: dict[str, Any] | None = None) -> None:
+        text = message.render() if isinstance(message, Phrase) else message
+        super().__init__(text)
+        self.message = text
+        """The English text."""
+        self.phrase = message if isinstance(message, Phrase) else None
+        """The message for a reader (None: the text, its own message id, is read as it is)."""
         self.details = details or {}
 
 
@@ -100,10 +112,13 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
     def __init__(self, from_stage: str, to_stage: str, allowed: list[str]) -> None:
-        allowed_text = ", ".join(allowed) if allowed else "none (the case is closed)"
+        values = {"from_stage": Label("stage", from_stage), "to_stage": Label("stage", to_stage),
+                  "allowed": Labels("stage", tuple(allowed))}
         super().__init__(
-            f"a case cannot go from {from_stage} to {to_stage}; from {from_stage} it may go "
-            f"to: {allowed_text}",
+            Phrase("a case cannot go from {from_stage} to {to_stage}; from {from_stage} it may "
+                   "go to: {allowed}", values) if allowed else
+            Phrase("a case cannot go from {from_stage} to {to_stage}; from {from_stage} it may "
+                   "go to: none (the case is closed)", values),
             details={"from": from_stage, "to": to_stage, "allowed": allowed})
         self.from_stage = from_stage
         self.to_stage = to_stage

@@ -23,6 +23,7 @@ from crm.agents import sessions as browser_sessions
 from crm.agents.auth import DEFAULT_HASHER, PasswordWork, check_role_name, default_password_work
 from crm.agents.view import AgentView, agent_view
 from crm.errors import AgentNotFound, AlreadyExists, InvalidInput
+from crm.i18n.phrases import Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent
 
@@ -39,21 +40,23 @@ DEFAULT_LANGUAGES = ("cmn",)
 
 def _check_login(login: str) -> str:
     if not LOGIN_PATTERN.fullmatch(login):
-        raise InvalidInput(f"login {login!r} must be 2-64 lower-case letters, digits, '.', '_' "
-                           "or '-', starting with a letter")
+        raise InvalidInput(Phrase("login {login} must be 2-64 lower-case letters, digits, '.', "
+                                  "'_' or '-', starting with a letter", {"login": repr(login)}))
     return login
 
 
 def _check_extension(extension: str | None) -> str | None:
     if extension is not None and not EXTENSION_PATTERN.fullmatch(extension):
-        raise InvalidInput(f"extension {extension!r} must be 2-16 digits")
+        raise InvalidInput(Phrase("extension {extension} must be 2-16 digits",
+                                  {"extension": repr(extension)}))
     return extension
 
 
 def _check_queues(queues: list[str] | tuple[str, ...]) -> list[str]:
     bad = [q for q in queues if not QUEUE_PATTERN.fullmatch(q)]
     if bad:
-        raise InvalidInput(f"invalid queue names: {', '.join(map(repr, bad))}")
+        raise InvalidInput(Phrase("invalid queue names: {queues}",
+                                  {"queues": ", ".join(map(repr, bad))}))
     return list(dict.fromkeys(queues))
 
 
@@ -62,17 +65,19 @@ def check_languages(languages: list[str] | tuple[str, ...]) -> list[str]:
     codes = [code.strip() for code in languages if code.strip()]
     bad = [c for c in codes if c not in AGENT_LANGUAGES]
     if bad:
-        raise InvalidInput(f"unknown language(s) {', '.join(map(repr, bad))}: use "
-                           f"{', '.join(AGENT_LANGUAGES)}")
+        raise InvalidInput(Phrase("unknown language(s) {bad}: use {languages}",
+                                  {"bad": ", ".join(map(repr, bad)),
+                                   "languages": Labels("language", AGENT_LANGUAGES)}))
     if not codes:
-        raise InvalidInput(f"an agent speaks at least one language ({', '.join(AGENT_LANGUAGES)})")
+        raise InvalidInput(Phrase("an agent speaks at least one language ({languages})",
+                                  {"languages": Labels("language", AGENT_LANGUAGES)}))
     return list(dict.fromkeys(codes))
 
 
 def _check_display_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= 128:
-        raise InvalidInput("display name must be 1-128 characters")
+        raise InvalidInput(Phrase("display name must be 1-128 characters"))
     return name
 
 
@@ -101,12 +106,16 @@ async def create_agent(sessions: SessionFactory, *, login: str, display_name: st
                 same.append(Agent.extension == extension)
             clash = await session.scalar(select(Agent).where(or_(*same)))
             if clash is not None:
-                what = "login" if clash.login == login else "extension"
-                raise AlreadyExists(f"an agent with {what} {getattr(clash, what)!r} exists")
+                raise AlreadyExists(
+                    Phrase("an agent with login {login} exists", {"login": repr(login)})
+                    if clash.login == login else
+                    Phrase("an agent with extension {extension} exists",
+                           {"extension": repr(clash.extension)}))
             session.add(agent)
     except IntegrityError as exc:  # a concurrent create won the race
-        raise AlreadyExists(f"an agent with login {login!r} or extension {extension!r} "
-                            "exists") from exc
+        raise AlreadyExists(Phrase("an agent with login {login} or extension {extension} "
+                                   "exists",
+                                   {"login": repr(login), "extension": repr(extension)})) from exc
     log.info("agent %s created (role %s, extension %s)", login, role, extension)
     return agent_view(agent)
 
@@ -114,7 +123,7 @@ async def create_agent(sessions: SessionFactory, *, login: str, display_name: st
 async def _load(session: AsyncSession, login: str) -> Agent:
     agent = await session.scalar(select(Agent).where(Agent.login == login))
     if agent is None:
-        raise AgentNotFound(f"no agent with login {login!r}")
+        raise AgentNotFound(Phrase("no agent with login {login}", {"login": repr(login)}))
     return agent
 
 
@@ -167,7 +176,8 @@ async def update_agent(sessions: SessionFactory, login: str, *,
                 if not active:
                     revoked += await browser_sessions.revoke_in(session, agent.id, "disabled")
     except IntegrityError as exc:
-        raise AlreadyExists(f"extension {extension!r} belongs to another agent") from exc
+        raise AlreadyExists(Phrase("extension {extension} belongs to another agent",
+                                   {"extension": repr(extension)})) from exc
     if revoked:
         log.info("agent %s: %d web session(s) ended (%s)", login, len(revoked),
                  revoked[0].reason)

@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from crm.errors import HotlineError, InvalidInput
+from crm.i18n.phrases import Labels, Phrase
 
 ROLES = ("agent", "supervisor", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -34,7 +35,8 @@ MIN_PASSWORD_LENGTH = 8
 # -- passwords --------------------------------------------------------------------------------
 def hash_password(password: str, *, hasher: PasswordHasher = DEFAULT_HASHER) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(Phrase("a password needs at least {min} characters",
+                                  {"min": MIN_PASSWORD_LENGTH}))
     return hasher.hash(password)
 
 
@@ -122,7 +124,7 @@ class PasswordWork:
     async def run(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         with self._lock:
             if self._in_flight >= self.workers + self.max_waiting:
-                raise PasswordWorkBusy("sign-in is busy; try again in a few seconds")
+                raise PasswordWorkBusy(Phrase("sign-in is busy; try again in a few seconds"))
             self._in_flight += 1
         try:
             pool = self._pool()
@@ -165,7 +167,8 @@ def default_password_work() -> PasswordWork:
 # -- roles ------------------------------------------------------------------------------------
 def check_role_name(role: str) -> str:
     if role not in _RANK:
-        raise InvalidInput(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+        raise InvalidInput(Phrase("unknown role {role}; valid roles: {roles}",
+                                  {"role": repr(role), "roles": Labels("role", tuple(ROLES))}))
     return role
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import SignInFailure, utcnow
 
@@ -101,8 +102,13 @@ class Attempt:
         return max(1, math.ceil(self.retry_after))
 
     @property
+    def phrase(self) -> Phrase:
+        return Phrase("too many failed sign-ins, try again in {seconds} s",
+                      {"seconds": self.retry_after_seconds})
+
+    @property
     def message(self) -> str:
-        return (f"too many failed sign-ins, try again in {self.retry_after_seconds} s")
+        return self.phrase.render()
 
 
 class SignInThrottle:

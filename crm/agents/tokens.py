@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from crm.audit import log as audit
 from crm.errors import InvalidInput, InvalidScope, InvalidToken
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import ApiToken, utcnow
 
@@ -84,23 +85,26 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     scopes = list(dict.fromkeys(scopes))
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
-        problem = (f"unknown scope(s): {', '.join(unknown)}" if unknown
-                   else "a token needs at least one scope")
-        raise InvalidScope(f"{problem}; valid scopes: {', '.join(SCOPES)}",
+        values = {"unknown": ", ".join(unknown), "scopes": ", ".join(SCOPES)}
+        raise InvalidScope(Phrase("unknown scope(s): {unknown}; valid scopes: {scopes}", values)
+                           if unknown else
+                           Phrase("a token needs at least one scope; valid scopes: {scopes}",
+                                  values),
                            details={"valid_scopes": list(SCOPES)})
     return scopes
 
 
 def _check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput(f"token name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        raise InvalidInput(Phrase("token name {name} must be 1-64 letters, digits, '.', '_' "
+                                  "or '-'", {"name": repr(name)}))
     return name
 
 
 def _check_expires_in(days: float | None) -> float | None:
     if days is not None and not 0 < days <= MAX_EXPIRES_IN_DAYS:
-        raise InvalidInput(f"a token expires 0 to {MAX_EXPIRES_IN_DAYS} days after it is made "
-                           f"(got {days})")
+        raise InvalidInput(Phrase("a token expires 0 to {max} days after it is made (got "
+                                  "{days})", {"max": MAX_EXPIRES_IN_DAYS, "days": days}))
     return days
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from crm.audit import log as audit
 from crm.errors import CallbackClosed, CallbackNotFound, InvalidCallbackOutcome, InvalidInput
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent, CallbackRequest, Consultation, ConsultationStep, utcnow
@@ -47,6 +48,12 @@ NOT_DIALLED_DELAY = timedelta(seconds=60)
 _DIGITS = re.compile(r"\+?[0-9]{5,15}")
 _WITHHELD = frozenset({"", "anonymous", "unknown", "restricted", "private", "unavailable",
                        "withheld", "<unknown>"})
+
+
+def _closed(request: CallbackRequest) -> CallbackClosed:
+    return CallbackClosed(Phrase("callback request {id} is {status}",
+                                 {"id": request.id,
+                                  "status": Label("callback_status", request.status)}))
 
 
 def number_problem(number: str | None) -> str | None:
@@ -139,7 +146,7 @@ async def get_callback(sessions: SessionFactory, request_id: int) -> CallbackVie
                                      .where(CallbackRequest.id == request_id)
                                      .execution_options(populate_existing=True))
         if found is None:
-            raise CallbackNotFound(f"no callback request {request_id}")
+            raise CallbackNotFound(Phrase("no callback request {id}", {"id": request_id}))
         return _view(found)
 
 
@@ -166,9 +173,13 @@ async def request_callback(sessions: SessionFactory, *, number: str, reason: str
     keeps its earliest place (``queued_at``) and is called as soon as the calling hours
     allow, if it was waiting for a retry."""
     if reason not in REASONS:
-        raise InvalidInput(f"unknown callback reason {reason!r}; one of {', '.join(REASONS)}")
+        raise InvalidInput(Phrase("unknown callback reason {reason}; one of {reasons}",
+                                  {"reason": repr(reason),
+                                   "reasons": Labels("callback_reason", REASONS)}))
     if (problem := number_problem(number)) is not None:
-        raise InvalidInput(f"a {problem} number cannot be called back")
+        raise InvalidInput(Phrase("a withheld number cannot be called back")
+                           if problem == "withheld" else
+                           Phrase("a malformed number cannot be called back"))
     now = now or utcnow()
     first = (rules or RetryRules()).first_attempt(now)
     for _ in range(3):  # a concurrent creation for the same number wins: merge into it
@@ -283,12 +294,13 @@ async def finish_attempt(sessions: SessionFactory, request_id: int, outcome: str
     reached, no_answer, busy or failed (the resident's call could not be placed) count as an
     attempt. An outcome the agent already recorded on this call is kept."""
     if outcome is not None and outcome not in (*OUTCOMES, "failed"):
-        raise InvalidCallbackOutcome(f"unknown callback outcome {outcome!r}")
+        raise InvalidCallbackOutcome(Phrase("unknown callback outcome {outcome}",
+                                            {"outcome": repr(outcome)}))
     now = now or utcnow()
     async with sessions() as session, session.begin():
         request = await session.get(CallbackRequest, request_id, with_for_update=True)
         if request is None:
-            raise CallbackNotFound(f"no callback request {request_id}")
+            raise CallbackNotFound(Phrase("no callback request {id}", {"id": request_id}))
         if consultation_id is not None:
             request.last_consultation_id = consultation_id
         if outcome is not None:
@@ -327,14 +339,15 @@ async def record_outcome(sessions: SessionFactory, request_id: int, outcome: str
     declined, or no_answer / busy when they hear it): it decides the request."""
     if outcome not in OUTCOMES:
         raise InvalidCallbackOutcome(
-            f"unknown callback outcome {outcome!r}; one of {', '.join(OUTCOMES)}")
+            Phrase("unknown callback outcome {outcome}; one of {outcomes}",
+                   {"outcome": repr(outcome), "outcomes": Labels("callback_outcome", OUTCOMES)}))
     now = now or utcnow()
     async with sessions() as session, session.begin():
         request = await session.get(CallbackRequest, request_id, with_for_update=True)
         if request is None:
-            raise CallbackNotFound(f"no callback request {request_id}")
+            raise CallbackNotFound(Phrase("no callback request {id}", {"id": request_id}))
         if request.status in ("cancelled", "closed_by_call_in"):
-            raise CallbackClosed(f"callback request {request_id} is {request.status}")
+            raise _closed(request)
         request.outcome = outcome
         if note:
             request.note = note[:256]
@@ -357,9 +370,9 @@ async def cancel_callback(sessions: SessionFactory, request_id: int, *, actor: s
     async with sessions() as session, session.begin():
         request = await session.get(CallbackRequest, request_id, with_for_update=True)
         if request is None:
-            raise CallbackNotFound(f"no callback request {request_id}")
+            raise CallbackNotFound(Phrase("no callback request {id}", {"id": request_id}))
         if request.status not in OPEN:
-            raise CallbackClosed(f"callback request {request_id} is {request.status}")
+            raise _closed(request)
         request.status, request.next_attempt_at = "cancelled", None
         request.completed_at = now or utcnow()
         request.cancelled_by = actor[:64]
@@ -381,15 +394,15 @@ async def reassign_callback(sessions: SessionFactory, request_id: int, agent_log
     async with sessions() as session, session.begin():
         request = await session.get(CallbackRequest, request_id, with_for_update=True)
         if request is None:
-            raise CallbackNotFound(f"no callback request {request_id}")
+            raise CallbackNotFound(Phrase("no callback request {id}", {"id": request_id}))
         if request.status not in OPEN:
-            raise CallbackClosed(f"callback request {request_id} is {request.status}")
+            raise _closed(request)
         agent_id = None
         if agent_login:
             agent_id = await session.scalar(select(Agent.id).where(Agent.login == agent_login,
                                                                    Agent.active.is_(True)))
             if agent_id is None:
-                raise InvalidInput(f"no active agent {agent_login!r}")
+                raise InvalidInput(Phrase("no active agent {login}", {"login": repr(agent_login)}))
         before = request.assigned_agent_id
         request.assigned_agent_id = agent_id
         audit.record(session, actor=actor, action="callback_reassign",

@@ -37,6 +37,7 @@ from sqlalchemy import exists, false, literal, or_, select
 from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import PermissionDenied
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Case,
@@ -112,7 +113,13 @@ class CaseTies:
 class Decision:
     allowed: bool
     reason: str
-    """Why it is allowed (the tie or the role), or a message saying why not."""
+    """Why it is allowed (the tie or the role), or a message saying why not (English)."""
+    phrase: Phrase | None = None
+    """Why not, for the reader (the desk shows it in the agent's language)."""
+
+    @classmethod
+    def refused(cls, why: Phrase) -> Decision:
+        return cls(False, why.render(), why)
 
 
 # -- the rule (pure) ----------------------------------------------------------------------------
@@ -126,11 +133,11 @@ def may_read(role: str, ties: CaseTies) -> Decision:
     names = ties.names()
     if names:
         return Decision(True, names[0])
-    return Decision(False, "this case is not one of yours: it is not linked to the call you "
-                           "are on or to a call you answered in the last "
-                           f"{RECENT_WINDOW.days} days, you did not create it, and it is not "
-                           "a case of the caller on your line. Link it to the call you are on "
-                           "if the caller asks about it, or ask a supervisor")
+    return Decision.refused(Phrase(
+        "this case is not one of yours: it is not linked to the call you are on or to a call "
+        "you answered in the last {days} days, you did not create it, and it is not a case of "
+        "the caller on your line. Link it to the call you are on if the caller asks about "
+        "it, or ask a supervisor", {"days": RECENT_WINDOW.days}))
 
 
 def may_change_stage(role: str, ties: CaseTies) -> Decision:
@@ -140,10 +147,10 @@ def may_change_stage(role: str, ties: CaseTies) -> Decision:
         return Decision(True, "created")
     if ties.on_current_call:
         return Decision(True, "on_current_call")
-    return Decision(False, "only the agent handling a case (it is linked to the call they are "
-                           "on, or they created it), its department or a supervisor may "
-                           "change its stage. Link it to the call you are on first, or ask a "
-                           "supervisor")
+    return Decision.refused(Phrase(
+        "only the agent handling a case (it is linked to the call they are on, or they "
+        "created it), its department or a supervisor may change its stage. Link it to the "
+        "call you are on first, or ask a supervisor"))
 
 
 def decide(act: Act, role: str, ties: CaseTies) -> Decision:
@@ -167,12 +174,13 @@ def may_link(viewer: Viewer, call_id: str, *, answered_by_viewer: bool,
     if line is not None and line.call_id == call_id:
         if line.answered:
             return Decision(True, "on_current_call")
-        return Decision(False, "answer the call before linking cases to it")
+        return Decision.refused(Phrase("answer the call before linking cases to it"))
     if answered_by_viewer and answered_recently(started_at, ended_at, now=now or utcnow(),
                                                 window=window):
         return Decision(True, "on_recent_call")
-    return Decision(False, "cases can be linked only to the call you are on or to a call you "
-                           f"answered in the last {window.days} days")
+    return Decision.refused(Phrase("cases can be linked only to the call you are on or to a "
+                                   "call you answered in the last {days} days",
+                                   {"days": window.days}))
 
 
 # -- the one query ------------------------------------------------------------------------------
@@ -227,5 +235,6 @@ async def check(sessions: SessionFactory, number: str, viewer: Viewer, act: Act,
                           object_type="case", object_id=number,
                           detail={"wanted": act, "via": via, "ties": ties.names()},
                           **(audit_origin or {}))
-        raise NeedToKnow(decision.reason, details={"case": number, "wanted": act})
+        raise NeedToKnow(decision.phrase or decision.reason,
+                         details={"case": number, "wanted": act})
     return decision

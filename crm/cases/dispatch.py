@@ -36,6 +36,7 @@ from crm.audit import log as audit
 from crm.cases.service import CODE_PATTERN, OPEN_STAGES, _text, check_number
 from crm.errors import Conflict, InvalidInput, NotFound, UnknownDepartment
 from crm.i18n.labels import CLOSED_LOOP, english
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.dispatch_models import (
     AgentDepartment,
@@ -141,7 +142,8 @@ async def _department(session: AsyncSession, code: str) -> Department:
     dept = (await session.scalar(select(Department).where(Department.code == code))
             if CODE_PATTERN.fullmatch(code) else None)
     if dept is None:
-        raise UnknownDepartment(f"unknown department {code!r}")
+        raise UnknownDepartment(Phrase("unknown department {department}",
+                                       {"department": repr(code)}))
     return dept
 
 
@@ -153,8 +155,9 @@ async def _departments_case(session: AsyncSession, number: str,
         .where(Case.number == check_number(number))
         .execution_options(populate_existing=True))).first()
     if row is None or (department is not None and (row[1] is None or row[1].code != department)):
-        raise NotDepartmentsCase(f"no case {number} for this department"
-                                 if department is not None else f"no case {number}")
+        raise NotDepartmentsCase(
+            Phrase("no case {number} for this department", {"number": number})
+            if department is not None else Phrase("no case {number}", {"number": number}))
     return row[0], row[1]
 
 
@@ -231,20 +234,26 @@ async def _move(session: AsyncSession, case: Case, *, actor: str, at: datetime,
         update(Case).where(Case.id == case.id, Case.stage == case.stage, unchanged_dept)
         .values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"case {case.number} changed meanwhile; look again")
+        raise Conflict(Phrase("case {number} changed meanwhile; look again",
+                              {"number": case.number}))
     session.add(entry)
 
 
-def _stage(code: str) -> str:
-    """A stage's name inside a sentence ("in handling")."""
-    return STAGE_LABELS.get(code, code).lower()
+def _stage_names(stages: tuple[str, ...]) -> Phrase:
+    """"dispatched or in handling", for each reader."""
+    names = [Phrase(STAGE_LABELS.get(s, s)) for s in stages]
+    either = names[0]
+    for other in names[1:]:
+        either = Phrase("{either} or {other}", {"either": either, "other": other})
+    return either
 
 
-def _need_stage(case: Case, act: str, *stages: str) -> None:
+def _need_stage(case: Case, act: Phrase, *stages: str) -> None:
     if case.stage not in stages:
         raise WrongStageForAct(
-            f"case {case.number} is {_stage(case.stage)}: {act} needs "
-            f"it {' or '.join(_stage(s) for s in stages)}",
+            Phrase("case {number} is {stage}: {act} needs it {needed}",
+                   {"number": case.number, "act": act, "stage": _stage_names((case.stage,)),
+                    "needed": _stage_names(stages)}),
             details={"stage": case.stage, "allowed_from": list(stages)})
 
 
@@ -255,7 +264,7 @@ async def accept(sessions: SessionFactory, number: str, *, department: str, acto
     at = now or utcnow()
     async with sessions() as session, session.begin():
         case, _ = await _departments_case(session, number, department)
-        _need_stage(case, "accepting", "dispatched")
+        _need_stage(case, Phrase("accepting"), "dispatched")
         await _move(session, case, actor=actor, at=at, stage="in_progress",
                     note=note or "accepted by the department")
         audit.record(session, actor=actor, action="case.dept_accept", object_type="case",
@@ -270,7 +279,7 @@ async def reply(sessions: SessionFactory, number: str, result: str, *, departmen
     at = now or utcnow()
     async with sessions() as session, session.begin():
         case, _ = await _departments_case(session, number, department)
-        _need_stage(case, "replying", "in_progress")
+        _need_stage(case, Phrase("replying"), "in_progress")
         await _move(session, case, actor=actor, at=at, stage="resolved", latest_update=result,
                     note="replied by the department")
         audit.record(session, actor=actor, action="case.dept_reply", object_type="case",
@@ -285,18 +294,22 @@ async def _ask(sessions: SessionFactory, number: str, kind: str, reason: str, *,
     at = now or utcnow()
     async with sessions() as session, session.begin():
         case, dept = await _departments_case(session, number, department)
-        _need_stage(case, "a return" if kind == "return" else "an extension",
+        _need_stage(case, Phrase("a return") if kind == "return" else Phrase("an extension"),
                     "dispatched", "in_progress")
         pending = await session.scalar(select(func.count()).select_from(DispatchRequest).where(
             DispatchRequest.case_id == case.id, DispatchRequest.kind == kind,
             DispatchRequest.status == "pending"))
         if pending:
-            raise RequestDecided(f"case {case.number} already has a {kind} request waiting "
-                                 "for a supervisor")
+            raise RequestDecided(
+                Phrase("case {number} already has a return request waiting for a supervisor",
+                       {"number": case.number}) if kind == "return" else
+                Phrase("case {number} already has an extension request waiting for a "
+                       "supervisor", {"number": case.number}))
         if kind == "extension":
             if requested_deadline is None or requested_deadline <= case.deadline:
-                raise InvalidInput(f"until must be later than the deadline "
-                                   f"{case.deadline.isoformat()}")
+                raise InvalidInput(Phrase("{field} must be later than the deadline {deadline}",
+                                          {"field": Label("field", "until"),
+                                           "deadline": case.deadline.isoformat()}))
         assert dept is not None
         request = DispatchRequest(case_id=case.id, department_id=dept.id, kind=kind,
                                   reason=reason, requested_deadline=requested_deadline,
@@ -338,9 +351,14 @@ async def _pending(session: AsyncSession, request_id: int,
         .where(DispatchRequest.id == request_id, DispatchRequest.kind == kind)
         .execution_options(populate_existing=True))).first()
     if row is None:
-        raise RequestNotFound(f"no {kind} request {request_id}")
+        raise RequestNotFound(Phrase("no {kind} request {id}",
+                                     {"kind": Label("dispatch_request_kind", kind),
+                                      "id": request_id}))
     if row[0].status != "pending":
-        raise RequestDecided(f"{kind} request {request_id} is already {row[0].status}")
+        raise RequestDecided(Phrase("{kind} request {id} is already {status}",
+                                    {"kind": Label("dispatch_request_kind", kind),
+                                     "id": request_id,
+                                     "status": Label("dispatch_request_status", row[0].status)}))
     return row[0], row[1], row[2]
 
 
@@ -351,16 +369,18 @@ async def rule_on_return(sessions: SessionFactory, request_id: int, ruling: Ruli
     return is granted) or ``uphold`` the dispatch (the return is refused)."""
     note = _text(note, "note", 1000)
     if ruling not in ("redispatch", "uphold"):
-        raise InvalidInput("ruling must be redispatch or uphold")
+        raise InvalidInput(Phrase("ruling must be redispatch or uphold"))
     at = now or utcnow()
     async with sessions() as session, session.begin():
         request, case, old = await _pending(session, request_id, "return")
         if ruling == "redispatch":
             if not department:
-                raise InvalidInput("redispatch needs the department to send the case to")
+                raise InvalidInput(Phrase("redispatch needs the department to send the case "
+                                          "to"))
             new = await _department(session, department)
             if new.id == old.id:
-                raise InvalidInput("redispatch to another department (or uphold the dispatch)")
+                raise InvalidInput(Phrase("redispatch to another department (or uphold the "
+                                          "dispatch)"))
             await _move(session, case, actor=actor, at=at, stage="dispatched", department=new,
                         from_department=old, note=note or f"return granted: {request.reason}")
             request.status = "granted"
@@ -534,14 +554,16 @@ async def urge(sessions: SessionFactory, number: str, *, channel: str,
     """Record that the resident asked for case ``number`` to be hurried; returns how many
     times it has been urged. Only an open case can be urged."""
     if channel not in URGE_CHANNELS:
-        raise InvalidInput(f"channel must be one of {', '.join(URGE_CHANNELS)}")
+        raise InvalidInput(Phrase("channel must be one of {channels}",
+                                  {"channels": Labels("channel", URGE_CHANNELS)}))
     at = now or utcnow()
     async with sessions() as session, session.begin():
         case, _ = await _departments_case(session, number, None)
         if case.stage not in OPEN_STAGES:
-            raise WrongStageForAct(f"case {case.number} is "
-                                   f"{_stage(case.stage)}: only an open "
-                                   "case can be urged")
+            raise WrongStageForAct(Phrase("case {number} is {stage}: only an open case can be "
+                                          "urged",
+                                          {"number": case.number,
+                                           "stage": _stage_names((case.stage,))}))
         session.add(CaseUrge(case_id=case.id, at=at, channel=channel,
                              consultation_id=consultation_id))
         session.add(CaseHistory(case_id=case.id, at=at, actor=f"resident:{channel}",

@@ -34,6 +34,7 @@ from crm.errors import (
     UnknownDepartment,
     UnknownStage,
 )
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Case,
@@ -65,7 +66,8 @@ _UPDATE_ATTEMPTS = 3
 
 def check_transition(from_stage: str, to_stage: str) -> None:
     if to_stage not in TRANSITIONS:
-        raise UnknownStage(f"unknown stage {to_stage!r}; stages: {', '.join(STAGES)}",
+        raise UnknownStage(Phrase("unknown stage {stage}; stages: {stages}",
+                                  {"stage": repr(to_stage), "stages": Labels("stage", STAGES)}),
                            details={"stages": list(STAGES)})
     if to_stage not in TRANSITIONS[from_stage]:
         raise InvalidTransition(from_stage, to_stage, list(TRANSITIONS[from_stage]))
@@ -73,29 +75,32 @@ def check_transition(from_stage: str, to_stage: str) -> None:
 
 def check_number(number: str) -> str:
     if not is_valid_case_number(number):
-        raise InvalidCaseNumber(f"{number!r} is not a case number (11 digits with a valid "
-                                "check digit)")
+        raise InvalidCaseNumber(Phrase("{number} is not a case number (11 digits with a valid "
+                                       "check digit)", {"number": repr(number)}))
     return number
 
 
 def _text(value: str | None, what: str, limit: int, *, required: bool = False) -> str | None:
     if value is None:
         if required:
-            raise InvalidInput(f"{what} is required")
+            raise InvalidInput(Phrase("{field} is required", {"field": Label("field", what)}))
         return None
     value = value.strip()
     if "\x00" in value:
-        raise InvalidInput(f"{what} must not contain NUL characters")
+        raise InvalidInput(Phrase("{field} must not contain NUL characters",
+                                  {"field": Label("field", what)}))
     if required and not value:
-        raise InvalidInput(f"{what} must not be empty")
+        raise InvalidInput(Phrase("{field} must not be empty", {"field": Label("field", what)}))
     if len(value) > limit:
-        raise InvalidInput(f"{what} is longer than {limit} characters")
+        raise InvalidInput(Phrase("{field} is longer than {limit} characters",
+                                  {"field": Label("field", what), "limit": limit}))
     return value or None
 
 
 def check_phone(phone: str | None, what: str = "phone") -> str | None:
     if phone is not None and not PHONE_PATTERN.fullmatch(phone):
-        raise InvalidInput(f"{what} must be 3-20 digits, optionally after a '+'")
+        raise InvalidInput(Phrase("{field} must be 3-20 digits, optionally after a '+'",
+                                  {"field": Label("field", what)}))
     return phone
 
 
@@ -194,7 +199,7 @@ async def _load(session: AsyncSession, number: str) -> Case:
                  selectinload(Case.consultations))
         .execution_options(populate_existing=True))
     if case is None:
-        raise CaseNotFound(f"no case {number}")
+        raise CaseNotFound(Phrase("no case {number}", {"number": number}))
     return case
 
 
@@ -224,7 +229,8 @@ async def _allocate_number(session: AsyncSession, day: date) -> str:
         await session.execute(update(CaseNumberSequence)
                               .where(CaseNumberSequence.day == day).values(last=seq))
     if seq > 9999:
-        raise CaseNumbersExhausted(f"all 9999 case numbers of {day} are used")
+        raise CaseNumbersExhausted(Phrase("all 9999 case numbers of {day} are used",
+                                          {"day": day.isoformat()}))
     return make_case_number(day, seq)
 
 
@@ -252,12 +258,15 @@ async def create_case(sessions: SessionFactory, *, category: str, description: s
                 if cat is None:
                     known = (await session.scalars(select(CaseCategory.code)
                                                    .order_by(CaseCategory.code))).all()
-                    raise UnknownCategory(f"unknown category {category!r}; categories: "
-                                          f"{', '.join(known)}", details={"categories": known})
+                    raise UnknownCategory(Phrase("unknown category {category}; categories: "
+                                                 "{categories}", {"category": repr(category),
+                                                                  "categories": ", ".join(known)}),
+                                          details={"categories": known})
                 limit = TimeLimit.of(cat.time_limit_days, cat.time_limit_hours)
                 if limit is None or await category_tree.is_branch(session, cat.id):
-                    raise InvalidInput(f"category {category} is a group of categories: "
-                                       "choose one of its third-level categories")
+                    raise InvalidInput(Phrase("category {category} is a group of categories: "
+                                              "choose one of its third-level categories",
+                                              {"category": category}))
                 if resident_id is None and resident_phone:
                     resident_id = await session.scalar(
                         select(ResidentPhone.resident_id)
@@ -295,7 +304,10 @@ async def update_case(sessions: SessionFactory, number: str, *, actor: str,
     note = _text(note, "note", 1000)
     latest_update = _text(latest_update, "latest_update", 1000)
     if stage is None and note is None and department is None and latest_update is None:
-        raise InvalidInput("nothing to change: give stage, department, latest_update or note")
+        raise InvalidInput(Phrase("nothing to change: give {stage}, {department}, "
+                                  "{latest_update} or {note}",
+                                  {f: Label("field", f)
+                                   for f in ("stage", "department", "latest_update", "note")}))
     for _ in range(_UPDATE_ATTEMPTS):
         async with sessions() as session, session.begin():
             case = await _load(session, number)
@@ -311,7 +323,8 @@ async def update_case(sessions: SessionFactory, number: str, *, actor: str,
                                              .where(Department.code == department))
                         if CODE_PATTERN.fullmatch(department) else None)
                 if dept is None:
-                    raise UnknownDepartment(f"unknown department {department!r}")
+                    raise UnknownDepartment(Phrase("unknown department {department}",
+                                                   {"department": repr(department)}))
                 if dept.id != case.department_id:
                     values["department_id"] = dept.id
                     entry.from_department = case.department.code if case.department else None
@@ -333,7 +346,8 @@ async def update_case(sessions: SessionFactory, number: str, *, actor: str,
         log.info("case %s updated by %s: %s", number, actor,
                  ", ".join(f"{k}={v}" for k, v in values.items() if k != "updated_at"))
         return await get_case(sessions, number)
-    raise CaseChangedConcurrently(f"case {number} kept changing; try again")
+    raise CaseChangedConcurrently(Phrase("case {number} kept changing; try again",
+                                         {"number": number}))
 
 
 async def change_stage(sessions: SessionFactory, number: str, stage: str, *, actor: str,
@@ -344,5 +358,5 @@ async def change_stage(sessions: SessionFactory, number: str, stage: str, *, act
 async def add_note(sessions: SessionFactory, number: str, note: str, *,
                    actor: str) -> CaseView:
     if not (note or "").strip():
-        raise InvalidInput("note must not be empty")
+        raise InvalidInput(Phrase("{field} must not be empty", {"field": Label("field", "note")}))
     return await update_case(sessions, number, actor=actor, note=note)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from crm.categories.working_time import WorkingCalendar
+from crm.i18n.phrases import Phrase
 from crm.settings import TimeLimitSettings
 
 Unit = Literal["h", "d"]
@@ -19,6 +20,14 @@ _LIMIT = re.compile(r"([0-9]{1,4})\s*(h|d|小时|天|工作日)?", re.IGNORECASE
 _UNITS = {"h": "h", "小时": "h", "d": "d", "天": "d", "工作日": "d", None: "d"}
 MAX_HOURS = 24 * 90
 MAX_DAYS = 3650
+
+
+class InvalidTimeLimit(ValueError):
+    """A time limit that cannot be read; ``phrase`` says why in each reader's language."""
+
+    def __init__(self, phrase: Phrase) -> None:
+        super().__init__(phrase.render())
+        self.phrase = phrase
 
 
 @dataclass(frozen=True)
@@ -31,12 +40,16 @@ class TimeLimit:
         """``2h``, ``24h``, ``7d``, ``15d`` (a bare number is days; 小时 / 天 / 工作日 too)."""
         match = _LIMIT.fullmatch(text.strip())
         if match is None:
-            raise ValueError(f"{text!r} is not a time limit like 2h, 24h, 7d or 15d")
+            raise InvalidTimeLimit(Phrase("{value} is not a time limit like 2h, 24h, 7d or 15d",
+                                          {"value": repr(text)}))
         amount, unit = int(match[1]), _UNITS[match[2] and match[2].lower()]
         top = MAX_HOURS if unit == "h" else MAX_DAYS
         if not 0 < amount <= top:
-            raise ValueError(f"{text!r}: a limit in {'hours' if unit == 'h' else 'days'} "
-                             f"must be from 1 to {top}")
+            raise InvalidTimeLimit(
+                Phrase("{value}: a limit in hours must be from 1 to {max}",
+                       {"value": repr(text), "max": top}) if unit == "h" else
+                Phrase("{value}: a limit in days must be from 1 to {max}",
+                       {"value": repr(text), "max": top}))
         return cls(amount, unit)  # type: ignore[arg-type]
 
     @classmethod

@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm.i18n.phrases import Phrase
 from crm.storage.models import CaseCategory
 
 MAX_LEVEL = 3
 _SIX_DIGITS = re.compile(r"[0-9]{6}")
-Problem = Callable[[int, str | None, str], None]
+Problem = Callable[[int, str | None, Phrase], None]
 
 
 def packaged_file() -> str:
@@ -69,26 +70,31 @@ def place(file_parents: dict[str, str | None], rows: Sequence[tuple[int, str, An
             expected = shaped_parent(code)
             if expected is not False and parent != expected and (
                     parent is None or shaped_parent(parent) is not False):
-                where = f"under {expected}" if expected else "on level 1 (no parent)"
-                problem(line, "parent", f"code {code} belongs {where}: six-digit codes are "
-                                        "XX0000 > XXYY00 > XXYYZZ")
+                problem(line, "parent", Phrase(
+                    "code {code} belongs under {parent}: six-digit codes are XX0000 > XXYY00 > "
+                    "XXYYZZ", {"code": code, "parent": expected}) if expected else Phrase(
+                    "code {code} belongs on level 1 (no parent): six-digit codes are XX0000 > "
+                    "XXYY00 > XXYYZZ", {"code": code}))
                 continue
             if parent is not None and parent not in parents:
-                problem(line, "parent", f"no category with code {parent!r} in this file or "
-                                        "the database")
+                problem(line, "parent", Phrase("no category with code {code} in this file or "
+                                               "the database", {"code": repr(parent)}))
                 continue
         level, seen, at = 1, {code}, parent
         while at is not None and level <= MAX_LEVEL:
             if at in seen:
-                problem(line, "parent", f"the parents of {code} loop back to {at}")
+                problem(line, "parent", Phrase("the parents of {code} loop back to {at}",
+                                               {"code": code, "at": at}))
                 break
             seen.add(at)
             level += 1
             at = parents.get(at)
         else:
             if level > MAX_LEVEL:
-                problem(line, "parent", f"{code} would be on level {level}: the tree has "
-                                        f"{MAX_LEVEL} levels")
+                problem(line, "parent", Phrase("{code} would be on level {level}: the tree "
+                                               "has {levels} levels",
+                                               {"code": code, "level": level,
+                                                "levels": MAX_LEVEL}))
             else:
                 levels[code] = level
     return Placement(levels, parents)

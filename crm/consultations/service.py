@@ -18,6 +18,7 @@ from crm.audit import log as audit
 from crm.cases.service import check_number
 from crm.consultations.recorder import CallRecord, call_record_fields, shown_steps
 from crm.errors import AgentNotFound, CaseNotFound, ConsultationNotFound, InvalidInput, NotFound
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent, Case, Consultation, ConsultationCase, Resident
 
@@ -84,7 +85,7 @@ async def _load(session: AsyncSession, consultation_id: int) -> Consultation:
     found = await session.scalar(select(Consultation).where(Consultation.id == consultation_id)
                                  .options(*_FULL).execution_options(populate_existing=True))
     if found is None:
-        raise ConsultationNotFound(f"no consultation {consultation_id}")
+        raise ConsultationNotFound(Phrase("no consultation {id}", {"id": consultation_id}))
     return found
 
 
@@ -99,7 +100,8 @@ async def find_consultations(sessions: SessionFactory, *, phone: str | None = No
     """Newest first: calls from ``phone``, about case ``case_number``, started at or after
     ``since``; without their steps unless ``with_steps``."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be 1-{MAX_LIMIT}")
+        raise InvalidInput(Phrase("{field} must be 1-{max}",
+                                  {"field": Label("field", "limit"), "max": MAX_LIMIT}))
     query = (select(Consultation).options(*(_FULL if with_steps else _FULL[1:]))
              .order_by(Consultation.started_at.desc().nulls_last(), Consultation.id.desc())
              .limit(limit))
@@ -110,7 +112,8 @@ async def find_consultations(sessions: SessionFactory, *, phone: str | None = No
             Case.number == check_number(case_number))
     if since is not None:
         if since.tzinfo is None:
-            raise InvalidInput("since needs a time zone")
+            raise InvalidInput(Phrase("{field} needs a time zone",
+                                      {"field": Label("field", "since")}))
         query = query.where(Consultation.started_at >= since)
     async with sessions() as session:
         return [_detail(c, with_steps=with_steps)
@@ -124,7 +127,7 @@ async def link_case(sessions: SessionFactory, consultation_id: int, number: str,
         consultation = await _load(session, consultation_id)
         case_id = await session.scalar(select(Case.id).where(Case.number == check_number(number)))
         if case_id is None:
-            raise CaseNotFound(f"no case {number}")
+            raise CaseNotFound(Phrase("no case {number}", {"number": number}))
         if await session.get(ConsultationCase, (consultation.id, case_id)) is None:
             session.add(ConsultationCase(consultation_id=consultation.id, case_id=case_id,
                                          linked_by=actor))
@@ -139,10 +142,13 @@ async def update_consultation(sessions: SessionFactory, consultation_id: int, *,
                               resident_id: int | None = None) -> ConsultationDetail:
     """Set what the agent recorded about a call. Arguments left None are left as they are."""
     if notes is not None and (len(notes) > 4000 or "\x00" in notes):
-        raise InvalidInput("notes must be at most 4000 characters, without NUL characters")
+        raise InvalidInput(Phrase("{field} must be at most 4000 characters, without NUL "
+                                  "characters", {"field": Label("field", "notes")}))
     if disposition is not None and disposition not in DISPOSITIONS:
-        raise InvalidInput(f"unknown disposition {disposition!r}; dispositions: "
-                           f"{', '.join(DISPOSITIONS)}")
+        raise InvalidInput(Phrase("unknown disposition {disposition}; dispositions: "
+                                  "{dispositions}",
+                                  {"disposition": repr(disposition),
+                                   "dispositions": Labels("disposition", tuple(DISPOSITIONS))}))
     changed: list[str] = []
     async with sessions() as session, session.begin():
         consultation = await _load(session, consultation_id)
@@ -155,12 +161,13 @@ async def update_consultation(sessions: SessionFactory, consultation_id: int, *,
         if agent_login is not None:
             agent_id = await session.scalar(select(Agent.id).where(Agent.login == agent_login))
             if agent_id is None:
-                raise AgentNotFound(f"no agent with login {agent_login!r}")
+                raise AgentNotFound(Phrase("no agent with login {login}",
+                                           {"login": repr(agent_login)}))
             consultation.agent_id = agent_id
             changed.append("agent")
         if resident_id is not None:
             if await session.get(Resident, resident_id) is None:
-                raise NotFound(f"no resident {resident_id}")
+                raise NotFound(Phrase("no resident {id}", {"id": resident_id}))
             consultation.resident_id = resident_id
             changed.append("resident")
         audit.record(session, actor=actor, action="consultation.update",

@@ -26,6 +26,7 @@ from crm.agents.accounts import (
 )
 from crm.agents.auth import ROLES
 from crm.directory.rows import ImportResult, Problems, Row, check_unique, field_text
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.models import Agent
 
 NO_PASSWORD_NOTE = ("new accounts have no password and cannot sign in until given one: "
@@ -39,30 +40,36 @@ def split_languages(value: str) -> list[str]:
 def _parse(row: Row, problems: Problems) -> tuple[str, dict[str, Any]] | None:
     login = row.values.get("login", "").lower()
     if not login:
-        problems.add(row.line, "login", "required, empty")
+        problems.add(row.line, "login", Phrase("required, empty"))
     elif not LOGIN_PATTERN.fullmatch(login):
-        problems.add(row.line, "login", f"{login!r} is not a login (2-64 lower-case letters, "
-                                        "digits, . _ -, starting with a letter)")
+        problems.add(row.line, "login", Phrase("{value} is not a login (2-64 lower-case "
+                                               "letters, digits, . _ -, starting with a "
+                                               "letter)", {"value": repr(login)}))
         login = ""
     name = field_text(row, "name", problems, required=True)
     fields: dict[str, Any] = {"display_name": name}
     role = row.values.get("role", "").lower()
     if role and role not in ROLES:
-        problems.add(row.line, "role", f"{role!r} is not one of {', '.join(ROLES)}")
+        problems.add(row.line, "role", Phrase("{value} is not one of {roles}",
+                                              {"value": repr(role),
+                                               "roles": Labels("role", tuple(ROLES))}))
     elif role:
         fields["role"] = role
     if "extension" in row.values:  # a file without the column leaves desk phones alone
         extension = row.values["extension"] or None
         if extension is not None and not EXTENSION_PATTERN.fullmatch(extension):
             problems.add(row.line, "extension",
-                         f"{extension!r} is not an extension (2-16 digits)")
+                         Phrase("{value} is not an extension (2-16 digits)",
+                                {"value": repr(extension)}))
         fields["extension"] = extension
     if row.values.get("languages"):
         languages = split_languages(row.values["languages"])
         bad = [code for code in languages if code not in AGENT_LANGUAGES]
         if bad:
-            problems.add(row.line, "languages", f"{', '.join(map(repr, bad))}: use "
-                                                f"{', '.join(AGENT_LANGUAGES)}, ';'-separated")
+            problems.add(row.line, "languages",
+                         Phrase("{bad}: use {languages}, ';'-separated",
+                                {"bad": ", ".join(map(repr, bad)),
+                                 "languages": Labels("language", AGENT_LANGUAGES)}))
         fields["languages"] = languages
     return (login, fields) if login and name else None
 
@@ -79,18 +86,22 @@ async def import_agents(session: Any, rows: list[Row], problems: Problems, *,
     own = existing.get(importer or "")
     for line, (login, fields) in parsed:
         if own is not None and login == own.login and fields.get("role", own.role) != own.role:
-            problems.add(line, "role", f"your own role ({own.role}) cannot be changed by your "
-                                       "own import; another admin or `hotline agents "
-                                       "set-role` can")
+            problems.add(line, "role", Phrase("your own role ({role}) cannot be changed by "
+                                              "your own import; another admin or `hotline "
+                                              "agents set-role` can",
+                                              {"role": Label("role", own.role)}))
     moving = {login for _, (login, fields) in parsed if "extension" in fields}
-    phones = {a.extension: f"agent {a.login!r}" for a in existing.values()
+    phones = {a.extension: Phrase("agent {login}", {"login": repr(a.login)})
+              for a in existing.values()
               if a.extension and a.login not in moving}
     for line, (_, fields) in parsed:
         extension = fields.get("extension")
         if extension in phones:
-            problems.add(line, "extension", f"{extension!r} is already {phones[extension]}'s")
+            problems.add(line, "extension", Phrase("{extension} is already {owner}'s",
+                                                   {"extension": repr(extension),
+                                                    "owner": phones[extension]}))
         elif extension:
-            phones[extension] = f"line {line}"
+            phones[extension] = Phrase("line {line}", {"line": line})
     if problems.items:
         return ImportResult(0, 0)
     moved = [a for login, a in existing.items() if login in moving and a.extension]

@@ -32,6 +32,8 @@ from crm.directory.rows import ImportResult, Problems, Row, sheet_safe, unquote_
 from crm.directory.rows import check_unique as _unique
 from crm.directory.rows import field_text as _text
 from crm.errors import InvalidInput
+from crm.i18n.extraction import N_
+from crm.i18n.phrases import Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
 
@@ -44,8 +46,11 @@ class CsvImportError(InvalidInput):
 
     code = "invalid_csv"
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str],
+                 phrases: list[Phrase] | None = None) -> None:
         self.problems = problems
+        self.phrases = phrases or [Phrase("{text}", {"text": p}) for p in problems]
+        """The problems for a reader (the console renders them in its language)."""
         shown = problems[:50]
         more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         super().__init__(f"{source}: nothing imported, {len(problems)} problem(s):\n"
@@ -58,21 +63,23 @@ def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
     try:
         header = next(record for record in reader if record)
     except StopIteration:
-        problems.add(1, None, f"empty file: expected a header {','.join(COLUMNS[kind])}")
+        problems.add(1, None, Phrase("empty file: expected a header {columns}",
+                                     {"columns": ",".join(COLUMNS[kind])}))
         return []
     except csv.Error as exc:
-        problems.add(1, None, f"not CSV: {exc}")
+        problems.add(1, None, Phrase("not CSV: {error}", {"error": str(exc)}))
         return []
     header = [h.strip().lstrip("\ufeff").lower() for h in header]
     unknown = [h for h in header if h not in COLUMNS[kind] + LEGACY.get(kind, ())]
     for name in unknown:
-        problems.add(1, name, f"unknown column (expected: {', '.join(COLUMNS[kind])})")
+        problems.add(1, name, Phrase("unknown column (expected: {columns})",
+                                     {"columns": ", ".join(COLUMNS[kind])}))
     for name in REQUIRED[kind]:
         if name not in header:
-            problems.add(1, name, "required column missing from the header")
+            problems.add(1, name, Phrase("required column missing from the header"))
     duplicates = sorted({h for h in header if header.count(h) > 1})
     for name in duplicates:
-        problems.add(1, name, "column named twice")
+        problems.add(1, name, Phrase("column named twice"))
     if unknown or duplicates or any(n not in header for n in REQUIRED[kind]):
         return []
     rows = []
@@ -83,13 +90,14 @@ def read_rows(kind: Kind, stream: TextIO, problems: Problems) -> list[Row]:
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(header):
-                problems.add(line, None,
-                             f"{len(record)} fields, the header has {len(header)}")
+                problems.add(line, None, Phrase("{count} fields, the header has {header}",
+                                                {"count": len(record),
+                                                 "header": len(header)}))
                 continue
             rows.append(Row(line, {h: unquote_sheet(v.strip())
                                    for h, v in zip(header, record, strict=True)}))
     except csv.Error as exc:
-        problems.add(reader.line_num, None, f"not CSV: {exc}")
+        problems.add(reader.line_num, None, Phrase("not CSV: {error}", {"error": str(exc)}))
     return rows
 
 
@@ -121,7 +129,7 @@ async def import_csv(sessions: SessionFactory, kind: Kind, stream: TextIO,
         result = await handler[kind](session, rows, problems)
         if problems.items:
             await session.rollback()
-            raise CsvImportError(source, problems.items)
+            raise CsvImportError(source, problems.items, problems.phrases)
     await browser_sessions.announce(revoked)
     return result
 
@@ -131,10 +139,10 @@ async def _import_departments(session: Any, rows: list[Row], problems: Problems,
     parsed = []
     for row in rows:
         code = _text(row, "code", problems, required=True, pattern=_CODE,
-                     what="a code (letters, digits, _ . -)")
+                     what=N_("a code (letters, digits, _ . -)"))
         name = _text(row, "name", problems, required=True)
         extra = {f: _text(row, f, problems) for f in ("name_en", "name_ko")}
-        phone = _text(row, "phone", problems, pattern=_PHONE, what="a phone number")
+        phone = _text(row, "phone", problems, pattern=_PHONE, what=N_("a phone number"))
         if code and name:
             parsed.append((row.line, code, dict(name=name, phone=phone, **extra)))
     return await _upsert_by_code(session, Department, parsed, problems)
@@ -149,14 +157,15 @@ async def _import_categories(session: Any, rows: list[Row], problems: Problems,
     parents: dict[str, str | None] = {}
     for row in rows:
         code = _text(row, "code", problems, required=True, pattern=_CODE,
-                     what="a code (letters, digits, _ . -)")
+                     what=N_("a code (letters, digits, _ . -)"))
         name = _text(row, "name", problems, required=True)
         limit = _time_limit(row, problems)
-        parent = _text(row, "parent", problems, pattern=_CODE, what="a category code")
+        parent = _text(row, "parent", problems, pattern=_CODE, what=N_("a category code"))
         department = row.values.get("department", "")
         if department and department not in departments:
             problems.add(row.line, "department",
-                         f"no department with code {department!r} (import departments first)")
+                         Phrase("no department with code {code} (import departments first)",
+                                {"code": repr(department)}))
         if code and name:
             fields: dict[str, Any] = dict(name=name,
                                           department_id=departments.get(department))
@@ -173,8 +182,9 @@ async def _import_categories(session: Any, rows: list[Row], problems: Problems,
     for _, code, fields in parsed:
         line = fields.pop("_needs_limit", None)
         if line is not None and placement.is_leaf(code):
-            problems.add(line, "time_limit", "required on a leaf category (one that is no "
-                                             "other category's parent): e.g. 2h, 24h, 7d, 15d")
+            problems.add(line, "time_limit", Phrase("required on a leaf category (one that is "
+                                                    "no other category's parent): e.g. 2h, "
+                                                    "24h, 7d, 15d"))
         if code in placement.levels:
             fields["level"] = placement.levels[code]
     result = await _upsert_by_code(session, CaseCategory, parsed, problems)
@@ -198,14 +208,15 @@ def _time_limit(row: Row, problems: Problems) -> TimeLimit | Literal[False] | No
         try:
             return TimeLimit.parse(text)
         except ValueError as exc:
-            problems.add(row.line, "time_limit", str(exc))
+            problems.add(row.line, "time_limit", getattr(exc, "phrase", str(exc)))
             return None
     if "time_limit_days" in row.values:
         text = row.values["time_limit_days"]
         if text.isdigit() and 0 < int(text) <= 3650:
             return TimeLimit(int(text), "d")
         problems.add(row.line, "time_limit_days",
-                     f"{text!r} is not a whole number of days from 1 to 3650")
+                     Phrase("{value} is not a whole number of days from 1 to 3650",
+                            {"value": repr(text)}))
         return None
     return False
 
@@ -242,14 +253,18 @@ async def _import_residents(session: Any, rows: list[Row], problems: Problems,
         name = _text(row, "name", problems, required=True)
         phones = split_phones(row.values.get("phones", ""))
         if not phones:
-            problems.add(row.line, "phones", "required, empty")
+            problems.add(row.line, "phones", Phrase("required, empty"))
         for phone in phones:
             if not _PHONE.fullmatch(phone):
-                problems.add(row.line, "phones", f"{phone!r} is not a phone number")
+                problems.add(row.line, "phones", Phrase("{value} is not {what}",
+                                                        {"value": repr(phone),
+                                                         "what": Phrase("a phone number")}))
         language = row.values.get("preferred_language") or None
         if language is not None and language not in AGENT_LANGUAGES:
             problems.add(row.line, "preferred_language",
-                         f"{language!r} is not one of {', '.join(AGENT_LANGUAGES)}")
+                         Phrase("{value} is not one of {languages}",
+                                {"value": repr(language),
+                                 "languages": Labels("language", AGENT_LANGUAGES)}))
         community = _text(row, "community", problems)
         if name and phones:
             parsed.append((row.line, phones, dict(name=name, preferred_language=language,

@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from crm.i18n.phrases import Phrase
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """A cell starting so is run as a formula by a spreadsheet: exports quote it with '."""
 _PHONES = re.compile(r"\+?[0-9]+(;\+?[0-9]+)*")
@@ -41,12 +43,19 @@ class Row:
 
 
 class Problems:
+    """Each problem in English (``items``: the CLI's, the error's details) and as a phrase
+    (``phrases``: the console's, in its reader's language)."""
+
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.phrases: list[Phrase] = []
 
-    def add(self, line: int, field: str | None, message: str) -> None:
-        where = f"line {line}" + (f", field '{field}'" if field else "")
-        self.items.append(f"{where}: {message}")
+    def add(self, line: int, field: str | None, message: str | Phrase) -> None:
+        values = {"line": line, "field": field or "", "problem": message}
+        phrase = (Phrase("line {line}, field '{field}': {problem}", values) if field
+                  else Phrase("line {line}: {problem}", values))
+        self.items.append(phrase.render())
+        self.phrases.append(phrase)
 
 
 def field_text(row: Row, field: str, problems: Problems, *, required: bool = False,
@@ -54,14 +63,16 @@ def field_text(row: Row, field: str, problems: Problems, *, required: bool = Fal
     value = row.values.get(field, "")
     if not value:
         if required:
-            problems.add(row.line, field, "required, empty")
+            problems.add(row.line, field, Phrase("required, empty"))
         return None
     limit = _LENGTHS.get(field)
     if limit and len(value) > limit:
-        problems.add(row.line, field, f"longer than {limit} characters")
+        problems.add(row.line, field, Phrase("longer than {limit} characters",
+                                             {"limit": limit}))
         return None
     if pattern is not None and not pattern.fullmatch(value):
-        problems.add(row.line, field, f"{value!r} is not {what}")
+        problems.add(row.line, field, Phrase("{value} is not {what}",
+                                             {"value": repr(value), "what": Phrase(what)}))
         return None
     return value
 
@@ -70,6 +81,7 @@ def check_unique(rows: Iterable[tuple[int, str]], field: str, problems: Problems
     seen: dict[str, int] = {}
     for line, key in rows:
         if key in seen:
-            problems.add(line, field, f"{key!r} also on line {seen[key]}")
+            problems.add(line, field, Phrase("{key} also on line {line}",
+                                             {"key": repr(key), "line": seen[key]}))
         else:
             seen[key] = line

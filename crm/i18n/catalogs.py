@@ -61,8 +61,14 @@ class Translator:
         return self.translations.ngettext(singular, plural, n)
 
     def label(self, kind: str, code: str | None) -> str:
-        """The name of ``code`` in this language ("" for None)."""
-        return self.gettext(english(kind, code)) if code else ""
+        """The name of ``code`` in this language ("" for None): a translation given in the
+        context of its kind (``msgctxt "field"``) wins over the plain one, so one English
+        word can have two names ("stage" of a case in a sentence, a column's "stage")."""
+        if not code:
+            return ""
+        name = english(kind, code)
+        in_context = self.translations.pgettext(kind, name)
+        return in_context if in_context != name else self.gettext(name)
 
     def phrase(self, phrase: Phrase) -> str:
         return phrase.render(self.gettext, self.label)
@@ -88,7 +94,7 @@ def merged(locale: str, fragments: Iterable[Catalog]) -> Catalog:
     for fragment in fragments:
         for message in fragment:
             if message.id and message.string and not message.fuzzy:
-                catalog.add(message.id, message.string)
+                catalog.add(message.id, message.string, context=message.context)
     return catalog
 
 

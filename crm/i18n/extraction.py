@@ -42,7 +42,7 @@ def used_msgids(root: Path = CRM_DIR) -> Iterator[tuple[str, str]]:
 def untranslated(locale: str = "zh_CN") -> dict[str, str]:
     """msgid -> where it is used, for each id the locale's catalogs do not translate."""
     catalog = merged(locale, read_fragments(LOCALES_DIR / locale).values())
-    have = {m.id for m in catalog if m.id and m.string}
+    have = {m.id for m in catalog if m.id and m.string}  # in any context
     return {msgid: where for msgid, where in used_msgids() if msgid not in have}
 
 

@@ -223,6 +223,22 @@ _LABELS: dict[str, dict[str, str]] = {
         "preferred_language": "preferred_language", "community": "community",
         "login": "login", "role": "role", "extension": "extension", "languages": "languages",
     },
+    # domain errors (crm/errors.py: the names their messages give)
+    "field": {
+        "description": "description", "address": "address", "contact_phone": "contact phone",
+        "resident_phone": "resident phone", "note": "note", "notes": "notes",
+        "latest_update": "latest update", "stage": "stage", "department": "department",
+        "until": "until", "since": "since", "from": "from", "to": "to", "limit": "limit",
+        "page": "page", "kind": "kind", "outcome": "outcome", "min_score": "minimum score",
+        "max_score": "maximum score", "agent": "agent", "category": "category",
+        "phone": "phone", "bucket": "period", "actor": "actor", "action": "action",
+        "object_type": "object type", "object_id": "object id", "result": "result",
+        "reason": "reason",
+    },
+    "dispatch_request_kind": {"return": "return", "extension": "extension"},
+    "dispatch_request_status": {"pending": "pending", "granted": "granted",
+                                "refused": "refused"},
+    "period_bucket": {"hour": "hour", "day": "day"},
 }
 LABELS = MappingProxyType({k: MappingProxyType(v) for k, v in _LABELS.items()})
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from crm.audit import log as audit
 from crm.errors import ConsultationNotFound, UnknownDepartment
+from crm.i18n.phrases import Labels, Phrase
 from crm.knowledge.errors import ArticleNotFound, InvalidArticle
 from crm.knowledge.models import (
     ConsultationArticle,
@@ -52,25 +53,31 @@ class ArticleInput:
     def checked(self) -> ArticleInput:
         title, body = self.title.strip(), self.body.strip()
         if not title or len(title) > MAX_TITLE:
-            raise InvalidArticle(f"the title must have 1 to {MAX_TITLE} characters",
+            raise InvalidArticle(Phrase("the title must have 1 to {max} characters",
+                                        {"max": MAX_TITLE}),
                                  details={"field": "title"})
         if not body or len(body) > MAX_BODY:
-            raise InvalidArticle(f"the text must have 1 to {MAX_BODY} characters",
+            raise InvalidArticle(Phrase("the text must have 1 to {max} characters",
+                                        {"max": MAX_BODY}),
                                  details={"field": "body"})
         answers = {lang: text.strip() for lang, text in self.answers.items() if text.strip()}
         for lang, text in answers.items():
             if lang not in LANGUAGES:
-                raise InvalidArticle(f"unknown language {lang!r}; valid: {', '.join(LANGUAGES)}",
+                raise InvalidArticle(Phrase("unknown language {language}; valid: {languages}",
+                                            {"language": repr(lang),
+                                             "languages": Labels("language", tuple(LANGUAGES))}),
                                      details={"field": f"answer_{lang}"})
             if len(text) > MAX_ANSWER:
-                raise InvalidArticle(f"a spoken answer has at most {MAX_ANSWER} characters",
+                raise InvalidArticle(Phrase("a spoken answer has at most {max} characters",
+                                            {"max": MAX_ANSWER}),
                                      details={"field": f"answer_{lang}"})
         if "cmn" not in answers:
-            raise InvalidArticle("the Mandarin spoken answer is required",
+            raise InvalidArticle(Phrase("the Mandarin spoken answer is required"),
                                  details={"field": "answer_cmn"})
         key = (self.ivr_key or "").strip() or None
         if key is not None and not (len(key) == 1 and key.isdigit()):
-            raise InvalidArticle("the IVR key is one digit", details={"field": "ivr_key"})
+            raise InvalidArticle(Phrase("the IVR key is one digit"),
+                                 details={"field": "ivr_key"})
         return ArticleInput(title, body, self.review_date, answers,
                             (self.category_code or "").strip() or None,
                             (self.department_code or "").strip() or None, key)
@@ -127,7 +134,7 @@ async def _department_id(session: AsyncSession, code: str | None) -> int | None:
         return None
     found = await session.scalar(select(Department.id).where(Department.code == code))
     if found is None:
-        raise UnknownDepartment(f"no department with code {code!r}",
+        raise UnknownDepartment(Phrase("no department with code {code}", {"code": repr(code)}),
                                 details={"field": "department"})
     return found
 
@@ -175,7 +182,7 @@ async def update_article(sessions: SessionFactory, article_id: int, data: Articl
         article = await session.get(KnowledgeArticle, article_id,
                                     options=[selectinload(KnowledgeArticle.answers)])
         if article is None:
-            raise ArticleNotFound(f"no knowledge article {article_id}")
+            raise ArticleNotFound(Phrase("no knowledge article {id}", {"id": article_id}))
         department_id = await _department_id(session, data.department_code)
         _apply(article, data, department_id, actor)
         await session.flush()
@@ -201,7 +208,7 @@ async def get_article(sessions: SessionFactory, article_id: int, *,
     async with sessions() as session:
         found = (await _views(session, [article_id], today or _today())).get(article_id)
     if found is None:
-        raise ArticleNotFound(f"no knowledge article {article_id}")
+        raise ArticleNotFound(Phrase("no knowledge article {id}", {"id": article_id}))
     return found
 
 
@@ -263,9 +270,9 @@ async def mark_answered(sessions: SessionFactory, consultation_id: int, article_
     """"Answered from article N" on a consultation (marking it twice changes nothing)."""
     async with sessions() as session, session.begin():
         if await session.get(Consultation, consultation_id) is None:
-            raise ConsultationNotFound(f"no consultation {consultation_id}")
+            raise ConsultationNotFound(Phrase("no consultation {id}", {"id": consultation_id}))
         if await session.get(KnowledgeArticle, article_id) is None:
-            raise ArticleNotFound(f"no knowledge article {article_id}")
+            raise ArticleNotFound(Phrase("no knowledge article {id}", {"id": article_id}))
         if await session.get(ConsultationArticle, (consultation_id, article_id)) is None:
             session.add(ConsultationArticle(consultation_id=consultation_id,
                                             article_id=article_id, agent_id=agent_id,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from crm.errors import NotFound
+from crm.i18n.phrases import Phrase
 from crm.reports.satisfaction import PAGE_SIZE, ConsultationRow, consultation_rows
 from crm.storage.db import SessionFactory
 from crm.storage.models import Case, Consultation, Resident
@@ -49,7 +50,7 @@ async def resident_record(sessions: SessionFactory, resident_id: int, tz: tzinfo
         resident = await session.scalar(select(Resident).where(Resident.id == resident_id)
                                         .options(selectinload(Resident.phones)))
         if resident is None:
-            raise NotFound(f"no resident {resident_id}")
+            raise NotFound(Phrase("no resident {id}", {"id": resident_id}))
         phones = tuple(p.phone for p in resident.phones)
         found = (await session.scalars(
             select(Case).where(Case.resident_id == resident_id)

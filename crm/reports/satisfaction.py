@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from crm.errors import InvalidInput
 from crm.i18n.extraction import N_
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Agent,
@@ -53,14 +54,16 @@ def _date(value: str, name: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidInput(Phrase("{field}={value} is not a date (YYYY-MM-DD)",
+                                  {"field": Label("field", name), "value": repr(value)})) from None
 
 
 def checked_text(value: str | None, pattern: re.Pattern[str], name: str) -> str | None:
     if not value:
         return None
     if not pattern.fullmatch(value):
-        raise InvalidInput(f"{name}={value!r} is not valid")
+        raise InvalidInput(Phrase("{field}={value} is not valid",
+                                  {"field": Label("field", name), "value": repr(value)}))
     return value
 
 
@@ -68,7 +71,8 @@ def _score(value: str | None, name: str) -> int | None:
     if not value:
         return None
     if value not in {str(s) for s in SCORES}:
-        raise InvalidInput(f"{name} must be a score from 1 to 5")
+        raise InvalidInput(Phrase("{field} must be a score from 1 to 5",
+                                  {"field": Label("field", name)}))
     return int(value)
 
 
@@ -76,7 +80,8 @@ def page_number(value: str | None) -> int:
     if not value:
         return 1
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 10_000:
-        raise InvalidInput("page must be a whole number from 1")
+        raise InvalidInput(Phrase("{field} must be a whole number from 1",
+                                  {"field": Label("field", "page")}))
     return int(value)
 
 
@@ -108,15 +113,21 @@ class ReportFilter:
         since = (_date(query["since"], "since") if query.get("since")
                  else until - timedelta(days=default_days - 1))
         if since > until:
-            raise InvalidInput("since must not be after until")
+            raise InvalidInput(Phrase("{since} must not be after {until}",
+                                      {"since": Label("field", "since"),
+                                       "until": Label("field", "until")}))
         if (until - since).days >= MAX_RANGE_DAYS:
-            raise InvalidInput(f"a range is at most {MAX_RANGE_DAYS} days")
+            raise InvalidInput(Phrase("a range is at most {max} days", {"max": MAX_RANGE_DAYS}))
         kind = query.get("kind") or None
         if kind is not None and kind not in SURVEY_KINDS:
-            raise InvalidInput(f"kind must be one of {', '.join(SURVEY_KINDS)}")
+            raise InvalidInput(Phrase("{field} must be one of {kinds}",
+                                      {"field": Label("field", "kind"),
+                                       "kinds": Labels("survey_kind", tuple(SURVEY_KINDS))}))
         outcome = query.get("outcome") or None
         if outcome is not None and outcome not in OUTCOMES:
-            raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+            raise InvalidInput(Phrase("{field} must be one of {outcomes}",
+                                      {"field": Label("field", "outcome"),
+                                       "outcomes": Labels("outcome", OUTCOMES)}))
         found = cls(since, until,
                     agent=checked_text(query.get("agent"), LOGIN_PATTERN, "agent"),
                     department=checked_text(query.get("department"), _CODE, "department"),
@@ -128,7 +139,9 @@ class ReportFilter:
                     phone=checked_text(query.get("phone"), _PHONE, "phone"),
                     page=page_number(query.get("page")))
         if found.min_score and found.max_score and found.min_score > found.max_score:
-            raise InvalidInput("min_score must not be above max_score")
+            raise InvalidInput(Phrase("{min} must not be above {max}",
+                                      {"min": Label("field", "min_score"),
+                                       "max": Label("field", "max_score")}))
         return found
 
     def query(self, **changes: Any) -> dict[str, str]:

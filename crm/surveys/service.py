@@ -26,6 +26,7 @@ from sqlalchemy.orm import selectinload
 from crm.audit import log as audit
 from crm.cases.service import update_case
 from crm.errors import Conflict, HotlineError, InvalidInput, NotFound
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent, Case, Consultation, ConsultationCase, ConsultationStep, utcnow
 from crm.storage.survey_models import (
@@ -158,7 +159,7 @@ async def _load(session: AsyncSession, survey_id: int) -> SurveyResult:
                                   .options(*_survey_options())
                                   .execution_options(populate_existing=True))
     if survey is None:
-        raise SurveyNotFound(f"no survey {survey_id}")
+        raise SurveyNotFound(Phrase("no survey {id}", {"id": survey_id}))
     return survey
 
 
@@ -251,12 +252,12 @@ async def start_survey(sessions: SessionFactory, *, kind: str, survey_call_id: s
                        return_visit_id: int | None = None,
                        now: datetime | None = None) -> SurveyView:
     if kind not in SURVEY_KINDS:
-        raise InvalidInput(f"unknown survey kind {kind!r}")
+        raise InvalidInput(Phrase("unknown survey kind {kind}", {"kind": repr(kind)}))
     async with sessions() as session, session.begin():
         if return_visit_id is not None:
             visit = await session.get(ReturnVisit, return_visit_id)
             if visit is None:
-                raise NotFound(f"no return visit {return_visit_id}")
+                raise NotFound(Phrase("no return visit {id}", {"id": return_visit_id}))
             phone = phone or visit.phone
             language = language or visit.language
         survey = SurveyResult(kind=kind, survey_call_id=survey_call_id, call_id=call_id,
@@ -276,7 +277,7 @@ async def record_rating(sessions: SessionFactory, survey_id: int, score: int, *,
     """The caller's score (1..5). A low score opens a follow-up; on a return visit the case
     is closed (>= 3) or reopened for a follow-up (<= 2)."""
     if not 1 <= score <= 5:
-        raise InvalidInput(f"a score is 1..5, not {score}")
+        raise InvalidInput(Phrase("a score is 1..5, not {score}", {"score": score}))
     now = now or utcnow()
     async with sessions() as session, session.begin():
         survey = await _load(session, survey_id)
@@ -355,7 +356,7 @@ async def _load_follow_up(session: AsyncSession, follow_up_id: int) -> SurveyFol
                                 .options(*_follow_up_options())
                                 .execution_options(populate_existing=True))
     if item is None:
-        raise FollowUpNotFound(f"no follow-up item {follow_up_id}")
+        raise FollowUpNotFound(Phrase("no follow-up item {id}", {"id": follow_up_id}))
     return item
 
 
@@ -384,11 +385,11 @@ async def assign_follow_up(sessions: SessionFactory, follow_up_id: int, *, agent
     async with sessions() as session, session.begin():
         item = await _load_follow_up(session, follow_up_id)
         if item.status == "closed":
-            raise FollowUpClosed(f"follow-up item {follow_up_id} is closed")
+            raise FollowUpClosed(Phrase("follow-up item {id} is closed", {"id": follow_up_id}))
         agent = await session.scalar(select(Agent).where(Agent.login == agent_login,
                                                          Agent.active.is_(True)))
         if agent is None:
-            raise NotFound(f"no active agent {agent_login!r}")
+            raise NotFound(Phrase("no active agent {login}", {"login": repr(agent_login)}))
         item.assignee_id, item.assigned_at, item.assigned_by = agent.id, now or utcnow(), actor
         audit.record(session, actor=actor, action="survey_follow_up.assign",
                      object_type="survey_follow_up", object_id=follow_up_id,
@@ -400,13 +401,14 @@ async def close_follow_up(sessions: SessionFactory, follow_up_id: int, *, note: 
                           actor: str, now: datetime | None = None) -> FollowUpView:
     note = (note or "").strip()
     if not note:
-        raise InvalidInput("closing a follow-up item needs a note")
+        raise InvalidInput(Phrase("closing a follow-up item needs a note"))
     if len(note) > 2000:
-        raise InvalidInput("note is longer than 2000 characters")
+        raise InvalidInput(Phrase("note is longer than 2000 characters"))
     async with sessions() as session, session.begin():
         item = await _load_follow_up(session, follow_up_id)
         if item.status == "closed":
-            raise FollowUpClosed(f"follow-up item {follow_up_id} is already closed")
+            raise FollowUpClosed(Phrase("follow-up item {id} is already closed",
+                                        {"id": follow_up_id}))
         item.status, item.closed_at, item.closed_by, item.note = (
             "closed", now or utcnow(), actor, note)
         audit.record(session, actor=actor, action="survey_follow_up.close",

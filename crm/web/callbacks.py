@@ -15,6 +15,7 @@ from crm.callbacks import service
 from crm.callbacks.service import CallbackView
 from crm.errors import InvalidInput
 from crm.i18n.catalogs import Translator, translator
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk
 from crm.reports.audit_log import actor_parts
 from crm.web import locale
@@ -56,7 +57,7 @@ async def desk_callback_outcome(request: web.Request, desk: AgentDesk) -> web.Re
     call_id, _, live = await call_for(request, desk)
     card = live.pop.callback if live is not None else None
     if card is None:
-        raise InvalidInput("this call is not a callback")
+        raise InvalidInput(Phrase("this call is not a callback"))
     outcome = str((await request.post()).get("outcome", ""))
     if deps.callbacks is not None:
         view = await deps.callbacks.record_outcome(card.request.id, outcome, actor=desk.actor,

@@ -68,7 +68,7 @@ from crm.web.desk_page import (
     logout,
     set_paused,
 )
-from crm.web.errors import STATUS_FOR_ERROR, error_middleware, json_error
+from crm.web.errors import STATUS_FOR_ERROR, error_middleware, json_error_for_reader
 from crm.web.session import SECURITY_KEY, WebSessions
 
 # What other modules import from the desk.
@@ -85,9 +85,10 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';
 
 # -- errors ------------------------------------------------------------------------------------
 desk_errors = error_middleware(
-    json_error, statuses={**STATUS_FOR_ERROR, TelephonyUnavailable: 503},
+    json_error_for_reader, statuses={**STATUS_FOR_ERROR, TelephonyUnavailable: 503},
     headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
-"""Domain errors become JSON errors (the desk's forms are posted by its script)."""
+"""Domain errors become JSON errors (the desk's forms are posted by its script, which shows
+the message: it is in the agent's language)."""
 
 
 # -- idle expiry -------------------------------------------------------------------------------

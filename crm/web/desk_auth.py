@@ -27,6 +27,7 @@ from crm.agents.view import AgentView
 from crm.callbacks.dialing import CallbackActions
 from crm.categories.time_limits import TimeLimitRules
 from crm.errors import Unauthenticated
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk, DeskHub
 from crm.settings import RepeatRequestSettings
 from crm.storage.db import SessionFactory
@@ -106,14 +107,14 @@ def agent_required(*, page: bool = False, post: bool = False) -> Callable[[Agent
             if found is None:
                 if page:
                     raise web.HTTPSeeOther(f"{PREFIX}/login")
-                raise Unauthenticated("sign in at the desk first")
+                raise Unauthenticated(Phrase("sign in at the desk first"))
             session, agent = found
             request[locale.USER_LOCALE] = agent.locale
             if post:
                 await check_csrf(request, session, reload="the desk")
             desk = request.app[DESK_KEY].hub.desk(agent.login)
             if desk is None:  # signed out by idle expiry a moment ago
-                raise Unauthenticated("sign in at the desk first")
+                raise Unauthenticated(Phrase("sign in at the desk first"))
             return await handler(request, desk)
 
         return checked

@@ -20,6 +20,7 @@ from crm.cases import repeats
 from crm.cases import service as cases
 from crm.consultations import service as consultation_desk
 from crm.errors import ConsultationNotFound, InvalidInput, UnknownDepartment
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk, DeskCall
 from crm.storage.models import Consultation, Department
 from crm.telephony.queue import TelephonyUnavailable
@@ -44,7 +45,7 @@ async def _call_for(request: web.Request, desk: AgentDesk) -> tuple[str, int, De
         row = (await session.execute(select(Consultation.id, Consultation.agent_id)
                                      .where(Consultation.call_id == call_id))).first()
     if row is None or (live is None and row.agent_id != desk.agent_id):
-        raise ConsultationNotFound(f"no call {call_id} on your desk")
+        raise ConsultationNotFound(Phrase("no call {call} on your desk", {"call": call_id}))
     return call_id, row.id, live
 
 
@@ -56,7 +57,7 @@ crm.web.callbacks)."""
 def _number(form: dict[str, str], key: str = "case") -> str:
     number = form.get(key, "").replace(" ", "")
     if not number:
-        raise InvalidInput("give a case number")
+        raise InvalidInput(Phrase("give a case number"))
     return cases.check_number(number)
 
 
@@ -121,7 +122,7 @@ async def add_note(request: web.Request, desk: AgentDesk) -> web.Response:
     form = await _form(request)
     note = form.get("note", "")
     if not note:
-        raise InvalidInput("the note is empty")
+        raise InvalidInput(Phrase("the note is empty"))
     if form.get("case"):
         number = _number(form)
         await _check_link(request, desk, call_id)
@@ -166,14 +167,15 @@ async def transfer(request: web.Request, desk: AgentDesk) -> web.Response:
     deps = request.app[DESK_KEY]
     call_id, consultation_id, live = await _call_for(request, desk)
     if deps.queue is None:
-        raise TelephonyUnavailable("no telephony connected to this desk")
+        raise TelephonyUnavailable(Phrase("no telephony connected to this desk"))
     if live is None or live.phase != "connected" or not live.caller_channel:
-        raise InvalidInput("only a caller connected to you now can be transferred")
+        raise InvalidInput(Phrase("only a caller connected to you now can be transferred"))
     code = (await _form(request)).get("department", "")
     async with deps.sessions() as session:
         department = await session.scalar(select(Department).where(Department.code == code))
     if department is None or not department.phone:
-        raise UnknownDepartment(f"no department {code!r} with a phone")
+        raise UnknownDepartment(Phrase("no department {code} with a phone",
+                                       {"code": repr(code)}))
     await deps.queue.blind_transfer(live.caller_channel, department.phone)
     await consultation_desk.update_consultation(
         deps.sessions, consultation_id, actor=desk.actor, disposition="transferred",
@@ -189,7 +191,7 @@ async def transfer(request: web.Request, desk: AgentDesk) -> web.Response:
 async def close_call(request: web.Request, desk: AgentDesk) -> web.Response:
     closed = await request.app[DESK_KEY].hub.dismiss(desk.login, request.match_info["call_id"])
     if not closed:
-        raise InvalidInput("only a call that has ended can be closed")
+        raise InvalidInput(Phrase("only a call that has ended can be closed"))
     return web.json_response({"closed": True})
 
 
@@ -243,7 +245,8 @@ async def _check_link(request: web.Request, desk: AgentDesk, call_id: str) -> No
         await audit.write(deps.sessions, actor=desk.actor, action="case.link_denied",
                           object_type="consultation", object_id=call_id,
                           detail={"via": "desk"}, **web_session.audit_origin(request))
-        raise case_access.NeedToKnow(decision.reason, details={"call_id": call_id})
+        raise case_access.NeedToKnow(decision.phrase or decision.reason,
+                                     details={"call_id": call_id})
 
 
 async def _audit_case_read(request: web.Request, desk: AgentDesk, view: cases.CaseView,

@@ -21,6 +21,7 @@ from crm.categories import tree as category_tree
 from crm.consultations import service as consultation_desk
 from crm.errors import HotlineError, InvalidInput, PermissionDenied, Unauthenticated
 from crm.i18n.extraction import N_
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk
 from crm.storage.db import SessionFactory
 from crm.storage.models import Department
@@ -131,7 +132,7 @@ async def set_paused(request: web.Request, desk: AgentDesk) -> web.Response:
     again if it had left)."""
     deps = request.app[DESK_KEY]
     if deps.queue is None or not desk.extension:
-        raise InvalidInput("this desk has no phone in a queue")
+        raise InvalidInput(Phrase("this desk has no phone in a queue"))
     paused = str((await request.post()).get("paused", "")) == "1"
     if not paused and desk.status == "logged_out":
         await deps.queue.join(interface_for(desk.extension), desk.display_name,
@@ -180,7 +181,7 @@ async def desk_socket(request: web.Request) -> web.StreamResponse:
     check_origin(request)
     found = await signed_in(request)
     if found is None:
-        raise Unauthenticated("sign in at the desk first")
+        raise Unauthenticated(Phrase("sign in at the desk first"))
     hub = request.app[DESK_KEY].hub
     login = found[1].login
     session_id = request[web_session.WEB_SESSION_ID]

@@ -5,10 +5,15 @@ looks (a JSON body, or an error page).
 
 A domain error whose family has no status is a 500 "internal_error" (logged): its message is
 not shown, it was not meant for the client.
+
+The console and the desk show the message to a person, in their language
+(:func:`for_reader`: the error's phrase rendered by the request's translator); the open API
+answers its programs in English (``exc.message``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +33,8 @@ from crm.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from crm.i18n.extraction import N_
+from crm.web import locale
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +68,9 @@ class ErrorReply:
     """The domain error answered (None: a routing error, or an unexpected one)."""
 
 
-INTERNAL = ErrorReply(500, "internal_error", "internal error")
+INTERNAL = ErrorReply(500, "internal_error", N_("internal error"))
+HTTP_REASONS = (N_("Not Found"), N_("Method Not Allowed"), N_("Request Entity Too Large"))
+"""aiohttp's reasons of the routing errors a page may answer (message ids, for the catalogs)."""
 
 ErrorRenderer = Callable[[web.Request, ErrorReply], web.StreamResponse]
 
@@ -93,6 +102,28 @@ def json_error(request: web.Request, reply: ErrorReply) -> web.Response:
     """The JSON rendering of an error (the API, and the desk's and console's scripts)."""
     return error_response(reply.status, reply.code, reply.message, details=reply.details,
                           headers=reply.headers or None)
+
+
+def readable(request: web.Request, exc: HotlineError) -> str:
+    """The message of ``exc`` in the language of the request's reader (for a page that shows
+    an error itself, e.g. next to a form)."""
+    t = locale.chosen(request)
+    phrase = getattr(exc, "phrase", None)  # None also for an error that skipped __init__
+    return t.phrase(phrase) if phrase is not None else t.gettext(exc.message)
+
+
+def for_reader(request: web.Request, reply: ErrorReply) -> ErrorReply:
+    """``reply`` with its message in the language of the request's reader
+    (crm.web.locale.chosen): the error's phrase, or its text read as a message id."""
+    message = (readable(request, reply.error) if reply.error is not None
+               else locale.chosen(request).gettext(reply.message))
+    return dataclasses.replace(reply, message=message)
+
+
+def json_error_for_reader(request: web.Request, reply: ErrorReply) -> web.Response:
+    """The JSON rendering of an error whose message a person reads (the desk's and the
+    console's scripts show it): in their language."""
+    return json_error(request, for_reader(request, reply))
 
 
 def _http_reply(exc: web.HTTPException) -> ErrorReply:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from crm.errors import InvalidInput
 from crm.i18n.catalogs import SOURCE_LOCALE
+from crm.i18n.phrases import Phrase
 from crm.knowledge import service as knowledge
 from crm.knowledge.errors import InvalidArticle
 from crm.knowledge.service import LANGUAGES, ArticleInput, ArticleView
@@ -23,13 +24,14 @@ from crm.web import session as web_session
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, PREFIX, record_id, render_page, today
 from crm.web.desk import DESK_KEY, agent_required, call_for
+from crm.web.errors import readable
 
 SUGGESTIONS = 5
 
 
 def _article_id(value: str) -> int:
     if not value.isdigit() or int(value) > 2**31 - 1:
-        raise InvalidInput("give the article's number", details={"field": "article"})
+        raise InvalidInput(Phrase("give the article's number"), details={"field": "article"})
     return int(value)
 
 
@@ -119,7 +121,7 @@ def _input(form: dict[str, str]) -> ArticleInput:
     try:
         review = date.fromisoformat(form.get("review_date", ""))
     except ValueError:
-        raise InvalidArticle("give the review date as YYYY-MM-DD",
+        raise InvalidArticle(Phrase("give the review date as YYYY-MM-DD"),
                              details={"field": "review_date"}) from None
     return ArticleInput(form.get("title", ""), form.get("body", ""), review,
                         {lang: form.get(f"answer_{lang}", "") for lang in LANGUAGES},
@@ -131,7 +133,7 @@ async def _edit_page(request: web.Request, user: ConsoleUser, article_id: int | 
     return render_page(request, "console/knowledge_edit.html", user, "knowledge",
                        article_id=article_id, values=values, languages=LANGUAGES,
                        departments=await _departments(request, user),
-                       error=error.message if error else None,
+                       error=readable(request, error) if error else None,
                        error_field=(error.details.get("field") if error else None))
 
 

@@ -12,6 +12,7 @@ from crm.agents import accounts
 from crm.audit import log as audit
 from crm.errors import InvalidInput
 from crm.i18n.catalogs import SUPPORTED, normalize
+from crm.i18n.phrases import Phrase
 from crm.live.desk_hub import AgentDesk
 from crm.web import locale
 from crm.web import session as web_session
@@ -26,7 +27,8 @@ async def _chosen(request: web.Request) -> str:
     form = await request.post()
     value = normalize(str(form.get("locale", "")))
     if value is None:
-        raise InvalidInput(f"locale must be one of {', '.join(SUPPORTED)}")
+        raise InvalidInput(Phrase("locale must be one of {locales}",
+                                  {"locales": ", ".join(SUPPORTED)}))
     return value
 
 

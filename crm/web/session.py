@@ -44,6 +44,7 @@ from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
 from crm.i18n.catalogs import Translator
+from crm.i18n.extraction import N_
 from crm.i18n.phrases import Phrase
 from crm.settings import WebSettings
 from crm.storage.db import SessionFactory
@@ -89,13 +90,13 @@ def check_origin(request: web.Request) -> None:
     """Browsers send Origin on POSTs and websockets: it must be this site."""
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise PermissionDenied("request from another site refused")
+        raise PermissionDenied(Phrase("request from another site refused"))
 
 
 async def check_csrf(request: web.Request, session: Session, *,
-                     reload: str = "the page") -> None:
+                     reload: str = N_("the page")) -> None:
     """This site's Origin (when sent) and the session's CSRF token, from the header or a
-    posted form; ``reload`` is what the error tells the user to reload."""
+    posted form; ``reload`` is what the error tells the user to reload (a message id)."""
     check_origin(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type in ("application/x-www-form-urlencoded",
@@ -103,7 +104,8 @@ async def check_csrf(request: web.Request, session: Session, *,
         sent = str((await request.post()).get(CSRF_FIELD, ""))
     expected = session.get(CSRF_FIELD)
     if not sent or not expected or not hmac.compare_digest(str(sent), str(expected)):
-        raise PermissionDenied(f"missing or wrong CSRF token; reload {reload}")
+        raise PermissionDenied(Phrase("missing or wrong CSRF token; reload {what}",
+                                      {"what": Phrase(reload)}))
 
 
 async def hold_until_expired(ws: web.WebSocketResponse,
@@ -171,7 +173,7 @@ class SignInResult:
     agent: AgentView | None
     status: int
     """200 signed in, 401 wrong login or password, 429 throttled, 503 busy."""
-    message: str | None = None
+    message: Phrase | str | None = None
     """For the person signing in (None: the page's own wording for a wrong password)."""
     retry_after: int | None = None
     """Seconds (a Retry-After header) when the next attempt must wait."""
@@ -183,14 +185,24 @@ class SignInResult:
         (a message id when ``t``, the page's language, is given)."""
         if t is not None:
             parts = [t.gettext(wrong)] if self.status == 401 else []
-            if self.phrase is not None:
-                parts.append(t.phrase(self.phrase))
+            said = self.phrase or (self.message if isinstance(self.message, Phrase) else None)
+            if said is not None:
+                text = t.phrase(said)
+                zh = t.locale.startswith("zh")
+                parts.append(text if text.endswith(("。", ".")) else
+                             f"{text}。" if zh else f"{text[0].upper()}{text[1:]}.")
             elif self.message:
                 parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
             return ("" if t.locale.startswith("zh") else " ").join(parts)
         parts = [wrong] if self.status == 401 else []
         if self.message:
-            parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
+            message = (self.message if isinstance(self.message, Phrase)
+                       else Phrase("{text}", {"text": self.message}))
+            if t is None or t.locale == "en":
+                text = message.render()
+                parts.append(f"{text[0].upper()}{text[1:]}.")
+            else:
+                parts.append(f"{t.phrase(message)}。")
         return " ".join(parts)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crm.errors import InvalidInput
+from crm.i18n.phrases import Phrase
 from crm.telephony.queue import (
     TelephonyRefused,
     TelephonyUnavailable,
@@ -90,8 +91,10 @@ class QueueControl:
                 log.debug("AMI %s: %s (fine)", name, message)
                 return False
             if getattr(exc, "response", None) is not None:  # Asterisk answered with an error
-                raise TelephonyRefused(f"Asterisk refused {name}: {message}") from exc
-            raise TelephonyUnavailable(f"cannot reach Asterisk for {name}: {message}") from exc
+                raise TelephonyRefused(Phrase("Asterisk refused {action}: {message}",
+                                              {"action": name, "message": message})) from exc
+            raise TelephonyUnavailable(Phrase("cannot reach Asterisk for {action}: {message}",
+                                              {"action": name, "message": message})) from exc
         return True
 
     async def join(self, interface: str, member_name: str,
@@ -149,8 +152,9 @@ class QueueControl:
             items = await self._ami.action_list("QueueStatus", timeout=self._timeout,
                                                 Queue=self.queue)
         except Exception as exc:
-            raise TelephonyUnavailable(f"cannot reach Asterisk for QueueStatus: "
-                                       f"{_message(exc)}") from exc
+            raise TelephonyUnavailable(Phrase("cannot reach Asterisk for {action}: {message}",
+                                              {"action": "QueueStatus",
+                                               "message": _message(exc)})) from exc
         return [QueueMember(i.get("Queue") or self.queue, i.get("Location") or "",
                             i.get("Name"), i.get("Paused") == "1", i.get("InCall") == "1",
                             int(i.get("Status")) if (i.get("Status") or "").isdigit() else None)

@@ -119,11 +119,11 @@ async def test_an_agent_reads_only_cases_they_need_until_linked(desk: Desk) -> N
     # agent2 has nobody on the line: not theirs, whatever they try
     status, body = await read(two, zhang)
     assert refused(status, body), body
-    assert "not one of yours" in body["error"]["message"]
+    assert "这不是您的工单" in body["error"]["message"]  # not one of yours (the desk's language)
     assert refused(*await move(two, csrf2, zhang, "resolved"))
     # reading is not handling: agent1 may not move the case on until it is on their call
     status, body = await move(one, csrf1, zhang, "resolved")
-    assert refused(status, body) and "Link it" in body["error"]["message"]
+    assert refused(status, body) and "请先把它关联到" in body["error"]["message"]  # Link it
     assert (await cases.get_case(desk.sessions, zhang)).stage == "in_progress"
     status, _ = await post(one, csrf1, "/desk/calls/call-a/links", case=zhang)
     assert status == 200
@@ -173,7 +173,7 @@ async def test_a_ringing_call_is_not_yet_the_agents(desk: Desk) -> None:
     await ring(desk, "agent2", "call-c", SMITH_PHONE)
     assert refused(*await read(two, smith))
     status, body = await post(two, csrf2, "/desk/calls/call-c/links", case=smith)
-    assert refused(status, body) and "answer the call" in body["error"]["message"]
+    assert refused(status, body) and "请先接听电话" in body["error"]["message"]
     denied = [e for e in await audit.entries(desk.sessions, object_type="consultation")
               if e.action == "case.link_denied"]
     assert [(e.actor, e.object_id) for e in denied] == [("agent:agent2", "call-c")]
@@ -210,7 +210,7 @@ async def test_the_line_ends_the_window_closes_what_they_made_stays(desk: Desk) 
                         .values(started_at=week_ago, ended_at=week_ago))
     assert refused(*await read(one, zhang))
     status, body = await post(one, csrf1, "/desk/calls/call-d/links", case=zhang)
-    assert refused(status, body) and "last 7 days" in body["error"]["message"]
+    assert refused(status, body) and "最近 7 天内" in body["error"]["message"]
     assert (await read(one, mine))[0] == 200
 
 

@@ -89,11 +89,11 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
 
     status, html = await _upload(client, "categories", BAD_CATEGORIES, csrf, "cats.csv")
     assert status == 422 and 'id="import-problems"' in html
-    problems = [html_lib.unescape(p) for p in re.findall(r"<li>(line [^<]*)</li>", html)]
-    assert problems == [
-        "line 3, field 'time_limit': '3x' is not a time limit like 2h, 24h, 7d or 15d",
-        "line 3, field 'department': no department with code 'gas' (import departments "
-        "first)"]
+    problems = [html_lib.unescape(p) for p in re.findall(r"<li>(第 [^<]*)</li>", html)]
+    assert problems == [  # in the admin's language (the CLI's are English)
+        "第 3 行，字段“time_limit”：'3x' 不是有效的办理时限，应如 2h、24h、7d 或 15d（h 为小时，"
+        "d 为天）",
+        "第 3 行，字段“department”：没有代码为 'gas' 的部门（请先导入部门）"]
     assert await _count(sessions, CaseCategory) == 0  # line 2 was good: nothing written
 
     status, html = await _upload(client, "agents", AGENTS, None)
@@ -116,7 +116,8 @@ async def test_admin_imports_and_exports_over_http(sessions: SessionFactory,
     assert (await agents.get_agent(sessions, "admin1")).can_log_in  # password untouched
 
     status, html = await _upload(client, "agents", "login,name,role\nadmin1,我,agent\n", csrf)
-    assert status == 422 and "line 2, field &#39;role&#39;: your own role (admin)" in html
+    assert status == 422
+    assert "第 2 行，字段“role”：您不能通过自己的导入修改自己的角色（管理员）" in html
     assert (await agents.get_agent(sessions, "admin1")).role == "admin"
 
     status, html = await _upload(client, "residents", b"name,phones\n\xff\xfe\n", csrf)

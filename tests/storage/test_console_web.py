@@ -163,7 +163,7 @@ async def test_the_follow_up_queue_is_assigned_and_closed_with_a_note(console: C
 
     empty = await client.post(f"/console/follow-ups/{item}/close",
                               data={"csrf": csrf, "note": "  "})
-    assert empty.status == 400 and "needs a note" in await empty.text()
+    assert empty.status == 400 and "需要填写备注" in await empty.text()  # needs a note
     closed = await client.post(f"/console/follow-ups/{item}/close",
                                data={"csrf": csrf, "note": "已回电致歉 <i>called back</i>",
                                      "back": "/console/follow-ups?status=all"})
@@ -271,7 +271,7 @@ async def test_recordings_stay_inside_the_monitor_directory(console: Console) ->
 async def test_the_audit_log_page_is_for_admins(console: Console) -> None:
     supervisor, _ = await console.sign_in()
     refused = await supervisor.get("/console/audit")
-    assert refused.status == 403 and "admin" in await refused.text()
+    assert refused.status == 403 and "需要管理员" in await refused.text()  # needs admin
     admin, _ = await console.sign_in("admin")
     page = await admin.get("/console/audit?action=console.login")
     html = await page.text()

@@ -66,7 +66,7 @@ async def test_supervisor_creates_and_edits_an_article(supervisor: TestClient,
     refused = await supervisor.post("/console/knowledge", data=article, allow_redirects=False)
     page = await refused.text()
     assert refused.status == 400
-    assert 'data-field="answer_cmn"' in page and "请修改此项：普通话语音答复" in page
+    assert 'data-field="answer_cmn"' in page and "普通话语音答复为必填项" in page  # Mandarin...
     assert "社区卫生服务站每周二" in page and "Vaccination at the health station." in page
     assert await knowledge.search(sessions, "疫苗接种") == []  # nothing saved
 

@@ -136,7 +136,7 @@ async def test_the_hand_worked_figures_match_the_module_api_csv_and_dashboard(
     assert [{k: row[k] for k in DAY_TOTAL} for row in rows] \
         == [{k: csv_text(v) for k, v in rounded(DAY_TOTAL).items()}]
     wrong = await console.get("/console/service-levels?from=2026-11-31")
-    assert wrong.status == 400 and "is not a date" in await wrong.text()
+    assert wrong.status == 400 and "不是日期" in await wrong.text()  # is not a date
     page = await console.get(f"/console/service-levels?from={DAY}&to={DAY}")
     html = await page.text()
     assert page.status == 200, html[:500]

@@ -31,7 +31,7 @@ def test_the_extraction_finds_templates_scripts_and_labels() -> None:
 
 
 def test_fragments_agree_and_keep_placeholders() -> None:
-    seen: dict[str, tuple[str, str]] = {}
+    seen: dict[tuple[str | None, str], tuple[str, str]] = {}
     for name, fragment in read_fragments(LOCALES_DIR / "zh_CN").items():
         for message in fragment:
             if not message.id:
@@ -40,10 +40,11 @@ def test_fragments_agree_and_keep_placeholders() -> None:
                 f"{name}.po: {message.id!r} has no translation"
             assert sorted(_PLACEHOLDER.findall(message.id)) == sorted(
                 _PLACEHOLDER.findall(message.string)), f"{name}.po: {message.id!r}"
-            if message.id in seen:
-                assert seen[message.id][1] == message.string, \
-                    f"{message.id!r}: {seen[message.id][0]}.po and {name}.po differ"
-            seen[message.id] = (name, message.string)
+            key = (message.context, message.id)
+            if key in seen:
+                assert seen[key][1] == message.string, \
+                    f"{message.id!r}: {seen[key][0]}.po and {name}.po differ"
+            seen[key] = (name, message.string)
 
 
 @pytest.mark.parametrize(("given", "expected"), [

@@ -18,6 +18,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from crm.errors import InvalidInput
+from crm.i18n.phrases import Label, Labels, Phrase
 from crm.reports.service_levels.calls import CallbackRow, CallFacts, Rows, SurveyRow, classify
 from crm.settings import ServiceLevelSettings
 
@@ -167,7 +168,8 @@ def _day(value: str, name: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidInput(Phrase("{field}={value} is not a date (YYYY-MM-DD)",
+                                  {"field": Label("field", name), "value": repr(value)})) from None
 
 
 @dataclass(frozen=True)
@@ -185,15 +187,22 @@ class Period:
         ``to`` is today, a missing ``from`` the last 30 days (hour: today). InvalidInput."""
         bucket = query.get("bucket") or default_bucket
         if bucket not in BUCKETS:
-            raise InvalidInput(f"bucket must be one of {', '.join(BUCKETS)}, not {bucket!r}")
+            raise InvalidInput(Phrase("{field} must be one of {buckets}, not {bucket}",
+                                      {"field": Label("field", "bucket"),
+                                       "buckets": Labels("period_bucket", tuple(BUCKETS)),
+                                       "bucket": repr(bucket)}))
         until = _day(query["to"], "to") if query.get("to") else today
         since = (_day(query["from"], "from") if query.get("from")
                  else until - timedelta(days=DEFAULT_DAYS[bucket] - 1))
         if since > until:
-            raise InvalidInput("from must not be after to")
+            raise InvalidInput(Phrase("{since} must not be after {until}",
+                                      {"since": Label("field", "from"),
+                                       "until": Label("field", "to")}))
         if (until - since).days >= MAX_DAYS[bucket]:
-            raise InvalidInput(f"with bucket={bucket} a period is at most {MAX_DAYS[bucket]} "
-                               "days")
+            raise InvalidInput(Phrase("with {field}={bucket} a period is at most {max} days",
+                                      {"field": Label("field", "bucket"),
+                                       "bucket": Label("period_bucket", bucket),
+                                       "max": MAX_DAYS[bucket]}))
         return cls(since, until, bucket)  # type: ignore[arg-type]
 
     def query(self) -> dict[str, str]:

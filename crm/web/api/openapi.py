@@ -64,7 +64,9 @@ def _response(description: str, schema_name: str, **extra: Any) -> dict[str, Any
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _obj({
         "code": {**_STR, "description": "stable, machine-readable: e.g. invalid_transition"},
-        "message": {**_STR, "description": "for people; may change"},
+        "message": {**_STR, "description": "for people, in English (the console and the "
+                                           "desk show theirs in the reader's language); may "
+                                           "change"},
         "details": {"type": "object", "description": "extra facts, depending on the code"},
     }, optional=("details",))}),
     "CaseCreate": CaseCreate.model_json_schema(),

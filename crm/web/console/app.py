@@ -23,6 +23,7 @@ from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
 from crm.i18n.catalogs import Translator
 from crm.i18n.extraction import N_
+from crm.i18n.phrases import Phrase
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
 from crm.reports.knowledge_share import knowledge_share
@@ -82,7 +83,7 @@ from crm.web.console.supervision import (
     send_reminders,
     supervision_page,
 )
-from crm.web.errors import ErrorReply, error_middleware, json_error
+from crm.web.errors import ErrorReply, error_middleware, for_reader, json_error
 from crm.web.session import (
     SECURITY_KEY,
     WebSessions,
@@ -103,15 +104,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _console_error(request: web.Request, reply: ErrorReply) -> web.Response:
-    """An error page for page routes, a JSON error for everything else."""
-    if getattr(request.match_info.handler, "html_errors", False):
+    """An error page for page routes and for pages that do not exist (a mistyped address), a
+    JSON error for everything else (its message in the reader's language: the console's
+    scripts show it)."""
+    reply = for_reader(request, reply)
+    no_page = (reply.error is None and reply.status in (404, 405)
+               and request.method in ("GET", "HEAD"))
+    if no_page or getattr(request.match_info.handler, "html_errors", False):
         return render(request, "console/error.html", reply.status, user=None,
                       code=reply.status, message=reply.message)
     return json_error(request, reply)
 
 
 console_errors = error_middleware(
-    _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"})
+    _console_error, headers={hdrs.CONTENT_SECURITY_POLICY: CSP, hdrs.CACHE_CONTROL: "no-store"},
+    answer_all=True)
 
 
 @web.middleware
@@ -170,7 +177,8 @@ async def login(request: web.Request) -> web.Response:
                               if result.retry_after else None, **audit_origin(request))
         response = render(request, "console/login.html", result.status, user=None,
                           csrf=csrf_token(session),
-                          error=result.explain("账号或密码错误 · Wrong login or password."),
+                          error=result.explain(N_("Wrong login or password."),
+                                               locale.chosen(request)),
                           next=target)
         if result.retry_after:
             response.headers[hdrs.RETRY_AFTER] = str(result.retry_after)
@@ -221,7 +229,7 @@ async def wallboard_page(request: web.Request, user: ConsoleUser) -> web.Respons
 async def wallboard_state(request: web.Request, user: ConsoleUser) -> web.Response:
     board = _wallboard_state(request.app[CONSOLE_KEY])
     if board is None:
-        raise InvalidInput("no telephony connected: there is no live queue to show")
+        raise InvalidInput(Phrase("no telephony connected: there is no live queue to show"))
     return web.json_response(board)
 
 
@@ -231,7 +239,7 @@ async def wallboard_socket(request: web.Request, user: ConsoleUser) -> web.Strea
     check_origin(request)
     wallboard = request.app[CONSOLE_KEY].wallboard
     if wallboard is None:
-        raise InvalidInput("no telephony connected: there is no live queue to show")
+        raise InvalidInput(Phrase("no telephony connected: there is no live queue to show"))
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
     await ws.prepare(request)
     wallboard.attach(ws)

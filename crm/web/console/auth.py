@@ -31,7 +31,9 @@ from crm.agents.auth import has_role
 from crm.agents.sessions import LiveSession
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied, Unauthenticated
+from crm.i18n.phrases import Label, Phrase
 from crm.storage.db import SessionFactory
+from crm.web import locale
 from crm.web.session import SECURITY_KEY, check_csrf, cookie_storage, csrf_token
 
 PREFIX = "/console"
@@ -122,9 +124,11 @@ def console_route(minimum: str = CONSOLE_ROLE, *, page: bool = False,
             if user is None:
                 if page and request.method in ("GET", "HEAD"):
                     raise web.HTTPSeeOther(f"{PREFIX}/login?{urlencode({'next': request.path_qs})}")
-                raise Unauthenticated("sign in to the console first")
+                raise Unauthenticated(Phrase("sign in to the console first"))
+            request[locale.USER_LOCALE] = user.locale
             if not has_role(user.role, minimum):
-                raise PermissionDenied(f"this needs the {minimum} role or above")
+                raise PermissionDenied(Phrase("this needs the {role} role or above",
+                                              {"role": Label("role", minimum)}))
             if post:
                 await check_csrf(request, await get_session(request))
             return await handler(request, user)

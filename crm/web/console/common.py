@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 from crm.audit import log as audit
 from crm.callbacks.dialing import CallbackActions
 from crm.errors import InvalidInput
+from crm.i18n.phrases import Phrase
 from crm.live.wallboard import Wallboard
 from crm.reports import satisfaction as reports
 from crm.reports.audit_log import AuditFilter
@@ -150,5 +151,5 @@ def record_id(request: web.Request) -> int:
     """The record number in the path (routes allow digits only)."""
     value = int(request.match_info["id"])
     if value > 2**31 - 1:
-        raise InvalidInput("no such record")
+        raise InvalidInput(Phrase("no such record"))
     return value

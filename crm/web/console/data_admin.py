@@ -23,6 +23,7 @@ from crm.directory.columns import COLUMNS, REQUIRED, Kind
 from crm.directory.csv_io import CsvImportError, ImportResult, export_csv, import_csv
 from crm.i18n.extraction import N_
 from crm.i18n.phrases import Phrase
+from crm.web import locale
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, audit_export, render_page
 from crm.web.session import audit_origin
@@ -104,7 +105,9 @@ async def data_import(request: web.Request, user: ConsoleUser) -> web.Response:
         await audit.write(deps.sessions, actor=user.actor, action=f"{kind}.import_refused",
                           object_type=kind, detail={"file": name, "via": "console",
                                                     "problems": len(exc.problems)}, **origin)
-        return _page(request, user, 422, kind=kind, file_name=name, problems=exc.problems)
+        t = locale.chosen(request, user.locale)  # the problems in the reader's language
+        return _page(request, user, 422, kind=kind, file_name=name,
+                     problems=[t.phrase(p) for p in exc.phrases])
     await audit.write(deps.sessions, actor=user.actor, action=f"{kind}.import",
                       object_type=kind, detail={"file": name, "via": "console",
                                                 "created": result.created,

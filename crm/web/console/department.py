@@ -13,6 +13,7 @@ from aiohttp import web
 from crm.cases import dispatch
 from crm.errors import InvalidInput, PermissionDenied
 from crm.i18n.labels import CLOSED_LOOP
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
@@ -34,7 +35,7 @@ async def department_of(sessions: SessionFactory, agent_id: int) -> str | None:
 async def _department(request: web.Request, user: ConsoleUser) -> str:
     department = await department_of(request.app[CONSOLE_KEY].sessions, user.agent_id)
     if department is None:
-        raise DepartmentAccountRequired("this page is for a department's accounts")
+        raise DepartmentAccountRequired(Phrase("this page is for a department's accounts"))
     return department
 
 
@@ -65,7 +66,7 @@ def _until(value: str, deps: object) -> datetime:
         else:
             parsed = datetime.combine(datetime.fromisoformat(value).date(), time(23, 59))
     except ValueError as exc:
-        raise InvalidInput("until must be a date (YYYY-MM-DD)") from exc
+        raise InvalidInput(Phrase("until must be a date (YYYY-MM-DD)")) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=deps.tz)  # type: ignore[attr-defined]
 
 
@@ -87,5 +88,5 @@ async def department_act(request: web.Request, user: ConsoleUser) -> web.Respons
         until = _until(str(form.get("until", "")).strip(), deps)
         await dispatch.request_extension(deps.sessions, number, until, text, **common)
     else:
-        raise InvalidInput(f"act must be one of {', '.join(ACTS)}")
+        raise InvalidInput(Phrase("act must be one of {acts}", {"acts": ", ".join(ACTS)}))
     raise web.HTTPSeeOther(f"{DEPARTMENT_PAGE}#case-{number}")

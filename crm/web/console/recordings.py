@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from crm.audit import log as audit
 from crm.errors import NotFound
+from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import Consultation, ConsultationStep
 from crm.storage.recordings import CONTENT_TYPES, RecordingStore, survey_comment_file
@@ -46,7 +47,7 @@ async def recording_of(sessions: SessionFactory, consultation_id: int) -> tuple[
         call_id = await session.scalar(select(Consultation.call_id)
                                        .where(Consultation.id == consultation_id))
         if call_id is None:
-            raise NotFound(f"no consultation {consultation_id}")
+            raise NotFound(Phrase("no consultation {id}", {"id": consultation_id}))
         detail = await session.scalar(
             select(ConsultationStep.detail)
             .where(ConsultationStep.consultation_id == consultation_id,
@@ -86,11 +87,12 @@ async def _send_audio(request: web.Request, user: ConsoleUser, path: Path, *, ki
 async def get_survey_comment(request: web.Request, user: ConsoleUser) -> web.StreamResponse:
     survey_id = int(request.match_info["id"])
     if survey_id > 2**31 - 1:
-        raise NotFound(f"no survey {survey_id}")
+        raise NotFound(Phrase("no survey {id}", {"id": survey_id}))
     survey = await surveys.get_survey(request.app[SESSIONS_KEY], survey_id)
     path = survey_comment_file(request.app.get(SURVEY_COMMENTS_KEY), survey.comment_path)
     if path is None:
-        raise RecordingNotFound(f"no spoken comment of survey {survey_id} here")
+        raise RecordingNotFound(Phrase("no spoken comment of survey {id} here",
+                                       {"id": survey_id}))
     return await _send_audio(request, user, path, kind="survey_comment", object_type="survey",
                              object_id=survey_id,
                              detail={"consultation": survey.consultation_id})
@@ -102,11 +104,12 @@ async def get_recording(request: web.Request, user: ConsoleUser) -> web.StreamRe
     store = request.app.get(STORE_KEY)
     sessions = request.app[SESSIONS_KEY]
     if consultation_id > 2**31 - 1:
-        raise NotFound(f"no consultation {consultation_id}")
+        raise NotFound(Phrase("no consultation {id}", {"id": consultation_id}))
     call_id, announced = await recording_of(sessions, consultation_id)
     path = store.locate(call_id, announced) if store is not None else None
     if path is None:
-        raise RecordingNotFound(f"no recording of consultation {consultation_id} here")
+        raise RecordingNotFound(Phrase("no recording of consultation {id} here",
+                                       {"id": consultation_id}))
     return await _send_audio(request, user, path, kind="recording",
                              object_type="consultation", object_id=consultation_id,
                              detail={"call_id": call_id})

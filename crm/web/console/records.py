@@ -16,6 +16,7 @@ from crm.audit import log as audit
 from crm.consultations import service as consultation_desk
 from crm.errors import InvalidInput
 from crm.i18n.labels import LABELS
+from crm.i18n.phrases import Phrase
 from crm.live.screen_pop import summarise_ivr
 from crm.reports import audit_log
 from crm.reports import satisfaction as reports
@@ -148,12 +149,12 @@ FOLLOW_UP_COLUMNS = ("id", "survey_id", "score", "phone", "case_numbers", "agent
 def _follow_up_query(request: web.Request, user: ConsoleUser) -> tuple[str | None, str | None]:
     status = request.query.get("status", "open")
     if status not in ("open", "closed", "all"):
-        raise InvalidInput("status must be open, closed or all")
+        raise InvalidInput(Phrase("status must be open, closed or all"))
     assignee = request.query.get("assignee") or None
     if assignee == "me":
         assignee = user.login
     if assignee is not None and not reports.LOGIN_PATTERN.fullmatch(assignee):
-        raise InvalidInput("assignee is not a login")
+        raise InvalidInput(Phrase("assignee is not a login"))
     return (None if status == "all" else status), assignee
 
 

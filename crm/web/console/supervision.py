@@ -13,6 +13,7 @@ from crm.cases import dispatch
 from crm.errors import InvalidInput
 from crm.i18n.catalogs import SOURCE_LOCALE
 from crm.i18n.labels import CLOSED_LOOP
+from crm.i18n.phrases import Phrase
 from crm.reports.audit_log import actor_parts
 from crm.storage.models import CaseCategory, Department, utcnow
 from crm.web import locale
@@ -73,7 +74,7 @@ async def rule_on_return(request: web.Request, user: ConsoleUser) -> web.Respons
     form = await request.post()
     ruling = str(form.get("ruling", ""))
     if ruling not in ("redispatch", "uphold"):
-        raise InvalidInput("choose redispatch or uphold")
+        raise InvalidInput(Phrase("choose redispatch or uphold"))
     await dispatch.rule_on_return(deps.sessions, record_id(request), ruling,  # type: ignore[arg-type]
                                   actor=user.actor, note=_note(form),
                                   department=str(form.get("department", "")).strip() or None)
@@ -86,7 +87,7 @@ async def decide_extension(request: web.Request, user: ConsoleUser) -> web.Respo
     form = await request.post()
     grant = str(form.get("grant", ""))
     if grant not in ("yes", "no"):
-        raise InvalidInput("grant must be yes or no")
+        raise InvalidInput(Phrase("grant must be yes or no"))
     await dispatch.decide_extension(deps.sessions, record_id(request), grant == "yes",
                                     actor=user.actor, note=_note(form))
     raise web.HTTPSeeOther(PAGE)
