@@ -1,0 +1,103 @@
+"""bench/pg_writes.py's arithmetic on rows shaped as PostgreSQL returns them (the bench itself,
+``make bench-cluster``, is the real measurement)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pg_writes import (
+    PgReading,
+    asyncpg_dsn,
+    reading_from_rows,
+    writes_between,
+)
+
+
+def _db(commit: int, ins: int, upd: int, dele: int) -> dict[str, int]:
+    return {"xact_commit": commit, "tup_inserted": ins, "tup_updated": upd, "tup_deleted": dele}
+
+
+def _table(name: str, ins: int, upd: int, dele: int | None, *, schema: str = "public",
+           maintenance: int = 0) -> dict[str, object]:
+    return {"schemaname": schema, "relname": name, "n_tup_ins": ins, "n_tup_upd": upd,
+            "n_tup_del": dele, "maintenance": maintenance}
+
+
+BEFORE = reading_from_rows(
+    _db(100, 50, 10, 1),
+    [_table("consultations", 10, 5, 0), _table("recorded_events", 30, 0, None),
+     _table("audit_log", 7, 0, 0, schema="audit", maintenance=1)],
+    {"next_xid": 1000, "wal_bytes": 4_000_000})
+AFTER = reading_from_rows(
+    _db(310, 530, 90, 1),
+    [_table("consultations", 50, 85, 0), _table("recorded_events", 350, 0, 0),
+     _table("audit_log", 7, 0, 0, schema="audit", maintenance=2),
+     _table("callback_requests", 2, 0, 0)],
+    {"next_xid": 1160, "wal_bytes": 4_819_200})
+
+
+def test_rows_become_a_reading_with_none_as_zero_and_schemas_outside_public_named() -> None:
+    assert BEFORE.database == _db(100, 50, 10, 1)
+    assert BEFORE.tables == {"consultations": (10, 5, 0), "recorded_events": (30, 0, 0),
+                             "audit.audit_log": (7, 0, 0)}
+    assert (BEFORE.maintenance, BEFORE.next_xid, BEFORE.wal_bytes) == (1, 1000, 4_000_000)
+
+
+def test_the_difference_over_forty_calls_per_call_and_per_table() -> None:
+    writes = writes_between(BEFORE, AFTER, 40)
+    assert (writes.commits, writes.inserted, writes.updated, writes.deleted) == (210, 480, 80, 0)
+    assert writes.writing_transactions == 160 and writes.wal_bytes == 819_200
+    assert writes.maintenance == 1
+    # unchanged tables are left out; a table first seen after counts from zero
+    assert writes.tables == {"consultations": (40, 80, 0), "recorded_events": (320, 0, 0),
+                             "callback_requests": (2, 0, 0)}
+    assert writes.per_call(writes.commits) == pytest.approx(5.25)
+    assert [name for name, _ in writes.top_tables()] == [
+        "recorded_events", "consultations", "callback_requests"]
+    assert [name for name, _ in writes.top_tables(1)] == ["recorded_events"]
+
+
+def test_seventeen_calls_a_second_scale_the_counts_per_call() -> None:
+    rate = writes_between(BEFORE, AFTER, 40).at_rate(17)
+    assert rate["commits"] == pytest.approx(210 / 40 * 17)
+    assert rate["writing_transactions"] == pytest.approx(4 * 17)
+    assert rate["rows_written"] == pytest.approx(560 / 40 * 17)
+    assert rate["wal_bytes"] == pytest.approx(20_480 * 17)
+
+
+def test_summary_and_json_carry_the_same_figures() -> None:
+    writes = writes_between(BEFORE, AFTER, 40, settled=False)
+    lines = writes.lines("hotline_bench_cluster")
+    assert "210 commits (5.25/call)" in lines[0] and "STILL MOVING" in lines[0]
+    assert "160 transactions that wrote (4.00/call)" in lines[1]
+    assert "recorded_events 8.00/0.00/0.00" in lines[2]
+    data = writes.as_json()
+    assert data["settled"] is False
+    assert data["per_call"]["inserted"] == pytest.approx(12.0)
+    assert data["tables_per_call"]["consultations"] == {"inserted": 1.0, "updated": 2.0,
+                                                        "deleted": 0.0}
+    assert next(iter(data["tables_per_call"])) == "recorded_events"
+
+
+def test_counters_that_went_down_are_refused_not_reported() -> None:
+    reset = PgReading(database=_db(3, 0, 0, 0), tables={})
+    with pytest.raises(ValueError, match="went down"):
+        writes_between(BEFORE, reset, 40)
+    table_reset = PgReading(database=AFTER.database, tables={"consultations": (0, 0, 0)})
+    with pytest.raises(ValueError, match="went down"):
+        writes_between(BEFORE, table_reset, 40)
+
+
+def test_stillness_ignores_the_server_wide_positions_only() -> None:
+    moved_wal = PgReading(BEFORE.database, BEFORE.tables, BEFORE.maintenance,
+                          BEFORE.next_xid, BEFORE.wal_bytes + 8192)
+    assert moved_wal.stands_still_as(BEFORE)
+    one_more_row = PgReading(BEFORE.database, {**BEFORE.tables, "consultations": (11, 5, 0)})
+    assert not one_more_row.stands_still_as(BEFORE)
+    one_more_commit = PgReading(_db(101, 50, 10, 1), BEFORE.tables)
+    assert not one_more_commit.stands_still_as(BEFORE)
+
+
+def test_a_sqlalchemy_url_becomes_asyncpgs_dsn_with_its_password() -> None:
+    assert asyncpg_dsn("postgresql+asyncpg://u:p%40ss@127.0.0.1:5433/bench") == \
+        "postgresql://u:p%40ss@127.0.0.1:5433/bench"
