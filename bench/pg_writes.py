@@ -44,7 +44,8 @@ DATABASE_QUERY = (f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database 
 TABLES_QUERY = (f"SELECT schemaname, relname, {', '.join(TABLE_COUNTERS)}, "
                 "autovacuum_count + autoanalyze_count AS maintenance FROM pg_stat_user_tables")
 SERVER_QUERY = ("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
-                "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes")
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes, "
+                "pg_database_size(current_database()) AS database_bytes")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class PgReading:
     that writes, none by one that only reads."""
     wal_bytes: int = 0
     """The WAL's write position in bytes (server-wide)."""
+    database_bytes: int = 0
+    """The database's size on disk (tables and indexes; grows by whole pages)."""
 
     def stands_still_as(self, other: PgReading) -> bool:
         """Whether the flushed statistics are the same (server-wide positions aside: WAL moves
@@ -88,7 +91,8 @@ def reading_from_rows(database_row: Mapping[str, Any], table_rows: Iterable[Mapp
     return PgReading(database={k: int(database_row[k] or 0) for k in DATABASE_COUNTERS},
                      tables=tables, maintenance=maintenance,
                      next_xid=int(server.get("next_xid") or 0),
-                     wal_bytes=int(server.get("wal_bytes") or 0))
+                     wal_bytes=int(server.get("wal_bytes") or 0),
+                     database_bytes=int(server.get("database_bytes") or 0))
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class PgWrites:
     """Rows inserted, updated, deleted per table that changed."""
     writing_transactions: int = 0
     wal_bytes: int = 0
+    database_bytes: int = 0
     maintenance: int = 0
     settled: bool = True
     """Whether both readings were taken with the counters standing still."""
@@ -137,8 +142,9 @@ class PgWrites:
             f"({c(self.updated):.2f}/call), deleted {self.deleted} ({c(self.deleted):.2f}/call)",
             f"    server-wide: {self.writing_transactions} transactions that wrote "
             f"({c(self.writing_transactions):.2f}/call), WAL {self.wal_bytes / 1024:.0f} kB "
-            f"({c(self.wal_bytes) / 1024:.1f} kB/call); autovacuum/analyze runs "
-            f"{self.maintenance}"]
+            f"({c(self.wal_bytes) / 1024:.1f} kB/call); the database grew "
+            f"{self.database_bytes / 1024:.0f} kB ({c(self.database_bytes) / 1024:.1f} kB/call); "
+            f"autovacuum/analyze runs {self.maintenance} (their commits are in the count)"]
         top = self.top_tables()
         if top:
             lines.append("    rows written per call, top tables (inserted/updated/deleted): "
@@ -152,12 +158,13 @@ class PgWrites:
                 "total": {"commits": self.commits, "inserted": self.inserted,
                           "updated": self.updated, "deleted": self.deleted,
                           "writing_transactions": self.writing_transactions,
-                          "wal_bytes": self.wal_bytes,
+                          "wal_bytes": self.wal_bytes, "database_bytes": self.database_bytes,
                           "autovacuum_analyze_runs": self.maintenance},
                 "per_call": {"commits": c(self.commits), "inserted": c(self.inserted),
                              "updated": c(self.updated), "deleted": c(self.deleted),
                              "writing_transactions": c(self.writing_transactions),
-                             "wal_bytes": c(self.wal_bytes)},
+                             "wal_bytes": c(self.wal_bytes),
+                             "database_bytes": c(self.database_bytes)},
                 "tables_per_call": {name: {"inserted": c(i), "updated": c(u), "deleted": c(d)}
                                     for name, (i, u, d) in self.top_tables(len(self.tables))}}
 
@@ -180,6 +187,7 @@ def writes_between(before: PgReading, after: PgReading, calls: int, *,
                     updated=d["tup_updated"], deleted=d["tup_deleted"], tables=tables,
                     writing_transactions=after.next_xid - before.next_xid,
                     wal_bytes=after.wal_bytes - before.wal_bytes,
+                    database_bytes=after.database_bytes - before.database_bytes,
                     maintenance=after.maintenance - before.maintenance, settled=settled)
 
 

@@ -27,13 +27,13 @@ BEFORE = reading_from_rows(
     _db(100, 50, 10, 1),
     [_table("consultations", 10, 5, 0), _table("recorded_events", 30, 0, None),
      _table("audit_log", 7, 0, 0, schema="audit", maintenance=1)],
-    {"next_xid": 1000, "wal_bytes": 4_000_000})
+    {"next_xid": 1000, "wal_bytes": 4_000_000, "database_bytes": 9_000_000})
 AFTER = reading_from_rows(
     _db(310, 530, 90, 1),
     [_table("consultations", 50, 85, 0), _table("recorded_events", 350, 0, 0),
      _table("audit_log", 7, 0, 0, schema="audit", maintenance=2),
      _table("callback_requests", 2, 0, 0)],
-    {"next_xid": 1160, "wal_bytes": 4_819_200})
+    {"next_xid": 1160, "wal_bytes": 4_819_200, "database_bytes": 9_163_840})
 
 
 def test_rows_become_a_reading_with_none_as_zero_and_schemas_outside_public_named() -> None:
@@ -47,7 +47,7 @@ def test_the_difference_over_forty_calls_per_call_and_per_table() -> None:
     writes = writes_between(BEFORE, AFTER, 40)
     assert (writes.commits, writes.inserted, writes.updated, writes.deleted) == (210, 480, 80, 0)
     assert writes.writing_transactions == 160 and writes.wal_bytes == 819_200
-    assert writes.maintenance == 1
+    assert writes.maintenance == 1 and writes.database_bytes == 163_840
     # unchanged tables are left out; a table first seen after counts from zero
     assert writes.tables == {"consultations": (40, 80, 0), "recorded_events": (320, 0, 0),
                              "callback_requests": (2, 0, 0)}
