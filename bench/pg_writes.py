@@ -1,24 +1,31 @@
-"""What the cluster wrote to PostgreSQL during ``bench.cluster``'s calls, counted by the server:
-commits and rows inserted/updated/deleted of the cluster's database (``pg_stat_database``),
-the same rows per table (``pg_stat_user_tables``), transaction ids assigned (transactions that
-wrote) and WAL bytes (both server-wide), read before and after the calls.
+"""What the cluster wrote to PostgreSQL during ``bench.cluster``'s calls, counted by the server,
+read before and after the calls:
 
-Exact, not sampled, given two precautions:
+- rows inserted, updated, deleted per table of the application (``pg_stat_user_tables``):
+  the cluster's own rows, exactly;
+- the transactions that wrote: transaction ids assigned (a transaction takes one when it first
+  writes, none when it only reads) less autovacuum's (its ANALYZE of a table takes one; its
+  VACUUM none), from ``pg_stat_all_tables``' run counts;
+- commits and rows of the whole database (``pg_stat_database``): the above plus autovacuum's
+  own transactions and catalog rows (``pg_statistic``), and any read-only commit;
+- WAL bytes and the database's growth on disk.
 
-- **The reading does not count itself.** The bench reads through one plain asyncpg
-  connection, each reading in a transaction it rolls back: no commit and no row of its own in
-  the counters. (SQLAlchemy's engine would not do: its first connection runs four statements
-  in implicit transactions, i.e. four commits in the very counters being read -- the reason
-  the old reading, one engine per second, never saw them settle.)
+Transaction ids and WAL are server-wide: exact on a server of the bench's own (other
+databases' work would count too).
+
+Two precautions make the counts exact rather than sampled:
+
+- **The reading does not count itself.** It goes through one plain asyncpg connection, each
+  reading in a transaction it rolls back: no commit, no row, no transaction id of its own.
+  (A SQLAlchemy engine would not do: its first connection runs four statements in implicit
+  transactions, four commits in the very counters read -- why the bench's earlier reading,
+  one engine a second, never saw them settle.)
 - **The counters are read once every backend has flushed them.** A PostgreSQL 15 backend
   reports its statistics at a transaction's end at most once a second, and one that goes idle
-  with some pending within ``PGSTAT_IDLE_INTERVAL`` (10 s); ``pg_stat_force_next_flush()``
+  with some pending within ``PGSTAT_IDLE_INTERVAL`` (10 s). ``pg_stat_force_next_flush()``
   flushes only the calling session's own statistics, not the cluster processes', so it cannot
-  help here and is not used. The reading waits instead for the counters to stand still for
+  help and is not used: the reading waits for the counters to stand still for
   ``PG_IDLE_FLUSH_S`` (longer than that interval), bounded, and says whether they did.
-
-Server-wide figures (transaction ids, WAL) include anything else the server did meanwhile
-(other databases, autovacuum, checkpoints): exact on a server of the bench's own.
 """
 
 from __future__ import annotations
@@ -41,11 +48,17 @@ TOP_TABLES = 6
 
 DATABASE_QUERY = (f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database "
                   "WHERE datname = current_database()")
-TABLES_QUERY = (f"SELECT schemaname, relname, {', '.join(TABLE_COUNTERS)}, "
-                "autovacuum_count + autoanalyze_count AS maintenance FROM pg_stat_user_tables")
-SERVER_QUERY = ("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
-                "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes, "
-                "pg_database_size(current_database()) AS database_bytes")
+TABLES_QUERY = (f"SELECT schemaname, relname, {', '.join(TABLE_COUNTERS)} "
+                "FROM pg_stat_user_tables")
+SERVER_QUERY = (
+    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
+    "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes, "
+    "pg_database_size(current_database()) AS database_bytes, "
+    "(SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_all_tables) AS autovacuums, "
+    "(SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_all_tables) AS autoanalyzes")
+
+Rows = tuple[int, int, int]
+"""Rows inserted, updated, deleted."""
 
 
 @dataclass(frozen=True)
@@ -54,18 +67,17 @@ class PgReading:
 
     database: dict[str, int]
     """DATABASE_COUNTERS of the connection's database."""
-    tables: dict[str, tuple[int, int, int]]
-    """Rows inserted, updated, deleted per user table ("table", or "schema.table" outside
-    public)."""
-    maintenance: int = 0
-    """Autovacuum and autoanalyze runs over the user tables (their transactions commit)."""
+    tables: dict[str, Rows]
+    """Per user table ("table", or "schema.table" outside public)."""
     next_xid: int = 0
-    """The next transaction id to be assigned (server-wide): one is taken per transaction
-    that writes, none by one that only reads."""
+    """The next transaction id to be assigned (server-wide)."""
     wal_bytes: int = 0
     """The WAL's write position in bytes (server-wide)."""
     database_bytes: int = 0
     """The database's size on disk (tables and indexes; grows by whole pages)."""
+    autovacuums: int = 0
+    autoanalyzes: int = 0
+    """Autovacuum's VACUUM and ANALYZE runs over the database's tables, catalogs included."""
 
     def stands_still_as(self, other: PgReading) -> bool:
         """Whether the flushed statistics are the same (server-wide positions aside: WAL moves
@@ -80,19 +92,20 @@ def table_name(schema: str, table: str) -> str:
 def reading_from_rows(database_row: Mapping[str, Any], table_rows: Iterable[Mapping[str, Any]],
                       server_row: Mapping[str, Any] | None = None) -> PgReading:
     """A reading from the rows of DATABASE_QUERY, TABLES_QUERY and SERVER_QUERY; a missing
-    counter (NULL: a table never touched on some versions) counts 0."""
-    tables: dict[str, tuple[int, int, int]] = {}
-    maintenance = 0
+    counter (NULL) counts 0."""
+    tables: dict[str, Rows] = {}
     for row in table_rows:
         ins, upd, dele = (int(row[k] or 0) for k in TABLE_COUNTERS)
         tables[table_name(str(row["schemaname"]), str(row["relname"]))] = (ins, upd, dele)
-        maintenance += int(row.get("maintenance") or 0)
     server = server_row or {}
+
+    def number(key: str) -> int:
+        return int(server.get(key) or 0)
+
     return PgReading(database={k: int(database_row[k] or 0) for k in DATABASE_COUNTERS},
-                     tables=tables, maintenance=maintenance,
-                     next_xid=int(server.get("next_xid") or 0),
-                     wal_bytes=int(server.get("wal_bytes") or 0),
-                     database_bytes=int(server.get("database_bytes") or 0))
+                     tables=tables, next_xid=number("next_xid"), wal_bytes=number("wal_bytes"),
+                     database_bytes=number("database_bytes"),
+                     autovacuums=number("autovacuums"), autoanalyzes=number("autoanalyzes"))
 
 
 @dataclass(frozen=True)
@@ -100,71 +113,86 @@ class PgWrites:
     """What was written between two readings, over ``calls`` calls."""
 
     calls: int
-    commits: int
-    inserted: int
-    updated: int
-    deleted: int
-    tables: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    """Rows inserted, updated, deleted per table that changed."""
-    writing_transactions: int = 0
+    tables: dict[str, Rows] = field(default_factory=dict)
+    """Rows per user table that changed."""
+    transaction_ids: int = 0
+    """Transaction ids assigned, autovacuum's ANALYZE runs included."""
+    autovacuums: int = 0
+    autoanalyzes: int = 0
+    database: dict[str, int] = field(default_factory=dict)
+    """The database's DATABASE_COUNTERS, autovacuum's work included."""
     wal_bytes: int = 0
     database_bytes: int = 0
-    maintenance: int = 0
     settled: bool = True
     """Whether both readings were taken with the counters standing still."""
 
-    def per_call(self, value: int) -> float:
+    @property
+    def rows(self) -> Rows:
+        """The cluster's rows, over every user table."""
+        return (sum(t[0] for t in self.tables.values()),
+                sum(t[1] for t in self.tables.values()),
+                sum(t[2] for t in self.tables.values()))
+
+    @property
+    def writing_transactions(self) -> int:
+        """The cluster's transactions that wrote: ids assigned less autovacuum's ANALYZEs."""
+        return self.transaction_ids - self.autoanalyzes
+
+    @property
+    def commits(self) -> int:
+        """Every commit in the database (autovacuum's and read-only ones included)."""
+        return self.database.get("xact_commit", 0)
+
+    def per_call(self, value: float) -> float:
         return value / max(self.calls, 1)
 
-    def top_tables(self, n: int = TOP_TABLES) -> list[tuple[str, tuple[int, int, int]]]:
+    def top_tables(self, n: int = TOP_TABLES) -> list[tuple[str, Rows]]:
         """The ``n`` tables with the most rows written (inserted + updated + deleted), most
         first; ties by name."""
         return sorted(self.tables.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[:n]
 
     def at_rate(self, calls_per_second: float) -> dict[str, float]:
-        """Commits, transactions that wrote, rows written and WAL bytes per second at that
-        many new calls a second (the counts per call, scaled)."""
-        rows = self.inserted + self.updated + self.deleted
-        return {"commits": self.per_call(self.commits) * calls_per_second,
-                "writing_transactions": self.per_call(self.writing_transactions)
-                * calls_per_second,
-                "rows_written": self.per_call(rows) * calls_per_second,
-                "wal_bytes": self.per_call(self.wal_bytes) * calls_per_second}
+        """Per second at that many new calls a second (the counts per call, scaled): the
+        cluster's writing transactions and rows written, all commits, WAL bytes."""
+        return {key: self.per_call(value) * calls_per_second for key, value in (
+            ("writing_transactions", self.writing_transactions),
+            ("rows_written", sum(self.rows)), ("commits", self.commits),
+            ("wal_bytes", self.wal_bytes))}
 
     def lines(self, database: str) -> list[str]:
         """The bench's summary lines."""
         c = self.per_call
+        ins, upd, dele = self.rows
+        db = self.database
         lines = [
             f"  PostgreSQL ({database}; {self.calls} calls; counters "
             + ("settled" if self.settled else "STILL MOVING after the bound: approximate")
-            + f"): {self.commits} commits ({c(self.commits):.2f}/call), rows inserted "
-            f"{self.inserted} ({c(self.inserted):.2f}/call), updated {self.updated} "
-            f"({c(self.updated):.2f}/call), deleted {self.deleted} ({c(self.deleted):.2f}/call)",
-            f"    server-wide: {self.writing_transactions} transactions that wrote "
-            f"({c(self.writing_transactions):.2f}/call), WAL {self.wal_bytes / 1024:.0f} kB "
-            f"({c(self.wal_bytes) / 1024:.1f} kB/call); the database grew "
-            f"{self.database_bytes / 1024:.0f} kB ({c(self.database_bytes) / 1024:.1f} kB/call); "
-            f"autovacuum/analyze runs {self.maintenance} (their commits are in the count)"]
+            + f"): the cluster's transactions that wrote {self.writing_transactions} "
+            f"({c(self.writing_transactions):.2f}/call), rows inserted {ins} ({c(ins):.2f}/call),"
+            f" updated {upd} ({c(upd):.2f}/call), deleted {dele} ({c(dele):.2f}/call)",
+            f"    all commits in the database {self.commits} ({c(self.commits):.2f}/call) and "
+            f"rows {db.get('tup_inserted', 0)}/{db.get('tup_updated', 0)}/"
+            f"{db.get('tup_deleted', 0)}, autovacuum's included ({self.autovacuums} vacuum and "
+            f"{self.autoanalyzes} analyze runs); WAL {self.wal_bytes / 1024:.0f} kB "
+            f"({c(self.wal_bytes) / 1024:.1f} kB/call, server-wide), the database grew "
+            f"{self.database_bytes / 1024:.0f} kB ({c(self.database_bytes) / 1024:.1f} kB/call)"]
         top = self.top_tables()
         if top:
-            lines.append("    rows written per call, top tables (inserted/updated/deleted): "
+            lines.append("    rows per call, top tables (inserted/updated/deleted): "
                          + ", ".join(f"{name} {c(i):.2f}/{c(u):.2f}/{c(d):.2f}"
                                      for name, (i, u, d) in top))
         return lines
 
     def as_json(self) -> dict[str, Any]:
         c = self.per_call
-        return {"calls": self.calls, "settled": self.settled,
-                "total": {"commits": self.commits, "inserted": self.inserted,
-                          "updated": self.updated, "deleted": self.deleted,
-                          "writing_transactions": self.writing_transactions,
-                          "wal_bytes": self.wal_bytes, "database_bytes": self.database_bytes,
-                          "autovacuum_analyze_runs": self.maintenance},
-                "per_call": {"commits": c(self.commits), "inserted": c(self.inserted),
-                             "updated": c(self.updated), "deleted": c(self.deleted),
-                             "writing_transactions": c(self.writing_transactions),
-                             "wal_bytes": c(self.wal_bytes),
-                             "database_bytes": c(self.database_bytes)},
+        ins, upd, dele = self.rows
+        totals = {"writing_transactions": self.writing_transactions, "inserted": ins,
+                  "updated": upd, "deleted": dele, "commits_all": self.commits,
+                  "wal_bytes": self.wal_bytes, "database_bytes": self.database_bytes}
+        return {"calls": self.calls, "settled": self.settled, "total": totals,
+                "per_call": {k: c(v) for k, v in totals.items()},
+                "database_counters": self.database, "transaction_ids": self.transaction_ids,
+                "autovacuums": self.autovacuums, "autoanalyzes": self.autoanalyzes,
                 "tables_per_call": {name: {"inserted": c(i), "updated": c(u), "deleted": c(d)}
                                     for name, (i, u, d) in self.top_tables(len(self.tables))}}
 
@@ -173,22 +201,22 @@ def writes_between(before: PgReading, after: PgReading, calls: int, *,
                    settled: bool = True) -> PgWrites:
     """The difference of two readings. A table that appeared after the first counts from 0;
     a counter that went down (statistics reset in between) is an error, not a figure."""
-    d = {k: after.database[k] - before.database.get(k, 0) for k in DATABASE_COUNTERS}
-    tables: dict[str, tuple[int, int, int]] = {}
+    database = {k: after.database[k] - before.database.get(k, 0) for k in DATABASE_COUNTERS}
+    tables: dict[str, Rows] = {}
     for name, counts in after.tables.items():
         was = before.tables.get(name, (0, 0, 0))
         delta = (counts[0] - was[0], counts[1] - was[1], counts[2] - was[2])
         if any(delta):
             tables[name] = delta
-    if min([*d.values(), *(v for t in tables.values() for v in t)], default=0) < 0:
+    if min([*database.values(), *(v for t in tables.values() for v in t)], default=0) < 0:
         raise ValueError("PostgreSQL's counters went down between the readings "
                          "(statistics reset?): no figure")
-    return PgWrites(calls=calls, commits=d["xact_commit"], inserted=d["tup_inserted"],
-                    updated=d["tup_updated"], deleted=d["tup_deleted"], tables=tables,
-                    writing_transactions=after.next_xid - before.next_xid,
+    return PgWrites(calls=calls, tables=tables, transaction_ids=after.next_xid - before.next_xid,
+                    autovacuums=after.autovacuums - before.autovacuums,
+                    autoanalyzes=after.autoanalyzes - before.autoanalyzes, database=database,
                     wal_bytes=after.wal_bytes - before.wal_bytes,
                     database_bytes=after.database_bytes - before.database_bytes,
-                    maintenance=after.maintenance - before.maintenance, settled=settled)
+                    settled=settled)
 
 
 def asyncpg_dsn(url: str) -> str:
