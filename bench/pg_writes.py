@@ -15,11 +15,13 @@ databases' work would count too).
 
 Two precautions make the counts exact rather than sampled:
 
-- **The reading does not count itself.** It goes through one plain asyncpg connection, each
-  reading in a transaction it rolls back: no commit, no row, no transaction id of its own.
-  (A SQLAlchemy engine would not do: its first connection runs four statements in implicit
-  transactions, four commits in the very counters read -- why the bench's earlier reading,
-  one engine a second, never saw them settle.)
+- **The reading does not count itself.** It goes through plain asyncpg connections, each
+  reading in a transaction it rolls back: no row, no transaction id of its own, and no commit
+  but the one PostgreSQL counts for every connection's start (the backend's own start-up
+  transaction): the readings count the connections they open to the database and leave those
+  out of the commits. (A SQLAlchemy engine would not do: its first connection runs four
+  statements in implicit transactions, four commits more in the very counters read -- why the
+  bench's earlier reading, one engine a second, never saw them settle.)
 - **The counters are read once every backend has flushed them.** A PostgreSQL 15 backend
   reports its statistics at a transaction's end at most once a second, and one that goes idle
   with some pending within ``PGSTAT_IDLE_INTERVAL`` (10 s). ``pg_stat_force_next_flush()``
@@ -50,6 +52,9 @@ DATABASE_QUERY = (f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database 
                   "WHERE datname = current_database()")
 TABLES_QUERY = (f"SELECT schemaname, relname, {', '.join(TABLE_COUNTERS)} "
                 "FROM pg_stat_user_tables")
+_connections: dict[str, int] = {}
+"""Connections this module opened, per database (DSN)."""
+
 SERVER_QUERY = (
     "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
     "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes, "
@@ -78,6 +83,9 @@ class PgReading:
     autovacuums: int = 0
     autoanalyzes: int = 0
     """Autovacuum's VACUUM and ANALYZE runs over the database's tables, catalogs included."""
+    own_connections: int = 0
+    """Connections the bench had opened to the database by then, this reading's included:
+    each start-up is a commit in ``database`` (flushed by the time the reading settled)."""
 
     def stands_still_as(self, other: PgReading) -> bool:
         """Whether the flushed statistics are the same (server-wide positions aside: WAL moves
@@ -90,7 +98,8 @@ def table_name(schema: str, table: str) -> str:
 
 
 def reading_from_rows(database_row: Mapping[str, Any], table_rows: Iterable[Mapping[str, Any]],
-                      server_row: Mapping[str, Any] | None = None) -> PgReading:
+                      server_row: Mapping[str, Any] | None = None,
+                      own_connections: int = 0) -> PgReading:
     """A reading from the rows of DATABASE_QUERY, TABLES_QUERY and SERVER_QUERY; a missing
     counter (NULL) counts 0."""
     tables: dict[str, Rows] = {}
@@ -105,7 +114,8 @@ def reading_from_rows(database_row: Mapping[str, Any], table_rows: Iterable[Mapp
     return PgReading(database={k: int(database_row[k] or 0) for k in DATABASE_COUNTERS},
                      tables=tables, next_xid=number("next_xid"), wal_bytes=number("wal_bytes"),
                      database_bytes=number("database_bytes"),
-                     autovacuums=number("autovacuums"), autoanalyzes=number("autoanalyzes"))
+                     autovacuums=number("autovacuums"), autoanalyzes=number("autoanalyzes"),
+                     own_connections=own_connections)
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,8 @@ class PgWrites:
     autovacuums: int = 0
     autoanalyzes: int = 0
     database: dict[str, int] = field(default_factory=dict)
-    """The database's DATABASE_COUNTERS, autovacuum's work included."""
+    """The database's DATABASE_COUNTERS, autovacuum's work included, the start-ups of the
+    bench's own connections left out of ``xact_commit``."""
     wal_bytes: int = 0
     database_bytes: int = 0
     settled: bool = True
@@ -202,6 +213,7 @@ def writes_between(before: PgReading, after: PgReading, calls: int, *,
     """The difference of two readings. A table that appeared after the first counts from 0;
     a counter that went down (statistics reset in between) is an error, not a figure."""
     database = {k: after.database[k] - before.database.get(k, 0) for k in DATABASE_COUNTERS}
+    database["xact_commit"] -= after.own_connections - before.own_connections
     tables: dict[str, Rows] = {}
     for name, counts in after.tables.items():
         was = before.tables.get(name, (0, 0, 0))
@@ -224,7 +236,14 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def read(conn: asyncpg.Connection) -> PgReading:
+async def connect(url: str) -> asyncpg.Connection:
+    """A connection to the URL's database, counted (its start-up is a commit there)."""
+    dsn = asyncpg_dsn(url)
+    _connections[dsn] = _connections.get(dsn, 0) + 1
+    return await asyncpg.connect(dsn)
+
+
+async def read(conn: asyncpg.Connection, own_connections: int = 0) -> PgReading:
     """One reading, in a transaction rolled back (so it adds no commit to what it reads); a
     fresh statistics snapshot (stats_fetch_consistency may cache one per transaction)."""
     tx = conn.transaction(readonly=True)
@@ -239,25 +258,28 @@ async def read(conn: asyncpg.Connection) -> PgReading:
     finally:
         await tx.rollback()
     return reading_from_rows(dict(database), [dict(r) for r in tables],
-                             dict(server) if server is not None else None)
+                             dict(server) if server is not None else None, own_connections)
 
 
-async def settled_reading(url: str, within: float = 60.0) -> tuple[PgReading, bool]:
-    """A reading once the counters stood still for PG_IDLE_FLUSH_S (read every
-    READ_PERIOD_S), or the last one after ``within`` s; and whether they stood still."""
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+async def settled_reading(url: str, within: float = 60.0,
+                          quiet: float = PG_IDLE_FLUSH_S) -> tuple[PgReading, bool]:
+    """A reading once the counters stood still for ``quiet`` s (read every READ_PERIOD_S),
+    or the last one after ``within`` s; and whether they stood still. (A shorter ``quiet``
+    only holds when every writer has disconnected: a backend flushes as it exits.)"""
+    conn = await connect(url)
+    opened = _connections[asyncpg_dsn(url)]
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        last = await read(conn)
+        last = await read(conn, opened)
         since = loop.time()
         while loop.time() < deadline:
             await asyncio.sleep(READ_PERIOD_S)  # a reading period; the condition is stillness
-            now = await read(conn)
+            now = await read(conn, opened)
             if not now.stands_still_as(last):
                 since = loop.time()
             last = now
-            if loop.time() - since >= PG_IDLE_FLUSH_S:
+            if loop.time() - since >= quiet:
                 return last, True
         return last, False
     finally:
@@ -268,7 +290,7 @@ async def wait_recorded(url: str, name_like: str, expected: int, within: float) 
     """Wait (polling twice a second, at most ``within`` s) until ``expected`` consultations
     whose caller name is LIKE ``name_like`` have ended, i.e. the recorder wrote every call's
     end; how many had. Read in rolled-back transactions, like the counters."""
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within

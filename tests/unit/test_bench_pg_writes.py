@@ -112,3 +112,11 @@ def test_stillness_ignores_the_server_wide_positions_only() -> None:
 def test_a_sqlalchemy_url_becomes_asyncpgs_dsn_with_its_password() -> None:
     assert asyncpg_dsn("postgresql+asyncpg://u:p%40ss@127.0.0.1:5433/bench") == \
         "postgresql://u:p%40ss@127.0.0.1:5433/bench"
+
+
+def test_the_benchs_own_connections_start_ups_are_not_the_clusters_commits() -> None:
+    """Each connection's start is a commit in PostgreSQL's count: those the bench opened
+    between the readings (the after-reading's own included) are taken out."""
+    before = reading_from_rows(_db(100, 0, 0, 0), [], own_connections=1)
+    after = reading_from_rows(_db(110, 0, 0, 0), [], own_connections=3)
+    assert writes_between(before, after, 1).commits == 8
