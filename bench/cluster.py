@@ -324,6 +324,7 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
             "at": datetime.now().astimezone().isoformat(timespec="seconds"),
             "cores": os.cpu_count(), "calls": len(results), "answered": answered,
             "lost": len(results) - answered, "keyed": keyed, "calls_per_node": per_node,
+            "consultations_ended": recorded,
             "wall_s": wall, "sipp_call_s": seconds, "ivr_connect_s": delays,
             "keyed_turn_s": [t.seconds for t in turns], "pop_delay_s": pops,
             "redis": {"commands": total_redis, "per_call": total_redis / calls,

@@ -4,10 +4,12 @@ read before and after the calls:
 - rows inserted, updated, deleted per table of the application (``pg_stat_user_tables``):
   the cluster's own rows, exactly;
 - the transactions that wrote: transaction ids assigned (a transaction takes one when it first
-  writes, none when it only reads) less autovacuum's (its ANALYZE of a table takes one; its
-  VACUUM none), from ``pg_stat_all_tables``' run counts;
+  writes, none when it only reads; one that wrote and rolled back counts too) less
+  autovacuum's (its ANALYZE of a table takes one; its VACUUM none), from
+  ``pg_stat_all_tables``' run counts;
 - commits and rows of the whole database (``pg_stat_database``): the above plus autovacuum's
-  own transactions and catalog rows (``pg_statistic``), and any read-only commit;
+  own transactions and catalog rows (``pg_statistic``), any read-only commit, and one commit
+  per connection's start-up (the cluster's new pool connections; the bench's own left out);
 - WAL bytes and the database's growth on disk.
 
 Transaction ids and WAL are server-wide: exact on a server of the bench's own (other
@@ -52,15 +54,15 @@ DATABASE_QUERY = (f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database 
                   "WHERE datname = current_database()")
 TABLES_QUERY = (f"SELECT schemaname, relname, {', '.join(TABLE_COUNTERS)} "
                 "FROM pg_stat_user_tables")
-_connections: dict[str, int] = {}
-"""Connections this module opened, per database (DSN)."""
-
 SERVER_QUERY = (
     "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
     "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes, "
     "pg_database_size(current_database()) AS database_bytes, "
     "(SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_all_tables) AS autovacuums, "
     "(SELECT coalesce(sum(autoanalyze_count), 0) FROM pg_stat_all_tables) AS autoanalyzes")
+
+_connections: dict[str, int] = {}
+"""Connections this module opened, per database (DSN)."""
 
 Rows = tuple[int, int, int]
 """Rows inserted, updated, deleted."""
