@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.cluster [--calls 40] [--concurrency 8] [--hold-ms 3000]
                                       [--keyed-every 4] [--max-seconds 300] [--pop-calls 5]
+                                      [--database-url URL] [--json PATH]
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
 Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, the
@@ -13,13 +14,15 @@ every ``--keyed-every``-th caller is a demo resident keying his case number at t
 Prints: answered and lost calls, calls per media node, the SIPp call time, the delay from the
 call's start on Asterisk to the IVR's AudioSocket connect, the keyed turn (the case number's
 ``keys`` step -> the IVR's next prompt step, bench.load_calls.service_turns), Redis commands
-per call (INFO commandstats before/after), PostgreSQL writes per call (pg_stat_database of
-the cluster's database, read once the counters settle), and per process group the CPU
+per call (INFO commandstats before/after), PostgreSQL writes per call (bench/pg_writes.py:
+commits and rows of the cluster's database, rows per table, transactions that wrote and WAL
+bytes; read before the calls and once every call's consultation has ended, each time once
+the counters stand still), and per process group the CPU
 seconds (per call) and the resident memory before the calls, its peak during them and the
 growth per call (bench/cluster_usage.py); with ``--pop-calls``, then the delay from an
 agent's phone ringing to the pop on the last web node's desk (bench/cluster_pops.py).
 Bounded in count (``--calls`` <= 500) and time (``--max-seconds`` for the calls).
-Stops everything after.
+Stops everything after. ``--json PATH`` also writes the figures there.
 
 Every part shares this machine's cores with the SIPp load generator: the figures are costs
 per call, not the throughput of separate machines. Needs root (chroot, mount).
@@ -54,9 +57,9 @@ from bench.cluster_usage import (
     group_cpu,
     pgrp,
     redis_commands,
-    settled_pg_writes,
 )
 from bench.load_calls import Turn, demo_case_number, load_consultations, service_turns
+from bench.pg_writes import settled_reading, wait_recorded, writes_between
 from crm.consultations.service import find_consultations
 from crm.storage.db import make_engine, make_session_factory
 from hotline.asterisk import process
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("HOTLINE_TEST_PG_URL"),
                         help="a PostgreSQL server's URL (a database of the bench's own is "
                              "made there); default HOTLINE_TEST_PG_URL (var/pg-test.env)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if not 1 <= args.calls <= 500 or not 1 <= args.concurrency <= 100:
         parser.error("--calls must be 1-500 and --concurrency 1-100")
@@ -249,12 +253,20 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
         watch = MemoryWatch(groups)
         before_calls = {m.name: calls_processed(settings, m) for m in settings.edge.nodes}
         before_redis = asyncio.run(redis_commands(plan.redis_url))
-        before_pg, settled = asyncio.run(settled_pg_writes(database_url))
+        before_pg, settled = asyncio.run(settled_reading(database_url))
         before_cpu = group_cpu()
         t0 = time.monotonic()
         results, seconds = asyncio.run(place_all(settings, args, case_number, watch))
         wall = time.monotonic() - t0
         after_cpu = group_cpu()
+        answered = sum(r.answered and r.ok for r in results)
+        # Every answered call's consultation ended (the recorder wrote its end), then the
+        # counters once they stand still; before the bench's own reads below (SQLAlchemy
+        # engines commit a few statements of their own on connecting).
+        recorded = asyncio.run(wait_recorded(database_url, f"% {TAG}-%", answered, 60))
+        after_pg, settled_after = asyncio.run(settled_reading(database_url))
+        pg = writes_between(before_pg, after_pg, len(results),
+                            settled=settled and settled_after)
         per_node = {m.name: calls_processed(settings, m) - before_calls[m.name]
                     for m in settings.edge.nodes}
         delays = asyncio.run(ivr_delays(database_url, len(results), 30))
@@ -262,14 +274,11 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
                     if args.keyed_every > 0 and i % args.keyed_every == 0)
         turns = asyncio.run(keyed_turns(with_db, keyed)) if keyed else []
         redis_ops = difference(before_redis, asyncio.run(redis_commands(plan.redis_url)))
-        after_pg, settled_after = asyncio.run(settled_pg_writes(database_url))
-        pg = difference(before_pg, after_pg)
         pops = asyncio.run(pop_delays(settings, plan, settings.web.demo_password,
                                       args.pop_calls, args.max_seconds)) \
             if args.pop_calls else []
     finally:
         _run(env, "cluster", "down")
-    answered = sum(r.answered and r.ok for r in results)
     calls = max(len(results), 1)
     print(f"plan: {', '.join(f'{p.name} ({p.role})' for p in plan.processes)}")
     print(f"cluster up in {up_s:.1f} s; {len(results)} calls through the edge, "
@@ -290,22 +299,43 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
     top = sorted(redis_ops.items(), key=lambda kv: -kv[1])[:6]
     print(f"  Redis: {total_redis} commands, {total_redis / calls:.1f} per call ("
           + ", ".join(f"{k} {v / calls:.1f}" for k, v in top) + ")")
-    print("  PostgreSQL (" + DATABASE + "): " + ", ".join(
-        f"{k} {pg.get(k, 0)} ({pg.get(k, 0) / calls:.1f}/call)"
-        for k in ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted"))
-          + ("" if settled and settled_after else " (counters still moving: approximate)"))
+    if recorded < answered:
+        print(f"  only {recorded} of {answered} answered calls' consultations ended within 60 s")
+    for line in pg.lines(DATABASE):
+        print(line)
     print("  per part (process group): CPU during the calls, per call of the part (a media "
           "node: its own calls; the rest: every call); resident memory before the calls, "
           "peak during them, and (peak - before) / calls:")
     print(f"    {'part':12} {'CPU s':>7} {'ms/call':>8} {'RSS MB':>7} {'peak MB':>8} "
           f"{'kB/call':>8}")
+    parts: dict[str, dict[str, float]] = {}
     for name, group in groups.items():
         used = after_cpu.get(group, 0.0) - before_cpu.get(group, 0.0)
         count = max(per_node.get(name, len(results)), 1)
         base, peak = watch.baseline.get(name, 0), watch.peak.get(name, 0)
+        parts[name] = {"cpu_s": used, "cpu_ms_per_call": used / count * 1000,
+                       "rss_before_kb": base, "rss_peak_kb": peak,
+                       "growth_kb_per_call": (peak - base) / calls}
         print(f"    {name:12} {used:7.2f} {used / count * 1000:8.1f} {base / 1024:7.1f} "
               f"{peak / 1024:8.1f} {(peak - base) / calls:8.1f}")
+    if args.json:
+        write_json(args.json, {
+            "args": {k: str(v) for k, v in vars(args).items() if k != "database_url"},
+            "at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cores": os.cpu_count(), "calls": len(results), "answered": answered,
+            "lost": len(results) - answered, "keyed": keyed, "calls_per_node": per_node,
+            "consultations_ended": recorded,
+            "wall_s": wall, "sipp_call_s": seconds, "ivr_connect_s": delays,
+            "keyed_turn_s": [t.seconds for t in turns], "pop_delay_s": pops,
+            "redis": {"commands": total_redis, "per_call": total_redis / calls,
+                      "by_command": redis_ops},
+            "postgres": pg.as_json(), "parts": parts})
     return 0 if answered == len(results) == args.calls else 1
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> None:
+    path.write_text(json.dumps(figures, indent=1, ensure_ascii=False, default=str))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """What the cluster's parts used during ``bench.cluster``'s calls: CPU seconds and resident
-memory per process group (/proc), Redis commands (INFO commandstats) and PostgreSQL writes
-(pg_stat_database) of the cluster's own database, read before and after the calls."""
+memory per process group (/proc) and Redis commands (INFO commandstats), read before and after
+the calls (PostgreSQL's writes: bench/pg_writes.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 SAMPLE_S = 1.0
-PG_WRITES = ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted")
 
 
 def _stat(entry: Path) -> list[str] | None:
@@ -84,42 +81,6 @@ async def redis_commands(url: str) -> dict[str, int]:
         await client.aclose()
     return {name.removeprefix("cmdstat_"): int(value["calls"])
             for name, value in stats.items() if isinstance(value, dict)}
-
-
-async def pg_writes(url: str) -> dict[str, int]:
-    """Commits and rows written in the URL's database so far (pg_stat_database)."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-            row = (await conn.execute(text(
-                f"SELECT {', '.join(PG_WRITES)} FROM pg_stat_database "
-                "WHERE datname = current_database()"))).one()
-    finally:
-        await engine.dispose()
-    return dict(zip(PG_WRITES, (int(v) for v in row), strict=True))
-
-
-PG_IDLE_FLUSH_S = 11.0
-"""A PostgreSQL (15+) backend flushes its statistics at a transaction's end at most once a
-second, and an idle one after 10 s: counters still moving within this are not final."""
-
-
-async def settled_pg_writes(url: str, within: float = 40.0) -> tuple[dict[str, int], bool]:
-    """pg_writes once they stayed the same for PG_IDLE_FLUSH_S (read every second), or the
-    last reading after ``within`` s; and whether they settled."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last = await pg_writes(url)
-    since = loop.time()
-    while loop.time() < deadline:
-        await asyncio.sleep(1.0)  # a reading period; the condition is the counters' stability
-        now = await pg_writes(url)
-        if now != last:
-            last, since = now, loop.time()
-        elif loop.time() - since >= PG_IDLE_FLUSH_S:
-            return last, True
-    return last, False
 
 
 def difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

@@ -267,8 +267,11 @@ class ConsultationRecorder:
     async def _write_batch(self, batch: Sequence[Queued[Recordable]]) -> None:
         items = [(_unkeyed(q.item), q.replayed) for q in batch]
         skipped = 0
+        starts = {event.call_id: event for (event, _, _), _ in reversed(items)
+                  if isinstance(event, CallStarted)}
         async with self._sessions() as session, session.begin():
-            known = await _lock_calls(session, {event.call_id for (event, _, _), _ in items})
+            known = await _lock_calls(session, {event.call_id for (event, _, _), _ in items},
+                                      starts)
             for (event, event_id, _entry), replayed in items:
                 if event_id is not None and not await recorded_events.claim(session, event_id):
                     skipped += 1
@@ -289,18 +292,34 @@ class ConsultationRecorder:
             await recorded_events.prune(session, now)
 
 
-async def _lock_calls(session: AsyncSession, call_ids: set[str]) -> dict[str, Consultation]:
+async def _lock_calls(session: AsyncSession, call_ids: set[str],
+                      starts: dict[str, CallStarted] | None = None) -> dict[str, Consultation]:
     """The batch's consultations, created where missing and locked (FOR UPDATE on
     PostgreSQL; SQLite has one writer anyway) in call-id order, so two members writing
-    batches that share calls wait for each other instead of deadlocking or overwriting."""
+    batches that share calls wait for each other instead of deadlocking or overwriting.
+    One created here by a batch holding its call's start gets the start's fields at once:
+    applying the start then changes nothing, and the row is not updated a moment after its
+    insert (bench.cluster: 1 row update per call less, of 2)."""
     ordered = sorted(call_ids)
     if not ordered:
         return {}
+    starts = starts or {}
     await session.execute(insert_ignoring_duplicates(session, Consultation),
-                          [{"call_id": call_id} for call_id in ordered])
+                          [_new_consultation(call_id, starts.get(call_id))
+                           for call_id in ordered])
     rows = await session.scalars(select(Consultation).where(Consultation.call_id.in_(ordered))
                                  .order_by(Consultation.call_id).with_for_update())
     return {c.call_id: c for c in rows}
+
+
+def _new_consultation(call_id: str, start: CallStarted | None) -> dict[str, Any]:
+    """The columns of a consultation inserted by a batch (the same keys for every row of the
+    one multi-row insert)."""
+    return {"call_id": call_id,
+            "caller_number": start.caller_number if start else None,
+            "caller_name": start.caller_name if start else None,
+            "channel": start.channel if start else None,
+            "started_at": start.at if start else None}
 
 
 def _describe(item: Recordable) -> str:
