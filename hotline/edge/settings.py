@@ -82,6 +82,11 @@ class EdgeSettings(_Section):
     Asterisk from the same root with app_queue and the agents' phones. Media nodes hand
     callers to them over SIP instead of queueing them themselves. Empty: each media node
     queues its own callers."""
+    agent_expiry: int = Field(60, ge=10, le=3600)
+    """Seconds an agent phone's registration at a queue node lasts (the most a queue node
+    grants): the phone refreshes it through the edge within that time, and a refresh after
+    the queue node died lands on the standby, so this bounds how long an agent cannot be
+    rung after the queue node is lost. Used only with ``queue_nodes``."""
 
     @model_validator(mode="after")
     def _distinct_nodes(self) -> EdgeSettings:
