@@ -173,7 +173,7 @@ class AgentPhone:
                 f"agent phone {self.extension} could not register (sipp exit {code}): "
                 f"{proc.errors() or proc.output()[1]}"
             )
-        granted = registered.partition("expires=")[2]
+        granted = (proc.event("granted") or "").partition("expires=")[2]
         self.granted = int(granted) if granted.isdigit() else 0
 
     async def wait_answered(self, within: float) -> str:

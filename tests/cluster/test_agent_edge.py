@@ -20,8 +20,11 @@ import pytest
 
 from crm.storage.db import SessionFactory
 from crm.telephony.events import AgentAnswered, CallStarted
-from hotline.edge import kamailio, nodes
+from hotline.asterisk.render import render_config
+from hotline.edge import config, kamailio, nodes
+from hotline.edge.settings import MediaNode
 from hotline.settings import Settings
+from hotline.tools.bed import asterisk_test_settings
 from hotline.tools.phones import AgentPhone
 from hotline.tools.sipp import CallResult, SippError, place_call
 from ivr.ami.client import AmiEvent
@@ -146,3 +149,27 @@ async def test_an_agent_phone_registered_through_the_edge_follows_the_queue_to_i
               f"every {AGENT_EXPIRY // 2} s); {QUEUE} killed: registered on {STANDBY} after "
               f"{moved_after:.1f} s, a new caller answered there {answered_after:.1f} s "
               "after the kill")
+
+
+def test_only_a_queue_node_takes_registrations_by_the_edge_path(tmp_path: Path) -> None:
+    """No Asterisk here: what the edge and the nodes render for agents' phones."""
+    one_box = asterisk_test_settings(tmp_path)
+    edge = one_box.edge.model_copy(update={
+        "nodes": [MediaNode(name="media-a", address="127.0.18.2")],
+        "queue_nodes": [MediaNode(name="queue-1", address="127.0.18.4"),
+                        MediaNode(name="queue-2", address="127.0.18.5")]})
+    settings = one_box.model_copy(update={"edge": edge})
+    queue_node = render_config(nodes.node_settings(settings, edge.queue_nodes[0]))
+    aor = queue_node["pjsip.conf"].split("[2001](aor-phone)")[1].split("\n[")[0]
+    assert "support_path = yes" in aor and "maximum_expiration = 60" in aor
+    assert "load = res_pjsip_path.so" in queue_node["modules.conf"]
+    for elsewhere in (render_config(nodes.node_settings(settings, edge.nodes[0])),
+                      render_config(one_box)):
+        assert "support_path" not in elsewhere["pjsip.conf"]
+        assert "res_pjsip_path" not in elsewhere["modules.conf"]
+    # The queue node first (highest priority), then its standby.
+    assert config.render_dispatcher_list(edge).splitlines()[-2:] == [
+        "2 sip:127.0.18.4:5060 0 2 duid=queue-1", "2 sip:127.0.18.5:5060 0 1 duid=queue-2"]
+    files = config.EdgeFiles(tmp_path / "edge")
+    assert 'ds_select_dst("2", "8")' in config.render_config(settings, files)
+    assert "path.so" not in config.render_config(one_box, files)
