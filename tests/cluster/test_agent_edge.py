@@ -1,19 +1,21 @@
-"""Issue 16, agents' phones through the SIP edge: a real SIPp agent phone registers at
-Kamailio, which sends the REGISTER (with its Path) to the queue node; a real caller through
-the edge is handed to the queue node, which rings the phone back through the edge. Then the
-queue node's Asterisk is killed (-9): the phone's next refresh (at half the expiry the
-queue node granted, as phones do) goes through the edge to the standby, where a new caller
-is answered by the same agent. Every wait is for an event (AMI ContactStatus, SIPp's
-output, the edge's log), bounded.
+"""Issue 16, agents' phones through the SIP edge: two real SIPp agent phones register at
+Kamailio, which sends each REGISTER (with its Path) to the queue node; a real caller through
+the edge is handed to the queue node, which rings a phone back through the edge. Then the
+queue node's Asterisk is killed (-9): each phone's next refresh (at half the expiry the
+queue node granted, as phones do) goes through the edge to the standby, one refresh falling
+at the kill (it meets the dead node: the edge fails it over), the other a whole interval
+later; a new caller is answered there by one of the same agents. Every wait is for an event
+(AMI ContactStatus, SIPp's output), bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,10 +43,12 @@ from tests.cluster.queue_bed import (
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(150)]
 
-EXTENSION = "2003"
+EARLY, LATE = "2003", "2004"
+"""Two agents' phones: EARLY's refresh timer fires at the kill (the REGISTER meets the dead
+queue node: the edge's failover), LATE had just refreshed (it waits a whole interval)."""
 AGENT_EXPIRY = 10
-"""Seconds a queue node grants an agent's registration here (60 by default): the phone
-refreshes every 5 s, so the test stays short."""
+"""Seconds a queue node grants an agent's registration here (60 by default): the phones
+refresh every 5 s, so the test stays short."""
 CALL_S = 30.0
 
 
@@ -79,76 +83,111 @@ def rung_through_edge(settings: Settings, node: str) -> int:
 
 def answered(control: Control) -> list[str]:
     return [e.call_id for e in control.events
-            if isinstance(e, AgentAnswered) and e.extension == EXTENSION]
+            if isinstance(e, AgentAnswered) and e.extension in (EARLY, LATE)]
 
 
-async def keep_registered(phone: AgentPhone, failed: list[str]) -> None:
-    """The phone's refresh timer: re-register at half the granted expiry, as phones do; a
+def mirrored(settings: Settings, extension: str) -> Callable[[], bool]:
+    return lambda: f"PJSIP/{extension}" in node_cli(settings, STANDBY, "queue show")
+
+
+class RefreshTimer:
+    """A phone's refresh timer: re-register at half the granted expiry, as phones do; a
     refresh that fails is tried again at the next tick (the registration still holds)."""
-    while True:
-        await asyncio.sleep(max(1.0, phone.granted / 2))
+
+    def __init__(self, phone: AgentPhone) -> None:
+        self.phone = phone
+        self.failed: list[str] = []
+        self.refreshed = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.phone.granted / 2))
+            await self.now()
+
+    async def now(self) -> None:
         try:
-            await phone.refresh()
+            await self.phone.refresh()
         except SippError as error:
-            failed.append(str(error))
+            self.failed.append(str(error))
+        else:
+            self.refreshed.set()
 
 
-async def test_an_agent_phone_registered_through_the_edge_follows_the_queue_to_its_standby(
+async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its_standby(
         agent_cluster: Settings, control: Control, capsys: pytest.CaptureFixture[str]) -> None:
     settings = agent_cluster
-    registered = {QUEUE: asyncio.Event(), STANDBY: asyncio.Event()}
+    registered = {(node, ext): asyncio.Event() for node in (QUEUE, STANDBY)
+                  for ext in (EARLY, LATE)}
 
     def watch(node: str) -> None:
         def on_contact(event: AmiEvent) -> None:
-            if event.get("AOR") == EXTENSION and event.get("ContactStatus") == "Reachable":
-                registered[node].set()
+            key = (node, event.get("AOR") or "")
+            if key in registered and event.get("ContactStatus") == "Reachable":
+                registered[key].set()  # registered, and the node's OPTIONS pass the edge
         control.links[node].ami.subscribe("ContactStatus", on_contact)
 
-    for node in registered:
+    async def on(node: str, extension: str, within: float) -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(registered[node, extension].wait(), within)
+        return time.monotonic() - started
+
+    for node in (QUEUE, STANDBY):
         watch(node)
-    failed: list[str] = []
     calls: list[asyncio.Task[CallResult]] = []
-    async with AgentPhone(at_edge(settings), EXTENSION, hold_ms=700) as phone:
-        refresher = asyncio.create_task(keep_registered(phone, failed))
-        try:
-            await asyncio.wait_for(registered[QUEUE].wait(), 10)
-            assert 0 < phone.granted <= AGENT_EXPIRY
-            assert not registered[STANDBY].is_set()
-            await QueueControl(control.links[QUEUE].ami, settings.asterisk.queue_name).join(
-                f"PJSIP/{EXTENSION}", "agent3")
-            await wait_for(lambda: f"PJSIP/{EXTENSION}" in node_cli(settings, STANDBY,
-                                                                  "queue show"),
-                           10, f"the agent's membership mirrored on {STANDBY}")
+    timers: dict[str, RefreshTimer] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for ext in (EARLY, LATE):
+            phone = await stack.enter_async_context(
+                AgentPhone(at_edge(settings), ext, hold_ms=700))
+            timers[ext] = RefreshTimer(phone)
+            stack.push_async_callback(cancel, timers[ext].task)
+        stack.push_async_callback(lambda: cancel(*calls))
+        queue = QueueControl(control.links[QUEUE].ami, settings.asterisk.queue_name)
+        for ext in (EARLY, LATE):
+            await on(QUEUE, ext, 10)
+            assert 0 < timers[ext].phone.granted <= AGENT_EXPIRY
+            await queue.join(f"PJSIP/{ext}", f"agent-{ext}")
+            await wait_for(mirrored(settings, ext), 10, f"{ext}'s membership on {STANDBY}")
+        assert not any(registered[STANDBY, ext].is_set() for ext in (EARLY, LATE))
 
-            first = await caller(settings, "13950000001")
-            assert first.answered and first.hung_up_by == "remote", first.stderr
-            assert len(answered(control)) == 1 and rung_through_edge(settings, QUEUE) >= 1
+        first = await caller(settings, "13950000001")
+        assert first.answered and first.hung_up_by == "remote", first.stderr
+        assert len(answered(control)) == 1 and rung_through_edge(settings, QUEUE) >= 1
 
-            pid = nodes.pid(settings, QUEUE)
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
-            killed = time.monotonic()
-            await asyncio.wait_for(registered[STANDBY].wait(), 2 * AGENT_EXPIRY + 10)
-            moved_after = time.monotonic() - killed
-            calls.append(asyncio.create_task(caller(settings, "13950000002")))
-            second = await asyncio.wait_for(calls[0], CALL_S + 10)
-            answered_after = time.monotonic() - killed
-        finally:
-            refresher.cancel()
-            for call in calls:
-                call.cancel()
-            await asyncio.gather(refresher, *calls, return_exceptions=True)
+        timers[LATE].refreshed.clear()
+        await asyncio.wait_for(timers[LATE].refreshed.wait(), AGENT_EXPIRY)
+        pid = nodes.pid(settings, QUEUE)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        await timers[EARLY].now()  # EARLY's timer fires at the kill
+        await on(STANDBY, EARLY, 5)
+        early_after = time.monotonic() - killed
+        await on(STANDBY, LATE, AGENT_EXPIRY + 5)
+        late_after = time.monotonic() - killed
+        calls.append(asyncio.create_task(caller(settings, "13950000002")))
+        second = await asyncio.wait_for(calls[0], CALL_S + 10)
+        answered_after = time.monotonic() - killed
     assert second.answered and second.hung_up_by == "remote", second.stderr
     assert len(answered(control)) == 2, answered(control)
     assert rung_through_edge(settings, STANDBY) >= 1
-    assert not failed, failed  # the edge sent every refresh to a live node
+    assert f"registration of {EARLY} fails over to queue node" in edge_log(settings)
+    assert not timers[EARLY].failed and not timers[LATE].failed  # every refresh landed
     call_ids = {e.call_id for e in control.events if isinstance(e, CallStarted)}
     assert sorted(answered(control)) == sorted(call_ids)
     with capsys.disabled():
-        print(f"\n{EXTENSION} registered through the edge (granted {AGENT_EXPIRY} s, refresh "
-              f"every {AGENT_EXPIRY // 2} s); {QUEUE} killed: registered on {STANDBY} after "
-              f"{moved_after:.1f} s, a new caller answered there {answered_after:.1f} s "
-              "after the kill")
+        print(f"\n{QUEUE} killed (agents registered through the edge, granted "
+              f"{AGENT_EXPIRY} s, refreshing every {AGENT_EXPIRY // 2} s): a refresh made at "
+              f"the kill was registered on {STANDBY} after {early_after:.1f} s (the edge's "
+              f"failover); a phone that had just refreshed after {late_after:.1f} s; a new "
+              f"caller answered there {answered_after:.1f} s after the kill")
+
+
+async def cancel(*tasks: asyncio.Task[object]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def test_only_a_queue_node_takes_registrations_by_the_edge_path(tmp_path: Path) -> None:
