@@ -74,10 +74,16 @@ def render_dispatcher_list(edge: EdgeSettings) -> str:
 
 
 def accepted_sources(edge: EdgeSettings) -> list[str]:
-    """Networks the edge takes SIP from: the configured sources and every media and queue
-    node (a queue node calls and probes agents' phones through the edge)."""
-    every = edge.nodes + edge.queue_nodes
-    return list(dict.fromkeys([*edge.sources, *(node.address for node in every)]))
+    """Networks the edge takes SIP from on its carriers' port: the configured sources and
+    every media node."""
+    return list(dict.fromkeys([*edge.sources, *(node.address for node in edge.nodes)]))
+
+
+def phone_sources(edge: EdgeSettings) -> list[str]:
+    """Networks the edge takes SIP from on its phones' port: the phones' networks and the
+    queue nodes (they call and probe the phones through the edge)."""
+    return list(dict.fromkeys([*edge.phone_sources,
+                               *(node.address for node in edge.queue_nodes)]))
 
 
 def render_config(settings: Settings, files: EdgeFiles, *, debug: int = 2) -> str:
@@ -95,6 +101,7 @@ def render_config(settings: Settings, files: EdgeFiles, *, debug: int = 2) -> st
         set_id=DISPATCHER_SET,
         queue_set=QUEUE_SET if edge.queue_nodes else None,
         queue_sources=",".join(node.address for node in edge.queue_nodes),
+        phone_sources=",".join(phone_sources(edge)),
         list_file=files.dispatcher_list,
         ctl_socket=files.ctl_socket,
         fr_timer_ms=round(edge.reply_timeout * 1000),

@@ -45,6 +45,7 @@ def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory,
     base = asterisk_test_settings(tmp_path_factory.mktemp("queue-cluster"))
     edge = base.edge.model_copy(update={
         "address": EDGE, "port": free_udp_port(host=EDGE), "sources": ["127.0.0.1"],
+        "phone_port": free_udp_port(host=EDGE), "phone_sources": ["127.0.0.1"],
         "nodes": [_node(n, a) for n, a in MEDIA.items()],
         "queue_nodes": [_node(n, a) for n, a in QUEUE_NODES.items()],
         "probe_interval": 1, "reply_timeout": 1.0, "control_links": True,

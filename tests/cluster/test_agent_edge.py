@@ -72,6 +72,13 @@ async def caller(settings: Settings, number: str) -> CallResult:
                             hold_ms=int(CALL_S * 1000), max_seconds=CALL_S + 5)
 
 
+def phones_port(settings: Settings) -> Settings:
+    """Settings whose SIP address is the edge's phones' port: where agents' phones register."""
+    asterisk = settings.asterisk.model_copy(
+        update={"bind_host": settings.edge.address, "sip_port": settings.edge.phone_port})
+    return settings.model_copy(update={"asterisk": asterisk})
+
+
 def edge_log(settings: Settings) -> str:
     return kamailio.EdgeFiles.of(settings).log_file.read_text(errors="replace")
 
@@ -136,10 +143,13 @@ async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its
         watch(node)
     calls: list[asyncio.Task[CallResult]] = []
     timers: dict[str, RefreshTimer] = {}
+    with pytest.raises(SippError):  # the carriers' port takes no REGISTER (405)
+        async with AgentPhone(at_edge(settings), EARLY, register_timeout=5):
+            pass
     async with contextlib.AsyncExitStack() as stack:
         for ext in (EARLY, LATE):
             phone = await stack.enter_async_context(
-                AgentPhone(at_edge(settings), ext, hold_ms=700))
+                AgentPhone(phones_port(settings), ext, hold_ms=700))
             timers[ext] = RefreshTimer(phone)
             stack.push_async_callback(cancel, timers[ext].task)
         stack.push_async_callback(lambda: cancel(*calls))
@@ -154,6 +164,13 @@ async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its
         first = await caller(settings, "13950000001")
         assert first.answered and first.hung_up_by == "remote", first.stderr
         assert len(answered(control)) == 1 and rung_through_edge(settings, QUEUE) >= 1
+        # An agent's own call through the edge: EARLY dials LATE on the queue node.
+        rung = rung_through_edge(settings, QUEUE)
+        own = await place_call(phones_port(settings), caller_number=EARLY, dial=LATE,
+                               auth_password=timers[EARLY].phone.password, hold_ms=300)
+        assert own.answered and own.ok, own.stderr
+        assert f"from phone {EARLY} to queue node" in edge_log(settings)
+        assert rung_through_edge(settings, QUEUE) == rung + 1
 
         timers[LATE].refreshed.clear()
         await asyncio.wait_for(timers[LATE].refreshed.wait(), AGENT_EXPIRY)
@@ -172,7 +189,8 @@ async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its
     assert second.answered and second.hung_up_by == "remote", second.stderr
     assert len(answered(control)) == 2, answered(control)
     assert rung_through_edge(settings, STANDBY) >= 1
-    assert f"registration of {EARLY} fails over to queue node" in edge_log(settings)
+    assert f"REGISTER of {EARLY} fails over to queue node" in edge_log(settings)
+    assert "refused" not in edge_log(settings)  # nothing looped back to the edge
     assert not timers[EARLY].failed and not timers[LATE].failed  # every refresh landed
     call_ids = {e.call_id for e in control.events if isinstance(e, CallStarted)}
     assert sorted(answered(control)) == sorted(call_ids)
