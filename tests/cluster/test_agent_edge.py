@@ -24,7 +24,7 @@ from crm.storage.db import SessionFactory
 from crm.telephony.events import AgentAnswered, CallStarted
 from hotline.asterisk.render import render_config
 from hotline.edge import config, kamailio, nodes
-from hotline.edge.settings import MediaNode
+from hotline.edge.settings import EdgeSettings, MediaNode
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings
 from hotline.tools.phones import AgentPhone
@@ -228,5 +228,17 @@ def test_only_a_queue_node_takes_registrations_by_the_edge_path(tmp_path: Path) 
     assert config.render_dispatcher_list(edge).splitlines()[-2:] == [
         "2 sip:127.0.18.4:5060 0 2 duid=queue-1", "2 sip:127.0.18.5:5060 0 1 duid=queue-2"]
     files = config.EdgeFiles(tmp_path / "edge")
-    assert 'ds_select_dst("2", "8")' in config.render_config(settings, files)
-    assert "path.so" not in config.render_config(one_box, files)
+    edge_config = config.render_config(settings, files)
+    assert 'ds_select_dst("2", "8")' in edge_config
+    assert f"listen=udp:{edge.address}:{edge.phone_port}" in edge_config
+    without_queue = config.render_config(one_box, files)
+    assert "path.so" not in without_queue and f":{edge.phone_port}" not in without_queue
+
+
+def test_the_phones_port_must_be_a_port_of_its_own() -> None:
+    queue = [MediaNode(name="queue-1", address="127.0.18.4")]
+    with pytest.raises(ValueError, match="its own SIP"):
+        EdgeSettings(port=5060, phone_port=5060, queue_nodes=queue)
+    with pytest.raises(ValueError, match="its own SIP"):
+        EdgeSettings(address="127.0.18.4", phone_port=5060, queue_nodes=queue)
+    assert EdgeSettings(port=5060, phone_port=5060).phone_port == 5060  # no queue: unused
