@@ -81,8 +81,8 @@ class AgentPhone:
         self.register_timeout = register_timeout
         self.port = 0
         self.granted = 0
-        self._registrations = 0
         """Seconds the registrar granted the last registration (its Contact's expires)."""
+        self._registrations = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._uas: SippProcess | None = None
 
@@ -140,7 +140,8 @@ class AgentPhone:
     async def refresh(self) -> None:
         """Register (again), as a phone does before its registration expires: asks for an
         hour, and learns what the registrar granted (``granted``)."""
-        await self._register(expires=3600, contact=f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>")
+        contact = f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>"
+        await self._register(expires=3600, contact=contact)
 
     async def _register(self, *, expires: int, contact: str) -> None:
         self._registrations += 1
@@ -167,8 +168,7 @@ class AgentPhone:
                 f"agent phone {self.extension} could not register: Asterisk answered {status}",
                 status,
             )
-        registered = proc.event("registered")
-        if code != 0 or registered is None:
+        if code != 0 or proc.event("registered") is None:
             raise SippError(
                 f"agent phone {self.extension} could not register (sipp exit {code}): "
                 f"{proc.errors() or proc.output()[1]}"
