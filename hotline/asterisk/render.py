@@ -130,6 +130,7 @@ def render_config(settings: Settings, dirs: AsteriskDirs | None = None) -> dict[
         "cel_file": CEL_FILE,
         "trunk": settings.trunk,
         "st": settings.sip_transport,
+        "edge": settings.edge,
     }
     return {
         name.removesuffix(".j2"): env.get_template(name).render(context)

@@ -30,6 +30,10 @@ def up(settings: Settings, progress: Progress = print) -> None:
     edge = settings.edge
     progress(f"SIP edge (Kamailio pid {pid}): udp {edge.address}:{edge.port}, probing every "
              f"{edge.probe_interval} s; log {kamailio.EdgeFiles.of(settings).log_file}")
+    if edge.queue_nodes:
+        progress(f"agents' phones register at udp {edge.address}:{edge.phone_port} (sent to "
+                 f"{' then '.join(q.name for q in edge.queue_nodes)}; expiry "
+                 f"{edge.agent_expiry} s)")
 
 
 def down(settings: Settings, progress: Progress = print) -> None:

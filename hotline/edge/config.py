@@ -20,6 +20,8 @@ from hotline.settings import Settings
 BANNER = "Rendered by hotline.edge.config from the hotline repository; edits are overwritten."
 DISPATCHER_SET = 1
 """The dispatcher set of the media nodes."""
+QUEUE_SET = 2
+"""The dispatcher set of the queue node and its standby, where agents' phones register."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,26 @@ def node_uri(node: MediaNode) -> str:
 
 
 def render_dispatcher_list(edge: EdgeSettings) -> str:
-    """One line per node: set, destination, flags, priority, attributes (its name)."""
+    """One line per node: set, destination, flags, priority, attributes (its name). The queue
+    nodes' set is ordered by priority: the queue node first (highest), then its standby."""
     lines = [f"# {BANNER}", "# setid destination flags priority attributes"]
     lines += [f"{DISPATCHER_SET} {node_uri(node)} 0 0 duid={node.name}" for node in edge.nodes]
+    lines += [f"{QUEUE_SET} {node_uri(node)} 0 {len(edge.queue_nodes) - i} duid={node.name}"
+              for i, node in enumerate(edge.queue_nodes)]
     return "\n".join(lines) + "\n"
 
 
 def accepted_sources(edge: EdgeSettings) -> list[str]:
-    """Networks the edge takes SIP from: the configured sources and every media node."""
+    """Networks the edge takes SIP from on its carriers' port: the configured sources and
+    every media node."""
     return list(dict.fromkeys([*edge.sources, *(node.address for node in edge.nodes)]))
+
+
+def phone_sources(edge: EdgeSettings) -> list[str]:
+    """Networks the edge takes SIP from on its phones' port: the phones' networks and the
+    queue nodes (they call and probe the phones through the edge)."""
+    return list(dict.fromkeys([*edge.phone_sources,
+                               *(node.address for node in edge.queue_nodes)]))
 
 
 def render_config(settings: Settings, files: EdgeFiles, *, debug: int = 2) -> str:
@@ -86,6 +99,9 @@ def render_config(settings: Settings, files: EdgeFiles, *, debug: int = 2) -> st
         e=edge,
         debug=debug,
         set_id=DISPATCHER_SET,
+        queue_set=QUEUE_SET if edge.queue_nodes else None,
+        queue_sources=",".join(node.address for node in edge.queue_nodes),
+        phone_sources=",".join(phone_sources(edge)),
         list_file=files.dispatcher_list,
         ctl_socket=files.ctl_socket,
         fr_timer_ms=round(edge.reply_timeout * 1000),

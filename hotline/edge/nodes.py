@@ -42,6 +42,9 @@ def node_settings(settings: Settings, media: MediaNode) -> Settings:
         "queue_handoff": [] if queue_node else [f"{q.address}:{q.sip_port}"
                                                 for q in edge.queue_nodes],
         "handoff_sources": [m.address for m in edge.nodes] if queue_node else [],
+        # Agents' phones reach a queue node through the edge (and may still come directly).
+        "sip_permit": [*settings.asterisk.sip_permit, edge.address] if queue_node
+        else settings.asterisk.sip_permit,
         # Each node's own channel event record (in its directories), never one shared file.
         "call_record_file": None,
     })

@@ -82,6 +82,19 @@ class EdgeSettings(_Section):
     Asterisk from the same root with app_queue and the agents' phones. Media nodes hand
     callers to them over SIP instead of queueing them themselves. Empty: each media node
     queues its own callers."""
+    phone_port: int = Field(5070, ge=1, le=65535)
+    """The edge's UDP port for agents' phones (used with ``queue_nodes``): their REGISTER and
+    their own calls go to the queue node, or the standby when it is down. The carriers' port
+    (``port``) takes no REGISTER, and nothing from a phone reaches a media node as a
+    carrier's call."""
+    phone_sources: list[SipNetwork] = Field(default_factory=lambda: ["127.0.0.0/8"],
+                                            min_length=1)
+    """Networks agents' phones may use ``phone_port`` from (the queue nodes always may)."""
+    agent_expiry: int = Field(60, ge=10, le=3600)
+    """Seconds an agent phone's registration at a queue node lasts (the most a queue node
+    grants): the phone refreshes it through the edge within that time, and a refresh after
+    the queue node died lands on the standby, so this bounds how long an agent cannot be
+    rung after the queue node is lost. Used only with ``queue_nodes``."""
 
     @model_validator(mode="after")
     def _distinct_nodes(self) -> EdgeSettings:
@@ -91,7 +104,10 @@ class EdgeSettings(_Section):
             raise ValueError(f"edge.nodes, edge.queue_nodes: node names must differ ({names})")
         bound = [(node.address, node.sip_port) for node in every]
         bound += [(node.address, node.ami_port) for node in every]
-        if (self.address, self.port) in bound or len(set(bound)) != len(bound):
+        edge = [(self.address, self.port)]
+        if self.queue_nodes:
+            edge.append((self.address, self.phone_port))
+        if any(e in bound for e in edge) or len(set(bound + edge)) != len(bound + edge):
             raise ValueError("edge.nodes: every node needs its own SIP and AMI address:port, "
                              "none the edge's")
         return self

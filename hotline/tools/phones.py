@@ -80,6 +80,9 @@ class AgentPhone:
         self.hold_ms = hold_ms
         self.register_timeout = register_timeout
         self.port = 0
+        self.granted = 0
+        """Seconds the registrar granted the last registration (its Contact's expires)."""
+        self._registrations = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._uas: SippProcess | None = None
 
@@ -92,8 +95,7 @@ class AgentPhone:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-agent-{self.extension}-")
         try:
             await self._start_phone()
-            contact = f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>"
-            await self._register(expires=3600, contact=contact)
+            await self.refresh()
         except BaseException:
             await self._close()
             raise
@@ -135,8 +137,15 @@ class AgentPhone:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(bound(), self.register_timeout)
 
+    async def refresh(self) -> None:
+        """Register (again), as a phone does before its registration expires: asks for an
+        hour, and learns what the registrar granted (``granted``)."""
+        contact = f"<sip:{self.extension}@{LOCAL_IP}:{self.port}>"
+        await self._register(expires=3600, contact=contact)
+
     async def _register(self, *, expires: int, contact: str) -> None:
-        name = f"register-{expires}"
+        self._registrations += 1
+        name = f"register-{self._registrations}-{expires}"
         scenario = render_scenario(
             "agent_register.xml", self.workdir, user=self.extension, contact=contact,
             expires=expires,
@@ -164,6 +173,8 @@ class AgentPhone:
                 f"agent phone {self.extension} could not register (sipp exit {code}): "
                 f"{proc.errors() or proc.output()[1]}"
             )
+        granted = (proc.event("granted") or "").partition("expires=")[2]
+        self.granted = int(granted) if granted.isdigit() else 0
 
     async def wait_answered(self, within: float) -> str:
         """Wait until this phone has answered a call; return the SIP Call-ID."""

@@ -40,13 +40,16 @@ def _node(name: str, address: str) -> MediaNode:
 
 
 @contextlib.contextmanager
-def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory,
+                          agent_expiry: int = 60) -> Iterator[Settings]:
     base = asterisk_test_settings(tmp_path_factory.mktemp("queue-cluster"))
     edge = base.edge.model_copy(update={
         "address": EDGE, "port": free_udp_port(host=EDGE), "sources": ["127.0.0.1"],
+        "phone_port": free_udp_port(host=EDGE), "phone_sources": ["127.0.0.1"],
         "nodes": [_node(n, a) for n, a in MEDIA.items()],
         "queue_nodes": [_node(n, a) for n, a in QUEUE_NODES.items()],
-        "probe_interval": 1, "reply_timeout": 1.0, "control_links": True})
+        "probe_interval": 1, "reply_timeout": 1.0, "control_links": True,
+        "agent_expiry": agent_expiry})
     settings = base.model_copy(update={"edge": edge})
     _skip_unless_possible(settings)
     try:
