@@ -9,8 +9,6 @@
   const $ = (id) => document.getElementById(id);
   const csrf = document.body.dataset.csrf;
   const put = (el, value) => { el.textContent = value === null || value === undefined ? '' : String(value); };
-  const MESSAGES = JSON.parse($('i18n-messages')?.textContent || '{}');
-  const t = (s) => MESSAGES[s] || s;
   let callId = null;
   let shownFor = '';          // what the suggestions were last asked for
   let answered = [];
