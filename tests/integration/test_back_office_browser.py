@@ -8,8 +8,9 @@ matter under its own category, and the case goes to that category's department w
 deadline the time-limit rules give. The caller rings back and asks about it in the IVR; the
 agent dispatches it (派单) from the case card. The department's API token accepts it and
 replies; another department's token is refused and changes nothing. A second case, left
-dispatched, turns overdue on the console's fixed clock and, urged by the resident from the
-IVR keys, is on the supervisor's overdue list with its stage, department and urge count."""
+dispatched, turns overdue on the console's fixed clock and, urged by the resident (recorded as
+the IVR's keys record it; the call itself: test_urge_call.py), is on the supervisor's overdue
+list with its stage, department and urge count; an hour before its deadline it is due soon."""
 
 from __future__ import annotations
 
@@ -139,8 +140,10 @@ async def _stored(sessions: SessionFactory, number: str) -> dict[str, Any]:
         case = await session.scalar(select(Case).where(Case.number == number))
         assert case is not None
         category = await session.get(CaseCategory, case.category_id)
+        assert category is not None
         department = await session.get(Department, case.department_id)
         default = await session.get(Department, category.department_id)
+        assert department is not None and default is not None
         return {"stage": case.stage, "created_at": case.created_at, "deadline": case.deadline,
                 "latest_update": case.latest_update, "department": department.code,
                 "department_name": department.name, "category_department": default.code,
@@ -212,6 +215,7 @@ async def test_a_case_from_the_call_to_the_supervisors_overdue_list(
     await expect(page.locator("#case-number")).to_have_text(number, timeout=QUICK_MS)
     stage = page.locator("#case-stage")
     await expect(stage).to_have_text(ZH.label("stage", "accepted"))
+    await expect(page.locator("#case-department")).to_have_text(stored["department_name"])
     await page.select_option("#stage-select", "dispatched")
     await expect(page.locator("#stage-select option:checked")).to_have_text(
         ZH.label("stage", "dispatched"))
