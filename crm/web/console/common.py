@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -24,6 +24,7 @@ from crm.reports import satisfaction as reports
 from crm.reports.audit_log import AuditFilter
 from crm.settings import ServiceLevelSettings
 from crm.storage.db import SessionFactory
+from crm.storage.models import utcnow
 from crm.storage.recordings import RecordingStore
 from crm.web import locale
 from crm.web.console.auth import PREFIX, ConsoleUser
@@ -49,6 +50,9 @@ class ConsoleDeps:
     """Thresholds and targets of the service-level figures (wallboard, dashboard, CSV)."""
     callbacks: CallbackActions | None = None
     """Callback requests (crm.web.callbacks): cancelling one withdraws its call."""
+    clock: Callable[[], datetime] = utcnow
+    """The console's "now" on the supervision and department pages (overdue, due soon,
+    reminders sent); tests set a fixed clock."""
 
 
 CONSOLE_KEY = web.AppKey("console", ConsoleDeps)

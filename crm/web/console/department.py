@@ -15,7 +15,6 @@ from crm.errors import InvalidInput, PermissionDenied
 from crm.i18n.labels import CLOSED_LOOP
 from crm.i18n.phrases import Phrase
 from crm.storage.db import SessionFactory
-from crm.storage.models import utcnow
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, local, render_page, when
 from crm.web.console.supervision import directory_names
@@ -43,7 +42,7 @@ async def _department(request: web.Request, user: ConsoleUser) -> str:
 async def department_page(request: web.Request, user: ConsoleUser) -> web.Response:
     deps = request.app[CONSOLE_KEY]
     department = await _department(request, user)
-    now = utcnow()
+    now = deps.clock()
     cases = await dispatch.department_cases(deps.sessions, department)
     reminded: dict[str, str] = {}
     for r in await dispatch.reminders(deps.sessions, department=department):

@@ -4,8 +4,6 @@ the forms to rule on them, and a button that sends the reminders now."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 from sqlalchemy import select
 
@@ -15,7 +13,7 @@ from crm.i18n.catalogs import SOURCE_LOCALE
 from crm.i18n.labels import CLOSED_LOOP
 from crm.i18n.phrases import Phrase
 from crm.reports.audit_log import actor_parts
-from crm.storage.models import CaseCategory, Department, utcnow
+from crm.storage.models import CaseCategory, Department
 from crm.web import locale
 from crm.web.console.auth import PREFIX, ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, local, record_id, render_page, when
@@ -51,7 +49,7 @@ async def _reminded(deps: object, numbers: set[str]) -> dict[str, str]:
 @console_route(page=True)
 async def supervision_page(request: web.Request, user: ConsoleUser) -> web.Response:
     deps = request.app[CONSOLE_KEY]
-    now = utcnow()
+    now = deps.clock()
     overdue = await dispatch.overdue_cases(deps.sessions, now=now)
     due_soon = await dispatch.due_soon_cases(deps.sessions, now=now)
     requests = await dispatch.list_requests(deps.sessions)
@@ -96,5 +94,5 @@ async def decide_extension(request: web.Request, user: ConsoleUser) -> web.Respo
 @console_route(page=True, post=True)
 async def send_reminders(request: web.Request, user: ConsoleUser) -> web.Response:
     deps = request.app[CONSOLE_KEY]
-    await dispatch.send_reminders(deps.sessions, now=datetime.now(UTC))
+    await dispatch.send_reminders(deps.sessions, now=deps.clock())
     raise web.HTTPSeeOther(PAGE)
