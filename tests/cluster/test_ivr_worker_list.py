@@ -64,12 +64,12 @@ def first_worker_rule(text: str) -> str:
 def test_each_media_node_starts_its_round_robin_at_another_worker() -> None:
     """A node's first leg goes to the worker of the node's place in ``[edge] nodes`` (so two
     nodes' first calls go to two workers, not both to the first); later legs follow round
-    robin from there. A node not in the list (one box) starts at a random worker."""
+    robin from there. A node not in the list (one box) starts at one chosen by the clock
+    (the seconds' count, modulo the workers)."""
     three = ["127.0.0.2:9093", "127.0.0.3:9093", "127.0.0.4:9094"]
     settings = Settings(**SECRETS, audiosocket={"workers": three}, edge={"nodes": [
         {"name": f"media-{n}", "address": f"127.0.0.{10 + n}"} for n in range(1, 5)]})
     firsts = [first_worker_rule(render_config(node_settings(settings, node(
         settings, f"media-{n}")))["hotline.conf"]) for n in range(1, 5)]
     assert firsts == ["0", "1", "2", "0"]  # the fourth node wraps round to the first
-    assert first_worker_rule(dialplan(workers=three)) == "${RAND(0,2)}"
-    assert first_worker_rule(dialplan(workers=three[:2])) == "${RAND(0,1)}"
+    assert first_worker_rule(dialplan(workers=three)) == "${EPOCH}"  # then % 3
