@@ -60,6 +60,10 @@ class AudioSocketSettings(_Section):
     robin from one leg to the next: one that cannot be connected to (or hands the call back
     at once) is skipped for the next. Empty: the one ``host:port`` above (one box)."""
 
+    health_port: int = Field(0, ge=0, le=65535)
+    """An IVR worker's (``serve --role ivr``) HTTP port for ``/healthz`` and ``/metrics``,
+    on ``host`` (a worker runs no web part); 0: none (other roles answer on ``[web] port``)."""
+
     def worker_addresses(self) -> list[str]:
         """Where Asterisk connects: ``workers``, else ``host:port``."""
         return list(self.workers) or [f"{self.host}:{self.port}"]

@@ -149,7 +149,9 @@ def status(settings: Settings) -> dict[str, Any]:
 def _where(process: plans.RoleProcess) -> str:
     if process.web_port is not None:
         return f"http://{process.address}:{process.web_port}/"
-    return f"AudioSocket {process.address}:{process.audiosocket_port}"
+    health = (f", health http://{process.address}:{process.health_port}/healthz"
+              if process.health_port is not None else "")
+    return f"AudioSocket {process.address}:{process.audiosocket_port}{health}"
 
 
 def summary(settings: Settings, plan: Plan) -> str:

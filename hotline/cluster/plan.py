@@ -35,6 +35,8 @@ class RoleProcess:
     """Its desk/console/API (and /healthz) port; None for a role with no web app."""
     audiosocket_port: int | None = None
     """The AudioSocket port it serves calls on (the media nodes connect here)."""
+    health_port: int | None = None
+    """An IVR worker's /healthz and /metrics port (``[audiosocket] health_port``)."""
     media_node: str = ""
     """The media node whose AMI it logs in to ('' = the first of ``[edge] nodes``)."""
     env: dict[str, str] = field(default_factory=dict)
@@ -94,9 +96,9 @@ def default_processes() -> list[RoleProcess]:
     the generated file) as they land."""
     return [
         RoleProcess("control", "control", "127.0.0.5", env=dict(CLUSTER_LINKS)),
-        RoleProcess("ivr-1", "ivr", "127.0.0.8", audiosocket_port=9092,
+        RoleProcess("ivr-1", "ivr", "127.0.0.8", audiosocket_port=9092, health_port=9093,
                     env=dict(CLUSTER_LINKS)),
-        RoleProcess("ivr-2", "ivr", "127.0.0.9", audiosocket_port=9092,
+        RoleProcess("ivr-2", "ivr", "127.0.0.9", audiosocket_port=9092, health_port=9093,
                     env=dict(CLUSTER_LINKS)),
         RoleProcess("web-1", "web", "127.0.0.6", web_port=8080),
         RoleProcess("web-2", "web", "127.0.0.7", web_port=8080),

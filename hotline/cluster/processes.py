@@ -63,6 +63,8 @@ def environment(plan: Plan, process: RoleProcess, base: Settings) -> dict[str, s
                                                        or base.state_dir / "speech-models")}
     if process.web_port is not None:
         env["HOTLINE_WEB__PORT"] = str(process.web_port)
+    if process.health_port is not None:
+        env["HOTLINE_AUDIOSOCKET__HEALTH_PORT"] = str(process.health_port)
     return env | process.env
 
 
@@ -135,15 +137,16 @@ def state(plan: Plan, process: RoleProcess) -> ProcessState:
     if pid is None:
         return ProcessState(process.name, process.role, None, False,
                             f"not running ({stale})" if stale else "not running", stale)
-    if process.web_port is not None:
-        health = fetch_health(process.address, process.web_port)
+    http_port = process.web_port if process.web_port is not None else process.health_port
+    if http_port is not None:  # a web app's, or an IVR worker's health port
+        health = fetch_health(process.address, http_port)
         if health is None:
             return ProcessState(process.name, process.role, pid, False,
-                                f"http://{process.address}:{process.web_port}/healthz "
+                                f"http://{process.address}:{http_port}/healthz "
                                 "does not answer")
         return ProcessState(process.name, process.role, pid, bool(health.get("ok")),
                             describe_health(health))
-    if process.audiosocket_port is not None:
+    if process.audiosocket_port is not None:  # a plan of before health_port
         if _listening(process.address, process.audiosocket_port):
             return ProcessState(process.name, process.role, pid, True,
                                 f"ok (AudioSocket {process.address}:"

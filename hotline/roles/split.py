@@ -11,7 +11,10 @@
   did on it, and sets the channel variables the dialplan reads (the route, the queue) over
   an AMI link of its own (with ``[edge] control_links``, one per media node: the call's
   node, named in its events). The dialplan tries the workers in turn (``[audiosocket]
-  workers``), so a dead worker's new calls go to another.
+  workers``), so a dead worker's new calls go to another. At start it replays the last
+  ``[bus] replay_s`` of the stream (worker_replay.py: calls announced just before it
+  started); ``[audiosocket] health_port`` serves its /healthz and /metrics
+  (worker_health.py).
 
 ``--role core`` is the two in one process (hotline/service.py).
 """
@@ -41,6 +44,8 @@ from hotline.roles.node_links import (
 from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
+from hotline.roles.worker_health import WorkerParts, serve_health
+from hotline.roles.worker_replay import begin_replay, finish_replay
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
 from ivr.asterisk.bus_calls import BusCallDirectory
@@ -107,10 +112,15 @@ async def running_ivr(settings: Settings) -> AsyncIterator[IvrWorker]:
         bus = await start_cluster_bus(stack, settings, "ivr")
         ami = AmiClient(settings.ami, name="hotline-ivr", events=False)  # channel variables
         calls = BusCallDirectory(ami, await start_worker_links(stack, settings))
+        replay = begin_replay(bus, settings)  # the calls announced before it started
         bus.subscribe(calls.handle)
         await ami.start()
         stack.push_async_callback(ami.close)
+        await finish_replay(bus, replay)
         ivr = await start_ivr_from(stack, settings, sessions, bus, bus_calls(calls))
+        await serve_health(stack, settings.audiosocket.host, settings.audiosocket.health_port,
+                           WorkerParts(ami, ivr.media, ivr.speech, bus, calls,
+                                       lambda: ivr.survey_writes.pending))
         log.info("hotline ivr up: AudioSocket %s:%s, AMI %s:%s, bus %s",
                  settings.audiosocket.host, ivr.media.bound_port, settings.ami.host,
                  settings.ami.port, settings.bus.stream)

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from hotline.asterisk.render import render_config
+from hotline.edge.nodes import node, node_settings
 from hotline.settings import Settings
 
 SECRETS = {"asterisk": {"softphone_password": "soft-phone-pw-123",
@@ -51,3 +52,24 @@ def test_every_leg_tries_the_workers_in_turn() -> None:
 def test_a_malformed_worker_is_refused(worker: str) -> None:
     with pytest.raises(ValidationError, match="is not host:port"):
         Settings(audiosocket={"workers": [worker]})
+
+
+def first_worker_rule(text: str) -> str:
+    """What the worker list's first line picks when the node has not chosen one yet."""
+    workers = text[text.index("[hotline-ivr-workers]"):]
+    line = workers.splitlines()[1]
+    return line[line.index('= ""]?') + len('= ""]?'):line.index(":${GLOBAL(HOTLINE_IVR_NEXT)}")]
+
+
+def test_each_media_node_starts_its_round_robin_at_another_worker() -> None:
+    """A node's first leg goes to the worker of the node's place in ``[edge] nodes`` (so two
+    nodes' first calls go to two workers, not both to the first); later legs follow round
+    robin from there. A node not in the list (one box) starts at one chosen by the clock
+    (the seconds' count, modulo the workers)."""
+    three = ["127.0.0.2:9093", "127.0.0.3:9093", "127.0.0.4:9094"]
+    settings = Settings(**SECRETS, audiosocket={"workers": three}, edge={"nodes": [
+        {"name": f"media-{n}", "address": f"127.0.0.{10 + n}"} for n in range(1, 5)]})
+    firsts = [first_worker_rule(render_config(node_settings(settings, node(
+        settings, f"media-{n}")))["hotline.conf"]) for n in range(1, 5)]
+    assert firsts == ["0", "1", "2", "0"]  # the fourth node wraps round to the first
+    assert first_worker_rule(dialplan(workers=three)) == "${EPOCH}"  # then % 3

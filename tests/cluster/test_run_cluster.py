@@ -108,7 +108,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
         p, address=f"{NET}.{p.address.rsplit('.', 1)[1]}",
         web_port=p.web_port and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"),
         audiosocket_port=p.audiosocket_port
-        and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"))
+        and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"),
+        health_port=p.health_port and free_tcp_port(f"{NET}.{p.address.rsplit('.', 1)[1]}"))
         for p in default_processes()]
     plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url,
                 processes)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotline.cluster import plan as plans
+from hotline.cluster import processes
 from hotline.cluster.plan import Plan, PlanError, RoleProcess
 from hotline.settings import Settings
 
@@ -35,6 +36,11 @@ def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
     assert loaded.ivr_workers() == ["127.0.0.8:9092", "127.0.0.9:9092"]  # the dialplan's list
     assert all(p.env.get("HOTLINE_EDGE__CONTROL_LINKS") == "true"  # a link per media node
                for p in loaded.processes if p.role in ("control", "ivr"))
+    # An IVR worker's /healthz on a port of its own (a worker runs no web app).
+    workers = [p for p in loaded.processes if p.role == "ivr"]
+    assert [(p.web_port, p.health_port) for p in workers] == [(None, 9093), (None, 9093)]
+    env = processes.environment(loaded, workers[0], settings)
+    assert env["HOTLINE_AUDIOSOCKET__HEALTH_PORT"] == "9093"
 
 
 def test_no_plan_yet_is_none(settings: Settings) -> None:
