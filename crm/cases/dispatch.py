@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.audit import log as audit
 from crm.cases.service import CODE_PATTERN, OPEN_STAGES, _text, check_number
 from crm.errors import Conflict, InvalidInput, NotFound, UnknownDepartment
+from crm.i18n.extraction import N_
 from crm.i18n.labels import CLOSED_LOOP, english
 from crm.i18n.phrases import Label, Labels, Phrase
 from crm.storage.db import SessionFactory
@@ -239,9 +240,15 @@ async def _move(session: AsyncSession, case: Case, *, actor: str, at: datetime,
     session.add(entry)
 
 
+IN_SENTENCE = {"accepted": N_("accepted"), "dispatched": N_("dispatched"),
+               "in_progress": N_("in handling"), "resolved": N_("replied"),
+               "closed": N_("closed")}
+"""A stage's name inside an English sentence ("case 1 is in handling: ...")."""
+
+
 def _stage_names(stages: tuple[str, ...]) -> Phrase:
     """"dispatched or in handling", for each reader."""
-    names = [Phrase(STAGE_LABELS.get(s, s)) for s in stages]
+    names = [Phrase(IN_SENTENCE.get(s, s)) for s in stages]
     either = names[0]
     for other in names[1:]:
         either = Phrase("{either} or {other}", {"either": either, "other": other})
