@@ -94,6 +94,9 @@ class Site:
         """A browser at ``address`` (any 127.0.0.0/8 address: loopback)."""
         client = TestClient(self.server, connector=TCPConnector(local_addr=(address, 0)))
         await client.start_server()
+        # These tests read the sign-in pages' English (the language a browser chose there;
+        # tests/storage/test_pages_zh_desk.py reads the Chinese ones).
+        client.session.cookie_jar.update_cookies({"hotline_locale": "en"})
         self.clients.append(client)
         return client
 
