@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from hotline.asterisk import process
-from hotline.asterisk.host import is_alive, mounts_under, pids_in_root
+from hotline.asterisk.host import is_alive, mounts_under, pids_in_root, process_argv
 from hotline.edge import cluster, kamailio, nodes
 from hotline.settings import Settings
 from hotline.tools.sipp import place_call, send_request
@@ -128,5 +128,6 @@ def test_down_leaves_no_process_or_mount_behind(edge_bed: Settings) -> None:
     cluster.down(edge_bed, progress=lambda message: None)
     assert kamailio.pid(kamailio.EdgeFiles.of(edge_bed)) is None
     assert not is_alive(edge_pid)
-    assert pids_in_root(root) == []
+    left = pids_in_root(root)
+    assert left == [], [(pid, " ".join(process_argv(pid))) for pid in left]
     assert mounts_under(root) == []
