@@ -120,3 +120,43 @@ async def test_learning_decides_nothing(sessions) -> None:
     await watcher.drain()
     assert await service.list_pending(sessions) == []
     await watcher.close()
+
+
+class FailingFirst:
+    """The sessions of the database, the first ``n`` opened failing (the database away)."""
+
+    def __init__(self, sessions, n: int) -> None:
+        self._sessions = sessions
+        self.left = n
+
+    def __call__(self):
+        if self.left > 0:
+            self.left -= 1
+            raise ConnectionRefusedError("the database does not answer")
+        return self._sessions()
+
+
+async def test_a_decision_that_could_not_be_written_raises_and_is_taken_when_handed_again(
+        sessions) -> None:
+    """The group leaves such an event pending: handed over again, with the call's state as
+    it was before (the abandon of a call already ended takes the call off the ended ones),
+    it makes the request."""
+    bus = CallEventBus()
+    flaky = FailingFirst(sessions, 1)
+    watcher = MissedCallWatcher(flaky, bus, SETTINGS)  # type: ignore[arg-type]
+    call_id = str(uuid.uuid4())
+    *started, abandon, ended = missed_call(call_id, datetime.now(UTC))
+    for event in [*started, ended]:  # Asterisk may report the hang-up before the abandon
+        await watcher.handle_through(event)
+    try:
+        await watcher.handle_through(abandon)
+    except ConnectionRefusedError:
+        pass
+    else:
+        raise AssertionError("a request that could not be written did not raise")
+    assert await service.list_pending(sessions) == []
+    await watcher.handle_through(abandon)
+    [request] = await service.list_pending(sessions)
+    assert (request.caller_number, request.reason, request.waited_s) == (NUMBER, "abandoned",
+                                                                          25.0)
+    await watcher.close()
