@@ -6,10 +6,11 @@
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
 Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, the
-default plan's role processes of hotline/cluster/plan.py -- control, two IVR workers, two web
-nodes -- each moved to its own 127.0.19.x with free ports, a PostgreSQL database of its own
-made from HOTLINE_TEST_PG_URL's server or ``--database-url``), places ``--calls`` SIPp calls
-through the edge, ``--concurrency`` at a time, each holding ``--hold-ms`` after the answer;
+default plan's role processes of hotline/cluster/plan.py -- control, a standby control, two
+IVR workers, two web nodes -- each moved to its own 127.0.19.x with free ports, a PostgreSQL
+database of its own made from HOTLINE_TEST_PG_URL's server or ``--database-url``), places
+``--calls`` SIPp calls through the edge, ``--concurrency`` at a time, each holding
+``--hold-ms`` after the answer;
 every ``--keyed-every``-th caller is a demo resident keying his case number at the greeting.
 Prints: answered and lost calls, calls per media node, the SIPp call time, the delay from the
 call's start on Asterisk to the IVR's AudioSocket connect, the keyed turn (the case number's
@@ -227,7 +228,8 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
            "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"])}
     settings = asterisk_test_settings(state)
     settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
-    # The default plan (hotline/cluster/plan.py: control, two IVR workers, two web nodes),
+    # The default plan (hotline/cluster/plan.py: control, a standby control, two IVR workers,
+    # two web nodes),
     # each moved to its own 127.0.19.x with free ports (other test beds use the defaults).
     plan = Plan(state / "cluster", f"{NET}.4", free_tcp_port(f"{NET}.4"), database_url, [
         dataclasses.replace(

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from crm.audit import log as audit
+from crm.callbacks.models import CallbackDecision, decision_key
 from crm.errors import CallbackClosed, CallbackNotFound, InvalidCallbackOutcome, InvalidInput
 from crm.i18n.phrases import Label, Labels, Phrase
 from crm.settings import CallbackSettings
@@ -162,16 +163,22 @@ class Requested:
     request: CallbackView
     merged: bool
     """The number had an open request already: this call merged into it."""
+    repeated: bool = False
+    """This call's decision had been taken already (the same ``call_id`` and reason): the
+    request it made is returned unchanged."""
 
 
 async def request_callback(sessions: SessionFactory, *, number: str, reason: str,
                            consultation_id: int | None = None, language: str | None = None,
                            queued_at: datetime | None = None, waited_s: float | None = None,
                            rules: RetryRules | None = None,
-                           now: datetime | None = None) -> Requested:
+                           now: datetime | None = None,
+                           call_id: str | None = None) -> Requested:
     """A callback request for ``number``, or the open one it merges into. The merged request
     keeps its earliest place (``queued_at``) and is called as soon as the calling hours
-    allow, if it was waiting for a retry."""
+    allow, if it was waiting for a retry. With ``call_id`` the decision is taken once: asked
+    again for the same call and reason (its event handed over twice), it returns the request
+    the first time made or merged into, unchanged (``repeated``)."""
     if reason not in REASONS:
         raise InvalidInput(Phrase("unknown callback reason {reason}; one of {reasons}",
                                   {"reason": repr(reason),
@@ -182,33 +189,56 @@ async def request_callback(sessions: SessionFactory, *, number: str, reason: str
                            Phrase("a malformed number cannot be called back"))
     now = now or utcnow()
     first = (rules or RetryRules()).first_attempt(now)
+    key = None if call_id is None else decision_key(call_id, reason)
     for _ in range(3):  # a concurrent creation for the same number wins: merge into it
         try:
             async with sessions() as session, session.begin():
-                existing = await session.scalar(
-                    select(CallbackRequest).where(CallbackRequest.caller_number == number,
-                                                  CallbackRequest.status.in_(OPEN))
-                    .with_for_update())
-                if existing is not None:
-                    _merge(existing, queued_at=queued_at, language=language, first=first)
-                    request_id, merged = existing.id, True
+                done = None if key is None else await session.get(CallbackDecision, key)
+                if done is not None:
+                    request_id, merged, repeated = done.request_id, False, True
                 else:
-                    request = CallbackRequest(
-                        caller_number=number, language=language, reason=reason,
-                        status="pending", created_at=now, queued_at=queued_at,
-                        waited_s=None if waited_s is None else round(waited_s, 1),
-                        attempts=0, next_attempt_at=first, consultation_id=consultation_id)
-                    session.add(request)
-                    await session.flush()
-                    request_id, merged = request.id, False
+                    request_id, merged, repeated = await _request_or_merge(
+                        session, number=number, reason=reason,
+                        consultation_id=consultation_id, language=language,
+                        queued_at=queued_at, waited_s=waited_s, now=now, first=first)
+                    if key is not None:
+                        session.add(CallbackDecision(key=key, request_id=request_id,
+                                                     decided_at=now))
         except IntegrityError:
             log.info("callback for %s: created concurrently; merging", number)
             continue
         view = await get_callback(sessions, request_id)
-        log.info("callback %d for %s: %s (%s)", view.id, number,
-                 "merged a missed call" if merged else "requested", reason)
-        return Requested(view, merged)
+        if repeated:
+            log.info("callback %d for %s: call %s's decision (%s) was taken already; "
+                     "unchanged", view.id, number, call_id, reason)
+        else:
+            log.info("callback %d for %s: %s (%s)", view.id, number,
+                     "merged a missed call" if merged else "requested", reason)
+        return Requested(view, merged, repeated)
     raise RuntimeError(f"callback for {number}: could not create or merge")
+
+
+async def _request_or_merge(session: Any, *, number: str, reason: str,
+                            consultation_id: int | None, language: str | None,
+                            queued_at: datetime | None, waited_s: float | None,
+                            now: datetime, first: datetime) -> tuple[int, bool, bool]:
+    """In ``session``'s transaction: merge into the number's open request, or make one;
+    (its id, merged, repeated=False)."""
+    existing = await session.scalar(
+        select(CallbackRequest).where(CallbackRequest.caller_number == number,
+                                      CallbackRequest.status.in_(OPEN))
+        .with_for_update())
+    if existing is not None:
+        _merge(existing, queued_at=queued_at, language=language, first=first)
+        return existing.id, True, False
+    request = CallbackRequest(
+        caller_number=number, language=language, reason=reason, status="pending",
+        created_at=now, queued_at=queued_at,
+        waited_s=None if waited_s is None else round(waited_s, 1), attempts=0,
+        next_attempt_at=first, consultation_id=consultation_id)
+    session.add(request)
+    await session.flush()
+    return request.id, False, False
 
 
 def _merge(request: CallbackRequest, *, queued_at: datetime | None, language: str | None,

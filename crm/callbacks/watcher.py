@@ -20,6 +20,14 @@ is answered by an agent, or finishes in self-service, closes it. Callback calls 
 
 Requests are written off the call's path, once the consultation recorder has written the
 call so far (``settle``), so the request links to its consultation.
+
+In a cluster the watcher is the one member of its own consumer group
+(hotline/roles/callback_watcher_member.py): :meth:`handle_through` returns once the event's
+requests are written, and only then is the event acknowledged; a new control after a
+takeover first :meth:`learn` s the calls so far from the events already acknowledged
+(deciding nothing), then goes on from the first event not acknowledged. A decision is
+taken once per call and reason (crm.callbacks.service.request_callback, ``call_id``), so
+an event handed over a second time makes no second request.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from crm.callbacks import service
 from crm.callbacks.service import RetryRules
@@ -113,6 +122,47 @@ class MissedCallWatcher:
         """Queued calls that ended without an agent: Asterisk may report the caller's hang-up
         (the dialplan's HotlineCallEnd) before app_queue's QueueCallerAbandon."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._learning = False
+        self._strict = False
+        self._strict_tasks: set[asyncio.Task[None]] = set()
+        """Work started by :meth:`handle_through`: a failure to write raises out of it."""
+
+    async def learn(self, event: BusEvent) -> None:
+        """Take in what ``event`` says about its call, deciding nothing (the events a
+        previous control handled already, for the calls still under way)."""
+        self._learning = True
+        try:
+            await self.handle(event)  # awaits nothing: no other event comes in between
+        finally:
+            self._learning = False
+
+    async def handle_through(self, event: BusEvent) -> None:
+        """:meth:`handle`, returning once the requests (or closings) it started are written;
+        raises when one could not be written, with the call's state as before the event (so
+        the event can be handed over again)."""
+        call_id = event.call_id
+        before = (self._calls.get(call_id), self._ended.get(call_id)) if call_id else None
+        saved = tuple(None if c is None else replace(c) for c in before) if before else None
+        started = set(self._tasks)
+        self._strict = True
+        try:
+            await self.handle(event)
+        finally:
+            self._strict = False
+        work = [task for task in self._tasks if task not in started]
+        failures = [r for r in await asyncio.gather(*work, return_exceptions=True)
+                    if isinstance(r, BaseException)]
+        if failures:
+            if call_id and saved is not None:
+                self._restore(call_id, *saved)
+            raise failures[0]
+
+    def _restore(self, call_id: str, live: _Call | None, ended: _Call | None) -> None:
+        for table, call in ((self._calls, live), (self._ended, ended)):
+            if call is None:
+                table.pop(call_id, None)
+            else:
+                table[call_id] = call
 
     async def handle(self, event: BusEvent) -> None:
         if not event.call_id or not self.settings.enabled:
@@ -207,8 +257,14 @@ class MissedCallWatcher:
             return
         self._spawn(self._request(event.call_id, call, reason, held))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._learning:
+            work.close()  # learning the calls so far: their decisions were taken already
+            return
         task: asyncio.Task[None] = asyncio.ensure_future(work)
+        if self._strict:
+            self._strict_tasks.add(task)
+            task.add_done_callback(self._strict_tasks.discard)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -225,12 +281,16 @@ class MissedCallWatcher:
             requested = await service.request_callback(
                 self.sessions, number=call.number, reason=reason,
                 consultation_id=consultation_id, language=call.language,
-                queued_at=call.queued_at, waited_s=held_s, rules=self.rules)
+                queued_at=call.queued_at, waited_s=held_s, rules=self.rules, call_id=call_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("call %s: the callback request could not be written", call_id)
+            if asyncio.current_task() in self._strict_tasks:
+                raise
             return
+        if requested.repeated:
+            return  # this call's event came again (a takeover): its request is written
         await self.bus.publish(CallStep(call_id, CallbackRequested(
             requested.request.id, reason if not requested.merged else requested.request.reason,
             requested.merged)))
@@ -248,6 +308,8 @@ class MissedCallWatcher:
             raise
         except Exception:
             log.exception("call %s: open callbacks of the caller could not be closed", call_id)
+            if asyncio.current_task() in self._strict_tasks:
+                raise
             return
         for request in closed:
             await self.bus.publish(CallStep(call_id, CallbackClosedByCall(request.id)))

@@ -16,6 +16,7 @@ from typing import Any
 from hotline.bus.redis_server import RedisServer, RedisServerError
 from hotline.cluster import plan as plans
 from hotline.cluster import postgres, processes
+from hotline.cluster.lease_holder import name_holder
 from hotline.cluster.plan import Plan
 from hotline.edge import cluster as edge_cluster
 from hotline.edge import kamailio, nodes
@@ -142,8 +143,9 @@ def status(settings: Settings) -> dict[str, Any]:
         mine = processes.state(plan, process)
         parts.append({**mine.as_dict(), "where": _where(process), "up": mine.serving,
                       "log": str(plan.log_file(process))})
+    lease = name_holder(parts, plan, base.bus.stream) if answers else "unknown (no Redis)"
     return {"parts": parts, "up": all(p["up"] for p in parts),
-            "plan": str(plan.directory / plans.PLAN_FILE)}
+            "plan": str(plan.directory / plans.PLAN_FILE), "control_lease": lease}
 
 
 def _where(process: plans.RoleProcess) -> str:
@@ -204,6 +206,8 @@ def render_status(report: dict[str, Any]) -> str:
     if report["plan"] is None:
         return "cluster: not set up (no plan; `hotline cluster up` writes one)"
     lines = [f"cluster: {'up' if report['up'] else 'NOT all up'} (plan {report['plan']})"]
+    if report.get("control_lease"):
+        lines.append(f"  control lease: {report['control_lease']}")
     for part in report["parts"]:
         pid = f"pid {part['pid']}" if part.get("pid") else "no process"
         lines.append(f"  {part['name']:11} {'up' if part['up'] else 'DOWN':4}  {pid:11}  "

@@ -91,11 +91,13 @@ variables over a link to the node the call is on (hotline/roles/node_links.py)."
 
 
 def default_processes() -> list[RoleProcess]:
-    """Control (first: it migrates the database), two IVR workers the media nodes' dialplan
-    tries in turn, and two web nodes. Add the queue node and a standby control here (or in
-    the generated file) as they land."""
+    """Control (first: it migrates the database) and a standby control (it waits for the
+    control lease and takes over when the first is gone), two IVR workers the media nodes'
+    dialplan tries in turn, and two web nodes. Add the queue node here (or in the generated
+    file) as it lands."""
     return [
         RoleProcess("control", "control", "127.0.0.5", env=dict(CLUSTER_LINKS)),
+        RoleProcess("control-2", "control", "127.0.0.10", env=dict(CLUSTER_LINKS)),
         RoleProcess("ivr-1", "ivr", "127.0.0.8", audiosocket_port=9092, health_port=9093,
                     env=dict(CLUSTER_LINKS)),
         RoleProcess("ivr-2", "ivr", "127.0.0.9", audiosocket_port=9092, health_port=9093,

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from crm.audit.retention import RetentionFiles
 from crm.callbacks.dialing import CallbackScheduler
@@ -35,6 +36,16 @@ from ivr.asterisk.queue_announcements import QueueAnnouncements
 from ivr.asterisk.queue_tracker import QueueTracker
 
 PlaceLeftOpen = Callable[[list[OpenCall]], Awaitable[list[OpenCall]]]
+
+
+class WatchCalls(Protocol):
+    """How the missed-call watcher gets its events other than by a subscription."""
+
+    async def settle(self) -> None: ...
+
+    async def join(self, stack: contextlib.AsyncExitStack,
+                   watcher: MissedCallWatcher) -> None: ...
+
 
 STARTUP_REPLAY_WAIT = 10.0
 """Seconds start-up waits for journaled call events to be written before it reads which
@@ -68,13 +79,16 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
                         sessions: SessionFactory, bus: EventBus,
                         recorder: ConsultationRecorder, *,
                         settle: Callable[[], Awaitable[None]] | None = None,
-                        place_left_open: PlaceLeftOpen | None = None) -> Control:
+                        place_left_open: PlaceLeftOpen | None = None,
+                        watch: WatchCalls | None = None) -> Control:
     """The AMI link with its trackers (logged in here: subscribe live state to ``bus``
     before, so the first QueueSnapshot reaches it) and the callbacks. ``settle`` waits
     until the call events received so far are written (default: this process's recorder;
     in a cluster, every recorder: hotline/roles/recorded_mark.py). ``place_left_open``
     (in a cluster: hotline/roles/left_open.py) takes the calls left open and returns the
-    share of this link's tracker (default: all of them)."""
+    share of this link's tracker (default: all of them). ``watch`` feeds the missed-call
+    watcher the events instead of a subscription (in a cluster: its consumer group,
+    hotline/roles/callback_watcher_member.py), with its own ``settle``."""
     settle = settle or recorder.drain
     ami = AmiClient(settings.ami)
     tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
@@ -104,10 +118,14 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
     callbacks = CallbackScheduler(callback_dialer, sessions, bus, settings.callbacks,
                                   queue=settings.asterisk.queue_name, settle=settle)
     callback_watcher = MissedCallWatcher(sessions, bus, settings.callbacks,
-                                         settle=settle, on_created=callbacks.wake,
+                                         settle=watch.settle if watch else settle,
+                                         on_created=callbacks.wake,
                                          on_closed=callbacks.withdraw)
-    bus.subscribe(callback_watcher.handle)
     stack.push_async_callback(callback_watcher.close)
+    if watch is None:
+        bus.subscribe(callback_watcher.handle)
+    else:
+        await watch.join(stack, callback_watcher)
     if settings.callbacks.enabled:
         callbacks.start()
     stack.push_async_callback(callbacks.close)

@@ -57,10 +57,15 @@ async def wait_recorded(client: Redis, bus: RedisStreamBus) -> None:
     reader = bus.reader
     if reader is None or reader.last_id is None:
         return
-    target = reader.last_id
+    await wait_recorded_to(client, bus.settings.stream, reader.last_id)
+
+
+async def wait_recorded_to(client: Redis, stream: str, target: str) -> None:
+    """Until the recorders have written every event of ``stream`` up to the entry ``target``
+    (the caller bounds the wait)."""
     while True:
         try:
-            if await recorded_up_to(client, bus.settings.stream, target):
+            if await recorded_up_to(client, stream, target):
                 return
         except REDIS_DOWN as exc:
             log.warning("recorded mark: Redis unreachable (%s); not waiting", exc)

@@ -30,6 +30,7 @@ from crm.consultations.recorder import ConsultationRecorder
 from crm.storage.db import SessionFactory
 from hotline.bus.redis_bus import RedisStreamBus
 from hotline.roles.callback_commands import commands_key, take_commands
+from hotline.roles.callback_watcher_member import CallbackWatcherMember
 from hotline.roles.cluster import background, cluster_client, start_cluster_bus
 from hotline.roles.control import Control, start_control, start_schedules
 from hotline.roles.control_lease import control_lease
@@ -84,9 +85,12 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
     placement = (LeftOpenPlacement(settings, sessions, bus, own_node_name(settings),
                                    [m.name for m in linked_media(settings)])
                  if linked_media(settings) else None)  # calls left open, on their nodes
+    watcher = CallbackWatcherMember(client, bus)  # continues after a takeover
+    await watcher.open()
     control = await start_control(stack, settings, sessions, bus, recorder,
                                   settle=lambda: wait_recorded(client, bus),
-                                  place_left_open=placement.place if placement else None)
+                                  place_left_open=placement.place if placement else None,
+                                  watch=watcher)
     await start_node_links(stack, settings, bus, adopt=placement.by_node if placement else None)
     background(stack, "callback commands", take_commands(
         cluster_client(stack, settings), commands_key(settings.bus.stream),

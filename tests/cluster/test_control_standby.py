@@ -18,10 +18,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from crm.callbacks import service
+from crm.callbacks.service import CallbackView
 from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.storage.db import SessionFactory
 from hotline.bus.redis_server import RedisServer
@@ -41,9 +44,13 @@ pytestmark = pytest.mark.asterisk
 
 LEASE_MS = 3000
 """A shorter lease than the default (6 s) keeps the test quick; the takeover scales with it."""
+_LATER = datetime.now(UTC) + timedelta(hours=12)
 ENV = {"HOTLINE_BUS__CONTROL_LEASE_MS": str(LEASE_MS),
        "HOTLINE_BUS__CLAIM_IDLE_S": "2",  # the dead control's unacknowledged events
-       "HOTLINE_CALLBACKS__ENABLED": "false"}  # nobody is dialled back to a test caller
+       # Every caller who hangs up in the queue gets a callback request, but nobody is
+       # dialled back: the calling hours are a minute, half a day from now.
+       "HOTLINE_CALLBACKS__MIN_WAIT_S": "0", "HOTLINE_CALLBACKS__TIMEZONE": "UTC",
+       "HOTLINE_CALLBACKS__CALLING_HOURS": f"{_LATER:%H:%M}-{_LATER + timedelta(minutes=1):%H:%M}"}
 
 
 @dataclass
@@ -98,6 +105,19 @@ async def one_consultation(controls: Controls, number: str, *,
     return found[0]
 
 
+async def one_request(controls: Controls, number: str) -> None:
+    found: list[CallbackView] = []
+
+    async def there() -> bool:
+        found[:] = [r for r in await service.list_callbacks(controls.sessions, open_only=False)
+                    if r.caller_number == number]
+        assert len(found) <= 1, f"{number}: {len(found)} callback requests"
+        return len(found) == 1
+
+    await wait_until(there, WAIT_S, f"{number}'s callback request")
+    assert (found[0].reason, found[0].note) == ("abandoned", None), found[0]
+
+
 async def test_the_standby_takes_over_a_killed_control(controls: Controls) -> None:
     active, standby = controls.active, controls.standby
     assert not any("hotline control up" in line for line in standby.lines)
@@ -132,6 +152,12 @@ async def test_the_standby_takes_over_a_killed_control(controls: Controls) -> No
         assert consultation.started_at is not None, number
         assert (consultation.outcome, consultation.hangup_party) == ("abandoned", "caller"), (
             number, consultation.outcome, consultation.hangup_cause)
+    # The callbacks watcher went on after the takeover (hotline/roles/
+    # callback_watcher_member.py): the caller on the line through it, known to the new
+    # control only from the events the old one acknowledged, gets one request, as does
+    # the caller after it.
+    for number in ("13800000101", "13800000103"):
+        await one_request(controls, number)
     await clean_stop_hands_over(controls, working=standby)
 
 

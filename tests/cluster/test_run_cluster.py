@@ -1,12 +1,14 @@
 """Issue 16, the test bed on one machine: ``hotline cluster up`` (as ``make run-cluster``
 runs it) from a temporary state directory starts Redis, the SIP edge (real Kamailio), two
 real Asterisk media nodes from the one root, and the role processes of the default plan
-(control linking both nodes' AMI, two IVR workers the dialplan tries in turn, two web nodes,
-real ``hotline serve --role``) against a PostgreSQL database of the test's own. Two silent
-SIPp callers go through the edge and land one on each node; each is greeted by an IVR worker,
+(control linking both nodes' AMI and a standby control, two IVR workers the dialplan tries
+in turn, two web nodes, real ``hotline serve --role``) against a PostgreSQL database of the
+test's own. Two silent SIPp callers go through the edge and land one on each node; each is
+greeted by an IVR worker,
 which routes it to the agent queue over its AMI link to that caller's node (the route reaches
 the dialplan: the caller waits in that node's queue, ``ivr_route`` is ``agent``), one
-consultation each; every part reports up; ``down`` leaves no process.
+consultation each; every part reports up, the status names the control that holds the
+lease; ``down`` leaves no process.
 
 Every process of the plan gets its own address in 127.0.18.0/24 and free ports. Every wait is
 for a condition, bounded.
@@ -152,10 +154,15 @@ def test_status_lists_every_part_up_and_both_web_nodes_are_healthy(bed: Bed) -> 
     code, report = status(bed)
     names = [p["name"] for p in report["parts"]]
     assert names == ["redis", "postgresql", "edge", "media-1", "media-2",
-                     "control", "ivr-1", "ivr-2", "web-1", "web-2"], names
+                     "control", "control-2", "ivr-1", "ivr-2", "web-1", "web-2"], names
     assert code == 0 and report["up"], json.dumps(report, indent=2)
+    assert report["control_lease"] == "held by control", report["control_lease"]
+    health = {p["name"]: p["health"] for p in report["parts"]}
+    assert health["control"] == "ok (holds the control lease)", health
+    assert health["control-2"] == "ok (standby, lease held by control)", health
     said = hotline(bed.env, "cluster", "status")  # for a person: a line per part
     assert said.returncode == 0 and said.stdout.startswith("cluster: up"), said.stdout
+    assert "  control lease: held by control\n" in said.stdout, said.stdout
     for part in report["parts"]:
         assert f"  {part['name']:11} up " in said.stdout, said.stdout
     for process in bed.plan.processes:
@@ -224,7 +231,7 @@ async def test_calls_on_both_nodes_are_served_by_the_ivr_workers(bed: Bed) -> No
 def test_down_leaves_no_process(bed: Bed) -> None:
     _, report = status(bed)
     pids = [p["pid"] for p in report["parts"] if p.get("pid")]
-    assert len(pids) == 9, report  # redis, edge, two nodes, five role processes
+    assert len(pids) == 10, report  # redis, edge, two nodes, six role processes
     stopped = hotline(bed.env, "cluster", "down", timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert [pid for pid in pids if is_alive(pid)] == []

@@ -31,8 +31,9 @@ def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
     addresses += [n.address for n in settings.edge.nodes]
     assert len(set(addresses)) == len(addresses), addresses
     assert [(p.name, p.role) for p in loaded.processes] == [
-        ("control", "control"), ("ivr-1", "ivr"), ("ivr-2", "ivr"), ("web-1", "web"),
-        ("web-2", "web")]  # control first: it migrates the database
+        ("control", "control"), ("control-2", "control"), ("ivr-1", "ivr"), ("ivr-2", "ivr"),
+        ("web-1", "web"), ("web-2", "web")]  # control first: it migrates the database; then
+    # the standby control (it waits for the lease)
     assert loaded.ivr_workers() == ["127.0.0.8:9092", "127.0.0.9:9092"]  # the dialplan's list
     assert all(p.env.get("HOTLINE_EDGE__CONTROL_LINKS") == "true"  # a link per media node
                for p in loaded.processes if p.role in ("control", "ivr"))
@@ -87,7 +88,7 @@ def test_a_process_added_to_the_file_is_started_with_the_others(settings: Settin
     """Data-driven: one more entry (an IVR worker) is one more process of the plan."""
     made = plans.default_plan(settings, "postgresql://x")
     grown = Plan(made.directory, made.redis_address, made.redis_port, made.database_url,
-                 [*made.processes, RoleProcess("ivr-3", "ivr", "127.0.0.10",
+                 [*made.processes, RoleProcess("ivr-3", "ivr", "127.0.0.11",
                                                audiosocket_port=9092)])
     grown.save()
     loaded = plans.load(settings)
