@@ -37,7 +37,7 @@ from crm.i18n.catalogs import Translator, translator
 from crm.i18n.phrases import Label, Phrase
 from crm.live.calls import CallSoFar
 from crm.storage.db import SessionFactory
-from crm.storage.models import Case, Consultation, Resident, ResidentPhone
+from crm.storage.models import Case, Consultation, ConsultationCase, Resident, ResidentPhone
 from crm.telephony.events import CallStep
 from crm.telephony.steps import (
     AgentCompleted,
@@ -464,6 +464,18 @@ class ScreenPop:
                 "consultations": [c.id for c in self.recent]}
 
 
+async def _last_linked_case(sessions: SessionFactory, consultation_id: int | None) -> str | None:
+    """The case the agent created or linked last on this call: the pop's case card shows it
+    when the caller asked about none, so the agent can move it on (dispatch it) at once."""
+    if consultation_id is None:
+        return None
+    async with sessions() as session:
+        return await session.scalar(
+            select(Case.number).join(ConsultationCase, ConsultationCase.case_id == Case.id)
+            .where(ConsultationCase.consultation_id == consultation_id)
+            .order_by(ConsultationCase.linked_at.desc(), Case.id.desc()).limit(1))
+
+
 async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                            caller_number: str | None = None,
                            caller_name: str | None = None,
@@ -507,9 +519,10 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                                        c.created_at) for c in rows]
     ivr = summarise_steps(steps)
     case = None
-    if ivr.asked_case:
+    shown = ivr.asked_case or await _last_linked_case(sessions, consultation_id)
+    if shown:
         try:
-            case = await case_service.get_case(sessions, ivr.asked_case)
+            case = await case_service.get_case(sessions, shown)
         except CaseNotFound:
             case = None
     recent: list[ConsultationDetail] = []

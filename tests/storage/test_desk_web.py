@@ -228,6 +228,9 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     assert created["case"]["contact_phone"] == PHONE and created["case"]["stage"] == "accepted"
     refreshed = await _message(ws1, "pop")
     assert number in [c["number"] for c in refreshed["call"]["pop"]["resident_cases"]]
+    # The caller asked about no case in the IVR: the case card shows the one just created,
+    # so the agent can dispatch it on this call.
+    assert refreshed["call"]["pop"]["case"]["number"] == number
 
     status, noted = await post(one, csrf1, "/desk/calls/call-1/notes", note="来电反映路灯")
     assert status == 200 and set(noted) == {"note"} and noted["note"].endswith("来电反映路灯")
