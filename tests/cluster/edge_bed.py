@@ -11,10 +11,12 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from hotline.asterisk import process
+from hotline.asterisk.host import mounts_under, pids_in_root
 from hotline.asterisk.rootfs import ensure_root, has_asterisk
 from hotline.edge import cluster, kamailio, nodes
 from hotline.edge.settings import MediaNode
@@ -42,6 +44,12 @@ def _skip_unless_possible(settings: Settings) -> None:
         ensure_root(settings)  # a fresh machine: these tests may be the first to need it
 
 
+BEFORE: dict[Path, set[int | str]] = {}
+"""The processes (and mounts) already in the Asterisk root when a bed started (e.g. the
+integration tests' own Asterisk, started by an earlier cluster test in the same run): not
+the bed's, so not what its ``down`` must stop."""
+
+
 @contextmanager
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, *, edge: str = EDGE,
                     media: dict[str, str] = NODES, probe_interval: int = 1) -> Iterator[Settings]:
@@ -56,6 +64,8 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, *, edge: str = EDG
         "nodes": pool, "probe_interval": probe_interval, "reply_timeout": 1.0})
     settings = base.model_copy(update={"edge": edge_settings})
     _skip_unless_possible(settings)
+    root = settings.asterisk.root_dir
+    BEFORE[root] = set(pids_in_root(root)) | set(mounts_under(root))
     try:
         cluster.up(settings, progress=lambda message: None)
         yield settings
