@@ -8,6 +8,13 @@ carry CALL_ID but are not calls of their own, and its resynchronisation would op
 again. CALL_ID is a UUID made on the media node, so it is unique across nodes; the node a
 call is on is in its HOTLINE_NODE channel variable and its Uniqueid's prefix.
 
+Without a queue node (``[edge] queue_nodes`` empty) every media node queues its callers
+itself, so a media node's link runs a queue tracker too, for the callers' events only
+(queued, agent rung, answered, ended: the consultation's steps, the desk's pop, the
+wallboard's waiting count). Members' states and queue snapshots stay with control's
+``[ami]`` link's tracker: the nodes' queues share one name, and a second node's snapshot
+would replace the first's waiting callers on the wallboard.
+
 A node whose AMI address is the ``[ami]`` link's is skipped: control's own link already
 tracks it (so a one-box setting never gets a second tracker).
 
@@ -50,7 +57,8 @@ class NodeLink:
     calls: CallTracker | None
     """The media node's call tracker (None on a queue node)."""
     queue: QueueTracker | None
-    """The queue node's queue tracker (None on a media node)."""
+    """The queue node's queue tracker; a media node's (callers' events only) when the
+    cluster has no queue node; else None."""
     loss: NodeLossWatch | None = None
     """A media node's watch: its open calls are ended as lost once the node is (node_loss)."""
 
@@ -74,7 +82,10 @@ def link_node(settings: Settings, media: MediaNode, kind: NodeKind, bus: EventBu
     ami = ami or node_ami(settings, media)
     if kind == "media":
         records = CallRecordReader(call_record_path(node_settings(settings, media)))
-        return NodeLink(media.name, kind, ami, CallTracker(ami, bus, records=records), None)
+        own_queue = (None if settings.edge.queue_nodes else
+                     QueueTracker(ami, bus, queues=hotline_queues(settings), members=False))
+        return NodeLink(media.name, kind, ami, CallTracker(ami, bus, records=records),
+                        own_queue)
     return NodeLink(media.name, kind, ami, None,
                     QueueTracker(ami, bus, queues=hotline_queues(settings)))
 

@@ -218,21 +218,29 @@ def _ms_to_s(value: str | None) -> int | None:
 
 class QueueTracker:
     """Publishes queue events for the hotline's queue(s); resynchronises members after a
-    reconnect. ``queues`` limits which queues are watched (None: all)."""
+    reconnect. ``queues`` limits which queues are watched (None: all).
+
+    ``members=False``: the callers' events only (queued, agent rung/answered/ended,
+    abandoned, recording), no member states, no resynchronisation and no QueueSnapshot: a
+    media node of a cluster without a queue node, whose queue is one of several of the same
+    name (control's ``[ami]`` node's tracker reports the members; a second node's states and
+    snapshots would contradict them: hotline.roles.node_links)."""
 
     def __init__(self, ami: AmiClient, bus: EventBus, *,
-                 queues: tuple[str, ...] | None = None) -> None:
+                 queues: tuple[str, ...] | None = None, members: bool = True) -> None:
         self._ami = ami
         self._bus = bus
         self._queues = queues
+        self._with_members = members
         self.members: dict[tuple[str, str], AgentStatusChanged] = {}
         """(queue, interface) -> last known state, for members currently in a queue."""
         self.connected: dict[tuple[str, str], AgentAnswered] = {}
         """(queue, interface) -> the answer of the call that member is on."""
         self.unreachable: set[str] = set()
         """Extensions whose phones stopped answering their qualify probes."""
-        self._unsubscribe: list[Callable[[], None]] = [
-            ami.subscribe("*", self._on_event), ami.on_ready(self.resync)]
+        self._unsubscribe: list[Callable[[], None]] = [ami.subscribe("*", self._on_event)]
+        if members:
+            self._unsubscribe.append(ami.on_ready(self.resync))
 
     def close(self) -> None:
         for undo in self._unsubscribe:
@@ -247,6 +255,8 @@ class QueueTracker:
             await self._on_queue_event(event)
 
     async def _on_queue_event(self, event: AmiEvent) -> None:
+        if not self._with_members and event.name.lower() in MEMBER_EVENTS | {"contactstatus"}:
+            return
         if event.name.lower() == "contactstatus":
             await self._on_contact_status(event)
             return

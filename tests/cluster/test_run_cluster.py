@@ -220,7 +220,9 @@ async def test_calls_on_both_nodes_are_served_by_the_ivr_workers(bed: Bed) -> No
         for number in numbers:
             consultation = found[number][0]
             kinds = [step["kind"] for step in consultation.steps]
-            for kind in ("ivr_connected", "route"):
+            # "queued" once: media-1's from control's [ami] link, media-2's from control's
+            # link to it (no queue node in the plan: a queue tracker per media node).
+            for kind in ("ivr_connected", "route", "queued"):
                 assert kinds.count(kind) == 1, (number, kind, kinds)
             # Set by a worker over its AMI link to the caller's node: the dialplan read it.
             assert consultation.ivr_route == "agent", (number, consultation.ivr_route)
