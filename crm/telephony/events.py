@@ -53,6 +53,9 @@ class CallStep:
     call_id: str
     step: Step
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The media node the call is on, as its publisher knows it (the IVR worker from the
+    call's CallStarted, a node's tracker its own); None on one box or when not known."""
 
     @property
     def kind(self) -> str:
@@ -74,6 +77,8 @@ class CallEnded:
     at: datetime = field(default_factory=utcnow)
     party: str | None = None
     """Who hung up: caller, agent, ivr or system (HANGUP_PARTIES); None when not known."""
+    node: str | None = None
+    """The media node the call was on (the one whose tracker ended it); None on one box."""
 
 
 HANGUP_PARTIES = ("caller", "agent", "ivr", "system")

@@ -35,8 +35,8 @@ from crm.telephony import events, steps
 
 EVENT_VERSIONS: dict[type[Any], int] = {
     events.CallStarted: 2,  # 2: node
-    events.CallStep: 1,
-    events.CallEnded: 1,
+    events.CallStep: 2,  # 2: node
+    events.CallEnded: 2,  # 2: node
     events.CallerQueued: 1,
     events.AgentRinging: 1,
     events.AgentRingStopped: 1,
@@ -51,6 +51,8 @@ EVENT_VERSIONS: dict[type[Any], int] = {
 ALSO_READS: dict[type[Any], frozenset[int]] = {
     events.CallStarted: frozenset({1}),
     events.IvrLegAnnounced: frozenset({1}),
+    events.CallStep: frozenset({1}),
+    events.CallEnded: frozenset({1}),
 }
 """Older versions still read: version 1 of these lacks ``node`` (read as None)."""
 _BY_NAME: dict[str, type[Any]] = {cls.__name__: cls for cls in EVENT_VERSIONS}

@@ -147,7 +147,8 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
         if event.get("UserEvent") != "HotlineRecording" or not _clean(event.get("CallId")):
             return None
         return CallStep(str(_clean(event.get("CallId"))),
-                        RecordingStarted(_clean(event.get("File")), _clean(event.get("Queue"))))
+                        RecordingStarted(_clean(event.get("File")), _clean(event.get("Queue"))),
+                        node=_clean(event.get("SystemName")))
     if kind not in ("queuecallerjoin", "agentcalled", "agentringnoanswer", "agentconnect",
                     "agentcomplete", "queuecallerabandon"):
         return None
