@@ -6,8 +6,8 @@ SIPp callers go through the IVR's greeting to the agent queue: calls are served 
 workers, each call's dialogue is complete and recorded once. Then, under a steady load (six
 callers in the IVR at once, three on each worker), one worker is killed (SIGKILL): its
 callers reach the queue (the dialplan's fallback), the other's finish their dialogue, four
-callers after the kill are all served by the surviving worker, each caller has one complete
-consultation, and no caller is dropped."""
+callers after the kill, one after another, are all served by the surviving worker, each
+caller has one complete consultation, and no caller is dropped."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ async def survey_on_a_worker(workers: Workers) -> None:
 IN_IVR = 6
 """Callers placed together, in the IVR at once when a worker is killed (three on each)."""
 AFTER_KILL = 4
-"""Callers placed together after the kill: all served by the surviving worker."""
+"""Callers placed after the kill, one after another: all served by the surviving worker."""
 
 
 async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
@@ -205,8 +205,8 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
     Once all six are in the greeting (past worker_skip_ms, so a leg handed back is not sent
     to the next worker), one worker is killed -9: its callers go on to the queue, the
     dialplan's fallback, not greeted again; the other worker's callers finish their dialogue
-    and are routed. Four callers placed at once after the kill are all served by the
-    survivor (those on the dead worker's turn are refused at once and go on). Nobody is
+    and are routed. Four callers placed after the kill are all served by the survivor
+    (those on the dead worker's turn are refused at once and go on). Nobody is
     dropped; every caller has one complete consultation."""
     first, second = workers.ivr
     doomed, survivor = first, second
@@ -234,11 +234,14 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
     for number in before_kill:  # the doomed worker's callers too: the dialplan's fallback
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
 
+    # After the kill, one at a time: a connect refused by the dead worker closes its socket
+    # twice in Asterisk 22 (res_audiosocket's ast_audiosocket_connect), which can close
+    # another new call's AudioSocket at the same instant (docs/cluster.md, "Not yet").
     held = took(survivor)
-    for number in after_kill:
+    for n, number in enumerate(after_kill, 1):
         callers[number] = await workers.call(number)
-    await wait_for(lambda: took(survivor) == held + AFTER_KILL,
-                   "the surviving worker took every call after the kill")
+        await wait_for(lambda n=n: took(survivor) == held + n,
+                       "the surviving worker took the call")
     for number in after_kill:
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
 
@@ -262,7 +265,8 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
             assert consultation.ivr_route == "fallback", (number, consultation.ivr_route)
             fell_back.append(number)
             continue
-        assert kinds.count("route") == 1, (number, kinds)
+        assert kinds.count("route") == 1, (number, consultation.steps, [
+            line for w in served for line in w.lines if consultation.call_id in line])
         assert consultation.ivr_route == "agent"  # set by the worker over its AMI link
     # Several callers were in the dead worker's dialogue when it died.
     assert len(fell_back) >= 2, (fell_back, queued_before_kill)
