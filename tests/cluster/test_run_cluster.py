@@ -232,7 +232,7 @@ async def test_calls_on_both_nodes_are_served_by_the_ivr_workers(bed: Bed) -> No
                      if step["kind"] in ("ivr_connected", "prompt", "route")}
             assert len(named) == 1, (number, found[number][0].steps)
             nodes[number] = named.pop()
-        assert sorted(nodes.values()) == ["media-1", "media-2"], nodes
+        assert sorted(str(n) for n in nodes.values()) == ["media-1", "media-2"], nodes
     finally:
         await engine.dispose()
 
