@@ -54,8 +54,9 @@ class CallStep:
     step: Step
     at: datetime = field(default_factory=utcnow)
     node: str | None = None
-    """The media node the call is on, as its publisher knows it (the IVR worker from the
-    call's CallStarted, a node's tracker its own); None on one box or when not known."""
+    """The Asterisk node the step happened on, as its publisher knows it: for the IVR's
+    steps the media node the call is on (the IVR worker learns it from the call's
+    CallStarted), for a tracker's steps its own node; None on one box or when not known."""
 
     @property
     def kind(self) -> str:
