@@ -151,8 +151,9 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
             and await _answer_known(session, consultation, event):
         return
     step = queue_step(event)
+    detail = step.detail() if event.node is None else {**step.detail(), ROW_NODE: event.node}
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                              kind=step.kind, detail=step.detail()), replayed)
+                                              kind=step.kind, detail=detail), replayed)
     if isinstance(event, CallerAbandoned) and consultation.outcome != "lost":
         consultation.outcome = ABANDONED  # a lost call's queue leg ending later stays lost
     elif isinstance(event, AgentAnswered):

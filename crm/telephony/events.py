@@ -97,6 +97,9 @@ class CallerQueued:
     caller_name: str | None = None
     channel: str | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ class AgentRinging:
     """The caller's channel (the one a blind transfer redirects)."""
     agent_channel: str | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,9 @@ class AgentRingStopped:
     extension: str | None
     ring_time_s: int | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,9 @@ class AgentAnswered:
     """Found connected after an AMI login (CoreShowChannels), not seen as AgentConnect:
     the answer may have been announced before, or happened while AMI was down."""
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,9 @@ class AgentCallEnded:
     reason: str | None = None
     """Who hung up: caller, agent or transfer."""
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,9 @@ class CallerAbandoned:
     original_position: int | None = None
     hold_time_s: int | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 QueueCallEvent = (CallerQueued | AgentRinging | AgentRingStopped | AgentAnswered

@@ -146,11 +146,12 @@ def test_version_1_of_an_event_that_gained_its_node_is_still_read() -> None:
 @pytest.mark.parametrize("event", [
     CallStep("c-1", SpeechHeard("查询 工单", 0.82, "status", "12345678"), node="media-2"),
     CallEnded("c-1", "agent", "16 Normal Clearing", party="caller", node="media-2"),
-], ids=["CallStep", "CallEnded"])
-def test_a_call_step_and_end_name_their_node_in_v2_and_v1_still_reads(
-        event: CallStep | CallEnded) -> None:
-    """CallStep and CallEnded v2 name the media node the call is on; version 1 (no node)
-    still reads, as None; a v1 reader's form of the same event round-trips."""
+    events.AgentRinging("c-1", "hotline", "PJSIP/2001", "2001", node="media-2"),
+    events.CallerQueued("c-1", "hotline", 1, node="media-2"),
+], ids=["CallStep", "CallEnded", "AgentRinging", "CallerQueued"])
+def test_a_call_step_and_end_name_their_node_in_v2_and_v1_still_reads(event: Any) -> None:
+    """CallStep, CallEnded and the queue events v2 name the node they happened on; version 1
+    (no node) still reads, as None; one box's events (node None) round-trip."""
     data = json.loads(wire.dumps(event))
     assert (data["v"], data["fields"]["node"]) == (2, "media-2")
     assert wire.loads(json.dumps(data)) == event
