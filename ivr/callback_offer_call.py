@@ -21,7 +21,7 @@ from datetime import datetime
 from crm.callbacks.service import number_problem
 from crm.telephony.events import EventBus
 from crm.telephony.steps import CallbackOffered, PromptPlayed
-from ivr.asterisk.call_tracker import CallTracker, OfferLeg
+from ivr.asterisk.call_tracker import CallTracker, OfferLeg, node_lookup
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.callback_offer import Answer, BeginOffer, CallbackOfferFlow
 from ivr.flows.menu import Action, Input
@@ -58,7 +58,8 @@ class OfferDeps:
 class CallbackOfferCall(PromptingCall):
     def __init__(self, session: MediaSession, deps: OfferDeps, leg: OfferLeg) -> None:
         super().__init__(session, bus=deps.bus, voice=deps.voice, timeouts=deps.timeouts,
-                         event_call_id=leg.call_id)
+                         event_call_id=leg.call_id,
+                         node_of=node_lookup(deps.tracker, str(session.call_id), leg.call_id))
         self.deps = deps
         self.leg = leg
         self.flow: CallbackOfferFlow = CallbackOfferFlow(language=deps.default_language)

@@ -18,7 +18,7 @@ from crm.cases.directory import CaseDirectory
 from crm.knowledge.ivr_topics import KnowledgeDirectory
 from crm.telephony.events import EventBus
 from crm.telephony.steps import CallerLeftIvr, CaseLookedUp, IvrConnected, VerificationDigits
-from ivr.asterisk.call_tracker import ActiveCall, CallTracker, OfferLeg
+from ivr.asterisk.call_tracker import ActiveCall, CallTracker, OfferLeg, node_lookup
 from ivr.audiosocket.session import MediaSession
 from ivr.flows.menu import (
     Action,
@@ -90,7 +90,8 @@ class IvrCall(PromptingCall):
         """``announced``: the call as the tracker already knows it (or None when it waited
         for it in vain); left out, ``run`` waits for the AMI announcement itself."""
         super().__init__(session, bus=deps.bus, voice=deps.voice, timeouts=deps.timeouts,
-                         event_call_id=str(session.call_id))
+                         event_call_id=str(session.call_id),
+                         node_of=node_lookup(deps.tracker, str(session.call_id)))
         self.deps = deps
         self.flow: CallFlow = CallFlow(default_language=deps.default_language,
                                        language=deps.default_language, intake=deps.intake,

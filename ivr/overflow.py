@@ -13,7 +13,7 @@ import uuid
 
 from crm.telephony.events import CallStep, EventBus
 from crm.telephony.steps import IvrAtCapacity, SurveySkipped
-from ivr.asterisk.call_tracker import CallTracker, OfferLeg, SurveyLeg
+from ivr.asterisk.call_tracker import CallTracker, OfferLeg, SurveyLeg, node_lookup
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,16 @@ class OverflowRecorder:
                             sid)
                 return
             await self._bus.publish(CallStep(known.call_id,
-                                             SurveySkipped(reason, max_calls=self._limit)))
+                                             SurveySkipped(reason, max_calls=self._limit),
+                                             node=node_lookup(self._tracker, sid,
+                                                              known.call_id)()))
         elif isinstance(known, OfferLeg):
             # The dialplan hears no answer and reports the offer as unheard.
             self._tracker.take_offer_leg(sid)
         elif known is not None:
             await self._bus.publish(CallStep(known.call_id,
-                                             IvrAtCapacity(reason, max_calls=self._limit)))
+                                             IvrAtCapacity(reason, max_calls=self._limit),
+                                             node=node_lookup(self._tracker, sid)()))
         else:
             log.warning("AudioSocket %s handed back at capacity; AMI never said which call "
                         "it was", sid)

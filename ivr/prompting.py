@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -78,7 +79,8 @@ class PromptingCall:
     flow: DialogueFlow
 
     def __init__(self, session: MediaSession, *, bus: EventBus, voice: Voice,
-                 timeouts: IvrTimeouts, event_call_id: str | None) -> None:
+                 timeouts: IvrTimeouts, event_call_id: str | None,
+                 node_of: Callable[[], str | None] | None = None) -> None:
         self.session = session
         self.bus = bus
         self.voice = voice
@@ -86,13 +88,20 @@ class PromptingCall:
         self.call_id = str(session.call_id)
         self.event_call_id = event_call_id
         """The call the steps are published for (None: only logged)."""
+        self.node: str | None = None
+        """The media node the call is on, named in its steps (None: one box, not known yet);
+        asked of ``node_of`` until it is known (the call may be announced after the socket
+        connected)."""
+        self._node_of = node_of
         self.keys = ""  # keys typed ahead, during a prompt
         self._hash_may_follow = False  # a full-length number was taken; its "#" may trail
         self.log = call_logger(log, event_call_id or self.call_id)
 
     async def step(self, step: Step) -> None:
         if self.event_call_id:
-            await self.bus.publish(CallStep(self.event_call_id, step))
+            if self.node is None and self._node_of is not None:
+                self.node = self._node_of()
+            await self.bus.publish(CallStep(self.event_call_id, step, node=self.node))
         else:
             self.log.info("%s %s", step.kind, step.detail())
 

@@ -35,7 +35,7 @@ from crm.surveys.store import SurveyStore
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import EventBus
 from crm.telephony.steps import CommentTranscribed, SurveyEnded, SurveySkipped, SurveyWriteDeferred
-from ivr.asterisk.call_tracker import CallTracker, SurveyLeg
+from ivr.asterisk.call_tracker import CallTracker, SurveyLeg, node_lookup
 from ivr.audiosocket.protocol import Audio, Dtmf, Hangup
 from ivr.audiosocket.session import Closed, MediaSession
 from ivr.flows.menu import Action, Input, Log
@@ -106,7 +106,8 @@ class SurveyDeps:
 class SurveyCall(PromptingCall):
     def __init__(self, session: MediaSession, deps: SurveyDeps, leg: SurveyLeg) -> None:
         super().__init__(session, bus=deps.bus, voice=deps.voice, timeouts=deps.timeouts,
-                         event_call_id=leg.call_id if leg.kind == "after_call" else None)
+                         event_call_id=leg.call_id if leg.kind == "after_call" else None,
+                         node_of=node_lookup(deps.tracker, str(session.call_id), leg.call_id))
         self.deps = deps
         self.leg = leg
         self.flow: SurveyFlow = SurveyFlow(language=deps.default_language)

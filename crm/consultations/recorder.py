@@ -48,7 +48,7 @@ from crm.telephony.events import (
     queue_step,
     redact_secret_inputs,
 )
-from crm.telephony.steps import AgentConnected
+from crm.telephony.steps import ROW_NODE, AgentConnected
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,9 @@ async def apply_event(session: AsyncSession, event: CallEvent, *,
         consultation.started_at = event.at
         _set_duration(consultation)
     elif isinstance(event, CallStep):
+        detail = event.detail if event.node is None else {**event.detail, ROW_NODE: event.node}
         await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                                  kind=event.kind, detail=event.detail),
+                                                  kind=event.kind, detail=detail),
                         replayed)
     elif isinstance(event, CallEnded):
         consultation.ended_at = event.at
@@ -150,8 +151,9 @@ async def _apply_queue_event(session: AsyncSession, consultation: Consultation,
             and await _answer_known(session, consultation, event):
         return
     step = queue_step(event)
+    detail = step.detail() if event.node is None else {**step.detail(), ROW_NODE: event.node}
     await _add_step(session, ConsultationStep(consultation_id=consultation.id, at=event.at,
-                                              kind=step.kind, detail=step.detail()), replayed)
+                                              kind=step.kind, detail=detail), replayed)
     if isinstance(event, CallerAbandoned) and consultation.outcome != "lost":
         consultation.outcome = ABANDONED  # a lost call's queue leg ending later stays lost
     elif isinstance(event, AgentAnswered):

@@ -53,6 +53,10 @@ class CallStep:
     call_id: str
     step: Step
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node the step happened on, as its publisher knows it: for the IVR's
+    steps the media node the call is on (the IVR worker learns it from the call's
+    CallStarted), for a tracker's steps its own node; None on one box or when not known."""
 
     @property
     def kind(self) -> str:
@@ -74,6 +78,8 @@ class CallEnded:
     at: datetime = field(default_factory=utcnow)
     party: str | None = None
     """Who hung up: caller, agent, ivr or system (HANGUP_PARTIES); None when not known."""
+    node: str | None = None
+    """The media node the call was on (the one whose tracker ended it); None on one box."""
 
 
 HANGUP_PARTIES = ("caller", "agent", "ivr", "system")
@@ -91,6 +97,9 @@ class CallerQueued:
     caller_name: str | None = None
     channel: str | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,9 @@ class AgentRinging:
     """The caller's channel (the one a blind transfer redirects)."""
     agent_channel: str | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,9 @@ class AgentRingStopped:
     extension: str | None
     ring_time_s: int | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,9 @@ class AgentAnswered:
     """Found connected after an AMI login (CoreShowChannels), not seen as AgentConnect:
     the answer may have been announced before, or happened while AMI was down."""
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +177,9 @@ class AgentCallEnded:
     reason: str | None = None
     """Who hung up: caller, agent or transfer."""
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +192,9 @@ class CallerAbandoned:
     original_position: int | None = None
     hold_time_s: int | None = None
     at: datetime = field(default_factory=utcnow)
+    node: str | None = None
+    """The Asterisk node whose queue the event happened in (AMI's SystemName); None on one
+    box."""
 
 
 QueueCallEvent = (CallerQueued | AgentRinging | AgentRingStopped | AgentAnswered

@@ -11,7 +11,8 @@ Serialised forms:
 
 - a consultation steps row (and a journal line written before steps were typed):
   ``kind`` + ``detail``, the step's fields by name. Rows hold no version: they are version 1
-  (a later version of a step stores ``"v"`` in its detail). :func:`step_from_row` reads them.
+  (a later version of a step stores ``"v"`` in its detail; a cluster's recorder adds the media
+  node it happened on as ``"node"``). :func:`step_from_row` reads them.
 - :meth:`StepFields.to_json`: ``{"kind", "v", **fields}``, for journals;
   :func:`step_from_json` reads it, and the row form as well.
 
@@ -36,6 +37,9 @@ entered. What they were is never recorded, only that they were entered and how m
 _SECRET_PROMPT = "ask_phone_last4"
 _SECRET_STATE = "verify_last4"
 _RESERVED = frozenset({"kind", "v", "detail", "at"})
+ROW_NODE = "node"
+"""A steps row's detail may also name the media node the step happened on (a cluster's
+recorder adds it from the event); it is not one of the step's fields."""
 
 
 def optional(default: Any = None) -> Any:
@@ -577,13 +581,15 @@ STEP_CLASSES: tuple[type[StepFields], ...] = get_args(Step)
 _BY_KIND: dict[str, type[StepFields]] = {cls.KIND: cls for cls in STEP_CLASSES if cls.KIND}
 _INPUT_KINDS = (KeysEntered.KIND, SpeechHeard.KIND)
 assert len(_BY_KIND) == len([c for c in STEP_CLASSES if c.KIND]), "two classes, one kind"
-assert not any(f.metadata.get("key", f.name) in _RESERVED
+assert not any(f.metadata.get("key", f.name) in _RESERVED | {ROW_NODE}
                for cls in STEP_CLASSES for f in dataclasses.fields(cls)), "reserved field name"
 
 
 def step_from_row(kind: str, detail: Mapping[str, Any] | None) -> Step:
     """A step as a consultation steps row holds it (``kind``, ``detail``)."""
     fields = dict(detail or {})
+    if isinstance(fields.get(ROW_NODE), str):
+        del fields[ROW_NODE]
     version = fields.pop("v", 1) if isinstance(fields.get("v"), int) else 1
     return _parse(kind, version, fields)
 

@@ -35,14 +35,14 @@ from crm.telephony import events, steps
 
 EVENT_VERSIONS: dict[type[Any], int] = {
     events.CallStarted: 2,  # 2: node
-    events.CallStep: 1,
-    events.CallEnded: 1,
-    events.CallerQueued: 1,
-    events.AgentRinging: 1,
-    events.AgentRingStopped: 1,
-    events.AgentAnswered: 1,
-    events.AgentCallEnded: 1,
-    events.CallerAbandoned: 1,
+    events.CallStep: 2,  # 2: node
+    events.CallEnded: 2,  # 2: node
+    events.CallerQueued: 2,  # 2: node
+    events.AgentRinging: 2,  # 2: node
+    events.AgentRingStopped: 2,  # 2: node
+    events.AgentAnswered: 2,  # 2: node
+    events.AgentCallEnded: 2,  # 2: node
+    events.CallerAbandoned: 2,  # 2: node
     events.AgentStatusChanged: 1,
     events.QueueSnapshot: 1,
     events.IvrLegAnnounced: 2,  # 2: node
@@ -51,6 +51,9 @@ EVENT_VERSIONS: dict[type[Any], int] = {
 ALSO_READS: dict[type[Any], frozenset[int]] = {
     events.CallStarted: frozenset({1}),
     events.IvrLegAnnounced: frozenset({1}),
+    events.CallStep: frozenset({1}),
+    events.CallEnded: frozenset({1}),
+    **{cls: frozenset({1}) for cls in events.QUEUE_CALL_EVENTS},
 }
 """Older versions still read: version 1 of these lacks ``node`` (read as None)."""
 _BY_NAME: dict[str, type[Any]] = {cls.__name__: cls for cls in EVENT_VERSIONS}

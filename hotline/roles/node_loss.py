@@ -88,6 +88,6 @@ class NodeLossWatch:
         for call_id in ended:
             self._calls.active_calls.pop(call_id, None)
             await self._bus.publish(CallEnded(call_id, LOST_ROUTE, lost_cause(self.node),
-                                              party="system"))
+                                              party="system", node=self.node))
         self.lost.set()
         return ended

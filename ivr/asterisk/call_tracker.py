@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -45,6 +45,8 @@ class ActiveCall:
     channel: str | None
     caller_number: str | None
     caller_name: str | None
+    node: str | None = None
+    """The media node the call is on (AMI's SystemName); None on one box."""
 
 
 @dataclass
@@ -128,14 +130,15 @@ class CallTracker:
             return
         if kind == "HotlineCallStart":
             number, name = caller_identity(event)
-            call = ActiveCall(call_id, event.get("Channel"), number, name)
+            call = ActiveCall(call_id, event.get("Channel"), number, name,
+                              _clean(event.get("SystemName")))
             self.active_calls[call_id] = call
             self._arrivals.pop(call_id, asyncio.Event()).set()
             log.info("call %s: started from %s (%s)", call_id,
                      mask_phone(call.caller_number, "agent") or "a withheld number",
                      "named" if call.caller_name else "no name")
             await self._bus.publish(CallStarted(call_id, call.caller_number, call.caller_name,
-                                                call.channel, node=event.get("SystemName")))
+                                                call.channel, node=call.node))
         else:
             call = self.active_calls.pop(call_id, None)
             party = hangup_party(
@@ -146,7 +149,7 @@ class CallTracker:
             log.info("call %s: ended by the %s, route=%s cause=%s (source %s)", call_id, party,
                      event.get("Route"), cause, event.get("HangupSource"))
             await self._bus.publish(CallEnded(call_id, _clean(event.get("Route")), cause,
-                                              party=party))
+                                              party=party, node=_clean(event.get("SystemName"))))
 
     def _on_hangup_request(self, event: AmiEvent) -> None:
         """Remember the cause of each hang-up request of a hotline call's legs (see
@@ -193,7 +196,8 @@ class CallTracker:
         if kind == "HotlineCallbackAnswer":
             answer = _clean(event.get("Answer")) or "unheard"
             if call_id and answer in CALLBACK_ANSWERS:
-                await self._bus.publish(CallStep(call_id, CallbackOffered(reason, answer)))
+                await self._bus.publish(CallStep(call_id, CallbackOffered(reason, answer),
+                                                 node=_clean(event.get("SystemName"))))
             return
         offer_call_id = _clean(event.get("OfferCallId"))
         if not offer_call_id:
@@ -266,27 +270,28 @@ class CallTracker:
         gone = [c for c in self.active_calls if c not in live]
         recorded = await self._recorded_ends(gone)
         for call_id in gone:
-            self.active_calls.pop(call_id)
+            node = self.active_calls.pop(call_id).node
             if (end := recorded.get(call_id)) is not None:
                 log.info("call %s: ended while AMI was unavailable, at %s by the %s (from "
                          "Asterisk's record)", call_id, end.ended_at.isoformat(), end.party)
                 await self._bus.publish(CallEnded(call_id, end.route, end.cause,
-                                                  at=end.ended_at, party=end.party))
+                                                  at=end.ended_at, party=end.party, node=node))
                 await self._bus.publish(CallStep(call_id, CallReconciled(
-                    end.source, end.ended_at.isoformat())))
+                    end.source, end.ended_at.isoformat()), node=node))
                 continue
             log.info("call %s: ended while AMI was unavailable (resynchronised)", call_id)
-            await self._bus.publish(CallEnded(call_id, None, "resynchronised"))
+            await self._bus.publish(CallEnded(call_id, None, "resynchronised", node=node))
         for call_id, channel in live.items():
             if call_id in self.active_calls:
                 continue
-            call = ActiveCall(call_id, channel.get("Channel"), *caller_identity(channel))
+            call = ActiveCall(call_id, channel.get("Channel"), *caller_identity(channel),
+                              _clean(channel.get("SystemName")))
             self.active_calls[call_id] = call
             log.info("call %s: found live after resynchronisation", call_id)
             await self._bus.publish(CallStarted(
                 call_id, call.caller_number, call.caller_name, call.channel,
                 at=utcnow() - _duration(channel.get("Duration")),
-                node=channel.get("SystemName")))
+                node=call.node))
 
     async def _recorded_ends(self, call_ids: list[str]) -> dict[str, RecordedEnd]:
         if self._records is None or not call_ids:
@@ -330,6 +335,23 @@ class CallTracker:
     def channel_of(self, call_id: str) -> str | None:
         call = self.active_calls.get(call_id)
         return call.channel if call else None
+
+    def node_of(self, session_id: str) -> str | None:
+        """The media node a live call is on (None: one box, or not known)."""
+        call = self.active_calls.get(session_id)
+        return call.node if call else None
+
+
+def node_lookup(tracker: object, *session_ids: str | None) -> Callable[[], str | None]:
+    """The media node of the first of ``session_ids`` (an AudioSocket id, then the call it
+    serves) the tracker knows one for: ``node_of`` of the IVR worker's bus directory or of a
+    call tracker; None on one box, or for a tracker that names no nodes."""
+    def node() -> str | None:
+        node_of = getattr(tracker, "node_of", None)
+        if node_of is None:
+            return None
+        return next((found for sid in session_ids if sid and (found := node_of(sid))), None)
+    return node
 
 
 def _duration(value: str | None) -> timedelta:

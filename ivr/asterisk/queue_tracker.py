@@ -147,7 +147,8 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
         if event.get("UserEvent") != "HotlineRecording" or not _clean(event.get("CallId")):
             return None
         return CallStep(str(_clean(event.get("CallId"))),
-                        RecordingStarted(_clean(event.get("File")), _clean(event.get("Queue"))))
+                        RecordingStarted(_clean(event.get("File")), _clean(event.get("Queue"))),
+                        node=_clean(event.get("SystemName")))
     if kind not in ("queuecallerjoin", "agentcalled", "agentringnoanswer", "agentconnect",
                     "agentcomplete", "queuecallerabandon"):
         return None
@@ -161,25 +162,28 @@ def queue_event(event: AmiEvent) -> BusEvent | None:
     extension = extension_of(interface)
     number, name = caller_identity(event)
     channel, agent_channel = event.get("Channel"), event.get("DestChannel")
+    node = _clean(event.get("SystemName"))
     if kind == "queuecallerjoin":
-        return CallerQueued(call_id, queue, _int(event.get("Position")), number, name, channel)
+        return CallerQueued(call_id, queue, _int(event.get("Position")), number, name, channel,
+                            node=node)
     if kind == "queuecallerabandon":
         return CallerAbandoned(call_id, queue, _int(event.get("Position")),
-                               _int(event.get("OriginalPosition")), _int(event.get("HoldTime")))
+                               _int(event.get("OriginalPosition")), _int(event.get("HoldTime")),
+                               node=node)
     if kind == "agentcalled":
         return AgentRinging(call_id, queue, interface, extension,
                             _clean(event.get("MemberName")), number, name, channel,
-                            agent_channel)
+                            agent_channel, node=node)
     if kind == "agentringnoanswer":
         return AgentRingStopped(call_id, queue, interface, extension,
-                                _ms_to_s(event.get("RingTime")))
+                                _ms_to_s(event.get("RingTime")), node=node)
     if kind == "agentconnect":
         return AgentAnswered(call_id, queue, interface, extension,
                              _clean(event.get("MemberName")), number, name, channel,
                              agent_channel, _int(event.get("HoldTime")),
-                             _int(event.get("RingTime")))
+                             _int(event.get("RingTime")), node=node)
     return AgentCallEnded(call_id, queue, interface, extension, _int(event.get("TalkTime")),
-                          _clean(event.get("Reason")))
+                          _clean(event.get("Reason")), node=node)
 
 
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-f]{8}(;[12])?$")

@@ -7,8 +7,8 @@ test's own. Two silent SIPp callers go through the edge and land one on each nod
 greeted by an IVR worker,
 which routes it to the agent queue over its AMI link to that caller's node (the route reaches
 the dialplan: the caller waits in that node's queue, ``ivr_route`` is ``agent``), one
-consultation each; every part reports up, the status names the control that holds the
-lease; ``down`` leaves no process.
+consultation each, whose IVR steps name the caller's node; every part reports up, the status
+names the control that holds the lease; ``down`` leaves no process.
 
 Every process of the plan gets its own address in 127.0.18.0/24 and free ports. Every wait is
 for a condition, bounded.
@@ -226,6 +226,15 @@ async def test_calls_on_both_nodes_are_served_by_the_ivr_workers(bed: Bed) -> No
                 assert kinds.count(kind) == 1, (number, kind, kinds)
             # Set by a worker over its AMI link to the caller's node: the dialplan read it.
             assert consultation.ivr_route == "agent", (number, consultation.ivr_route)
+        # The IVR's steps name the node the call is on (the worker learnt it from the call's
+        # CallStarted): one caller on each node, so one call's steps name media-2.
+        nodes: dict[str, Any] = {}
+        for number in numbers:
+            named = {step["detail"].get("node") for step in found[number][0].steps
+                     if step["kind"] in ("ivr_connected", "prompt", "route")}
+            assert len(named) == 1, (number, found[number][0].steps)
+            nodes[number] = named.pop()
+        assert sorted(str(n) for n in nodes.values()) == ["media-1", "media-2"], nodes
     finally:
         await engine.dispose()
 

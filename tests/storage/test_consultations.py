@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import event
 
 from crm.consultations.recorder import ConsultationRecorder, list_consultations
-from crm.telephony.events import CallEnded, CallEventBus, CallStarted, CallStep
-from crm.telephony.steps import KeysEntered
+from crm.telephony.events import CallEnded, CallerQueued, CallEventBus, CallStarted, CallStep
+from crm.telephony.steps import KeysEntered, QueueJoined, step_from_row
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -33,6 +33,32 @@ async def test_call_events_make_one_complete_consultation(sessions) -> None:
     assert view.duration_s == 42.5
     assert view.outcome == "to_agent"
     assert [s["detail"] for s in view.steps] == [{"keys": "5"}]
+
+
+async def test_a_step_on_a_media_node_is_stored_naming_it(sessions) -> None:
+    """In a cluster a step names the media node it happened on: its row's detail keeps it
+    (no column, no migration), and the step reads back as itself (the pop, the reports)."""
+    recorder = ConsultationRecorder(sessions)
+    recorder.start()
+    try:
+        await recorder.handle(CallStarted("c-2", "13800138000", None, at=T0, node="media-2"))
+        await recorder.handle(CallStep("c-2", KeysEntered("5"), at=T0 + timedelta(seconds=1),
+                                       node="media-2"))
+        await recorder.handle(CallStep("c-2", KeysEntered("6"), at=T0 + timedelta(seconds=2)))
+        await recorder.handle(CallerQueued("c-2", "hotline", 1, at=T0 + timedelta(seconds=3),
+                                           node="media-2"))
+        await recorder.handle(CallEnded("c-2", "agent", "16", at=T0 + timedelta(seconds=9),
+                                        node="media-2"))
+        await recorder.drain()
+    finally:
+        await recorder.close()
+
+    [view] = await list_consultations(sessions)
+    assert [s["detail"] for s in view.steps] == [
+        {"keys": "5", "node": "media-2"}, {"keys": "6"},
+        {"queue": "hotline", "position": 1, "node": "media-2"}]
+    assert [step_from_row(s["kind"], s["detail"]) for s in view.steps] == [
+        KeysEntered("5"), KeysEntered("6"), QueueJoined("hotline", 1)]
 
 
 async def test_list_is_newest_first_and_filters_by_phone(sessions) -> None:

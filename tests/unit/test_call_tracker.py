@@ -7,7 +7,8 @@ import asyncio
 
 from crm.telephony.events import CallEnded, CallEventBus, CallStarted
 from ivr.ami.client import AmiClient
-from ivr.asterisk.call_tracker import CallTracker
+from ivr.asterisk.bus_calls import BusCallDirectory
+from ivr.asterisk.call_tracker import CallTracker, node_lookup
 from ivr.settings import AmiSettings
 from tests.ami_replay import FakeAmiServer, format_message
 
@@ -134,3 +135,63 @@ async def test_calls_that_ended_while_ami_was_down_end_as_asterisk_recorded() ->
     assert mark.call_id == ANSWERED and isinstance(mark.step, CallReconciled)
     assert ends["unknown-1"].cause == "resynchronised" and ends["unknown-1"].party is None
     assert tracker.active_calls == {}
+
+
+async def test_a_node_tracker_names_its_node_on_the_call_end_and_for_the_ivr() -> None:
+    """A media node's events carry its SystemName: the call's end names the node, and the
+    IVR asks the tracker (or a worker's bus directory) which node a call's steps are on."""
+    async with FakeAmiServer() as server:
+        settings = AmiSettings(port=server.port, secret="secret", ping_interval=0.2,
+                               ping_timeout=0.5, reconnect_min=0.05, reconnect_max=0.1)
+        ami = AmiClient(settings)
+        bus = CallEventBus()
+        seen = Collected()
+        bus.subscribe(seen)
+        tracker = CallTracker(ami, bus)
+        directory = BusCallDirectory(ami)
+        bus.subscribe(directory.handle)
+        await ami.start()
+        try:
+            await ami.wait_ready(5)
+            for call_id in ("a-1", "b-2"):
+                await server.send_event("UserEvent", {
+                    "Channel": "PJSIP/edge-00000001", "CallerIDNum": "13800138000",
+                    "UserEvent": "HotlineCallStart", "CallId": call_id,
+                    "SystemName": "media-2"})
+            await seen.wait(2)
+            assert tracker.node_of("a-1") == directory.node_of("a-1") == "media-2"
+            assert node_lookup(tracker, "leg-x", "a-1")() == "media-2"
+            assert node_lookup(directory, "a-1")() == "media-2"
+            assert node_lookup(None, "a-1")() is None  # a tracker that names no nodes
+            await server.send_event("UserEvent", {
+                "Channel": "PJSIP/edge-00000001", "UserEvent": "HotlineCallEnd",
+                "CallId": "a-1", "Route": "agent", "SystemName": "media-2"})
+            # b-2 ends while AMI is down: the resynchronisation's end names its node too.
+            server.channels = []
+            server.drop_connections()
+            events = await seen.wait(4)
+        finally:
+            await ami.close()
+    ended = {e.call_id: e.node for e in events if isinstance(e, CallEnded)}
+    assert ended == {"a-1": "media-2", "b-2": "media-2"}
+    assert tracker.node_of("a-1") is None  # over
+
+
+async def test_one_box_names_no_node() -> None:
+    async with FakeAmiServer() as server:
+        ami = AmiClient(AmiSettings(port=server.port, secret="secret"))
+        bus = CallEventBus()
+        seen = Collected()
+        bus.subscribe(seen)
+        tracker = CallTracker(ami, bus)
+        await ami.start()
+        try:
+            await ami.wait_ready(5)
+            await server.send_event("UserEvent", {
+                "Channel": "PJSIP/pstn-gateway-00000001", "UserEvent": "HotlineCallStart",
+                "CallId": "a-1"})
+            [started] = await seen.wait(1)
+            assert started.node is None and tracker.node_of("a-1") is None
+            assert node_lookup(tracker, "a-1")() is None
+        finally:
+            await ami.close()

@@ -10,6 +10,7 @@ from enum import Enum
 import pytest
 
 from crm.telephony.events import CallEventBus, CallStep
+from crm.telephony.steps import KeysEntered
 from ivr.audiosocket.protocol import encode_dtmf
 from ivr.audiosocket.server import MediaServer
 from ivr.audiosocket.session import MediaSession
@@ -140,3 +141,18 @@ async def test_the_greeting_listens_only_for_its_own_short_timeout(line: Line) -
     assert type(result).__name__ == "NoInput"
     assert 0.3 <= elapsed < line.driver.timeouts.first_input
     assert [s.detail for s in line.steps if s.kind == "no_input"] == [{"state": "asking"}]
+
+
+async def test_steps_name_the_node_once_the_call_is_known_on_one() -> None:
+    """A worker may take the socket before the call's CallStarted came: the node is asked
+    for at each step until it is known, then kept (a step after the call's end still
+    names it)."""
+    bus, steps = recording_bus()
+    nodes = iter([None, "media-2", None])
+    session = MediaSession.__new__(MediaSession)
+    session.call_id = CALL_A  # only the id is read here
+    call = PromptingCall(session, bus=bus, voice=ToneVoice(), timeouts=IvrTimeouts(),
+                         event_call_id="call-1", node_of=lambda: next(nodes))
+    for _ in range(3):
+        await call.step(KeysEntered("1"))
+    assert [s.node for s in steps] == [None, "media-2", "media-2"]

@@ -304,3 +304,18 @@ def test_abandon_no_answer_and_recording_events() -> None:
     assert recording.detail["file"] == "/spool/monitor/abc.wav"
     assert queue_event(_event("AgentCalled", ("Queue", "hotline"))) is None  # no CALL_ID
     assert queue_event(_event("Newchannel", var)) is None
+
+
+def test_a_nodes_queue_and_recording_events_name_it() -> None:
+    """AMI's SystemName (a cluster's Asterisk) is the node of the queue events and of the
+    recording step; one box (no SystemName) names none."""
+    var, node = ("ChanVariable", "CALL_ID=abc"), ("SystemName", "media-2")
+    for name in ("QueueCallerJoin", "AgentCalled", "AgentRingNoAnswer", "AgentConnect",
+                 "AgentComplete", "QueueCallerAbandon"):
+        on_node = queue_event(_event(name, var, ("Queue", "hotline"), node))
+        one_box = queue_event(_event(name, var, ("Queue", "hotline")))
+        assert on_node is not None and one_box is not None
+        assert (on_node.node, one_box.node) == ("media-2", None), name  # type: ignore[union-attr]
+    recording = queue_event(_event("UserEvent", ("UserEvent", "HotlineRecording"),
+                                   ("CallId", "abc"), ("File", "/spool/monitor/abc.wav"), node))
+    assert isinstance(recording, CallStep) and recording.node == "media-2"

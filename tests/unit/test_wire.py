@@ -115,7 +115,7 @@ def test_nested_members_and_waiting_callers_keep_their_types() -> None:
 
 def test_the_envelope_names_type_and_version() -> None:
     data = json.loads(wire.dumps(CallEnded("c-1", "agent", "16 Normal Clearing")))
-    assert data["type"] == "CallEnded" and data["v"] == 1
+    assert data["type"] == "CallEnded" and data["v"] == 2
     assert data["fields"]["cause"] == "16 Normal Clearing"
 
 
@@ -141,6 +141,33 @@ def test_version_1_of_an_event_that_gained_its_node_is_still_read() -> None:
     del data["fields"]["node"]
     data["v"] = 1
     assert wire.decode(data) == CallStarted("c-1", None, None, at=data_at(data))
+
+
+@pytest.mark.parametrize("event", [
+    CallStep("c-1", SpeechHeard("查询 工单", 0.82, "status", "12345678"), node="media-2"),
+    CallEnded("c-1", "agent", "16 Normal Clearing", party="caller", node="media-2"),
+    events.AgentRinging("c-1", "hotline", "PJSIP/2001", "2001", node="media-2"),
+    events.CallerQueued("c-1", "hotline", 1, node="media-2"),
+], ids=["CallStep", "CallEnded", "AgentRinging", "CallerQueued"])
+def test_a_call_step_and_end_name_their_node_in_v2_and_v1_still_reads(event: Any) -> None:
+    """CallStep, CallEnded and the queue events v2 name the node they happened on; version 1
+    (no node) still reads, as None; one box's events (node None) round-trip."""
+    data = json.loads(wire.dumps(event))
+    assert (data["v"], data["fields"]["node"]) == (2, "media-2")
+    assert wire.loads(json.dumps(data)) == event
+    del data["fields"]["node"]
+    data["v"] = 1
+    assert wire.decode(data) == dataclasses.replace(event, node=None)
+    one_box = dataclasses.replace(event, node=None)
+    assert wire.decode(wire.encode(one_box)) == one_box
+    assert wire.encode(one_box)["fields"]["node"] is None
+
+
+def test_a_version_of_a_step_event_newer_than_2_is_a_clear_error() -> None:
+    data = wire.encode(CallStep("c-1", SpeechHeard("你好", 0.5, None, None)))
+    data["v"] = 3
+    with pytest.raises(UnsupportedEventVersion, match="CallStep version 3 cannot be read"):
+        wire.decode(data)
 
 
 def data_at(data: dict[str, Any]) -> datetime:
