@@ -26,6 +26,9 @@ if [ "$(psql_su "-c \"select 1 from pg_roles where rolname='hotline_test'\"")" !
 else
   psql_su "-c \"alter role hotline_test login createdb password '$pw'\""
 fi
+# The tests drop their databases WITH (FORCE); on a busy server an autovacuum worker may be
+# in one, and only a member of pg_signal_backend may end it (the test role, not a superuser).
+psql_su "-c \"grant pg_signal_backend to hotline_test\""
 # Each pytest process works in a database of its own (hotline_test_<pid>, made and dropped
 # by tests/conftest.py), so two runs on one machine never share tables. Drop those of runs
 # that died without cleaning up.
