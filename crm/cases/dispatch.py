@@ -35,9 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm.audit import log as audit
 from crm.cases.service import CODE_PATTERN, OPEN_STAGES, _text, check_number
 from crm.errors import Conflict, InvalidInput, NotFound, UnknownDepartment
-from crm.i18n.extraction import N_
 from crm.i18n.labels import CLOSED_LOOP, english
-from crm.i18n.phrases import Label, Labels, Phrase
+from crm.i18n.phrases import N_, Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.dispatch_models import (
     AgentDepartment,

@@ -32,8 +32,7 @@ from crm.directory.rows import ImportResult, Problems, Row, sheet_safe, unquote_
 from crm.directory.rows import check_unique as _unique
 from crm.directory.rows import field_text as _text
 from crm.errors import InvalidInput
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Labels, Phrase
+from crm.i18n.phrases import N_, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import CaseCategory, Department, Resident, ResidentPhone
 

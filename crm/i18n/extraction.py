@@ -13,6 +13,7 @@ from babel.messages.extract import extract_from_dir
 
 from crm.i18n.catalogs import LOCALES_DIR, merged, read_fragments
 from crm.i18n.labels import msgids as label_msgids
+from crm.i18n.phrases import N_ as N_  # marked texts: what the extraction looks for
 
 CRM_DIR = Path(__file__).resolve().parents[1]
 METHODS = [("web/templates/**.html", "jinja2.ext:babel_extract"),
@@ -20,11 +21,6 @@ METHODS = [("web/templates/**.html", "jinja2.ext:babel_extract"),
            ("**.py", "python")]
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "N_": None, "t": None,
             "Phrase": None}
-
-
-def N_(message: str) -> str:
-    """Marks ``message`` for the catalogs without translating it here."""
-    return message
 
 
 def used_msgids(root: Path = CRM_DIR) -> Iterator[tuple[str, str]]:

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 
+def N_(message: str) -> str:  # gettext's name for "mark only"
+    """Marks ``message`` for the catalogs without translating it here (run time needs no
+    Babel for it: crm/i18n/extraction.py finds the marks)."""
+    return message
+
+
 @dataclass(frozen=True)
 class Label:
     """A code whose name is looked up in the label tables (crm.i18n.labels) when rendered."""

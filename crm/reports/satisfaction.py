@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from crm.errors import InvalidInput
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Label, Labels, Phrase
+from crm.i18n.phrases import N_, Label, Labels, Phrase
 from crm.storage.db import SessionFactory
 from crm.storage.models import (
     Agent,

@@ -20,8 +20,7 @@ from crm.cases import service as cases
 from crm.categories import tree as category_tree
 from crm.consultations import service as consultation_desk
 from crm.errors import HotlineError, InvalidInput, PermissionDenied, Unauthenticated
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Phrase
+from crm.i18n.phrases import N_, Phrase
 from crm.live.desk_hub import AgentDesk
 from crm.storage.db import SessionFactory
 from crm.storage.models import Department

@@ -33,7 +33,7 @@ from crm.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from crm.i18n.extraction import N_
+from crm.i18n.phrases import N_
 from crm.web import locale
 
 log = logging.getLogger(__name__)

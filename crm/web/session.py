@@ -44,8 +44,7 @@ from crm.agents.throttle import SignInThrottle, ThrottlePolicy
 from crm.agents.view import AgentView
 from crm.errors import PermissionDenied
 from crm.i18n.catalogs import Translator
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Phrase
+from crm.i18n.phrases import N_, Phrase
 from crm.settings import WebSettings
 from crm.storage.db import SessionFactory
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
 
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Phrase
+from crm.i18n.phrases import N_, Phrase
 from crm.reports.service_levels.counting import Figures
 from crm.settings import ServiceLevelSettings
 

@@ -22,8 +22,7 @@ from crm.agents.auth import has_role
 from crm.audit import log as audit
 from crm.errors import InvalidInput, PermissionDenied
 from crm.i18n.catalogs import Translator
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Phrase
+from crm.i18n.phrases import N_, Phrase
 from crm.reports import satisfaction as reports
 from crm.reports.charts import Bar, Point, bar_chart, line_chart
 from crm.reports.knowledge_share import knowledge_share

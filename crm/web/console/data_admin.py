@@ -21,8 +21,7 @@ from crm.audit import log as audit
 from crm.directory.agents_csv import NO_PASSWORD_NOTE
 from crm.directory.columns import COLUMNS, REQUIRED, Kind
 from crm.directory.csv_io import CsvImportError, ImportResult, export_csv, import_csv
-from crm.i18n.extraction import N_
-from crm.i18n.phrases import Phrase
+from crm.i18n.phrases import N_, Phrase
 from crm.web import locale
 from crm.web.console.auth import ConsoleUser, console_route
 from crm.web.console.common import CONSOLE_KEY, audit_export, render_page
