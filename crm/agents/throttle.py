@@ -125,8 +125,10 @@ class SignInThrottle:
     def _locked_for(self, row: SignInFailure | None, now: datetime) -> float:
         if row is None or now - row.last_failure_at > timedelta(seconds=self.policy.forget_after):
             return 0.0
-        until = row.last_failure_at + timedelta(
-            seconds=self.policy.delay(row.failures, self._free(row.key)))
+        delay = self.policy.delay(row.failures, self._free(row.key))
+        if delay <= 0:  # under the free count: not locked, even if a later attempt (its clock
+            return 0.0  # read after ours) wrote a last failure in our future
+        until = row.last_failure_at + timedelta(seconds=delay)
         return max(0.0, (until - now).total_seconds())
 
     async def attempt(self, login: str, source: str | None) -> Attempt:
@@ -159,7 +161,7 @@ class SignInThrottle:
                     session.add(SignInFailure(key=key, failures=1, last_failure_at=now))
                 else:
                     row.failures = 1 if now - row.last_failure_at > forget else row.failures + 1
-                    row.last_failure_at = now
+                    row.last_failure_at = max(now, row.last_failure_at)  # never backwards
         return Attempt(True, keys=keys)
 
     def _refused(self, keys: tuple[str, str], rows: dict[str, SignInFailure],
