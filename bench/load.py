@@ -3,6 +3,7 @@ SIPp agent phones, all on loopback.
 
     .venv/bin/python -m bench.load --rate 2 --concurrency 10 --duration 120
     .venv/bin/python -m bench.load --find-max     # concurrency 10,20,40,60,80; under 10 min
+    .venv/bin/python -m bench.load --cost-per-kind --concurrency 10   # CPU, memory per call
 
 It starts its own Asterisk from the shared Debian root (private state dir, free ports; it
 refuses to run while another Asterisk runs from that root), ``hotline serve`` as a
@@ -43,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import call_costs
 from bench.load_calls import (
     KINDS,
     CallRecord,
@@ -324,6 +326,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--find-max", action="store_true",
                    help=f"step the concurrency up ({FIND_MAX_STEPS}), a short run each")
     p.add_argument("--steps", default=FIND_MAX_STEPS, help="--find-max concurrency steps")
+    p.add_argument("--cost-per-kind", action="store_true",
+                   help="instead of the mix: an idle window, then --cost-calls calls of each "
+                        "kind alone at --concurrency; prints CPU ms and memory per call")
+    p.add_argument("--cost-kinds", default=",".join(KINDS),
+                   help=f"--cost-per-kind: kinds, in the order run ({','.join(KINDS)})")
+    p.add_argument("--cost-calls", type=int, default=30,
+                   help="--cost-per-kind: calls per kind (30)")
     p.add_argument("--step-duration", type=float, default=45.0,
                    help="--find-max: seconds of offering per step (45)")
     p.add_argument("--step-drain", type=float, default=55.0,
@@ -350,6 +359,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--roles split: two processes share the database: give a PostgreSQL "
                 "--database-url (postgresql+asyncpg://...)")
     Mix.parse(args.mix)
+    try:
+        args.cost_kinds = call_costs.parse_kinds(args.cost_kinds)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.cost_per_kind and (args.find_max or args.cost_calls < 1):
+        p.error("--cost-per-kind: not with --find-max, and --cost-calls must be positive")
     return args
 
 
@@ -393,6 +408,22 @@ def plan_steps(args: argparse.Namespace) -> list[tuple[int, DriveLimits]]:
     return steps
 
 
+async def prompts_prewarmed(stack: Stack) -> bool:
+    speech = (await stack.service.health()).get("speech") or {}
+    return isinstance(speech, dict) and speech.get("prompts_prewarmed") is True
+
+
+async def guarded(step: asyncio.Task[StepResult], guard: asyncio.Task[None]) -> StepResult:
+    """The step's result, or the guard's BenchError as soon as our Asterisk is gone."""
+    await asyncio.wait({step, guard}, return_when=asyncio.FIRST_COMPLETED)
+    if not step.done():  # the guard ended: our Asterisk is gone
+        step.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await step
+        guard.result()
+    return step.result()
+
+
 async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> list[StepResult]:
     started = time.monotonic()
     budget = args.max_seconds or (FIND_MAX_BUDGET_S if args.find_max else math.inf)
@@ -416,6 +447,25 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
         sampler.start()
         guard = asyncio.create_task(watch_asterisk(stack), name="asterisk-guard")
         try:
+            if args.cost_per_kind:
+                steps = []  # the cost steps replace the mix's
+
+                async def run_kinds(kinds: list[str], limits: DriveLimits,
+                                    tag: str) -> StepResult:
+                    one = Planner(Mix(dict.fromkeys(kinds, 1.0)), planner.case_number,
+                                  planner.speech_audio)
+                    step = asyncio.create_task(run_step(stack, one, sampler, limits, tag))
+                    result = await guarded(step, guard)
+                    print_step(result)
+                    if tag != call_costs.WARM_UP_TAG:
+                        results.append(result)
+                    return result
+
+                idle, costs = await call_costs.measure(
+                    args.cost_kinds, args.cost_calls, args.concurrency, sampler, run_kinds,
+                    prewarmed=lambda: prompts_prewarmed(stack),
+                    progress=lambda line: print(line, flush=True))
+                call_costs.print_costs(idle, costs)
             for index, (conc, limits) in enumerate(steps, start=1):
                 left = budget - (time.monotonic() - started) - SETUP_ALLOWANCE_S
                 if left < limits.duration + limits.drain + QUIET_WAIT_S:
@@ -424,13 +474,7 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
                     break
                 step = asyncio.create_task(
                     run_step(stack, planner, sampler, limits, f"L{index}"))
-                await asyncio.wait({step, guard}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # the guard ended: our Asterisk is gone
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await step
-                    guard.result()
-                result = step.result()
+                result = await guarded(step, guard)
                 print_step(result)
                 results.append(result)
         finally:
@@ -504,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.find_max:
             status = 0 if any(r.passed for r in results) else 1
         else:
-            status = 0 if results and results[0].lost == 0 else 1  # lost calls: exit 1
+            status = 0 if results and all(r.lost == 0 for r in results) else 1  # lost: 1
     except BenchError as exc:
         print(f"bench.load: {exc}", file=sys.stderr)
         status = 2
