@@ -292,6 +292,11 @@ async def test_a_media_node_killed_under_load_loses_no_call_record(
 
     call_ids = control.started()
     assert len(call_ids) == 8 and set(on_dead) <= call_ids
+    # The callers' SIPp has ended; the living node's hang-ups may still be on their way to
+    # control (its AMI link): wait for every call's end before draining the writers.
+    await wait_for(lambda: call_ids <= {e.call_id for e in control.events
+                                        if isinstance(e, CallEnded)}, 20,
+                   "every call's end reached control")
     await control.watcher.drain()
     await control.recorder.drain()
     async with pg_sessions() as session:
