@@ -184,7 +184,8 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
     """Last in the module: it kills the queue node while one caller talks to an agent there
     and another waits. Both are queued again on the standby, and so is a caller who arrives
     afterwards; all are answered there by an agent who signed in on the queue node only
-    (control mirrored the membership)."""
+    (control mirrored the membership). Then the queue node restarts and gets the membership
+    back from the standby."""
     def queued(count: int) -> Callable[[], bool]:
         return lambda: sum(isinstance(e, CallerQueued) for e in control.events) >= count
 
@@ -223,11 +224,20 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
     assert len(call_ids) == 3
     assert sorted(never_rung_twice(control.events, EXTENSION)) == sorted(call_ids)
     await one_complete_consultation_each(pg_sessions, call_ids)
+
+    # The queue node comes back with an Asterisk that has no members: control copies the
+    # standby's membership back (both agents signed in on the queue node only, before).
+    await asyncio.to_thread(nodes.up, queue_cluster, QUEUE, lambda message: None)
+    control.links[QUEUE].ami.reconnect_now()  # its backoff grew while the node was dead
+    copied_back = await wait_for(
+        lambda: all(mirrored(queue_cluster, QUEUE, e) for e in (EXTENSION, OTHER_EXTENSION)),
+        20, f"both agents' membership copied back to {QUEUE}")
     with capsys.disabled():
         print(f"\n{QUEUE} killed with a caller talking and one waiting: both queued on "
               f"{STANDBY} after {requeued_after:.1f} s; a new caller then queued there in "
               f"{new_caller_after:.1f} s; all three answered there "
-              f"{answered_after:.1f} s after the kill")
+              f"{answered_after:.1f} s after the kill; {QUEUE} restarted had its two "
+              f"members back {copied_back:.1f} s after it was up")
 
 
 def _agent_events(*spec: tuple[type, str]) -> list[object]:
