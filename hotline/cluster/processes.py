@@ -57,6 +57,7 @@ def environment(plan: Plan, process: RoleProcess, base: Settings) -> dict[str, s
            "HOTLINE_AUDIOSOCKET__ALLOWED_PEERS": '["127.0.0.0/8"]',
            "HOTLINE_WEB__HOST": process.address,
            "HOTLINE_ASTERISK__ROOT_DIR": str(base.asterisk.root_dir),
+           "HOTLINE_EDGE__NODES_STATE_DIR": str(base.edge.nodes_state_dir or base.state_dir),
            "HOTLINE_SPEECH__PROMPT_CACHE_DIR": str(base.speech.prompt_cache_dir
                                                    or base.state_dir / "prompt-cache"),
            "HOTLINE_SPEECH__INSTALLED_MODELS_DIR": str(base.speech.installed_models_dir

@@ -30,7 +30,8 @@ def node(settings: Settings, name: str) -> MediaNode:
 def node_settings(settings: Settings, media: MediaNode) -> Settings:
     """The settings one media node runs with: the hotline's, with the node's name, address
     and ports, the edge as its only PSTN gateway, and its own state directory (the prompt
-    cache and overrides stay the hotline's)."""
+    cache and overrides stay the hotline's; ``[edge] nodes_state_dir`` when another process
+    started the nodes)."""
     edge = settings.edge
     queue_node = media in edge.queue_nodes
     asterisk = settings.asterisk.model_copy(update={
@@ -57,8 +58,19 @@ def node_settings(settings: Settings, media: MediaNode) -> Settings:
     })
     return settings.model_copy(update={
         "asterisk": asterisk, "ami": ami, "speech": speech,
-        "state_dir": settings.state_dir / "nodes" / media.name,
+        "state_dir": (edge.nodes_state_dir or settings.state_dir) / "nodes" / media.name,
     })
+
+
+def linked_node_settings(settings: Settings) -> Settings:
+    """The settings of the media node this process's ``[ami]`` link is to, when it is one of
+    ``[edge] nodes`` and control links the nodes (for its Asterisk installation and channel
+    event record); else this process's own (one box)."""
+    own = (settings.ami.host, settings.ami.port)
+    media = next((m for m in settings.edge.nodes if (m.address, m.ami_port) == own), None)
+    if media is None or not settings.edge.control_links:
+        return settings
+    return node_settings(settings, media)
 
 
 def up(settings: Settings, name: str, progress: process.Progress = print) -> Settings:

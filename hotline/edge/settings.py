@@ -8,6 +8,7 @@ address type the Asterisk ACLs use). Nothing here is used unless the cluster is 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
@@ -77,6 +78,11 @@ class EdgeSettings(_Section):
     """True: the control (``hotline serve --role core``) holds one AMI link with events per
     node of ``nodes`` and ``queue_nodes`` (hotline.roles.node_links), besides its ``[ami]``
     link; False (one box): the ``[ami]`` link alone."""
+    nodes_state_dir: Path | None = None
+    """Where the nodes' own state directories are (``<dir>/nodes/<name>``: the Asterisk
+    installation of each node and its channel event record, which control reads when it
+    starts or takes over). Empty: this process's ``state_dir`` (the process that starts
+    the nodes); ``hotline cluster up`` sets it for the role processes it starts."""
     queue_nodes: list[MediaNode] = Field(default_factory=list, max_length=2)
     """The city-wide queue (docs/cluster.md): the queue node, then its standby, each an
     Asterisk from the same root with app_queue and the agents' phones. Media nodes hand

@@ -23,6 +23,7 @@ from crm.consultations.recorder import (
 )
 from crm.storage.db import SessionFactory
 from crm.telephony.events import EventBus
+from hotline.edge.nodes import linked_node_settings
 from hotline.paths import recording_store, survey_comments_dir
 from hotline.reconciliation import call_record_path, reconcile_open_calls
 from hotline.retention import RetentionSchedule, retention_loop
@@ -91,7 +92,8 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
     hotline/roles/callback_watcher_member.py), with its own ``settle``."""
     settle = settle or recorder.drain
     ami = AmiClient(settings.ami)
-    tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(settings)))
+    own_node = linked_node_settings(settings)  # whose channel event record is read
+    tracker = CallTracker(ami, bus, records=CallRecordReader(call_record_path(own_node)))
     # Calls a previous run left open (once the journal's replay is written): those
     # Asterisk's channel event record saw end are closed as it recorded them; the first
     # resynchronisation closes the others that ended while no service was running.
@@ -99,7 +101,7 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
         async with asyncio.timeout(STARTUP_REPLAY_WAIT):
             await recorder.drain()
     left_open = await open_calls(sessions)
-    reconciled = await reconcile_open_calls(settings, sessions, left_open)
+    reconciled = await reconcile_open_calls(own_node, sessions, left_open)
     left_open = [c for c in left_open if c.call_id not in reconciled]
     if place_left_open is not None:
         left_open = await place_left_open(left_open)

@@ -27,7 +27,7 @@ from hotline.bus.redis_server import RedisServer
 from hotline.bus.stream_entries import redis_client, text
 from hotline.settings import Settings
 from hotline.tools.sipp import CallResult, place_call
-from tests.cluster.edge_bed import at_edge, counts, running_cluster
+from tests.cluster.edge_bed import at_edge, counts, node_cli, running_cluster
 from tests.cluster.test_ivr_workers import start
 from tests.cluster.test_roles import START_S, WAIT_S, database, role_settings, stop_cleanly
 from tests.integration.fault_tools import ServeProcess, wait_until
@@ -66,7 +66,9 @@ def control_env(bed: Settings) -> dict[str, str]:
             "HOTLINE_EDGE__CONTROL_LINKS": "true",
             "HOTLINE_EDGE__NODES": json.dumps([m.model_dump(mode="json")
                                                for m in bed.edge.nodes]),
-            "HOTLINE_AMI__HOST": first.address, "HOTLINE_AMI__PORT": str(first.ami_port)}
+            "HOTLINE_AMI__HOST": first.address, "HOTLINE_AMI__PORT": str(first.ami_port),
+            # As `hotline cluster up` sets it: the nodes' records are under the bed's state.
+            "HOTLINE_EDGE__NODES_STATE_DIR": str(bed.state_dir)}
 
 
 @pytest.fixture
@@ -83,6 +85,19 @@ async def controls(nodes_bed: Settings, redis_server: RedisServer, postgres_data
                 await proc.wait_line("hotline control up", START_S)  # migrated
         await procs[1].wait_line("control: standby, lease held by", START_S)
         yield Controls(nodes_bed, sessions, redis_server, procs[0], procs[1], stack)
+
+
+ENDER = "13800000299"
+
+
+def channel_of(bed: Settings, number: str) -> str:
+    """The caller's channel on whichever node holds it (``core show channels concise``)."""
+    for node in bed.edge.nodes:
+        for line in node_cli(bed, node.name, "core show channels concise").splitlines():
+            fields = line.split("!")
+            if len(fields) > 7 and fields[7] == number:
+                return fields[0]
+    raise AssertionError(f"no channel of {number} on any node")
 
 
 async def consultation_there(sessions: SessionFactory, number: str, *, ended: bool) -> bool:
@@ -116,17 +131,25 @@ async def test_the_standby_keeps_the_calls_on_both_nodes(controls: Controls) -> 
             if set(landed.values()) == {"node-a", "node-b"}:
                 break
         assert set(landed.values()) == {"node-a", "node-b"}, landed
+        # One more caller, hung up by its node while no control runs (after the kill,
+        # before the standby's lease): closed from that node's own channel event record.
+        await call(ENDER)
+        await wait_until(lambda: consultation_there(controls.sessions, ENDER, ended=False),
+                         WAIT_S, f"{ENDER}'s consultation")
 
         controls.active.kill()
         killed_at = time.monotonic()
         await controls.active.proc.wait()
+        node_cli(bed, landed[ENDER], f"channel request hangup {channel_of(bed, ENDER)}")
+        ender = callers.pop(ENDER)
+        assert "remote_bye" in (await asyncio.wait_for(ender, HOLD_S)).events
         line = await controls.standby.wait_line("call(s) left open", LEASE_MS / 1000 * 2 + 15)
         taken_s = time.monotonic() - killed_at
         await controls.standby.wait_line("hotline control up", START_S)
         print(f"\n{line.strip()}\ntaken over {taken_s:.2f} s after the kill")
-        on_a = sum(node == "node-a" for node in landed.values())
-        assert f"{on_a} live on node-a, {len(landed) - on_a} on node-b, 0 ended meanwhile" \
-            in line, line  # the callers are still on the line (HOLD_S)
+        on_a = sum(node == "node-a" for number, node in landed.items() if number != ENDER)
+        assert f"{on_a} live on node-a, {len(callers) - on_a} on node-b, 1 ended meanwhile" \
+            in line, line  # the other callers are still on the line (HOLD_S)
 
         for number, task in callers.items():
             result = await asyncio.wait_for(task, HOLD_S + 15)
@@ -143,6 +166,9 @@ async def test_the_standby_keeps_the_calls_on_both_nodes(controls: Controls) -> 
         # node: media nodes without a queue node have no queue tracker, docs/cluster.md).
         assert (consultation.hangup_party, consultation.hangup_cause) == (
             "caller", "16 Normal Clearing"), (number, landed[number], consultation.outcome)
+    [ended] = await find_consultations(controls.sessions, phone=ENDER)
+    steps = {step["kind"]: step["detail"] for step in ended.steps}
+    assert "reconciled" in steps and ended.outcome != "resynchronised", (ended.outcome, steps)
     # Each call ended once on the bus: none was ended (and opened again) by the takeover.
     client = redis_client(controls.redis.url)
     try:
