@@ -68,6 +68,12 @@ class AudioSocketSettings(_Section):
         """Where Asterisk connects: ``workers``, else ``host:port``."""
         return list(self.workers) or [f"{self.host}:{self.port}"]
 
+    @staticmethod
+    def down_mark(address: str) -> str:
+        """The dialplan's global variable for worker ``host:port``: "1" while control has
+        marked it down (hotline/roles/worker_presence.py)."""
+        return "HOTLINE_IVR_DOWN_" + re.sub(r"[^0-9A-Za-z]", "_", address)
+
     @model_validator(mode="after")
     def _check_workers(self) -> AudioSocketSettings:
         for worker in self.workers:

@@ -46,6 +46,7 @@ from hotline.roles.recorded_mark import wait_recorded
 from hotline.roles.recorder_member import start_recorder_member
 from hotline.roles.storage import open_storage
 from hotline.roles.worker_health import WorkerParts, serve_health
+from hotline.roles.worker_presence import WorkerMarks, announce
 from hotline.roles.worker_replay import begin_replay, finish_replay
 from hotline.settings import Settings
 from ivr.ami.client import AmiClient
@@ -91,7 +92,13 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
                                   settle=lambda: wait_recorded(client, bus),
                                   place_left_open=placement.place if placement else None,
                                   watch=watcher)
-    await start_node_links(stack, settings, bus, adopt=placement.by_node if placement else None)
+    links = await start_node_links(stack, settings, bus,
+                                   adopt=placement.by_node if placement else None)
+    # A dead IVR worker marked on every media node's dialplan (worker_presence.py).
+    marks = WorkerMarks(client, settings.bus.stream,
+                        [control.ami, *(link.ami for link in links if link.kind == "media")])
+    stack.callback(marks.close)
+    background(stack, "IVR worker marks", marks.run())
     background(stack, "callback commands", take_commands(
         cluster_client(stack, settings), commands_key(settings.bus.stream),
         control.callbacks))
@@ -125,6 +132,9 @@ async def running_ivr(settings: Settings) -> AsyncIterator[IvrWorker]:
         await serve_health(stack, settings.audiosocket.host, settings.audiosocket.health_port,
                            WorkerParts(ami, ivr.media, ivr.speech, bus, calls,
                                        lambda: ivr.survey_writes.pending))
+        background(stack, "IVR worker presence", announce(  # worker_presence.py
+            cluster_client(stack, settings), settings.bus.stream,
+            lambda: f"{settings.audiosocket.host}:{ivr.media.bound_port}"))
         log.info("hotline ivr up: AudioSocket %s:%s, AMI %s:%s, bus %s",
                  settings.audiosocket.host, ivr.media.bound_port, settings.ami.host,
                  settings.ami.port, settings.bus.stream)

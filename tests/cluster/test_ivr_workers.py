@@ -5,8 +5,9 @@ after-call survey are served by one worker each, the survey's rating written onc
 SIPp callers go through the IVR's greeting to the agent queue: calls are served by both
 workers, each call's dialogue is complete and recorded once. Then, under a steady load (six
 callers in the IVR at once, three on each worker), one worker is killed (SIGKILL): its
-callers reach the queue (the dialplan's fallback), the other's finish their dialogue, four
-callers after the kill, one after another, are all served by the surviving worker, each
+callers reach the queue (the dialplan's fallback), the other's finish their dialogue, control
+marks the dead worker down on the dialplan, four callers placed at once after that are all
+served by the surviving worker without a connect to the dead one, each
 caller has one complete consultation, and no caller is dropped."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hotline.tools.bed import free_tcp_port
 from hotline.tools.phones import AgentPhone
 from hotline.tools.sipp import place_call
 from ivr.ami.client import AmiClient, AmiEvent
+from ivr.settings import AudioSocketSettings
 from tests.cluster.test_roles import (
     START_S,
     WAIT_S,
@@ -63,6 +65,8 @@ class Workers:
     """Caller number -> set once the caller joined the agent queue (AMI QueueCallerJoin)."""
     stack: contextlib.AsyncExitStack
     ami: AmiClient
+    ports: list[int]
+    """The workers' AudioSocket ports, in the order of ``ivr``."""
 
     def waits_in_queue(self, number: str) -> asyncio.Event:
         return self.queued.setdefault(number, asyncio.Event())
@@ -131,7 +135,7 @@ async def workers(asterisk_bed: Settings, redis_server: RedisServer, postgres_da
         stack.push_async_callback(stop_cleanly, web)
         await asyncio.gather(*(w.wait_line("hotline ivr up", START_S) for w in ivr),
                              web.wait_line("hotline web up", START_S))
-        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack, ami)
+        yield Workers(asterisk_bed, sessions, control, ivr, queued, stack, ami, ports)
 
 
 async def consultation_of(workers: Workers, number: str) -> ConsultationDetail:
@@ -197,7 +201,7 @@ async def survey_on_a_worker(workers: Workers) -> None:
 IN_IVR = 6
 """Callers placed together, in the IVR at once when a worker is killed (three on each)."""
 AFTER_KILL = 4
-"""Callers placed after the kill, one after another: all served by the surviving worker."""
+"""Callers placed at once after the kill: all served by the surviving worker."""
 
 
 async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
@@ -205,8 +209,8 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
     Once all six are in the greeting (past worker_skip_ms, so a leg handed back is not sent
     to the next worker), one worker is killed -9: its callers go on to the queue, the
     dialplan's fallback, not greeted again; the other worker's callers finish their dialogue
-    and are routed. Four callers placed after the kill are all served by the survivor
-    (those on the dead worker's turn are refused at once and go on). Nobody is
+    and are routed. Once control has marked the dead worker down, four callers placed at
+    once are all served by the survivor, none tried on the dead worker. Nobody is
     dropped; every caller has one complete consultation."""
     first, second = workers.ivr
     doomed, survivor = first, second
@@ -215,8 +219,9 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
     def took(worker: ServeProcess) -> int:
         return connected(worker) - base[id(worker)]
 
-    numbers = [f"138000001{n:02d}" for n in range(IN_IVR + AFTER_KILL)]
-    before_kill, after_kill = numbers[:IN_IVR], numbers[IN_IVR:]
+    numbers = [f"138000001{n:02d}" for n in range(IN_IVR + AFTER_KILL + 1)]
+    before_kill, after_kill = numbers[:IN_IVR], numbers[IN_IVR:-1]
+    stale = numbers[-1]  # placed while every worker is marked down
     callers: dict[str, HeldCaller] = {}
     for number in before_kill:
         callers[number] = await workers.call(number)
@@ -234,16 +239,41 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
     for number in before_kill:  # the doomed worker's callers too: the dialplan's fallback
         await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
 
-    # After the kill, one at a time: a connect refused by the dead worker closes its socket
-    # twice in Asterisk 22 (res_audiosocket's ast_audiosocket_connect), which can close
-    # another new call's AudioSocket at the same instant (docs/cluster.md, "Not yet").
+    # Control marks the dead worker down on the dialplan once its presence key expires
+    # (hotline/roles/worker_presence.py). Then callers placed at once are all sent to the
+    # survivor: none connects to the dead worker's port (a listener there counts), so no
+    # connect is refused (a refused one closes its socket twice in Asterisk 22 and can
+    # cut another new call's AudioSocket: docs/cluster.md).
+    dead = f"127.0.0.1:{workers.ports[workers.ivr.index(doomed)]}"
+    await wait_for(lambda: any(f"IVR worker {dead} down" in line
+                               for line in workers.control.lines), f"{dead} marked down")
+    knocks: list[int] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        knocks.append(1)
+        writer.close()
+
     held = took(survivor)
-    for n, number in enumerate(after_kill, 1):
-        callers[number] = await workers.call(number)
-        await wait_for(lambda n=n: took(survivor) == held + n,
-                       "the surviving worker took the call")
-    for number in after_kill:
-        await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+    async with await asyncio.start_server(count, "127.0.0.1", int(dead.rpartition(":")[2])):
+        for number in after_kill:
+            callers[number] = await workers.call(number)
+        await wait_for(lambda: took(survivor) == held + AFTER_KILL,
+                       "the surviving worker took the calls")
+        for number in after_kill:
+            await asyncio.wait_for(workers.queued[number].wait(), WAIT_S)
+    assert knocks == [], f"{len(knocks)} AudioSocket connect(s) to the worker marked down"
+
+    # Every worker marked down (a stale mark): the dialplan tries them all anyway.
+    alive = AudioSocketSettings.down_mark(
+        f"127.0.0.1:{workers.ports[workers.ivr.index(survivor)]}")
+    await workers.ami.action("Setvar", Variable=alive, Value="1")
+    try:
+        callers[stale] = await workers.call(stale)
+        await wait_for(lambda: took(survivor) == held + AFTER_KILL + 1,
+                       "the survivor took a call while marked down too")
+        await asyncio.wait_for(workers.queued[stale].wait(), WAIT_S)
+    finally:
+        await workers.ami.action("Setvar", Variable=alive, Value="")
 
     for number, caller in callers.items():
         result = await caller.hang_up()
@@ -257,7 +287,7 @@ async def calls_survive_a_worker_killed_under_load(workers: Workers) -> None:
             for line in w.lines)]
         assert len(served) == 1, (number, served)
         assert kinds.count("ivr_connected") == kinds.count("queued") == 1, (number, kinds)
-        if number in after_kill:
+        if number in after_kill or number == stale:
             assert served == [survivor], number
         if served == [doomed] and number not in queued_before_kill:
             # To the queue as on one box, not greeted again.
