@@ -25,6 +25,8 @@ from bench.load_procs import GROUPS, ProcSampler, Usage
 from bench.metrics import percentile
 
 IDLE_S = 15.0
+CALL_S = 45.0
+"""The longest a scripted call of any kind takes (the lookup's three prompts)."""
 WARM_UP_TAG = "K0"
 """The warm-up step's tag (a letter and digits, as the callers' names carry it)."""
 SERVICE = "hotline serve"
@@ -127,7 +129,10 @@ async def measure(kinds: list[str], calls: int, concurrency: int, sampler: ProcS
     progress(f"idle for {IDLE_S:.0f} s (before the steps and again after)")
     before = await idle_rates(sampler)
     rate = max(1.0, concurrency / 10)
-    limits = DriveLimits(rate, concurrency, calls / rate, calls, 75.0)
+    # Offering lasts until all ``calls`` are placed: a call takes up to ~45 s, so at most
+    # ``concurrency`` at a time need about calls / concurrency x 45 s.
+    offering = max(calls / rate, CALL_S * calls / concurrency)
+    limits = DriveLimits(rate, concurrency, offering, calls, 75.0)
     steps = []
     for index, kind in enumerate(kinds, start=1):
         rss_start = sampler.sample().rss.get(SERVICE, 0.0)
