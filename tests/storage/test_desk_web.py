@@ -236,13 +236,17 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     assert status == 200 and set(noted) == {"note"} and noted["note"].endswith("来电反映路灯")
     assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="已派单",
                        case=number))[0] == 200
+    assert (await _message(ws1, "pop"))["call"]["pop"]["case"]["number"] == number
     async with desk.sessions() as s:
         existing = await s.scalar(select(Case.number).join(Resident)
                                   .where(Resident.name == "李秀英"))
     assert (await post(one, csrf1, "/desk/calls/call-1/links", case=existing))[0] == 200
+    # The case linked last is the card's, and stays it when the pop is rebuilt (a stage change).
+    assert (await _message(ws1, "pop"))["call"]["pop"]["case"]["number"] == existing
     status, staged = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="dispatched",
                                 note="派往住房保障科")
     assert status == 200 and staged["case"]["stage"] == "dispatched"
+    assert (await _message(ws1, "pop"))["call"]["pop"]["case"]["number"] == existing
     status, bad = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="closed")
     assert status == 409 and bad["error"]["code"] == "invalid_transition"
     assert (await post(one, csrf1, "/desk/calls/call-1/disposition",
