@@ -320,8 +320,10 @@ class DeskHub:
         await self._close(desk, "dismissed")
         return True
 
-    async def refresh_pop(self, call_id: str) -> None:
-        """Rebuild a call's pop after the desk changed its data (a case created or linked)."""
+    async def refresh_pop(self, call_id: str, *, linked_case: str | None = None) -> None:
+        """Rebuild a call's pop after the desk changed its data; ``linked_case``: the case
+        the agent just created or linked on the call, which the pop then keeps (its case card
+        shows it when the caller asked about none, without a database query per rebuild)."""
         holders = [d for d in self._desks.values() if d.call and d.call.call_id == call_id]
         if not holders:
             return
@@ -329,7 +331,8 @@ class DeskHub:
         assert first is not None
         pop = await self.pop_builder(self._sessions, call_id, caller_number=first.pop.caller_number,
                                 caller_name=first.pop.caller_name,
-                                so_far=self._live.get(call_id))
+                                so_far=self._live.get(call_id),
+                                linked_case=linked_case or first.pop.linked_case)
         self._pops[call_id] = pop
         for desk in holders:
             assert desk.call is not None

@@ -2,8 +2,9 @@
 
 Built once per call: the IVR's part from the call's steps (the events the desk hub holds in
 memory, or the consultation as written when the hub has not seen the whole call), the rest
-from the database (the resident behind the calling number, the case the caller asked about,
-their last calls); and rendered per viewer: phone numbers are masked for agents except the
+from the database (the resident behind the calling number, the case the caller asked about
+or the agent created or linked on the call -- the desk hub hands that one over -- their last
+calls); and rendered per viewer: phone numbers are masked for agents except the
 caller connected to them (never showing the last four digits, which are the IVR's
 verification secret), ID numbers only ever show their last four digits. Verification digits
 the caller entered are never shown: the transcript says only that they were entered and
@@ -37,7 +38,7 @@ from crm.i18n.catalogs import Translator, translator
 from crm.i18n.phrases import Label, Phrase
 from crm.live.calls import CallSoFar
 from crm.storage.db import SessionFactory
-from crm.storage.models import Case, Consultation, ConsultationCase, Resident, ResidentPhone
+from crm.storage.models import Case, Consultation, Resident, ResidentPhone
 from crm.telephony.events import CallStep
 from crm.telephony.steps import (
     AgentCompleted,
@@ -405,13 +406,18 @@ class ScreenPop:
     resident: ResidentCard | None = None
     ivr: IvrSummary = field(default_factory=IvrSummary)
     case: CaseView | None = None
-    """The case the caller asked about in the IVR, with its stage and history."""
+    """The case the caller asked about in the IVR, with its stage and history (else
+    :attr:`linked_case`'s)."""
     resident_cases: tuple[CaseLine, ...] = ()
     recent: tuple[ConsultationDetail, ...] = ()
     """The caller's last consultations before this one, newest first."""
     default_address: str | None = None
     callback: CallbackCard | None = None
     """Set when the call is a callback to a missed caller."""
+    linked_case: str | None = None
+    """The case the agent created or linked last on this call (kept in memory for the pop's
+    rebuilds): the case card shows it when the caller asked about none, so the agent can
+    move it on (dispatch it) at once."""
 
     def to_json(self, *, viewer_role: str, reveal: bool = False,
                 t: Translator | None = None) -> dict[str, Any]:
@@ -464,26 +470,17 @@ class ScreenPop:
                 "consultations": [c.id for c in self.recent]}
 
 
-async def _last_linked_case(sessions: SessionFactory, consultation_id: int | None) -> str | None:
-    """The case the agent created or linked last on this call: the pop's case card shows it
-    when the caller asked about none, so the agent can move it on (dispatch it) at once."""
-    if consultation_id is None:
-        return None
-    async with sessions() as session:
-        return await session.scalar(
-            select(Case.number).join(ConsultationCase, ConsultationCase.case_id == Case.id)
-            .where(ConsultationCase.consultation_id == consultation_id)
-            .order_by(ConsultationCase.linked_at.desc(), Case.id.desc()).limit(1))
-
-
 async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                            caller_number: str | None = None,
                            caller_name: str | None = None,
-                           so_far: CallSoFar | None = None) -> ScreenPop:
+                           so_far: CallSoFar | None = None,
+                           linked_case: str | None = None) -> ScreenPop:
     """Everything the desk shows about this call. The IVR's part is ``so_far`` (the call's
     events the desk hub holds) when that is the whole call; otherwise what the consultation
     recorder has written, with the steps of ``so_far`` it has not written yet. The rest
-    (resident, cases, earlier calls) is history, read from the database."""
+    (resident, cases, earlier calls) is history, read from the database. ``linked_case``: the
+    case the agent created or linked last on this call (the desk hub holds it), shown on the
+    case card when the caller asked about none."""
     if so_far is not None:
         caller_number = so_far.caller_number or caller_number
         caller_name = so_far.caller_name or caller_name
@@ -519,7 +516,7 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
                                        c.created_at) for c in rows]
     ivr = summarise_steps(steps)
     case = None
-    shown = ivr.asked_case or await _last_linked_case(sessions, consultation_id)
+    shown = ivr.asked_case or linked_case
     if shown:
         try:
             case = await case_service.get_case(sessions, shown)
@@ -536,4 +533,4 @@ async def build_screen_pop(sessions: SessionFactory, call_id: str, *,
             if resident else None)
     return ScreenPop(call_id, consultation_id, caller_number, caller_name, card, ivr, case,
                      tuple(resident_cases), tuple(recent), address,
-                     await callback_card(sessions, steps))
+                     await callback_card(sessions, steps), linked_case)

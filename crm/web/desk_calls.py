@@ -83,7 +83,7 @@ async def create_case(request: web.Request, desk: AgentDesk) -> web.Response:
         time_limits=deps.time_limits)
     await consultation_desk.link_case(deps.sessions, consultation_id, view.number,
                                       actor=desk.actor)
-    await deps.hub.refresh_pop(call_id)
+    await deps.hub.refresh_pop(call_id, linked_case=view.number)
     reveal = live is not None and live.phase == "connected" and contact == caller
     await _audit_case_read(request, desk, view, "desk.create", reveal)
     return web.json_response({"case": view.to_json(viewer_role=desk.role, reveal_phone=reveal)},
@@ -129,7 +129,7 @@ async def add_note(request: web.Request, desk: AgentDesk) -> web.Response:
         await cases.add_note(deps.sessions, number, note, actor=desk.actor)
         await consultation_desk.link_case(deps.sessions, consultation_id, number,
                                           actor=desk.actor)
-        await deps.hub.refresh_pop(call_id)
+        await deps.hub.refresh_pop(call_id, linked_case=number)
         return web.json_response({"case": number, "note": note})
     current = await consultation_desk.get_consultation(deps.sessions, consultation_id)
     stamp = f"[{time.strftime('%H:%M', time.localtime())} {desk.display_name}] {note}"
@@ -146,7 +146,7 @@ async def link_case(request: web.Request, desk: AgentDesk) -> web.Response:
     number = _number(await _form(request))
     await _check_link(request, desk, call_id)
     await consultation_desk.link_case(deps.sessions, consultation_id, number, actor=desk.actor)
-    await deps.hub.refresh_pop(call_id)
+    await deps.hub.refresh_pop(call_id, linked_case=number)
     return web.json_response({"linked": number})
 
 

@@ -172,37 +172,22 @@ class SignInResult:
     agent: AgentView | None
     status: int
     """200 signed in, 401 wrong login or password, 429 throttled, 503 busy."""
-    message: Phrase | str | None = None
-    """For the person signing in (None: the page's own wording for a wrong password)."""
+    phrase: Phrase | None = None
+    """Why, for the person signing in (None: only the page's own wording for a wrong
+    password); ``phrase.render()`` is its English."""
     retry_after: int | None = None
     """Seconds (a Retry-After header) when the next attempt must wait."""
-    phrase: Phrase | None = None
-    """``message`` as a sentence for the reader's language (see :meth:`explain`)."""
 
     def explain(self, wrong: str, t: Translator | None = None) -> str:
-        """What the sign-in page says; ``wrong`` is its text for a wrong login or password
-        (a message id when ``t``, the page's language, is given)."""
-        if t is not None:
-            parts = [t.gettext(wrong)] if self.status == 401 else []
-            said = self.phrase or (self.message if isinstance(self.message, Phrase) else None)
-            if said is not None:
-                text = t.phrase(said)
-                zh = t.locale.startswith("zh")
-                parts.append(text if text.endswith(("。", ".")) else
-                             f"{text}。" if zh else f"{text[0].upper()}{text[1:]}.")
-            elif self.message:
-                parts.append(f"{self.message[0].upper()}{self.message[1:]}.")
-            return ("" if t.locale.startswith("zh") else " ").join(parts)
-        parts = [wrong] if self.status == 401 else []
-        if self.message:
-            message = (self.message if isinstance(self.message, Phrase)
-                       else Phrase("{text}", {"text": self.message}))
-            if t is None or t.locale == "en":
-                text = message.render()
-                parts.append(f"{text[0].upper()}{text[1:]}.")
-            else:
-                parts.append(f"{t.phrase(message)}。")
-        return " ".join(parts)
+        """What the sign-in page says, in ``t``'s language (English without ``t``); ``wrong``
+        is the page's text for a wrong login or password (a message id)."""
+        zh = t is not None and t.locale.startswith("zh")
+        parts = [t.gettext(wrong) if t else wrong] if self.status == 401 else []
+        if self.phrase is not None:
+            text = t.phrase(self.phrase) if t else self.phrase.render()
+            parts.append(text if text.endswith(("。", ".")) else
+                         f"{text}。" if zh else f"{text[0].upper()}{text[1:]}.")
+        return ("" if zh else " ").join(parts)
 
 
 def _try_again(seconds: int) -> Phrase:
@@ -335,20 +320,19 @@ class WebSessions:
         if not attempt.allowed:
             log.warning("sign-in as %r from %s refused: %s locked for %d s", login, source,
                         attempt.locked, attempt.retry_after_seconds)
-            return SignInResult(None, 429, attempt.message, attempt.retry_after_seconds,
-                                _try_again(attempt.retry_after_seconds))
+            return SignInResult(None, 429, _try_again(attempt.retry_after_seconds),
+                                attempt.retry_after_seconds)
         try:
             agent = await agents.authenticate(self._sessions, login, password, work=self.work)
-        except PasswordWorkBusy as exc:
+        except PasswordWorkBusy:
             await self.throttle.released(attempt)
-            return SignInResult(None, 503, exc.message, 5,
-                                Phrase("Sign-in is busy; try again in a few seconds."))
+            return SignInResult(None, 503, Phrase("Sign-in is busy; try again in a few seconds."),
+                                5)
         if agent is None:
             wait = await self.throttle.retry_after(attempt)
             if wait > 0:
                 seconds = max(1, math.ceil(wait))
-                return SignInResult(None, 401, f"too many failed sign-ins, try again in "
-                                               f"{seconds} s", seconds, _try_again(seconds))
+                return SignInResult(None, 401, _try_again(seconds), seconds)
             return SignInResult(None, 401)
         await self.throttle.succeeded(attempt)
         return SignInResult(agent, 200)

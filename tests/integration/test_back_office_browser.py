@@ -21,28 +21,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from crm.agents import accounts as agents
 from crm.agents import tokens as api_tokens
 from crm.cases import dispatch
 from crm.cases import service as cases
 from crm.categories.time_limits import TimeLimit, rules_from
-from crm.consultations.recorder import ConsultationRecorder
-from crm.demo_data import seed_demo
 from crm.i18n.catalogs import translator
-from crm.live.desk_hub import DeskHub
 from crm.settings import TimeLimitSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import ApiToken, Case, CaseCategory, Department, utcnow
-from crm.telephony.events import AgentAnswered, AgentCallEnded, CallStarted, CallStep
-from crm.telephony.steps import CaseLookedUp, RouteChosen
-from crm.web.app import HealthReport, create_app
+from crm.telephony.events import AgentAnswered, AgentCallEnded
+from crm.telephony.steps import CaseLookedUp
 from crm.web.console.app import ConsoleDeps
-from crm.web.desk import DeskDeps
-from ivr.asterisk.queue_control import QueueControl
-from tests.storage.test_desk_web import PASSWORD, PHONE, FakeAmi, _ringing
+from tests.desk_bed import PASSWORD, PHONE, Desk, open_desk, ringing, start_call
 from tests.storage.test_repeat_requests import LEAK, _case
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -67,59 +59,27 @@ class FixedClock:
         return self.at
 
 
-@dataclass
-class BackOffice:
-    sessions: SessionFactory
-    server: TestServer
-    hub: DeskHub
-    clock: FixedClock
-    clients: list[TestClient] = field(default_factory=list)
-
-    async def client(self) -> TestClient:
-        client = TestClient(self.server)
-        await client.start_server()
-        self.clients.append(client)
-        return client
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.server.host}:{self.server.port}"
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
 
 
 @pytest.fixture
-async def office(sessions: SessionFactory, db_url: str) -> AsyncIterator[BackOffice]:
-    await seed_demo(db_url)
-    for login in ("agent1", "supervisor1"):
-        await agents.set_password(sessions, login, PASSWORD)
-    hub = DeskHub(sessions)
-    hub.start()
-    clock = FixedClock()
-    desk = DeskDeps(sessions, hub, QueueControl(FakeAmi(), assigned="hotline-assigned"),
-                    "desk-secret", idle_timeout=3600, time_limits=RULES)
+async def office(sessions: SessionFactory, db_url: str,
+                 clock: FixedClock) -> AsyncIterator[Desk]:
+    """The desk, the console (on ``clock``) and the open API in one app."""
     console = ConsoleDeps(sessions, "console-secret", idle_timeout=3600, clock=clock)
-    app = create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0), desk=desk,
-                     console=console, time_limits=RULES)
-    state = BackOffice(sessions, TestServer(app), hub, clock)
-    try:
+    async with open_desk(sessions, db_url, logins=("agent1", "supervisor1"), console=console,
+                         time_limits=RULES) as state:
         yield state
-    finally:
-        await hub.close()  # closes the desks' websockets first, so the server stops at once
-        for client in state.clients:
-            await client.close()
-        await state.server.close()
 
 
-async def _call(office: BackOffice, call_id: str, *, asked_case: str | None = None) -> None:
+async def _call(office: Desk, call_id: str, *, asked_case: str | None = None) -> None:
     """A call from 张三 that the IVR routes to agent1 (after looking up ``asked_case``):
     recorded, rung and answered."""
-    recorder = ConsultationRecorder(office.sessions)
-    recorder.start()
-    await recorder.handle(CallStarted(call_id, PHONE, "张三", "PJSIP/gw-00000001"))
-    if asked_case is not None:
-        await recorder.handle(CallStep(call_id, CaseLookedUp(asked_case, True)))
-    await recorder.handle(CallStep(call_id, RouteChosen("agent")))
-    await recorder.close()
-    await office.hub.handle(_ringing(call_id, "2001"))
+    await start_call(office.sessions, call_id,
+                     *([CaseLookedUp(asked_case, True)] if asked_case is not None else []))
+    await office.hub.handle(ringing(call_id, "2001"))
     await office.hub.handle(AgentAnswered(call_id, "hotline", "PJSIP/2001", "2001", "王芳",
                                           PHONE, "张三", "PJSIP/gw-00000001"))
 
@@ -152,7 +112,7 @@ async def _stored(sessions: SessionFactory, number: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # both: the storage/api tests
 async def test_a_case_from_the_call_to_the_supervisors_overdue_list(
-        office: BackOffice, browser) -> None:  # type: ignore[no-untyped-def]
+        office: Desk, clock: FixedClock, browser) -> None:  # type: ignore[no-untyped-def]
     existing = await _case(office.sessions, ADDRESS)  # 张三's open leak case at this flat
     await (await office.client()).get("/healthz")  # the server is up
     context = await browser.new_context(locale="zh-CN")
@@ -258,7 +218,7 @@ async def test_a_case_from_the_call_to_the_supervisors_overdue_list(
     assert left["department"] == "housing"
     assert left["deadline"] == RULES.deadline(left["created_at"], left["limit"])
     assert await dispatch.urge(office.sessions, late, channel="ivr_keys") == 1
-    office.clock.at = left["deadline"] + timedelta(hours=1)
+    clock.at = left["deadline"] + timedelta(hours=1)
 
     await page.goto(f"{office.origin}/console/login")
     await page.fill("#login", "supervisor1")
@@ -278,7 +238,7 @@ async def test_a_case_from_the_call_to_the_supervisors_overdue_list(
     await expect(page.locator(f"#due-soon tr#case-{late}")).to_have_count(0)
 
     # the same case before its deadline is not overdue: the list follows the clock
-    office.clock.at = left["deadline"] - timedelta(hours=1)
+    clock.at = left["deadline"] - timedelta(hours=1)
     await page.reload()
     await expect(page.locator(f"#due-soon tr#case-{late}")).to_be_visible(timeout=QUICK_MS)
     await expect(page.locator(f"#overdue tr#case-{late}")).to_have_count(0)

@@ -3,7 +3,7 @@ Playwright): the pop of a call offers the article for the words the caller said 
 the agent searches in free text and marks "answered from article N" on the consultation.
 
 The call reaches the desk as the call events the desk hub is fed (as in
-tests/storage/test_desk_web.py); no Asterisk is needed to prove the desk's side."""
+tests/desk_bed.py); no Asterisk is needed to prove the desk's side."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from crm.telephony.steps import RouteChosen, SpeechHeard
 from crm.web.app import HealthReport, create_app
 from crm.web.desk import DeskDeps
 from ivr.asterisk.queue_control import QueueControl
-from tests.storage.test_desk_web import FakeAmi
+from tests.desk_bed import FakeAmi
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect

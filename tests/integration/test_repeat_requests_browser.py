@@ -11,13 +11,13 @@ from sqlalchemy import select
 
 from crm.storage.models import Case, ConsultationCase
 from crm.telephony.events import AgentAnswered
-from tests.storage.test_desk_web import (
+from tests.desk_bed import (
     PASSWORD,
     PHONE,
     Desk,
-    _ringing,
-    _start_call,
     desk,  # noqa: F401 (the fixture)
+    ringing,
+    start_call,
 )
 from tests.storage.test_repeat_requests import LEAK, _case
 
@@ -43,8 +43,8 @@ async def test_the_agent_links_the_call_to_the_open_case_shown_first(
     await expect(page.locator("#link-state")).to_have_attribute("data-state", "live",
                                                                timeout=QUICK_MS)
 
-    await _start_call(desk.sessions, "call-b")
-    await desk.hub.handle(_ringing("call-b", "2001"))
+    await start_call(desk.sessions, "call-b")
+    await desk.hub.handle(ringing("call-b", "2001"))
     await desk.hub.handle(AgentAnswered("call-b", "hotline", "PJSIP/2001", "2001", "王芳",
                                         PHONE, "张三", "PJSIP/gw-00000001"))
     await expect(page.locator("#pop")).to_have_attribute("data-phase", "connected",

@@ -19,9 +19,8 @@ from crm.telephony.steps import (
     QueueAbandoned,
     RouteChosen,
 )
+from tests.desk_bed import PHONE, Desk, desk, message, post, sign_in  # noqa: F401
 from tests.storage.test_console_web import Console, console  # noqa: F401 (fixture)
-from tests.storage.test_desk_web import PHONE, Desk, desk, post, sign_in  # noqa: F401
-from tests.storage.test_desk_web import _message as message
 
 ABANDONED_AT = datetime.now(UTC) - timedelta(minutes=10)
 

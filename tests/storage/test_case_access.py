@@ -19,10 +19,10 @@ from crm.cases.numbers import make_case_number
 from crm.consultations.recorder import apply_event
 from crm.storage.models import Case, Consultation, Resident, utcnow
 from crm.telephony.events import AgentAnswered, AgentCallEnded, AgentRinging, CallStarted
-from tests.storage import test_desk_web
-from tests.storage.test_desk_web import PASSWORD, PHONE, Desk, post, sign_in
+from tests import desk_bed
+from tests.desk_bed import PASSWORD, PHONE, Desk, post, sign_in
 
-desk = test_desk_web.desk  # the desk fixture (a real app over each database)
+desk = desk_bed.desk  # the desk fixture (a real app over each database)
 
 EXTENSIONS = {"agent1": "2001", "agent2": "2002", "supervisor1": "2003"}
 LI_PHONE = "13900139000"  # 李秀英

@@ -3,145 +3,31 @@ sign-in joins the queue, CSRF and sessions, pops on the websocket, forms, transf
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
-
 import pytest
 from aiohttp import WSMsgType
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from crm.agents import accounts as agents
 from crm.agents.auth import mask_phone
 from crm.audit import log as audit
-from crm.consultations.recorder import ConsultationRecorder
 from crm.consultations.service import get_consultation
-from crm.demo_data import seed_demo
-from crm.live.desk_hub import DeskHub
-from crm.storage.db import SessionFactory
 from crm.storage.models import Case, Consultation, Resident
-from crm.telephony.events import (
-    AgentAnswered,
-    AgentCallEnded,
-    AgentRinging,
-    AgentStatusChanged,
-    CallStarted,
-    CallStep,
+from crm.telephony.events import AgentAnswered, AgentCallEnded, AgentStatusChanged
+from crm.web.desk import expire_idle_desks
+from tests import desk_bed
+from tests.desk_bed import (
+    PASSWORD,
+    PHONE,
+    Desk,
+    csrf_of,
+    message,
+    post,
+    ringing,
+    sign_in,
+    start_call,
 )
-from crm.telephony.steps import RouteChosen
-from crm.web.app import HealthReport, create_app
-from crm.web.desk import DeskDeps, expire_idle_desks
-from ivr.asterisk.queue_control import QueueControl
 
-PASSWORD = "desk-test-pw-1"
-PHONE = "13800138000"
-
-
-class FakeAmi:
-    """Records actions; QueueStatus answers nothing."""
-
-    def __init__(self) -> None:
-        self.actions: list[tuple[str, dict[str, str]]] = []
-
-    async def action(self, name: str, *, timeout: float = 5.0, **fields: str) -> dict:
-        self.actions.append((name, fields))
-        return {}
-
-    async def action_list(self, name: str, *, timeout: float = 10.0, **fields: str) -> list:
-        self.actions.append((name, fields))
-        return []
-
-    def named(self, name: str) -> list[dict[str, str]]:
-        return [fields for action, fields in self.actions if action == name]
-
-
-@dataclass
-class Desk:
-    sessions: SessionFactory
-    server: TestServer
-    hub: DeskHub
-    ami: FakeAmi
-    deps: DeskDeps
-    clients: list[TestClient] = field(default_factory=list)
-
-    async def client(self) -> TestClient:
-        client = TestClient(self.server)
-        await client.start_server()
-        self.clients.append(client)
-        return client
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.server.host}:{self.server.port}"
-
-
-@pytest.fixture
-async def desk(sessions: SessionFactory, db_url: str) -> AsyncIterator[Desk]:
-    await seed_demo(db_url)
-    for login in ("agent1", "agent2"):
-        await agents.set_password(sessions, login, PASSWORD)
-    hub = DeskHub(sessions)
-    hub.start()
-    ami = FakeAmi()
-    deps = DeskDeps(sessions, hub, QueueControl(ami, assigned="hotline-assigned"),
-                    "test-secret", idle_timeout=3600)
-    app = create_app(sessions, lambda: HealthReport("logged_in", 1, 0, 0), desk=deps)
-    server = TestServer(app)
-    state = Desk(sessions, server, hub, ami, deps)
-    try:
-        yield state
-    finally:
-        await hub.close()  # closes the desks' websockets first, so the server stops at once
-        for client in state.clients:
-            await client.close()
-        await server.close()
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'(?:name="csrf" value|data-csrf)="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
-
-
-async def sign_in(desk: Desk, login: str = "agent1") -> tuple[TestClient, str]:
-    client = await desk.client()
-    form = await client.get("/desk/login")
-    response = await client.post("/desk/login", data={
-        "csrf": _csrf(await form.text()), "login": login, "password": PASSWORD})
-    assert response.status == 200 and str(response.url).endswith("/desk/"), await response.text()
-    page = await response.text()
-    assert "/static/desk.js" in page and "<script>" not in page
-    return client, _csrf(page)
-
-
-async def post(client: TestClient, csrf: str, path: str, **data: str) -> tuple[int, Any]:
-    response = await client.post(path, data={"csrf": csrf, **data})
-    return response.status, await response.json()
-
-
-async def _message(ws: Any, kind: str, phase: str | None = None) -> dict[str, Any]:
-    """The next message of this kind (and call phase), skipping others."""
-    while True:
-        msg = await ws.receive(timeout=5)
-        assert msg.type == WSMsgType.TEXT, msg
-        data = msg.json()
-        if data["type"] == kind and (phase is None or data["call"]["phase"] == phase):
-            return data
-
-
-async def _start_call(sessions: SessionFactory, call_id: str) -> None:
-    recorder = ConsultationRecorder(sessions)
-    recorder.start()
-    await recorder.handle(CallStarted(call_id, PHONE, "张三", "PJSIP/gw-00000001"))
-    await recorder.handle(CallStep(call_id, RouteChosen("agent")))
-    await recorder.close()
-
-
-def _ringing(call: str, ext: str) -> AgentRinging:
-    return AgentRinging(call, "hotline", f"PJSIP/{ext}", ext, None, PHONE, "张三",
-                        "PJSIP/gw-00000001")
+desk = desk_bed.desk  # the fixture: the desk's app on each database
 
 
 async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
@@ -149,7 +35,7 @@ async def test_sign_in_is_protected_and_joins_the_queue(desk: Desk) -> None:
     html = await (await client.get("/desk/login")).text()
     no_csrf = await client.post("/desk/login", data={"login": "agent1", "password": PASSWORD})
     assert no_csrf.status == 403
-    wrong = await client.post("/desk/login", data={"csrf": _csrf(html), "login": "agent1",
+    wrong = await client.post("/desk/login", data={"csrf": csrf_of(html), "login": "agent1",
                                                    "password": "not-the-password"})
     assert wrong.status == 401 and "账号或密码错误" in await wrong.text()
     assert desk.ami.actions == []
@@ -194,13 +80,13 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     two, csrf2 = await sign_in(desk, "agent2")
     ws1 = await one.ws_connect("/desk/ws", headers={"Origin": desk.origin})
     ws2 = await two.ws_connect("/desk/ws", headers={"Origin": desk.origin})
-    await _start_call(desk.sessions, "call-1")
+    await start_call(desk.sessions, "call-1")
 
     await desk.hub.handle(AgentStatusChanged("PJSIP/2001", "2001", "hotline", "ringing"))
-    assert (await _message(ws1, "status"))["agent"]["status"] == "ringing"
-    await desk.hub.handle(_ringing("call-1", "2001"))
-    await desk.hub.handle(_ringing("call-1", "2002"))
-    pop1, pop2 = await _message(ws1, "pop"), await _message(ws2, "pop")
+    assert (await message(ws1, "status"))["agent"]["status"] == "ringing"
+    await desk.hub.handle(ringing("call-1", "2001"))
+    await desk.hub.handle(ringing("call-1", "2002"))
+    pop1, pop2 = await message(ws1, "pop"), await message(ws2, "pop")
     for pop in (pop1, pop2):
         assert pop["call"]["phase"] == "ringing"
         assert pop["call"]["pop"]["caller"] == {"number": mask_phone(PHONE, "agent"),
@@ -209,10 +95,10 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
 
     await desk.hub.handle(AgentAnswered("call-1", "hotline", "PJSIP/2001", "2001", "王芳", PHONE,
                                         "张三", "PJSIP/gw-00000001"))
-    mine = await _message(ws1, "pop")
+    mine = await message(ws1, "pop")
     assert mine["call"]["phase"] == "connected" and mine["call"]["can_transfer"]
     assert mine["call"]["pop"]["caller"]["number"] == PHONE
-    closed = await _message(ws2, "pop_closed")
+    closed = await message(ws2, "pop_closed")
     assert (closed["call_id"], closed["reason"]) == ("call-1", "answered_elsewhere")
     assert (await (await two.get("/desk/current-call")).json())["call"] is None
     current = await (await one.get("/desk/current-call")).json()
@@ -226,7 +112,7 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     assert status == 201, created
     number = created["case"]["number"]
     assert created["case"]["contact_phone"] == PHONE and created["case"]["stage"] == "accepted"
-    refreshed = await _message(ws1, "pop")
+    refreshed = await message(ws1, "pop")
     assert number in [c["number"] for c in refreshed["call"]["pop"]["resident_cases"]]
     # The caller asked about no case in the IVR: the case card shows the one just created,
     # so the agent can dispatch it on this call.
@@ -236,13 +122,17 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
     assert status == 200 and set(noted) == {"note"} and noted["note"].endswith("来电反映路灯")
     assert (await post(one, csrf1, "/desk/calls/call-1/notes", note="已派单",
                        case=number))[0] == 200
+    assert (await message(ws1, "pop"))["call"]["pop"]["case"]["number"] == number
     async with desk.sessions() as s:
         existing = await s.scalar(select(Case.number).join(Resident)
                                   .where(Resident.name == "李秀英"))
     assert (await post(one, csrf1, "/desk/calls/call-1/links", case=existing))[0] == 200
+    # The case linked last is the card's, and stays it when the pop is rebuilt (a stage change).
+    assert (await message(ws1, "pop"))["call"]["pop"]["case"]["number"] == existing
     status, staged = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="dispatched",
                                 note="派往住房保障科")
     assert status == 200 and staged["case"]["stage"] == "dispatched"
+    assert (await message(ws1, "pop"))["call"]["pop"]["case"]["number"] == existing
     status, bad = await post(one, csrf1, f"/desk/cases/{number}/stage", stage="closed")
     assert status == 409 and bad["error"]["code"] == "invalid_transition"
     assert (await post(one, csrf1, "/desk/calls/call-1/disposition",
@@ -265,9 +155,9 @@ async def test_ring_all_pops_then_the_answer_keeps_it(desk: Desk) -> None:
 
     await desk.hub.handle(AgentCallEnded("call-1", "hotline", "PJSIP/2001", "2001", 30,
                                          "transfer"))
-    await _message(ws1, "pop", phase="ended")
+    await message(ws1, "pop", phase="ended")
     assert (await post(one, csrf1, "/desk/calls/call-1/close"))[0] == 200
-    assert (await _message(ws1, "pop_closed"))["reason"] == "dismissed"
+    assert (await message(ws1, "pop_closed"))["reason"] == "dismissed"
 
     await desk.hub.drain()  # pop views are audited behind the pushes
     views = [e for e in await audit.entries(desk.sessions, object_type="consultation")

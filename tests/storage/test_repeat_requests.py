@@ -14,14 +14,14 @@ from crm.demo_data import seed_demo
 from crm.storage.db import SessionFactory
 from crm.storage.models import Consultation, utcnow
 from crm.telephony.events import AgentAnswered
-from tests.storage.test_desk_web import (  # noqa: F401 (the desk fixture)
+from tests.desk_bed import (  # noqa: F401 (the desk fixture)
     Desk,
-    _message,
-    _ringing,
-    _start_call,
     desk,
+    message,
     post,
+    ringing,
     sign_in,
+    start_call,
 )
 
 PHONE = "13800138000"  # 张三 in the demo
@@ -76,11 +76,11 @@ async def test_the_desk_offers_the_repeats_before_creating(desk: Desk) -> None: 
     existing = await _case(desk.sessions, "幸福社区3号楼2单元301室")
     one, csrf = await sign_in(desk, "agent1")
     ws = await one.ws_connect("/desk/ws", headers={"Origin": desk.origin})
-    await _start_call(desk.sessions, "call-r")
-    await desk.hub.handle(_ringing("call-r", "2001"))
+    await start_call(desk.sessions, "call-r")
+    await desk.hub.handle(ringing("call-r", "2001"))
     await desk.hub.handle(AgentAnswered("call-r", "hotline", "PJSIP/2001", "2001", "王芳",
                                         PHONE, "张三", "PJSIP/gw-00000001"))
-    await _message(ws, "pop", "connected")
+    await message(ws, "pop", "connected")
     form = {"category": LEAK, "description": "又漏水了", "address": "幸福社区三号楼二单元301"}
     status, answer = await post(one, csrf, "/desk/calls/call-r/cases", check_repeats="1",
                                 **form)

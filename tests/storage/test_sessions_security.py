@@ -45,6 +45,7 @@ from crm.web.desk import DeskDeps, expire_idle_desks
 from crm.web.session import SESSION_EXPIRED, SessionPolicy, WebSessions
 from hotline.settings import REPO_ROOT
 from ivr.asterisk.queue_control import QueueControl
+from tests.desk_bed import FakeAmi
 
 PASSWORD = "session-test-pw"
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -52,22 +53,6 @@ NO_CHECK = 3600.0
 """A check interval that never comes during a test: only this process's own news closes
 websockets in time."""
 TOO_MANY = re.compile(r"Too many failed sign-ins, try again in (\d+) s")
-
-
-class FakeAmi:
-    def __init__(self) -> None:
-        self.actions: list[tuple[str, dict[str, str]]] = []
-
-    async def action(self, name: str, *, timeout: float = 5.0, **fields: str) -> dict:
-        self.actions.append((name, fields))
-        return {}
-
-    async def action_list(self, name: str, *, timeout: float = 10.0, **fields: str) -> list:
-        self.actions.append((name, fields))
-        return []
-
-    def named(self, name: str) -> list[dict[str, str]]:
-        return [fields for action, fields in self.actions if action == name]
 
 
 @dataclass

@@ -189,18 +189,21 @@ async def test_ending_a_session_closes_its_sockets_only() -> None:
 def test_the_sign_in_page_says_why() -> None:
     assert SignInResult(None, 401).explain("Wrong login or password.") == (
         "Wrong login or password.")
-    locked = SignInResult(None, 401, "too many failed sign-ins, try again in 60 s", 60)
+    locked = SignInResult(None, 401, Phrase("too many failed sign-ins, try again in {seconds} s",
+                                            {"seconds": 60}), 60)
     assert locked.explain("Wrong.") == "Wrong. Too many failed sign-ins, try again in 60 s."
-    refused = SignInResult(None, 429, "too many failed sign-ins, try again in 7 s", 7)
+    refused = SignInResult(None, 429, Phrase("too many failed sign-ins, try again in {seconds} s",
+                                             {"seconds": 7}), 7)
     assert refused.explain("Wrong.") == "Too many failed sign-ins, try again in 7 s."
+    busy = SignInResult(None, 503, Phrase("Sign-in is busy; try again in a few seconds."), 5)
+    assert busy.explain("Wrong.") == "Sign-in is busy; try again in a few seconds."
 
 
 def test_the_sign_in_page_says_why_in_its_language() -> None:
     zh, en = translator("zh_CN"), translator("en")
     assert SignInResult(None, 401).explain("Wrong login or password.", zh) == "账号或密码错误。"
-    locked = SignInResult(None, 401, "too many failed sign-ins, try again in 60 s", 60,
-                          Phrase("Too many failed sign-ins, try again in {seconds} s.",
-                                 {"seconds": 60}))
+    locked = SignInResult(None, 401, Phrase("Too many failed sign-ins, try again in {seconds} s.",
+                                            {"seconds": 60}), 60)
     assert locked.explain("Wrong login or password.", zh) == (
         "账号或密码错误。登录失败次数过多，请 60 秒后再试。")
     assert locked.explain("Wrong login or password.", en) == (

@@ -7,13 +7,6 @@
   const MESSAGES = JSON.parse(document.getElementById('i18n-messages')?.textContent || '{}');
   const t = (s) => MESSAGES[s] || s;
   const $ = (id) => document.getElementById(id);
-  // The names of the callback reasons (crm/i18n/labels.py, "callback_reason"): the pop
-  // carries the code, each reader sees the name in their language.
-  const REASONS = {
-    abandoned: t('hung up while waiting'), chosen: t('chose a callback'),
-    closed: t('called while closed'), overload: t('line overloaded'),
-    no_answer: t('no agent answered'), lost: t('call lost'),
-  };
   const put = (el, value) => { if (el) el.textContent = value === null || value === undefined ? '' : String(value); };
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : '');
   const onDesk = window.location.pathname.startsWith('/desk');
