@@ -55,6 +55,14 @@ def _default_nodes() -> list[MediaNode]:
             MediaNode(name="media-2", address="127.0.0.3")]
 
 
+def _default_queue_nodes() -> list[MediaNode]:
+    """The city-wide queue of the default cluster: the queue node, then its standby, each
+    on an address of its own (127.0.0.4-.10 and .11 are the plan's Redis, role processes and
+    an example's extra worker: hotline/cluster/plan.py)."""
+    return [MediaNode(name="queue-1", address="127.0.0.12"),
+            MediaNode(name="queue-2", address="127.0.0.13")]
+
+
 class EdgeSettings(_Section):
     address: Address = "127.0.0.1"
     """Where the edge listens for SIP (UDP): the address carriers and softphones call. The
@@ -77,11 +85,14 @@ class EdgeSettings(_Section):
     """True: the control (``hotline serve --role core``) holds one AMI link with events per
     node of ``nodes`` and ``queue_nodes`` (hotline.roles.node_links), besides its ``[ami]``
     link; False (one box): the ``[ami]`` link alone."""
-    queue_nodes: list[MediaNode] = Field(default_factory=list, max_length=2)
+    queue_nodes: list[MediaNode] = Field(default_factory=_default_queue_nodes, max_length=2)
     """The city-wide queue (docs/cluster.md): the queue node, then its standby, each an
     Asterisk from the same root with app_queue and the agents' phones. Media nodes hand
-    callers to them over SIP instead of queueing them themselves. Empty: each media node
-    queues its own callers."""
+    callers to them over SIP instead of queueing them themselves. By default queue-1 on
+    127.0.0.12 and queue-2 on 127.0.0.13 (SIP 5060, AMI 5038), so the cluster that
+    ``hotline cluster up`` starts lets a caller on any media node reach any signed-in agent.
+    Empty (``queue_nodes = []``): each media node queues its own callers, and a caller on a
+    node whose queue no desk signs in to waits until they hang up."""
     phone_port: int = Field(5070, ge=1, le=65535)
     """The edge's UDP port for agents' phones (used with ``queue_nodes``): their REGISTER and
     their own calls go to the queue node, or the standby when it is down. The carriers' port

@@ -231,7 +231,9 @@ def test_only_a_queue_node_takes_registrations_by_the_edge_path(tmp_path: Path) 
     edge_config = config.render_config(settings, files)
     assert 'ds_select_dst("2", "8")' in edge_config
     assert f"listen=udp:{edge.address}:{edge.phone_port}" in edge_config
-    without_queue = config.render_config(one_box, files)
+    no_queue_node = one_box.model_copy(update={
+        "edge": one_box.edge.model_copy(update={"queue_nodes": []})})
+    without_queue = config.render_config(no_queue_node, files)
     assert "path.so" not in without_queue and f":{edge.phone_port}" not in without_queue
 
 
@@ -241,4 +243,7 @@ def test_the_phones_port_must_be_a_port_of_its_own() -> None:
         EdgeSettings(port=5060, phone_port=5060, queue_nodes=queue)
     with pytest.raises(ValueError, match="its own SIP"):
         EdgeSettings(address="127.0.18.4", phone_port=5060, queue_nodes=queue)
-    assert EdgeSettings(port=5060, phone_port=5060).phone_port == 5060  # no queue: unused
+    with pytest.raises(ValueError, match="its own SIP"):  # the default has queue nodes
+        EdgeSettings(port=5060, phone_port=5060)
+    assert EdgeSettings(port=5060, phone_port=5060,  # no queue node: the port is unused
+                        queue_nodes=[]).phone_port == 5060
