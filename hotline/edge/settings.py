@@ -108,6 +108,20 @@ class EdgeSettings(_Section):
     rung after the queue node is lost. Used only with ``queue_nodes``."""
 
     @model_validator(mode="after")
+    def _queue_nodes_beside_the_media_nodes(self) -> EdgeSettings:
+        """The default queue nodes are this machine's loopback addresses: media nodes on
+        other machines would hand every caller to an address that is no queue node's."""
+        elsewhere = [n.address for n in self.nodes
+                     if not ipaddress.IPv4Address(n.address).is_loopback]
+        if elsewhere and "queue_nodes" not in self.model_fields_set:
+            raise ValueError(
+                f"edge.queue_nodes: the media nodes are on other machines ({', '.join(elsewhere)})"
+                " but the queue nodes are the defaults on this one (127.0.0.12, 127.0.0.13): "
+                "set queue_nodes to the queue node and its standby, or queue_nodes = [] "
+                "(each media node queues its own callers)")
+        return self
+
+    @model_validator(mode="after")
     def _distinct_nodes(self) -> EdgeSettings:
         every = self.nodes + self.queue_nodes
         names = [node.name for node in every]
