@@ -37,6 +37,10 @@ def test_a_single_box_is_no_node(settings: Settings) -> None:
     assert "HOTLINE_NODE" not in config["hotline.conf"] + config["manager.conf"]
     root = Path("/srv/root")
     assert node_installation(chroot_installation(root), "") == chroot_installation(root)
+    # The default [edge]'s queue nodes change nothing on one box (only a cluster's nodes).
+    without = settings.model_copy(update={"edge": settings.edge.model_copy(
+        update={"queue_nodes": []})})
+    assert settings.edge.queue_nodes and render_config(without) == config
 
 
 def test_a_node_has_its_own_address_ports_directories_and_name(settings: Settings) -> None:
