@@ -15,7 +15,8 @@ stop:
 	@if [ -x $(HOTLINE) ]; then $(HOTLINE) down; $(HOTLINE) cluster down; else echo "nothing to stop"; fi
 
 # The cluster on this machine (issue 16): Redis, PostgreSQL, Kamailio, two media nodes, the
-# role processes of var/cluster/cluster.json, each on its own 127.0.0.x; `make stop` stops it.
+# queue node and its standby, the role processes of var/cluster/cluster.json, each on its own
+# 127.0.0.x; `make stop` stops it.
 .PHONY: run-cluster bench-cluster
 run-cluster: bootstrap
 	$(HOTLINE) cluster up --seed-demo

@@ -5,7 +5,8 @@
                                       [--database-url URL] [--json PATH]
 
 Starts the whole test bed with ``hotline cluster up`` in a private state directory (Redis,
-Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 from the one Asterisk root, the
+Kamailio on 127.0.19.1, media nodes on 127.0.19.2 and .3 and the queue node and its standby
+on 127.0.19.12 and .13 from the one Asterisk root, the
 default plan's role processes of hotline/cluster/plan.py -- control, a standby control, two
 IVR workers, two web nodes -- each moved to its own 127.0.19.x with free ports, a PostgreSQL
 database of its own made from HOTLINE_TEST_PG_URL's server or ``--database-url``), places
@@ -66,7 +67,7 @@ from crm.storage.db import make_engine, make_session_factory
 from hotline.asterisk import process
 from hotline.cluster.plan import Plan, default_processes
 from hotline.edge import nodes
-from hotline.edge.settings import MediaNode
+from hotline.edge.settings import EdgeSettings, MediaNode
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.sipp import CallResult, free_udp_port, place_call
@@ -220,12 +221,23 @@ def run(state: Path, args: argparse.Namespace, database_url: str) -> int:
                        sip_port=free_udp_port(host=f"{NET}.{n}"),
                        ami_port=free_tcp_port(f"{NET}.{n}"))
              for name, n in (("media-1", 2), ("media-2", 3))]
+    # The default [edge]'s queue node and its standby (hotline/edge/settings.py), moved too.
+    queue = [MediaNode(name=q.name, address=f"{NET}.{q.address.rsplit('.', 1)[1]}",
+                       sip_port=free_udp_port(host=f"{NET}.{q.address.rsplit('.', 1)[1]}"),
+                       ami_port=free_tcp_port(f"{NET}.{q.address.rsplit('.', 1)[1]}"))
+             for q in EdgeSettings().queue_nodes]
     edge: dict[str, Any] = {"address": f"{NET}.1", "port": free_udp_port(host=f"{NET}.1"),
-                            "sources": ["127.0.0.1"], "nodes": [m.model_dump() for m in media]}
+                            "sources": ["127.0.0.1"], "nodes": [m.model_dump() for m in media],
+                            "queue_nodes": [q.model_dump() for q in queue],
+                            "phone_port": free_udp_port(host=f"{NET}.1"),
+                            "phone_sources": ["127.0.0.1"]}
     env = {**os.environ, "HOTLINE_STATE_DIR": str(state), "HOTLINE_DATABASE__URL": database_url,
            "HOTLINE_EDGE__ADDRESS": edge["address"], "HOTLINE_EDGE__PORT": str(edge["port"]),
            "HOTLINE_EDGE__SOURCES": json.dumps(edge["sources"]),
-           "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"])}
+           "HOTLINE_EDGE__NODES": json.dumps(edge["nodes"]),
+           "HOTLINE_EDGE__QUEUE_NODES": json.dumps(edge["queue_nodes"]),
+           "HOTLINE_EDGE__PHONE_PORT": str(edge["phone_port"]),
+           "HOTLINE_EDGE__PHONE_SOURCES": json.dumps(edge["phone_sources"])}
     settings = asterisk_test_settings(state)
     settings = settings.model_copy(update={"edge": settings.edge.model_validate(edge)})
     # The default plan (hotline/cluster/plan.py: control, a standby control, two IVR workers,

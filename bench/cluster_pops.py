@@ -1,10 +1,11 @@
 """Pop delay through the cluster for ``bench.cluster --pop-calls K``: agent1 signed in at the
-desk of the LAST web node of the plan (the core runs in another process; events reach that
-web node over Redis), agent1's SIPp phone registered on the first media node (the one the
-core's AMI watches), silent callers through the edge (the IVR routes them to the queue after
-the greeting). Each delay: from the agent's phone answering (it answers 1 ms after it rings,
-so this is the ring) to the pop for that call arriving on the desk's websocket, both on this
-process's monotonic clock; negative when the pop came first."""
+desk of the LAST web node of the plan (control runs in another process; events reach that
+web node over Redis), agent1's SIPp phone registered where the cluster's agents register
+(:func:`agent_registrar`: the edge's phones' port, which sends it to the queue node; without
+a queue node, the first media node), silent callers through the edge (the IVR routes them to
+the queue after the greeting). Each delay: from the agent's phone answering (it answers 1 ms
+after it rings, so this is the ring) to the pop for that call arriving on the desk's
+websocket, both on this process's monotonic clock; negative when the pop came first."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import aiohttp
 from hotline.cluster.plan import Plan
 from hotline.edge import nodes
 from hotline.settings import Settings
-from hotline.tools.phones import AgentPhone
+from hotline.tools.phones import AgentPhone, at_phones_port
 from hotline.tools.sipp import place_call
 
 AGENT, EXTENSION = "agent1", "2001"
@@ -35,6 +36,8 @@ class Desk:
         self.base = base
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.csrf = ""
+        """The desk page's CSRF token, for its actions (``pause``)."""
         self.changed = asyncio.Condition()
         self.reader: asyncio.Task[None] | None = None
 
@@ -47,6 +50,8 @@ class Desk:
                 "csrf": found.group(1), "login": AGENT, "password": password}) as answer:
             if not str(answer.url).endswith("/desk/"):
                 raise RuntimeError(f"desk sign-in refused ({answer.status})")
+            page = re.search(r'data-csrf="([^"]+)"', await answer.text())
+            self.csrf = page.group(1) if page else ""
         ws = await self.http.ws_connect(self.base.replace("http", "ws", 1) + "/desk/ws")
         self.reader = asyncio.create_task(self._read(ws))
 
@@ -57,6 +62,14 @@ class Desk:
             async with self.changed:
                 self.messages.append((time.monotonic(), json.loads(message.data)))
                 self.changed.notify_all()
+
+    async def pause(self, paused: bool) -> None:
+        """The desk's pause (``True``) or ready (``False``) button."""
+        async with self.http.post(f"{self.base}/desk/pause", data={
+                "csrf": self.csrf, "paused": "1" if paused else "0"}) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"desk pause refused ({answer.status}): "
+                                   f"{await answer.text()}")
 
     async def first(self, match: Any, within: float) -> tuple[float, dict[str, Any]]:
         async with asyncio.timeout(within), self.changed:
@@ -74,10 +87,19 @@ class Desk:
         await self.http.close()
 
 
+def agent_registrar(settings: Settings) -> Settings:
+    """Settings whose SIP address is where the cluster's agents' phones register: the edge's
+    phones' port (the edge sends them to the queue node, or its standby), or without a queue
+    node the first media node (whose queue the web nodes' [ami] is)."""
+    if not settings.edge.queue_nodes:
+        return nodes.node_settings(settings, settings.edge.nodes[0])
+    return at_phones_port(settings)
+
+
 async def pop_delays(settings: Settings, plan: Plan, password: str, count: int,
                      max_seconds: float) -> list[float]:
     web = [p for p in plan.processes if p.role == "web"][-1]
-    media = nodes.node_settings(settings, settings.edge.nodes[0])
+    registrar = agent_registrar(settings)
     at_edge = settings.model_copy(update={"asterisk": settings.asterisk.model_copy(
         update={"bind_host": settings.edge.address, "sip_port": settings.edge.port})})
     desk = Desk(f"http://{web.address}:{web.web_port}")
@@ -87,16 +109,18 @@ async def pop_delays(settings: Settings, plan: Plan, password: str, count: int,
         async with asyncio.timeout(max_seconds):
             await desk.sign_in(password)
             for i in range(count):
-                async with AgentPhone(media, EXTENSION, ring_ms=1, hold_ms=300) as phone:
+                async with AgentPhone(registrar, EXTENSION, ring_ms=1, hold_ms=300) as phone:
                     if i == 0:
                         await desk.first(lambda m: m.get("type") == "status"
                                          and m["agent"]["status"] == "available", WAIT_S)
                     seen = {m["call"]["call_id"] for _, m in desk.messages
                             if m.get("type") == "pop"}
-                    # Two callers: the edge alternates nodes, so one lands on the first.
+                    # With a queue node, one caller a round (the edge alternates the media
+                    # nodes; either reaches the agent). Without one, two: the edge
+                    # alternates nodes, so one lands on the first, whose queue it is.
                     callers += [asyncio.create_task(place_call(
                         at_edge, caller_number=f"1360000{2 * i + k:04d}", hold_ms=20_000))
-                        for k in (0, 1)]
+                        for k in range(1 if settings.edge.queue_nodes else 2)]
                     await phone.wait_answered(WAIT_S)
                     answered = time.monotonic()
                     at, _ = await desk.first(lambda m, seen=seen: m.get("type") == "pop"

@@ -40,6 +40,7 @@ def bench_settings(state_dir: Path, probe_interval: int, reply_timeout: float) -
             for name, address in MEDIA.items()]
     edge = base.edge.model_copy(update={
         "address": EDGE, "port": free_udp_port(host=EDGE), "nodes": pool,
+        "queue_nodes": [],  # the media nodes' failover alone
         "probe_interval": probe_interval, "reply_timeout": reply_timeout})
     return base.model_copy(update={"edge": edge})
 

@@ -1,8 +1,9 @@
 """``hotline cluster up|down|status``: the test bed on one machine, in order.
 
-Up: Redis, the database, the media nodes and the SIP edge (hotline/edge/cluster.py), then
-every role process of the plan in its order (the first, control or a core, migrates the database
-before the web nodes open it), each waited for until it serves; then where each part is.
+Up: Redis, the database, the queue node and its standby, the media nodes and the SIP edge
+(hotline/edge/cluster.py), then every role process of the plan in its order (the first,
+control or a core, migrates the database before the web nodes open it), each waited for
+until it serves; then where each part is.
 Down: the reverse. Status: each part's liveness (its process and its health)."""
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def status(settings: Settings) -> dict[str, Any]:
     parts.append({"name": "edge", "where": edge["sip"], "pid": edge["pid"],
                   "up": bool(edge["running"]), "health": f"dispatcher {flags}"
                   if edge["running"] else "not running", "log": edge["log"]})
-    for media in base.edge.nodes:
+    for media in base.edge.nodes + base.edge.queue_nodes:
         node = nodes.status(base, media.name)
         probed = flags.get(media.name, "")
         parts.append({"name": media.name, "where": node["sip"], "pid": node["pid"],
@@ -167,6 +168,14 @@ def summary(settings: Settings, plan: Plan) -> str:
         lines.append(f"  media node {media.name}: SIP udp {media.address}:{media.sip_port}, "
                      f"AMI {media.address}:{media.ami_port}   logs "
                      f"{nodes.log_dir(base, media.name)}")
+    for n, queue in enumerate(edge.queue_nodes):
+        lines.append(f"  {'queue node' if n == 0 else 'its standby'} {queue.name}: SIP udp "
+                     f"{queue.address}:{queue.sip_port}, AMI {queue.address}:{queue.ami_port}"
+                     f"   logs {nodes.log_dir(base, queue.name)}")
+    if edge.queue_nodes:
+        lines.append(f"  agents' phones: register at udp {edge.address}:{edge.phone_port} "
+                     f"(the edge sends them to {edge.queue_nodes[0].name}); desks sign in "
+                     f"on the web nodes, which act on {edge.queue_nodes[0].name}")
     for process in plan.processes:
         if process.web_port is not None:
             url = f"http://{process.address}:{process.web_port}"

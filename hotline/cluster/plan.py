@@ -38,7 +38,9 @@ class RoleProcess:
     health_port: int | None = None
     """An IVR worker's /healthz and /metrics port (``[audiosocket] health_port``)."""
     media_node: str = ""
-    """The media node whose AMI it logs in to ('' = the first of ``[edge] nodes``)."""
+    """The node (of ``[edge] nodes`` or ``queue_nodes``) whose AMI it logs in to ('': a web
+    node's is the queue node when there is one, every other's the first media node;
+    hotline.cluster.processes.ami_node)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra HOTLINE_* settings for this process alone."""
 
@@ -93,8 +95,9 @@ variables over a link to the node the call is on (hotline/roles/node_links.py)."
 def default_processes() -> list[RoleProcess]:
     """Control (first: it migrates the database) and a standby control (it waits for the
     control lease and takes over when the first is gone), two IVR workers the media nodes'
-    dialplan tries in turn, and two web nodes. Add the queue node here (or in the generated
-    file) as it lands."""
+    dialplan tries in turn, and two web nodes (their ``[ami]`` at the queue node: the
+    queue node and its standby are Asterisks of ``[edge] queue_nodes``, started with the
+    media nodes)."""
     return [
         RoleProcess("control", "control", "127.0.0.5", env=dict(CLUSTER_LINKS)),
         RoleProcess("control-2", "control", "127.0.0.10", env=dict(CLUSTER_LINKS)),
@@ -139,11 +142,11 @@ def check(plan: Plan, settings: Settings, where: Path) -> None:
     names = [p.name for p in plan.processes]
     if len(set(names)) != len(names):
         raise PlanError(f"{where}: process names must differ ({names})")
-    nodes = {n.name for n in settings.edge.nodes}
+    nodes = {n.name for n in settings.edge.nodes + settings.edge.queue_nodes}
     for p in plan.processes:
         if not p.address.startswith("127."):
             raise PlanError(f"{where}: process {p.name}: {p.address} is not a loopback address")
         if p.media_node and p.media_node not in nodes:
-            raise PlanError(f"{where}: process {p.name}: no media node {p.media_node!r} "
-                            f"(nodes: {', '.join(sorted(nodes))})")
+            raise PlanError(f"{where}: process {p.name}: no media or queue node "
+                            f"{p.media_node!r} (nodes: {', '.join(sorted(nodes))})")
     plan.serving_audiosocket()

@@ -18,6 +18,7 @@ from typing import Any
 
 from crm.storage.private_files import SERVICE_UMASK, open_private, private_dir, write_private
 from hotline.cluster.plan import Plan, RoleProcess
+from hotline.edge.settings import MediaNode
 from hotline.liveness import Recorded, check_recorded, describe_health, fetch_health
 from hotline.roles.control_lease import STANDBY_LINE
 from hotline.settings import Settings
@@ -42,8 +43,7 @@ def pid_file(plan: Plan, process: RoleProcess) -> Path:
 def environment(plan: Plan, process: RoleProcess, base: Settings) -> dict[str, str]:
     """The process's settings: the invoking environment (HOTLINE_CONFIG included), the
     cluster's bus, database and media node, and its own address, ports and state."""
-    node = next((n for n in base.edge.nodes if n.name == process.media_node),
-                base.edge.nodes[0])
+    node = ami_node(base, process)
     serving = plan.serving_audiosocket()
     env = {**os.environ,
            "HOTLINE_STATE_DIR": str(plan.process_dir(process)),
@@ -67,6 +67,21 @@ def environment(plan: Plan, process: RoleProcess, base: Settings) -> dict[str, s
     if process.health_port is not None:
         env["HOTLINE_AUDIOSOCKET__HEALTH_PORT"] = str(process.health_port)
     return env | process.env
+
+
+def ami_node(base: Settings, process: RoleProcess) -> MediaNode:
+    """The node whose AMI the process's ``[ami]`` logs in to: the plan's ``media_node``
+    when it names one; else, for a web node of a cluster with a queue node, the queue node
+    (the desks' sign-in and pause act on the queue agents are rung from); else the first
+    media node (control's call tracker and an IVR worker's channel variables are a media
+    node's business: a call tracker must never run at a queue node, docs/cluster.md)."""
+    every = base.edge.nodes + base.edge.queue_nodes
+    named = next((n for n in every if n.name == process.media_node), None)
+    if named is not None:
+        return named
+    if process.role == "web" and base.edge.queue_nodes:
+        return base.edge.queue_nodes[0]
+    return base.edge.nodes[0]
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,14 @@ def _default_nodes() -> list[MediaNode]:
             MediaNode(name="media-2", address="127.0.0.3")]
 
 
+def _default_queue_nodes() -> list[MediaNode]:
+    """The city-wide queue of the default cluster: the queue node, then its standby, each
+    on an address of its own (127.0.0.4-.10 and .11 are the plan's Redis, role processes and
+    an example's extra worker: hotline/cluster/plan.py)."""
+    return [MediaNode(name="queue-1", address="127.0.0.12"),
+            MediaNode(name="queue-2", address="127.0.0.13")]
+
+
 class EdgeSettings(_Section):
     address: Address = "127.0.0.1"
     """Where the edge listens for SIP (UDP): the address carriers and softphones call. The
@@ -83,11 +91,14 @@ class EdgeSettings(_Section):
     installation of each node and its channel event record, which control reads when it
     starts or takes over). Empty: this process's ``state_dir`` (the process that starts
     the nodes); ``hotline cluster up`` sets it for the role processes it starts."""
-    queue_nodes: list[MediaNode] = Field(default_factory=list, max_length=2)
+    queue_nodes: list[MediaNode] = Field(default_factory=_default_queue_nodes, max_length=2)
     """The city-wide queue (docs/cluster.md): the queue node, then its standby, each an
     Asterisk from the same root with app_queue and the agents' phones. Media nodes hand
-    callers to them over SIP instead of queueing them themselves. Empty: each media node
-    queues its own callers."""
+    callers to them over SIP instead of queueing them themselves. By default queue-1 on
+    127.0.0.12 and queue-2 on 127.0.0.13 (SIP 5060, AMI 5038), so the cluster that
+    ``hotline cluster up`` starts lets a caller on any media node reach any signed-in agent.
+    Empty (``queue_nodes = []``): each media node queues its own callers, and a caller on a
+    node whose queue no desk signs in to waits until they hang up."""
     phone_port: int = Field(5070, ge=1, le=65535)
     """The edge's UDP port for agents' phones (used with ``queue_nodes``): their REGISTER and
     their own calls go to the queue node, or the standby when it is down. The carriers' port
@@ -101,6 +112,20 @@ class EdgeSettings(_Section):
     grants): the phone refreshes it through the edge within that time, and a refresh after
     the queue node died lands on the standby, so this bounds how long an agent cannot be
     rung after the queue node is lost. Used only with ``queue_nodes``."""
+
+    @model_validator(mode="after")
+    def _queue_nodes_beside_the_media_nodes(self) -> EdgeSettings:
+        """The default queue nodes are this machine's loopback addresses: media nodes on
+        other machines would hand every caller to an address that is no queue node's."""
+        elsewhere = [n.address for n in self.nodes
+                     if not ipaddress.IPv4Address(n.address).is_loopback]
+        if elsewhere and "queue_nodes" not in self.model_fields_set:
+            raise ValueError(
+                f"edge.queue_nodes: the media nodes are on other machines ({', '.join(elsewhere)})"
+                " but the queue nodes are the defaults on this one (127.0.0.12, 127.0.0.13): "
+                "set queue_nodes to the queue node and its standby, or queue_nodes = [] "
+                "(each media node queues its own callers)")
+        return self
 
     @model_validator(mode="after")
     def _distinct_nodes(self) -> EdgeSettings:

@@ -27,6 +27,7 @@ from hotline.edge.nodes import linked_node_settings
 from hotline.paths import recording_store, survey_comments_dir
 from hotline.reconciliation import call_record_path, reconcile_open_calls
 from hotline.retention import RetentionSchedule, retention_loop
+from hotline.roles.node_links import queue_node_linked
 from hotline.settings import Settings, hotline_queues
 from hotline.surveys import return_visit_loop
 from ivr.ami.client import AmiClient
@@ -107,7 +108,8 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
         left_open = await place_left_open(left_open)
     tracker.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                   for c in left_open)
-    queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings))
+    queue_tracker = QueueTracker(ami, bus, queues=hotline_queues(settings),
+                                 members=not queue_node_linked(settings))
     announcements = QueueAnnouncements(
         ami, bus, main_queue=settings.asterisk.queue_name,
         announce_position=settings.queue_wait.announce_position)

@@ -97,6 +97,16 @@ def linked_media(settings: Settings) -> list[MediaNode]:
             if kind == "media" and (m.address, m.ami_port) != own]
 
 
+def queue_node_linked(settings: Settings) -> bool:
+    """Whether control links a queue node besides its ``[ami]`` link: that link's queue
+    tracker reports the members and the queue snapshots, so the ``[ami]`` link's (a media
+    node's, whose queue nobody signs in to) reports the callers' events only; its empty
+    snapshot would wipe the wallboard's members and waiting callers."""
+    own = (settings.ami.host, settings.ami.port)
+    return any(kind == "queue" and (node.address, node.ami_port) != own
+               for node, kind in cluster_nodes(settings))
+
+
 def own_node_name(settings: Settings) -> str:
     """The name of the media node control's ``[ami]`` link is to (else the Asterisk's)."""
     own = (settings.ami.host, settings.ami.port)

@@ -49,6 +49,15 @@ def phone_password(settings: Settings, extension: str) -> str:
     return password
 
 
+def at_phones_port(settings: Settings) -> Settings:
+    """Settings whose SIP address is a cluster's SIP edge's phones' port (``[edge]
+    phone_port``): where agents' phones register; the edge sends them to the queue node, or
+    its standby when it is down."""
+    asterisk = settings.asterisk.model_copy(
+        update={"bind_host": settings.edge.address, "sip_port": settings.edge.phone_port})
+    return settings.model_copy(update={"asterisk": asterisk})
+
+
 class AgentPhone:
     """An agent desk phone: registers ``extension`` with digest auth, answers one call.
 

@@ -54,14 +54,17 @@ the bed's, so not what its ``down`` must stop."""
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, *, edge: str = EDGE,
                     media: dict[str, str] = NODES, probe_interval: int = 1) -> Iterator[Settings]:
     """Kamailio on ``edge`` and a media node per ``media`` entry (name: address), on free
-    ports; only 127.0.0.1 (the carrier here) may call the edge. Stopped on exit."""
+    ports, and no queue node (the media tier alone: each node queues its own callers;
+    tests/cluster/queue_bed.py has the city-wide queue); only 127.0.0.1 (the carrier here)
+    may call the edge. Stopped on exit."""
     base = asterisk_test_settings(tmp_path_factory.mktemp("edge-state"))
     pool = [MediaNode(name=name, address=address, sip_port=free_udp_port(host=address),
                       ami_port=free_tcp_port(address), rtp_start=20000, rtp_end=20099)
             for name, address in media.items()]
     edge_settings = base.edge.model_copy(update={
         "address": edge, "port": free_udp_port(host=edge), "sources": ["127.0.0.1"],
-        "nodes": pool, "probe_interval": probe_interval, "reply_timeout": 1.0})
+        "nodes": pool, "queue_nodes": [], "probe_interval": probe_interval,
+        "reply_timeout": 1.0})
     settings = base.model_copy(update={"edge": edge_settings})
     _skip_unless_possible(settings)
     root = settings.asterisk.root_dir

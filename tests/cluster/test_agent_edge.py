@@ -27,7 +27,7 @@ from hotline.edge import config, kamailio, nodes
 from hotline.edge.settings import EdgeSettings, MediaNode
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings
-from hotline.tools.phones import AgentPhone
+from hotline.tools.phones import AgentPhone, at_phones_port
 from hotline.tools.sipp import CallResult, SippError, place_call
 from ivr.ami.client import AmiEvent
 from ivr.asterisk.queue_control import QueueControl
@@ -70,13 +70,6 @@ async def caller(settings: Settings, number: str) -> CallResult:
     """A caller through the edge who stays until the hotline hangs up (the agent's talk)."""
     return await place_call(at_edge(settings), caller_number=number, wait_for_bye=True,
                             hold_ms=int(CALL_S * 1000), max_seconds=CALL_S + 5)
-
-
-def phones_port(settings: Settings) -> Settings:
-    """Settings whose SIP address is the edge's phones' port: where agents' phones register."""
-    asterisk = settings.asterisk.model_copy(
-        update={"bind_host": settings.edge.address, "sip_port": settings.edge.phone_port})
-    return settings.model_copy(update={"asterisk": asterisk})
 
 
 def edge_log(settings: Settings) -> str:
@@ -149,7 +142,7 @@ async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its
     async with contextlib.AsyncExitStack() as stack:
         for ext in (EARLY, LATE):
             phone = await stack.enter_async_context(
-                AgentPhone(phones_port(settings), ext, hold_ms=700))
+                AgentPhone(at_phones_port(settings), ext, hold_ms=700))
             timers[ext] = RefreshTimer(phone)
             stack.push_async_callback(cancel, timers[ext].task)
         stack.push_async_callback(lambda: cancel(*calls))
@@ -166,7 +159,7 @@ async def test_agents_phones_registered_through_the_edge_follow_the_queue_to_its
         assert len(answered(control)) == 1 and rung_through_edge(settings, QUEUE) >= 1
         # An agent's own call through the edge: EARLY dials LATE on the queue node.
         rung = rung_through_edge(settings, QUEUE)
-        own = await place_call(phones_port(settings), caller_number=EARLY, dial=LATE,
+        own = await place_call(at_phones_port(settings), caller_number=EARLY, dial=LATE,
                                auth_password=timers[EARLY].phone.password, hold_ms=300)
         assert own.answered and own.ok, own.stderr
         assert f"from phone {EARLY} to queue node" in edge_log(settings)
@@ -231,7 +224,9 @@ def test_only_a_queue_node_takes_registrations_by_the_edge_path(tmp_path: Path) 
     edge_config = config.render_config(settings, files)
     assert 'ds_select_dst("2", "8")' in edge_config
     assert f"listen=udp:{edge.address}:{edge.phone_port}" in edge_config
-    without_queue = config.render_config(one_box, files)
+    no_queue_node = one_box.model_copy(update={
+        "edge": one_box.edge.model_copy(update={"queue_nodes": []})})
+    without_queue = config.render_config(no_queue_node, files)
     assert "path.so" not in without_queue and f":{edge.phone_port}" not in without_queue
 
 
@@ -241,4 +236,7 @@ def test_the_phones_port_must_be_a_port_of_its_own() -> None:
         EdgeSettings(port=5060, phone_port=5060, queue_nodes=queue)
     with pytest.raises(ValueError, match="its own SIP"):
         EdgeSettings(address="127.0.18.4", phone_port=5060, queue_nodes=queue)
-    assert EdgeSettings(port=5060, phone_port=5060).phone_port == 5060  # no queue: unused
+    with pytest.raises(ValueError, match="its own SIP"):  # the default has queue nodes
+        EdgeSettings(port=5060, phone_port=5060)
+    assert EdgeSettings(port=5060, phone_port=5060,  # no queue node: the port is unused
+                        queue_nodes=[]).phone_port == 5060

@@ -66,6 +66,7 @@ def control_env(bed: Settings) -> dict[str, str]:
             "HOTLINE_EDGE__CONTROL_LINKS": "true",
             "HOTLINE_EDGE__NODES": json.dumps([m.model_dump(mode="json")
                                                for m in bed.edge.nodes]),
+            "HOTLINE_EDGE__QUEUE_NODES": "[]",  # the bed's media nodes alone (edge_bed)
             "HOTLINE_AMI__HOST": first.address, "HOTLINE_AMI__PORT": str(first.ami_port),
             # As `hotline cluster up` sets it: the nodes' records are under the bed's state.
             "HOTLINE_EDGE__NODES_STATE_DIR": str(bed.state_dir)}

@@ -72,7 +72,7 @@ def test_each_media_node_starts_its_round_robin_at_another_worker() -> None:
     (the seconds' count, modulo the workers)."""
     three = ["127.0.0.2:9093", "127.0.0.3:9093", "127.0.0.4:9094"]
     settings = Settings(**SECRETS, audiosocket={"workers": three}, edge={"nodes": [
-        {"name": f"media-{n}", "address": f"127.0.0.{10 + n}"} for n in range(1, 5)]})
+        {"name": f"media-{n}", "address": f"127.0.0.{20 + n}"} for n in range(1, 5)]})
     firsts = [first_worker_rule(render_config(node_settings(settings, node(
         settings, f"media-{n}")))["hotline.conf"]) for n in range(1, 5)]
     assert firsts == ["0", "1", "2", "0"]  # the fourth node wraps round to the first

@@ -28,7 +28,7 @@ def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
     loaded = plans.load(settings)
     assert loaded == made
     addresses = [p.address for p in loaded.processes] + [loaded.redis_address]
-    addresses += [n.address for n in settings.edge.nodes]
+    addresses += [n.address for n in settings.edge.nodes + settings.edge.queue_nodes]
     assert len(set(addresses)) == len(addresses), addresses
     assert [(p.name, p.role) for p in loaded.processes] == [
         ("control", "control"), ("control-2", "control"), ("ivr-1", "ivr"), ("ivr-2", "ivr"),
@@ -42,6 +42,31 @@ def test_the_default_plan_round_trips_with_every_process_on_its_own_address(
     assert [(p.web_port, p.health_port) for p in workers] == [(None, 9093), (None, 9093)]
     env = processes.environment(loaded, workers[0], settings)
     assert env["HOTLINE_AUDIOSOCKET__HEALTH_PORT"] == "9093"
+
+
+def test_the_default_cluster_has_the_city_wide_queue_and_desks_act_on_it(
+        settings: Settings) -> None:
+    """Issue 16's default cluster: a queue node and its standby (so a caller on either media
+    node reaches any signed-in agent); the web nodes' [ami] is the queue node (sign-in and
+    pause), control's and the IVR workers' the first media node (control's call tracker
+    must not run at a queue node); a plan's media_node may name a queue node."""
+    assert [(q.name, q.address) for q in settings.edge.queue_nodes] == [
+        ("queue-1", "127.0.0.12"), ("queue-2", "127.0.0.13")]
+    made = plans.default_plan(settings, "postgresql://x")
+    ami = {p.name: (env["HOTLINE_AMI__HOST"], env["HOTLINE_AMI__PORT"]) for p in made.processes
+           if (env := processes.environment(made, p, settings))}
+    assert ami == {"control": ("127.0.0.2", "5038"), "control-2": ("127.0.0.2", "5038"),
+                   "ivr-1": ("127.0.0.2", "5038"), "ivr-2": ("127.0.0.2", "5038"),
+                   "web-1": ("127.0.0.12", "5038"), "web-2": ("127.0.0.12", "5038")}
+    on_standby = RoleProcess("web-3", "web", "127.0.0.14", web_port=8080, media_node="queue-2")
+    assert processes.environment(made, on_standby, settings)["HOTLINE_AMI__HOST"] == "127.0.0.13"
+    plans.check(Plan(made.directory, made.redis_address, made.redis_port, made.database_url,
+                     [*made.processes, on_standby]), settings, made.directory)
+    # Without a queue node (queue_nodes = []), every process's [ami] is the first media node.
+    alone = settings.model_copy(update={"edge": settings.edge.model_copy(
+        update={"queue_nodes": []})})
+    web = next(p for p in made.processes if p.role == "web")
+    assert processes.environment(made, web, alone)["HOTLINE_AMI__HOST"] == "127.0.0.2"
 
 
 def test_no_plan_yet_is_none(settings: Settings) -> None:
@@ -65,7 +90,7 @@ CORE = {"name": "core", "role": "core", "address": "127.0.0.5", "audiosocket_por
 @pytest.mark.parametrize(("processes", "said"), [
     ([CORE, {**CORE, "audiosocket_port": 9093}], "process names must differ"),
     ([{**CORE, "address": "10.0.0.5"}], "not a loopback address"),
-    ([{**CORE, "media_node": "media-9"}], "no media node 'media-9'"),
+    ([{**CORE, "media_node": "media-9"}], "no media or queue node 'media-9'"),
     ([{"name": "web-1", "role": "web", "address": "127.0.0.6", "web_port": 8080}],
      "no process of the plan serves AudioSocket"),
     ([{**CORE, "colour": "red"}], "unexpected keyword"),

@@ -49,7 +49,8 @@ def cluster(tmp_path: Path, one: FakeAmiServer, two: FakeAmiServer) -> Settings:
     settings.asterisk.call_record_file = tmp_path / "no-record.json"
     settings.edge = settings.edge.model_copy(update={"control_links": True, "nodes": [
         MediaNode(name="media-1", address="127.0.0.1", ami_port=one.port),
-        MediaNode(name="media-2", address="127.0.0.1", ami_port=two.port)]})
+        MediaNode(name="media-2", address="127.0.0.1", ami_port=two.port)],
+        "queue_nodes": []})  # the media nodes alone: their trackers are what is tested
     return settings
 
 

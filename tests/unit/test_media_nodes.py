@@ -37,6 +37,10 @@ def test_a_single_box_is_no_node(settings: Settings) -> None:
     assert "HOTLINE_NODE" not in config["hotline.conf"] + config["manager.conf"]
     root = Path("/srv/root")
     assert node_installation(chroot_installation(root), "") == chroot_installation(root)
+    # The default [edge]'s queue nodes change nothing on one box (only a cluster's nodes).
+    without = settings.model_copy(update={"edge": settings.edge.model_copy(
+        update={"queue_nodes": []})})
+    assert settings.edge.queue_nodes and render_config(without) == config
 
 
 def test_a_node_has_its_own_address_ports_directories_and_name(settings: Settings) -> None:
@@ -91,6 +95,8 @@ def test_the_edge_dispatches_to_every_node_and_accepts_its_sources(settings: Set
     ({"nodes": [{"name": "a", "address": "127.0.0.1"}]}, "none the edge's"),
     ({"nodes": [{"name": "Media 1", "address": "127.0.0.2"}]}, "edge.nodes.0.name"),
     ({"address": "localhost"}, "not an IPv4 address"),
+    ({"nodes": [{"name": "a", "address": "10.0.0.2"}]},
+     "edge.queue_nodes: the media nodes are on other machines (10.0.0.2)"),
 ])
 def test_bad_edge_settings_are_refused_by_name(tmp_path: Path, edge: dict[str, object],
                                                message: str) -> None:
@@ -106,3 +112,27 @@ def test_bad_edge_settings_are_refused_by_name(tmp_path: Path, edge: dict[str, o
     toml.write_text("\n".join(lines) + "\n")
     with pytest.raises(SettingsError, match=re.escape(message)):
         load_settings(toml, fill_secrets=False)
+
+
+def test_the_default_cluster_hands_callers_to_its_queue_node(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """Issue 16's default: the queue node and its standby beside the media nodes, so a caller
+    on either media node waits where every signed-in agent is; ``queue_nodes = []`` (e.g.
+    media nodes on other machines) queues each node's callers itself."""
+    assert [(q.name, q.address, q.sip_port, q.ami_port) for q in settings.edge.queue_nodes] == [
+        ("queue-1", "127.0.0.12", 5060, 5038), ("queue-2", "127.0.0.13", 5060, 5038)]
+    for media in ("media-1", "media-2"):
+        mine = node_settings(settings, node(settings, media)).asterisk
+        assert mine.queue_handoff == ["127.0.0.12:5060", "127.0.0.13:5060"], media
+    queue_node = node_settings(settings, node(settings, "queue-1")).asterisk
+    assert queue_node.queue_handoff == [] and queue_node.handoff_sources == [
+        "127.0.0.2", "127.0.0.3"]
+    assert render_dispatcher_list(settings.edge).splitlines()[-2:] == [
+        "2 sip:127.0.0.12:5060 0 2 duid=queue-1", "2 sip:127.0.0.13:5060 0 1 duid=queue-2"]
+    assert "listen=udp:127.0.0.1:5070\n" in render_edge(settings, EdgeFiles.of(settings))
+    toml = tmp_path / "alone.toml"
+    toml.write_text(f'state_dir = "{tmp_path}"\n[edge]\nqueue_nodes = []\n'
+                    'nodes = [{ name = "a", address = "10.0.0.2" }]\n')
+    alone = load_settings(toml, fill_secrets=False)
+    assert alone.edge.queue_nodes == []
+    assert node_settings(alone, node(alone, "a")).asterisk.queue_handoff == []
