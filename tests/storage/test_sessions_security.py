@@ -282,6 +282,15 @@ async def test_parallel_guesses_are_all_counted(sessions: SessionFactory) -> Non
 
 
 # -- throttling over HTTP -----------------------------------------------------------------------
+def waits(page: str, headers: Any, expected: int) -> bool:
+    """The page and Retry-After say the same wait, ``expected`` s less at most 2 s."""
+    match = TOO_MANY.search(page)
+    assert match, page
+    shown = int(match.group(1))
+    assert int(headers["Retry-After"]) == shown, (headers["Retry-After"], shown)
+    return expected - 2 <= shown <= expected
+
+
 async def test_sign_in_throttling_is_shared_by_two_web_processes_and_grows(
         make_site: MakeSite) -> None:
     policy = SessionPolicy(throttle=ThrottlePolicy(
@@ -292,8 +301,9 @@ async def test_sign_in_throttling_is_shared_by_two_web_processes_and_grows(
     for _ in range(3):
         wrong = await one.sign_in(browser, "desk", "agent1", "not-the-password")
         assert wrong.status == 401 and "Wrong login or password" in await wrong.text()
-    assert TOO_MANY.search(await wrong.text()).group(1) == "60"  # the lock starts now
-    assert wrong.headers["Retry-After"] == "60"
+    # The lock starts at the attempt, before its password check: on a busy machine that
+    # check may take a second or two of the wait.
+    assert waits(await wrong.text(), wrong.headers, 60)
 
     elsewhere = await other.client("127.0.0.3")
     right = await other.sign_in(elsewhere, "console", "agent1", PASSWORD)
@@ -305,7 +315,7 @@ async def test_sign_in_throttling_is_shared_by_two_web_processes_and_grows(
         await age_failures(one.sessions, "account:agent1", expected / 2)
         wrong = await other.sign_in(elsewhere, "desk", "agent1", "still-not-it")
         assert wrong.status == 401
-        assert TOO_MANY.search(await wrong.text()).group(1) == str(expected)
+        assert waits(await wrong.text(), wrong.headers, expected)
     assert (await one.sign_in(browser, "desk", "agent1")).status == 429
 
     await age_failures(one.sessions, "account:agent1", 240)
