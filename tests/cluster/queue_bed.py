@@ -41,8 +41,12 @@ def _node(name: str, address: str) -> MediaNode:
 
 @contextlib.contextmanager
 def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory,
-                          agent_expiry: int = 60) -> Iterator[Settings]:
+                          agent_expiry: int = 60, max_wait: int | None = None
+                          ) -> Iterator[Settings]:
     base = asterisk_test_settings(tmp_path_factory.mktemp("queue-cluster"))
+    if max_wait is not None:
+        base = base.model_copy(update={"queue_wait": base.queue_wait.model_copy(
+            update={"max_wait": max_wait})})
     edge = base.edge.model_copy(update={
         "address": EDGE, "port": free_udp_port(host=EDGE), "sources": ["127.0.0.1"],
         "phone_port": free_udp_port(host=EDGE), "phone_sources": ["127.0.0.1"],

@@ -30,6 +30,7 @@ from crm.telephony.events import (
     AgentRinging,
     CallerQueued,
     CallStarted,
+    IvrLegAnnounced,
 )
 from hotline.edge import nodes
 from hotline.settings import Settings
@@ -148,6 +149,11 @@ async def test_callers_on_both_media_nodes_meet_one_agent_on_the_queue_node(
     assert len(call_ids) == 4, call_ids
     answered = never_rung_twice(control.events, EXTENSION)
     assert sorted(answered) == sorted(call_ids), (answered, call_ids)
+    # The agent hung up first, so each caller's media node ran the after-call survey: the
+    # queue node's BYE said so (its Q.850 cause, dialplans/hotline.conf.j2).
+    surveyed = {e.for_call for e in control.events
+                if isinstance(e, IvrLegAnnounced) and e.kind == "survey"}
+    assert surveyed == call_ids, (surveyed, call_ids)
     await one_complete_consultation_each(pg_sessions, call_ids)
     with capsys.disabled():
         print(f"\n4 callers over {landed} answered one at a time by {EXTENSION} on {QUEUE}: "
