@@ -58,7 +58,7 @@ from bench.intake_calls import (
     trace,
 )
 from bench.intake_scenarios import FLOWS, KINDS, Flow, flow, parse_kinds
-from bench.load import wait_for_free_asterisk, watch_asterisk
+from bench.load import guarded, wait_for_free_asterisk, watch_asterisk
 from bench.load_calls import DriveLimits, attach, drive, load_consultations
 from bench.load_procs import ProcSampler, Usage
 from bench.load_stack import BenchError, Stack, Teardown, bench_settings, running_stack
@@ -295,13 +295,7 @@ async def run(args: argparse.Namespace, teardown: Teardown,
                     break
                 step = asyncio.create_task(run_level(stack, the_flow, prepared, kinds, limits,
                                                      sampler, f"I{index}", args.trace))
-                await asyncio.wait({step, guard}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # the guard ended: our Asterisk is gone
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await step
-                    guard.result()
-                result = step.result()
+                result = await guarded(step, guard)
                 print_level(result, kinds)
                 results.append(result)
         finally:

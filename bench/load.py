@@ -42,7 +42,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import call_costs
 from bench.load_calls import (
@@ -413,7 +413,10 @@ async def prompts_prewarmed(stack: Stack) -> bool:
     return isinstance(speech, dict) and speech.get("prompts_prewarmed") is True
 
 
-async def guarded(step: asyncio.Task[StepResult], guard: asyncio.Task[None]) -> StepResult:
+StepT = TypeVar("StepT")
+
+
+async def guarded(step: asyncio.Task[StepT], guard: asyncio.Task[None]) -> StepT:
     """The step's result, or the guard's BenchError as soon as our Asterisk is gone."""
     await asyncio.wait({step, guard}, return_when=asyncio.FIRST_COMPLETED)
     if not step.done():  # the guard ended: our Asterisk is gone
