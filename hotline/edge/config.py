@@ -106,6 +106,7 @@ def render_config(settings: Settings, files: EdgeFiles, *, debug: int = 2) -> st
         ctl_socket=files.ctl_socket,
         fr_timer_ms=round(edge.reply_timeout * 1000),
         sources=",".join(accepted_sources(edge)),
+        media_sources=",".join(node.address for node in edge.nodes),
     )
 
 

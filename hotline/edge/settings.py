@@ -72,6 +72,11 @@ class EdgeSettings(_Section):
     sources: list[SipNetwork] = Field(default_factory=lambda: ["127.0.0.0/8"], min_length=1)
     """Networks the edge accepts SIP from (the carrier's gateways); the media nodes are
     always accepted. Anything else gets 403."""
+    carrier: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+    """Where calls out go, ``host:port`` (UDP): the carrier's gateway. A media node's call to
+    a resident (a callback, a return visit: ``[callbacks] dial`` and ``[survey] dial``
+    aimed at the edge, e.g. ``PJSIP/pstn-gateway/sip:{number}@<edge address>:<port>``)
+    is relayed there, record-routed. Empty: a media node's call out is refused (503)."""
     nodes: list[MediaNode] = Field(default_factory=_default_nodes, min_length=1)
     probe_interval: int = Field(2, ge=1, le=60)
     """Seconds between SIP OPTIONS probes of every node (dispatcher ds_ping_interval)."""

@@ -238,14 +238,15 @@ class ResidentPhone:
 
     def __init__(self, settings: Settings, *, mode: ResidentMode = "answer", keys: str = "",
                  pause_before_keys_ms: int = 1000, ring_ms: int = 200,
-                 hold_ms: int = 60_000) -> None:
+                 hold_ms: int = 60_000, port: int = 0) -> None:
+        """``port``: the UDP port to answer on (0: a free one, chosen at start)."""
         self.settings = settings
         self.mode = mode
         self.keys = keys
         self.pause_before_keys_ms = pause_before_keys_ms
         self.ring_ms = ring_ms if mode != "no_answer" else 600_000
         self.hold_ms = hold_ms
-        self.port = 0
+        self.port = port
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._uas: SippProcess | None = None
 
@@ -258,7 +259,7 @@ class ResidentPhone:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"hotline-resident-{self.mode}-")
         workdir = Path(self._tmp.name)
         try:
-            self.port = free_udp_port()
+            self.port = self.port or free_udp_port()
             scenario = render_scenario(
                 "resident_phone.xml", workdir, mode=self.mode,
                 steps=key_steps(self.keys, self.pause_before_keys_ms, workdir),

@@ -52,7 +52,8 @@ the bed's, so not what its ``down`` must stop."""
 
 @contextmanager
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, *, edge: str = EDGE,
-                    media: dict[str, str] = NODES, probe_interval: int = 1) -> Iterator[Settings]:
+                    media: dict[str, str] = NODES, probe_interval: int = 1,
+                    carrier: str | None = None) -> Iterator[Settings]:
     """Kamailio on ``edge`` and a media node per ``media`` entry (name: address), on free
     ports, and no queue node (the media tier alone: each node queues its own callers;
     tests/cluster/queue_bed.py has the city-wide queue); only 127.0.0.1 (the carrier here)
@@ -64,7 +65,7 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, *, edge: str = EDG
     edge_settings = base.edge.model_copy(update={
         "address": edge, "port": free_udp_port(host=edge), "sources": ["127.0.0.1"],
         "nodes": pool, "queue_nodes": [], "probe_interval": probe_interval,
-        "reply_timeout": 1.0})
+        "reply_timeout": 1.0, "carrier": carrier})
     settings = base.model_copy(update={"edge": edge_settings})
     _skip_unless_possible(settings)
     root = settings.asterisk.root_dir
