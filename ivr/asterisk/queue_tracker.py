@@ -266,11 +266,27 @@ class QueueTracker:
             return
         if event.name.lower() in MEMBER_EVENTS:
             published: BusEvent | None = status_event(event, self.unreachable)
+        elif event.name.lower() == "agentcomplete" and call_id_of(event) is None:
+            published = self._ended_without_caller(event)
         else:
             published = queue_event(event)
         if published is None or not self._watched(getattr(published, "queue", None)):
             return
         await self._publish(published)
+
+    def _ended_without_caller(self, event: AmiEvent) -> AgentCallEnded | None:
+        """An AgentComplete without the caller's channel: app_queue had no snapshot of it
+        left (it hung up as the agent did; on a queue node the leg is hung up at once). The
+        member's connected call is the one that ended."""
+        key = (event.get("Queue") or "", event.get("Interface") or "")
+        answered = self.connected.get(key)
+        if answered is None:
+            log.warning("AgentComplete without CALL_ID for %s %s and no call connected there: "
+                        "ignored", *key)
+            return None
+        return AgentCallEnded(answered.call_id, key[0], key[1], answered.extension,
+                              _int(event.get("TalkTime")), _clean(event.get("Reason")),
+                              node=_clean(event.get("SystemName")))
 
     async def _on_contact_status(self, event: AmiEvent) -> None:
         """A phone's qualify result: Unreachable marks its members unreachable at once (the

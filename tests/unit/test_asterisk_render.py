@@ -145,7 +145,9 @@ def test_dialplan_surveys_callers_an_agent_talked_to_and_return_visits(
     config: dict[str, str],
 ) -> None:
     inbound = section(config["hotline.conf"], "hotline-inbound")
-    assert 'GotoIf($["${MEMBERINTERFACE}" = ""]?done)' in inbound
+    # Surveyed when an agent answered (or, in a cluster, the queue node said the agent
+    # hung up first: AGENT_DONE).
+    assert 'GotoIf($["${MEMBERINTERFACE}" = "" & "${AGENT_DONE}" = ""]?done)' in inbound
     assert inbound.index("Queue(${HOTLINE_QUEUE},c,,,120") < inbound.index(
         "Gosub(hotline-survey,s,1(after_call))")
     survey = section(config["hotline.conf"], "hotline-survey")

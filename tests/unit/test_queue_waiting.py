@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from crm.telephony.events import AgentStatusChanged, CallEnded, CallStep
+from crm.telephony.events import AgentCallEnded, AgentStatusChanged, CallEnded, CallStep
 from crm.telephony.steps import QueuePositionAnnounced, step_from_row
 from hotline.asterisk.render import render_config
 from hotline.asterisk.sounds import (
@@ -351,3 +351,20 @@ async def test_a_phone_failing_its_probes_is_unreachable_until_it_answers_again(
     statuses = [e.status for e in bus.events if isinstance(e, AgentStatusChanged)]
     assert statuses == ["available", "unreachable", "unreachable", "available", "available",
                         "unavailable"]
+
+
+async def test_an_agent_complete_without_the_callers_channel_ends_the_members_call() -> None:
+    """app_queue may publish AgentComplete after the caller's channel is gone (no snapshot,
+    no CALL_ID): the call the member was connected to is the one that ended (seen on a queue
+    node, which hangs the leg up as the agent does)."""
+    ami, bus = FakeAmi(), Bus()
+    QueueTracker(ami, bus)  # type: ignore[arg-type]
+    call_id = "6214422a-0239-460b-8431-e9c617b2d58e"
+    member = {"Queue": "hotline", "Interface": "PJSIP/2001", "MemberName": "agent1"}
+    await ami.feed("AgentConnect", Channel="PJSIP/media-nodes-00000001",
+                   ChanVariable=f"CALL_ID={call_id}", HoldTime="3", RingTime="1", **member)
+    await ami.feed("AgentComplete", TalkTime="2", Reason="agent", **member)
+    await ami.feed("AgentComplete", TalkTime="2", Reason="agent", **member)  # nothing left
+    ended = [e for e in bus.events if isinstance(e, AgentCallEnded)]
+    assert [(e.call_id, e.interface, e.talk_time_s, e.reason) for e in ended] == [
+        (call_id, "PJSIP/2001", 2, "agent")]
