@@ -42,6 +42,7 @@ from hotline.settings import Settings, hotline_queues
 from ivr.ami.client import AmiClient
 from ivr.asterisk.call_records import CallRecordReader
 from ivr.asterisk.call_tracker import ActiveCall, CallTracker
+from ivr.asterisk.queue_announcements import QueueAnnouncements
 from ivr.asterisk.queue_tracker import QueueTracker
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,11 @@ async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
                          queue_amis.get(media.name))
         if link.queue is not None:
             stack.callback(link.queue.close)
+        if kind == "queue":  # the callers wait there: the announcements they hear are steps
+            announcements = QueueAnnouncements(
+                link.ami, bus, main_queue=settings.asterisk.queue_name,
+                announce_position=settings.queue_wait.announce_position)
+            stack.callback(announcements.close)
         if link.calls is not None:
             link.calls.adopt(ActiveCall(c.call_id, c.channel, c.caller_number, c.caller_name)
                              for c in (adopt or {}).get(link.name, ()))

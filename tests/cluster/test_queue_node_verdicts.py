@@ -1,8 +1,9 @@
 """What the queue node tells a media node when it ends a caller's leg (the BYE's Q.850
 cause, dialplans/hotline.conf.j2): a wait past ``[queue_wait] max_wait`` on the queue node
-brings the caller to the callback offer on their media node, as on one box. (The agent who
-hangs up first, and the after-call survey it brings: test_city_queue.) Real Kamailio, two
-media nodes, the queue node and its standby."""
+brings the caller to the callback offer on their media node, as on one box; the position
+announcement they heard there is a step of their call. (The agent who hangs up first, and
+the after-call survey it brings: test_city_queue.) Real Kamailio, two media nodes, the
+queue node and its standby."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from crm.storage.db import SessionFactory
-from crm.telephony.events import CallerQueued, CallStarted, IvrLegAnnounced
+from crm.telephony.events import CallerQueued, CallStarted, CallStep, IvrLegAnnounced
+from crm.telephony.steps import QueuePositionAnnounced
 from hotline.settings import Settings
 from hotline.tools.sipp import place_call
 from tests.cluster.edge_bed import at_edge, wait_for
@@ -20,7 +22,8 @@ from tests.cluster.queue_bed import Control, running_control, running_queue_clus
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
-MAX_WAIT_S = 3
+MAX_WAIT_S = 6
+"""Long enough for the announcement on joining the queue (about 3 s) to end."""
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ async def control(waiting_cluster: Settings, pg_sessions: SessionFactory,
         yield running
 
 
-async def test_a_wait_past_max_wait_on_the_queue_node_brings_the_callback_offer(
+async def test_a_wait_past_max_wait_on_the_queue_node_brings_the_callback_offer_and_steps(
         waiting_cluster: Settings, control: Control) -> None:
     # Nobody signed in: the caller waits on the queue node until max_wait runs out.
     result = await place_call(at_edge(waiting_cluster), caller_number="13940000001",
@@ -49,3 +52,7 @@ async def test_a_wait_past_max_wait_on_the_queue_node_brings_the_callback_offer(
     offers = [(e.for_call, e.detail) for e in control.events
               if isinstance(e, IvrLegAnnounced) and e.kind == "offer"]
     assert offers == [(call_id, "max_wait")], offers
+    # The announcement on joining, heard on the queue node (control's link there).
+    announced = [e for e in control.events if isinstance(e, CallStep)
+                 and isinstance(e.step, QueuePositionAnnounced)]
+    assert [(e.call_id, e.step.position) for e in announced] == [(call_id, 1)], announced
