@@ -94,6 +94,8 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
                                   watch=watcher)
     links = await start_node_links(stack, settings, bus,
                                    adopt=placement.by_node if placement else None)
+    if queue_nodes := [link.ami for link in links if link.kind == "queue"]:
+        control.callback_dialer.use_queue_nodes(queue_nodes)  # callbacks wait there
     # A dead IVR worker marked on every media node's dialplan (worker_presence.py).
     marks = WorkerMarks(client, settings.bus.stream,
                         [control.ami, *(link.ami for link in links if link.kind == "media")])

@@ -150,13 +150,33 @@ class AmiCallbackDialer:
         """Request -> set when it is withdrawn while its callback waits for its agent."""
         self._returning: dict[str, datetime] = {}
         """Caller channel about to join the queue again -> their first arrival."""
+        self._queue_links: list[AmiActions] = []
+        """A cluster's queue node and its standby (:meth:`use_queue_nodes`): where the queue
+        is read; none: ``ami``'s own queue."""
         self._unsubscribe = [
-            ami.subscribe("QueueCallerJoin", self._on_join),
-            ami.subscribe("QueueCallerLeave", self._on_leave),
-            ami.subscribe("QueueCallerAbandon", self._on_leave),
+            *self._watch_queue(ami),
             ami.subscribe("UserEvent", self._on_user_event),
             ami.subscribe("OriginateResponse", self._on_response),
         ]
+
+    def _watch_queue(self, ami: AmiActions) -> list[Callable[[], None]]:
+        return [ami.subscribe("QueueCallerJoin", self._on_join),
+                ami.subscribe("QueueCallerLeave", self._on_leave),
+                ami.subscribe("QueueCallerAbandon", self._on_leave)]
+
+    def use_queue_nodes(self, links: list[AmiActions]) -> None:
+        """A cluster with the city-wide queue: callbacks are still placed on ``ami``'s node
+        (the dialplan hands the placeholder to the queue node), but the queue they wait in,
+        its positions and free agents, is read on the queue node (the first of ``links``
+        logged in: the standby while the queue node is down)."""
+        self._queue_links = list(links)
+        for link in links:
+            self._unsubscribe += self._watch_queue(link)
+
+    def _queue_ami(self) -> AmiActions:
+        return next((link for link in self._queue_links
+                     if getattr(link, "state", "logged_in") == "logged_in"),
+                    self._queue_links[0] if self._queue_links else self.ami)
 
     def close(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -205,7 +225,7 @@ class AmiCallbackDialer:
             list[datetime], bool]:
         """(arrivals of the callers waiting in ``queue``, in queue order; whether a member
         is free: with ``penalty``, the member of that penalty)."""
-        items = await self.ami.action_list("QueueStatus", Queue=queue)
+        items = await self._queue_ami().action_list("QueueStatus", Queue=queue)
         now = utcnow()
         entries = sorted((e for e in items if e.name.lower() == "queueentry"
                           and e.get("Queue") == queue),

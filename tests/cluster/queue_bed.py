@@ -41,8 +41,8 @@ def _node(name: str, address: str) -> MediaNode:
 
 @contextlib.contextmanager
 def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory,
-                          agent_expiry: int = 60, max_wait: int | None = None
-                          ) -> Iterator[Settings]:
+                          agent_expiry: int = 60, max_wait: int | None = None,
+                          carrier: str | None = None) -> Iterator[Settings]:
     base = asterisk_test_settings(tmp_path_factory.mktemp("queue-cluster"))
     if max_wait is not None:
         base = base.model_copy(update={"queue_wait": base.queue_wait.model_copy(
@@ -53,7 +53,7 @@ def running_queue_cluster(tmp_path_factory: pytest.TempPathFactory,
         "nodes": [_node(n, a) for n, a in MEDIA.items()],
         "queue_nodes": [_node(n, a) for n, a in QUEUE_NODES.items()],
         "probe_interval": 1, "reply_timeout": 1.0, "control_links": True,
-        "agent_expiry": agent_expiry})
+        "agent_expiry": agent_expiry, "carrier": carrier})
     settings = base.model_copy(update={"edge": edge})
     _skip_unless_possible(settings)
     try:
