@@ -62,12 +62,17 @@ def node_settings(settings: Settings, media: MediaNode) -> Settings:
     })
 
 
+def ami_media_node(settings: Settings) -> MediaNode | None:
+    """The media node of ``[edge] nodes`` this process's ``[ami]`` link is to, if any."""
+    own = (settings.ami.host, settings.ami.port)
+    return next((m for m in settings.edge.nodes if (m.address, m.ami_port) == own), None)
+
+
 def linked_node_settings(settings: Settings) -> Settings:
     """The settings of the media node this process's ``[ami]`` link is to, when it is one of
     ``[edge] nodes`` and control links the nodes (for its Asterisk installation and channel
     event record); else this process's own (one box)."""
-    own = (settings.ami.host, settings.ami.port)
-    media = next((m for m in settings.edge.nodes if (m.address, m.ami_port) == own), None)
+    media = ami_media_node(settings)
     if media is None or not settings.edge.control_links:
         return settings
     return node_settings(settings, media)

@@ -33,7 +33,7 @@ from typing import Literal
 
 from crm.consultations.recorder import OpenCall
 from crm.telephony.events import EventBus
-from hotline.edge.nodes import node_settings
+from hotline.edge.nodes import ami_media_node, node_settings
 from hotline.edge.settings import MediaNode
 from hotline.reconciliation import call_record_path
 from hotline.roles.node_loss import NodeLossWatch
@@ -110,9 +110,8 @@ def queue_node_linked(settings: Settings) -> bool:
 
 def own_node_name(settings: Settings) -> str:
     """The name of the media node control's ``[ami]`` link is to (else the Asterisk's)."""
-    own = (settings.ami.host, settings.ami.port)
-    return next((m.name for m in settings.edge.nodes if (m.address, m.ami_port) == own),
-                settings.asterisk.node_name)
+    media = ami_media_node(settings)
+    return media.name if media is not None else settings.asterisk.node_name
 
 
 async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,

@@ -131,12 +131,17 @@ class MembershipMirror:
                             started is not None and started != self._primary_started)
         if started is not None:
             self._primary_started = started
-        if self._standby.state == "logged_in" and (restarted or first):
-            mine = await self._members(self._primary, "queue node")
-            if mine is not None and (not mine if first else restarted):
-                await self.copy_back()
-                return
-        await self.copy()
+        if self._standby.state != "logged_in" or not (restarted or first):
+            await self.copy()
+            return
+        mine = await self._members(self._primary, "queue node")
+        if mine is None:
+            return
+        if not mine if first else restarted:
+            await self.copy_back()
+            return
+        await self._copy(mine, self._standby)  # read once: the same copy as copy()
+        log.info("standby queue: %d membership(s) copied from the queue node", len(mine))
 
     async def copy_back(self) -> None:
         """The standby's whole membership onto the queue node."""
