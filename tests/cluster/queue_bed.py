@@ -1,11 +1,15 @@
 """A cluster with the city-wide queue: Kamailio, two media nodes, a queue node and its
 standby, all Asterisks from the one root on 127.0.17.x with free ports; and control's AMI
-links to every node (hotline.roles.node_links) feeding the consultation recorder."""
+links to every node (hotline.roles.node_links) feeding the consultation recorder.
+
+HOTLINE_TEST_QUEUE_NET (three octets, 127.x.y) moves the bed to another loopback block, so
+two checkouts can run it at the same moment."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +28,14 @@ from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.sipp import free_udp_port
 from tests.cluster.edge_bed import _skip_unless_possible
 
-EDGE = "127.0.17.1"
-MEDIA = {"media-a": "127.0.17.2", "media-b": "127.0.17.3"}
+NET = os.environ.get("HOTLINE_TEST_QUEUE_NET", "127.0.17")
+if not NET.startswith("127.") or NET.count(".") != 2:
+    raise ValueError(f"HOTLINE_TEST_QUEUE_NET must be three loopback octets, not {NET!r}")
+EDGE = f"{NET}.1"
+MEDIA = {"media-a": f"{NET}.2", "media-b": f"{NET}.3"}
 QUEUE, STANDBY = "queue-1", "queue-2"
-QUEUE_NODES = {QUEUE: "127.0.17.4", STANDBY: "127.0.17.5"}
-STRANGER = "127.0.17.9"
+QUEUE_NODES = {QUEUE: f"{NET}.4", STANDBY: f"{NET}.5"}
+STRANGER = f"{NET}.9"
 """A loopback address that is no node's."""
 LINK_S = 20.0
 """Bound for every AMI link to log in."""
