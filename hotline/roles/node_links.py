@@ -37,6 +37,7 @@ from hotline.edge.nodes import ami_media_node, node_settings
 from hotline.edge.settings import MediaNode
 from hotline.reconciliation import call_record_path
 from hotline.roles.node_loss import NodeLossWatch
+from hotline.roles.queue_return import HandBack
 from hotline.roles.queue_standby import MembershipMirror, StandbyStates
 from hotline.settings import Settings, hotline_queues
 from ivr.ami.client import AmiClient
@@ -130,7 +131,9 @@ async def start_node_links(stack: contextlib.AsyncExitStack, settings: Settings,
         primary, standby = queue_amis.values()
         mirror = MembershipMirror(primary, standby, hotline_queues(settings))
         stack.callback(mirror.close)
-        standby_bus = StandbyStates(bus, primary)
+        hand_back = HandBack(primary, standby, hotline_queues(settings))
+        stack.callback(hand_back.close)
+        standby_bus = StandbyStates(bus, primary, hand_back.withholds_abandon)
     for media, kind in cluster_nodes(settings):
         if (media.address, media.ami_port) == own:
             continue

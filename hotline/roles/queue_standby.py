@@ -16,7 +16,8 @@ node), so the standby's membership is the last word.
 While the queue node's link is logged in, the standby's member states and queue snapshots
 are withheld from the bus: its members' phones are registered on the queue node, so the
 standby would report them unavailable and the wallboard and desks would flip between the
-two. Its callers' events (a requeued caller, an agent answering there) always pass.
+two. Its callers' events (a requeued caller, an agent answering there) always pass, but for
+the abandon of a caller handed back to the queue node (hotline.roles.queue_return).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from crm.telephony.events import AgentStatusChanged, BusEvent, EventBus, Handler, QueueSnapshot
+from crm.telephony.events import (
+    AgentStatusChanged,
+    BusEvent,
+    CallerAbandoned,
+    EventBus,
+    Handler,
+    QueueSnapshot,
+)
 from ivr.ami.client import AmiClient
 from ivr.ami.codec import AmiEvent
 
@@ -38,9 +46,11 @@ class StandbyStates:
     """The bus as the standby's queue tracker sees it: member states withheld while the
     queue node's link is logged in."""
 
-    def __init__(self, bus: EventBus, primary: AmiClient) -> None:
+    def __init__(self, bus: EventBus, primary: AmiClient,
+                 handed_back: Callable[[str], bool] = lambda call_id: False) -> None:
         self._bus = bus
         self._primary = primary
+        self._handed_back = handed_back
         self.withheld = 0
 
     def subscribe(self, handler: Handler) -> Callable[[], None]:
@@ -49,6 +59,9 @@ class StandbyStates:
     async def publish(self, event: BusEvent) -> None:
         if (isinstance(event, AgentStatusChanged | QueueSnapshot)
                 and self._primary.state == "logged_in"):
+            self.withheld += 1
+            return
+        if isinstance(event, CallerAbandoned) and self._handed_back(event.call_id):
             self.withheld += 1
             return
         await self._bus.publish(event)

@@ -28,6 +28,7 @@ from crm.telephony.events import (
     AgentAnswered,
     AgentCallEnded,
     AgentRinging,
+    CallerAbandoned,
     CallerQueued,
     CallStarted,
     IvrLegAnnounced,
@@ -184,14 +185,18 @@ async def test_the_queue_node_takes_handoff_headers_from_media_nodes_only(
     assert queued == [(call_id, "hotline-en")]
 
 
+@pytest.mark.timeout(240)
 async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
         queue_cluster: Settings, control: Control, pg_sessions: SessionFactory,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Last in the module: it kills the queue node while one caller talks to an agent there
     and another waits. Both are queued again on the standby, and so is a caller who arrives
     afterwards; all are answered there by an agent who signed in on the queue node only
-    (control mirrored the membership). Then the queue node restarts and gets the membership
-    back from the standby."""
+    (control mirrored the membership). A fourth caller then waits on the standby, where no
+    phone is left. The queue node restarts and gets the membership back from the standby;
+    once an agent's phone registers there, the waiting caller is handed back to it
+    (hotline.roles.queue_return) and answered there; their standby leg's end is no
+    abandon."""
     def queued(count: int) -> Callable[[], bool]:
         return lambda: sum(isinstance(e, CallerQueued) for e in control.events) >= count
 
@@ -231,19 +236,48 @@ async def test_callers_on_a_queue_node_that_dies_are_answered_on_the_standby(
     assert sorted(never_rung_twice(control.events, EXTENSION)) == sorted(call_ids)
     await one_complete_consultation_each(pg_sessions, call_ids)
 
-    # The queue node comes back with an Asterisk that has no members: control copies the
-    # standby's membership back (both agents signed in on the queue node only, before).
-    await asyncio.to_thread(nodes.up, queue_cluster, QUEUE, lambda message: None)
-    control.links[QUEUE].ami.reconnect_now()  # its backoff grew while the node was dead
-    copied_back = await wait_for(
-        lambda: all(mirrored(queue_cluster, QUEUE, e) for e in (EXTENSION, OTHER_EXTENSION)),
-        20, f"both agents' membership copied back to {QUEUE}")
+    # A caller waits on the standby (the queue node is still down), no phone left there.
+    waiting = asyncio.create_task(place_call(
+        at_edge(queue_cluster), caller_number="13920000004", wait_for_bye=True,
+        hold_ms=int(2 * CALL_S * 1000), max_seconds=2 * CALL_S + 5))
+    try:
+        await wait_for(queued(6), CALL_S, f"a fourth caller waiting on {STANDBY}")
+        (fourth,) = {e.call_id for e in control.events if isinstance(e, CallStarted)} - call_ids
+
+        # The queue node comes back with an Asterisk that has no members: control copies the
+        # standby's membership back (both agents signed in on the queue node only, before).
+        await asyncio.to_thread(nodes.up, queue_cluster, QUEUE, lambda message: None)
+        control.links[QUEUE].ami.reconnect_now()  # its backoff grew while the node was dead
+        copied_back = await wait_for(
+            lambda: all(mirrored(queue_cluster, QUEUE, e)
+                        for e in (EXTENSION, OTHER_EXTENSION)),
+            20, f"both agents' membership copied back to {QUEUE}")
+        back = time.monotonic()
+        async with AgentPhone(on_node(queue_cluster, QUEUE), EXTENSION, hold_ms=700):
+            handed_back = await wait_for(queued(7), 20, f"the fourth caller queued on {QUEUE}")
+            fourth_result = await waiting
+    finally:
+        waiting.cancel()
+    assert fourth_result.answered and fourth_result.ok, fourth_result.stderr
+    joins = [e.node for e in control.events if isinstance(e, CallerQueued)
+             and e.call_id == fourth]
+    # Handed back once, or twice if the media node's probes had not yet seen the queue
+    # node back (the first INVITE then went to the standby again).
+    assert joins[0] == STANDBY and joins[-1] == QUEUE and len(joins) <= 3, joins
+    answered_on = [e.node for e in control.events if isinstance(e, AgentAnswered)
+                   and e.call_id == fourth]
+    assert answered_on == [QUEUE], answered_on
+    assert not [e for e in control.events if isinstance(e, CallerAbandoned)
+                and e.call_id == fourth]
+    await one_complete_consultation_each(pg_sessions, call_ids | {fourth})
     with capsys.disabled():
         print(f"\n{QUEUE} killed with a caller talking and one waiting: both queued on "
               f"{STANDBY} after {requeued_after:.1f} s; a new caller then queued there in "
               f"{new_caller_after:.1f} s; all three answered there "
               f"{answered_after:.1f} s after the kill; {QUEUE} restarted had its two "
-              f"members back {copied_back:.1f} s after it was up")
+              f"members back {copied_back:.1f} s after it was up; a caller waiting on "
+              f"{STANDBY} was queued on {QUEUE} {handed_back:.1f} s after an agent's phone "
+              f"registered there ({time.monotonic() - back:.1f} s to the call's end)")
 
 
 def _agent_events(*spec: tuple[type, str]) -> list[object]:
