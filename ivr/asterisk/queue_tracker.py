@@ -379,7 +379,8 @@ class QueueTracker:
             caller = bridged.get(answered.extension or "")
             if caller is None or caller.chan_variables().get("CALL_ID") != answered.call_id:
                 await self._publish(AgentCallEnded(answered.call_id, *key, answered.extension,
-                                                   reason="resynchronised"))
+                                                   reason="resynchronised",
+                                                   node=answered.node))
         for (queue, interface), member in sorted(self.members.items()):
             caller = bridged.get(member.extension or "")
             call_id = caller.chan_variables().get("CALL_ID") if caller is not None else None
@@ -388,4 +389,5 @@ class QueueTracker:
                 continue
             await self._publish(AgentAnswered(
                 call_id, queue, interface, member.extension, member.member_name,
-                *caller_identity(caller), caller.get("Channel"), resynchronised=True))
+                *caller_identity(caller), caller.get("Channel"), resynchronised=True,
+                node=_clean(caller.get("SystemName"))))

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from crm.telephony.events import AgentCallEnded, AgentStatusChanged, CallEnded, CallStep
+from crm.telephony.events import (
+    AgentAnswered,
+    AgentCallEnded,
+    AgentStatusChanged,
+    CallEnded,
+    CallStep,
+)
 from crm.telephony.steps import QueuePositionAnnounced, step_from_row
 from hotline.asterisk.render import render_config
 from hotline.asterisk.sounds import (
@@ -368,3 +374,40 @@ async def test_an_agent_complete_without_the_callers_channel_ends_the_members_ca
     ended = [e for e in bus.events if isinstance(e, AgentCallEnded)]
     assert [(e.call_id, e.interface, e.talk_time_s, e.reason) for e in ended] == [
         (call_id, "PJSIP/2001", 2, "agent")]
+
+
+async def test_connections_found_or_lost_at_a_relogin_name_their_node() -> None:
+    """In a cluster, the answers and ends a resynchronisation makes up name the node, as
+    the events they stand for would (AMI SystemName): the consultation keeps where the
+    agent talked."""
+    class Channels(FakeAmi):
+        def __init__(self) -> None:
+            super().__init__()
+            self.listed: list[AmiEvent] = []
+
+        async def action_list(self, name: str, **fields: str) -> list[AmiEvent]:
+            assert name == "CoreShowChannels"
+            return self.listed
+
+    ami, bus = Channels(), Bus()
+    tracker = QueueTracker(ami, bus)  # type: ignore[arg-type]
+    member = {"Queue": "hotline", "Interface": "PJSIP/2001", "MemberName": "agent1"}
+    await ami.feed("QueueMemberStatus", Status="2", SystemName="queue-1", **member)
+    gone, new = "6214422a-0239-460b-8431-e9c617b2d58e", "7314422a-0239-460b-8431-e9c617b2d58f"
+    await ami.feed("AgentConnect", Channel="PJSIP/media-nodes-00000001",
+                   ChanVariable=f"CALL_ID={gone}", SystemName="queue-1", **member)
+    ami.listed = [
+        AmiEvent("CoreShowChannel", {"Channel": "PJSIP/media-nodes-00000002",
+                                     "Uniqueid": "9.2", "Linkedid": "9.2", "BridgeId": "b",
+                                     "ChanVariable": f"CALL_ID={new}",
+                                     "SystemName": "queue-1"}),
+        AmiEvent("CoreShowChannel", {"Channel": "PJSIP/2001-00000003", "Uniqueid": "9.3",
+                                     "Linkedid": "9.2", "BridgeId": "b",
+                                     "SystemName": "queue-1"})]
+    await tracker._resync_connections()
+    ended = [(e.call_id, e.reason, e.node) for e in bus.events
+             if isinstance(e, AgentCallEnded)]
+    answered = [(e.call_id, e.resynchronised, e.node) for e in bus.events
+                if isinstance(e, AgentAnswered) and e.resynchronised]
+    assert ended == [(gone, "resynchronised", "queue-1")]
+    assert answered == [(new, True, "queue-1")]
