@@ -33,7 +33,7 @@ from crm.settings import CallbackSettings
 from crm.storage.db import SessionFactory
 from crm.storage.models import Agent, CallbackRequest, Consultation, ConsultationStep, utcnow
 from crm.surveys.return_visits import CallingHours
-from crm.telephony.steps import QueueJoined
+from crm.telephony.steps import CallbackNotPossible, QueueJoined
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,16 @@ async def consultation_id_of(sessions: SessionFactory, call_id: str) -> int | No
     async with sessions() as session:
         return await session.scalar(select(Consultation.id)
                                     .where(Consultation.call_id == call_id))
+
+
+async def said_not_possible(sessions: SessionFactory, call_id: str) -> bool:
+    """Whether the call's consultation has a ``callback_not_possible`` step."""
+    async with sessions() as session:
+        found = await session.scalar(
+            select(ConsultationStep.id).join(Consultation)
+            .where(Consultation.call_id == call_id,
+                   ConsultationStep.kind == CallbackNotPossible.KIND).limit(1))
+    return found is not None
 
 
 # -- creation ---------------------------------------------------------------------------------

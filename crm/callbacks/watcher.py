@@ -273,6 +273,8 @@ class MissedCallWatcher:
         problem = service.number_problem(call.number)
         if problem is not None:
             log.info("call %s: no callback, the number is %s", call_id, problem)
+            if await self._said_not_possible(call_id):
+                return  # its event handed over again (a new control), or the offer told
             await self.bus.publish(CallStep(call_id, CallbackNotPossible(problem)))
             return
         assert call.number is not None
@@ -315,6 +317,18 @@ class MissedCallWatcher:
             await self.bus.publish(CallStep(call_id, CallbackClosedByCall(request.id)))
         if closed and self._on_closed is not None:
             self._on_closed([r.id for r in closed])
+
+    async def _said_not_possible(self, call_id: str) -> bool:
+        """Whether the call's consultation says already that it cannot be called back."""
+        if self._settle is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self._settle()
+        try:
+            return await service.said_not_possible(self.sessions, call_id)
+        except Exception as exc:  # the database is down: say it (again) rather than not
+            log.warning("call %s: cannot read its steps: %s", call_id, exc)
+            return False
 
     async def _consultation(self, call_id: str) -> int | None:
         if self._settle is not None:

@@ -21,7 +21,7 @@ from crm.consultations.recorder import ConsultationRecorder
 from crm.demo_data import seed_demo
 from crm.errors import CallbackClosed, InvalidCallbackOutcome, InvalidInput
 from crm.settings import CallbackSettings
-from crm.storage.models import CallbackRequest, Consultation
+from crm.storage.models import CallbackRequest, Consultation, ConsultationStep
 from crm.surveys.return_visits import CallingHours
 from crm.telephony.callbacks import CallbackJob, CallbackResult
 from crm.telephony.events import (
@@ -524,3 +524,31 @@ async def test_an_assigned_callback_waits_for_its_agent_moves_when_reassigned_an
                                               assigned.assigned_agent_id or 0, waited_s=1)
     assert (await service.get_callback(sessions, made.id)).assigned_agent == "agent1"
     await scheduler.close()
+
+
+async def test_a_withheld_callers_abandon_handed_over_again_says_why_once(
+        sessions, watched) -> None:
+    """A new control's watcher handles again an abandon the old one had handled but not
+    acknowledged (hotline/roles/callback_watcher_member.py): the consultation already says
+    the number cannot be called back, so no second step."""
+    bus, watcher, seen = watched
+    start = datetime.now(UTC)
+    call_id = await _abandon(bus, "anonymous", held=30, start=start)
+    await watcher.drain()
+    taking_over = MissedCallWatcher(sessions, bus, CallbackSettings(
+        min_wait_s=10.0, calling_hours="00:00-24:00"), settle=watcher._settle)  # the recorder
+    try:
+        for event in (CallStarted(call_id, "anonymous", None, at=start),
+                      CallerQueued(call_id, "hotline", 1, "anonymous", at=start)):
+            await taking_over.learn(event)
+        await taking_over.handle_through(CallerAbandoned(
+            call_id, "hotline", 1, 1, 30, at=start + timedelta(seconds=30)))
+    finally:
+        await taking_over.close()
+    async with sessions() as session:
+        kinds = (await session.scalars(select(ConsultationStep.kind).join(Consultation).where(
+            Consultation.call_id == call_id,
+            ConsultationStep.kind == "callback_not_possible"))).all()
+    assert kinds == ["callback_not_possible"]
+    assert [s.step for s in seen.steps if s.call_id == call_id
+            and isinstance(s.step, CallbackNotPossible)] == [CallbackNotPossible("withheld")]
