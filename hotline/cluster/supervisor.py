@@ -214,6 +214,7 @@ class Supervisor:
         self.watched = [Watched(p, Restarts(policy), self._recorded_pid(p))
                         for p in plan.processes]
         self.children: list[subprocess.Popen[bytes]] = []
+        private_dir(directory(plan))
 
     def _recorded_pid(self, process: RoleProcess) -> int | None:
         try:
