@@ -19,7 +19,7 @@ from typing import Any
 from hotline.bus.redis_server import RedisServer, RedisServerError
 from hotline.cluster import plan as plans
 from hotline.cluster import postgres, processes, supervisor
-from hotline.cluster.lease_holder import name_holder
+from hotline.cluster.lease_holder import name_holder, stop_order
 from hotline.cluster.plan import Plan
 from hotline.edge import cluster as edge_cluster
 from hotline.edge import kamailio, nodes
@@ -103,7 +103,7 @@ def down(settings: Settings, progress: Progress = print) -> int:
         return 0
     base = cluster_settings(settings, plan)
     progress(f"supervisor: {supervisor.stop(plan)}")  # first: it would start them again
-    for process in reversed(plan.processes):
+    for process in stop_order(plan, base.bus.stream):  # the lease holder after standbys
         progress(f"{process.name}: {processes.stop(plan, process)}")
     edge_cluster.down(base, progress=progress)
     try:

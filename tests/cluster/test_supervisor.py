@@ -3,9 +3,9 @@ cluster up`` of a small plan (Kamailio, one media node and no queue node, Redis,
 PostgreSQL server; control, a standby control, one IVR worker: the plan must serve
 AudioSocket) starts the supervisor. The control lease holder is killed with SIGKILL: the
 standby takes the lease, and the killed control runs again (a new pid) as the standby; the
-status counts the restart. A second ``up`` keeps the one supervisor; ``down`` stops it first
-and leaves no process behind. The seconds from the kill to the takeover and to the restart
-are printed (``-s``).
+status counts the restart. A second ``up`` keeps the one supervisor; ``down`` stops it first,
+then the standby before the holder, and leaves no process behind. The seconds from the kill
+to the takeover and to the restart are printed (``-s``).
 
 Every process and node gets its own address in 127.0.19.0/24 (bench/cluster.py's block; no
 other test uses it) and free ports. Every wait is for a condition, bounded."""
@@ -173,6 +173,9 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
     stopped = hotline(bed.env, "cluster", "down", timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert stopped.stdout.startswith(f"supervisor: stopped (pid {watching})"), stopped.stdout
+    # The standby first: it took no lease from control-2 while that stopped.
+    assert stopped.stdout.index("\ncontrol: ") < stopped.stdout.index("\ncontrol-2: ")
+    assert "holding the lease" not in log.read_text().split(STANDBY_LINE)[-1]
     assert [pid for pid in pids if is_alive(pid)] == []
     root = bed.settings.asterisk.root_dir
     assert set(pids_in_root(root)) - bed.others_in_root == set()
