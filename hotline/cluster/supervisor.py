@@ -285,13 +285,10 @@ class Supervisor:
     def _launch(self, one: Watched, now: float) -> None:
         if processes.live_pid(self.plan, one.process)[0] is not None:
             return  # started by someone else meanwhile: seen at the next round
-        # A SIGTERM (cluster down) between the start and its pid file would leave the
-        # process unrecorded: held until the pid file is written.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            one.launched = processes.launch(self.plan, one.process, self.base)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        # A SIGTERM (cluster down) only ends the loop (run's handler): the process is
+        # recorded before the supervisor exits, so down stops it. (Not blocked here: a
+        # child would inherit the blocked signal and ignore down's SIGTERM.)
+        one.launched = processes.launch(self.plan, one.process, self.base)
         self.children.append(one.launched.proc)
         one.pid, one.due, one.launched_at = one.launched.proc.pid, None, now
         one.restarts.restarts += 1
@@ -338,6 +335,9 @@ def run(plan: Plan, base: Settings, policy: RestartPolicy | None = None) -> int:
     log.info("supervisor: watching %s (pid %s)",
              ", ".join(p.name for p in plan.processes), os.getpid())
     while not stopping.wait(TICK_S):
-        supervisor.check(time.monotonic())
+        try:
+            supervisor.check(time.monotonic())
+        except Exception:  # a round that failed (a full disk, say) is tried again
+            log.exception("supervisor: a round failed; trying again in %.0f s", TICK_S)
     log.info("supervisor: stopped; the processes are left as they are")
     return 0

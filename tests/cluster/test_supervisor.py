@@ -3,9 +3,10 @@ cluster up`` of a small plan (Kamailio, one media node and no queue node, Redis,
 PostgreSQL server; control, a standby control, one IVR worker: the plan must serve
 AudioSocket) starts the supervisor. The control lease holder is killed with SIGKILL: the
 standby takes the lease, and the killed control runs again (a new pid) as the standby; the
-status counts the restart. A second ``up`` keeps the one supervisor; ``down`` stops it first,
-then the standby before the holder, and leaves no process behind. The seconds from the kill
-to the takeover and to the restart are printed (``-s``).
+IVR worker, killed at the same moment, serves again; the status counts the restarts. A
+second ``up`` keeps the one supervisor; ``down`` stops it first, then the standby before
+the holder, and leaves no process behind. The seconds from the kill to the takeover and to
+each return are printed (``-s``).
 
 Every process and node gets its own address in 127.0.19.0/24 (bench/cluster.py's block; no
 other test uses it) and free ports. Every wait is for a condition, bounded."""
@@ -135,9 +136,12 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
     assert code == 0 and report["control_lease"] == "held by control", report
     assert report["supervisor"]["running"], report["supervisor"]
     killed, standby = pid_of(bed, "control"), pid_of(bed, "control-2")
+    worker = pid_of(bed, "ivr-1")
     assert killed is not None and standby is not None and holder(bed) == killed
+    assert worker is not None
 
     os.kill(killed, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)  # at once: the supervisor starts each in its own time
     taken = await wait_for(lambda: holder(bed) == standby, BACK_S,
                            "control-2 holding the lease")
     log = bed.plan.log_file(bed.plan.processes[0])
@@ -147,8 +151,13 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
         lambda: pid_of(bed, "control") not in (None, killed)
         and supervisor.read_state(bed.plan)["processes"]["control"]["state"] == "watched",
         BACK_S, "the killed control running again")
+    worker_back = await wait_for(
+        lambda: pid_of(bed, "ivr-1") not in (None, worker)
+        and supervisor.read_state(bed.plan)["processes"]["ivr-1"]["state"] == "watched",
+        BACK_S, "the killed IVR worker serving again")
     print(f"\ncontrol lease {LEASE_MS} ms: control-2 held it {taken:.2f} s after the kill; "
-          f"control ran again as the standby {taken + back:.2f} s after the kill")
+          f"control ran again as the standby {taken + back:.2f} s after the kill; ivr-1 "
+          f"served again {taken + back + worker_back:.2f} s after it")
     assert f"{STANDBY_LINE} " in log.read_text().split("hotline control up")[-1]
     assert holder(bed) == standby  # it did not take the lease back
     said = supervisor.log_file(bed.plan).read_text()
@@ -159,9 +168,10 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
     assert code == 0 and report["control_lease"] == "held by control-2", report
     assert parts["control"]["health"] == "ok (standby, lease held by control-2)", parts
     assert (parts["control"]["restarts"], parts["control-2"]["restarts"],
-            parts["ivr-1"]["restarts"]) == (1, 0, 0), parts
+            parts["ivr-1"]["restarts"]) == (1, 0, 1), parts
+    assert parts["ivr-1"]["up"] and parts["ivr-1"]["health"] == "ok", parts["ivr-1"]
     said = hotline(bed.env, "cluster", "status").stdout
-    assert f"  supervisor: running (pid {watching}); restarts: control 1\n" in said, said
+    assert f"  supervisor: running (pid {watching}); restarts: control 1, ivr-1 1\n" in said, said
 
     again = hotline(bed.env, "cluster", "up", timeout=UP_S)  # keeps the one supervisor
     assert again.returncode == 0, again.stdout + again.stderr
@@ -173,6 +183,7 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
     stopped = hotline(bed.env, "cluster", "down", timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert stopped.stdout.startswith(f"supervisor: stopped (pid {watching})"), stopped.stdout
+    assert "killed" not in stopped.stdout, stopped.stdout  # each stopped by its SIGTERM
     # The standby first: it took no lease from control-2 while that stopped.
     assert stopped.stdout.index("\ncontrol: ") < stopped.stdout.index("\ncontrol-2: ")
     assert "holding the lease" not in log.read_text().split(STANDBY_LINE)[-1]
