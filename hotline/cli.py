@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("action", choices=["up", "down", "status"])
     edge.add_argument("node", nargs="?", help="one media node of [edge] nodes (default: all)")
     cl = sub.add_parser("cluster", help="the whole cluster on this machine (make run-cluster)")
-    cl.add_argument("action", choices=["up", "down", "status"])
+    cl.add_argument("action", choices=["up", "down", "status", "supervise"])  # supervise: by up
     cl.add_argument("--seed-demo", action="store_true", help="up: add the demo data")
     cl.add_argument("--json", action="store_true", help="status: as JSON")
 

@@ -3,8 +3,10 @@
 Up: Redis, the database, the queue node and its standby, the media nodes and the SIP edge
 (hotline/edge/cluster.py), then every role process of the plan in its order (the first,
 control or a core, migrates the database before the web nodes open it), each waited for
-until it serves; then where each part is.
-Down: the reverse. Status: each part's liveness (its process and its health)."""
+until it serves; then the supervisor (hotline/cluster/supervisor.py: a role process that
+exits is started again); then where each part is.
+Down: the supervisor first, then the reverse. Status: each part's liveness (its process and
+its health), and the restarts."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from typing import Any
 
 from hotline.bus.redis_server import RedisServer, RedisServerError
 from hotline.cluster import plan as plans
-from hotline.cluster import postgres, processes
-from hotline.cluster.lease_holder import name_holder
+from hotline.cluster import postgres, processes, supervisor
+from hotline.cluster.lease_holder import name_holder, stop_order
 from hotline.cluster.plan import Plan
 from hotline.edge import cluster as edge_cluster
 from hotline.edge import kamailio, nodes
@@ -88,6 +90,7 @@ def up(settings: Settings, progress: Progress = print, *, seed_demo: bool = Fals
         added = asyncio.run(seed(plan.database_url, agent_password=settings.web.demo_password))
         progress(f"demo data: {added} records added (logins agent1, agent2, supervisor1, "
                  f"admin; password {settings.web.demo_password})")
+    progress(f"supervisor: {supervisor.start(plan)}")  # restarts a process that exits
     progress(summary(settings, plan))
     return 0
 
@@ -99,7 +102,8 @@ def down(settings: Settings, progress: Progress = print) -> int:
                  f"{plans.cluster_dir(settings)})")
         return 0
     base = cluster_settings(settings, plan)
-    for process in reversed(plan.processes):
+    progress(f"supervisor: {supervisor.stop(plan)}")  # first: it would start them again
+    for process in stop_order(plan, base.bus.stream):  # the lease holder after standbys
         progress(f"{process.name}: {processes.stop(plan, process)}")
     edge_cluster.down(base, progress=progress)
     try:
@@ -146,7 +150,8 @@ def status(settings: Settings) -> dict[str, Any]:
                       "log": str(plan.log_file(process))})
     lease = name_holder(parts, plan, base.bus.stream) if answers else "unknown (no Redis)"
     return {"parts": parts, "up": all(p["up"] for p in parts),
-            "plan": str(plan.directory / plans.PLAN_FILE), "control_lease": lease}
+            "plan": str(plan.directory / plans.PLAN_FILE), "control_lease": lease,
+            "supervisor": supervisor.annotate(parts, plan)}
 
 
 def _where(process: plans.RoleProcess) -> str:
@@ -198,6 +203,8 @@ def command(settings: Settings, action: str, *, seed_demo: bool = False,
             return up(settings, seed_demo=seed_demo)
         if action == "down":
             return down(settings)
+        if action == "supervise":  # started by `up`
+            return supervise(settings)
         report = status(settings)
     except (plans.PlanError, postgres.DatabaseError, processes.ProcessError,
             RedisServerError, ClusterError) as exc:
@@ -210,6 +217,27 @@ def command(settings: Settings, action: str, *, seed_demo: bool = False,
     return 0 if report["up"] else 3
 
 
+def supervise(settings: Settings) -> int:
+    plan = plan_of(settings, create=False)
+    if plan is None:
+        print(f"hotline cluster supervise: no cluster plan under {plans.cluster_dir(settings)}")
+        return 1
+    return supervisor.run(plan, cluster_settings(settings, plan))
+
+
+def supervisor_line(report: dict[str, Any]) -> str:
+    """The supervisor's line of the status: whether it runs, each restarted process's
+    count of restarts, and those it gave up on."""
+    mine = report["supervisor"]
+    if not mine["running"]:
+        return "  supervisor: NOT running (a process that exits stays down)"
+    restarted = ", ".join(f"{p['name']} {p['restarts']}" for p in report["parts"]
+                          if p.get("restarts"))
+    gave_up = ", ".join(p["name"] for p in report["parts"] if p.get("gave_up"))
+    return (f"  supervisor: running (pid {mine['pid']}); restarts: {restarted or 'none'}"
+            + (f"; gave up on {gave_up}" if gave_up else ""))
+
+
 def render_status(report: dict[str, Any]) -> str:
     """One line per part, as ``hotline status`` says it: up or down, pid, where, health."""
     if report["plan"] is None:
@@ -217,6 +245,8 @@ def render_status(report: dict[str, Any]) -> str:
     lines = [f"cluster: {'up' if report['up'] else 'NOT all up'} (plan {report['plan']})"]
     if report.get("control_lease"):
         lines.append(f"  control lease: {report['control_lease']}")
+    if report.get("supervisor"):
+        lines.append(supervisor_line(report))
     for part in report["parts"]:
         pid = f"pid {part['pid']}" if part.get("pid") else "no process"
         lines.append(f"  {part['name']:11} {'up' if part['up'] else 'DOWN':4}  {pid:11}  "

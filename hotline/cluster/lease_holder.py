@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from hotline.cluster.plan import Plan
+from hotline.cluster.plan import Plan, RoleProcess
+from hotline.cluster.processes import live_pid
 
 HOLDS = "holds the control lease"
 STANDBY = "standby, lease held by {holder}"
@@ -57,3 +58,23 @@ def name_holder(parts: list[dict[str, Any]], plan: Plan, stream: str) -> str:
                           else f"ok ({STANDBY.format(holder=name)})")
         part["lease"] = part is held_by
     return f"held by {name}" + ("" if held_by else " (not a process of this plan)")
+
+
+def stop_order(plan: Plan, stream: str) -> list[RoleProcess]:
+    """The plan's processes in reverse order, the control that holds the lease moved after
+    the other controls: a standby stopped first takes no lease from it (after a takeover
+    and a restart, the holder may be the plan's second control)."""
+    order = list(reversed(plan.processes))
+    try:
+        holder = lease_holder(plan, stream)
+    except redis.RedisError:
+        return order
+    pid = holder_pid(holder) if holder is not None else None
+    held = next((p for p in order if p.role == "control" and pid is not None
+                 and live_pid(plan, p)[0] == pid), None)
+    if held is None:
+        return order
+    order.remove(held)
+    last = max((n for n, p in enumerate(order) if p.role == "control"), default=-1)
+    order.insert(last + 1, held)
+    return order

@@ -131,9 +131,13 @@ def _listening(address: str, port: int) -> bool:
 def _logged_up(plan: Plan, process: RoleProcess, since: int) -> bool:
     """Whether the log says, past byte ``since`` (its size when the process started), that
     every part of the role runs; for a control after the plan's first, also that it waits
-    as the standby (the first must be up: it migrates the database)."""
+    as the standby (the first must be up: it migrates the database), and so for the first
+    too while another control of the plan runs (it holds the lease: the first, restarted
+    after it died, comes back as the standby)."""
     lines = [UP_LINE[process.role].encode()]
-    if process.role == "control" and process != _first_control(plan):
+    if process.role == "control" and (process != _first_control(plan) or any(
+            live_pid(plan, other)[0] is not None for other in plan.processes
+            if other.role == "control" and other != process)):
         lines.append(STANDBY_LINE.encode())
     try:
         with plan.log_file(process).open("rb") as log:
@@ -172,12 +176,17 @@ def state(plan: Plan, process: RoleProcess) -> ProcessState:
     return ProcessState(process.name, process.role, pid, True, "ok (runs)")
 
 
-def start(plan: Plan, process: RoleProcess, base: Settings,
-          timeout: float = START_TIMEOUT) -> int:
-    """Start the process (a running one is kept) and return its pid once it serves."""
-    pid, _ = live_pid(plan, process)
-    if pid is not None:
-        return pid
+@dataclass
+class Launched:
+    """A role process just started: its process (a child of the starter) and where its log
+    stood then (what it logs from there on says whether it is up)."""
+
+    proc: subprocess.Popen[bytes]
+    since: int
+
+
+def launch(plan: Plan, process: RoleProcess, base: Settings) -> Launched:
+    """Start the process detached (its own session) and record its pid; no waiting."""
     pid_file(plan, process).unlink(missing_ok=True)
     directory = plan.process_dir(process)
     private_dir(directory)
@@ -194,21 +203,36 @@ def start(plan: Plan, process: RoleProcess, base: Settings,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=environment(plan, process, base), umask=SERVICE_UMASK)
     write_private(pid_file(plan, process), Recorded.of(proc.pid).render())
+    return Launched(proc, since)
+
+
+def serving_since(plan: Plan, process: RoleProcess, launched: Launched) -> bool:
+    """Whether the launched process is up (its log says so and its health agrees); raises
+    :class:`ProcessError`, with its last log lines, when it has exited."""
+    if launched.proc.poll() is not None:
+        pid_file(plan, process).unlink(missing_ok=True)
+        raise ProcessError(f"{process.name} (--role {process.role}) exited with "
+                           f"{launched.proc.returncode} during start-up; its log ends:\n"
+                           + _tail(plan.log_file(process)))
+    logged = process.role not in UP_LINE or _logged_up(plan, process, launched.since)
+    return logged and state(plan, process).serving
+
+
+def start(plan: Plan, process: RoleProcess, base: Settings,
+          timeout: float = START_TIMEOUT) -> int:
+    """Start the process (a running one is kept) and return its pid once it serves."""
+    pid, _ = live_pid(plan, process)
+    if pid is not None:
+        return pid
+    launched = launch(plan, process, base)
     deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            pid_file(plan, process).unlink(missing_ok=True)
-            raise ProcessError(f"{process.name} (--role {process.role}) exited with "
-                               f"{proc.returncode} during start-up; its log ends:\n"
-                               + _tail(log_path))
-        logged = process.role not in UP_LINE or _logged_up(plan, process, since)
-        if logged and state(plan, process).serving:
-            return proc.pid
+    while not serving_since(plan, process, launched):
         if time.monotonic() > deadline:
             raise ProcessError(f"{process.name} (--role {process.role}) does not serve "
                                f"within {timeout:.0f} s: {state(plan, process).health}; "
-                               f"its log ends:\n" + _tail(log_path))
+                               f"its log ends:\n" + _tail(plan.log_file(process)))
         time.sleep(0.2)  # polling another process's readiness, bounded by the deadline
+    return launched.proc.pid
 
 
 def stop(plan: Plan, process: RoleProcess, timeout: float = STOP_TIMEOUT) -> str:
