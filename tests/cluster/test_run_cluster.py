@@ -23,14 +23,11 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from bench.cluster_pops import Desk
 from crm.consultations.service import find_consultations
@@ -43,8 +40,8 @@ from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.phones import AgentPhone, at_phones_port
 from hotline.tools.sipp import CallResult, free_udp_port, place_call
+from tests.cluster.cluster_cli import hotline, own_database
 from tests.cluster.edge_bed import _skip_unless_possible, at_edge, counts, node_cli, wait_for
-from tests.conftest import _create_or_drop, _postgres_url
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 
@@ -75,24 +72,10 @@ class Bed:
     """Processes in the Asterisk root before `up` (e.g. the session's test bed)."""
 
 
-def hotline(env: dict[str, str], *args: str,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    base = _postgres_url()
-    if base is None:
-        pytest.skip("PostgreSQL not prepared: run scripts/postgres-test.sh (make test does)")
-    name = f"hotline_test_cluster_{os.getpid()}"
-    asyncio.run(_create_or_drop(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    asyncio.run(_create_or_drop(base, f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_create_or_drop(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with own_database("hotline_test_cluster") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

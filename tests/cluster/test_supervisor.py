@@ -13,18 +13,14 @@ other test uses it) and free ports. Every wait is for a condition, bounded."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from hotline.asterisk.host import is_alive, mounts_under, pids_in_root
 from hotline.cluster import processes, supervisor
@@ -35,8 +31,8 @@ from hotline.roles.control_lease import STANDBY_LINE
 from hotline.settings import Settings
 from hotline.tools.bed import asterisk_test_settings, free_tcp_port
 from hotline.tools.sipp import free_udp_port
+from tests.cluster.cluster_cli import hotline, own_database
 from tests.cluster.edge_bed import _skip_unless_possible, wait_for
-from tests.conftest import _create_or_drop, _postgres_url
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(400)]
 
@@ -60,24 +56,10 @@ class Bed:
     others_in_root: set[int]
 
 
-def hotline(env: dict[str, str], *args: str,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hotline.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    base = _postgres_url()
-    if base is None:
-        pytest.skip("PostgreSQL not prepared: run scripts/postgres-test.sh (make test does)")
-    name = f"hotline_test_supervisor_{os.getpid()}"
-    asyncio.run(_create_or_drop(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    asyncio.run(_create_or_drop(base, f"CREATE DATABASE {name}"))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_create_or_drop(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with own_database("hotline_test_supervisor") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
