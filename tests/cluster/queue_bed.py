@@ -82,6 +82,9 @@ class Control:
     links: dict[str, NodeLink]
     recorder: ConsultationRecorder
     events: list[object] = field(default_factory=list)
+    bus: CallEventBus = field(default_factory=CallEventBus)
+    """Where the links publish (the recorder and ``events`` read it; a callback scheduler
+    publishes its steps here too)."""
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +113,7 @@ async def running_control(settings: Settings, sessions: SessionFactory,
         bus.subscribe(recorder.handle)
         recorder.start()
         stack.push_async_callback(recorder.close)
-        control = Control({}, recorder)
+        control = Control({}, recorder, bus=bus)
 
         async def keep(event: object) -> None:
             control.events.append(event)

@@ -2,12 +2,16 @@
 (ivr/asterisk/callback_dialer.py, reading the queue on the queue node) originates the
 placeholder on a media node; it waits on the queue node, where an agent signed in there
 answers it; only then does the media node dial the resident, out through the edge to the
-carrier. Real Kamailio, two media nodes, the queue node and its standby, a SIPp agent phone
-and a SIPp UAS standing for the carrier's resident."""
+carrier. resident_first: the resident is dialled first and, answered, waits on the queue
+node. An assigned callback rings its agent only, on the queue node. Real Kamailio, two media
+nodes, the queue node and its standby, SIPp agent phones and a SIPp UAS standing for the
+carrier's resident; the callback scheduler (crm.callbacks.dialing) records the outcome in
+PostgreSQL as on one box."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,11 +19,15 @@ from typing import Any
 
 import pytest
 
-from crm.settings import CallbackSettings
+from crm.callbacks import service as callbacks
+from crm.callbacks.dialing import CallbackScheduler
+from crm.consultations.service import find_consultations
+from crm.settings import CallbackSettings, assigned_queue
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.telephony.callbacks import CallbackJob
-from crm.telephony.events import AgentAnswered, CallerQueued
+from crm.telephony.events import AgentAnswered, CallEnded, CallerQueued, CallStep
+from crm.telephony.steps import CallbackDialling
 from hotline.settings import Settings
 from hotline.tools.phones import AgentPhone, ResidentPhone
 from hotline.tools.sipp import LOCAL_IP, free_udp_port, place_call
@@ -29,6 +37,7 @@ from ivr.asterisk.queue_control import QueueControl
 from tests.cluster.edge_bed import at_edge, wait_for
 from tests.cluster.queue_bed import (
     QUEUE,
+    STANDBY,
     Control,
     on_node,
     running_control,
@@ -86,8 +95,8 @@ async def test_a_callback_waits_on_the_queue_node_and_rings_the_resident_once_an
     try:
         await wait_for(queued, 15, f"a caller waiting on {QUEUE}")
         job = CallbackJob(7, call_id, "13800138000", "hotline", utcnow(), 1)
-        async with AgentPhone(on_node(settings, QUEUE), "2001", hold_ms=1500), \
-                ResidentPhone(settings, mode="answer", hold_ms=4000,
+        async with AgentPhone(on_node(settings, QUEUE), "2001", hold_ms=3000), \
+                ResidentPhone(settings, mode="answer", hold_ms=1000,
                               port=CARRIER_PORT) as resident:
             calls.append(asyncio.create_task(dialer.call_back(job, placed)))
             await wait_for(lambda: queued(call_id), 15, f"the placeholder queued on {QUEUE}")
@@ -96,6 +105,10 @@ async def test_a_callback_waits_on_the_queue_node_and_rings_the_resident_once_an
             await resident.wait_event("answered", within=30)
             result = await asyncio.wait_for(calls[1], 30)
             assert (await asyncio.wait_for(waiting, 30)).answered
+            # The resident hangs up first and hears Asterisk's answer to their BYE: no
+            # transaction is left that Asterisk could repeat to the next test's phone on
+            # the carrier's port.
+            await resident.wait_event("local_bye", within=15)
     finally:
         dialer.close()
         for call in calls:
@@ -105,3 +118,95 @@ async def test_a_callback_waits_on_the_queue_node_and_rings_the_resident_once_an
     assert dialled and dialled[0].get("DialStatus") == "ANSWER", dialled
     assert any(isinstance(e, AgentAnswered) and e.call_id == call_id
                for e in control.events)
+
+
+# -- the callback scheduler over the cluster, as control runs it -------------------------------
+def _dial(settings: Settings) -> str:
+    return f"PJSIP/pstn-gateway/sip:{{number}}@{settings.edge.address}:{settings.edge.port}"
+
+
+@contextlib.asynccontextmanager
+async def scheduling(control: Control, settings: Settings, sessions: SessionFactory, *,
+                     media: str = MEDIA, **options: Any) -> AsyncIterator[CallbackScheduler]:
+    """Control's callback part (hotline.roles.split): the dialer on ``media``'s AMI reading
+    the queue on the queue node, the scheduler publishing to control's bus (the recorder)."""
+    cb = CallbackSettings(**{
+        "dial": _dial(settings), "queue_timeout": 25, "ring_timeout": 10, "min_wait_s": 0,
+        "calling_hours": "00:00-24:00", "poll_interval": 1, **options})
+    dialer = AmiCallbackDialer(control.links[media].ami, cb,
+                               hotline_number=settings.asterisk.hotline_number)
+    dialer.use_queue_nodes([control.links[QUEUE].ami, control.links[STANDBY].ami])
+    scheduler = CallbackScheduler(dialer, sessions, control.bus, cb,
+                                  queue=settings.asterisk.queue_name)
+    scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        await scheduler.close()
+        dialer.close()
+
+
+@contextlib.asynccontextmanager
+async def signed_in_on_queue_node(control: Control, settings: Settings, extension: str,
+                                  agent_id: int | None = None,
+                                  **phone: int) -> AsyncIterator[AgentPhone]:
+    """An agent phone registered on the queue node and signed in there as the desk does it
+    (every queue; the assigned-callbacks queue with the agent's id as penalty)."""
+    queue = settings.asterisk.queue_name
+    desk = QueueControl(control.links[QUEUE].ami, queue, assigned=assigned_queue(queue))
+    async with AgentPhone(on_node(settings, QUEUE), extension, **phone) as handset:
+        await desk.join(f"PJSIP/{extension}", f"agent{extension}", agent_id=agent_id)
+        try:
+            yield handset
+        finally:
+            await desk.leave(f"PJSIP/{extension}")
+
+
+def dialling_of(control: Control, request_id: int) -> list[CallStep]:
+    return [e for e in control.events if isinstance(e, CallStep)
+            and isinstance(e.step, CallbackDialling) and e.step.request_id == request_id]
+
+
+async def recorded_callback(control: Control, sessions: SessionFactory, number: str,
+                            call_id: str) -> list[str]:
+    """The kinds of the steps of the callback call's one consultation, once it ended."""
+    await wait_for(lambda: any(isinstance(e, CallEnded) and e.call_id == call_id
+                               for e in control.events), 20, "the callback call's end")
+    await control.recorder.drain()
+    [record] = [c for c in await find_consultations(sessions, phone=number)
+                if c.call_id == call_id]
+    assert (record.ivr_route, record.outcome) == ("callback", "callback"), record
+    return [s["kind"] for s in record.steps]
+
+
+async def test_resident_first_dials_the_resident_then_queues_them_on_the_queue_node(
+        callback_cluster: Settings, control: Control, pg_sessions: SessionFactory) -> None:
+    settings = callback_cluster
+    number = "13800138011"
+    async with ResidentPhone(settings, mode="answer", hold_ms=1500,
+                             port=CARRIER_PORT) as resident:
+        made = (await callbacks.request_callback(pg_sessions, number=number,
+                                                 reason="abandoned")).request
+        async with (scheduling(control, settings, pg_sessions,
+                               order="resident_first") as scheduler,
+                    signed_in_on_queue_node(control, settings, "2001", ring_ms=200,
+                                            hold_ms=8000) as phone):
+            # A free member on the queue node (the media node's queue has none): dialled.
+            await wait_for(lambda: dialling_of(control, made.id), 20, "the callback dialled")
+            [dialling] = dialling_of(control, made.id)
+            assert dialling.step.order == "resident_first" and dialling.step.position == 1
+            call_id = dialling.call_id
+            await resident.wait_event("answered", within=20)
+            await wait_for(lambda: any(isinstance(e, AgentAnswered) and e.call_id == call_id
+                                       for e in control.events), 20,
+                           f"the agent answering the resident on {QUEUE}")
+            await phone.wait_answered(10)
+            done = await scheduler.wait_finished(lambda v: v.id == made.id, 20)
+            await resident.wait_event("local_bye", within=15)
+        assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+        joined = [e for e in control.events if isinstance(e, CallerQueued)
+                  and e.call_id == call_id]
+        assert [e.node for e in joined] == [QUEUE], joined  # not on the media node
+        kinds = await recorded_callback(control, pg_sessions, number, call_id)
+        assert kinds[0] == "callback_dialling" and "agent_answered" in kinds, kinds
+        assert kinds.count("callback_outcome") == 1, kinds
