@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from crm.agents import accounts
 from crm.callbacks import service as callbacks
 from crm.callbacks.dialing import CallbackScheduler
 from crm.consultations.service import find_consultations
@@ -26,7 +27,7 @@ from crm.settings import CallbackSettings, assigned_queue
 from crm.storage.db import SessionFactory
 from crm.storage.models import utcnow
 from crm.telephony.callbacks import CallbackJob
-from crm.telephony.events import AgentAnswered, CallEnded, CallerQueued, CallStep
+from crm.telephony.events import AgentAnswered, AgentRinging, CallEnded, CallerQueued, CallStep
 from crm.telephony.steps import CallbackDialling
 from hotline.settings import Settings
 from hotline.tools.phones import AgentPhone, ResidentPhone
@@ -210,3 +211,40 @@ async def test_resident_first_dials_the_resident_then_queues_them_on_the_queue_n
         kinds = await recorded_callback(control, pg_sessions, number, call_id)
         assert kinds[0] == "callback_dialling" and "agent_answered" in kinds, kinds
         assert kinds.count("callback_outcome") == 1, kinds
+
+
+async def test_an_assigned_callback_rings_its_agent_only_on_the_queue_node(
+        callback_cluster: Settings, control: Control, pg_sessions: SessionFactory) -> None:
+    settings = callback_cluster
+    number = "13800138012"
+    other, chosen = [await accounts.create_agent(
+        pg_sessions, login=f"agent{e}", display_name=f"Agent {e}", extension=e)
+        for e in ("2001", "2002")]
+    assert other.id < chosen.id  # without the penalty limit, 2001 would be rung first
+    made = (await callbacks.request_callback(pg_sessions, number=number,
+                                             reason="abandoned")).request
+    await callbacks.reassign_callback(pg_sessions, made.id, "agent2002",
+                                      actor="supervisor:supervisor1")
+    assigned = assigned_queue(settings.asterisk.queue_name)
+    async with (ResidentPhone(settings, mode="answer", hold_ms=1500,
+                              port=CARRIER_PORT) as resident,
+                signed_in_on_queue_node(control, settings, "2001", other.id, ring_ms=200,
+                                        hold_ms=8000),
+                signed_in_on_queue_node(control, settings, "2002", chosen.id, ring_ms=200,
+                                        hold_ms=8000) as phone,
+                scheduling(control, settings, pg_sessions) as scheduler):
+        await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
+        call_id = dialling_of(control, made.id)[0].call_id
+        await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
+                                   and e.node == QUEUE for e in control.events), 20,
+                       f"the placeholder queued on {QUEUE}")
+        await phone.wait_answered(15)
+        await resident.wait_event("answered", within=20)
+        done = await scheduler.wait_finished(lambda v: v.id == made.id, 30)
+        await resident.wait_event("local_bye", within=15)
+    assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+    rung = [e for e in control.events if isinstance(e, AgentRinging) and e.call_id == call_id]
+    assert rung and {(e.extension, e.queue) for e in rung} == {("2002", assigned)}, rung
+    joined = [e for e in control.events if isinstance(e, CallerQueued)
+              and e.call_id == call_id]
+    assert [(e.node, e.queue) for e in joined] == [(QUEUE, assigned)], joined
