@@ -82,7 +82,8 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
                         recorder: ConsultationRecorder, *,
                         settle: Callable[[], Awaitable[None]] | None = None,
                         place_left_open: PlaceLeftOpen | None = None,
-                        watch: WatchCalls | None = None) -> Control:
+                        watch: WatchCalls | None = None,
+                        start_callbacks: bool = True) -> Control:
     """The AMI link with its trackers (logged in here: subscribe live state to ``bus``
     before, so the first QueueSnapshot reaches it) and the callbacks. ``settle`` waits
     until the call events received so far are written (default: this process's recorder;
@@ -90,7 +91,9 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
     (in a cluster: hotline/roles/left_open.py) takes the calls left open and returns the
     share of this link's tracker (default: all of them). ``watch`` feeds the missed-call
     watcher the events instead of a subscription (in a cluster: its consumer group,
-    hotline/roles/callback_watcher_member.py), with its own ``settle``."""
+    hotline/roles/callback_watcher_member.py), with its own ``settle``. ``start_callbacks``
+    False: the caller starts the callback scheduler (a cluster: once the dialer knows the
+    queue nodes, where it looks for placeholders left by the last run)."""
     settle = settle or recorder.drain
     ami = AmiClient(settings.ami)
     own_node = linked_node_settings(settings)  # whose channel event record is read
@@ -130,7 +133,7 @@ async def start_control(stack: contextlib.AsyncExitStack, settings: Settings,
         bus.subscribe(callback_watcher.handle)
     else:
         await watch.join(stack, callback_watcher)
-    if settings.callbacks.enabled:
+    if settings.callbacks.enabled and start_callbacks:  # else the caller starts them
         callbacks.start()
     stack.push_async_callback(callbacks.close)
     return Control(ami, tracker, queue_tracker, callback_dialer, callbacks, callback_watcher)

@@ -91,11 +91,15 @@ async def start_cluster_control(stack: contextlib.AsyncExitStack, settings: Sett
     control = await start_control(stack, settings, sessions, bus, recorder,
                                   settle=lambda: wait_recorded(client, bus),
                                   place_left_open=placement.place if placement else None,
-                                  watch=watcher)
+                                  watch=watcher, start_callbacks=False)
     links = await start_node_links(stack, settings, bus,
                                    adopt=placement.by_node if placement else None)
     if queue_nodes := [link.ami for link in links if link.kind == "queue"]:
         control.callback_dialer.use_queue_nodes(queue_nodes)  # callbacks wait there
+        control.callback_dialer.use_media_nodes(  # placeholders another control placed
+            [link.ami for link in links if link.kind == "media"])
+    if settings.callbacks.enabled:  # once it knows the nodes: it looks there first
+        control.callbacks.start()
     # A dead IVR worker marked on every media node's dialplan (worker_presence.py).
     marks = WorkerMarks(client, settings.bus.stream,
                         [control.ami, *(link.ami for link in links if link.kind == "media")])

@@ -25,6 +25,13 @@ the result says so (``timed_out``).
 Arrival times: callers' queue joins as this process heard them (QueueCallerJoin), else
 Asterisk's own count of their wait (QueueStatus ``Wait``); a placeholder stands for its
 request's arrival, not for when it joined.
+
+A cluster's queue node (:meth:`use_queue_nodes`): the placeholder is still originated here,
+but waits there as the queue node's channel of the ``media-nodes`` endpoint, carrying the
+call id and its request (CALLBACK_ID, from X-Hotline-Callback). A dialer started later (a
+control restart, or the standby control, whose media node may be another) finds the
+placeholders left waiting there (:meth:`live_callbacks`), keeps their places, and hears how
+they went from whichever media node placed them (:meth:`use_media_nodes`).
 """
 
 from __future__ import annotations
@@ -65,7 +72,11 @@ JOIN_WAIT = 5.0
 RESIDENT_FIRST_POLL = 2.0
 """Seconds between looks at the queue while a resident_first callback waits for its turn, or
 an assigned callback for its agent to be free."""
-"""Seconds between looks at the queue while a resident_first callback waits for its turn."""
+LINK_WAIT = 10.0
+"""Seconds a dialer started with the cluster waits for a queue node's AMI link to log in
+before it looks there for the placeholders left waiting."""
+HANDOFF_CHANNEL = "PJSIP/media-nodes-"
+"""A queue node's channel of a call a media node handed over (hotline-handoff)."""
 
 
 class AmiActions(Protocol):
@@ -153,6 +164,9 @@ class AmiCallbackDialer:
         self._queue_links: list[AmiActions] = []
         """A cluster's queue node and its standby (:meth:`use_queue_nodes`): where the queue
         is read; none: ``ami``'s own queue."""
+        self._recovered: dict[str, int] = {}
+        """Call id -> request, of placeholders placed before a restart and found on a queue
+        node (their channel there is not the Local slot)."""
         self._unsubscribe = [
             *self._watch_queue(ami),
             ami.subscribe("UserEvent", self._on_user_event),
@@ -172,6 +186,12 @@ class AmiCallbackDialer:
         self._queue_links = list(links)
         for link in links:
             self._unsubscribe += self._watch_queue(link)
+
+    def use_media_nodes(self, links: list[AmiActions]) -> None:
+        """A cluster's other media nodes: a placeholder left by a control that used another
+        media node reports there how its resident's leg went (or that its wait ran out)."""
+        for link in links:
+            self._unsubscribe.append(link.subscribe("UserEvent", self._on_user_event))
 
     def _queue_ami(self) -> AmiActions:
         return next((link for link in self._queue_links
@@ -194,6 +214,8 @@ class AmiCallbackDialer:
             joined.set()
         if (request_id := slot_request(channel)) in self._placeholders:
             self._joined[channel] = self._placeholders[request_id]
+        if (request_id := self._recovered.get(call_id or "", 0)) in self._placeholders:
+            self._joined[channel] = self._placeholders[request_id]  # on a queue node
         while len(self._joined) > 5000:  # leaves we never heard
             self._joined.pop(next(iter(self._joined)))
 
@@ -202,8 +224,18 @@ class AmiCallbackDialer:
 
     async def _on_user_event(self, event: Any) -> None:
         if event.get("UserEvent") == "HotlineCallbackLeft":
+            status = (event.get("QueueStatus") or "").upper()
             if (call_id := event.get("CallId")) in self._callbacks:
-                self._left[call_id] = (event.get("QueueStatus") or "").upper()
+                self._left[call_id] = status
+                return
+            request = event.get("CallbackId") or ""
+            if (request.isdigit() and self._placeholders.pop(int(request), None) is not None
+                    and self.on_report is not None):
+                # One placed before a restart left the queue without an agent.
+                self._recovered.pop(call_id or "", None)
+                await self.on_report(int(request), call_id or "", CallbackResult(
+                    None, f"no agent took it ({status or 'left'})",
+                    timed_out=status == "TIMEOUT"))
             return
         if event.get("UserEvent") != "HotlineCallbackDialled" or not (
                 call_id := event.get("CallId")):
@@ -212,6 +244,7 @@ class AmiCallbackDialer:
         if call_id not in self._callbacks and request.isdigit() and self.on_report is not None:
             # A callback placed before the service restarted: nobody waits for it here.
             self._placeholders.pop(int(request), None)
+            self._recovered.pop(call_id, None)
             await self.on_report(int(request), call_id, report_result(event))
             return
         await self._reports.keep(call_id, event)
@@ -382,6 +415,47 @@ class AmiCallbackDialer:
         for channel in channels:  # their place in the queue is their request's arrival
             if (r := slot_request(channel.get("Channel"))) in live:
                 self._joined[channel.get("Channel")] = arrivals[r]
+        if self._queue_links:
+            live |= await self._live_on_queue_nodes(arrivals)
+        return live
+
+    async def _live_on_queue_nodes(self, arrivals: dict[int, datetime]) -> set[int]:
+        """The requests whose placeholder waits on a queue node (or its agent talks to the
+        resident there), wherever it was placed: its channel there is the ``media-nodes``
+        endpoint's, with CALLBACK_ID. Raises when no queue node could be read."""
+        live: set[int] = set()
+        read = 0
+        for link in self._queue_links:
+            try:
+                ready = getattr(link, "wait_ready", None)  # a link still connecting
+                if ready is not None and getattr(link, "state", "logged_in") != "logged_in":
+                    await ready(LINK_WAIT)
+                channels = await link.action_list("CoreShowChannels")
+            except Exception as exc:
+                log.warning("callbacks: a queue node's channels unknown (%s)", exc)
+                continue
+            read += 1
+            for channel in channels:
+                name = channel.get("Channel") or ""
+                if not name.startswith(HANDOFF_CHANNEL) or channel.get(
+                        "CallerIDName") != "callback":
+                    continue
+                try:
+                    got = await link.action("Getvar", Channel=name, Variable="CALLBACK_ID")
+                except Exception:  # it ended meanwhile
+                    continue
+                request = got.get("Value") or ""
+                if not request.isdigit() or int(request) not in arrivals:
+                    continue
+                request_id = int(request)
+                live.add(request_id)
+                self._placeholders[request_id] = arrivals[request_id]
+                self._joined[name] = arrivals[request_id]  # its place: its request's arrival
+                if call_id := channel.chan_variables().get("CALL_ID"):
+                    self._recovered[call_id] = request_id
+                log.info("callback %d: still waiting on a queue node (%s)", request_id, name)
+        if not read:
+            raise RuntimeError("no queue node could be read")
         return live
 
     async def withdraw(self, request_id: int) -> None:

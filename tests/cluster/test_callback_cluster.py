@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +129,23 @@ def _dial(settings: Settings) -> str:
 
 @contextlib.asynccontextmanager
 async def scheduling(control: Control, settings: Settings, sessions: SessionFactory, *,
-                     media: str = MEDIA, **options: Any) -> AsyncIterator[CallbackScheduler]:
+                     media: str = MEDIA, start: bool = True,
+                     **options: Any) -> AsyncIterator[CallbackScheduler]:
     """Control's callback part (hotline.roles.split): the dialer on ``media``'s AMI reading
-    the queue on the queue node, the scheduler publishing to control's bus (the recorder)."""
+    the queue on the queue node and hearing the other media nodes' reports, the scheduler
+    publishing to control's bus (the recorder). ``start`` False: the test runs its passes."""
     cb = CallbackSettings(**{
         "dial": _dial(settings), "queue_timeout": 25, "ring_timeout": 10, "min_wait_s": 0,
         "calling_hours": "00:00-24:00", "poll_interval": 1, **options})
     dialer = AmiCallbackDialer(control.links[media].ami, cb,
                                hotline_number=settings.asterisk.hotline_number)
     dialer.use_queue_nodes([control.links[QUEUE].ami, control.links[STANDBY].ami])
+    dialer.use_media_nodes([link.ami for name, link in control.links.items()
+                            if link.kind == "media" and name != media])
     scheduler = CallbackScheduler(dialer, sessions, control.bus, cb,
                                   queue=settings.asterisk.queue_name)
-    scheduler.start()
+    if start:
+        scheduler.start()
     try:
         yield scheduler
     finally:
@@ -248,3 +254,44 @@ async def test_an_assigned_callback_rings_its_agent_only_on_the_queue_node(
     joined = [e for e in control.events if isinstance(e, CallerQueued)
               and e.call_id == call_id]
     assert [(e.node, e.queue) for e in joined] == [(QUEUE, assigned)], joined
+
+
+async def test_a_placeholder_left_by_a_control_restart_is_found_on_the_queue_node(
+        callback_cluster: Settings, control: Control, pg_sessions: SessionFactory) -> None:
+    """Control placed a callback through media-a and stopped; the control that starts next
+    (its [ami] on media-b, as a standby's may be) finds the placeholder on the queue node,
+    where its channel is the media-nodes endpoint's: not placed twice, its place kept,
+    and its outcome, reported on media-a, recorded."""
+    settings = callback_cluster
+    number = "13800138013"
+    queue = settings.asterisk.queue_name
+    arrival = utcnow() - timedelta(minutes=10)
+    made = (await callbacks.request_callback(pg_sessions, number=number, reason="abandoned",
+                                             queued_at=arrival)).request
+    async with ResidentPhone(settings, mode="answer", hold_ms=1500,
+                             port=CARRIER_PORT) as resident:
+        async with scheduling(control, settings, pg_sessions):
+            await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
+            call_id = dialling_of(control, made.id)[0].call_id
+            await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
+                                       and e.node == QUEUE for e in control.events), 20,
+                           f"the placeholder queued on {QUEUE}")
+        # Control stopped; the placeholder waits on. The next control, on media-b:
+        async with scheduling(control, settings, pg_sessions, media="media-b",
+                              start=False) as again:
+            await again.recover()
+            assert await again.run_once() == []  # nothing placed twice
+            view = await callbacks.get_callback(pg_sessions, made.id)
+            assert (view.status, view.attempts) == ("dialling", 0)
+            # Its place is its request's arrival, not when it joined the queue node.
+            later = await again.dialer.position(queue, arrival + timedelta(minutes=5))
+            earlier = await again.dialer.position(queue, arrival - timedelta(minutes=5))
+            assert (earlier, later) == (1, 2)
+            async with signed_in_on_queue_node(control, settings, "2001", ring_ms=200,
+                                               hold_ms=8000) as phone:
+                await phone.wait_answered(15)
+                await resident.wait_event("answered", within=20)
+                done = await again.wait_finished(lambda v: v.id == made.id, 30)
+                await resident.wait_event("local_bye", within=15)
+    assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
+    assert len(dialling_of(control, made.id)) == 1
