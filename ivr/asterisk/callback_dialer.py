@@ -164,6 +164,8 @@ class AmiCallbackDialer:
         self._queue_links: list[AmiActions] = []
         """A cluster's queue node and its standby (:meth:`use_queue_nodes`): where the queue
         is read; none: ``ami``'s own queue."""
+        self._media_links: list[AmiActions] = []
+        """A cluster's other media nodes (:meth:`use_media_nodes`)."""
         self._recovered: dict[str, int] = {}
         """Call id -> request, of placeholders placed before a restart and found on a queue
         node (their channel there is not the Local slot)."""
@@ -190,6 +192,7 @@ class AmiCallbackDialer:
     def use_media_nodes(self, links: list[AmiActions]) -> None:
         """A cluster's other media nodes: a placeholder left by a control that used another
         media node reports there how its resident's leg went (or that its wait ran out)."""
+        self._media_links = list(links)
         for link in links:
             self._unsubscribe.append(link.subscribe("UserEvent", self._on_user_event))
 
@@ -467,21 +470,30 @@ class AmiCallbackDialer:
             waiting.set()  # an assigned callback still waiting for its agent
         async with self._placing:  # held while a callback is placed, until it joined
             pass
-        try:
-            channels = await self.ami.action_list("CoreShowChannels")
-        except Exception as exc:
-            log.warning("callback %d: not withdrawn, channels unknown (%s)", request_id, exc)
-            return
-        mine = [c for c in channels if slot_request(c.get("Channel")) == request_id]
-        waiting = [c for c in mine if (c.get("Channel") or "").endswith(";2")
-                   and c.get("Application") == "Queue" and not c.get("BridgeId")]
-        if not waiting:
-            if mine:
+        # Its slot is on this media node, or (placed by a control on another one before a
+        # restart) on another media node of the cluster.
+        for ami in (self.ami, *self._media_links):
+            try:
+                channels = await ami.action_list("CoreShowChannels")
+            except Exception as exc:
+                log.warning("callback %d: not withdrawn, channels unknown (%s)", request_id,
+                            exc)
+                continue
+            mine = [c for c in channels if slot_request(c.get("Channel")) == request_id]
+            if not mine:
+                continue
+            # Waiting: its second half in the queue (one box) or handing it to the queue
+            # node (a cluster: Dial, bridged only once an agent answered), not bridged.
+            waiting = [c for c in mine if (c.get("Channel") or "").endswith(";2")
+                       and c.get("Application") in ("Queue", "Dial")
+                       and not c.get("BridgeId")]
+            if not waiting:
                 log.info("callback %d: an agent has it; the call is left up", request_id)
+                return
+            with contextlib.suppress(Exception):
+                await ami.action("Hangup", Channel=_slot_pattern(request_id))
+            log.info("callback %d: withdrawn from the queue", request_id)
             return
-        with contextlib.suppress(Exception):
-            await self.ami.action("Hangup", Channel=_slot_pattern(request_id))
-        log.info("callback %d: withdrawn from the queue", request_id)
 
     async def _resident_first(self, job: CallbackJob, placed: Placed) -> CallbackResult:
         deadline = asyncio.get_running_loop().time() + self._queue_wait(job)

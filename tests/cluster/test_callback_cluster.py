@@ -295,3 +295,40 @@ async def test_a_placeholder_left_by_a_control_restart_is_found_on_the_queue_nod
                 await resident.wait_event("local_bye", within=15)
     assert (done.status, done.outcome, done.attempts) == ("completed", "reached", 1)
     assert len(dialling_of(control, made.id)) == 1
+
+
+async def queue_node_callers(control: Control, queue: str) -> list[str]:
+    """The channels waiting in ``queue`` on the queue node."""
+    items = await control.links[QUEUE].ami.action_list("QueueStatus", Queue=queue)
+    return [i.get("Channel") for i in items if i.name.lower() == "queueentry"
+            and i.get("Queue") == queue]
+
+
+async def test_a_callback_cancelled_after_a_control_restart_leaves_the_queue_node(
+        callback_cluster: Settings, control: Control, pg_sessions: SessionFactory) -> None:
+    """A placeholder hands itself to the queue node with Dial (not Queue, as on one box),
+    and the control that withdraws it may run on another media node than the one that
+    placed it: cancelled, it leaves the queue node's queue."""
+    settings = callback_cluster
+    queue = settings.asterisk.queue_name
+    made = (await callbacks.request_callback(pg_sessions, number="13800138014",
+                                             reason="abandoned")).request
+    async with scheduling(control, settings, pg_sessions):
+        await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
+        call_id = dialling_of(control, made.id)[0].call_id
+        await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
+                                   and e.node == QUEUE for e in control.events), 20,
+                       f"the placeholder queued on {QUEUE}")
+    async with scheduling(control, settings, pg_sessions, media="media-b",
+                          start=False) as again:
+        await again.recover()
+        assert len(await queue_node_callers(control, queue)) == 1
+        view = await again.cancel(made.id, actor="supervisor:supervisor1")
+        assert view.status == "cancelled"
+        await wait_for(lambda: any(isinstance(e, CallEnded) and e.call_id == call_id
+                                   for e in control.events), 15,
+                       "the withdrawn placeholder's end")
+        await again.close()  # the withdrawal is let finish
+    assert await queue_node_callers(control, queue) == []
+    view = await callbacks.get_callback(pg_sessions, made.id)
+    assert (view.status, view.attempts) == ("cancelled", 0)
