@@ -332,3 +332,63 @@ async def test_a_callback_cancelled_after_a_control_restart_leaves_the_queue_nod
     assert await queue_node_callers(control, queue) == []
     view = await callbacks.get_callback(pg_sessions, made.id)
     assert (view.status, view.attempts) == ("cancelled", 0)
+
+
+async def waiting_numbers(control: Control, queue: str) -> list[str]:
+    """The numbers of the callers waiting in ``queue`` on the queue node, head first."""
+    items = await control.links[QUEUE].ami.action_list("QueueStatus", Queue=queue)
+    entries = sorted((i for i in items if i.name.lower() == "queueentry"
+                      and i.get("Queue") == queue), key=lambda i: int(i.get("Position") or 0))
+    return [e.get("CallerIDNum") for e in entries]
+
+
+async def caller_leg(control: Control, number: str) -> tuple[Any, str]:
+    """The AMI link of the media node a caller is on and their channel there."""
+    for name in ("media-a", "media-b"):
+        ami = control.links[name].ami
+        for channel in await ami.action_list("CoreShowChannels"):
+            if (channel.get("CallerIDNum") == number
+                    and (channel.get("Channel") or "").startswith("PJSIP/")
+                    and not channel.get("Channel").startswith("PJSIP/queue-node-")):
+                return ami, channel.get("Channel")
+    raise AssertionError(f"no channel of {number} on a media node")
+
+
+async def test_a_caller_back_from_the_callback_offer_rejoins_the_queue_node_at_their_place(
+        callback_cluster: Settings, control: Control) -> None:
+    """A caller who heard the callback offer and goes back to the queue (a withheld number)
+    rejoins at the place their first arrival gives them (REQUEUE_POSITION, as the offer
+    sets it): carried to the queue node (X-Hotline-Position), not the end of its queue."""
+    settings = callback_cluster
+    queue = settings.asterisk.queue_name
+    numbers = ["13950000021", "13950000022"]
+
+    def queued(number: str, times: int = 1) -> bool:
+        return sum(1 for e in control.events if isinstance(e, CallerQueued)
+                   and e.node == QUEUE and e.caller_number == number) >= times
+
+    calls: list[asyncio.Task[Any]] = []
+    try:
+        for number in numbers:
+            calls.append(asyncio.create_task(place_call(
+                at_edge(settings), caller_number=number, wait_for_bye=True, hold_ms=40_000,
+                max_seconds=45)))
+            await wait_for(lambda n=number: queued(n), 15, f"{number} waiting on {QUEUE}")
+        assert await waiting_numbers(control, queue) == numbers
+        # What the callback offer does for a caller who keeps waiting: their place by first
+        # arrival in REQUEUE_POSITION, then back to the queue (hotline-inbound, label queue).
+        ami, channel = await caller_leg(control, numbers[0])
+        await ami.action("Setvar", Channel=channel, Variable="REQUEUE_POSITION", Value="1")
+        moved = await ami.action("Redirect", Channel=channel, Context="hotline-inbound",
+                                 Exten=settings.asterisk.hotline_number, Priority="queue")
+        assert moved.get("Response") == "Success"
+        await wait_for(lambda: queued(numbers[0], 2), 15, f"{numbers[0]} back on {QUEUE}")
+        assert await waiting_numbers(control, queue) == numbers
+    finally:
+        for number in numbers:
+            with contextlib.suppress(Exception):
+                ami, channel = await caller_leg(control, number)
+                await ami.action("Hangup", Channel=channel)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
