@@ -51,8 +51,9 @@ class OfferDeps:
     default_language: str = "cmn"
     first_queued: Callable[[str], tuple[str, datetime] | None] = lambda call_id: None
     """The queue a call first waited in and when (None: not known)."""
-    return_position: Callable[[str, str, datetime], Awaitable[int]] | None = None
-    """(queue, channel, arrival) -> the position a caller returning to the queue takes."""
+    return_position: Callable[[str, str, datetime, str | None], Awaitable[int]] | None = None
+    """(queue, channel, arrival, call id) -> the position a caller returning to the queue
+    takes."""
 
 
 class CallbackOfferCall(PromptingCall):
@@ -118,7 +119,8 @@ class CallbackOfferCall(PromptingCall):
             return
         queue, arrival = first
         try:
-            position = await self.deps.return_position(queue, channel, arrival)
+            position = await self.deps.return_position(queue, channel, arrival,
+                                                       self.leg.call_id)
         except Exception as exc:  # AMI down...: they rejoin at the end, still waiting
             self.log.warning("place in queue %s unknown (%s): back at the end", queue, exc)
             return

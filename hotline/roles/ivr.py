@@ -54,7 +54,7 @@ class CallSource:
     calls: CallTracker
     language_of: Callable[[str], str | None]
     first_queued: Callable[[str], tuple[str, datetime] | None]
-    return_position: Callable[[str, str, datetime], Awaitable[int]] | None
+    return_position: Callable[[str, str, datetime, str | None], Awaitable[int]] | None
 
 
 def control_calls(control: Control) -> CallSource:

@@ -211,8 +211,9 @@ class AmiCallbackDialer:
         if not channel:
             return
         call_id = event.chan_variables().get("CALL_ID")
-        self._joined[channel] = self._returning.pop(channel, None) or self._callbacks.get(
-            call_id or "", utcnow())
+        returning = self._returning.pop(channel, None)
+        returning = self._returning.pop(call_id or "", None) or returning
+        self._joined[channel] = returning or self._callbacks.get(call_id or "", utcnow())
         if (joined := self._joins.get(call_id or "")) is not None:
             joined.set()
         if (request_id := slot_request(channel)) in self._placeholders:
@@ -282,12 +283,16 @@ class AmiCallbackDialer:
         arrivals, _ = await self._waiting(queue)
         return arrival_position(arrivals, arrival)
 
-    async def return_position(self, queue: str, channel: str, arrival: datetime) -> int:
+    async def return_position(self, queue: str, channel: str, arrival: datetime,
+                              call_id: str | None = None) -> int:
         """Where a caller who left ``queue`` (for the callback offer) joins it again to keep
         the place their first ``arrival`` gives them; the next positions count them from
-        that arrival too."""
+        that arrival too (known by ``channel``, or, on a cluster's queue node, where their
+        channel is another, by their ``call_id``)."""
         position = await self.position(queue, arrival)
         self._returning[channel] = arrival
+        if call_id:
+            self._returning[call_id] = arrival
         while len(self._returning) > 1000:  # returns we never heard
             self._returning.pop(next(iter(self._returning)))
         return position

@@ -358,10 +358,15 @@ async def test_a_caller_back_from_the_callback_offer_rejoins_the_queue_node_at_t
         callback_cluster: Settings, control: Control) -> None:
     """A caller who heard the callback offer and goes back to the queue (a withheld number)
     rejoins at the place their first arrival gives them (REQUEUE_POSITION, as the offer
-    sets it): carried to the queue node (X-Hotline-Position), not the end of its queue."""
+    sets it): carried to the queue node (X-Hotline-Position), not the end of its queue; and
+    control's dialer counts them from that first arrival for the callbacks placed after."""
     settings = callback_cluster
     queue = settings.asterisk.queue_name
     numbers = ["13950000021", "13950000022"]
+    dialer = AmiCallbackDialer(control.links[MEDIA].ami, CallbackSettings(),
+                               hotline_number=settings.asterisk.hotline_number)
+    dialer.use_queue_nodes([control.links[QUEUE].ami, control.links[STANDBY].ami])
+    first_arrival = utcnow() - timedelta(minutes=10)
 
     def queued(number: str, times: int = 1) -> bool:
         return sum(1 for e in control.events if isinstance(e, CallerQueued)
@@ -378,13 +383,22 @@ async def test_a_caller_back_from_the_callback_offer_rejoins_the_queue_node_at_t
         # What the callback offer does for a caller who keeps waiting: their place by first
         # arrival in REQUEUE_POSITION, then back to the queue (hotline-inbound, label queue).
         ami, channel = await caller_leg(control, numbers[0])
-        await ami.action("Setvar", Channel=channel, Variable="REQUEUE_POSITION", Value="1")
+        [returning] = {e.call_id for e in control.events if isinstance(e, CallerQueued)
+                       and e.caller_number == numbers[0]}
+        position = await dialer.return_position(queue, channel, first_arrival, returning)
+        assert position == 1
+        await ami.action("Setvar", Channel=channel, Variable="REQUEUE_POSITION",
+                         Value=str(position))
         moved = await ami.action("Redirect", Channel=channel, Context="hotline-inbound",
                                  Exten=settings.asterisk.hotline_number, Priority="queue")
         assert moved.get("Response") == "Success"
         await wait_for(lambda: queued(numbers[0], 2), 15, f"{numbers[0]} back on {QUEUE}")
         assert await waiting_numbers(control, queue) == numbers
+        # A callback whose caller arrived 5 minutes after them goes behind them (their
+        # channel on the queue node is another than the one the offer ran on).
+        assert await dialer.position(queue, first_arrival + timedelta(minutes=5)) == 2
     finally:
+        dialer.close()
         for number in numbers:
             with contextlib.suppress(Exception):
                 ami, channel = await caller_leg(control, number)
