@@ -107,9 +107,8 @@ async def test_a_callback_waits_on_the_queue_node_and_rings_the_resident_once_an
             await resident.wait_event("answered", within=30)
             result = await asyncio.wait_for(calls[1], 30)
             assert (await asyncio.wait_for(waiting, 30)).answered
-            # The resident hangs up first and hears Asterisk's answer to their BYE: no
-            # transaction is left that Asterisk could repeat to the next test's phone on
-            # the carrier's port.
+            # The resident's call is over (their BYE answered) before the next test's phone
+            # takes the carrier's port.
             await resident.wait_event("local_bye", within=15)
     finally:
         dialer.close()
