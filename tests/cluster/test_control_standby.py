@@ -27,6 +27,7 @@ from crm.callbacks import service
 from crm.callbacks.service import CallbackView
 from crm.consultations.service import ConsultationDetail, find_consultations
 from crm.storage.db import SessionFactory
+from hotline.asterisk import cli
 from hotline.bus.redis_server import RedisServer
 from hotline.bus.stream_entries import redis_client
 from hotline.settings import Settings
@@ -143,6 +144,16 @@ async def test_the_standby_takes_over_a_killed_control(controls: Controls) -> No
 
     await call("13800000103")  # after the takeover
     await one_consultation(controls, "13800000103", ended=False)
+    # Each caller hangs up while waiting in the queue (the IVR fallback takes them there a
+    # moment after their call starts): their outcome is then the abandon the new control
+    # saw, not an end in the IVR.
+    queue = controls.bed.asterisk.queue_name
+
+    async def all_waiting() -> bool:
+        shown = await asyncio.to_thread(cli, controls.bed, f"queue show {queue}")
+        return f"{len(callers)} calls" in shown
+
+    await wait_until(all_waiting, WAIT_S, f"the {len(callers)} callers waiting in {queue}")
     for number, caller in callers.items():
         result = await caller.hang_up()
         assert no_bye_from_asterisk(result), f"{number} was dropped: {result.events}"
