@@ -335,8 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--cost-per-kind: calls per kind (30)")
     p.add_argument("--step-duration", type=float, default=45.0,
                    help="--find-max: seconds of offering per step (45)")
-    p.add_argument("--step-drain", type=float, default=55.0,
-                   help="--find-max: seconds to wait for calls in flight per step (55)")
+    p.add_argument("--step-drain", type=float, default=70.0,
+                   help="--find-max: seconds to wait for calls in flight per step (70: an "
+                        "agent call takes about 50 s, more when it waits for an agent)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"bound of the whole run (find-max: {FIND_MAX_BUDGET_S:.0f})")
     p.add_argument("--database-url", default="",
