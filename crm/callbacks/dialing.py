@@ -88,6 +88,10 @@ class CallbackScheduler:
         self._changed = asyncio.Condition()
         self._chores: set[asyncio.Task[None]] = set()
         self._moving: set[int] = set()
+        self._withdrawing: set[int] = set()
+        """Requests withdrawn while their job was in flight: one that had not reached the
+        dialer yet (its queue still being read) is not placed at all; the dialer's own
+        withdrawal finds it only once it waits there."""
         """Requests whose callback is withdrawn to be placed again at once (reassigned)."""
         self.assigned_queue = assigned_queue(queue)
         dialer.on_report = self._on_report
@@ -177,6 +181,7 @@ class CallbackScheduler:
 
     def _done(self, request_id: int, _: object = None) -> None:
         self._in_flight.pop(request_id, None)
+        self._withdrawing.discard(request_id)
         self._wake.set()
 
     def withdraw(self, request_ids: list[int]) -> None:
@@ -185,6 +190,8 @@ class CallbackScheduler:
             # The dialer hangs up the callback while it waits in the queue (the call being
             # placed then ends with no agent: the request keeps its closed status).
             log.info("callback %d: withdrawing", request_id)
+            if request_id in self._in_flight:  # its job may not have reached the dialer yet
+                self._withdrawing.add(request_id)
             chore = asyncio.ensure_future(self.dialer.withdraw(request_id))
             self._chores.add(chore)
             chore.add_done_callback(self._chores.discard)
@@ -217,7 +224,10 @@ class CallbackScheduler:
                  request.caller_number, attempt, self.settings.order,
                  "" if job.penalty is None else f", for agent {request.assigned_agent}")
         try:
-            result = await self.dialer.call_back(job, placed)
+            if request.id in self._withdrawing:  # withdrawn (moved, closed) while starting
+                result = CallbackResult(None, "withdrawn before it was placed")
+            else:
+                result = await self.dialer.call_back(job, placed)
         except asyncio.CancelledError:
             # The service stops: the request stays dialling and the call where it is; the
             # next start finds it (recover).

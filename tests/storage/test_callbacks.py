@@ -552,3 +552,27 @@ async def test_a_withheld_callers_abandon_handed_over_again_says_why_once(
     assert kinds == ["callback_not_possible"]
     assert [s.step for s in seen.steps if s.call_id == call_id
             and isinstance(s.step, CallbackNotPossible)] == [CallbackNotPossible("withheld")]
+
+
+async def test_a_callback_moved_before_its_job_reached_the_dialer_is_not_placed(
+        sessions) -> None:
+    """A reassignment (or a cancel) lands between the scheduler starting a request's job and
+    the job handing it to the dialer: the dialer's withdrawal has nothing to find yet, so
+    the job itself must not place it (it was placed for the old agent and waited there
+    until its wait ran out: seen in tests/integration/test_callbacks.py under load)."""
+    request = (await service.request_callback(sessions, number="13900000003",
+                                              reason="abandoned")).request
+    dialer = RecordingDialer()
+    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
+        calling_hours="00:00-24:00"), queue="hotline")
+    try:
+        assert await scheduler.run_once() == [request.id]
+        scheduler.move(request.id)  # the job's task has not run yet
+        done = await scheduler.wait_finished(lambda v: v.id == request.id, 5)
+        assert dialer.jobs == []
+        assert done.status == "pending", done
+        assert await scheduler.run_once() == [request.id]  # placed again, at once
+        await asyncio.wait_for(dialer.placed.wait(), 5)
+        assert [j.request_id for j in dialer.jobs] == [request.id]
+    finally:
+        await scheduler.close()
