@@ -238,11 +238,7 @@ async def test_an_assigned_callback_rings_its_agent_only_on_the_queue_node(
                 signed_in_on_queue_node(control, settings, "2002", chosen.id, ring_ms=200,
                                         hold_ms=8000) as phone,
                 scheduling(control, settings, pg_sessions) as scheduler):
-        await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
-        call_id = dialling_of(control, made.id)[0].call_id
-        await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
-                                   and e.node == QUEUE for e in control.events), 20,
-                       f"the placeholder queued on {QUEUE}")
+        call_id = await queued_on_queue_node(control, made.id)
         await phone.wait_answered(15)
         await resident.wait_event("answered", within=20)
         done = await scheduler.wait_finished(lambda v: v.id == made.id, 30)
@@ -270,11 +266,7 @@ async def test_a_placeholder_left_by_a_control_restart_is_found_on_the_queue_nod
     async with ResidentPhone(settings, mode="answer", hold_ms=1500,
                              port=CARRIER_PORT) as resident:
         async with scheduling(control, settings, pg_sessions):
-            await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
-            call_id = dialling_of(control, made.id)[0].call_id
-            await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
-                                       and e.node == QUEUE for e in control.events), 20,
-                           f"the placeholder queued on {QUEUE}")
+            await queued_on_queue_node(control, made.id)
         # Control stopped; the placeholder waits on. The next control, on media-b:
         async with scheduling(control, settings, pg_sessions, media="media-b",
                               start=False) as again:
@@ -296,6 +288,17 @@ async def test_a_placeholder_left_by_a_control_restart_is_found_on_the_queue_nod
     assert len(dialling_of(control, made.id)) == 1
 
 
+async def queued_on_queue_node(control: Control, request_id: int) -> str:
+    """Wait until the request's callback is placed and its placeholder queued on the queue
+    node; its call id."""
+    await wait_for(lambda: dialling_of(control, request_id), 20, "the callback placed")
+    call_id = dialling_of(control, request_id)[0].call_id
+    await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
+                               and e.node == QUEUE for e in control.events), 20,
+                   f"the placeholder queued on {QUEUE}")
+    return call_id
+
+
 async def queue_node_callers(control: Control, queue: str) -> list[str]:
     """The channels waiting in ``queue`` on the queue node."""
     items = await control.links[QUEUE].ami.action_list("QueueStatus", Queue=queue)
@@ -313,11 +316,7 @@ async def test_a_callback_cancelled_after_a_control_restart_leaves_the_queue_nod
     made = (await callbacks.request_callback(pg_sessions, number="13800138014",
                                              reason="abandoned")).request
     async with scheduling(control, settings, pg_sessions):
-        await wait_for(lambda: dialling_of(control, made.id), 20, "the callback placed")
-        call_id = dialling_of(control, made.id)[0].call_id
-        await wait_for(lambda: any(isinstance(e, CallerQueued) and e.call_id == call_id
-                                   and e.node == QUEUE for e in control.events), 20,
-                       f"the placeholder queued on {QUEUE}")
+        call_id = await queued_on_queue_node(control, made.id)
     async with scheduling(control, settings, pg_sessions, media="media-b",
                           start=False) as again:
         await again.recover()
