@@ -88,11 +88,11 @@ class CallbackScheduler:
         self._changed = asyncio.Condition()
         self._chores: set[asyncio.Task[None]] = set()
         self._moving: set[int] = set()
+        """Requests whose callback is withdrawn to be placed again at once (reassigned)."""
         self._withdrawing: set[int] = set()
         """Requests withdrawn while their job was in flight: one that had not reached the
         dialer yet (its queue still being read) is not placed at all; the dialer's own
         withdrawal finds it only once it waits there."""
-        """Requests whose callback is withdrawn to be placed again at once (reassigned)."""
         self.assigned_queue = assigned_queue(queue)
         dialer.on_report = self._on_report
 
@@ -172,16 +172,20 @@ class CallbackScheduler:
         for request in due:
             if not await service.begin_attempt(self.sessions, request.id):
                 continue
-            task = asyncio.create_task(self._attempt(request),
+            task = asyncio.create_task(self._attempt(request.id),
                                        name=f"callback-{request.id}")
             self._in_flight[request.id] = task
             task.add_done_callback(functools.partial(self._done, request.id))
             started.append(request.id)
         return started
 
-    def _done(self, request_id: int, _: object = None) -> None:
-        self._in_flight.pop(request_id, None)
-        self._withdrawing.discard(request_id)
+    def _done(self, request_id: int, task: object = None) -> None:
+        """``task``'s attempt at the request ended: room for the next one. Only the attempt
+        in flight is forgotten: the task's own done-callback comes after its ``_finish``
+        already made room, when the request's next attempt may have started."""
+        if task is not None and self._in_flight.get(request_id) is task:
+            self._in_flight.pop(request_id, None)
+            self._withdrawing.discard(request_id)
         self._wake.set()
 
     def withdraw(self, request_ids: list[int]) -> None:
@@ -211,7 +215,10 @@ class CallbackScheduler:
                            request.attempts + 1, self.settings.order, wait_s=wait_s,
                            penalty=penalty)
 
-    async def _attempt(self, request: CallbackView) -> None:
+    async def _attempt(self, request_id: int) -> None:
+        # Read now, not when it was found due: a reassignment committed in between is the
+        # one this call is placed for.
+        request = await service.get_callback(self.sessions, request_id)
         call_id = str(uuid.uuid4())
         attempt = request.attempts + 1
         job = self.job_for(request, call_id, await self._queue_of(request))
@@ -224,7 +231,8 @@ class CallbackScheduler:
                  request.caller_number, attempt, self.settings.order,
                  "" if job.penalty is None else f", for agent {request.assigned_agent}")
         try:
-            if request.id in self._withdrawing:  # withdrawn (moved, closed) while starting
+            if request.id in self._withdrawing or request.status != "dialling":
+                # withdrawn (moved, closed) while starting
                 result = CallbackResult(None, "withdrawn before it was placed")
             else:
                 result = await self.dialer.call_back(job, placed)
@@ -237,12 +245,15 @@ class CallbackScheduler:
             result = CallbackResult(None, f"dialer failed: {exc}")
         # Its wait ran out for the assigned agent (not for the calling hours' end): lapses.
         lapses = job.penalty is not None and job.wait_s == self.settings.assigned_wait
-        await self._finish(request, call_id, result, assigned=job.penalty if lapses else None)
+        await self._finish(request, call_id, result, assigned=job.penalty if lapses else None,
+                           task=asyncio.current_task())
 
     async def _finish(self, request: CallbackView, call_id: str,
-                      result: CallbackResult, *, assigned: int | None = None) -> None:
+                      result: CallbackResult, *, assigned: int | None = None,
+                      task: object = None) -> None:
         """``assigned``: the agent the callback waited for (their id) until its
-        ``assigned_wait`` ran out, if it was assigned."""
+        ``assigned_wait`` ran out, if it was assigned; ``task``: the attempt in flight that
+        placed it (none: one placed before a restart, reported)."""
         await self.bus.publish(CallStep(call_id, CallbackOutcome(
             request.id, result.outcome or "not_dialled")))
         if self._settle is not None:
@@ -264,7 +275,7 @@ class CallbackScheduler:
                                             now=self.clock(), again_at=again_at)
         log.info("callback %d: %s (%s) -> %s", request.id, result.outcome or "not dialled",
                  result.detail, view.status)
-        self._done(request.id)  # room for the next callback as soon as this one is recorded
+        self._done(request.id, task)  # room for the next callback once this one is recorded
         async with self._changed:
             self.finished.append(view)
             del self.finished[:-100]

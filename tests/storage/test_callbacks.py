@@ -576,3 +576,65 @@ async def test_a_callback_moved_before_its_job_reached_the_dialer_is_not_placed(
         assert [j.request_id for j in dialer.jobs] == [request.id]
     finally:
         await scheduler.close()
+
+
+async def test_a_callback_given_back_while_found_due_is_placed_for_the_general_queue(
+        sessions, db_url, monkeypatch) -> None:
+    """The scheduler read the request due (still assigned to an agent who is away), then a
+    supervisor gave it back to the general queue before the scheduler claimed it: nothing was
+    in flight to move, so the call must be placed from the request as it is now, not for the
+    agent (it waited for them, out of every queue, until their wait ran out: seen as
+    tests/integration/test_callbacks.py's unassigned callback never coming back)."""
+    await seed_demo(db_url)
+    made = (await service.request_callback(sessions, number=NUMBER, reason="abandoned",
+                                           queued_at=NOW, now=NOW)).request
+    await service.reassign_callback(sessions, made.id, "agent2", actor="supervisor:s1")
+    read_due = service.due_callbacks
+
+    async def due_then_given_back(*args, **kwargs):
+        due = await read_due(*args, **kwargs)
+        if any(r.assigned_agent == "agent2" for r in due):
+            await service.reassign_callback(sessions, made.id, None, actor="supervisor:s1")
+        return due
+
+    monkeypatch.setattr(service, "due_callbacks", due_then_given_back)
+    dialer = RecordingDialer()
+    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
+        calling_hours="00:00-24:00"), queue="hotline")
+    try:
+        assert await scheduler.run_once() == [made.id]
+        await asyncio.wait_for(dialer.placed.wait(), 5)
+        assert [(j.request_id, j.penalty, j.queue) for j in dialer.jobs] == [
+            (made.id, None, "hotline")]
+    finally:
+        await scheduler.close()
+
+
+async def test_a_finished_attempts_task_does_not_forget_the_next_one(sessions) -> None:
+    """An attempt makes room for the next as soon as its outcome is recorded, before its
+    task has ended: the task's end must not then forget the request's next attempt (a
+    withdrawal would no longer reach it, and a second attempt could start beside it)."""
+    request = (await service.request_callback(sessions, number="13900000004",
+                                              reason="abandoned")).request
+    dialer = RecordingDialer()
+    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
+        calling_hours="00:00-24:00"), queue="hotline")
+    try:
+        assert await scheduler.run_once() == [request.id]
+        first = scheduler._in_flight[request.id]
+        await asyncio.wait_for(dialer.placed.wait(), 5)
+        dialer.placed.clear()
+        # A watcher holding the scheduler's condition keeps the first attempt's task from
+        # ending right after it made room (the window seen under load).
+        async with scheduler._changed:
+            scheduler.move(request.id)
+            async with asyncio.timeout(5):
+                while not await scheduler.run_once():  # room made: placed again at once
+                    await scheduler._wake.wait()
+                    scheduler._wake.clear()
+            second = scheduler._in_flight[request.id]
+        await first  # its done-callback has run, with the second attempt in flight
+        assert scheduler._in_flight.get(request.id) is second
+        await asyncio.wait_for(dialer.placed.wait(), 5)
+    finally:
+        await scheduler.close()
