@@ -261,8 +261,11 @@ async def test_the_maximum_wait_leads_to_the_callback_offer(
         offered_at, offer = await user_events.wait("HotlineCallbackOffer", 5)
     assert offer.get("Reason") == "max_wait" and offer.get("CallId") == queued.call_id
     waited = (offered_at - queued.at).total_seconds()
-    # Asterisk checks the limit between announcements (the first lasts about 11 s).
-    assert max_wait - 0.5 <= waited <= max_wait + 12, waited
+    # Asterisk checks the limit between announcements (the first lasts about 11 s). It
+    # counts whole seconds from the second the caller joined (app_queue: time(NULL) + the
+    # timeout), so the offer can come up to 1 s early; the join is timed here as the service
+    # heard it (a few ms to a few hundred later under load). 13.04 s was seen in CI.
+    assert max_wait - 1.5 <= waited <= max_wait + 12, waited
     assert result.hung_up_by == "remote"
 
 
