@@ -12,7 +12,10 @@ demo data, registers ``--agents`` SIPp agent phones, adds them to the queue over
 signs their desks in (websockets, for the pop delay). Then SIPp callers arrive at ``--rate``
 per second, at most ``--concurrency`` at a time, for ``--duration`` seconds (at most
 ``--max-calls``), mixing keyed case lookups, spoken requests (Korean), hand-offs to the agents
-(who hang up after ``--talk`` seconds) and surveys (see bench/load_calls.py).
+(who hang up after ``--talk`` seconds) and surveys (see bench/load_calls.py). The callers
+of each kind are placed by one SIPp process (``--callers pooled``, bench/load_pool.py: the
+load generator's own wake-ups off the two cores); ``--callers per-call`` starts one SIPp per
+call as before session 28.
 
 Printed per run: calls offered / completed / diverted / dropped (Asterisk hung up before the
 scenario's end and the IVR's flow did not end it) / stuck / unanswered; consultations in the
@@ -62,6 +65,7 @@ from bench.load_calls import (
     speech_audio,
     survey_rated,
 )
+from bench.load_pool import drive_pooled
 from bench.load_procs import GROUPS, ProcSampler, Usage
 from bench.load_stack import (
     BenchError,
@@ -136,12 +140,13 @@ class StepResult:
 
 
 async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits: DriveLimits,
-                   tag: str) -> StepResult:
+                   tag: str, *, callers: str = "pooled") -> StepResult:
     print(f"\n[{tag}] concurrency {limits.concurrency}, rate {limits.rate:g}/s, offering for "
           f"{limits.duration:.0f} s (at most {limits.max_calls} calls)", flush=True)
     mark = sampler.mark()
     refused_before = (await stack.service.health()).get("calls_refused_overload")
-    run = await drive(stack.settings, planner, limits, tag,
+    place = drive_pooled if callers == "pooled" else drive
+    run = await place(stack.settings, planner, limits, tag,
                       progress=lambda line: print(line, flush=True))
     usage = sampler.usage(mark)
     result = StepResult(limits.concurrency, limits.rate, offered=len(run.records),
@@ -352,6 +357,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: refuse at once)")
     p.add_argument("--keep-state", action="store_true",
                    help="keep the private state dir (logs, database) after the run")
+    p.add_argument("--callers", choices=["pooled", "per-call"], default="pooled",
+                   help="SIPp processes for the callers: one per call kind (pooled, the "
+                        "default) or one per call (per-call, before session 28); see "
+                        "bench/load_pool.py")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     if args.rate <= 0 or args.concurrency < 1 or args.duration <= 0 or args.agents < 1:
@@ -458,7 +467,8 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
                                     tag: str) -> StepResult:
                     one = Planner(Mix(dict.fromkeys(kinds, 1.0)), planner.case_number,
                                   planner.speech_audio)
-                    step = asyncio.create_task(run_step(stack, one, sampler, limits, tag))
+                    step = asyncio.create_task(run_step(stack, one, sampler, limits, tag,
+                                                        callers=args.callers))
                     result = await guarded(step, guard)
                     print_step(result)
                     if tag != call_costs.WARM_UP_TAG:
@@ -477,7 +487,8 @@ async def run(args: argparse.Namespace, teardown: Teardown, state_dir: Path) -> 
                           f"{budget:.0f} s budget", flush=True)
                     break
                 step = asyncio.create_task(
-                    run_step(stack, planner, sampler, limits, f"L{index}"))
+                    run_step(stack, planner, sampler, limits, f"L{index}",
+                             callers=args.callers))
                 result = await guarded(step, guard)
                 print_step(result)
                 results.append(result)
