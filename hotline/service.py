@@ -26,6 +26,7 @@ from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from crm.web.app import HealthReport
 from hotline.bus.redis_bus import RedisStreamBus
+from hotline.heap import freeze_startup_heap
 from hotline.metrics import ScrapeSources, ServiceMetrics, recognition_pool
 from hotline.retention import RetentionSchedule
 from hotline.roles import Role
@@ -215,5 +216,6 @@ async def serve_forever(settings: Settings, role: Role = "all") -> None:
     running = {"all": running_service, "core": running_core, "web": running_web,
                "control": running_control, "ivr": running_ivr}[role]
     async with running(settings):
+        freeze_startup_heap()
         await stop.wait()
         log.info("stopping hotline %s", "service" if role == "all" else role)
