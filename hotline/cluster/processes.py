@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,15 +242,21 @@ def stop(plan: Plan, process: RoleProcess, timeout: float = STOP_TIMEOUT) -> str
     pid_file(plan, process).unlink(missing_ok=True)
     if pid is None:
         return f"was not running ({stale})" if stale else "was not running"
+    return terminate(pid, timeout, lambda: check_recorded(Recorded(pid)) is not None)
+
+
+def terminate(pid: int, timeout: float, exited: Callable[[], bool], poll: float = 0.1) -> str:
+    """SIGTERM ``pid``, then SIGKILL when ``exited()`` is still false ``timeout`` seconds
+    later; what was done, in a few words (the role processes and the supervisor)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while check_recorded(Recorded(pid)) is None:
+    while not exited():
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             return f"killed (pid {pid}: no exit within {timeout:.0f} s of SIGTERM)"
-        time.sleep(0.1)  # polling another process's exit, bounded by the deadline
+        time.sleep(poll)  # polling another process's exit, bounded by the deadline
     return f"stopped (pid {pid})"
 
 

@@ -156,16 +156,12 @@ def stop(plan: Plan) -> str:
     pid_file(plan).unlink(missing_ok=True)
     if pid is None:
         return "was not running"
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_S
-    while (info := process_info(pid)) is not None and not info.dead:
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            return f"killed (pid {pid}: no exit within {STOP_S:.0f} s of SIGTERM)"
-        time.sleep(0.05)  # polling another process's exit, bounded by the deadline
-    return f"stopped (pid {pid})"
+
+    def exited() -> bool:
+        info = process_info(pid)
+        return info is None or info.dead
+
+    return processes.terminate(pid, STOP_S, exited, poll=0.05)
 
 
 def read_state(plan: Plan) -> dict[str, Any]:
