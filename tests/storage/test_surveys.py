@@ -44,7 +44,9 @@ from crm.surveys.service import (
 from crm.telephony.events import CallStarted, CallStep
 from crm.telephony.steps import PromptPlayed
 
-NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
+NOW = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0) + timedelta(days=1)
+"""11:00 in Shanghai tomorrow: after everything the demo data dates from today's clock (a
+case resolved "five days ago" at this hour; a fixed date fell before it one day at 11:00)."""
 POLICY = RetryPolicy(max_attempts=3, retry_after=timedelta(minutes=120),
                      hours=CallingHours.parse("09:00-20:00", "Asia/Shanghai"),
                      stale_after=timedelta(minutes=30))
@@ -197,9 +199,9 @@ async def test_resolved_cases_get_one_return_visit(demo) -> None:
 
 
 async def test_visits_scheduled_at_night_wait_for_the_calling_hours(demo) -> None:
-    night = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
+    night = NOW.replace(hour=14)  # 22:00 in Shanghai
     [visit] = await schedule_return_visits(demo, now=night, hours=POLICY.hours)
-    assert visit.next_attempt_at == datetime(2026, 12, 3, 1, 0, tzinfo=UTC)  # 09:00 next day
+    assert visit.next_attempt_at == NOW.replace(hour=1) + timedelta(days=1)  # 09:00 next day
     assert await due_return_visits(demo, now=night) == []
 
 
