@@ -49,11 +49,11 @@ SIPP_STOP_S = 5.0
 
 
 class TimedSipp(SippProcess):
-    """A SippProcess that also keeps when each ``<log>`` line arrived (bench clock)."""
+    """A SippProcess that also tells ``on_line`` when each ``<log>`` line arrived (bench
+    clock)."""
 
     def __init__(self, name: str, workdir: Path) -> None:
         super().__init__(name, workdir)
-        self.timed: list[tuple[float, str]] = []
         self.on_line: Callable[[float, str], None] | None = None
 
     async def _read_events(self, reader: asyncio.StreamReader) -> None:
@@ -61,7 +61,6 @@ class TimedSipp(SippProcess):
         while raw := await reader.readline():
             line = raw.decode("utf-8", "replace").strip()
             at = loop.time()
-            self.timed.append((at, line))
             if self.on_line is not None:
                 self.on_line(at, line)
             async with self._changed:
@@ -156,9 +155,9 @@ def stop_offering(pool: KindPool) -> None:
 
 
 def result_of(lines: list[str], timed_out: bool) -> CallResult:
-    first = {line.split(" ", 1)[0]: line for line in lines}
-    answered = first.get("answered")
-    hung_up = ("remote" if "remote_bye" in first else "local" if "local_bye" in first
+    by_word = {line.split(" ", 1)[0]: line for line in lines}
+    answered = by_word.get("answered")
+    hung_up = ("remote" if "remote_bye" in by_word else "local" if "local_bye" in by_word
                else None)
     return CallResult(exit_code=None if timed_out else 0,
                       call_id=answered.split()[1] if answered else None,

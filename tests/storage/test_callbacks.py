@@ -554,6 +554,12 @@ async def test_a_withheld_callers_abandon_handed_over_again_says_why_once(
             and isinstance(s.step, CallbackNotPossible)] == [CallbackNotPossible("withheld")]
 
 
+def any_hour_scheduler(sessions, dialer: RecordingDialer) -> CallbackScheduler:
+    """A scheduler for the main queue that may call back at any hour."""
+    return CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
+        calling_hours="00:00-24:00"), queue="hotline")
+
+
 async def test_a_callback_moved_before_its_job_reached_the_dialer_is_not_placed(
         sessions) -> None:
     """A reassignment (or a cancel) lands between the scheduler starting a request's job and
@@ -563,8 +569,7 @@ async def test_a_callback_moved_before_its_job_reached_the_dialer_is_not_placed(
     request = (await service.request_callback(sessions, number="13900000003",
                                               reason="abandoned")).request
     dialer = RecordingDialer()
-    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
-        calling_hours="00:00-24:00"), queue="hotline")
+    scheduler = any_hour_scheduler(sessions, dialer)
     try:
         assert await scheduler.run_once() == [request.id]
         scheduler.move(request.id)  # the job's task has not run yet
@@ -599,8 +604,7 @@ async def test_a_callback_given_back_while_found_due_is_placed_for_the_general_q
 
     monkeypatch.setattr(service, "due_callbacks", due_then_given_back)
     dialer = RecordingDialer()
-    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
-        calling_hours="00:00-24:00"), queue="hotline")
+    scheduler = any_hour_scheduler(sessions, dialer)
     try:
         assert await scheduler.run_once() == [made.id]
         await asyncio.wait_for(dialer.placed.wait(), 5)
@@ -617,8 +621,7 @@ async def test_a_finished_attempts_task_does_not_forget_the_next_one(sessions) -
     request = (await service.request_callback(sessions, number="13900000004",
                                               reason="abandoned")).request
     dialer = RecordingDialer()
-    scheduler = CallbackScheduler(dialer, sessions, CallEventBus(), CallbackSettings(
-        calling_hours="00:00-24:00"), queue="hotline")
+    scheduler = any_hour_scheduler(sessions, dialer)
     try:
         assert await scheduler.run_once() == [request.id]
         first = scheduler._in_flight[request.id]
