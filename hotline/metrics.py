@@ -80,6 +80,9 @@ class ServiceCollector(Collector):
                          pool.threads)
             yield _gauge("hotline_recognizer_busy_threads", "Recognition threads decoding now",
                          pool.running)
+            yield _gauge("hotline_recognizer_waiting",
+                         "Decodes submitted to the recognition pool and not yet started",
+                         pool.waiting)
             yield _counter("hotline_recognizer_busy_seconds",
                            "Thread-seconds the recognition pool spent decoding (its busy "
                            "share: rate of this / hotline_recognizer_threads)",

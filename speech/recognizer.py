@@ -33,6 +33,12 @@ the gate is not decoded at all (only its last 0.3 s is kept, and decoded ahead o
 loud chunk, so no word onset is lost; the gate stays open a second after loud audio), and
 audio goes to vosk in chunks of at least ``min_chunk`` seconds rather than per 20 ms frame.
 A caller listening to a prompt in silence then costs no thread hop at all.
+
+The end of an utterance is not held back by that chunking: quiet is measured 20 ms frame by
+frame as audio arrives, and the frame that completes ``end_silence`` sends what is pending
+to vosk at once, with the final decode in the same trip to the pool and ahead of ordinary
+chunks (``submit_urgent``, speech.metered_pool). Measured with ``bench.load`` at 80 calls
+(BENCHMARKS.md, session 29): spoken turns p50 487 -> 457 ms.
 """
 
 from __future__ import annotations
@@ -235,6 +241,8 @@ class StreamingRecognizer:
         self._grammar_applied: str | None = None
         self._lock = asyncio.Lock()
         self._pending = b""
+        self._measured = 0
+        """Bytes of ``_pending`` already measured for quiet."""
         self._reset_turn()
 
     # -- turn state -----------------------------------------------------------------------
@@ -272,6 +280,7 @@ class StreamingRecognizer:
             if rec is not None:
                 await self._run(self._reset_vosk, rec)
             self._pending = b""
+            self._measured = 0
             self._reset_turn()
 
     def _reset_vosk(self, rec: Any) -> None:
@@ -311,9 +320,15 @@ class StreamingRecognizer:
     def _final(self) -> str:
         return self._ensure().FinalResult()
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor or default_executor(), fn, *args)
+    async def _run(self, fn: Any, *args: Any, urgent: bool = False) -> Any:
+        """Run a vosk call on the pool; ``urgent`` ones (the end of an utterance, which the
+        caller waits for) go before the chunks other calls submitted earlier, where the
+        pool has that lane (speech.metered_pool)."""
+        executor = self._executor or default_executor()
+        submit_urgent = getattr(executor, "submit_urgent", None) if urgent else None
+        if submit_urgent is not None:
+            return await asyncio.wrap_future(submit_urgent(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -328,18 +343,23 @@ class StreamingRecognizer:
                 return None
             pcm = self._pending + pcm
             usable = len(pcm) - len(pcm) % 2
-            if not usable or usable < self._min_chunk_bytes:
+            if self.end_silence is not None and usable > self._measured:
+                self._measure_quiet(pcm[self._measured:usable])
+                self._measured = usable
+            ending = self._quiet_done(self._last_partial)
+            if not usable or (usable < self._min_chunk_bytes and not ending):
                 self._pending = pcm
                 return None
-            pcm, self._pending = pcm[:usable], pcm[usable:]
+            pcm, self._pending, self._measured = pcm[:usable], pcm[usable:], 0
             self._turn_bytes += len(pcm)
-            rms = _rms(pcm)
-            if self._gated(pcm, rms):
+            if self._gated(pcm):
                 return await self._check_timeouts()
-            if self.end_silence is not None:
-                self._measure_quiet(rms, len(pcm))
             if self._preroll:
                 pcm, self._preroll = self._preroll + pcm, b""
+            if ending:
+                # The quiet that ends the utterance is complete: decode the rest and the
+                # final result in one trip to the pool, not two (bench.load: speech turns).
+                return await self._accept_and_end(pcm)
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
                 final = _parse_final(raw)
@@ -351,27 +371,59 @@ class StreamingRecognizer:
                 update = self._partial(json.loads(raw).get("partial", ""))
                 if update is not None:
                     return update
-                needed = self._silence_needed()
-                if (needed is not None and self._speech_at_bytes is not None
-                        and self._quiet_bytes >= needed * self._bytes_per_second):
-                    final = await self._end_on_silence()
-                    if final is not None:
-                        return final
             return await self._check_timeouts()
 
-    def _silence_needed(self) -> float | None:
-        """Seconds of quiet that end the utterance now (None: vosk's endpointer decides)."""
+    async def _accept_and_end(self, pcm: bytes) -> RecognitionUpdate | None:
+        kind, raw, final_raw = await self._run(self._accept_then_final, pcm, urgent=True)
+        if kind == "endpoint":
+            final = _parse_final(raw)
+            if final.text:
+                return self._finish(final, "endpoint")
+            self._last_partial = ""
+            return await self._check_timeouts()
+        update = self._partial(json.loads(raw).get("partial", ""))
+        if final_raw is None:
+            # The last words changed to ones that wait longer (a digit): not the end yet.
+            return update or await self._check_timeouts()
+        final = _parse_final(final_raw)
+        if final.text:
+            return self._finish(final, "silence")
+        self._last_partial = ""  # the words did not survive the final decode: keep listening
+        self._quiet_bytes = 0
+        return update or await self._check_timeouts()
+
+    def _accept_then_final(self, pcm: bytes) -> tuple[str, str, str | None]:
+        """Worker thread: decode the last chunk, then take the final result unless vosk
+        endpointed on its own or the words now end with a digit that waits longer."""
+        rec = self._ensure()
+        if rec.AcceptWaveform(pcm):
+            return "endpoint", rec.Result(), None
+        raw = rec.PartialResult()
+        partial = " ".join(str(json.loads(raw).get("partial", "")).split())
+        if not self._quiet_done(partial or self._last_partial):
+            return "partial", raw, None
+        return "partial", raw, rec.FinalResult()
+
+    def _silence_needed(self, words: str) -> float | None:
+        """Seconds of quiet that end the utterance after these words (None: vosk's
+        endpointer decides)."""
         if (self.end_silence_after_digits is not None and self._ends_with_digit is not None
-                and self._ends_with_digit(self._last_partial)):
+                and self._ends_with_digit(words)):
             return self.end_silence_after_digits
         return self.end_silence
 
-    def _gated(self, pcm: bytes, rms: float) -> bool:
+    def _quiet_done(self, words: str) -> bool:
+        """The caller spoke and then was quiet long enough to end the utterance."""
+        needed = self._silence_needed(words)
+        return (needed is not None and self._speech_at_bytes is not None
+                and self._quiet_bytes >= needed * self._bytes_per_second)
+
+    def _gated(self, pcm: bytes) -> bool:
         """True when this chunk is quiet audio before the caller's first words: kept out of
         vosk (its tail kept as pre-roll for the first loud chunk)."""
         if self.voice_gate_rms is None or self._speech_at_bytes is not None:
             return False
-        if rms >= self.voice_gate_rms:
+        if _rms(pcm) >= self.voice_gate_rms:
             self._gate_open, self._gate_quiet = True, 0
             return False
         if self._gate_open:
@@ -383,19 +435,16 @@ class StreamingRecognizer:
         self.gated_bytes += len(pcm)
         return True
 
-    def _measure_quiet(self, rms: float, size: int) -> None:
-        self._peak_rms = max(self._peak_rms, rms)
-        quiet = rms < min(QUIET_RMS_MAX, QUIET_RATIO * self._peak_rms)
-        self._quiet_bytes = self._quiet_bytes + size if quiet else 0
-
-    async def _end_on_silence(self) -> RecognitionUpdate | None:
-        """``end_silence`` of quiet after words: decode what was said now."""
-        final = _parse_final(await self._run(self._final))
-        if final.text:
-            return self._finish(final, "silence")
-        self._last_partial = ""  # the words did not survive the final decode: keep listening
-        self._quiet_bytes = 0
-        return None
+    def _measure_quiet(self, pcm: bytes) -> None:
+        """Count the quiet run at the end of the audio, 20 ms frame by frame as it arrives
+        (not per decoded chunk): the end of speech is seen within a frame of it."""
+        step = self._bytes_per_second // 50
+        for start in range(0, len(pcm), step):
+            frame = pcm[start:start + step]
+            rms = _rms(frame)
+            self._peak_rms = max(self._peak_rms, rms)
+            quiet = rms < min(QUIET_RMS_MAX, QUIET_RATIO * self._peak_rms)
+            self._quiet_bytes = self._quiet_bytes + len(frame) if quiet else 0
 
     def _partial(self, partial: str) -> RecognitionUpdate | None:
         partial = " ".join(partial.split())
@@ -422,7 +471,7 @@ class StreamingRecognizer:
         return None
 
     async def _flush(self, reason: EndReason) -> RecognitionUpdate:
-        final = _parse_final(await self._run(self._final))
+        final = _parse_final(await self._run(self._final, urgent=True))
         if not final.text:
             self._done = True
             return RecognitionUpdate("", True, reason="no_speech" if reason != "flush" else reason,

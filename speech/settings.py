@@ -32,6 +32,7 @@ class SpeechSettings(_Section):
     no_speech_timeout: float = Field(6.0, gt=0)
     """Seconds of caller audio with nothing recognized before a prompt counts as no input."""
     max_utterance: float = Field(15.0, gt=0)
+    """Seconds of caller audio after which an utterance is cut and decoded."""
     end_silence: float | None = Field(0.4, gt=0)
     """Answer after this much quiet following the caller's words (seconds; None leaves it to
     vosk's endpointer, ~0.9 s later). Measured in bench/speech_turns.py."""
@@ -45,8 +46,8 @@ class SpeechSettings(_Section):
     of it is, with the first louder chunk. None decodes everything."""
     min_chunk: float = Field(0.06, ge=0, le=0.5)
     """Seconds of audio handed to the recognizer at a time (AudioSocket frames are 20 ms):
-    fewer thread hops per call, at most this much later barge-in."""
-    """Seconds of caller audio after which an utterance is cut and decoded."""
+    fewer thread hops per call, at most this much later barge-in. The end of speech is still
+    timed per 20 ms frame, not per chunk."""
 
 
 class SpeechHost(Protocol):

@@ -326,3 +326,35 @@ async def test_other_words_end_after_the_short_silence() -> None:
     updates = await feed_frames(rec, SPEECH * 20 + SILENCE * 15)  # "상담원 연결해"
     (final,) = [u for u in updates if u.is_final]
     assert final.reason == "silence" and final.audio_seconds == pytest.approx((20 + 10) * 0.02)
+
+
+class CountingPool(ThreadPoolExecutor):
+    """Counts the trips a recognizer makes to its pool."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.trips = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.trips += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_the_end_of_speech_is_timed_by_the_frame_not_by_the_chunk() -> None:
+    """Quiet is measured per 20 ms frame: the quiet frames of the chunk in which the words
+    stop count, and the final does not wait for a chunk to fill."""
+    rec = make(end_silence=0.2, min_chunk=0.06)
+    updates = await feed_frames(rec, SPEECH * 31 + SILENCE * 20)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.text == "상담원 연결해 주세요"
+    assert final.audio_seconds == pytest.approx((31 + 10) * 0.02)
+
+
+async def test_the_last_chunk_and_the_final_result_take_one_trip_to_the_pool() -> None:
+    with CountingPool() as pool:
+        rec = make(end_silence=0.2, min_chunk=0.06, executor=pool)
+        assert not [u for u in await feed_frames(rec, SPEECH * 30 + SILENCE * 9) if u.is_final]
+        trips = pool.trips
+        updates = await feed_frames(rec, SILENCE)  # the tenth quiet frame: 0.2 s
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and pool.trips == trips + 1
