@@ -234,6 +234,7 @@ def test_the_scrape_reads_the_services_state_at_that_moment() -> None:
         assert r.get_sample_value("hotline_audiosocket_refused_total", {"reason": "peer"}) == 3
         assert r.get_sample_value("hotline_journal_pending", {"journal": "call_events"}) == 4
         assert r.get_sample_value("hotline_recognizer_threads") == 1
+        assert r.get_sample_value("hotline_recognizer_waiting") == 0
         assert (r.get_sample_value("hotline_recognizer_busy_seconds_total") or 0) > 0
         logins.append(3)
         reports.append(HealthReport("disconnected", 4573, 0, 10))
