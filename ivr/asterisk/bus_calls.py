@@ -33,7 +33,7 @@ from crm.telephony.events import (
 )
 from crm.telephony.steps import LanguageChosen, PromptPlayed
 from ivr.ami.client import AmiClient
-from ivr.asterisk.call_tracker import ActiveCall, OfferLeg, SurveyLeg
+from ivr.asterisk.call_tracker import ActiveCall, OfferLeg, SurveyLeg, set_route_variables
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,12 +164,7 @@ class BusCallDirectory:
     async def set_route(self, channel: str, route: str, queue: str | None = None,
                         language: str | None = None, *, call_id: str | None = None) -> None:
         """As :meth:`CallTracker.set_route`, over the AMI link to the call's node."""
-        ami = self.link_for(call_id)
-        if queue:
-            await ami.setvar(channel, "HOTLINE_QUEUE", queue)
-        if language:
-            await ami.setvar(channel, "HOTLINE_LANGUAGE", language)
-        await ami.setvar(channel, "IVR_ROUTE", route)
+        await set_route_variables(self.link_for(call_id), channel, route, queue, language)
 
     async def set_variable(self, channel: str, variable: str, value: str, *,
                            call_id: str | None = None) -> None:

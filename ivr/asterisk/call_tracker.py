@@ -39,6 +39,17 @@ from ivr.asterisk.hangup import REQUEST_EVENTS, HangupCauses, hangup_party
 log = logging.getLogger(__name__)
 
 
+async def set_route_variables(ami: AmiClient, channel: str, route: str, queue: str | None,
+                              language: str | None) -> None:
+    """Set the variables the dialplan routes by when the AudioSocket ends (HOTLINE_QUEUE,
+    HOTLINE_LANGUAGE, IVR_ROUTE), sent back to back and answered together: AMI takes one
+    connection's actions in order, and three round trips one after another were 9-27 ms of
+    a spoken turn at 80 calls (bench.load: the speech step to the queue join)."""
+    values = [("HOTLINE_QUEUE", queue), ("HOTLINE_LANGUAGE", language), ("IVR_ROUTE", route)]
+    await asyncio.gather(*(ami.setvar(channel, name, value)
+                           for name, value in values if value))
+
+
 @dataclass
 class ActiveCall:
     call_id: str
@@ -320,11 +331,7 @@ class CallTracker:
         """Tell the dialplan where the caller goes when the AudioSocket ends (and, for the
         queue, which of the hotline's queues: HOTLINE_QUEUE, the main queue when unset; and
         the caller's language, HOTLINE_LANGUAGE, in which the queue's announcements speak)."""
-        if queue:
-            await self._ami.setvar(channel, "HOTLINE_QUEUE", queue)
-        if language:
-            await self._ami.setvar(channel, "HOTLINE_LANGUAGE", language)
-        await self._ami.setvar(channel, "IVR_ROUTE", route)
+        await set_route_variables(self._ami, channel, route, queue, language)
 
     async def set_variable(self, channel: str, variable: str, value: str, *,
                            call_id: str | None = None) -> None:
