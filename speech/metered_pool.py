@@ -10,6 +10,10 @@ chunks, submitted before it, can wait a little longer: with 20 calls speaking at
 threads, that queue is what made the end of one call's speech wait for another's backlog.
 Each submission hands the executor a trampoline that runs whichever waiting work is most
 urgent when a thread takes it, so the pool stays an ordinary ThreadPoolExecutor underneath.
+
+The waiting work is bounded by the calls, not by the pool: a recognizer awaits each decode
+before it submits its next one, so at most one per call in flight waits here
+(``audiosocket.max_calls``); ``waiting`` is on /metrics as hotline_recognizer_waiting.
 """
 
 from __future__ import annotations
