@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from crm.metrics.calls import CallFigures
@@ -87,6 +92,14 @@ class ServiceCollector(Collector):
                            "Thread-seconds the recognition pool spent decoding (its busy "
                            "share: rate of this / hotline_recognizer_threads)",
                            pool.busy_seconds())
+            buckets, count, total = pool.urgent_latency()
+            yield HistogramMetricFamily(
+                "hotline_recognizer_final_decode_seconds",
+                "Final decodes (a caller's words ended by end_silence of quiet, or cut by a key "
+                "or a hang-up), from submission to result: what the caller waits for beyond "
+                "the quiet",
+                buckets=[(f"{bound:g}", n) for bound, n in buckets] + [("+Inf", count)],
+                sum_value=total)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -31,7 +31,11 @@ T = TypeVar("T")
 URGENT: Final = 0
 ORDINARY: Final = 1
 
-_Work = tuple[int, int, "Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+URGENT_BUCKETS: Final = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+"""Upper bounds (seconds) of the urgent work's latency histogram: from submission to result,
+what a caller who stopped speaking waits for the decode."""
+
+_Work = tuple[int, int, "Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any], float]
 
 
 class MeteredThreadPool(ThreadPoolExecutor):
@@ -44,6 +48,8 @@ class MeteredThreadPool(ThreadPoolExecutor):
         self._started: dict[int, float] = {}
         self._waiting: list[_Work] = []
         self._order = itertools.count()
+        self._urgent_counts = [0] * (len(URGENT_BUCKETS) + 1)
+        self._urgent_sum = 0.0
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         return self._submit(ORDINARY, fn, args, kwargs)
@@ -56,7 +62,8 @@ class MeteredThreadPool(ThreadPoolExecutor):
                 kwargs: dict[str, Any]) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
-            heapq.heappush(self._waiting, (lane, next(self._order), future, fn, args, kwargs))
+            heapq.heappush(self._waiting, (lane, next(self._order), future, fn, args, kwargs,
+                                           time.monotonic()))
         try:
             super().submit(self._run_next)
         except RuntimeError:  # shut down: take the work back, the caller gets the error
@@ -66,12 +73,27 @@ class MeteredThreadPool(ThreadPoolExecutor):
             raise
         return future
 
+    def _count_urgent(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(URGENT_BUCKETS) if seconds <= bound),
+                     len(URGENT_BUCKETS))
+        with self._lock:
+            self._urgent_counts[index] += 1
+            self._urgent_sum += seconds
+
+    def urgent_latency(self) -> tuple[list[tuple[float, int]], int, float]:
+        """The urgent work's latencies so far (the work that ran, failed or not): cumulative
+        counts per upper bound of URGENT_BUCKETS, the count of all and their sum (s)."""
+        with self._lock:
+            counts, total = list(self._urgent_counts), self._urgent_sum
+        cumulative = list(itertools.accumulate(counts))
+        return list(zip(URGENT_BUCKETS, cumulative, strict=False)), cumulative[-1], total
+
     def _run_next(self) -> None:
         """A thread's turn: run the most urgent work waiting (each submission adds one turn)."""
         with self._lock:
             if not self._waiting:
                 return
-            _, _, future, fn, args, kwargs = heapq.heappop(self._waiting)
+            lane, _, future, fn, args, kwargs, submitted = heapq.heappop(self._waiting)
         if not future.set_running_or_notify_cancel():
             return
         ident = threading.get_ident()
@@ -81,13 +103,20 @@ class MeteredThreadPool(ThreadPoolExecutor):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:  # handed to whoever waits on the future
+            self._finished(ident, lane, submitted)
             future.set_exception(exc)
         else:
+            self._finished(ident, lane, submitted)
             future.set_result(result)
-        finally:
-            with self._lock:
-                self._running -= 1
-                self._busy_s += time.monotonic() - self._started.pop(ident)
+
+    def _finished(self, ident: int, lane: int, submitted: float) -> None:
+        """Account for work done, before its submitter hears of it."""
+        now = time.monotonic()
+        with self._lock:
+            self._running -= 1
+            self._busy_s += now - self._started.pop(ident)
+        if lane == URGENT:
+            self._count_urgent(now - submitted)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:

@@ -235,6 +235,10 @@ def test_the_scrape_reads_the_services_state_at_that_moment() -> None:
         assert r.get_sample_value("hotline_journal_pending", {"journal": "call_events"}) == 4
         assert r.get_sample_value("hotline_recognizer_threads") == 1
         assert r.get_sample_value("hotline_recognizer_waiting") == 0
+        pool.submit_urgent(sum, [3]).result(timeout=5)
+        assert r.get_sample_value("hotline_recognizer_final_decode_seconds_count") == 1
+        assert r.get_sample_value("hotline_recognizer_final_decode_seconds_bucket",
+                                  {"le": "+Inf"}) == 1
         assert (r.get_sample_value("hotline_recognizer_busy_seconds_total") or 0) > 0
         logins.append(3)
         reports.append(HealthReport("disconnected", 4573, 0, 10))

@@ -70,3 +70,12 @@ def test_shutting_down_cancels_what_waits_and_refuses_more() -> None:
     with pytest.raises(RuntimeError):
         pool.submit_urgent(sum, [1])
     assert pool.waiting == 0
+
+
+def test_urgent_work_is_timed_ordinary_work_is_not(pool: MeteredThreadPool) -> None:
+    for f in [pool.submit_urgent(sum, [1]), pool.submit(sum, [2]), pool.submit_urgent(sum, [3])]:
+        f.result(timeout=5)
+    buckets, count, total = pool.urgent_latency()
+    assert count == 2 and total > 0
+    cumulative = [n for _, n in buckets]
+    assert cumulative == sorted(cumulative) and cumulative[-1] <= count
