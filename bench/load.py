@@ -76,6 +76,7 @@ from bench.load_stack import (
     shared_asterisk_pid,
 )
 from bench.metrics import machine_description, percentile
+from bench.service_metrics import bucket_delta, histogram_buckets, quantile_bound
 from hotline.settings import Settings
 
 log = logging.getLogger("bench.load")
@@ -116,6 +117,9 @@ class StepResult:
     refused_overload: int | None = None
     """Calls the IVR handed back to the dialplan in this step (audiosocket.max_calls)."""
     usage: Usage | None = None
+    final_decodes: dict[float, float] = field(default_factory=dict)
+    """The service's final decodes in this step (/metrics, cumulative count by upper bound
+    in seconds): what callers waited for beyond the end-of-speech quiet."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -145,6 +149,7 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
           f"{limits.duration:.0f} s (at most {limits.max_calls} calls)", flush=True)
     mark = sampler.mark()
     refused_before = (await stack.service.health()).get("calls_refused_overload")
+    decodes_before = histogram_buckets(await stack.service.metrics_text(), FINAL_DECODES)
     place = drive_pooled if callers == "pooled" else drive
     run = await place(stack.settings, planner, limits, tag,
                       progress=lambda line: print(line, flush=True))
@@ -168,8 +173,19 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
     refused_after = (await stack.service.health()).get("calls_refused_overload")
     if isinstance(refused_before, int) and isinstance(refused_after, int):
         result.refused_overload = refused_after - refused_before
+    result.final_decodes = bucket_delta(
+        decodes_before, histogram_buckets(await stack.service.metrics_text(), FINAL_DECODES))
     summarise(result, run.records, stack)
     return result
+
+
+FINAL_DECODES = "hotline_recognizer_final_decode_seconds"
+
+
+def _bound_ms(bound: float | None) -> str:
+    if bound is None:
+        return "-"
+    return "inf" if math.isinf(bound) else f"{bound * 1000:.0f} ms"
 
 
 def summarise(result: StepResult, records: list[CallRecord], stack: Stack) -> None:
@@ -249,6 +265,11 @@ def print_step(result: StepResult) -> None:
     print(f"pop delay (AgentCalled on AMI -> pop on the desk websocket) n={len(p)}: p50 "
           f"{_ms(p, 50)} ms, p95 {_ms(p, 95)} ms, max {_ms(p, 100)} ms; "
           f"missing {result.pops_missing}")
+    if result.final_decodes:
+        d = result.final_decodes
+        print(f"final decode after the end-of-speech quiet (service /metrics, to its bucket) "
+              f"n={d.get(math.inf, 0):.0f}: p50 <= {_bound_ms(quantile_bound(d, 0.5))}, "
+              f"p95 <= {_bound_ms(quantile_bound(d, 0.95))}")
     if result.usage is not None:
         print_usage(result.usage)
     for problem in result.problems:

@@ -208,6 +208,18 @@ class ServiceProcess:
                 return dict(await resp.json())
         return {}
 
+    async def metrics_text(self) -> str:
+        """The service's /metrics (empty if it does not answer within 5 s; the core role
+        serves none)."""
+        if self.role == "core":
+            return ""
+        url = f"http://{self.settings.web.host}:{self.settings.web.port}/metrics"
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with aiohttp.ClientSession() as http, http.get(
+                    url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return await resp.text()
+        return ""
+
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL. Synchronous so it also runs from a last-resort finally."""
         proc, self.proc = self.proc, None
