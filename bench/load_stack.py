@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -134,6 +135,13 @@ def refuse_running_asterisk(settings: Settings,
             "stop it (`make stop`) or wait until it is done, then run the bench again")
 
 
+T = TypeVar("T")
+
+
+async def _json_object(resp: aiohttp.ClientResponse) -> dict:
+    return dict(await resp.json())
+
+
 # --- hotline serve --------------------------------------------------------------------------
 
 
@@ -199,26 +207,25 @@ class ServiceProcess:
     async def health(self) -> dict:
         """The service's /healthz (empty if it does not answer within 5 s; the core role
         serves none)."""
-        if self.role == "core":
-            return {}
-        url = f"http://{self.settings.web.host}:{self.settings.web.port}/healthz"
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-            async with aiohttp.ClientSession() as http, http.get(
-                    url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                return dict(await resp.json())
-        return {}
+        return await self._get("/healthz", _json_object) or {}
 
     async def metrics_text(self) -> str:
         """The service's /metrics (empty if it does not answer within 5 s; the core role
         serves none)."""
+        return await self._get("/metrics", aiohttp.ClientResponse.text) or ""
+
+    async def _get(self, path: str, read: Callable[[aiohttp.ClientResponse], Awaitable[T]]
+                   ) -> T | None:
+        """GET ``path`` of the service's web server, read by ``read``; None when the core
+        role runs (no web server) or nothing usable came within 5 s."""
         if self.role == "core":
-            return ""
-        url = f"http://{self.settings.web.host}:{self.settings.web.port}/metrics"
+            return None
+        url = f"http://{self.settings.web.host}:{self.settings.web.port}{path}"
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
             async with aiohttp.ClientSession() as http, http.get(
                     url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                return await resp.text()
-        return ""
+                return await read(resp)
+        return None
 
     def stop(self) -> None:
         """SIGTERM, wait, SIGKILL. Synchronous so it also runs from a last-resort finally."""

@@ -38,7 +38,8 @@ The end of an utterance is not held back by that chunking: quiet is measured 20 
 frame as audio arrives, and the frame that completes ``end_silence`` sends what is pending
 to vosk at once, with the final decode in the same trip to the pool and ahead of ordinary
 chunks (``submit_urgent``, speech.metered_pool). Measured with ``bench.load`` at 80 calls
-(BENCHMARKS.md, session 29): spoken turns p50 487 -> 457 ms.
+(BENCHMARKS.md, session 29; with the queue's AMI variables sent together): spoken turns p50
+499 -> 460 ms, p95 554 -> 512 ms over 104 turns.
 """
 
 from __future__ import annotations
@@ -362,25 +363,13 @@ class StreamingRecognizer:
                 return await self._accept_and_end(pcm)
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
-                final = _parse_final(raw)
-                if final.text:
-                    return self._finish(final, "endpoint")
-                # vosk endpoints silence too (nothing decoded): keep listening.
-                self._last_partial = ""
-            else:
-                update = self._partial(json.loads(raw).get("partial", ""))
-                if update is not None:
-                    return update
-            return await self._check_timeouts()
+                return await self._endpointed(raw)
+            return self._partial(json.loads(raw).get("partial", "")) or await self._check_timeouts()
 
     async def _accept_and_end(self, pcm: bytes) -> RecognitionUpdate | None:
         kind, raw, final_raw = await self._run(self._accept_then_final, pcm, urgent=True)
         if kind == "endpoint":
-            final = _parse_final(raw)
-            if final.text:
-                return self._finish(final, "endpoint")
-            self._last_partial = ""
-            return await self._check_timeouts()
+            return await self._endpointed(raw)
         update = self._partial(json.loads(raw).get("partial", ""))
         if final_raw is None:
             # The last words changed to ones that wait longer (a digit): not the end yet.
@@ -391,6 +380,15 @@ class StreamingRecognizer:
         self._last_partial = ""  # the words did not survive the final decode: keep listening
         self._quiet_bytes = 0
         return update or await self._check_timeouts()
+
+    async def _endpointed(self, raw: str) -> RecognitionUpdate | None:
+        """vosk's own endpointer ended the utterance: its result, or (silence endpointed,
+        nothing decoded) keep listening."""
+        final = _parse_final(raw)
+        if final.text:
+            return self._finish(final, "endpoint")
+        self._last_partial = ""
+        return await self._check_timeouts()
 
     def _accept_then_final(self, pcm: bytes) -> tuple[str, str, str | None]:
         """Worker thread: decode the last chunk, then take the final result unless vosk
@@ -413,10 +411,15 @@ class StreamingRecognizer:
         return self.end_silence
 
     def _quiet_done(self, words: str) -> bool:
-        """The caller spoke and then was quiet long enough to end the utterance."""
+        """The caller spoke and then was quiet long enough to end the utterance (asked for
+        every frame: the words are looked at only once the shorter quiet is reached)."""
+        if self._speech_at_bytes is None or self.end_silence is None:
+            return False  # without end_silence no quiet is measured: vosk's endpointer decides
+        shortest = min(self.end_silence, self.end_silence_after_digits or math.inf)
+        if self._quiet_bytes < shortest * self._bytes_per_second:
+            return False
         needed = self._silence_needed(words)
-        return (needed is not None and self._speech_at_bytes is not None
-                and self._quiet_bytes >= needed * self._bytes_per_second)
+        return needed is not None and self._quiet_bytes >= needed * self._bytes_per_second
 
     def _gated(self, pcm: bytes) -> bool:
         """True when this chunk is quiet audio before the caller's first words: kept out of

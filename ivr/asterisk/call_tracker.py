@@ -43,8 +43,8 @@ async def set_route_variables(ami: AmiClient, channel: str, route: str, queue: s
                               language: str | None) -> None:
     """Set the variables the dialplan routes by when the AudioSocket ends (HOTLINE_QUEUE,
     HOTLINE_LANGUAGE, IVR_ROUTE), sent back to back and answered together: AMI takes one
-    connection's actions in order, and three round trips one after another were 9-27 ms of
-    a spoken turn at 80 calls (bench.load: the speech step to the queue join)."""
+    connection's actions in order, and three round trips one after another were most of
+    the 8-28 ms from the speech step to the queue join at 80 calls (bench.load, two runs)."""
     values = [("HOTLINE_QUEUE", queue), ("HOTLINE_LANGUAGE", language), ("IVR_ROUTE", route)]
     await asyncio.gather(*(ami.setvar(channel, name, value)
                            for name, value in values if value))
