@@ -197,6 +197,13 @@ class LanguageGrammars:
         일"), not pieces of them joined by the decoder ("민원 여덟")."""
         return _whole_phrases(self._phrase_set(grammar_kind(kind)), tuple(text.split()))
 
+    def continues(self, kind: str, text: str) -> bool:
+        """Whether a longer phrase of the grammar starts with the last words of ``text``
+        ("상담원" may go on to "상담원 연결해 주세요"): the caller may not have finished."""
+        words = tuple(text.split())
+        starts = _phrase_starts(tuple(self._phrases[grammar_kind(kind)]))
+        return any(words[-size:] in starts for size in range(1, len(words) + 1))
+
     def _phrase_set(self, kind: GrammarKind) -> frozenset[tuple[str, ...]]:
         return _phrase_tuples(tuple(self._phrases[kind]))
 
@@ -219,6 +226,14 @@ class LanguageGrammars:
 @lru_cache(maxsize=64)
 def _phrase_tuples(phrases: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
     return frozenset(tuple(p.split()) for p in phrases)
+
+
+@lru_cache(maxsize=64)
+def _phrase_starts(phrases: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    """Every proper beginning of a phrase: ("상담원",) and ("상담원", "연결해") of "상담원
+    연결해 주세요"."""
+    return frozenset(words[:size] for words in (tuple(p.split()) for p in phrases)
+                     for size in range(1, len(words)))
 
 
 def _whole_phrases(phrases: frozenset[tuple[str, ...]], words: tuple[str, ...]) -> bool:

@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE: Final = 8000
 BYTES_PER_SECOND: Final = SAMPLE_RATE * 2
 
-EndReason = Literal["endpoint", "silence", "max_utterance", "no_speech", "flush"]
+EndReason = Literal["endpoint", "silence", "request", "max_utterance", "no_speech", "flush"]
+"""Why an utterance ended: vosk's endpointer, ``end_silence`` of quiet, a whole request
+after the shorter ``end_silence_complete``, the length cap, nothing said, or flushed."""
 
 QUIET_RATIO: Final = 0.05
 """``end_silence``: audio is quiet below this fraction of the turn's loudest RMS (-26 dB)..."""
@@ -216,6 +218,8 @@ class StreamingRecognizer:
         min_chunk: float = 0.0,
         end_silence_after_digits: float | None = None,
         ends_with_digit: Callable[[str], bool] | None = None,
+        end_silence_complete: float | None = None,
+        completes_request: Callable[[str], bool] | None = None,
     ) -> None:
         self._model = model
         self._grammar = grammar
@@ -230,6 +234,11 @@ class StreamingRecognizer:
         """When the words so far end with a digit (``ends_with_digit``), wait this long
         instead: callers pause between the groups of a number, not after "an agent"."""
         self._ends_with_digit = ends_with_digit
+        self.end_silence_complete = end_silence_complete
+        """After this much quiet the words so far are decoded to the end once: when they make
+        a whole request (``completes_request``, see speech.endpointing) that is the answer;
+        otherwise the same utterance is decoded again and listening goes on."""
+        self._completes_request = completes_request
         self._call_id = call_id
         self._factory = recognizer_factory
         self.voice_gate_rms = voice_gate_rms
@@ -244,6 +253,9 @@ class StreamingRecognizer:
         self._pending = b""
         self._measured = 0
         """Bytes of ``_pending`` already measured for quiet."""
+        self._heard = bytearray()
+        """The audio vosk was given since its utterance began (worker thread): decoded again
+        when an early end was tried and the words were not a whole request."""
         self._reset_turn()
 
     # -- turn state -----------------------------------------------------------------------
@@ -258,6 +270,8 @@ class StreamingRecognizer:
         self._gate_open = False
         self._gate_quiet = 0
         self._preroll = b""
+        self._tried_early = False
+        """The early end was tried in this run of quiet."""
 
     @property
     def audio_seconds(self) -> float:
@@ -286,6 +300,7 @@ class StreamingRecognizer:
 
     def _reset_vosk(self, rec: Any) -> None:
         rec.Reset()
+        self._heard.clear()
         if self._grammar != self._grammar_applied:
             if self._grammar is None:
                 self._rec = None  # vosk cannot drop a grammar: a fresh recognizer decodes freely
@@ -312,13 +327,24 @@ class StreamingRecognizer:
             self._grammar_applied = self._grammar
         return self._rec
 
+    def _take(self, rec: Any, pcm: bytes) -> bool:
+        """AcceptWaveform, keeping the utterance's audio where an early end may be tried;
+        True when vosk endpointed (its utterance begins anew)."""
+        if self._completes_request is not None:
+            self._heard += pcm
+        if rec.AcceptWaveform(pcm):
+            self._heard.clear()
+            return True
+        return False
+
     def _accept(self, pcm: bytes) -> tuple[bool, str]:
         rec = self._ensure()
-        if rec.AcceptWaveform(pcm):
+        if self._take(rec, pcm):
             return True, rec.Result()
         return False, rec.PartialResult()
 
     def _final(self) -> str:
+        self._heard.clear()
         return self._ensure().FinalResult()
 
     async def _run(self, fn: Any, *args: Any, urgent: bool = False) -> Any:
@@ -347,7 +373,8 @@ class StreamingRecognizer:
             if self.end_silence is not None and usable > self._measured:
                 self._measure_quiet(pcm[self._measured:usable])
                 self._measured = usable
-            ending = self._quiet_done(self._last_partial)
+            ending = ("final" if self._quiet_done(self._last_partial)
+                      else "try" if self._early_end_due() else None)
             if not usable or (usable < self._min_chunk_bytes and not ending):
                 self._pending = pcm
                 return None
@@ -358,25 +385,31 @@ class StreamingRecognizer:
             if self._preroll:
                 pcm, self._preroll = self._preroll + pcm, b""
             if ending:
-                # The quiet that ends the utterance is complete: decode the rest and the
-                # final result in one trip to the pool, not two (bench.load: speech turns).
-                return await self._accept_and_end(pcm)
+                # The quiet that ends the utterance is complete (or the shorter one after
+                # which a whole request may end it): decode the rest and the final result
+                # in one trip to the pool, not two (bench.load: speech turns).
+                return await self._accept_and_end(pcm, early=ending == "try")
             endpoint, raw = await self._run(self._accept, pcm)
             if endpoint:
                 return await self._endpointed(raw)
             return self._partial(json.loads(raw).get("partial", "")) or await self._check_timeouts()
 
-    async def _accept_and_end(self, pcm: bytes) -> RecognitionUpdate | None:
-        kind, raw, final_raw = await self._run(self._accept_then_final, pcm, urgent=True)
+    async def _accept_and_end(self, pcm: bytes, *, early: bool = False
+                              ) -> RecognitionUpdate | None:
+        if early:
+            self._tried_early = True
+        job = self._accept_then_try if early else self._accept_then_final
+        kind, raw, final_raw = await self._run(job, pcm, urgent=True)
         if kind == "endpoint":
             return await self._endpointed(raw)
         update = self._partial(json.loads(raw).get("partial", ""))
         if final_raw is None:
-            # The last words changed to ones that wait longer (a digit): not the end yet.
+            # The last words changed to ones that wait longer (a digit), or were not yet a
+            # whole request: not the end yet.
             return update or await self._check_timeouts()
         final = _parse_final(final_raw)
         if final.text:
-            return self._finish(final, "silence")
+            return self._finish(final, "request" if early else "silence")
         self._last_partial = ""  # the words did not survive the final decode: keep listening
         self._quiet_bytes = 0
         return update or await self._check_timeouts()
@@ -394,13 +427,42 @@ class StreamingRecognizer:
         """Worker thread: decode the last chunk, then take the final result unless vosk
         endpointed on its own or the words now end with a digit that waits longer."""
         rec = self._ensure()
-        if rec.AcceptWaveform(pcm):
+        if self._take(rec, pcm):
             return "endpoint", rec.Result(), None
         raw = rec.PartialResult()
         partial = " ".join(str(json.loads(raw).get("partial", "")).split())
         if not self._quiet_done(partial or self._last_partial):
             return "partial", raw, None
+        self._heard.clear()
         return "partial", raw, rec.FinalResult()
+
+    def _accept_then_try(self, pcm: bytes) -> tuple[str, str, str | None]:
+        """Worker thread: decode the last chunk and the utterance to its end; keep that final
+        result when it is a whole request, else decode the utterance's audio again so that
+        listening goes on as if it had not been tried (the cost of a miss: one decode of the
+        utterance so far, a few ms of CPU per second of speech with a grammar)."""
+        rec = self._ensure()
+        if self._take(rec, pcm):
+            return "endpoint", rec.Result(), None
+        raw = rec.PartialResult()
+        final_raw = rec.FinalResult()
+        if self._completes_request is not None and self._completes_request(
+                _parse_final(final_raw).text):
+            self._heard.clear()
+            return "partial", raw, final_raw
+        heard, self._heard = bytes(self._heard), bytearray()
+        rec.Reset()
+        if self._take(rec, heard):
+            return "endpoint", rec.Result(), None
+        return "partial", rec.PartialResult(), None
+
+    def _early_end_due(self) -> bool:
+        """Quiet reached ``end_silence_complete`` after the caller's words, and the early end
+        was not yet tried in this run of quiet."""
+        return (self._completes_request is not None and self.end_silence_complete is not None
+                and self.end_silence is not None and self._speech_at_bytes is not None
+                and not self._tried_early
+                and self._quiet_bytes >= self.end_silence_complete * self._bytes_per_second)
 
     def _silence_needed(self, words: str) -> float | None:
         """Seconds of quiet that end the utterance after these words (None: vosk's
@@ -447,7 +509,10 @@ class StreamingRecognizer:
             rms = _rms(frame)
             self._peak_rms = max(self._peak_rms, rms)
             quiet = rms < min(QUIET_RMS_MAX, QUIET_RATIO * self._peak_rms)
-            self._quiet_bytes = self._quiet_bytes + len(frame) if quiet else 0
+            if quiet:
+                self._quiet_bytes += len(frame)
+            else:
+                self._quiet_bytes, self._tried_early = 0, False
 
     def _partial(self, partial: str) -> RecognitionUpdate | None:
         partial = " ".join(partial.split())

@@ -40,6 +40,11 @@ class SpeechSettings(_Section):
     """Where a number may be said (the greeting, case and phone number questions), the
     quiet that ends an utterance whose last word so far is a digit: callers pause between
     digit groups. Any other last word ("an agent") ends after ``end_silence``."""
+    end_silence_complete: float | None = Field(0.25, gt=0)
+    """The quiet that ends an utterance whose words so far already are a whole answer to
+    the prompt (a menu request, yes or no, a rating) that no longer phrase of its grammar
+    continues (speech.endpointing): "상담원 연결해 주세요" is answered sooner, "상담원" still
+    waits ``end_silence`` in case "연결해 주세요" follows. None: always ``end_silence``."""
     voice_gate_rms: float | None = Field(120.0, gt=0)
     """Before the caller's first words, audio quieter than this RMS (s16; 120 is about
     -49 dBFS, under the quietest speech and over line noise) is not decoded; the last 0.3 s

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from speech.endpointing import completes_request, ends_with_digit
 from speech.grammar import (
     N_BEST,
     LanguageGrammars,
@@ -32,7 +33,6 @@ from speech.grammar import (
 )
 from speech.languages import LANGUAGES, Language, check_language
 from speech.models import SpeechModels
-from speech.numbers import spoken_digits
 from speech.prompts import LanguagePack, load_all
 from speech.recognizer import Hypothesis, StreamingRecognizer
 from speech.tts import PromptSynthesizer, prewarm_all
@@ -114,6 +114,10 @@ class SpeechStack:
             ("ask_case", "ask_phone", "greeting"))
         kind = grammar_kind(grammar) if grammar is not None else (
             prompt_grammar(prompt_id) if prompt_id is not None else None)
+        grammars = self.grammars.get(lang)
+        complete = (functools.partial(completes_request, lang=lang, grammar=kind,
+                                      grammars=grammars)
+                    if kind and grammar_json and grammars is not None else None)
         return StreamingRecognizer(
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
@@ -122,6 +126,9 @@ class SpeechStack:
             # Where a number may be said, a pause after a digit is not yet the end of it.
             end_silence_after_digits=self.config.end_silence_digits if digits else None,
             ends_with_digit=functools.partial(ends_with_digit, lang=lang) if digits else None,
+            # A whole request ("an agent, please") needs no more thought: answered sooner.
+            end_silence_complete=self.config.end_silence_complete,
+            completes_request=complete,
             voice_gate_rms=self.config.voice_gate_rms, min_chunk=self.config.min_chunk,
             alternatives=N_BEST.get(kind, 0) if kind and grammar_json else 0)
 
@@ -164,12 +171,6 @@ class SpeechStack:
             self.prewarm_task.cancel()
             await asyncio.gather(self.prewarm_task, return_exceptions=True)
         await self.synth.close()
-
-
-def ends_with_digit(text: str, lang: str) -> bool:
-    """Whether the last word recognized so far is (part of) a number."""
-    words = text.split()
-    return bool(words) and bool(spoken_digits(words[-1], lang))
 
 
 def _log_prewarm_failure(task: asyncio.Task[int]) -> None:

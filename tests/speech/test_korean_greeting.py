@@ -11,66 +11,18 @@ too few digits for a number) and the caller was sent to the queue.
 
 from __future__ import annotations
 
-import audioop
-import random
 from pathlib import Path
 
 import pytest
 
-from speech.grammar import build_grammars
 from speech.models import SpeechModels
-from speech.prompts import load_all
-from speech.recognizer import BYTES_PER_SECOND, RecognitionUpdate
-from speech.settings import SpeechSettings
 from speech.stack import SpeechStack
-from speech.tts import PromptSynthesizer
-from speech.understanding import Understanding
-
-FRAME = 320
-NOISE = 16  # bench.load_calls.NOISE_AMPLITUDE
-VOICE_RMS = 300
+from tests.speech.greeting_line import greeting_hears, greeting_stack
 
 
 @pytest.fixture(scope="module")
 def stack(korean_models: SpeechModels, prompt_cache: Path) -> SpeechStack:
-    packs = load_all()
-    return SpeechStack(SpeechSettings(prewarm_prompts=False), korean_models, packs,
-                       build_grammars(korean_models, packs),
-                       PromptSynthesizer(prompt_cache, packs=packs))
-
-
-def _trim(pcm: bytes) -> bytes:
-    loud = [i for i in range(0, len(pcm) - FRAME + 1, FRAME)
-            if audioop.rms(pcm[i:i + FRAME], 2) >= VOICE_RMS]
-    return pcm[loud[0]:loud[-1] + FRAME] if loud else pcm
-
-
-def _line(words: bytes, lead_s: float, seed: int = 7, tail_s: float = 5.0) -> bytes:
-    rng = random.Random(seed)
-    total = round((lead_s + tail_s) * BYTES_PER_SECOND / 2) + len(words) // 2
-    noise = b"".join(rng.randint(-NOISE, NOISE).to_bytes(2, "little", signed=True)
-                     for _ in range(total))
-    start = round(lead_s * BYTES_PER_SECOND / 2) * 2
-    pcm = noise[:start] + words + noise[start + len(words):]
-    return audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2)
-
-
-async def greeting_hears(stack: SpeechStack, phrase: str, lead_s: float = 2.0
-                         ) -> tuple[RecognitionUpdate, Understanding | None]:
-    words = _trim(await stack.synth.audio("ko", None, phrase)) if phrase else b""
-    pcm = _line(words, lead_s)
-    rec = stack.recognizer("ko", grammar="intake")
-    assert rec is not None
-    final = None
-    for i in range(0, len(pcm), FRAME):
-        update = await rec.feed(pcm[i:i + FRAME])
-        if update is not None and update.is_final:
-            final = update
-            break
-    assert final is not None, "the recognizer never ended the turn"
-    if not final.text:
-        return final, None
-    return final, stack.understand("ko", "intake", final.text, final.alternatives)
+    return greeting_stack(korean_models, prompt_cache)
 
 
 @pytest.mark.parametrize(("phrase", "lead_s"), [
@@ -105,3 +57,4 @@ async def test_a_spoken_digit_string_is_a_number_not_a_request(stack: SpeechStac
 async def test_line_noise_alone_is_no_speech(stack: SpeechStack) -> None:
     final, heard = await greeting_hears(stack, "")
     assert heard is None and final.reason == "no_speech", final
+

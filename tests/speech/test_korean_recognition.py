@@ -142,7 +142,7 @@ async def test_a_request_for_a_person_at_the_greeting_ends_without_the_digit_pau
     """The greeting's grammar takes case numbers too, whose groups callers pause between
     (end_silence_digits 0.8 s); "상담원 연결해 주세요" ends no digit group, so it is answered
     after the ordinary 0.4 s."""
-    from speech.stack import ends_with_digit
+    from speech.endpointing import ends_with_digit
 
     pcm = await PromptSynthesizer(prompt_cache).audio("ko", None, "상담원 연결해 주세요")
 

@@ -358,3 +358,63 @@ async def test_the_last_chunk_and_the_final_result_take_one_trip_to_the_pool() -
         updates = await feed_frames(rec, SILENCE)  # the tenth quiet frame: 0.2 s
     (final,) = [u for u in updates if u.is_final]
     assert final.reason == "silence" and pool.trips == trips + 1
+
+
+def request_aware(**kwargs) -> StreamingRecognizer:  # type: ignore[no-untyped-def]
+    """The whole phrase is a request; its first words alone are not."""
+    return make(end_silence=0.4, end_silence_complete=0.2,
+                completes_request=lambda text: text == "상담원 연결해 주세요", **kwargs)
+
+
+async def test_a_whole_request_ends_after_the_shorter_quiet() -> None:
+    rec = request_aware()
+    updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 25)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "request" and final.text == "상담원 연결해 주세요"
+    assert final.audio_seconds == pytest.approx((30 + 10) * 0.02)
+
+
+async def test_words_that_are_no_whole_request_keep_listening_after_the_try() -> None:
+    """At 0.2 s the utterance is decoded to its end ("상담원 연결해": not a request); the
+    same audio is decoded again, so the final at 0.4 s still has the words."""
+    rec = request_aware()
+    updates = await feed_frames(rec, SPEECH * 20 + SILENCE * 19)
+    assert not any(u.is_final for u in updates)
+    updates = await feed_frames(rec, SILENCE * 5)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.text == "상담원 연결해"
+    assert final.audio_seconds == pytest.approx((20 + 20) * 0.02)
+
+
+async def test_the_caller_going_on_after_a_tried_end_is_one_utterance() -> None:
+    rec = request_aware()
+    updates = await feed_frames(rec, SPEECH * 20 + SILENCE * 12 + SPEECH * 10 + SILENCE * 12)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "request" and final.text == "상담원 연결해 주세요"
+    assert final.audio_seconds == pytest.approx((20 + 12 + 10 + 10) * 0.02)
+
+
+class FinalCountingKaldi(FakeKaldi):
+    finals = 0
+
+    def FinalResult(self) -> str:
+        FinalCountingKaldi.finals += 1
+        return self.Result()
+
+
+async def test_the_early_end_is_tried_once_per_run_of_quiet() -> None:
+    FinalCountingKaldi.finals = 0
+    rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FinalCountingKaldi,
+                              end_silence=0.4, end_silence_complete=0.1,
+                              completes_request=lambda text: False)
+    await feed_frames(rec, SPEECH * 20 + SILENCE * 19)
+    assert FinalCountingKaldi.finals == 1
+    (final,) = [u for u in await feed_frames(rec, SILENCE) if u.is_final]
+    assert final.reason == "silence" and FinalCountingKaldi.finals == 2
+
+
+async def test_without_a_request_check_the_shorter_quiet_does_nothing() -> None:
+    rec = make(end_silence=0.4, end_silence_complete=0.2)
+    updates = await feed_frames(rec, SPEECH * 30 + SILENCE * 25)
+    (final,) = [u for u in updates if u.is_final]
+    assert final.reason == "silence" and final.audio_seconds == pytest.approx((30 + 20) * 0.02)
