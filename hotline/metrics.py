@@ -11,7 +11,7 @@ Reminder passes come from the reminder timer (``crm.metrics.reminders.ReminderFi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
@@ -28,6 +28,7 @@ from crm.metrics.reminders import ReminderFigures
 from crm.web.app import HealthReport
 from speech.metered_pool import MeteredThreadPool
 from speech.recognizer import default_executor
+from speech.turn_endings import TURN_ENDINGS, TurnEndings
 
 POP_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -40,6 +41,7 @@ class ScrapeSources:
     ami_logins: Callable[[], int]
     recognition_pool: Callable[[], MeteredThreadPool | None]
     database_errors: DatabaseErrors
+    turn_endings: TurnEndings = field(default=TURN_ENDINGS)
 
 
 class ServiceCollector(Collector):
@@ -79,6 +81,14 @@ class ServiceCollector(Collector):
         yield pending
         yield _counter("hotline_database_errors", "Errors the database driver raised",
                        s.database_errors.count)
+        endings = CounterMetricFamily(
+            "hotline_speech_turns_ended",
+            "Listening turns ended, by reason (request: a whole request after "
+            "end_silence_complete; request_missed: an early end tried on words that were no "
+            "whole request)", labels=["reason"])
+        for reason, count in sorted(s.turn_endings.snapshot().items()):
+            endings.add_metric([reason], count)
+        yield endings
         pool = s.recognition_pool()
         if pool is not None:
             yield _gauge("hotline_recognizer_threads", "Threads of the recognition pool",
@@ -95,9 +105,9 @@ class ServiceCollector(Collector):
             buckets, count, total = pool.urgent_latency()
             yield HistogramMetricFamily(
                 "hotline_recognizer_final_decode_seconds",
-                "Final decodes (a caller's words ended by end_silence of quiet, or cut by a key "
-                "or a hang-up), from submission to result: what the caller waits for beyond "
-                "the quiet",
+                "Final decodes (a caller's words ended by end_silence of quiet, tried after the "
+                "shorter end_silence_complete, or cut by a key or a hang-up), from submission "
+                "to result: what the caller waits for beyond the quiet",
                 buckets=[(f"{bound:g}", n) for bound, n in buckets] + [("+Inf", count)],
                 sum_value=total)
 

@@ -23,11 +23,12 @@ the whole end-of-speech quiet (BENCHMARKS.md, session 30).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from speech.grammar import grammar_kind
 from speech.numbers import spoken_digits
-from speech.understanding import understand
+from speech.understanding import NUMBER_MIN_DIGITS, understand
 
 OPEN_ENDED: Final = frozenset({"digits", "topic"})
 """Grammars whose answers can always go on (a number, a question): never ended early."""
@@ -59,3 +60,23 @@ def completes_request(text: str, *, lang: str, grammar: str, grammars: PhraseGra
     u = understand(text, lang, kind)
     return (u.intent is not None or u.yes is not None or u.rating is not None
             or u.language is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class GrammarRequestEnd:
+    """``completes_request`` for one language and grammar, as the recognizer asks it
+    (speech.recognizer.RequestEnd)."""
+
+    lang: str
+    grammar: str
+    grammars: PhraseGrammars
+
+    def may_complete(self, partial: str) -> bool:
+        """Not while a number is being said: a partial reading that holds a case number's
+        first digits (4 or more) goes on after its pauses, and decoding it to the end only to
+        find that out costs a decode of the whole utterance each time."""
+        return len(spoken_digits(partial, self.lang)) < NUMBER_MIN_DIGITS
+
+    def completes(self, text: str) -> bool:
+        return completes_request(text, lang=self.lang, grammar=self.grammar,
+                                 grammars=self.grammars)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speech.endpointing import completes_request, ends_with_digit
+from speech.endpointing import GrammarRequestEnd, ends_with_digit
 from speech.grammar import (
     N_BEST,
     LanguageGrammars,
@@ -115,9 +115,8 @@ class SpeechStack:
         kind = grammar_kind(grammar) if grammar is not None else (
             prompt_grammar(prompt_id) if prompt_id is not None else None)
         grammars = self.grammars.get(lang)
-        complete = (functools.partial(completes_request, lang=lang, grammar=kind,
-                                      grammars=grammars)
-                    if kind and grammar_json and grammars is not None else None)
+        request_end = (GrammarRequestEnd(lang, kind, grammars)
+                       if kind and grammar_json and grammars is not None else None)
         return StreamingRecognizer(
             self.models.model(lang), grammar_json, executor=self.executor, call_id=call_id,
             no_speech_timeout=self.config.no_speech_timeout,
@@ -128,7 +127,7 @@ class SpeechStack:
             ends_with_digit=functools.partial(ends_with_digit, lang=lang) if digits else None,
             # A whole request ("an agent, please") needs no more thought: answered sooner.
             end_silence_complete=self.config.end_silence_complete,
-            completes_request=complete,
+            request_end=request_end,
             voice_gate_rms=self.config.voice_gate_rms, min_chunk=self.config.min_chunk,
             alternatives=N_BEST.get(kind, 0) if kind and grammar_json else 0)
 

@@ -37,6 +37,7 @@ from crm.telephony.steps import (
 from crm.web.app import HealthReport
 from hotline.metrics import ScrapeSources, ServiceMetrics
 from speech.metered_pool import MeteredThreadPool
+from speech.turn_endings import TurnEndings
 
 T = datetime(2026, 12, 6, 9, tzinfo=UTC)
 
@@ -226,9 +227,17 @@ def test_the_scrape_reads_the_services_state_at_that_moment() -> None:
     pool = MeteredThreadPool(1)
     try:
         pool.submit(sum, [1, 2]).result(timeout=5)
+        endings = TurnEndings()
         metrics.scrape_from(ScrapeSources(lambda: reports[-1], lambda: logins[-1],
-                                          lambda: pool, metrics.database_errors))
+                                          lambda: pool, metrics.database_errors, endings))
         r = metrics.registry
+        assert r.get_sample_value("hotline_speech_turns_ended_total", {"reason": "request"}) is None
+        endings.count("request")
+        endings.count("request_missed")
+        endings.count("request")
+        assert r.get_sample_value("hotline_speech_turns_ended_total", {"reason": "request"}) == 2
+        assert r.get_sample_value("hotline_speech_turns_ended_total",
+                                  {"reason": "request_missed"}) == 1
         assert r.get_sample_value("hotline_ami_logged_in") == 1
         assert r.get_sample_value("hotline_ami_reconnects_total") == 0
         assert r.get_sample_value("hotline_audiosocket_refused_total", {"reason": "peer"}) == 3

@@ -3,7 +3,7 @@ against the real language packs' grammars (every word known to the stand-in voca
 
 import pytest
 
-from speech.endpointing import completes_request, ends_with_digit
+from speech.endpointing import GrammarRequestEnd, completes_request, ends_with_digit
 from speech.grammar import LanguageGrammars
 from speech.prompts import LanguagePack
 
@@ -57,3 +57,10 @@ def test_ends_with_digit() -> None:
     assert ends_with_digit("민원 번호 이 육", "ko")
     assert not ends_with_digit("상담원 연결해 주세요", "ko")
     assert ends_with_digit("我要 三", "cmn") and not ends_with_digit("", "en")
+
+
+def test_a_number_in_progress_is_not_worth_decoding_to_its_end(korean: LanguageGrammars) -> None:
+    greeting = GrammarRequestEnd("ko", "intake", korean)
+    assert greeting.may_complete("상담원 연결해 오 일")  # a request's tail misread: try
+    assert not greeting.may_complete("이 육 일 이")       # a case number's first group
+    assert greeting.completes("상담원 연결해 주세요") and not greeting.completes("상담원")

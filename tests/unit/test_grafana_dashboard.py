@@ -21,6 +21,7 @@ from crm.telephony.steps import KeysEntered, PromptPlayed, SurveyEnded, SurveySt
 from crm.web.app import HealthReport
 from hotline.metrics import ScrapeSources, ServiceMetrics
 from speech.metered_pool import MeteredThreadPool
+from speech.turn_endings import TurnEndings
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "hotline.json"
 ASTERISK_METRICS = {"asterisk_channels_count": set(), "asterisk_endpoints_count": set()}
@@ -48,11 +49,13 @@ def exported() -> dict[str, set[str]]:
         calls.apply(event)
     metrics.observe_pop(0.2)
     pool = MeteredThreadPool(1)
+    endings = TurnEndings()
+    endings.count("request")
     try:
         metrics.scrape_from(ScrapeSources(
             lambda: HealthReport("logged_in", 1, 0, 0, audiosocket_refused={"flood": 0},
                                  pending_writes={"call_events": 0}),
-            lambda: 1, lambda: pool, metrics.database_errors))
+            lambda: 1, lambda: pool, metrics.database_errors, endings))
         names: dict[str, set[str]] = {}
         for family in metrics.registry.collect():
             for sample in family.samples:

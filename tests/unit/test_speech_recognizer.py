@@ -12,6 +12,7 @@ from typing import ClassVar
 import pytest
 
 from speech.recognizer import StreamingRecognizer
+from speech.turn_endings import TURN_ENDINGS
 
 FRAME = 320  # 20 ms at 8 kHz s16le
 SPEECH = b"\x10\x00" * (FRAME // 2)
@@ -360,10 +361,28 @@ async def test_the_last_chunk_and_the_final_result_take_one_trip_to_the_pool() -
     assert final.reason == "silence" and pool.trips == trips + 1
 
 
+class WholePhrase:
+    """The whole phrase is a request, its first words alone are not; ``worth_trying`` False
+    stands for a partial reading that holds a number in progress."""
+
+    def __init__(self, *, worth_trying: bool = True) -> None:
+        self.worth_trying = worth_trying
+
+    def may_complete(self, partial: str) -> bool:
+        return self.worth_trying
+
+    def completes(self, text: str) -> bool:
+        return text == "상담원 연결해 주세요"
+
+
+class NeverWhole(WholePhrase):
+    def completes(self, text: str) -> bool:
+        return False
+
+
 def request_aware(**kwargs) -> StreamingRecognizer:  # type: ignore[no-untyped-def]
-    """The whole phrase is a request; its first words alone are not."""
     return make(end_silence=0.4, end_silence_complete=0.2,
-                completes_request=lambda text: text == "상담원 연결해 주세요", **kwargs)
+                request_end=WholePhrase(), **kwargs)
 
 
 async def test_a_whole_request_ends_after_the_shorter_quiet() -> None:
@@ -404,13 +423,24 @@ class FinalCountingKaldi(FakeKaldi):
 
 async def test_the_early_end_is_tried_once_per_run_of_quiet() -> None:
     FinalCountingKaldi.finals = 0
+    missed = TURN_ENDINGS.snapshot().get("request_missed", 0)
     rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FinalCountingKaldi,
                               end_silence=0.4, end_silence_complete=0.1,
-                              completes_request=lambda text: False)
+                              request_end=NeverWhole())
     await feed_frames(rec, SPEECH * 20 + SILENCE * 19)
     assert FinalCountingKaldi.finals == 1
+    assert TURN_ENDINGS.snapshot()["request_missed"] == missed + 1  # on /metrics
     (final,) = [u for u in await feed_frames(rec, SILENCE) if u.is_final]
     assert final.reason == "silence" and FinalCountingKaldi.finals == 2
+
+
+async def test_no_early_end_is_tried_where_the_partial_says_it_is_not_worth_it() -> None:
+    FinalCountingKaldi.finals = 0
+    rec = StreamingRecognizer(object(), '["상담원"]', recognizer_factory=FinalCountingKaldi,
+                              end_silence=0.4, end_silence_complete=0.1,
+                              request_end=WholePhrase(worth_trying=False))
+    (final,) = [u for u in await feed_frames(rec, SPEECH * 30 + SILENCE * 20) if u.is_final]
+    assert final.reason == "silence" and FinalCountingKaldi.finals == 1
 
 
 async def test_without_a_request_check_the_shorter_quiet_does_nothing() -> None:
