@@ -76,7 +76,13 @@ from bench.load_stack import (
     shared_asterisk_pid,
 )
 from bench.metrics import machine_description, percentile
-from bench.service_metrics import bucket_delta, histogram_buckets, quantile_bound
+from bench.service_metrics import (
+    bucket_delta,
+    count_delta,
+    histogram_buckets,
+    labelled_counts,
+    quantile_bound,
+)
 from hotline.settings import Settings
 
 log = logging.getLogger("bench.load")
@@ -120,6 +126,9 @@ class StepResult:
     final_decodes: dict[float, float] = field(default_factory=dict)
     """The service's final decodes in this step (/metrics, cumulative count by upper bound
     in seconds): what callers waited for beyond the end-of-speech quiet."""
+    turn_endings: dict[str, float] = field(default_factory=dict)
+    """The service's listening turns in this step by how they ended (/metrics): ``request``
+    after the shorter quiet, ``request_missed`` tries, ``silence``..."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -149,7 +158,7 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
           f"{limits.duration:.0f} s (at most {limits.max_calls} calls)", flush=True)
     mark = sampler.mark()
     refused_before = (await stack.service.health()).get("calls_refused_overload")
-    decodes_before = histogram_buckets(await stack.service.metrics_text(), FINAL_DECODES)
+    metrics_before = await stack.service.metrics_text()
     place = drive_pooled if callers == "pooled" else drive
     run = await place(stack.settings, planner, limits, tag,
                       progress=lambda line: print(line, flush=True))
@@ -173,13 +182,17 @@ async def run_step(stack: Stack, planner: Planner, sampler: ProcSampler, limits:
     refused_after = (await stack.service.health()).get("calls_refused_overload")
     if isinstance(refused_before, int) and isinstance(refused_after, int):
         result.refused_overload = refused_after - refused_before
-    result.final_decodes = bucket_delta(
-        decodes_before, histogram_buckets(await stack.service.metrics_text(), FINAL_DECODES))
+    metrics_after = await stack.service.metrics_text()
+    result.final_decodes = bucket_delta(histogram_buckets(metrics_before, FINAL_DECODES),
+                                        histogram_buckets(metrics_after, FINAL_DECODES))
+    result.turn_endings = count_delta(labelled_counts(metrics_before, TURN_ENDINGS, "reason"),
+                                      labelled_counts(metrics_after, TURN_ENDINGS, "reason"))
     summarise(result, run.records, stack)
     return result
 
 
 FINAL_DECODES = "hotline_recognizer_final_decode_seconds"
+TURN_ENDINGS = "hotline_speech_turns_ended_total"
 
 
 def _bound_ms(bound: float | None) -> str:
@@ -270,6 +283,9 @@ def print_step(result: StepResult) -> None:
         print(f"final decode after the end-of-speech quiet (service /metrics, to its bucket) "
               f"n={d.get(math.inf, 0):.0f}: p50 <= {_bound_ms(quantile_bound(d, 0.5))}, "
               f"p95 <= {_bound_ms(quantile_bound(d, 0.95))}")
+    if result.turn_endings:
+        print("listening turns ended (service /metrics): " + ", ".join(
+            f"{reason} {count:.0f}" for reason, count in result.turn_endings.items()))
     if result.usage is not None:
         print_usage(result.usage)
     for problem in result.problems:

@@ -29,6 +29,29 @@ def histogram_buckets(text: str, name: str) -> dict[float, float]:
     return found
 
 
+_COUNTER = re.compile(r'^(?P<name>[a-z_:][a-z0-9_:]*)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$')
+
+
+def labelled_counts(text: str, name: str, label: str) -> dict[str, float]:
+    """The samples of the metric ``name`` (a counter's ``..._total``) by the value of
+    ``label``: ``hotline_speech_turns_ended_total{reason="request"} 26`` -> {"request": 26}."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _COUNTER.match(line.strip())
+        if m is None or m["name"] != name:
+            continue
+        value = re.search(rf'(?:^|,){re.escape(label)}="(?P<v>[^"]*)"', m["labels"])
+        if value is not None:
+            found[value["v"]] = float(m["value"])
+    return found
+
+
+def count_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What each label value counted between two scrapes."""
+    return {key: count - before.get(key, 0.0) for key, count in sorted(after.items())
+            if count - before.get(key, 0.0)}
+
+
 def bucket_delta(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
     """What was counted between two scrapes (a bound missing before counts from zero)."""
     return {bound: count - before.get(bound, 0.0) for bound, count in sorted(after.items())}

@@ -2,7 +2,13 @@
 
 import math
 
-from bench.service_metrics import bucket_delta, histogram_buckets, quantile_bound
+from bench.service_metrics import (
+    bucket_delta,
+    count_delta,
+    histogram_buckets,
+    labelled_counts,
+    quantile_bound,
+)
 
 NAME = "hotline_recognizer_final_decode_seconds"
 
@@ -30,3 +36,18 @@ def test_nothing_counted_has_no_quantile() -> None:
     assert histogram_buckets("", NAME) == {}
     assert quantile_bound({}, 0.95) is None
     assert quantile_bound({0.01: 0.0, math.inf: 0.0}, 0.5) is None
+
+
+def test_a_steps_turn_endings_by_reason() -> None:
+    name = "hotline_speech_turns_ended_total"
+
+    def endings(request: int, silence: int) -> str:
+        return "\n".join([f"# TYPE {name[:-6]} counter",
+                          f'{name}{{reason="request"}} {request}.0',
+                          f'{name}{{reason="silence"}} {silence}.0',
+                          'hotline_other_total{reason="request"} 7.0'])
+
+    before = labelled_counts(endings(3, 5), name, "reason")
+    assert before == {"request": 3, "silence": 5}
+    assert count_delta(before, labelled_counts(endings(29, 5), name, "reason")) == {"request": 26}
+    assert labelled_counts("", name, "reason") == {}
