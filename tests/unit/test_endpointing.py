@@ -46,6 +46,23 @@ def test_whole_requests(korean: LanguageGrammars, grammar: str, text: str,
     assert completes_request(text, lang="ko", grammar=grammar, grammars=korean) is complete
 
 
+@pytest.mark.parametrize(("lang", "grammar", "text", "complete"), [
+    ("en", "menu", "agent", True),
+    ("en", "menu", "check", False),          # "check status", "check my case"
+    ("en", "menu", "check status", True),
+    ("en", "yes_no", "yes", True),
+    ("en", "intake", "two six one", False),
+    ("cmn", "menu", "转人工", True),
+    ("cmn", "menu", "我想查一下我的工单", True),
+    ("cmn", "rating", "五", True),
+    ("cmn", "intake", "幺三五", False),
+])
+def test_whole_requests_in_the_other_packs(lang: str, grammar: str, text: str,
+                                           complete: bool) -> None:
+    grammars = LanguageGrammars(LanguagePack.load(lang), EveryWord())
+    assert completes_request(text, lang=lang, grammar=grammar, grammars=grammars) is complete
+
+
 def test_a_longer_phrase_continues_the_last_words(korean: LanguageGrammars) -> None:
     assert korean.continues("intake", "네 상담원")
     assert korean.continues("menu", "운영 시간")
