@@ -25,6 +25,7 @@ from crm.storage.db import SessionFactory
 from crm.surveys.writes import SurveyWriteQueue
 from crm.telephony.events import CallEventBus
 from crm.web.app import HealthReport
+from hotline import systemd_notify
 from hotline.bus.redis_bus import RedisStreamBus
 from hotline.heap import freeze_startup_heap
 from hotline.metrics import ScrapeSources, ServiceMetrics, recognition_pool
@@ -217,5 +218,7 @@ async def serve_forever(settings: Settings, role: Role = "all") -> None:
                "control": running_control, "ivr": running_ivr}[role]
     async with running(settings):
         freeze_startup_heap()
+        watchdog = await systemd_notify.serving(role)
         await stop.wait()
         log.info("stopping hotline %s", "service" if role == "all" else role)
+        await systemd_notify.stopping(watchdog)
