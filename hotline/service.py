@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -210,6 +211,9 @@ async def running_web(settings: Settings) -> AsyncIterator[WebService]:
 
 async def serve_forever(settings: Settings, role: Role = "all") -> None:
     check_role(settings, role)
+    # A watchdog that finds the process hung aborts it (systemd, the test bed's supervisor):
+    # every thread's stack goes to stderr (the journal, the process's log) first.
+    faulthandler.enable()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,9 +21,12 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
+_failing = threading.Event()
+"""The last notification could not be sent (the test bed's supervisor may not run)."""
 
 
 def _address(env: Mapping[str, str]) -> str | None:
@@ -43,9 +46,14 @@ def notify(message: str, env: Mapping[str, str] | None = None) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(message.encode(), address)
     except OSError as exc:
-        log.warning("systemd notification %r not sent to %r: %s", message.split("\n")[0],
-                    address, exc)
+        if not _failing.is_set():  # said once, not every ping, until one goes through
+            _failing.set()
+            log.warning("systemd notification %r not sent to %r: %s (said once until one "
+                        "is sent)", message.split("\n")[0], address.replace("\0", "@"), exc)
         return False
+    if _failing.is_set():
+        _failing.clear()
+        log.info("systemd notifications reach %r again", address.replace("\0", "@"))
     return True
 
 

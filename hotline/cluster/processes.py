@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crm.storage.private_files import SERVICE_UMASK, open_private, private_dir, write_private
+from hotline.cluster import watchdog
 from hotline.cluster.plan import Plan, RoleProcess
 from hotline.edge.settings import MediaNode
 from hotline.liveness import Recorded, check_recorded, describe_health, fetch_health
@@ -63,6 +64,7 @@ def environment(plan: Plan, process: RoleProcess, base: Settings) -> dict[str, s
                                                    or base.state_dir / "prompt-cache"),
            "HOTLINE_SPEECH__INSTALLED_MODELS_DIR": str(base.speech.installed_models_dir
                                                        or base.state_dir / "speech-models")}
+    env |= watchdog.process_environment(plan.directory)  # pings for the supervisor
     if process.web_port is not None:
         env["HOTLINE_WEB__PORT"] = str(process.web_port)
     if process.health_port is not None:
@@ -245,17 +247,19 @@ def stop(plan: Plan, process: RoleProcess, timeout: float = STOP_TIMEOUT) -> str
     return terminate(pid, timeout, lambda: check_recorded(Recorded(pid)) is not None)
 
 
-def terminate(pid: int, timeout: float, exited: Callable[[], bool], poll: float = 0.1) -> str:
-    """SIGTERM ``pid``, then SIGKILL when ``exited()`` is still false ``timeout`` seconds
-    later; what was done, in a few words (the role processes and the supervisor)."""
+def terminate(pid: int, timeout: float, exited: Callable[[], bool], poll: float = 0.1,
+              first: signal.Signals = signal.SIGTERM) -> str:
+    """SIGTERM (or ``first``) ``pid``, then SIGKILL when ``exited()`` is still false
+    ``timeout`` seconds later; what was done, in a few words (the role processes and the
+    supervisor)."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, first)
     deadline = time.monotonic() + timeout
     while not exited():
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            return f"killed (pid {pid}: no exit within {timeout:.0f} s of SIGTERM)"
+            return f"killed (pid {pid}: no exit within {timeout:.0f} s of {first.name})"
         time.sleep(poll)  # polling another process's exit, bounded by the deadline
     return f"stopped (pid {pid})"
 

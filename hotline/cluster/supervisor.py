@@ -15,6 +15,9 @@ started them), so it cannot see how they exited: every exit counts, as with
 ``Restart=always``; ``cluster down`` stops the supervisor first, so nothing it stops comes
 back.
 
+A process that stops pinging is hung (hotline/cluster/watchdog.py): it is aborted and then
+started again like one that exited.
+
 A control that held the lease is started again only once the lease is no longer its own and
 another control of the plan has taken it (or, at the latest, twice the lease's ttl after the
 exit): it comes back as the standby instead of racing the standby for the lease.
@@ -38,10 +41,10 @@ from typing import Any
 import redis
 
 from crm.storage.private_files import SERVICE_UMASK, open_private, private_dir, write_private
-from hotline.cluster import processes
+from hotline.cluster import processes, watchdog
 from hotline.cluster.lease_holder import holder_pid, lease_holder
 from hotline.cluster.plan import Plan, RoleProcess
-from hotline.liveness import Recorded, process_info
+from hotline.liveness import Recorded, check_recorded, process_info
 from hotline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ READY_S = 30.0
 """Seconds the supervisor has to say it watches, after ``cluster up`` started it."""
 STOP_S = 10.0
 """Seconds it has to exit after SIGTERM before it is killed."""
+ABORT_S = 5.0
+"""Seconds a hung process has to exit after SIGABRT (its stacks written) before SIGKILL."""
 ARGV = ("hotline.cli", "cluster", "supervise")
 
 
@@ -202,6 +207,8 @@ class Watched:
     due: float | None = None
     """When it is to be started again (monotonic), while it waits to be."""
     exited_at: float = 0.0
+    pinged_at: float | None = None
+    """Its last watchdog ping (monotonic), once it sent one as this pid."""
 
 
 class Supervisor:
@@ -211,6 +218,12 @@ class Supervisor:
                         for p in plan.processes]
         self.children: list[subprocess.Popen[bytes]] = []
         private_dir(directory(plan))
+        self.pings: watchdog.PingListener | None = None
+        try:
+            self.pings = watchdog.PingListener(plan.directory)
+        except OSError as exc:
+            log.warning("supervisor: cannot listen for watchdog pings (%s): a hung process "
+                        "is not noticed", exc)
 
     def _recorded_pid(self, process: RoleProcess) -> int | None:
         try:
@@ -222,9 +235,34 @@ class Supervisor:
     def check(self, now: float) -> None:
         """One round: every process looked at once."""
         self.children = [c for c in self.children if c.poll() is None]  # reaped
+        self._read_pings(now)
         for one in self.watched:
             self._check(one, now)
         self.save()
+
+    def _read_pings(self, now: float) -> None:
+        if self.pings is None:
+            return
+        by_pid = {one.pid: one for one in self.watched if one.pid is not None}
+        for pid, message in self.pings.drain():
+            one = by_pid.get(pid)
+            if one is not None and ("WATCHDOG=1" in message or "READY=1" in message):
+                one.pinged_at = now
+
+    def _hung(self, one: Watched, now: float) -> bool:
+        return one.pinged_at is not None and now - one.pinged_at > watchdog.WATCHDOG_S
+
+    def _abort(self, one: Watched, now: float, pid: int) -> None:
+        """A process that stopped pinging: SIGABRT (its stacks to its log), SIGKILL if that
+        does not end it, then started again like any exit."""
+        silent = now - (one.pinged_at or now)
+        processes.pid_file(self.plan, one.process).unlink(missing_ok=True)
+        said = processes.terminate(
+            pid, ABORT_S, lambda: check_recorded(Recorded(pid)) is not None,
+            first=signal.SIGABRT)
+        one.pinged_at = None
+        self._exited(one, now, f"hung: no watchdog ping for {silent:.0f} s; {said}; its "
+                     f"stacks are in {self.plan.log_file(one.process)}")
 
     def _check(self, one: Watched, now: float) -> None:
         name = one.process.name
@@ -238,7 +276,9 @@ class Supervisor:
                     log.info("supervisor: %s runs again (pid %s), started by someone else",
                              name, pid)
                     one.restarts.start_again()
-                one.pid, one.due = pid, None
+                one.pid, one.due, one.pinged_at = pid, None, None
+            elif self._hung(one, now):
+                self._abort(one, now, pid)
             return
         if one.restarts.gave_up or one.due is not None:
             if one.due is not None and now >= one.due and not self._lease_pending(one, now):
@@ -315,7 +355,7 @@ class Supervisor:
             "pid": os.getpid(),
             "processes": {w.process.name: {
                 "pid": w.pid, "restarts": w.restarts.restarts, "gave_up": w.restarts.gave_up,
-                "exits": len(w.restarts.exits),
+                "exits": len(w.restarts.exits), "pinging": w.pinged_at is not None,
                 "state": "gave up" if w.restarts.gave_up else "waiting to start"
                 if w.due is not None else "starting" if w.launched else "watched"}
                 for w in self.watched}}, indent=2) + "\n")
@@ -335,5 +375,7 @@ def run(plan: Plan, base: Settings, policy: RestartPolicy | None = None) -> int:
             supervisor.check(time.monotonic())
         except Exception:  # a round that failed (a full disk, say) is tried again
             log.exception("supervisor: a round failed; trying again in %.0f s", TICK_S)
+    if supervisor.pings is not None:
+        supervisor.pings.close()
     log.info("supervisor: stopped; the processes are left as they are")
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from hotline.asterisk.host import is_alive, mounts_under, pids_in_root
-from hotline.cluster import processes, supervisor
+from hotline.cluster import processes, supervisor, watchdog
 from hotline.cluster.lease_holder import holder_pid, lease_holder
 from hotline.cluster.plan import CLUSTER_LINKS, Plan, RoleProcess
 from hotline.edge.settings import MediaNode
@@ -110,6 +110,27 @@ def holder(bed: Bed) -> int | None:
     return None if value is None else holder_pid(value)
 
 
+async def test_a_hung_ivr_worker_is_aborted_and_serves_again(bed: Bed) -> None:
+    """SIGSTOP stands for a hang (the process lives, its event loop no longer turns): its
+    watchdog pings stop, and the supervisor aborts it and starts it again."""
+    await wait_for(lambda: supervisor.read_state(bed.plan).get("processes", {})
+                   .get("ivr-1", {}).get("pinging"), BACK_S,
+                   "the supervisor hearing ivr-1's watchdog pings")
+    hung = pid_of(bed, "ivr-1")
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    back = await wait_for(
+        lambda: pid_of(bed, "ivr-1") not in (None, hung)
+        and supervisor.read_state(bed.plan)["processes"]["ivr-1"]["state"] == "watched",
+        BACK_S + watchdog.WATCHDOG_S, "the hung IVR worker serving again")
+    print(f"\nivr-1 stopped (SIGSTOP): serving again as a new process {back:.2f} s later "
+          f"(watchdog {watchdog.WATCHDOG_S:.0f} s)")
+    assert not is_alive(hung)
+    said = supervisor.log_file(bed.plan).read_text()
+    assert "supervisor: ivr-1 exited (hung: no watchdog ping for " in said, said
+    assert f"killed (pid {hung}: no exit within" in said, said  # a stopped process: SIGKILL
+
+
 async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None:
     assert "supervisor: started (pid " in bed.up_output, bed.up_output
     watching = supervisor.running_pid(bed.plan)
@@ -150,10 +171,10 @@ async def test_a_killed_lease_holder_comes_back_as_the_standby(bed: Bed) -> None
     assert code == 0 and report["control_lease"] == "held by control-2", report
     assert parts["control"]["health"] == "ok (standby, lease held by control-2)", parts
     assert (parts["control"]["restarts"], parts["control-2"]["restarts"],
-            parts["ivr-1"]["restarts"]) == (1, 0, 1), parts
+            parts["ivr-1"]["restarts"]) == (1, 0, 2), parts  # ivr-1: hung, then killed
     assert parts["ivr-1"]["up"] and parts["ivr-1"]["health"] == "ok", parts["ivr-1"]
     said = hotline(bed.env, "cluster", "status").stdout
-    assert f"  supervisor: running (pid {watching}); restarts: control 1, ivr-1 1\n" in said, said
+    assert f"  supervisor: running (pid {watching}); restarts: control 1, ivr-1 2\n" in said, said
 
     again = hotline(bed.env, "cluster", "up", timeout=UP_S)  # keeps the one supervisor
     assert again.returncode == 0, again.stdout + again.stderr

@@ -6,11 +6,15 @@ supervisor itself, killing a real control: tests/cluster/test_supervisor.py."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hotline.cluster import processes, supervisor
+from hotline.cluster import processes, supervisor, watchdog
 from hotline.cluster.launcher import supervisor_line
 from hotline.cluster.plan import Plan, RoleProcess
 from hotline.cluster.processes import _logged_up
@@ -133,7 +137,8 @@ def test_a_worker_that_keeps_dying_is_given_up_on_and_watched_again_once_started
     assert "ivr-1 exited (exit 1 during start-up" in caplog.text
     assert "5 times in 60 s: gave up" in caplog.text
     assert read_state(plan)["processes"]["ivr-1"] == {
-        "pid": 103, "restarts": 4, "gave_up": True, "exits": 5, "state": "gave up"}
+        "pid": 103, "restarts": 4, "gave_up": True, "exits": 5, "pinging": False,
+        "state": "gave up"}
     monkeypatch.setattr(supervisor, "running_pid", lambda plan: 4242)
     parts = [{"name": "ivr-1", "health": "not running"}]
     assert annotate(parts, plan) == {"running": True, "pid": 4242,
@@ -145,3 +150,75 @@ def test_a_worker_that_keeps_dying_is_given_up_on_and_watched_again_once_started
     watcher.check(100.0)
     assert not watcher.watched[0].restarts.gave_up and watcher.watched[0].pid == 500
     assert "ivr-1 runs again (pid 500)" in caplog.text
+
+
+PINGER = """
+import sys
+from hotline import systemd_notify
+for line in sys.stdin:
+    systemd_notify.notify("WATCHDOG=1")
+    print("sent", flush=True)
+"""
+"""A role process stand-in that pings when told to and otherwise does nothing: once it stops
+being told, it is as hung as a process whose event loop stopped turning."""
+
+
+def test_a_process_that_stops_pinging_is_aborted_and_started_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real process pings the supervisor's real socket (its pid comes from the kernel,
+    SO_PASSCRED); the rounds run on a fake clock. Silent past WATCHDOG_S, it is aborted
+    (SIGABRT) and due to be started again; one that never pinged is left alone."""
+    caplog.set_level(logging.INFO, logger="hotline.cluster.supervisor")
+    worker = RoleProcess("ivr-1", "ivr", "127.0.0.8", audiosocket_port=9092)
+    quiet = RoleProcess("web-1", "web", "127.0.0.9", web_port=9093)
+    plan = Plan(tmp_path, "127.0.0.4", 6390, "postgresql://x", [worker, quiet])
+    env = {**os.environ, **watchdog.process_environment(plan.directory)}
+    child = subprocess.Popen([sys.executable, "-c", PINGER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, env=env, text=True)
+    never = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE, env=env)
+    processes_by_name = {"ivr-1": child, "web-1": never}
+
+    def live_pid(plan: Plan, process: RoleProcess) -> tuple[int | None, str | None]:
+        proc = processes_by_name[process.name]
+        return (proc.pid, None) if proc.poll() is None else (None, "exited")
+
+    started: list[RoleProcess] = []
+
+    def launch(plan: Plan, process: RoleProcess, base: object) -> processes.Launched:
+        started.append(process)
+        return processes.Launched(FakeProcess(4000 + len(started)), 0)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processes, "live_pid", live_pid)
+    monkeypatch.setattr(processes, "launch", launch)
+    watcher = Supervisor(plan, Settings(state_dir=tmp_path), RestartPolicy())
+    try:
+        watcher.check(0.0)
+
+        def ping() -> None:
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write("ping\n")
+            child.stdin.flush()
+            assert child.stdout.readline() == "sent\n"  # in the socket's queue now
+
+        ping()
+        watcher.check(1.0)
+        assert read_state(plan)["processes"]["ivr-1"]["pinging"]
+        ping()
+        watcher.check(8.0)
+        watcher.check(8.0 + watchdog.WATCHDOG_S)  # silent for WATCHDOG_S: not yet
+        assert child.poll() is None
+        watcher.check(9.0 + watchdog.WATCHDOG_S)
+        assert child.wait(timeout=30) == -signal.SIGABRT
+        assert "ivr-1 exited (hung: no watchdog ping for 11 s" in caplog.text
+        assert read_state(plan)["processes"]["ivr-1"]["state"] == "waiting to start"
+        watcher.check(20.0 + watchdog.WATCHDOG_S)  # its restart delay past: started again
+        assert started == [worker] and watcher.watched[0].restarts.restarts == 1
+        assert never.poll() is None  # never pinged: not watched for pings
+    finally:
+        for proc in (child, never):
+            proc.kill()
+            proc.wait()
+        if watcher.pings is not None:
+            watcher.pings.close()
