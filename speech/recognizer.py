@@ -14,6 +14,11 @@ arrives and returns an update when something changed:
   below the turn's loudest audio and under ``QUIET_RMS_MAX``. vosk's own endpointer follows
   the model's conf/model.conf rules, which vosk 0.3.45 cannot change per recognizer; with the
   Korean model it ends an utterance 0.6-1.0 s after the last word (bench/speech_turns.py);
+- with ``end_silence_complete`` and a ``request_end`` (speech.endpointing) as well, a final
+  result with reason ``request`` after that shorter quiet, when the words decoded to their
+  end are a whole request; if they are not, the same audio is decoded again and the turn
+  goes on (semantic endpointing; BENCHMARKS.md, session 30: spoken turns at 80 calls p95
+  472 -> 336 ms);
 - a final ``no_speech`` result when ``no_speech_timeout`` seconds of audio went by without
   any word.
 
@@ -454,7 +459,8 @@ class StreamingRecognizer:
         """Worker thread: decode the last chunk and the utterance to its end; keep that final
         result when it is a whole request, else decode the utterance's audio again so that
         listening goes on as if it had not been tried (the cost of a miss: one decode of the
-        utterance so far, a few ms of CPU per second of speech with a grammar)."""
+        utterance so far, about 20 ms of a pool thread per second of speech with the
+        greeting's grammar)."""
         rec = self._ensure()
         if self._take(rec, pcm):
             return "endpoint", rec.Result(), None
